@@ -1,0 +1,497 @@
+/**
+ * Device: the single source of truth for one device. It holds at most one allocation
+ * (checked and written with no await in between, so concurrent claims cannot both win),
+ * ends it at `expiresAt` by alarm, and keeps an outbox of what others must hear about an
+ * allocation ending (the user's object, the pool index, the usage queue). The outbox row
+ * is written in the same transaction that ends the allocation, and the alarm retries
+ * delivery until it succeeds, so nothing is lost across crashes or restarts.
+ *
+ * Claim protocol: a claim arrives from the pool as `held`; the user's object confirms it
+ * once it has recorded the allocation. A claim still unconfirmed after
+ * `ALLOCATION.claimConfirmMs` is checked with the user's object, and freed if the user
+ * does not know it (a crash between steps leaves no device held for nobody).
+ */
+import { DurableObject } from "cloudflare:workers";
+import { ALLOCATION, PAGING, type Env } from "../src/config";
+import { fail, ok, type Result } from "../src/errors";
+import { fits } from "../src/domain/strategy";
+import { expiryWarningAt } from "../src/domain/expiry";
+import type { DeviceInfo, DeviceSpec, DeviceStatus, EndReason, EndedAllocation, UsageRecord } from "../src/domain/types";
+import { Sql, armAlarm } from "../src/sql";
+
+const SCHEMA = [
+  `CREATE TABLE device (
+     id INTEGER PRIMARY KEY CHECK (id = 1), device_id TEXT NOT NULL, pool TEXT NOT NULL, node TEXT NOT NULL,
+     cpu INTEGER NOT NULL, mem INTEGER NOT NULL, storage INTEGER NOT NULL, status TEXT NOT NULL,
+     version INTEGER NOT NULL, created_at INTEGER NOT NULL, updated_at INTEGER NOT NULL);
+   CREATE TABLE allocations (
+     allocation_id TEXT PRIMARY KEY, user_id TEXT NOT NULL, state TEXT NOT NULL,
+     cpu INTEGER NOT NULL, mem INTEGER NOT NULL, storage INTEGER NOT NULL,
+     allocated_at INTEGER NOT NULL, expires_at INTEGER NOT NULL, confirm_at INTEGER,
+     warn_at INTEGER, warned INTEGER NOT NULL DEFAULT 0,
+     released_at INTEGER, duration_seconds INTEGER, reason TEXT);
+   CREATE INDEX allocations_state ON allocations(state);
+   CREATE INDEX allocations_alloc_at ON allocations(allocated_at);
+   CREATE TABLE outbox (
+     id INTEGER PRIMARY KEY AUTOINCREMENT, kind TEXT NOT NULL, payload TEXT NOT NULL,
+     attempts INTEGER NOT NULL DEFAULT 0, next_at INTEGER NOT NULL, last_error TEXT);`,
+];
+
+type AllocState = "held" | "active" | "ended";
+interface AllocRow {
+  allocation_id: string;
+  user_id: string;
+  state: AllocState;
+  cpu: number;
+  mem: number;
+  storage: number;
+  allocated_at: number;
+  expires_at: number;
+  confirm_at: number | null;
+  warn_at: number | null;
+  warned: number;
+  released_at: number | null;
+  duration_seconds: number | null;
+  reason: EndReason | null;
+}
+interface DeviceRow {
+  device_id: string;
+  pool: string;
+  node: string;
+  cpu: number;
+  mem: number;
+  storage: number;
+  status: DeviceStatus;
+  version: number;
+  created_at: number;
+  updated_at: number;
+}
+
+/** What the pool index keeps of a device; `version` orders updates that race. */
+export interface DeviceState extends DeviceSpec {
+  deviceId: string;
+  node: string;
+  status: DeviceStatus;
+  version: number;
+  allocationId: string | null;
+  userId: string | null;
+  expiresAt: number | null;
+}
+
+type OutboxItem =
+  | { kind: "user_ended"; payload: EndedAllocation }
+  | { kind: "user_event"; payload: { userId: string; type: string; data: Record<string, unknown> } }
+  | { kind: "pool_state"; payload: { pool: string; state: DeviceState } }
+  | { kind: "usage"; payload: { record: UsageRecord; confirmed: boolean } };
+
+export interface ClaimRequest {
+  allocationId: string;
+  userId: string;
+  pool: string;
+  min: DeviceSpec;
+  max: DeviceSpec;
+  durationMs: number;
+}
+export interface Claimed extends DeviceSpec {
+  deviceId: string;
+  pool: string;
+  node: string;
+  allocatedAt: number;
+  expiresAt: number;
+  state: DeviceState;
+}
+
+export interface CurrentAllocation {
+  allocationId: string;
+  userId: string;
+  confirmed: boolean;
+  allocatedAt: number;
+  expiresAt: number;
+}
+
+export class Device extends DurableObject<Env> {
+  private readonly sql: Sql;
+
+  constructor(ctx: DurableObjectState, env: Env) {
+    super(ctx, env);
+    this.sql = new Sql(ctx.storage);
+    ctx.blockConcurrencyWhile(async () => {
+      this.sql.migrate(SCHEMA);
+      // Re-arm in case a due row outlived its alarm (e.g. an alarm deleted by a restart).
+      await this.rearm();
+    });
+  }
+
+  // ---- reads ---------------------------------------------------------------------------
+
+  private row(): DeviceRow | null {
+    return this.sql.one<DeviceRow>("SELECT * FROM device WHERE id = 1");
+  }
+
+  private current(): AllocRow | null {
+    return this.sql.one<AllocRow>("SELECT * FROM allocations WHERE state IN ('held','active') LIMIT 1");
+  }
+
+  private info(d: DeviceRow): DeviceInfo {
+    return {
+      deviceId: d.device_id, pool: d.pool, node: d.node, cpuCores: d.cpu, memoryMB: d.mem, storageMB: d.storage,
+      status: d.status, createdAt: d.created_at, updatedAt: d.updated_at,
+    };
+  }
+
+  private state(d: DeviceRow): DeviceState {
+    const a = this.current();
+    return {
+      deviceId: d.device_id, node: d.node, cpuCores: d.cpu, memoryMB: d.mem, storageMB: d.storage, status: d.status,
+      version: d.version, allocationId: a?.allocation_id ?? null, userId: a?.user_id ?? null, expiresAt: a?.expires_at ?? null,
+    };
+  }
+
+  async get(): Promise<Result<DeviceInfo & { allocation: CurrentAllocation | null }>> {
+    const d = this.row();
+    if (!d || d.status === "removed") return notFound();
+    const a = this.current();
+    return ok({
+      ...this.info(d),
+      allocation: a
+        ? { allocationId: a.allocation_id, userId: a.user_id, confirmed: a.state === "active", allocatedAt: a.allocated_at, expiresAt: a.expires_at }
+        : null,
+    });
+  }
+
+  async history(opts: { cursor?: number; limit?: number }): Promise<Result<{ items: EndedAllocation[]; nextCursor: number | null }>> {
+    if (!this.row()) return notFound();
+    const limit = Math.min(opts.limit ?? PAGING.defaultLimit, PAGING.maxLimit);
+    const rows = this.sql.all<AllocRow>(
+      "SELECT * FROM allocations WHERE state = 'ended' AND reason != 'orphaned' AND allocated_at < ? ORDER BY allocated_at DESC LIMIT ?",
+      opts.cursor ?? Number.MAX_SAFE_INTEGER,
+      limit + 1,
+    );
+    const items = rows.slice(0, limit).map((r) => this.ended(r));
+    return ok({ items, nextCursor: rows.length > limit ? rows[limit - 1]!.allocated_at : null });
+  }
+
+  // ---- lifecycle (admin) -----------------------------------------------------------------
+
+  async register(input: { deviceId: string; pool: string; node: string } & DeviceSpec): Promise<Result<DeviceInfo>> {
+    const existing = this.row();
+    if (existing && existing.status !== "removed")
+      return fail(409, "DEVICE_EXISTS", `Device ${input.deviceId} is already registered (pool ${existing.pool}).`);
+    const now = Date.now();
+    this.sql.tx(() => {
+      this.sql.exec(
+        `INSERT INTO device (id, device_id, pool, node, cpu, mem, storage, status, version, created_at, updated_at)
+         VALUES (1, ?, ?, ?, ?, ?, ?, 'available', 1, ?, ?)
+         ON CONFLICT(id) DO UPDATE SET device_id = excluded.device_id, pool = excluded.pool, node = excluded.node,
+           cpu = excluded.cpu, mem = excluded.mem, storage = excluded.storage, status = 'available',
+           version = device.version + 1, created_at = excluded.created_at, updated_at = excluded.updated_at`,
+        input.deviceId, input.pool, input.node, input.cpuCores, input.memoryMB, input.storageMB, now, now,
+      );
+    });
+    const d = this.row()!;
+    await this.publishState(d);
+    return ok(this.info(d));
+  }
+
+  async update(patch: Partial<DeviceSpec> & { node?: string; pool?: string }): Promise<Result<DeviceInfo>> {
+    const d = this.row();
+    if (!d || d.status === "removed") return notFound();
+    if (this.current() && (patch.pool !== undefined || patch.cpuCores !== undefined || patch.memoryMB !== undefined || patch.storageMB !== undefined))
+      return fail(409, "DEVICE_BUSY", "The device is allocated; change its pool or spec after the allocation ends.");
+    const oldPool = d.pool;
+    this.sql.exec(
+      "UPDATE device SET pool = ?, node = ?, cpu = ?, mem = ?, storage = ?, version = version + 1, updated_at = ? WHERE id = 1",
+      patch.pool ?? d.pool, patch.node ?? d.node, patch.cpuCores ?? d.cpu, patch.memoryMB ?? d.mem, patch.storageMB ?? d.storage, Date.now(),
+    );
+    const next = this.row()!;
+    if (next.pool !== oldPool) {
+      // Leave the old pool's index: it sees a "removed" state for this device.
+      this.enqueue({ kind: "pool_state", payload: { pool: oldPool, state: { ...this.state(next), status: "removed" } } });
+    }
+    await this.publishState(next);
+    return ok(this.info(next));
+  }
+
+  /** maintenance / offline end an active allocation cleanly; available brings it back. */
+  async setStatus(status: "available" | "maintenance" | "offline"): Promise<Result<DeviceInfo & { ended: EndedAllocation | null }>> {
+    const d = this.row();
+    if (!d || d.status === "removed") return notFound();
+    let ended: EndedAllocation | null = null;
+    this.sql.tx(() => {
+      const a = this.current();
+      if (a && status !== "available") ended = this.endTx(a, status, Date.now());
+      const newStatus: DeviceStatus = status === "available" ? (this.current() ? "allocated" : "available") : status;
+      this.sql.exec("UPDATE device SET status = ?, version = version + 1, updated_at = ? WHERE id = 1", newStatus, Date.now());
+    });
+    const next = this.row()!;
+    await this.publishState(next);
+    return ok({ ...this.info(next), ended });
+  }
+
+  async remove(): Promise<Result<{ deviceId: string; ended: EndedAllocation | null }>> {
+    const d = this.row();
+    if (!d || d.status === "removed") return notFound();
+    let ended: EndedAllocation | null = null;
+    this.sql.tx(() => {
+      const a = this.current();
+      if (a) ended = this.endTx(a, "removed", Date.now());
+      this.sql.exec("UPDATE device SET status = 'removed', version = version + 1, updated_at = ? WHERE id = 1", Date.now());
+    });
+    await this.publishState(this.row()!);
+    return ok({ deviceId: d.device_id, ended });
+  }
+
+  // ---- allocation protocol -----------------------------------------------------------------
+
+  /** Called by the pool. No await between the check and the write: one claim wins. */
+  async claim(req: ClaimRequest): Promise<Result<Claimed>> {
+    const d = this.row();
+    if (!d || d.status === "removed") return fail(409, "DEVICE_UNAVAILABLE", "The device is not registered.", { state: null });
+    if (d.pool !== req.pool) return fail(409, "DEVICE_UNAVAILABLE", "The device has moved to another pool.", { state: this.state(d) });
+    const spec = { cpuCores: d.cpu, memoryMB: d.mem, storageMB: d.storage };
+    if (d.status !== "available" || this.current())
+      return fail(409, "DEVICE_BUSY", "The device is already allocated or not in service.", { state: this.state(d) });
+    if (!fits(spec, req.min, req.max)) return fail(409, "DEVICE_UNFIT", "The device does not match the request.", { state: this.state(d) });
+    const now = Date.now();
+    const expiresAt = now + req.durationMs;
+    this.sql.tx(() => {
+      this.sql.exec(
+        `INSERT INTO allocations (allocation_id, user_id, state, cpu, mem, storage, allocated_at, expires_at, confirm_at, warn_at)
+         VALUES (?, ?, 'held', ?, ?, ?, ?, ?, ?, ?)`,
+        req.allocationId, req.userId, d.cpu, d.mem, d.storage, now, expiresAt, now + ALLOCATION.claimConfirmMs, expiryWarningAt(now, expiresAt),
+      );
+      this.sql.exec("UPDATE device SET status = 'allocated', version = version + 1, updated_at = ? WHERE id = 1", now);
+    });
+    await this.rearm();
+    return ok({ deviceId: d.device_id, pool: d.pool, node: d.node, ...spec, allocatedAt: now, expiresAt, state: this.state(this.row()!) });
+  }
+
+  /** The user's object has recorded the allocation. */
+  async confirm(allocationId: string): Promise<Result<{ confirmed: true }>> {
+    const a = this.sql.one<AllocRow>("SELECT * FROM allocations WHERE allocation_id = ?", allocationId);
+    if (!a || a.state === "ended") return fail(409, "ALLOCATION_ENDED", "The allocation has already ended.");
+    if (a.state === "held") this.sql.exec("UPDATE allocations SET state = 'active', confirm_at = NULL WHERE allocation_id = ?", allocationId);
+    await this.rearm();
+    return ok({ confirmed: true });
+  }
+
+  /** Gives back a claim its user never recorded (no usage: the user never had it). */
+  async abort(allocationId: string): Promise<Result<{ aborted: boolean }>> {
+    const a = this.sql.one<AllocRow>("SELECT * FROM allocations WHERE allocation_id = ?", allocationId);
+    if (!a || a.state === "ended") return ok({ aborted: false });
+    this.sql.tx(() => this.endTx(a, "orphaned", Date.now()));
+    await this.rearm();
+    return ok({ aborted: true });
+  }
+
+  /** Ends the allocation (idempotent: a repeat returns the first result). */
+  async end(allocationId: string, reason: EndReason): Promise<Result<EndedAllocation>> {
+    const a = this.sql.one<AllocRow>("SELECT * FROM allocations WHERE allocation_id = ?", allocationId);
+    if (!a) return fail(404, "ALLOCATION_NOT_FOUND", "No such allocation on this device.");
+    if (a.state === "ended") return ok(this.ended(a));
+    const ended = this.sql.tx(() => this.endTx(a, reason, Date.now()));
+    await this.rearm();
+    return ok(ended);
+  }
+
+  /** Admin force-release of whatever the device holds. */
+  async forceRelease(): Promise<Result<EndedAllocation>> {
+    const d = this.row();
+    if (!d || d.status === "removed") return notFound();
+    const a = this.current();
+    if (!a) return fail(409, "DEVICE_NOT_ALLOCATED", "The device holds no allocation.");
+    return this.end(a.allocation_id, "force_released");
+  }
+
+  async extend(allocationId: string, expiresAt: number): Promise<Result<{ expiresAt: number }>> {
+    const a = this.sql.one<AllocRow>("SELECT * FROM allocations WHERE allocation_id = ?", allocationId);
+    if (!a || a.state === "ended") return fail(409, "ALLOCATION_ENDED", "The allocation has already ended.");
+    this.sql.exec(
+      "UPDATE allocations SET expires_at = ?, warn_at = ?, warned = 0 WHERE allocation_id = ?",
+      expiresAt, expiryWarningAt(Date.now(), expiresAt), allocationId,
+    );
+    await this.rearm();
+    return ok({ expiresAt });
+  }
+
+  /** The user's object asks about an allocation it thinks is overdue. Ends it if it is. */
+  async check(allocationId: string): Promise<Result<{ state: "active"; expiresAt: number } | { state: "ended"; ended: EndedAllocation }>> {
+    const a = this.sql.one<AllocRow>("SELECT * FROM allocations WHERE allocation_id = ?", allocationId);
+    if (!a) return fail(404, "ALLOCATION_NOT_FOUND", "No such allocation on this device.");
+    if (a.state !== "ended" && a.expires_at <= Date.now()) {
+      const ended = this.sql.tx(() => this.endTx(a, "expired", Date.now()));
+      await this.rearm();
+      return ok({ state: "ended", ended });
+    }
+    if (a.state === "ended") return ok({ state: "ended", ended: this.ended(a) });
+    return ok({ state: "active", expiresAt: a.expires_at });
+  }
+
+  // ---- alarm: expiry, warnings, claim checks, outbox delivery ---------------------------------
+
+  override async alarm(): Promise<void> {
+    const now = Date.now();
+    const a = this.current();
+    if (a && a.expires_at <= now) {
+      this.sql.tx(() => this.endTx(a, "expired", now));
+    } else if (a) {
+      if (a.state === "held" && a.confirm_at !== null && a.confirm_at <= now) await this.verifyClaim(a);
+      const still = this.current();
+      if (still && !still.warned && still.warn_at !== null && still.warn_at <= now) {
+        this.sql.tx(() => {
+          this.sql.exec("UPDATE allocations SET warned = 1 WHERE allocation_id = ?", still.allocation_id);
+          this.enqueue({
+            kind: "user_event",
+            payload: {
+              userId: still.user_id,
+              type: "device.expiring",
+              data: {
+                allocationId: still.allocation_id, deviceId: this.row()!.device_id, expiresAt: new Date(still.expires_at).toISOString(),
+                secondsLeft: Math.max(0, Math.round((still.expires_at - now) / 1000)),
+              },
+            },
+          });
+        });
+      }
+    }
+    await this.flush();
+    await this.rearm();
+  }
+
+  private async verifyClaim(a: AllocRow): Promise<void> {
+    const d = this.row()!;
+    let answer: Awaited<ReturnType<import("./UserQuota").UserQuota["verify"]>>;
+    try {
+      answer = await this.env.USER_QUOTA.getByName(a.user_id).verify(a.allocation_id, d.device_id);
+    } catch {
+      this.sql.exec("UPDATE allocations SET confirm_at = ? WHERE allocation_id = ?", Date.now() + ALLOCATION.notifyRetryMs, a.allocation_id);
+      return;
+    }
+    const now = Date.now();
+    const fresh = this.sql.one<AllocRow>("SELECT * FROM allocations WHERE allocation_id = ?", a.allocation_id);
+    if (!fresh || fresh.state !== "held") return; // confirmed or ended meanwhile
+    if (answer === "active" || answer === "ended") {
+      this.sql.exec("UPDATE allocations SET state = 'active', confirm_at = NULL WHERE allocation_id = ?", a.allocation_id);
+    } else if (answer === "pending") {
+      this.sql.exec("UPDATE allocations SET confirm_at = ? WHERE allocation_id = ?", now + ALLOCATION.notifyRetryMs, a.allocation_id);
+    } else {
+      this.sql.tx(() => this.endTx(fresh, "orphaned", now));
+    }
+  }
+
+  /** Delivers due outbox rows; each is deleted only after it was delivered. */
+  private async flush(): Promise<void> {
+    const now = Date.now();
+    const due = this.sql.all<{ id: number; kind: OutboxItem["kind"]; payload: string; attempts: number }>(
+      "SELECT id, kind, payload, attempts FROM outbox WHERE next_at <= ? ORDER BY id LIMIT 100",
+      now,
+    );
+    for (const row of due) {
+      const item = { kind: row.kind, payload: JSON.parse(row.payload) } as OutboxItem;
+      try {
+        const done = await this.deliver(item);
+        if (done) this.sql.exec("DELETE FROM outbox WHERE id = ?", row.id);
+        else this.sql.exec("UPDATE outbox SET next_at = ? WHERE id = ?", Date.now() + ALLOCATION.notifyRetryMs, row.id);
+      } catch (err) {
+        const backoff = Math.min(60_000, ALLOCATION.notifyRetryMs * 2 ** Math.min(row.attempts, 5));
+        this.sql.exec(
+          "UPDATE outbox SET attempts = attempts + 1, next_at = ?, last_error = ? WHERE id = ?",
+          Date.now() + backoff, String(err).slice(0, 500), row.id,
+        );
+      }
+    }
+  }
+
+  /** true when delivered; false to try again later without counting a failure. */
+  private async deliver(item: OutboxItem): Promise<boolean> {
+    switch (item.kind) {
+      case "user_ended":
+        await this.env.USER_QUOTA.getByName(item.payload.userId).deviceEnded(item.payload);
+        return true;
+      case "user_event":
+        await this.env.USER_QUOTA.getByName(item.payload.userId).deviceEvent(item.payload.type, item.payload.data);
+        return true;
+      case "pool_state":
+        await this.env.DEVICE_POOL.getByName(item.payload.pool).deviceState(item.payload.pool, item.payload.state);
+        return true;
+      case "usage": {
+        if (!item.payload.confirmed) {
+          // Ended before its user confirmed it: bill only if the user knows the allocation.
+          const r = item.payload.record;
+          const answer = await this.env.USER_QUOTA.getByName(r.userId).verify(r.allocationId, r.deviceId);
+          if (answer === "pending") return false;
+          if (answer === "unknown") return true; // never the user's: nothing to bill
+        }
+        await this.env.USAGE_QUEUE.send(item.payload.record, { contentType: "json" });
+        return true;
+      }
+    }
+  }
+
+  // ---- internals -------------------------------------------------------------------------
+
+  /** Ends an allocation inside a transaction and queues everything others must hear. */
+  private endTx(a: AllocRow, reason: EndReason, now: number): EndedAllocation {
+    const d = this.row()!;
+    // Expiry bills up to expiresAt, never the alarm's lag.
+    const releasedAt = Math.max(a.allocated_at, reason === "expired" ? Math.min(now, a.expires_at) : now);
+    const durationSeconds = Math.round((releasedAt - a.allocated_at) / 1000);
+    this.sql.exec(
+      "UPDATE allocations SET state = 'ended', released_at = ?, duration_seconds = ?, reason = ?, confirm_at = NULL WHERE allocation_id = ?",
+      releasedAt, durationSeconds, reason, a.allocation_id,
+    );
+    const status: DeviceStatus = d.status === "allocated" ? "available" : d.status;
+    this.sql.exec("UPDATE device SET status = ?, version = version + 1, updated_at = ? WHERE id = 1", status, now);
+    const ended: EndedAllocation = {
+      allocationId: a.allocation_id, deviceId: d.device_id, userId: a.user_id, allocatedAt: a.allocated_at, releasedAt, durationSeconds, reason,
+    };
+    this.enqueue({ kind: "user_ended", payload: ended });
+    if (reason !== "orphaned") {
+      const record: UsageRecord = { ...ended, cpuCores: a.cpu, memoryMB: a.mem, storageMB: a.storage };
+      this.enqueue({ kind: "usage", payload: { record, confirmed: a.state === "active" } });
+    }
+    this.enqueue({ kind: "pool_state", payload: { pool: d.pool, state: this.state(this.row()!) } });
+    return ended;
+  }
+
+  private ended(a: AllocRow): EndedAllocation {
+    return {
+      allocationId: a.allocation_id, deviceId: this.row()!.device_id, userId: a.user_id, allocatedAt: a.allocated_at,
+      releasedAt: a.released_at!, durationSeconds: a.duration_seconds!, reason: a.reason!,
+    };
+  }
+
+  private enqueue(item: OutboxItem, at = Date.now()): void {
+    this.sql.exec("INSERT INTO outbox (kind, payload, next_at) VALUES (?, ?, ?)", item.kind, JSON.stringify(item.payload), at);
+  }
+
+  /** Tells the pool now (so a registered device is allocatable at once); the outbox covers failures. */
+  private async publishState(d: DeviceRow): Promise<void> {
+    const state = this.state(d);
+    try {
+      await this.env.DEVICE_POOL.getByName(d.pool).deviceState(d.pool, state);
+    } catch {
+      this.enqueue({ kind: "pool_state", payload: { pool: d.pool, state } });
+    }
+    await this.rearm();
+  }
+
+  private async rearm(): Promise<void> {
+    const a = this.current();
+    const times: number[] = [];
+    if (a) {
+      times.push(a.expires_at);
+      if (a.confirm_at !== null) times.push(a.confirm_at);
+      if (!a.warned && a.warn_at !== null) times.push(a.warn_at);
+    }
+    const next = this.sql.one<{ t: number | null }>("SELECT MIN(next_at) AS t FROM outbox");
+    if (next?.t != null) times.push(next.t);
+    if (times.length === 0) return;
+    // Only ever moves the alarm earlier; an early alarm finds nothing due and re-arms.
+    await armAlarm(this.ctx.storage, Math.min(...times));
+  }
+}
+
+function notFound() {
+  return fail(404, "DEVICE_NOT_FOUND", "No such device.");
+}

@@ -1,0 +1,597 @@
+/**
+ * UserQuota: one per user. Serializes the user's allocations so quota can never be
+ * overrun: the check and the write of a `pending` row happen with no await between them,
+ * and pending rows count as usage. Usage is always derived from the user's pending and
+ * active rows, never kept as a separate counter that could drift.
+ *
+ * Allocation protocol (each step heals if the next never happens):
+ *   1. write `pending` (quota held) with a deadline          → alarm aborts it at the deadline
+ *   2. pool picks, device claims as `held`                    → device asks `verify` later, frees if unknown
+ *   3. re-read row; `active` + event                          → aborted meanwhile: give the device back
+ *   4. device.confirm                                          → missing: device's `verify` says active
+ * An ended allocation is reported by the device's outbox (`deviceEnded`), and an active row
+ * past its expiry is checked with the device by this object's alarm.
+ */
+import { DurableObject } from "cloudflare:workers";
+import {
+  ALLOCATION, DEFAULT_RENEW_DAYS, EVENT_LOG_LIMIT, EXTEND_POLICIES, PAGING, PLAN_LIMITS, QUOTA_VALID_DAYS,
+  defaultPlan, type Env, type PlanTier, type QuotaLimits,
+} from "../src/config";
+import { fail, ok, type Failure, type Result } from "../src/errors";
+import { checkAllocation, checkExtraHours, deviceHeadroom, periodStartFor, quotaStatus, renewedUntil, type QuotaState } from "../src/domain/quota";
+import { checkExtend } from "../src/domain/extend";
+import type { Allocation, AllocationStatus, DeviceSpec, EndReason, EndedAllocation, EventEnvelope, Quota, QuotaUsage } from "../src/domain/types";
+import { Sql, armAlarm } from "../src/sql";
+import type { Claimed } from "./Device";
+
+const SCHEMA = [
+  `CREATE TABLE profile (
+     id INTEGER PRIMARY KEY CHECK (id = 1), user_id TEXT NOT NULL, plan TEXT NOT NULL, suspended INTEGER NOT NULL,
+     valid_until INTEGER NOT NULL, limits TEXT NOT NULL, period_start INTEGER NOT NULL, hours_used REAL NOT NULL,
+     exceeded INTEGER NOT NULL DEFAULT 0, updated_at INTEGER NOT NULL);
+   CREATE TABLE allocations (
+     allocation_id TEXT PRIMARY KEY, device_id TEXT, pool TEXT NOT NULL, status TEXT NOT NULL,
+     cpu INTEGER NOT NULL, mem INTEGER NOT NULL, storage INTEGER NOT NULL,
+     allocated_at INTEGER, expires_at INTEGER, duration_minutes INTEGER NOT NULL, duration_ms INTEGER NOT NULL,
+     booked_hours REAL NOT NULL, released_at INTEGER, duration_seconds INTEGER, reason TEXT,
+     extend_count INTEGER NOT NULL DEFAULT 0, extended_minutes INTEGER NOT NULL DEFAULT 0, last_extended_at INTEGER,
+     idem_key TEXT UNIQUE, idem_hash TEXT, deadline INTEGER, created_at INTEGER NOT NULL);
+   CREATE INDEX allocations_status ON allocations(status, created_at);
+   CREATE INDEX allocations_device ON allocations(device_id, status);
+   CREATE INDEX allocations_created ON allocations(created_at);
+   CREATE TABLE events (seq INTEGER PRIMARY KEY AUTOINCREMENT, type TEXT NOT NULL, data TEXT NOT NULL, ts INTEGER NOT NULL);`,
+];
+
+interface ProfileRow {
+  user_id: string;
+  plan: PlanTier;
+  suspended: number;
+  valid_until: number;
+  limits: string;
+  period_start: number;
+  hours_used: number;
+  exceeded: number;
+  updated_at: number;
+}
+interface AllocRow {
+  allocation_id: string;
+  device_id: string | null;
+  pool: string;
+  status: AllocationStatus;
+  cpu: number;
+  mem: number;
+  storage: number;
+  allocated_at: number | null;
+  expires_at: number | null;
+  duration_minutes: number;
+  duration_ms: number;
+  booked_hours: number;
+  released_at: number | null;
+  duration_seconds: number | null;
+  reason: EndReason | null;
+  extend_count: number;
+  extended_minutes: number;
+  last_extended_at: number | null;
+  idem_key: string | null;
+  idem_hash: string | null;
+  deadline: number | null;
+  created_at: number;
+}
+
+export interface AllocateInput {
+  userId: string;
+  pool: string;
+  durationMinutes: number;
+  /** Test-only override (ALLOW_SHORT_DURATIONS); the route refuses it otherwise. */
+  durationSeconds?: number;
+  spec: DeviceSpec;
+  idempotencyKey?: string;
+}
+
+export interface AllocationResult {
+  allocationId: string;
+  deviceId: string;
+  userId: string;
+  pool: string;
+  node: string;
+  cpuCores: number;
+  memoryMB: number;
+  storageMB: number;
+  allocatedAt: string;
+  expiresAt: string;
+  durationMinutes: number;
+}
+
+export interface ReleaseResult {
+  allocationId: string;
+  deviceId: string;
+  userId: string;
+  allocatedAt: string;
+  releasedAt: string;
+  durationSeconds: number;
+  reason: EndReason;
+}
+
+export interface QuotaUpdate {
+  plan?: PlanTier;
+  limits?: Partial<QuotaLimits>;
+  suspended?: boolean;
+  validUntil?: number;
+}
+
+export class UserQuota extends DurableObject<Env> {
+  private readonly sql: Sql;
+  /** Allocations still in steps 2-4, so a repeated idempotency key waits for the first. */
+  private readonly inFlight = new Map<string, Promise<Result<AllocationResult>>>();
+
+  constructor(ctx: DurableObjectState, env: Env) {
+    super(ctx, env);
+    this.sql = new Sql(ctx.storage);
+    ctx.blockConcurrencyWhile(async () => {
+      this.sql.migrate(SCHEMA);
+      await this.rearm();
+    });
+  }
+
+  // ---- profile and usage ---------------------------------------------------------------
+
+  /** A user appears by their token: the first call creates the default plan's quota. */
+  private profile(userId: string): ProfileRow {
+    let p = this.sql.one<ProfileRow>("SELECT * FROM profile WHERE id = 1");
+    const now = Date.now();
+    if (!p) {
+      const plan = defaultPlan(this.env);
+      this.sql.exec(
+        "INSERT INTO profile (id, user_id, plan, suspended, valid_until, limits, period_start, hours_used, updated_at) VALUES (1, ?, ?, 0, ?, ?, ?, 0, ?)",
+        userId, plan, now + QUOTA_VALID_DAYS * 86_400_000, JSON.stringify(PLAN_LIMITS[plan]), periodStartFor(now), now,
+      );
+      p = this.sql.one<ProfileRow>("SELECT * FROM profile WHERE id = 1")!;
+    }
+    // A new period starts with no finished hours (active allocations keep their booking).
+    const period = periodStartFor(now);
+    if (p.period_start < period) {
+      this.sql.exec("UPDATE profile SET period_start = ?, hours_used = 0 WHERE id = 1", period);
+      p = { ...p, period_start: period, hours_used: 0 };
+    }
+    return p;
+  }
+
+  private state(p: ProfileRow): QuotaState {
+    return { suspended: p.suspended === 1, validUntil: p.valid_until, limits: JSON.parse(p.limits) as QuotaLimits };
+  }
+
+  /** Usage = the sum of pending and active allocations (+ finished hours of the period). */
+  private usage(p: ProfileRow, excluding?: string): QuotaUsage {
+    const u = this.sql.one<{ n: number; cpu: number | null; mem: number | null; storage: number | null; hours: number | null }>(
+      `SELECT COUNT(*) AS n, SUM(cpu) AS cpu, SUM(mem) AS mem, SUM(storage) AS storage, SUM(booked_hours) AS hours
+       FROM allocations WHERE status IN ('pending','active') AND allocation_id != ?`,
+      excluding ?? "",
+    )!;
+    return { devices: u.n, cpuCores: u.cpu ?? 0, memoryMB: u.mem ?? 0, storageMB: u.storage ?? 0, deviceHours: p.hours_used + (u.hours ?? 0) };
+  }
+
+  private quota(p: ProfileRow): Quota {
+    const usage = this.usage(p);
+    const st = this.state(p);
+    return {
+      userId: p.user_id, plan: p.plan, status: quotaStatus(st, usage, Date.now()), suspended: st.suspended,
+      validUntil: p.valid_until, limits: st.limits, periodStart: p.period_start,
+      usage: { ...usage, deviceHours: Math.round(usage.deviceHours * 1000) / 1000 }, updatedAt: p.updated_at,
+    };
+  }
+
+  /** `quota.exceeded` once per crossing: a flag remembers we said it. */
+  private noteQuotaStatus(p: ProfileRow): void {
+    const q = this.quota(p);
+    const over = q.status === "exceeded";
+    if (over && !p.exceeded) {
+      this.sql.exec("UPDATE profile SET exceeded = 1 WHERE id = 1");
+      this.emit(p.user_id, "quota.exceeded", { limits: q.limits, usage: q.usage });
+    } else if (!over && p.exceeded) {
+      this.sql.exec("UPDATE profile SET exceeded = 0 WHERE id = 1");
+    }
+  }
+
+  // ---- allocation --------------------------------------------------------------------------
+
+  async allocate(input: AllocateInput): Promise<Result<AllocationResult>> {
+    const p = this.profile(input.userId);
+    const now = Date.now();
+    const hash = requestHash(input);
+    if (input.idempotencyKey) {
+      const prior = this.sql.one<AllocRow>("SELECT * FROM allocations WHERE idem_key = ?", input.idempotencyKey);
+      if (prior) {
+        if (prior.idem_hash !== hash)
+          return fail(409, "IDEMPOTENCY_KEY_REUSED", "This idempotency key was used for a different request.", { idempotencyKey: input.idempotencyKey });
+        if (prior.status === "active" || prior.status === "released") return ok(this.result(p.user_id, prior));
+        const running = this.inFlight.get(prior.allocation_id);
+        if (running) return running;
+        return fail(409, "ALLOCATION_IN_PROGRESS", "An allocation with this idempotency key is still being set up; retry shortly.");
+      }
+    }
+    const durationMs = input.durationSeconds !== undefined ? input.durationSeconds * 1000 : input.durationMinutes * 60_000;
+    const hours = durationMs / 3_600_000;
+    const st = this.state(p);
+    const usage = this.usage(p);
+    const refused = checkAllocation(st, usage, input.spec, hours, now);
+    if (refused) {
+      this.noteQuotaStatus(p);
+      return refused;
+    }
+    const allocationId = newAllocationId(input.userId);
+    this.sql.exec(
+      `INSERT INTO allocations (allocation_id, pool, status, cpu, mem, storage, duration_minutes, duration_ms, booked_hours, idem_key, idem_hash, deadline, created_at)
+       VALUES (?, ?, 'pending', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+      allocationId, input.pool, input.spec.cpuCores, input.spec.memoryMB, input.spec.storageMB, input.durationMinutes, durationMs, hours,
+      input.idempotencyKey ?? null, hash, now + ALLOCATION.intentTimeoutMs, now,
+    );
+    const run = this.completeAllocation(allocationId, input, durationMs, deviceHeadroom(st.limits, usage));
+    this.inFlight.set(allocationId, run);
+    try {
+      return await run;
+    } finally {
+      this.inFlight.delete(allocationId);
+    }
+  }
+
+  private async completeAllocation(allocationId: string, input: AllocateInput, durationMs: number, max: DeviceSpec): Promise<Result<AllocationResult>> {
+    await this.rearm();
+    let claimed: Result<Claimed>;
+    try {
+      claimed = (await this.env.DEVICE_POOL.getByName(input.pool).claim({ allocationId, userId: input.userId, pool: input.pool, min: input.spec, max, durationMs })) as Result<Claimed>;
+    } catch (err) {
+      // We cannot know whether a device holds it: abort, and a device holding it frees itself on `verify`.
+      this.abortPending(allocationId);
+      return fail(503, "POOL_UNAVAILABLE", "The device pool did not answer; nothing was allocated. Try again.", { cause: String(err) });
+    }
+    if (!claimed.ok) {
+      this.sql.exec("DELETE FROM allocations WHERE allocation_id = ? AND status = 'pending'", allocationId);
+      return claimed;
+    }
+    const c = claimed.value;
+    // Step 3: state may have moved while we awaited (deadline passed, device ended it).
+    const p = this.profile(input.userId);
+    const row = this.sql.one<AllocRow>("SELECT * FROM allocations WHERE allocation_id = ?", allocationId);
+    const recheck = row?.status === "pending" ? checkAllocation(this.state(p), this.usage(p, allocationId), c, durationMs / 3_600_000, Date.now()) : null;
+    if (!row || row.status !== "pending" || recheck) {
+      this.abortPending(allocationId);
+      await this.giveBack(c.deviceId, allocationId);
+      return recheck ?? fail(503, "ALLOCATION_ABORTED", "The allocation could not be completed in time; nothing was allocated. Try again.");
+    }
+    this.sql.tx(() => {
+      this.sql.exec(
+        `UPDATE allocations SET status = 'active', device_id = ?, cpu = ?, mem = ?, storage = ?, allocated_at = ?, expires_at = ?, deadline = NULL
+         WHERE allocation_id = ?`,
+        c.deviceId, c.cpuCores, c.memoryMB, c.storageMB, c.allocatedAt, c.expiresAt, allocationId,
+      );
+      const done = this.sql.one<AllocRow>("SELECT * FROM allocations WHERE allocation_id = ?", allocationId)!;
+      this.emit(input.userId, "device.allocated", this.eventData(done, c.node));
+      this.noteQuotaStatus(this.profile(input.userId));
+    });
+    await this.rearm();
+    try {
+      await this.env.DEVICE.getByName(c.deviceId).confirm(allocationId);
+    } catch {
+      // The device asks `verify` at its confirm deadline and learns the same.
+    }
+    return ok(this.result(input.userId, this.sql.one<AllocRow>("SELECT * FROM allocations WHERE allocation_id = ?", allocationId)!, c.node));
+  }
+
+  private abortPending(allocationId: string): void {
+    this.sql.exec("UPDATE allocations SET status = 'aborted', deadline = NULL, idem_key = NULL WHERE allocation_id = ? AND status = 'pending'", allocationId);
+  }
+
+  private async giveBack(deviceId: string, allocationId: string): Promise<void> {
+    try {
+      await this.env.DEVICE.getByName(deviceId).abort(allocationId);
+    } catch {
+      // The device's own confirm check frees it.
+    }
+  }
+
+  /** Asked by a device about a claim it holds: does this user know the allocation? */
+  async verify(allocationId: string, deviceId: string): Promise<"active" | "ended" | "pending" | "unknown"> {
+    const row = this.sql.one<AllocRow>("SELECT * FROM allocations WHERE allocation_id = ?", allocationId);
+    if (!row || row.status === "aborted") return "unknown";
+    if (row.status === "pending") {
+      if (row.deadline !== null && row.deadline > Date.now()) return "pending";
+      this.abortPending(allocationId);
+      return "unknown";
+    }
+    if (row.device_id !== deviceId) return "unknown";
+    return row.status === "active" ? "active" : "ended";
+  }
+
+  // ---- release, end, extend ------------------------------------------------------------------
+
+  async release(userId: string, deviceId: string, reason: EndReason = "released"): Promise<Result<ReleaseResult>> {
+    this.profile(userId);
+    const row = this.sql.one<AllocRow>("SELECT * FROM allocations WHERE device_id = ? AND status = 'active'", deviceId);
+    if (!row) return fail(404, "ALLOCATION_NOT_FOUND", `You hold no active allocation on device ${deviceId}.`, { deviceId });
+    let r: Result<EndedAllocation>;
+    try {
+      r = (await this.env.DEVICE.getByName(deviceId).end(row.allocation_id, reason)) as Result<EndedAllocation>;
+    } catch (err) {
+      return fail(503, "DEVICE_UNAVAILABLE", "The device did not answer; the allocation is unchanged. Try again.", { cause: String(err) });
+    }
+    if (!r.ok) {
+      if (r.code === "ALLOCATION_NOT_FOUND") this.markEnded({ allocationId: row.allocation_id, deviceId, userId, allocatedAt: row.allocated_at!, releasedAt: Date.now(), durationSeconds: 0, reason: "orphaned" });
+      return r;
+    }
+    this.markEnded(r.value);
+    return ok(releaseResult(r.value));
+  }
+
+  /** From a device (outbox or admin path): an allocation ended. Idempotent. */
+  async deviceEnded(ended: EndedAllocation): Promise<void> {
+    this.profile(ended.userId);
+    this.markEnded(ended);
+  }
+
+  /** From a device: an event about an allocation of this user (e.g. `device.expiring`). */
+  async deviceEvent(type: string, data: Record<string, unknown>): Promise<void> {
+    const row = typeof data.allocationId === "string" ? this.sql.one<AllocRow>("SELECT status FROM allocations WHERE allocation_id = ?", data.allocationId) : null;
+    // A warning for an allocation already over says nothing useful.
+    if (row && row.status !== "active") return;
+    this.emit(this.ownerId(), type, data);
+  }
+
+  /** The user this object belongs to (set by the first call, which always names them). */
+  private ownerId(): string {
+    return this.sql.one<{ user_id: string }>("SELECT user_id FROM profile WHERE id = 1")?.user_id ?? "";
+  }
+
+  private markEnded(e: EndedAllocation): void {
+    this.sql.tx(() => {
+      const row = this.sql.one<AllocRow>("SELECT * FROM allocations WHERE allocation_id = ?", e.allocationId);
+      if (!row) return;
+      if (row.status === "pending") {
+        this.abortPending(e.allocationId);
+        return;
+      }
+      if (row.status !== "active") return;
+      this.sql.exec(
+        "UPDATE allocations SET status = 'released', released_at = ?, duration_seconds = ?, reason = ?, booked_hours = 0 WHERE allocation_id = ?",
+        e.releasedAt, e.durationSeconds, e.reason, e.allocationId,
+      );
+      this.sql.exec("UPDATE profile SET hours_used = hours_used + ? WHERE id = 1", e.durationSeconds / 3600);
+      this.emit(e.userId, "device.released", {
+        allocationId: e.allocationId, deviceId: e.deviceId, pool: row.pool, allocatedAt: iso(e.allocatedAt), releasedAt: iso(e.releasedAt),
+        durationSeconds: e.durationSeconds, reason: e.reason,
+      });
+      this.noteQuotaStatus(this.profile(e.userId));
+    });
+  }
+
+  async extend(userId: string, allocationId: string, additionalMinutes: number): Promise<Result<AllocationResult & { extendCount: number; extendedMinutes: number }>> {
+    const p = this.profile(userId);
+    const row = this.sql.one<AllocRow>("SELECT * FROM allocations WHERE allocation_id = ?", allocationId);
+    if (!row || row.status === "aborted" || row.status === "pending") return allocationNotFound(allocationId);
+    if (row.status !== "active") return fail(409, "ALLOCATION_ENDED", "The allocation has already ended.", { allocationId });
+    const now = Date.now();
+    const refused =
+      checkExtend(EXTEND_POLICIES[p.plan], { extendCount: row.extend_count, extendedMinutes: row.extended_minutes, lastExtendedAt: row.last_extended_at }, additionalMinutes, now) ??
+      checkExtraHours(this.state(p), this.usage(p), additionalMinutes / 60, now);
+    if (refused) return refused;
+    const expiresAt = row.expires_at! + additionalMinutes * 60_000;
+    // Book first (quota held), then move the device's alarm; undo the booking if the device refuses.
+    this.sql.exec(
+      `UPDATE allocations SET expires_at = ?, duration_minutes = duration_minutes + ?, duration_ms = duration_ms + ?, booked_hours = booked_hours + ?,
+         extend_count = extend_count + 1, extended_minutes = extended_minutes + ?, last_extended_at = ? WHERE allocation_id = ?`,
+      expiresAt, additionalMinutes, additionalMinutes * 60_000, additionalMinutes / 60, additionalMinutes, now, allocationId,
+    );
+    let r: Result<{ expiresAt: number }>;
+    try {
+      r = (await this.env.DEVICE.getByName(row.device_id!).extend(allocationId, expiresAt)) as Result<{ expiresAt: number }>;
+    } catch (err) {
+      r = fail(503, "DEVICE_UNAVAILABLE", "The device did not answer; the allocation is unchanged. Try again.", { cause: String(err) });
+    }
+    if (!r.ok) {
+      this.sql.exec(
+        `UPDATE allocations SET expires_at = ?, duration_minutes = ?, duration_ms = ?, booked_hours = ?, extend_count = ?, extended_minutes = ?, last_extended_at = ?
+         WHERE allocation_id = ? AND status = 'active'`,
+        row.expires_at, row.duration_minutes, row.duration_ms, row.booked_hours, row.extend_count, row.extended_minutes, row.last_extended_at, allocationId,
+      );
+      return r;
+    }
+    await this.rearm();
+    const next = this.sql.one<AllocRow>("SELECT * FROM allocations WHERE allocation_id = ?", allocationId)!;
+    this.noteQuotaStatus(this.profile(userId));
+    return ok({ ...this.result(userId, next), extendCount: next.extend_count, extendedMinutes: next.extended_minutes });
+  }
+
+  // ---- reads --------------------------------------------------------------------------------
+
+  async getAllocation(userId: string, allocationId: string): Promise<Result<Allocation>> {
+    this.profile(userId);
+    const row = this.sql.one<AllocRow>("SELECT * FROM allocations WHERE allocation_id = ?", allocationId);
+    if (!row || row.status === "aborted") return allocationNotFound(allocationId);
+    return ok(this.view(userId, row));
+  }
+
+  async listAllocations(userId: string, opts: { status?: AllocationStatus; cursor?: string; limit?: number }): Promise<Result<{ items: Allocation[]; nextCursor: string | null }>> {
+    this.profile(userId);
+    const limit = Math.min(opts.limit ?? PAGING.defaultLimit, PAGING.maxLimit);
+    const [cAt, cId] = decodeCursor(opts.cursor);
+    const rows = this.sql.all<AllocRow>(
+      `SELECT * FROM allocations WHERE status != 'aborted' ${opts.status ? "AND status = ?" : ""}
+         AND (created_at < ? OR (created_at = ? AND allocation_id < ?)) ORDER BY created_at DESC, allocation_id DESC LIMIT ?`,
+      ...[...(opts.status ? [opts.status] : []), cAt, cAt, cId, limit + 1],
+    );
+    const page = rows.slice(0, limit);
+    const last = page[page.length - 1];
+    return ok({ items: page.map((r) => this.view(userId, r)), nextCursor: rows.length > limit && last ? encodeCursor(last.created_at, last.allocation_id) : null });
+  }
+
+  async getQuota(userId: string): Promise<Quota> {
+    return this.quota(this.profile(userId));
+  }
+
+  async events(userId: string, since = 0, limit = 100): Promise<{ events: EventEnvelope[]; oldestSeq: number | null; lastSeq: number }> {
+    this.profile(userId);
+    const rows = this.sql.all<{ seq: number; type: string; data: string; ts: number }>(
+      "SELECT * FROM events WHERE seq > ? ORDER BY seq LIMIT ?",
+      since, Math.min(limit, EVENT_LOG_LIMIT),
+    );
+    const bounds = this.sql.one<{ lo: number | null; hi: number | null }>("SELECT MIN(seq) AS lo, MAX(seq) AS hi FROM events")!;
+    return {
+      events: rows.map((r) => ({ seq: r.seq, type: r.type, userId, data: JSON.parse(r.data), timestamp: r.ts })),
+      oldestSeq: bounds.lo,
+      lastSeq: bounds.hi ?? 0,
+    };
+  }
+
+  // ---- admin -----------------------------------------------------------------------------------
+
+  async updateQuota(userId: string, update: QuotaUpdate): Promise<Result<Quota>> {
+    const p = this.profile(userId);
+    const plan = update.plan ?? p.plan;
+    // A plan change without explicit limits takes that plan's limits.
+    const base: QuotaLimits = update.plan && update.plan !== p.plan ? PLAN_LIMITS[plan] : (JSON.parse(p.limits) as QuotaLimits);
+    const limits = { ...base, ...update.limits };
+    this.sql.tx(() => {
+      this.sql.exec(
+        "UPDATE profile SET plan = ?, limits = ?, suspended = ?, valid_until = ?, updated_at = ? WHERE id = 1",
+        plan, JSON.stringify(limits), update.suspended === undefined ? p.suspended : update.suspended ? 1 : 0, update.validUntil ?? p.valid_until, Date.now(),
+      );
+      const next = this.profile(userId);
+      this.emit(userId, "quota.updated", { ...this.quota(next) });
+      this.noteQuotaStatus(next);
+    });
+    return ok(this.quota(this.profile(userId)));
+  }
+
+  async renew(userId: string, days = DEFAULT_RENEW_DAYS): Promise<Result<Quota>> {
+    const p = this.profile(userId);
+    const validUntil = renewedUntil(p.valid_until, days, Date.now());
+    this.sql.tx(() => {
+      this.sql.exec("UPDATE profile SET valid_until = ?, updated_at = ? WHERE id = 1", validUntil, Date.now());
+      this.emit(userId, "quota.renewed", { validUntil: iso(validUntil), extensionDays: days });
+    });
+    return ok(this.quota(this.profile(userId)));
+  }
+
+  // ---- alarm: aborts stale pending rows, checks overdue active ones ------------------------------
+
+  override async alarm(): Promise<void> {
+    const now = Date.now();
+    const stale = this.sql.all<{ allocation_id: string }>("SELECT allocation_id FROM allocations WHERE status = 'pending' AND deadline <= ?", now);
+    for (const s of stale) if (!this.inFlight.has(s.allocation_id)) this.abortPending(s.allocation_id);
+    const overdue = this.sql.all<AllocRow>(
+      "SELECT * FROM allocations WHERE status = 'active' AND expires_at <= ? LIMIT 50",
+      now - ALLOCATION.overdueGraceMs,
+    );
+    for (const row of overdue) {
+      try {
+        const r = (await this.env.DEVICE.getByName(row.device_id!).check(row.allocation_id)) as Result<{ state: "active"; expiresAt: number } | { state: "ended"; ended: EndedAllocation }>;
+        if (r.ok && r.value.state === "ended") this.markEnded(r.value.ended);
+        else if (r.ok && r.value.state === "active") this.sql.exec("UPDATE allocations SET expires_at = ? WHERE allocation_id = ? AND status = 'active'", r.value.expiresAt, row.allocation_id);
+        else if (!r.ok && r.code === "ALLOCATION_NOT_FOUND")
+          this.markEnded({ allocationId: row.allocation_id, deviceId: row.device_id!, userId: this.ownerId(), allocatedAt: row.allocated_at!, releasedAt: now, durationSeconds: 0, reason: "orphaned" });
+      } catch {
+        // Device unreachable: the next alarm tries again.
+      }
+    }
+    await this.rearm(true);
+  }
+
+  private async rearm(fromAlarm = false): Promise<void> {
+    const t = this.sql.one<{ pending: number | null; active: number | null }>(
+      `SELECT (SELECT MIN(deadline) FROM allocations WHERE status = 'pending') AS pending,
+              (SELECT MIN(expires_at) FROM allocations WHERE status = 'active') AS active`,
+    )!;
+    const times = [t.pending, t.active === null ? null : t.active + ALLOCATION.overdueGraceMs].filter((x): x is number => x !== null);
+    if (times.length === 0) return;
+    let at = Math.min(...times);
+    // From the alarm, an overdue row whose device did not answer is retried shortly, not in a tight loop.
+    if (fromAlarm) at = Math.max(at, Date.now() + ALLOCATION.notifyRetryMs);
+    await armAlarm(this.ctx.storage, at);
+  }
+
+  // ---- events and views ----------------------------------------------------------------------
+
+  /** Appends to the event log (bounded) in the one envelope. */
+  protected emit(userId: string, type: string, data: Record<string, unknown>): EventEnvelope {
+    const ts = Date.now();
+    const row = this.sql.one<{ seq: number }>("INSERT INTO events (type, data, ts) VALUES (?, ?, ?) RETURNING seq", type, JSON.stringify(data), ts)!;
+    if (row.seq % 100 === 0) this.sql.exec("DELETE FROM events WHERE seq <= ?", row.seq - EVENT_LOG_LIMIT);
+    return { seq: row.seq, type, userId, data, timestamp: ts };
+  }
+
+  private eventData(r: AllocRow, node?: string): Record<string, unknown> {
+    return {
+      allocationId: r.allocation_id, deviceId: r.device_id, pool: r.pool, ...(node ? { node } : {}),
+      cpuCores: r.cpu, memoryMB: r.mem, storageMB: r.storage,
+      allocatedAt: iso(r.allocated_at!), expiresAt: iso(r.expires_at!), durationMinutes: r.duration_minutes,
+    };
+  }
+
+  private result(userId: string, r: AllocRow, node = ""): AllocationResult {
+    return {
+      allocationId: r.allocation_id, deviceId: r.device_id!, userId, pool: r.pool, node,
+      cpuCores: r.cpu, memoryMB: r.mem, storageMB: r.storage,
+      allocatedAt: iso(r.allocated_at!), expiresAt: iso(r.expires_at!), durationMinutes: r.duration_minutes,
+    };
+  }
+
+  private view(userId: string, r: AllocRow): Allocation {
+    return {
+      allocationId: r.allocation_id, userId, deviceId: r.device_id, pool: r.pool, status: r.status,
+      cpuCores: r.cpu, memoryMB: r.mem, storageMB: r.storage, allocatedAt: r.allocated_at, expiresAt: r.expires_at,
+      durationMinutes: r.duration_minutes, releasedAt: r.released_at, durationSeconds: r.duration_seconds, reason: r.reason,
+      extendCount: r.extend_count, extendedMinutes: r.extended_minutes, idempotencyKey: r.idem_key,
+    };
+  }
+}
+
+const iso = (t: number) => new Date(t).toISOString();
+
+function releaseResult(e: EndedAllocation): ReleaseResult {
+  return {
+    allocationId: e.allocationId, deviceId: e.deviceId, userId: e.userId, allocatedAt: iso(e.allocatedAt), releasedAt: iso(e.releasedAt),
+    durationSeconds: e.durationSeconds, reason: e.reason,
+  };
+}
+
+function allocationNotFound(allocationId: string): Failure {
+  return fail(404, "ALLOCATION_NOT_FOUND", "No such allocation.", { allocationId });
+}
+
+/** Same request ⇔ same hash, so a reused key with other parameters is caught. */
+function requestHash(i: AllocateInput): string {
+  return JSON.stringify([i.pool, i.durationMinutes, i.durationSeconds ?? null, i.spec.cpuCores, i.spec.memoryMB, i.spec.storageMB]);
+}
+
+/**
+ * Allocation ids carry their user (base64url), so any route can find the owning object
+ * from the id alone; the owner check still runs there.
+ */
+export function newAllocationId(userId: string): string {
+  const rand = crypto.getRandomValues(new Uint8Array(12));
+  return `alc_${b64url(new TextEncoder().encode(userId))}_${[...rand].map((b) => b.toString(16).padStart(2, "0")).join("")}`;
+}
+
+export function userOfAllocationId(id: string): string | null {
+  const m = /^alc_([A-Za-z0-9_-]+)_([0-9a-f]{24})$/.exec(id);
+  if (!m) return null;
+  try {
+    const bin = atob(m[1]!.replace(/-/g, "+").replace(/_/g, "/"));
+    return new TextDecoder("utf-8", { fatal: true, ignoreBOM: false }).decode(Uint8Array.from(bin, (c) => c.charCodeAt(0)));
+  } catch {
+    return null;
+  }
+}
+
+function b64url(bytes: Uint8Array): string {
+  return btoa(String.fromCharCode(...bytes)).replace(/\+/g, "-").replace(/\//g, "_").replace(/=+$/, "");
+}
+
+function encodeCursor(createdAt: number, id: string): string {
+  return `${createdAt}.${id}`;
+}
+function decodeCursor(c?: string): [number, string] {
+  if (!c) return [Number.MAX_SAFE_INTEGER, ""];
+  const i = c.indexOf(".");
+  const t = Number(c.slice(0, i));
+  return Number.isFinite(t) && i > 0 ? [t, c.slice(i + 1)] : [Number.MAX_SAFE_INTEGER, ""];
+}

@@ -1,0 +1,61 @@
+/** The Hono app: middleware, one error shape, the routes and the OpenAPI document. */
+import { newApp } from "./app-factory";
+import { bodyLimit } from "hono/body-limit";
+import { HTTPException } from "hono/http-exception";
+import { authenticate, requireUser } from "./auth";
+import { MAX_BODY_BYTES } from "./config";
+import { HttpError, errorBody, fail, type ErrorStatus } from "./errors";
+import { adminRoutes } from "./routes/admin";
+import { quotaRoutes } from "./routes/quotas";
+import { schedulerRoutes } from "./routes/scheduler";
+
+export function createApp() {
+  const app = newApp();
+
+  app.use("*", async (c, next) => {
+    c.set("requestId", c.req.header("cf-ray") ?? crypto.randomUUID());
+    await next();
+    c.header("X-Request-Id", c.get("requestId"));
+  });
+  app.use(
+    "*",
+    bodyLimit({
+      maxSize: MAX_BODY_BYTES,
+      onError: (c) => c.json(errorBody(fail(413, "PAYLOAD_TOO_LARGE", `Request bodies are limited to ${MAX_BODY_BYTES} bytes.`)), 413),
+    }),
+  );
+  app.use("*", authenticate);
+  // Sign-in is checked before a body is validated, so a stranger learns nothing from 400s.
+  for (const path of ["/scheduler/*", "/quotas/*", "/admin/*"])
+    app.use(path, async (c, next) => {
+      requireUser(c);
+      await next();
+    });
+
+  app.get("/", (c) => c.json({ service: "edge-device-allocator", docs: "/openapi.json" }));
+  app.route("/", schedulerRoutes());
+  app.route("/", quotaRoutes());
+  app.route("/", adminRoutes());
+
+  app.doc31("/openapi.json", {
+    openapi: "3.1.0",
+    info: { title: "Edge device allocator", version: "0.1.0", description: "Device allocation, quota and metering on Durable Objects." },
+  });
+  app.openAPIRegistry.registerComponent("securitySchemes", "bearer", { type: "http", scheme: "bearer", bearerFormat: "JWT" });
+  app.openAPIRegistry.registerComponent("securitySchemes", "service", { type: "apiKey", in: "header", name: "X-Service-Token" });
+
+  app.notFound((c) => c.json(errorBody(fail(404, "ROUTE_NOT_FOUND", `No route for ${c.req.method} ${new URL(c.req.url).pathname}.`)), 404));
+
+  app.onError((err, c) => {
+    if (err instanceof HttpError) return c.json(errorBody(err.failure), err.failure.status);
+    if (err instanceof HTTPException) {
+      const status = err.status as ErrorStatus;
+      const code = status === 415 ? "UNSUPPORTED_MEDIA_TYPE" : status === 413 ? "PAYLOAD_TOO_LARGE" : status === 400 ? "INVALID_JSON" : "BAD_REQUEST";
+      const message = status === 415 ? "Send the body as application/json." : err.message || "Bad request.";
+      return c.json(errorBody(fail(status, code, message)), status < 500 ? status : 400);
+    }
+    console.error(JSON.stringify({ level: "error", requestId: c.get("requestId"), path: c.req.path, error: String(err), stack: (err as Error)?.stack }));
+    return c.json(errorBody(fail(500, "INTERNAL", "Something went wrong on our side; nothing was changed that you were not told of.", { requestId: c.get("requestId") })), 500);
+  });
+  return app;
+}

@@ -1,0 +1,90 @@
+/**
+ * Who is calling. Users and admins carry a bearer JWT (HS256, `sub` = user id, `role`);
+ * other services carry `X-Service-Token`, compared in constant time. A user only ever
+ * acts on themself; naming another user needs the admin role.
+ */
+import { createMiddleware } from "hono/factory";
+import { sign, verify } from "hono/jwt";
+import { IDS, type Env } from "./config";
+import { HttpError, fail } from "./errors";
+
+export type Principal = { kind: "user"; userId: string; role: "user" | "admin" } | { kind: "service" };
+export type AppEnv = { Bindings: Env; Variables: { principal: Principal | null; requestId: string } };
+
+const encoder = new TextEncoder();
+
+/** Constant-time string comparison (length is not secret: tokens are fixed-length). */
+export function safeEqual(a: string, b: string): boolean {
+  const x = encoder.encode(a);
+  const y = encoder.encode(b);
+  if (x.byteLength !== y.byteLength) {
+    crypto.subtle.timingSafeEqual(x, x);
+    return false;
+  }
+  return crypto.subtle.timingSafeEqual(x, y);
+}
+
+export async function principalOf(req: { header(name: string): string | undefined }, env: Env): Promise<Principal | null> {
+  const service = req.header("X-Service-Token");
+  if (service !== undefined) {
+    if (env.SERVICE_TOKEN && safeEqual(service, env.SERVICE_TOKEN)) return { kind: "service" };
+    throw new HttpError(fail(401, "UNAUTHORIZED", "The service token is not valid."));
+  }
+  const auth = req.header("Authorization");
+  if (auth === undefined) return null;
+  const m = /^Bearer\s+(\S+)$/i.exec(auth);
+  if (!m) throw new HttpError(fail(401, "UNAUTHORIZED", "Authorization must be `Bearer <token>`."));
+  let payload: Record<string, unknown>;
+  try {
+    payload = await verify(m[1]!, env.JWT_SECRET, "HS256");
+  } catch {
+    throw new HttpError(fail(401, "UNAUTHORIZED", "The bearer token is invalid or expired."));
+  }
+  const sub = payload.sub;
+  if (typeof sub !== "string" || !IDS.pattern.test(sub))
+    throw new HttpError(fail(401, "UNAUTHORIZED", "The token's subject is not a valid user id."));
+  return { kind: "user", userId: sub, role: payload.role === "admin" ? "admin" : "user" };
+}
+
+export const authenticate = createMiddleware<AppEnv>(async (c, next) => {
+  c.set("principal", await principalOf(c.req, c.env));
+  await next();
+});
+
+type Ctx = { get(key: "principal"): Principal | null };
+
+/** A signed-in user or admin (services act through the internal endpoints). */
+export function requireUser(c: Ctx): Extract<Principal, { kind: "user" }> {
+  const p = c.get("principal");
+  if (!p) throw new HttpError(fail(401, "UNAUTHORIZED", "Sign in: send `Authorization: Bearer <token>`."));
+  if (p.kind !== "user") throw new HttpError(fail(403, "FORBIDDEN", "This route is for users, not services."));
+  return p;
+}
+
+export function requireAdmin(c: Ctx): Extract<Principal, { kind: "user" }> {
+  const p = requireUser(c);
+  if (p.role !== "admin") throw new HttpError(fail(403, "FORBIDDEN", "This route needs the admin role."));
+  return p;
+}
+
+export function requireService(c: Ctx): void {
+  const p = c.get("principal");
+  if (!p) throw new HttpError(fail(401, "UNAUTHORIZED", "Send `X-Service-Token`."));
+  if (p.kind !== "service") throw new HttpError(fail(403, "FORBIDDEN", "This route is for services."));
+}
+
+/** The user a request acts for: the caller, or (admins only) the one it names. */
+export function actingUser(c: Ctx, named?: string): string {
+  const p = requireUser(c);
+  if (named === undefined || named === p.userId) return p.userId;
+  if (p.role !== "admin") throw new HttpError(fail(403, "FORBIDDEN", "You may only act on your own account."));
+  return named;
+}
+
+/** Reading another user's data: same rule as acting. */
+export const readableUser = actingUser;
+
+export async function issueToken(secret: string, userId: string, role: "user" | "admin" = "user", ttlSeconds = 7 * 86_400): Promise<string> {
+  const now = Math.floor(Date.now() / 1000);
+  return sign({ sub: userId, role, iat: now, exp: now + ttlSeconds }, secret, "HS256");
+}

@@ -1,0 +1,125 @@
+/**
+ * The one config module: plans, limits and environment switches. Every tunable number
+ * of the service lives here so a reader finds it in one place.
+ */
+import type { UserQuota } from "../durable-objects/UserQuota";
+import type { Device } from "../durable-objects/Device";
+import type { DevicePool } from "../durable-objects/DevicePool";
+import type { UsageRecord } from "./domain/types";
+
+export interface Env {
+  USER_QUOTA: DurableObjectNamespace<UserQuota>;
+  DEVICE: DurableObjectNamespace<Device>;
+  DEVICE_POOL: DurableObjectNamespace<DevicePool>;
+  DB: D1Database;
+  USAGE_QUEUE: Queue<UsageRecord>;
+  USAGE_DLQ: Queue<UsageRecord>;
+  JWT_SECRET: string;
+  SERVICE_TOKEN: string;
+  DEFAULT_PLAN?: string;
+  DEFAULT_POOL?: string;
+  BILLING_ALLOW_ON_ERROR?: string;
+  ALLOW_SHORT_DURATIONS?: string;
+}
+
+export const PLAN_TIERS = ["free", "basic", "pro", "enterprise"] as const;
+export type PlanTier = (typeof PLAN_TIERS)[number];
+
+/** Extend policy per tier (from the old system). `null` means unlimited. */
+export interface ExtendPolicy {
+  maxExtends: number | null;
+  maxMinutesPerExtend: number;
+  maxTotalExtendMinutes: number | null;
+  cooldownSeconds: number;
+}
+
+export const EXTEND_POLICIES: Record<PlanTier, ExtendPolicy> = {
+  free: { maxExtends: 2, maxMinutesPerExtend: 30, maxTotalExtendMinutes: 120, cooldownSeconds: 300 },
+  basic: { maxExtends: 5, maxMinutesPerExtend: 60, maxTotalExtendMinutes: 480, cooldownSeconds: 120 },
+  pro: { maxExtends: 10, maxMinutesPerExtend: 120, maxTotalExtendMinutes: 1440, cooldownSeconds: 60 },
+  enterprise: { maxExtends: null, maxMinutesPerExtend: 240, maxTotalExtendMinutes: null, cooldownSeconds: 0 },
+};
+
+/** Quota limits a user gets with each plan when no admin has set their own. */
+export interface QuotaLimits {
+  maxDevices: number;
+  maxCpuCores: number;
+  maxMemoryMB: number;
+  maxStorageMB: number;
+  /** Largest single device a user may hold. */
+  maxCpuCoresPerDevice: number;
+  maxMemoryMBPerDevice: number;
+  maxStorageMBPerDevice: number;
+  /** Device-hours per quota period (calendar month, UTC). */
+  maxDeviceHoursPerPeriod: number;
+}
+
+export const PLAN_LIMITS: Record<PlanTier, QuotaLimits> = {
+  free: {
+    maxDevices: 2, maxCpuCores: 8, maxMemoryMB: 16384, maxStorageMB: 131072,
+    maxCpuCoresPerDevice: 4, maxMemoryMBPerDevice: 8192, maxStorageMBPerDevice: 65536,
+    maxDeviceHoursPerPeriod: 100,
+  },
+  basic: {
+    maxDevices: 5, maxCpuCores: 20, maxMemoryMB: 40960, maxStorageMB: 327680,
+    maxCpuCoresPerDevice: 8, maxMemoryMBPerDevice: 16384, maxStorageMBPerDevice: 131072,
+    maxDeviceHoursPerPeriod: 500,
+  },
+  pro: {
+    maxDevices: 20, maxCpuCores: 80, maxMemoryMB: 163840, maxStorageMB: 1310720,
+    maxCpuCoresPerDevice: 16, maxMemoryMBPerDevice: 32768, maxStorageMBPerDevice: 262144,
+    maxDeviceHoursPerPeriod: 5000,
+  },
+  enterprise: {
+    maxDevices: 200, maxCpuCores: 800, maxMemoryMB: 1638400, maxStorageMB: 13107200,
+    maxCpuCoresPerDevice: 64, maxMemoryMBPerDevice: 262144, maxStorageMBPerDevice: 1048576,
+    maxDeviceHoursPerPeriod: 100000,
+  },
+};
+
+/** How long a new or renewed quota stays valid. */
+export const QUOTA_VALID_DAYS = 30;
+export const DEFAULT_RENEW_DAYS = 30;
+
+export const ALLOCATION = {
+  minMinutes: 1,
+  maxMinutes: 1440,
+  defaultMinutes: 60,
+  /** A pending allocation not confirmed by then is aborted by its user object. */
+  intentTimeoutMs: 20_000,
+  /** A device holding an unconfirmed claim asks its user object after this long. */
+  claimConfirmMs: 30_000,
+  /** Retry delay for device notifications that could not be delivered. */
+  notifyRetryMs: 2_000,
+  /** A user object checks an allocation it still thinks active this long past expiry. */
+  overdueGraceMs: 10_000,
+  /** `device.expiring` is sent once, this long before expiry (or at half of a shorter one). */
+  expiryWarningMs: 5 * 60_000,
+  /** How many candidates the pool asks per allocation before giving up as busy. */
+  claimAttempts: 4,
+  /** Test-only short durations (ALLOW_SHORT_DURATIONS), in seconds. */
+  minShortSeconds: 1,
+};
+
+export const PAGING = { defaultLimit: 50, maxLimit: 200 };
+export const EVENT_LOG_LIMIT = 1000;
+/** Largest request body accepted anywhere, in bytes. */
+export const MAX_BODY_BYTES = 64 * 1024;
+export const IDS = { maxLength: 128, pattern: /^[A-Za-z0-9][A-Za-z0-9._:@-]{0,127}$/ };
+
+export const STRATEGIES = ["least-loaded", "spread", "bin-pack"] as const;
+export type Strategy = (typeof STRATEGIES)[number];
+export const DEFAULT_STRATEGY: Strategy = "least-loaded";
+
+export function defaultPlan(env: Pick<Env, "DEFAULT_PLAN">): PlanTier {
+  const p = env.DEFAULT_PLAN as PlanTier | undefined;
+  return p && (PLAN_TIERS as readonly string[]).includes(p) ? p : "free";
+}
+
+export function defaultPool(env: Pick<Env, "DEFAULT_POOL">): string {
+  return env.DEFAULT_POOL || "default";
+}
+
+export function shortDurationsAllowed(env: Pick<Env, "ALLOW_SHORT_DURATIONS">): boolean {
+  return env.ALLOW_SHORT_DURATIONS === "true";
+}

@@ -1,0 +1,104 @@
+/** Shapes shared by the objects, routes and pure rules. */
+import type { PlanTier, QuotaLimits, Strategy } from "../config";
+
+export interface DeviceSpec {
+  cpuCores: number;
+  memoryMB: number;
+  storageMB: number;
+}
+
+export type DeviceStatus = "available" | "allocated" | "maintenance" | "offline" | "removed";
+
+export interface DeviceInfo extends DeviceSpec {
+  deviceId: string;
+  pool: string;
+  node: string;
+  status: DeviceStatus;
+  createdAt: number;
+  updatedAt: number;
+}
+
+export type QuotaStatus = "active" | "exceeded" | "suspended" | "expired";
+
+export interface QuotaUsage {
+  devices: number;
+  cpuCores: number;
+  memoryMB: number;
+  storageMB: number;
+  /** Device-hours of the current period: finished use plus what active allocations booked. */
+  deviceHours: number;
+}
+
+export interface Quota {
+  userId: string;
+  plan: PlanTier;
+  status: QuotaStatus;
+  /** Set by an admin; an expired `validUntil` reads as status `expired`. */
+  suspended: boolean;
+  validUntil: number;
+  limits: QuotaLimits;
+  periodStart: number;
+  usage: QuotaUsage;
+  updatedAt: number;
+}
+
+export type AllocationStatus = "pending" | "active" | "released" | "aborted";
+export type EndReason = "released" | "expired" | "force_released" | "maintenance" | "offline" | "removed" | "orphaned" | "idle";
+
+/** What the API returns for an allocation. */
+export interface Allocation {
+  allocationId: string;
+  userId: string;
+  deviceId: string | null;
+  pool: string;
+  status: AllocationStatus;
+  cpuCores: number;
+  memoryMB: number;
+  storageMB: number;
+  allocatedAt: number | null;
+  expiresAt: number | null;
+  durationMinutes: number;
+  releasedAt: number | null;
+  durationSeconds: number | null;
+  reason: EndReason | null;
+  extendCount: number;
+  extendedMinutes: number;
+  idempotencyKey: string | null;
+}
+
+/** The record every ended allocation yields (billing consumes it). */
+export interface UsageRecord extends DeviceSpec {
+  allocationId: string;
+  deviceId: string;
+  userId: string;
+  tenantId?: string;
+  durationSeconds: number;
+  allocatedAt: number;
+  releasedAt: number;
+  reason: EndReason;
+}
+
+/** What a device reports when an allocation on it ends. */
+export interface EndedAllocation {
+  allocationId: string;
+  deviceId: string;
+  userId: string;
+  allocatedAt: number;
+  releasedAt: number;
+  durationSeconds: number;
+  reason: EndReason;
+}
+
+export interface PoolSettings {
+  pool: string;
+  strategy: Strategy;
+}
+
+/** One envelope for every event. */
+export interface EventEnvelope<T = Record<string, unknown>> {
+  seq: number;
+  type: string;
+  userId: string;
+  data: T;
+  timestamp: number;
+}

@@ -1,0 +1,24 @@
+/** Route declarations carry their schemas; this adds the shared error responses. */
+import { createRoute, type RouteConfig } from "@hono/zod-openapi";
+import type { ZodType } from "zod";
+import { ErrorSchema } from "./schemas";
+
+const errorResponses = Object.fromEntries(
+  [
+    [400, "Invalid input"], [401, "Not signed in"], [403, "Not allowed"], [404, "Not found"], [409, "Conflict with current state"],
+    [413, "Body too large"], [415, "Body is not JSON"], [429, "Too soon"], [503, "A dependency did not answer; nothing changed"],
+  ].map(([s, d]) => [s, { description: d as string, content: { "application/json": { schema: ErrorSchema } } }]),
+);
+
+type Ok = { ok: { status: 200 | 201; schema: ZodType; description: string } };
+
+/** Keeps the request types of `o` (so `c.req.valid` is typed) and documents the responses. */
+export function route<R extends Omit<RouteConfig, "responses">>(o: R & Ok): R & { responses: RouteConfig["responses"] } {
+  const { ok, ...rest } = o;
+  return createRoute({
+    ...rest,
+    responses: { [ok.status]: { description: ok.description, content: { "application/json": { schema: ok.schema } } }, ...errorResponses },
+  } as unknown as R & { responses: RouteConfig["responses"] });
+}
+
+export const jsonBody = <T extends ZodType>(schema: T, required = true) => ({ body: { required, content: { "application/json": { schema } } } });

@@ -1,0 +1,145 @@
+/** Operator routes: the device fleet, pools and force-release. Admin role only. */
+import { z } from "@hono/zod-openapi";
+import { drizzle } from "drizzle-orm/d1";
+import type { Context } from "hono";
+import { requireAdmin, type AppEnv } from "../auth";
+import { newApp } from "../app-factory";
+import { pools } from "../db/schema";
+import { ok, type Result } from "../errors";
+import { jsonBody, route } from "../openapi";
+import type { EndedAllocation } from "../domain/types";
+import {
+  DeviceIdParam, DeviceView, HistoryQuery, PoolDevicesQuery, PoolParam, RegisterDeviceBody, ReleaseResult, StrategyBody, UpdateDeviceBody,
+} from "../schemas";
+import { device, pool, reply, userQuota } from "./helpers";
+
+const security = [{ bearer: [] }];
+const Any = z.object({}).passthrough();
+
+/** An allocation ended by an operator: tell its user's object now (the device's outbox also will). */
+async function settle(c: Context<AppEnv>, ended: EndedAllocation | null | undefined) {
+  if (ended) await userQuota(c.env, ended.userId).deviceEnded(ended);
+}
+
+export function adminRoutes() {
+  const app = newApp();
+  app.use("/admin/*", async (c, next) => {
+    requireAdmin(c);
+    await next();
+  });
+
+  app.openapi(
+    route({
+      method: "post", path: "/admin/devices", tags: ["fleet"], security, summary: "Register a device (a new pool comes into being with its first device)",
+      request: jsonBody(RegisterDeviceBody),
+      ok: { status: 201, schema: DeviceView, description: "The device" },
+    }),
+    async (c) => {
+      const b = c.req.valid("json");
+      const deviceId = b.deviceId ?? `dev-${crypto.randomUUID().slice(0, 8)}`;
+      const r = await device(c.env, deviceId).register({ deviceId, pool: b.pool, node: b.node ?? "node-1", cpuCores: b.cpuCores, memoryMB: b.memoryMB, storageMB: b.storageMB });
+      if (r.ok) await drizzle(c.env.DB).insert(pools).values({ name: b.pool, createdAt: Date.now() }).onConflictDoNothing();
+      return reply(c, r, 201);
+    },
+  );
+
+  app.openapi(
+    route({ method: "get", path: "/admin/devices/{id}", tags: ["fleet"], security, summary: "A device and its current allocation", request: { params: DeviceIdParam }, ok: { status: 200, schema: DeviceView, description: "The device" } }),
+    async (c) => reply(c, await device(c.env, c.req.valid("param").id).get()),
+  );
+
+  app.openapi(
+    route({
+      method: "patch", path: "/admin/devices/{id}", tags: ["fleet"], security, summary: "Update pool, node or spec (not while allocated)",
+      request: { params: DeviceIdParam, ...jsonBody(UpdateDeviceBody) },
+      ok: { status: 200, schema: DeviceView, description: "The device" },
+    }),
+    async (c) => {
+      const b = c.req.valid("json");
+      const r = await device(c.env, c.req.valid("param").id).update(b);
+      if (r.ok && b.pool) await drizzle(c.env.DB).insert(pools).values({ name: b.pool, createdAt: Date.now() }).onConflictDoNothing();
+      return reply(c, r);
+    },
+  );
+
+  for (const status of ["maintenance", "offline", "online"] as const) {
+    app.openapi(
+      route({
+        method: "post", path: `/admin/devices/{id}/${status}`, tags: ["fleet"], security,
+        summary: status === "online" ? "Back in service" : `Put in ${status} (no new allocations; an active one ends now and is billed)`,
+        request: { params: DeviceIdParam },
+        ok: { status: 200, schema: DeviceView, description: "The device" },
+      }),
+      async (c) => {
+        const r = await device(c.env, c.req.valid("param").id).setStatus(status === "online" ? "available" : status);
+        if (r.ok) await settle(c, r.value.ended);
+        return reply(c, r);
+      },
+    );
+  }
+
+  app.openapi(
+    route({ method: "delete", path: "/admin/devices/{id}", tags: ["fleet"], security, summary: "Remove a device (an active allocation ends and is billed)", request: { params: DeviceIdParam }, ok: { status: 200, schema: Any, description: "Removed" } }),
+    async (c) => {
+      const r = await device(c.env, c.req.valid("param").id).remove();
+      if (r.ok) await settle(c, r.value.ended);
+      return reply(c, r);
+    },
+  );
+
+  app.openapi(
+    route({ method: "post", path: "/admin/devices/{id}/force-release", tags: ["fleet"], security, summary: "End the device's allocation now", request: { params: DeviceIdParam }, ok: { status: 200, schema: ReleaseResult, description: "The ended allocation" } }),
+    async (c) => {
+      const r = await device(c.env, c.req.valid("param").id).forceRelease();
+      if (!r.ok) return reply(c, r);
+      await settle(c, r.value);
+      const e = r.value;
+      return reply(c, ok({ ...e, allocatedAt: new Date(e.allocatedAt).toISOString(), releasedAt: new Date(e.releasedAt).toISOString() }));
+    },
+  );
+
+  app.openapi(
+    route({ method: "get", path: "/admin/devices/{id}/history", tags: ["fleet"], security, summary: "Ended allocations of a device, newest first", request: { params: DeviceIdParam, query: HistoryQuery }, ok: { status: 200, schema: Any, description: "A page" } }),
+    async (c) => reply(c, await device(c.env, c.req.valid("param").id).history(c.req.valid("query"))),
+  );
+
+  app.openapi(
+    route({ method: "get", path: "/admin/pools", tags: ["fleet"], security, summary: "Pools and their counts", ok: { status: 200, schema: Any, description: "Pools" } }),
+    async (c) => {
+      const names = await drizzle(c.env.DB).select().from(pools).orderBy(pools.name);
+      const items = await Promise.all(names.map(async (p) => {
+        const s = await pool(c.env, p.name).summary(p.name);
+        return s.ok ? s.value : null;
+      }));
+      return reply(c, ok({ items: items.filter((x) => x !== null) }));
+    },
+  );
+
+  app.openapi(
+    route({ method: "get", path: "/admin/pools/{pool}", tags: ["fleet"], security, summary: "One pool's counts and strategy", request: { params: PoolParam }, ok: { status: 200, schema: Any, description: "Pool" } }),
+    async (c) => {
+      const name = c.req.valid("param").pool;
+      return reply(c, await pool(c.env, name).summary(name));
+    },
+  );
+
+  app.openapi(
+    route({ method: "get", path: "/admin/pools/{pool}/devices", tags: ["fleet"], security, summary: "A pool's devices with holders", request: { params: PoolParam, query: PoolDevicesQuery }, ok: { status: 200, schema: Any, description: "A page" } }),
+    async (c) => {
+      const name = c.req.valid("param").pool;
+      return reply(c, await pool(c.env, name).list({ pool: name, ...c.req.valid("query"), withHolders: true }));
+    },
+  );
+
+  app.openapi(
+    route({ method: "put", path: "/admin/pools/{pool}", tags: ["fleet"], security, summary: "Choose the pool's scheduling strategy", request: { params: PoolParam, ...jsonBody(StrategyBody) }, ok: { status: 200, schema: Any, description: "Pool" } }),
+    async (c) => {
+      const name = c.req.valid("param").pool;
+      return reply(c, await pool(c.env, name).setStrategy(name, c.req.valid("json").strategy));
+    },
+  );
+
+  return app;
+}
+
+export type { Result };

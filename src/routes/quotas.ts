@@ -1,0 +1,56 @@
+/** Quota routes (paths kept from the old system). */
+import { readableUser, requireAdmin } from "../auth";
+import { newApp } from "../app-factory";
+import { ok } from "../errors";
+import { jsonBody, route } from "../openapi";
+import { QuotaUpdateBody, QuotaView, RenewBody, UserParam } from "../schemas";
+import { reply, userQuota } from "./helpers";
+
+const security = [{ bearer: [] }];
+
+export function quotaRoutes() {
+  const app = newApp();
+
+  app.openapi(
+    route({
+      method: "get", path: "/quotas/user/{userId}", tags: ["quota"], security, summary: "A user's quota and usage (the user or an admin)",
+      request: { params: UserParam },
+      ok: { status: 200, schema: QuotaView, description: "Quota" },
+    }),
+    async (c) => {
+      const userId = readableUser(c, c.req.valid("param").userId);
+      return reply(c, ok(await userQuota(c.env, userId).getQuota(userId)));
+    },
+  );
+
+  app.openapi(
+    route({
+      method: "put", path: "/quotas/user/{userId}", tags: ["quota"], security, summary: "Set plan, limits, suspension or validity (admin)",
+      request: { params: UserParam, ...jsonBody(QuotaUpdateBody) },
+      ok: { status: 200, schema: QuotaView, description: "Updated quota" },
+    }),
+    async (c) => {
+      requireAdmin(c);
+      const { userId } = c.req.valid("param");
+      const b = c.req.valid("json");
+      return reply(c, await userQuota(c.env, userId).updateQuota(userId, {
+        plan: b.plan, limits: b.limits, suspended: b.suspended, validUntil: b.validUntil ? Date.parse(b.validUntil) : undefined,
+      }));
+    },
+  );
+
+  app.openapi(
+    route({
+      method: "post", path: "/quotas/renew/{userId}", tags: ["quota"], security, summary: "Extend validity by N days (admin; default 30)",
+      request: { params: UserParam, ...jsonBody(RenewBody) },
+      ok: { status: 200, schema: QuotaView, description: "Renewed quota" },
+    }),
+    async (c) => {
+      requireAdmin(c);
+      const { userId } = c.req.valid("param");
+      return reply(c, await userQuota(c.env, userId).renew(userId, c.req.valid("json").extensionDays));
+    },
+  );
+
+  return app;
+}

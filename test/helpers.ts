@@ -1,0 +1,70 @@
+/** Test helpers: call the real Worker (exports.default) with real tokens. */
+import { env, exports } from "cloudflare:workers";
+import { issueToken } from "../src/auth";
+
+export const SERVICE_TOKEN = "test-service-token-0123456789abcdef";
+
+export async function tokenFor(userId: string, role: "user" | "admin" = "user"): Promise<string> {
+  return issueToken(env.JWT_SECRET, userId, role);
+}
+
+export interface CallOpts {
+  token?: string | null;
+  service?: string;
+  body?: unknown;
+  rawBody?: BodyInit;
+  headers?: Record<string, string>;
+}
+
+export async function call(method: string, path: string, opts: CallOpts = {}): Promise<{ status: number; body: any; res: Response }> {
+  const headers: Record<string, string> = { ...opts.headers };
+  if (opts.token) headers.Authorization = `Bearer ${opts.token}`;
+  if (opts.service) headers["X-Service-Token"] = opts.service;
+  let body: BodyInit | undefined = opts.rawBody;
+  if (opts.body !== undefined) {
+    body = JSON.stringify(opts.body);
+    headers["Content-Type"] ??= "application/json";
+  }
+  const res = await exports.default.fetch(new Request(`https://test.local${path}`, { method, headers, body }));
+  const text = await res.text();
+  let parsed: unknown = text;
+  try {
+    parsed = JSON.parse(text);
+  } catch {
+    /* not JSON: the test will see a string */
+  }
+  return { status: res.status, body: parsed, res };
+}
+
+let seq = 0;
+/** A unique id per call, so tests in one file do not share users, devices or pools. */
+export function uid(prefix: string): string {
+  seq += 1;
+  return `${prefix}-${seq}-${Math.random().toString(36).slice(2, 8)}`;
+}
+
+export async function admin(): Promise<string> {
+  return tokenFor("root-admin", "admin");
+}
+
+export async function registerDevice(pool: string, spec: Partial<{ deviceId: string; node: string; cpuCores: number; memoryMB: number; storageMB: number }> = {}) {
+  const r = await call("POST", "/admin/devices", {
+    token: await admin(),
+    body: { pool, cpuCores: 2, memoryMB: 4096, storageMB: 32768, ...spec },
+  });
+  if (r.status !== 201) throw new Error(`register failed: ${r.status} ${JSON.stringify(r.body)}`);
+  return r.body as { deviceId: string; pool: string; node: string };
+}
+
+export const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+/** Polls `fn` until it returns a truthy value or the time is up. */
+export async function until<T>(fn: () => Promise<T | null | undefined | false>, timeoutMs = 10_000, stepMs = 50): Promise<T> {
+  const end = Date.now() + timeoutMs;
+  for (;;) {
+    const v = await fn();
+    if (v) return v;
+    if (Date.now() > end) throw new Error("condition not met in time");
+    await sleep(stepMs);
+  }
+}
