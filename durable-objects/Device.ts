@@ -280,7 +280,7 @@ export class Device extends DurableObject<Env> {
     const a = this.sql.one<AllocRow>("SELECT * FROM allocations WHERE allocation_id = ?", allocationId);
     if (!a || a.state === "ended") return ok({ aborted: false });
     this.sql.tx(() => this.endTx(a, "orphaned", Date.now()));
-    await this.rearm();
+    await this.settle();
     return ok({ aborted: true });
   }
 
@@ -290,7 +290,7 @@ export class Device extends DurableObject<Env> {
     if (!a) return fail(404, "ALLOCATION_NOT_FOUND", "No such allocation on this device.");
     if (a.state === "ended") return ok(this.ended(a));
     const ended = this.sql.tx(() => this.endTx(a, reason, Date.now()));
-    await this.rearm();
+    await this.settle();
     return ok(ended);
   }
 
@@ -320,7 +320,7 @@ export class Device extends DurableObject<Env> {
     if (!a) return fail(404, "ALLOCATION_NOT_FOUND", "No such allocation on this device.");
     if (a.state !== "ended" && a.expires_at <= Date.now()) {
       const ended = this.sql.tx(() => this.endTx(a, "expired", Date.now()));
-      await this.rearm();
+      await this.settle();
       return ok({ state: "ended", ended });
     }
     if (a.state === "ended") return ok({ state: "ended", ended: this.ended(a) });
@@ -379,12 +379,16 @@ export class Device extends DurableObject<Env> {
     }
   }
 
-  /** Delivers due outbox rows; each is deleted only after it was delivered. */
-  private async flush(): Promise<void> {
+  /**
+   * Delivers due outbox rows; each is deleted only after it was delivered. `kinds` limits
+   * it (the request path sends pool and usage updates at once, so a released device is
+   * allocatable again before the release returns; the rest goes by alarm).
+   */
+  private async flush(kinds?: OutboxItem["kind"][]): Promise<void> {
     const now = Date.now();
     const due = this.sql.all<{ id: number; kind: OutboxItem["kind"]; payload: string; attempts: number }>(
-      "SELECT id, kind, payload, attempts FROM outbox WHERE next_at <= ? ORDER BY id LIMIT 100",
-      now,
+      `SELECT id, kind, payload, attempts FROM outbox WHERE next_at <= ? ${kinds ? `AND kind IN (${kinds.map(() => "?").join(",")})` : ""} ORDER BY id LIMIT 100`,
+      now, ...(kinds ?? []),
     );
     for (const row of due) {
       const item = { kind: row.kind, payload: JSON.parse(row.payload) } as OutboxItem;
@@ -473,6 +477,12 @@ export class Device extends DurableObject<Env> {
     } catch {
       this.enqueue({ kind: "pool_state", payload: { pool: d.pool, state } });
     }
+    await this.rearm();
+  }
+
+  /** After an allocation ended on a request path: pool and usage now, the rest by alarm. */
+  private async settle(): Promise<void> {
+    await this.flush(["pool_state", "usage"]);
     await this.rearm();
   }
 
