@@ -1,0 +1,249 @@
+#!/usr/bin/env node
+// `npm run dev [-- --port <n>]`: the whole service on your machine, seeded with a demo fleet.
+//
+//  1. creates .dev.vars from .dev.vars.example when missing (local-only secrets);
+//  2. applies the D1 migrations to the local database (.wrangler/state);
+//  3. starts `wrangler dev --local` on 127.0.0.1:<port> (default 8787): Worker, Durable
+//     Objects, D1, Queues and the cron trigger all run in workerd; nothing reaches Cloudflare;
+//  4. once it answers, registers a demo fleet and demo users through the admin API
+//     (fixed ids, so re-running is harmless: 409 DEVICE_EXISTS is expected);
+//  5. prints the base URL, demo tokens and curl commands, then keeps running with
+//     wrangler's output until Ctrl+C (SIGINT/SIGTERM are passed on to wrangler).
+//
+// Plain Node (20+) ESM with no dependencies; wrangler itself runs on the pinned Node 22
+// from node_modules/.bin (run `npm run dev`, which installs packages first).
+import { spawn, spawnSync } from "node:child_process";
+import { existsSync } from "node:fs";
+import net from "node:net";
+import path from "node:path";
+import { ensureDevVars, jwtSecret, parseArgs, root, signToken } from "./lib.mjs";
+
+const DB_NAME = "edge-device-allocator";
+const args = parseArgs(process.argv.slice(2), { booleans: ["no-seed", "help"] });
+if (args.help) {
+  console.log("usage: npm run dev -- [--port <n>] [--no-seed]");
+  process.exit(0);
+}
+const port = args.port === undefined ? 8787 : Number(args.port);
+if (!Number.isInteger(port) || port < 1 || port > 65535) {
+  console.error(`dev: --port must be a port number, got ${JSON.stringify(args.port)}`);
+  process.exit(2);
+}
+const host = "127.0.0.1";
+const base = `http://${host}:${port}`;
+
+const binDir = path.join(root, "node_modules", ".bin");
+const win = process.platform === "win32";
+const wranglerBin = path.join(binDir, win ? "wrangler.cmd" : "wrangler");
+if (!existsSync(wranglerBin)) {
+  console.error("dev: node_modules/.bin/wrangler is missing; start with `npm run dev` (it installs packages first).");
+  process.exit(1);
+}
+// node_modules/.bin first, so wrangler's `#!/usr/bin/env node` finds the pinned Node 22.
+const PATH_KEY = Object.keys(process.env).find((k) => k.toUpperCase() === "PATH") ?? "PATH";
+const childEnv = {
+  ...process.env,
+  [PATH_KEY]: [binDir, process.env[PATH_KEY]].filter(Boolean).join(path.delimiter),
+  // No usage metrics to Cloudflare, and no download of request.cf data from Cloudflare
+  // (miniflare uses built-in placeholder values instead).
+  WRANGLER_SEND_METRICS: process.env.WRANGLER_SEND_METRICS ?? "false",
+  CLOUDFLARE_CF_FETCH_ENABLED: process.env.CLOUDFLARE_CF_FETCH_ENABLED ?? "false",
+};
+const say = (msg) => process.stdout.write(`[dev] ${msg}\n`);
+
+// 1. Secrets for local dev.
+ensureDevVars((m) => say(m));
+
+// 2. Local D1 migrations (non-interactive: CI=true and no stdin make wrangler answer "yes").
+say(`applying D1 migrations to the local database (${DB_NAME})...`);
+const mig = spawnSync(wranglerBin, ["d1", "migrations", "apply", DB_NAME, "--local"], {
+  cwd: root,
+  stdio: ["ignore", "inherit", "inherit"],
+  env: { ...childEnv, CI: "true" },
+  shell: win,
+});
+if (mig.status !== 0) {
+  console.error(`dev: applying migrations failed (exit ${mig.status ?? mig.signal}).`);
+  process.exit(mig.status || 1);
+}
+
+// 3. Refuse a port someone else answers on: the readiness check would talk to them.
+if (await portAnswers(host, port)) {
+  console.error(`dev: something is already listening on ${host}:${port}. Stop it or pick another port: npm run dev -- --port ${port + 1}`);
+  process.exit(1);
+}
+
+say(`starting wrangler dev on ${base} ...`);
+const child = spawn(
+  wranglerBin,
+  ["dev", "--local", "--ip", host, "--port", String(port), "--show-interactive-dev-session=false"],
+  { cwd: root, stdio: ["ignore", "inherit", "inherit"], env: childEnv, shell: win },
+);
+let childExited = false;
+let stopping = false;
+child.on("error", (err) => {
+  console.error(`dev: could not start wrangler: ${err.message}`);
+  process.exit(1);
+});
+child.on("exit", (code, signal) => {
+  childExited = true;
+  if (!stopping) console.error(`dev: wrangler exited (${signal ?? code}).`);
+  process.exit(code ?? (signal ? 1 : 0));
+});
+
+for (const sig of ["SIGINT", "SIGTERM", "SIGHUP"]) {
+  process.on(sig, () => {
+    if (childExited) process.exit(0);
+    if (stopping) {
+      child.kill("SIGKILL");
+      return;
+    }
+    stopping = true;
+    say(`stopping wrangler (${sig})...`);
+    child.kill(sig);
+    // If wrangler does not stop within 10 s, make sure it does.
+    setTimeout(() => child.kill("SIGKILL"), 10_000).unref();
+  });
+}
+
+// 4. Wait until the Worker answers, then seed.
+if (!(await waitUntilReady(120_000))) {
+  console.error(`dev: ${base}/ did not answer within 120 s.`);
+  child.kill("SIGTERM");
+  process.exit(1);
+}
+
+const secret = jwtSecret();
+const tokens = {
+  alice: signToken(secret, "alice", "user"),
+  bob: signToken(secret, "bob", "user"),
+  "ops-admin": signToken(secret, "ops-admin", "admin"),
+};
+
+if (!args["no-seed"]) {
+  try {
+    await seed();
+  } catch (err) {
+    console.error(`dev: seeding the demo data failed: ${err?.message ?? err}`);
+    console.error("dev: the server keeps running; see wrangler's output above.");
+  }
+}
+if (!stopping) printBanner();
+
+// ---------------------------------------------------------------------------------------
+
+function portAnswers(h, p) {
+  return new Promise((resolve) => {
+    const s = net.connect({ host: h, port: p });
+    s.setTimeout(1000);
+    s.once("connect", () => { s.destroy(); resolve(true); });
+    s.once("timeout", () => { s.destroy(); resolve(false); });
+    s.once("error", () => resolve(false));
+  });
+}
+
+async function waitUntilReady(timeoutMs) {
+  const deadline = Date.now() + timeoutMs;
+  while (Date.now() < deadline && !childExited && !stopping) {
+    try {
+      const res = await fetch(`${base}/`, { signal: AbortSignal.timeout(2000) });
+      const body = await res.json().catch(() => null);
+      if (res.ok && body?.service === "edge-device-allocator") return true;
+    } catch {
+      // not up yet
+    }
+    await new Promise((r) => setTimeout(r, 300));
+  }
+  return false;
+}
+
+async function api(method, urlPath, token, body) {
+  const res = await fetch(base + urlPath, {
+    method,
+    headers: { authorization: `Bearer ${token}`, ...(body ? { "content-type": "application/json" } : {}) },
+    body: body ? JSON.stringify(body) : undefined,
+  });
+  const json = await res.json().catch(() => null);
+  return { status: res.status, json };
+}
+
+/** The demo fleet: fixed ids, so a second run finds them registered (409 DEVICE_EXISTS). */
+function demoDevices() {
+  const specs = [
+    { cpuCores: 2, memoryMB: 4096, storageMB: 32768 },
+    { cpuCores: 4, memoryMB: 8192, storageMB: 65536 },
+    { cpuCores: 8, memoryMB: 16384, storageMB: 65536 },
+  ];
+  const list = [];
+  // Pool "default" (DEFAULT_POOL in wrangler.toml): 6 devices over 3 nodes, mixed specs.
+  for (let i = 0; i < 6; i++)
+    list.push({ deviceId: `demo-default-${i + 1}`, pool: "default", node: `node-${(i % 3) + 1}`, ...specs[i % 3] });
+  // Pool "eu-west-large": 4 bigger devices over 2 nodes.
+  for (let i = 0; i < 4; i++)
+    list.push({
+      deviceId: `demo-euw-large-${i + 1}`, pool: "eu-west-large", node: `euw-node-${(i % 2) + 1}`,
+      cpuCores: i < 2 ? 8 : 16, memoryMB: i < 2 ? 16384 : 32768, storageMB: 131072,
+    });
+  return list;
+}
+
+async function seed() {
+  const admin = tokens["ops-admin"];
+  let created = 0, existed = 0;
+  for (const d of demoDevices()) {
+    const r = await api("POST", "/admin/devices", admin, d);
+    if (r.status === 201) created++;
+    else if (r.status === 409 && r.json?.error?.code === "DEVICE_EXISTS") existed++;
+    else throw new Error(`POST /admin/devices ${d.deviceId} -> ${r.status} ${JSON.stringify(r.json)}`);
+  }
+  say(`demo fleet: ${created} device(s) registered, ${existed} already there (pools "default" and "eu-west-large")`);
+
+  const bob = await api("PUT", "/quotas/user/bob", admin, { plan: "pro" });
+  if (bob.status !== 200) throw new Error(`PUT /quotas/user/bob -> ${bob.status} ${JSON.stringify(bob.json)}`);
+  const alice = await api("GET", "/quotas/user/alice", tokens.alice);
+  if (alice.status !== 200) throw new Error(`GET /quotas/user/alice -> ${alice.status} ${JSON.stringify(alice.json)}`);
+  say(`demo users: alice (plan ${alice.json?.plan}), bob (plan ${bob.json?.plan}), ops-admin (role admin)`);
+}
+
+function printBanner() {
+  const line = "=".repeat(78);
+  const out = [
+    "",
+    line,
+    ` edge-device-allocator is running at ${base}`,
+    line,
+    " Demo tokens (HS256, valid 7 days, signed with JWT_SECRET from .dev.vars):",
+    `   alice      (user, plan free): ${tokens.alice}`,
+    `   bob        (user, plan pro) : ${tokens.bob}`,
+    `   ops-admin  (admin)          : ${tokens["ops-admin"]}`,
+    " More: npm run token -- --user <id> [--role admin] [--ttl seconds]",
+    "",
+    " Demo fleet: pool default (demo-default-1..6 on node-1..3),",
+    "             pool eu-west-large (demo-euw-large-1..4 on euw-node-1..2)",
+    "",
+    " Try it (paste into a shell):",
+    "",
+    `BASE=${base}`,
+    `ALICE=${tokens.alice}`,
+    `ADMIN=${tokens["ops-admin"]}`,
+    "",
+    "# allocate a device for 30 minutes (pool default) and keep its id",
+    `DEVICE=$(curl -s -X POST "$BASE/scheduler/devices/allocate" -H "Authorization: Bearer $ALICE" -H 'content-type: application/json' -d '{"durationMinutes":30,"spec":{"cpuCores":2}}' | tee /dev/stderr | sed -n 's/.*"deviceId":"\\([^"]*\\)".*/\\1/p'); echo; echo "device: $DEVICE"`,
+    "# list alice's allocations",
+    `curl -s "$BASE/scheduler/allocations" -H "Authorization: Bearer $ALICE"; echo`,
+    "# release it",
+    `curl -s -X POST "$BASE/scheduler/devices/release" -H "Authorization: Bearer $ALICE" -H 'content-type: application/json' -d "{\\"deviceId\\":\\"$DEVICE\\"}"; echo`,
+    "# alice's quota and usage",
+    `curl -s "$BASE/quotas/user/alice" -H "Authorization: Bearer $ALICE"; echo`,
+    "# pools (admin)",
+    `curl -s "$BASE/admin/pools" -H "Authorization: Bearer $ADMIN"; echo`,
+    "# the OpenAPI document",
+    `curl -s "$BASE/openapi.json"; echo`,
+    "",
+    line,
+    " Ctrl+C stops the server. Local data lives in .wrangler/state (delete it to start over).",
+    line,
+    "",
+  ];
+  process.stdout.write(out.join("\n") + "\n");
+}

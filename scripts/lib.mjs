@@ -1,0 +1,74 @@
+// Helpers shared by scripts/dev.mjs and scripts/token.mjs. Plain Node (20+) ESM with no
+// dependencies, so the scripts never need the TypeScript sources or node_modules.
+import { createHmac } from "node:crypto";
+import { copyFileSync, existsSync, readFileSync } from "node:fs";
+import path from "node:path";
+import { fileURLToPath } from "node:url";
+
+export const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..");
+export const devVarsPath = path.join(root, ".dev.vars");
+const examplePath = path.join(root, ".dev.vars.example");
+
+/** Creates .dev.vars from .dev.vars.example when it is missing. Returns true if it did. */
+export function ensureDevVars(log = (m) => process.stderr.write(m + "\n")) {
+  if (existsSync(devVarsPath)) return false;
+  if (!existsSync(examplePath)) throw new Error(".dev.vars is missing and so is .dev.vars.example");
+  copyFileSync(examplePath, devVarsPath);
+  log("Created .dev.vars from .dev.vars.example (local-only secrets).");
+  return true;
+}
+
+/** Parses a dotenv-style file (KEY=value, KEY="value", # comments) as wrangler reads .dev.vars. */
+export function readDevVars() {
+  const vars = {};
+  for (const raw of readFileSync(devVarsPath, "utf8").split(/\r?\n/)) {
+    const line = raw.trim();
+    if (!line || line.startsWith("#")) continue;
+    const m = /^(?:export\s+)?([A-Za-z_][A-Za-z0-9_]*)\s*=\s*(.*)$/.exec(line);
+    if (!m) continue;
+    let v = m[2];
+    const q = v[0];
+    if ((q === '"' || q === "'") && v.endsWith(q) && v.length >= 2) v = v.slice(1, -1);
+    else v = v.replace(/\s+#.*$/, "");
+    vars[m[1]] = v;
+  }
+  return vars;
+}
+
+export function jwtSecret() {
+  const secret = readDevVars().JWT_SECRET;
+  if (!secret) throw new Error(`JWT_SECRET is not set in ${devVarsPath}`);
+  return secret;
+}
+
+const b64url = (buf) => Buffer.from(buf).toString("base64url");
+
+/**
+ * An HS256 JWT with the claims src/auth.ts issueToken signs: {sub, role, iat, exp}.
+ * The Worker verifies it with hono/jwt and the same JWT_SECRET.
+ */
+export function signToken(secret, userId, role = "user", ttlSeconds = 7 * 86_400) {
+  const now = Math.floor(Date.now() / 1000);
+  const header = b64url(JSON.stringify({ alg: "HS256", typ: "JWT" }));
+  const payload = b64url(JSON.stringify({ sub: userId, role, iat: now, exp: now + ttlSeconds }));
+  const sig = createHmac("sha256", secret).update(`${header}.${payload}`).digest("base64url");
+  return `${header}.${payload}.${sig}`;
+}
+
+/** Same rule as IDS.pattern in src/config.ts. */
+export const USER_ID = /^[A-Za-z0-9][A-Za-z0-9._:@-]{0,127}$/;
+
+/** Minimal `--name value` / `--name=value` / `--flag` parser. */
+export function parseArgs(argv, { booleans = [] } = {}) {
+  const out = { _: [] };
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i];
+    if (!a.startsWith("--")) { out._.push(a); continue; }
+    const eq = a.indexOf("=");
+    if (eq > 0) { out[a.slice(2, eq)] = a.slice(eq + 1); continue; }
+    const name = a.slice(2);
+    if (booleans.includes(name) || i + 1 >= argv.length || argv[i + 1].startsWith("--")) out[name] = true;
+    else out[name] = argv[++i];
+  }
+  return out;
+}
