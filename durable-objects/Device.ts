@@ -469,15 +469,10 @@ export class Device extends DurableObject<Env> {
     this.sql.exec("INSERT INTO outbox (kind, payload, next_at) VALUES (?, ?, ?)", item.kind, JSON.stringify(item.payload), at);
   }
 
-  /** Tells the pool now (so a registered device is allocatable at once); the outbox covers failures. */
+  /** Tells the pool now (so a registered device is allocatable at once); the outbox retries failures. */
   private async publishState(d: DeviceRow): Promise<void> {
-    const state = this.state(d);
-    try {
-      await this.env.DEVICE_POOL.getByName(d.pool).deviceState(d.pool, state);
-    } catch {
-      this.enqueue({ kind: "pool_state", payload: { pool: d.pool, state } });
-    }
-    await this.rearm();
+    this.enqueue({ kind: "pool_state", payload: { pool: d.pool, state: this.state(d) } });
+    await this.settle();
   }
 
   /** After an allocation ended on a request path: pool and usage now, the rest by alarm. */
