@@ -41,7 +41,7 @@ describe("invariant 1: at most one active allocation per device", () => {
       ),
     );
     expect(results.filter((r) => r.ok)).toHaveLength(1);
-    expect(results.filter((r) => !r.ok).every((r) => !r.ok && r.code === "DEVICE_BUSY")).toBe(true);
+    expect(results.filter((r) => !r.ok).every((r) => (r as { code?: string }).code === "DEVICE_BUSY")).toBe(true);
   });
 
   it("a storm over a small pool never gives one device to two users", async () => {
