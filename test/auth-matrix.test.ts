@@ -9,15 +9,12 @@
  *   owner                               → 2xx on user routes, 403 on admin routes and on quota writes
  *   admin                               → 2xx everywhere, acting on behalf of the owner
  */
-import { env as rawEnv } from "cloudflare:workers";
+import { env } from "cloudflare:workers";
 import { sign } from "hono/jwt";
 import { describe, expect, it } from "vitest";
 import { z } from "zod";
-import type { Env } from "../src/config";
 import { AllocationResult, AllocationView, DeviceView, QuotaView, ReleaseResult } from "../src/schemas";
 import { SERVICE_TOKEN, call, registerDevice, tokenFor, uid, until } from "./helpers";
-
-const env = rawEnv as unknown as Env;
 
 // ---- callers -----------------------------------------------------------------------------------
 
