@@ -40,6 +40,9 @@ export async function principalOf(req: { header(name: string): string | undefine
   } catch {
     throw new HttpError(fail(401, "UNAUTHORIZED", "The bearer token is invalid or expired."));
   }
+  // A token that never expires cannot be taken back: refuse it.
+  if (typeof payload.exp !== "number")
+    throw new HttpError(fail(401, "UNAUTHORIZED", "The bearer token has no expiry (`exp`)."));
   const sub = payload.sub;
   if (typeof sub !== "string" || !IDS.pattern.test(sub))
     throw new HttpError(fail(401, "UNAUTHORIZED", "The token's subject is not a valid user id."));

@@ -44,6 +44,11 @@ const CALLERS: Caller[] = [
     headers: async (fx) => bearer(await sign({ sub: fx.owner, role: "user", iat: nowS() - 7200, exp: nowS() - 60 }, env.JWT_SECRET, "HS256")),
   },
   {
+    name: "admin token without an expiry",
+    kind: "bad",
+    headers: async (fx) => bearer(await sign({ sub: fx.admin, role: "admin" }, env.JWT_SECRET, "HS256")),
+  },
+  {
     name: "alg none admin token",
     kind: "bad",
     headers: async (fx) =>
