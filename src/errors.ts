@@ -29,8 +29,3 @@ export class HttpError extends Error {
     super(failure.message);
   }
 }
-
-export function unwrap<T>(r: Result<T>): T {
-  if (!r.ok) throw new HttpError(r);
-  return r.value;
-}

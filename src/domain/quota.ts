@@ -13,8 +13,6 @@ export interface QuotaState {
   limits: QuotaLimits;
 }
 
-export const EMPTY_USAGE: QuotaUsage = { devices: 0, cpuCores: 0, memoryMB: 0, storageMB: 0, deviceHours: 0 };
-
 /** Start of the quota period (calendar month, UTC) that contains `now`. */
 export function periodStartFor(now: number): number {
   const d = new Date(now);

@@ -1,5 +1,5 @@
 /** Shapes shared by the objects, routes and pure rules. */
-import type { PlanTier, QuotaLimits, Strategy } from "../config";
+import type { PlanTier, QuotaLimits } from "../config";
 
 export interface DeviceSpec {
   cpuCores: number;
@@ -87,11 +87,6 @@ export interface EndedAllocation {
   releasedAt: number;
   durationSeconds: number;
   reason: EndReason;
-}
-
-export interface PoolSettings {
-  pool: string;
-  strategy: Strategy;
 }
 
 /** One envelope for every event. */

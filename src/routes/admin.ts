@@ -5,7 +5,7 @@ import type { Context } from "hono";
 import { requireAdmin, type AppEnv } from "../auth";
 import { newApp } from "../app-factory";
 import { pools } from "../db/schema";
-import { ok, type Result } from "../errors";
+import { ok } from "../errors";
 import { jsonBody, route } from "../openapi";
 import type { EndedAllocation } from "../domain/types";
 import {
@@ -141,5 +141,3 @@ export function adminRoutes() {
 
   return app;
 }
-
-export type { Result };

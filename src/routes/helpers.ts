@@ -2,7 +2,7 @@
 import type { Context } from "hono";
 import type { AppEnv } from "../auth";
 import type { Env } from "../config";
-import { errorBody, unwrap, type Result } from "../errors";
+import { errorBody, type Result } from "../errors";
 
 export const userQuota = (env: Env, userId: string) => env.USER_QUOTA.getByName(userId);
 export const device = (env: Env, deviceId: string) => env.DEVICE.getByName(deviceId);
@@ -13,5 +13,3 @@ export function reply<T>(c: Context<AppEnv>, r: Result<T>, status: 200 | 201 = 2
   if (!r.ok) return c.json(errorBody(r), r.status);
   return c.json(r.value as object, status);
 }
-
-export { unwrap };
