@@ -72,7 +72,7 @@ describe("invariant 4: expiry by alarm", () => {
     }
     const ev = await releasedEvent(token, a.body.allocationId);
     expect(ev.data.reason).toBe("expired");
-    expect(ev.timestamp - Date.parse(a.body.expiresAt)).toBeLessThan(1000);
+    expect(ev.timestamp - Date.parse(a.body.expiresAt), "lag ms").toBeLessThan(1000);
     expect((await call("GET", `/quotas/user/${user}`, { token })).body.usage.devices).toBe(0);
     const d = await call("GET", `/admin/devices/${dev.deviceId}`, { token: await admin() });
     expect(d.body.status).toBe("available");
@@ -89,7 +89,7 @@ describe("invariant 4: expiry by alarm", () => {
     await abortAllDurableObjects();
     const ev = await releasedEvent(token, a.body.allocationId);
     expect(ev.data.reason).toBe("expired");
-    expect(ev.timestamp - Date.parse(a.body.expiresAt)).toBeLessThan(1000);
+    expect(ev.timestamp - Date.parse(a.body.expiresAt), "lag ms").toBeLessThan(1000);
     expect((await call("GET", `/quotas/user/${user}`, { token })).body.usage.devices).toBe(0);
   });
 
