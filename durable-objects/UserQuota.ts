@@ -30,7 +30,7 @@ const SCHEMA = [
      valid_until INTEGER NOT NULL, limits TEXT NOT NULL, period_start INTEGER NOT NULL, hours_used REAL NOT NULL,
      exceeded INTEGER NOT NULL DEFAULT 0, updated_at INTEGER NOT NULL);
    CREATE TABLE allocations (
-     allocation_id TEXT PRIMARY KEY, device_id TEXT, pool TEXT NOT NULL, status TEXT NOT NULL,
+     allocation_id TEXT PRIMARY KEY, device_id TEXT, pool TEXT NOT NULL, node TEXT, status TEXT NOT NULL,
      cpu INTEGER NOT NULL, mem INTEGER NOT NULL, storage INTEGER NOT NULL,
      allocated_at INTEGER, expires_at INTEGER, duration_minutes INTEGER NOT NULL, duration_ms INTEGER NOT NULL,
      booked_hours REAL NOT NULL, released_at INTEGER, duration_seconds INTEGER, reason TEXT,
@@ -57,6 +57,7 @@ interface AllocRow {
   allocation_id: string;
   device_id: string | null;
   pool: string;
+  node: string | null;
   status: AllocationStatus;
   cpu: number;
   mem: number;
@@ -260,12 +261,12 @@ export class UserQuota extends DurableObject<Env> {
     }
     this.sql.tx(() => {
       this.sql.exec(
-        `UPDATE allocations SET status = 'active', device_id = ?, cpu = ?, mem = ?, storage = ?, allocated_at = ?, expires_at = ?, deadline = NULL
+        `UPDATE allocations SET status = 'active', device_id = ?, node = ?, cpu = ?, mem = ?, storage = ?, allocated_at = ?, expires_at = ?, deadline = NULL
          WHERE allocation_id = ?`,
-        c.deviceId, c.cpuCores, c.memoryMB, c.storageMB, c.allocatedAt, c.expiresAt, allocationId,
+        c.deviceId, c.node, c.cpuCores, c.memoryMB, c.storageMB, c.allocatedAt, c.expiresAt, allocationId,
       );
       const done = this.sql.one<AllocRow>("SELECT * FROM allocations WHERE allocation_id = ?", allocationId)!;
-      this.emit(input.userId, "device.allocated", this.eventData(done, c.node));
+      this.emit(input.userId, "device.allocated", this.eventData(done));
       this.noteQuotaStatus(this.profile(input.userId));
     });
     await this.rearm();
@@ -274,7 +275,7 @@ export class UserQuota extends DurableObject<Env> {
     } catch {
       // The device asks `verify` at its confirm deadline and learns the same.
     }
-    return ok(this.result(input.userId, this.sql.one<AllocRow>("SELECT * FROM allocations WHERE allocation_id = ?", allocationId)!, c.node));
+    return ok(this.result(input.userId, this.sql.one<AllocRow>("SELECT * FROM allocations WHERE allocation_id = ?", allocationId)!));
   }
 
   private abortPending(allocationId: string): void {
@@ -518,17 +519,17 @@ export class UserQuota extends DurableObject<Env> {
     return { seq: row.seq, type, userId, data, timestamp: ts };
   }
 
-  private eventData(r: AllocRow, node?: string): Record<string, unknown> {
+  private eventData(r: AllocRow): Record<string, unknown> {
     return {
-      allocationId: r.allocation_id, deviceId: r.device_id, pool: r.pool, ...(node ? { node } : {}),
+      allocationId: r.allocation_id, deviceId: r.device_id, pool: r.pool, node: r.node,
       cpuCores: r.cpu, memoryMB: r.mem, storageMB: r.storage,
       allocatedAt: iso(r.allocated_at!), expiresAt: iso(r.expires_at!), durationMinutes: r.duration_minutes,
     };
   }
 
-  private result(userId: string, r: AllocRow, node = ""): AllocationResult {
+  private result(userId: string, r: AllocRow): AllocationResult {
     return {
-      allocationId: r.allocation_id, deviceId: r.device_id!, userId, pool: r.pool, node,
+      allocationId: r.allocation_id, deviceId: r.device_id!, userId, pool: r.pool, node: r.node ?? "",
       cpuCores: r.cpu, memoryMB: r.mem, storageMB: r.storage,
       allocatedAt: iso(r.allocated_at!), expiresAt: iso(r.expires_at!), durationMinutes: r.duration_minutes,
     };
