@@ -22,6 +22,18 @@ async function timePasses(kind: "user" | "device", name: string): Promise<void> 
   });
 }
 
+/** Step 1 of an allocation alone: the user's object holds quota for it, with the usual deadline. */
+async function writePendingRow(user: string, allocationId: string, pool: string): Promise<void> {
+  await env.USER_QUOTA.getByName(user).getQuota(user);
+  await runInDurableObject(env.USER_QUOTA.getByName(user), (_i, state) => {
+    state.storage.sql.exec(
+      `INSERT INTO allocations (allocation_id, pool, status, cpu, mem, storage, duration_minutes, duration_ms, booked_hours, deadline, created_at)
+       VALUES (?, ?, 'pending', 0, 0, 0, 10, 600000, 0.1666, ?, ?)`,
+      allocationId, pool, Date.now() + 20_000, Date.now(),
+    );
+  });
+}
+
 /** The user's pending deadlines pass without its alarm having run yet. */
 async function deadlinesPass(user: string): Promise<void> {
   await runInDurableObject(env.USER_QUOTA.getByName(user), (_i, state) => {
@@ -66,14 +78,7 @@ describe("invariant 5: failures between steps heal", () => {
     const user = uid("crashy");
     const allocationId = `alc_crash_${crypto.randomUUID()}`;
     // Step 1: the user's object wrote its pending row (quota held) ...
-    await env.USER_QUOTA.getByName(user).getQuota(user);
-    await runInDurableObject(env.USER_QUOTA.getByName(user), (_i, state) => {
-      state.storage.sql.exec(
-        `INSERT INTO allocations (allocation_id, pool, status, cpu, mem, storage, duration_minutes, duration_ms, booked_hours, deadline, created_at)
-         VALUES (?, ?, 'pending', 0, 0, 0, 10, 600000, 0.1666, ?, ?)`,
-        allocationId, pool, Date.now() + 20_000, Date.now(),
-      );
-    });
+    await writePendingRow(user, allocationId, pool);
     expect((await env.USER_QUOTA.getByName(user).getQuota(user)).usage.devices).toBe(1);
     // Step 2: the pool picked and the device claimed ... then the user's object died.
     const claimed = await env.DEVICE_POOL.getByName(pool).claim({ allocationId, userId: user, pool, min: ZERO, max: ANY, durationMs: 600_000 });
@@ -108,14 +113,7 @@ describe("invariant 5: failures between steps heal", () => {
     const dev = await registerDevice(pool);
     const user = uid("slow");
     const allocationId = `alc_slow_${crypto.randomUUID()}`;
-    await env.USER_QUOTA.getByName(user).getQuota(user);
-    await runInDurableObject(env.USER_QUOTA.getByName(user), (_i, state) => {
-      state.storage.sql.exec(
-        `INSERT INTO allocations (allocation_id, pool, status, cpu, mem, storage, duration_minutes, duration_ms, booked_hours, deadline, created_at)
-         VALUES (?, ?, 'pending', 0, 0, 0, 10, 600000, 0.1666, ?, ?)`,
-        allocationId, pool, Date.now() + 20_000, Date.now(),
-      );
-    });
+    await writePendingRow(user, allocationId, pool);
     await timePasses("user", user);
     expect((await env.USER_QUOTA.getByName(user).getQuota(user)).usage.devices).toBe(0);
     // A claim that arrives after the abort is refused by the user's answer.
