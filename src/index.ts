@@ -13,11 +13,9 @@ const app = createApp();
 export default {
   fetch: app.fetch,
   async queue(batch: MessageBatch<UsageRecord>, env: Env): Promise<void> {
-    // The dead-letter queue is drained by billing (issue: billing); until then its messages are kept by retrying.
-    if (batch.queue.endsWith("-dlq")) {
-      batch.retryAll({ delaySeconds: 3600 });
-      return;
-    }
+    // Both the usage queue and its dead-letter queue write the same idempotent row: a record
+    // that exhausted its retries gets another, slower round instead of being dropped.
+    // (Storing dead letters for replay, `failed_usage`, comes with billing.)
     await handleUsageBatch(batch, env);
   },
   async scheduled(): Promise<void> {
