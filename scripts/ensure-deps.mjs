@@ -41,37 +41,46 @@ function staleReason() {
   return null;
 }
 
-function npm(args) {
+/**
+ * Runs npm without waiting for input. Its stdout goes to our stderr (see above); with
+ * `capture`, all of it is kept and returned instead, so an attempt that has a fallback
+ * does not print errors a newcomer would take for a failure.
+ */
+function npm(args, { capture = false } = {}) {
   const win = process.platform === "win32";
   log(`npm ${args.join(" ")}`);
   const r = spawnSync(win ? "npm.cmd" : "npm", args, {
     cwd: root,
-    // Never wait for input; send npm's stdout to our stderr (see above).
-    stdio: ["ignore", process.stderr, "inherit"],
+    stdio: capture ? ["ignore", "pipe", "pipe"] : ["ignore", process.stderr, "inherit"],
+    encoding: "utf8",
     shell: win,
     env: { ...process.env, CI: process.env.CI ?? "true" },
   });
   if (r.error) throw r.error;
-  return r.status ?? 1;
+  return { status: r.status ?? 1, output: capture ? `${r.stdout ?? ""}${r.stderr ?? ""}` : "" };
 }
 
 if (process.env.ENSURE_DEPS_SKIP !== "1") {
   const reason = staleReason();
   if (reason) {
     log(`installing packages (${reason})...`);
-    const common = ["--no-audit", "--no-fund"];
+    // --loglevel=error: npm's engine warnings (wrangler and vitest want Node 22) do not
+    // apply, since the pinned node@22 devDependency is what runs them.
+    const common = ["--no-audit", "--no-fund", "--loglevel=error"];
     let status;
     if (existsSync(lock)) {
-      status = npm(["ci", ...common]);
+      const ci = npm(["ci", ...common], { capture: true });
+      status = ci.status;
       if (status !== 0) {
         // `npm ci` refuses a lockfile that lacks entries npm expects, e.g. other platforms'
         // optional binaries a registry mirror cannot serve. `npm install` still installs the
         // locked versions; --no-save keeps package.json and package-lock.json untouched.
-        log("npm ci failed; falling back to `npm install --no-save` (same locked versions)");
-        status = npm(["install", "--no-save", ...common]);
+        log("npm ci refused the lockfile; installing the same locked versions with `npm install --no-save`");
+        status = npm(["install", "--no-save", ...common]).status;
+        if (status !== 0) process.stderr.write(`[ensure-deps] what npm ci said:\n${ci.output}`);
       }
     } else {
-      status = npm(["install", ...common]);
+      status = npm(["install", ...common]).status;
     }
     if (status !== 0) {
       log(`npm exited with ${status}; packages are not installed`);
