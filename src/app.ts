@@ -2,7 +2,8 @@
 import { newApp } from "./app-factory";
 import { bodyLimit } from "hono/body-limit";
 import { HTTPException } from "hono/http-exception";
-import { authenticate, requireUser } from "./auth";
+import type { MiddlewareHandler } from "hono";
+import { authenticate, requireAdmin, requireUser, type AppEnv } from "./auth";
 import { MAX_BODY_BYTES } from "./config";
 import { HttpError, errorBody, fail, type ErrorStatus } from "./errors";
 import { adminRoutes } from "./routes/admin";
@@ -25,12 +26,17 @@ export function createApp() {
     }),
   );
   app.use("*", authenticate);
-  // Sign-in is checked before a body is validated, so a stranger learns nothing from 400s.
-  for (const path of ["/scheduler/*", "/quotas/*", "/admin/*"])
-    app.use(path, async (c, next) => {
-      requireUser(c);
-      await next();
-    });
+  // Who may call is checked here, before any body is validated, so a stranger or a
+  // non-admin learns nothing from 400s. Handlers still check the acting user.
+  const gate = (check: typeof requireUser): MiddlewareHandler<AppEnv> => async (c, next) => {
+    check(c);
+    await next();
+  };
+  app.use("/scheduler/*", gate(requireUser));
+  app.use("/quotas/*", gate(requireUser));
+  app.use("/admin/*", gate(requireAdmin));
+  app.on("PUT", "/quotas/user/*", gate(requireAdmin));
+  app.on("POST", "/quotas/renew/*", gate(requireAdmin));
 
   app.get("/", (c) => c.json({ service: "edge-device-allocator", docs: "/openapi.json" }));
   app.route("/", schedulerRoutes());
