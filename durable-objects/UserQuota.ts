@@ -14,7 +14,7 @@
  */
 import { DurableObject } from "cloudflare:workers";
 import {
-  ALLOCATION, DEFAULT_RENEW_DAYS, EVENT_LOG_LIMIT, EXTEND_POLICIES, PAGING, PLAN_LIMITS, QUOTA_VALID_DAYS,
+  ALLOCATION, DEFAULT_RENEW_DAYS, IDS, EVENT_LOG_LIMIT, EXTEND_POLICIES, PAGING, PLAN_LIMITS, QUOTA_VALID_DAYS,
   defaultPlan, type Env, type PlanTier, type QuotaLimits,
 } from "../src/config";
 import { fail, ok, type Failure, type Result } from "../src/errors";
@@ -577,7 +577,9 @@ export function userOfAllocationId(id: string): string | null {
   if (!m) return null;
   try {
     const bin = atob(m[1]!.replace(/-/g, "+").replace(/_/g, "/"));
-    return new TextDecoder("utf-8", { fatal: true, ignoreBOM: false }).decode(Uint8Array.from(bin, (c) => c.charCodeAt(0)));
+    const userId = new TextDecoder("utf-8", { fatal: true, ignoreBOM: false }).decode(Uint8Array.from(bin, (c) => c.charCodeAt(0)));
+    // A forged id can decode to any string; only a valid user id may name a user object.
+    return IDS.pattern.test(userId) ? userId : null;
   } catch {
     return null;
   }
