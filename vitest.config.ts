@@ -14,6 +14,7 @@ export default defineConfig(async () => {
             JWT_SECRET: "test-jwt-secret-0123456789abcdef",
             SERVICE_TOKEN: "test-service-token-0123456789abcdef",
             ALLOW_SHORT_DURATIONS: "true",
+            USAGE_RETRY_BASE_SECONDS: "0",
           },
         },
       }),

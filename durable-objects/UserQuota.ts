@@ -15,12 +15,14 @@
 import { DurableObject } from "cloudflare:workers";
 import {
   ALLOCATION, DEFAULT_RENEW_DAYS, IDS, EVENT_LOG_LIMIT, EXTEND_POLICIES, PAGING, PLAN_LIMITS, QUOTA_VALID_DAYS,
-  defaultPlan, type Env, type PlanTier, type QuotaLimits,
+  billingAllowOnError, defaultPlan, type Env, type PlanTier, type QuotaLimits,
 } from "../src/config";
 import { fail, ok, type Failure, type Result } from "../src/errors";
 import { checkAllocation, checkExtraHours, deviceHeadroom, periodStartFor, quotaStatus, renewedUntil, type QuotaState } from "../src/domain/quota";
 import { checkExtend } from "../src/domain/extend";
-import type { Allocation, AllocationStatus, DeviceSpec, EndReason, EndedAllocation, EventEnvelope, Quota, QuotaUsage } from "../src/domain/types";
+import { checkFunds, estimateOf } from "../src/domain/pricing";
+import { dbOf, fundsFor, type Funds } from "../src/billing/ledger";
+import type { Allocation, AllocationStatus, DeviceSpec, EndReason, EndedAllocation, EventEnvelope, Quota, QuotaUsage, UsageRecord } from "../src/domain/types";
 import { Sql, armAlarm } from "../src/sql";
 import type { Claimed } from "./Device";
 
@@ -40,6 +42,10 @@ const SCHEMA = [
    CREATE INDEX allocations_device ON allocations(device_id, status);
    CREATE INDEX allocations_created ON allocations(created_at);
    CREATE TABLE events (seq INTEGER PRIMARY KEY AUTOINCREMENT, type TEXT NOT NULL, data TEXT NOT NULL, ts INTEGER NOT NULL);`,
+  // Billing events arrive at least once; their keys make the feed show each once.
+  `CREATE TABLE event_keys (key TEXT PRIMARY KEY, seq INTEGER NOT NULL, ts INTEGER NOT NULL);
+   CREATE INDEX event_keys_ts ON event_keys(ts);
+   CREATE INDEX allocations_released ON allocations(status, released_at);`,
 ];
 
 interface ProfileRow {
@@ -196,25 +202,23 @@ export class UserQuota extends DurableObject<Env> {
   // ---- allocation --------------------------------------------------------------------------
 
   async allocate(input: AllocateInput): Promise<Result<AllocationResult>> {
+    this.profile(input.userId);
+    const hash = requestHash(input);
+    const replay = this.replayOf(input, hash);
+    if (replay) return replay;
+    // The balance is read before the synchronous check-and-write below (an await in
+    // between would let other requests interleave), then everything is re-read.
+    const funds = await this.funds(input.userId);
+    if (!funds.ok) return funds;
+    const again = this.replayOf(input, hash);
+    if (again) return again;
     const p = this.profile(input.userId);
     const now = Date.now();
-    const hash = requestHash(input);
-    if (input.idempotencyKey) {
-      const prior = this.sql.one<AllocRow>("SELECT * FROM allocations WHERE idem_key = ?", input.idempotencyKey);
-      if (prior) {
-        if (prior.idem_hash !== hash)
-          return fail(409, "IDEMPOTENCY_KEY_REUSED", "This idempotency key was used for a different request.", { idempotencyKey: input.idempotencyKey });
-        if (prior.status === "active" || prior.status === "released") return ok(this.result(p.user_id, prior));
-        const running = this.inFlight.get(prior.allocation_id);
-        if (running) return running;
-        return fail(409, "ALLOCATION_IN_PROGRESS", "An allocation with this idempotency key is still being set up; retry shortly.");
-      }
-    }
     const durationMs = input.durationSeconds !== undefined ? input.durationSeconds * 1000 : input.durationMinutes * 60_000;
     const hours = durationMs / 3_600_000;
     const st = this.state(p);
     const usage = this.usage(p);
-    const refused = checkAllocation(st, usage, input.spec, hours, now);
+    const refused = checkAllocation(st, usage, input.spec, hours, now) ?? this.fundsRefusal(funds.value, input.spec, durationMs);
     if (refused) {
       this.noteQuotaStatus(p);
       return refused;
@@ -226,7 +230,7 @@ export class UserQuota extends DurableObject<Env> {
       allocationId, input.pool, input.spec.cpuCores, input.spec.memoryMB, input.spec.storageMB, input.durationMinutes, durationMs, hours,
       input.idempotencyKey ?? null, hash, now + ALLOCATION.intentTimeoutMs, now,
     );
-    const run = this.completeAllocation(allocationId, input, durationMs, deviceHeadroom(st.limits, usage));
+    const run = this.completeAllocation(allocationId, input, durationMs, deviceHeadroom(st.limits, usage), funds.value);
     this.inFlight.set(allocationId, run);
     try {
       return await run;
@@ -235,7 +239,51 @@ export class UserQuota extends DurableObject<Env> {
     }
   }
 
-  private async completeAllocation(allocationId: string, input: AllocateInput, durationMs: number, max: DeviceSpec): Promise<Result<AllocationResult>> {
+  /** A repeated idempotency key: the first request's answer, or null for a new request. */
+  private replayOf(input: AllocateInput, hash: string): Result<AllocationResult> | Promise<Result<AllocationResult>> | null {
+    if (!input.idempotencyKey) return null;
+    const prior = this.sql.one<AllocRow>("SELECT * FROM allocations WHERE idem_key = ?", input.idempotencyKey);
+    if (!prior) return null;
+    if (prior.idem_hash !== hash)
+      return fail(409, "IDEMPOTENCY_KEY_REUSED", "This idempotency key was used for a different request.", { idempotencyKey: input.idempotencyKey });
+    if (prior.status === "active" || prior.status === "released") return ok(this.result(input.userId, prior));
+    const running = this.inFlight.get(prior.allocation_id);
+    if (running) return running;
+    return fail(409, "ALLOCATION_IN_PROGRESS", "An allocation with this idempotency key is still being set up; retry shortly.");
+  }
+
+  // ---- balance -----------------------------------------------------------------------------
+
+  /**
+   * The user's funds from D1 (the account opens with its starting credit on first use).
+   * `null` means unknown but allowed: BILLING_ALLOW_ON_ERROR is on and D1 did not answer.
+   */
+  private async funds(userId: string): Promise<Result<Funds | null>> {
+    try {
+      return ok(await fundsFor(dbOf(this.env), this.env, userId));
+    } catch (err) {
+      if (billingAllowOnError(this.env)) {
+        console.warn(JSON.stringify({ level: "warn", msg: "balance unreadable; allowed by BILLING_ALLOW_ON_ERROR", userId, error: String(err) }));
+        return ok(null);
+      }
+      return fail(503, "BILLING_UNAVAILABLE", "Your balance could not be read, so nothing was changed. Try again shortly.", { cause: String(err).slice(0, 200) });
+    }
+  }
+
+  /** What the user's pending and active allocations may still cost (charged when they end). */
+  private committed(f: Funds, excluding?: string): number {
+    const rows = this.sql.all<{ cpu: number; mem: number; storage: number; duration_ms: number }>(
+      "SELECT cpu, mem, storage, duration_ms FROM allocations WHERE status IN ('pending','active') AND allocation_id != ?",
+      excluding ?? "",
+    );
+    return rows.reduce((sum, r) => sum + estimateOf(f, { cpuCores: r.cpu, memoryMB: r.mem, storageMB: r.storage }, r.duration_ms), 0);
+  }
+
+  private fundsRefusal(f: Funds | null, spec: DeviceSpec, durationMs: number, excluding?: string): Failure | null {
+    return f ? checkFunds(f, this.committed(f, excluding), estimateOf(f, spec, durationMs)) : null;
+  }
+
+  private async completeAllocation(allocationId: string, input: AllocateInput, durationMs: number, max: DeviceSpec, funds: Funds | null): Promise<Result<AllocationResult>> {
     await this.rearm();
     let claimed: Result<Claimed>;
     try {
@@ -253,7 +301,10 @@ export class UserQuota extends DurableObject<Env> {
     // Step 3: state may have moved while we awaited (deadline passed, device ended it).
     const p = this.profile(input.userId);
     const row = this.sql.one<AllocRow>("SELECT * FROM allocations WHERE allocation_id = ?", allocationId);
-    const recheck = row?.status === "pending" ? checkAllocation(this.state(p), this.usage(p, allocationId), c, durationMs / 3_600_000, Date.now()) : null;
+    // The chosen device may be larger than asked for: quota and funds are checked on its real spec.
+    const recheck = row?.status === "pending"
+      ? checkAllocation(this.state(p), this.usage(p, allocationId), c, durationMs / 3_600_000, Date.now()) ?? this.fundsRefusal(funds, c, durationMs, allocationId)
+      : null;
     if (!row || row.status !== "pending" || recheck) {
       this.abortPending(allocationId);
       await this.giveBack(c.deviceId, allocationId);
@@ -365,14 +416,20 @@ export class UserQuota extends DurableObject<Env> {
   }
 
   async extend(userId: string, allocationId: string, additionalMinutes: number): Promise<Result<AllocationResult & { extendCount: number; extendedMinutes: number }>> {
+    this.profile(userId);
+    const found = this.activeRow(allocationId);
+    if (!found.ok) return found;
+    const funds = await this.funds(userId);
+    if (!funds.ok) return funds;
     const p = this.profile(userId);
-    const row = this.sql.one<AllocRow>("SELECT * FROM allocations WHERE allocation_id = ?", allocationId);
-    if (!row || row.status === "aborted" || row.status === "pending") return allocationNotFound(allocationId);
-    if (row.status !== "active") return fail(409, "ALLOCATION_ENDED", "The allocation has already ended.", { allocationId });
+    const current = this.activeRow(allocationId);
+    if (!current.ok) return current;
+    const row = current.value;
     const now = Date.now();
     const refused =
       checkExtend(EXTEND_POLICIES[p.plan], { extendCount: row.extend_count, extendedMinutes: row.extended_minutes, lastExtendedAt: row.last_extended_at }, additionalMinutes, now) ??
-      checkExtraHours(this.state(p), this.usage(p), additionalMinutes / 60, now);
+      checkExtraHours(this.state(p), this.usage(p), additionalMinutes / 60, now) ??
+      (funds.value ? checkFunds(funds.value, this.committed(funds.value), estimateOf(funds.value, { cpuCores: row.cpu, memoryMB: row.mem, storageMB: row.storage }, additionalMinutes * 60_000)) : null);
     if (refused) return refused;
     const expiresAt = row.expires_at! + additionalMinutes * 60_000;
     // Book first (quota held), then move the device's alarm; undo the booking if the device refuses.
@@ -399,6 +456,52 @@ export class UserQuota extends DurableObject<Env> {
     const next = this.sql.one<AllocRow>("SELECT * FROM allocations WHERE allocation_id = ?", allocationId)!;
     this.noteQuotaStatus(this.profile(userId));
     return ok({ ...this.result(userId, next), extendCount: next.extend_count, extendedMinutes: next.extended_minutes });
+  }
+
+  private activeRow(allocationId: string): Result<AllocRow> {
+    const row = this.sql.one<AllocRow>("SELECT * FROM allocations WHERE allocation_id = ?", allocationId);
+    if (!row || row.status === "aborted" || row.status === "pending") return allocationNotFound(allocationId);
+    if (row.status !== "active") return fail(409, "ALLOCATION_ENDED", "The allocation has already ended.", { allocationId });
+    return ok(row);
+  }
+
+  // ---- billing ------------------------------------------------------------------------------
+
+  /** A billing event for this user's feed; delivered at least once, shown once per `key`. */
+  async billingEvent(userId: string, key: string, type: string, data: Record<string, unknown>): Promise<number> {
+    this.profile(userId);
+    const seen = this.sql.one<{ seq: number }>("SELECT seq FROM event_keys WHERE key = ?", key);
+    if (seen) return seen.seq;
+    return this.sql.tx(() => {
+      const e = this.emit(userId, type, data);
+      this.sql.exec("INSERT INTO event_keys (key, seq, ts) VALUES (?, ?, ?)", key, e.seq, e.timestamp);
+      // Keys only need to outlive redelivery; a month is far beyond any retry.
+      if (e.seq % 100 === 0) this.sql.exec("DELETE FROM event_keys WHERE ts < ?", e.timestamp - 31 * 86_400_000);
+      return e.seq;
+    });
+  }
+
+  /**
+   * Allocations that ended (and are billable) with `releasedAt` in [from, to), oldest first,
+   * as the usage records they must have produced. Reconciliation compares them with D1.
+   */
+  async endedAllocations(userId: string, from: number, to: number, after?: string, limit = 500): Promise<{ records: UsageRecord[]; next: string | null }> {
+    this.profile(userId);
+    const [aAt, aId] = after ? decodeCursor(after) : [from, ""];
+    const rows = this.sql.all<AllocRow>(
+      `SELECT * FROM allocations WHERE status = 'released' AND reason != 'orphaned' AND released_at < ?
+         AND (released_at > ? OR (released_at = ? AND allocation_id > ?)) ORDER BY released_at, allocation_id LIMIT ?`,
+      to, aAt, aAt, aId, limit + 1,
+    );
+    const page = rows.slice(0, limit);
+    const last = page[page.length - 1];
+    return {
+      records: page.map((r) => ({
+        allocationId: r.allocation_id, deviceId: r.device_id!, userId, durationSeconds: r.duration_seconds ?? 0,
+        cpuCores: r.cpu, memoryMB: r.mem, storageMB: r.storage, allocatedAt: r.allocated_at!, releasedAt: r.released_at!, reason: r.reason!,
+      })),
+      next: rows.length > limit && last ? encodeCursor(last.released_at!, last.allocation_id) : null,
+    };
   }
 
   // ---- reads --------------------------------------------------------------------------------

@@ -20,6 +20,10 @@ export interface Env {
   DEFAULT_POOL?: string;
   BILLING_ALLOW_ON_ERROR?: string;
   ALLOW_SHORT_DURATIONS?: string;
+  /** Pricing plan a new account gets (default `standard`, seeded by the migrations). */
+  DEFAULT_PRICING_PLAN?: string;
+  /** Seconds before the first retry of a failed usage write (doubles per attempt). */
+  USAGE_RETRY_BASE_SECONDS?: string;
 }
 
 export const PLAN_TIERS = ["free", "basic", "pro", "enterprise"] as const;
@@ -101,6 +105,27 @@ export const ALLOCATION = {
   minShortSeconds: 1,
 };
 
+export const BILLING = {
+  /** The one currency of a deployment (pricing plans state theirs; all must match it). */
+  currency: "USD",
+  defaultPricingPlan: "standard",
+  /** Usage writes that fail are retried after base·2^(attempt-1) seconds, at most this long. */
+  retryBaseSeconds: 2,
+  retryMaxSeconds: 300,
+  /** Reconciliation leaves allocations that ended this recently to the queue. */
+  reconcileGraceMs: 10 * 60_000,
+  /** Each reconciliation pass also re-reads this much before its last watermark. */
+  reconcileOverlapMs: 60 * 60_000,
+  /** Work per cron run, so one run stays well inside its time limit. */
+  reconcileAccountsPerRun: 100,
+  invoiceAccountsPerRun: 200,
+  notificationsPerRun: 200,
+  /** Largest batch the internal usage endpoint takes (a Queue batch is at most 100 too). */
+  maxUsageBatch: 100,
+  /** Top-ups and adjustments above this are refused as typos (minor units: 1,000,000.00). */
+  maxTransfer: 100_000_000,
+};
+
 export const PAGING = { defaultLimit: 50, maxLimit: 200 };
 export const EVENT_LOG_LIMIT = 1000;
 /** Largest request body accepted anywhere, in bytes. */
@@ -122,4 +147,19 @@ export function defaultPool(env: Pick<Env, "DEFAULT_POOL">): string {
 
 export function shortDurationsAllowed(env: Pick<Env, "ALLOW_SHORT_DURATIONS">): boolean {
   return env.ALLOW_SHORT_DURATIONS === "true";
+}
+
+/** When the balance cannot be read: "true" lets allocations through, anything else refuses them. */
+export function billingAllowOnError(env: Pick<Env, "BILLING_ALLOW_ON_ERROR">): boolean {
+  return env.BILLING_ALLOW_ON_ERROR === "true";
+}
+
+export function defaultPricingPlan(env: Pick<Env, "DEFAULT_PRICING_PLAN">): string {
+  return env.DEFAULT_PRICING_PLAN || BILLING.defaultPricingPlan;
+}
+
+/** Backoff of a failed usage write, in whole seconds (`attempts` counts from 1). */
+export function usageRetryDelay(env: Pick<Env, "USAGE_RETRY_BASE_SECONDS">, attempts: number): number {
+  const base = env.USAGE_RETRY_BASE_SECONDS !== undefined ? Number(env.USAGE_RETRY_BASE_SECONDS) : BILLING.retryBaseSeconds;
+  return Math.min(BILLING.retryMaxSeconds, Math.round((Number.isFinite(base) ? base : BILLING.retryBaseSeconds) * 2 ** Math.max(0, attempts - 1)));
 }

@@ -5,7 +5,7 @@ import { ErrorSchema } from "./schemas";
 
 const errorResponses = Object.fromEntries(
   [
-    [400, "Invalid input"], [401, "Not signed in"], [403, "Not allowed"], [404, "Not found"], [409, "Conflict with current state"],
+    [400, "Invalid input"], [401, "Not signed in"], [402, "Balance too low"], [403, "Not allowed"], [404, "Not found"], [409, "Conflict with current state"],
     [413, "Body too large"], [415, "Body is not JSON"], [429, "Too soon"], [503, "A dependency did not answer; nothing changed"],
   ].map(([s, d]) => [s, { description: d as string, content: { "application/json": { schema: ErrorSchema } } }]),
 );

@@ -1,30 +1,84 @@
 /**
- * Usage queue consumer: writes usage records into D1, idempotent on `allocationId`.
- * Each message is acked or retried on its own (with backoff by attempt), so one bad
- * record never holds back the batch. Pricing and charges come with billing.
+ * Queue consumers. The usage queue books each record (usage row + charge, idempotent on
+ * `allocationId`); each message is acked or retried on its own with exponential backoff,
+ * so one bad record never holds back the batch and a redelivered one changes nothing.
+ * After its retries a message goes to the dead-letter queue, whose consumer keeps it in
+ * `failed_usage` for an operator to replay (reconciliation would heal it too).
  */
-import { drizzle } from "drizzle-orm/d1";
-import type { Env } from "./config";
-import { usageRecords } from "./db/schema";
+import { sql } from "drizzle-orm";
+import { usageRetryDelay, type Env } from "./config";
+import { failedUsage } from "./db/schema";
 import type { UsageRecord } from "./domain/types";
+import { dbOf } from "./billing/ledger";
+import { applyUsage } from "./billing/usage";
+import { UsageRecordMessage } from "./schemas";
 
-export async function handleUsageBatch(batch: MessageBatch<UsageRecord>, env: Env): Promise<void> {
-  const db = drizzle(env.DB);
+export const USAGE_QUEUE = "device-usage";
+export const USAGE_DLQ = "device-usage-dlq";
+
+const log = (level: "warn" | "error", msg: string, fields: Record<string, unknown>) => console[level](JSON.stringify({ level, msg, ...fields }));
+
+export async function handleUsageBatch(batch: MessageBatch<unknown>, env: Env): Promise<void> {
+  if (batch.queue === USAGE_DLQ) return handleDeadLetters(batch, env);
+  const valid: Message<unknown>[] = [];
+  const records: UsageRecord[] = [];
   for (const msg of batch.messages) {
-    try {
-      const r = msg.body;
-      await db
-        .insert(usageRecords)
-        .values({
-          allocationId: r.allocationId, deviceId: r.deviceId, userId: r.userId, tenantId: r.tenantId ?? null,
-          durationSeconds: r.durationSeconds, cpuCores: r.cpuCores, memoryMB: r.memoryMB, storageMB: r.storageMB,
-          allocatedAt: r.allocatedAt, releasedAt: r.releasedAt, reason: r.reason, receivedAt: Date.now(),
-        })
-        .onConflictDoNothing();
-      msg.ack();
-    } catch (err) {
-      console.error(JSON.stringify({ level: "error", msg: "usage write failed", allocationId: msg.body?.allocationId, attempts: msg.attempts, error: String(err) }));
-      msg.retry({ delaySeconds: Math.min(300, 2 ** msg.attempts) });
+    const parsed = UsageRecordMessage.safeParse(msg.body);
+    if (parsed.success) {
+      valid.push(msg);
+      records.push(parsed.data);
+    } else {
+      // Retrying cannot fix a malformed record: keep it for an operator and move on.
+      await keepFailed(env, msg, "invalid", `invalid usage record: ${parsed.error.issues.map((i) => `${i.path.join(".")}: ${i.message}`).join("; ")}`);
     }
+  }
+  let outcomes;
+  try {
+    outcomes = await applyUsage(env, records, "device");
+  } catch (err) {
+    // Accounts could not be read (D1 down?): every record waits and tries again.
+    log("error", "usage batch failed", { queue: batch.queue, size: valid.length, error: String(err) });
+    for (const msg of valid) msg.retry({ delaySeconds: usageRetryDelay(env, msg.attempts) });
+    return;
+  }
+  outcomes.forEach((o, i) => {
+    const msg = valid[i]!;
+    if (o.status === "failed") {
+      log("error", "usage write failed", { allocationId: o.allocationId, attempts: msg.attempts, error: o.error });
+      msg.retry({ delaySeconds: usageRetryDelay(env, msg.attempts) });
+    } else {
+      msg.ack();
+    }
+  });
+}
+
+async function handleDeadLetters(batch: MessageBatch<unknown>, env: Env): Promise<void> {
+  for (const msg of batch.messages) {
+    const parsed = UsageRecordMessage.safeParse(msg.body);
+    await keepFailed(env, msg, parsed.success ? "failed" : "invalid", parsed.success ? "usage queue retries exhausted" : "invalid usage record");
+  }
+}
+
+/** Stores a message in `failed_usage` (idempotent per allocation), then acks; retries if D1 refuses. */
+async function keepFailed(env: Env, msg: Message<unknown>, status: "failed" | "invalid", error: string): Promise<void> {
+  const body = msg.body as Partial<UsageRecord> | null;
+  const allocationId = typeof body?.allocationId === "string" && body.allocationId ? body.allocationId.slice(0, 300) : `message:${msg.id}`;
+  const now = Date.now();
+  try {
+    await dbOf(env).insert(failedUsage).values({
+      allocationId, userId: typeof body?.userId === "string" ? body.userId.slice(0, 128) : null, record: JSON.stringify(msg.body ?? null).slice(0, 100_000),
+      error, attempts: msg.attempts, status, firstFailedAt: now, lastFailedAt: now,
+    }).onConflictDoUpdate({
+      target: failedUsage.allocationId,
+      set: {
+        attempts: sql`${failedUsage.attempts} + excluded.attempts`, lastFailedAt: now, error,
+        // A record replayed or healed before stays so; a new failure of an open one is counted.
+        status: sql`CASE WHEN ${failedUsage.status} IN ('replayed','resolved') THEN ${failedUsage.status} ELSE excluded.status END`,
+      },
+    });
+    msg.ack();
+  } catch (err) {
+    log("error", "dead letter could not be stored", { allocationId, attempts: msg.attempts, error: String(err) });
+    msg.retry({ delaySeconds: usageRetryDelay(env, msg.attempts) });
   }
 }

@@ -1,0 +1,139 @@
+/**
+ * Accounts and the ledger. Every money movement is one ledger row with a unique `entry_id`
+ * (so a retried write is a no-op), and the account's balance moves in the same D1 batch,
+ * only when that row is newer than the last one the balance includes. Balance therefore
+ * always equals the sum of the user's ledger, which reconciliation also checks.
+ */
+import { SQL, eq, inArray, sql } from "drizzle-orm";
+import { drizzle, type DrizzleD1Database } from "drizzle-orm/d1";
+import { SQLiteAsyncDialect } from "drizzle-orm/sqlite-core";
+import { defaultPricingPlan, type Env } from "../config";
+import { accounts, pricingPlans } from "../db/schema";
+import type { Rates } from "../domain/pricing";
+
+export type Db = DrizzleD1Database<Record<string, never>>;
+export const dbOf = (env: Pick<Env, "DB">): Db => drizzle(env.DB);
+
+const dialect = new SQLiteAsyncDialect();
+
+/**
+ * A drizzle query (builder or `sql` template) as a D1 statement. Writes that must commit
+ * together go through `env.DB.batch` with these: drizzle's own batch cannot carry raw `sql`
+ * with parameters (it looks for a prepared statement raw queries do not have).
+ */
+export function stmt(d1: D1Database, q: SQL | { toSQL(): { sql: string; params: unknown[] } }): D1PreparedStatement {
+  const { sql: text, params } = q instanceof SQL ? dialect.sqlToQuery(q) : q.toSQL();
+  return d1.prepare(text).bind(...params);
+}
+
+export type EntryKind = "starting_credit" | "top_up" | "charge" | "adjustment";
+
+export interface Entry {
+  entryId: string;
+  userId: string;
+  kind: EntryKind;
+  /** Signed minor units: credits positive, charges negative. */
+  amount: number;
+  allocationId?: string | null;
+  planId?: string | null;
+  reference?: string | null;
+  memo?: string | null;
+  at: number;
+}
+
+/** An account with what pricing needs. */
+export interface Funds extends Rates {
+  userId: string;
+  balance: number;
+  currency: string;
+  planId: string;
+  lowBalanceThreshold: number;
+}
+
+/**
+ * The statements that book one entry (run them inside one `db.batch`, after the account exists):
+ * the ledger row with its running balance, the balance itself, and `billing.low_balance` when
+ * this entry takes the balance from at or above the plan's threshold to below it (once per crossing).
+ */
+export function entryStatements(d1: D1Database, e: Entry): D1PreparedStatement[] {
+  return [
+    stmt(d1, sql`INSERT INTO ledger (entry_id, user_id, kind, amount, balance_after, allocation_id, plan_id, reference, memo, created_at)
+      SELECT ${e.entryId}, a.user_id, ${e.kind}, ${e.amount}, a.balance + ${e.amount}, ${e.allocationId ?? null}, ${e.planId ?? null},
+             ${e.reference ?? null}, ${e.memo ?? null}, ${e.at}
+      FROM accounts a WHERE a.user_id = ${e.userId}
+      ON CONFLICT (entry_id) DO NOTHING`),
+    stmt(d1, sql`UPDATE accounts SET balance = l.balance_after, last_seq = l.seq, updated_at = ${e.at}
+      FROM (SELECT seq, balance_after FROM ledger WHERE entry_id = ${e.entryId}) AS l
+      WHERE accounts.user_id = ${e.userId} AND l.seq > accounts.last_seq`),
+    stmt(d1, sql`INSERT INTO notifications (key, user_id, type, data, created_at)
+      SELECT 'low_balance:' || l.seq, l.user_id, 'billing.low_balance',
+             json_object('balance', l.balance_after, 'threshold', p.low_balance_threshold, 'currency', p.currency, 'entryId', l.entry_id),
+             ${e.at}
+      FROM ledger l JOIN accounts a ON a.user_id = l.user_id JOIN pricing_plans p ON p.plan_id = a.plan_id
+      WHERE l.entry_id = ${e.entryId} AND a.last_seq = l.seq AND l.amount < 0
+        AND l.balance_after < p.low_balance_threshold AND l.balance_after - l.amount >= p.low_balance_threshold
+      ON CONFLICT (key) DO NOTHING`),
+  ];
+}
+
+/** An event about `entryId` for the user's feed, written in the same batch as the entry. */
+export function entryNotification(d1: D1Database, entryId: string, type: string, data: Record<string, unknown>, at: number): D1PreparedStatement {
+  return stmt(d1, sql`INSERT INTO notifications (key, user_id, type, data, created_at)
+    SELECT ${`${type}:${entryId}`}, l.user_id, ${type}, json_set(${JSON.stringify(data)}, '$.newBalance', l.balance_after), ${at}
+    FROM ledger l WHERE l.entry_id = ${entryId}
+    ON CONFLICT (key) DO NOTHING`);
+}
+
+const fundsColumns = {
+  userId: accounts.userId, balance: accounts.balance, planId: accounts.planId, currency: pricingPlans.currency,
+  basePerSecond: pricingPlans.basePerSecond, cpuCorePerSecond: pricingPlans.cpuCorePerSecond,
+  memoryGBPerSecond: pricingPlans.memoryGBPerSecond, storageGBPerSecond: pricingPlans.storageGBPerSecond,
+  lowBalanceThreshold: pricingPlans.lowBalanceThreshold,
+};
+
+/** Funds of several users; opens accounts (with starting credit) for those who have none yet. */
+export async function fundsOf(db: Db, env: Pick<Env, "DB" | "DEFAULT_PRICING_PLAN">, userIds: string[], now = Date.now()): Promise<Map<string, Funds>> {
+  const out = new Map<string, Funds>();
+  const read = async (ids: string[]) => {
+    // D1 binds at most 100 parameters per statement.
+    for (let i = 0; i < ids.length; i += 90) {
+      const rows = await db.select(fundsColumns).from(accounts)
+        .innerJoin(pricingPlans, eq(pricingPlans.planId, accounts.planId))
+        .where(inArray(accounts.userId, ids.slice(i, i + 90)));
+      for (const r of rows) out.set(r.userId, r);
+    }
+  };
+  const unique = [...new Set(userIds)];
+  await read(unique);
+  const missing = unique.filter((u) => !out.has(u));
+  if (missing.length) {
+    await openAccounts(db, env, missing, now);
+    await read(missing);
+  }
+  return out;
+}
+
+export async function fundsFor(db: Db, env: Pick<Env, "DB" | "DEFAULT_PRICING_PLAN">, userId: string): Promise<Funds> {
+  const f = (await fundsOf(db, env, [userId])).get(userId);
+  if (!f) throw new Error(`account for ${userId} could not be opened`);
+  return f;
+}
+
+/** Opens accounts on the default pricing plan with its starting credit (idempotent). */
+export async function openAccounts(db: Db, env: Pick<Env, "DB" | "DEFAULT_PRICING_PLAN">, userIds: string[], now = Date.now()): Promise<void> {
+  const planId = defaultPricingPlan(env);
+  const [plan] = await db.select().from(pricingPlans).where(eq(pricingPlans.planId, planId));
+  if (!plan) throw new Error(`default pricing plan "${planId}" does not exist; apply the D1 migrations or set DEFAULT_PRICING_PLAN`);
+  const statements = userIds.flatMap((userId) => [
+    stmt(env.DB, db.insert(accounts).values({ userId, planId, balance: 0, lastSeq: 0, reconciledThrough: now, createdAt: now, updatedAt: now }).onConflictDoNothing()),
+    ...entryStatements(env.DB, { entryId: `starting_credit:${userId}`, userId, kind: "starting_credit", amount: plan.startingCredit, planId, memo: "Starting credit", at: now }),
+  ]);
+  for (let i = 0; i < statements.length; i += 400) await env.DB.batch(statements.slice(i, i + 400));
+}
+
+/** The account row, if the user has one. */
+export async function accountOf(db: Db, userId: string) {
+  const [a] = await db.select(fundsColumns).from(accounts).innerJoin(pricingPlans, eq(pricingPlans.planId, accounts.planId)).where(eq(accounts.userId, userId));
+  return a ?? null;
+}
+

@@ -1,0 +1,41 @@
+/**
+ * Delivers billing events (written to `notifications` in the same batch as the change they
+ * report) to the user's object, which appends them to the feed once per key. Anything not
+ * delivered now is picked up by the cron, so an event is late at worst, never lost.
+ */
+import { and, asc, eq, inArray, isNull, sql } from "drizzle-orm";
+import { BILLING, type Env } from "../config";
+import { notifications } from "../db/schema";
+import { dbOf } from "./ledger";
+
+export async function deliverNotifications(env: Env, userIds?: string[], limit: number = BILLING.notificationsPerRun): Promise<{ delivered: number; failed: number }> {
+  const db = dbOf(env);
+  let delivered = 0;
+  let failed = 0;
+  try {
+    const pending = await db.select().from(notifications)
+      .where(and(isNull(notifications.deliveredAt), userIds ? inArray(notifications.userId, userIds.slice(0, 90)) : undefined))
+      .orderBy(asc(notifications.createdAt), asc(notifications.key))
+      .limit(limit);
+    const byUser = new Map<string, typeof pending>();
+    for (const n of pending) byUser.set(n.userId, [...(byUser.get(n.userId) ?? []), n]);
+    await Promise.all([...byUser].map(async ([userId, items]) => {
+      const stub = env.USER_QUOTA.getByName(userId);
+      for (const n of items) {
+        try {
+          await stub.billingEvent(userId, n.key, n.type, JSON.parse(n.data) as Record<string, unknown>);
+          await db.update(notifications).set({ deliveredAt: Date.now() }).where(eq(notifications.key, n.key));
+          delivered++;
+        } catch (err) {
+          failed++;
+          await db.update(notifications).set({ attempts: sql`${notifications.attempts} + 1` }).where(eq(notifications.key, n.key)).catch(() => {});
+          console.warn(JSON.stringify({ level: "warn", msg: "billing event not delivered yet", key: n.key, error: String(err) }));
+          return; // keep this user's events in order: the rest wait for the next run
+        }
+      }
+    }));
+  } catch (err) {
+    console.warn(JSON.stringify({ level: "warn", msg: "billing events could not be read", error: String(err) }));
+  }
+  return { delivered, failed };
+}

@@ -1,0 +1,73 @@
+/**
+ * Usage → D1: one usage row and one charge per allocation, in one atomic D1 batch, both
+ * idempotent on `allocationId`. Used by the queue consumer, the internal endpoint, replay
+ * of dead letters and reconciliation, so every path books usage the same way.
+ */
+import { priceOf } from "../domain/pricing";
+import type { UsageRecord } from "../domain/types";
+import type { Env } from "../config";
+import { usageRecords } from "../db/schema";
+import { dbOf, entryStatements, fundsOf, stmt, type Db } from "./ledger";
+import { deliverNotifications } from "./notify";
+
+export type UsageSource = "device" | "external" | "reconcile" | "replay";
+
+export type UsageOutcome =
+  | { allocationId: string; status: "recorded"; amount: number }
+  | { allocationId: string; status: "duplicate" }
+  | { allocationId: string; status: "failed"; error: string };
+
+function statementsFor(db: Db, d1: D1Database, r: UsageRecord, amount: number, planId: string, source: UsageSource, now: number): D1PreparedStatement[] {
+  return [
+    stmt(d1, db.insert(usageRecords).values({
+      allocationId: r.allocationId, deviceId: r.deviceId, userId: r.userId, tenantId: r.tenantId ?? null,
+      durationSeconds: r.durationSeconds, cpuCores: r.cpuCores, memoryMB: r.memoryMB, storageMB: r.storageMB,
+      allocatedAt: r.allocatedAt, releasedAt: r.releasedAt, reason: r.reason, receivedAt: now, source,
+    }).onConflictDoNothing()),
+    ...entryStatements(d1, {
+      entryId: `charge:${r.allocationId}`, userId: r.userId, kind: "charge", amount: -amount, allocationId: r.allocationId, planId,
+      memo: `${r.durationSeconds}s on ${r.deviceId} (${r.reason})`, at: now,
+    }),
+  ];
+}
+
+const STATEMENTS_PER_RECORD = 4;
+
+/**
+ * Books `records`. The whole set goes in one batch when it can; if that batch fails, each
+ * record is tried alone so one bad record never holds the others back. Throws only when
+ * the accounts cannot be read at all (the caller retries everything).
+ */
+export async function applyUsage(env: Env, records: UsageRecord[], source: UsageSource, opts: { notify?: boolean } = {}): Promise<UsageOutcome[]> {
+  if (records.length === 0) return [];
+  const db = dbOf(env);
+  const now = Date.now();
+  const funds = await fundsOf(db, env, records.map((r) => r.userId), now);
+  const prepared = records.map((r) => {
+    const f = funds.get(r.userId)!;
+    const amount = priceOf(f, r, r.durationSeconds);
+    return { r, amount, statements: statementsFor(db, env.DB, r, amount, f.planId, source, now) };
+  });
+  const outcomes: UsageOutcome[] = [];
+  const outcome = (p: (typeof prepared)[number], changes: number): UsageOutcome =>
+    changes > 0 ? { allocationId: p.r.allocationId, status: "recorded", amount: p.amount } : { allocationId: p.r.allocationId, status: "duplicate" };
+  try {
+    const results = await env.DB.batch(prepared.flatMap((p) => p.statements));
+    prepared.forEach((p, i) => outcomes.push(outcome(p, changesOf(results[i * STATEMENTS_PER_RECORD]))));
+  } catch {
+    for (const p of prepared) {
+      try {
+        const results = await env.DB.batch(p.statements);
+        outcomes.push(outcome(p, changesOf(results[0])));
+      } catch (err) {
+        outcomes.push({ allocationId: p.r.allocationId, status: "failed", error: String(err).slice(0, 500) });
+      }
+    }
+  }
+  if (opts.notify !== false) await deliverNotifications(env, [...new Set(records.map((r) => r.userId))]);
+  return outcomes;
+}
+
+function changesOf(result: D1Result | undefined): number {
+  return result?.meta?.changes ?? 0;
+}
