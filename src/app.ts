@@ -2,11 +2,12 @@
 import { newApp } from "./app-factory";
 import { bodyLimit } from "hono/body-limit";
 import { HTTPException } from "hono/http-exception";
-import type { MiddlewareHandler } from "hono";
-import { authenticate, requireAdmin, requireUser, type AppEnv } from "./auth";
+import type { Context, MiddlewareHandler } from "hono";
+import { authenticate, requireAdmin, requireAdminOrService, requireService, requireUser, type AppEnv } from "./auth";
 import { MAX_BODY_BYTES } from "./config";
 import { HttpError, errorBody, fail, type ErrorStatus } from "./errors";
 import { adminRoutes } from "./routes/admin";
+import { billingRoutes } from "./routes/billing";
 import { quotaRoutes } from "./routes/quotas";
 import { schedulerRoutes } from "./routes/scheduler";
 
@@ -28,7 +29,7 @@ export function createApp() {
   app.use("*", authenticate);
   // Who may call is checked here, before any body is validated, so a stranger or a
   // non-admin learns nothing from 400s. Handlers still check the acting user.
-  const gate = (check: typeof requireUser): MiddlewareHandler<AppEnv> => async (c, next) => {
+  const gate = (check: (c: Context<AppEnv>) => unknown): MiddlewareHandler<AppEnv> => async (c, next) => {
     check(c);
     await next();
   };
@@ -37,11 +38,17 @@ export function createApp() {
   app.use("/admin/*", gate(requireAdmin));
   app.on("PUT", "/quotas/user/*", gate(requireAdmin));
   app.on("POST", "/quotas/renew/*", gate(requireAdmin));
+  // Top-ups come from an operator or a payment service; the rest of /billing is for users.
+  app.use("/billing/*", gate((c) => (c.req.method === "POST" && /^\/billing\/users\/[^/]+\/top-ups\/?$/.test(c.req.path) ? requireAdminOrService(c) : requireUser(c))));
+  app.use("/metering/*", gate(requireUser));
+  app.use("/metering/devices/*", gate(requireAdmin));
+  app.use("/api/internal/*", gate(requireService));
 
   app.get("/", (c) => c.json({ service: "edge-device-allocator", docs: "/openapi.json" }));
   app.route("/", schedulerRoutes());
   app.route("/", quotaRoutes());
   app.route("/", adminRoutes());
+  app.route("/", billingRoutes());
 
   app.doc31("/openapi.json", {
     openapi: "3.1.0",

@@ -76,6 +76,14 @@ export function requireService(c: Ctx): void {
   if (p.kind !== "service") throw new HttpError(fail(403, "FORBIDDEN", "This route is for services."));
 }
 
+/** Money in: an operator or another service (payments arrive from a payment service). */
+export function requireAdminOrService(c: Ctx): void {
+  const p = c.get("principal");
+  if (p?.kind === "service") return;
+  if (p?.kind === "user" && p.role !== "admin") throw new HttpError(fail(403, "FORBIDDEN", "This route needs the admin role or a service token."));
+  if (!p) throw new HttpError(fail(401, "UNAUTHORIZED", "Send `Authorization: Bearer <token>` (admin) or `X-Service-Token`."));
+}
+
 /** The user a request acts for: the caller, or (admins only) the one it names. */
 export function actingUser(c: Ctx, named?: string): string {
   const p = requireUser(c);

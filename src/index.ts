@@ -1,7 +1,8 @@
-/** Worker entry: HTTP (Hono), the usage queue consumer and the cron trigger. */
+/** Worker entry: HTTP (Hono), the usage queue consumers and the cron trigger. */
 import { createApp } from "./app";
 import type { Env } from "./config";
 import { handleUsageBatch } from "./queue";
+import { runBillingCron } from "./billing/cron";
 
 export { UserQuota } from "../durable-objects/UserQuota";
 export { Device } from "../durable-objects/Device";
@@ -15,7 +16,8 @@ export default {
     // Usage is booked; dead letters are kept in `failed_usage` for replay.
     await handleUsageBatch(batch, env);
   },
-  async scheduled(): Promise<void> {
-    // Reconciliation and invoices arrive with billing; expiry needs no cron (alarms).
+  async scheduled(controller: ScheduledController, env: Env): Promise<void> {
+    // Expiry needs no cron (alarms); billing housekeeping does.
+    await runBillingCron(env, controller.scheduledTime);
   },
 } satisfies ExportedHandler<Env, unknown>;

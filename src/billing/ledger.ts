@@ -8,8 +8,9 @@ import { SQL, eq, inArray, sql } from "drizzle-orm";
 import { drizzle, type DrizzleD1Database } from "drizzle-orm/d1";
 import { SQLiteAsyncDialect } from "drizzle-orm/sqlite-core";
 import { defaultPricingPlan, type Env } from "../config";
-import { accounts, pricingPlans } from "../db/schema";
+import { accounts, ledger, pricingPlans } from "../db/schema";
 import type { Rates } from "../domain/pricing";
+import { deliverNotifications } from "./notify";
 
 export type Db = DrizzleD1Database<Record<string, never>>;
 export const dbOf = (env: Pick<Env, "DB">): Db => drizzle(env.DB);
@@ -137,3 +138,37 @@ export async function accountOf(db: Db, userId: string) {
   return a ?? null;
 }
 
+
+// ---- credits and adjustments -------------------------------------------------------------------
+
+export interface Booked {
+  userId: string;
+  entryId: string;
+  amount: number;
+  /** Balance right after this entry. */
+  balanceAfter: number;
+  currency: string;
+  /** True when this entry id was booked before (nothing changed now). */
+  duplicate: boolean;
+}
+
+/**
+ * Books a credit or adjustment once per `entryId`, optionally with a feed event. A reused id
+ * with another user or amount is refused rather than silently ignored.
+ */
+export async function bookEntry(
+  env: Env,
+  e: Omit<Entry, "at" | "planId">,
+  event?: { type: string; data: Record<string, unknown> },
+): Promise<Booked | { conflict: true; entryId: string }> {
+  const db = dbOf(env);
+  const funds = await fundsFor(db, env, e.userId);
+  const now = Date.now();
+  const statements = entryStatements(env.DB, { ...e, planId: funds.planId, at: now });
+  if (event) statements.push(entryNotification(env.DB, e.entryId, event.type, event.data, now));
+  const results = await env.DB.batch(statements);
+  const [row] = await db.select().from(ledger).where(eq(ledger.entryId, e.entryId));
+  if (event) await deliverNotifications(env, [e.userId]);
+  if (!row || row.userId !== e.userId || row.amount !== e.amount) return { conflict: true, entryId: e.entryId };
+  return { userId: e.userId, entryId: e.entryId, amount: row.amount, balanceAfter: row.balanceAfter, currency: funds.currency, duplicate: (results[0]?.meta.changes ?? 0) === 0 };
+}

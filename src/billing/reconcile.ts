@@ -1,0 +1,137 @@
+/**
+ * Reconciliation: every allocation a user's object knows as ended (and billable) must have
+ * exactly one usage record and one charge in D1. The user objects are the independent
+ * record of what ended, so this catches anything the queue path lost (a dead letter that
+ * could not be stored, a message dropped after its retries) and heals it through the same
+ * booking path. The balance is also checked against the sum of the ledger.
+ */
+import { asc, eq, inArray, sql } from "drizzle-orm";
+import { BILLING, type Env } from "../config";
+import { accounts, ledger, usageRecords } from "../db/schema";
+import type { UsageRecord } from "../domain/types";
+import { dbOf } from "./ledger";
+import { applyUsage } from "./usage";
+
+export interface Mismatch {
+  allocationId: string;
+  field: string;
+  expected: number | string;
+  recorded: number | string;
+}
+
+export interface UserReconciliation {
+  userId: string;
+  from: number;
+  to: number;
+  checked: number;
+  missingUsage: string[];
+  missingCharges: string[];
+  mismatched: Mismatch[];
+  healed: number;
+  stillMissing: string[];
+  /** Set when the stored balance is not the sum of the ledger (reported, never changed here). */
+  balanceDrift: { balance: number; ledgerSum: number } | null;
+}
+
+const COMPARED = ["deviceId", "durationSeconds", "cpuCores", "memoryMB", "storageMB", "allocatedAt", "releasedAt"] as const;
+
+export async function reconcileUser(env: Env, userId: string, from: number, to: number, heal: boolean): Promise<UserReconciliation> {
+  const db = dbOf(env);
+  const stub = env.USER_QUOTA.getByName(userId);
+  const report: UserReconciliation = { userId, from, to, checked: 0, missingUsage: [], missingCharges: [], mismatched: [], healed: 0, stillMissing: [], balanceDrift: null };
+  const toHeal: UsageRecord[] = [];
+  let after: string | undefined;
+  do {
+    const page = await stub.endedAllocations(userId, from, to, after, 90);
+    after = page.next ?? undefined;
+    const ids = page.records.map((r) => r.allocationId);
+    if (!ids.length) break;
+    report.checked += ids.length;
+    const stored = new Map((await db.select().from(usageRecords).where(inArray(usageRecords.allocationId, ids))).map((u) => [u.allocationId, u]));
+    const charged = new Set((await db.select({ id: ledger.allocationId }).from(ledger).where(inArray(ledger.allocationId, ids))).map((c) => c.id));
+    for (const r of page.records) {
+      const u = stored.get(r.allocationId);
+      if (!u) {
+        report.missingUsage.push(r.allocationId);
+        toHeal.push(r);
+        continue;
+      }
+      for (const f of COMPARED) if (u[f] !== r[f]) report.mismatched.push({ allocationId: r.allocationId, field: f, expected: r[f], recorded: u[f] });
+      if (!charged.has(r.allocationId)) {
+        report.missingCharges.push(r.allocationId);
+        // Charge what was recorded (the usage row is what the user sees in reports).
+        toHeal.push({ ...u, tenantId: u.tenantId ?? undefined, reason: u.reason as UsageRecord["reason"] });
+      }
+    }
+  } while (after);
+  if (heal && toHeal.length) {
+    for (let i = 0; i < toHeal.length; i += 100) {
+      const outcomes = await applyUsage(env, toHeal.slice(i, i + 100), "reconcile");
+      for (const o of outcomes) if (o.status === "failed") report.stillMissing.push(o.allocationId);
+    }
+    report.healed = toHeal.length - report.stillMissing.length;
+  } else {
+    report.stillMissing = toHeal.map((r) => r.allocationId);
+  }
+  const sums = await db.get<{ balance: number | null; total: number | null }>(sql`
+    SELECT (SELECT balance FROM accounts WHERE user_id = ${userId}) AS balance, (SELECT SUM(amount) FROM ledger WHERE user_id = ${userId}) AS total`);
+  if (sums && sums.balance !== null && sums.balance !== (sums.total ?? 0)) report.balanceDrift = { balance: sums.balance, ledgerSum: sums.total ?? 0 };
+  return report;
+}
+
+export interface ReconcileRun {
+  from: number | null;
+  to: number;
+  users: number;
+  checked: number;
+  missingUsage: number;
+  missingCharges: number;
+  mismatched: number;
+  healed: number;
+  stillMissing: number;
+  balanceDrift: number;
+  /** Dead letters whose usage is now recorded (marked resolved). */
+  resolvedDeadLetters: number;
+  /** Users with any difference, in full. */
+  differences: UserReconciliation[];
+  remaining: boolean;
+}
+
+/**
+ * One pass. With `userId`: that user over [from, to). Without: the accounts checked longest
+ * ago, each from its watermark (minus an overlap) to `now − grace`, advancing the watermark.
+ */
+export async function reconcile(env: Env, opts: { userId?: string; from?: number; to?: number; heal?: boolean; now?: number; limit?: number } = {}): Promise<ReconcileRun> {
+  const db = dbOf(env);
+  const now = opts.now ?? Date.now();
+  const to = opts.to ?? now - BILLING.reconcileGraceMs;
+  const heal = opts.heal ?? true;
+  const reports: UserReconciliation[] = [];
+  let remaining = false;
+  if (opts.userId) {
+    reports.push(await reconcileUser(env, opts.userId, opts.from ?? 0, to, heal));
+  } else {
+    const limit = opts.limit ?? BILLING.reconcileAccountsPerRun;
+    const due = await db.select({ userId: accounts.userId, through: accounts.reconciledThrough }).from(accounts)
+      .orderBy(asc(accounts.reconciledThrough), asc(accounts.userId)).limit(limit + 1);
+    remaining = due.length > limit;
+    for (const a of due.slice(0, limit)) {
+      const from = opts.from ?? Math.max(0, a.through - BILLING.reconcileOverlapMs);
+      const r = await reconcileUser(env, a.userId, from, to, heal);
+      reports.push(r);
+      // The watermark moves only when nothing is left unbooked, so a failed heal is retried next run.
+      if (r.stillMissing.length === 0 && opts.from === undefined) await db.update(accounts).set({ reconciledThrough: Math.max(a.through, to) }).where(eq(accounts.userId, a.userId));
+    }
+  }
+  const resolved = await db.run(sql`UPDATE failed_usage SET status = 'resolved', resolved_at = ${now}
+    WHERE status IN ('failed', 'invalid') AND allocation_id IN (SELECT allocation_id FROM usage_records)`);
+  const sum = (f: (r: UserReconciliation) => number) => reports.reduce((n, r) => n + f(r), 0);
+  return {
+    from: opts.from ?? null, to, users: reports.length, checked: sum((r) => r.checked),
+    missingUsage: sum((r) => r.missingUsage.length), missingCharges: sum((r) => r.missingCharges.length), mismatched: sum((r) => r.mismatched.length),
+    healed: sum((r) => r.healed), stillMissing: sum((r) => r.stillMissing.length), balanceDrift: sum((r) => (r.balanceDrift ? 1 : 0)),
+    resolvedDeadLetters: resolved.meta.changes ?? 0,
+    differences: reports.filter((r) => r.missingUsage.length || r.missingCharges.length || r.mismatched.length || r.balanceDrift),
+    remaining,
+  };
+}

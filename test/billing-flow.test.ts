@@ -1,0 +1,115 @@
+/**
+ * Billing through the public API: usage booked with one exact charge, balance, top-up and
+ * low-balance events, the internal endpoints, reports, and the balance check on allocate.
+ */
+import { env } from "cloudflare:workers";
+import { describe, expect, it } from "vitest";
+import { admin, call, registerDevice, SERVICE_TOKEN, tokenFor, uid, until } from "./helpers";
+
+interface Ev { seq: number; type: string; data: Record<string, any>; timestamp: number }
+const events = async (token: string): Promise<Ev[]> => (await call("GET", "/scheduler/events?limit=200", { token })).body.events;
+
+async function charged(allocationId: string) {
+  return until(async () => env.DB.prepare("SELECT l.amount, l.balance_after, u.duration_seconds, u.reason FROM ledger l JOIN usage_records u ON u.allocation_id = l.allocation_id WHERE l.allocation_id = ?")
+    .bind(allocationId).first<{ amount: number; balance_after: number; duration_seconds: number; reason: string }>(), 10_000);
+}
+
+describe("usage → charge", () => {
+  it("a release is booked once with the exact price, and the balance follows the ledger", async () => {
+    const pool = uid("bill");
+    const dev = await registerDevice(pool, { cpuCores: 2, memoryMB: 4096, storageMB: 32768 });
+    const user = uid("payer");
+    const token = await tokenFor(user);
+    const before = await call("GET", `/billing/users/${user}/balance`, { token });
+    expect(before.status).toBe(200);
+    expect(before.body).toMatchObject({ balance: 1000, currency: "USD", planId: "standard", hasBalance: true, lowBalance: false });
+    const a = await call("POST", "/scheduler/devices/allocate", { token, body: { pool, durationSeconds: 3 } });
+    expect(a.status, JSON.stringify(a.body)).toBe(201);
+    await new Promise((res) => setTimeout(res, 1600));
+    const r = await call("POST", "/scheduler/devices/release", { token, body: { deviceId: dev.deviceId } });
+    expect(r.status).toBe(200);
+    const c = await charged(a.body.allocationId);
+    // 6820 micro-cents per second (2500 + 2×1000 + 4×500 + 32×10) × s, rounded half up.
+    expect(c.duration_seconds).toBeGreaterThanOrEqual(2);
+    expect(c.amount + Math.floor((6820 * c.duration_seconds + 500_000) / 1_000_000)).toBe(0);
+    const after = await call("GET", `/billing/users/${user}/balance`, { token });
+    expect(after.body.balance).toBe(1000 + c.amount);
+    const ledger = await call("GET", `/billing/users/${user}/ledger`, { token });
+    expect(ledger.body.items.map((e: any) => e.kind)).toEqual(["charge", "starting_credit"]);
+  });
+
+  it("an hour of a 2-core device costs 25 cents (24.552 rounded half up) via the internal endpoint", async () => {
+    const user = uid("ext");
+    const id = uid("alloc-ext");
+    const body = { allocationId: id, deviceId: "ext-dev-1", userId: user, durationSeconds: 3600, cpuCores: 2, memoryMB: 4096, storageMB: 32768, allocatedAt: "2026-11-01T10:00:00Z", releasedAt: "2026-11-01T11:00:00Z" };
+    const first = await call("POST", "/api/internal/metering/device-usage", { service: SERVICE_TOKEN, body });
+    expect(first.status, JSON.stringify(first.body)).toBe(200);
+    expect(first.body).toMatchObject({ recorded: 1, duplicates: 0, failed: 0, results: [{ allocationId: id, status: "recorded", amount: 25 }] });
+    const again = await call("POST", "/api/internal/metering/device-usage", { service: SERVICE_TOKEN, body: [body] });
+    expect(again.body).toMatchObject({ recorded: 0, duplicates: 1 });
+    const bal = await call("GET", `/api/internal/balance/user/${user}`, { service: SERVICE_TOKEN });
+    expect(bal.body).toMatchObject({ userId: user, balance: 975, hasBalance: true });
+    const report = await call("GET", `/metering/users/${user}?from=2026-11-01T00:00:00Z&to=2026-12-01T00:00:00Z`, { token: await tokenFor(user) });
+    expect(report.status, JSON.stringify(report.body)).toBe(200);
+    expect(report.body.totals).toEqual({ records: 1, durationSeconds: 3600, deviceHours: 1, charges: 25 });
+    expect(report.body.items[0]).toMatchObject({ allocationId: id, charge: 25, source: "external" });
+  });
+
+  it("top-up credits once per paymentId and says so on the feed; low balance fires once per crossing", async () => {
+    const user = uid("topup");
+    const token = await tokenFor(user);
+    const adminToken = await admin();
+    const t1 = await call("POST", `/billing/users/${user}/top-ups`, { token: adminToken, body: { amount: 500, paymentId: uid("pay"), paymentMethod: "card" } });
+    expect(t1.status, JSON.stringify(t1.body)).toBe(201);
+    expect(t1.body).toMatchObject({ amount: 500, balance: 1500, duplicate: false });
+    const pid = uid("pay");
+    const s1 = await call("POST", `/billing/users/${user}/top-ups`, { service: SERVICE_TOKEN, body: { amount: 100, paymentId: pid } });
+    const s2 = await call("POST", `/billing/users/${user}/top-ups`, { service: SERVICE_TOKEN, body: { amount: 100, paymentId: pid } });
+    expect([s1.status, s2.status]).toEqual([201, 200]);
+    expect(s2.body).toMatchObject({ balance: 1600, duplicate: true });
+    const ev = await until(async () => { const e = (await events(token)).filter((x) => x.type === "billing.payment_success"); return e.length === 2 && e; });
+    expect(ev.map((e) => e.data.newBalance)).toEqual([1500, 1600]);
+    // Charges take it below the 200 threshold: one event; further charges below: none.
+    const charge = (seconds: number) => call("POST", "/api/internal/metering/device-usage", { service: SERVICE_TOKEN, body: {
+      allocationId: uid("a"), deviceId: "d1", userId: user, durationSeconds: seconds, cpuCores: 0, memoryMB: 0, storageMB: 0, allocatedAt: 0, releasedAt: seconds * 1000 } });
+    await charge(400 * 560); // 2500 µ¢/s × 224000 s = 560 cents → 1040
+    await charge(400 * 360); // 360 → 680
+    await charge(400 * 500); // 500 → 180: crossing
+    await charge(400 * 50);  // 50 → 130: still below, no event
+    const low = await until(async () => { const e = (await events(token)).filter((x) => x.type === "billing.low_balance"); return e.length >= 1 && e; });
+    expect(low).toHaveLength(1);
+    expect(low[0]!.data).toMatchObject({ balance: 180, threshold: 200 });
+    // Top up above, charge below again: a second crossing, a second event.
+    await call("POST", `/billing/users/${user}/top-ups`, { token: adminToken, body: { amount: 200, paymentId: uid("pay") } });
+    await charge(400 * 150); // 330 → 180
+    const low2 = await until(async () => { const e = (await events(token)).filter((x) => x.type === "billing.low_balance"); return e.length >= 2 && e; });
+    expect(low2).toHaveLength(2);
+  });
+});
+
+describe("balance check on allocate and extend", () => {
+  it("refuses what the balance cannot cover, counting what running allocations may still cost", async () => {
+    const pool = uid("funds");
+    await registerDevice(pool, { cpuCores: 2, memoryMB: 4096, storageMB: 32768 });
+    await registerDevice(pool, { cpuCores: 2, memoryMB: 4096, storageMB: 32768 });
+    const user = uid("poor");
+    const token = await tokenFor(user);
+    // 60 minutes of this device may cost 25 cents. Leave exactly 25 + 24 = 49.
+    const adj = await call("POST", `/admin/billing/users/${user}/adjustments`, { token: await admin(), body: { amount: -951, adjustmentId: uid("adj"), memo: "test" } });
+    expect(adj.status, JSON.stringify(adj.body)).toBe(201);
+    expect(adj.body.balance).toBe(49);
+    const a = await call("POST", "/scheduler/devices/allocate", { token, body: { pool, durationMinutes: 60 } });
+    expect(a.status, JSON.stringify(a.body)).toBe(201);
+    const b = await call("POST", "/scheduler/devices/allocate", { token, body: { pool, durationMinutes: 60 } });
+    expect(b.status, JSON.stringify(b.body)).toBe(402);
+    expect(b.body.error).toMatchObject({ code: "INSUFFICIENT_BALANCE", details: { balance: 49, committed: 25, available: 24, required: 25 } });
+    // Extensions are checked the same way (enterprise: no cooldown, so only money limits them).
+    expect((await call("PUT", `/quotas/user/${user}`, { token: await admin(), body: { plan: "enterprise" } })).status).toBe(200);
+    const extend = () => call("PUT", `/scheduler/allocations/${a.body.allocationId}/extend`, { token, body: { additionalMinutes: 30 } });
+    expect((await extend()).status).toBe(200); // 12 of 24 available
+    expect((await extend()).status).toBe(200); // 12 of 12: 120 minutes now committed, 49 cents
+    const refused = await extend();
+    expect(refused.status).toBe(402);
+    expect(refused.body.error.details).toMatchObject({ balance: 49, committed: 49, available: 0, required: 12 });
+  });
+});
