@@ -16,7 +16,7 @@ import { spawn, spawnSync } from "node:child_process";
 import { existsSync } from "node:fs";
 import net from "node:net";
 import path from "node:path";
-import { ensureDevVars, jwtSecret, parseArgs, root, signToken } from "./lib.mjs";
+import { ensureDevVars, jwtSecret, parseArgs, readDevVars, root, signToken } from "./lib.mjs";
 
 const DB_NAME = "edge-device-allocator";
 const args = parseArgs(process.argv.slice(2), { booleans: ["no-seed", "help"] });
@@ -203,6 +203,17 @@ async function seed() {
   const alice = await api("GET", "/quotas/user/alice", tokens.alice);
   if (alice.status !== 200) throw new Error(`GET /quotas/user/alice -> ${alice.status} ${JSON.stringify(alice.json)}`);
   say(`demo users: alice (plan ${alice.json?.plan}), bob (plan ${bob.json?.plan}), ops-admin (role admin)`);
+  // Accounts open with the default pricing plan's starting credit on first read; bob also
+  // gets a welcome top-up (a fixed paymentId, so a second run credits nothing).
+  const aliceMoney = await api("GET", "/billing/users/alice/balance", tokens.alice);
+  if (aliceMoney.status !== 200) throw new Error(`GET /billing/users/alice/balance -> ${aliceMoney.status} ${JSON.stringify(aliceMoney.json)}`);
+  const topUp = await api("POST", "/billing/users/bob/top-ups", admin, { amount: 5000, paymentId: "demo-bob-welcome", paymentMethod: "demo" });
+  if (topUp.status !== 201 && topUp.status !== 200) throw new Error(`POST /billing/users/bob/top-ups -> ${topUp.status} ${JSON.stringify(topUp.json)}`);
+  say(`demo balances: alice ${aliceMoney.json?.formatted}, bob ${(topUp.json?.balance / 100).toFixed(2)} ${topUp.json?.currency}`);
+}
+
+function serviceToken() {
+  return readDevVars().SERVICE_TOKEN ?? "<SERVICE_TOKEN from .dev.vars>";
 }
 
 function printBanner() {
@@ -235,6 +246,17 @@ function printBanner() {
     `curl -s -X POST "$BASE/scheduler/devices/release" -H "Authorization: Bearer $ALICE" -H 'content-type: application/json' -d "{\\"deviceId\\":\\"$DEVICE\\"}"; echo`,
     "# alice's quota and usage",
     `curl -s "$BASE/quotas/user/alice" -H "Authorization: Bearer $ALICE"; echo`,
+    "# alice's balance, ledger and usage report (charges arrive through the usage queue in a second or two)",
+    `curl -s "$BASE/billing/users/alice/balance" -H "Authorization: Bearer $ALICE"; echo`,
+    `curl -s "$BASE/billing/users/alice/ledger" -H "Authorization: Bearer $ALICE"; echo`,
+    `curl -s "$BASE/metering/users/alice" -H "Authorization: Bearer $ALICE"; echo`,
+    "# top up alice by 20.00 USD (admin; the same paymentId is credited once)",
+    `curl -s -X POST "$BASE/billing/users/alice/top-ups" -H "Authorization: Bearer $ADMIN" -H 'content-type: application/json' -d '{"amount":2000,"paymentId":"demo-pay-1","paymentMethod":"card"}'; echo`,
+    "# what another service sees (X-Service-Token from .dev.vars)",
+    `SERVICE=${serviceToken()}`,
+    `curl -s "$BASE/api/internal/balance/user/alice" -H "X-Service-Token: $SERVICE"; echo`,
+    "# reconcile ended allocations with usage and charges (admin)",
+    `curl -s -X POST "$BASE/admin/billing/reconcile" -H "Authorization: Bearer $ADMIN" -H 'content-type: application/json' -d '{"userId":"alice","to":"2999-01-01T00:00:00Z"}'; echo`,
     "# pools (admin)",
     `curl -s "$BASE/admin/pools" -H "Authorization: Bearer $ADMIN"; echo`,
     "# the OpenAPI document",
