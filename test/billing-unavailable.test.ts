@@ -1,0 +1,109 @@
+/**
+ * Billing unavailable, failing closed (BILLING_ALLOW_ON_ERROR = "false", the default and the
+ * setting of this project): when D1 cannot be read, allocate and extend answer 503
+ * BILLING_UNAVAILABLE and change nothing. D1 really fails: its `accounts` table is renamed
+ * away for the outage and back afterwards (no mocks). The fail-open twin is
+ * billing-unavailable.fail-open.test.ts; "allowed" and "refused for money" are in billing-flow.
+ */
+import { env } from "cloudflare:workers";
+import { describe, expect, it } from "vitest";
+import { admin, call, registerDevice, tokenFor, uid } from "./helpers";
+
+/** Runs `fn` while the accounts table is gone, so every balance read throws. */
+async function withBillingDown<T>(fn: () => Promise<T>): Promise<T> {
+  await env.DB.exec("ALTER TABLE accounts RENAME TO accounts_off");
+  try {
+    return await fn();
+  } finally {
+    await env.DB.exec("ALTER TABLE accounts_off RENAME TO accounts");
+  }
+}
+
+const quota = async (user: string, token: string) => (await call("GET", `/quotas/user/${user}`, { token })).body;
+const allocations = async (token: string) => (await call("GET", "/scheduler/allocations?limit=200", { token })).body.items as any[];
+const device = async (deviceId: string) => (await call("GET", `/admin/devices/${deviceId}`, { token: await admin() })).body;
+
+describe("BILLING_ALLOW_ON_ERROR=false: an unreadable balance refuses and changes nothing", () => {
+  it("the switch of this project is off", () => {
+    expect(env.BILLING_ALLOW_ON_ERROR).toBe("false");
+  });
+
+  it("allocate: 503 BILLING_UNAVAILABLE, quota and allocations unchanged, the device stays free; works again after recovery", async () => {
+    const pool = uid("down");
+    const dev = await registerDevice(pool);
+    const user = uid("closed");
+    const token = await tokenFor(user);
+    // The account exists before the outage (a first read opens it with its starting credit).
+    expect((await call("GET", `/billing/users/${user}/balance`, { token })).body.balance).toBe(1000);
+    const quotaBefore = await quota(user, token);
+    const deviceBefore = await device(dev.deviceId);
+
+    const refused = await withBillingDown(() => call("POST", "/scheduler/devices/allocate", { token, body: { pool, durationMinutes: 30 } }));
+    expect(refused.status, JSON.stringify(refused.body)).toBe(503);
+    expect(refused.body.error.code).toBe("BILLING_UNAVAILABLE");
+    expect(typeof refused.body.error.message).toBe("string");
+
+    expect(await allocations(token)).toEqual([]);
+    const quotaAfter = await quota(user, token);
+    expect(quotaAfter.usage).toEqual(quotaBefore.usage);
+    expect(quotaAfter.status).toBe(quotaBefore.status);
+    const deviceAfter = await device(dev.deviceId);
+    expect(deviceAfter).toEqual(deviceBefore);
+    const free = await call("GET", `/scheduler/devices/available?pool=${pool}`, { token });
+    expect(free.body.items.map((d: any) => d.deviceId)).toEqual([dev.deviceId]);
+    // Nothing was booked either.
+    const ledger = await env.DB.prepare("SELECT kind FROM ledger WHERE user_id = ?").bind(user).all<{ kind: string }>();
+    expect(ledger.results.map((r) => r.kind)).toEqual(["starting_credit"]);
+
+    // D1 is back: the same request goes through, on that very device.
+    const ok = await call("POST", "/scheduler/devices/allocate", { token, body: { pool, durationMinutes: 30 } });
+    expect(ok.status, JSON.stringify(ok.body)).toBe(201);
+    expect(ok.body.deviceId).toBe(dev.deviceId);
+    await call("POST", "/scheduler/devices/release", { token, body: { deviceId: dev.deviceId } });
+  });
+
+  it("allocate for a user with no account yet: 503 too, and no account is half-opened", async () => {
+    const pool = uid("down-new");
+    await registerDevice(pool);
+    const user = uid("closed-new");
+    const token = await tokenFor(user);
+    const refused = await withBillingDown(() => call("POST", "/scheduler/devices/allocate", { token, body: { pool, durationMinutes: 5 } }));
+    expect(refused.status, JSON.stringify(refused.body)).toBe(503);
+    expect(refused.body.error.code).toBe("BILLING_UNAVAILABLE");
+    expect(await allocations(token)).toEqual([]);
+    const rows = await env.DB.prepare("SELECT COUNT(*) AS n FROM ledger WHERE user_id = ?").bind(user).first<{ n: number }>();
+    expect(rows!.n).toBe(0);
+    const bal = await call("GET", `/billing/users/${user}/balance`, { token });
+    expect(bal.body.balance).toBe(1000);
+  });
+
+  it("extend: 503 BILLING_UNAVAILABLE, expiry, extend count and quota unchanged; works again after recovery", async () => {
+    const pool = uid("down-ext");
+    const dev = await registerDevice(pool);
+    const user = uid("closed-ext");
+    const token = await tokenFor(user);
+    const a = await call("POST", "/scheduler/devices/allocate", { token, body: { pool, durationMinutes: 30 } });
+    expect(a.status, JSON.stringify(a.body)).toBe(201);
+    const id = a.body.allocationId as string;
+    const before = (await call("GET", `/scheduler/allocations/${id}`, { token })).body;
+    const quotaBefore = await quota(user, token);
+    const deviceBefore = await device(dev.deviceId);
+
+    const refused = await withBillingDown(() => call("PUT", `/scheduler/allocations/${id}/extend`, { token, body: { additionalMinutes: 10 } }));
+    expect(refused.status, JSON.stringify(refused.body)).toBe(503);
+    expect(refused.body.error.code).toBe("BILLING_UNAVAILABLE");
+
+    const after = (await call("GET", `/scheduler/allocations/${id}`, { token })).body;
+    expect(after).toEqual(before);
+    expect(after).toMatchObject({ status: "active", extendCount: 0, extendedMinutes: 0, durationMinutes: 30 });
+    expect((await quota(user, token)).usage).toEqual(quotaBefore.usage);
+    expect(await device(dev.deviceId)).toEqual(deviceBefore);
+
+    // D1 is back: the extension goes through once.
+    const ok = await call("PUT", `/scheduler/allocations/${id}/extend`, { token, body: { additionalMinutes: 10 } });
+    expect(ok.status, JSON.stringify(ok.body)).toBe(200);
+    expect(ok.body).toMatchObject({ extendCount: 1, extendedMinutes: 10 });
+    expect(Date.parse(ok.body.expiresAt) - Date.parse(a.body.expiresAt)).toBe(10 * 60_000);
+    await call("POST", "/scheduler/devices/release", { token, body: { deviceId: dev.deviceId } });
+  });
+});
