@@ -63,7 +63,15 @@ const PERIOD = /^(\d{4})-(0[1-9]|1[0-2])$/;
 /** `YYYY-MM` of the month containing `t`. */
 export function periodOf(t: number): string {
   const d = new Date(t);
-  return `${d.getUTCFullYear()}-${String(d.getUTCMonth() + 1).padStart(2, "0")}`;
+  return `${String(d.getUTCFullYear()).padStart(4, "0")}-${String(d.getUTCMonth() + 1).padStart(2, "0")}`;
+}
+
+/** Start of month `month` (0-based, may overflow into the next year) of `year`, in epoch ms (UTC).
+ *  Not `Date.UTC`, which reads years 0-99 as 1900-1999. */
+function monthStart(year: number, month: number): number {
+  const d = new Date(0);
+  d.setUTCFullYear(year, month, 1);
+  return d.getTime();
 }
 
 /** [start, end) of a `YYYY-MM` period in epoch ms, or null if it is not one. */
@@ -72,13 +80,13 @@ export function periodBounds(period: string): { start: number; end: number } | n
   if (!m) return null;
   const y = Number(m[1]);
   const mo = Number(m[2]) - 1;
-  return { start: Date.UTC(y, mo, 1), end: Date.UTC(y, mo + 1, 1) };
+  return { start: monthStart(y, mo), end: monthStart(y, mo + 1) };
 }
 
 /** The last month that has fully ended at `now`. */
 export function previousPeriod(now: number): string {
   const d = new Date(now);
-  return periodOf(Date.UTC(d.getUTCFullYear(), d.getUTCMonth(), 1) - 1);
+  return periodOf(monthStart(d.getUTCFullYear(), d.getUTCMonth()) - 1);
 }
 
 // ---- invoices ---------------------------------------------------------------------------------
