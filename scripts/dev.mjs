@@ -8,7 +8,8 @@
 //  4. once it answers, registers a demo fleet and demo users through the admin API
 //     (fixed ids, so re-running is harmless: 409 DEVICE_EXISTS is expected);
 //  5. prints the base URL, demo tokens and curl commands, then keeps running with
-//     wrangler's output until Ctrl+C (SIGINT/SIGTERM are passed on to wrangler).
+//     wrangler's output until Ctrl+C (SIGINT/SIGTERM are passed on to wrangler);
+//  6. fires the cron trigger every 5 minutes (wrangler dev does not), via --test-scheduled.
 //
 // Plain Node (20+) ESM with no dependencies; wrangler itself runs on the pinned Node 22
 // from node_modules/.bin (run `npm run dev`, which installs packages first).
@@ -76,7 +77,7 @@ if (await portAnswers(host, port)) {
 say(`starting wrangler dev on ${base} ...`);
 const child = spawn(
   wranglerBin,
-  ["dev", "--local", "--ip", host, "--port", String(port), "--show-interactive-dev-session=false"],
+  ["dev", "--local", "--ip", host, "--port", String(port), "--show-interactive-dev-session=false", "--test-scheduled"],
   { cwd: root, stdio: ["ignore", "inherit", "inherit"], env: childEnv, shell: win },
 );
 let childExited = false;
@@ -129,6 +130,23 @@ if (!args["no-seed"]) {
   }
 }
 if (!stopping) printBanner();
+
+// wrangler dev does not fire cron triggers by itself: fire ours (wrangler.toml: every 5
+// minutes) through the --test-scheduled route, so invoices, reconciliation and billing
+// event delivery run locally as they would deployed.
+const CRON = "*/5 * * * *";
+const fireCron = async () => {
+  try {
+    const res = await fetch(`${base}/__scheduled?cron=${encodeURIComponent(CRON)}`, { signal: AbortSignal.timeout(60_000) });
+    if (!res.ok) say(`cron run answered ${res.status}`);
+  } catch (err) {
+    if (!stopping) say(`cron run failed: ${err?.message ?? err}`);
+  }
+};
+if (!stopping) {
+  await fireCron();
+  setInterval(fireCron, 5 * 60_000);
+}
 
 // ---------------------------------------------------------------------------------------
 
@@ -259,6 +277,8 @@ function printBanner() {
     `curl -s -X POST "$BASE/admin/billing/reconcile" -H "Authorization: Bearer $ADMIN" -H 'content-type: application/json' -d '{"userId":"alice","to":"2999-01-01T00:00:00Z"}'; echo`,
     "# pools (admin)",
     `curl -s "$BASE/admin/pools" -H "Authorization: Bearer $ADMIN"; echo`,
+    "# run the cron now (billing events, last month's invoices, reconciliation); npm run dev also runs it every 5 minutes",
+    `curl -s "$BASE/__scheduled?cron=*/5+*+*+*+*"; echo`,
     "# the OpenAPI document",
     `curl -s "$BASE/openapi.json"; echo`,
     "",
