@@ -15,12 +15,24 @@ export type Invoice = typeof invoices.$inferSelect;
 
 export const invoiceIdOf = (userId: string, period: string) => `inv_${period}_${userId}`;
 
+/**
+ * A month closes this long after it ends. A booking reads the clock before its D1 batch
+ * commits (accounts may be opened, a failed batch is retried record by record), so a charge
+ * stamped 23:59:59 can commit after midnight. An invoice written in between would miss it, and
+ * the next month's would not take it either (its row says the old month): the invoices would no
+ * longer add up to the ledger. No booking runs this long (a queue consumer's wall time is at
+ * most 15 minutes; a D1 query at most 30 s), and the cron (every 5 minutes) catches up after.
+ */
+export const INVOICE_CLOSE_DELAY_MS = 15 * 60_000;
+
 /** Writes the missing invoices of `period` (a month that has ended), at most `limit` per call. */
 export async function generateInvoices(env: Env, period: string, opts: { now?: number; limit?: number } = {}): Promise<Result<{ period: string; created: number; remaining: boolean }>> {
   const bounds = periodBounds(period);
   const now = opts.now ?? Date.now();
   if (!bounds) return fail(400, "VALIDATION_FAILED", "period must be YYYY-MM.", { period });
-  if (bounds.end > now) return fail(409, "PERIOD_NOT_ENDED", `The month ${period} has not ended yet; invoices are written after it ends.`, { period });
+  const closesAt = bounds.end + INVOICE_CLOSE_DELAY_MS;
+  if (closesAt > now)
+    return fail(409, "PERIOD_NOT_ENDED", `The month ${period} has not closed yet; its invoices are written from ${new Date(closesAt).toISOString()} (${INVOICE_CLOSE_DELAY_MS / 60_000} minutes after it ends).`, { period, closesAt: new Date(closesAt).toISOString() });
   const limit = opts.limit ?? BILLING.invoiceAccountsPerRun;
   const db = dbOf(env);
   // Users with ledger activity in the month and no invoice for it yet.
@@ -30,6 +42,8 @@ export async function generateInvoices(env: Env, period: string, opts: { now?: n
       AND EXISTS (SELECT 1 FROM ledger l WHERE l.user_id = a.user_id AND l.created_at >= ${bounds.start} AND l.created_at < ${bounds.end})
     ORDER BY a.user_id LIMIT ${limit + 1}`);
   const users = due.slice(0, limit);
+  // Counted from what was written: a concurrent run may have written some of them first.
+  let created = 0;
   for (const u of users) {
     const opening = await db.get<{ total: number | null }>(sql`SELECT SUM(amount) AS total FROM ledger WHERE user_id = ${u.user_id} AND created_at < ${bounds.start}`);
     const lines = await db.all<LedgerLine>(sql`
@@ -48,15 +62,16 @@ export async function generateInvoices(env: Env, period: string, opts: { now?: n
       invoiceId, period, currency: row.currency, charges: row.charges, credits: row.credits, debits: row.debits,
       openingBalance: row.openingBalance, closingBalance: row.closingBalance, usageCount: row.usageCount, usageSeconds: row.usageSeconds,
     };
-    await env.DB.batch([
+    const [inserted] = await env.DB.batch([
       stmt(env.DB, db.insert(invoices).values(row).onConflictDoNothing()),
       stmt(env.DB, sql`INSERT INTO notifications (key, user_id, type, data, created_at)
         VALUES (${`billing.invoice_generated:${invoiceId}`}, ${u.user_id}, 'billing.invoice_generated', ${JSON.stringify(data)}, ${row.createdAt})
         ON CONFLICT (key) DO NOTHING`),
     ]);
+    if ((inserted?.meta.changes ?? 0) > 0) created++;
   }
   if (users.length) await deliverNotifications(env, users.map((u) => u.user_id));
-  return ok({ period, created: users.length, remaining: due.length > limit });
+  return ok({ period, created, remaining: due.length > limit });
 }
 
 export async function invoicesOf(env: Env, userId: string): Promise<Invoice[]> {
