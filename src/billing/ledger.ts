@@ -63,9 +63,11 @@ export function entryStatements(d1: D1Database, e: Entry): D1PreparedStatement[]
              ${e.reference ?? null}, ${e.memo ?? null}, ${e.at}
       FROM accounts a WHERE a.user_id = ${e.userId}
       ON CONFLICT (entry_id) DO NOTHING`),
+    // Only the user's own row moves their balance: an entry id reused for another user (a
+    // duplicate report naming someone else) finds the first user's row and must not copy it.
     stmt(d1, sql`UPDATE accounts SET balance = l.balance_after, last_seq = l.seq, updated_at = ${e.at}
-      FROM (SELECT seq, balance_after FROM ledger WHERE entry_id = ${e.entryId}) AS l
-      WHERE accounts.user_id = ${e.userId} AND l.seq > accounts.last_seq`),
+      FROM (SELECT seq, balance_after, user_id FROM ledger WHERE entry_id = ${e.entryId}) AS l
+      WHERE accounts.user_id = ${e.userId} AND l.user_id = accounts.user_id AND l.seq > accounts.last_seq`),
     stmt(d1, sql`INSERT INTO notifications (key, user_id, type, data, created_at)
       SELECT 'low_balance:' || l.seq, l.user_id, 'billing.low_balance',
              json_object('balance', l.balance_after, 'threshold', p.low_balance_threshold, 'currency', p.currency, 'entryId', l.entry_id),
