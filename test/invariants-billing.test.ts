@@ -205,7 +205,7 @@ async function pmap<T, R>(items: T[], limit: number, fn: (t: T, i: number) => Pr
 
 const specOf = (i: number): Spec => ({ cpuCores: 1 + (i % 4), memoryMB: [1024, 2048, 3072, 4096, 6144, 8192][i % 6]!, storageMB: [8192, 10_000, 32768, 65536][i % 4]! });
 
-// ---- 1. the one global outage: runs alone -------------------------------------------------------
+// ---- 1. the one global outage: runs alone ------------------------------------------------------------
 
 describe("invariant 3 — consumer outage (global, runs alone)", () => {
   it("the consumer fails whole batches while pricing_plans is gone; after recovery every record is booked exactly once", async ({ expect }) => {
@@ -246,7 +246,37 @@ describe("invariant 3 — consumer outage (global, runs alone)", () => {
   });
 });
 
-// ---- 2. everything else, concurrently (failures scoped by user id prefix) -----------------------
+// ---- 2. `replay {all:true}` touches every open dead letter: runs alone too ------------------------
+
+describe("invariant 3 — dead-letter replay of everything (runs alone)", () => {
+  it("replay {all:true} reaches a kept record even behind more than a batch of malformed dead letters", async ({ expect }) => {
+    // 101 malformed messages through the real queue: the consumer keeps each as `invalid`.
+    const junk = Array.from({ length: 101 }, () => ({ allocationId: uid("junk"), note: "not a usage record" }));
+    for (let i = 0; i < junk.length; i += 100) await env.USAGE_QUEUE.sendBatch(junk.slice(i, i + 100).map((body) => ({ body: body as never, contentType: "json" as const })));
+    const junkIds = junk.map((j) => j.allocationId);
+    const invalidCount = async () => (await one<{ n: number }>(`SELECT COUNT(*) AS n FROM failed_usage WHERE status = 'invalid' AND allocation_id LIKE 'junk-%'`)).n;
+    await until(async () => (await invalidCount()) === junkIds.length, 15_000, 100);
+    // Then a good record the dead-letter queue kept (its D1 write had failed).
+    const user = uid("behind");
+    const r = usage(user);
+    await env.USAGE_DLQ.send(r, { contentType: "json" });
+    await until(async () => (await q(`SELECT 1 FROM failed_usage WHERE allocation_id = ? AND status = 'failed'`, r.allocationId)).length === 1, 15_000, 100);
+    const rep = await call("POST", "/admin/billing/failed-usage/replay", { token: await admin(), body: { all: true } });
+    expect(rep.status).toBe(200);
+    expect(rep.body.results).toContainEqual({ allocationId: r.allocationId, status: "recorded", amount: 25 });
+    await expectExactlyOnce(expect, [r.allocationId]);
+    expect((await accountsOf([user])).get(user)).toMatchObject({ balance: 975, ledgerSum: 975, charges: 1 });
+    // Nothing bookable is left; the malformed ones stay for an operator, and booking is not repeated.
+    const again = await call("POST", "/admin/billing/failed-usage/replay", { token: await admin(), body: { all: true } });
+    expect(again.body.results.filter((x: { status: string }) => x.status === "recorded")).toEqual([]);
+    expect(again.body.remaining).toBeGreaterThanOrEqual(junkIds.length);
+    expect(await invalidCount()).toBe(junkIds.length);
+    await expectExactlyOnce(expect, [r.allocationId]);
+    expect((await accountsOf([user])).get(user)).toMatchObject({ balance: 975, ledgerSum: 975, charges: 1 });
+  });
+});
+
+// ---- 3. everything else, concurrently (failures scoped by user id prefix) -----------------------
 
 describe.concurrent("invariant 3 — under failures", () => {
   it("headline: ≥200 allocations ended every way while ~30% of usage/ledger writes fail at random; a share goes to the DLQ, a share is dropped; after recovery 0 lost, 0 doubled", async ({ expect }) => {
@@ -279,6 +309,10 @@ describe.concurrent("invariant 3 — under failures", () => {
     const created: (Alloc & { method: Method })[] = [];
     const doomed: string[] = [];
     const lost: string[] = [];
+    // Racers: another service re-reports released allocations, and reconciliation heals, while the
+    // queue is still retrying the same records under the chaos.
+    const external = { recorded: 0, duplicate: 0, failed: 0 };
+    const midRun = { checked: 0, healed: 0, stillMissing: 0 };
     try {
       for (let round = 0; round < ROUNDS; round++) {
         // Every pool has all its devices free again.
@@ -309,9 +343,27 @@ describe.concurrent("invariant 3 — under failures", () => {
             await registerDevice(a.pool, { cpuCores: a.cpuCores, memoryMB: a.memoryMB, storageMB: a.storageMB });
           }
           if (r.status !== 200) throw new Error(`${a.method} ${a.deviceId}: ${r.status} ${JSON.stringify(r.body)}`);
+          if (a.method === "release" && round > 0) {
+            const e = r.body as { durationSeconds: number; allocatedAt: string; releasedAt: string; reason: string };
+            const rep = await call("POST", "/api/internal/metering/device-usage", {
+              service: SERVICE_TOKEN,
+              body: { allocationId: a.allocationId, deviceId: a.deviceId, userId: a.userId, durationSeconds: e.durationSeconds, cpuCores: a.cpuCores, memoryMB: a.memoryMB, storageMB: a.storageMB, allocatedAt: e.allocatedAt, releasedAt: e.releasedAt, reason: e.reason },
+            });
+            // 503 when the chaos hit it: the service would send it again; the queue has it anyway.
+            if (rep.status !== 200 && rep.status !== 503) throw new Error(`report ${rep.status} ${JSON.stringify(rep.body)}`);
+            for (const o of (rep.status === 200 ? rep.body : rep.body.error.details).results as { status: "recorded" | "duplicate" | "failed" }[]) external[o.status]++;
+          }
         });
         // The expiring ones end by alarm; every user object knows all its allocations ended.
         await until(async () => (await Promise.all(users.map(activeCount))).every((n) => n === 0), 20_000, 100);
+        if (round === 1) {
+          // Reconciliation racing the queue's retries (the chaos hits its writes too).
+          for (const r of await Promise.all(users.map((u) => reconcileUser(u, t0 - 60_000)))) {
+            midRun.checked += r.checked;
+            midRun.healed += r.healed;
+            midRun.stillMissing += r.stillMissing;
+          }
+        }
       }
       const ids = created.map((a) => a.allocationId);
       const fine = ids.filter((id) => !doomed.includes(id) && !lost.includes(id));
@@ -399,15 +451,20 @@ describe.concurrent("invariant 3 — under failures", () => {
     expect(lostCount).toBe(0);
     expect(doubled).toBe(0);
 
+    expect(external.recorded + external.duplicate + external.failed).toBeGreaterThan(0);
+    expect(midRun.checked).toBeGreaterThan(0);
     const writeFailures = logsFor("usage write failed", ids).length;
+    const randomFailures = logsFor("usage write failed", ids.filter((id) => !doomed.includes(id) && !lost.includes(id))).length;
     const dlqStoreFailures = logsFor("dead letter could not be stored", ids).length;
     const chargedTotal = -[...b.values()].reduce((n, x) => n + (x.amount ?? 0), 0);
-    expect(writeFailures, "the chaos must actually have hit").toBeGreaterThan(ids.length * 0.15);
+    expect(randomFailures, "the random chaos must actually have hit").toBeGreaterThan(ids.length * 0.1);
     console.log(
       `[invariant 3] allocations ended=${ids.length} (released ${reasons.released}, expired ${reasons.expired}, force_released ${reasons.force_released}, ` +
       `maintenance ${reasons.maintenance}, removed ${reasons.removed}) users=${users.length} devices=${POOLS * PER_POOL}+${want("remove")} replaced; ` +
-      `injected failures observed: ${writeFailures} failed record writes retried by the queue + ${dlqStoreFailures} refused dead-letter stores; ` +
+      `injected failures observed: ${writeFailures} failed record writes retried by the queue (${randomFailures} random, ${writeFailures - randomFailures} on the doomed share) + ${dlqStoreFailures} refused dead-letter stores; ` +
       `reached DLQ and kept=${kept.length} → replayed=${replayedRecorded}; dropped by the queue=${lost.length} → healed by reconcile=${healed}; ` +
+      `racing the queue: re-reported by a service ${external.recorded + external.duplicate + external.failed} (recorded ${external.recorded}, duplicate ${external.duplicate}, failed ${external.failed}), ` +
+      `mid-chaos reconcile checked ${midRun.checked} healed ${midRun.healed} (${midRun.stillMissing} failed, left to the queue); ` +
       `charged ${chargedTotal} cents; lost=${lostCount} doubled=${doubled}; ${((Date.now() - t0) / 1000).toFixed(1)} s`,
     );
   });
@@ -609,6 +666,22 @@ describe.concurrent("invariant 3 — under failures", () => {
     for (const [al, rel] of [[x, xr.body], [y, yr.body]] as const) expect(bx.get(al.allocationId)!.amount).toBe(charge(price(FAST, al, rel.durationSeconds)));
     const oa = (await accountsOf([owner])).get(owner)!;
     expect(oa).toMatchObject({ charges: 2, balance: oa.ledgerSum, chargeSum: charge(price(FAST, x, xr.body.durationSeconds) + price(FAST, y, yr.body.durationSeconds)) });
+  });
+
+  it("an entry id reused for another user (a payment credited twice to different users) is refused and moves nobody's balance", async ({ expect }) => {
+    const [first, other] = [uid("payer"), uid("payer-other")];
+    const adminToken = await admin();
+    // The other account is older, so its last ledger row comes before the reused one.
+    expect((await call("GET", `/api/internal/balance/user/${other}`, { service: SERVICE_TOKEN })).status).toBe(200);
+    const paymentId = uid("pay");
+    const t1 = await call("POST", `/billing/users/${first}/top-ups`, { token: adminToken, body: { amount: 500, paymentId } });
+    expect(t1.status).toBe(201);
+    const t2 = await call("POST", `/billing/users/${other}/top-ups`, { token: adminToken, body: { amount: 500, paymentId } });
+    expect(t2.status).toBe(409);
+    expect(t2.body.error.code).toBe("PAYMENT_ID_REUSED");
+    const acc = await accountsOf([first, other]);
+    expect(acc.get(first)).toMatchObject({ balance: 1500, ledgerSum: 1500, entries: 2 });
+    expect(acc.get(other)).toMatchObject({ balance: 1000, ledgerSum: 1000, entries: 1 });
   });
 
   it("expiry, force-release, maintenance and removal are billed like a release: one usage row with their reason and the right duration, one charge", async ({ expect }) => {

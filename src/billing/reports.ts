@@ -93,7 +93,10 @@ export async function replayFailedUsage(env: Env, sel: { allocationIds?: string[
   const db = dbOf(env);
   const rows = sel.allocationIds
     ? await db.select().from(failedUsage).where(inArray(failedUsage.allocationId, sel.allocationIds))
-    : await db.select().from(failedUsage).where(inArray(failedUsage.status, ["failed", "invalid"])).orderBy(failedUsage.firstFailedAt).limit(BILLING.maxUsageBatch);
+    // Failed ones first: invalid ones cannot succeed unchanged, and more than a batch of them
+    // must not hide a bookable record from `all` for ever.
+    : await db.select().from(failedUsage).where(inArray(failedUsage.status, ["failed", "invalid"]))
+      .orderBy(sql`CASE ${failedUsage.status} WHEN 'failed' THEN 0 ELSE 1 END`, failedUsage.firstFailedAt).limit(BILLING.maxUsageBatch);
   const found = new Set(rows.map((r) => r.allocationId));
   const results: (UsageOutcome | { allocationId: string; status: "not_found" | "invalid" | "already_done"; error?: string })[] =
     (sel.allocationIds ?? []).filter((id) => !found.has(id)).map((allocationId) => ({ allocationId, status: "not_found" as const }));
