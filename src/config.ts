@@ -119,6 +119,8 @@ export const BILLING = {
   /** Work per cron run, so one run stays well inside its time limit. */
   reconcileAccountsPerRun: 100,
   invoiceAccountsPerRun: 200,
+  /** A month's invoices are written this long after it ends (see src/billing/invoices.ts). */
+  invoiceCloseDelayMs: 15 * 60_000,
   notificationsPerRun: 200,
   /** Largest batch the internal usage endpoint takes (a Queue batch is at most 100 too). */
   maxUsageBatch: 100,

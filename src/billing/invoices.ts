@@ -23,7 +23,7 @@ export const invoiceIdOf = (userId: string, period: string) => `inv_${period}_${
  * longer add up to the ledger. No booking runs this long (a queue consumer's wall time is at
  * most 15 minutes; a D1 query at most 30 s), and the cron (every 5 minutes) catches up after.
  */
-export const INVOICE_CLOSE_DELAY_MS = 15 * 60_000;
+export const INVOICE_CLOSE_DELAY_MS = BILLING.invoiceCloseDelayMs;
 
 /** Writes the missing invoices of `period` (a month that has ended), at most `limit` per call. */
 export async function generateInvoices(env: Env, period: string, opts: { now?: number; limit?: number } = {}): Promise<Result<{ period: string; created: number; remaining: boolean }>> {
