@@ -276,7 +276,57 @@ describe("invariant 3 — dead-letter replay of everything (runs alone)", () => 
   });
 });
 
-// ---- 3. everything else, concurrently (failures scoped by user id prefix) -----------------------
+// ---- 3. reconciliation over every account: runs alone (it would heal others' records) -----------
+
+describe("invariant 3 — reconciliation over all accounts (runs alone)", () => {
+  it("an operator's reconcile over a window, without userId, checks every account — also beyond the first 100 — and finds a missing record", async ({ expect }) => {
+    const t0 = Date.now();
+    // More than a cron run's worth of accounts, all older than the one with the missing record.
+    await pmap(Array.from({ length: 105 }, () => uid("bulk")), 10, async (u) => {
+      const r = await call("GET", `/api/internal/balance/user/${u}`, { service: SERVICE_TOKEN });
+      if (r.status !== 200) throw new Error(`balance ${r.status}`);
+    });
+    const total = (await one<{ n: number }>("SELECT COUNT(*) AS n FROM accounts")).n;
+    expect(total).toBeGreaterThanOrEqual(105);
+    const pool = uid("inv3-recon");
+    await registerDevice(pool, specOf(1));
+    const user = await dearUser("late");
+    await exec(`CREATE TRIGGER late_block BEFORE INSERT ON usage_records WHEN NEW.user_id = '${user}' BEGIN SELECT RAISE(ABORT, 'injected: usage down'); END`);
+    let id = "";
+    const window = () => ({ from: new Date(t0 - 60_000).toISOString(), to: new Date(Date.now() + 60_000).toISOString() });
+    try {
+      const a = await allocate(user, pool, 30);
+      id = a.allocationId;
+      await sleep(1100);
+      expect((await call("POST", "/scheduler/devices/release", { token: await tokenFor(user), body: { deviceId: a.deviceId } })).status).toBe(200);
+      for (let pass = 0; pass < 2; pass++) {
+        const r = await call("POST", "/admin/billing/reconcile", { token: await admin(), body: { ...window(), heal: false } });
+        expect(r.status).toBe(200);
+        expect(r.body).toMatchObject({ users: total + 1, remaining: false, missingUsage: 1, healed: 0 });
+        expect(r.body.differences.map((d: { userId: string; missingUsage: string[] }) => [d.userId, d.missingUsage])).toEqual([[user, [id]]]);
+      }
+    } finally {
+      await exec("DROP TRIGGER IF EXISTS late_block");
+    }
+    // Healed by whichever comes first, the queue's retry or this pass; either way once.
+    const heal = await call("POST", "/admin/billing/reconcile", { token: await admin(), body: window() });
+    expect(heal.body).toMatchObject({ stillMissing: 0, balanceDrift: 0, mismatched: 0 });
+    await until(() => allBooked([id]), 10_000, 100);
+    await sleep(2000);
+    await expectExactlyOnce(expect, [id]);
+    const again = await call("POST", "/admin/billing/reconcile", { token: await admin(), body: window() });
+    expect(again.body).toMatchObject({ missingUsage: 0, missingCharges: 0, mismatched: 0, healed: 0, balanceDrift: 0, differences: [] });
+    expect(again.body.checked).toBeGreaterThanOrEqual(1);
+    // A `to` in the future is checked, but moves no watermark past `now − grace` (a new account
+    // starts at its opening time): the cron must still look at what ends from now on.
+    const future = await call("POST", "/admin/billing/reconcile", { token: await admin(), body: { to: new Date(Date.now() + 86_400_000).toISOString() } });
+    expect(future.status).toBe(200);
+    expect(future.body.users).toBe(100);
+    expect(await one<{ n: number }>("SELECT COUNT(*) AS n FROM accounts WHERE reconciled_through > ?", Date.now())).toEqual({ n: 0 });
+  });
+});
+
+// ---- 4. everything else, concurrently (failures scoped by user id prefix) -----------------------
 
 describe.concurrent("invariant 3 — under failures", () => {
   it("headline: ≥200 allocations ended every way while ~30% of usage/ledger writes fail at random; a share goes to the DLQ, a share is dropped; after recovery 0 lost, 0 doubled", async ({ expect }) => {

@@ -5,7 +5,7 @@
  * could not be stored, a message dropped after its retries) and heals it through the same
  * booking path. The balance is also checked against the sum of the ledger.
  */
-import { asc, eq, inArray, sql } from "drizzle-orm";
+import { asc, eq, gt, inArray, sql } from "drizzle-orm";
 import { BILLING, type Env } from "../config";
 import { accounts, ledger, usageRecords } from "../db/schema";
 import type { UsageRecord } from "../domain/types";
@@ -98,8 +98,10 @@ export interface ReconcileRun {
 }
 
 /**
- * One pass. With `userId`: that user over [from, to). Without: the accounts checked longest
- * ago, each from its watermark (minus an overlap) to `now − grace`, advancing the watermark.
+ * One pass. With `userId`: that user over [from, to). With `from` and no `userId` (an
+ * operator's window): every account over [from, to), in user id order; watermarks untouched.
+ * Otherwise (the cron): the accounts checked longest ago, each from its watermark (minus an
+ * overlap) to `to` (default `now − grace`), advancing the watermark, never past `now − grace`.
  */
 export async function reconcile(env: Env, opts: { userId?: string; from?: number; to?: number; heal?: boolean; now?: number; limit?: number } = {}): Promise<ReconcileRun> {
   const db = dbOf(env);
@@ -110,17 +112,31 @@ export async function reconcile(env: Env, opts: { userId?: string; from?: number
   let remaining = false;
   if (opts.userId) {
     reports.push(await reconcileUser(env, opts.userId, opts.from ?? 0, to, heal));
+  } else if (opts.from !== undefined) {
+    // Not by watermark: those do not move for an explicit window, so the same oldest accounts
+    // would come first every time and the rest would never be checked.
+    let after = "";
+    for (;;) {
+      const page = await db.select({ userId: accounts.userId }).from(accounts).where(gt(accounts.userId, after)).orderBy(asc(accounts.userId)).limit(100);
+      for (const a of page) reports.push(await reconcileUser(env, a.userId, opts.from, to, heal));
+      if (page.length < 100) break;
+      after = page[page.length - 1]!.userId;
+    }
   } else {
     const limit = opts.limit ?? BILLING.reconcileAccountsPerRun;
     const due = await db.select({ userId: accounts.userId, through: accounts.reconciledThrough }).from(accounts)
       .orderBy(asc(accounts.reconciledThrough), asc(accounts.userId)).limit(limit + 1);
     remaining = due.length > limit;
+    // A watermark says "everything that ended before it is booked"; allocations that end within
+    // the grace may not be known to their user's object yet, so an explicit later `to` is checked
+    // but does not move the watermark past `now − grace`.
+    const through = Math.min(to, now - BILLING.reconcileGraceMs);
     for (const a of due.slice(0, limit)) {
-      const from = opts.from ?? Math.max(0, a.through - BILLING.reconcileOverlapMs);
+      const from = Math.max(0, a.through - BILLING.reconcileOverlapMs);
       const r = await reconcileUser(env, a.userId, from, to, heal);
       reports.push(r);
       // The watermark moves only when nothing is left unbooked, so a failed heal is retried next run.
-      if (r.stillMissing.length === 0 && opts.from === undefined) await db.update(accounts).set({ reconciledThrough: Math.max(a.through, to) }).where(eq(accounts.userId, a.userId));
+      if (r.stillMissing.length === 0) await db.update(accounts).set({ reconciledThrough: Math.max(a.through, through) }).where(eq(accounts.userId, a.userId));
     }
   }
   const resolved = await db.run(sql`UPDATE failed_usage SET status = 'resolved', resolved_at = ${now}
