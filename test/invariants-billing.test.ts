@@ -13,6 +13,7 @@
  * The consumer's own logs are the count of injected failures: console.error is collected
  * (not printed) for the whole file.
  */
+import { abortAllDurableObjects } from "cloudflare:test";
 import { env } from "cloudflare:workers";
 import { afterAll, beforeAll, describe, it, vi, type ExpectStatic } from "vitest";
 import type { UsageRecord } from "../src/domain/types";
@@ -326,7 +327,56 @@ describe("invariant 3 — reconciliation over all accounts (runs alone)", () => 
   });
 });
 
-// ---- 4. everything else, concurrently (failures scoped by user id prefix) -----------------------
+// ---- 4. objects restarted while allocations end: runs alone (it aborts every object) ------------
+
+describe("invariant 3 — restarts while allocations end (runs alone)", () => {
+  it("every object is aborted repeatedly while releases and expiry alarms are in flight: each allocation still ends billed once, by the queue alone", async ({ expect }) => {
+    const t0 = Date.now();
+    const pool = uid("inv3-crash");
+    for (let i = 0; i < 12; i++) await registerDevice(pool, specOf(i + 3));
+    const users = await Promise.all(Array.from({ length: 6 }, () => dearUser("crash")));
+    // Per user one allocation that expires at 2 s (ended by alarm) and one released by hand.
+    const allocs = await pmap(users.flatMap((u) => [[u, 2], [u, 30]] as const), 12, ([u, seconds]) => allocate(u, pool, seconds));
+    const expiresAt = Math.min(...allocs.map((a) => Date.parse(a.expiresAt)));
+    await sleep(Math.max(0, expiresAt - Date.now() - 300));
+    // Around the expiry moment: releases spread over ~300 ms, every object aborted every ~25 ms for ~700 ms.
+    const releases = allocs.filter((a) => Date.parse(a.expiresAt) - Date.parse(a.allocatedAt) > 5_000).map(async (a, i) => {
+      await sleep(i * 50);
+      try {
+        return (await call("POST", "/scheduler/devices/release", { token: await tokenFor(a.userId), body: { deviceId: a.deviceId } })).status;
+      } catch {
+        return "thrown";
+      }
+    });
+    for (let i = 0; i < 28; i++) {
+      await sleep(5 + (i * 7) % 30);
+      await abortAllDurableObjects();
+    }
+    const statuses = await Promise.all(releases);
+    // Whatever the releases answered, every allocation ends (released, by expiry, or at 30 s at worst).
+    await until(async () => (await Promise.all(users.map(activeCount))).every((n) => n === 0), 20_000, 200);
+    const endedAll = (await Promise.all(users.map(ended))).flat();
+    expect(endedAll.map((e) => e.allocationId).sort()).toEqual(allocs.map((a) => a.allocationId).sort());
+    const billable = endedAll.filter((e) => e.reason !== "orphaned");
+    await until(() => allBooked(billable.map((e) => e.allocationId)), 20_000, 200);
+    await sleep(2000);
+    const b = await expectExactlyOnce(expect, billable.map((e) => e.allocationId));
+    for (const e of billable) {
+      const x = b.get(e.allocationId)!;
+      expect([x.reason, x.duration, x.amount, x.source]).toEqual([e.reason, e.durationSeconds, charge(price(FAST, e, e.durationSeconds)), "device"]);
+    }
+    // Nothing billed for what the user was told never happened.
+    const orphaned = endedAll.filter((e) => e.reason === "orphaned").map((e) => e.allocationId);
+    if (orphaned.length) expect([...(await booked(orphaned)).values()].map((x) => x.usage + x.charges)).toEqual(orphaned.map(() => 0));
+    const rec = await Promise.all(users.map((u) => reconcileUser(u, t0 - 60_000)));
+    expect(rec.map((r) => [r.missingUsage, r.missingCharges, r.mismatched, r.balanceDrift])).toEqual(users.map(() => [0, 0, 0, 0]));
+    const acc = await accountsOf(users);
+    for (const u of users) expect(acc.get(u)!.balance).toBe(acc.get(u)!.ledgerSum);
+    console.log(`[invariant 3, restarts] release answers: ${JSON.stringify(statuses.reduce<Record<string, number>>((m, s) => ({ ...m, [s]: (m[s] ?? 0) + 1 }), {}))}; reasons: ${JSON.stringify(endedAll.reduce<Record<string, number>>((m, e) => ({ ...m, [e.reason]: (m[e.reason] ?? 0) + 1 }), {}))}`);
+  });
+});
+
+// ---- 5. everything else, concurrently (failures scoped by user id prefix) -----------------------
 
 describe.concurrent("invariant 3 — under failures", () => {
   it("headline: ≥200 allocations ended every way while ~30% of usage/ledger writes fail at random; a share goes to the DLQ, a share is dropped; after recovery 0 lost, 0 doubled", async ({ expect }) => {
