@@ -4,16 +4,22 @@
  * status, the error shape and, when the call was refused, that nothing changed.
  *
  *   no / bad token, wrong service token → 401 UNAUTHORIZED
- *   service token                       → 403 (services use the internal endpoints)
- *   other user                          → 403 on owner-scoped routes, 404 on allocation-id routes (ids do not leak)
- *   owner                               → 2xx on user routes, 403 on admin routes and on quota writes
- *   admin                               → 2xx everywhere, acting on behalf of the owner
+ *   service token                       → 403 (services use the internal endpoints), 2xx on those and on top-ups
+ *   other user                          → 403 on owner-scoped routes, 404 on allocation- and invoice-id routes (ids do not leak)
+ *   owner                               → 2xx on user routes, 403 on admin routes, quota writes, top-ups and internal routes
+ *   admin                               → 2xx everywhere but the internal routes (403), acting on behalf of the owner
+ *
+ * "Nothing changed" covers the Durable Objects (read through the API) and the owner's and
+ * the other user's rows in D1 (accounts, ledger, usage, invoices, notifications, dead letters)
+ * plus the pricing plans, read straight from the database.
  */
+import { createExecutionContext, createMessageBatch, getQueueResult } from "cloudflare:test";
 import { env } from "cloudflare:workers";
 import { sign } from "hono/jwt";
 import { describe, expect, it } from "vitest";
 import { z } from "zod";
-import { AllocationResult, AllocationView, DeviceView, QuotaView, ReleaseResult } from "../src/schemas";
+import worker from "../src/index";
+import { AllocationResult, AllocationView, BalanceView, DeviceView, QuotaView, ReleaseResult } from "../src/schemas";
 import { SERVICE_TOKEN, call, registerDevice, tokenFor, uid, until } from "./helpers";
 
 // ---- callers -----------------------------------------------------------------------------------
@@ -87,6 +93,14 @@ interface Fixture {
   /** Free, same pool. */
   free: string;
   allocationId: string;
+  /** Fresh ids for billing routes (nothing exists under them until a route's `prepare` or a call makes it). */
+  planId: string;
+  paymentId: string;
+  adjustmentId: string;
+  usageId: string;
+  deadLetter: string;
+  /** The owner's invoice for INVOICE_PERIOD (written by `withInvoice`). */
+  invoiceId: string;
 }
 
 async function fixture(): Promise<Fixture> {
@@ -98,19 +112,100 @@ async function fixture(): Promise<Fixture> {
   const fx = {
     pool, owner, other, admin: adminId,
     ownerToken: await tokenFor(owner), otherToken: await tokenFor(other), adminToken: await tokenFor(adminId, "admin"),
+    planId: uid("am-plan"), paymentId: uid("am-pay"), adjustmentId: uid("am-adj"), usageId: uid("am-usage"), deadLetter: uid("am-dead"),
+    invoiceId: `inv_${INVOICE_PERIOD}_${owner}`,
   };
   const r = await call("POST", "/scheduler/devices/allocate", { token: fx.ownerToken, body: { pool, durationMinutes: 30 } });
   expect(r.status, JSON.stringify(r.body)).toBe(201);
   const held = r.body.deviceId as string;
   const free = held === a.deviceId ? b.deviceId : a.deviceId;
-  // The other user has some state of their own too (an event log, a quota row).
+  // The other user has some state of their own too (an event log, a quota row, an account).
   expect((await call("GET", `/quotas/user/${other}`, { token: fx.otherToken })).status).toBe(200);
+  expect((await call("GET", `/billing/users/${other}/balance`, { token: fx.otherToken })).body.balance).toBe(STARTING_CREDIT);
+  // Allocating opened the owner's account (the balance is checked first).
+  expect((await account(owner))?.balance).toBe(STARTING_CREDIT);
   // Wait until the pool's index has heard from both devices, so later snapshots are stable.
   await until(async () => {
     const s = await call("GET", `/admin/pools/${pool}`, { token: fx.adminToken });
     return s.status === 200 && s.body.allocated === 1 && s.body.available === 1;
   });
   return { ...fx, held, free, allocationId: r.body.allocationId };
+}
+
+// ---- billing state ------------------------------------------------------------------------------
+
+/** The seeded `standard` plan: 1000 cents to start, 25 cents for an hour of a 2-core, 4 GB, 32 GB device. */
+const STARTING_CREDIT = 1000;
+const HOUR_PRICE = 25;
+const INVOICE_PERIOD = "2001-01";
+const RUN_PERIOD = "2001-02";
+const JAN = { from: "2026-01-01T00:00:00Z", to: "2026-02-01T00:00:00Z" };
+
+const rows = async (q: string, ...args: unknown[]) => (await env.DB.prepare(q).bind(...args).all()).results;
+const account = (userId: string) =>
+  env.DB.prepare("SELECT plan_id, balance, last_seq FROM accounts WHERE user_id = ?").bind(userId).first<{ plan_id: string; balance: number; last_seq: number }>();
+
+/** One hour on the held device in January 2026 (price: HOUR_PRICE). */
+const usageRecord = (fx: Fixture) => ({
+  allocationId: fx.usageId, deviceId: fx.held, userId: fx.owner, durationSeconds: 3600, cpuCores: 2, memoryMB: 4096, storageMB: 32768,
+  allocatedAt: "2026-01-10T10:00:00Z", releasedAt: "2026-01-10T11:00:00Z",
+});
+const planBody = () => ({
+  name: "Matrix plan", currency: "USD", basePerSecond: 100, cpuCorePerSecond: 10, memoryGBPerSecond: 5, storageGBPerSecond: 1, startingCredit: 500, lowBalanceThreshold: 50,
+});
+
+/** The owner's starting credit is booked in `period` (a month long past), so an invoice run for it has something to bill. */
+async function backdate(fx: Fixture, period: string) {
+  const at = Date.parse(`${period}-15T00:00:00Z`);
+  const r = await env.DB.prepare("UPDATE ledger SET created_at = ? WHERE entry_id = ?").bind(at, `starting_credit:${fx.owner}`).run();
+  expect(r.meta.changes).toBe(1);
+}
+
+/** A real invoice of the owner, written by the invoice run. */
+async function withInvoice(fx: Fixture) {
+  await backdate(fx, INVOICE_PERIOD);
+  const r = await call("POST", "/admin/billing/invoices/run", { token: fx.adminToken, body: { period: INVOICE_PERIOD } });
+  expect(r.status, JSON.stringify(r.body)).toBe(200);
+  expect((await rows("SELECT invoice_id FROM invoices WHERE invoice_id = ?", fx.invoiceId)).length).toBe(1);
+}
+
+/** One usage record of the owner on the held device, booked through the internal endpoint. */
+async function withUsage(fx: Fixture) {
+  const r = await call("POST", "/api/internal/metering/device-usage", { service: SERVICE_TOKEN, body: usageRecord(fx) });
+  expect(r.status, JSON.stringify(r.body)).toBe(200);
+  expect(r.body.recorded).toBe(1);
+}
+
+/** A dead letter of the owner's, kept by the real dead-letter consumer. */
+async function withDeadLetter(fx: Fixture) {
+  const body = { ...usageRecord(fx), allocationId: fx.deadLetter, allocatedAt: Date.parse(usageRecord(fx).allocatedAt), releasedAt: Date.parse(usageRecord(fx).releasedAt), reason: "released" };
+  const batch = createMessageBatch<unknown>("device-usage-dlq", [{ id: "m0", timestamp: new Date(), attempts: 11, body }]);
+  await worker.queue(batch, env as never);
+  expect((await getQueueResult(batch, createExecutionContext())).explicitAcks).toEqual(["m0"]);
+  expect(await rows("SELECT status FROM failed_usage WHERE allocation_id = ?", fx.deadLetter)).toEqual([{ status: "failed" }]);
+}
+
+async function withPlan(fx: Fixture) {
+  const r = await call("PUT", `/admin/billing/pricing-plans/${fx.planId}`, { token: fx.adminToken, body: planBody() });
+  expect(r.status, JSON.stringify(r.body)).toBe(200);
+}
+
+/** The fixture's users' rows in D1, and the pricing plans. */
+async function billingSnapshot(fx: Fixture) {
+  const users = [fx.owner, fx.other];
+  return {
+    accounts: await rows("SELECT * FROM accounts WHERE user_id IN (?, ?) ORDER BY user_id", ...users),
+    ledger: await rows("SELECT * FROM ledger WHERE user_id IN (?, ?) ORDER BY seq", ...users),
+    usage: await rows(
+      "SELECT * FROM usage_records WHERE user_id IN (?, ?) OR device_id IN (?, ?) OR allocation_id IN (?, ?) ORDER BY allocation_id",
+      ...users, fx.held, fx.free, fx.usageId, fx.deadLetter,
+    ),
+    invoices: await rows("SELECT * FROM invoices WHERE user_id IN (?, ?) ORDER BY invoice_id", ...users),
+    notifications: await rows("SELECT key, user_id, type, data FROM notifications WHERE user_id IN (?, ?) ORDER BY key", ...users),
+    failedUsage: await rows("SELECT * FROM failed_usage WHERE user_id IN (?, ?) OR allocation_id = ? ORDER BY allocation_id", ...users, fx.deadLetter),
+    failedByStatus: await rows("SELECT status, COUNT(*) AS n FROM failed_usage GROUP BY status ORDER BY status"),
+    plans: await rows("SELECT * FROM pricing_plans ORDER BY plan_id"),
+  };
 }
 
 /** Everything a refused call must leave untouched, read as an admin. */
@@ -132,6 +227,7 @@ async function snapshot(fx: Fixture) {
     heldHistory: await get(`/admin/devices/${fx.held}/history`),
     pool: await get(`/admin/pools/${fx.pool}`),
     poolDevices: await get(`/admin/pools/${fx.pool}/devices`),
+    billing: await billingSnapshot(fx),
   };
 }
 
@@ -146,13 +242,17 @@ function expectErrorShape(body: unknown, code?: string) {
 // ---- routes ------------------------------------------------------------------------------------
 
 type Scope =
-  /** Names the owner's data: other users are refused (403), or told "not found" on allocation-id routes. */
+  /** Names the owner's data: other users are refused (403), or told "not found" on allocation- and invoice-id routes. */
   | "owner"
-  | "owner-by-allocation-id"
+  | "owner-by-id"
   /** Any signed-in user may call it. */
   | "any-user"
-  /** Admin only (quota writes and the whole /admin tree). */
-  | "admin";
+  /** Admin only (quota writes and the whole /admin tree, /metering/devices). */
+  | "admin"
+  /** Money in: an admin or another service (top-ups). */
+  | "admin-or-service"
+  /** Other services only (X-Service-Token): /api/internal. */
+  | "service";
 
 interface RouteCase {
   method: string;
@@ -160,8 +260,12 @@ interface RouteCase {
   body?: (fx: Fixture) => unknown;
   scope: Scope;
   okStatus: 200 | 201;
+  /** On "owner-by-id" routes: the code another user gets (the same as for an id that does not exist). */
+  notFoundCode?: string;
+  /** State this route needs beyond the common fixture, made before the snapshot. */
+  prepare?: (fx: Fixture) => Promise<void>;
   /** Checks a successful call did what it says. */
-  verify: (fx: Fixture, body: any, by: "owner" | "admin" | "other") => Promise<void> | void;
+  verify: (fx: Fixture, body: any, by: "owner" | "admin" | "other" | "service") => Promise<void> | void;
 }
 
 const admin = (fx: Fixture) => ({ token: fx.adminToken });
@@ -191,7 +295,7 @@ const ROUTES: RouteCase[] = [
   },
   {
     method: "PUT", path: (fx) => `/scheduler/allocations/${fx.allocationId}/extend`, body: () => ({ additionalMinutes: 10 }),
-    scope: "owner-by-allocation-id", okStatus: 200,
+    scope: "owner-by-id", notFoundCode: "ALLOCATION_NOT_FOUND", okStatus: 200,
     verify: async (fx, body) => {
       AllocationResult.parse(body);
       expect(body.allocationId).toBe(fx.allocationId);
@@ -207,7 +311,7 @@ const ROUTES: RouteCase[] = [
     },
   },
   {
-    method: "GET", path: (fx) => `/scheduler/allocations/${fx.allocationId}`, scope: "owner-by-allocation-id", okStatus: 200,
+    method: "GET", path: (fx) => `/scheduler/allocations/${fx.allocationId}`, scope: "owner-by-id", notFoundCode: "ALLOCATION_NOT_FOUND", okStatus: 200,
     verify: (fx, body) => {
       AllocationView.parse(body);
       expect(body).toMatchObject({ allocationId: fx.allocationId, userId: fx.owner, deviceId: fx.held, status: "active" });
@@ -346,6 +450,137 @@ const ROUTES: RouteCase[] = [
       expect(held).toMatchObject({ userId: fx.owner, allocationId: fx.allocationId, status: "allocated" });
     },
   },
+
+  // ---- billing and metering ----
+  {
+    method: "GET", path: (fx) => `/billing/users/${fx.owner}/balance`, scope: "owner", okStatus: 200,
+    verify: (fx, body) => {
+      BalanceView.strict().parse(body);
+      expect(body).toMatchObject({ userId: fx.owner, balance: STARTING_CREDIT, currency: "USD", planId: "standard", lowBalance: false, hasBalance: true });
+    },
+  },
+  {
+    method: "GET", path: (fx) => `/billing/users/${fx.owner}/ledger`, scope: "owner", okStatus: 200,
+    verify: (fx, body) => {
+      expect(body.nextCursor).toBeNull();
+      expect(body.items).toEqual([expect.objectContaining({ userId: fx.owner, kind: "starting_credit", amount: STARTING_CREDIT, balanceAfter: STARTING_CREDIT })]);
+    },
+  },
+  {
+    method: "GET", path: (fx) => `/billing/users/${fx.owner}/invoices`, scope: "owner", okStatus: 200, prepare: withInvoice,
+    verify: (fx, body) => {
+      expect(body.items).toEqual([expect.objectContaining({ invoiceId: fx.invoiceId, userId: fx.owner, period: INVOICE_PERIOD })]);
+    },
+  },
+  {
+    method: "GET", path: (fx) => `/billing/invoices/${fx.invoiceId}`, scope: "owner-by-id", notFoundCode: "INVOICE_NOT_FOUND", okStatus: 200, prepare: withInvoice,
+    verify: (fx, body) => {
+      expect(body).toMatchObject({
+        invoiceId: fx.invoiceId, userId: fx.owner, period: INVOICE_PERIOD, currency: "USD",
+        openingBalance: 0, charges: 0, credits: STARTING_CREDIT, debits: 0, closingBalance: STARTING_CREDIT, usageCount: 0,
+      });
+    },
+  },
+  {
+    method: "GET", path: () => "/billing/pricing-plans", scope: "any-user", okStatus: 200,
+    verify: (_fx, body) => {
+      expect(body.items.find((p: { planId: string }) => p.planId === "standard")).toMatchObject({ currency: "USD", startingCredit: STARTING_CREDIT });
+    },
+  },
+  {
+    method: "POST", path: (fx) => `/billing/users/${fx.owner}/top-ups`, body: (fx) => ({ amount: 250, paymentId: fx.paymentId, paymentMethod: "card" }),
+    scope: "admin-or-service", okStatus: 201,
+    verify: async (fx, body) => {
+      expect(body).toEqual({ userId: fx.owner, paymentId: fx.paymentId, amount: 250, balance: STARTING_CREDIT + 250, currency: "USD", duplicate: false });
+      expect((await account(fx.owner))?.balance).toBe(STARTING_CREDIT + 250);
+      const ev = await call("GET", `/scheduler/events?userId=${fx.owner}`, admin(fx));
+      expect(ev.body.events.find((e: { type: string }) => e.type === "billing.payment_success")?.data).toMatchObject({ amount: 250, paymentId: fx.paymentId, newBalance: STARTING_CREDIT + 250 });
+    },
+  },
+  {
+    method: "GET", path: (fx) => `/metering/users/${fx.owner}?from=${JAN.from}&to=${JAN.to}`, scope: "owner", okStatus: 200, prepare: withUsage,
+    verify: (fx, body) => {
+      expect(body).toMatchObject({ userId: fx.owner, totals: { records: 1, durationSeconds: 3600, deviceHours: 1, charges: HOUR_PRICE }, nextCursor: null });
+      expect(body.items).toEqual([expect.objectContaining({ allocationId: fx.usageId, deviceId: fx.held, charge: HOUR_PRICE, source: "external" })]);
+    },
+  },
+  {
+    method: "GET", path: (fx) => `/metering/devices/${fx.held}?from=${JAN.from}&to=${JAN.to}`, scope: "admin", okStatus: 200, prepare: withUsage,
+    verify: (fx, body) => {
+      expect(body).toMatchObject({ deviceId: fx.held, totals: { records: 1, durationSeconds: 3600, charges: HOUR_PRICE } });
+      expect(body.items).toEqual([expect.objectContaining({ allocationId: fx.usageId, userId: fx.owner })]);
+    },
+  },
+  {
+    method: "PUT", path: (fx) => `/admin/billing/pricing-plans/${fx.planId}`, body: planBody, scope: "admin", okStatus: 200,
+    verify: async (fx, body) => {
+      expect(body).toMatchObject({ planId: fx.planId, ...planBody() });
+      expect(await rows("SELECT name FROM pricing_plans WHERE plan_id = ?", fx.planId)).toEqual([{ name: planBody().name }]);
+    },
+  },
+  {
+    method: "PUT", path: (fx) => `/admin/billing/users/${fx.owner}/plan`, body: (fx) => ({ planId: fx.planId }), scope: "admin", okStatus: 200, prepare: withPlan,
+    verify: async (fx, body) => {
+      BalanceView.strict().parse(body);
+      expect(body).toMatchObject({ userId: fx.owner, planId: fx.planId, balance: STARTING_CREDIT, lowBalanceThreshold: planBody().lowBalanceThreshold });
+      expect((await account(fx.owner))?.plan_id).toBe(fx.planId);
+    },
+  },
+  {
+    method: "POST", path: (fx) => `/admin/billing/users/${fx.owner}/adjustments`, body: (fx) => ({ amount: -100, adjustmentId: fx.adjustmentId, memo: "correction" }),
+    scope: "admin", okStatus: 201,
+    verify: async (fx, body) => {
+      expect(body).toEqual({ userId: fx.owner, adjustmentId: fx.adjustmentId, amount: -100, balance: STARTING_CREDIT - 100, currency: "USD", duplicate: false });
+      expect((await account(fx.owner))?.balance).toBe(STARTING_CREDIT - 100);
+    },
+  },
+  {
+    method: "GET", path: () => "/admin/billing/failed-usage?status=failed&limit=200", scope: "admin", okStatus: 200, prepare: withDeadLetter,
+    verify: (fx, body) => {
+      const mine = body.items.find((i: { allocationId: string }) => i.allocationId === fx.deadLetter);
+      expect(mine).toMatchObject({ userId: fx.owner, status: "failed", attempts: 11, record: { allocationId: fx.deadLetter, userId: fx.owner } });
+    },
+  },
+  {
+    method: "POST", path: () => "/admin/billing/failed-usage/replay", body: (fx) => ({ allocationIds: [fx.deadLetter] }), scope: "admin", okStatus: 200, prepare: withDeadLetter,
+    verify: async (fx, body) => {
+      expect(body).toMatchObject({ replayed: 1, failed: 0, results: [{ allocationId: fx.deadLetter, status: "recorded", amount: HOUR_PRICE }] });
+      expect(await rows("SELECT status FROM failed_usage WHERE allocation_id = ?", fx.deadLetter)).toEqual([{ status: "replayed" }]);
+      expect(await rows("SELECT source FROM usage_records WHERE allocation_id = ?", fx.deadLetter)).toEqual([{ source: "replay" }]);
+      expect((await account(fx.owner))?.balance).toBe(STARTING_CREDIT - HOUR_PRICE);
+    },
+  },
+  {
+    method: "POST", path: () => "/admin/billing/reconcile", body: (fx) => ({ userId: fx.owner }), scope: "admin", okStatus: 200,
+    verify: (_fx, body) => {
+      // The owner's one allocation is still active: nothing ended, nothing to heal, and the balance is the ledger's sum.
+      expect(body).toMatchObject({ users: 1, checked: 0, missingUsage: 0, missingCharges: 0, healed: 0, stillMissing: 0, balanceDrift: 0, differences: [] });
+    },
+  },
+  {
+    method: "POST", path: () => "/admin/billing/invoices/run", body: () => ({ period: RUN_PERIOD }), scope: "admin", okStatus: 200, prepare: (fx) => backdate(fx, RUN_PERIOD),
+    verify: async (fx, body) => {
+      expect(body).toMatchObject({ period: RUN_PERIOD, remaining: false });
+      expect(body.created).toBeGreaterThanOrEqual(1);
+      expect(await rows("SELECT credits, closing_balance FROM invoices WHERE invoice_id = ?", `inv_${RUN_PERIOD}_${fx.owner}`))
+        .toEqual([{ credits: STARTING_CREDIT, closing_balance: STARTING_CREDIT }]);
+    },
+  },
+  {
+    method: "POST", path: () => "/api/internal/metering/device-usage", body: usageRecord, scope: "service", okStatus: 200,
+    verify: async (fx, body) => {
+      expect(body).toEqual({ recorded: 1, duplicates: 0, failed: 0, results: [{ allocationId: fx.usageId, status: "recorded", amount: HOUR_PRICE }] });
+      expect(await rows("SELECT user_id, device_id, source FROM usage_records WHERE allocation_id = ?", fx.usageId)).toEqual([{ user_id: fx.owner, device_id: fx.held, source: "external" }]);
+      expect((await account(fx.owner))?.balance).toBe(STARTING_CREDIT - HOUR_PRICE);
+    },
+  },
+  {
+    method: "GET", path: (fx) => `/api/internal/balance/user/${fx.owner}`, scope: "service", okStatus: 200,
+    verify: (fx, body) => {
+      BalanceView.strict().parse(body);
+      expect(body).toMatchObject({ userId: fx.owner, balance: STARTING_CREDIT, planId: "standard" });
+    },
+  },
 ];
 
 /** What each caller should get on each kind of route. */
@@ -355,19 +590,20 @@ function expected(route: RouteCase, kind: CallerKind): { status: number; code?: 
     case "bad":
       return { status: 401, code: "UNAUTHORIZED" };
     case "service":
-      return { status: 403, code: "FORBIDDEN" };
+      return route.scope === "service" || route.scope === "admin-or-service" ? { status: route.okStatus } : { status: 403, code: "FORBIDDEN" };
     case "admin":
-      return { status: route.okStatus };
+      return route.scope === "service" ? { status: 403, code: "FORBIDDEN" } : { status: route.okStatus };
     case "owner":
-      return route.scope === "admin" ? { status: 403, code: "FORBIDDEN" } : { status: route.okStatus };
+      return route.scope === "admin" || route.scope === "admin-or-service" || route.scope === "service" ? { status: 403, code: "FORBIDDEN" } : { status: route.okStatus };
     case "other":
       if (route.scope === "any-user") return { status: route.okStatus };
-      if (route.scope === "owner-by-allocation-id") return { status: 404, code: "ALLOCATION_NOT_FOUND" };
+      if (route.scope === "owner-by-id") return { status: 404, code: route.notFoundCode };
       return { status: 403, code: "FORBIDDEN" };
   }
 }
 
-const label = (r: RouteCase) => `${r.method} ${r.path({ pool: ":pool", owner: ":userId", held: ":id", free: ":id", allocationId: ":id" } as Fixture)}`;
+const label = (r: RouteCase) =>
+  `${r.method} ${r.path({ pool: ":pool", owner: ":userId", held: ":id", free: ":id", allocationId: ":id", planId: ":planId", invoiceId: ":invoiceId" } as Fixture)}`;
 
 describe("auth matrix", () => {
   it("covers every route the app declares", async () => {
@@ -383,6 +619,7 @@ describe("auth matrix", () => {
         const want = expected(route, caller.kind);
         it(`${caller.name} → ${want.status}${want.code ? ` ${want.code}` : ""}`, async () => {
           const fx = await fixture();
+          await route.prepare?.(fx);
           const before = await snapshot(fx);
           const r = await call(route.method, route.path(fx), { headers: await caller.headers(fx), body: route.body?.(fx) });
           expect(r.status, JSON.stringify(r.body)).toBe(want.status);
@@ -391,7 +628,7 @@ describe("auth matrix", () => {
             expectErrorShape(r.body, want.code);
             expect(await snapshot(fx)).toEqual(before);
           } else {
-            await route.verify(fx, r.body, caller.kind as "owner" | "admin" | "other");
+            await route.verify(fx, r.body, caller.kind as "owner" | "admin" | "other" | "service");
           }
         });
       }
@@ -488,5 +725,62 @@ describe("cross-user attempts", () => {
       }
     }
     expect(await snapshot(fx)).toEqual(before);
+  });
+  it("a user cannot read another user's invoice, and the answer is the same as for an invoice that does not exist", async () => {
+    const fx = await fixture();
+    await withInvoice(fx);
+    const before = await snapshot(fx);
+    for (const id of [fx.invoiceId, `inv_${INVOICE_PERIOD}_${fx.other}`, `inv_${INVOICE_PERIOD}_nobody-at-all`]) {
+      const r = await call("GET", `/billing/invoices/${id}`, { token: fx.otherToken });
+      expect(r.status, id).toBe(404);
+      expectErrorShape(r.body, "INVOICE_NOT_FOUND");
+      expect(r.body.error.message).toBe("No such invoice.");
+    }
+    expect(await snapshot(fx)).toEqual(before);
+  });
+
+  it("role checks come before body validation on billing writes (a refused caller learns nothing from a 400)", async () => {
+    const fx = await fixture();
+    const before = await snapshot(fx);
+    const junk = [{ bogus: true }, {}, { amount: -1, paymentId: "" }, { allocationIds: [], all: true }, { period: "2026-13" }];
+    const probes: [string, string, Record<string, string>, number][] = [
+      ["POST", `/billing/users/${fx.owner}/top-ups`, bearer(fx.ownerToken), 403],
+      ["POST", `/billing/users/${fx.other}/top-ups`, bearer(fx.ownerToken), 403],
+      ["POST", `/billing/users/${fx.owner}/top-ups`, {}, 401],
+      ["PUT", `/admin/billing/pricing-plans/${fx.planId}`, bearer(fx.ownerToken), 403],
+      ["PUT", `/admin/billing/users/${fx.owner}/plan`, bearer(fx.ownerToken), 403],
+      ["POST", `/admin/billing/users/${fx.owner}/adjustments`, bearer(fx.ownerToken), 403],
+      ["POST", "/admin/billing/failed-usage/replay", { "X-Service-Token": SERVICE_TOKEN }, 403],
+      ["POST", "/admin/billing/reconcile", { "X-Service-Token": SERVICE_TOKEN }, 403],
+      ["POST", "/admin/billing/invoices/run", bearer(fx.ownerToken), 403],
+      ["POST", "/api/internal/metering/device-usage", bearer(fx.adminToken), 403],
+      ["POST", "/api/internal/metering/device-usage", bearer(fx.ownerToken), 403],
+      ["POST", "/api/internal/metering/device-usage", {}, 401],
+    ];
+    for (const [method, path, headers, status] of probes) {
+      for (const body of junk) {
+        const r = await call(method, path, { headers, body });
+        expect(r.status, `${method} ${path} ${JSON.stringify(body)} → ${JSON.stringify(r.body)}`).toBe(status);
+        expectErrorShape(r.body, status === 401 ? "UNAUTHORIZED" : "FORBIDDEN");
+      }
+    }
+    expect(await snapshot(fx)).toEqual(before);
+  });
+
+  it("the top-up gate cannot be dodged by spelling the path another way", async () => {
+    const fx = await fixture();
+    const before = await snapshot(fx);
+    const body = { amount: 100_000, paymentId: fx.paymentId };
+    for (const path of [
+      `/billing/users/${fx.owner}/top-ups/`, `/billing/users/${fx.owner}/top%2Dups`, `/billing/users/${fx.owner}/%74op-ups`, `/billing/users/${fx.owner}/TOP-UPS`,
+      `/billing/users/${fx.owner}/./top-ups`, `/billing/users/x/../${fx.owner}/top-ups`, `/billing//users/${fx.owner}/top-ups`, `/billing/users/${fx.owner}/top-ups?x=1`,
+    ]) {
+      const r = await call("POST", path, { token: fx.ownerToken, body });
+      expect(r.status, `${path} → ${r.status} ${JSON.stringify(r.body)}`).toBeGreaterThanOrEqual(400);
+      expect(r.status, path).toBeLessThan(500);
+      expectErrorShape(r.body);
+    }
+    expect(await snapshot(fx)).toEqual(before);
+    expect((await account(fx.owner))?.balance).toBe(STARTING_CREDIT);
   });
 });

@@ -4,16 +4,22 @@
  *
  * Table-driven hostile requests against every route with a body, params or query, each
  * followed by a full state comparison (the user's quota, allocations and event log, the
- * devices, the pool, and which Durable Objects exist), then property-based runs
- * (fast-check) with arbitrary bodies, path ids and query strings.
+ * devices, the pool, which Durable Objects exist, and the billing tables in D1: usage
+ * records, ledger, account balances, pricing plans, dead letters, invoices, notifications),
+ * then property-based runs (fast-check) with arbitrary bodies, path ids and query strings.
  */
-import { listDurableObjectIds } from "cloudflare:test";
+import { createExecutionContext, createMessageBatch, getQueueResult, listDurableObjectIds } from "cloudflare:test";
 import { env, exports } from "cloudflare:workers";
 import fc from "fast-check";
 import { beforeAll, describe, expect, it } from "vitest";
 import { z } from "zod";
-import { AllocationResult, AllocationView, DeviceView, QuotaView, ReleaseResult } from "../src/schemas";
-import { call, registerDevice, tokenFor, uid, until } from "./helpers";
+import worker from "../src/index";
+import { periodOf } from "../src/domain/pricing";
+import {
+  AccountPlanBody, AdjustmentBody, AllocationResult, AllocationView, DeviceView, InvoiceRunBody, PricingPlanBody, QuotaView, ReconcileBody, ReleaseResult, ReplayBody, TopUpBody,
+  UsageOutcomeView, UsageReportBody,
+} from "../src/schemas";
+import { SERVICE_TOKEN, call, registerDevice, tokenFor, uid, until } from "./helpers";
 
 // ---- shared state ------------------------------------------------------------------------------
 
@@ -28,8 +34,25 @@ interface World {
   free1: string;
   free2: string;
   allocationId: string;
+  /** Billing state of the user's that bad input must leave alone (made in beforeAll). */
+  paymentId: string;
+  adjustmentId: string;
+  usageId: string;
+  deadLetter: string;
+  invoiceId: string;
 }
 let W: World;
+
+/** A month long past, in which the user's starting credit is booked, so it has an invoice. */
+const INVOICE_PERIOD = "2002-01";
+/** A usage record of the user's: one hour of a 2-core, 4 GB, 32 GB device in January 2026 (25 cents). */
+const usage = (o: Record<string, unknown> = {}): Record<string, unknown> => ({
+  allocationId: W.usageId, deviceId: W.held, userId: W.user, durationSeconds: 3600, cpuCores: 2, memoryMB: 4096, storageMB: 32768,
+  allocatedAt: "2026-01-10T10:00:00Z", releasedAt: "2026-01-10T11:00:00Z", ...o,
+});
+const planBody = (): Record<string, unknown> => ({
+  name: "Bad input plan", currency: "USD", basePerSecond: 100, cpuCorePerSecond: 10, memoryGBPerSecond: 5, storageGBPerSecond: 1, startingCredit: 500, lowBalanceThreshold: 50,
+});
 
 const b64url = (s: string) => {
   const bytes = new TextEncoder().encode(s);
@@ -53,17 +76,65 @@ beforeAll(async () => {
   expect(a.status, JSON.stringify(a.body)).toBe(201);
   expect((await call("GET", `/quotas/user/${other}`, { token: otherToken })).status).toBe(200);
   const free = devs.map((d) => d.deviceId).filter((d) => d !== a.body.deviceId);
-  W = { pool, user, other, userToken, otherToken, adminToken, held: a.body.deviceId, free1: free[0]!, free2: free[1]!, allocationId: a.body.allocationId };
+  W = {
+    pool, user, other, userToken, otherToken, adminToken, held: a.body.deviceId, free1: free[0]!, free2: free[1]!, allocationId: a.body.allocationId,
+    paymentId: uid("bi-pay"), adjustmentId: uid("bi-adj"), usageId: uid("bi-usage"), deadLetter: uid("bi-dead"), invoiceId: `inv_${INVOICE_PERIOD}_${user}`,
+  };
   await until(async () => {
     const s = await call("GET", `/admin/pools/${pool}`, { token: adminToken });
     return s.status === 200 && s.body.allocated === 1 && s.body.available === 2;
   });
+  // Billing state. The other user's account is opened first, so the user's later ledger rows are newer than it.
+  expect((await call("GET", `/billing/users/${other}/balance`, { token: otherToken })).body.balance).toBe(1000);
+  const top = await call("POST", `/billing/users/${user}/top-ups`, { service: SERVICE_TOKEN, body: { amount: 300, paymentId: W.paymentId, paymentMethod: "card" } });
+  expect(top.status, JSON.stringify(top.body)).toBe(201);
+  const adj = await call("POST", `/admin/billing/users/${user}/adjustments`, { token: adminToken, body: { amount: -50, adjustmentId: W.adjustmentId, memo: "bi" } });
+  expect(adj.status, JSON.stringify(adj.body)).toBe(201);
+  const u = await call("POST", "/api/internal/metering/device-usage", { service: SERVICE_TOKEN, body: usage() });
+  expect(u.body, JSON.stringify(u.body)).toMatchObject({ recorded: 1, results: [{ status: "recorded", amount: 25 }] });
+  await env.DB.prepare("UPDATE ledger SET created_at = ? WHERE entry_id = ?").bind(Date.parse(`${INVOICE_PERIOD}-15T00:00:00Z`), `starting_credit:${user}`).run();
+  const inv = await call("POST", "/admin/billing/invoices/run", { token: adminToken, body: { period: INVOICE_PERIOD } });
+  expect(inv.body, JSON.stringify(inv.body)).toMatchObject({ created: 1 });
+  const dead = { ...usage({ allocationId: W.deadLetter }), allocatedAt: Date.parse("2026-01-10T10:00:00Z"), releasedAt: Date.parse("2026-01-10T11:00:00Z"), reason: "released" };
+  const batch = createMessageBatch<unknown>("device-usage-dlq", [{ id: "m0", timestamp: new Date(), attempts: 11, body: dead }]);
+  await worker.queue(batch, env as never);
+  expect((await getQueueResult(batch, createExecutionContext())).explicitAcks).toEqual(["m0"]);
+  expect((await call("GET", `/billing/users/${user}/balance`, { token: userToken })).body.balance).toBe(1000 + 300 - 50 - 25);
 });
 
 async function objectIds() {
   const ids = (list: DurableObjectId[]) => list.map((i) => i.toString()).sort();
   const [userQuota, device, pool] = await Promise.all([listDurableObjectIds(env.USER_QUOTA), listDurableObjectIds(env.DEVICE), listDurableObjectIds(env.DEVICE_POOL)]);
   return { userQuota: ids(userQuota), device: ids(device), pool: ids(pool) };
+}
+
+/** Counts, sums and rows of every billing table in D1 (one batch, so the tables are read at one instant). */
+async function d1Snapshot() {
+  const queries = {
+    usage: "SELECT COUNT(*) AS n, COALESCE(SUM(duration_seconds), 0) AS seconds, COALESCE(SUM(cpu_cores + memory_mb + storage_mb), 0) AS spec FROM usage_records",
+    ledger: "SELECT COUNT(*) AS n, COALESCE(SUM(amount), 0) AS total, COALESCE(MAX(seq), 0) AS last FROM ledger",
+    accounts: "SELECT user_id, plan_id, balance, last_seq, reconciled_through, updated_at FROM accounts ORDER BY user_id",
+    plans: "SELECT * FROM pricing_plans ORDER BY plan_id",
+    failedUsage: "SELECT allocation_id, status, attempts, error, last_failed_at, resolved_at FROM failed_usage ORDER BY allocation_id",
+    invoices: "SELECT invoice_id, user_id, period, closing_balance FROM invoices ORDER BY invoice_id",
+    notifications: "SELECT COUNT(*) AS n FROM notifications",
+  };
+  const results = await env.DB.batch(Object.values(queries).map((q) => env.DB.prepare(q)));
+  return Object.fromEntries(Object.keys(queries).map((k, i) => [k, results[i]!.results]));
+}
+
+/** The two users' own billing rows (stable through the whole file: nothing of theirs is booked after beforeAll). */
+async function usersBilling() {
+  const queries = {
+    accounts: "SELECT * FROM accounts WHERE user_id IN (?, ?) ORDER BY user_id",
+    ledger: "SELECT * FROM ledger WHERE user_id IN (?, ?) ORDER BY seq",
+    usage: "SELECT * FROM usage_records WHERE user_id IN (?, ?) ORDER BY allocation_id",
+    invoices: "SELECT * FROM invoices WHERE user_id IN (?, ?) ORDER BY invoice_id",
+    failedUsage: "SELECT * FROM failed_usage WHERE user_id IN (?, ?) ORDER BY allocation_id",
+    notifications: "SELECT key, type, data FROM notifications WHERE user_id IN (?, ?) ORDER BY key",
+  };
+  const results = await env.DB.batch(Object.values(queries).map((q) => env.DB.prepare(q).bind(W.user, W.other)));
+  return Object.fromEntries(Object.keys(queries).map((k, i) => [k, results[i]!.results]));
 }
 
 /** Everything bad input must leave alone, read as an admin. */
@@ -87,7 +158,7 @@ async function snapshot() {
     pools: "/admin/pools",
   };
   const entries = await Promise.all(Object.entries(reads).map(async ([k, path]) => [k, await get(path)] as const));
-  return Object.fromEntries(entries);
+  return { ...Object.fromEntries(entries), billing: await usersBilling() };
 }
 
 function expectErrorShape(body: unknown, ctx = "") {
@@ -108,7 +179,7 @@ function expectNo5xx(r: { status: number; body: unknown; res: Response }, ctx: s
 
 // ---- the table -----------------------------------------------------------------------------------
 
-type As = "user" | "other" | "admin" | "none";
+type As = "user" | "other" | "admin" | "none" | "service";
 interface Case {
   name: string;
   method: string;
@@ -124,7 +195,7 @@ interface Case {
   objects?: boolean;
 }
 
-const tokenOf = (as: As) => ({ user: W.userToken, other: W.otherToken, admin: W.adminToken, none: null })[as];
+const tokenOf = (as: As) => ({ user: W.userToken, other: W.otherToken, admin: W.adminToken, none: null, service: null })[as];
 const JSON_CT = { "Content-Type": "application/json" };
 
 const BAD_IDS: [string, string][] = [
@@ -200,6 +271,14 @@ const BODY_ROUTES: BodyRoute[] = [
   { label: "register device", method: "POST", path: () => "/admin/devices", as: "admin", base: () => ({ deviceId: "bi-never-registered", pool: W.pool, cpuCores: 1, memoryMB: 1, storageMB: 1 }) },
   { label: "update device", method: "PATCH", path: () => `/admin/devices/${W.free1}`, as: "admin", base: () => ({ node: "bi-node-x" }) },
   { label: "pool strategy", method: "PUT", path: () => `/admin/pools/${W.pool}`, as: "admin", base: () => ({ strategy: "spread" }) },
+  { label: "top-up", method: "POST", path: () => `/billing/users/${W.user}/top-ups`, as: "admin", base: () => ({ amount: 100, paymentId: "bi-never-paid", paymentMethod: "card" }) },
+  { label: "pricing plan", method: "PUT", path: () => "/admin/billing/pricing-plans/bi-never-plan", as: "admin", base: planBody },
+  { label: "account plan", method: "PUT", path: () => `/admin/billing/users/${W.user}/plan`, as: "admin", base: () => ({ planId: "bi-never-plan" }) },
+  { label: "adjustment", method: "POST", path: () => `/admin/billing/users/${W.user}/adjustments`, as: "admin", base: () => ({ amount: -5, adjustmentId: "bi-never-adj", memo: "x" }) },
+  { label: "dead-letter replay", method: "POST", path: () => "/admin/billing/failed-usage/replay", as: "admin", base: () => ({ allocationIds: [W.deadLetter] }) },
+  { label: "reconcile", method: "POST", path: () => "/admin/billing/reconcile", as: "admin", base: () => ({ userId: W.user, heal: true }) },
+  { label: "invoice run", method: "POST", path: () => "/admin/billing/invoices/run", as: "admin", base: () => ({ period: "2002-02" }) },
+  { label: "internal usage", method: "POST", path: () => "/api/internal/metering/device-usage", as: "service", base: () => usage({ allocationId: "bi-never-used" }) },
 ];
 
 const JUNK_JSON = ["{", "nul", "[]", '"str"', "null", "1", "true", "", " ", '{"a":}', "{}}", "{'a':1}", "\u0000", "[".repeat(5000), '{"a":1,}', "undefined", "{\"a\":1}{\"b\":2}"];
@@ -455,6 +534,255 @@ function buildCases(): [string, Case[]][] {
     qs(() => `/admin/pools/${W.pool}/devices`, "admin", ["status=bogus", "status=removed", "limit=0", "limit=10000", `cursor=${pct("a/b")}`, `cursor=${"c".repeat(129)}`, "extra=1"]),
   ]);
 
+  // ---- billing and metering ----
+
+  const BAD_MONEY: unknown[] = [0, -1, -100, 1.5, 0.01, 99.99, -0.5, 100_000_001, 1e308, 2 ** 53, -(2 ** 53), "100", "1e2", null, true, [], {}, [100]];
+  const BAD_REF: unknown[] = ["", "a b", "a/b", "../x", "x".repeat(201), "pay\u0000", "pé", "📱", 5, null, true, [], {}];
+
+  const top = { method: "POST", path: () => `/billing/users/${W.user}/top-ups`, as: "admin" as As };
+  const topBase = () => ({ amount: 100, paymentId: "bi-never-paid" });
+  groups.push([
+    "top-up: fields",
+    [
+      ...missingCases(top, topBase, ["amount", "paymentId"]),
+      ...fieldCases(top, topBase, "amount", BAD_MONEY),
+      ...rawFieldCases(top, topBase, "amount", BAD_RAW_NUMBERS),
+      ...fieldCases(top, topBase, "paymentId", BAD_REF),
+      ...fieldCases(top, topBase, "paymentMethod", ["", "m".repeat(51), 5, null, [], {}]),
+      // The user comes from the path only.
+      ...fieldCases(top, topBase, "userId", ["bi-someone"]),
+      ...fieldCases(top, topBase, "currency", ["USD", "EUR"]),
+      { ...top, name: "empty object", body: () => ({}), status: 400, code: "VALIDATION_FAILED", objects: true },
+      // Valid by schema, refused by the ledger: the same paymentId is one payment of one user and one amount.
+      { ...top, name: "paymentId already credited, another amount", body: () => ({ amount: 301, paymentId: W.paymentId }), status: 409, code: "PAYMENT_ID_REUSED" },
+      { ...top, as: "service", name: "paymentId already credited, another amount (service)", body: () => ({ amount: 1, paymentId: W.paymentId }), status: 409, code: "PAYMENT_ID_REUSED" },
+      { ...top, name: "paymentId of the user's payment, credited to the other user", path: () => `/billing/users/${W.other}/top-ups`, body: () => ({ amount: 300, paymentId: W.paymentId }), status: 409, code: "PAYMENT_ID_REUSED" },
+      { ...top, name: "paymentId of the user's payment, credited to a user with no account yet", path: () => `/billing/users/${uid("bi-newpayer")}/top-ups`, body: () => ({ amount: 300, paymentId: W.paymentId }), status: 409, code: "PAYMENT_ID_REUSED" },
+      { ...top, as: "service", name: "a float amount from a service", body: () => ({ amount: 100.5, paymentId: "bi-never-paid" }), status: 400, code: "VALIDATION_FAILED", objects: true },
+      { ...top, as: "service", name: "no paymentId from a service", body: () => ({ amount: 100 }), status: 400, code: "VALIDATION_FAILED", objects: true },
+      { ...top, as: "service", name: "junk JSON from a service", raw: () => "{\"amount\":", headers: JSON_CT, status: 400, code: "INVALID_JSON", objects: true },
+    ],
+  ]);
+
+  const adj = { method: "POST", path: () => `/admin/billing/users/${W.user}/adjustments`, as: "admin" as As };
+  const adjBase = () => ({ amount: -5, adjustmentId: "bi-never-adj", memo: "x" });
+  groups.push([
+    "adjustment: fields",
+    [
+      ...missingCases(adj, adjBase, ["amount", "adjustmentId", "memo"]),
+      ...fieldCases(adj, adjBase, "amount", [0, -0, 1.5, -0.5, 100_000_001, -100_000_001, 1e308, -1e308, "5", null, true, []]),
+      ...rawFieldCases(adj, adjBase, "amount", BAD_RAW_NUMBERS),
+      ...fieldCases(adj, adjBase, "adjustmentId", BAD_REF),
+      ...fieldCases(adj, adjBase, "memo", ["", "m".repeat(501), 5, null, [], {}]),
+      { ...adj, name: "adjustmentId already used, another amount", body: () => ({ amount: -51, adjustmentId: W.adjustmentId, memo: "again" }), status: 409, code: "ADJUSTMENT_ID_REUSED" },
+      { ...adj, name: "adjustmentId of the user's adjustment, booked on the other user", path: () => `/admin/billing/users/${W.other}/adjustments`, body: () => ({ amount: -50, adjustmentId: W.adjustmentId, memo: "bi" }), status: 409, code: "ADJUSTMENT_ID_REUSED" },
+      { ...adj, name: "adjustmentId of the user's adjustment, booked on a user with no account yet", path: () => `/admin/billing/users/${uid("bi-newadj")}/adjustments`, body: () => ({ amount: -50, adjustmentId: W.adjustmentId, memo: "bi" }), status: 409, code: "ADJUSTMENT_ID_REUSED" },
+    ],
+  ]);
+
+  const plan = { method: "PUT", path: () => "/admin/billing/pricing-plans/bi-never-plan", as: "admin" as As };
+  groups.push([
+    "pricing plan: fields",
+    [
+      ...missingCases(plan, planBody, Object.keys(planBody())),
+      ...fieldCases(plan, planBody, "name", ["", "n".repeat(101), 5, null]),
+      ...fieldCases(plan, planBody, "currency", ["usd", "US", "USDX", "", "$", 840, null]),
+      ...["basePerSecond", "cpuCorePerSecond", "memoryGBPerSecond", "storageGBPerSecond"].flatMap((f) => fieldCases(plan, planBody, f, [-1, 1.5, 1e9 + 1, "1", null, 1e308])),
+      ...fieldCases(plan, planBody, "startingCredit", [-1, 0.5, 100_000_001, "1000", null]),
+      ...fieldCases(plan, planBody, "lowBalanceThreshold", [-1, 0.5, 100_000_001, null]),
+      ...fieldCases(plan, planBody, "planId", ["other-plan"]),
+      { ...plan, name: "a currency this deployment does not bill in", body: () => ({ ...planBody(), currency: "EUR" }), status: 400, code: "CURRENCY_NOT_SUPPORTED", objects: true },
+      { ...plan, name: "the seeded plan in another currency", path: () => "/admin/billing/pricing-plans/standard", body: () => ({ ...planBody(), currency: "EUR" }), status: 400, code: "CURRENCY_NOT_SUPPORTED", objects: true },
+    ],
+  ]);
+
+  const acctPlan = { method: "PUT", path: () => `/admin/billing/users/${W.user}/plan`, as: "admin" as As };
+  groups.push([
+    "account plan: fields",
+    [
+      { ...acctPlan, name: "empty object", body: () => ({}), status: 400, code: "VALIDATION_FAILED", objects: true },
+      ...fieldCases(acctPlan, () => ({ planId: "standard" }), "planId", BAD_ID_VALUES),
+      ...fieldCases(acctPlan, () => ({ planId: "standard" }), "balance", [1_000_000]),
+      { ...acctPlan, name: "a plan that does not exist", body: () => ({ planId: "bi-no-such-plan" }), status: 404, code: "PLAN_NOT_FOUND" },
+      // Refused before the account is opened: no account for a user who had none.
+      { ...acctPlan, name: "a plan that does not exist, for a user with no account", path: () => `/admin/billing/users/${uid("bi-noacct")}/plan`, body: () => ({ planId: "bi-no-such-plan" }), status: 404, code: "PLAN_NOT_FOUND" },
+    ],
+  ]);
+
+  const replay = { method: "POST", path: () => "/admin/billing/failed-usage/replay", as: "admin" as As };
+  const replayCase = (name: string, body: () => unknown): Case => ({ ...replay, name, body, status: 400, code: "VALIDATION_FAILED", objects: true });
+  groups.push([
+    "dead-letter replay: fields",
+    [
+      replayCase("neither allocationIds nor all", () => ({})),
+      replayCase("all: false alone", () => ({ all: false })),
+      replayCase("both allocationIds and all", () => ({ allocationIds: [W.deadLetter], all: true })),
+      replayCase("empty allocationIds", () => ({ allocationIds: [] })),
+      replayCase("empty allocationIds with all", () => ({ allocationIds: [], all: true })),
+      replayCase("101 allocationIds", () => ({ allocationIds: Array.from({ length: 101 }, (_, i) => `${W.deadLetter}-${i}`) })),
+      replayCase("101 allocationIds incl. a real one", () => ({ allocationIds: [W.deadLetter, ...Array.from({ length: 100 }, (_, i) => `bi-x-${i}`)] })),
+      ...(["", "a b", "a/b", "x".repeat(301), "é", 5, null, [], {}] as unknown[]).map((v) => replayCase(`allocationIds: [${JSON.stringify(v).slice(0, 30)}]`, () => ({ allocationIds: [W.deadLetter, v] }))),
+      ...(["x", 5, null, {}, true] as unknown[]).map((v) => replayCase(`allocationIds: ${JSON.stringify(v)}`, () => ({ allocationIds: v }))),
+      ...(["true", 1, null, [], {}] as unknown[]).map((v) => replayCase(`all: ${JSON.stringify(v)}`, () => ({ all: v }))),
+      replayCase("status filter (unknown field)", () => ({ all: true, status: "failed" })),
+    ],
+  ]);
+
+  const rec = { method: "POST", path: () => "/admin/billing/reconcile", as: "admin" as As };
+  const recBase = () => ({ userId: W.user, heal: true });
+  const BAD_TIMES: unknown[] = ["yesterday", "", "2026-13-01T00:00:00Z", "2026-02-30T00:00:00Z", "2026-01-01", "2026-01-01T00:00:00", "2026-01-01 00:00:00Z",
+    "2026-01-01T24:00:01Z", "2026-01-01T00:00:00+25:00", "+002026-01-01T00:00:00Z", "1767225600000", 1767225600000, -1, null, true, [], {}];
+  groups.push([
+    "reconcile: fields",
+    [
+      ...fieldCases(rec, recBase, "from", BAD_TIMES),
+      ...fieldCases(rec, recBase, "to", BAD_TIMES),
+      ...fieldCases(rec, recBase, "userId", BAD_ID_VALUES),
+      ...fieldCases(rec, recBase, "heal", ["false", "true", 0, 1, null, []]),
+      ...fieldCases(rec, recBase, "all", [true]),
+      { ...rec, name: "from = to", body: () => ({ ...recBase(), from: "2026-01-01T00:00:00Z", to: "2026-01-01T00:00:00Z" }), status: 400, code: "VALIDATION_FAILED", objects: true },
+      { ...rec, name: "from after to", body: () => ({ ...recBase(), from: "2026-02-01T00:00:00Z", to: "2026-01-01T00:00:00Z" }), status: 400, code: "VALIDATION_FAILED", objects: true },
+      { ...rec, name: "from after to, in other offsets", body: () => ({ ...recBase(), from: "2026-01-01T01:00:00+00:00", to: "2026-01-01T02:00:00+02:00" }), status: 400, code: "VALIDATION_FAILED", objects: true },
+      { ...rec, name: "from after to, for every account", body: () => ({ from: "2026-02-01T00:00:00Z", to: "2026-01-01T00:00:00Z" }), status: 400, code: "VALIDATION_FAILED", objects: true },
+    ],
+  ]);
+
+  const inv = { method: "POST", path: () => "/admin/billing/invoices/run", as: "admin" as As };
+  const nextMonth = () => { const d = new Date(); return periodOf(Date.UTC(d.getUTCFullYear(), d.getUTCMonth() + 1, 1)); };
+  groups.push([
+    "invoice run: fields",
+    [
+      { ...inv, name: "empty object", body: () => ({}), status: 400, code: "VALIDATION_FAILED", objects: true },
+      ...fieldCases(inv, () => ({ period: "2002-02" }), "period", ["2026-13", "2026-00", "2026-1", "26-01", "2026/01", "2026-01-01", "2026-01 ", " 2026-01", "２０２６-01", "", "latest", 202601, null, true, [], {}]),
+      ...fieldCases(inv, () => ({ period: "2002-02" }), "userId", ["bi-someone"]),
+      { ...inv, name: "this month (has not ended)", body: () => ({ period: periodOf(Date.now()) }), status: 409, code: "PERIOD_NOT_ENDED", objects: true },
+      { ...inv, name: "next month", body: () => ({ period: nextMonth() }), status: 409, code: "PERIOD_NOT_ENDED", objects: true },
+      { ...inv, name: "9999-12", body: () => ({ period: "9999-12" }), status: 409, code: "PERIOD_NOT_ENDED", objects: true },
+    ],
+  ]);
+
+  const use = { method: "POST", path: () => "/api/internal/metering/device-usage", as: "service" as As };
+  const useBase = () => usage({ allocationId: "bi-never-used" });
+  const useCase = (name: string, body: () => unknown): Case => ({ ...use, name, body, status: 400, code: "VALIDATION_FAILED", objects: true });
+  const fresh = (i: number, o: Record<string, unknown> = {}) => usage({ allocationId: `bi-batch-${i}`, ...o });
+  groups.push([
+    "internal usage: fields",
+    [
+      ...missingCases(use, useBase, ["allocationId", "deviceId", "userId", "durationSeconds", "cpuCores", "memoryMB", "storageMB", "allocatedAt", "releasedAt"]),
+      ...fieldCases(use, useBase, "allocationId", ["", "a b", "a/b", "x".repeat(301), "é", "\u0000", 5, null, true, [], {}]),
+      ...fieldCases(use, useBase, "deviceId", BAD_ID_VALUES),
+      ...fieldCases(use, useBase, "userId", BAD_ID_VALUES),
+      ...fieldCases(use, useBase, "tenantId", BAD_ID_VALUES),
+      ...fieldCases(use, useBase, "durationSeconds", [-1, 1.5, "3600", null, 315_360_001, 1e308, Infinity, true]),
+      ...rawFieldCases(use, useBase, "durationSeconds", BAD_RAW_NUMBERS),
+      ...fieldCases(use, useBase, "cpuCores", [-1, 1025, 1.5, "2", null]),
+      ...fieldCases(use, useBase, "memoryMB", [-1, 16_777_217, 0.5, "4096", null]),
+      ...fieldCases(use, useBase, "storageMB", [-1, 1_073_741_825, 2.5, "1", null]),
+      ...fieldCases(use, useBase, "allocatedAt", BAD_TIMES.filter((t) => t !== 1767225600000)),
+      ...fieldCases(use, useBase, "releasedAt", [...BAD_TIMES.filter((t) => t !== 1767225600000), 8.64e15 + 1, 1.5]),
+      ...fieldCases(use, useBase, "reason", ["crashed", "", "RELEASED", 5, null]),
+      ...fieldCases(use, useBase, "amount", [0]),
+      ...fieldCases(use, useBase, "status", ["active"]),
+      useCase("releasedAt before allocatedAt", () => usage({ allocationId: "bi-never-used", allocatedAt: "2026-01-10T11:00:00Z", releasedAt: "2026-01-10T10:00:00Z", durationSeconds: 0 })),
+      useCase("releasedAt before allocatedAt (epoch ms)", () => usage({ allocationId: "bi-never-used", allocatedAt: 2_000_000, releasedAt: 1_999_999, durationSeconds: 0 })),
+      useCase("releasedAt before allocatedAt (mixed ISO and epoch)", () => usage({ allocationId: "bi-never-used", allocatedAt: "2026-01-10T11:00:00Z", releasedAt: Date.parse("2026-01-10T10:59:59Z"), durationSeconds: 0 })),
+      useCase("releasedAt before allocatedAt across offsets", () => usage({ allocationId: "bi-never-used", allocatedAt: "2026-01-10T11:00:00+00:00", releasedAt: "2026-01-10T12:00:00+02:00", durationSeconds: 0 })),
+      useCase("durationSeconds longer than the span (3602 s in an hour)", () => usage({ allocationId: "bi-never-used", durationSeconds: 3602 })),
+      useCase("durationSeconds of a day in an hour", () => usage({ allocationId: "bi-never-used", durationSeconds: 86_400 })),
+      useCase("durationSeconds > 0 with a zero span", () => usage({ allocationId: "bi-never-used", allocatedAt: 5_000, releasedAt: 5_000, durationSeconds: 2 })),
+      useCase("an empty array", () => []),
+      useCase("records: []", () => ({ records: [] })),
+      useCase("101 records", () => Array.from({ length: 101 }, (_, i) => fresh(i))),
+      useCase("records: 101", () => ({ records: Array.from({ length: 101 }, (_, i) => fresh(i)) })),
+      useCase("the same allocationId twice in one batch", () => [fresh(1), fresh(2), fresh(1, { durationSeconds: 60 })]),
+      useCase("the same allocationId twice in records", () => ({ records: [fresh(1), fresh(1)] })),
+      useCase("the same allocationId twice, for two users", () => [fresh(1), fresh(1, { userId: W.other })]),
+      useCase("an already recorded allocationId twice in one batch", () => [usage(), usage()]),
+      useCase("one bad record among good ones (nothing is booked)", () => [fresh(1), fresh(2), fresh(3, { cpuCores: -1 })]),
+      useCase("one record with releasedAt before allocatedAt among good ones", () => ({ records: [fresh(1), fresh(2, { releasedAt: "2026-01-10T09:00:00Z" })] })),
+      useCase("a non-object in the batch", () => [fresh(1), "x"]),
+      useCase("null in the batch", () => [fresh(1), null]),
+      useCase("a nested batch", () => [[fresh(1)]]),
+      useCase("records with an unknown field beside it", () => ({ records: [fresh(1)], source: "device" })),
+      useCase("records that is not an array", () => ({ records: fresh(1) })),
+      useCase("a record with an unknown field inside records", () => ({ records: [fresh(1, { source: "device" })] })),
+      useCase("a single record wrapped in another key", () => ({ record: fresh(1) })),
+    ],
+  ]);
+
+  // Queries of the read routes.
+  const PERIOD_QUERY = [
+    "from=yesterday", "from=", "from=2026-13-01T00:00:00Z", "from=2026-02-30T00:00:00Z", "from=2026-01-01", "from=2026-01-01T00:00:00", "from=1767225600000",
+    `from=${pct("2026-01-01 00:00:00Z")}`, "to=2026-01-01T25:00:00Z", "to=now", `to=${pct("\u0000")}`,
+    "from=2026-01-01T00:00:00Z&to=2026-01-01T00:00:00Z", "from=2026-02-01T00:00:00Z&to=2026-01-01T00:00:00Z",
+    `from=${pct("2026-01-01T01:00:00+00:00")}&to=${pct("2026-01-01T02:00:00+02:00")}`,
+    "cursor=abc", "cursor=1.", "cursor=.x", "cursor=-1.x", `cursor=${"1".repeat(300)}.${"x".repeat(101)}`, "limit=0", "limit=201", "limit=-1", "limit=1.5", "limit=abc",
+    "extra=1", "userId=x", "from=2026-01-01T00:00:00Z&from=2026-02-01T00:00:00Z",
+  ];
+  groups.push(["metering user report: query", qs(() => `/metering/users/${W.user}`, "user", PERIOD_QUERY)]);
+  groups.push(["metering device report: query", qs(() => `/metering/devices/${W.held}`, "admin", PERIOD_QUERY)]);
+  groups.push(["ledger: query", qs(() => `/billing/users/${W.user}/ledger`, "user", ["cursor=-1", "cursor=abc", "cursor=1.5", "cursor=1e300", "cursor=99999999999999999999", "limit=0", "limit=201", "limit=x", "extra=1", "kind=charge"])]);
+  groups.push(["dead letters: query", qs(() => "/admin/billing/failed-usage", "admin", ["status=bogus", "status=FAILED", "status=", "limit=0", "limit=10000", `cursor=${"c".repeat(401)}`, "extra=1", "userId=x"])]);
+  groups.push([
+    "billing reads of another user",
+    [
+      q("GET", () => `/billing/users/${W.other}/balance`, "user", "balance", 403, "FORBIDDEN"),
+      q("GET", () => `/billing/users/${W.other}/ledger?limit=1`, "user", "ledger", 403, "FORBIDDEN"),
+      q("GET", () => `/billing/users/${W.other}/invoices`, "user", "invoices", 403, "FORBIDDEN"),
+      q("GET", () => `/metering/users/${W.other}?from=2026-01-01T00:00:00Z`, "user", "usage report", 403, "FORBIDDEN"),
+      q("GET", () => `/billing/invoices/${W.invoiceId}`, "other", "the user's invoice, by the other user", 404, "INVOICE_NOT_FOUND"),
+    ],
+  ]);
+
+  // Path ids of the billing routes.
+  const billingIdRoutes: [string, string, (id: string) => string, As, (() => unknown) | undefined][] = [
+    ["GET", "balance", (id) => `/billing/users/${id}/balance`, "admin", undefined],
+    ["GET", "ledger", (id) => `/billing/users/${id}/ledger`, "admin", undefined],
+    ["GET", "invoices", (id) => `/billing/users/${id}/invoices`, "admin", undefined],
+    ["POST", "top-up", (id) => `/billing/users/${id}/top-ups`, "admin", () => ({ amount: 100, paymentId: "bi-never-paid" })],
+    ["POST", "top-up (service)", (id) => `/billing/users/${id}/top-ups`, "service", () => ({ amount: 100, paymentId: "bi-never-paid" })],
+    ["GET", "usage report", (id) => `/metering/users/${id}`, "admin", undefined],
+    ["GET", "device usage report", (id) => `/metering/devices/${id}`, "admin", undefined],
+    ["PUT", "pricing plan", (id) => `/admin/billing/pricing-plans/${id}`, "admin", planBody],
+    ["PUT", "account plan", (id) => `/admin/billing/users/${id}/plan`, "admin", () => ({ planId: "standard" })],
+    ["POST", "adjustment", (id) => `/admin/billing/users/${id}/adjustments`, "admin", () => ({ amount: -5, adjustmentId: "bi-never-adj", memo: "x" })],
+    ["GET", "internal balance", (id) => `/api/internal/balance/user/${id}`, "service", undefined],
+  ];
+  for (const [method, label, path, as, body] of billingIdRoutes) {
+    const cases: Case[] = BAD_IDS.filter(([n]) => n !== "empty").map(([n, v]) => ({
+      method, path: () => path(pct(v)), as, body, name: `id ${n}`, status: 400, code: "VALIDATION_FAILED", objects: true,
+    }));
+    cases.push({ method, path: () => path("%E0%A4%A"), as, body, name: "id with a malformed percent escape", status: 400, code: "VALIDATION_FAILED", objects: true });
+    groups.push([`${label}: path id`, cases]);
+  }
+  groups.push([
+    "invoice: path id",
+    [
+      ...BAD_IDS.filter(([n]) => n !== "empty" && n !== "1000 chars").map(([n, v]): Case => ({
+        method: "GET", path: () => `/billing/invoices/${pct(v)}`, as: "admin", name: `id ${n}`, status: 404, code: "INVOICE_NOT_FOUND", objects: true,
+      })),
+      ...[["301 chars", "i".repeat(301)], ["1000 chars", "d".repeat(1000)]].map(([n, v]): Case => ({
+        method: "GET", path: () => `/billing/invoices/${v}`, as: "admin", name: `id ${n}`, status: 400, code: "VALIDATION_FAILED", objects: true,
+      })),
+      ...[["the user's invoice id with a slash appended", () => `${W.invoiceId}${pct("/")}`], ["the user's invoice id in upper case", () => W.invoiceId.toUpperCase()],
+        ["SQL in the id", () => pct("' OR 1=1 --")], ["a LIKE wildcard", () => pct(`inv_${INVOICE_PERIOD}_%`)], ["malformed percent escape", () => "%E0%A4%A"]].map(
+        ([n, id]): Case => ({ method: "GET", path: () => `/billing/invoices/${(id as () => string)()}`, as: "user", name: n as string, status: 404, code: "INVOICE_NOT_FOUND", objects: true }),
+      ),
+    ],
+  ]);
+  groups.push([
+    "billing routes without the right caller (refused before validation)",
+    [
+      { method: "POST", path: () => `/billing/users/${W.user}/top-ups`, as: "user", name: "top-up by the user, junk body", raw: () => "{", headers: JSON_CT, status: 403, code: "FORBIDDEN", objects: true },
+      { method: "POST", path: () => `/billing/users/${W.user}/top-ups`, as: "none", name: "top-up without a token, invalid body", body: () => ({ amount: -1 }), status: 401, code: "UNAUTHORIZED", objects: true },
+      { method: "POST", path: () => "/api/internal/metering/device-usage", as: "admin", name: "usage by an admin, invalid body", body: () => [], status: 403, code: "FORBIDDEN", objects: true },
+      { method: "POST", path: () => "/api/internal/metering/device-usage", as: "user", name: "usage by a user, valid body", body: () => usage({ allocationId: "bi-never-used" }), status: 403, code: "FORBIDDEN", objects: true },
+      { method: "POST", path: () => "/admin/billing/invoices/run", as: "service", name: "invoice run by a service", body: () => ({ period: "2026-13" }), status: 403, code: "FORBIDDEN", objects: true },
+      { method: "GET", path: () => "/metering/devices/x?limit=0", as: "user", name: "device report by a user, invalid query", status: 403, code: "FORBIDDEN", objects: true },
+      { method: "POST", path: () => "/api/internal/metering/device-usage", as: "none", name: "usage without a token, huge body", raw: () => "x".repeat(70_000), headers: JSON_CT, status: 413, code: "PAYLOAD_TOO_LARGE", objects: true },
+    ],
+  ]);
+
   // Bad input from someone not signed in is refused for sign-in first (or for size), never validated into a 400 leak.
   groups.push([
     "bad input without a token",
@@ -482,9 +810,11 @@ function buildCases(): [string, Case[]][] {
 
 async function send(c: Case, path: string) {
   const token = tokenOf(c.as);
+  const service = c.as === "service" ? SERVICE_TOKEN : undefined;
   if (c.raw) {
     const headers: Record<string, string> = { ...c.headers };
     if (token) headers.Authorization = `Bearer ${token}`;
+    if (service) headers["X-Service-Token"] = service;
     const res = await exports.default.fetch(new Request(`https://test.local${path}`, { method: c.method, headers, body: c.raw() }));
     const text = await res.text();
     let body: unknown = text;
@@ -495,8 +825,21 @@ async function send(c: Case, path: string) {
     }
     return { status: res.status, body, res };
   }
-  return call(c.method, path, { token, body: c.body?.(), headers: c.headers });
+  return call(c.method, path, { token, service, body: c.body?.(), headers: c.headers });
 }
+
+describe("the billing table's base bodies", () => {
+  it("are valid (so each case is refused for the one thing it breaks), checked against the schemas without sending them", () => {
+    const base = (label: string) => BODY_ROUTES.find((r) => r.label === label)!.base();
+    const schemas: [string, z.ZodType][] = [
+      ["top-up", TopUpBody], ["pricing plan", PricingPlanBody], ["account plan", AccountPlanBody], ["adjustment", AdjustmentBody],
+      ["dead-letter replay", ReplayBody], ["reconcile", ReconcileBody], ["invoice run", InvoiceRunBody], ["internal usage", UsageReportBody],
+    ];
+    for (const [label, schema] of schemas) expect(schema.safeParse(base(label)).error, label).toBeUndefined();
+    expect(UsageReportBody.safeParse(Array.from({ length: 100 }, (_, i) => usage({ allocationId: `bi-batch-${i}` }))).success).toBe(true);
+    expect(UsageReportBody.safeParse(usage({ durationSeconds: 3601 })).success, "the span allows one second of rounding").toBe(true);
+  });
+});
 
 describe("table: hostile input is refused with a 4xx and changes nothing", () => {
   // The table needs W, which beforeAll fills: build lazily, but with stable names.
@@ -505,6 +848,7 @@ describe("table: hostile input is refused with a 4xx and changes nothing", () =>
       for (const c of cases) {
         it(c.name, async () => {
           const before = await snapshot();
+          const d1 = await d1Snapshot();
           const ids = c.objects ? await objectIds() : null;
           const path = c.path();
           const r = await send(c, path);
@@ -515,6 +859,7 @@ describe("table: hostile input is refused with a 4xx and changes nothing", () =>
           expectErrorShape(r.body, ctx);
           if (c.code !== undefined) expect([c.code].flat(), ctx).toContain((r.body as { error: { code: string } }).error.code);
           expect(await snapshot(), ctx).toEqual(before);
+          expect(await d1Snapshot(), `${ctx}: D1 billing tables`).toEqual(d1);
           if (ids) expect(await objectIds(), `${ctx}: no Durable Object may be created`).toEqual(ids);
         });
       }
@@ -796,6 +1141,206 @@ describe("properties: arbitrary input never gets a 5xx", () => {
       { numRuns: RUNS },
     );
     expect(await snapshot()).toEqual(before);
+  });
+});
+
+// ---- billing properties -------------------------------------------------------------------------------
+
+/** Replaces "$name" strings anywhere in a JSON value by `names[name]`. */
+function fillDeep(v: unknown, names: Record<string, string>): unknown {
+  if (typeof v === "string" && v.startsWith("$") && v in names) return names[v];
+  if (Array.isArray(v)) return v.map((x) => fillDeep(x, names));
+  if (v && typeof v === "object") return Object.fromEntries(Object.entries(v).map(([k, x]) => [k, fillDeep(x, names)]));
+  return v;
+}
+
+/** The billing rows of `users` and `allocationIds`, and counts that only these routes move (the queue writes `device` usage, never these). */
+async function billingRows(users: string[], allocationIds: string[]) {
+  const u = users.map(() => "?").join(", ");
+  const a = allocationIds.map(() => "?").join(", ");
+  const queries: [string, string, unknown[]][] = [
+    ["accounts", `SELECT * FROM accounts WHERE user_id IN (${u}) ORDER BY user_id`, users],
+    ["ledger", `SELECT * FROM ledger WHERE user_id IN (${u}) OR allocation_id IN (${a}) ORDER BY seq`, [...users, ...allocationIds]],
+    ["usage", `SELECT * FROM usage_records WHERE user_id IN (${u}) OR allocation_id IN (${a}) ORDER BY allocation_id`, [...users, ...allocationIds]],
+    ["notifications", `SELECT key, user_id, type, data FROM notifications WHERE user_id IN (${u}) ORDER BY key`, users],
+    ["counts", `SELECT (SELECT COUNT(*) FROM accounts) AS accounts, (SELECT COUNT(*) FROM usage_records WHERE source = 'external') AS externalUsage,
+      (SELECT COUNT(*) FROM ledger WHERE kind IN ('top_up', 'adjustment', 'starting_credit')) AS credits`, []],
+  ];
+  const results = await env.DB.batch(queries.map(([, q, args]) => env.DB.prepare(q).bind(...args)));
+  return Object.fromEntries(queries.map(([k], i) => [k, results[i]!.results])) as Record<string, Record<string, any>[]>;
+}
+
+/** Every account of `users` holds exactly the sum of its ledger. */
+async function expectBalancesFollowLedger(users: string[], ctx: string) {
+  for (const user of users) {
+    const row = await env.DB.prepare("SELECT a.balance, (SELECT COALESCE(SUM(amount), 0) FROM ledger l WHERE l.user_id = a.user_id) AS total FROM accounts a WHERE a.user_id = ?")
+      .bind(user).first<{ balance: number; total: number }>();
+    if (row) expect(row.balance, `${ctx}: balance of ${user} is not the sum of its ledger`).toBe(row.total);
+  }
+}
+
+const END_REASONS = ["released", "expired", "force_released", "maintenance", "offline", "removed", "orphaned", "idle"] as const;
+const UsageResponse = z.object({ recorded: z.number(), duplicates: z.number(), failed: z.literal(0), results: z.array(UsageOutcomeView.strict()) }).strict();
+const TopUpResponse = z.object({ userId: z.string(), paymentId: z.string(), amount: z.number().int(), balance: z.number().int(), currency: z.literal("USD"), duplicate: z.boolean() }).strict();
+
+describe("properties: billing input never gets a 5xx, and a refusal books nothing", () => {
+  it("internal usage: arbitrary bodies → outcomes that match D1, or a 4xx that booked nothing", async () => {
+    // A record that passes the schema: releasedAt ≥ allocatedAt and durationSeconds within the span (+1 s).
+    const goodRecord = fc
+      .record({
+        allocationId: fc.constantFrom("$a1", "$a2", "$a3", "$used"),
+        deviceId: fc.constantFrom("bi-pu-dev", W.held),
+        userId: fc.constantFrom("$u1", "$u1", "$u2"),
+        tenantId: fc.option(fc.constantFrom("t1", "tenant.2"), { nil: undefined }),
+        cpuCores: fc.oneof(fc.integer({ min: 0, max: 8 }), fc.integer({ min: 0, max: 1024 })),
+        memoryMB: fc.oneof(fc.integer({ min: 0, max: 8192 }), fc.integer({ min: 0, max: 16_777_216 })),
+        storageMB: fc.oneof(fc.integer({ min: 0, max: 65536 }), fc.integer({ min: 0, max: 1_073_741_824 })),
+        start: fc.integer({ min: 0, max: 4_102_444_800_000 }),
+        spanMs: fc.oneof(fc.integer({ min: 0, max: 7_200_000 }), fc.integer({ min: 0, max: 315_360_000_000 })),
+        durationPick: fc.nat(),
+        iso: fc.constantFrom("both", "none", "allocated", "released"),
+        reason: fc.option(fc.constantFrom(...END_REASONS), { nil: undefined }),
+      })
+      .map((r) => {
+        const maxDuration = Math.min(Math.ceil(r.spanMs / 1000) + 1, 315_360_000);
+        const at = (t: number, asIso: boolean) => (asIso ? new Date(t).toISOString() : t);
+        return {
+          allocationId: r.allocationId, deviceId: r.deviceId, userId: r.userId, tenantId: r.tenantId,
+          durationSeconds: r.durationPick % (maxDuration + 1), cpuCores: r.cpuCores, memoryMB: r.memoryMB, storageMB: r.storageMB,
+          allocatedAt: at(r.start, r.iso === "both" || r.iso === "allocated"), releasedAt: at(r.start + r.spanMs, r.iso === "both" || r.iso === "released"),
+          reason: r.reason,
+        } as Record<string, unknown>;
+      });
+    /** A good record with one field replaced by junk, or dropped. */
+    const brokenRecord = fc.tuple(goodRecord, fc.constantFrom("allocationId", "deviceId", "userId", "durationSeconds", "cpuCores", "allocatedAt", "releasedAt", "reason", "extra"), junk, fc.boolean())
+      .map(([r, k, v, drop]) => {
+        const out: Record<string, unknown> = { ...r, [k]: v };
+        if (drop) delete out[k];
+        return out;
+      });
+    const record = fc.oneof({ weight: 3, arbitrary: goodRecord }, { weight: 1, arbitrary: brokenRecord });
+    const body = fc.oneof(
+      record,
+      fc.array(record, { minLength: 1, maxLength: 4 }),
+      fc.array(record, { minLength: 1, maxLength: 4 }).map((records) => ({ records })),
+      bodies({
+        allocationId: fc.constantFrom("$a1", "$a2"), deviceId: fc.constantFrom("bi-pu-dev"), userId: fc.constantFrom("$u1", "$u2"),
+        durationSeconds: fc.integer({ min: 0, max: 3600 }), cpuCores: fc.integer({ min: 0, max: 4 }), memoryMB: fc.integer({ min: 0, max: 4096 }), storageMB: fc.integer({ min: 0, max: 4096 }),
+        allocatedAt: fc.constantFrom(0, "2026-01-01T00:00:00Z"), releasedAt: fc.constantFrom(3_600_000, "2026-01-01T01:00:00Z"), reason: fc.constantFrom(...END_REASONS),
+      }),
+    );
+    let recorded = 0;
+    let duplicates = 0;
+    let refused = 0;
+    await fc.assert(
+      fc.asyncProperty(body, async (raw) => {
+        const names = { $u1: uid("bi-uu"), $u2: uid("bi-uu"), $a1: uid("bi-ua"), $a2: uid("bi-ua"), $a3: uid("bi-ua"), $used: W.usageId };
+        const users = [names.$u1, names.$u2, W.user];
+        const ids = [names.$a1, names.$a2, names.$a3, W.usageId];
+        const sent = fillDeep(raw, names);
+        const ctx = `usage ${JSON.stringify(sent).slice(0, 600)}`;
+        const before = await billingRows(users, ids);
+        const r = await call("POST", "/api/internal/metering/device-usage", { service: SERVICE_TOKEN, body: sent });
+        expectNo5xx(r, ctx);
+        if (r.status >= 400) {
+          refused++;
+          expect(await billingRows(users, ids), `${ctx} → ${r.status}: a refused report changed D1`).toEqual(before);
+          return;
+        }
+        expect(r.status, ctx).toBe(200);
+        const out = UsageResponse.parse(r.body);
+        const records = (Array.isArray(sent) ? sent : "records" in (sent as object) ? (sent as { records: unknown[] }).records : [sent]) as { allocationId: string; userId: string; durationSeconds: number }[];
+        expect(out.results.map((x) => x.allocationId), ctx).toEqual(records.map((x) => x.allocationId));
+        expect(new Set(records.map((x) => x.allocationId)).size, `${ctx}: a batch with a repeated allocationId was accepted`).toBe(records.length);
+        expect(out.recorded + out.duplicates, ctx).toBe(records.length);
+        const after = await billingRows(users, ids);
+        const existed = new Set(before.usage!.map((u) => u.allocation_id));
+        for (const [i, res] of out.results.entries()) {
+          const rec = records[i]!;
+          const row = after.usage!.find((u) => u.allocation_id === rec.allocationId);
+          const charge = after.ledger!.filter((l) => l.allocation_id === rec.allocationId);
+          expect(row, ctx).toBeDefined();
+          expect(charge, `${ctx}: one charge per allocation`).toHaveLength(1);
+          if (res.status === "recorded") {
+            recorded++;
+            expect(existed.has(rec.allocationId), `${ctx}: recorded twice`).toBe(false);
+            expect(row).toMatchObject({ user_id: rec.userId, duration_seconds: rec.durationSeconds, source: "external" });
+            expect(charge[0]).toMatchObject({ user_id: rec.userId, kind: "charge", amount: 0 - res.amount! });
+          } else {
+            duplicates++;
+            expect(existed.has(rec.allocationId), `${ctx}: "duplicate" of a record that did not exist`).toBe(true);
+            // A duplicate changes nothing about the first record, whoever reports it.
+            expect(row).toEqual(before.usage!.find((u) => u.allocation_id === rec.allocationId));
+          }
+        }
+        // Users whose every record was a duplicate are charged nothing more.
+        const charged = new Set(records.filter((_, i) => out.results[i]!.status === "recorded").map((x) => x.userId));
+        for (const user of users.filter((u) => !charged.has(u))) {
+          const was = before.accounts!.find((a) => a.user_id === user);
+          const now = after.accounts!.find((a) => a.user_id === user);
+          if (was) expect(now?.balance, `${ctx}: ${user} reported nothing new but the balance moved`).toBe(was.balance);
+        }
+        await expectBalancesFollowLedger(users, ctx);
+      }),
+      { numRuns: RUNS },
+    );
+    expect(recorded, "the generator should also produce records that are booked").toBeGreaterThan(0);
+    expect(refused, "and some that are refused").toBeGreaterThan(0);
+    expect(duplicates, "and some duplicates").toBeGreaterThan(0);
+  });
+
+  it("top-ups: arbitrary bodies → a credit that matches D1 (once per paymentId), or a 4xx that changed nothing", async () => {
+    let credited = 0;
+    let refused = 0;
+    await fc.assert(
+      fc.asyncProperty(
+        bodies({
+          amount: fc.oneof(fc.integer({ min: 1, max: 100_000_000 }), fc.constantFrom(1, 100_000_000)),
+          paymentId: fc.constantFrom("$p1", "$p1", "$p2", "$reused"),
+          paymentMethod: fc.constantFrom("card", "wire", "m".repeat(50), "é"),
+        }, ["amount", "paymentId"]),
+        fc.constantFrom("admin", "service"),
+        fc.boolean(),
+        fc.boolean(),
+        async (raw, by, hasAccount, again) => {
+          const me = uid("bi-pt");
+          const names = { $p1: uid("bi-pp"), $p2: uid("bi-pp"), $reused: W.paymentId };
+          const users = [me, W.user];
+          if (hasAccount) expect((await call("GET", `/api/internal/balance/user/${me}`, { service: SERVICE_TOKEN })).status).toBe(200);
+          const sent = fillDeep(raw, names);
+          const ctx = `top-up by ${by} (account: ${hasAccount}) ${JSON.stringify(sent).slice(0, 300)}`;
+          const send = () => call("POST", `/billing/users/${me}/top-ups`, by === "admin" ? { token: W.adminToken, body: sent } : { service: SERVICE_TOKEN, body: sent });
+          const before = await billingRows(users, []);
+          const r = await send();
+          expectNo5xx(r, ctx);
+          if (r.status >= 400) {
+            refused++;
+            expect(await billingRows(users, []), `${ctx} → ${r.status} ${JSON.stringify(r.body)}: a refused top-up changed D1`).toEqual(before);
+            return;
+          }
+          expect(r.status, ctx).toBe(201);
+          credited++;
+          const b = sent as { amount: number; paymentId: string };
+          const start = before.accounts!.find((a) => a.user_id === me)?.balance ?? 1000;
+          expect(TopUpResponse.parse(r.body), ctx).toEqual({ userId: me, paymentId: b.paymentId, amount: b.amount, balance: start + b.amount, currency: "USD", duplicate: false });
+          const after = await billingRows(users, []);
+          expect(after.ledger!.filter((l) => l.entry_id === `top_up:${b.paymentId}`)).toEqual([expect.objectContaining({ user_id: me, kind: "top_up", amount: b.amount, balance_after: start + b.amount })]);
+          expect(after.notifications!.filter((n) => n.user_id === me && n.type === "billing.payment_success")).toHaveLength(1);
+          await expectBalancesFollowLedger(users, ctx);
+          if (again) {
+            const r2 = await send();
+            expect(r2.status, `${ctx}: the same payment again`).toBe(200);
+            expect(r2.body).toEqual({ ...r.body, duplicate: true });
+            expect(await billingRows(users, []), `${ctx}: the same payment again changed D1`).toEqual(after);
+          }
+        },
+      ),
+      { numRuns: RUNS },
+    );
+    expect(credited, "some bodies should be valid top-ups").toBeGreaterThan(0);
+    expect(refused, "and some refused").toBeGreaterThan(0);
+    const w = await env.DB.prepare("SELECT balance FROM accounts WHERE user_id = ?").bind(W.user).first<{ balance: number }>();
+    expect(w?.balance, "the user whose paymentId was reused keeps their balance").toBe(1000 + 300 - 50 - 25);
   });
 });
 
