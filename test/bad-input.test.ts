@@ -1344,6 +1344,27 @@ describe("properties: billing input never gets a 5xx, and a refusal books nothin
   });
 });
 
+describe("repeats the table cannot express (valid, answered 200, and still nothing changes)", () => {
+  const repeats: [string, () => Promise<{ status: number; body: any; res: Response }>, Record<string, unknown>][] = [
+    ["the user's usage record reported again", () => call("POST", "/api/internal/metering/device-usage", { service: SERVICE_TOKEN, body: usage() }), { recorded: 0, duplicates: 1 }],
+    ["the user's allocationId reported for the other user (whose account is older than the charge)",
+      () => call("POST", "/api/internal/metering/device-usage", { service: SERVICE_TOKEN, body: usage({ userId: W.other, durationSeconds: 60 }) }), { recorded: 0, duplicates: 1 }],
+    ["the user's payment credited again", () => call("POST", `/billing/users/${W.user}/top-ups`, { token: W.adminToken, body: { amount: 300, paymentId: W.paymentId } }), { duplicate: true, amount: 300 }],
+    ["the user's adjustment booked again", () => call("POST", `/admin/billing/users/${W.user}/adjustments`, { token: W.adminToken, body: { amount: -50, adjustmentId: W.adjustmentId, memo: "bi" } }), { duplicate: true, amount: -50 }],
+  ];
+  for (const [name, send, want] of repeats) {
+    it(name, async () => {
+      const before = await snapshot();
+      const d1 = await d1Snapshot();
+      const r = await send();
+      expect(r.status, JSON.stringify(r.body)).toBe(200);
+      expect(r.body).toMatchObject(want);
+      expect(await snapshot()).toEqual(before);
+      expect(await d1Snapshot()).toEqual(d1);
+    });
+  }
+});
+
 describe("a release the table cannot express", () => {
   it("ReleaseResult shape is what a real release returns (the schema the table relies on is live)", async () => {
     const pool = uid("bi-live");
