@@ -782,6 +782,10 @@ describe.concurrent("invariant 3 — under failures", () => {
     const acc = await accountsOf([first, other]);
     expect(acc.get(first)).toMatchObject({ balance: 1500, ledgerSum: 1500, entries: 2 });
     expect(acc.get(other)).toMatchObject({ balance: 1000, ledgerSum: 1000, entries: 1 });
+    // Refused before anything is written: a user without an account does not get one from it.
+    const nobody = uid("payer-new");
+    expect((await call("POST", `/billing/users/${nobody}/top-ups`, { token: adminToken, body: { amount: 500, paymentId } })).status).toBe(409);
+    expect((await accountsOf([nobody])).size).toBe(0);
   });
 
   it("expiry, force-release, maintenance and removal are billed like a release: one usage row with their reason and the right duration, one charge", async ({ expect }) => {

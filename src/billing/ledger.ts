@@ -164,6 +164,9 @@ export async function bookEntry(
   event?: { type: string; data: Record<string, unknown> },
 ): Promise<Booked | { conflict: true; entryId: string }> {
   const db = dbOf(env);
+  // A reused id is refused before anything is written: not even an account is opened for it.
+  const [prior] = await db.select({ userId: ledger.userId, amount: ledger.amount }).from(ledger).where(eq(ledger.entryId, e.entryId));
+  if (prior && (prior.userId !== e.userId || prior.amount !== e.amount)) return { conflict: true, entryId: e.entryId };
   const funds = await fundsFor(db, env, e.userId);
   const now = Date.now();
   const statements = entryStatements(env.DB, { ...e, planId: funds.planId, at: now });
