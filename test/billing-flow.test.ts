@@ -29,16 +29,17 @@ describe("usage → charge", () => {
     const r = await call("POST", "/scheduler/devices/release", { token, body: { deviceId: dev.deviceId } });
     expect(r.status).toBe(200);
     const c = await charged(a.body.allocationId);
-    // 6820 micro-cents per second (2500 + 2×1000 + 4×500 + 32×10) × s, rounded half up.
+    // 6820 micro-cents per second (2500 + 2×1000 + 4×500 + 32×10) × s, rounded up: a few seconds cost a cent.
     expect(c.duration_seconds).toBeGreaterThanOrEqual(2);
-    expect(c.amount + Math.floor((6820 * c.duration_seconds + 500_000) / 1_000_000)).toBe(0);
+    expect(c.amount).toBe(-Math.ceil((6820 * c.duration_seconds) / 1_000_000));
+    expect(c.amount).toBe(-1);
     const after = await call("GET", `/billing/users/${user}/balance`, { token });
     expect(after.body.balance).toBe(1000 + c.amount);
     const ledger = await call("GET", `/billing/users/${user}/ledger`, { token });
     expect(ledger.body.items.map((e: any) => e.kind)).toEqual(["charge", "starting_credit"]);
   });
 
-  it("an hour of a 2-core device costs 25 cents (24.552 rounded half up) via the internal endpoint", async () => {
+  it("an hour of a 2-core device costs 25 cents (24.552 rounded up) via the internal endpoint", async () => {
     const user = uid("ext");
     const id = uid("alloc-ext");
     const body = { allocationId: id, deviceId: "ext-dev-1", userId: user, durationSeconds: 3600, cpuCores: 2, memoryMB: 4096, storageMB: 32768, allocatedAt: "2026-11-01T10:00:00Z", releasedAt: "2026-11-01T11:00:00Z" };
@@ -106,10 +107,9 @@ describe("balance check on allocate and extend", () => {
     // Extensions are checked the same way (enterprise: no cooldown, so only money limits them).
     expect((await call("PUT", `/quotas/user/${user}`, { token: await admin(), body: { plan: "enterprise" } })).status).toBe(200);
     const extend = () => call("PUT", `/scheduler/allocations/${a.body.allocationId}/extend`, { token, body: { additionalMinutes: 30 } });
-    expect((await extend()).status).toBe(200); // 12 of 24 available
-    expect((await extend()).status).toBe(200); // 12 of 12: 120 minutes now committed, 49 cents
+    expect((await extend()).status).toBe(200); // 13 (12.276 rounded up) of 24 available; 90 minutes now committed: 37
     const refused = await extend();
     expect(refused.status).toBe(402);
-    expect(refused.body.error.details).toMatchObject({ balance: 49, committed: 49, available: 0, required: 12 });
+    expect(refused.body.error.details).toMatchObject({ balance: 49, committed: 37, available: 12, required: 13 });
   });
 });

@@ -57,8 +57,8 @@ describe("BILLING_ALLOW_ON_ERROR=true: an unreadable balance lets allocations th
     const charge = await until(() => env.DB.prepare("SELECT l.amount, u.duration_seconds FROM ledger l JOIN usage_records u ON u.allocation_id = l.allocation_id WHERE l.allocation_id = ?")
       .bind(id).first<{ amount: number; duration_seconds: number }>(), 15_000);
     expect(charge.duration_seconds).toBe(r.body.durationSeconds);
-    // 6820 micro-cents per second for this device, rounded half up to cents (0 for a short hold).
-    expect(charge.amount + Math.floor((6820 * charge.duration_seconds + 500_000) / 1_000_000)).toBe(0);
+    // 6820 micro-cents per second for this device, rounded up to whole cents (a cent for a hold of a few seconds).
+    expect(charge.amount + Math.ceil((6820 * charge.duration_seconds) / 1_000_000)).toBe(0);
     expect(await count("SELECT COUNT(*) AS n FROM usage_records WHERE allocation_id = ?", id)).toBe(1);
     expect(await count("SELECT COUNT(*) AS n FROM ledger WHERE allocation_id = ?", id)).toBe(1);
     const ledger = await env.DB.prepare("SELECT kind, amount FROM ledger WHERE user_id = ? ORDER BY seq").bind(user).all<{ kind: string; amount: number }>();

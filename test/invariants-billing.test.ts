@@ -29,11 +29,11 @@ const STANDARD: Rates = { base: 2500, cpu: 1000, memGB: 500, storGB: 10 };
 const FAST_PLAN = "inv3-fast";
 const FAST: Rates = { base: 2_500_123, cpu: 1_000_007, memGB: 500_003, storGB: 10_001 };
 
-/** Micro-cents per second × seconds, rounded half up to cents; memory and storage per GB of 1024 MB, pro rata. */
+/** Micro-cents per second × seconds, rounded up to whole cents; memory and storage per GB of 1024 MB, pro rata (an independent copy of the rule in src/domain/pricing.ts). */
 function price(r: Rates, s: Spec, seconds: number): number {
   const perSecondX1024 = BigInt(r.base) * 1024n + BigInt(r.cpu) * BigInt(s.cpuCores) * 1024n + BigInt(r.memGB) * BigInt(s.memoryMB) + BigInt(r.storGB) * BigInt(s.storageMB);
   const den = 1024n * 1_000_000n;
-  return Number((perSecondX1024 * BigInt(seconds) + den / 2n) / den);
+  return Number((perSecondX1024 * BigInt(seconds) + den - 1n) / den);
 }
 
 /** The ledger amount of a charge of `price` (a charge of 0 is stored as 0, not -0). */

@@ -1,5 +1,5 @@
 /**
- * Unit tests of src/domain/pricing.ts: exact prices (half-up rounding at its boundary, MB
+ * Unit tests of src/domain/pricing.ts: exact prices (rounding up to a whole cent, MB
  * shares of a GB rate, zero and fractional seconds, products far beyond 2^53), estimates
  * rounding seconds up, the funds check at its boundary, billing periods at year and leap
  * edges, invoice totals and money formatting. Hand-computed values throughout; a few
@@ -30,31 +30,34 @@ describe("priceOf", () => {
     expect(priceOf({ ...base(0), storageGBPerSecond: 10 }, { ...NONE, storageMB: 1000 * 1024 }, 3600)).toBe(36);
   });
 
-  it("rounds half up: exactly .5 ¢ goes up, anything below goes down", () => {
+  it("rounds up to a whole cent: any fraction costs a cent, exact cents stay", () => {
     expect(MICROS_PER_MINOR).toBe(1_000_000);
+    expect(priceOf(base(1), NONE, 1)).toBe(1); // 0.000001 ¢
+    expect(priceOf(base(499_999), NONE, 1)).toBe(1); // 0.499999 ¢
     expect(priceOf(base(500_000), NONE, 1)).toBe(1); // 0.5 ¢
-    expect(priceOf(base(499_999), NONE, 1)).toBe(0); // 0.499999 ¢
-    expect(priceOf(base(4999), NONE, 100)).toBe(0); // 0.4999 ¢
-    expect(priceOf(base(5000), NONE, 100)).toBe(1); // 0.5000 ¢
-    expect(priceOf(base(1), NONE, 500_000)).toBe(1); // 0.5 ¢ from a 1 µ¢ rate
-    expect(priceOf(base(1), NONE, 499_999)).toBe(0);
-    // Half up, not half to even: 1.5 → 2 and 2.5 → 3.
+    expect(priceOf(base(1_000_000), NONE, 1)).toBe(1); // exactly 1 ¢
+    expect(priceOf(base(1_000_001), NONE, 1)).toBe(2); // 1.000001 ¢
+    expect(priceOf(base(4999), NONE, 100)).toBe(1); // 0.4999 ¢
+    expect(priceOf(base(1), NONE, 1_000_000)).toBe(1); // exactly 1 ¢ from a 1 µ¢ rate
+    expect(priceOf(base(1), NONE, 1_000_001)).toBe(2);
     expect(priceOf(base(1_500_000), NONE, 1)).toBe(2);
-    expect(priceOf(base(2_500_000), NONE, 1)).toBe(3);
-    expect(priceOf(base(2_499_999), NONE, 1)).toBe(2);
+    expect(priceOf(base(2_000_000), NONE, 1)).toBe(2);
+    expect(priceOf(base(2_000_001), NONE, 1)).toBe(3);
+    // The standard plan's smallest device for 3 seconds: 2500 µ¢/s × 3 = 0.0075 ¢ → 1 ¢, not free.
+    expect(priceOf(STANDARD, NONE, 3)).toBe(1);
   });
 
   it("prices memory and storage per MB as a pro-rata share of the GB rate (1024 MB), rounding only once", () => {
     expect(priceOf(memOnly(1024), { ...NONE, memoryMB: 1 }, 1_000_000)).toBe(1); // 1 µ¢/s for 1 MB, a million seconds
     expect(priceOf(memOnly(1000), { ...NONE, memoryMB: 1 }, 1_024_000)).toBe(1); // 1000/1024 µ¢/s × 1,024,000 s = 1,000,000 µ¢
+    expect(priceOf(memOnly(1000), { ...NONE, memoryMB: 1 }, 1_024_001)).toBe(2); // 1,000,000.98 µ¢ → 2
     expect(priceOf(memOnly(1000), { ...NONE, memoryMB: 1 }, 512_000)).toBe(1); // 500,000 µ¢ = 0.5 ¢ → 1
-    expect(priceOf(memOnly(1000), { ...NONE, memoryMB: 1 }, 511_999)).toBe(0); // 499,999.02 µ¢ → 0
     expect(priceOf(memOnly(2_000_000), { ...NONE, memoryMB: 512 }, 10)).toBe(10); // half a GB at 2 ¢/GB-s
     const storage = { basePerSecond: 0, cpuCorePerSecond: 0, memoryGBPerSecond: 0, storageGBPerSecond: 3 };
-    // 3 µ¢/GB-s × 100 MB = 300/1024 µ¢/s; × 1,706,666 s = 499,999.80 µ¢ → 0; one second more: 500,000.10 → 1.
-    expect(priceOf(storage, { ...NONE, storageMB: 100 }, 1_706_666)).toBe(0);
-    expect(priceOf(storage, { ...NONE, storageMB: 100 }, 1_706_667)).toBe(1);
-    // The parts add up before rounding: two 0.3 ¢ shares make 0.6 ¢ → 1, not 0 + 0.
+    // 3 µ¢/GB-s × 100 MB = 300/1024 µ¢/s; × 3,413,333 s = 999,999.90 µ¢ → 1; one second more: 1,000,000.195 → 2.
+    expect(priceOf(storage, { ...NONE, storageMB: 100 }, 3_413_333)).toBe(1);
+    expect(priceOf(storage, { ...NONE, storageMB: 100 }, 3_413_334)).toBe(2);
+    // The parts add up before rounding: two 0.3 ¢ shares make 0.6 ¢ → 1, not 1 + 1.
     const split = { basePerSecond: 0, cpuCorePerSecond: 0, memoryGBPerSecond: 300_000, storageGBPerSecond: 300_000 };
     expect(priceOf(split, { cpuCores: 0, memoryMB: 1024, storageMB: 1024 }, 1)).toBe(1);
   });
@@ -69,19 +72,18 @@ describe("priceOf", () => {
   });
 
   it("keeps every digit when the exact product is far beyond 2^53", () => {
-    // 100,613,112,087 µ¢/s × 100,793,977 s = 10,141,195,705,595,499,999 µ¢ → …595 ¢ (a float product says …596).
-    expect(100_613_112_087 * 100_793_977).toBeGreaterThan(Number.MAX_SAFE_INTEGER);
-    expect(priceOf(base(100_613_112_087), NONE, 100_793_977)).toBe(10_141_195_705_595);
-    expect(Math.round((100_613_112_087 * 100_793_977) / 1e6)).toBe(10_141_195_705_596); // why BigInt is needed
-    // 100,490,965,625 × 100,236,000 = 10,072,812,430,387,500,000 µ¢: exactly half → up (a float product says …387).
-    expect(priceOf(base(100_490_965_625), NONE, 100_236_000)).toBe(10_072_812_430_388);
-    expect(Math.round((100_490_965_625 * 100_236_000) / 1e6)).toBe(10_072_812_430_387);
+    // 20,978,379,216 µ¢/s × 47,687,500 s = 1,000,406,458,863,000,000 µ¢: exactly …863 ¢ (a float product says …864).
+    expect(20_978_379_216 * 47_687_500).toBeGreaterThan(Number.MAX_SAFE_INTEGER);
+    expect(priceOf(base(20_978_379_216), NONE, 47_687_500)).toBe(1_000_406_458_863);
+    expect(Math.ceil((20_978_379_216 * 47_687_500) / 1e6)).toBe(1_000_406_458_864); // why BigInt is needed
+    // 100,613,112,087 µ¢/s × 100,793,977 s = 10,141,195,705,595,499,999 µ¢ → …596 ¢.
+    expect(priceOf(base(100_613_112_087), NONE, 100_793_977)).toBe(10_141_195_705_596);
     // All four parts large at once (hand-summed below).
     const big: Rates = { basePerSecond: 987_654_321, cpuCorePerSecond: 123_456_789, memoryGBPerSecond: 555_555_555, storageGBPerSecond: 77_777_777 };
     const spec = { cpuCores: 64, memoryMB: 262_144, storageMB: 1_048_576 };
     // Per second: 987,654,321 + 64 × 123,456,789 + 256 × 555,555,555 + 1024 × 77,777,777 = 230,755,554,545 µ¢.
     expect(priceOf(big, spec, 1)).toBe(230_756); // 230,755.554545 ¢
-    expect(priceOf(big, spec, 31_536_000)).toBe(7_277_107_168_131); // a year: 7,277,107,168,131.12 ¢
+    expect(priceOf(big, spec, 31_536_000)).toBe(7_277_107_168_132); // a year: 7,277,107,168,131.12 ¢
   });
 });
 
@@ -95,7 +97,7 @@ describe("estimateOf", () => {
     expect(estimateOf(cent, NONE, 1001)).toBe(2);
     expect(estimateOf(cent, NONE, 60 * 60_000)).toBe(3600);
     expect(estimateOf(STANDARD, { cpuCores: 2, memoryMB: 4096, storageMB: 32768 }, 60 * 60_000)).toBe(25);
-    expect(estimateOf(STANDARD, { cpuCores: 2, memoryMB: 4096, storageMB: 32768 }, 30 * 60_000)).toBe(12); // 12.276
+    expect(estimateOf(STANDARD, { cpuCores: 2, memoryMB: 4096, storageMB: 32768 }, 30 * 60_000)).toBe(13); // 12.276 → 13
   });
 });
 
@@ -254,15 +256,15 @@ describe("priceOf properties", () => {
   const spec = fc.record({ cpuCores: fc.nat(256), memoryMB: fc.nat(1_048_576), storageMB: fc.nat(16_777_216) });
   const seconds = fc.nat(10_000_000);
 
-  it("is the nearest whole cent to the exact cost (ties up)", () => {
+  it("is the smallest whole cent not below the exact cost", () => {
     fc.assert(fc.property(rates, spec, seconds, (r, s, sec) => {
       const exactX1024 = (BigInt(r.basePerSecond) * 1024n + BigInt(r.cpuCorePerSecond) * BigInt(s.cpuCores) * 1024n +
         BigInt(r.memoryGBPerSecond) * BigInt(s.memoryMB) + BigInt(r.storageGBPerSecond) * BigInt(s.storageMB)) * BigInt(sec);
       const unit = 1024n * 1_000_000n;
       const p = BigInt(priceOf(r, s, sec));
-      // p − ½ ≤ exact < p + ½ (in cents)
-      expect(2n * exactX1024 >= (2n * p - 1n) * unit).toBe(true);
-      expect(2n * exactX1024 < (2n * p + 1n) * unit).toBe(true);
+      // p − 1 < exact ≤ p (in cents)
+      expect(exactX1024 <= p * unit).toBe(true);
+      expect(exactX1024 > (p - 1n) * unit).toBe(true);
     }));
   });
 

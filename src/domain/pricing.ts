@@ -3,9 +3,10 @@
  * micro-units of a minor unit per second, so prices below a cent per second need no floats.
  *
  * Rounding: the exact cost of one usage record is computed with integers (BigInt), then
- * rounded once, half up, to a whole minor unit. Memory and storage are priced per GB of
- * 1024 MB, pro rata. Invoices add up the already-rounded ledger lines, so an invoice always
- * equals the sum of its charges.
+ * rounded once, up, to a whole minor unit: any use costs at least a cent, so many short
+ * allocations are never free. Memory and storage are priced per GB of 1024 MB, pro rata.
+ * Invoices add up the already-rounded ledger lines, so an invoice always equals the sum of
+ * its charges.
  */
 import { fail, type Failure } from "../errors";
 import type { DeviceSpec } from "./types";
@@ -19,7 +20,7 @@ export interface Rates {
   storageGBPerSecond: number;
 }
 
-/** Cost of holding a device of `spec` for `seconds`, in minor units (rounded half up). */
+/** Cost of holding a device of `spec` for `seconds` (whole seconds), in minor units rounded up. */
 export function priceOf(rates: Rates, spec: DeviceSpec, seconds: number): number {
   // Everything times 1024 so per-MB shares of a GB rate stay integers.
   const perSecondX1024 =
@@ -29,7 +30,7 @@ export function priceOf(rates: Rates, spec: DeviceSpec, seconds: number): number
     BigInt(rates.storageGBPerSecond) * BigInt(spec.storageMB);
   const denominator = 1024n * BigInt(MICROS_PER_MINOR);
   const exact = perSecondX1024 * BigInt(Math.max(0, Math.round(seconds)));
-  return Number((exact + denominator / 2n) / denominator);
+  return Number((exact + denominator - 1n) / denominator);
 }
 
 /** What an allocation of `durationMs` may cost at most (whole seconds, rounded up). */
