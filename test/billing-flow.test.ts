@@ -113,3 +113,34 @@ describe("balance check on allocate and extend", () => {
     expect(refused.body.error.details).toMatchObject({ balance: 49, committed: 37, available: 12, required: 13 });
   });
 });
+
+describe("reports and repeats", () => {
+  it("a repeated report naming a user without an account changes nothing (no account is opened)", async () => {
+    const owner = uid("owner");
+    const id = uid("alloc-rep");
+    const rec = (userId: string) => ({ allocationId: id, deviceId: "d-rep", userId, durationSeconds: 60, cpuCores: 1, memoryMB: 1024, storageMB: 1024, allocatedAt: 0, releasedAt: 60_000 });
+    expect((await call("POST", "/api/internal/metering/device-usage", { service: SERVICE_TOKEN, body: rec(owner) })).body.recorded).toBe(1);
+    const stranger = uid("stranger");
+    const again = await call("POST", "/api/internal/metering/device-usage", { service: SERVICE_TOKEN, body: rec(stranger) });
+    expect(again.body).toMatchObject({ recorded: 0, duplicates: 1 });
+    expect(await env.DB.prepare("SELECT COUNT(*) AS n FROM accounts WHERE user_id = ?").bind(stranger).first("n")).toBe(0);
+  });
+
+  it("a report period is checked after its defaults are filled in; lists take no unknown query", async () => {
+    const user = uid("period");
+    const token = await tokenFor(user);
+    const future = await call("GET", `/metering/users/${user}?from=2999-01-01T00:00:00Z`, { token });
+    expect(future.status).toBe(400);
+    expect(future.body.error.code).toBe("VALIDATION_FAILED");
+    const past = await call("GET", `/metering/users/${user}?to=2000-01-01T00:00:00Z`, { token });
+    expect(past.status).toBe(400);
+    expect((await call("GET", `/metering/users/${user}?from=2000-01-01T00:00:00Z`, { token })).status).toBe(200);
+    expect((await call("GET", "/billing/pricing-plans?x=1", { token })).status).toBe(400);
+    expect((await call("GET", `/billing/users/${user}/invoices?x=1`, { token })).status).toBe(400);
+    const rec = await call("POST", "/admin/billing/reconcile", { token: await admin(), body: { userId: user, from: "2999-01-01T00:00:00Z" } });
+    expect(rec.status).toBe(400);
+    const ok = await call("POST", "/admin/billing/reconcile", { token: await admin(), body: { userId: user, from: "2000-01-01T00:00:00Z", to: "2999-01-01T00:00:00Z" } });
+    expect(ok.status).toBe(200);
+    expect(ok.body).toMatchObject({ from: "2000-01-01T00:00:00.000Z", to: "2999-01-01T00:00:00.000Z", users: 1, missingUsage: 0 });
+  });
+});

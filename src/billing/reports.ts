@@ -8,23 +8,19 @@ import { dbOf } from "./ledger";
 import { applyUsage, type UsageOutcome } from "./usage";
 
 export interface UsageReportOptions {
-  from?: number;
-  to?: number;
+  /** [from, to) in epoch ms on `releasedAt`; the route fills in its defaults. */
+  from: number;
+  to: number;
   cursor?: string;
   limit?: number;
 }
 
 const iso = (t: number) => new Date(t).toISOString();
 
-/** Default period: the current calendar month (UTC) up to now. */
-function period(o: UsageReportOptions, now = Date.now()) {
-  const d = new Date(now);
-  return { from: o.from ?? Date.UTC(d.getUTCFullYear(), d.getUTCMonth(), 1), to: o.to ?? now + 1 };
-}
 
 export async function usageReport(env: Env, by: { userId: string } | { deviceId: string }, o: UsageReportOptions) {
   const db = dbOf(env);
-  const { from, to } = period(o);
+  const { from, to } = o;
   const who: SQL = "userId" in by ? sql`u.user_id = ${by.userId}` : sql`u.device_id = ${by.deviceId}`;
   const totals = await db.get<{ records: number; seconds: number | null; charges: number | null }>(sql`
     SELECT COUNT(*) AS records, SUM(u.duration_seconds) AS seconds, -SUM(l.amount) AS charges

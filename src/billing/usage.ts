@@ -6,7 +6,8 @@
 import { priceOf } from "../domain/pricing";
 import type { UsageRecord } from "../domain/types";
 import type { Env } from "../config";
-import { usageRecords } from "../db/schema";
+import { inArray, sql } from "drizzle-orm";
+import { ledger, usageRecords } from "../db/schema";
 import { dbOf, entryStatements, fundsOf, stmt, type Db } from "./ledger";
 import { deliverNotifications } from "./notify";
 
@@ -38,17 +39,22 @@ const STATEMENTS_PER_RECORD = 4;
  * record is tried alone so one bad record never holds the others back. Throws only when
  * the accounts cannot be read at all (the caller retries everything).
  */
-export async function applyUsage(env: Env, records: UsageRecord[], source: UsageSource, opts: { notify?: boolean } = {}): Promise<UsageOutcome[]> {
-  if (records.length === 0) return [];
+export async function applyUsage(env: Env, all: UsageRecord[], source: UsageSource, opts: { notify?: boolean } = {}): Promise<UsageOutcome[]> {
+  if (all.length === 0) return [];
   const db = dbOf(env);
   const now = Date.now();
+  // Records already booked (usage and charge) are duplicates: answered without touching
+  // anything, so a redelivery neither opens an account nor costs a write.
+  const booked = await bookedOf(db, all.map((r) => r.allocationId));
+  const records = all.filter((r) => !booked.has(r.allocationId));
+  const outcomes: UsageOutcome[] = [];
+  if (records.length === 0) return all.map((r) => ({ allocationId: r.allocationId, status: "duplicate" }));
   const funds = await fundsOf(db, env, records.map((r) => r.userId), now);
   const prepared = records.map((r) => {
     const f = funds.get(r.userId)!;
     const amount = priceOf(f, r, r.durationSeconds);
     return { r, amount, statements: statementsFor(db, env.DB, r, amount, f.planId, source, now) };
   });
-  const outcomes: UsageOutcome[] = [];
   const outcome = (p: (typeof prepared)[number], changes: number): UsageOutcome =>
     changes > 0 ? { allocationId: p.r.allocationId, status: "recorded", amount: p.amount } : { allocationId: p.r.allocationId, status: "duplicate" };
   try {
@@ -65,7 +71,21 @@ export async function applyUsage(env: Env, records: UsageRecord[], source: Usage
     }
   }
   if (opts.notify !== false) await deliverNotifications(env, [...new Set(records.map((r) => r.userId))]);
-  return outcomes;
+  // In the caller's order: `outcomes` follows `records`, which is `all` without the booked ones.
+  let next = 0;
+  return all.map((r) => (booked.has(r.allocationId) ? { allocationId: r.allocationId, status: "duplicate" as const } : outcomes[next++]!));
+}
+
+/** Allocation ids that have both their usage row and their charge. */
+async function bookedOf(db: Db, ids: string[]): Promise<Set<string>> {
+  const out = new Set<string>();
+  for (let i = 0; i < ids.length; i += 90) {
+    const chunk = ids.slice(i, i + 90);
+    const rows = await db.select({ id: usageRecords.allocationId }).from(usageRecords)
+      .where(sql`${inArray(usageRecords.allocationId, chunk)} AND EXISTS (SELECT 1 FROM ${ledger} WHERE ${ledger.allocationId} = ${usageRecords.allocationId})`);
+    for (const r of rows) out.add(r.id);
+  }
+  return out;
 }
 
 function changesOf(result: D1Result | undefined): number {

@@ -5,9 +5,8 @@
  */
 import { z } from "@hono/zod-openapi";
 import { desc, eq, and, lt } from "drizzle-orm";
-import type { Context } from "hono";
 import { HttpError, fail, ok, type Result } from "../errors";
-import { readableUser, requireUser, type AppEnv } from "../auth";
+import { readableUser, requireUser } from "../auth";
 import { newApp } from "../app-factory";
 import { jsonBody, route } from "../openapi";
 import { BILLING, PAGING } from "../config";
@@ -47,12 +46,20 @@ async function billing<T>(fn: () => Promise<T>): Promise<T> {
 
 const time = (s?: string) => (s === undefined ? undefined : Date.parse(s));
 
-function periodOf(c: Context<AppEnv>, q: { from?: string; to?: string }) {
-  const from = time(q.from);
-  const to = time(q.to);
-  if (from !== undefined && to !== undefined && from >= to) throw new HttpError(fail(400, "VALIDATION_FAILED", "`from` must be before `to`.", { from: q.from, to: q.to }));
+/** A report period: `from` defaults to the start of this month (UTC), `to` to now; from < to. */
+function reportPeriod(q: { from?: string; to?: string }, now = Date.now()) {
+  const d = new Date(now);
+  return checkedRange(time(q.from) ?? Date.UTC(d.getUTCFullYear(), d.getUTCMonth(), 1), time(q.to) ?? now + 1, q);
+}
+
+function checkedRange(from: number, to: number, q: { from?: string; to?: string }) {
+  if (from >= to)
+    throw new HttpError(fail(400, "VALIDATION_FAILED", "`from` must be before `to` (defaults filled in).", { from: new Date(from).toISOString(), to: new Date(to).toISOString(), given: { from: q.from ?? null, to: q.to ?? null } }));
   return { from, to };
 }
+
+const NoQuery = z.object({}).strict();
+const isoOf = (t: number | null) => (t === null ? null : new Date(t).toISOString());
 
 export function billingRoutes() {
   const app = newApp();
@@ -82,7 +89,7 @@ export function billingRoutes() {
   );
 
   app.openapi(
-    route({ method: "get", path: "/billing/users/{userId}/invoices", tags: ["billing"], security: bearer, summary: "Monthly invoices, newest first", request: { params: UserParam }, ok: { status: 200, schema: Any, description: "Invoices" } }),
+    route({ method: "get", path: "/billing/users/{userId}/invoices", tags: ["billing"], security: bearer, summary: "Monthly invoices, newest first", request: { params: UserParam, query: NoQuery }, ok: { status: 200, schema: Any, description: "Invoices" } }),
     async (c) => {
       const userId = readableUser(c, c.req.valid("param").userId);
       return reply(c, ok({ items: await billing(() => invoicesOf(c.env, userId)) }));
@@ -101,7 +108,7 @@ export function billingRoutes() {
   );
 
   app.openapi(
-    route({ method: "get", path: "/billing/pricing-plans", tags: ["billing"], security: bearer, summary: "Pricing plans (rates per second in micro-units of a cent)", ok: { status: 200, schema: Any, description: "Plans" } }),
+    route({ method: "get", path: "/billing/pricing-plans", tags: ["billing"], security: bearer, summary: "Pricing plans (rates per second in micro-units of a cent)", request: { query: NoQuery }, ok: { status: 200, schema: Any, description: "Plans" } }),
     async (c) => reply(c, ok({ items: await billing(() => dbOf(c.env).select().from(pricingPlans).orderBy(pricingPlans.planId)) })),
   );
 
@@ -132,7 +139,7 @@ export function billingRoutes() {
     async (c) => {
       const userId = readableUser(c, c.req.valid("param").userId);
       const q = c.req.valid("query");
-      return reply(c, ok(await billing(() => usageReport(c.env, { userId }, { ...periodOf(c, q), cursor: q.cursor, limit: q.limit }))));
+      return reply(c, ok(await billing(() => usageReport(c.env, { userId }, { ...reportPeriod(q), cursor: q.cursor, limit: q.limit }))));
     },
   );
 
@@ -140,7 +147,7 @@ export function billingRoutes() {
     route({ method: "get", path: "/metering/devices/{id}", tags: ["metering"], security: bearer, summary: "A device's usage across users (admin)", request: { params: DeviceIdParam, query: PeriodQuery }, ok: { status: 200, schema: Any, description: "Report" } }),
     async (c) => {
       const q = c.req.valid("query");
-      return reply(c, ok(await billing(() => usageReport(c.env, { deviceId: c.req.valid("param").id }, { ...periodOf(c, q), cursor: q.cursor, limit: q.limit }))));
+      return reply(c, ok(await billing(() => usageReport(c.env, { deviceId: c.req.valid("param").id }, { ...reportPeriod(q), cursor: q.cursor, limit: q.limit }))));
     },
   );
 
@@ -201,8 +208,15 @@ export function billingRoutes() {
     route({ method: "post", path: "/admin/billing/reconcile", tags: ["billing admin"], security: bearer, summary: "Compare ended allocations with usage and charges; report and (by default) heal", request: jsonBody(ReconcileBody, false), ok: { status: 200, schema: Any, description: "Report" } }),
     async (c) => {
       const b = c.req.valid("json") ?? { heal: true };
-      const { from, to } = periodOf(c, b);
-      return reply(c, ok(await billing(() => reconcile(c.env, { userId: b.userId, from, to, heal: b.heal }))));
+      const from = time(b.from);
+      const to = time(b.to);
+      checkedRange(from ?? 0, to ?? Date.now() - BILLING.reconcileGraceMs, b);
+      const r = await billing(() => reconcile(c.env, { userId: b.userId, from, to, heal: b.heal }));
+      return reply(c, ok({
+        ...r, from: isoOf(r.from), to: isoOf(r.to),
+        differences: r.differences.slice(0, 100).map((d) => ({ ...d, from: isoOf(d.from), to: isoOf(d.to) })),
+        differencesShown: Math.min(100, r.differences.length), differencesTotal: r.differences.length,
+      }));
     },
   );
 
