@@ -122,6 +122,8 @@ export const BILLING = {
   /** A month's invoices are written this long after it ends (see src/billing/invoices.ts). */
   invoiceCloseDelayMs: 15 * 60_000,
   notificationsPerRun: 200,
+  /** Delivered billing events are deleted from D1 after this long (the feed has its own log). */
+  deliveredEventRetentionMs: 30 * 86_400_000,
   /** Largest batch the internal usage endpoint takes (a Queue batch is at most 100 too). */
   maxUsageBatch: 100,
   /** Top-ups and adjustments above this are refused as typos (minor units: 1,000,000.00). */

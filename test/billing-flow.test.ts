@@ -144,3 +144,26 @@ describe("reports and repeats", () => {
     expect(ok.body).toMatchObject({ from: "2000-01-01T00:00:00.000Z", to: "2999-01-01T00:00:00.000Z", users: 1, missingUsage: 0 });
   });
 });
+
+describe("billing events on the cron", () => {
+  it("an event left undelivered is delivered by the cron once; delivered ones are forgotten after 30 days", async () => {
+    const { runBillingCron } = await import("../src/billing/cron");
+    const user = uid("late-event");
+    const token = await tokenFor(user);
+    const key = `test.late:${user}`;
+    const now = Date.now();
+    await env.DB.prepare("INSERT INTO notifications (key, user_id, type, data, created_at) VALUES (?, ?, 'billing.payment_success', ?, ?)")
+      .bind(key, user, JSON.stringify({ amount: 1, newBalance: 1 }), now).run();
+    const old = `test.old:${user}`;
+    await env.DB.prepare("INSERT INTO notifications (key, user_id, type, data, created_at, delivered_at) VALUES (?, ?, 'x', '{}', ?, ?)")
+      .bind(old, user, now - 40 * 86_400_000, now - 31 * 86_400_000).run();
+    const out = await runBillingCron(env as never, now);
+    expect((out.prune as { deleted: number }).deleted).toBeGreaterThanOrEqual(1);
+    await runBillingCron(env as never, now);
+    const seen = (await events(token)).filter((e) => e.type === "billing.payment_success");
+    expect(seen).toHaveLength(1);
+    const rows = await env.DB.prepare("SELECT key, delivered_at FROM notifications WHERE user_id = ? ORDER BY key").bind(user).all<{ key: string; delivered_at: number | null }>();
+    expect(rows.results.map((r) => r.key)).toEqual([key]);
+    expect(rows.results[0]!.delivered_at).not.toBeNull();
+  });
+});

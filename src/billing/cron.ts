@@ -1,8 +1,11 @@
 /**
  * What the cron trigger does for billing, each part on its own so one failing does not stop
- * the others: deliver billing events still waiting, write last month's invoices, reconcile.
+ * the others: deliver billing events still waiting, write last month's invoices, reconcile,
+ * and forget delivered events after a while (the user's object keeps the feed).
  */
-import type { Env } from "../config";
+import { sql } from "drizzle-orm";
+import { BILLING, type Env } from "../config";
+import { dbOf } from "./ledger";
 import { previousPeriod } from "../domain/pricing";
 import { generateInvoices } from "./invoices";
 import { deliverNotifications } from "./notify";
@@ -19,6 +22,10 @@ export async function runBillingCron(env: Env, now: number) {
     }
   };
   await step("notifications", () => deliverNotifications(env));
+  await step("prune", async () => {
+    const r = await dbOf(env).run(sql`DELETE FROM notifications WHERE delivered_at IS NOT NULL AND delivered_at < ${now - BILLING.deliveredEventRetentionMs}`);
+    return { deleted: r.meta.changes ?? 0 };
+  });
   await step("invoices", () => generateInvoices(env, previousPeriod(now), { now }));
   await step("reconcile", async () => {
     const r = await reconcile(env, { now });
