@@ -146,8 +146,8 @@ export const EventsQuery = z.object({ since: z.coerce.number().int().min(0).opti
 export const AllocationId = z.string().min(1).max(300).regex(/^[A-Za-z0-9._:@-]+$/, "letters, digits and . _ : @ - only");
 const END_REASONS = ["released", "expired", "force_released", "maintenance", "offline", "removed", "orphaned", "idle"] as const;
 
-/** A usage record as the queue carries it (epoch ms), validated before anything is written. */
-export const UsageRecordMessage = z.object({
+/** The fields every usage record has, however it arrives. */
+const usageFields = {
   allocationId: AllocationId,
   deviceId: Id,
   userId: Id,
@@ -156,6 +156,11 @@ export const UsageRecordMessage = z.object({
   cpuCores: z.number().int().min(0).max(1024),
   memoryMB: z.number().int().min(0).max(16_777_216),
   storageMB: z.number().int().min(0).max(1_073_741_824),
+};
+
+/** A usage record as the queue carries it (epoch ms), validated before anything is written. */
+export const UsageRecordMessage = z.object({
+  ...usageFields,
   allocatedAt: z.number().int().min(0),
   releasedAt: z.number().int().min(0),
   reason: z.enum(END_REASONS),
@@ -168,14 +173,7 @@ const Instant = z.union([z.iso.datetime({ offset: true }), z.number().int().min(
 /** A usage record reported by another service (the old system's shape; times as ISO or epoch ms). */
 export const UsageReport = z
   .object({
-    allocationId: AllocationId,
-    deviceId: Id,
-    userId: Id,
-    tenantId: Id.optional(),
-    durationSeconds: z.number().int().min(0).max(10 * 365 * 86_400),
-    cpuCores: z.number().int().min(0).max(1024),
-    memoryMB: z.number().int().min(0).max(16_777_216),
-    storageMB: z.number().int().min(0).max(1_073_741_824),
+    ...usageFields,
     allocatedAt: Instant,
     releasedAt: Instant,
     reason: z.enum(END_REASONS).default("released"),

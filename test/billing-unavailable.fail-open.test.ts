@@ -10,16 +10,7 @@ import { env } from "cloudflare:workers";
 import { describe, expect, it, vi } from "vitest";
 import worker from "../src/index";
 import type { UsageRecord } from "../src/domain/types";
-import { call, registerDevice, tokenFor, uid, until } from "./helpers";
-
-async function withBillingDown<T>(fn: () => Promise<T>): Promise<T> {
-  await env.DB.exec("ALTER TABLE accounts RENAME TO accounts_off");
-  try {
-    return await fn();
-  } finally {
-    await env.DB.exec("ALTER TABLE accounts_off RENAME TO accounts");
-  }
-}
+import { call, registerDevice, tokenFor, uid, until, withBillingDown } from "./helpers";
 
 const count = async (q: string, ...args: unknown[]) => (await env.DB.prepare(q).bind(...args).first<{ n: number }>())!.n;
 

@@ -7,17 +7,7 @@
  */
 import { env } from "cloudflare:workers";
 import { describe, expect, it } from "vitest";
-import { admin, call, registerDevice, tokenFor, uid } from "./helpers";
-
-/** Runs `fn` while the accounts table is gone, so every balance read throws. */
-async function withBillingDown<T>(fn: () => Promise<T>): Promise<T> {
-  await env.DB.exec("ALTER TABLE accounts RENAME TO accounts_off");
-  try {
-    return await fn();
-  } finally {
-    await env.DB.exec("ALTER TABLE accounts_off RENAME TO accounts");
-  }
-}
+import { admin, call, registerDevice, tokenFor, uid, withBillingDown } from "./helpers";
 
 const quota = async (user: string, token: string) => (await call("GET", `/quotas/user/${user}`, { token })).body;
 const allocations = async (token: string) => (await call("GET", "/scheduler/allocations?limit=200", { token })).body.items as any[];

@@ -68,3 +68,13 @@ export async function until<T>(fn: () => Promise<T | null | undefined | false>, 
     await sleep(stepMs);
   }
 }
+
+/** Runs `fn` while D1's accounts table is gone, so every balance read really fails (no mocks). */
+export async function withBillingDown<T>(fn: () => Promise<T>): Promise<T> {
+  await env.DB.exec("ALTER TABLE accounts RENAME TO accounts_off");
+  try {
+    return await fn();
+  } finally {
+    await env.DB.exec("ALTER TABLE accounts_off RENAME TO accounts");
+  }
+}
