@@ -1,6 +1,6 @@
 /** Request and response schemas (zod), shared by validation and the OpenAPI document. */
 import { z } from "@hono/zod-openapi";
-import { ALLOCATION, IDS, PAGING, PLAN_TIERS, STRATEGIES } from "./config";
+import { ALLOCATION, BILLING, IDS, PAGING, PLAN_TIERS, STRATEGIES } from "./config";
 
 export const Id = z.string().min(1).max(IDS.maxLength).regex(IDS.pattern, "letters, digits and . _ : @ - only (max 128)");
 const Count = (max: number) => z.number().int().min(0).max(max);
@@ -186,7 +186,7 @@ export const UsageReport = z
   .openapi("UsageReport");
 
 export const UsageReportBody = z
-  .union([UsageReport, z.array(UsageReport).min(1).max(100), z.object({ records: z.array(UsageReport).min(1).max(100) }).strict()])
+  .union([UsageReport, z.array(UsageReport).min(1).max(BILLING.maxUsageBatch), z.object({ records: z.array(UsageReport).min(1).max(BILLING.maxUsageBatch) }).strict()])
   .openapi("UsageReportBody", { description: "One record, an array of up to 100, or `{records: [...]}`" });
 
 export const UsageOutcomeView = z.object({ allocationId: z.string(), status: z.enum(["recorded", "duplicate", "failed"]), amount: z.number().optional(), error: z.string().optional() });
@@ -202,7 +202,7 @@ export const BalanceView = z
 
 export const TopUpBody = z
   .object({
-    amount: z.number().int().min(1).max(100_000_000).openapi({ description: "Minor units (cents), at most 1,000,000.00" }),
+    amount: z.number().int().min(1).max(BILLING.maxTransfer).openapi({ description: "Minor units (cents), at most 1,000,000.00" }),
     paymentId: z.string().min(1).max(200).regex(/^[A-Za-z0-9._:@-]+$/).openapi({ description: "Idempotency: the same payment is credited once" }),
     paymentMethod: z.string().min(1).max(50).optional(),
   })
@@ -211,7 +211,7 @@ export const TopUpBody = z
 
 export const AdjustmentBody = z
   .object({
-    amount: z.number().int().min(-100_000_000).max(100_000_000).refine((n) => n !== 0, "must not be 0"),
+    amount: z.number().int().min(-BILLING.maxTransfer).max(BILLING.maxTransfer).refine((n) => n !== 0, "must not be 0"),
     adjustmentId: z.string().min(1).max(200).regex(/^[A-Za-z0-9._:@-]+$/),
     memo: z.string().min(1).max(500),
   })
@@ -226,8 +226,8 @@ export const PricingPlanBody = z
     cpuCorePerSecond: z.number().int().min(0).max(1e9),
     memoryGBPerSecond: z.number().int().min(0).max(1e9),
     storageGBPerSecond: z.number().int().min(0).max(1e9),
-    startingCredit: z.number().int().min(0).max(100_000_000),
-    lowBalanceThreshold: z.number().int().min(0).max(100_000_000),
+    startingCredit: z.number().int().min(0).max(BILLING.maxTransfer),
+    lowBalanceThreshold: z.number().int().min(0).max(BILLING.maxTransfer),
   })
   .strict()
   .openapi("PricingPlan", { description: "Rates in micro-units of a minor unit per second (1 cent = 1,000,000)" });
