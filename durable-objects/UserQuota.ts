@@ -24,6 +24,7 @@ import { checkFunds, estimateOf } from "../src/domain/pricing";
 import { dbOf, fundsFor, type Funds } from "../src/billing/ledger";
 import type { Allocation, AllocationStatus, DeviceSpec, EndReason, EndedAllocation, EventEnvelope, Quota, QuotaUsage, UsageRecord } from "../src/domain/types";
 import { Sql, armAlarm } from "../src/sql";
+import { decodeCursor, encodeCursor } from "../src/cursor";
 import type { Claimed } from "./Device";
 
 const SCHEMA = [
@@ -692,12 +693,3 @@ function b64url(bytes: Uint8Array): string {
   return btoa(String.fromCharCode(...bytes)).replace(/\+/g, "-").replace(/\//g, "_").replace(/=+$/, "");
 }
 
-function encodeCursor(createdAt: number, id: string): string {
-  return `${createdAt}.${id}`;
-}
-function decodeCursor(c?: string): [number, string] {
-  if (!c) return [Number.MAX_SAFE_INTEGER, ""];
-  const i = c.indexOf(".");
-  const t = Number(c.slice(0, i));
-  return Number.isFinite(t) && i > 0 ? [t, c.slice(i + 1)] : [Number.MAX_SAFE_INTEGER, ""];
-}

@@ -134,11 +134,6 @@ export async function openAccounts(db: Db, env: Pick<Env, "DB" | "DEFAULT_PRICIN
   for (let i = 0; i < statements.length; i += 400) await env.DB.batch(statements.slice(i, i + 400));
 }
 
-/** The account row, if the user has one. */
-export async function accountOf(db: Db, userId: string) {
-  const [a] = await db.select(fundsColumns).from(accounts).innerJoin(pricingPlans, eq(pricingPlans.planId, accounts.planId)).where(eq(accounts.userId, userId));
-  return a ?? null;
-}
 
 
 // ---- credits and adjustments -------------------------------------------------------------------

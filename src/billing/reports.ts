@@ -5,6 +5,7 @@ import { failedUsage } from "../db/schema";
 import { UsageRecordMessage } from "../schemas";
 import type { UsageRecord } from "../domain/types";
 import { dbOf } from "./ledger";
+import { decodeCursor, encodeCursor } from "../cursor";
 import { applyUsage, type UsageOutcome } from "./usage";
 
 export interface UsageReportOptions {
@@ -50,15 +51,8 @@ export async function usageReport(env: Env, by: { userId: string } | { deviceId:
       cpuCores: r.cpu_cores, memoryMB: r.memory_mb, storageMB: r.storage_mb, allocatedAt: iso(r.allocated_at), releasedAt: iso(r.released_at),
       reason: r.reason, source: r.source, charge: r.amount === null ? null : -r.amount,
     })),
-    nextCursor: rows.length > limit && last ? `${last.released_at}.${last.allocation_id}` : null,
+    nextCursor: rows.length > limit && last ? encodeCursor(last.released_at, last.allocation_id) : null,
   };
-}
-
-function decodeCursor(c?: string): [number, string] {
-  if (!c) return [Number.MAX_SAFE_INTEGER, ""];
-  const i = c.indexOf(".");
-  const t = Number(c.slice(0, i));
-  return Number.isFinite(t) && i > 0 ? [t, c.slice(i + 1)] : [Number.MAX_SAFE_INTEGER, ""];
 }
 
 // ---- dead letters ---------------------------------------------------------------------------------
@@ -77,7 +71,7 @@ export async function listFailedUsage(env: Env, o: { status?: string; cursor?: s
   const last = page[page.length - 1];
   return {
     items: page.map((r) => ({ ...r, record: safeJson(r.record) })),
-    nextCursor: rows.length > limit && last ? `${last.lastFailedAt}.${last.allocationId}` : null,
+    nextCursor: rows.length > limit && last ? encodeCursor(last.lastFailedAt, last.allocationId) : null,
   };
 }
 
