@@ -18,6 +18,7 @@ import { fits } from "../src/domain/strategy";
 import { expiryWarningAt } from "../src/domain/expiry";
 import type { DeviceInfo, DeviceSpec, DeviceStatus, EndReason, EndedAllocation, UsageRecord } from "../src/domain/types";
 import { Sql, armAlarm } from "../src/sql";
+import type { FeedEvents } from "../src/feed/protocol";
 
 const SCHEMA = [
   `CREATE TABLE device (
@@ -80,7 +81,7 @@ export interface DeviceState extends DeviceSpec {
 
 type OutboxItem =
   | { kind: "user_ended"; payload: EndedAllocation }
-  | { kind: "user_event"; payload: { userId: string; type: string; data: Record<string, unknown> } }
+  | { kind: "user_event"; payload: { userId: string; type: "device.expiring"; data: FeedEvents["device.expiring"] } }
   | { kind: "pool_state"; payload: { pool: string; state: DeviceState } }
   | { kind: "usage"; payload: { record: UsageRecord; confirmed: boolean } };
 

@@ -14,7 +14,7 @@
  */
 import { DurableObject } from "cloudflare:workers";
 import {
-  ALLOCATION, DEFAULT_RENEW_DAYS, IDS, EVENT_LOG_LIMIT, EXTEND_POLICIES, PAGING, PLAN_LIMITS, QUOTA_VALID_DAYS,
+  ALLOCATION, DEFAULT_RENEW_DAYS, FEED, IDS, EXTEND_POLICIES, PAGING, PLAN_LIMITS, QUOTA_VALID_DAYS,
   billingAllowOnError, defaultPlan, type Env, type PlanTier, type QuotaLimits,
 } from "../src/config";
 import { fail, ok, type Failure, type Result } from "../src/errors";
@@ -22,7 +22,9 @@ import { checkAllocation, checkExtraHours, deviceHeadroom, periodStartFor, quota
 import { checkExtend } from "../src/domain/extend";
 import { checkFunds, estimateOf } from "../src/domain/pricing";
 import { dbOf, fundsFor, type Funds } from "../src/billing/ledger";
-import type { Allocation, AllocationStatus, DeviceSpec, EndReason, EndedAllocation, EventEnvelope, Quota, QuotaUsage, UsageRecord } from "../src/domain/types";
+import type { Allocation, AllocationStatus, DeviceSpec, EndReason, EndedAllocation, Quota, QuotaUsage, UsageRecord } from "../src/domain/types";
+import { FEED_HEADER, FeedHub, refuseSocket, type FeedRequest } from "../src/feed/hub";
+import { CLOSE, type AllocationEventData, type Envelope, type FeedEvents, type FeedEventType } from "../src/feed/protocol";
 import { Sql, armAlarm } from "../src/sql";
 import { decodeCursor, encodeCursor } from "../src/cursor";
 import type { Claimed } from "./Device";
@@ -47,6 +49,11 @@ const SCHEMA = [
   `CREATE TABLE event_keys (key TEXT PRIMARY KEY, seq INTEGER NOT NULL, ts INTEGER NOT NULL);
    CREATE INDEX event_keys_ts ON event_keys(ts);
    CREATE INDEX allocations_released ON allocations(status, released_at);`,
+  // The live feed: events carry their user (see src/feed/hub.ts); accepted ticket nonces.
+  `ALTER TABLE events ADD COLUMN user_id TEXT NOT NULL DEFAULT '';
+   CREATE INDEX events_user ON events(user_id, seq);
+   ALTER TABLE event_keys RENAME TO events_keys;
+   CREATE TABLE events_tickets (nonce TEXT PRIMARY KEY, expires_at INTEGER NOT NULL);`,
 ];
 
 interface ProfileRow {
@@ -129,14 +136,18 @@ export interface QuotaUpdate {
 
 export class UserQuota extends DurableObject<Env> {
   private readonly sql: Sql;
+  /** The user's event log and feed sockets. */
+  private readonly hub: FeedHub;
   /** Allocations still in steps 2-4, so a repeated idempotency key waits for the first. */
   private readonly inFlight = new Map<string, Promise<Result<AllocationResult>>>();
 
   constructor(ctx: DurableObjectState, env: Env) {
     super(ctx, env);
     this.sql = new Sql(ctx.storage);
+    this.hub = new FeedHub(ctx, this.sql, { table: "events", limit: FEED.historyLimit, maxSockets: FEED.maxSocketsPerUser, defaultUserId: () => this.ownerId() });
     ctx.blockConcurrencyWhile(async () => {
       this.sql.migrate(SCHEMA);
+      this.hub.start();
       await this.rearm();
     });
   }
@@ -382,8 +393,8 @@ export class UserQuota extends DurableObject<Env> {
   }
 
   /** From a device: an event about an allocation of this user (e.g. `device.expiring`). */
-  async deviceEvent(type: string, data: Record<string, unknown>): Promise<void> {
-    const row = typeof data.allocationId === "string" ? this.sql.one<AllocRow>("SELECT status FROM allocations WHERE allocation_id = ?", data.allocationId) : null;
+  async deviceEvent(type: "device.expiring", data: FeedEvents["device.expiring"]): Promise<void> {
+    const row = this.sql.one<AllocRow>("SELECT status FROM allocations WHERE allocation_id = ?", data.allocationId);
     // A warning for an allocation already over says nothing useful.
     if (row && row.status !== "active") return;
     this.emit(this.ownerId(), type, data);
@@ -455,6 +466,7 @@ export class UserQuota extends DurableObject<Env> {
     }
     await this.rearm();
     const next = this.sql.one<AllocRow>("SELECT * FROM allocations WHERE allocation_id = ?", allocationId)!;
+    this.emit(userId, "device.extended", { ...this.eventData(next), additionalMinutes, extendCount: next.extend_count, extendedMinutes: next.extended_minutes });
     this.noteQuotaStatus(this.profile(userId));
     return ok({ ...this.result(userId, next), extendCount: next.extend_count, extendedMinutes: next.extended_minutes });
   }
@@ -466,20 +478,15 @@ export class UserQuota extends DurableObject<Env> {
     return ok(row);
   }
 
-  // ---- billing ------------------------------------------------------------------------------
+  // ---- events from other parts of the service ---------------------------------------------
 
-  /** A billing event for this user's feed; delivered at least once, shown once per `key`. */
-  async billingEvent(userId: string, key: string, type: string, data: Record<string, unknown>): Promise<number> {
+  /**
+   * A billing or app event for this user's feed. Senders deliver at least once; `key` makes the
+   * feed show each once. Returns the event's seq (the first one's, for a repeat).
+   */
+  async externalEvent<K extends FeedEventType>(userId: string, key: string, type: K, data: FeedEvents[K]): Promise<{ seq: number; duplicate: boolean }> {
     this.profile(userId);
-    const seen = this.sql.one<{ seq: number }>("SELECT seq FROM event_keys WHERE key = ?", key);
-    if (seen) return seen.seq;
-    return this.sql.tx(() => {
-      const e = this.emit(userId, type, data);
-      this.sql.exec("INSERT INTO event_keys (key, seq, ts) VALUES (?, ?, ?)", key, e.seq, e.timestamp);
-      // Keys only need to outlive redelivery; a month is far beyond any retry.
-      if (e.seq % 100 === 0) this.sql.exec("DELETE FROM event_keys WHERE ts < ?", e.timestamp - 31 * 86_400_000);
-      return e.seq;
-    });
+    return this.hub.appendOnce(key, userId, type, data);
   }
 
   /**
@@ -532,18 +539,35 @@ export class UserQuota extends DurableObject<Env> {
     return this.quota(this.profile(userId));
   }
 
-  async events(userId: string, since = 0, limit = 100): Promise<{ events: EventEnvelope[]; oldestSeq: number | null; lastSeq: number }> {
+  async events(userId: string, since = 0, limit = 100): Promise<{ events: Envelope[]; oldestSeq: number | null; lastSeq: number }> {
     this.profile(userId);
-    const rows = this.sql.all<{ seq: number; type: string; data: string; ts: number }>(
-      "SELECT * FROM events WHERE seq > ? ORDER BY seq LIMIT ?",
-      since, Math.min(limit, EVENT_LOG_LIMIT),
-    );
-    const bounds = this.sql.one<{ lo: number | null; hi: number | null }>("SELECT MIN(seq) AS lo, MAX(seq) AS hi FROM events")!;
-    return {
-      events: rows.map((r) => ({ seq: r.seq, type: r.type, userId, data: JSON.parse(r.data), timestamp: r.ts })),
-      oldestSeq: bounds.lo,
-      lastSeq: bounds.hi ?? 0,
-    };
+    return this.hub.history(since, limit);
+  }
+
+  // ---- the feed ----------------------------------------------------------------------------------
+
+  /** A feed socket for this user (the Worker checked the ticket; single use is checked here). */
+  override async fetch(request: Request): Promise<Response> {
+    const header = request.headers.get(FEED_HEADER);
+    if (request.headers.get("Upgrade")?.toLowerCase() !== "websocket" || !header)
+      return Response.json({ error: { code: "UPGRADE_REQUIRED", message: "Open the feed as a WebSocket." } }, { status: 426 });
+    const f = JSON.parse(header) as FeedRequest;
+    const owner = this.profile(f.userId).user_id;
+    if (f.feed !== "user" || owner !== f.userId) return refuseSocket(CLOSE.forbidden, "FORBIDDEN", "This ticket is not for this feed.");
+    if (!this.hub.redeem(f.nonce, f.ticketExpiresAt)) return refuseSocket(CLOSE.unauthorized, "TICKET_USED", "This ticket was already used or has expired; get a new one from POST /ws/ticket.");
+    return this.hub.accept({ userId: f.userId, role: f.role, feed: "user", connectedAt: Date.now() }, f.since);
+  }
+
+  override async webSocketMessage(ws: WebSocket, message: string | ArrayBuffer): Promise<void> {
+    this.hub.onMessage(ws, message);
+  }
+
+  override async webSocketClose(ws: WebSocket, code: number): Promise<void> {
+    this.hub.onClose(ws, code);
+  }
+
+  override async webSocketError(ws: WebSocket): Promise<void> {
+    this.hub.onClose(ws, 1011);
   }
 
   // ---- admin -----------------------------------------------------------------------------------
@@ -615,15 +639,12 @@ export class UserQuota extends DurableObject<Env> {
 
   // ---- events and views ----------------------------------------------------------------------
 
-  /** Appends to the event log (bounded) in the one envelope. */
-  protected emit(userId: string, type: string, data: Record<string, unknown>): EventEnvelope {
-    const ts = Date.now();
-    const row = this.sql.one<{ seq: number }>("INSERT INTO events (type, data, ts) VALUES (?, ?, ?) RETURNING seq", type, JSON.stringify(data), ts)!;
-    if (row.seq % 100 === 0) this.sql.exec("DELETE FROM events WHERE seq <= ?", row.seq - EVENT_LOG_LIMIT);
-    return { seq: row.seq, type, userId, data, timestamp: ts };
+  /** Appends to the user's feed (bounded log, sent to open sockets once the write is done). */
+  protected emit<K extends FeedEventType>(userId: string, type: K, data: FeedEvents[K]) {
+    return this.hub.append(userId, type, data);
   }
 
-  private eventData(r: AllocRow): Record<string, unknown> {
+  private eventData(r: AllocRow): AllocationEventData {
     return {
       allocationId: r.allocation_id, deviceId: r.device_id, pool: r.pool, node: r.node,
       cpuCores: r.cpu, memoryMB: r.mem, storageMB: r.storage,

@@ -10,6 +10,7 @@ import { adminRoutes } from "./routes/admin";
 import { billingRoutes } from "./routes/billing";
 import { quotaRoutes } from "./routes/quotas";
 import { schedulerRoutes } from "./routes/scheduler";
+import { feedRoutes } from "./routes/feed";
 
 export function createApp() {
   const app = newApp();
@@ -43,12 +44,14 @@ export function createApp() {
   app.use("/metering/*", gate(requireUser));
   app.use("/metering/devices/*", gate(requireAdmin));
   app.use("/api/internal/*", gate(requireService));
+  app.use("/ws/ticket", gate(requireUser));
 
   app.get("/", (c) => c.json({ service: "edge-device-allocator", docs: "/openapi.json" }));
   app.route("/", schedulerRoutes());
   app.route("/", quotaRoutes());
   app.route("/", adminRoutes());
   app.route("/", billingRoutes());
+  app.route("/", feedRoutes());
 
   app.doc31("/openapi.json", {
     openapi: "3.1.0",

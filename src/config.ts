@@ -5,12 +5,14 @@
 import type { UserQuota } from "../durable-objects/UserQuota";
 import type { Device } from "../durable-objects/Device";
 import type { DevicePool } from "../durable-objects/DevicePool";
+import type { AdminFeed } from "../durable-objects/AdminFeed";
 import type { UsageRecord } from "./domain/types";
 
 export interface Env {
   USER_QUOTA: DurableObjectNamespace<UserQuota>;
   DEVICE: DurableObjectNamespace<Device>;
   DEVICE_POOL: DurableObjectNamespace<DevicePool>;
+  ADMIN_FEED: DurableObjectNamespace<AdminFeed>;
   DB: D1Database;
   USAGE_QUEUE: Queue<UsageRecord>;
   USAGE_DLQ: Queue<UsageRecord>;
@@ -131,7 +133,26 @@ export const BILLING = {
 };
 
 export const PAGING = { defaultLimit: 50, maxLimit: 200 };
-export const EVENT_LOG_LIMIT = 1000;
+
+/** The live feed (see src/feed/). */
+export const FEED = {
+  /** Events each user feed keeps for resume (the admin feed keeps as many). Older ones are pruned. */
+  historyLimit: 1000,
+  /** A device feed keeps fewer: it lives as long as one allocation. */
+  deviceHistoryLimit: 200,
+  /** A ticket opens one feed once, within this many seconds of being issued. */
+  ticketTtlSeconds: 60,
+  /** Open sockets per user feed, per device feed and on the admin feed; one more is closed with 4429. */
+  maxSocketsPerUser: 20,
+  maxSocketsPerDevice: 20,
+  maxAdminSockets: 200,
+  /** Clients send only `ping`; other messages beyond this many per minute close the socket with 4429. */
+  maxClientMessagesPerMinute: 30,
+  /** Idle release grace (per allocation or per pool), in minutes. */
+  idleReleaseMinMinutes: 1,
+  idleReleaseMaxMinutes: 1440,
+};
+
 /** Largest request body accepted anywhere, in bytes. */
 export const MAX_BODY_BYTES = 64 * 1024;
 export const IDS = { maxLength: 128, pattern: /^[A-Za-z0-9][A-Za-z0-9._:@-]{0,127}$/ };

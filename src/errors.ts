@@ -2,7 +2,7 @@
  * The one error shape. Durable Objects return `Failure` values across RPC (thrown errors
  * lose their fields on the way), and routes turn them into `{error: {code, message, details?}}`.
  */
-export type ErrorStatus = 400 | 401 | 402 | 403 | 404 | 409 | 413 | 415 | 422 | 429 | 500 | 503;
+export type ErrorStatus = 400 | 401 | 402 | 403 | 404 | 409 | 413 | 415 | 422 | 426 | 429 | 500 | 503;
 
 export interface Failure {
   ok: false;

@@ -7,6 +7,7 @@ import { runBillingCron } from "./billing/cron";
 export { UserQuota } from "../durable-objects/UserQuota";
 export { Device } from "../durable-objects/Device";
 export { DevicePool } from "../durable-objects/DevicePool";
+export { AdminFeed } from "../durable-objects/AdminFeed";
 
 const app = createApp();
 

@@ -268,3 +268,27 @@ export const InvoiceIdParam = z.object({ invoiceId: z.string().min(1).max(300) }
 export const ErrorSchema = z
   .object({ error: z.object({ code: z.string(), message: z.string(), details: z.unknown().optional() }) })
   .openapi("Error");
+
+// ---- live feed ------------------------------------------------------------------------------
+
+export const TicketBody = z
+  .object({
+    feed: z.enum(["user", "admin", "device"]).default("user").openapi({ description: "Which feed the ticket opens: your own (`user`), the operators' (`admin`, admins only) or a device you hold (`device`)." }),
+    deviceId: Id.optional().openapi({ description: "With `feed: \"device\"`: the device to watch." }),
+  })
+  .strict()
+  .superRefine((b, ctx) => {
+    if (b.feed === "device" && !b.deviceId) ctx.addIssue({ code: "custom", path: ["deviceId"], message: "a device ticket names its deviceId" });
+    if (b.feed !== "device" && b.deviceId) ctx.addIssue({ code: "custom", path: ["deviceId"], message: "deviceId goes with feed \"device\" only" });
+  })
+  .openapi("TicketRequest");
+
+export const TicketResult = z
+  .object({
+    ticket: z.string(), expiresAt: z.string(), feed: z.enum(["user", "admin", "device"]),
+    url: z.string().openapi({ description: "Path to open as a WebSocket (add `&since=<last seq>` to resume)." }),
+  })
+  .openapi("Ticket");
+
+/** `since` on a feed URL: a plain decimal seq (checked by hand: a bad one closes the socket with 4400). */
+export const FEED_SINCE = /^(0|[1-9][0-9]{0,14})$/;

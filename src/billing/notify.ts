@@ -7,6 +7,7 @@ import { and, asc, eq, inArray, isNull, sql } from "drizzle-orm";
 import { BILLING, type Env } from "../config";
 import { notifications } from "../db/schema";
 import { dbOf } from "./ledger";
+import type { FeedEventType } from "../feed/protocol";
 
 export async function deliverNotifications(env: Env, userIds?: string[], limit: number = BILLING.notificationsPerRun): Promise<{ delivered: number; failed: number }> {
   const db = dbOf(env);
@@ -23,7 +24,7 @@ export async function deliverNotifications(env: Env, userIds?: string[], limit: 
       const stub = env.USER_QUOTA.getByName(userId);
       for (const n of items) {
         try {
-          await stub.billingEvent(userId, n.key, n.type, JSON.parse(n.data) as Record<string, unknown>);
+          await stub.externalEvent(userId, n.key, n.type as FeedEventType, JSON.parse(n.data) as never);
           await db.update(notifications).set({ deliveredAt: Date.now() }).where(eq(notifications.key, n.key));
           delivered++;
         } catch (err) {

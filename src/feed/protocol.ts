@@ -1,0 +1,240 @@
+/**
+ * The feed's wire protocol, shared by the server (the objects that hold sockets) and the
+ * typed client (browser and Node). No runtime imports: the client bundles this file as is.
+ *
+ * Every frame the server sends is one JSON envelope `{seq, type, userId, data, timestamp}`.
+ * Logged events carry their `seq` (1, 2, 3… per feed); control frames (`feed.*`) carry
+ * `seq: null`, are never stored and never replayed.
+ */
+import type { QuotaLimits } from "../config";
+import type { Quota, QuotaUsage } from "../domain/types";
+
+// ---- event data, by type -----------------------------------------------------------------
+
+export interface AllocationEventData {
+  allocationId: string;
+  deviceId: string | null;
+  pool: string;
+  node: string | null;
+  cpuCores: number;
+  memoryMB: number;
+  storageMB: number;
+  allocatedAt: string;
+  expiresAt: string;
+  durationMinutes: number;
+}
+
+export interface ReleasedEventData {
+  allocationId: string;
+  deviceId: string;
+  pool?: string;
+  allocatedAt: string;
+  releasedAt: string;
+  durationSeconds: number;
+  reason: string;
+}
+
+export interface ExpiringEventData {
+  allocationId: string;
+  deviceId: string;
+  expiresAt: string;
+  secondsLeft: number;
+}
+
+export interface ExtendedEventData extends AllocationEventData {
+  additionalMinutes: number;
+  extendCount: number;
+  extendedMinutes: number;
+}
+
+export interface DeviceStatusEventData {
+  deviceId: string;
+  pool: string;
+  node: string;
+  status: string;
+  previousStatus: string | null;
+  /** The allocation this change ended, if any. */
+  endedAllocationId: string | null;
+}
+
+/** `quota.exceeded` says which limits and usage; `quota.updated` carries the whole quota. */
+export interface QuotaEventData {
+  limits: QuotaLimits;
+  usage: QuotaUsage;
+}
+export type QuotaUpdatedEventData = Quota;
+
+export interface QuotaRenewedEventData {
+  validUntil: string;
+  extensionDays: number;
+}
+
+export interface LowBalanceEventData {
+  userId?: string;
+  balance: number;
+  threshold: number;
+  currency?: string;
+  [k: string]: unknown;
+}
+
+export interface PaymentSuccessEventData {
+  userId?: string;
+  amount: number;
+  paymentId: string;
+  newBalance: number;
+  [k: string]: unknown;
+}
+
+export interface InvoiceGeneratedEventData {
+  userId?: string;
+  invoiceId: string;
+  amount: number;
+  month: string;
+  [k: string]: unknown;
+}
+
+/** App events come from the app service (POST /api/internal/events), as in the old system. */
+export interface AppInstalledEventData {
+  userId: string;
+  appId: string;
+  appName: string;
+  deviceId: string;
+  deviceName?: string;
+  version: string;
+  installedAt: string;
+}
+
+export interface AppInstallFailedEventData {
+  userId: string;
+  appId: string;
+  appName: string;
+  deviceId: string;
+  deviceName?: string;
+  reason: string;
+  failedAt: string;
+}
+
+export interface AppUpdatedEventData {
+  userId: string;
+  appId: string;
+  appName: string;
+  deviceId: string;
+  oldVersion: string;
+  newVersion: string;
+  updatedAt: string;
+}
+
+/** Operator events (admin feed only). */
+export interface UsageFailedEventData {
+  allocationId: string;
+  userId: string;
+  deviceId: string;
+  status: string;
+  error: string | null;
+}
+
+export interface ReconcileDifferencesEventData {
+  from: string;
+  to: string;
+  differences: number;
+  healed: number;
+  sample: unknown[];
+}
+
+/** Every logged event type and its data. Emitters and the client are typed by this map. */
+export interface FeedEvents {
+  "device.allocated": AllocationEventData;
+  "device.extended": ExtendedEventData;
+  "device.expiring": ExpiringEventData;
+  "device.released": ReleasedEventData;
+  "device.status": DeviceStatusEventData;
+  "quota.updated": QuotaUpdatedEventData;
+  "quota.exceeded": QuotaEventData;
+  "quota.renewed": QuotaRenewedEventData;
+  "billing.low_balance": LowBalanceEventData;
+  "billing.payment_success": PaymentSuccessEventData;
+  "billing.invoice_generated": InvoiceGeneratedEventData;
+  "billing.usage_failed": UsageFailedEventData;
+  "billing.reconcile_differences": ReconcileDifferencesEventData;
+  "app.installed": AppInstalledEventData;
+  "app.install_failed": AppInstallFailedEventData;
+  "app.updated": AppUpdatedEventData;
+}
+export type FeedEventType = keyof FeedEvents;
+
+export const APP_EVENT_TYPES = ["app.installed", "app.install_failed", "app.updated"] as const;
+export type AppEventType = (typeof APP_EVENT_TYPES)[number];
+
+// ---- frames ------------------------------------------------------------------------------
+
+export interface Envelope<T = unknown, K extends string = string> {
+  seq: number | null;
+  type: K;
+  userId: string;
+  data: T;
+  timestamp: number;
+}
+
+/** A logged event: always has a seq. */
+export type FeedEvent<K extends FeedEventType = FeedEventType> = { [P in K]: Envelope<FeedEvents[P], P> & { seq: number } }[K];
+
+export type FeedKind = "user" | "admin" | "device";
+
+/** First frame on every socket: where replay starts and ends, and what history was lost. */
+export interface HelloData {
+  feed: FeedKind;
+  /** The `since` the server used (a client ahead of the log is moved back to its end). */
+  since: number;
+  /** Replayed events end here; everything after it is live. */
+  replayThrough: number;
+  /** Oldest seq still kept (null: the log is empty). */
+  oldestSeq: number | null;
+  /** How many events each feed keeps for resume. */
+  historyLimit: number;
+  /** Events the client missed that are no longer kept (`null` when nothing was lost). */
+  missed: { from: number; to: number; count: number } | null;
+  /** Device feeds: the device and its allocation as of now. */
+  state?: unknown;
+}
+
+export interface ErrorFrameData {
+  code: string;
+  message: string;
+}
+
+export interface ControlFrames {
+  "feed.hello": HelloData;
+  "feed.error": ErrorFrameData;
+}
+
+// ---- client → server ---------------------------------------------------------------------
+
+/** Keep-alive: the runtime answers PING with PONG without waking the object. */
+export const PING = "ping";
+export const PONG = "pong";
+
+// ---- close codes -------------------------------------------------------------------------
+
+export const CLOSE = {
+  /** The server ended this feed on purpose (a device feed whose allocation ended). */
+  normal: 1000,
+  /** The device left service for good (removed). */
+  goingAway: 1001,
+  /** The service is restarting: reconnect (with backoff) and resume. */
+  serviceRestart: 1012,
+  /** The query was malformed (e.g. `since` is not a number). Fix the request. */
+  badRequest: 4400,
+  /** Ticket missing, invalid, expired or already used: get a new ticket. */
+  unauthorized: 4401,
+  /** Valid ticket, but not for this feed (not an admin; not the device's holder). */
+  forbidden: 4403,
+  /** No such device. */
+  notFound: 4404,
+  /** Too many sockets or messages: wait, then reconnect. */
+  rateLimited: 4429,
+} as const;
+
+/** Whether a client should reconnect after a close with this code. */
+export function shouldReconnect(code: number): boolean {
+  return code !== CLOSE.normal && code !== CLOSE.goingAway && code !== CLOSE.badRequest && code !== CLOSE.forbidden && code !== CLOSE.notFound;
+}

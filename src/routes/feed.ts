@@ -1,0 +1,76 @@
+/**
+ * The live feed's HTTP side: tickets, and the WebSocket upgrades for the user, admin and
+ * device feeds. The Worker checks the ticket (signature, expiry, which feed) before any
+ * object wakes, then forwards the upgrade to the object that holds the feed, which checks
+ * single use and accepts the socket for hibernation. Refusals of an upgrade are sent as a
+ * close code with a `feed.error` frame (a browser never sees an HTTP status of a failed
+ * handshake); a plain HTTP request gets the usual JSON error.
+ */
+import type { Context } from "hono";
+import { requireUser, type AppEnv } from "../auth";
+import { newApp } from "../app-factory";
+import { IDS, type Env } from "../config";
+import { errorBody, fail, ok } from "../errors";
+import { FEED_HEADER, refuseSocket, type FeedRequest } from "../feed/hub";
+import { CLOSE, type FeedKind } from "../feed/protocol";
+import { mintTicket, readTicket, scopeOf } from "../feed/tickets";
+import { jsonBody, route } from "../openapi";
+import { FEED_SINCE, TicketBody, TicketResult } from "../schemas";
+import { device, reply, userQuota } from "./helpers";
+import { ADMIN_FEED_NAME } from "../../durable-objects/AdminFeed";
+
+const security = [{ bearer: [] }];
+
+export function feedRoutes() {
+  const app = newApp();
+
+  app.openapi(
+    route({
+      method: "post", path: "/ws/ticket", tags: ["feed"], security,
+      summary: "A single-use ticket (60 s) to open a feed as a WebSocket",
+      description: "Open `url` as a WebSocket within 60 seconds. Frames are `{seq, type, userId, data, timestamp}`; send `ping` to keep it alive (answered `pong`). Reconnect with `&since=<last seq>` and a new ticket to get what you missed.",
+      request: jsonBody(TicketBody, false),
+      ok: { status: 201, schema: TicketResult, description: "The ticket" },
+    }),
+    async (c) => {
+      const p = requireUser(c);
+      // No body means the caller's own feed.
+      const b = (c.req.valid("json") ?? {}) as { feed?: FeedKind; deviceId?: string };
+      const feed = b.feed ?? "user";
+      if (feed === "admin" && p.role !== "admin") return reply(c, fail(403, "FORBIDDEN", "The admin feed needs the admin role."));
+      const t = await mintTicket(c.env, p, scopeOf(feed, b.deviceId));
+      const path = feed === "user" ? "/ws" : feed === "admin" ? "/ws/admin" : `/ws/devices/${encodeURIComponent(b.deviceId!)}`;
+      return reply(c, ok({ ticket: t.ticket, expiresAt: new Date(t.expiresAt).toISOString(), feed, url: `${path}?ticket=${encodeURIComponent(t.ticket)}` }), 201);
+    },
+  );
+
+  app.get("/ws", (c) => open(c, "user"));
+  app.get("/ws/admin", (c) => open(c, "admin"));
+  app.get("/ws/devices/:deviceId", (c) => open(c, "device", c.req.param("deviceId")));
+
+  return app;
+}
+
+async function open(c: Context<AppEnv>, feed: FeedKind, deviceId?: string): Promise<Response> {
+  const upgrade = c.req.header("Upgrade")?.toLowerCase() === "websocket";
+  const refuse = (status: 400 | 401 | 403 | 404, close: number, code: string, message: string) =>
+    upgrade ? refuseSocket(close, code, message) : c.json(errorBody(fail(status, code, message)), status);
+  if (!upgrade) return c.json(errorBody(fail(426, "UPGRADE_REQUIRED", "Open this path as a WebSocket (get a ticket from POST /ws/ticket first).")), 426);
+  const q = c.req.query();
+  const unknown = Object.keys(q).filter((k) => k !== "ticket" && k !== "since");
+  if (unknown.length) return refuse(400, CLOSE.badRequest, "VALIDATION_FAILED", `Unknown query parameter: ${unknown.join(", ")}. Use ticket and since.`);
+  if (q.since !== undefined && !FEED_SINCE.test(q.since)) return refuse(400, CLOSE.badRequest, "VALIDATION_FAILED", "since: the last seq you received, a whole number ≥ 0.");
+  if (deviceId !== undefined && !IDS.pattern.test(deviceId)) return refuse(404, CLOSE.notFound, "DEVICE_NOT_FOUND", "No such device.");
+  const t = await readTicket(c.env, q.ticket, scopeOf(feed, deviceId));
+  if (!t) return refuse(401, CLOSE.unauthorized, "TICKET_INVALID", "The ticket is missing, expired or for another feed; get a new one from POST /ws/ticket.");
+  // Checked again at the object; a role inside a signed ticket cannot be forged.
+  if (feed === "admin" && t.role !== "admin") return refuse(403, CLOSE.forbidden, "FORBIDDEN", "The admin feed needs the admin role.");
+  const f: FeedRequest = { userId: t.userId, role: t.role, feed, nonce: t.nonce, ticketExpiresAt: t.expiresAt, since: q.since === undefined ? undefined : Number(q.since), deviceId };
+  return feedObject(c.env, f).fetch("https://feed.internal/ws", { headers: { Upgrade: "websocket", [FEED_HEADER]: JSON.stringify(f) } });
+}
+
+function feedObject(env: Env, f: FeedRequest) {
+  if (f.feed === "user") return userQuota(env, f.userId);
+  if (f.feed === "device") return device(env, f.deviceId!);
+  return env.ADMIN_FEED.getByName(ADMIN_FEED_NAME);
+}

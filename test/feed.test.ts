@@ -1,0 +1,58 @@
+/** The user feed: tickets, live events, resume, close codes. */
+import { describe, expect, it } from "vitest";
+import { call, registerDevice, sleep, tokenFor, uid, until } from "./helpers";
+import { events, feedClient, rawFeed, ticket } from "./feed-helpers";
+import type { FeedEvent } from "../src/feed/protocol";
+
+describe("user feed", () => {
+  it("delivers allocation, quota and release events live, in the envelope", async () => {
+    const user = uid("u");
+    const token = await tokenFor(user);
+    const pool = uid("pool");
+    await registerDevice(pool);
+    const f = await rawFeed(`/ws?ticket=${encodeURIComponent(await ticket(token))}`);
+    const a = await call("POST", "/scheduler/devices/allocate", { token, body: { pool, durationMinutes: 5 } });
+    expect(a.status).toBe(201);
+    await call("POST", "/scheduler/devices/release", { token, body: { deviceId: a.body.deviceId } });
+    const got = await events(f.frames, 2);
+    expect(f.frames[0]!.type).toBe("feed.hello");
+    expect(got.map((e) => e.type)).toEqual(["device.allocated", "device.released"]);
+    for (const e of got) {
+      expect(e.userId).toBe(user);
+      expect(Object.keys(e).sort()).toEqual(["data", "seq", "timestamp", "type", "userId"]);
+    }
+    expect(got[1]!.seq).toBe(got[0]!.seq! + 1);
+    f.ws.close(1000);
+  });
+
+  it("a ticket opens one socket once", async () => {
+    const token = await tokenFor(uid("u"));
+    const t = await ticket(token);
+    const first = await rawFeed(`/ws?ticket=${encodeURIComponent(t)}`);
+    await until(async () => first.frames.length > 0);
+    expect(first.frames[0]!.type).toBe("feed.hello");
+    const second = await rawFeed(`/ws?ticket=${encodeURIComponent(t)}`);
+    expect((await second.closed).code).toBe(4401);
+    expect(second.frames[0]).toMatchObject({ type: "feed.error", data: { code: "TICKET_USED" } });
+    first.ws.close(1000);
+  });
+
+  it("the typed client resumes after a drop: missed events once, in order", async () => {
+    const user = uid("u");
+    const token = await tokenFor(user);
+    const seen: FeedEvent[] = [];
+    const client = feedClient(token, { since: 0 });
+    client.onEvent((e) => seen.push(e));
+    await client.start();
+    await call("PUT", `/quotas/user/${user}`, { token: await tokenFor("root", "admin"), body: { limits: { maxDevices: 3 } } });
+    await until(async () => seen.length === 1);
+    client.drop();
+    for (let i = 0; i < 5; i++) await call("POST", `/quotas/renew/${user}`, { token: await tokenFor("root", "admin"), body: { extensionDays: i + 1 } });
+    await client.nextHello();
+    await until(async () => seen.length === 6);
+    await sleep(100);
+    expect(seen.map((e) => e.seq)).toEqual([1, 2, 3, 4, 5, 6]);
+    expect(seen.slice(1).map((e) => (e.data as { extensionDays: number }).extensionDays)).toEqual([1, 2, 3, 4, 5]);
+    client.close();
+  });
+});
