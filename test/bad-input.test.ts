@@ -104,8 +104,10 @@ beforeAll(async () => {
 
 async function objectIds() {
   const ids = (list: DurableObjectId[]) => list.map((i) => i.toString()).sort();
-  const [userQuota, device, pool] = await Promise.all([listDurableObjectIds(env.USER_QUOTA), listDurableObjectIds(env.DEVICE), listDurableObjectIds(env.DEVICE_POOL)]);
-  return { userQuota: ids(userQuota), device: ids(device), pool: ids(pool) };
+  const [userQuota, device, pool, adminFeed] = await Promise.all([
+    listDurableObjectIds(env.USER_QUOTA), listDurableObjectIds(env.DEVICE), listDurableObjectIds(env.DEVICE_POOL), listDurableObjectIds(env.ADMIN_FEED),
+  ]);
+  return { userQuota: ids(userQuota), device: ids(device), pool: ids(pool), adminFeed: ids(adminFeed) };
 }
 
 /** Counts, sums and rows of every billing table in D1 (one batch, so the tables are read at one instant). */
@@ -279,6 +281,7 @@ const BODY_ROUTES: BodyRoute[] = [
   { label: "reconcile", method: "POST", path: () => "/admin/billing/reconcile", as: "admin", base: () => ({ userId: W.user, heal: true }) },
   { label: "invoice run", method: "POST", path: () => "/admin/billing/invoices/run", as: "admin", base: () => ({ period: "2002-02" }) },
   { label: "internal usage", method: "POST", path: () => "/api/internal/metering/device-usage", as: "service", base: () => usage({ allocationId: "bi-never-used" }) },
+  { label: "feed ticket", method: "POST", path: () => "/ws/ticket", as: "user", base: () => ({ feed: "device", deviceId: W.held }) },
 ];
 
 const JUNK_JSON = ["{", "nul", "[]", '"str"', "null", "1", "true", "", " ", '{"a":}', "{}}", "{'a':1}", "\u0000", "[".repeat(5000), '{"a":1,}', "undefined", "{\"a\":1}{\"b\":2}"];
@@ -783,6 +786,27 @@ function buildCases(): [string, Case[]][] {
     ],
   ]);
 
+  const ticketRoute = { method: "POST", path: () => "/ws/ticket", as: "user" as As };
+  const ticketBase = () => ({ feed: "device", deviceId: W.held });
+  groups.push([
+    "feed ticket: fields",
+    [
+      ...fieldCases(ticketRoute, ticketBase, "feed", ["users", "ADMIN", "", null, 1, [], {}, "device\u0000"]),
+      ...fieldCases(ticketRoute, ticketBase, "deviceId", BAD_ID_VALUES),
+      { ...ticketRoute, name: "deviceId with feed user", body: () => ({ feed: "user", deviceId: W.held }), status: 400, code: "VALIDATION_FAILED", objects: true },
+      ...missingCases(ticketRoute, ticketBase, ["deviceId"]),
+      { ...ticketRoute, name: "admin feed by a user", body: () => ({ feed: "admin" }), status: 403, code: "FORBIDDEN", objects: true },
+      { ...ticketRoute, as: "service", name: "ticket for a service", body: () => ({ feed: "user" }), status: 403, code: "FORBIDDEN", objects: true },
+    ],
+  ]);
+  // A plain GET on an upgrade path is told to upgrade; hostile upgrades are in their own describe below.
+  groups.push([
+    "feed paths without an upgrade",
+    ["/ws", "/ws?ticket=x&since=abc", "/ws/admin", "/ws/devices/x", `/ws/devices/${pct("../x")}`, "/ws?since=1e400"].map(
+      (path): Case => ({ method: "GET", path: () => path, as: "user", name: `GET ${path}`, status: 426, code: "UPGRADE_REQUIRED", objects: true }),
+    ),
+  ]);
+
   // Bad input from someone not signed in is refused for sign-in first (or for size), never validated into a 400 leak.
   groups.push([
     "bad input without a token",
@@ -863,6 +887,66 @@ describe("table: hostile input is refused with a 4xx and changes nothing", () =>
           if (ids) expect(await objectIds(), `${ctx}: no Durable Object may be created`).toEqual(ids);
         });
       }
+    });
+  }
+});
+
+// ---- hostile feed upgrades ---------------------------------------------------------------------------
+
+/** Opens `path` as a WebSocket through the Worker; returns the close code and the first frame. */
+async function upgrade(path: string): Promise<{ status: number; code: number | null; first: { type: string; data: { code: string } } | null }> {
+  const res = await exports.default.fetch(new Request(`https://test.local${path}`, { headers: { Upgrade: "websocket" } }));
+  const ws = res.webSocket;
+  if (!ws) return { status: res.status, code: null, first: null };
+  const frames: string[] = [];
+  const closed = new Promise<number>((resolve) => ws.addEventListener("close", (ev) => resolve(ev.code)));
+  ws.addEventListener("message", (ev) => frames.push(String(ev.data)));
+  ws.accept();
+  const code = await Promise.race([closed, new Promise<number>((r) => setTimeout(() => r(-1), 5000))]);
+  if (code === -1) ws.close(1000);
+  return { status: res.status, code, first: frames[0] ? JSON.parse(frames[0]) : null };
+}
+
+describe("hostile feed upgrades close with a 4xxx code and a feed.error frame, wake no object, change nothing", () => {
+  const forged = async (claims: Record<string, unknown>, key: string) => {
+    const { sign } = await import("hono/jwt");
+    return sign({ sub: W.user, role: "admin", scope: "user", jti: "x".repeat(32), typ: "ws-ticket", exp: Math.floor(Date.now() / 1000) + 60, ...claims }, key, "HS256");
+  };
+  const cases: [string, () => Promise<string>, number][] = [
+    ["no ticket", async () => "/ws", 4401],
+    ["empty ticket", async () => "/ws?ticket=", 4401],
+    ["garbage ticket", async () => "/ws?ticket=garbage", 4401],
+    ["8 KiB ticket", async () => `/ws?ticket=${"a".repeat(8192)}`, 4401],
+    ["the user's bearer token as a ticket", async () => `/ws?ticket=${W.userToken}`, 4401],
+    ["ticket signed with the JWT secret itself", async () => `/ws?ticket=${await forged({}, env.JWT_SECRET)}`, 4401],
+    ["ticket signed with another key", async () => `/ws?ticket=${await forged({}, "not-the-secret-0123456789abcdef")}`, 4401],
+    ["expired ticket", async () => `/ws?ticket=${await forged({ exp: Math.floor(Date.now() / 1000) - 5 }, `${env.JWT_SECRET}\u0000ws-ticket`)}`, 4401],
+    ["ticket without typ", async () => `/ws?ticket=${await forged({ typ: undefined }, `${env.JWT_SECRET}\u0000ws-ticket`)}`, 4401],
+    ["ticket whose subject is a path", async () => `/ws?ticket=${await forged({ sub: "../root" }, `${env.JWT_SECRET}\u0000ws-ticket`)}`, 4401],
+    ["user ticket at the admin feed", async () => `/ws/admin?ticket=${(await call("POST", "/ws/ticket", { token: W.adminToken, body: {} })).body.ticket}`, 4401],
+    ["device ticket for another device", async () => `/ws/devices/${W.free1}?ticket=${(await call("POST", "/ws/ticket", { token: W.userToken, body: { feed: "device", deviceId: W.held } })).body.ticket}`, 4401],
+    ["since is not a number", async () => "/ws?ticket=x&since=abc", 4400],
+    ["since is hex", async () => "/ws?ticket=x&since=0x10", 4400],
+    ["since is negative", async () => "/ws?ticket=x&since=-1", 4400],
+    ["since is huge", async () => "/ws?ticket=x&since=1e400", 4400],
+    ["since has a leading zero", async () => "/ws?ticket=x&since=01", 4400],
+    ["unknown query parameter", async () => "/ws?ticket=x&token=abc", 4400],
+    ["device id is a path", async () => `/ws/devices/${pct("../x")}?ticket=x`, 4404],
+    ["device id has NUL", async () => `/ws/devices/${pct("a\u0000b")}?ticket=x`, 4404],
+  ];
+  for (const [name, path, want] of cases) {
+    it(name, async () => {
+      const p = await path();
+      const before = await snapshot();
+      const d1 = await d1Snapshot();
+      const ids = await objectIds();
+      const r = await upgrade(p);
+      expect(r.status, name).toBe(101);
+      expect(r.code, name).toBe(want);
+      expect(r.first, name).toMatchObject({ type: "feed.error", data: { code: expect.stringMatching(/^[A-Z][A-Z_]+$/) } });
+      expect(await snapshot(), name).toEqual(before);
+      expect(await d1Snapshot(), name).toEqual(d1);
+      expect(await objectIds(), `${name}: no object may wake`).toEqual(ids);
     });
   }
 });

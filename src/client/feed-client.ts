@@ -147,6 +147,11 @@ export class FeedClient {
     }
   }
 
+  /** Read through a method: `close()` may run while `connect()` awaits (TS would narrow the field). */
+  private isStopped(): boolean {
+    return this.state === "stopped";
+  }
+
   private setState(state: FeedState, close?: CloseInfo): void {
     this.state = state;
     this.fire("state", { state, close });
@@ -158,14 +163,14 @@ export class FeedClient {
     let socket: SocketLike;
     try {
       const url = await this.url();
-      if (this.state === "stopped") return;
+      if (this.isStopped()) return;
       socket = await (this.opts.connect ?? ((u: string) => new WebSocket(u) as unknown as SocketLike))(url);
     } catch (err) {
       this.lastError = { code: "CONNECT_FAILED", message: String((err as Error)?.message ?? err) };
       if (err instanceof TicketRefused && !err.retryable) return this.stopWith(err.status, err.message);
       return this.retry({ code: 1006, reason: this.lastError.message, reconnecting: true });
     }
-    if (this.state === "stopped") {
+    if (this.isStopped()) {
       socket.close(1000, "client closed");
       return;
     }

@@ -44,6 +44,19 @@ export function feedRoutes() {
     },
   );
 
+  // The upgrade paths are documented for readers (OpenAPI has no WebSocket operations; they carry `x-websocket`).
+  for (const [path, summary] of [
+    ["/ws", "Your feed (ticket from POST /ws/ticket with feed \"user\")"],
+    ["/ws/admin", "The operators' feed (admin ticket)"],
+    ["/ws/devices/{deviceId}", "A device you hold (device ticket); admins may watch any device"],
+  ] as const) {
+    app.openAPIRegistry.registerPath({
+      method: "get", path, tags: ["feed"], summary,
+      description: "WebSocket upgrade. Query: `ticket` (required, single use), `since` (last seq you received; replays what you missed). Refusals close the socket: 4400 bad query, 4401 ticket invalid/used/expired, 4403 not allowed, 4404 no such device, 4429 too many sockets or messages. A plain GET gets 426.",
+      "x-websocket": true,
+      responses: { 101: { description: "Switching protocols" }, 426: { description: "Not a WebSocket upgrade" } },
+    } as never);
+  }
   app.get("/ws", (c) => open(c, "user"));
   app.get("/ws/admin", (c) => open(c, "admin"));
   app.get("/ws/devices/:deviceId", (c) => open(c, "device", c.req.param("deviceId")));
