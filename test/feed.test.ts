@@ -25,6 +25,20 @@ describe("user feed", () => {
     f.ws.close(1000);
   });
 
+  it("a ticket request with no body is for the caller's own feed; the reply says where to go", async () => {
+    const user = uid("u");
+    const r = await call("POST", "/ws/ticket", { token: await tokenFor(user) });
+    expect(r.status, JSON.stringify(r.body)).toBe(201);
+    expect(r.body).toMatchObject({ feed: "user", url: expect.stringMatching(/^\/ws\?ticket=/), expiresAt: expect.any(String) });
+    const ttl = Date.parse(r.body.expiresAt) - Date.now();
+    expect(ttl).toBeGreaterThan(50_000);
+    expect(ttl).toBeLessThanOrEqual(60_000);
+    const f = await rawFeed(r.body.url);
+    await until(async () => f.frames.length > 0);
+    expect(f.frames[0]).toMatchObject({ seq: null, type: "feed.hello", userId: user, data: { feed: "user", historyLimit: 1000, missed: null } });
+    f.ws.close(1000);
+  });
+
   it("a ticket opens one socket once", async () => {
     const token = await tokenFor(uid("u"));
     const t = await ticket(token);
