@@ -11,6 +11,7 @@ import { billingRoutes } from "./routes/billing";
 import { quotaRoutes } from "./routes/quotas";
 import { schedulerRoutes } from "./routes/scheduler";
 import { feedRoutes } from "./routes/feed";
+import { eventRoutes } from "./routes/events";
 
 export function createApp() {
   const app = newApp();
@@ -52,6 +53,7 @@ export function createApp() {
   app.route("/", adminRoutes());
   app.route("/", billingRoutes());
   app.route("/", feedRoutes());
+  app.route("/", eventRoutes());
 
   app.doc31("/openapi.json", {
     openapi: "3.1.0",

@@ -3,7 +3,8 @@
  * `allocationId`); each message is acked or retried on its own with exponential backoff,
  * so one bad record never holds back the batch and a redelivered one changes nothing.
  * After its retries a message goes to the dead-letter queue, whose consumer keeps it in
- * `failed_usage` for an operator to replay (reconciliation would heal it too).
+ * `failed_usage` for an operator to replay (reconciliation would heal it too), and tells
+ * the operators' feed (best effort: `failed_usage` is the durable list).
  */
 import { sql } from "drizzle-orm";
 import { usageRetryDelay, type Env } from "./config";
@@ -11,6 +12,7 @@ import { failedUsage } from "./db/schema";
 import type { UsageRecord } from "./domain/types";
 import { dbOf } from "./billing/ledger";
 import { applyUsage } from "./billing/usage";
+import { notifyOperators } from "./billing/notify";
 import { UsageRecordMessage } from "./schemas";
 
 export const USAGE_QUEUE = "device-usage";
@@ -64,8 +66,9 @@ async function keepFailed(env: Env, msg: Message<unknown>, status: "failed" | "i
   const body = msg.body as Partial<UsageRecord> | null;
   const allocationId = typeof body?.allocationId === "string" && body.allocationId ? body.allocationId.slice(0, 300) : `message:${msg.id}`;
   const now = Date.now();
+  let kept: { status: string } | undefined;
   try {
-    await dbOf(env).insert(failedUsage).values({
+    [kept] = await dbOf(env).insert(failedUsage).values({
       allocationId, userId: typeof body?.userId === "string" ? body.userId.slice(0, 128) : null, record: JSON.stringify(msg.body ?? null).slice(0, 100_000),
       error, attempts: msg.attempts, status, firstFailedAt: now, lastFailedAt: now,
     }).onConflictDoUpdate({
@@ -75,10 +78,18 @@ async function keepFailed(env: Env, msg: Message<unknown>, status: "failed" | "i
         // A record replayed or healed before stays so; a new failure of an open one is counted.
         status: sql`CASE WHEN ${failedUsage.status} IN ('replayed','resolved') THEN ${failedUsage.status} ELSE excluded.status END`,
       },
-    });
+    }).returning({ status: failedUsage.status });
     msg.ack();
   } catch (err) {
     log("error", "dead letter could not be stored", { allocationId, attempts: msg.attempts, error: String(err) });
     msg.retry({ delaySeconds: usageRetryDelay(env, msg.attempts) });
+    return;
   }
+  // A late copy of a record already replayed or healed is no news. The key is per message, so a
+  // redelivered message shows once; a new failure of the same allocation shows again.
+  if (kept?.status !== "failed" && kept?.status !== "invalid") return;
+  const str = (v: unknown) => (typeof v === "string" ? v.slice(0, 128) : "");
+  await notifyOperators(env, `usage_failed:${allocationId}:${msg.id}`, "billing.usage_failed", str(body?.userId), {
+    allocationId, userId: str(body?.userId), deviceId: str(body?.deviceId), status: kept.status, error,
+  });
 }

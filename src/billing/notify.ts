@@ -2,12 +2,30 @@
  * Delivers billing events (written to `notifications` in the same batch as the change they
  * report) to the user's object, which appends them to the feed once per key. Anything not
  * delivered now is picked up by the cron, so an event is late at worst, never lost.
+ * Low balances also go to the operators' feed, under the same key, before the row is marked.
  */
 import { and, asc, eq, inArray, isNull, sql } from "drizzle-orm";
 import { BILLING, type Env } from "../config";
 import { notifications } from "../db/schema";
 import { dbOf } from "./ledger";
-import type { FeedEventType } from "../feed/protocol";
+import type { FeedEvents, FeedEventType } from "../feed/protocol";
+import { ADMIN_FEED_NAME } from "../../durable-objects/AdminFeed";
+
+export const adminFeed = (env: Env) => env.ADMIN_FEED.getByName(ADMIN_FEED_NAME);
+
+/**
+ * An operator event that is a by-product of something already stored (a dead letter, a
+ * reconciliation report): the stored record stays the truth, so a failure is logged, not thrown.
+ */
+export async function notifyOperators<K extends FeedEventType>(env: Env, key: string, type: K, userId: string, data: FeedEvents[K]): Promise<boolean> {
+  try {
+    await adminFeed(env).publish(key, type, userId, data);
+    return true;
+  } catch (err) {
+    console.warn(JSON.stringify({ level: "warn", msg: "operator event not published", key, type, error: String(err) }));
+    return false;
+  }
+}
 
 export async function deliverNotifications(env: Env, userIds?: string[], limit: number = BILLING.notificationsPerRun): Promise<{ delivered: number; failed: number }> {
   const db = dbOf(env);
@@ -24,7 +42,10 @@ export async function deliverNotifications(env: Env, userIds?: string[], limit: 
       const stub = env.USER_QUOTA.getByName(userId);
       for (const n of items) {
         try {
-          await stub.externalEvent(userId, n.key, n.type as FeedEventType, JSON.parse(n.data) as never);
+          const data = JSON.parse(n.data) as Record<string, unknown>;
+          await stub.externalEvent(userId, n.key, n.type as FeedEventType, data as never);
+          // Operators see low balances too; a failure here leaves the row pending, and the retry is deduplicated on both feeds.
+          if (n.type === "billing.low_balance") await adminFeed(env).publish(n.key, "billing.low_balance", userId, { ...data, userId } as FeedEvents["billing.low_balance"]);
           await db.update(notifications).set({ deliveredAt: Date.now() }).where(eq(notifications.key, n.key));
           delivered++;
         } catch (err) {

@@ -3,7 +3,8 @@
  * exactly one usage record and one charge in D1. The user objects are the independent
  * record of what ended, so this catches anything the queue path lost (a dead letter that
  * could not be stored, a message dropped after its retries) and heals it through the same
- * booking path. The balance is also checked against the sum of the ledger.
+ * booking path. The balance is also checked against the sum of the ledger. Differences are
+ * summed up on the operators' feed (best effort: the run's report is the full answer).
  */
 import { asc, eq, gt, inArray, sql } from "drizzle-orm";
 import { BILLING, type Env } from "../config";
@@ -11,6 +12,7 @@ import { accounts, ledger, usageRecords } from "../db/schema";
 import type { UsageRecord } from "../domain/types";
 import { dbOf } from "./ledger";
 import { applyUsage } from "./usage";
+import { notifyOperators } from "./notify";
 
 export interface Mismatch {
   allocationId: string;
@@ -142,7 +144,7 @@ export async function reconcile(env: Env, opts: { userId?: string; from?: number
   const resolved = await db.run(sql`UPDATE failed_usage SET status = 'resolved', resolved_at = ${now}
     WHERE status IN ('failed', 'invalid') AND allocation_id IN (SELECT allocation_id FROM usage_records)`);
   const sum = (f: (r: UserReconciliation) => number) => reports.reduce((n, r) => n + f(r), 0);
-  return {
+  const run: ReconcileRun = {
     from: opts.from ?? null, to, users: reports.length, checked: sum((r) => r.checked),
     missingUsage: sum((r) => r.missingUsage.length), missingCharges: sum((r) => r.missingCharges.length), mismatched: sum((r) => r.mismatched.length),
     healed: sum((r) => r.healed), stillMissing: sum((r) => r.stillMissing.length), balanceDrift: sum((r) => (r.balanceDrift ? 1 : 0)),
@@ -150,4 +152,33 @@ export async function reconcile(env: Env, opts: { userId?: string; from?: number
     differences: reports.filter((r) => r.missingUsage.length || r.missingCharges.length || r.mismatched.length || r.balanceDrift),
     remaining,
   };
+  if (run.differences.length) await tellOperators(env, run);
+  return run;
+}
+
+const SAMPLE_USERS = 5;
+const SAMPLE_IDS = 5;
+
+/**
+ * A summary on the operators' feed, keyed by what was found: the same unhealed differences met
+ * again (a drift is reported on every pass until someone fixes it) show once, not every run.
+ */
+async function tellOperators(env: Env, run: ReconcileRun): Promise<void> {
+  const fingerprint = run.differences.map((d) => [
+    d.userId, d.missingUsage, d.missingCharges, d.mismatched.map((m) => `${m.allocationId}.${m.field}`), d.balanceDrift && [d.balanceDrift.balance, d.balanceDrift.ledgerSum],
+    d.stillMissing, // a dry run and the run that heals the same records are two pieces of news
+  ]);
+  const digest = new Uint8Array(await crypto.subtle.digest("SHA-256", new TextEncoder().encode(JSON.stringify(fingerprint))));
+  const key = `reconcile:${[...digest.slice(0, 16)].map((b) => b.toString(16).padStart(2, "0")).join("")}`;
+  const from = run.from ?? Math.min(...run.differences.map((d) => d.from));
+  await notifyOperators(env, key, "billing.reconcile_differences", "", {
+    from: new Date(from).toISOString(), to: new Date(run.to).toISOString(),
+    differences: run.missingUsage + run.missingCharges + run.mismatched + run.balanceDrift,
+    healed: run.healed,
+    sample: run.differences.slice(0, SAMPLE_USERS).map((d) => ({
+      userId: d.userId,
+      missingUsage: d.missingUsage.slice(0, SAMPLE_IDS), missingCharges: d.missingCharges.slice(0, SAMPLE_IDS), mismatched: d.mismatched.slice(0, SAMPLE_IDS),
+      healed: d.healed, stillMissing: d.stillMissing.length, balanceDrift: d.balanceDrift,
+    })),
+  });
 }
