@@ -134,6 +134,9 @@ export const BILLING = {
 
 export const PAGING = { defaultLimit: 50, maxLimit: 200 };
 
+/** App events from other services (POST /api/internal/events): batch size and text limits. */
+export const APP_EVENTS = { maxBatch: 100, maxName: 200, maxVersion: 100, maxReason: 1000 };
+
 /** The live feed (see src/feed/). */
 export const FEED = {
   /** Events each user feed keeps for resume (the admin feed keeps as many). Older ones are pruned. */

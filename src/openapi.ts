@@ -10,7 +10,7 @@ const errorResponses = Object.fromEntries(
   ].map(([s, d]) => [s, { description: d as string, content: { "application/json": { schema: ErrorSchema } } }]),
 );
 
-type Ok = { ok: { status: 200 | 201; schema: ZodType; description: string } };
+type Ok = { ok: { status: 200 | 201 | 202; schema: ZodType; description: string } };
 
 /** Keeps the request types of `o` (so `c.req.valid` is typed) and documents the responses. */
 export function route<R extends Omit<RouteConfig, "responses">>(o: R & Ok): R & { responses: RouteConfig["responses"] } {

@@ -259,7 +259,7 @@ interface RouteCase {
   path: (fx: Fixture) => string;
   body?: (fx: Fixture) => unknown;
   scope: Scope;
-  okStatus: 200 | 201;
+  okStatus: 200 | 201 | 202;
   /** On "owner-by-id" routes: the code another user gets (the same as for an id that does not exist). */
   notFoundCode?: string;
   /** State this route needs beyond the common fixture, made before the snapshot. */
@@ -580,6 +580,22 @@ const ROUTES: RouteCase[] = [
       expect(body).toEqual({ recorded: 1, duplicates: 0, failed: 0, results: [{ allocationId: fx.usageId, status: "recorded", amount: HOUR_PRICE }] });
       expect(await rows("SELECT user_id, device_id, source FROM usage_records WHERE allocation_id = ?", fx.usageId)).toEqual([{ user_id: fx.owner, device_id: fx.held, source: "external" }]);
       expect((await account(fx.owner))?.balance).toBe(STARTING_CREDIT - HOUR_PRICE);
+    },
+  },
+  {
+    method: "POST", path: () => "/api/internal/events", scope: "service", okStatus: 202,
+    body: (fx) => ({ type: "app.installed", eventId: fx.usageId, data: { userId: fx.owner, appId: "com.example.chat", appName: "Chat", deviceId: fx.held, version: "1.0.0" } }),
+    verify: async (fx, body) => {
+      expect(body).toMatchObject({ accepted: 1, duplicates: 0, failed: 0, results: [{ eventId: fx.usageId, userId: fx.owner, duplicate: false }] });
+      const ev = await call("GET", `/scheduler/events?userId=${fx.owner}`, admin(fx));
+      expect(ev.body.events.filter((e: { type: string }) => e.type === "app.installed").map((e: { data: { deviceId: string } }) => e.data.deviceId)).toEqual([fx.held]);
+    },
+  },
+  {
+    method: "GET", path: () => "/admin/events?since=0&limit=5", scope: "admin", okStatus: 200,
+    verify: (_fx, body) => {
+      expect(body).toMatchObject({ events: expect.any(Array), lastSeq: expect.any(Number) });
+      expect(body.events.length).toBeLessThanOrEqual(5);
     },
   },
   {

@@ -282,6 +282,10 @@ const BODY_ROUTES: BodyRoute[] = [
   { label: "invoice run", method: "POST", path: () => "/admin/billing/invoices/run", as: "admin", base: () => ({ period: "2002-02" }) },
   { label: "internal usage", method: "POST", path: () => "/api/internal/metering/device-usage", as: "service", base: () => usage({ allocationId: "bi-never-used" }) },
   { label: "feed ticket", method: "POST", path: () => "/ws/ticket", as: "user", base: () => ({ feed: "device", deviceId: W.held }) },
+  {
+    label: "app event", method: "POST", path: () => "/api/internal/events", as: "service",
+    base: () => ({ type: "app.updated", eventId: "bi-never-sent", data: { userId: W.user, appId: "a", appName: "A", deviceId: W.held, oldVersion: "1", newVersion: "2" } }),
+  },
 ];
 
 const JUNK_JSON = ["{", "nul", "[]", '"str"', "null", "1", "true", "", " ", '{"a":}', "{}}", "{'a':1}", "\u0000", "[".repeat(5000), '{"a":1,}', "undefined", "{\"a\":1}{\"b\":2}"];

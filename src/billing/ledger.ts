@@ -168,7 +168,8 @@ export async function bookEntry(
   if (event) statements.push(entryNotification(env.DB, e.entryId, event.type, event.data, now));
   const results = await env.DB.batch(statements);
   const [row] = await db.select().from(ledger).where(eq(ledger.entryId, e.entryId));
-  if (event) await deliverNotifications(env, [e.userId]);
+  // Also when there is no event of its own: a debit may have crossed the low-balance threshold.
+  await deliverNotifications(env, [e.userId]);
   if (!row || row.userId !== e.userId || row.amount !== e.amount) return { conflict: true, entryId: e.entryId };
   return { userId: e.userId, entryId: e.entryId, amount: row.amount, balanceAfter: row.balanceAfter, currency: funds.currency, duplicate: (results[0]?.meta.changes ?? 0) === 0 };
 }

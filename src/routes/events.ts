@@ -45,12 +45,6 @@ function appEventsHook(result: { success: boolean }, c: Context<AppEnv>) {
   return c.json(errorBody(fail(400, "VALIDATION_FAILED", message, { issues })), 400);
 }
 
-/** `route()` documents 200/201; this endpoint answers 202 (the events are on their way to sockets). */
-function accepted<R extends { responses: Record<string | number, unknown> }>(r: R): R {
-  const { 201: created, ...rest } = r.responses;
-  return { ...r, responses: { 202: created, ...rest } };
-}
-
 /** Appends each event to its user's feed; one user's events in order, users in parallel. */
 async function deliver(env: Env, events: AppEventInput[]): Promise<Outcome[]> {
   const out: Outcome[] = new Array(events.length);
@@ -79,7 +73,7 @@ export function eventRoutes() {
   const app = newApp();
 
   app.openapi(
-    accepted(route({
+    route({
       method: "post", path: "/api/internal/events", tags: ["internal"], security: [{ service: [] }],
       summary: "Report app events (app.installed, app.install_failed, app.updated) to the user each names",
       description:
@@ -88,8 +82,8 @@ export function eventRoutes() {
         "The whole body is validated before anything is written. A single event whose user's feed does not answer gets 503; " +
         "in a batch, such an item carries its own `error` and the others are written.",
       request: jsonBody(AppEventsBody),
-      ok: { status: 201, schema: AppEventsResult, description: "Accepted: per event, its seq on the user's feed" },
-    })),
+      ok: { status: 202, schema: AppEventsResult, description: "Accepted: per event, its seq on the user's feed" },
+    }),
     async (c) => {
       const b = c.req.valid("json");
       const batch = "events" in b;
