@@ -10,15 +10,22 @@
  * once it has recorded the allocation. A claim still unconfirmed after
  * `ALLOCATION.claimConfirmMs` is checked with the user's object, and freed if the user
  * does not know it (a crash between steps leaves no device held for nobody).
+ *
+ * Device feed (`GET /ws/devices/:deviceId`): admins and the allocation's holder watch the
+ * device live. Events are logged in the same transaction as the change they describe; when
+ * an allocation ends its holder's sockets get the release and are closed, so a later
+ * holder's events never reach them. Status changes also go to the admin feed via the outbox.
  */
 import { DurableObject } from "cloudflare:workers";
-import { ALLOCATION, PAGING, type Env } from "../src/config";
+import { ALLOCATION, FEED, PAGING, type Env } from "../src/config";
 import { fail, ok, type Result } from "../src/errors";
 import { fits } from "../src/domain/strategy";
 import { expiryWarningAt } from "../src/domain/expiry";
 import type { DeviceInfo, DeviceSpec, DeviceStatus, EndReason, EndedAllocation, UsageRecord } from "../src/domain/types";
 import { Sql, armAlarm } from "../src/sql";
-import type { FeedEvents } from "../src/feed/protocol";
+import { FEED_HEADER, FeedHub, feedSchema, refuseSocket, type FeedRequest } from "../src/feed/hub";
+import { CLOSE, type AllocationEventData, type DeviceFeedState, type FeedEvents } from "../src/feed/protocol";
+import { ADMIN_FEED_NAME } from "./AdminFeed";
 
 const SCHEMA = [
   `CREATE TABLE device (
@@ -36,6 +43,8 @@ const SCHEMA = [
    CREATE TABLE outbox (
      id INTEGER PRIMARY KEY AUTOINCREMENT, kind TEXT NOT NULL, payload TEXT NOT NULL,
      attempts INTEGER NOT NULL DEFAULT 0, next_at INTEGER NOT NULL, last_error TEXT);`,
+  // The device feed: its log, event keys, accepted ticket nonces.
+  feedSchema("feed"),
 ];
 
 type AllocState = "held" | "active" | "ended";
@@ -83,7 +92,8 @@ type OutboxItem =
   | { kind: "user_ended"; payload: EndedAllocation }
   | { kind: "user_event"; payload: { userId: string; type: "device.expiring"; data: FeedEvents["device.expiring"] } }
   | { kind: "pool_state"; payload: { pool: string; state: DeviceState } }
-  | { kind: "usage"; payload: { record: UsageRecord; confirmed: boolean } };
+  | { kind: "usage"; payload: { record: UsageRecord; confirmed: boolean } }
+  | { kind: "admin_event"; payload: { key: string; userId: string; type: "device.status"; data: FeedEvents["device.status"] } };
 
 export interface ClaimRequest {
   allocationId: string;
@@ -100,6 +110,16 @@ export interface Claimed extends DeviceSpec {
   allocatedAt: number;
   expiresAt: number;
   state: DeviceState;
+  /** The pool's idle release grace (set by the pool, not the device). */
+  idleReleaseSeconds?: number | null;
+}
+
+/** What the user's object knows of an extension, for the `device.extended` event. */
+export interface ExtendInfo {
+  additionalMinutes: number;
+  extendCount: number;
+  extendedMinutes: number;
+  durationMinutes: number;
 }
 
 export interface CurrentAllocation {
@@ -112,12 +132,16 @@ export interface CurrentAllocation {
 
 export class Device extends DurableObject<Env> {
   private readonly sql: Sql;
+  /** The device feed: its log and watchers' sockets. */
+  private readonly hub: FeedHub;
 
   constructor(ctx: DurableObjectState, env: Env) {
     super(ctx, env);
     this.sql = new Sql(ctx.storage);
+    this.hub = new FeedHub(ctx, this.sql, { table: "feed", limit: FEED.deviceHistoryLimit, maxSockets: FEED.maxSocketsPerDevice });
     ctx.blockConcurrencyWhile(async () => {
       this.sql.migrate(SCHEMA);
+      this.hub.start();
       // Re-arm in case a due row outlived its alarm (e.g. an alarm deleted by a restart).
       await this.rearm();
     });
@@ -223,6 +247,8 @@ export class Device extends DurableObject<Env> {
       if (a && status !== "available") ended = this.endTx(a, status, Date.now());
       const newStatus: DeviceStatus = status === "available" ? (this.current() ? "allocated" : "available") : status;
       this.sql.exec("UPDATE device SET status = ?, version = version + 1, updated_at = ? WHERE id = 1", newStatus, Date.now());
+      // A repeat (maintenance twice) is no change and says nothing.
+      if (newStatus !== d.status) this.statusChanged(d.status, ended);
     });
     const next = this.row()!;
     await this.publishState(next);
@@ -237,7 +263,10 @@ export class Device extends DurableObject<Env> {
       const a = this.current();
       if (a) ended = this.endTx(a, "removed", Date.now());
       this.sql.exec("UPDATE device SET status = 'removed', version = version + 1, updated_at = ? WHERE id = 1", Date.now());
+      this.statusChanged(d.status, ended);
     });
+    // Everyone, the holder included, hears the device is gone for good (after the events above).
+    this.hub.closeWhere(() => true, CLOSE.goingAway, "device removed");
     await this.publishState(this.row()!);
     return ok({ deviceId: d.device_id, ended });
   }
@@ -271,7 +300,7 @@ export class Device extends DurableObject<Env> {
   async confirm(allocationId: string): Promise<Result<{ confirmed: true }>> {
     const a = this.sql.one<AllocRow>("SELECT * FROM allocations WHERE allocation_id = ?", allocationId);
     if (!a || a.state === "ended") return fail(409, "ALLOCATION_ENDED", "The allocation has already ended.");
-    if (a.state === "held") this.sql.exec("UPDATE allocations SET state = 'active', confirm_at = NULL WHERE allocation_id = ?", allocationId);
+    if (a.state === "held") this.sql.tx(() => this.activate(a));
     await this.rearm();
     return ok({ confirmed: true });
   }
@@ -304,13 +333,16 @@ export class Device extends DurableObject<Env> {
     return this.end(a.allocation_id, "force_released");
   }
 
-  async extend(allocationId: string, expiresAt: number): Promise<Result<{ expiresAt: number }>> {
+  async extend(allocationId: string, expiresAt: number, info: ExtendInfo): Promise<Result<{ expiresAt: number }>> {
     const a = this.sql.one<AllocRow>("SELECT * FROM allocations WHERE allocation_id = ?", allocationId);
     if (!a || a.state === "ended") return fail(409, "ALLOCATION_ENDED", "The allocation has already ended.");
-    this.sql.exec(
-      "UPDATE allocations SET expires_at = ?, warn_at = ?, warned = 0 WHERE allocation_id = ?",
-      expiresAt, expiryWarningAt(Date.now(), expiresAt), allocationId,
-    );
+    this.sql.tx(() => {
+      this.sql.exec(
+        "UPDATE allocations SET expires_at = ?, warn_at = ?, warned = 0 WHERE allocation_id = ?",
+        expiresAt, expiryWarningAt(Date.now(), expiresAt), allocationId,
+      );
+      this.hub.append(a.user_id, "device.extended", { ...this.allocationData({ ...a, expires_at: expiresAt }), ...info });
+    });
     await this.rearm();
     return ok({ expiresAt });
   }
@@ -339,19 +371,14 @@ export class Device extends DurableObject<Env> {
       if (a.state === "held" && a.confirm_at !== null && a.confirm_at <= now) await this.verifyClaim(a);
       const still = this.current();
       if (still && !still.warned && still.warn_at !== null && still.warn_at <= now) {
+        const data: FeedEvents["device.expiring"] = {
+          allocationId: still.allocation_id, deviceId: this.row()!.device_id, expiresAt: iso(still.expires_at),
+          secondsLeft: Math.max(0, Math.round((still.expires_at - now) / 1000)),
+        };
         this.sql.tx(() => {
           this.sql.exec("UPDATE allocations SET warned = 1 WHERE allocation_id = ?", still.allocation_id);
-          this.enqueue({
-            kind: "user_event",
-            payload: {
-              userId: still.user_id,
-              type: "device.expiring",
-              data: {
-                allocationId: still.allocation_id, deviceId: this.row()!.device_id, expiresAt: new Date(still.expires_at).toISOString(),
-                secondsLeft: Math.max(0, Math.round((still.expires_at - now) / 1000)),
-              },
-            },
-          });
+          this.enqueue({ kind: "user_event", payload: { userId: still.user_id, type: "device.expiring", data } });
+          this.hub.append(still.user_id, "device.expiring", data);
         });
       }
     }
@@ -372,7 +399,7 @@ export class Device extends DurableObject<Env> {
     const fresh = this.sql.one<AllocRow>("SELECT * FROM allocations WHERE allocation_id = ?", a.allocation_id);
     if (!fresh || fresh.state !== "held") return; // confirmed or ended meanwhile
     if (answer === "active" || answer === "ended") {
-      this.sql.exec("UPDATE allocations SET state = 'active', confirm_at = NULL WHERE allocation_id = ?", a.allocation_id);
+      this.sql.tx(() => this.activate(fresh));
     } else if (answer === "pending") {
       this.sql.exec("UPDATE allocations SET confirm_at = ? WHERE allocation_id = ?", now + ALLOCATION.notifyRetryMs, a.allocation_id);
     } else {
@@ -419,6 +446,10 @@ export class Device extends DurableObject<Env> {
       case "pool_state":
         await this.env.DEVICE_POOL.getByName(item.payload.pool).deviceState(item.payload.pool, item.payload.state);
         return true;
+      case "admin_event":
+        // The key makes a redelivery show once on the admin feed.
+        await this.env.ADMIN_FEED.getByName(ADMIN_FEED_NAME).publish(item.payload.key, item.payload.type, item.payload.userId, item.payload.data);
+        return true;
       case "usage": {
         if (!item.payload.confirmed) {
           // Ended before its user confirmed it: bill only if the user knows the allocation.
@@ -456,7 +487,87 @@ export class Device extends DurableObject<Env> {
       this.enqueue({ kind: "usage", payload: { record, confirmed: a.state === "active" } });
     }
     this.enqueue({ kind: "pool_state", payload: { pool: d.pool, state: this.state(this.row()!) } });
+    this.hub.append(a.user_id, "device.released", {
+      allocationId: a.allocation_id, deviceId: d.device_id, pool: d.pool, allocatedAt: iso(a.allocated_at), releasedAt: iso(releasedAt), durationSeconds, reason,
+    });
+    // Once the transaction is over: the holder's sockets get the release, then are closed.
+    queueMicrotask(() => this.closeHolder(a.allocation_id, a.user_id));
     return ended;
+  }
+
+  /** held → active: the user's object knows the allocation; the device feed says so. */
+  private activate(a: AllocRow): void {
+    this.sql.exec("UPDATE allocations SET state = 'active', confirm_at = NULL WHERE allocation_id = ?", a.allocation_id);
+    this.hub.append(a.user_id, "device.allocated", this.allocationData(a));
+  }
+
+  private allocationData(a: AllocRow): AllocationEventData {
+    const d = this.row()!;
+    return {
+      allocationId: a.allocation_id, deviceId: d.device_id, pool: d.pool, node: d.node, cpuCores: a.cpu, memoryMB: a.mem, storageMB: a.storage,
+      allocatedAt: iso(a.allocated_at), expiresAt: iso(a.expires_at), durationMinutes: Math.ceil((a.expires_at - a.allocated_at) / 60_000),
+    };
+  }
+
+  /** Inside the status change's transaction: the device feed and (via the outbox) the admin feed. */
+  private statusChanged(previous: DeviceStatus, ended: EndedAllocation | null): void {
+    const d = this.row()!;
+    const holder = ended?.userId ?? "";
+    const data: FeedEvents["device.status"] = {
+      deviceId: d.device_id, pool: d.pool, node: d.node, status: d.status, previousStatus: previous, endedAllocationId: ended?.allocationId ?? null,
+    };
+    this.hub.append(holder, "device.status", data);
+    this.enqueue({ kind: "admin_event", payload: { key: `device.status:${d.device_id}:${d.version}`, userId: holder, type: "device.status", data } });
+  }
+
+  /** The holder of an ended allocation stops watching (admins keep their sockets). */
+  private closeHolder(allocationId: string, userId: string): void {
+    // A transaction that rolled back ended nothing.
+    const a = this.sql.one<{ state: AllocState }>("SELECT state FROM allocations WHERE allocation_id = ?", allocationId);
+    if (a?.state !== "ended") return;
+    this.hub.closeWhere((w) => w.role !== "admin" && w.userId === userId, CLOSE.normal, "allocation ended");
+  }
+
+  // ---- the device feed ------------------------------------------------------------------------
+
+  /** A device feed socket (the Worker checked the ticket; who may watch and single use are checked here). */
+  override async fetch(request: Request): Promise<Response> {
+    const header = request.headers.get(FEED_HEADER);
+    if (request.headers.get("Upgrade")?.toLowerCase() !== "websocket" || !header)
+      return Response.json({ error: { code: "UPGRADE_REQUIRED", message: "Open the feed as a WebSocket." } }, { status: 426 });
+    const f = JSON.parse(header) as FeedRequest;
+    if (f.feed !== "device") return refuseSocket(CLOSE.forbidden, "FORBIDDEN", "This ticket is not for a device feed.");
+    const d = this.row();
+    if (!d || d.status === "removed" || (f.deviceId !== undefined && f.deviceId !== d.device_id)) return refuseSocket(CLOSE.notFound, "DEVICE_NOT_FOUND", "No such device.");
+    const a = this.current();
+    if (f.role !== "admin" && a?.user_id !== f.userId)
+      return refuseSocket(CLOSE.forbidden, "FORBIDDEN", "Only the device's current holder (or an admin) may watch it.");
+    if (!this.hub.redeem(f.nonce, f.ticketExpiresAt)) return refuseSocket(CLOSE.unauthorized, "TICKET_USED", "This ticket was already used or has expired; get a new one from POST /ws/ticket.");
+    return this.hub.accept({ userId: f.userId, role: f.role, feed: "device", connectedAt: Date.now() }, f.since, this.snapshot(d, a));
+  }
+
+  private snapshot(d: DeviceRow, a: AllocRow | null): DeviceFeedState {
+    return {
+      deviceId: d.device_id, pool: d.pool, node: d.node, status: d.status,
+      allocation: a
+        ? {
+          allocationId: a.allocation_id, userId: a.user_id, state: a.state === "active" ? "active" : "held", allocatedAt: iso(a.allocated_at),
+          expiresAt: iso(a.expires_at), secondsLeft: Math.max(0, Math.round((a.expires_at - Date.now()) / 1000)),
+        }
+        : null,
+    };
+  }
+
+  override async webSocketMessage(ws: WebSocket, message: string | ArrayBuffer): Promise<void> {
+    this.hub.onMessage(ws, message);
+  }
+
+  override async webSocketClose(ws: WebSocket, code: number): Promise<void> {
+    this.hub.onClose(ws, code);
+  }
+
+  override async webSocketError(ws: WebSocket): Promise<void> {
+    this.hub.onClose(ws, 1011);
   }
 
   private ended(a: AllocRow): EndedAllocation {
@@ -497,6 +608,8 @@ export class Device extends DurableObject<Env> {
     await armAlarm(this.ctx.storage, Math.min(...times));
   }
 }
+
+const iso = (t: number) => new Date(t).toISOString();
 
 function notFound() {
   return fail(404, "DEVICE_NOT_FOUND", "No such device.");

@@ -20,7 +20,15 @@ const SCHEMA = [
    CREATE INDEX devices_node_status ON devices(node, status, cpu, mem, storage);
    CREATE INDEX devices_status_expires ON devices(status, expires_at);
    CREATE TABLE nodes (node TEXT PRIMARY KEY, busy INTEGER NOT NULL, total INTEGER NOT NULL, free INTEGER NOT NULL, last_picked_at INTEGER NOT NULL DEFAULT 0);`,
+  // Idle release grace for the pool's allocations (null: off); the user's object applies it.
+  `ALTER TABLE settings ADD COLUMN idle_release_seconds INTEGER;`,
 ];
+
+interface Settings {
+  pool: string;
+  strategy: Strategy;
+  idleReleaseSeconds: number | null;
+}
 
 interface IndexRow {
   device_id: string;
@@ -47,6 +55,9 @@ export interface PoolDevice extends DeviceSpec {
 export interface PoolSummary {
   pool: string;
   strategy: Strategy;
+  /** Idle release grace of the pool (null: off); minutes may be fractional when set in seconds (tests). */
+  idleReleaseMinutes: number | null;
+  idleReleaseSeconds: number | null;
   devices: number;
   available: number;
   allocated: number;
@@ -66,11 +77,11 @@ export class DevicePool extends DurableObject<Env> {
     ctx.blockConcurrencyWhile(async () => this.sql.migrate(SCHEMA));
   }
 
-  private settings(pool: string): { pool: string; strategy: Strategy } {
-    const s = this.sql.one<{ pool: string; strategy: Strategy }>("SELECT pool, strategy FROM settings WHERE id = 1");
+  private settings(pool: string): Settings {
+    const s = this.sql.one<Settings>("SELECT pool, strategy, idle_release_seconds AS idleReleaseSeconds FROM settings WHERE id = 1");
     if (s) return s;
     this.sql.exec("INSERT INTO settings (id, pool, strategy) VALUES (1, ?, ?)", pool, DEFAULT_STRATEGY);
-    return { pool, strategy: DEFAULT_STRATEGY };
+    return { pool, strategy: DEFAULT_STRATEGY, idleReleaseSeconds: null };
   }
 
   private exists(): boolean {
@@ -80,7 +91,7 @@ export class DevicePool extends DurableObject<Env> {
   /** Picks, claims and returns a device; a stale pick is corrected and the next one tried. */
   async claim(req: ClaimRequest): Promise<Result<Claimed>> {
     if (!this.exists()) return fail(404, "POOL_NOT_FOUND", `Pool "${req.pool}" has no devices.`, { pool: req.pool });
-    const { strategy } = this.settings(req.pool);
+    const { strategy, idleReleaseSeconds } = this.settings(req.pool);
     const tried = new Set<string>();
     for (let attempt = 0; attempt < ALLOCATION.claimAttempts; attempt++) {
       const pick = this.pick(strategy, req.min, req.max, tried);
@@ -96,7 +107,8 @@ export class DevicePool extends DurableObject<Env> {
       }
       if (r.ok) {
         this.apply(r.value.state);
-        return r;
+        // The user's object keeps the grace with the allocation (it watches the user's sockets).
+        return ok({ ...r.value, idleReleaseSeconds });
       }
       const state = (r.details as { state?: DeviceState | null } | undefined)?.state;
       if (state) this.apply(state);
@@ -202,21 +214,25 @@ export class DevicePool extends DurableObject<Env> {
 
   async summary(pool: string): Promise<Result<PoolSummary>> {
     if (!this.exists()) return fail(404, "POOL_NOT_FOUND", `Pool "${pool}" has no devices.`, { pool });
-    const { strategy } = this.settings(pool);
+    const { strategy, idleReleaseSeconds } = this.settings(pool);
     const c = this.sql.one<Record<string, number>>(
       `SELECT COUNT(*) AS devices, SUM(status='available') AS available, SUM(status='allocated') AS allocated,
               SUM(status='maintenance') AS maintenance, SUM(status='offline') AS offline, COUNT(DISTINCT node) AS nodes FROM devices`,
     )!;
     return ok({
-      pool, strategy, devices: c.devices ?? 0, available: c.available ?? 0, allocated: c.allocated ?? 0,
+      pool, strategy, idleReleaseMinutes: idleReleaseSeconds === null ? null : idleReleaseSeconds / 60, idleReleaseSeconds, devices: c.devices ?? 0, available: c.available ?? 0, allocated: c.allocated ?? 0,
       maintenance: c.maintenance ?? 0, offline: c.offline ?? 0, nodes: c.nodes ?? 0,
     });
   }
 
-  async setStrategy(pool: string, strategy: Strategy): Promise<Result<PoolSummary>> {
+  /** Strategy and idle release grace; an absent field is unchanged, `idleReleaseSeconds: null` turns it off. */
+  async setSettings(pool: string, patch: { strategy?: Strategy; idleReleaseSeconds?: number | null }): Promise<Result<PoolSummary>> {
     if (!this.exists()) return fail(404, "POOL_NOT_FOUND", `Pool "${pool}" has no devices.`, { pool });
-    this.settings(pool);
-    this.sql.exec("UPDATE settings SET strategy = ? WHERE id = 1", strategy);
+    const s = this.settings(pool);
+    this.sql.exec(
+      "UPDATE settings SET strategy = ?, idle_release_seconds = ? WHERE id = 1",
+      patch.strategy ?? s.strategy, patch.idleReleaseSeconds === undefined ? s.idleReleaseSeconds : patch.idleReleaseSeconds,
+    );
     return this.summary(pool);
   }
 }

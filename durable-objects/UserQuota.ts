@@ -11,6 +11,10 @@
  *   4. device.confirm                                          → missing: device's `verify` says active
  * An ended allocation is reported by the device's outbox (`deviceEnded`), and an active row
  * past its expiry is checked with the device by this object's alarm.
+ *
+ * Idle release: an allocation with an idle grace (its own or its pool's) is released with
+ * reason `idle` once the user has had no feed socket open for that long. When the last
+ * socket went is stored (`profile.sockets_gone_at`), so it survives hibernation and restarts.
  */
 import { DurableObject } from "cloudflare:workers";
 import {
@@ -21,6 +25,7 @@ import { fail, ok, type Failure, type Result } from "../src/errors";
 import { checkAllocation, checkExtraHours, deviceHeadroom, periodStartFor, quotaStatus, renewedUntil, type QuotaState } from "../src/domain/quota";
 import { checkExtend } from "../src/domain/extend";
 import { checkFunds, estimateOf } from "../src/domain/pricing";
+import { effectiveIdleGraceMs, idleDeadline, requestedIdleGraceMs } from "../src/domain/idle";
 import { dbOf, fundsFor, type Funds } from "../src/billing/ledger";
 import type { Allocation, AllocationStatus, DeviceSpec, EndReason, EndedAllocation, Quota, QuotaUsage, UsageRecord } from "../src/domain/types";
 import { FEED_HEADER, FeedHub, refuseSocket, type FeedRequest } from "../src/feed/hub";
@@ -54,6 +59,9 @@ const SCHEMA = [
    CREATE INDEX events_user ON events(user_id, seq);
    ALTER TABLE event_keys RENAME TO events_keys;
    CREATE TABLE events_tickets (nonce TEXT PRIMARY KEY, expires_at INTEGER NOT NULL);`,
+  // Idle release: each allocation's grace (null: off); since when the user has had no feed socket.
+  `ALTER TABLE allocations ADD COLUMN idle_ms INTEGER;
+   ALTER TABLE profile ADD COLUMN sockets_gone_at INTEGER;`,
 ];
 
 interface ProfileRow {
@@ -66,6 +74,7 @@ interface ProfileRow {
   hours_used: number;
   exceeded: number;
   updated_at: number;
+  sockets_gone_at: number | null;
 }
 interface AllocRow {
   allocation_id: string;
@@ -91,6 +100,7 @@ interface AllocRow {
   idem_hash: string | null;
   deadline: number | null;
   created_at: number;
+  idle_ms: number | null;
 }
 
 export interface AllocateInput {
@@ -101,6 +111,10 @@ export interface AllocateInput {
   durationSeconds?: number;
   spec: DeviceSpec;
   idempotencyKey?: string;
+  /** Release when the user's feed sockets have all been gone this long (or the pool's, if shorter). */
+  idleReleaseMinutes?: number;
+  /** Test-only override of idleReleaseMinutes (ALLOW_SHORT_DURATIONS). */
+  idleReleaseSeconds?: number;
 }
 
 export interface AllocationResult {
@@ -115,6 +129,8 @@ export interface AllocationResult {
   allocatedAt: string;
   expiresAt: string;
   durationMinutes: number;
+  /** Present when the allocation has an idle release grace (its own or its pool's). */
+  idleReleaseSeconds?: number;
 }
 
 export interface ReleaseResult {
@@ -237,10 +253,10 @@ export class UserQuota extends DurableObject<Env> {
     }
     const allocationId = newAllocationId(input.userId);
     this.sql.exec(
-      `INSERT INTO allocations (allocation_id, pool, status, cpu, mem, storage, duration_minutes, duration_ms, booked_hours, idem_key, idem_hash, deadline, created_at)
-       VALUES (?, ?, 'pending', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+      `INSERT INTO allocations (allocation_id, pool, status, cpu, mem, storage, duration_minutes, duration_ms, booked_hours, idem_key, idem_hash, deadline, created_at, idle_ms)
+       VALUES (?, ?, 'pending', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
       allocationId, input.pool, input.spec.cpuCores, input.spec.memoryMB, input.spec.storageMB, input.durationMinutes, durationMs, hours,
-      input.idempotencyKey ?? null, hash, now + ALLOCATION.intentTimeoutMs, now,
+      input.idempotencyKey ?? null, hash, now + ALLOCATION.intentTimeoutMs, now, requestedIdleGraceMs(input.idleReleaseMinutes, input.idleReleaseSeconds),
     );
     const run = this.completeAllocation(allocationId, input, durationMs, deviceHeadroom(st.limits, usage), funds.value);
     this.inFlight.set(allocationId, run);
@@ -324,9 +340,10 @@ export class UserQuota extends DurableObject<Env> {
     }
     this.sql.tx(() => {
       this.sql.exec(
-        `UPDATE allocations SET status = 'active', device_id = ?, node = ?, cpu = ?, mem = ?, storage = ?, allocated_at = ?, expires_at = ?, deadline = NULL
+        `UPDATE allocations SET status = 'active', device_id = ?, node = ?, cpu = ?, mem = ?, storage = ?, allocated_at = ?, expires_at = ?, deadline = NULL, idle_ms = ?
          WHERE allocation_id = ?`,
-        c.deviceId, c.node, c.cpuCores, c.memoryMB, c.storageMB, c.allocatedAt, c.expiresAt, allocationId,
+        c.deviceId, c.node, c.cpuCores, c.memoryMB, c.storageMB, c.allocatedAt, c.expiresAt,
+        effectiveIdleGraceMs(row.idle_ms, c.idleReleaseSeconds == null ? null : c.idleReleaseSeconds * 1000), allocationId,
       );
       const done = this.sql.one<AllocRow>("SELECT * FROM allocations WHERE allocation_id = ?", allocationId)!;
       this.emit(input.userId, "device.allocated", this.eventData(done));
@@ -372,18 +389,25 @@ export class UserQuota extends DurableObject<Env> {
     this.profile(userId);
     const row = this.sql.one<AllocRow>("SELECT * FROM allocations WHERE device_id = ? AND status = 'active'", deviceId);
     if (!row) return fail(404, "ALLOCATION_NOT_FOUND", `You hold no active allocation on device ${deviceId}.`, { deviceId });
+    const r = await this.endOnDevice(row, reason);
+    return r.ok ? ok(releaseResult(r.value)) : r;
+  }
+
+  /** Ends an active allocation at its device, then here (release and idle release). */
+  private async endOnDevice(row: AllocRow, reason: EndReason): Promise<Result<EndedAllocation>> {
     let r: Result<EndedAllocation>;
     try {
-      r = (await this.env.DEVICE.getByName(deviceId).end(row.allocation_id, reason)) as Result<EndedAllocation>;
+      r = (await this.env.DEVICE.getByName(row.device_id!).end(row.allocation_id, reason)) as Result<EndedAllocation>;
     } catch (err) {
       return fail(503, "DEVICE_UNAVAILABLE", "The device did not answer; the allocation is unchanged. Try again.", { cause: String(err) });
     }
     if (!r.ok) {
-      if (r.code === "ALLOCATION_NOT_FOUND") this.markEnded({ allocationId: row.allocation_id, deviceId, userId, allocatedAt: row.allocated_at!, releasedAt: Date.now(), durationSeconds: 0, reason: "orphaned" });
+      if (r.code === "ALLOCATION_NOT_FOUND")
+        this.markEnded({ allocationId: row.allocation_id, deviceId: row.device_id!, userId: this.ownerId(), allocatedAt: row.allocated_at!, releasedAt: Date.now(), durationSeconds: 0, reason: "orphaned" });
       return r;
     }
     this.markEnded(r.value);
-    return ok(releaseResult(r.value));
+    return r;
   }
 
   /** From a device (outbox or admin path): an allocation ended. Idempotent. */
@@ -451,8 +475,9 @@ export class UserQuota extends DurableObject<Env> {
       expiresAt, additionalMinutes, additionalMinutes * 60_000, additionalMinutes / 60, additionalMinutes, now, allocationId,
     );
     let r: Result<{ expiresAt: number }>;
+    const info = { additionalMinutes, extendCount: row.extend_count + 1, extendedMinutes: row.extended_minutes + additionalMinutes, durationMinutes: row.duration_minutes + additionalMinutes };
     try {
-      r = (await this.env.DEVICE.getByName(row.device_id!).extend(allocationId, expiresAt)) as Result<{ expiresAt: number }>;
+      r = (await this.env.DEVICE.getByName(row.device_id!).extend(allocationId, expiresAt, info)) as Result<{ expiresAt: number }>;
     } catch (err) {
       r = fail(503, "DEVICE_UNAVAILABLE", "The device did not answer; the allocation is unchanged. Try again.", { cause: String(err) });
     }
@@ -555,7 +580,10 @@ export class UserQuota extends DurableObject<Env> {
     const owner = this.profile(f.userId).user_id;
     if (f.feed !== "user" || owner !== f.userId) return refuseSocket(CLOSE.forbidden, "FORBIDDEN", "This ticket is not for this feed.");
     if (!this.hub.redeem(f.nonce, f.ticketExpiresAt)) return refuseSocket(CLOSE.unauthorized, "TICKET_USED", "This ticket was already used or has expired; get a new one from POST /ws/ticket.");
-    return this.hub.accept({ userId: f.userId, role: f.role, feed: "user", connectedAt: Date.now() }, f.since);
+    const res = this.hub.accept({ userId: f.userId, role: f.role, feed: "user", connectedAt: Date.now() }, f.since);
+    // The user is back: no idle clock runs while a socket is open (the alarm finds nothing due).
+    if (this.hub.open("user").length > 0) this.sql.exec("UPDATE profile SET sockets_gone_at = NULL WHERE id = 1");
+    return res;
   }
 
   override async webSocketMessage(ws: WebSocket, message: string | ArrayBuffer): Promise<void> {
@@ -564,10 +592,19 @@ export class UserQuota extends DurableObject<Env> {
 
   override async webSocketClose(ws: WebSocket, code: number): Promise<void> {
     this.hub.onClose(ws, code);
+    await this.socketGone(ws);
   }
 
   override async webSocketError(ws: WebSocket): Promise<void> {
     this.hub.onClose(ws, 1011);
+    await this.socketGone(ws);
+  }
+
+  /** The last socket went: the idle clock of idle-release allocations starts now. */
+  private async socketGone(ws: WebSocket): Promise<void> {
+    if (this.hub.open("user", ws).length > 0) return;
+    this.sql.exec("UPDATE profile SET sockets_gone_at = COALESCE(sockets_gone_at, ?) WHERE id = 1", Date.now());
+    await this.rearm();
   }
 
   // ---- admin -----------------------------------------------------------------------------------
@@ -621,20 +658,47 @@ export class UserQuota extends DurableObject<Env> {
         // Device unreachable: the next alarm tries again.
       }
     }
+    // Re-checked before each one: a socket that opened meanwhile stops the rest.
+    const tried = new Set<string>();
+    for (;;) {
+      const due = this.idleDeadlines(Date.now()).find((x) => x.at <= Date.now() && !tried.has(x.row.allocation_id));
+      if (!due) break;
+      tried.add(due.row.allocation_id);
+      // Same path as a release; a failure leaves it active and the next alarm tries again.
+      await this.endOnDevice(due.row, "idle");
+    }
     await this.rearm(true);
   }
 
+  /** Active idle-release allocations and when each is due (none while a feed socket is open). */
+  private idleDeadlines(now: number): { row: AllocRow; at: number }[] {
+    const rows = this.sql.all<AllocRow>("SELECT * FROM allocations WHERE status = 'active' AND idle_ms IS NOT NULL");
+    if (rows.length === 0) return [];
+    const openSockets = this.hub.open("user").length;
+    let goneAt = this.sql.one<{ t: number | null }>("SELECT sockets_gone_at AS t FROM profile WHERE id = 1")?.t ?? null;
+    if (openSockets === 0 && goneAt === null) {
+      // No socket and no record of when it went (a restart dropped them): the clock starts now.
+      goneAt = now;
+      this.sql.exec("UPDATE profile SET sockets_gone_at = ? WHERE id = 1", now);
+    }
+    return rows.flatMap((row) => {
+      const at = idleDeadline({ openSockets, goneAt, allocatedAt: row.allocated_at!, expiresAt: row.expires_at!, graceMs: row.idle_ms, now });
+      return at === null ? [] : [{ row, at }];
+    });
+  }
+
   private async rearm(fromAlarm = false): Promise<void> {
+    const now = Date.now();
     const t = this.sql.one<{ pending: number | null; active: number | null }>(
       `SELECT (SELECT MIN(deadline) FROM allocations WHERE status = 'pending') AS pending,
               (SELECT MIN(expires_at) FROM allocations WHERE status = 'active') AS active`,
     )!;
-    const times = [t.pending, t.active === null ? null : t.active + ALLOCATION.overdueGraceMs].filter((x): x is number => x !== null);
+    const times = [t.pending, t.active === null ? null : t.active + ALLOCATION.overdueGraceMs, ...this.idleDeadlines(now).map((x) => x.at)]
+      .filter((x): x is number => x !== null)
+      // From the alarm, what is still due failed (e.g. the device did not answer): retry shortly, not in a tight loop.
+      .map((x) => (fromAlarm && x <= now ? now + ALLOCATION.notifyRetryMs : x));
     if (times.length === 0) return;
-    let at = Math.min(...times);
-    // From the alarm, an overdue row whose device did not answer is retried shortly, not in a tight loop.
-    if (fromAlarm) at = Math.max(at, Date.now() + ALLOCATION.notifyRetryMs);
-    await armAlarm(this.ctx.storage, at);
+    await armAlarm(this.ctx.storage, Math.min(...times));
   }
 
   // ---- events and views ----------------------------------------------------------------------
@@ -657,15 +721,17 @@ export class UserQuota extends DurableObject<Env> {
       allocationId: r.allocation_id, deviceId: r.device_id!, userId, pool: r.pool, node: r.node ?? "",
       cpuCores: r.cpu, memoryMB: r.mem, storageMB: r.storage,
       allocatedAt: iso(r.allocated_at!), expiresAt: iso(r.expires_at!), durationMinutes: r.duration_minutes,
+      ...(r.idle_ms === null ? {} : { idleReleaseSeconds: r.idle_ms / 1000 }),
     };
   }
 
-  private view(userId: string, r: AllocRow): Allocation {
+  private view(userId: string, r: AllocRow): Allocation & { idleReleaseSeconds: number | null } {
     return {
       allocationId: r.allocation_id, userId, deviceId: r.device_id, pool: r.pool, status: r.status,
       cpuCores: r.cpu, memoryMB: r.mem, storageMB: r.storage, allocatedAt: r.allocated_at, expiresAt: r.expires_at,
       durationMinutes: r.duration_minutes, releasedAt: r.released_at, durationSeconds: r.duration_seconds, reason: r.reason,
       extendCount: r.extend_count, extendedMinutes: r.extended_minutes, idempotencyKey: r.idem_key,
+      idleReleaseSeconds: r.idle_ms === null ? null : r.idle_ms / 1000,
     };
   }
 }
@@ -685,7 +751,9 @@ function allocationNotFound(allocationId: string): Failure {
 
 /** Same request ⇔ same hash, so a reused key with other parameters is caught. */
 function requestHash(i: AllocateInput): string {
-  return JSON.stringify([i.pool, i.durationMinutes, i.durationSeconds ?? null, i.spec.cpuCores, i.spec.memoryMB, i.spec.storageMB]);
+  const idle = requestedIdleGraceMs(i.idleReleaseMinutes, i.idleReleaseSeconds);
+  // Without an idle grace the hash is what it was before the field existed (stored keys still match).
+  return JSON.stringify([i.pool, i.durationMinutes, i.durationSeconds ?? null, i.spec.cpuCores, i.spec.memoryMB, i.spec.storageMB, ...(idle === null ? [] : [idle])]);
 }
 
 /**

@@ -1,6 +1,6 @@
 /** Request and response schemas (zod), shared by validation and the OpenAPI document. */
 import { z } from "@hono/zod-openapi";
-import { ALLOCATION, BILLING, IDS, PAGING, PLAN_TIERS, STRATEGIES } from "./config";
+import { ALLOCATION, BILLING, FEED, IDS, PAGING, PLAN_TIERS, STRATEGIES } from "./config";
 
 export const Id = z.string().min(1).max(IDS.maxLength).regex(IDS.pattern, "letters, digits and . _ : @ - only (max 128)");
 const Count = (max: number) => z.number().int().min(0).max(max);
@@ -13,6 +13,10 @@ export const Spec = z
   })
   .strict();
 
+/** Idle release grace (per allocation or per pool). */
+const IdleMinutes = z.number().int().min(FEED.idleReleaseMinMinutes).max(FEED.idleReleaseMaxMinutes);
+const IdleSeconds = z.number().int().min(ALLOCATION.minShortSeconds).max(FEED.idleReleaseMaxMinutes * 60);
+
 export const AllocateBody = z
   .object({
     userId: Id.optional().openapi({ description: "Admins only: allocate on behalf of this user." }),
@@ -22,8 +26,13 @@ export const AllocateBody = z
     pool: Id.optional(),
     spec: Spec.optional(),
     idempotencyKey: z.string().min(1).max(200).optional(),
+    idleReleaseMinutes: IdleMinutes.optional().openapi({
+      description: "Idle release: the allocation ends (reason `idle`, billed as usual) once you have had no user feed socket (GET /ws) open for this many minutes. The clock starts when your last socket closes (or at allocation when none is open) and stops when one opens again. If the pool also sets one, the shorter applies.",
+    }),
+    idleReleaseSeconds: IdleSeconds.optional().openapi({ description: "Test-only idle release grace in seconds; refused unless ALLOW_SHORT_DURATIONS is set." }),
   })
   .strict()
+  .refine((b) => b.idleReleaseMinutes === undefined || b.idleReleaseSeconds === undefined, { message: "name idleReleaseMinutes or idleReleaseSeconds, not both", path: ["idleReleaseSeconds"] })
   .openapi("AllocateRequest");
 
 export const AllocationResult = z
@@ -31,6 +40,7 @@ export const AllocationResult = z
     allocationId: z.string(), deviceId: z.string(), userId: z.string(), pool: z.string(), node: z.string(),
     cpuCores: z.number(), memoryMB: z.number(), storageMB: z.number(),
     allocatedAt: z.string(), expiresAt: z.string(), durationMinutes: z.number(),
+    idleReleaseSeconds: z.number().optional().openapi({ description: "Present when the allocation has an idle release grace: the one that applies (its own or its pool's, the shorter), in seconds." }),
   })
   .openapi("AllocationResult");
 
@@ -50,6 +60,7 @@ export const AllocationView = z
     cpuCores: z.number(), memoryMB: z.number(), storageMB: z.number(), allocatedAt: z.number().nullable(), expiresAt: z.number().nullable(),
     durationMinutes: z.number(), releasedAt: z.number().nullable(), durationSeconds: z.number().nullable(), reason: z.string().nullable(),
     extendCount: z.number(), extendedMinutes: z.number(), idempotencyKey: z.string().nullable(),
+    idleReleaseSeconds: z.number().nullable().openapi({ description: "Idle release grace that applies, in seconds (null: no idle release)." }),
   })
   .openapi("Allocation");
 
@@ -106,7 +117,18 @@ export const HistoryQuery = z.object({ cursor: z.coerce.number().int().min(0).op
 export const PoolDevicesQuery = z
   .object({ status: z.enum(["available", "allocated", "maintenance", "offline"]).optional(), cursor: Id.optional(), limit: Limit })
   .strict();
-export const StrategyBody = z.object({ strategy: z.enum(STRATEGIES) }).strict().openapi("PoolSettings");
+export const StrategyBody = z
+  .object({
+    strategy: z.enum(STRATEGIES).optional().openapi({ description: "How the pool picks a device." }),
+    idleReleaseMinutes: IdleMinutes.nullable().optional().openapi({
+      description: "Idle release for every allocation in the pool: it ends (reason `idle`, billed) once its holder has had no user feed socket open this long. `null` turns it off. An allocation's own idleReleaseMinutes applies if shorter.",
+    }),
+    idleReleaseSeconds: IdleSeconds.nullable().optional().openapi({ description: "Test-only idle release grace in seconds; refused unless ALLOW_SHORT_DURATIONS is set." }),
+  })
+  .strict()
+  .refine((b) => Object.keys(b).length > 0, "name at least one field to change")
+  .refine((b) => b.idleReleaseMinutes === undefined || b.idleReleaseSeconds === undefined, { message: "name idleReleaseMinutes or idleReleaseSeconds, not both", path: ["idleReleaseSeconds"] })
+  .openapi("PoolSettings");
 
 const LimitsPatch = z
   .object({

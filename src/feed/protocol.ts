@@ -57,6 +57,27 @@ export interface DeviceStatusEventData {
   endedAllocationId: string | null;
 }
 
+/**
+ * `hello.state` on a device feed: the device and its allocation when the socket opened.
+ * Show time left from `expiresAt` (the server sends no ticks).
+ */
+export interface DeviceFeedState {
+  deviceId: string;
+  pool: string;
+  node: string;
+  status: string;
+  /** Only an admin or the holder may connect, so a user sees only their own allocation here. */
+  allocation: {
+    allocationId: string;
+    userId: string;
+    /** `held` until the user's side confirmed the claim. */
+    state: "held" | "active";
+    allocatedAt: string;
+    expiresAt: string;
+    secondsLeft: number;
+  } | null;
+}
+
 /** `quota.exceeded` says which limits and usage; `quota.updated` carries the whole quota. */
 export interface QuotaEventData {
   limits: QuotaLimits;

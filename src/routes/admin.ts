@@ -5,7 +5,8 @@ import type { Context } from "hono";
 import type { AppEnv } from "../auth";
 import { newApp } from "../app-factory";
 import { pools } from "../db/schema";
-import { ok } from "../errors";
+import { shortDurationsAllowed } from "../config";
+import { fail, ok } from "../errors";
 import { jsonBody, route } from "../openapi";
 import type { EndedAllocation } from "../domain/types";
 import {
@@ -127,10 +128,18 @@ export function adminRoutes() {
   );
 
   app.openapi(
-    route({ method: "put", path: "/admin/pools/{pool}", tags: ["fleet"], security, summary: "Choose the pool's scheduling strategy", request: { params: PoolParam, ...jsonBody(StrategyBody) }, ok: { status: 200, schema: Any, description: "Pool" } }),
+    route({
+      method: "put", path: "/admin/pools/{pool}", tags: ["fleet"], security, summary: "Set the pool's scheduling strategy and idle release",
+      description: "Name at least one field. `idleReleaseMinutes` applies to allocations made from now on (`null` turns it off); an allocation's own idleReleaseMinutes applies if shorter.",
+      request: { params: PoolParam, ...jsonBody(StrategyBody) }, ok: { status: 200, schema: Any, description: "Pool" },
+    }),
     async (c) => {
       const name = c.req.valid("param").pool;
-      return reply(c, await pool(c.env, name).setStrategy(name, c.req.valid("json").strategy));
+      const b = c.req.valid("json");
+      if (b.idleReleaseSeconds !== undefined && !shortDurationsAllowed(c.env))
+        return reply(c, fail(400, "SHORT_DURATION_DISABLED", "`idleReleaseSeconds` is a test-only switch and is off here; use idleReleaseMinutes."));
+      const idleReleaseSeconds = b.idleReleaseSeconds !== undefined ? b.idleReleaseSeconds : b.idleReleaseMinutes == null ? b.idleReleaseMinutes : b.idleReleaseMinutes * 60;
+      return reply(c, await pool(c.env, name).setSettings(name, { strategy: b.strategy, idleReleaseSeconds }));
     },
   );
 

@@ -21,6 +21,7 @@ export function schedulerRoutes() {
     route({
       method: "post", path: "/scheduler/devices/allocate", tags: ["allocation"], security,
       summary: "Allocate a device for a number of minutes",
+      description: "With `idleReleaseMinutes` (or a pool setting) the allocation is released, reason `idle`, once you have had no user feed socket open for that long; it is billed like any release.",
       request: jsonBody(AllocateBody),
       ok: { status: 201, schema: AllocationResult, description: "The allocation" },
     }),
@@ -29,6 +30,8 @@ export function schedulerRoutes() {
       const userId = actingUser(c, b.userId);
       if (b.durationSeconds !== undefined && !shortDurationsAllowed(c.env))
         return reply(c, fail(400, "SHORT_DURATION_DISABLED", "`durationSeconds` is a test-only switch and is off here; use durationMinutes."));
+      if (b.idleReleaseSeconds !== undefined && !shortDurationsAllowed(c.env))
+        return reply(c, fail(400, "SHORT_DURATION_DISABLED", "`idleReleaseSeconds` is a test-only switch and is off here; use idleReleaseMinutes."));
       const r = await userQuota(c.env, userId).allocate({
         userId,
         pool: b.pool ?? defaultPool(c.env),
@@ -36,6 +39,8 @@ export function schedulerRoutes() {
         durationSeconds: b.durationSeconds,
         spec: { cpuCores: b.spec?.cpuCores ?? 0, memoryMB: b.spec?.memoryMB ?? 0, storageMB: b.spec?.storageMB ?? 0 },
         idempotencyKey: b.idempotencyKey,
+        idleReleaseMinutes: b.idleReleaseMinutes,
+        idleReleaseSeconds: b.idleReleaseSeconds,
       });
       return reply(c, r, 201);
     },
