@@ -661,7 +661,7 @@ export class UserQuota extends DurableObject<Env> {
     // Re-checked before each one: a socket that opened meanwhile stops the rest.
     const tried = new Set<string>();
     for (;;) {
-      const due = this.idleDeadlines(Date.now()).find((x) => x.at <= Date.now() && !tried.has(x.row.allocation_id));
+      const due = this.idleDeadlines(Date.now()).find((x) => !x.recheck && x.at <= Date.now() && !tried.has(x.row.allocation_id));
       if (!due) break;
       tried.add(due.row.allocation_id);
       // Same path as a release; a failure leaves it active and the next alarm tries again.
@@ -670,8 +670,12 @@ export class UserQuota extends DurableObject<Env> {
     await this.rearm(true);
   }
 
-  /** Active idle-release allocations and when each is due (none while a feed socket is open). */
-  private idleDeadlines(now: number): { row: AllocRow; at: number }[] {
+  /**
+   * Active idle-release allocations and when each is due. While a socket is open nothing is
+   * due, but the alarm looks again one grace later: a restart can drop sockets without a
+   * close event, and then only a wake-up notices they are gone (release ≤ 2 graces late).
+   */
+  private idleDeadlines(now: number): { row: AllocRow; at: number; recheck?: true }[] {
     const rows = this.sql.all<AllocRow>("SELECT * FROM allocations WHERE status = 'active' AND idle_ms IS NOT NULL");
     if (rows.length === 0) return [];
     const openSockets = this.hub.open("user").length;
@@ -682,6 +686,7 @@ export class UserQuota extends DurableObject<Env> {
       this.sql.exec("UPDATE profile SET sockets_gone_at = ? WHERE id = 1", now);
     }
     return rows.flatMap((row) => {
+      if (openSockets > 0) return row.idle_ms && now + row.idle_ms < row.expires_at! ? [{ row, at: now + row.idle_ms, recheck: true as const }] : [];
       const at = idleDeadline({ openSockets, goneAt, allocatedAt: row.allocated_at!, expiresAt: row.expires_at!, graceMs: row.idle_ms, now });
       return at === null ? [] : [{ row, at }];
     });

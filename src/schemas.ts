@@ -1,6 +1,6 @@
 /** Request and response schemas (zod), shared by validation and the OpenAPI document. */
 import { z } from "@hono/zod-openapi";
-import { ALLOCATION, BILLING, FEED, IDS, PAGING, PLAN_TIERS, STRATEGIES } from "./config";
+import { ALLOCATION, APP_EVENTS, BILLING, FEED, IDS, PAGING, PLAN_TIERS, STRATEGIES } from "./config";
 
 export const Id = z.string().min(1).max(IDS.maxLength).regex(IDS.pattern, "letters, digits and . _ : @ - only (max 128)");
 const Count = (max: number) => z.number().int().min(0).max(max);
@@ -316,9 +316,6 @@ export const TicketResult = z
 export const FEED_SINCE = /^(0|[1-9][0-9]{0,14})$/;
 
 // ---- app events from other services (POST /api/internal/events) -----------------------------
-
-/** Limits of the app events endpoint (belongs with the tunables in config.ts once that file is free). */
-export const APP_EVENTS = { maxBatch: 100, maxName: 200, maxVersion: 100, maxReason: 1000 };
 
 /** Free text shown to users: bounded, no control characters (tab and newline allowed in `reason`). */
 const Text = (max: number, multiline = false) =>
