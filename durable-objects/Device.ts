@@ -266,7 +266,7 @@ export class Device extends DurableObject<Env> {
       this.statusChanged(d.status, ended);
     });
     // Everyone, the holder included, hears the device is gone for good (after the events above).
-    this.hub.closeWhere(() => true, CLOSE.goingAway, "device removed");
+    this.hub.closeWhere(() => true, CLOSE.deviceRemoved, "device removed");
     await this.publishState(this.row()!);
     return ok({ deviceId: d.device_id, ended });
   }

@@ -199,7 +199,7 @@ describe("device feed", () => {
     ops.ws.close(1000);
   });
 
-  it("removing the device closes every socket with 1001; then the device is unknown (4404)", async () => {
+  it("removing the device closes every socket with 4410; then the device is unknown (4404)", async () => {
     const pool = uid("df-rm");
     const dev = await registerDevice(pool);
     const user = uid("rm");
@@ -211,8 +211,8 @@ describe("device feed", () => {
     await hello(f);
     await hello(w);
     expect((await call("DELETE", `/admin/devices/${dev.deviceId}`, { token: adminToken })).status).toBe(200);
-    expect((await f.closed).code).toBe(1001);
-    expect((await w.closed).code).toBe(1001);
+    expect((await f.closed).code).toBe(4410);
+    expect((await w.closed).code).toBe(4410);
     expect(logged(f).map((e) => e.type)).toEqual(["device.released", "device.status"]);
     expect(logged(w).map((e) => e.type)).toEqual(["device.released", "device.status"]);
     expect(logged(w)[1]!.data).toMatchObject({ status: "removed", previousStatus: "allocated" });

@@ -239,7 +239,7 @@ export const PONG = "pong";
 export const CLOSE = {
   /** The server ended this feed on purpose (a device feed whose allocation ended). */
   normal: 1000,
-  /** The device left service for good (removed). */
+  /** Sent by the runtime, not by us, when it shuts a socket down (e.g. a deploy or restart): reconnect and resume. */
   goingAway: 1001,
   /** The service is restarting: reconnect (with backoff) and resume. */
   serviceRestart: 1012,
@@ -251,11 +251,13 @@ export const CLOSE = {
   forbidden: 4403,
   /** No such device. */
   notFound: 4404,
+  /** The device was removed from the fleet: its feed is gone for good. */
+  deviceRemoved: 4410,
   /** Too many sockets or messages: wait, then reconnect. */
   rateLimited: 4429,
 } as const;
 
 /** Whether a client should reconnect after a close with this code. */
 export function shouldReconnect(code: number): boolean {
-  return code !== CLOSE.normal && code !== CLOSE.goingAway && code !== CLOSE.badRequest && code !== CLOSE.forbidden && code !== CLOSE.notFound;
+  return code !== CLOSE.normal && code !== CLOSE.deviceRemoved && code !== CLOSE.badRequest && code !== CLOSE.forbidden && code !== CLOSE.notFound;
 }
