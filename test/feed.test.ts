@@ -3,6 +3,7 @@ import { describe, expect, it } from "vitest";
 import { call, registerDevice, sleep, tokenFor, uid, until } from "./helpers";
 import { events, feedClient, rawFeed, ticket } from "./feed-helpers";
 import type { FeedEvent } from "../src/feed/protocol";
+import { visible, type Watcher } from "../src/feed/hub";
 
 describe("user feed", () => {
   it("delivers allocation, quota and release events live, in the envelope", async () => {
@@ -68,5 +69,23 @@ describe("user feed", () => {
     expect(seen.map((e) => e.seq)).toEqual([1, 2, 3, 4, 5, 6]);
     expect(seen.slice(1).map((e) => (e.data as { extensionDays: number }).extensionDays)).toEqual([1, 2, 3, 4, 5]);
     client.close();
+  });
+});
+
+describe("the per-frame filter (second line of invariant 6, behind per-user objects and closed device sockets)", () => {
+  const w = (userId: string, role: "user" | "admin", feed: Watcher["feed"]): Watcher => ({ userId, role, feed, connectedAt: 0 });
+  it("a user socket sees only its own user's events, on every kind of feed", () => {
+    for (const feed of ["user", "device", "admin"] as const) {
+      expect(visible("alice", w("alice", "user", feed))).toBe(true);
+      expect(visible("bob", w("alice", "user", feed))).toBe(false);
+      expect(visible("", w("alice", "user", feed))).toBe(false);
+      expect(visible("alice ", w("alice", "user", feed))).toBe(false);
+    }
+  });
+  it("an admin sees everything on device and admin feeds, but on a user feed only as that user", () => {
+    expect(visible("bob", w("root", "admin", "device"))).toBe(true);
+    expect(visible("", w("root", "admin", "admin"))).toBe(true);
+    expect(visible("bob", w("root", "admin", "user"))).toBe(false);
+    expect(visible("root", w("root", "admin", "user"))).toBe(true);
   });
 });

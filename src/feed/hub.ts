@@ -273,7 +273,8 @@ function seesAll(w: Watcher): boolean {
   return w.role === "admin" && w.feed !== "user";
 }
 
-function visible(eventUserId: string, w: Watcher): boolean {
+/** The per-frame rule of invariant 6 (exported for its unit test). */
+export function visible(eventUserId: string, w: Watcher): boolean {
   return seesAll(w) || eventUserId === w.userId;
 }
 
