@@ -6,7 +6,7 @@
  */
 import { DurableObject } from "cloudflare:workers";
 import { FEED, type Env } from "../src/config";
-import { FEED_HEADER, FeedHub, feedSchema, refuseSocket, type FeedRequest } from "../src/feed/hub";
+import { FeedHub, feedRequestOf, feedSchema, refuseSocket } from "../src/feed/hub";
 import { CLOSE, type Envelope, type FeedEvents, type FeedEventType } from "../src/feed/protocol";
 import { Sql } from "../src/sql";
 
@@ -38,13 +38,10 @@ export class AdminFeed extends DurableObject<Env> {
   }
 
   override async fetch(request: Request): Promise<Response> {
-    const header = request.headers.get(FEED_HEADER);
-    if (request.headers.get("Upgrade")?.toLowerCase() !== "websocket" || !header)
-      return Response.json({ error: { code: "UPGRADE_REQUIRED", message: "Open the feed as a WebSocket." } }, { status: 426 });
-    const f = JSON.parse(header) as FeedRequest;
+    const f = feedRequestOf(request);
+    if (f instanceof Response) return f;
     if (f.feed !== "admin" || f.role !== "admin") return refuseSocket(CLOSE.forbidden, "FORBIDDEN", "The admin feed needs the admin role.");
-    if (!this.hub.redeem(f.nonce, f.ticketExpiresAt)) return refuseSocket(CLOSE.unauthorized, "TICKET_USED", "This ticket was already used or has expired; get a new one from POST /ws/ticket.");
-    return this.hub.accept({ userId: f.userId, role: "admin", feed: "admin", connectedAt: Date.now() }, f.since);
+    return this.hub.admit(f);
   }
 
   override async webSocketMessage(ws: WebSocket, message: string | ArrayBuffer): Promise<void> {

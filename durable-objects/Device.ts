@@ -23,7 +23,7 @@ import { fits } from "../src/domain/strategy";
 import { expiryWarningAt } from "../src/domain/expiry";
 import type { DeviceInfo, DeviceSpec, DeviceStatus, EndReason, EndedAllocation, UsageRecord } from "../src/domain/types";
 import { Sql, armAlarm } from "../src/sql";
-import { FEED_HEADER, FeedHub, feedSchema, refuseSocket, type FeedRequest } from "../src/feed/hub";
+import { FeedHub, feedRequestOf, feedSchema, refuseSocket } from "../src/feed/hub";
 import { CLOSE, type AllocationEventData, type DeviceFeedState, type FeedEvents } from "../src/feed/protocol";
 import { ADMIN_FEED_NAME } from "./AdminFeed";
 
@@ -532,18 +532,15 @@ export class Device extends DurableObject<Env> {
 
   /** A device feed socket (the Worker checked the ticket; who may watch and single use are checked here). */
   override async fetch(request: Request): Promise<Response> {
-    const header = request.headers.get(FEED_HEADER);
-    if (request.headers.get("Upgrade")?.toLowerCase() !== "websocket" || !header)
-      return Response.json({ error: { code: "UPGRADE_REQUIRED", message: "Open the feed as a WebSocket." } }, { status: 426 });
-    const f = JSON.parse(header) as FeedRequest;
+    const f = feedRequestOf(request);
+    if (f instanceof Response) return f;
     if (f.feed !== "device") return refuseSocket(CLOSE.forbidden, "FORBIDDEN", "This ticket is not for a device feed.");
     const d = this.row();
     if (!d || d.status === "removed" || (f.deviceId !== undefined && f.deviceId !== d.device_id)) return refuseSocket(CLOSE.notFound, "DEVICE_NOT_FOUND", "No such device.");
     const a = this.current();
     if (f.role !== "admin" && a?.user_id !== f.userId)
       return refuseSocket(CLOSE.forbidden, "FORBIDDEN", "Only the device's current holder (or an admin) may watch it.");
-    if (!this.hub.redeem(f.nonce, f.ticketExpiresAt)) return refuseSocket(CLOSE.unauthorized, "TICKET_USED", "This ticket was already used or has expired; get a new one from POST /ws/ticket.");
-    return this.hub.accept({ userId: f.userId, role: f.role, feed: "device", connectedAt: Date.now() }, f.since, this.snapshot(d, a));
+    return this.hub.admit(f, this.snapshot(d, a));
   }
 
   private snapshot(d: DeviceRow, a: AllocRow | null): DeviceFeedState {

@@ -28,7 +28,7 @@ import { checkFunds, estimateOf } from "../src/domain/pricing";
 import { effectiveIdleGraceMs, idleDeadline, requestedIdleGraceMs } from "../src/domain/idle";
 import { dbOf, fundsFor, type Funds } from "../src/billing/ledger";
 import type { Allocation, AllocationStatus, DeviceSpec, EndReason, EndedAllocation, Quota, QuotaUsage, UsageRecord } from "../src/domain/types";
-import { FEED_HEADER, FeedHub, refuseSocket, type FeedRequest } from "../src/feed/hub";
+import { FeedHub, feedRequestOf, refuseSocket } from "../src/feed/hub";
 import { CLOSE, type AllocationEventData, type Envelope, type FeedEvents, type FeedEventType } from "../src/feed/protocol";
 import { Sql, armAlarm } from "../src/sql";
 import { decodeCursor, encodeCursor } from "../src/cursor";
@@ -573,14 +573,11 @@ export class UserQuota extends DurableObject<Env> {
 
   /** A feed socket for this user (the Worker checked the ticket; single use is checked here). */
   override async fetch(request: Request): Promise<Response> {
-    const header = request.headers.get(FEED_HEADER);
-    if (request.headers.get("Upgrade")?.toLowerCase() !== "websocket" || !header)
-      return Response.json({ error: { code: "UPGRADE_REQUIRED", message: "Open the feed as a WebSocket." } }, { status: 426 });
-    const f = JSON.parse(header) as FeedRequest;
+    const f = feedRequestOf(request);
+    if (f instanceof Response) return f;
     const owner = this.profile(f.userId).user_id;
     if (f.feed !== "user" || owner !== f.userId) return refuseSocket(CLOSE.forbidden, "FORBIDDEN", "This ticket is not for this feed.");
-    if (!this.hub.redeem(f.nonce, f.ticketExpiresAt)) return refuseSocket(CLOSE.unauthorized, "TICKET_USED", "This ticket was already used or has expired; get a new one from POST /ws/ticket.");
-    const res = this.hub.accept({ userId: f.userId, role: f.role, feed: "user", connectedAt: Date.now() }, f.since);
+    const res = this.hub.admit(f);
     // The user is back: no idle clock runs while a socket is open (the alarm finds nothing due).
     if (this.hub.open("user").length > 0) this.sql.exec("UPDATE profile SET sockets_gone_at = NULL WHERE id = 1");
     return res;

@@ -36,6 +36,14 @@ export interface FeedRequest {
 }
 export const FEED_HEADER = "X-Feed-Watcher";
 
+/** The feed request the Worker forwarded (its ticket checked there), or the reply when it is not one. */
+export function feedRequestOf(request: Request): FeedRequest | Response {
+  const header = request.headers.get(FEED_HEADER);
+  if (request.headers.get("Upgrade")?.toLowerCase() !== "websocket" || !header)
+    return Response.json({ error: { code: "UPGRADE_REQUIRED", message: "Open the feed as a WebSocket." } }, { status: 426 });
+  return JSON.parse(header) as FeedRequest;
+}
+
 /** The SQL a feed needs: the log, event keys (at-least-once senders), accepted ticket nonces. */
 export function feedSchema(table: string): string {
   return `CREATE TABLE ${table} (seq INTEGER PRIMARY KEY AUTOINCREMENT, type TEXT NOT NULL, user_id TEXT NOT NULL DEFAULT '', data TEXT NOT NULL, ts INTEGER NOT NULL);
@@ -153,6 +161,13 @@ export class FeedHub {
     if (before > 0) return false;
     this.sql.exec(`INSERT INTO ${t}_tickets (nonce, expires_at) VALUES (?, ?)`, nonce, expiresAt);
     return true;
+  }
+
+  /** The last steps of every feed's `fetch`: the ticket is used once, then the socket is accepted. */
+  admit(f: FeedRequest, state?: unknown): Response {
+    if (!this.redeem(f.nonce, f.ticketExpiresAt))
+      return refuseSocket(CLOSE.unauthorized, "TICKET_USED", "This ticket was already used or has expired; get a new one from POST /ws/ticket.");
+    return this.accept({ userId: f.userId, role: f.role, feed: f.feed, connectedAt: Date.now() }, f.since, state);
   }
 
   /** Open sockets (optionally one feed kind), without `except` (a socket that is closing). */
