@@ -1,0 +1,239 @@
+#!/usr/bin/env node
+// npm run bench [-- --quick] [-- --only floor,allocate,...]
+//
+// Starts the built Worker in workerd through Miniflare (direct sockets on 127.0.0.1, no dev
+// proxy) next to the floor Worker, measures in one run:
+//   floor      bare response, no-op Durable Object RPC, one SQLite write in one object,
+//              at the concurrencies of the allocate runs (10, 50, 200 clients)
+//   allocate   allocate + release at 10, 50, 200 clients (each client its own user)
+//   shards     the same at 50 clients with the devices split over 1, 4, 16 pools
+//   expiry, feed, sockets, ingestion   bench/scenarios/<name>.mjs, when present
+// and writes bench/results.json plus a readable table (figures beside the floor, ratios,
+// targets). Every load generator targets 127.0.0.1 only and stops by itself; the runtime
+// is disposed on success, on error and on Ctrl+C.
+import os from "node:os";
+import path from "node:path";
+import { existsSync, readFileSync, writeFileSync } from "node:fs";
+import { pathToFileURL } from "node:url";
+import { root, startRuntime } from "./lib/runtime.mjs";
+import { request, runClients, summarize } from "./lib/load.mjs";
+import { evaluateTargets, renderReport } from "./lib/report.mjs";
+import { LEVELS, SHARDS, SHARD_CLIENTS, adminToken, cpuFigures, runLevels, runShards, workerdCpuMs } from "./scenarios/allocate.mjs";
+
+const ALL = ["floor", "allocate", "shards", "expiry", "feed", "sockets", "ingestion"];
+const EXTERNAL = new Set(["expiry", "feed", "sockets", "ingestion"]);
+
+function parse(argv) {
+  const out = { quick: false, only: null, out: path.join(root, "bench", "results.json") };
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i];
+    if (a === "--quick") out.quick = true;
+    else if (a === "--only" || a.startsWith("--only=")) {
+      const v = a.includes("=") ? a.slice(a.indexOf("=") + 1) : argv[++i];
+      out.only = (v ?? "").split(",").map((s) => s.trim()).filter(Boolean);
+    } else if (a === "--out" || a.startsWith("--out=")) {
+      out.out = path.resolve(a.includes("=") ? a.slice(a.indexOf("=") + 1) : argv[++i]);
+    } else if (a === "--help" || a === "-h") {
+      console.log(`usage: npm run bench [-- --quick] [-- --only ${ALL.join(",")}] [-- --out file.json]`);
+      process.exit(0);
+    } else {
+      throw new Error(`unknown argument ${a} (try --help)`);
+    }
+  }
+  const bad = (out.only ?? []).filter((n) => !ALL.includes(n));
+  if (bad.length) throw new Error(`--only: unknown ${bad.join(", ")} (known: ${ALL.join(", ")})`);
+  return out;
+}
+
+/** Seconds per measurement: --quick keeps the whole run under 3 minutes on 2 cores. */
+function timing(quick) {
+  return quick
+    ? { floorSeconds: 1.5, floorWarmup: 0.5, allocSeconds: 2.5, allocWarmup: 0.5, shardSeconds: 2.5, scenarioLimit: 75 }
+    : { floorSeconds: 5, floorWarmup: 1, allocSeconds: 10, allocWarmup: 1, shardSeconds: 10, scenarioLimit: 400 };
+}
+
+function machine() {
+  const version = (p) => {
+    try {
+      return JSON.parse(readFileSync(path.join(root, "node_modules", p, "package.json"), "utf8")).version;
+    } catch {
+      return null;
+    }
+  };
+  const cpus = os.cpus();
+  return {
+    cpus: cpus.length, cpuModel: cpus[0]?.model?.trim() ?? null, memoryMB: Math.round(os.totalmem() / 2 ** 20),
+    platform: `${process.platform} ${os.release()}`, node: process.version, workerd: version("workerd"), miniflare: version("miniflare"),
+    loadAverageAtStart: os.loadavg().map((x) => Math.round(x * 100) / 100),
+  };
+}
+
+/** Rejects after `seconds` (the load generators are bounded; this catches a hung scenario). */
+function limited(promise, seconds, name) {
+  let timer;
+  return Promise.race([
+    promise,
+    new Promise((_, reject) => {
+      timer = setTimeout(() => reject(new Error(`${name} did not finish within ${seconds} s`)), seconds * 1000);
+      timer.unref();
+    }),
+  ]).finally(() => clearTimeout(timer));
+}
+
+/** One floor request shape at `clients`: requests/s, p50/p99 and workerd CPU per request. */
+async function floorMeasure(rt, p, { clients, seconds, warmupSeconds }) {
+  const lat = [];
+  let served = 0;
+  const cpu0 = workerdCpuMs();
+  const wall0 = performance.now();
+  const r = await runClients({
+    clients, seconds, warmupSeconds,
+    step: async (_i, counting) => {
+      const res = await request(rt.floor, "GET", p, { clients });
+      served++;
+      if (res.status !== 200) throw new Error(`${p}: ${res.status}`);
+      if (counting()) lat.push(res.ms);
+      return 1;
+    },
+  });
+  const s = summarize(lat);
+  return { rps: r.rps, p50Ms: s.p50Ms, p99Ms: s.p99Ms, count: s.count, errors: r.errors, ...cpuFigures(cpu0, workerdCpuMs(), served, performance.now() - wall0) };
+}
+
+async function runFloor(rt, { seconds, warmupSeconds, log }) {
+  // One short pass first so the JIT and the floor object are warm for every figure.
+  for (const p of ["/bare", "/noop", "/write"]) await floorMeasure(rt, p, { clients: 10, seconds: 0.3, warmupSeconds: 0.2 });
+  const levels = [];
+  for (const clients of LEVELS) {
+    const one = (p) => floorMeasure(rt, p, { clients, seconds, warmupSeconds });
+    const l = { clients, bare: await one("/bare"), noop: await one("/noop"), write: await one("/write") };
+    log(`  ${clients} clients: bare ${l.bare.rps} req/s, no-op RPC ${l.noop.rps} req/s, SQLite write ${l.write.rps} req/s (p99 ${l.write.p99Ms} ms)`);
+    levels.push(l);
+  }
+  const at = levels.find((l) => l.clients === 50) ?? levels[0];
+  return {
+    floor: {
+      clients: at.clients, workerRps: at.bare.rps, noopRpcRps: at.noop.rps, sqliteWriteRps: at.write.rps,
+      bare: at.bare, noop: at.noop, write: at.write, levels,
+    },
+  };
+}
+
+async function main() {
+  const args = parse(process.argv.slice(2));
+  // The floor Worker's script path is resolved against the working directory.
+  process.chdir(root);
+  const t = timing(args.quick);
+  const selected = args.only ?? ALL;
+  const log = (m) => process.stderr.write(`${m}\n`);
+  const started = Date.now();
+  const results = {
+    date: new Date().toISOString(),
+    quick: args.quick,
+    only: args.only,
+    machine: machine(),
+    settings: { ...t, levels: LEVELS, shards: SHARDS, shardClients: SHARD_CLIENTS },
+    floor: null,
+    allocateRelease: null,
+    ratios: { allocateReleaseToWriteFloor: null, writeFloorCpuToAllocateReleaseCpu: null, allocateReleaseToNoopFloor: null, allocateP99ToWriteFloorP99: null },
+    shards: null,
+    expiryLagMs: null,
+    feedLatencyMs: null,
+    idleSockets: null,
+    ingestionRps: null,
+    targets: null,
+    notes: [],
+    errors: [],
+  };
+
+  let rt = null;
+  let starting = null;
+  let stopping = null;
+  // Also while it is still starting: the runtime is disposed as soon as it is up.
+  const stop = () => (stopping ??= (starting ?? Promise.resolve(null)).then((r) => r?.stop()).catch(() => {}));
+  const onSignal = (sig) => {
+    log(`\n${sig}: stopping the runtime`);
+    stop().finally(() => process.exit(130));
+  };
+  process.once("SIGINT", onSignal);
+  process.once("SIGTERM", onSignal);
+
+  try {
+    log(`building and starting the Worker (workerd ${results.machine.workerd})...`);
+    starting = startRuntime({ vars: { ALLOW_SHORT_DURATIONS: "true" }, log: (m) => log(`  ${m}`) });
+    rt = await starting;
+    log(`  main ${rt.main}, floor ${rt.floor}`);
+    const admin = adminToken();
+    const steps = {
+      floor: () => runFloor(rt, { seconds: t.floorSeconds, warmupSeconds: t.floorWarmup, log }),
+      allocate: () => runLevels(rt, { seconds: t.allocSeconds, warmupSeconds: t.allocWarmup, log, adminToken: admin }).then((r) => ({ allocateRelease: { ...r.allocateRelease, levels: r.levels } })),
+      shards: () => runShards(rt, { seconds: t.shardSeconds, warmupSeconds: t.allocWarmup, log, adminToken: admin }),
+    };
+    for (const name of selected) {
+      const t0 = Date.now();
+      let step = steps[name];
+      if (EXTERNAL.has(name)) {
+        const file = path.join(root, "bench", "scenarios", `${name}.mjs`);
+        if (!existsSync(file)) {
+          const note = `${name}: skipped, bench/scenarios/${name}.mjs does not exist (yet)`;
+          log(note);
+          results.notes.push(note);
+          continue;
+        }
+        step = async () => {
+          const mod = await import(pathToFileURL(file).href);
+          if (typeof mod.run !== "function") throw new Error(`bench/scenarios/${name}.mjs exports no run()`);
+          return mod.run(rt, { quick: args.quick, log: (m) => log(`  ${m}`) });
+        };
+      }
+      log(`${name}...`);
+      try {
+        const part = await limited(step(), name === "floor" || EXTERNAL.has(name) ? t.scenarioLimit : t.scenarioLimit * 2, name);
+        Object.assign(results, part);
+      } catch (err) {
+        log(`  ${name} failed: ${err?.stack ?? err}`);
+        results.errors.push({ scenario: name, error: String(err?.message ?? err) });
+      }
+      log(`  (${((Date.now() - t0) / 1000).toFixed(1)} s)`);
+    }
+  } finally {
+    await stop();
+    process.removeListener("SIGINT", onSignal);
+    process.removeListener("SIGTERM", onSignal);
+  }
+
+  const f = results.floor;
+  const ar = results.allocateRelease;
+  if (f && ar) {
+    const r3 = (x) => Math.round(x * 1000) / 1000;
+    results.ratios = {
+      allocateReleaseToWriteFloor: f.sqliteWriteRps ? r3(ar.rps / f.sqliteWriteRps) : null,
+      // The same comparison in runtime CPU per request (write floor ÷ allocate/release): what the
+      // requests/s ratio would be if the run were CPU-bound, and steadier when the machine is shared.
+      writeFloorCpuToAllocateReleaseCpu: f.write.workerdCpuMsPerRequest && ar.workerdCpuMsPerRequest ? r3(f.write.workerdCpuMsPerRequest / ar.workerdCpuMsPerRequest) : null,
+      allocateReleaseToNoopFloor: f.noopRpcRps ? r3(ar.rps / f.noopRpcRps) : null,
+      allocateP99ToWriteFloorP99: f.write.p99Ms ? r3(ar.allocate.p99Ms / f.write.p99Ms) : null,
+    };
+    for (const l of ar.levels ?? []) {
+      const fl = f.levels.find((x) => x.clients === l.clients);
+      if (fl) l.toWriteFloor = { writeFloorRps: fl.write.rps, ratio: fl.write.rps ? r3(l.rps / fl.write.rps) : null, writeFloorP99Ms: fl.write.p99Ms };
+    }
+  }
+  for (const r of [...(ar?.levels ?? []), ...(results.shards ?? [])])
+    if (r.leftAllocated) results.notes.push(`${r.clients} clients${r.shards ? `, ${r.shards} shards` : ""}: ${r.leftAllocated} devices still allocated after the run (a release failed)`);
+  results.machine.loadAverageAtEnd = os.loadavg().map((x) => Math.round(x * 100) / 100);
+  results.targets = evaluateTargets(results);
+  results.durationSeconds = Math.round((Date.now() - started) / 100) / 10;
+  if (results.machine.loadAverageAtStart[0] > 0.5 * results.machine.cpus)
+    results.notes.push(`the machine was busy when the run started (load average ${results.machine.loadAverageAtStart[0]} on ${results.machine.cpus} CPUs): figures are noisy`);
+
+  writeFileSync(args.out, JSON.stringify(results, null, 2) + "\n");
+  console.log(renderReport(results));
+  console.log(`\nwrote ${path.relative(process.cwd(), args.out)} in ${results.durationSeconds} s`);
+  if (results.errors.length) process.exitCode = 1;
+}
+
+main().catch((err) => {
+  console.error(err?.stack ?? String(err));
+  process.exit(1);
+});
