@@ -47,11 +47,44 @@ export default {
   },
 };`;
 
+// Opt-in (`control: true`): a third Worker for test harnesses, on its own 127.0.0.1 port, bound
+// to the main Worker's D1 database and Durable Object classes: POST /sql {sql, params?, mode?:
+// "all" | "run"} answers {ok, results, changes}; POST /evict {className, name, webSockets?}
+// restarts one object (workerd's own eviction). Both are plain async HTTP. Miniflare's proxies
+// (`db`, mf.unsafeEvictDurableObject) make synchronous calls (Atomics.wait) on this process's
+// main thread; if workerd is meanwhile blocked writing a burst of logs into a pipe that this
+// thread is not reading, both wait for ever. Under heavy logging (injected faults) use these.
+const CONTROL_SCRIPT = `
+import workerdUnsafe from "workerd:unsafe";
+export default {
+  async fetch(req, env) {
+    const url = new URL(req.url);
+    if (req.method !== "POST") return new Response("POST /sql or /evict", { status: 405 });
+    try {
+      const b = await req.json();
+      if (url.pathname === "/sql") {
+        const stmt = env.DB.prepare(b.sql).bind(...(b.params ?? []));
+        const r = b.mode === "run" ? await stmt.run() : await stmt.all();
+        return Response.json({ ok: true, results: r.results ?? [], changes: r.meta?.changes ?? 0 });
+      }
+      if (url.pathname === "/evict") {
+        const ns = env[b.className];
+        if (!ns) return Response.json({ ok: false, error: "no such class: " + b.className }, { status: 404 });
+        await workerdUnsafe.evict(ns.get(ns.idFromName(b.name)), { webSockets: b.webSockets ?? "close" });
+        return Response.json({ ok: true });
+      }
+      return Response.json({ ok: false, error: "not found" }, { status: 404 });
+    } catch (err) {
+      return Response.json({ ok: false, error: String(err) }, { status: 500 });
+    }
+  },
+};`;
+
 /**
  * Starts both Workers. `vars` override wrangler.toml vars (the bench turns on the test-only
  * short durations, which production refuses). Returns the base URLs and a stop function.
  */
-export async function startRuntime({ vars = {}, log = () => {} } = {}) {
+export async function startRuntime({ vars = {}, log = () => {}, persistDir, onWorkerLog, miniflareLog, control = false, inspectorPort } = {}) {
   const scriptPath = buildWorker();
   log(`built ${path.relative(root, scriptPath)}`);
   const { Miniflare, Log, LogLevel, convertV4MiniflareOptions } = await import("miniflare");
@@ -61,9 +94,20 @@ export async function startRuntime({ vars = {}, log = () => {} } = {}) {
   const { modulesRules: _rules, ...workerOptions } = all;
   const floorPath = path.join(buildDir, "floor.mjs");
   writeFileSync(floorPath, FLOOR_SCRIPT);
+  const controlPath = path.join(buildDir, "control.mjs");
+  if (control) writeFileSync(controlPath, CONTROL_SCRIPT);
   // wrangler still describes a Worker in Miniflare 4's option shape; Miniflare 5 converts it.
-  const mf = new Miniflare(convertV4MiniflareOptions({
-    log: new Log(LogLevel.WARN),
+  const options = convertV4MiniflareOptions({
+    // `persistDir` (optional): Durable Object, D1 and other state lives there instead of
+    // Miniflare's temporary directory (both survive restart() below).
+    ...(persistDir ? { resourcePersistencePath: persistDir } : {}),
+    // `onWorkerLog` (optional): the Worker's console output goes to this function
+    // ({level, message}) instead of this process's stdout/stderr.
+    ...(onWorkerLog ? { handleStructuredLogs: onWorkerLog } : {}),
+    // `miniflareLog` (optional): a miniflare Log for Miniflare's own messages (e.g. queue dead letters).
+    log: miniflareLog ?? new Log(LogLevel.WARN),
+    // `inspectorPort` (optional): workerd's V8 inspector on 127.0.0.1 (bench/profile.mjs takes CPU profiles through it).
+    ...(inspectorPort !== undefined ? { inspectorPort } : {}),
     // No download of request.cf data from Cloudflare: nothing here may leave the machine.
     cf: false,
     host: "127.0.0.1",
@@ -86,14 +130,85 @@ export async function startRuntime({ vars = {}, log = () => {} } = {}) {
         durableObjects: { FLOOR: { className: "Floor", useSQLite: true } },
         unsafeDirectSockets: [{ host: "127.0.0.1", port: 0 }],
       },
+      ...(control
+        ? [{
+          name: "control",
+          modules: true,
+          scriptPath: controlPath,
+          compatibilityDate: workerOptions.compatibilityDate,
+          compatibilityFlags: ["unsafe_module"],
+          // The same database id as the main Worker's DB: the same database.
+          d1Databases: workerOptions.d1Databases,
+          // The main Worker's classes, bound by class name.
+          durableObjects: Object.fromEntries(Object.values(workerOptions.durableObjects ?? {}).map((d) => {
+            const className = typeof d === "string" ? d : d.className;
+            return [className, { className, scriptName: "main", ...(typeof d === "object" && d.useSQLite !== undefined ? { useSQLite: d.useSQLite } : {}) }];
+          })),
+          unsafeDirectSockets: [{ host: "127.0.0.1", port: 0 }],
+        }]
+        : []),
     ],
-  }));
+  });
+  const mf = new Miniflare(options);
+  optionsOf.set(mf, options);
   await mf.ready;
   const db = await mf.getD1Database("DB", "main");
   await applyMigrations(db);
   const main = (await mf.unsafeGetDirectURL("main")).toString().replace(/\/$/, "");
   const floor = (await mf.unsafeGetDirectURL("floor")).toString().replace(/\/$/, "");
-  return { mf, db, main, floor, stop: () => mf.dispose() };
+  const rt = { mf, db, main, floor, stop: () => mf.dispose() };
+  if (control) rt.control = (await mf.unsafeGetDirectURL("control")).toString().replace(/\/$/, "");
+  return rt;
+}
+
+const optionsOf = new WeakMap();
+
+/**
+ * Restarts the runtime the way a deploy does: the same options again through setOptions, so
+ * workerd reloads the Worker. Every Durable Object starts anew (in-memory state and open
+ * sockets are gone, stored state stays), in-flight requests fail, and whatever only lived in
+ * memory (Miniflare's queue broker keeps its messages there) is lost. Ports may change: the
+ * runtime object's `main`, `floor`, `control` and `db` are updated in place (`db` only with
+ * refreshDb, else null). Returns the milliseconds it took.
+ */
+export async function restart(rt, { refreshDb = true } = {}) {
+  const options = optionsOf.get(rt.mf);
+  if (!options) throw new Error("restart(): not a runtime from startRuntime()");
+  const t0 = performance.now();
+  await rt.mf.setOptions(options);
+  await rt.mf.ready;
+  rt.main = (await rt.mf.unsafeGetDirectURL("main")).toString().replace(/\/$/, "");
+  rt.floor = (await rt.mf.unsafeGetDirectURL("floor")).toString().replace(/\/$/, "");
+  if (rt.control) rt.control = (await rt.mf.unsafeGetDirectURL("control")).toString().replace(/\/$/, "");
+  // The old D1 proxy is dead. Getting a new one makes a synchronous call into workerd (see
+  // CONTROL_SCRIPT): a harness on `control` passes refreshDb: false and never pays for it.
+  rt.db = refreshDb ? await rt.mf.getD1Database("DB", "main") : null;
+  return Math.round(performance.now() - t0);
+}
+
+/**
+ * Restarts one Durable Object of the main Worker (`className` e.g. "Device", `name` as given to
+ * getByName): its instance is dropped, stored state and alarms stay. `webSockets: "close"` closes
+ * its sockets, "hibernate" keeps them. Through the control Worker when there is one (async HTTP,
+ * see CONTROL_SCRIPT), else through Miniflare. Evicting an object that is not running throws.
+ */
+export async function evictObject(rt, className, name, webSockets = "close") {
+  if (!rt.control) return rt.mf.unsafeEvictDurableObject("main", className, { name, webSockets });
+  const r = await controlCall(rt, "/evict", { className, name, webSockets });
+  if (!r.ok) throw new Error(r.error);
+}
+
+/** Runs one SQL statement on the main Worker's D1 database through the control Worker. */
+export async function sql(rt, text, params = [], mode = "all") {
+  const r = await controlCall(rt, "/sql", { sql: text, params, mode });
+  if (!r.ok) throw new Error(r.error);
+  return r;
+}
+
+async function controlCall(rt, p, body, timeoutMs = 20_000) {
+  if (!rt.control) throw new Error("start the runtime with {control: true}");
+  const res = await fetch(rt.control + p, { method: "POST", body: JSON.stringify(body), headers: { "content-type": "application/json" }, signal: AbortSignal.timeout(timeoutMs) });
+  return res.json();
 }
 
 /** Applies migrations/*.sql in order (what `wrangler d1 migrations apply --local` does). */
