@@ -6,8 +6,7 @@
 import { priceOf } from "../domain/pricing";
 import type { UsageRecord } from "../domain/types";
 import type { Env } from "../config";
-import { inArray, sql } from "drizzle-orm";
-import { ledger, usageRecords } from "../db/schema";
+import { usageRecords } from "../db/schema";
 import { dbOf, entryStatements, fundsOf, stmt, type Db } from "./ledger";
 import { deliverNotifications } from "./notify";
 
@@ -27,64 +26,121 @@ function statementsFor(db: Db, d1: D1Database, r: UsageRecord, amount: number, p
     }).onConflictDoNothing()),
     ...entryStatements(d1, {
       entryId: `charge:${r.allocationId}`, userId: r.userId, kind: "charge", amount: -amount, allocationId: r.allocationId, planId,
-      memo: `${r.durationSeconds}s on ${r.deviceId} (${r.reason})`, at: now,
+      memo: memoOf(r), at: now,
     }),
   ];
 }
 
-const STATEMENTS_PER_RECORD = 4;
-
 /**
- * Books `records`. The whole set goes in one batch when it can; if that batch fails, each
- * record is tried alone so one bad record never holds the others back. Throws only when
- * the accounts cannot be read at all (the caller retries everything).
+ * Books `records`. The whole set goes in one batch of four set-based statements when it can
+ * (the records travel as one JSON parameter); if that batch fails, each record is tried alone
+ * in its own batch, so one bad record never holds the others back. Throws only when the
+ * accounts cannot be read at all (the caller retries everything).
  */
 export async function applyUsage(env: Env, all: UsageRecord[], source: UsageSource, opts: { notify?: boolean } = {}): Promise<UsageOutcome[]> {
   if (all.length === 0) return [];
   const db = dbOf(env);
   const now = Date.now();
   // Records already booked (usage and charge) are duplicates: answered without touching
-  // anything, so a redelivery neither opens an account nor costs a write.
-  const booked = await bookedOf(db, all.map((r) => r.allocationId));
-  const records = all.filter((r) => !booked.has(r.allocationId));
-  const outcomes: UsageOutcome[] = [];
+  // anything, so a redelivery neither opens an account nor costs a write. So is a second
+  // copy of a record within the same call.
+  const booked = await bookedOf(env.DB, all.map((r) => r.allocationId));
+  const seen = new Set<string>();
+  const records = all.filter((r) => !booked.has(r.allocationId) && !seen.has(r.allocationId) && seen.add(r.allocationId));
   if (records.length === 0) return all.map((r) => ({ allocationId: r.allocationId, status: "duplicate" }));
   const funds = await fundsOf(db, env, records.map((r) => r.userId), now);
   const prepared = records.map((r) => {
     const f = funds.get(r.userId)!;
-    const amount = priceOf(f, r, r.durationSeconds);
-    return { r, amount, statements: statementsFor(db, env.DB, r, amount, f.planId, source, now) };
+    return { r, amount: priceOf(f, r, r.durationSeconds), planId: f.planId };
   });
-  const outcome = (p: (typeof prepared)[number], changes: number): UsageOutcome =>
-    changes > 0 ? { allocationId: p.r.allocationId, status: "recorded", amount: p.amount } : { allocationId: p.r.allocationId, status: "duplicate" };
+  const outcomes = new Map<string, UsageOutcome>();
   try {
-    const results = await env.DB.batch(prepared.flatMap((p) => p.statements));
-    prepared.forEach((p, i) => outcomes.push(outcome(p, changesOf(results[i * STATEMENTS_PER_RECORD]))));
+    const results = await env.DB.batch(setStatements(env.DB, prepared, source, now));
+    const inserted = new Set((results[0]?.results as { allocation_id: string }[] | undefined ?? []).map((x) => x.allocation_id));
+    for (const p of prepared) outcomes.set(p.r.allocationId, outcome(p, inserted.has(p.r.allocationId)));
   } catch {
     for (const p of prepared) {
       try {
-        const results = await env.DB.batch(p.statements);
-        outcomes.push(outcome(p, changesOf(results[0])));
+        const results = await env.DB.batch(statementsFor(db, env.DB, p.r, p.amount, p.planId, source, now));
+        outcomes.set(p.r.allocationId, outcome(p, changesOf(results[0]) > 0));
       } catch (err) {
-        outcomes.push({ allocationId: p.r.allocationId, status: "failed", error: String(err).slice(0, 500) });
+        outcomes.set(p.r.allocationId, { allocationId: p.r.allocationId, status: "failed", error: String(err).slice(0, 500) });
       }
     }
   }
   if (opts.notify !== false) await deliverNotifications(env, [...new Set(records.map((r) => r.userId))]);
-  // In the caller's order: `outcomes` follows `records`, which is `all` without the booked ones.
-  let next = 0;
-  return all.map((r) => (booked.has(r.allocationId) ? { allocationId: r.allocationId, status: "duplicate" as const } : outcomes[next++]!));
+  // In the caller's order; anything not booked now (already booked, or a repeat in this call) is a duplicate.
+  const first = new Set<string>();
+  return all.map((r) => {
+    const o = outcomes.get(r.allocationId);
+    if (!o || first.has(r.allocationId)) return { allocationId: r.allocationId, status: "duplicate" as const };
+    first.add(r.allocationId);
+    return o;
+  });
+}
+
+function outcome(p: { r: UsageRecord; amount: number }, inserted: boolean): UsageOutcome {
+  return inserted ? { allocationId: p.r.allocationId, status: "recorded", amount: p.amount } : { allocationId: p.r.allocationId, status: "duplicate" };
+}
+
+const memoOf = (r: UsageRecord) => `${r.durationSeconds}s on ${r.deviceId} (${r.reason})`;
+
+/**
+ * The same booking as `statementsFor`, for many records at once: the usage rows, the charges
+ * (each with the running balance of its account, in the records' order, skipping charges that
+ * exist), each account's balance moved to its last new entry, and `billing.low_balance` for every
+ * entry that crossed its plan's threshold downwards. Atomic as one D1 batch. The first
+ * statement returns the usage rows it inserted (the rest were booked before).
+ */
+function setStatements(d1: D1Database, rows: { r: UsageRecord; amount: number; planId: string }[], source: UsageSource, now: number): D1PreparedStatement[] {
+  const json = JSON.stringify(rows.map(({ r, amount, planId }, i) => ({
+    i, a: r.allocationId, d: r.deviceId, u: r.userId, t: r.tenantId ?? null, s: r.durationSeconds, c: r.cpuCores, m: r.memoryMB, g: r.storageMB,
+    aa: r.allocatedAt, ra: r.releasedAt, re: r.reason, amt: amount, p: planId, memo: memoOf(r),
+  })));
+  const ids = "SELECT 'charge:' || (value->>'a') FROM json_each(?1)";
+  return [
+    d1.prepare(
+      `INSERT INTO usage_records (allocation_id, device_id, user_id, tenant_id, duration_seconds, cpu_cores, memory_mb, storage_mb, allocated_at, released_at, reason, received_at, source)
+       SELECT value->>'a', value->>'d', value->>'u', value->>'t', value->>'s', value->>'c', value->>'m', value->>'g', value->>'aa', value->>'ra', value->>'re', ?2, ?3
+       FROM json_each(?1) WHERE true ON CONFLICT DO NOTHING RETURNING allocation_id`,
+    ).bind(json, now, source),
+    d1.prepare(
+      `INSERT INTO ledger (entry_id, user_id, kind, amount, balance_after, allocation_id, plan_id, reference, memo, created_at)
+       SELECT 'charge:' || (j.value->>'a'), a.user_id, 'charge', -(j.value->>'amt'),
+              a.balance - SUM(j.value->>'amt') OVER (PARTITION BY a.user_id ORDER BY j.value->>'i' ROWS UNBOUNDED PRECEDING),
+              j.value->>'a', j.value->>'p', NULL, j.value->>'memo', ?2
+       FROM json_each(?1) j JOIN accounts a ON a.user_id = j.value->>'u'
+       WHERE NOT EXISTS (SELECT 1 FROM ledger x WHERE x.entry_id = 'charge:' || (j.value->>'a'))
+       ORDER BY j.value->>'i'
+       ON CONFLICT (entry_id) DO NOTHING`,
+    ).bind(json, now),
+    // Only entries of the account's own user move it, and only newer ones (see entryStatements).
+    d1.prepare(
+      `UPDATE accounts SET balance = l.balance_after, last_seq = l.seq, updated_at = ?2
+       FROM (SELECT user_id, MAX(seq) AS seq, balance_after FROM ledger WHERE entry_id IN (${ids}) GROUP BY user_id) AS l
+       WHERE accounts.user_id = l.user_id AND l.seq > accounts.last_seq`,
+    ).bind(json, now),
+    d1.prepare(
+      `INSERT INTO notifications (key, user_id, type, data, created_at)
+       SELECT 'low_balance:' || l.seq, l.user_id, 'billing.low_balance',
+              json_object('balance', l.balance_after, 'threshold', p.low_balance_threshold, 'currency', p.currency, 'entryId', l.entry_id), ?2
+       FROM ledger l JOIN accounts a ON a.user_id = l.user_id JOIN pricing_plans p ON p.plan_id = a.plan_id
+       WHERE l.entry_id IN (${ids}) AND l.seq <= a.last_seq AND l.amount < 0
+         AND l.balance_after < p.low_balance_threshold AND l.balance_after - l.amount >= p.low_balance_threshold
+       ON CONFLICT (key) DO NOTHING`,
+    ).bind(json, now),
+  ];
 }
 
 /** Allocation ids that have both their usage row and their charge. */
-async function bookedOf(db: Db, ids: string[]): Promise<Set<string>> {
+async function bookedOf(d1: D1Database, ids: string[]): Promise<Set<string>> {
   const out = new Set<string>();
-  for (let i = 0; i < ids.length; i += 90) {
-    const chunk = ids.slice(i, i + 90);
-    const rows = await db.select({ id: usageRecords.allocationId }).from(usageRecords)
-      .where(sql`${inArray(usageRecords.allocationId, chunk)} AND EXISTS (SELECT 1 FROM ${ledger} WHERE ${ledger.allocationId} = ${usageRecords.allocationId})`);
-    for (const r of rows) out.add(r.id);
-  }
+  if (ids.length === 0) return out;
+  const { results } = await d1.prepare(
+    `SELECT u.allocation_id AS id FROM json_each(?1) j JOIN usage_records u ON u.allocation_id = j.value
+     WHERE EXISTS (SELECT 1 FROM ledger l WHERE l.allocation_id = u.allocation_id)`,
+  ).bind(JSON.stringify(ids)).all<{ id: string }>();
+  for (const r of results) out.add(r.id);
   return out;
 }
 
