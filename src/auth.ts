@@ -24,6 +24,33 @@ export function safeEqual(a: string, b: string): boolean {
   return crypto.subtle.timingSafeEqual(x, y);
 }
 
+/**
+ * Tokens this isolate has verified, until they expire. A client sends the same token on every
+ * request; checking its signature and decoding it again cost as much as a small request's own
+ * work. Keyed by the token itself (any change to it misses); bounded, oldest out first.
+ */
+const verified = new Map<string, { secret: string; payload: Record<string, unknown> }>();
+const VERIFIED_MAX = 10_000;
+
+function recall(token: string, secret: string): Record<string, unknown> | null {
+  const hit = verified.get(token);
+  if (!hit) return null;
+  const now = Date.now() / 1000;
+  const { exp, nbf } = hit.payload;
+  if (hit.secret !== secret || typeof exp !== "number" || exp <= now || (typeof nbf === "number" && nbf > now)) {
+    verified.delete(token);
+    return null;
+  }
+  return hit.payload;
+}
+
+function remember(token: string, secret: string, payload: Record<string, unknown>): void {
+  // Only tokens that will be accepted below are worth keeping (they expire).
+  if (typeof payload.exp !== "number") return;
+  if (verified.size >= VERIFIED_MAX) verified.delete(verified.keys().next().value!);
+  verified.set(token, { secret, payload });
+}
+
 export async function principalOf(req: { header(name: string): string | undefined }, env: Env): Promise<Principal | null> {
   const service = req.header("X-Service-Token");
   if (service !== undefined) {
@@ -34,11 +61,14 @@ export async function principalOf(req: { header(name: string): string | undefine
   if (auth === undefined) return null;
   const m = /^Bearer\s+(\S+)$/i.exec(auth);
   if (!m) throw new HttpError(fail(401, "UNAUTHORIZED", "Authorization must be `Bearer <token>`."));
-  let payload: Record<string, unknown>;
-  try {
-    payload = await verify(m[1]!, env.JWT_SECRET, "HS256");
-  } catch {
-    throw new HttpError(fail(401, "UNAUTHORIZED", "The bearer token is invalid or expired."));
+  let payload: Record<string, unknown> | null = recall(m[1]!, env.JWT_SECRET);
+  if (!payload) {
+    try {
+      payload = await verify(m[1]!, env.JWT_SECRET, "HS256");
+    } catch {
+      throw new HttpError(fail(401, "UNAUTHORIZED", "The bearer token is invalid or expired."));
+    }
+    remember(m[1]!, env.JWT_SECRET, payload);
   }
   // A token that never expires cannot be taken back: refuse it.
   if (typeof payload.exp !== "number")
