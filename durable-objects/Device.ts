@@ -22,7 +22,7 @@ import { fail, ok, type Result } from "../src/errors";
 import { fits } from "../src/domain/strategy";
 import { expiryWarningAt } from "../src/domain/expiry";
 import type { DeviceInfo, DeviceSpec, DeviceStatus, EndReason, EndedAllocation, UsageRecord } from "../src/domain/types";
-import { Sql, armAlarm } from "../src/sql";
+import { AlarmClock, Sql } from "../src/sql";
 import { FeedHub, feedRequestOf, feedSchema, refuseSocket } from "../src/feed/hub";
 import { CLOSE, type AllocationEventData, type DeviceFeedState, type FeedEvents } from "../src/feed/protocol";
 import { ADMIN_FEED_NAME } from "./AdminFeed";
@@ -134,14 +134,20 @@ export class Device extends DurableObject<Env> {
   private readonly sql: Sql;
   /** The device feed: its log and watchers' sockets. */
   private readonly hub: FeedHub;
+  private readonly clock: AlarmClock;
+  /** The device row as last read (undefined: read it again). Only this class writes it, through writeDevice. */
+  private dev: DeviceRow | null | undefined = undefined;
 
   constructor(ctx: DurableObjectState, env: Env) {
     super(ctx, env);
     this.sql = new Sql(ctx.storage);
+    this.sql.onRollback(() => (this.dev = undefined));
+    this.clock = new AlarmClock(ctx.storage);
     this.hub = new FeedHub(ctx, this.sql, { table: "feed", limit: FEED.deviceHistoryLimit, maxSockets: FEED.maxSocketsPerDevice });
     ctx.blockConcurrencyWhile(async () => {
       this.sql.migrate(SCHEMA);
       this.hub.start();
+      await this.clock.load();
       // Re-arm in case a due row outlived its alarm (e.g. an alarm deleted by a restart).
       await this.rearm();
     });
@@ -150,7 +156,15 @@ export class Device extends DurableObject<Env> {
   // ---- reads ---------------------------------------------------------------------------
 
   private row(): DeviceRow | null {
-    return this.sql.one<DeviceRow>("SELECT * FROM device WHERE id = 1");
+    if (this.dev === undefined) this.dev = this.sql.one<DeviceRow>("SELECT * FROM device WHERE id = 1");
+    return this.dev;
+  }
+
+  /** Every write to the device row goes through here, so the cached row is read again after it. */
+  private writeDevice(query: string, ...args: unknown[]): void {
+    this.dev = undefined;
+    this.sql.exec(query, ...args);
+    this.dev = undefined;
   }
 
   private current(): AllocRow | null {
@@ -204,7 +218,7 @@ export class Device extends DurableObject<Env> {
       return fail(409, "DEVICE_EXISTS", `Device ${input.deviceId} is already registered (pool ${existing.pool}).`);
     const now = Date.now();
     this.sql.tx(() => {
-      this.sql.exec(
+      this.writeDevice(
         `INSERT INTO device (id, device_id, pool, node, cpu, mem, storage, status, version, created_at, updated_at)
          VALUES (1, ?, ?, ?, ?, ?, ?, 'available', 1, ?, ?)
          ON CONFLICT(id) DO UPDATE SET device_id = excluded.device_id, pool = excluded.pool, node = excluded.node,
@@ -224,7 +238,7 @@ export class Device extends DurableObject<Env> {
     if (this.current() && (patch.pool !== undefined || patch.cpuCores !== undefined || patch.memoryMB !== undefined || patch.storageMB !== undefined))
       return fail(409, "DEVICE_BUSY", "The device is allocated; change its pool or spec after the allocation ends.");
     const oldPool = d.pool;
-    this.sql.exec(
+    this.writeDevice(
       "UPDATE device SET pool = ?, node = ?, cpu = ?, mem = ?, storage = ?, version = version + 1, updated_at = ? WHERE id = 1",
       patch.pool ?? d.pool, patch.node ?? d.node, patch.cpuCores ?? d.cpu, patch.memoryMB ?? d.mem, patch.storageMB ?? d.storage, Date.now(),
     );
@@ -246,7 +260,7 @@ export class Device extends DurableObject<Env> {
       const a = this.current();
       if (a && status !== "available") ended = this.endTx(a, status, Date.now());
       const newStatus: DeviceStatus = status === "available" ? (this.current() ? "allocated" : "available") : status;
-      this.sql.exec("UPDATE device SET status = ?, version = version + 1, updated_at = ? WHERE id = 1", newStatus, Date.now());
+      this.writeDevice("UPDATE device SET status = ?, version = version + 1, updated_at = ? WHERE id = 1", newStatus, Date.now());
       // A repeat (maintenance twice) is no change and says nothing.
       if (newStatus !== d.status) this.statusChanged(d.status, ended);
     });
@@ -262,7 +276,7 @@ export class Device extends DurableObject<Env> {
     this.sql.tx(() => {
       const a = this.current();
       if (a) ended = this.endTx(a, "removed", Date.now());
-      this.sql.exec("UPDATE device SET status = 'removed', version = version + 1, updated_at = ? WHERE id = 1", Date.now());
+      this.writeDevice("UPDATE device SET status = 'removed', version = version + 1, updated_at = ? WHERE id = 1", Date.now());
       this.statusChanged(d.status, ended);
     });
     // Everyone, the holder included, hears the device is gone for good (after the events above).
@@ -284,16 +298,23 @@ export class Device extends DurableObject<Env> {
     if (!fits(spec, req.min, req.max)) return fail(409, "DEVICE_UNFIT", "The device does not match the request.", { state: this.state(d) });
     const now = Date.now();
     const expiresAt = now + req.durationMs;
+    const confirmAt = now + ALLOCATION.claimConfirmMs;
+    const warnAt = expiryWarningAt(now, expiresAt);
     this.sql.tx(() => {
       this.sql.exec(
         `INSERT INTO allocations (allocation_id, user_id, state, cpu, mem, storage, allocated_at, expires_at, confirm_at, warn_at)
          VALUES (?, ?, 'held', ?, ?, ?, ?, ?, ?, ?)`,
-        req.allocationId, req.userId, d.cpu, d.mem, d.storage, now, expiresAt, now + ALLOCATION.claimConfirmMs, expiryWarningAt(now, expiresAt),
+        req.allocationId, req.userId, d.cpu, d.mem, d.storage, now, expiresAt, confirmAt, warnAt,
       );
-      this.sql.exec("UPDATE device SET status = 'allocated', version = version + 1, updated_at = ? WHERE id = 1", now);
+      this.writeDevice("UPDATE device SET status = 'allocated', version = version + 1, updated_at = ? WHERE id = 1", now);
     });
-    await this.rearm();
-    return ok({ deviceId: d.device_id, pool: d.pool, node: d.node, ...spec, allocatedAt: now, expiresAt, state: this.state(this.row()!) });
+    // In the same turn as the writes (one commit): the claim's earliest deadline.
+    await this.clock.arm(Math.min(expiresAt, confirmAt, warnAt));
+    const state: DeviceState = {
+      deviceId: d.device_id, node: d.node, ...spec, status: "allocated", version: d.version + 1,
+      allocationId: req.allocationId, userId: req.userId, expiresAt,
+    };
+    return ok({ deviceId: d.device_id, pool: d.pool, node: d.node, ...spec, allocatedAt: now, expiresAt, state });
   }
 
   /** The user's object has recorded the allocation. */
@@ -301,7 +322,7 @@ export class Device extends DurableObject<Env> {
     const a = this.sql.one<AllocRow>("SELECT * FROM allocations WHERE allocation_id = ?", allocationId);
     if (!a || a.state === "ended") return fail(409, "ALLOCATION_ENDED", "The allocation has already ended.");
     if (a.state === "held") this.sql.tx(() => this.activate(a));
-    await this.rearm();
+    // The claim armed its deadlines; confirming only drops one, so nothing comes earlier.
     return ok({ confirmed: true });
   }
 
@@ -363,6 +384,7 @@ export class Device extends DurableObject<Env> {
   // ---- alarm: expiry, warnings, claim checks, outbox delivery ---------------------------------
 
   override async alarm(): Promise<void> {
+    this.clock.fired();
     const now = Date.now();
     const a = this.current();
     if (a && a.expires_at <= now) {
@@ -408,30 +430,34 @@ export class Device extends DurableObject<Env> {
   }
 
   /**
-   * Delivers due outbox rows; each is deleted only after it was delivered. `kinds` limits
-   * it (the request path sends pool and usage updates at once, so a released device is
-   * allocatable again before the release returns; the rest goes by alarm).
+   * Delivers due outbox rows (at most 100), all at once, then settles every row in one
+   * synchronous turn (one commit): delivered rows are deleted, the rest wait (backoff on
+   * failure). A row is deleted only after it was delivered; receivers are idempotent.
    */
-  private async flush(kinds?: OutboxItem["kind"][]): Promise<void> {
-    const now = Date.now();
+  private async flush(): Promise<void> {
     const due = this.sql.all<{ id: number; kind: OutboxItem["kind"]; payload: string; attempts: number }>(
-      `SELECT id, kind, payload, attempts FROM outbox WHERE next_at <= ? ${kinds ? `AND kind IN (${kinds.map(() => "?").join(",")})` : ""} ORDER BY id LIMIT 100`,
-      now, ...(kinds ?? []),
+      "SELECT id, kind, payload, attempts FROM outbox WHERE next_at <= ? ORDER BY id LIMIT 100",
+      Date.now(),
     );
-    for (const row of due) {
-      const item = { kind: row.kind, payload: JSON.parse(row.payload) } as OutboxItem;
-      try {
-        const done = await this.deliver(item);
-        if (done) this.sql.exec("DELETE FROM outbox WHERE id = ?", row.id);
-        else this.sql.exec("UPDATE outbox SET next_at = ? WHERE id = ?", Date.now() + ALLOCATION.notifyRetryMs, row.id);
-      } catch (err) {
-        const backoff = Math.min(60_000, ALLOCATION.notifyRetryMs * 2 ** Math.min(row.attempts, 5));
-        this.sql.exec(
-          "UPDATE outbox SET attempts = attempts + 1, next_at = ?, last_error = ? WHERE id = ?",
-          Date.now() + backoff, String(err).slice(0, 500), row.id,
-        );
-      }
-    }
+    if (due.length === 0) return;
+    const outcomes = await Promise.allSettled(due.map((row) => this.deliver({ kind: row.kind, payload: JSON.parse(row.payload) } as OutboxItem)));
+    const now = Date.now();
+    const delivered = due.filter((_, i) => outcomes[i]!.status === "fulfilled" && (outcomes[i] as PromiseFulfilledResult<boolean>).value).map((r) => r.id);
+    this.sql.tx(() => {
+      if (delivered.length) this.sql.exec(`DELETE FROM outbox WHERE id IN (${delivered.map(() => "?").join(",")})`, ...delivered);
+      due.forEach((row, i) => {
+        const o = outcomes[i]!;
+        if (o.status === "fulfilled" && o.value) return;
+        if (o.status === "fulfilled") this.sql.exec("UPDATE outbox SET next_at = ? WHERE id = ?", now + ALLOCATION.notifyRetryMs, row.id);
+        else {
+          const backoff = Math.min(60_000, ALLOCATION.notifyRetryMs * 2 ** Math.min(row.attempts, 5));
+          this.sql.exec(
+            "UPDATE outbox SET attempts = attempts + 1, next_at = ?, last_error = ? WHERE id = ?",
+            now + backoff, String(o.reason).slice(0, 500), row.id,
+          );
+        }
+      });
+    });
   }
 
   /** true when delivered; false to try again later without counting a failure. */
@@ -477,16 +503,21 @@ export class Device extends DurableObject<Env> {
       releasedAt, durationSeconds, reason, a.allocation_id,
     );
     const status: DeviceStatus = d.status === "allocated" ? "available" : d.status;
-    this.sql.exec("UPDATE device SET status = ?, version = version + 1, updated_at = ? WHERE id = 1", status, now);
+    this.writeDevice("UPDATE device SET status = ?, version = version + 1, updated_at = ? WHERE id = 1", status, now);
     const ended: EndedAllocation = {
       allocationId: a.allocation_id, deviceId: d.device_id, userId: a.user_id, allocatedAt: a.allocated_at, releasedAt, durationSeconds, reason,
     };
-    this.enqueue({ kind: "user_ended", payload: ended });
-    if (reason !== "orphaned") {
-      const record: UsageRecord = { ...ended, cpuCores: a.cpu, memoryMB: a.mem, storageMB: a.storage };
-      this.enqueue({ kind: "usage", payload: { record, confirmed: a.state === "active" } });
-    }
-    this.enqueue({ kind: "pool_state", payload: { pool: d.pool, state: this.state(this.row()!) } });
+    // The device holds nothing now (one allocation at a time): its new state, without reading it back.
+    const state: DeviceState = {
+      deviceId: d.device_id, node: d.node, cpuCores: d.cpu, memoryMB: d.mem, storageMB: d.storage, status,
+      version: d.version + 1, allocationId: null, userId: null, expiresAt: null,
+    };
+    const record: UsageRecord = { ...ended, cpuCores: a.cpu, memoryMB: a.mem, storageMB: a.storage };
+    this.enqueue(
+      { kind: "user_ended", payload: ended },
+      ...(reason !== "orphaned" ? [{ kind: "usage", payload: { record, confirmed: a.state === "active" } } as const] : []),
+      { kind: "pool_state", payload: { pool: d.pool, state } },
+    );
     this.hub.append(a.user_id, "device.released", {
       allocationId: a.allocation_id, deviceId: d.device_id, pool: d.pool, allocatedAt: iso(a.allocated_at), releasedAt: iso(releasedAt), durationSeconds, reason,
     });
@@ -574,8 +605,12 @@ export class Device extends DurableObject<Env> {
     };
   }
 
-  private enqueue(item: OutboxItem, at = Date.now()): void {
-    this.sql.exec("INSERT INTO outbox (kind, payload, next_at) VALUES (?, ?, ?)", item.kind, JSON.stringify(item.payload), at);
+  private enqueue(...items: OutboxItem[]): void {
+    const at = Date.now();
+    this.sql.exec(
+      `INSERT INTO outbox (kind, payload, next_at) VALUES ${items.map(() => "(?, ?, ?)").join(", ")}`,
+      ...items.flatMap((item) => [item.kind, JSON.stringify(item.payload), at]),
+    );
   }
 
   /** Tells the pool now (so a registered device is allocatable at once); the outbox retries failures. */
@@ -584,12 +619,20 @@ export class Device extends DurableObject<Env> {
     await this.settle();
   }
 
-  /** After an allocation ended on a request path: pool and usage now, the rest by alarm. */
+  /**
+   * After a change on a request path: the outbox goes out now (the pool hears before the
+   * release returns, the user's object and the usage queue too); what fails waits for the alarm.
+   * In the same turn as the change's writes, an alarm is made sure to come within
+   * `outboxSafetyMs`, for rows a crash in mid-delivery would leave behind.
+   */
   private async settle(): Promise<void> {
-    await this.flush(["pool_state", "usage"]);
+    const safety = this.clock.arm(Date.now() + ALLOCATION.outboxSafetyMs);
+    await this.flush();
+    await safety;
     await this.rearm();
   }
 
+  /** The alarm at the earliest time something is due (only ever moved earlier: see AlarmClock). */
   private async rearm(): Promise<void> {
     const a = this.current();
     const times: number[] = [];
@@ -601,8 +644,7 @@ export class Device extends DurableObject<Env> {
     const next = this.sql.one<{ t: number | null }>("SELECT MIN(next_at) AS t FROM outbox");
     if (next?.t != null) times.push(next.t);
     if (times.length === 0) return;
-    // Only ever moves the alarm earlier; an early alarm finds nothing due and re-arms.
-    await armAlarm(this.ctx.storage, Math.min(...times));
+    await this.clock.arm(Math.min(...times));
   }
 }
 

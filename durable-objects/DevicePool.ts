@@ -70,6 +70,14 @@ export class DevicePool extends DurableObject<Env> {
   private readonly sql: Sql;
   /** Devices with a claim in flight: in memory on purpose, the device itself is the truth. */
   private readonly inFlight = new Set<string>();
+  /**
+   * When each node was last picked (the spread strategy's order). Kept here during a claim and
+   * stored with the claim's result, so a claim writes once, after the device answered: a
+   * write before the call would cost a commit of its own.
+   */
+  private readonly picked = new Map<string, number>();
+  /** The settings row as last read or written (only this class writes it). */
+  private cfg: Settings | null = null;
 
   constructor(ctx: DurableObjectState, env: Env) {
     super(ctx, env);
@@ -78,14 +86,16 @@ export class DevicePool extends DurableObject<Env> {
   }
 
   private settings(pool: string): Settings {
+    if (this.cfg) return this.cfg;
     const s = this.sql.one<Settings>("SELECT pool, strategy, idle_release_seconds AS idleReleaseSeconds FROM settings WHERE id = 1");
-    if (s) return s;
+    if (s) return (this.cfg = s);
     this.sql.exec("INSERT INTO settings (id, pool, strategy) VALUES (1, ?, ?)", pool, DEFAULT_STRATEGY);
+    // Not cached: the insert may still roll back with a transaction around it.
     return { pool, strategy: DEFAULT_STRATEGY, idleReleaseSeconds: null };
   }
 
   private exists(): boolean {
-    return (this.sql.one<{ n: number }>("SELECT COUNT(*) AS n FROM devices")?.n ?? 0) > 0;
+    return this.sql.one("SELECT 1 AS x FROM devices LIMIT 1") !== null;
   }
 
   /** Picks, claims and returns a device; a stale pick is corrected and the next one tried. */
@@ -98,7 +108,8 @@ export class DevicePool extends DurableObject<Env> {
       if (!pick) break;
       tried.add(pick.device_id);
       this.inFlight.add(pick.device_id);
-      this.sql.exec("UPDATE nodes SET last_picked_at = ? WHERE node = ?", Date.now(), pick.node);
+      const pickedAt = Date.now();
+      this.picked.set(pick.node, pickedAt);
       let r: Result<Claimed>;
       try {
         r = (await this.env.DEVICE.getByName(pick.device_id).claim(req)) as Result<Claimed>;
@@ -107,6 +118,7 @@ export class DevicePool extends DurableObject<Env> {
       }
       if (r.ok) {
         this.apply(r.value.state);
+        this.sql.exec("UPDATE nodes SET last_picked_at = MAX(last_picked_at, ?) WHERE node = ?", pickedAt, pick.node);
         // The user's object keeps the grace with the allocation (it watches the user's sockets).
         return ok({ ...r.value, idleReleaseSeconds });
       }
@@ -121,7 +133,7 @@ export class DevicePool extends DurableObject<Env> {
     const nodes = this.sql.all<{ node: string; busy: number; total: number; free: number; last_picked_at: number }>(
       "SELECT node, busy, total, free, last_picked_at FROM nodes WHERE free > 0",
     );
-    const ordered = orderNodes(strategy, nodes.map((n): NodeLoad => ({ node: n.node, busy: n.busy, total: n.total, free: n.free, lastPickedAt: n.last_picked_at })));
+    const ordered = orderNodes(strategy, nodes.map((n): NodeLoad => ({ node: n.node, busy: n.busy, total: n.total, free: n.free, lastPickedAt: Math.max(n.last_picked_at, this.picked.get(n.node) ?? 0) })));
     for (const n of ordered) {
       // Indexed lookup per node, smallest fitting first; a few extra rows cover in-flight claims.
       const rows = this.sql.all<IndexRow>(
@@ -155,7 +167,7 @@ export class DevicePool extends DurableObject<Env> {
 
   private apply(s: DeviceState): void {
     this.sql.tx(() => {
-      const prev = this.sql.one<{ version: number; node: string }>("SELECT version, node FROM devices WHERE device_id = ?", s.deviceId);
+      const prev = this.sql.one<{ version: number; node: string; status: DeviceStatus }>("SELECT version, node, status FROM devices WHERE device_id = ?", s.deviceId);
       if (prev && prev.version >= s.version) return;
       if (s.status === "removed") {
         this.sql.exec("DELETE FROM devices WHERE device_id = ?", s.deviceId);
@@ -170,7 +182,8 @@ export class DevicePool extends DurableObject<Env> {
         );
       }
       if (prev && prev.node !== s.node) this.refreshNode(prev.node);
-      this.refreshNode(s.node);
+      // Node counts only move with a device's status or node (a spec change or re-registration keeps them).
+      if (!prev || prev.node !== s.node || prev.status !== s.status || s.status === "removed") this.refreshNode(s.node);
     });
   }
 
@@ -229,6 +242,7 @@ export class DevicePool extends DurableObject<Env> {
   async setSettings(pool: string, patch: { strategy?: Strategy; idleReleaseSeconds?: number | null }): Promise<Result<PoolSummary>> {
     if (!this.exists()) return fail(404, "POOL_NOT_FOUND", `Pool "${pool}" has no devices.`, { pool });
     const s = this.settings(pool);
+    this.cfg = null;
     this.sql.exec(
       "UPDATE settings SET strategy = ?, idle_release_seconds = ? WHERE id = 1",
       patch.strategy ?? s.strategy, patch.idleReleaseSeconds === undefined ? s.idleReleaseSeconds : patch.idleReleaseSeconds,

@@ -30,7 +30,7 @@ import { dbOf, fundsFor, type Funds } from "../src/billing/ledger";
 import type { Allocation, AllocationStatus, DeviceSpec, EndReason, EndedAllocation, Quota, QuotaUsage, UsageRecord } from "../src/domain/types";
 import { FeedHub, feedRequestOf, refuseSocket } from "../src/feed/hub";
 import { CLOSE, type AllocationEventData, type Envelope, type FeedEvents, type FeedEventType } from "../src/feed/protocol";
-import { Sql, armAlarm } from "../src/sql";
+import { AlarmClock, Sql } from "../src/sql";
 import { decodeCursor, encodeCursor } from "../src/cursor";
 import type { Claimed } from "./Device";
 
@@ -156,14 +156,20 @@ export class UserQuota extends DurableObject<Env> {
   private readonly hub: FeedHub;
   /** Allocations still in steps 2-4, so a repeated idempotency key waits for the first. */
   private readonly inFlight = new Map<string, Promise<Result<AllocationResult>>>();
+  private readonly clock: AlarmClock;
+  /** The profile row as last read (null: read it again). Only this class writes it, through setProfile. */
+  private prof: ProfileRow | null = null;
 
   constructor(ctx: DurableObjectState, env: Env) {
     super(ctx, env);
     this.sql = new Sql(ctx.storage);
+    this.sql.onRollback(() => (this.prof = null));
+    this.clock = new AlarmClock(ctx.storage);
     this.hub = new FeedHub(ctx, this.sql, { table: "events", limit: FEED.historyLimit, maxSockets: FEED.maxSocketsPerUser, defaultUserId: () => this.ownerId() });
     ctx.blockConcurrencyWhile(async () => {
       this.sql.migrate(SCHEMA);
       this.hub.start();
+      await this.clock.load();
       await this.rearm();
     });
   }
@@ -172,11 +178,11 @@ export class UserQuota extends DurableObject<Env> {
 
   /** A user appears by their token: the first call creates the default plan's quota. */
   private profile(userId: string): ProfileRow {
-    let p = this.sql.one<ProfileRow>("SELECT * FROM profile WHERE id = 1");
+    let p = this.prof ?? this.sql.one<ProfileRow>("SELECT * FROM profile WHERE id = 1");
     const now = Date.now();
     if (!p) {
       const plan = defaultPlan(this.env);
-      this.sql.exec(
+      this.setProfile(
         "INSERT INTO profile (id, user_id, plan, suspended, valid_until, limits, period_start, hours_used, updated_at) VALUES (1, ?, ?, 0, ?, ?, ?, 0, ?)",
         userId, plan, now + QUOTA_VALID_DAYS * 86_400_000, JSON.stringify(PLAN_LIMITS[plan]), periodStartFor(now), now,
       );
@@ -185,10 +191,17 @@ export class UserQuota extends DurableObject<Env> {
     // A new period starts with no finished hours (active allocations keep their booking).
     const period = periodStartFor(now);
     if (p.period_start < period) {
-      this.sql.exec("UPDATE profile SET period_start = ?, hours_used = 0 WHERE id = 1", period);
+      this.setProfile("UPDATE profile SET period_start = ?, hours_used = 0 WHERE id = 1", period);
       p = { ...p, period_start: period, hours_used: 0 };
     }
-    return p;
+    return (this.prof = p);
+  }
+
+  /** Every write to the profile row goes through here, so the cached row is read again after it. */
+  private setProfile(query: string, ...args: unknown[]): void {
+    this.prof = null;
+    this.sql.exec(query, ...args);
+    this.prof = null;
   }
 
   private state(p: ProfileRow): QuotaState {
@@ -220,10 +233,10 @@ export class UserQuota extends DurableObject<Env> {
     const q = this.quota(p);
     const over = q.status === "exceeded";
     if (over && !p.exceeded) {
-      this.sql.exec("UPDATE profile SET exceeded = 1 WHERE id = 1");
+      this.setProfile("UPDATE profile SET exceeded = 1 WHERE id = 1");
       this.emit(p.user_id, "quota.exceeded", { limits: q.limits, usage: q.usage });
     } else if (!over && p.exceeded) {
-      this.sql.exec("UPDATE profile SET exceeded = 0 WHERE id = 1");
+      this.setProfile("UPDATE profile SET exceeded = 0 WHERE id = 1");
     }
   }
 
@@ -312,7 +325,8 @@ export class UserQuota extends DurableObject<Env> {
   }
 
   private async completeAllocation(allocationId: string, input: AllocateInput, durationMs: number, max: DeviceSpec, funds: Funds | null): Promise<Result<AllocationResult>> {
-    await this.rearm();
+    // No alarm for the pending row's deadline: while this runs the alarm leaves the row alone
+    // (inFlight), and after a crash the constructor re-arms for it. (An alarm write costs a commit.)
     let claimed: Result<Claimed>;
     try {
       claimed = (await this.env.DEVICE_POOL.getByName(input.pool).claim({ allocationId, userId: input.userId, pool: input.pool, min: input.spec, max, durationMs })) as Result<Claimed>;
@@ -338,24 +352,29 @@ export class UserQuota extends DurableObject<Env> {
       await this.giveBack(c.deviceId, allocationId);
       return recheck ?? fail(503, "ALLOCATION_ABORTED", "The allocation could not be completed in time; nothing was allocated. Try again.");
     }
+    const idleMs = effectiveIdleGraceMs(row.idle_ms, c.idleReleaseSeconds == null ? null : c.idleReleaseSeconds * 1000);
+    const done: AllocRow = {
+      ...row, status: "active", device_id: c.deviceId, node: c.node, cpu: c.cpuCores, mem: c.memoryMB, storage: c.storageMB,
+      allocated_at: c.allocatedAt, expires_at: c.expiresAt, deadline: null, idle_ms: idleMs,
+    };
     this.sql.tx(() => {
       this.sql.exec(
         `UPDATE allocations SET status = 'active', device_id = ?, node = ?, cpu = ?, mem = ?, storage = ?, allocated_at = ?, expires_at = ?, deadline = NULL, idle_ms = ?
          WHERE allocation_id = ?`,
-        c.deviceId, c.node, c.cpuCores, c.memoryMB, c.storageMB, c.allocatedAt, c.expiresAt,
-        effectiveIdleGraceMs(row.idle_ms, c.idleReleaseSeconds == null ? null : c.idleReleaseSeconds * 1000), allocationId,
+        c.deviceId, c.node, c.cpuCores, c.memoryMB, c.storageMB, c.allocatedAt, c.expiresAt, idleMs, allocationId,
       );
-      const done = this.sql.one<AllocRow>("SELECT * FROM allocations WHERE allocation_id = ?", allocationId)!;
       this.emit(input.userId, "device.allocated", this.eventData(done));
       this.noteQuotaStatus(this.profile(input.userId));
     });
-    await this.rearm();
+    // The overdue check of this allocation (an idle grace needs the full computation).
+    if (idleMs === null) await this.clock.arm(c.expiresAt + ALLOCATION.overdueGraceMs);
+    else await this.rearm();
     try {
       await this.env.DEVICE.getByName(c.deviceId).confirm(allocationId);
     } catch {
       // The device asks `verify` at its confirm deadline and learns the same.
     }
-    return ok(this.result(input.userId, this.sql.one<AllocRow>("SELECT * FROM allocations WHERE allocation_id = ?", allocationId)!));
+    return ok(this.result(input.userId, done));
   }
 
   private abortPending(allocationId: string): void {
@@ -431,7 +450,7 @@ export class UserQuota extends DurableObject<Env> {
 
   private markEnded(e: EndedAllocation): void {
     this.sql.tx(() => {
-      const row = this.sql.one<AllocRow>("SELECT * FROM allocations WHERE allocation_id = ?", e.allocationId);
+      const row = this.sql.one<Pick<AllocRow, "status" | "pool">>("SELECT status, pool FROM allocations WHERE allocation_id = ?", e.allocationId);
       if (!row) return;
       if (row.status === "pending") {
         this.abortPending(e.allocationId);
@@ -442,7 +461,7 @@ export class UserQuota extends DurableObject<Env> {
         "UPDATE allocations SET status = 'released', released_at = ?, duration_seconds = ?, reason = ?, booked_hours = 0 WHERE allocation_id = ?",
         e.releasedAt, e.durationSeconds, e.reason, e.allocationId,
       );
-      this.sql.exec("UPDATE profile SET hours_used = hours_used + ? WHERE id = 1", e.durationSeconds / 3600);
+      this.setProfile("UPDATE profile SET hours_used = hours_used + ? WHERE id = 1", e.durationSeconds / 3600);
       this.emit(e.userId, "device.released", {
         allocationId: e.allocationId, deviceId: e.deviceId, pool: row.pool, allocatedAt: iso(e.allocatedAt), releasedAt: iso(e.releasedAt),
         durationSeconds: e.durationSeconds, reason: e.reason,
@@ -579,7 +598,7 @@ export class UserQuota extends DurableObject<Env> {
     if (f.feed !== "user" || owner !== f.userId) return refuseSocket(CLOSE.forbidden, "FORBIDDEN", "This ticket is not for this feed.");
     const res = this.hub.admit(f);
     // The user is back: no idle clock runs while a socket is open (the alarm finds nothing due).
-    if (this.hub.open("user").length > 0) this.sql.exec("UPDATE profile SET sockets_gone_at = NULL WHERE id = 1");
+    if (this.hub.open("user").length > 0) this.setProfile("UPDATE profile SET sockets_gone_at = NULL WHERE id = 1");
     return res;
   }
 
@@ -600,7 +619,7 @@ export class UserQuota extends DurableObject<Env> {
   /** The last socket went: the idle clock of idle-release allocations starts now. */
   private async socketGone(ws: WebSocket): Promise<void> {
     if (this.hub.open("user", ws).length > 0) return;
-    this.sql.exec("UPDATE profile SET sockets_gone_at = COALESCE(sockets_gone_at, ?) WHERE id = 1", Date.now());
+    this.setProfile("UPDATE profile SET sockets_gone_at = COALESCE(sockets_gone_at, ?) WHERE id = 1", Date.now());
     await this.rearm();
   }
 
@@ -613,7 +632,7 @@ export class UserQuota extends DurableObject<Env> {
     const base: QuotaLimits = update.plan && update.plan !== p.plan ? PLAN_LIMITS[plan] : (JSON.parse(p.limits) as QuotaLimits);
     const limits = { ...base, ...update.limits };
     this.sql.tx(() => {
-      this.sql.exec(
+      this.setProfile(
         "UPDATE profile SET plan = ?, limits = ?, suspended = ?, valid_until = ?, updated_at = ? WHERE id = 1",
         plan, JSON.stringify(limits), update.suspended === undefined ? p.suspended : update.suspended ? 1 : 0, update.validUntil ?? p.valid_until, Date.now(),
       );
@@ -628,7 +647,7 @@ export class UserQuota extends DurableObject<Env> {
     const p = this.profile(userId);
     const validUntil = renewedUntil(p.valid_until, days, Date.now());
     this.sql.tx(() => {
-      this.sql.exec("UPDATE profile SET valid_until = ?, updated_at = ? WHERE id = 1", validUntil, Date.now());
+      this.setProfile("UPDATE profile SET valid_until = ?, updated_at = ? WHERE id = 1", validUntil, Date.now());
       this.emit(userId, "quota.renewed", { validUntil: iso(validUntil), extensionDays: days });
     });
     return ok(this.quota(this.profile(userId)));
@@ -637,6 +656,7 @@ export class UserQuota extends DurableObject<Env> {
   // ---- alarm: aborts stale pending rows, checks overdue active ones ------------------------------
 
   override async alarm(): Promise<void> {
+    this.clock.fired();
     const now = Date.now();
     const stale = this.sql.all<{ allocation_id: string }>("SELECT allocation_id FROM allocations WHERE status = 'pending' AND deadline <= ?", now);
     for (const s of stale) if (!this.inFlight.has(s.allocation_id)) this.abortPending(s.allocation_id);
@@ -680,7 +700,7 @@ export class UserQuota extends DurableObject<Env> {
     if (openSockets === 0 && goneAt === null) {
       // No socket and no record of when it went (a restart dropped them): the clock starts now.
       goneAt = now;
-      this.sql.exec("UPDATE profile SET sockets_gone_at = ? WHERE id = 1", now);
+      this.setProfile("UPDATE profile SET sockets_gone_at = ? WHERE id = 1", now);
     }
     return rows.flatMap((row) => {
       if (openSockets > 0) return row.idle_ms && now + row.idle_ms < row.expires_at! ? [{ row, at: now + row.idle_ms, recheck: true as const }] : [];
@@ -700,7 +720,7 @@ export class UserQuota extends DurableObject<Env> {
       // From the alarm, what is still due failed (e.g. the device did not answer): retry shortly, not in a tight loop.
       .map((x) => (fromAlarm && x <= now ? now + ALLOCATION.notifyRetryMs : x));
     if (times.length === 0) return;
-    await armAlarm(this.ctx.storage, Math.min(...times));
+    await this.clock.arm(Math.min(...times));
   }
 
   // ---- events and views ----------------------------------------------------------------------

@@ -97,6 +97,8 @@ export const ALLOCATION = {
   claimConfirmMs: 30_000,
   /** Retry delay for device notifications that could not be delivered. */
   notifyRetryMs: 2_000,
+  /** A device makes sure its alarm comes this soon after a change, for outbox rows a crash mid-delivery left behind. */
+  outboxSafetyMs: 30_000,
   /** A user object checks an allocation it still thinks active this long past expiry. */
   overdueGraceMs: 10_000,
   /** `device.expiring` is sent once, this long before expiry (or at half of a shorter one). */

@@ -2,6 +2,8 @@
 type Row = Record<string, SqlStorageValue>;
 
 export class Sql {
+  private readonly rollbackHooks: (() => void)[] = [];
+
   constructor(private readonly storage: DurableObjectStorage) {}
 
   exec(query: string, ...args: unknown[]): void {
@@ -30,14 +32,54 @@ export class Sql {
     });
   }
 
+  /** Runs `fn` when a transaction of this object rolls back (objects clear what they cache of a row). */
+  onRollback(fn: () => void): void {
+    this.rollbackHooks.push(fn);
+  }
+
   tx<T>(fn: () => T): T {
-    return this.storage.transactionSync(fn);
+    try {
+      return this.storage.transactionSync(fn);
+    } catch (err) {
+      for (const hook of this.rollbackHooks) hook();
+      throw err;
+    }
   }
 }
 
-/** Sets the object's single alarm to `at` unless an earlier one is already due. */
-export async function armAlarm(storage: DurableObjectStorage, at: number | null): Promise<void> {
-  if (at === null) return;
-  const current = await storage.getAlarm();
-  if (current === null || at < current) await storage.setAlarm(at);
+/**
+ * The object's one alarm, with its time kept in memory. Here an alarm write costs about as much
+ * as a storage commit, and an awaited `getAlarm()` between a write and `setAlarm()` splits one
+ * commit into two; so the time is read once per instance (`load()`, in the constructor) and the
+ * alarm is only ever moved earlier. An alarm that fires early finds nothing due and re-arms.
+ */
+export class AlarmClock {
+  /** undefined: not known (not loaded yet, or the alarm just fired). */
+  private known: number | null | undefined = undefined;
+
+  constructor(private readonly storage: DurableObjectStorage) {}
+
+  /** Reads the stored alarm (call inside blockConcurrencyWhile, so arm() never has to await a read). */
+  async load(): Promise<void> {
+    this.known = await this.storage.getAlarm();
+  }
+
+  /** Call first thing in alarm(): the alarm that fired is gone unless the handler sets a new one. */
+  fired(): void {
+    this.known = null;
+  }
+
+  /** The alarm time as this instance knows it (null: none; undefined: unknown). */
+  get at(): number | null | undefined {
+    return this.known;
+  }
+
+  /** Sets the alarm to `at` unless one at or before `at` is already set. */
+  async arm(at: number | null): Promise<void> {
+    if (at === null) return;
+    if (this.known === undefined) this.known = await this.storage.getAlarm();
+    if (this.known !== null && this.known <= at) return;
+    this.known = at;
+    await this.storage.setAlarm(at);
+  }
 }
