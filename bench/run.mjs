@@ -18,7 +18,7 @@ import { pathToFileURL } from "node:url";
 import { root, startRuntime } from "./lib/runtime.mjs";
 import { request, runClients, summarize } from "./lib/load.mjs";
 import { evaluateTargets, renderReport } from "./lib/report.mjs";
-import { LEVELS, SHARDS, SHARD_CLIENTS, adminToken, cpuFigures, runLevels, runShards, workerdCpuMs } from "./scenarios/allocate.mjs";
+import { LEVELS, MAIN_POOLS, SHARDS, SHARD_CLIENTS, adminToken, cpuFigures, runLevels, runShards, workerdCpuMs } from "./scenarios/allocate.mjs";
 
 const ALL = ["floor", "allocate", "shards", "expiry", "feed", "sockets", "ingestion"];
 const EXTERNAL = new Set(["expiry", "feed", "sockets", "ingestion"]);
@@ -80,41 +80,56 @@ function limited(promise, seconds, name) {
   ]).finally(() => clearTimeout(timer));
 }
 
-/** One floor request shape at `clients`: requests/s, p50/p99 and workerd CPU per request. */
-async function floorMeasure(rt, p, { clients, seconds, warmupSeconds }) {
+/**
+ * One floor request shape at `clients`: requests/s, p50/p99 and workerd CPU per request.
+ * `paths(i)` gives client i's requests for one step (the protocol floor is two: alloc, release).
+ */
+async function floorMeasure(rt, paths, { clients, seconds, warmupSeconds }) {
   const lat = [];
   let served = 0;
   const cpu0 = workerdCpuMs();
   const wall0 = performance.now();
   const r = await runClients({
     clients, seconds, warmupSeconds,
-    step: async (_i, counting) => {
-      const res = await request(rt.floor, "GET", p, { clients });
-      served++;
-      if (res.status !== 200) throw new Error(`${p}: ${res.status}`);
-      if (counting()) lat.push(res.ms);
-      return 1;
+    step: async (i, counting) => {
+      const list = paths(i);
+      for (const p of list) {
+        const res = await request(rt.floor, "GET", p, { clients });
+        served++;
+        if (res.status !== 200) throw new Error(`${p}: ${res.status}`);
+        if (counting()) lat.push(res.ms);
+      }
+      return list.length;
     },
   });
   const s = summarize(lat);
   return { rps: r.rps, p50Ms: s.p50Ms, p99Ms: s.p99Ms, count: s.count, errors: r.errors, ...cpuFigures(cpu0, workerdCpuMs(), served, performance.now() - wall0) };
 }
 
+/** The floor shapes: bare Worker, no-op RPC, one SQLite write, and the protocol floor (see bench/lib/runtime.mjs). */
+const FLOOR_SHAPES = {
+  bare: () => ["/bare"],
+  noop: () => ["/noop"],
+  write: () => ["/write"],
+  // Each client its own user and device, pools shared as in the allocate runs.
+  protocol: (i) => [`/alloc?u=c${i}&p=${i % MAIN_POOLS}&d=c${i}`, `/release?u=c${i}&p=${i % MAIN_POOLS}&d=c${i}`],
+};
+
 async function runFloor(rt, { seconds, warmupSeconds, log }) {
-  // One short pass first so the JIT and the floor object are warm for every figure.
-  for (const p of ["/bare", "/noop", "/write"]) await floorMeasure(rt, p, { clients: 10, seconds: 0.3, warmupSeconds: 0.2 });
+  // One short pass first so the JIT and the floor objects are warm for every figure.
+  for (const shape of Object.values(FLOOR_SHAPES)) await floorMeasure(rt, shape, { clients: 10, seconds: 0.3, warmupSeconds: 0.2 });
   const levels = [];
   for (const clients of LEVELS) {
-    const one = (p) => floorMeasure(rt, p, { clients, seconds, warmupSeconds });
-    const l = { clients, bare: await one("/bare"), noop: await one("/noop"), write: await one("/write") };
-    log(`  ${clients} clients: bare ${l.bare.rps} req/s, no-op RPC ${l.noop.rps} req/s, SQLite write ${l.write.rps} req/s (p99 ${l.write.p99Ms} ms)`);
+    const l = { clients };
+    for (const [k, shape] of Object.entries(FLOOR_SHAPES)) l[k] = await floorMeasure(rt, shape, { clients, seconds, warmupSeconds });
+    log(`  ${clients} clients: bare ${l.bare.rps} req/s, no-op RPC ${l.noop.rps} req/s, SQLite write ${l.write.rps} req/s (p99 ${l.write.p99Ms} ms), protocol floor ${l.protocol.rps} req/s (p99 ${l.protocol.p99Ms} ms)`);
     levels.push(l);
   }
   const at = levels.find((l) => l.clients === 50) ?? levels[0];
   return {
     floor: {
-      clients: at.clients, workerRps: at.bare.rps, noopRpcRps: at.noop.rps, sqliteWriteRps: at.write.rps,
-      bare: at.bare, noop: at.noop, write: at.write, levels,
+      clients: at.clients, workerRps: at.bare.rps, noopRpcRps: at.noop.rps, sqliteWriteRps: at.write.rps, protocolRps: at.protocol.rps,
+      bare: at.bare, noop: at.noop, write: at.write, protocol: at.protocol, levels,
     },
   };
 }
@@ -135,7 +150,7 @@ async function main() {
     settings: { ...t, levels: LEVELS, shards: SHARDS, shardClients: SHARD_CLIENTS },
     floor: null,
     allocateRelease: null,
-    ratios: { allocateReleaseToWriteFloor: null, writeFloorCpuToAllocateReleaseCpu: null, allocateReleaseToNoopFloor: null, allocateP99ToWriteFloorP99: null },
+    ratios: { allocateReleaseToWriteFloor: null, writeFloorCpuToAllocateReleaseCpu: null, allocateReleaseToNoopFloor: null, protocolFloorToWriteFloor: null, allocateReleaseToProtocolFloor: null, allocateP99ToWriteFloorP99: null },
     shards: null,
     expiryLagMs: null,
     feedLatencyMs: null,
@@ -212,11 +227,17 @@ async function main() {
       // requests/s ratio would be if the run were CPU-bound, and steadier when the machine is shared.
       writeFloorCpuToAllocateReleaseCpu: f.write.workerdCpuMsPerRequest && ar.workerdCpuMsPerRequest ? r3(f.write.workerdCpuMsPerRequest / ar.workerdCpuMsPerRequest) : null,
       allocateReleaseToNoopFloor: f.noopRpcRps ? r3(ar.rps / f.noopRpcRps) : null,
+      // The same protocol with no logic (one write per step): the share of the gap that is the runtime's.
+      protocolFloorToWriteFloor: f.sqliteWriteRps && f.protocolRps ? r3(f.protocolRps / f.sqliteWriteRps) : null,
+      allocateReleaseToProtocolFloor: f.protocolRps ? r3(ar.rps / f.protocolRps) : null,
       allocateP99ToWriteFloorP99: f.write.p99Ms ? r3(ar.allocate.p99Ms / f.write.p99Ms) : null,
     };
     for (const l of ar.levels ?? []) {
       const fl = f.levels.find((x) => x.clients === l.clients);
-      if (fl) l.toWriteFloor = { writeFloorRps: fl.write.rps, ratio: fl.write.rps ? r3(l.rps / fl.write.rps) : null, writeFloorP99Ms: fl.write.p99Ms };
+      if (fl) {
+        l.toWriteFloor = { writeFloorRps: fl.write.rps, ratio: fl.write.rps ? r3(l.rps / fl.write.rps) : null, writeFloorP99Ms: fl.write.p99Ms };
+        l.toProtocolFloor = { protocolFloorRps: fl.protocol.rps, ratio: fl.protocol.rps ? r3(l.rps / fl.protocol.rps) : null, protocolFloorP99Ms: fl.protocol.p99Ms };
+      }
     }
   }
   for (const r of [...(ar?.levels ?? []), ...(results.shards ?? [])])
