@@ -129,15 +129,15 @@ export class DevicePool extends DurableObject<Env> {
     return this.noDevice(req);
   }
 
-  private pick(strategy: Strategy, min: DeviceSpec, max: DeviceSpec, skip: Set<string>): IndexRow | null {
+  private pick(strategy: Strategy, min: DeviceSpec, max: DeviceSpec, skip: Set<string>): Pick<IndexRow, "device_id" | "node"> | null {
     const nodes = this.sql.all<{ node: string; busy: number; total: number; free: number; last_picked_at: number }>(
       "SELECT node, busy, total, free, last_picked_at FROM nodes WHERE free > 0",
     );
     const ordered = orderNodes(strategy, nodes.map((n): NodeLoad => ({ node: n.node, busy: n.busy, total: n.total, free: n.free, lastPickedAt: Math.max(n.last_picked_at, this.picked.get(n.node) ?? 0) })));
     for (const n of ordered) {
       // Indexed lookup per node, smallest fitting first; a few extra rows cover in-flight claims.
-      const rows = this.sql.all<IndexRow>(
-        `SELECT * FROM devices WHERE node = ? AND status = 'available'
+      const rows = this.sql.all<Pick<IndexRow, "device_id" | "node" | "cpu" | "mem" | "storage">>(
+        `SELECT device_id, node, cpu, mem, storage FROM devices WHERE node = ? AND status = 'available'
            AND cpu >= ? AND mem >= ? AND storage >= ? AND cpu <= ? AND mem <= ? AND storage <= ?
          ORDER BY cpu, mem, storage, device_id LIMIT ?`,
         n.node, min.cpuCores, min.memoryMB, min.storageMB, max.cpuCores, max.memoryMB, max.storageMB, this.inFlight.size + skip.size + 1,

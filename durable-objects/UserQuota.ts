@@ -18,13 +18,13 @@
  */
 import { DurableObject } from "cloudflare:workers";
 import {
-  ALLOCATION, DEFAULT_RENEW_DAYS, FEED, IDS, EXTEND_POLICIES, PAGING, PLAN_LIMITS, QUOTA_VALID_DAYS,
+  ALLOCATION, BILLING, DEFAULT_RENEW_DAYS, FEED, IDS, EXTEND_POLICIES, PAGING, PLAN_LIMITS, QUOTA_VALID_DAYS,
   billingAllowOnError, defaultPlan, type Env, type PlanTier, type QuotaLimits,
 } from "../src/config";
 import { fail, ok, type Failure, type Result } from "../src/errors";
 import { checkAllocation, checkExtraHours, deviceHeadroom, periodStartFor, quotaStatus, renewedUntil, type QuotaState } from "../src/domain/quota";
 import { checkExtend } from "../src/domain/extend";
-import { checkFunds, estimateOf } from "../src/domain/pricing";
+import { checkFunds, estimateOf, priceOf } from "../src/domain/pricing";
 import { effectiveIdleGraceMs, idleDeadline, requestedIdleGraceMs } from "../src/domain/idle";
 import { dbOf, fundsFor, type Funds } from "../src/billing/ledger";
 import type { Allocation, AllocationStatus, DeviceSpec, EndReason, EndedAllocation, Quota, QuotaUsage, UsageRecord } from "../src/domain/types";
@@ -143,6 +143,12 @@ export interface ReleaseResult {
   reason: EndReason;
 }
 
+/** The user's funds for a check, and whether they are a balance read earlier and reused (see funds()). */
+interface KnownFunds {
+  funds: Funds | null;
+  reused: boolean;
+}
+
 export interface QuotaUpdate {
   plan?: PlanTier;
   limits?: Partial<QuotaLimits>;
@@ -157,6 +163,8 @@ export class UserQuota extends DurableObject<Env> {
   /** Allocations still in steps 2-4, so a repeated idempotency key waits for the first. */
   private readonly inFlight = new Map<string, Promise<Result<AllocationResult>>>();
   private readonly clock: AlarmClock;
+  /** The balance as last read from D1, when, and what allocations that ended since cost (see funds()). */
+  private fundsSeen: { funds: Funds; at: number; spent: number } | null = null;
   /** The profile row as last read (null: read it again). Only this class writes it, through setProfile. */
   private prof: ProfileRow | null = null;
 
@@ -247,20 +255,29 @@ export class UserQuota extends DurableObject<Env> {
     const hash = requestHash(input);
     const replay = this.replayOf(input, hash);
     if (replay) return replay;
-    // The balance is read before the synchronous check-and-write below (an await in
-    // between would let other requests interleave), then everything is re-read.
-    const funds = await this.funds(input.userId);
-    if (!funds.ok) return funds;
-    const again = this.replayOf(input, hash);
-    if (again) return again;
-    const p = this.profile(input.userId);
-    const now = Date.now();
+    let fresh = false;
+    let funds: Result<KnownFunds>;
+    let p: ProfileRow, now: number, st: QuotaState, usage: QuotaUsage;
     const durationMs = input.durationSeconds !== undefined ? input.durationSeconds * 1000 : input.durationMinutes * 60_000;
     const hours = durationMs / 3_600_000;
-    const st = this.state(p);
-    const usage = this.usage(p);
-    const refused = checkAllocation(st, usage, input.spec, hours, now) ?? this.fundsRefusal(funds.value, input.spec, durationMs);
-    if (refused) {
+    for (;;) {
+      // The balance is known before the synchronous check-and-write below (an await in
+      // between would let other requests interleave), then everything is re-read.
+      funds = await this.funds(input.userId, fresh);
+      if (!funds.ok) return funds;
+      const again = this.replayOf(input, hash);
+      if (again) return again;
+      p = this.profile(input.userId);
+      now = Date.now();
+      st = this.state(p);
+      usage = this.usage(p);
+      const refused = checkAllocation(st, usage, input.spec, hours, now) ?? this.fundsRefusal(funds.value.funds, input.spec, durationMs);
+      if (!refused) break;
+      // Never refused on a balance remembered from earlier: read it again and check again.
+      if (refused.code === "INSUFFICIENT_BALANCE" && funds.value.reused && !fresh) {
+        fresh = true;
+        continue;
+      }
       this.noteQuotaStatus(p);
       return refused;
     }
@@ -296,19 +313,42 @@ export class UserQuota extends DurableObject<Env> {
   // ---- balance -----------------------------------------------------------------------------
 
   /**
-   * The user's funds from D1 (the account opens with its starting credit on first use).
-   * `null` means unknown but allowed: BILLING_ALLOW_ON_ERROR is on and D1 did not answer.
+   * The user's funds (the account opens with its starting credit on first use). A balance read
+   * from D1 within `BILLING.balanceReuseMs` is used again, less the price of every allocation
+   * that ended since (its charge cannot be in that balance yet; charges are never less): a D1
+   * read is the largest single cost of an allocation, and a short D1 outage then does not stop
+   * users whose balance is known. Top-ups, adjustments and plan changes forget it at once
+   * (`fundsChanged`). `fresh` reads D1 (a refusal is never based on a remembered balance).
+   * `funds: null` means unknown but allowed: BILLING_ALLOW_ON_ERROR is on and D1 did not answer.
    */
-  private async funds(userId: string): Promise<Result<Funds | null>> {
+  private async funds(userId: string, fresh = false): Promise<Result<KnownFunds>> {
+    const seen = this.fundsSeen;
+    if (!fresh && seen && Date.now() - seen.at < BILLING.balanceReuseMs)
+      return ok({ funds: { ...seen.funds, balance: seen.funds.balance - seen.spent }, reused: true });
     try {
-      return ok(await fundsFor(dbOf(this.env), this.env, userId));
+      const at = Date.now();
+      const funds = await fundsFor(dbOf(this.env), this.env, userId);
+      // Allocations that ended from just before the read on are counted (markEnded adds later
+      // ones); clocks of two objects may differ a little, and a margin only ever counts more.
+      const ended = this.sql.all<{ cpu: number; mem: number; storage: number; duration_seconds: number }>(
+        "SELECT cpu, mem, storage, duration_seconds FROM allocations WHERE status = 'released' AND reason != 'orphaned' AND released_at >= ?",
+        at - ALLOCATION.clockMarginMs,
+      );
+      const spent = ended.reduce((sum, r) => sum + priceOf(funds, { cpuCores: r.cpu, memoryMB: r.mem, storageMB: r.storage }, r.duration_seconds), 0);
+      this.fundsSeen = { funds, at, spent };
+      return ok({ funds, reused: false });
     } catch (err) {
       if (billingAllowOnError(this.env)) {
         console.warn(JSON.stringify({ level: "warn", msg: "balance unreadable; allowed by BILLING_ALLOW_ON_ERROR", userId, error: String(err) }));
-        return ok(null);
+        return ok({ funds: null, reused: false });
       }
       return fail(503, "BILLING_UNAVAILABLE", "Your balance could not be read, so nothing was changed. Try again shortly.", { cause: String(err).slice(0, 200) });
     }
+  }
+
+  /** Billing moved this user's balance or plan (top-up, adjustment, plan change): read it again next time. */
+  async fundsChanged(): Promise<void> {
+    this.fundsSeen = null;
   }
 
   /** What the user's pending and active allocations may still cost (charged when they end). */
@@ -324,7 +364,7 @@ export class UserQuota extends DurableObject<Env> {
     return f ? checkFunds(f, this.committed(f, excluding), estimateOf(f, spec, durationMs)) : null;
   }
 
-  private async completeAllocation(allocationId: string, input: AllocateInput, durationMs: number, max: DeviceSpec, funds: Funds | null): Promise<Result<AllocationResult>> {
+  private async completeAllocation(allocationId: string, input: AllocateInput, durationMs: number, max: DeviceSpec, known: KnownFunds): Promise<Result<AllocationResult>> {
     // No alarm for the pending row's deadline: while this runs the alarm leaves the row alone
     // (inFlight), and after a crash the constructor re-arms for it. (An alarm write costs a commit.)
     let claimed: Result<Claimed>;
@@ -341,16 +381,26 @@ export class UserQuota extends DurableObject<Env> {
     }
     const c = claimed.value;
     // Step 3: state may have moved while we awaited (deadline passed, device ended it).
-    const p = this.profile(input.userId);
-    const row = this.sql.one<AllocRow>("SELECT * FROM allocations WHERE allocation_id = ?", allocationId);
     // The chosen device may be larger than asked for: quota and funds are checked on its real spec.
-    const recheck = row?.status === "pending"
-      ? checkAllocation(this.state(p), this.usage(p, allocationId), c, durationMs / 3_600_000, Date.now()) ?? this.fundsRefusal(funds, c, durationMs, allocationId)
-      : null;
-    if (!row || row.status !== "pending" || recheck) {
+    const recheck = (funds: Funds | null) => {
+      const p = this.profile(input.userId);
+      const row = this.sql.one<AllocRow>("SELECT * FROM allocations WHERE allocation_id = ?", allocationId);
+      const refused = row?.status === "pending"
+        ? checkAllocation(this.state(p), this.usage(p, allocationId), c, durationMs / 3_600_000, Date.now()) ?? this.fundsRefusal(funds, c, durationMs, allocationId)
+        : null;
+      return { row, refused };
+    };
+    let { row, refused: recheckRefused } = recheck(known.funds);
+    if (recheckRefused?.code === "INSUFFICIENT_BALANCE" && known.reused) {
+      // Not on a remembered balance: read it again (the device stays held meanwhile).
+      const again = await this.funds(input.userId, true);
+      if (again.ok) ({ row, refused: recheckRefused } = recheck(again.value.funds));
+    }
+    const recheck2 = recheckRefused;
+    if (!row || row.status !== "pending" || recheck2) {
       this.abortPending(allocationId);
       await this.giveBack(c.deviceId, allocationId);
-      return recheck ?? fail(503, "ALLOCATION_ABORTED", "The allocation could not be completed in time; nothing was allocated. Try again.");
+      return recheck2 ?? fail(503, "ALLOCATION_ABORTED", "The allocation could not be completed in time; nothing was allocated. Try again.");
     }
     const idleMs = effectiveIdleGraceMs(row.idle_ms, c.idleReleaseSeconds == null ? null : c.idleReleaseSeconds * 1000);
     const done: AllocRow = {
@@ -449,14 +499,14 @@ export class UserQuota extends DurableObject<Env> {
   }
 
   private markEnded(e: EndedAllocation): void {
-    this.sql.tx(() => {
-      const row = this.sql.one<Pick<AllocRow, "status" | "pool">>("SELECT status, pool FROM allocations WHERE allocation_id = ?", e.allocationId);
-      if (!row) return;
+    const ended = this.sql.tx(() => {
+      const row = this.sql.one<Pick<AllocRow, "status" | "pool" | "cpu" | "mem" | "storage">>("SELECT status, pool, cpu, mem, storage FROM allocations WHERE allocation_id = ?", e.allocationId);
+      if (!row) return null;
       if (row.status === "pending") {
         this.abortPending(e.allocationId);
-        return;
+        return null;
       }
-      if (row.status !== "active") return;
+      if (row.status !== "active") return null;
       this.sql.exec(
         "UPDATE allocations SET status = 'released', released_at = ?, duration_seconds = ?, reason = ?, booked_hours = 0 WHERE allocation_id = ?",
         e.releasedAt, e.durationSeconds, e.reason, e.allocationId,
@@ -467,25 +517,38 @@ export class UserQuota extends DurableObject<Env> {
         durationSeconds: e.durationSeconds, reason: e.reason,
       });
       this.noteQuotaStatus(this.profile(e.userId));
+      return row;
     });
+    // Its charge is not in a balance read before now: a reused balance counts it (see funds()).
+    const seen = this.fundsSeen;
+    if (ended && seen && e.reason !== "orphaned" && e.releasedAt >= seen.at - ALLOCATION.clockMarginMs)
+      seen.spent += priceOf(seen.funds, { cpuCores: ended.cpu, memoryMB: ended.mem, storageMB: ended.storage }, e.durationSeconds);
   }
 
   async extend(userId: string, allocationId: string, additionalMinutes: number): Promise<Result<AllocationResult & { extendCount: number; extendedMinutes: number }>> {
     this.profile(userId);
     const found = this.activeRow(allocationId);
     if (!found.ok) return found;
-    const funds = await this.funds(userId);
-    if (!funds.ok) return funds;
-    const p = this.profile(userId);
-    const current = this.activeRow(allocationId);
-    if (!current.ok) return current;
-    const row = current.value;
-    const now = Date.now();
-    const refused =
-      checkExtend(EXTEND_POLICIES[p.plan], { extendCount: row.extend_count, extendedMinutes: row.extended_minutes, lastExtendedAt: row.last_extended_at }, additionalMinutes, now) ??
-      checkExtraHours(this.state(p), this.usage(p), additionalMinutes / 60, now) ??
-      (funds.value ? checkFunds(funds.value, this.committed(funds.value), estimateOf(funds.value, { cpuCores: row.cpu, memoryMB: row.mem, storageMB: row.storage }, additionalMinutes * 60_000)) : null);
-    if (refused) return refused;
+    let row: AllocRow;
+    let now: number;
+    for (let fresh = false; ; fresh = true) {
+      const funds = await this.funds(userId, fresh);
+      if (!funds.ok) return funds;
+      const p = this.profile(userId);
+      const current = this.activeRow(allocationId);
+      if (!current.ok) return current;
+      row = current.value;
+      now = Date.now();
+      const f = funds.value.funds;
+      const refused =
+        checkExtend(EXTEND_POLICIES[p.plan], { extendCount: row.extend_count, extendedMinutes: row.extended_minutes, lastExtendedAt: row.last_extended_at }, additionalMinutes, now) ??
+        checkExtraHours(this.state(p), this.usage(p), additionalMinutes / 60, now) ??
+        (f ? checkFunds(f, this.committed(f), estimateOf(f, { cpuCores: row.cpu, memoryMB: row.mem, storageMB: row.storage }, additionalMinutes * 60_000)) : null);
+      if (!refused) break;
+      // Never refused on a balance remembered from earlier: read it again and check again.
+      if (refused.code === "INSUFFICIENT_BALANCE" && funds.value.reused && !fresh) continue;
+      return refused;
+    }
     const expiresAt = row.expires_at! + additionalMinutes * 60_000;
     // Book first (quota held), then move the device's alarm; undo the booking if the device refuses.
     this.sql.exec(

@@ -105,6 +105,8 @@ export const ALLOCATION = {
   expiryWarningMs: 5 * 60_000,
   /** How many candidates the pool asks per allocation before giving up as busy. */
   claimAttempts: 4,
+  /** How far two objects' clocks may be apart where one compares the other's times with its own. */
+  clockMarginMs: 1_000,
   /** Test-only short durations (ALLOW_SHORT_DURATIONS), in seconds. */
   minShortSeconds: 1,
 };
@@ -128,6 +130,11 @@ export const BILLING = {
   notificationsPerRun: 200,
   /** Delivered billing events are deleted from D1 after this long (the feed has its own log). */
   deliveredEventRetentionMs: 30 * 86_400_000,
+  /**
+   * A user's object uses a balance it read from D1 this recently again (less what allocations
+   * that ended since then cost); older, it reads D1. A refusal always reads afresh first.
+   */
+  balanceReuseMs: 30_000,
   /** Largest batch the internal usage endpoint takes (a Queue batch is at most 100 too). */
   maxUsageBatch: 100,
   /** Top-ups and adjustments above this are refused as typos (minor units: 1,000,000.00). */

@@ -1,10 +1,13 @@
 /**
  * Billing unavailable, failing closed (BILLING_ALLOW_ON_ERROR = "false", the default and the
  * setting of this project): when D1 cannot be read, allocate and extend answer 503
- * BILLING_UNAVAILABLE and change nothing. D1 really fails: its `accounts` table is renamed
- * away for the outage and back afterwards (no mocks). The fail-open twin is
+ * BILLING_UNAVAILABLE and change nothing. A balance the user's object read within the last
+ * BILLING.balanceReuseMs is still used (less what ended since), so only a user whose balance is not
+ * known fresh is refused. D1 really fails: its `accounts` table is renamed away for the outage
+ * and back afterwards (no mocks). The fail-open twin is
  * billing-unavailable.fail-open.test.ts; "allowed" and "refused for money" are in billing-flow.
  */
+import { evictDurableObject } from "cloudflare:test";
 import { env } from "cloudflare:workers";
 import { describe, expect, it } from "vitest";
 import { admin, call, registerDevice, tokenFor, uid, withBillingDown } from "./helpers";
@@ -67,14 +70,22 @@ describe("BILLING_ALLOW_ON_ERROR=false: an unreadable balance refuses and change
     expect(bal.body.balance).toBe(1000);
   });
 
-  it("extend: 503 BILLING_UNAVAILABLE, expiry, extend count and quota unchanged; works again after recovery", async () => {
+  it("extend: a balance read moments ago carries it through an outage; not known fresh, 503 BILLING_UNAVAILABLE and nothing changes; works again after recovery", async () => {
     const pool = uid("down-ext");
     const dev = await registerDevice(pool);
     const user = uid("closed-ext");
     const token = await tokenFor(user);
+    // Enterprise: no extend cooldown, so only billing decides here.
+    expect((await call("PUT", `/quotas/user/${user}`, { token: await admin(), body: { plan: "enterprise" } })).status).toBe(200);
     const a = await call("POST", "/scheduler/devices/allocate", { token, body: { pool, durationMinutes: 30 } });
     expect(a.status, JSON.stringify(a.body)).toBe(201);
     const id = a.body.allocationId as string;
+    // The allocation just read the balance: an extension during an outage uses it.
+    const carried = await withBillingDown(() => call("PUT", `/scheduler/allocations/${id}/extend`, { token, body: { additionalMinutes: 5 } }));
+    expect(carried.status, JSON.stringify(carried.body)).toBe(200);
+    expect(carried.body).toMatchObject({ extendCount: 1, extendedMinutes: 5 });
+    // The user's object restarts and remembers no balance: now the outage refuses.
+    await evictDurableObject(env.USER_QUOTA.getByName(user));
     const before = (await call("GET", `/scheduler/allocations/${id}`, { token })).body;
     const quotaBefore = await quota(user, token);
     const deviceBefore = await device(dev.deviceId);
@@ -85,15 +96,15 @@ describe("BILLING_ALLOW_ON_ERROR=false: an unreadable balance refuses and change
 
     const after = (await call("GET", `/scheduler/allocations/${id}`, { token })).body;
     expect(after).toEqual(before);
-    expect(after).toMatchObject({ status: "active", extendCount: 0, extendedMinutes: 0, durationMinutes: 30 });
+    expect(after).toMatchObject({ status: "active", extendCount: 1, extendedMinutes: 5, durationMinutes: 35 });
     expect((await quota(user, token)).usage).toEqual(quotaBefore.usage);
     expect(await device(dev.deviceId)).toEqual(deviceBefore);
 
     // D1 is back: the extension goes through once.
     const ok = await call("PUT", `/scheduler/allocations/${id}/extend`, { token, body: { additionalMinutes: 10 } });
     expect(ok.status, JSON.stringify(ok.body)).toBe(200);
-    expect(ok.body).toMatchObject({ extendCount: 1, extendedMinutes: 10 });
-    expect(Date.parse(ok.body.expiresAt) - Date.parse(a.body.expiresAt)).toBe(10 * 60_000);
+    expect(ok.body).toMatchObject({ extendCount: 2, extendedMinutes: 15 });
+    expect(Date.parse(ok.body.expiresAt) - Date.parse(a.body.expiresAt)).toBe(15 * 60_000);
     await call("POST", "/scheduler/devices/release", { token, body: { deviceId: dev.deviceId } });
   });
 });

@@ -165,9 +165,23 @@ export async function bookEntry(
   const statements = entryStatements(env.DB, { ...e, planId: funds.planId, at: now });
   if (event) statements.push(entryNotification(env.DB, e.entryId, event.type, event.data, now));
   const results = await env.DB.batch(statements);
+  await fundsChanged(env, e.userId);
   const [row] = await db.select().from(ledger).where(eq(ledger.entryId, e.entryId));
   // Also when there is no event of its own: a debit may have crossed the low-balance threshold.
   await deliverNotifications(env, [e.userId]);
   if (!row || row.userId !== e.userId || row.amount !== e.amount) return { conflict: true, entryId: e.entryId };
   return { userId: e.userId, entryId: e.entryId, amount: row.amount, balanceAfter: row.balanceAfter, currency: funds.currency, duplicate: (results[0]?.meta.changes ?? 0) === 0 };
+}
+
+/**
+ * Tells the user's object that their balance or plan changed, so its next check reads D1 again
+ * instead of reusing the balance it read last (see UserQuota.funds). Best effort: a miss is
+ * bounded by BILLING.balanceReuseMs.
+ */
+export async function fundsChanged(env: Pick<Env, "USER_QUOTA">, userId: string): Promise<void> {
+  try {
+    await env.USER_QUOTA.getByName(userId).fundsChanged();
+  } catch (err) {
+    console.warn(JSON.stringify({ level: "warn", msg: "balance change not told to the user's object", userId, error: String(err) }));
+  }
 }

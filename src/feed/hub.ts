@@ -191,14 +191,17 @@ export class FeedHub {
   accept(w: Watcher, since: number | undefined, state?: unknown): Response {
     if (this.open(w.feed).length >= this.opts.maxSockets)
       return refuseSocket(CLOSE.rateLimited, "TOO_MANY_SOCKETS", `At most ${this.opts.maxSockets} sockets may be open on this feed; close one first.`);
-    // Everything already logged goes out to the existing sockets first, so `pumped` is the end of the log.
-    this.pump();
+    // Everything already logged goes out to the existing sockets first, so `pumped` is the end of
+    // the log; with none open, nothing is owed to anyone and `pumped` simply moves to the end.
+    const existing = this.open().length;
+    if (existing) this.pump();
     const pair = new WebSocketPair();
     const [client, server] = [pair[0], pair[1]];
     this.ctx.acceptWebSocket(server, [w.feed, `u:${w.userId}`]);
     server.serializeAttachment(w);
     this.watchers.set(server, w);
     const { lo, hi } = this.bounds();
+    if (!existing) this.pumped = hi;
     const from = since === undefined ? hi : Math.min(since, hi);
     const missed = lo !== null && from < lo - 1 ? { from: from + 1, to: lo - 1, count: lo - 1 - from } : null;
     const hello: HelloData = { feed: w.feed, since: from, replayThrough: hi, oldestSeq: lo, historyLimit: this.opts.limit, missed, ...(state === undefined ? {} : { state }) };
@@ -220,13 +223,13 @@ export class FeedHub {
     });
   }
 
-  /** Sends every logged event after `pumped` to the open sockets that may see it. */
+  /**
+   * Sends every logged event after `pumped` to the open sockets that may see it. With no socket
+   * open there is no one to send to (`accept` catches `pumped` up before the next socket joins).
+   */
   pump(): void {
     const sockets = this.open();
-    if (sockets.length === 0) {
-      this.pumped = this.bounds().hi;
-      return;
-    }
+    if (sockets.length === 0) return;
     const rows = this.rowsAfter(this.pumped, 10_000);
     if (rows.length === 0) return;
     for (const r of rows) {

@@ -12,7 +12,7 @@ import { jsonBody, route } from "../openapi";
 import { BILLING, PAGING } from "../config";
 import { accounts, ledger, pricingPlans } from "../db/schema";
 import { formatMoney, previousPeriod } from "../domain/pricing";
-import { bookEntry, dbOf, fundsFor, type Funds } from "../billing/ledger";
+import { bookEntry, dbOf, fundsChanged, fundsFor, type Funds } from "../billing/ledger";
 import { generateInvoices, invoiceById, invoicesOf } from "../billing/invoices";
 import { reconcile } from "../billing/reconcile";
 import { listFailedUsage, replayFailedUsage, usageReport } from "../billing/reports";
@@ -177,6 +177,7 @@ export function billingRoutes() {
         if (!plan) return fail(404, "PLAN_NOT_FOUND", "No such pricing plan.", { planId });
         await fundsFor(db, c.env, userId);
         await db.update(accounts).set({ planId, updatedAt: Date.now() }).where(eq(accounts.userId, userId));
+        await fundsChanged(c.env, userId);
         return ok(await fundsFor(db, c.env, userId));
       });
       return reply(c, r.ok ? ok(balanceView(r.value)) : r);
