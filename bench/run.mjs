@@ -13,7 +13,7 @@
 // is disposed on success, on error and on Ctrl+C.
 import os from "node:os";
 import path from "node:path";
-import { existsSync, readFileSync, writeFileSync } from "node:fs";
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { pathToFileURL } from "node:url";
 import { root, startRuntime } from "./lib/runtime.mjs";
 import { request, runClients, summarize } from "./lib/load.mjs";
@@ -24,7 +24,7 @@ const ALL = ["floor", "allocate", "shards", "expiry", "feed", "sockets", "ingest
 const EXTERNAL = new Set(["expiry", "feed", "sockets", "ingestion"]);
 
 function parse(argv) {
-  const out = { quick: false, only: null, out: path.join(root, "bench", "results.json") };
+  const out = { quick: false, only: null, storage: "disk", out: path.join(root, "bench", "results.json") };
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i];
     if (a === "--quick") out.quick = true;
@@ -33,8 +33,11 @@ function parse(argv) {
       out.only = (v ?? "").split(",").map((s) => s.trim()).filter(Boolean);
     } else if (a === "--out" || a.startsWith("--out=")) {
       out.out = path.resolve(a.includes("=") ? a.slice(a.indexOf("=") + 1) : argv[++i]);
+    } else if (a === "--storage" || a.startsWith("--storage=")) {
+      out.storage = a.includes("=") ? a.slice(a.indexOf("=") + 1) : argv[++i];
+      if (!["disk", "memory"].includes(out.storage)) throw new Error(`--storage: disk or memory, not ${out.storage}`);
     } else if (a === "--help" || a === "-h") {
-      console.log(`usage: npm run bench [-- --quick] [-- --only ${ALL.join(",")}] [-- --out file.json]`);
+      console.log(`usage: npm run bench [-- --quick] [-- --only ${ALL.join(",")}] [-- --storage disk|memory] [-- --out file.json]`);
       process.exit(0);
     } else {
       throw new Error(`unknown argument ${a} (try --help)`);
@@ -147,7 +150,7 @@ async function main() {
     quick: args.quick,
     only: args.only,
     machine: machine(),
-    settings: { ...t, levels: LEVELS, shards: SHARDS, shardClients: SHARD_CLIENTS },
+    settings: { ...t, levels: LEVELS, shards: SHARDS, shardClients: SHARD_CLIENTS, storage: args.storage },
     floor: null,
     allocateRelease: null,
     ratios: { allocateReleaseToWriteFloor: null, writeFloorCpuToAllocateReleaseCpu: null, allocateReleaseToNoopFloor: null, protocolFloorToWriteFloor: null, allocateReleaseToProtocolFloor: null, allocateP99ToWriteFloorP99: null },
@@ -162,20 +165,30 @@ async function main() {
   };
 
   let rt = null;
+  let memoryDir = null;
   let starting = null;
   let stopping = null;
   // Also while it is still starting: the runtime is disposed as soon as it is up.
   const stop = () => (stopping ??= (starting ?? Promise.resolve(null)).then((r) => r?.stop()).catch(() => {}));
   const onSignal = (sig) => {
     log(`\n${sig}: stopping the runtime`);
-    stop().finally(() => process.exit(130));
+    stop().finally(() => {
+      if (memoryDir) rmSync(memoryDir, { recursive: true, force: true });
+      process.exit(130);
+    });
   };
   process.once("SIGINT", onSignal);
   process.once("SIGTERM", onSignal);
 
   try {
     log(`building and starting the Worker (workerd ${results.machine.workerd})...`);
-    starting = startRuntime({ vars: { ALLOW_SHORT_DURATIONS: "true" }, log: (m) => log(`  ${m}`) });
+    // Where Durable Objects and D1 keep their SQLite files: the default temporary directory on
+    // disk (as `wrangler dev`), or /dev/shm (no fsync cost: what the runtime costs without this disk).
+    if (args.storage === "memory") {
+      if (!existsSync("/dev/shm")) throw new Error("--storage memory needs /dev/shm");
+      memoryDir = mkdtempSync(path.join("/dev/shm", "edge-bench-"));
+    }
+    starting = startRuntime({ vars: { ALLOW_SHORT_DURATIONS: "true" }, ...(memoryDir ? { persistDir: memoryDir } : {}), log: (m) => log(`  ${m}`) });
     rt = await starting;
     log(`  main ${rt.main}, floor ${rt.floor}`);
     const admin = adminToken();
@@ -213,6 +226,7 @@ async function main() {
     }
   } finally {
     await stop();
+    if (memoryDir) rmSync(memoryDir, { recursive: true, force: true });
     process.removeListener("SIGINT", onSignal);
     process.removeListener("SIGTERM", onSignal);
   }

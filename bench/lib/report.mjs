@@ -51,7 +51,7 @@ export function evaluateTargets(results) {
 export function renderReport(results) {
   const out = [];
   const m = results.machine ?? {};
-  out.push(`bench ${results.quick ? "(quick) " : ""}${results.date ?? ""}`);
+  out.push(`bench ${results.quick ? "(quick) " : ""}${results.date ?? ""}, storage: ${results.settings?.storage === "memory" ? "memory (/dev/shm)" : "disk (temporary directory, as wrangler dev)"}`);
   out.push(`machine: ${m.cpus ?? "?"} CPUs (${m.cpuModel ?? "?"}), node ${m.node ?? "?"}, workerd ${m.workerd ?? "?"}, load average at start ${m.loadAverageAtStart?.join(" ") ?? "?"}, at end ${m.loadAverageAtEnd?.join(" ") ?? "?"}`);
   if (results.only) out.push(`only: ${results.only.join(", ")}`);
 
