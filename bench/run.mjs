@@ -22,6 +22,9 @@ import { LEVELS, MAIN_POOLS, SHARDS, SHARD_CLIENTS, adminToken, cpuFigures, runL
 
 const ALL = ["floor", "allocate", "shards", "expiry", "feed", "sockets", "ingestion"];
 const EXTERNAL = new Set(["expiry", "feed", "sockets", "ingestion"]);
+// Measured on a runtime of their own: memory figures are only clean on a process that has not
+// just held thousands of other objects (freed memory is reused, so deltas would read low).
+const FRESH = new Set(["sockets"]);
 
 function parse(argv) {
   const out = { quick: false, only: null, storage: "disk", out: path.join(root, "bench", "results.json") };
@@ -51,7 +54,7 @@ function parse(argv) {
 /** Seconds per measurement: --quick keeps the whole run under 3 minutes on 2 cores. */
 function timing(quick) {
   return quick
-    ? { floorSeconds: 1.5, floorWarmup: 0.5, allocSeconds: 2.5, allocWarmup: 0.5, shardSeconds: 2.5, scenarioLimit: 75 }
+    ? { floorSeconds: 1, floorWarmup: 0.4, allocSeconds: 2.5, allocWarmup: 0.5, shardSeconds: 2.5, scenarioLimit: 75 }
     : { floorSeconds: 5, floorWarmup: 1, allocSeconds: 10, allocWarmup: 1, shardSeconds: 10, scenarioLimit: 400 };
 }
 
@@ -211,7 +214,18 @@ async function main() {
         step = async () => {
           const mod = await import(pathToFileURL(file).href);
           if (typeof mod.run !== "function") throw new Error(`bench/scenarios/${name}.mjs exports no run()`);
-          return mod.run(rt, { quick: args.quick, log: (m) => log(`  ${m}`) });
+          if (!FRESH.has(name)) return mod.run(rt, { quick: args.quick, log: (m) => log(`  ${m}`) });
+          // The shared runtime stops first, so only the fresh one's memory is counted.
+          await rt.stop();
+          let own;
+          try {
+            own = await startRuntime({ vars: { ALLOW_SHORT_DURATIONS: "true" }, ...(memoryDir ? { persistDir: mkdtempSync(path.join(memoryDir, "fresh-")) } : {}) });
+            return await mod.run(own, { quick: args.quick, log: (m) => log(`  ${m}`) });
+          } finally {
+            await own?.stop();
+            rt = await startRuntime({ vars: { ALLOW_SHORT_DURATIONS: "true" }, ...(memoryDir ? { persistDir: mkdtempSync(path.join(memoryDir, "main-")) } : {}) });
+            starting = Promise.resolve(rt);
+          }
         };
       }
       log(`${name}...`);
@@ -256,6 +270,12 @@ async function main() {
   }
   for (const r of [...(ar?.levels ?? []), ...(results.shards ?? [])])
     if (r.leftAllocated) results.notes.push(`${r.clients} clients${r.shards ? `, ${r.shards} shards` : ""}: ${r.leftAllocated} devices still allocated after the run (a release failed)`);
+  const cap = results.idleSockets?.capped;
+  if (cap)
+    results.notes.push(
+      `sockets: ${cap.wanted} wanted, ${cap.reached} held: workerd keeps ${cap.fdsPerConnection} descriptors per connection and its limit here is ${cap.workerdFdLimit} ` +
+      `(${cap.workerdFdsBefore} in use before the level); at the measured cost ${cap.wanted} would take about ${results.idleSockets.projected?.rssMB} MB`,
+    );
   results.machine.loadAverageAtEnd = os.loadavg().map((x) => Math.round(x * 100) / 100);
   results.targets = evaluateTargets(results);
   results.durationSeconds = Math.round((Date.now() - started) / 100) / 10;

@@ -34,6 +34,8 @@ import {
   compareHoldings, confirmedHoldings, isBillable,
 } from "./lib/invariants.mjs";
 import { parseArgs } from "../scripts/lib.mjs";
+import { pool } from "./lib/feed.mjs";
+import { parseBody } from "./lib/load.mjs";
 
 // ---- options -----------------------------------------------------------------------------------
 
@@ -159,16 +161,7 @@ function call(method, p, { body, headers = {}, timeoutMs = 15_000 } = {}) {
       res.on("data", (c) => chunks.push(c));
       res.on("error", (e) => finish({ status: 0, error: e.code ?? "RESPONSE_ERROR" }));
       res.on("aborted", () => finish({ status: 0, error: "ABORTED" }));
-      res.on("end", () => {
-        const text = Buffer.concat(chunks).toString("utf8");
-        let parsed = text;
-        try {
-          parsed = JSON.parse(text);
-        } catch {
-          /* not JSON */
-        }
-        finish({ status: res.statusCode, body: parsed });
-      });
+      res.on("end", () => finish({ status: res.statusCode, body: parseBody(chunks) }));
     });
     req.on("timeout", () => req.destroy(Object.assign(new Error("timeout"), { code: "TIMEOUT" })));
     req.on("error", (e) => finish({ status: 0, error: e.code ?? e.message }));
@@ -189,17 +182,6 @@ async function must(method, p, opts = {}, { ok = (r) => r.status >= 200 && r.sta
   throw new Error(`${method} ${p} failed: ${last.status} ${JSON.stringify(last.body ?? last.error).slice(0, 300)}`);
 }
 
-async function mapLimit(items, limit, fn) {
-  const out = new Array(items.length);
-  let next = 0;
-  await Promise.all(Array.from({ length: Math.min(limit, items.length) }, async () => {
-    while (next < items.length) {
-      const i = next++;
-      out[i] = await fn(items[i], i);
-    }
-  }));
-  return out;
-}
 
 // ---- what the run counts ---------------------------------------------------------------------------
 
@@ -305,10 +287,10 @@ function heldBy(u) {
 const OPS = {
   async allocate() {
     const u = pick(USER_IDS);
-    const pool = pick(POOLS);
+    const target = pick(POOLS);
     // In the last 15 s many allocations are long, so the end state has holdings to compare.
     const late = Date.now() > chaosEndAt - 15_000;
-    const body = { pool: pool.name, durationSeconds: chance(late ? 0.4 : 0.9) ? int(2, 12) : int(late ? 60 : 30, late ? 120 : 60) };
+    const body = { pool: target.name, durationSeconds: chance(late ? 0.4 : 0.9) ? int(2, 12) : int(late ? 60 : 30, late ? 120 : 60) };
     if (chance(0.25)) body.spec = { cpuCores: pick([2, 4, 8]) };
     if (USER.get(u).idle && chance(0.3)) body.idleReleaseSeconds = int(3, 8);
     if (chance(0.3)) body.idempotencyKey = `soak-${SEED}-${idem++}`;
@@ -751,7 +733,7 @@ async function runWatcher(until) {
       watcher.skipped++;
       continue;
     }
-    const reads = await mapLimit(DEVICE_IDS, 6, (id) => call("GET", `/admin/devices/${id}`, { headers: admin(), timeoutMs: 10_000 }));
+    const reads = await pool(DEVICE_IDS, 6, (id) => call("GET", `/admin/devices/${id}`, { headers: admin(), timeoutMs: 10_000 }));
     if (restarting || restartCount !== before) {
       watcher.skipped++;
       continue;
@@ -783,7 +765,7 @@ async function userAllocations(u, status) {
   return items;
 }
 async function allUserAllocations(status) {
-  const lists = await mapLimit(USER_IDS, 6, (u) => userAllocations(u, status));
+  const lists = await pool(USER_IDS, 6, (u) => userAllocations(u, status));
   return new Map(USER_IDS.map((u, i) => [u, lists[i]]));
 }
 async function deviceHistory(id) {
@@ -797,14 +779,14 @@ async function deviceHistory(id) {
   return items;
 }
 async function devicesNow() {
-  const reads = await mapLimit(DEVICE_IDS, 6, (id) => must("GET", `/admin/devices/${id}`, { headers: admin() }));
+  const reads = await pool(DEVICE_IDS, 6, (id) => must("GET", `/admin/devices/${id}`, { headers: admin() }));
   return {
     current: new Map(DEVICE_IDS.map((id, i) => [id, reads[i].body.allocation])),
     status: new Map(DEVICE_IDS.map((id, i) => [id, reads[i].body.status])),
   };
 }
 async function quotasNow() {
-  const reads = await mapLimit(USER_IDS, 6, (u) => must("GET", `/quotas/user/${u}`, { headers: admin() }));
+  const reads = await pool(USER_IDS, 6, (u) => must("GET", `/quotas/user/${u}`, { headers: admin() }));
   return new Map(USER_IDS.map((u, i) => [u, reads[i].body]));
 }
 async function poolIndexNow() {
@@ -846,10 +828,10 @@ async function main() {
   log(`runtime up at ${rt.main} (${fmt(Date.now() - runStart)})`);
 
   // Setup: fleet, pool strategies, a pricey pricing plan, users' plans and limits, accounts.
-  await mapLimit(DEVICES, 4, (d) => must("POST", "/admin/devices", { headers: admin(), body: d }));
+  await pool(DEVICES, 4, (d) => must("POST", "/admin/devices", { headers: admin(), body: d }));
   for (const p of POOLS) await must("PUT", `/admin/pools/${p.name}`, { headers: admin(), body: { strategy: p.strategy } });
   await must("PUT", "/admin/billing/pricing-plans/soak-pricey", { headers: admin(), body: PRICEY_PLAN });
-  await mapLimit(USER_IDS, 6, async (u) => {
+  await pool(USER_IDS, 6, async (u) => {
     const c = USER.get(u);
     await must("PUT", `/quotas/user/${u}`, { headers: admin(), body: { plan: c.plan, limits: { maxDevices: c.maxDevices, maxCpuCores: c.maxCpuCores } } });
     if (c.pricey) await must("PUT", `/admin/billing/users/${u}/plan`, { headers: admin(), body: { planId: "soak-pricey" } });
@@ -918,7 +900,7 @@ async function main() {
   // Release everything still active, as its user.
   const stillActive = await allUserAllocations("active");
   let releasedAtEnd = 0;
-  await mapLimit([...stillActive].flatMap(([u, list]) => list.map((a) => [u, a])), 6, async ([u, a]) => {
+  await pool([...stillActive].flatMap(([u, list]) => list.map((a) => [u, a])), 6, async ([u, a]) => {
     const r = await must("POST", "/scheduler/devices/release", { headers: as(u), body: { deviceId: a.deviceId } }, { ok: (x) => x.status === 200 || x.status === 404 });
     if (r.status === 200) {
       releasedAtEnd++;
@@ -973,7 +955,7 @@ async function main() {
   clearInterval(ping);
   await Promise.race([Promise.all(feeds), sleep(5000)]);
   const final = await allUserAllocations();
-  const histories = new Map(await mapLimit(DEVICE_IDS, 6, async (id) => [id, await deviceHistory(id)]));
+  const histories = new Map(await pool(DEVICE_IDS, 6, async (id) => [id, await deviceHistory(id)]));
   const first2 = await holdingsNow();
   await sleep(2000);
   const atRest = confirmedHoldings(first2, await holdingsNow());

@@ -13,6 +13,16 @@ function agentFor(clients) {
   return a;
 }
 
+/** A response body: parsed JSON when it is JSON, else the text. */
+export function parseBody(chunks) {
+  const text = Buffer.concat(chunks).toString("utf8");
+  try {
+    return JSON.parse(text);
+  } catch {
+    return text;
+  }
+}
+
 /** One HTTP request; resolves with {status, body (parsed JSON when possible), ms}. */
 export function request(base, method, path, { body, headers = {}, clients = 64 } = {}) {
   const url = new URL(path, base);
@@ -26,16 +36,7 @@ export function request(base, method, path, { body, headers = {}, clients = 64 }
       (res) => {
         const chunks = [];
         res.on("data", (c) => chunks.push(c));
-        res.on("end", () => {
-          const text = Buffer.concat(chunks).toString("utf8");
-          let parsed = text;
-          try {
-            parsed = JSON.parse(text);
-          } catch {
-            /* not JSON */
-          }
-          resolve({ status: res.statusCode, body: parsed, ms: performance.now() - t0 });
-        });
+        res.on("end", () => resolve({ status: res.statusCode, body: parseBody(chunks), ms: performance.now() - t0 }));
       },
     );
     req.on("error", reject);
@@ -59,7 +60,7 @@ export function summarize(latencies) {
  * Runs `clients` concurrent loops of `step(clientIndex)` for `seconds` (after `warmupSeconds`
  * not counted). `step` returns the number of requests it made and records its own latencies.
  */
-export async function runClients({ clients, seconds, warmupSeconds = 1, step }) {
+export async function runClients({ clients, seconds, warmupSeconds = 1, step, paceMs = 0 }) {
   let counting = false;
   let requests = 0;
   let errors = 0;
@@ -70,7 +71,16 @@ export async function runClients({ clients, seconds, warmupSeconds = 1, step }) 
   startCount.unref();
   await Promise.all(
     Array.from({ length: clients }, async (_, i) => {
+      // Paced: client i starts a step every `paceMs` (spread over the first period), whatever
+      // the last one took, so the offered load is fixed instead of following the latency.
+      let next = Date.now() + (paceMs ? (paceMs * i) / clients : 0);
       while (Date.now() < end) {
+        if (paceMs) {
+          const wait = next - Date.now();
+          if (wait > 0) await new Promise((r) => setTimeout(r, wait));
+          next += paceMs;
+          if (Date.now() >= end) break;
+        }
         try {
           const n = await step(i, () => counting);
           if (counting) requests += n;

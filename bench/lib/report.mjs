@@ -34,7 +34,11 @@ export function evaluateTargets(results) {
   const check = (value, ok) => (value === null ? null : ok(value));
   return [
     { name: "allocate+release req/s ≥ 0.5 × single-object SQLite write floor (50 clients)", target: ">= 0.5", value: ratioValue, pass: check(ratioValue, (v) => v >= 0.5) },
-    { name: "allocate p99 ≤ 25 ms at 50 clients", target: "<= 25 ms", value: p99, pass: check(p99, (v) => v <= 25) },
+    { name: "allocate p99 ≤ 25 ms at 50 clients (closed loop: as fast as the runtime answers)", target: "<= 25 ms", value: p99, pass: check(p99, (v) => v <= 25) },
+    {
+      name: `the same at 50 clients paced to ${ar?.paced?.offeredRps ?? "-"} requests/s (not saturated)`,
+      target: "<= 25 ms", value: ar?.paced?.allocate?.p99Ms ?? null, pass: check(ar?.paced?.allocate?.p99Ms ?? null, (v) => v <= 25),
+    },
     { name: "no refusals in the allocate runs (50 clients)", target: "0", value: refused, pass: check(refused, (v) => v === 0) },
     { name: "expiry lag p99 ≤ 1 s (expiresAt → released on the user's socket)", target: "<= 1000 ms", value: expiry, pass: check(expiry, (v) => v <= 1000) },
     { name: "feed latency p99 ≤ 20 ms (cause → frame)", target: "<= 20 ms", value: feed, pass: check(feed, (v) => v <= 20) },
@@ -42,7 +46,8 @@ export function evaluateTargets(results) {
       name: "10,000 idle feed sockets held (all still open, an event still arrives)",
       target: ">= 10000",
       value: socketCount,
-      pass: check(socketCount, (v) => v >= 10_000 && (results.sockets?.stillOpen ?? v) >= 10_000 && results.sockets?.probe?.received !== false),
+      // A quick run opens 2,000 only: not a measurement of this target.
+      pass: results.quick ? null : check(socketCount, (v) => v >= 10_000 && (results.sockets?.stillOpen ?? v) >= 10_000 && results.sockets?.probe?.received !== false),
     },
     { name: "usage ingestion ≥ 2,000 records/s (queue → D1)", target: ">= 2000", value: ingestion, pass: check(ingestion, (v) => v >= 2000) },
   ];
@@ -85,6 +90,11 @@ export function renderReport(results) {
     ));
   }
 
+  if (ar?.paced) {
+    const p = ar.paced;
+    out.push(`paced: ${p.clients} clients, each one allocate + release a second (${p.offeredRps} req/s offered): ${num(p.rps)} req/s, allocate p50/p99 ${ms(p.allocate.p50Ms)}/${ms(p.allocate.p99Ms)} ms, release ${ms(p.release.p50Ms)}/${ms(p.release.p99Ms)} ms, CPU ${num(p.workerdCpuMsPerRequest, 3)} ms/req, refusals: ${refusalText(p)}`);
+  }
+
   if (results.shards?.length) {
     const one = results.shards.find((s) => s.shards === 1);
     const fl = floorAt(results.shards[0].clients);
@@ -116,7 +126,7 @@ export function renderReport(results) {
   out.push("", "Targets");
   out.push(table(
     ["target", "value", "result"],
-    targets.map((t) => [t.name, t.value === null ? "-" : String(t.value), t.pass === null ? "not measured" : t.pass ? "pass" : "MISS"]),
+    targets.map((t) => [t.name, t.value === null ? "-" : String(t.value), t.pass === null ? (t.value === null ? "not measured" : "not judged (quick)") : t.pass ? "pass" : "MISS"]),
   ));
 
   if (results.notes?.length) out.push("", "Notes", ...results.notes.map((n) => `- ${n}`));

@@ -13,8 +13,11 @@ const buildDir = path.join(root, ".bench", "build");
 export const JWT_SECRET = "bench-jwt-secret-0123456789abcdef";
 export const SERVICE_TOKEN = "bench-service-token-0123456789abcdef";
 
-/** Bundles the Worker exactly as a deploy would (wrangler deploy --dry-run). */
+let built = null;
+
+/** Bundles the Worker exactly as a deploy would (wrangler deploy --dry-run); once per process. */
 export function buildWorker() {
+  if (built) return built;
   mkdirSync(buildDir, { recursive: true });
   const bin = path.join(root, "node_modules", ".bin", process.platform === "win32" ? "wrangler.cmd" : "wrangler");
   // node_modules/.bin first, so wrangler's `#!/usr/bin/env node` finds the pinned Node 22.
@@ -23,7 +26,7 @@ export function buildWorker() {
     cwd: root, stdio: ["ignore", "pipe", "pipe"], env: { ...process.env, PATH, WRANGLER_SEND_METRICS: "false" }, shell: process.platform === "win32",
   });
   if (r.status !== 0) throw new Error(`wrangler build failed:\n${r.stderr}`);
-  return path.join(buildDir, "index.js");
+  return (built = path.join(buildDir, "index.js"));
 }
 
 // The floor Worker. Besides the three basic shapes it has the protocol floor: the messages

@@ -5,6 +5,7 @@
 import { readFileSync, readdirSync } from "node:fs";
 import { JWT_SECRET } from "../lib/runtime.mjs";
 import { request, runClients, summarize } from "../lib/load.mjs";
+import { pool } from "../lib/feed.mjs";
 import { signToken } from "../../scripts/lib.mjs";
 
 /** A small device: inside the free plan's per-device limits (4 cores, 8 GB, 64 GB). */
@@ -56,16 +57,6 @@ export function cpuFigures(cpu0, cpu1, requests, wallMs) {
   };
 }
 
-/** Runs `fn` over `items` with at most `n` in flight. */
-async function pooled(items, n, fn) {
-  let next = 0;
-  await Promise.all(Array.from({ length: Math.min(n, items.length) }, async () => {
-    while (next < items.length) {
-      const i = next++;
-      await fn(items[i], i);
-    }
-  }));
-}
 
 /**
  * Registers `devices` devices spread evenly over `pools` pools named `<name>-p<k>`
@@ -74,11 +65,11 @@ async function pooled(items, n, fn) {
 export async function setupFleet(rt, { name, pools, devices, adminToken }) {
   const names = Array.from({ length: pools }, (_, k) => `${name}-p${k}`);
   const list = Array.from({ length: devices }, (_, i) => {
-    const pool = names[i % pools];
+    const poolName = names[i % pools];
     const j = Math.floor(i / pools);
-    return { deviceId: `${pool}-d${j}`, pool, node: `${pool}-n${Math.floor(j / DEVICES_PER_NODE)}`, ...DEVICE_SPEC };
+    return { deviceId: `${poolName}-d${j}`, pool: poolName, node: `${poolName}-n${Math.floor(j / DEVICES_PER_NODE)}`, ...DEVICE_SPEC };
   });
-  await pooled(list, SETUP_CONCURRENCY, async (d) => {
+  await pool(list, SETUP_CONCURRENCY, async (d) => {
     const r = await request(rt.main, "POST", "/admin/devices", { body: d, headers: auth(adminToken), clients: SETUP_CONCURRENCY });
     if (r.status !== 201 && !(r.status === 409 && r.body?.error?.code === "DEVICE_EXISTS"))
       throw new Error(`register ${d.deviceId}: ${r.status} ${JSON.stringify(r.body)}`);
@@ -95,7 +86,7 @@ export async function setupUsers(rt, { prefix, count, adminToken }) {
     const userId = `${prefix}-${i}`;
     return { userId, token: signToken(JWT_SECRET, userId, "user", 86_400) };
   });
-  await pooled(users, SETUP_CONCURRENCY, async (u) => {
+  await pool(users, SETUP_CONCURRENCY, async (u) => {
     const t = await request(rt.main, "POST", `/billing/users/${u.userId}/top-ups`, {
       body: { amount: TOP_UP, paymentId: `bench-${u.userId}` }, headers: auth(adminToken), clients: SETUP_CONCURRENCY,
     });
@@ -113,7 +104,7 @@ const bump = (m, k) => (m[k] = (m[k] ?? 0) + 1);
  * `clients` users (users[i] for client i) loop allocate → release for `seconds`, client i on
  * pool `pools[i % pools.length]`. Successful requests make `rps`; refusals are counted apart.
  */
-export async function allocateRelease(rt, { clients, seconds, warmupSeconds = 1, users, pools, durationMinutes = 1 }) {
+export async function allocateRelease(rt, { clients, seconds, warmupSeconds = 1, users, pools, durationMinutes = 1, paceMs = 0 }) {
   if (users.length < clients) throw new Error(`need ${clients} users, have ${users.length}`);
   const alloc = [];
   const rel = [];
@@ -128,7 +119,7 @@ export async function allocateRelease(rt, { clients, seconds, warmupSeconds = 1,
   const cpu0 = workerdCpuMs();
   const wall0 = performance.now();
   const r = await runClients({
-    clients, seconds, warmupSeconds,
+    clients, seconds, warmupSeconds, paceMs,
     step: async (i, counting) => {
       const u = users[i];
       const headers = auth(u.token);
@@ -201,6 +192,9 @@ export const SHARDS = [1, 4, 16];
 /** The main runs spread their devices over this many pools (the shard runs vary it). */
 export const MAIN_POOLS = 4;
 export const SHARD_CLIENTS = 50;
+/** The paced run: 50 clients, each one allocate + release every second (100 requests/s offered). */
+export const PACED_CLIENTS = 50;
+export const PACED_CYCLE_MS = 1000;
 
 /**
  * allocate + release at 10, 50 and 200 clients (one fleet of 2 × 200 devices over MAIN_POOLS
@@ -221,7 +215,17 @@ export async function runLevels(rt, { seconds, warmupSeconds = 1, log = () => {}
     out.push(r);
   }
   const at50 = out.find((r) => r.clients === 50) ?? out[0];
-  return { allocateRelease: at50, levels: out };
+  // The same 50 clients at a fixed, lower load (one allocate + release per client per
+  // PACED_CYCLE_MS): latency when the runtime is not saturated, beside the closed loop above.
+  let paced = null;
+  if (levels.includes(PACED_CLIENTS)) {
+    const users = await setupUsers(rt, { prefix: "bench-paced", count: PACED_CLIENTS, adminToken });
+    // Two cycles of each client not counted: their first allocation opens a new user's state.
+    paced = await allocateRelease(rt, { clients: PACED_CLIENTS, seconds, warmupSeconds: Math.max(warmupSeconds, (2 * PACED_CYCLE_MS) / 1000), users, pools, paceMs: PACED_CYCLE_MS });
+    paced.offeredRps = Math.round((2 * PACED_CLIENTS * 1000) / PACED_CYCLE_MS);
+    log(`  ${PACED_CLIENTS} clients paced (${paced.offeredRps} req/s offered): ${paced.rps} req/s, allocate p50/p99 ${paced.allocate.p50Ms}/${paced.allocate.p99Ms} ms, release ${paced.release.p50Ms}/${paced.release.p99Ms} ms`);
+  }
+  return { allocateRelease: { ...at50, paced }, levels: out };
 }
 
 /** The same load at SHARD_CLIENTS clients with 2 × clients devices split over 1, 4, 16 pools. */

@@ -16,7 +16,7 @@ export async function run(rt, { quick = false, log = () => {} } = {}) {
   const perUser = 2; // the free plan allows 2 concurrent devices
   const userCount = Math.ceil(allocations / perUser);
   const startWindowMs = quick ? 6_000 : 12_000;
-  const [minS, maxS] = [2, 20];
+  const [minS, maxS] = quick ? [2, 10] : [2, 20];
   const base = rt.main;
   const poolName = `bench-expiry-${Date.now().toString(36)}`;
   const users = Array.from({ length: userCount }, (_, i) => `bench-exp-${i}`);
