@@ -22,13 +22,22 @@ if (argv.help) {
   process.exit(0);
 }
 const PROFILE = !argv["no-profile"];
-const REPS = Number(argv.reps ?? 3);
-const SECONDS = Number(argv.seconds ?? 8);
-const CLIENTS = Number(argv.clients ?? 50);
-const TOP = Number(argv.top ?? 40);
-const POOLS = Number(argv.pools ?? 4);
+
+const num = (name, d, min, max) => {
+  const v = argv[name] === undefined ? d : Number(argv[name]);
+  if (!Number.isInteger(v) || v < min || v > max) {
+    console.error(`bench:profile: --${name} takes a whole number from ${min} to ${max}`);
+    process.exit(2);
+  }
+  return v;
+};
+const SECONDS = num("seconds", 8, 1, 120);
+const CLIENTS = num("clients", 50, 1, 500);
+const TOP = num("top", 40, 1, 500);
+const POOLS = num("pools", 4, 1, 64);
 // As the bench's allocate runs: one fleet of 2 × 200 devices.
-const DEVICES = Number(argv.devices ?? 400);
+const DEVICES = num("devices", 400, 1, 5000);
+const REPS = num("reps", 3, 1, 20);
 const log = (m) => process.stderr.write(`${m}\n`);
 
 function freePort() {

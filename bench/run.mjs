@@ -26,6 +26,8 @@ const EXTERNAL = new Set(["expiry", "feed", "sockets", "ingestion"]);
 // just held thousands of other objects (freed memory is reused, so deltas would read low).
 const FRESH = new Set(["sockets"]);
 
+const usageError = (message) => Object.assign(new Error(message), { usage: true });
+
 function parse(argv) {
   const out = { quick: false, only: null, storage: "disk", out: path.join(root, "bench", "results.json") };
   for (let i = 0; i < argv.length; i++) {
@@ -38,16 +40,16 @@ function parse(argv) {
       out.out = path.resolve(a.includes("=") ? a.slice(a.indexOf("=") + 1) : argv[++i]);
     } else if (a === "--storage" || a.startsWith("--storage=")) {
       out.storage = a.includes("=") ? a.slice(a.indexOf("=") + 1) : argv[++i];
-      if (!["disk", "memory"].includes(out.storage)) throw new Error(`--storage: disk or memory, not ${out.storage}`);
+      if (!["disk", "memory"].includes(out.storage)) throw usageError(`--storage: disk or memory, not ${out.storage}`);
     } else if (a === "--help" || a === "-h") {
       console.log(`usage: npm run bench [-- --quick] [-- --only ${ALL.join(",")}] [-- --storage disk|memory] [-- --out file.json]`);
       process.exit(0);
     } else {
-      throw new Error(`unknown argument ${a} (try --help)`);
+      throw usageError(`unknown argument ${a} (try --help)`);
     }
   }
   const bad = (out.only ?? []).filter((n) => !ALL.includes(n));
-  if (bad.length) throw new Error(`--only: unknown ${bad.join(", ")} (known: ${ALL.join(", ")})`);
+  if (bad.length) throw usageError(`--only: unknown ${bad.join(", ")} (known: ${ALL.join(", ")})`);
   return out;
 }
 
@@ -289,6 +291,7 @@ async function main() {
 }
 
 main().catch((err) => {
-  console.error(err?.stack ?? String(err));
-  process.exit(1);
+  // A wrong argument is the caller's to fix: its message is enough.
+  console.error(err?.usage ? `bench: ${err.message}` : (err?.stack ?? String(err)));
+  process.exit(err?.usage ? 2 : 1);
 });
