@@ -22,7 +22,7 @@ import { fail, ok, type Result } from "../src/errors";
 import { fits } from "../src/domain/strategy";
 import { expiryWarningAt } from "../src/domain/expiry";
 import type { DeviceInfo, DeviceSpec, DeviceStatus, EndReason, EndedAllocation, UsageRecord } from "../src/domain/types";
-import { AlarmClock, Sql } from "../src/sql";
+import { AlarmClock, CachedRow, Sql } from "../src/sql";
 import { FeedHub, feedRequestOf, feedSchema, refuseSocket } from "../src/feed/hub";
 import { CLOSE, type AllocationEventData, type DeviceFeedState, type FeedEvents } from "../src/feed/protocol";
 import { ADMIN_FEED_NAME } from "./AdminFeed";
@@ -135,13 +135,13 @@ export class Device extends DurableObject<Env> {
   /** The device feed: its log and watchers' sockets. */
   private readonly hub: FeedHub;
   private readonly clock: AlarmClock;
-  /** The device row as last read (undefined: read it again). Only this class writes it, through writeDevice. */
-  private dev: DeviceRow | null | undefined = undefined;
+  /** The device row (only this class writes it). */
+  private readonly dev: CachedRow<DeviceRow>;
 
   constructor(ctx: DurableObjectState, env: Env) {
     super(ctx, env);
     this.sql = new Sql(ctx.storage);
-    this.sql.onRollback(() => (this.dev = undefined));
+    this.dev = new CachedRow<DeviceRow>(this.sql, "SELECT * FROM device WHERE id = 1");
     this.clock = new AlarmClock(ctx.storage);
     this.hub = new FeedHub(ctx, this.sql, { table: "feed", limit: FEED.deviceHistoryLimit, maxSockets: FEED.maxSocketsPerDevice });
     ctx.blockConcurrencyWhile(async () => {
@@ -156,15 +156,7 @@ export class Device extends DurableObject<Env> {
   // ---- reads ---------------------------------------------------------------------------
 
   private row(): DeviceRow | null {
-    if (this.dev === undefined) this.dev = this.sql.one<DeviceRow>("SELECT * FROM device WHERE id = 1");
-    return this.dev;
-  }
-
-  /** Every write to the device row goes through here, so the cached row is read again after it. */
-  private writeDevice(query: string, ...args: unknown[]): void {
-    this.dev = undefined;
-    this.sql.exec(query, ...args);
-    this.dev = undefined;
+    return this.dev.get();
   }
 
   private current(): AllocRow | null {
@@ -218,7 +210,7 @@ export class Device extends DurableObject<Env> {
       return fail(409, "DEVICE_EXISTS", `Device ${input.deviceId} is already registered (pool ${existing.pool}).`);
     const now = Date.now();
     this.sql.tx(() => {
-      this.writeDevice(
+      this.dev.write(
         `INSERT INTO device (id, device_id, pool, node, cpu, mem, storage, status, version, created_at, updated_at)
          VALUES (1, ?, ?, ?, ?, ?, ?, 'available', 1, ?, ?)
          ON CONFLICT(id) DO UPDATE SET device_id = excluded.device_id, pool = excluded.pool, node = excluded.node,
@@ -238,7 +230,7 @@ export class Device extends DurableObject<Env> {
     if (this.current() && (patch.pool !== undefined || patch.cpuCores !== undefined || patch.memoryMB !== undefined || patch.storageMB !== undefined))
       return fail(409, "DEVICE_BUSY", "The device is allocated; change its pool or spec after the allocation ends.");
     const oldPool = d.pool;
-    this.writeDevice(
+    this.dev.write(
       "UPDATE device SET pool = ?, node = ?, cpu = ?, mem = ?, storage = ?, version = version + 1, updated_at = ? WHERE id = 1",
       patch.pool ?? d.pool, patch.node ?? d.node, patch.cpuCores ?? d.cpu, patch.memoryMB ?? d.mem, patch.storageMB ?? d.storage, Date.now(),
     );
@@ -260,7 +252,7 @@ export class Device extends DurableObject<Env> {
       const a = this.current();
       if (a && status !== "available") ended = this.endTx(a, status, Date.now());
       const newStatus: DeviceStatus = status === "available" ? (this.current() ? "allocated" : "available") : status;
-      this.writeDevice("UPDATE device SET status = ?, version = version + 1, updated_at = ? WHERE id = 1", newStatus, Date.now());
+      this.dev.write("UPDATE device SET status = ?, version = version + 1, updated_at = ? WHERE id = 1", newStatus, Date.now());
       // A repeat (maintenance twice) is no change and says nothing.
       if (newStatus !== d.status) this.statusChanged(d.status, ended);
     });
@@ -276,7 +268,7 @@ export class Device extends DurableObject<Env> {
     this.sql.tx(() => {
       const a = this.current();
       if (a) ended = this.endTx(a, "removed", Date.now());
-      this.writeDevice("UPDATE device SET status = 'removed', version = version + 1, updated_at = ? WHERE id = 1", Date.now());
+      this.dev.write("UPDATE device SET status = 'removed', version = version + 1, updated_at = ? WHERE id = 1", Date.now());
       this.statusChanged(d.status, ended);
     });
     // Everyone, the holder included, hears the device is gone for good (after the events above).
@@ -306,7 +298,7 @@ export class Device extends DurableObject<Env> {
          VALUES (?, ?, 'held', ?, ?, ?, ?, ?, ?, ?)`,
         req.allocationId, req.userId, d.cpu, d.mem, d.storage, now, expiresAt, confirmAt, warnAt,
       );
-      this.writeDevice("UPDATE device SET status = 'allocated', version = version + 1, updated_at = ? WHERE id = 1", now);
+      this.dev.write("UPDATE device SET status = 'allocated', version = version + 1, updated_at = ? WHERE id = 1", now);
     });
     // In the same turn as the writes (one commit): the claim's earliest deadline.
     await this.clock.arm(Math.min(expiresAt, confirmAt, warnAt));
@@ -503,7 +495,7 @@ export class Device extends DurableObject<Env> {
       releasedAt, durationSeconds, reason, a.allocation_id,
     );
     const status: DeviceStatus = d.status === "allocated" ? "available" : d.status;
-    this.writeDevice("UPDATE device SET status = ?, version = version + 1, updated_at = ? WHERE id = 1", status, now);
+    this.dev.write("UPDATE device SET status = ?, version = version + 1, updated_at = ? WHERE id = 1", status, now);
     const ended: EndedAllocation = {
       allocationId: a.allocation_id, deviceId: d.device_id, userId: a.user_id, allocatedAt: a.allocated_at, releasedAt, durationSeconds, reason,
     };

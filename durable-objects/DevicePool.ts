@@ -9,7 +9,7 @@ import { ALLOCATION, DEFAULT_STRATEGY, PAGING, type Env, type Strategy } from ".
 import { fail, ok, type Result } from "../src/errors";
 import { compareFit, orderNodes, type NodeLoad } from "../src/domain/strategy";
 import type { DeviceSpec, DeviceStatus } from "../src/domain/types";
-import { Sql } from "../src/sql";
+import { CachedRow, Sql } from "../src/sql";
 import type { ClaimRequest, Claimed, DeviceState } from "./Device";
 
 const SCHEMA = [
@@ -76,21 +76,20 @@ export class DevicePool extends DurableObject<Env> {
    * write before the call would cost a commit of its own.
    */
   private readonly picked = new Map<string, number>();
-  /** The settings row as last read or written (only this class writes it). */
-  private cfg: Settings | null = null;
+  /** The settings row (only this class writes it). */
+  private readonly cfg: CachedRow<Settings>;
 
   constructor(ctx: DurableObjectState, env: Env) {
     super(ctx, env);
     this.sql = new Sql(ctx.storage);
+    this.cfg = new CachedRow<Settings>(this.sql, "SELECT pool, strategy, idle_release_seconds AS idleReleaseSeconds FROM settings WHERE id = 1");
     ctx.blockConcurrencyWhile(async () => this.sql.migrate(SCHEMA));
   }
 
   private settings(pool: string): Settings {
-    if (this.cfg) return this.cfg;
-    const s = this.sql.one<Settings>("SELECT pool, strategy, idle_release_seconds AS idleReleaseSeconds FROM settings WHERE id = 1");
-    if (s) return (this.cfg = s);
-    this.sql.exec("INSERT INTO settings (id, pool, strategy) VALUES (1, ?, ?)", pool, DEFAULT_STRATEGY);
-    // Not cached: the insert may still roll back with a transaction around it.
+    const s = this.cfg.get();
+    if (s) return s;
+    this.cfg.write("INSERT INTO settings (id, pool, strategy) VALUES (1, ?, ?)", pool, DEFAULT_STRATEGY);
     return { pool, strategy: DEFAULT_STRATEGY, idleReleaseSeconds: null };
   }
 
@@ -242,8 +241,7 @@ export class DevicePool extends DurableObject<Env> {
   async setSettings(pool: string, patch: { strategy?: Strategy; idleReleaseSeconds?: number | null }): Promise<Result<PoolSummary>> {
     if (!this.exists()) return fail(404, "POOL_NOT_FOUND", `Pool "${pool}" has no devices.`, { pool });
     const s = this.settings(pool);
-    this.cfg = null;
-    this.sql.exec(
+    this.cfg.write(
       "UPDATE settings SET strategy = ?, idle_release_seconds = ? WHERE id = 1",
       patch.strategy ?? s.strategy, patch.idleReleaseSeconds === undefined ? s.idleReleaseSeconds : patch.idleReleaseSeconds,
     );

@@ -30,7 +30,7 @@ import { dbOf, fundsFor, type Funds } from "../src/billing/ledger";
 import type { Allocation, AllocationStatus, DeviceSpec, EndReason, EndedAllocation, Quota, QuotaUsage, UsageRecord } from "../src/domain/types";
 import { FeedHub, feedRequestOf, refuseSocket } from "../src/feed/hub";
 import { CLOSE, type AllocationEventData, type Envelope, type FeedEvents, type FeedEventType } from "../src/feed/protocol";
-import { AlarmClock, Sql } from "../src/sql";
+import { AlarmClock, CachedRow, Sql } from "../src/sql";
 import { decodeCursor, encodeCursor } from "../src/cursor";
 import type { Claimed } from "./Device";
 
@@ -165,13 +165,13 @@ export class UserQuota extends DurableObject<Env> {
   private readonly clock: AlarmClock;
   /** The balance as last read from D1, when, and what allocations that ended since cost (see funds()). */
   private fundsSeen: { funds: Funds; at: number; spent: number } | null = null;
-  /** The profile row as last read (null: read it again). Only this class writes it, through setProfile. */
-  private prof: ProfileRow | null = null;
+  /** The profile row (only this class writes it). */
+  private readonly prof: CachedRow<ProfileRow>;
 
   constructor(ctx: DurableObjectState, env: Env) {
     super(ctx, env);
     this.sql = new Sql(ctx.storage);
-    this.sql.onRollback(() => (this.prof = null));
+    this.prof = new CachedRow<ProfileRow>(this.sql, "SELECT * FROM profile WHERE id = 1");
     this.clock = new AlarmClock(ctx.storage);
     this.hub = new FeedHub(ctx, this.sql, { table: "events", limit: FEED.historyLimit, maxSockets: FEED.maxSocketsPerUser, defaultUserId: () => this.ownerId() });
     ctx.blockConcurrencyWhile(async () => {
@@ -186,30 +186,23 @@ export class UserQuota extends DurableObject<Env> {
 
   /** A user appears by their token: the first call creates the default plan's quota. */
   private profile(userId: string): ProfileRow {
-    let p = this.prof ?? this.sql.one<ProfileRow>("SELECT * FROM profile WHERE id = 1");
+    let p = this.prof.get();
     const now = Date.now();
     if (!p) {
       const plan = defaultPlan(this.env);
-      this.setProfile(
+      this.prof.write(
         "INSERT INTO profile (id, user_id, plan, suspended, valid_until, limits, period_start, hours_used, updated_at) VALUES (1, ?, ?, 0, ?, ?, ?, 0, ?)",
         userId, plan, now + QUOTA_VALID_DAYS * 86_400_000, JSON.stringify(PLAN_LIMITS[plan]), periodStartFor(now), now,
       );
-      p = this.sql.one<ProfileRow>("SELECT * FROM profile WHERE id = 1")!;
+      p = this.prof.get()!;
     }
     // A new period starts with no finished hours (active allocations keep their booking).
     const period = periodStartFor(now);
     if (p.period_start < period) {
-      this.setProfile("UPDATE profile SET period_start = ?, hours_used = 0 WHERE id = 1", period);
+      this.prof.write("UPDATE profile SET period_start = ?, hours_used = 0 WHERE id = 1", period);
       p = { ...p, period_start: period, hours_used: 0 };
     }
-    return (this.prof = p);
-  }
-
-  /** Every write to the profile row goes through here, so the cached row is read again after it. */
-  private setProfile(query: string, ...args: unknown[]): void {
-    this.prof = null;
-    this.sql.exec(query, ...args);
-    this.prof = null;
+    return p;
   }
 
   private state(p: ProfileRow): QuotaState {
@@ -241,10 +234,10 @@ export class UserQuota extends DurableObject<Env> {
     const q = this.quota(p);
     const over = q.status === "exceeded";
     if (over && !p.exceeded) {
-      this.setProfile("UPDATE profile SET exceeded = 1 WHERE id = 1");
+      this.prof.write("UPDATE profile SET exceeded = 1 WHERE id = 1");
       this.emit(p.user_id, "quota.exceeded", { limits: q.limits, usage: q.usage });
     } else if (!over && p.exceeded) {
-      this.setProfile("UPDATE profile SET exceeded = 0 WHERE id = 1");
+      this.prof.write("UPDATE profile SET exceeded = 0 WHERE id = 1");
     }
   }
 
@@ -334,7 +327,7 @@ export class UserQuota extends DurableObject<Env> {
         "SELECT cpu, mem, storage, duration_seconds FROM allocations WHERE status = 'released' AND reason != 'orphaned' AND released_at >= ?",
         at - ALLOCATION.clockMarginMs,
       );
-      const spent = ended.reduce((sum, r) => sum + priceOf(funds, { cpuCores: r.cpu, memoryMB: r.mem, storageMB: r.storage }, r.duration_seconds), 0);
+      const spent = ended.reduce((sum, r) => sum + priceOf(funds, specOf(r), r.duration_seconds), 0);
       this.fundsSeen = { funds, at, spent };
       return ok({ funds, reused: false });
     } catch (err) {
@@ -357,7 +350,7 @@ export class UserQuota extends DurableObject<Env> {
       "SELECT cpu, mem, storage, duration_ms FROM allocations WHERE status IN ('pending','active') AND allocation_id != ?",
       excluding ?? "",
     );
-    return rows.reduce((sum, r) => sum + estimateOf(f, { cpuCores: r.cpu, memoryMB: r.mem, storageMB: r.storage }, r.duration_ms), 0);
+    return rows.reduce((sum, r) => sum + estimateOf(f, specOf(r), r.duration_ms), 0);
   }
 
   private fundsRefusal(f: Funds | null, spec: DeviceSpec, durationMs: number, excluding?: string): Failure | null {
@@ -396,11 +389,10 @@ export class UserQuota extends DurableObject<Env> {
       const again = await this.funds(input.userId, true);
       if (again.ok) ({ row, refused: recheckRefused } = recheck(again.value.funds));
     }
-    const recheck2 = recheckRefused;
-    if (!row || row.status !== "pending" || recheck2) {
+    if (!row || row.status !== "pending" || recheckRefused) {
       this.abortPending(allocationId);
       await this.giveBack(c.deviceId, allocationId);
-      return recheck2 ?? fail(503, "ALLOCATION_ABORTED", "The allocation could not be completed in time; nothing was allocated. Try again.");
+      return recheckRefused ?? fail(503, "ALLOCATION_ABORTED", "The allocation could not be completed in time; nothing was allocated. Try again.");
     }
     const idleMs = effectiveIdleGraceMs(row.idle_ms, c.idleReleaseSeconds == null ? null : c.idleReleaseSeconds * 1000);
     const done: AllocRow = {
@@ -511,7 +503,7 @@ export class UserQuota extends DurableObject<Env> {
         "UPDATE allocations SET status = 'released', released_at = ?, duration_seconds = ?, reason = ?, booked_hours = 0 WHERE allocation_id = ?",
         e.releasedAt, e.durationSeconds, e.reason, e.allocationId,
       );
-      this.setProfile("UPDATE profile SET hours_used = hours_used + ? WHERE id = 1", e.durationSeconds / 3600);
+      this.prof.write("UPDATE profile SET hours_used = hours_used + ? WHERE id = 1", e.durationSeconds / 3600);
       this.emit(e.userId, "device.released", {
         allocationId: e.allocationId, deviceId: e.deviceId, pool: row.pool, allocatedAt: iso(e.allocatedAt), releasedAt: iso(e.releasedAt),
         durationSeconds: e.durationSeconds, reason: e.reason,
@@ -522,7 +514,7 @@ export class UserQuota extends DurableObject<Env> {
     // Its charge is not in a balance read before now: a reused balance counts it (see funds()).
     const seen = this.fundsSeen;
     if (ended && seen && e.reason !== "orphaned" && e.releasedAt >= seen.at - ALLOCATION.clockMarginMs)
-      seen.spent += priceOf(seen.funds, { cpuCores: ended.cpu, memoryMB: ended.mem, storageMB: ended.storage }, e.durationSeconds);
+      seen.spent += priceOf(seen.funds, specOf(ended), e.durationSeconds);
   }
 
   async extend(userId: string, allocationId: string, additionalMinutes: number): Promise<Result<AllocationResult & { extendCount: number; extendedMinutes: number }>> {
@@ -543,7 +535,7 @@ export class UserQuota extends DurableObject<Env> {
       const refused =
         checkExtend(EXTEND_POLICIES[p.plan], { extendCount: row.extend_count, extendedMinutes: row.extended_minutes, lastExtendedAt: row.last_extended_at }, additionalMinutes, now) ??
         checkExtraHours(this.state(p), this.usage(p), additionalMinutes / 60, now) ??
-        (f ? checkFunds(f, this.committed(f), estimateOf(f, { cpuCores: row.cpu, memoryMB: row.mem, storageMB: row.storage }, additionalMinutes * 60_000)) : null);
+        (f ? checkFunds(f, this.committed(f), estimateOf(f, specOf(row), additionalMinutes * 60_000)) : null);
       if (!refused) break;
       // Never refused on a balance remembered from earlier: read it again and check again.
       if (refused.code === "INSUFFICIENT_BALANCE" && funds.value.reused && !fresh) continue;
@@ -661,7 +653,7 @@ export class UserQuota extends DurableObject<Env> {
     if (f.feed !== "user" || owner !== f.userId) return refuseSocket(CLOSE.forbidden, "FORBIDDEN", "This ticket is not for this feed.");
     const res = this.hub.admit(f);
     // The user is back: no idle clock runs while a socket is open (the alarm finds nothing due).
-    if (this.hub.open("user").length > 0) this.setProfile("UPDATE profile SET sockets_gone_at = NULL WHERE id = 1");
+    if (this.hub.open("user").length > 0) this.prof.write("UPDATE profile SET sockets_gone_at = NULL WHERE id = 1");
     return res;
   }
 
@@ -682,7 +674,7 @@ export class UserQuota extends DurableObject<Env> {
   /** The last socket went: the idle clock of idle-release allocations starts now. */
   private async socketGone(ws: WebSocket): Promise<void> {
     if (this.hub.open("user", ws).length > 0) return;
-    this.setProfile("UPDATE profile SET sockets_gone_at = COALESCE(sockets_gone_at, ?) WHERE id = 1", Date.now());
+    this.prof.write("UPDATE profile SET sockets_gone_at = COALESCE(sockets_gone_at, ?) WHERE id = 1", Date.now());
     await this.rearm();
   }
 
@@ -695,7 +687,7 @@ export class UserQuota extends DurableObject<Env> {
     const base: QuotaLimits = update.plan && update.plan !== p.plan ? PLAN_LIMITS[plan] : (JSON.parse(p.limits) as QuotaLimits);
     const limits = { ...base, ...update.limits };
     this.sql.tx(() => {
-      this.setProfile(
+      this.prof.write(
         "UPDATE profile SET plan = ?, limits = ?, suspended = ?, valid_until = ?, updated_at = ? WHERE id = 1",
         plan, JSON.stringify(limits), update.suspended === undefined ? p.suspended : update.suspended ? 1 : 0, update.validUntil ?? p.valid_until, Date.now(),
       );
@@ -710,7 +702,7 @@ export class UserQuota extends DurableObject<Env> {
     const p = this.profile(userId);
     const validUntil = renewedUntil(p.valid_until, days, Date.now());
     this.sql.tx(() => {
-      this.setProfile("UPDATE profile SET valid_until = ?, updated_at = ? WHERE id = 1", validUntil, Date.now());
+      this.prof.write("UPDATE profile SET valid_until = ?, updated_at = ? WHERE id = 1", validUntil, Date.now());
       this.emit(userId, "quota.renewed", { validUntil: iso(validUntil), extensionDays: days });
     });
     return ok(this.quota(this.profile(userId)));
@@ -763,7 +755,7 @@ export class UserQuota extends DurableObject<Env> {
     if (openSockets === 0 && goneAt === null) {
       // No socket and no record of when it went (a restart dropped them): the clock starts now.
       goneAt = now;
-      this.setProfile("UPDATE profile SET sockets_gone_at = ? WHERE id = 1", now);
+      this.prof.write("UPDATE profile SET sockets_gone_at = ? WHERE id = 1", now);
     }
     return rows.flatMap((row) => {
       if (openSockets > 0) return row.idle_ms && now + row.idle_ms < row.expires_at! ? [{ row, at: now + row.idle_ms, recheck: true as const }] : [];
@@ -822,6 +814,9 @@ export class UserQuota extends DurableObject<Env> {
 }
 
 const iso = (t: number) => new Date(t).toISOString();
+
+/** The spec an allocation row holds. */
+const specOf = (r: { cpu: number; mem: number; storage: number }): DeviceSpec => ({ cpuCores: r.cpu, memoryMB: r.mem, storageMB: r.storage });
 
 function releaseResult(e: EndedAllocation): ReleaseResult {
   return {

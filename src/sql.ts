@@ -48,13 +48,37 @@ export class Sql {
 }
 
 /**
+ * One row that only its own object writes (a profile, a device, a pool's settings): read once
+ * and kept until the object writes it through `write`, or until a transaction of the object
+ * rolls back (a row read inside it may be one that never was).
+ */
+export class CachedRow<T> {
+  private row: T | null | undefined = undefined;
+
+  constructor(private readonly sql: Sql, private readonly query: string) {
+    sql.onRollback(() => (this.row = undefined));
+  }
+
+  get(): T | null {
+    if (this.row === undefined) this.row = this.sql.one<T>(this.query);
+    return this.row;
+  }
+
+  /** Writes the row; the next `get` reads it again. */
+  write(query: string, ...args: unknown[]): void {
+    this.row = undefined;
+    this.sql.exec(query, ...args);
+  }
+}
+
+/**
  * The object's one alarm, with its time kept in memory. Here an alarm write costs about as much
  * as a storage commit, and an awaited `getAlarm()` between a write and `setAlarm()` splits one
  * commit into two; so the time is read once per instance (`load()`, in the constructor) and the
  * alarm is only ever moved earlier. An alarm that fires early finds nothing due and re-arms.
  */
 export class AlarmClock {
-  /** undefined: not known (not loaded yet, or the alarm just fired). */
+  /** undefined: not read yet; null: no alarm. */
   private known: number | null | undefined = undefined;
 
   constructor(private readonly storage: DurableObjectStorage) {}

@@ -21,6 +21,14 @@ async function pricey(user: string, centsPerSecond = 300): Promise<string> {
   return planId;
 }
 
+/** A new pool of `devices` devices and a new user with a token. */
+async function poolAndUser(name: string, devices = 2): Promise<{ pool: string; user: string; token: string }> {
+  const pool = uid(name);
+  for (let i = 0; i < devices; i++) await registerDevice(pool);
+  const user = uid(`${name}-user`);
+  return { pool, user, token: await tokenFor(user) };
+}
+
 const allocate = (token: string, pool: string, durationSeconds: number) => call("POST", "/scheduler/devices/allocate", { token, body: { pool, durationSeconds } });
 
 describe("a balance read moments ago is reused, never above the truth", () => {
@@ -29,11 +37,7 @@ describe("a balance read moments ago is reused, never above the truth", () => {
   });
 
   it("what ended since the read is counted: during an outage it allows what the rest covers and refuses (503: D1 must be asked) what it does not", async () => {
-    const pool = uid("reuse");
-    await registerDevice(pool);
-    await registerDevice(pool);
-    const user = uid("reuser");
-    const token = await tokenFor(user);
+    const { pool, user, token } = await poolAndUser("reuse");
     await pricey(user);
     // Reads D1 (1000), holds 2 s: the charge will be 600.
     const a = await allocate(token, pool, 2);
@@ -59,11 +63,7 @@ describe("a balance read moments ago is reused, never above the truth", () => {
   });
 
   it("an adjustment is seen by the very next allocation (no reuse of the older balance)", async () => {
-    const pool = uid("reuse-adj");
-    await registerDevice(pool);
-    await registerDevice(pool);
-    const user = uid("adjusted");
-    const token = await tokenFor(user);
+    const { pool, user, token } = await poolAndUser("reuse-adj");
     const first = await call("POST", "/scheduler/devices/allocate", { token, body: { pool, durationMinutes: 60 } });
     expect(first.status, JSON.stringify(first.body)).toBe(201);
     // 60 minutes of this device may cost 25; leave 25 + 24 = 49.
@@ -75,11 +75,7 @@ describe("a balance read moments ago is reused, never above the truth", () => {
   });
 
   it("a plan change is seen by the very next allocation", async () => {
-    const pool = uid("reuse-plan");
-    await registerDevice(pool);
-    await registerDevice(pool);
-    const user = uid("replanned");
-    const token = await tokenFor(user);
+    const { pool, user, token } = await poolAndUser("reuse-plan");
     const cheap = await allocate(token, pool, 60);
     expect(cheap.status, JSON.stringify(cheap.body)).toBe(201);
     // Now a second costs 1.00: 60 s are 6000, far beyond 1000.
@@ -90,10 +86,7 @@ describe("a balance read moments ago is reused, never above the truth", () => {
   });
 
   it("a top-up is seen at once: refused, topped up, allowed", async () => {
-    const pool = uid("reuse-top");
-    await registerDevice(pool);
-    const user = uid("topped");
-    const token = await tokenFor(user);
+    const { pool, user, token } = await poolAndUser("reuse-top", 1);
     await pricey(user);
     const refused = await allocate(token, pool, 4); // 1200 > 1000
     expect(refused.status).toBe(402);
