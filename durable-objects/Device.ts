@@ -45,6 +45,10 @@ const SCHEMA = [
      attempts INTEGER NOT NULL DEFAULT 0, next_at INTEGER NOT NULL, last_error TEXT);`,
   // The device feed: its log, event keys, accepted ticket nonces.
   feedSchema("feed"),
+  // Reservation windows booked on this device; an allocation made for one names it.
+  `CREATE TABLE windows (reservation_id TEXT PRIMARY KEY, user_id TEXT NOT NULL, start_at INTEGER NOT NULL, end_at INTEGER NOT NULL);
+   CREATE INDEX windows_start ON windows(start_at, end_at);
+   ALTER TABLE allocations ADD COLUMN reservation_id TEXT;`,
 ];
 
 type AllocState = "held" | "active" | "ended";
@@ -63,6 +67,7 @@ interface AllocRow {
   released_at: number | null;
   duration_seconds: number | null;
   reason: EndReason | null;
+  reservation_id: string | null;
 }
 interface DeviceRow {
   device_id: string;
@@ -102,6 +107,8 @@ export interface ClaimRequest {
   min: DeviceSpec;
   max: DeviceSpec;
   durationMs: number;
+  /** Where the request came from when not a direct allocation: its queue entry or reservation. */
+  via?: { kind: "queue" | "reservation"; id: string; deviceId: string | null };
 }
 export interface Claimed extends DeviceSpec {
   deviceId: string;
@@ -290,13 +297,17 @@ export class Device extends DurableObject<Env> {
     if (!fits(spec, req.min, req.max)) return fail(409, "DEVICE_UNFIT", "The device does not match the request.", { state: this.state(d) });
     const now = Date.now();
     const expiresAt = now + req.durationMs;
+    const reservationId = req.via?.kind === "reservation" ? req.via.id : null;
+    const window = this.windowBefore(expiresAt, now, reservationId);
+    if (window)
+      return fail(409, "DEVICE_RESERVED", `The device is reserved from ${iso(window.start_at)}.`, { state: this.state(d), reservedFrom: iso(window.start_at) });
     const confirmAt = now + ALLOCATION.claimConfirmMs;
     const warnAt = expiryWarningAt(now, expiresAt);
     this.sql.tx(() => {
       this.sql.exec(
-        `INSERT INTO allocations (allocation_id, user_id, state, cpu, mem, storage, allocated_at, expires_at, confirm_at, warn_at)
-         VALUES (?, ?, 'held', ?, ?, ?, ?, ?, ?, ?)`,
-        req.allocationId, req.userId, d.cpu, d.mem, d.storage, now, expiresAt, confirmAt, warnAt,
+        `INSERT INTO allocations (allocation_id, user_id, state, cpu, mem, storage, allocated_at, expires_at, confirm_at, warn_at, reservation_id)
+         VALUES (?, ?, 'held', ?, ?, ?, ?, ?, ?, ?, ?)`,
+        req.allocationId, req.userId, d.cpu, d.mem, d.storage, now, expiresAt, confirmAt, warnAt, reservationId,
       );
       this.dev.write("UPDATE device SET status = 'allocated', version = version + 1, updated_at = ? WHERE id = 1", now);
     });
@@ -349,6 +360,11 @@ export class Device extends DurableObject<Env> {
   async extend(allocationId: string, expiresAt: number, info: ExtendInfo): Promise<Result<{ expiresAt: number }>> {
     const a = this.sql.one<AllocRow>("SELECT * FROM allocations WHERE allocation_id = ?", allocationId);
     if (!a || a.state === "ended") return fail(409, "ALLOCATION_ENDED", "The allocation has already ended.");
+    const window = this.windowBefore(expiresAt, Date.now(), a.reservation_id);
+    if (window)
+      return fail(409, "DEVICE_RESERVED", `The device is reserved from ${iso(window.start_at)}; the allocation can run until then at most.`, {
+        reservedFrom: iso(window.start_at), expiresAt: iso(a.expires_at),
+      });
     this.sql.tx(() => {
       this.sql.exec(
         "UPDATE allocations SET expires_at = ?, warn_at = ?, warned = 0 WHERE allocation_id = ?",
@@ -371,6 +387,41 @@ export class Device extends DurableObject<Env> {
     }
     if (a.state === "ended") return ok({ state: "ended", ended: this.ended(a) });
     return ok({ state: "active", expiresAt: a.expires_at });
+  }
+
+  // ---- reservation windows ---------------------------------------------------------------
+
+  /** A window booked by another reservation that starts before `until` and has not ended at `now`. */
+  private windowBefore(until: number, now: number, own: string | null): { reservation_id: string; start_at: number } | null {
+    return this.sql.one("SELECT reservation_id, start_at FROM windows WHERE start_at < ? AND end_at > ? AND reservation_id != ? ORDER BY start_at LIMIT 1", until, now, own ?? "");
+  }
+
+  /**
+   * The pool books [startAt, endAt) on this device for a reservation. Refused when the device
+   * is out of service, allocated into the window, or has another window there. Idempotent.
+   */
+  async reserve(w: { reservationId: string; userId: string; pool: string; startAt: number; endAt: number }): Promise<Result<{ deviceId: string }>> {
+    const d = this.row();
+    if (!d || d.status === "removed") return fail(409, "DEVICE_UNAVAILABLE", "The device is not registered.", { state: null });
+    if (d.pool !== w.pool) return fail(409, "DEVICE_UNAVAILABLE", "The device has moved to another pool.", { state: this.state(d) });
+    if (this.sql.one("SELECT 1 AS x FROM windows WHERE reservation_id = ?", w.reservationId)) return ok({ deviceId: d.device_id });
+    if (d.status === "maintenance" || d.status === "offline")
+      return fail(409, "DEVICE_UNAVAILABLE", "The device is not in service.", { state: this.state(d) });
+    const a = this.current();
+    if (a && a.expires_at > w.startAt) return fail(409, "DEVICE_BUSY", "The device is allocated into the window.", { state: this.state(d) });
+    const now = Date.now();
+    const clash = this.sql.one<{ start_at: number }>("SELECT start_at FROM windows WHERE start_at < ? AND end_at > ? LIMIT 1", w.endAt, Math.max(w.startAt, now));
+    if (clash) return fail(409, "DEVICE_RESERVED", "The device has another reservation in the window.", { state: this.state(d) });
+    this.sql.tx(() => {
+      this.sql.exec("DELETE FROM windows WHERE end_at < ?", now);
+      this.sql.exec("INSERT INTO windows (reservation_id, user_id, start_at, end_at) VALUES (?, ?, ?, ?)", w.reservationId, w.userId, w.startAt, w.endAt);
+    });
+    return ok({ deviceId: d.device_id });
+  }
+
+  /** The reservation was cancelled or ended: its window no longer holds the device. Idempotent. */
+  async unreserve(reservationId: string): Promise<void> {
+    this.sql.exec("DELETE FROM windows WHERE reservation_id = ?", reservationId);
   }
 
   // ---- alarm: expiry, warnings, claim checks, outbox delivery ---------------------------------
@@ -494,6 +545,8 @@ export class Device extends DurableObject<Env> {
       "UPDATE allocations SET state = 'ended', released_at = ?, duration_seconds = ?, reason = ?, confirm_at = NULL WHERE allocation_id = ?",
       releasedAt, durationSeconds, reason, a.allocation_id,
     );
+    // A reservation's allocation ended: its window holds the device no longer (others may take it).
+    if (a.reservation_id) this.sql.exec("DELETE FROM windows WHERE reservation_id = ?", a.reservation_id);
     const status: DeviceStatus = d.status === "allocated" ? "available" : d.status;
     this.dev.write("UPDATE device SET status = ?, version = version + 1, updated_at = ? WHERE id = 1", status, now);
     const ended: EndedAllocation = {

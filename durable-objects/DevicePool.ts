@@ -3,14 +3,31 @@
  * per-node summary, picks a device by the pool's strategy and asks that device to claim
  * itself. The index is a cache: the Device object is the truth, answers a stale pick with
  * its real state, and pushes every change here (ordered by a version number).
+ *
+ * It also holds the pool's waiting queue and reservations, because both are about the order
+ * in which this pool's devices are handed out:
+ * - Queue: an entry waits (priority, then arrival) until a fitting device frees. The device
+ *   is then offered to the head entry (no other claim may pick it) and the entry's user
+ *   object allocates it through the normal protocol, with the entry's id as idempotency
+ *   key, so quota and balance are checked at hand-over and a retry never allocates twice.
+ * - Reservations: a booking takes one fitting device whose window is free (checked and
+ *   written with no await between, so two bookings never get one window), and the device
+ *   itself records the window, refusing claims and extends that would run into it. The
+ *   alarm reminds, and at the start allocates through the user object as above.
+ * Feed events for users go through an outbox (`notices`) that the alarm retries.
  */
 import { DurableObject } from "cloudflare:workers";
-import { ALLOCATION, DEFAULT_STRATEGY, PAGING, type Env, type Strategy } from "../src/config";
-import { fail, ok, type Result } from "../src/errors";
+import { ALLOCATION, DEFAULT_STRATEGY, PAGING, QUEUE, RESERVATION, type Env, type Strategy } from "../src/config";
+import { fail, ok, type Failure, type Result } from "../src/errors";
 import { compareFit, orderNodes, type NodeLoad } from "../src/domain/strategy";
+import { estimateStart, priorityName, type EstimateDevice } from "../src/domain/queue";
+import { checkWindow, reminderAt, type ReservationStatus } from "../src/domain/reservation";
 import type { DeviceSpec, DeviceStatus } from "../src/domain/types";
-import { CachedRow, Sql } from "../src/sql";
+import type { FeedEvents, FeedEventType, QueueEventData, ReservationEventData } from "../src/feed/protocol";
+import { newScopedId } from "../src/ids";
+import { AlarmClock, CachedRow, Sql } from "../src/sql";
 import type { ClaimRequest, Claimed, DeviceState } from "./Device";
+import type { AllocateInput, AllocationResult } from "./UserQuota";
 
 const SCHEMA = [
   `CREATE TABLE settings (id INTEGER PRIMARY KEY CHECK (id = 1), pool TEXT NOT NULL, strategy TEXT NOT NULL);
@@ -22,6 +39,30 @@ const SCHEMA = [
    CREATE TABLE nodes (node TEXT PRIMARY KEY, busy INTEGER NOT NULL, total INTEGER NOT NULL, free INTEGER NOT NULL, last_picked_at INTEGER NOT NULL DEFAULT 0);`,
   // Idle release grace for the pool's allocations (null: off); the user's object applies it.
   `ALTER TABLE settings ADD COLUMN idle_release_seconds INTEGER;`,
+  // Waiting queue, reservations, and the outbox of what users and devices must hear.
+  `CREATE TABLE queue (
+     entry_id TEXT PRIMARY KEY, seq INTEGER NOT NULL UNIQUE, user_id TEXT NOT NULL, priority INTEGER NOT NULL,
+     cpu_min INTEGER NOT NULL, mem_min INTEGER NOT NULL, storage_min INTEGER NOT NULL,
+     cpu_max INTEGER NOT NULL, mem_max INTEGER NOT NULL, storage_max INTEGER NOT NULL,
+     duration_minutes INTEGER NOT NULL, duration_seconds INTEGER, duration_ms INTEGER NOT NULL,
+     max_wait_minutes INTEGER NOT NULL, wait_until INTEGER NOT NULL, status TEXT NOT NULL,
+     device_id TEXT, allocation_id TEXT, attempts INTEGER NOT NULL DEFAULT 0, retry_at INTEGER,
+     error TEXT, created_by TEXT NOT NULL, created_at INTEGER NOT NULL, updated_at INTEGER NOT NULL);
+   CREATE INDEX queue_order ON queue(status, priority DESC, seq);
+   CREATE INDEX queue_user ON queue(user_id, created_at);
+   CREATE TABLE reservations (
+     reservation_id TEXT PRIMARY KEY, user_id TEXT NOT NULL, device_id TEXT, status TEXT NOT NULL,
+     cpu_min INTEGER NOT NULL, mem_min INTEGER NOT NULL, storage_min INTEGER NOT NULL,
+     cpu_max INTEGER NOT NULL, mem_max INTEGER NOT NULL, storage_max INTEGER NOT NULL,
+     start_at INTEGER NOT NULL, end_at INTEGER NOT NULL, duration_minutes INTEGER NOT NULL,
+     reminder_minutes INTEGER NOT NULL, remind_at INTEGER, exec_from INTEGER, retry_at INTEGER,
+     allocation_id TEXT, error TEXT, created_by TEXT NOT NULL, created_at INTEGER NOT NULL, updated_at INTEGER NOT NULL);
+   CREATE INDEX reservations_device ON reservations(device_id, status, start_at);
+   CREATE INDEX reservations_user ON reservations(user_id, start_at);
+   CREATE INDEX reservations_status ON reservations(status, start_at);
+   CREATE TABLE notices (
+     id INTEGER PRIMARY KEY AUTOINCREMENT, kind TEXT NOT NULL, target TEXT NOT NULL, key TEXT NOT NULL,
+     type TEXT NOT NULL, data TEXT NOT NULL, attempts INTEGER NOT NULL DEFAULT 0, next_at INTEGER NOT NULL);`,
 ];
 
 interface Settings {
@@ -52,6 +93,150 @@ export interface PoolDevice extends DeviceSpec {
   expiresAt?: number | null;
 }
 
+type QueueStatus = "waiting" | "offered" | "fulfilled" | "expired" | "cancelled" | "failed";
+interface Bounds {
+  cpu_min: number;
+  mem_min: number;
+  storage_min: number;
+  cpu_max: number;
+  mem_max: number;
+  storage_max: number;
+}
+interface QueueRow extends Bounds {
+  entry_id: string;
+  seq: number;
+  user_id: string;
+  priority: number;
+  duration_minutes: number;
+  duration_seconds: number | null;
+  duration_ms: number;
+  max_wait_minutes: number;
+  wait_until: number;
+  status: QueueStatus;
+  device_id: string | null;
+  allocation_id: string | null;
+  attempts: number;
+  retry_at: number | null;
+  error: string | null;
+  created_by: string;
+  created_at: number;
+  updated_at: number;
+}
+interface ReservationRow extends Bounds {
+  reservation_id: string;
+  user_id: string;
+  device_id: string | null;
+  status: ReservationStatus;
+  start_at: number;
+  end_at: number;
+  duration_minutes: number;
+  reminder_minutes: number;
+  remind_at: number | null;
+  exec_from: number | null;
+  retry_at: number | null;
+  allocation_id: string | null;
+  error: string | null;
+  created_by: string;
+  created_at: number;
+  updated_at: number;
+}
+type Notice =
+  | { kind: "user_event"; target: string; key: string; type: FeedEventType; data: unknown }
+  | { kind: "unreserve"; target: string; key: string };
+
+/** Who asks: a user sees only their own entries and reservations (others' are "not found"). */
+export interface Viewer {
+  userId: string;
+  admin: boolean;
+}
+
+export interface QueueJoin {
+  userId: string;
+  pool: string;
+  priority: number;
+  min: DeviceSpec;
+  /** The largest device the user's quota allowed at join (checked again at hand-over). */
+  max: DeviceSpec;
+  durationMinutes: number;
+  durationSeconds?: number;
+  maxWaitMinutes: number;
+  /** Test-only override of maxWaitMinutes (ALLOW_SHORT_DURATIONS). */
+  maxWaitSeconds?: number;
+  /** The user, or the admin acting for them. */
+  createdBy: string;
+}
+
+export interface QueueEntryView {
+  entryId: string;
+  userId: string;
+  pool: string;
+  status: QueueStatus;
+  priority: number;
+  priorityName: string;
+  spec: DeviceSpec;
+  durationMinutes: number;
+  maxWaitMinutes: number;
+  joinedAt: string;
+  waitUntil: string;
+  /** 1 = next; null once the entry stopped waiting. */
+  position: number | null;
+  /** From the expiry times of busy devices and the entries ahead (null: no device in service fits, or not waiting). */
+  estimatedStartAt: string | null;
+  estimatedWaitSeconds: number | null;
+  allocationId: string | null;
+  deviceId: string | null;
+  error: { code: string; message: string } | null;
+  createdBy: string;
+}
+
+export interface ReservationBooking {
+  userId: string;
+  pool: string;
+  min: DeviceSpec;
+  max: DeviceSpec;
+  startAt: number;
+  endAt: number;
+  durationMinutes: number;
+  reminderMinutes: number;
+  createdBy: string;
+}
+
+export interface ReservationView {
+  reservationId: string;
+  userId: string;
+  pool: string;
+  deviceId: string | null;
+  status: ReservationStatus;
+  spec: DeviceSpec;
+  startAt: string;
+  endAt: string;
+  durationMinutes: number;
+  reminderMinutes: number;
+  remindAt: string | null;
+  allocationId: string | null;
+  error: { code: string; message: string } | null;
+  createdBy: string;
+  createdAt: string;
+}
+
+export interface WindowCheck {
+  pool: string;
+  startAt: string;
+  endAt: string;
+  /** A booking now would get a device. */
+  available: boolean;
+  /** Devices of the pool that match the spec, and how many of them are free for the window. */
+  matchingDevices: number;
+  freeDevices: number;
+  /** The caller's own reservations in this pool that overlap the window. */
+  overlapping: ReservationView[];
+}
+
+/** Hand-over failures that mean the device was not there after all: wait for the next one at once. */
+const DEVICE_RACES = new Set(["DEVICE_BUSY", "DEVICE_RESERVED", "DEVICE_UNAVAILABLE", "NO_DEVICE_AVAILABLE", "QUEUE_OFFER_GONE", "DEVICE_UNFIT"]);
+/** Refusals of the user's own account: the entry or reservation fails with them. */
+const isFinalRefusal = (f: Failure) => f.status === 402 || f.status === 403 || f.code.startsWith("QUOTA_") || f.code === "IDEMPOTENCY_KEY_REUSED" || f.code === "POOL_NOT_FOUND";
+
 export interface PoolSummary {
   pool: string;
   strategy: Strategy;
@@ -78,12 +263,23 @@ export class DevicePool extends DurableObject<Env> {
   private readonly picked = new Map<string, number>();
   /** The settings row (only this class writes it). */
   private readonly cfg: CachedRow<Settings>;
+  private readonly clock: AlarmClock;
+  /** The running queue dispatch, and whether something changed while it ran (run again). */
+  private dispatching: Promise<void> | null = null;
+  private dispatchAgain = false;
+  /** Entries and reservations whose hand-over call is running (the alarm leaves them alone). */
+  private readonly handing = new Set<string>();
 
   constructor(ctx: DurableObjectState, env: Env) {
     super(ctx, env);
     this.sql = new Sql(ctx.storage);
     this.cfg = new CachedRow<Settings>(this.sql, "SELECT pool, strategy, idle_release_seconds AS idleReleaseSeconds FROM settings WHERE id = 1");
-    ctx.blockConcurrencyWhile(async () => this.sql.migrate(SCHEMA));
+    this.clock = new AlarmClock(ctx.storage);
+    ctx.blockConcurrencyWhile(async () => {
+      this.sql.migrate(SCHEMA);
+      await this.clock.load();
+      await this.rearm();
+    });
   }
 
   private settings(pool: string): Settings {
@@ -97,49 +293,82 @@ export class DevicePool extends DurableObject<Env> {
     return this.sql.one("SELECT 1 AS x FROM devices LIMIT 1") !== null;
   }
 
-  /** Picks, claims and returns a device; a stale pick is corrected and the next one tried. */
+  /**
+   * Picks, claims and returns a device; a stale pick is corrected and the next one tried.
+   * A queue entry's claim takes only the device offered to it; a reservation's claim takes its
+   * reserved device, or another free one if that one is not free at the start.
+   */
   async claim(req: ClaimRequest): Promise<Result<Claimed>> {
     if (!this.exists()) return fail(404, "POOL_NOT_FOUND", `Pool "${req.pool}" has no devices.`, { pool: req.pool });
     const { strategy, idleReleaseSeconds } = this.settings(req.pool);
     const tried = new Set<string>();
+    const done = (r: Result<Claimed>) => (r.ok ? ok({ ...r.value, idleReleaseSeconds }) : r);
+    if (req.via?.kind === "queue") {
+      const e = this.sql.one<{ status: QueueStatus; device_id: string | null }>("SELECT status, device_id FROM queue WHERE entry_id = ?", req.via.id);
+      if (e?.status !== "offered" || e.device_id !== req.via.deviceId || !req.via.deviceId)
+        return fail(409, "QUEUE_OFFER_GONE", "The device offered to this queue entry is no longer offered to it.");
+      return done(await this.claimOn(req.via.deviceId, req));
+    }
+    if (req.via?.kind === "reservation" && req.via.deviceId) {
+      tried.add(req.via.deviceId);
+      const r = await this.claimOn(req.via.deviceId, req);
+      if (r.ok) return done(r);
+    }
+    const own = req.via?.kind === "reservation" ? req.via.id : null;
     for (let attempt = 0; attempt < ALLOCATION.claimAttempts; attempt++) {
-      const pick = this.pick(strategy, req.min, req.max, tried);
+      const pick = this.pick(strategy, req.min, req.max, tried, req.durationMs, own);
       if (!pick) break;
       tried.add(pick.device_id);
-      this.inFlight.add(pick.device_id);
-      const pickedAt = Date.now();
-      this.picked.set(pick.node, pickedAt);
-      let r: Result<Claimed>;
-      try {
-        r = (await this.env.DEVICE.getByName(pick.device_id).claim(req)) as Result<Claimed>;
-      } finally {
-        this.inFlight.delete(pick.device_id);
-      }
-      if (r.ok) {
-        this.apply(r.value.state);
-        this.sql.exec("UPDATE nodes SET last_picked_at = MAX(last_picked_at, ?) WHERE node = ?", pickedAt, pick.node);
-        // The user's object keeps the grace with the allocation (it watches the user's sockets).
-        return ok({ ...r.value, idleReleaseSeconds });
-      }
-      const state = (r.details as { state?: DeviceState | null } | undefined)?.state;
-      if (state) this.apply(state);
-      else if (r.code === "DEVICE_UNAVAILABLE") this.drop(pick.device_id);
+      const r = await this.claimOn(pick.device_id, req);
+      if (r.ok) return done(r);
     }
     return this.noDevice(req);
   }
 
-  private pick(strategy: Strategy, min: DeviceSpec, max: DeviceSpec, skip: Set<string>): Pick<IndexRow, "device_id" | "node"> | null {
+  /** Asks one device to claim itself; the index learns its answer either way. */
+  private async claimOn(deviceId: string, req: ClaimRequest): Promise<Result<Claimed>> {
+    const node = this.sql.one<{ node: string }>("SELECT node FROM devices WHERE device_id = ?", deviceId)?.node;
+    this.inFlight.add(deviceId);
+    const pickedAt = Date.now();
+    if (node) this.picked.set(node, pickedAt);
+    let r: Result<Claimed>;
+    try {
+      r = (await this.env.DEVICE.getByName(deviceId).claim(req)) as Result<Claimed>;
+    } finally {
+      this.inFlight.delete(deviceId);
+    }
+    if (r.ok) {
+      this.apply(r.value.state);
+      this.sql.exec("UPDATE nodes SET last_picked_at = MAX(last_picked_at, ?) WHERE node = ?", pickedAt, r.value.node);
+      return r;
+    }
+    const state = (r.details as { state?: DeviceState | null } | undefined)?.state;
+    if (state) this.apply(state);
+    else if (r.code === "DEVICE_UNAVAILABLE") this.drop(deviceId);
+    return r;
+  }
+
+  /**
+   * The best free device for a claim: not in flight, not offered to a queue entry, and with no
+   * reservation window (other than `ownReservation`) before the claim would end.
+   */
+  private pick(strategy: Strategy, min: DeviceSpec, max: DeviceSpec, skip: Set<string>, durationMs: number, ownReservation: string | null): Pick<IndexRow, "device_id" | "node"> | null {
     const nodes = this.sql.all<{ node: string; busy: number; total: number; free: number; last_picked_at: number }>(
       "SELECT node, busy, total, free, last_picked_at FROM nodes WHERE free > 0",
     );
+    const now = Date.now();
     const ordered = orderNodes(strategy, nodes.map((n): NodeLoad => ({ node: n.node, busy: n.busy, total: n.total, free: n.free, lastPickedAt: Math.max(n.last_picked_at, this.picked.get(n.node) ?? 0) })));
     for (const n of ordered) {
       // Indexed lookup per node, smallest fitting first; a few extra rows cover in-flight claims.
       const rows = this.sql.all<Pick<IndexRow, "device_id" | "node" | "cpu" | "mem" | "storage">>(
         `SELECT device_id, node, cpu, mem, storage FROM devices WHERE node = ? AND status = 'available'
            AND cpu >= ? AND mem >= ? AND storage >= ? AND cpu <= ? AND mem <= ? AND storage <= ?
+           AND device_id NOT IN (SELECT device_id FROM queue WHERE status = 'offered' AND device_id IS NOT NULL)
+           AND NOT EXISTS (SELECT 1 FROM reservations r WHERE r.device_id = devices.device_id AND r.status IN ('pending','confirmed')
+                             AND r.start_at < ? AND r.end_at > ? AND r.reservation_id != ?)
          ORDER BY cpu, mem, storage, device_id LIMIT ?`,
-        n.node, min.cpuCores, min.memoryMB, min.storageMB, max.cpuCores, max.memoryMB, max.storageMB, this.inFlight.size + skip.size + 1,
+        n.node, min.cpuCores, min.memoryMB, min.storageMB, max.cpuCores, max.memoryMB, max.storageMB,
+        now + durationMs, now, ownReservation ?? "", this.inFlight.size + skip.size + 1,
       );
       const candidates = rows
         .filter((r) => !this.inFlight.has(r.device_id) && !skip.has(r.device_id))
@@ -165,9 +394,9 @@ export class DevicePool extends DurableObject<Env> {
   }
 
   private apply(s: DeviceState): void {
-    this.sql.tx(() => {
+    const changed = this.sql.tx(() => {
       const prev = this.sql.one<{ version: number; node: string; status: DeviceStatus }>("SELECT version, node, status FROM devices WHERE device_id = ?", s.deviceId);
-      if (prev && prev.version >= s.version) return;
+      if (prev && prev.version >= s.version) return false;
       if (s.status === "removed") {
         this.sql.exec("DELETE FROM devices WHERE device_id = ?", s.deviceId);
       } else {
@@ -183,7 +412,11 @@ export class DevicePool extends DurableObject<Env> {
       if (prev && prev.node !== s.node) this.refreshNode(prev.node);
       // Node counts only move with a device's status or node (a spec change or re-registration keeps them).
       if (!prev || prev.node !== s.node || prev.status !== s.status || s.status === "removed") this.refreshNode(s.node);
+      this.reservationAllocationEnded(s);
+      return true;
     });
+    // A device freed (release, expiry, back in service): the queue's head gets it now.
+    if (changed && s.status === "available" && this.sql.one("SELECT 1 AS x FROM queue WHERE status = 'waiting' LIMIT 1")) this.ctx.waitUntil(this.dispatch());
   }
 
   private drop(deviceId: string): void {
@@ -206,6 +439,493 @@ export class DevicePool extends DurableObject<Env> {
          ON CONFLICT(node) DO UPDATE SET busy = excluded.busy, total = excluded.total, free = excluded.free`,
         node, c.busy ?? 0, c.total, c.free ?? 0,
       );
+  }
+
+  // ---- waiting queue ----------------------------------------------------------------------
+
+  /** A new entry; if a fitting device is free it is handed over before this returns. */
+  async join(j: QueueJoin): Promise<Result<QueueEntryView>> {
+    if (!this.exists()) return fail(404, "POOL_NOT_FOUND", `Pool "${j.pool}" has no devices.`, { pool: j.pool });
+    this.settings(j.pool);
+    const inService = this.sql.one<{ n: number }>(
+      `SELECT COUNT(*) AS n FROM devices WHERE status IN ('available','allocated') AND cpu >= ? AND mem >= ? AND storage >= ? AND cpu <= ? AND mem <= ? AND storage <= ?`,
+      j.min.cpuCores, j.min.memoryMB, j.min.storageMB, j.max.cpuCores, j.max.memoryMB, j.max.storageMB,
+    )!.n;
+    if (inService === 0)
+      return fail(409, "NO_MATCHING_DEVICE", `No device in pool "${j.pool}" that is in service matches the request within your quota, so waiting would never end.`, { pool: j.pool, spec: j.min });
+    const mine = this.sql.one<{ n: number }>("SELECT COUNT(*) AS n FROM queue WHERE user_id = ? AND status IN ('waiting','offered')", j.userId)!.n;
+    if (mine >= QUEUE.maxWaitingPerUser)
+      return fail(409, "QUEUE_LIMIT", `You already have ${mine} entries waiting in pool "${j.pool}" (at most ${QUEUE.maxWaitingPerUser}).`, { limit: QUEUE.maxWaitingPerUser });
+    const now = Date.now();
+    const entryId = newScopedId("que", j.pool);
+    const seq = (this.sql.one<{ s: number | null }>("SELECT MAX(seq) AS s FROM queue")?.s ?? 0) + 1;
+    const durationMs = j.durationSeconds !== undefined ? j.durationSeconds * 1000 : j.durationMinutes * 60_000;
+    const waitUntil = now + (j.maxWaitSeconds !== undefined ? j.maxWaitSeconds * 1000 : j.maxWaitMinutes * 60_000);
+    this.sql.exec(
+      `INSERT INTO queue (entry_id, seq, user_id, priority, cpu_min, mem_min, storage_min, cpu_max, mem_max, storage_max,
+         duration_minutes, duration_seconds, duration_ms, max_wait_minutes, wait_until, status, created_by, created_at, updated_at)
+       VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'waiting', ?, ?, ?)`,
+      entryId, seq, j.userId, j.priority, j.min.cpuCores, j.min.memoryMB, j.min.storageMB, j.max.cpuCores, j.max.memoryMB, j.max.storageMB,
+      j.durationMinutes, j.durationSeconds ?? null, durationMs, j.maxWaitMinutes, waitUntil, j.createdBy, now, now,
+    );
+    await this.clock.arm(waitUntil);
+    await this.dispatch();
+    return ok(this.entryView(this.entryRow(entryId)!));
+  }
+
+  async queueEntry(entryId: string, viewer: Viewer): Promise<Result<QueueEntryView>> {
+    const row = this.entryRow(entryId);
+    if (!row || !sees(viewer, row.user_id)) return fail(404, "QUEUE_ENTRY_NOT_FOUND", "No such queue entry.", { entryId });
+    return ok(this.entryView(row));
+  }
+
+  /** A user's entries (an admin without `userId`: everyone's), newest first; waiting ones carry their position. */
+  async listQueue(viewer: Viewer, opts: { userId?: string; status?: QueueStatus; limit?: number }): Promise<Result<{ items: QueueEntryView[]; waiting: number }>> {
+    const who = viewer.admin ? opts.userId : viewer.userId;
+    const limit = Math.min(opts.limit ?? PAGING.defaultLimit, PAGING.maxLimit);
+    const rows = this.sql.all<QueueRow>(
+      `SELECT * FROM queue WHERE 1 = 1 ${who ? "AND user_id = ?" : ""} ${opts.status ? "AND status = ?" : ""} ORDER BY created_at DESC, seq DESC LIMIT ?`,
+      ...[...(who ? [who] : []), ...(opts.status ? [opts.status] : []), limit],
+    );
+    const waiting = this.sql.one<{ n: number }>("SELECT COUNT(*) AS n FROM queue WHERE status IN ('waiting','offered')")!.n;
+    return ok({ items: rows.map((r) => this.entryView(r)), waiting });
+  }
+
+  /** Leaves the queue. An entry being handed its device right now cannot be cancelled (release the device instead). */
+  async cancelEntry(entryId: string, viewer: Viewer): Promise<Result<QueueEntryView>> {
+    const row = this.entryRow(entryId);
+    if (!row || !sees(viewer, row.user_id)) return fail(404, "QUEUE_ENTRY_NOT_FOUND", "No such queue entry.", { entryId });
+    if (row.status === "offered")
+      return fail(409, "QUEUE_ENTRY_BUSY", "A device is being handed to this entry right now; release it once allocated if you no longer need it.", { entryId });
+    if (row.status !== "waiting") return fail(409, "QUEUE_ENTRY_CLOSED", `The entry is already ${row.status}.`, { entryId, status: row.status });
+    this.sql.exec("UPDATE queue SET status = 'cancelled', updated_at = ? WHERE entry_id = ? AND status = 'waiting'", Date.now(), entryId);
+    return ok(this.entryView(this.entryRow(entryId)!));
+  }
+
+  private entryRow(entryId: string): QueueRow | null {
+    return this.sql.one<QueueRow>("SELECT * FROM queue WHERE entry_id = ?", entryId);
+  }
+
+  private entryView(r: QueueRow): QueueEntryView {
+    const now = Date.now();
+    const open = r.status === "waiting" || r.status === "offered";
+    let position: number | null = null;
+    let estimate: number | null = null;
+    if (open) {
+      const ahead = this.sql.all<QueueRow>(
+        "SELECT * FROM queue WHERE status IN ('waiting','offered') AND (priority > ? OR (priority = ? AND seq < ?)) ORDER BY priority DESC, seq LIMIT 1000",
+        r.priority, r.priority, r.seq,
+      );
+      position = ahead.length + 1;
+      const devices = this.sql.all<IndexRow>("SELECT * FROM devices");
+      estimate = r.status === "offered" ? now : estimateStart(
+        devices.map((d): EstimateDevice => ({ ...spec(d), freeAt: d.status === "available" ? now : d.status === "allocated" ? d.expires_at ?? now : null })),
+        ahead.map((a) => ({ ...bounds(a), durationMs: a.duration_ms })),
+        bounds(r),
+        now,
+      );
+    }
+    return {
+      entryId: r.entry_id, userId: r.user_id, pool: this.cfg.get()?.pool ?? "", status: r.status, priority: r.priority, priorityName: priorityName(r.priority),
+      spec: bounds(r).min, durationMinutes: r.duration_minutes, maxWaitMinutes: r.max_wait_minutes, joinedAt: iso(r.created_at), waitUntil: iso(r.wait_until),
+      position, estimatedStartAt: estimate === null ? null : iso(estimate), estimatedWaitSeconds: estimate === null ? null : Math.max(0, Math.round((estimate - now) / 1000)),
+      allocationId: r.allocation_id, deviceId: r.status === "fulfilled" ? r.device_id : null, error: parseError(r.error), createdBy: r.created_by,
+    };
+  }
+
+  /**
+   * Offers free devices to waiting entries in queue order (priority, then arrival), then hands
+   * them over. One dispatch runs at a time; a change meanwhile makes it run once more.
+   */
+  private dispatch(): Promise<void> {
+    if (this.dispatching) {
+      this.dispatchAgain = true;
+      return this.dispatching;
+    }
+    this.dispatching = (async () => {
+      try {
+        do {
+          this.dispatchAgain = false;
+          const offers = this.offer();
+          if (offers.length) await Promise.all(offers.map((e) => this.handOver(e)));
+        } while (this.dispatchAgain);
+        await this.flushNotices();
+        await this.rearm();
+      } finally {
+        this.dispatching = null;
+      }
+    })();
+    return this.dispatching;
+  }
+
+  /** Synchronous (one commit): expires entries past their wait, marks each offer. */
+  private offer(): QueueRow[] {
+    const now = Date.now();
+    this.expireWaiting(now);
+    const waiting = this.sql.all<QueueRow>(
+      "SELECT * FROM queue WHERE status = 'waiting' AND (retry_at IS NULL OR retry_at <= ?) ORDER BY priority DESC, seq LIMIT 500",
+      now,
+    );
+    if (waiting.length === 0) return [];
+    const strategy = this.settings(this.cfg.get()?.pool ?? "").strategy;
+    const taken = new Set<string>();
+    const offers: QueueRow[] = [];
+    for (const e of waiting) {
+      const b = bounds(e);
+      const pick = this.pick(strategy, b.min, b.max, taken, e.duration_ms, null);
+      if (!pick) continue;
+      taken.add(pick.device_id);
+      this.sql.exec("UPDATE queue SET status = 'offered', device_id = ?, attempts = attempts + 1, retry_at = ?, updated_at = ? WHERE entry_id = ?", pick.device_id, now + QUEUE.offerRetryMs, now, e.entry_id);
+      offers.push({ ...e, status: "offered", device_id: pick.device_id, attempts: e.attempts + 1 });
+    }
+    return offers;
+  }
+
+  private expireWaiting(now: number): void {
+    const due = this.sql.all<QueueRow>("SELECT * FROM queue WHERE status = 'waiting' AND wait_until <= ?", now);
+    for (const e of due) {
+      this.sql.tx(() => {
+        this.sql.exec("UPDATE queue SET status = 'expired', updated_at = ? WHERE entry_id = ? AND status = 'waiting'", now, e.entry_id);
+        this.notify(e.user_id, `queue.expired:${e.entry_id}`, "queue.expired", { ...this.queueEventData(e), maxWaitMinutes: e.max_wait_minutes });
+      });
+    }
+  }
+
+  /** The entry's user object allocates the offered device (quota and balance checked there). */
+  private async handOver(e: QueueRow): Promise<void> {
+    if (this.handing.has(e.entry_id)) return;
+    this.handing.add(e.entry_id);
+    let r: Result<AllocationResult>;
+    try {
+      r = await this.env.USER_QUOTA.getByName(e.user_id).allocate(this.queueAllocation(e));
+    } catch (err) {
+      r = fail(503, "USER_UNAVAILABLE", "The user's object did not answer.", { cause: String(err).slice(0, 200) });
+    } finally {
+      this.handing.delete(e.entry_id);
+    }
+    const now = Date.now();
+    const row = this.entryRow(e.entry_id);
+    if (row?.status !== "offered") return;
+    this.sql.tx(() => {
+      if (r.ok) {
+        this.sql.exec("UPDATE queue SET status = 'fulfilled', device_id = ?, allocation_id = ?, retry_at = NULL, updated_at = ? WHERE entry_id = ?", r.value.deviceId, r.value.allocationId, now, e.entry_id);
+        this.notify(e.user_id, `queue.fulfilled:${e.entry_id}`, "queue.fulfilled", {
+          ...this.queueEventData(row), allocationId: r.value.allocationId, deviceId: r.value.deviceId, waitedSeconds: Math.round((now - row.created_at) / 1000),
+        });
+      } else if (isFinalRefusal(r) || row.attempts >= QUEUE.offerAttempts) {
+        this.sql.exec("UPDATE queue SET status = 'failed', device_id = NULL, retry_at = NULL, error = ?, updated_at = ? WHERE entry_id = ?", errorText(r), now, e.entry_id);
+        this.notify(e.user_id, `queue.failed:${e.entry_id}`, "queue.failed", { ...this.queueEventData(row), error: { code: r.code, message: r.message } });
+        this.dispatchAgain = true; // the device goes to the next entry
+      } else if (DEVICE_RACES.has(r.code)) {
+        // The index was stale (the claim corrected it): wait for the next device at once.
+        this.sql.exec("UPDATE queue SET status = 'waiting', device_id = NULL, retry_at = NULL, error = ?, updated_at = ? WHERE entry_id = ?", errorText(r), now, e.entry_id);
+        this.dispatchAgain = true;
+      } else {
+        // Transient (the user's object or billing did not answer): the alarm drives it again, same key.
+        this.sql.exec("UPDATE queue SET retry_at = ?, error = ?, updated_at = ? WHERE entry_id = ?", now + QUEUE.offerRetryMs, errorText(r), now, e.entry_id);
+      }
+    });
+  }
+
+  private queueAllocation(e: QueueRow): AllocateInput & { via: NonNullable<ClaimRequest["via"]> } {
+    return {
+      userId: e.user_id, pool: this.cfg.get()!.pool, durationMinutes: e.duration_minutes, durationSeconds: e.duration_seconds ?? undefined,
+      spec: bounds(e).min, idempotencyKey: `queue:${e.entry_id}`, via: { kind: "queue", id: e.entry_id, deviceId: e.device_id },
+    };
+  }
+
+  private queueEventData(e: QueueRow): QueueEventData {
+    return { entryId: e.entry_id, pool: this.cfg.get()?.pool ?? "", priority: e.priority, joinedAt: iso(e.created_at) };
+  }
+
+  // ---- reservations ---------------------------------------------------------------------------
+
+  /** Devices that match and are free for the whole window (not allocated into it, no other reservation in it). */
+  private freeForWindow(min: DeviceSpec, max: DeviceSpec, startAt: number, endAt: number, skip: Set<string>): IndexRow[] {
+    return this.sql.all<IndexRow>(
+      `SELECT * FROM devices d WHERE (status = 'available' OR (status = 'allocated' AND expires_at <= ?))
+         AND cpu >= ? AND mem >= ? AND storage >= ? AND cpu <= ? AND mem <= ? AND storage <= ?
+         AND NOT EXISTS (SELECT 1 FROM reservations r WHERE r.device_id = d.device_id AND r.status IN ('pending','confirmed','executing')
+                           AND r.start_at < ? AND r.end_at > ?)
+       ORDER BY cpu, mem, storage, device_id LIMIT ?`,
+      startAt, min.cpuCores, min.memoryMB, min.storageMB, max.cpuCores, max.memoryMB, max.storageMB, endAt, startAt, skip.size + 50,
+    ).filter((d) => !skip.has(d.device_id));
+  }
+
+  /**
+   * Books a window. The device is chosen and the row written in one synchronous step, so a
+   * concurrent booking sees it taken; then the device records the window (and may refuse,
+   * e.g. extended into it meanwhile: the next device is tried).
+   */
+  async book(b: ReservationBooking): Promise<Result<ReservationView>> {
+    if (!this.exists()) return fail(404, "POOL_NOT_FOUND", `Pool "${b.pool}" has no devices.`, { pool: b.pool });
+    this.settings(b.pool);
+    const now = Date.now();
+    const bad = checkWindow(b.startAt, b.endAt, now);
+    if (bad) return bad;
+    const open = this.sql.one<{ n: number }>("SELECT COUNT(*) AS n FROM reservations WHERE user_id = ? AND status IN ('pending','confirmed')", b.userId)!.n;
+    if (open >= RESERVATION.maxOpenPerUser)
+      return fail(409, "RESERVATION_LIMIT", `You already have ${open} open reservations in pool "${b.pool}" (at most ${RESERVATION.maxOpenPerUser}).`, { limit: RESERVATION.maxOpenPerUser });
+    const reservationId = newScopedId("rsv", b.pool);
+    const tried = new Set<string>();
+    for (let attempt = 0; attempt < ALLOCATION.claimAttempts; attempt++) {
+      const device = this.freeForWindow(b.min, b.max, b.startAt, b.endAt, tried)[0];
+      if (!device) break;
+      tried.add(device.device_id);
+      const t = Date.now();
+      if (attempt === 0)
+        this.sql.exec(
+          `INSERT INTO reservations (reservation_id, user_id, device_id, status, cpu_min, mem_min, storage_min, cpu_max, mem_max, storage_max,
+             start_at, end_at, duration_minutes, reminder_minutes, created_by, created_at, updated_at)
+           VALUES (?, ?, ?, 'pending', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+          reservationId, b.userId, device.device_id, b.min.cpuCores, b.min.memoryMB, b.min.storageMB, b.max.cpuCores, b.max.memoryMB, b.max.storageMB,
+          b.startAt, b.endAt, b.durationMinutes, b.reminderMinutes, b.createdBy, t, t,
+        );
+      else this.sql.exec("UPDATE reservations SET device_id = ?, updated_at = ? WHERE reservation_id = ?", device.device_id, t, reservationId);
+      let r: Result<{ deviceId: string }>;
+      try {
+        r = (await this.env.DEVICE.getByName(device.device_id).reserve({ reservationId, userId: b.userId, pool: b.pool, startAt: b.startAt, endAt: b.endAt })) as Result<{ deviceId: string }>;
+      } catch (err) {
+        // Unknown whether the device wrote the window: give it back through the outbox, book nothing.
+        this.sql.tx(() => {
+          this.sql.exec("DELETE FROM reservations WHERE reservation_id = ?", reservationId);
+          this.enqueueNotice({ kind: "unreserve", target: device.device_id, key: reservationId });
+        });
+        await this.flushNotices();
+        return fail(503, "DEVICE_UNAVAILABLE", "The device did not answer; nothing was booked. Try again.", { cause: String(err).slice(0, 200) });
+      }
+      if (r.ok) {
+        const remindAt = reminderAt(b.startAt, b.reminderMinutes, Date.now());
+        this.sql.exec("UPDATE reservations SET status = 'confirmed', remind_at = ?, updated_at = ? WHERE reservation_id = ? AND status = 'pending'", remindAt, Date.now(), reservationId);
+        await this.clock.arm(Math.min(remindAt ?? b.startAt, b.startAt));
+        if (remindAt !== null && remindAt <= Date.now()) this.ctx.waitUntil(this.tick());
+        return ok(this.reservationView(this.reservationRow(reservationId)!));
+      }
+      const state = (r.details as { state?: DeviceState | null } | undefined)?.state;
+      if (state) this.apply(state);
+      else if (r.code === "DEVICE_UNAVAILABLE") this.drop(device.device_id);
+    }
+    this.sql.exec("DELETE FROM reservations WHERE reservation_id = ? AND status = 'pending'", reservationId);
+    return fail(409, "NO_CAPACITY", `No device in pool "${b.pool}" matching the request is free for the whole window.`, {
+      pool: b.pool, startAt: iso(b.startAt), endAt: iso(b.endAt), matchingDevices: this.matching(b.min, b.max),
+    });
+  }
+
+  private matching(min: DeviceSpec, max: DeviceSpec): number {
+    return this.sql.one<{ n: number }>(
+      "SELECT COUNT(*) AS n FROM devices WHERE cpu >= ? AND mem >= ? AND storage >= ? AND cpu <= ? AND mem <= ? AND storage <= ?",
+      min.cpuCores, min.memoryMB, min.storageMB, max.cpuCores, max.memoryMB, max.storageMB,
+    )!.n;
+  }
+
+  /** Would a booking of this window get a device now? Also the caller's own reservations that overlap it. */
+  async checkWindow(b: Omit<ReservationBooking, "durationMinutes" | "reminderMinutes" | "createdBy">): Promise<Result<WindowCheck>> {
+    if (!this.exists()) return fail(404, "POOL_NOT_FOUND", `Pool "${b.pool}" has no devices.`, { pool: b.pool });
+    const bad = checkWindow(b.startAt, b.endAt, Date.now());
+    if (bad) return bad;
+    const free = this.freeForWindow(b.min, b.max, b.startAt, b.endAt, new Set()).length;
+    const mine = this.sql.all<ReservationRow>(
+      `SELECT * FROM reservations WHERE user_id = ? AND status IN ('pending','confirmed','executing') AND start_at < ? AND end_at > ? ORDER BY start_at`,
+      b.userId, b.endAt, b.startAt,
+    );
+    return ok({
+      pool: b.pool, startAt: iso(b.startAt), endAt: iso(b.endAt), available: free > 0, matchingDevices: this.matching(b.min, b.max), freeDevices: free,
+      overlapping: mine.map((r) => this.reservationView(r)),
+    });
+  }
+
+  async reservation(reservationId: string, viewer: Viewer): Promise<Result<ReservationView>> {
+    const row = this.reservationRow(reservationId);
+    if (!row || !sees(viewer, row.user_id)) return fail(404, "RESERVATION_NOT_FOUND", "No such reservation.", { reservationId });
+    return ok(this.reservationView(row));
+  }
+
+  async listReservations(viewer: Viewer, opts: { userId?: string; status?: ReservationStatus; limit?: number }): Promise<Result<{ items: ReservationView[] }>> {
+    const who = viewer.admin ? opts.userId : viewer.userId;
+    const limit = Math.min(opts.limit ?? PAGING.defaultLimit, PAGING.maxLimit);
+    const rows = this.sql.all<ReservationRow>(
+      `SELECT * FROM reservations WHERE 1 = 1 ${who ? "AND user_id = ?" : ""} ${opts.status ? "AND status = ?" : ""} ORDER BY start_at, reservation_id LIMIT ?`,
+      ...[...(who ? [who] : []), ...(opts.status ? [opts.status] : []), limit],
+    );
+    return ok({ items: rows.map((r) => this.reservationView(r)) });
+  }
+
+  /** Cancels a reservation that has not started; its device's window is freed (through the outbox). */
+  async cancelReservation(reservationId: string, viewer: Viewer): Promise<Result<ReservationView>> {
+    const row = this.reservationRow(reservationId);
+    if (!row || !sees(viewer, row.user_id)) return fail(404, "RESERVATION_NOT_FOUND", "No such reservation.", { reservationId });
+    if (row.status === "executing")
+      return fail(409, "RESERVATION_EXECUTING", "The reservation has started; release its allocation instead.", { reservationId, allocationId: row.allocation_id });
+    if (row.status !== "pending" && row.status !== "confirmed" || this.handing.has(reservationId))
+      return fail(409, "RESERVATION_CLOSED", `The reservation is already ${row.status === "confirmed" ? "starting" : row.status}.`, { reservationId, status: row.status });
+    this.endReservation(row, "cancelled", null);
+    await this.flushNotices();
+    return ok(this.reservationView(this.reservationRow(reservationId)!));
+  }
+
+  /** Moves a reservation that has not started to an end state: the device's window goes, the user hears. */
+  private endReservation(row: ReservationRow, status: "cancelled" | "expired" | "failed", error: Failure | null): void {
+    this.sql.tx(() => {
+      this.sql.exec("UPDATE reservations SET status = ?, error = ?, retry_at = NULL, remind_at = NULL, updated_at = ? WHERE reservation_id = ?", status, error ? errorText(error) : null, Date.now(), row.reservation_id);
+      if (row.device_id) this.enqueueNotice({ kind: "unreserve", target: row.device_id, key: row.reservation_id });
+      this.notify(row.user_id, `reservation.${status}:${row.reservation_id}`, `reservation.${status}`, {
+        ...this.reservationEventData({ ...row, status }), ...(error ? { error: { code: error.code, message: error.message } } : {}),
+      });
+    });
+  }
+
+  /** The allocation made for an executing reservation has ended (seen in the device's new state): completed. */
+  private reservationAllocationEnded(s: DeviceState): void {
+    const done = this.sql.all<ReservationRow>(
+      "SELECT * FROM reservations WHERE status = 'executing' AND device_id = ? AND allocation_id IS NOT NULL AND allocation_id IS NOT ?",
+      s.deviceId, s.allocationId,
+    );
+    for (const row of done) {
+      this.sql.exec("UPDATE reservations SET status = 'completed', updated_at = ? WHERE reservation_id = ?", Date.now(), row.reservation_id);
+      this.notify(row.user_id, `reservation.completed:${row.reservation_id}`, "reservation.completed", this.reservationEventData({ ...row, status: "completed" }));
+    }
+  }
+
+  /** At the start: the user's object allocates the reserved device (another free one if it is still busy). */
+  private async startReservation(row: ReservationRow): Promise<void> {
+    if (this.handing.has(row.reservation_id)) return;
+    this.handing.add(row.reservation_id);
+    const execFrom = row.exec_from ?? Date.now();
+    if (row.exec_from === null) this.sql.exec("UPDATE reservations SET exec_from = ? WHERE reservation_id = ?", execFrom, row.reservation_id);
+    // The duration is fixed at the first attempt, so a retry is the same request (same idempotency key).
+    const seconds = Math.max(1, Math.ceil((row.end_at - execFrom) / 1000));
+    let r: Result<AllocationResult>;
+    try {
+      r = await this.env.USER_QUOTA.getByName(row.user_id).allocate({
+        userId: row.user_id, pool: this.cfg.get()!.pool, durationMinutes: Math.ceil(seconds / 60), durationSeconds: seconds,
+        spec: bounds(row).min, idempotencyKey: `reservation:${row.reservation_id}`,
+        via: { kind: "reservation", id: row.reservation_id, deviceId: row.device_id },
+      });
+    } catch (err) {
+      r = fail(503, "USER_UNAVAILABLE", "The user's object did not answer.", { cause: String(err).slice(0, 200) });
+    } finally {
+      this.handing.delete(row.reservation_id);
+    }
+    const now = Date.now();
+    const cur = this.reservationRow(row.reservation_id);
+    if (!cur || (cur.status !== "confirmed" && cur.status !== "pending")) return;
+    if (r.ok) {
+      const alloc = r.value;
+      this.sql.tx(() => {
+        this.sql.exec(
+          "UPDATE reservations SET status = 'executing', device_id = ?, allocation_id = ?, retry_at = NULL, remind_at = NULL, error = NULL, updated_at = ? WHERE reservation_id = ?",
+          alloc.deviceId, alloc.allocationId, now, row.reservation_id,
+        );
+        // Handed a different device: the reserved one's window is free again.
+        if (cur.device_id && cur.device_id !== alloc.deviceId) this.enqueueNotice({ kind: "unreserve", target: cur.device_id, key: row.reservation_id });
+        this.notify(row.user_id, `reservation.started:${row.reservation_id}`, "reservation.started", {
+          ...this.reservationEventData({ ...cur, status: "executing", device_id: alloc.deviceId }), allocationId: alloc.allocationId,
+        });
+      });
+      // The allocation may have ended already (a very short window): the index knows.
+      const dev = this.sql.one<{ allocation_id: string | null; status: DeviceStatus; version: number }>("SELECT allocation_id, status, version FROM devices WHERE device_id = ?", alloc.deviceId);
+      if (dev && dev.allocation_id !== alloc.allocationId && dev.status !== "allocated") this.reservationAllocationEnded({ deviceId: alloc.deviceId, allocationId: dev.allocation_id } as DeviceState);
+    } else if (isFinalRefusal(r) || now >= row.start_at + RESERVATION.startGraceMs || now >= row.end_at) {
+      this.endReservation(cur, "failed", r);
+    } else {
+      this.sql.exec("UPDATE reservations SET retry_at = ?, error = ?, updated_at = ? WHERE reservation_id = ?", now + RESERVATION.startRetryMs, errorText(r), now, row.reservation_id);
+    }
+  }
+
+  private reservationRow(id: string): ReservationRow | null {
+    return this.sql.one<ReservationRow>("SELECT * FROM reservations WHERE reservation_id = ?", id);
+  }
+
+  private reservationView(r: ReservationRow): ReservationView {
+    return {
+      reservationId: r.reservation_id, userId: r.user_id, pool: this.cfg.get()?.pool ?? "", deviceId: r.device_id, status: r.status, spec: bounds(r).min,
+      startAt: iso(r.start_at), endAt: iso(r.end_at), durationMinutes: r.duration_minutes, reminderMinutes: r.reminder_minutes,
+      remindAt: r.remind_at === null ? null : iso(r.remind_at), allocationId: r.allocation_id, error: parseError(r.error), createdBy: r.created_by, createdAt: iso(r.created_at),
+    };
+  }
+
+  private reservationEventData(r: ReservationRow): ReservationEventData {
+    return { reservationId: r.reservation_id, pool: this.cfg.get()?.pool ?? "", deviceId: r.device_id, startAt: iso(r.start_at), endAt: iso(r.end_at), status: r.status };
+  }
+
+  // ---- alarm: queue expiry and retries, reminders, starts, the outbox -------------------------
+
+  override async alarm(): Promise<void> {
+    this.clock.fired();
+    await this.tick();
+  }
+
+  /** Everything due now. */
+  private async tick(): Promise<void> {
+    const now = Date.now();
+    // Reminders first (a reminder never comes after its start).
+    for (const r of this.sql.all<ReservationRow>("SELECT * FROM reservations WHERE status IN ('pending','confirmed') AND remind_at IS NOT NULL AND remind_at <= ?", now)) {
+      this.sql.tx(() => {
+        this.sql.exec("UPDATE reservations SET remind_at = NULL WHERE reservation_id = ?", r.reservation_id);
+        this.notify(r.user_id, `reservation.reminder:${r.reservation_id}`, "reservation.reminder", {
+          ...this.reservationEventData(r), minutesBefore: Math.max(0, Math.round((r.start_at - now) / 60_000)),
+        });
+      });
+    }
+    const starts = this.sql.all<ReservationRow>(
+      "SELECT * FROM reservations WHERE status IN ('pending','confirmed') AND start_at <= ? AND (retry_at IS NULL OR retry_at <= ?) ORDER BY start_at LIMIT 50",
+      now, now,
+    );
+    const run: Promise<void>[] = [];
+    for (const r of starts) {
+      if (r.end_at <= now) this.endReservation(r, "expired", null); // the whole window passed (e.g. the pool was down)
+      else run.push(this.startReservation(r));
+    }
+    // Hand-overs that did not finish (a restart, a user object that did not answer): same key again.
+    const stuck = this.sql.all<QueueRow>("SELECT * FROM queue WHERE status = 'offered' AND retry_at <= ?", now).filter((e) => !this.handing.has(e.entry_id));
+    run.push(...stuck.map((e) => this.handOver(e)));
+    await Promise.all(run);
+    await this.dispatch(); // also expires waits, delivers notices and re-arms
+  }
+
+  private async rearm(): Promise<void> {
+    const t = this.sql.one<Record<string, number | null>>(
+      `SELECT (SELECT MIN(wait_until) FROM queue WHERE status = 'waiting') AS wait,
+              (SELECT MIN(retry_at) FROM queue WHERE status IN ('waiting','offered') AND retry_at IS NOT NULL) AS retry,
+              (SELECT MIN(remind_at) FROM reservations WHERE status IN ('pending','confirmed') AND remind_at IS NOT NULL) AS remind,
+              (SELECT MIN(MAX(start_at, COALESCE(retry_at, 0))) FROM reservations WHERE status IN ('pending','confirmed')) AS start,
+              (SELECT MIN(next_at) FROM notices) AS notice`,
+    )!;
+    const times = Object.values(t).filter((x): x is number => x !== null);
+    if (times.length) await this.clock.arm(Math.min(...times));
+  }
+
+  // ---- notices: what users and devices must hear, retried until delivered ----------------------
+
+  private notify<K extends FeedEventType>(userId: string, key: string, type: K, data: FeedEvents[K]): void {
+    this.enqueueNotice({ kind: "user_event", target: userId, key, type, data });
+  }
+
+  private enqueueNotice(n: Notice): void {
+    this.sql.exec(
+      "INSERT INTO notices (kind, target, key, type, data, next_at) VALUES (?, ?, ?, ?, ?, ?)",
+      n.kind, n.target, n.key, n.kind === "user_event" ? n.type : "", n.kind === "user_event" ? JSON.stringify(n.data) : "null", Date.now(),
+    );
+  }
+
+  /** Delivers due notices side by side; receivers are idempotent by key. */
+  private async flushNotices(): Promise<void> {
+    const due = this.sql.all<{ id: number; kind: Notice["kind"]; target: string; key: string; type: string; data: string; attempts: number }>(
+      "SELECT * FROM notices WHERE next_at <= ? ORDER BY id LIMIT 100",
+      Date.now(),
+    );
+    if (due.length === 0) return;
+    const outcomes = await Promise.allSettled(due.map(async (n) => {
+      if (n.kind === "unreserve") await this.env.DEVICE.getByName(n.target).unreserve(n.key);
+      else await this.env.USER_QUOTA.getByName(n.target).externalEvent(n.target, n.key, n.type as FeedEventType, JSON.parse(n.data) as never);
+    }));
+    const now = Date.now();
+    this.sql.tx(() => {
+      due.forEach((n, i) => {
+        if (outcomes[i]!.status === "fulfilled") this.sql.exec("DELETE FROM notices WHERE id = ?", n.id);
+        else this.sql.exec("UPDATE notices SET attempts = attempts + 1, next_at = ? WHERE id = ?", now + Math.min(60_000, ALLOCATION.notifyRetryMs * 2 ** Math.min(n.attempts, 5)), n.id);
+      });
+    });
   }
 
   // ---- reads and settings ----------------------------------------------------------------
@@ -252,3 +972,18 @@ export class DevicePool extends DurableObject<Env> {
 const spec = (r: { device_id: string; cpu: number; mem: number; storage: number }) => ({
   cpuCores: r.cpu, memoryMB: r.mem, storageMB: r.storage,
 });
+
+const iso = (t: number) => new Date(t).toISOString();
+
+const sees = (v: Viewer, owner: string) => v.admin || v.userId === owner;
+
+const bounds = (r: Bounds) => ({
+  min: { cpuCores: r.cpu_min, memoryMB: r.mem_min, storageMB: r.storage_min },
+  max: { cpuCores: r.cpu_max, memoryMB: r.mem_max, storageMB: r.storage_max },
+});
+
+const errorText = (f: Failure) => JSON.stringify({ code: f.code, message: f.message });
+
+function parseError(text: string | null): { code: string; message: string } | null {
+  return text ? (JSON.parse(text) as { code: string; message: string }) : null;
+}

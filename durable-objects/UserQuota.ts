@@ -18,12 +18,14 @@
  */
 import { DurableObject } from "cloudflare:workers";
 import {
-  ALLOCATION, BILLING, DEFAULT_RENEW_DAYS, FEED, IDS, EXTEND_POLICIES, PAGING, PLAN_LIMITS, QUOTA_VALID_DAYS,
+  ALLOCATION, BILLING, DEFAULT_RENEW_DAYS, FEED, EXTEND_POLICIES, PAGING, PLAN_LIMITS, QUOTA_VALID_DAYS,
   billingAllowOnError, defaultPlan, type Env, type PlanTier, type QuotaLimits,
 } from "../src/config";
 import { fail, ok, type Failure, type Result } from "../src/errors";
 import { checkAllocation, checkExtraHours, deviceHeadroom, periodStartFor, quotaStatus, renewedUntil, type QuotaState } from "../src/domain/quota";
 import { checkExtend } from "../src/domain/extend";
+import { entryPriority } from "../src/domain/queue";
+import { checkReservation } from "../src/domain/reservation";
 import { checkFunds, estimateOf, priceOf } from "../src/domain/pricing";
 import { effectiveIdleGraceMs, idleDeadline, requestedIdleGraceMs } from "../src/domain/idle";
 import { dbOf, fundsFor, type Funds } from "../src/billing/ledger";
@@ -32,7 +34,9 @@ import { FeedHub, feedRequestOf, refuseSocket } from "../src/feed/hub";
 import { CLOSE, type AllocationEventData, type Envelope, type FeedEvents, type FeedEventType } from "../src/feed/protocol";
 import { AlarmClock, CachedRow, Sql } from "../src/sql";
 import { decodeCursor, encodeCursor } from "../src/cursor";
-import type { Claimed } from "./Device";
+import type { ClaimRequest, Claimed } from "./Device";
+import type { QueueEntryView, ReservationView, WindowCheck } from "./DevicePool";
+import { newScopedId, scopeOfId } from "../src/ids";
 
 const SCHEMA = [
   `CREATE TABLE profile (
@@ -115,6 +119,33 @@ export interface AllocateInput {
   idleReleaseMinutes?: number;
   /** Test-only override of idleReleaseMinutes (ALLOW_SHORT_DURATIONS). */
   idleReleaseSeconds?: number;
+  /** Set by the pool when it hands over a device for a queue entry or a reservation. */
+  via?: ClaimRequest["via"];
+}
+
+export interface QueueJoinInput {
+  userId: string;
+  pool: string;
+  durationMinutes: number;
+  durationSeconds?: number;
+  spec: DeviceSpec;
+  priority?: number;
+  maxWaitMinutes: number;
+  /** Test-only override of maxWaitMinutes (ALLOW_SHORT_DURATIONS). */
+  maxWaitSeconds?: number;
+  /** The admin acting for the user (may set any priority), or null. */
+  byAdmin: string | null;
+}
+
+export interface ReserveInput {
+  userId: string;
+  pool: string;
+  startAt: number;
+  durationMinutes: number;
+  durationSeconds?: number;
+  spec: DeviceSpec;
+  reminderMinutes: number;
+  byAdmin: string | null;
 }
 
 export interface AllocationResult {
@@ -362,7 +393,7 @@ export class UserQuota extends DurableObject<Env> {
     // (inFlight), and after a crash the constructor re-arms for it. (An alarm write costs a commit.)
     let claimed: Result<Claimed>;
     try {
-      claimed = (await this.env.DEVICE_POOL.getByName(input.pool).claim({ allocationId, userId: input.userId, pool: input.pool, min: input.spec, max, durationMs })) as Result<Claimed>;
+      claimed = (await this.env.DEVICE_POOL.getByName(input.pool).claim({ allocationId, userId: input.userId, pool: input.pool, min: input.spec, max, durationMs, via: input.via })) as Result<Claimed>;
     } catch (err) {
       // We cannot know whether a device holds it: abort, and a device holding it frees itself on `verify`.
       this.abortPending(allocationId);
@@ -444,6 +475,69 @@ export class UserQuota extends DurableObject<Env> {
     return row.status === "active" ? "active" : "ended";
   }
 
+  // ---- waiting queue and reservations (held by the pool; checked here first) -------------------
+
+  /**
+   * Joins the pool's waiting queue. The same checks as an allocation run now (a request that
+   * would be refused at hand-over is refused at once) and again when a device is handed over.
+   */
+  async joinQueue(input: QueueJoinInput): Promise<Result<QueueEntryView>> {
+    const p = this.profile(input.userId);
+    const priority = entryPriority(p.plan, input.priority, input.byAdmin !== null);
+    if (typeof priority !== "number") return priority;
+    const durationMs = input.durationSeconds !== undefined ? input.durationSeconds * 1000 : input.durationMinutes * 60_000;
+    let max: DeviceSpec = input.spec;
+    const funds = await this.checkedFunds(input.userId, (f) => {
+      const now = this.profile(input.userId);
+      const usage = this.usage(now);
+      max = deviceHeadroom(this.state(now).limits, usage);
+      return checkAllocation(this.state(now), usage, input.spec, durationMs / 3_600_000, Date.now()) ?? this.fundsRefusal(f, input.spec, durationMs);
+    });
+    if (!funds.ok) return funds;
+    return (await this.env.DEVICE_POOL.getByName(input.pool).join({
+      userId: input.userId, pool: input.pool, priority, min: input.spec, max, durationMinutes: input.durationMinutes, durationSeconds: input.durationSeconds,
+      maxWaitMinutes: input.maxWaitMinutes, maxWaitSeconds: input.maxWaitSeconds, createdBy: input.byAdmin ?? input.userId,
+    })) as Result<QueueEntryView>;
+  }
+
+  /** Books a future window in the pool (quota status, per-device limits and balance checked now; everything again at the start). */
+  async reserve(input: ReserveInput): Promise<Result<ReservationView>> {
+    this.profile(input.userId);
+    const durationMs = input.durationSeconds !== undefined ? input.durationSeconds * 1000 : input.durationMinutes * 60_000;
+    const funds = await this.checkedFunds(input.userId, (f) =>
+      checkReservation(this.state(this.profile(input.userId)), input.spec, durationMs / 3_600_000, input.startAt) ?? this.fundsRefusal(f, input.spec, durationMs));
+    if (!funds.ok) return funds;
+    return (await this.env.DEVICE_POOL.getByName(input.pool).book({
+      userId: input.userId, pool: input.pool, min: input.spec, max: this.perDeviceMax(input.userId),
+      startAt: input.startAt, endAt: input.startAt + durationMs, durationMinutes: input.durationMinutes, reminderMinutes: input.reminderMinutes,
+      createdBy: input.byAdmin ?? input.userId,
+    })) as Result<ReservationView>;
+  }
+
+  /** Would a booking of this window get a device (within this user's per-device limits)? */
+  async checkReservationWindow(input: Pick<ReserveInput, "userId" | "pool" | "startAt" | "spec"> & { endAt: number }): Promise<Result<WindowCheck>> {
+    return (await this.env.DEVICE_POOL.getByName(input.pool).checkWindow({
+      userId: input.userId, pool: input.pool, min: input.spec, max: this.perDeviceMax(input.userId), startAt: input.startAt, endAt: input.endAt,
+    })) as Result<WindowCheck>;
+  }
+
+  private perDeviceMax(userId: string): DeviceSpec {
+    const L = this.state(this.profile(userId)).limits;
+    return { cpuCores: L.maxCpuCoresPerDevice, memoryMB: L.maxMemoryMBPerDevice, storageMB: L.maxStorageMBPerDevice };
+  }
+
+  /** Funds for a check that may refuse: a refusal on a remembered balance reads it again first. */
+  private async checkedFunds(userId: string, check: (f: Funds | null) => Failure | null): Promise<Result<KnownFunds>> {
+    for (let fresh = false; ; fresh = true) {
+      const funds = await this.funds(userId, fresh);
+      if (!funds.ok) return funds;
+      const refused = check(funds.value.funds);
+      if (!refused) return funds;
+      if (refused.code === "INSUFFICIENT_BALANCE" && funds.value.reused && !fresh) continue;
+      return refused;
+    }
+  }
+
   // ---- release, end, extend ------------------------------------------------------------------
 
   async release(userId: string, deviceId: string, reason: EndReason = "released"): Promise<Result<ReleaseResult>> {
@@ -521,26 +615,21 @@ export class UserQuota extends DurableObject<Env> {
     this.profile(userId);
     const found = this.activeRow(allocationId);
     if (!found.ok) return found;
-    let row: AllocRow;
-    let now: number;
-    for (let fresh = false; ; fresh = true) {
-      const funds = await this.funds(userId, fresh);
-      if (!funds.ok) return funds;
+    let row!: AllocRow;
+    let now!: number;
+    const funds = await this.checkedFunds(userId, (f) => {
       const p = this.profile(userId);
       const current = this.activeRow(allocationId);
       if (!current.ok) return current;
       row = current.value;
       now = Date.now();
-      const f = funds.value.funds;
-      const refused =
+      return (
         checkExtend(EXTEND_POLICIES[p.plan], { extendCount: row.extend_count, extendedMinutes: row.extended_minutes, lastExtendedAt: row.last_extended_at }, additionalMinutes, now) ??
         checkExtraHours(this.state(p), this.usage(p), additionalMinutes / 60, now) ??
-        (f ? checkFunds(f, this.committed(f), estimateOf(f, specOf(row), additionalMinutes * 60_000)) : null);
-      if (!refused) break;
-      // Never refused on a balance remembered from earlier: read it again and check again.
-      if (refused.code === "INSUFFICIENT_BALANCE" && funds.value.reused && !fresh) continue;
-      return refused;
-    }
+        (f ? checkFunds(f, this.committed(f), estimateOf(f, specOf(row), additionalMinutes * 60_000)) : null)
+      );
+    });
+    if (!funds.ok) return funds;
     const expiresAt = row.expires_at! + additionalMinutes * 60_000;
     // Book first (quota held), then move the device's alarm; undo the booking if the device refuses.
     this.sql.exec(
@@ -837,28 +926,8 @@ function requestHash(i: AllocateInput): string {
 }
 
 /**
- * Allocation ids carry their user (base64url), so any route can find the owning object
- * from the id alone; the owner check still runs there.
+ * Allocation ids carry their user, so any route can find the owning object from the id
+ * alone; the owner check still runs there.
  */
-export function newAllocationId(userId: string): string {
-  const rand = crypto.getRandomValues(new Uint8Array(12));
-  return `alc_${b64url(new TextEncoder().encode(userId))}_${[...rand].map((b) => b.toString(16).padStart(2, "0")).join("")}`;
-}
-
-export function userOfAllocationId(id: string): string | null {
-  const m = /^alc_([A-Za-z0-9_-]+)_([0-9a-f]{24})$/.exec(id);
-  if (!m) return null;
-  try {
-    const bin = atob(m[1]!.replace(/-/g, "+").replace(/_/g, "/"));
-    const userId = new TextDecoder("utf-8", { fatal: true, ignoreBOM: false }).decode(Uint8Array.from(bin, (c) => c.charCodeAt(0)));
-    // A forged id can decode to any string; only a valid user id may name a user object.
-    return IDS.pattern.test(userId) ? userId : null;
-  } catch {
-    return null;
-  }
-}
-
-function b64url(bytes: Uint8Array): string {
-  return btoa(String.fromCharCode(...bytes)).replace(/\+/g, "-").replace(/\//g, "_").replace(/=+$/, "");
-}
-
+export const newAllocationId = (userId: string): string => newScopedId("alc", userId);
+export const userOfAllocationId = (id: string): string | null => scopeOfId("alc", id);

@@ -111,6 +111,37 @@ export const ALLOCATION = {
   minShortSeconds: 1,
 };
 
+/** Waiting queue on each pool (see durable-objects/DevicePool.ts, src/domain/queue.ts). */
+export const QUEUE = {
+  /** Priority names, 0-3; a user's plan gives their priority (see planPriority). */
+  priorities: ["standard", "vip", "premium", "enterprise"] as const,
+  defaultMaxWaitMinutes: 30,
+  maxMaxWaitMinutes: 120,
+  /** Entries one user may have waiting in one pool. */
+  maxWaitingPerUser: 10,
+  /** An entry being handed a device is driven again after this long if its hand-over did not finish. */
+  offerRetryMs: 5_000,
+  /** Hand-over attempts before an entry goes back to waiting for another device. */
+  offerAttempts: 5,
+};
+
+/** Reservations of a future window on a pool's devices. */
+export const RESERVATION = {
+  defaultReminderMinutes: 15,
+  maxReminderMinutes: 1440,
+  /** How far ahead a window may start. */
+  maxAheadDays: 30,
+  /** Open (pending or confirmed) reservations one user may have in one pool. */
+  maxOpenPerUser: 20,
+  /** At the start, a reserved device still busy (its last holder ends at the alarm) is tried again for this long. */
+  startGraceMs: 30_000,
+  /** A start retried this often before another device is tried. */
+  startRetryMs: 2_000,
+};
+
+/** Batch operations: items per request, and how many run at once (items of one user run in order). */
+export const BATCH = { maxItems: 50, concurrency: 8 };
+
 export const BILLING = {
   /** The one currency of a deployment (pricing plans state theirs; all must match it). */
   currency: "USD",

@@ -65,15 +65,8 @@ export function checkAllocation(
     return fail(403, "QUOTA_EXPIRED", "Your quota has expired; it must be renewed.", { validUntil: new Date(q.validUntil).toISOString() });
   if (usage.devices + 1 > L.maxDevices)
     return fail(409, "QUOTA_DEVICES_EXCEEDED", `You already hold ${usage.devices} of ${L.maxDevices} devices.`, { limit: L.maxDevices, used: usage.devices });
-  const perDevice: [keyof DeviceSpec, number][] = [
-    ["cpuCores", L.maxCpuCoresPerDevice],
-    ["memoryMB", L.maxMemoryMBPerDevice],
-    ["storageMB", L.maxStorageMBPerDevice],
-  ];
-  for (const [k, max] of perDevice) {
-    if (spec[k] > max)
-      return fail(409, "QUOTA_PER_DEVICE_EXCEEDED", `A device with ${spec[k]} ${k} is over your per-device limit of ${max}.`, { field: k, limit: max, requested: spec[k] });
-  }
+  const perDevice = checkPerDevice(L, spec);
+  if (perDevice) return perDevice;
   const totals: [keyof DeviceSpec, number][] = [
     ["cpuCores", L.maxCpuCores],
     ["memoryMB", L.maxMemoryMB],
@@ -89,6 +82,20 @@ export function checkAllocation(
       used: round(usage.deviceHours),
       requested: round(hours),
     });
+  return null;
+}
+
+/** The largest single device a user may hold. */
+export function checkPerDevice(L: QuotaLimits, spec: DeviceSpec): Failure | null {
+  const perDevice: [keyof DeviceSpec, number][] = [
+    ["cpuCores", L.maxCpuCoresPerDevice],
+    ["memoryMB", L.maxMemoryMBPerDevice],
+    ["storageMB", L.maxStorageMBPerDevice],
+  ];
+  for (const [k, max] of perDevice) {
+    if (spec[k] > max)
+      return fail(409, "QUOTA_PER_DEVICE_EXCEEDED", `A device with ${spec[k]} ${k} is over your per-device limit of ${max}.`, { field: k, limit: max, requested: spec[k] });
+  }
   return null;
 }
 

@@ -162,6 +162,38 @@ export interface ReconcileDifferencesEventData {
   sample: unknown[];
 }
 
+/** Waiting queue (user feed): the entry got its device, waited too long, or could not be served. */
+export interface QueueEventData {
+  entryId: string;
+  pool: string;
+  priority: number;
+  joinedAt: string;
+  /** queue.fulfilled: the allocation it got (a `device.allocated` event comes with it). */
+  allocationId?: string;
+  deviceId?: string;
+  waitedSeconds?: number;
+  /** queue.expired: the wait it had. */
+  maxWaitMinutes?: number;
+  /** queue.failed: why (the API's error, e.g. a quota or balance refusal at hand-over). */
+  error?: { code: string; message: string };
+}
+
+/** Reservations (user feed): reminder before the start, start, and every ending. */
+export interface ReservationEventData {
+  reservationId: string;
+  pool: string;
+  deviceId: string | null;
+  startAt: string;
+  endAt: string;
+  status: string;
+  /** reservation.reminder: minutes until the start. */
+  minutesBefore?: number;
+  /** reservation.started: the allocation made for the window. */
+  allocationId?: string;
+  /** reservation.failed: why. */
+  error?: { code: string; message: string };
+}
+
 /** Every logged event type and its data. Emitters and the client are typed by this map. */
 export interface FeedEvents {
   "device.allocated": AllocationEventData;
@@ -180,6 +212,15 @@ export interface FeedEvents {
   "app.installed": AppInstalledEventData;
   "app.install_failed": AppInstallFailedEventData;
   "app.updated": AppUpdatedEventData;
+  "queue.fulfilled": QueueEventData;
+  "queue.expired": QueueEventData;
+  "queue.failed": QueueEventData;
+  "reservation.reminder": ReservationEventData;
+  "reservation.started": ReservationEventData;
+  "reservation.completed": ReservationEventData;
+  "reservation.cancelled": ReservationEventData;
+  "reservation.expired": ReservationEventData;
+  "reservation.failed": ReservationEventData;
 }
 export type FeedEventType = keyof FeedEvents;
 

@@ -1,0 +1,72 @@
+/**
+ * Reservation rules, pure: the status machine, window overlap, when to remind, and what a
+ * user's quota allows to be booked. The pool object owns the reservations and their order.
+ *
+ * pending ──► confirmed ──► executing ──► completed
+ *    │            │             │
+ *    └────────────┴──► cancelled, expired (the window passed unused), failed (could not be allocated at start)
+ */
+import { RESERVATION } from "../config";
+import { fail, type Failure } from "../errors";
+import { checkPerDevice, type QuotaState } from "./quota";
+import type { DeviceSpec } from "./types";
+
+export const RESERVATION_STATUSES = ["pending", "confirmed", "executing", "completed", "cancelled", "expired", "failed"] as const;
+export type ReservationStatus = (typeof RESERVATION_STATUSES)[number];
+
+const NEXT: Record<ReservationStatus, readonly ReservationStatus[]> = {
+  pending: ["confirmed", "cancelled", "expired", "failed"],
+  confirmed: ["executing", "cancelled", "expired", "failed"],
+  executing: ["completed", "failed"],
+  completed: [],
+  cancelled: [],
+  expired: [],
+  failed: [],
+};
+
+export function canMove(from: ReservationStatus, to: ReservationStatus): boolean {
+  return NEXT[from].includes(to);
+}
+
+/** Statuses that hold the device's window. */
+export const HOLDING: readonly ReservationStatus[] = ["pending", "confirmed", "executing"];
+
+/** Half-open windows [start, end) overlap. */
+export function overlaps(aStart: number, aEnd: number, bStart: number, bEnd: number): boolean {
+  return aStart < bEnd && bStart < aEnd;
+}
+
+/** When the reminder goes out: `minutes` before the start, or at once if that is already past (never after the start). */
+export function reminderAt(startAt: number, minutes: number, now: number): number | null {
+  if (minutes <= 0) return null;
+  const at = startAt - minutes * 60_000;
+  return at >= startAt ? null : Math.max(at, Math.min(now, startAt));
+}
+
+/** Is the window itself acceptable (in the future, not too far ahead)? */
+export function checkWindow(startAt: number, endAt: number, now: number): Failure | null {
+  if (!Number.isFinite(startAt) || startAt < now)
+    return fail(400, "RESERVATION_IN_PAST", "A reservation must start in the future.", { startAt: iso(startAt), now: iso(now) });
+  if (startAt > now + RESERVATION.maxAheadDays * 86_400_000)
+    return fail(400, "RESERVATION_TOO_FAR", `A reservation may start at most ${RESERVATION.maxAheadDays} days ahead.`, { startAt: iso(startAt) });
+  if (endAt <= startAt) return fail(400, "VALIDATION_FAILED", "The window must have a positive duration.");
+  return null;
+}
+
+/**
+ * May this user book a device of `spec` for `hours` in a window starting at `startAt`? Only
+ * what does not depend on the day's usage: status, validity at the start, per-device limits
+ * and the period's hours. The full quota check runs again when the window starts.
+ */
+export function checkReservation(q: QuotaState, spec: DeviceSpec, hours: number, startAt: number): Failure | null {
+  if (q.suspended) return fail(403, "QUOTA_SUSPENDED", "Your quota is suspended; contact an operator.");
+  if (q.validUntil <= startAt)
+    return fail(403, "QUOTA_EXPIRED", "Your quota ends before the reservation starts; it must be renewed first.", { validUntil: iso(q.validUntil), startAt: iso(startAt) });
+  const perDevice = checkPerDevice(q.limits, spec);
+  if (perDevice) return perDevice;
+  if (hours > q.limits.maxDeviceHoursPerPeriod)
+    return fail(409, "QUOTA_HOURS_EXCEEDED", `The window is longer than your ${q.limits.maxDeviceHoursPerPeriod} device-hours per period.`, { limit: q.limits.maxDeviceHoursPerPeriod, requested: hours });
+  return null;
+}
+
+const iso = (t: number) => (Number.isFinite(t) ? new Date(t).toISOString() : String(t));
