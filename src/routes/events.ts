@@ -6,7 +6,7 @@
 import { z } from "@hono/zod-openapi";
 import type { Context } from "hono";
 import type { AppEnv } from "../auth";
-import { newApp } from "../app-factory";
+import { newApp, validationFailure } from "../app-factory";
 import { PAGING, type Env } from "../config";
 import { errorBody, fail } from "../errors";
 import { adminFeed } from "../billing/notify";
@@ -40,9 +40,7 @@ function appEventsHook(result: { success: boolean }, c: Context<AppEnv>) {
   const raw = (result as { data?: unknown }).data;
   const isBatch = typeof raw === "object" && raw !== null && !Array.isArray(raw) && "events" in raw;
   const again = (isBatch ? AppEventBatch : AppEvent).safeParse(raw);
-  const issues = again.success ? [{ path: "", message: "Send one event or {events: [...]}" }] : again.error.issues.map((i) => ({ path: i.path.join("."), message: i.message }));
-  const message = issues.map((i) => (i.path ? `${i.path}: ${i.message}` : i.message)).join("; ");
-  return c.json(errorBody(fail(400, "VALIDATION_FAILED", message, { issues })), 400);
+  return c.json(errorBody(validationFailure(again.success ? [{ path: [], message: "Send one event or {events: [...]}" }] : again.error.issues)), 400);
 }
 
 /** Appends each event to its user's feed; one user's events in order, users in parallel. */

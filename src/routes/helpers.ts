@@ -1,8 +1,9 @@
 /** Thin glue between routes and objects: stubs by name, results to responses. */
 import type { Context } from "hono";
 import type { AppEnv } from "../auth";
-import type { Env } from "../config";
-import { errorBody, type Result } from "../errors";
+import { shortDurationsAllowed, type Env } from "../config";
+import type { DeviceSpec } from "../domain/types";
+import { errorBody, fail, type Failure, type Result } from "../errors";
 
 export const userQuota = (env: Env, userId: string) => env.USER_QUOTA.getByName(userId);
 export const device = (env: Env, deviceId: string) => env.DEVICE.getByName(deviceId);
@@ -12,4 +13,14 @@ export const pool = (env: Env, name: string) => env.DEVICE_POOL.getByName(name);
 export function reply<T>(c: Context<AppEnv>, r: Result<T>, status: 200 | 201 = 200) {
   if (!r.ok) return c.json(errorBody(r), r.status);
   return c.json(r.value as object, status);
+}
+
+/** A request's optional spec: an absent field asks for nothing (0). */
+export const requestSpec = (s?: Partial<DeviceSpec>): DeviceSpec => ({ cpuCores: s?.cpuCores ?? 0, memoryMB: s?.memoryMB ?? 0, storageMB: s?.storageMB ?? 0 });
+
+/** Test-only switches (ALLOW_SHORT_DURATIONS): the first one used where they are off is refused. */
+export function testOnlyRefusal(env: Pick<Env, "ALLOW_SHORT_DURATIONS">, fields: Record<string, unknown>, instead: string): Failure | null {
+  if (shortDurationsAllowed(env)) return null;
+  const used = Object.keys(fields).find((k) => fields[k] !== undefined);
+  return used ? fail(400, "SHORT_DURATION_DISABLED", `\`${used}\` is a test-only switch and is off here; use ${instead}.`) : null;
 }

@@ -1,18 +1,22 @@
 /** User-facing allocation routes (paths kept from the old system). */
 import { z } from "@hono/zod-openapi";
-import { actingUser, readableUser, requireUser } from "../auth";
-import { defaultPool, shortDurationsAllowed } from "../config";
-import { fail, ok, type Result } from "../errors";
+import type { Context } from "hono";
+import { actingUser, readableUser, requireUser, type AppEnv } from "../auth";
+import { defaultPool } from "../config";
+import { fail, ok, type Failure, type Result } from "../errors";
 import { newApp } from "../app-factory";
 import { jsonBody, route } from "../openapi";
-import { userOfAllocationId } from "../../durable-objects/UserQuota";
+import { userOfAllocationId, type AllocateInput } from "../../durable-objects/UserQuota";
 import {
   AllocateBody, AllocationIdParam, AllocationResult, AllocationView, AvailableQuery, EventsQuery, ExtendBody,
   ListAllocationsQuery, ReleaseBody, ReleaseResult,
 } from "../schemas";
-import { pool, reply, userQuota } from "./helpers";
+import { pool, reply, requestSpec, testOnlyRefusal, userQuota } from "./helpers";
 
 const security = [{ bearer: [] }];
+
+/** What extend answers (also per item of a batch extend). */
+export const ExtendResult = AllocationResult.extend({ extendCount: z.number(), extendedMinutes: z.number() });
 
 export function schedulerRoutes() {
   const app = newApp();
@@ -25,25 +29,7 @@ export function schedulerRoutes() {
       request: jsonBody(AllocateBody),
       ok: { status: 201, schema: AllocationResult, description: "The allocation" },
     }),
-    async (c) => {
-      const b = c.req.valid("json");
-      const userId = actingUser(c, b.userId);
-      if (b.durationSeconds !== undefined && !shortDurationsAllowed(c.env))
-        return reply(c, fail(400, "SHORT_DURATION_DISABLED", "`durationSeconds` is a test-only switch and is off here; use durationMinutes."));
-      if (b.idleReleaseSeconds !== undefined && !shortDurationsAllowed(c.env))
-        return reply(c, fail(400, "SHORT_DURATION_DISABLED", "`idleReleaseSeconds` is a test-only switch and is off here; use idleReleaseMinutes."));
-      const r = await userQuota(c.env, userId).allocate({
-        userId,
-        pool: b.pool ?? defaultPool(c.env),
-        durationMinutes: b.durationSeconds !== undefined ? Math.ceil(b.durationSeconds / 60) : b.durationMinutes,
-        durationSeconds: b.durationSeconds,
-        spec: { cpuCores: b.spec?.cpuCores ?? 0, memoryMB: b.spec?.memoryMB ?? 0, storageMB: b.spec?.storageMB ?? 0 },
-        idempotencyKey: b.idempotencyKey,
-        idleReleaseMinutes: b.idleReleaseMinutes,
-        idleReleaseSeconds: b.idleReleaseSeconds,
-      });
-      return reply(c, r, 201);
-    },
+    async (c) => reply(c, await run(planAllocate(c, c.req.valid("json"))), 201),
   );
 
   app.openapi(
@@ -53,11 +39,7 @@ export function schedulerRoutes() {
       request: jsonBody(ReleaseBody),
       ok: { status: 200, schema: ReleaseResult, description: "The ended allocation" },
     }),
-    async (c) => {
-      const b = c.req.valid("json");
-      const userId = actingUser(c, b.userId);
-      return reply(c, await userQuota(c.env, userId).release(userId, b.deviceId));
-    },
+    async (c) => reply(c, await run(planRelease(c, c.req.valid("json")))),
   );
 
   app.openapi(
@@ -65,14 +47,9 @@ export function schedulerRoutes() {
       method: "put", path: "/scheduler/allocations/{id}/extend", tags: ["allocation"], security,
       summary: "Extend an active allocation (extend policy of your plan)",
       request: { params: AllocationIdParam, ...jsonBody(ExtendBody) },
-      ok: { status: 200, schema: AllocationResult.extend({ extendCount: z.number(), extendedMinutes: z.number() }), description: "The extended allocation" },
+      ok: { status: 200, schema: ExtendResult, description: "The extended allocation" },
     }),
-    async (c) => {
-      const { id } = c.req.valid("param");
-      const owner = ownerOf(c, id);
-      if (!owner) return reply(c, fail(404, "ALLOCATION_NOT_FOUND", "No such allocation.", { allocationId: id }));
-      return reply(c, await userQuota(c.env, owner).extend(owner, id, c.req.valid("json").additionalMinutes));
-    },
+    async (c) => reply(c, await run(planExtend(c, c.req.valid("param").id, c.req.valid("json").additionalMinutes))),
   );
 
   app.openapi(
@@ -96,12 +73,7 @@ export function schedulerRoutes() {
       request: { params: AllocationIdParam },
       ok: { status: 200, schema: AllocationView, description: "The allocation" },
     }),
-    async (c) => {
-      const { id } = c.req.valid("param");
-      const owner = ownerOf(c, id);
-      if (!owner) return reply(c, fail(404, "ALLOCATION_NOT_FOUND", "No such allocation.", { allocationId: id }));
-      return reply(c, await userQuota(c.env, owner).getAllocation(owner, id));
-    },
+    async (c) => reply(c, await run(planGetAllocation(c, c.req.valid("param").id))),
   );
 
   app.openapi(
@@ -137,11 +109,70 @@ export function schedulerRoutes() {
   return app;
 }
 
+// ---- the operations, shared by the routes above and the batch routes (src/routes/batch.ts) ----
+
+type Ctx = Context<AppEnv>;
+
+/**
+ * One operation, checked and ready to run: the user whose object it goes to (a batch runs one
+ * user's operations in order) and the one call to that object (atomic there). A refusal known
+ * before any call is a `Failure`; acting for another user as a non-admin throws `HttpError` 403
+ * (`actingUser`), as on every route.
+ */
+export type Planned<T> = { ok: true; userId: string; run: () => Promise<Result<T>> } | Failure;
+
+/** Runs a planned operation, or passes its refusal on. */
+export const run = <T>(p: Planned<T>): Promise<Result<T>> => (p.ok ? p.run() : Promise.resolve(p));
+
+const planned = <T>(userId: string, call: () => Promise<Result<T>>): Planned<T> => ({ ok: true, userId, run: call });
+
 /** The user an allocation id belongs to, if the caller may touch it (else null → 404, not 403: ids do not leak). */
-function ownerOf(c: Parameters<typeof requireUser>[0], id: string): string | null {
+export function ownerOf(c: Parameters<typeof requireUser>[0], id: string): string | null {
   const p = requireUser(c);
   const owner = userOfAllocationId(id);
   if (!owner) return null;
   if (owner !== p.userId && p.role !== "admin") return null;
   return owner;
+}
+
+export const allocationNotFound = (id: string) => fail(404, "ALLOCATION_NOT_FOUND", "No such allocation.", { allocationId: id });
+
+/** Allocate: a parsed allocate body becomes the `UserQuota.allocate` input (test-only switches refused where off). */
+export function planAllocate(c: Ctx, b: z.infer<typeof AllocateBody>) {
+  const userId = actingUser(c, b.userId);
+  const refused =
+    testOnlyRefusal(c.env, { durationSeconds: b.durationSeconds }, "durationMinutes") ??
+    testOnlyRefusal(c.env, { idleReleaseSeconds: b.idleReleaseSeconds }, "idleReleaseMinutes");
+  if (refused) return refused;
+  const input: AllocateInput = {
+    userId,
+    pool: b.pool ?? defaultPool(c.env),
+    durationMinutes: b.durationSeconds !== undefined ? Math.ceil(b.durationSeconds / 60) : b.durationMinutes,
+    durationSeconds: b.durationSeconds,
+    spec: requestSpec(b.spec),
+    idempotencyKey: b.idempotencyKey,
+    idleReleaseMinutes: b.idleReleaseMinutes,
+    idleReleaseSeconds: b.idleReleaseSeconds,
+  };
+  return planned(userId, () => userQuota(c.env, userId).allocate(input));
+}
+
+/** Release the device the acting user holds. */
+export function planRelease(c: Ctx, b: z.infer<typeof ReleaseBody>) {
+  const userId = actingUser(c, b.userId);
+  return planned(userId, () => userQuota(c.env, userId).release(userId, b.deviceId));
+}
+
+/** Extend an allocation of the caller's (any user's for an admin). */
+export function planExtend(c: Ctx, id: string, additionalMinutes: number) {
+  const owner = ownerOf(c, id);
+  if (!owner) return allocationNotFound(id);
+  return planned(owner, () => userQuota(c.env, owner).extend(owner, id, additionalMinutes));
+}
+
+/** Read an allocation of the caller's (any user's for an admin). */
+export function planGetAllocation(c: Ctx, id: string) {
+  const owner = ownerOf(c, id);
+  if (!owner) return allocationNotFound(id);
+  return planned(owner, () => userQuota(c.env, owner).getAllocation(owner, id));
 }
