@@ -269,6 +269,8 @@ export class DevicePool extends DurableObject<Env> {
   private dispatchAgain = false;
   /** Entries and reservations whose hand-over call is running (the alarm leaves them alone). */
   private readonly handing = new Set<string>();
+  /** A notice was written since the last delivery (so a path without its own delivery starts one). */
+  private noticesWaiting = false;
 
   constructor(ctx: DurableObjectState, env: Env) {
     super(ctx, env);
@@ -417,6 +419,7 @@ export class DevicePool extends DurableObject<Env> {
     });
     // A device freed (release, expiry, back in service): the queue's head gets it now.
     if (changed && s.status === "available" && this.sql.one("SELECT 1 AS x FROM queue WHERE status = 'waiting' LIMIT 1")) this.ctx.waitUntil(this.dispatch());
+    else if (this.noticesWaiting) this.ctx.waitUntil(this.flushNotices().then(() => this.rearm()));
   }
 
   private drop(deviceId: string): void {
@@ -902,6 +905,7 @@ export class DevicePool extends DurableObject<Env> {
   }
 
   private enqueueNotice(n: Notice): void {
+    this.noticesWaiting = true;
     this.sql.exec(
       "INSERT INTO notices (kind, target, key, type, data, next_at) VALUES (?, ?, ?, ?, ?, ?)",
       n.kind, n.target, n.key, n.kind === "user_event" ? n.type : "", n.kind === "user_event" ? JSON.stringify(n.data) : "null", Date.now(),
@@ -910,6 +914,7 @@ export class DevicePool extends DurableObject<Env> {
 
   /** Delivers due notices side by side; receivers are idempotent by key. */
   private async flushNotices(): Promise<void> {
+    this.noticesWaiting = false;
     const due = this.sql.all<{ id: number; kind: Notice["kind"]; target: string; key: string; type: string; data: string; attempts: number }>(
       "SELECT * FROM notices WHERE next_at <= ? ORDER BY id LIMIT 100",
       Date.now(),

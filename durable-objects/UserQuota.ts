@@ -25,7 +25,7 @@ import { fail, ok, type Failure, type Result } from "../src/errors";
 import { checkAllocation, checkExtraHours, deviceHeadroom, periodStartFor, quotaStatus, renewedUntil, type QuotaState } from "../src/domain/quota";
 import { checkExtend } from "../src/domain/extend";
 import { entryPriority } from "../src/domain/queue";
-import { checkReservation } from "../src/domain/reservation";
+import { checkReservation, checkWindow } from "../src/domain/reservation";
 import { checkFunds, estimateOf, priceOf } from "../src/domain/pricing";
 import { effectiveIdleGraceMs, idleDeadline, requestedIdleGraceMs } from "../src/domain/idle";
 import { dbOf, fundsFor, type Funds } from "../src/billing/ledger";
@@ -504,6 +504,8 @@ export class UserQuota extends DurableObject<Env> {
   async reserve(input: ReserveInput): Promise<Result<ReservationView>> {
     this.profile(input.userId);
     const durationMs = input.durationSeconds !== undefined ? input.durationSeconds * 1000 : input.durationMinutes * 60_000;
+    const badWindow = checkWindow(input.startAt, input.startAt + durationMs, Date.now());
+    if (badWindow) return badWindow;
     const funds = await this.checkedFunds(input.userId, (f) =>
       checkReservation(this.state(this.profile(input.userId)), input.spec, durationMs / 3_600_000, input.startAt) ?? this.fundsRefusal(f, input.spec, durationMs));
     if (!funds.ok) return funds;

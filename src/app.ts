@@ -10,8 +10,11 @@ import { adminRoutes } from "./routes/admin";
 import { billingRoutes } from "./routes/billing";
 import { quotaRoutes } from "./routes/quotas";
 import { schedulerRoutes } from "./routes/scheduler";
+import { queueRoutes } from "./routes/queue";
 import { feedRoutes } from "./routes/feed";
 import { eventRoutes } from "./routes/events";
+// batch
+import { batchRoutes } from "./routes/batch";
 
 export function createApp() {
   const app = newApp();
@@ -49,11 +52,14 @@ export function createApp() {
 
   app.get("/", (c) => c.json({ service: "edge-device-allocator", docs: "/openapi.json" }));
   app.route("/", schedulerRoutes());
+  app.route("/", queueRoutes());
   app.route("/", quotaRoutes());
   app.route("/", adminRoutes());
   app.route("/", billingRoutes());
   app.route("/", feedRoutes());
   app.route("/", eventRoutes());
+  // batch: POST /scheduler/batch/* (gated by /scheduler/* above: users and admins)
+  app.route("/", batchRoutes());
 
   app.doc31("/openapi.json", {
     openapi: "3.1.0",

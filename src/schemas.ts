@@ -1,6 +1,6 @@
 /** Request and response schemas (zod), shared by validation and the OpenAPI document. */
 import { z } from "@hono/zod-openapi";
-import { ALLOCATION, APP_EVENTS, BILLING, FEED, IDS, PAGING, PLAN_TIERS, STRATEGIES } from "./config";
+import { ALLOCATION, APP_EVENTS, BATCH, BILLING, FEED, IDS, PAGING, PLAN_TIERS, QUEUE, RESERVATION, STRATEGIES } from "./config";
 
 export const Id = z.string().min(1).max(IDS.maxLength).regex(IDS.pattern, "letters, digits and . _ : @ - only (max 128)");
 const Count = (max: number) => z.number().int().min(0).max(max);
@@ -361,3 +361,164 @@ export const AdminEventsQuery = z
     limit: Limit,
   })
   .strict();
+
+// ---- batch operations (POST /scheduler/batch/*, src/routes/batch.ts) ----------------------------
+// The envelopes are checked as a whole (a wrong one is a 400); each item is checked on its own
+// in src/routes/batch.ts, with the single route's schema, so one bad item fails alone.
+
+/** An item of a batch extend: the single extend route's path id and body in one object. */
+export const BatchExtendItem = z
+  .object({ allocationId: AllocationIdParam.shape.id, additionalMinutes: ExtendBody.shape.additionalMinutes })
+  .strict()
+  .openapi("BatchExtendItem");
+
+/** Per item, in request order: what the single route would have answered, as a value or an error. */
+export const batchResult = <T extends z.ZodType>(value: T, name: string) =>
+  z
+    .object({
+      results: z.array(
+        z.union([
+          z.object({ index: z.number().int(), ok: z.literal(true), status: z.number().int().openapi({ description: "The single route's success status (201 allocate, 200 otherwise)" }), value }),
+          z.object({
+            index: z.number().int(),
+            ok: z.literal(false),
+            status: z.number().int().openapi({ description: "The single route's error status; 424 for a skipped item" }),
+            skipped: z.literal(true).optional().openapi({ description: "Not tried: an earlier item failed and continueOnError is false" }),
+            error: z.object({ code: z.string(), message: z.string(), details: z.unknown().optional() }),
+          }),
+        ]),
+      ),
+      succeeded: z.number().int(),
+      failed: z.number().int().openapi({ description: "Items tried that failed (skipped ones not counted)" }),
+      skipped: z.number().int(),
+    })
+    .openapi(name);
+
+const requestsOf = (item: { $ref: string }) =>
+  z.array(z.unknown()).min(1).max(BATCH.maxItems).openapi({
+    items: item,
+    description: `1 to ${BATCH.maxItems} items, in the order they are answered. Each is checked on its own: an invalid item gets its own VALIDATION_FAILED result.`,
+  });
+const ref = (name: string) => ({ $ref: `#/components/schemas/${name}` });
+const continueOnError = z.boolean().default(false).openapi({
+  description: "false (default): run the items in order and stop at the first failure (the rest are skipped). true: try every item; one user's items run in order, different users' concurrently.",
+});
+
+export const BatchAllocateBody = z
+  .object({
+    userId: Id.optional().openapi({ description: "Admins only: the user of every item that names none." }),
+    continueOnError,
+    requests: requestsOf(ref("AllocateRequest")),
+  })
+  .strict()
+  .openapi("BatchAllocateRequest");
+
+export const BatchReleaseBody = z
+  .object({
+    userId: Id.optional().openapi({ description: "Admins only: the user of every item that names none." }),
+    continueOnError,
+    requests: requestsOf(ref("ReleaseRequest")),
+  })
+  .strict()
+  .openapi("BatchReleaseRequest");
+
+export const BatchExtendBody = z.object({ continueOnError, requests: requestsOf(ref("BatchExtendItem")) }).strict().openapi("BatchExtendRequest");
+
+export const BatchQueryBody = z
+  .object({
+    allocationIds: z.array(z.unknown()).min(1).max(BATCH.maxItems).openapi({
+      items: { type: "string", minLength: 1, maxLength: 400 },
+      description: `1 to ${BATCH.maxItems} allocation ids; each answered on its own (another user's id reads as 404, as on GET /scheduler/allocations/{id}).`,
+    }),
+  })
+  .strict()
+  .openapi("BatchQueryRequest");
+
+// ---- waiting queue and reservations --------------------------------------------------------
+
+const Duration = {
+  durationMinutes: z.number().int().min(ALLOCATION.minMinutes).max(ALLOCATION.maxMinutes).default(ALLOCATION.defaultMinutes),
+  durationSeconds: z.number().int().min(ALLOCATION.minShortSeconds).max(ALLOCATION.maxMinutes * 60).optional()
+    .openapi({ description: "Test-only short duration; refused unless ALLOW_SHORT_DURATIONS is set." }),
+};
+
+export const QueueJoinBody = z
+  .object({
+    userId: Id.optional().openapi({ description: "Admins only: queue on behalf of this user." }),
+    ...Duration,
+    pool: Id.optional(),
+    spec: Spec.optional(),
+    priority: z.number().int().min(0).max(3).optional().openapi({
+      description: "0 standard, 1 vip, 2 premium, 3 enterprise. Defaults to your plan's (free 0, basic 1, pro 2, enterprise 3); you may ask for lower, only an admin for higher.",
+    }),
+    maxWaitMinutes: z.number().int().min(1).max(QUEUE.maxMaxWaitMinutes).default(QUEUE.defaultMaxWaitMinutes),
+    maxWaitSeconds: z.number().int().min(1).max(QUEUE.maxMaxWaitMinutes * 60).optional()
+      .openapi({ description: "Test-only short wait; refused unless ALLOW_SHORT_DURATIONS is set." }),
+  })
+  .strict()
+  .openapi("QueueJoinRequest");
+
+export const QueueEntryIdParam = z.object({ id: z.string().min(1).max(400) });
+export const QueueListQuery = z
+  .object({
+    pool: Id.optional(),
+    userId: Id.optional(),
+    status: z.enum(["waiting", "offered", "fulfilled", "expired", "cancelled", "failed"]).optional(),
+    limit: Limit,
+  })
+  .strict();
+
+export const QueueEntryView = z
+  .object({
+    entryId: z.string(), userId: z.string(), pool: z.string(), status: z.string(), priority: z.number(), priorityName: z.string(),
+    spec: z.object({ cpuCores: z.number(), memoryMB: z.number(), storageMB: z.number() }),
+    durationMinutes: z.number(), maxWaitMinutes: z.number(), joinedAt: z.string(), waitUntil: z.string(),
+    position: z.number().nullable().openapi({ description: "1 = next in line; null once the entry stopped waiting." }),
+    estimatedStartAt: z.string().nullable(), estimatedWaitSeconds: z.number().nullable(),
+    allocationId: z.string().nullable(), deviceId: z.string().nullable(),
+    error: z.object({ code: z.string(), message: z.string() }).nullable(), createdBy: z.string(),
+  })
+  .openapi("QueueEntry");
+
+export const ReservationCheckBody = z
+  .object({
+    userId: Id.optional().openapi({ description: "Admins only: check for this user." }),
+    startAt: Instant,
+    ...Duration,
+    pool: Id.optional(),
+    spec: Spec.optional(),
+  })
+  .strict()
+  .openapi("ReservationCheckRequest");
+
+export const ReservationBody = z
+  .object({
+    userId: Id.optional().openapi({ description: "Admins only: reserve on behalf of this user." }),
+    startAt: Instant,
+    ...Duration,
+    pool: Id.optional(),
+    spec: Spec.optional(),
+    reminderMinutes: z.number().int().min(0).max(RESERVATION.maxReminderMinutes).default(RESERVATION.defaultReminderMinutes)
+      .openapi({ description: "`reservation.reminder` on your feed this long before the start (0: none)." }),
+  })
+  .strict()
+  .openapi("ReservationRequest");
+
+export const ReservationIdParam = z.object({ id: z.string().min(1).max(400) });
+export const ReservationListQuery = z
+  .object({
+    pool: Id.optional(),
+    userId: Id.optional(),
+    status: z.enum(["pending", "confirmed", "executing", "completed", "cancelled", "expired", "failed"]).optional(),
+    limit: Limit,
+  })
+  .strict();
+
+export const ReservationView = z
+  .object({
+    reservationId: z.string(), userId: z.string(), pool: z.string(), deviceId: z.string().nullable(), status: z.string(),
+    spec: z.object({ cpuCores: z.number(), memoryMB: z.number(), storageMB: z.number() }),
+    startAt: z.string(), endAt: z.string(), durationMinutes: z.number(), reminderMinutes: z.number(), remindAt: z.string().nullable(),
+    allocationId: z.string().nullable(), error: z.object({ code: z.string(), message: z.string() }).nullable(), createdBy: z.string(), createdAt: z.string(),
+  })
+  .openapi("Reservation");

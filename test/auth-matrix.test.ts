@@ -5,7 +5,8 @@
  *
  *   no / bad token, wrong service token → 401 UNAUTHORIZED
  *   service token                       → 403 (services use the internal endpoints), 2xx on those and on top-ups
- *   other user                          → 403 on owner-scoped routes, 404 on allocation- and invoice-id routes (ids do not leak)
+ *   other user                          → 403 on owner-scoped routes, 404 on allocation- and invoice-id routes (ids do not leak);
+ *                                         on batch routes 200 with that 403 / 404 on each item, and nothing changed
  *   owner                               → 2xx on user routes, 403 on admin routes, quota writes, top-ups and internal routes
  *   admin                               → 2xx everywhere but the internal routes (403), acting on behalf of the owner
  *
@@ -19,7 +20,7 @@ import { decode, sign } from "hono/jwt";
 import { describe, expect, it } from "vitest";
 import { z } from "zod";
 import worker from "../src/index";
-import { AllocationResult, AllocationView, BalanceView, DeviceView, QuotaView, ReleaseResult } from "../src/schemas";
+import { AllocationResult, AllocationView, BalanceView, DeviceView, QueueEntryView, QuotaView, ReleaseResult, ReservationView } from "../src/schemas";
 import { SERVICE_TOKEN, call, registerDevice, tokenFor, uid, until } from "./helpers";
 
 // ---- callers -----------------------------------------------------------------------------------
@@ -101,6 +102,9 @@ interface Fixture {
   deadLetter: string;
   /** The owner's invoice for INVOICE_PERIOD (written by `withInvoice`). */
   invoiceId: string;
+  /** The owner's waiting queue entry and reservation (made by `withQueueEntry`, `withReservation`). */
+  entryId?: string;
+  reservationId?: string;
 }
 
 async function fixture(): Promise<Fixture> {
@@ -169,6 +173,22 @@ async function withInvoice(fx: Fixture) {
   expect((await rows("SELECT invoice_id FROM invoices WHERE invoice_id = ?", fx.invoiceId)).length).toBe(1);
 }
 
+/** The owner waits in the pool's queue (a third user took the free device first). */
+async function withQueueEntry(fx: Fixture) {
+  const third = await call("POST", "/scheduler/devices/allocate", { token: fx.adminToken, body: { userId: uid("am-third"), pool: fx.pool, durationMinutes: 30 } });
+  expect(third.body.deviceId).toBe(fx.free);
+  const r = await call("POST", "/scheduler/queue/join", { token: fx.ownerToken, body: { pool: fx.pool, durationMinutes: 5 } });
+  expect(r.body.status, JSON.stringify(r.body)).toBe("waiting");
+  fx.entryId = r.body.entryId;
+}
+
+/** The owner has a reservation in an hour's time. */
+async function withReservation(fx: Fixture) {
+  const r = await call("POST", "/scheduler/reservations", { token: fx.ownerToken, body: { pool: fx.pool, startAt: Date.now() + 3_600_000, durationMinutes: 30 } });
+  expect(r.status, JSON.stringify(r.body)).toBe(201);
+  fx.reservationId = r.body.reservationId;
+}
+
 /** One usage record of the owner on the held device, booked through the internal endpoint. */
 async function withUsage(fx: Fixture) {
   const r = await call("POST", "/api/internal/metering/device-usage", { service: SERVICE_TOKEN, body: usageRecord(fx) });
@@ -227,9 +247,14 @@ async function snapshot(fx: Fixture) {
     heldHistory: await get(`/admin/devices/${fx.held}/history`),
     pool: await get(`/admin/pools/${fx.pool}`),
     poolDevices: await get(`/admin/pools/${fx.pool}/devices`),
+    // The estimate's "seconds from now" moves with the clock; everything else must not.
+    queue: await get(`/scheduler/queue?pool=${fx.pool}`).then((r) => ({ ...r, body: stripWait(r.body) })),
+    reservations: await get(`/scheduler/reservations?pool=${fx.pool}`),
     billing: await billingSnapshot(fx),
   };
 }
+
+const stripWait = (body: { items?: Record<string, unknown>[] }) => ({ ...body, items: body.items?.map(({ estimatedWaitSeconds: _, ...rest }) => rest) });
 
 function expectErrorShape(body: unknown, code?: string) {
   expect(body, JSON.stringify(body)).toMatchObject({ error: { code: expect.any(String), message: expect.any(String) } });
@@ -247,6 +272,8 @@ type Scope =
   | "owner-by-id"
   /** Any signed-in user may call it. */
   | "any-user"
+  /** Batch routes on the owner's data: another user gets 200 with each item refused (403, or 404 by id) and nothing changes. */
+  | "owner-batch"
   /** Admin only (quota writes and the whole /admin tree, /metering/devices). */
   | "admin"
   /** Money in: an admin or another service (top-ups). */
@@ -333,6 +360,121 @@ const ROUTES: RouteCase[] = [
       for (const e of body.events) expect(e.userId).toBe(fx.owner);
       expect(body.events.map((e: { type: string }) => e.type)).toContain("device.allocated");
       expect(body.events.find((e: { type: string }) => e.type === "device.allocated").data.allocationId).toBe(fx.allocationId);
+    },
+  },
+  // waiting queue and reservations (on the pool object; ids name their pool, not their user)
+  {
+    method: "POST", path: () => "/scheduler/queue/join", body: (fx) => ({ userId: fx.owner, pool: fx.pool, durationMinutes: 5 }), scope: "owner", okStatus: 201,
+    verify: async (fx, body) => {
+      QueueEntryView.parse(body);
+      // A free device: served before the answer.
+      expect(body).toMatchObject({ userId: fx.owner, status: "fulfilled", deviceId: fx.free });
+      expect((await call("GET", `/quotas/user/${fx.owner}`, admin(fx))).body.usage.devices).toBe(2);
+    },
+  },
+  {
+    method: "GET", path: (fx) => `/scheduler/queue?pool=${fx.pool}&userId=${fx.owner}`, scope: "owner", okStatus: 200, prepare: withQueueEntry,
+    verify: (fx, body) => {
+      expect(body.items.map((e: { entryId: string; position: number }) => [e.entryId, e.position])).toEqual([[fx.entryId, 1]]);
+    },
+  },
+  ...(["", "/position"] as const).map((suffix): RouteCase => ({
+    method: "GET", path: (fx) => `/scheduler/queue/${fx.entryId}${suffix}`, scope: "owner-by-id", notFoundCode: "QUEUE_ENTRY_NOT_FOUND", okStatus: 200, prepare: withQueueEntry,
+    verify: (fx, body) => {
+      QueueEntryView.parse(body);
+      expect(body).toMatchObject({ entryId: fx.entryId, userId: fx.owner, status: "waiting", position: 1 });
+      // The busy devices' real expiry times: both end in about 30 minutes.
+      expect(body.estimatedWaitSeconds).toBeGreaterThan(25 * 60);
+      expect(body.estimatedWaitSeconds).toBeLessThanOrEqual(30 * 60);
+    },
+  })),
+  {
+    method: "DELETE", path: (fx) => `/scheduler/queue/${fx.entryId}`, scope: "owner-by-id", notFoundCode: "QUEUE_ENTRY_NOT_FOUND", okStatus: 200, prepare: withQueueEntry,
+    verify: async (fx, body) => {
+      expect(body).toMatchObject({ entryId: fx.entryId, status: "cancelled", position: null });
+      expect((await call("GET", `/scheduler/queue/${fx.entryId}`, admin(fx))).body.status).toBe("cancelled");
+    },
+  },
+  {
+    method: "POST", path: () => "/scheduler/reservations", body: (fx) => ({ userId: fx.owner, pool: fx.pool, startAt: Date.now() + 3_600_000, durationMinutes: 30 }),
+    scope: "owner", okStatus: 201,
+    verify: async (fx, body) => {
+      ReservationView.parse(body);
+      expect(body).toMatchObject({ userId: fx.owner, status: "confirmed" });
+      // Either device: the held one's allocation ends 30 minutes before the window.
+      expect([fx.held, fx.free]).toContain(body.deviceId);
+    },
+  },
+  {
+    method: "POST", path: () => "/scheduler/reservations/check", body: (fx) => ({ userId: fx.owner, pool: fx.pool, startAt: Date.now() + 3_600_000, durationMinutes: 30 }),
+    scope: "owner", okStatus: 200, prepare: withReservation,
+    verify: (fx, body) => {
+      // The held device frees in 30 minutes, the free one is reserved: one device left for the window.
+      expect(body).toMatchObject({ available: true, matchingDevices: 2, freeDevices: 1 });
+      expect(body.overlapping.map((r: { reservationId: string }) => r.reservationId)).toEqual([fx.reservationId]);
+    },
+  },
+  {
+    method: "GET", path: (fx) => `/scheduler/reservations?pool=${fx.pool}&userId=${fx.owner}`, scope: "owner", okStatus: 200, prepare: withReservation,
+    verify: (fx, body) => {
+      expect(body.items.map((r: { reservationId: string }) => r.reservationId)).toEqual([fx.reservationId]);
+    },
+  },
+  {
+    method: "GET", path: (fx) => `/scheduler/reservations/${fx.reservationId}`, scope: "owner-by-id", notFoundCode: "RESERVATION_NOT_FOUND", okStatus: 200, prepare: withReservation,
+    verify: (fx, body) => {
+      ReservationView.parse(body);
+      expect(body).toMatchObject({ reservationId: fx.reservationId, userId: fx.owner, status: "confirmed" });
+    },
+  },
+  {
+    method: "DELETE", path: (fx) => `/scheduler/reservations/${fx.reservationId}`, scope: "owner-by-id", notFoundCode: "RESERVATION_NOT_FOUND", okStatus: 200, prepare: withReservation,
+    verify: async (fx, body) => {
+      expect(body).toMatchObject({ reservationId: fx.reservationId, status: "cancelled" });
+      const check = await call("POST", "/scheduler/reservations/check", { token: fx.ownerToken, body: { pool: fx.pool, startAt: Date.now() + 3_600_000, durationMinutes: 30 } });
+      expect(check.body.freeDevices).toBe(2);
+    },
+  },
+  // batch: each item is the single route's; another user's items are refused one by one.
+  {
+    method: "POST", path: () => "/scheduler/batch/allocate", body: (fx) => ({ userId: fx.owner, requests: [{ pool: fx.pool, durationMinutes: 5 }] }),
+    scope: "owner-batch", okStatus: 200,
+    verify: async (fx, body, by) => {
+      if (by === "other") return expect(body).toMatchObject({ succeeded: 0, failed: 1, results: [{ index: 0, ok: false, status: 403, error: { code: "FORBIDDEN" } }] });
+      expect(body).toMatchObject({ succeeded: 1, failed: 0, skipped: 0, results: [{ index: 0, ok: true, status: 201 }] });
+      AllocationResult.parse(body.results[0].value);
+      expect(body.results[0].value).toMatchObject({ userId: fx.owner, deviceId: fx.free });
+      expect((await call("GET", `/quotas/user/${fx.owner}`, admin(fx))).body.usage.devices).toBe(2);
+    },
+  },
+  {
+    method: "POST", path: () => "/scheduler/batch/release", body: (fx) => ({ userId: fx.owner, requests: [{ deviceId: fx.held }] }),
+    scope: "owner-batch", okStatus: 200,
+    verify: async (fx, body, by) => {
+      if (by === "other") return expect(body).toMatchObject({ succeeded: 0, failed: 1, results: [{ index: 0, ok: false, status: 403, error: { code: "FORBIDDEN" } }] });
+      expect(body).toMatchObject({ succeeded: 1, results: [{ index: 0, ok: true, status: 200, value: { allocationId: fx.allocationId, userId: fx.owner } }] });
+      ReleaseResult.parse(body.results[0].value);
+      expect((await call("GET", `/admin/devices/${fx.held}`, admin(fx))).body.allocation).toBeNull();
+    },
+  },
+  {
+    method: "POST", path: () => "/scheduler/batch/extend", body: (fx) => ({ requests: [{ allocationId: fx.allocationId, additionalMinutes: 10 }] }),
+    scope: "owner-batch", okStatus: 200,
+    verify: (fx, body, by) => {
+      if (by === "other")
+        return expect(body).toMatchObject({ succeeded: 0, failed: 1, results: [{ index: 0, ok: false, status: 404, error: { code: "ALLOCATION_NOT_FOUND", details: { allocationId: fx.allocationId } } }] });
+      expect(body).toMatchObject({ succeeded: 1, results: [{ index: 0, ok: true, status: 200, value: { allocationId: fx.allocationId, durationMinutes: 40, extendCount: 1 } }] });
+      AllocationResult.parse(body.results[0].value);
+    },
+  },
+  {
+    method: "POST", path: () => "/scheduler/batch/query", body: (fx) => ({ allocationIds: [fx.allocationId] }),
+    scope: "owner-batch", okStatus: 200,
+    verify: (fx, body, by) => {
+      if (by === "other")
+        return expect(body).toMatchObject({ succeeded: 0, failed: 1, results: [{ index: 0, ok: false, status: 404, error: { code: "ALLOCATION_NOT_FOUND", details: { allocationId: fx.allocationId } } }] });
+      AllocationView.parse(body.results[0].value);
+      expect(body).toMatchObject({ succeeded: 1, results: [{ index: 0, ok: true, status: 200, value: { allocationId: fx.allocationId, userId: fx.owner, deviceId: fx.held, status: "active" } }] });
     },
   },
   {
@@ -607,8 +749,8 @@ const ROUTES: RouteCase[] = [
   },
 ];
 
-/** What each caller should get on each kind of route. */
-function expected(route: RouteCase, kind: CallerKind): { status: number; code?: string } {
+/** What each caller should get on each kind of route (`unchanged`: a 2xx that must leave the state alone). */
+function expected(route: RouteCase, kind: CallerKind): { status: number; code?: string; unchanged?: true } {
   switch (kind) {
     case "none":
     case "bad":
@@ -621,13 +763,14 @@ function expected(route: RouteCase, kind: CallerKind): { status: number; code?: 
       return route.scope === "admin" || route.scope === "admin-or-service" || route.scope === "service" ? { status: 403, code: "FORBIDDEN" } : { status: route.okStatus };
     case "other":
       if (route.scope === "any-user") return { status: route.okStatus };
+      if (route.scope === "owner-batch") return { status: route.okStatus, unchanged: true };
       if (route.scope === "owner-by-id") return { status: 404, code: route.notFoundCode };
       return { status: 403, code: "FORBIDDEN" };
   }
 }
 
 const label = (r: RouteCase) =>
-  `${r.method} ${r.path({ pool: ":pool", owner: ":userId", held: ":id", free: ":id", allocationId: ":id", planId: ":planId", invoiceId: ":invoiceId" } as Fixture)}`;
+  `${r.method} ${r.path({ pool: ":pool", owner: ":userId", held: ":id", free: ":id", allocationId: ":id", planId: ":planId", invoiceId: ":invoiceId", entryId: ":id", reservationId: ":id" } as Fixture)}`;
 
 describe("auth matrix", () => {
   it("covers every route the app declares", async () => {
@@ -656,6 +799,7 @@ describe("auth matrix", () => {
             expect(await snapshot(fx)).toEqual(before);
           } else {
             await route.verify(fx, r.body, caller.kind as "owner" | "admin" | "other" | "service");
+            if (want.unchanged) expect(await snapshot(fx)).toEqual(before);
           }
         });
       }

@@ -158,6 +158,8 @@ async function snapshot() {
     pool: `/admin/pools/${W.pool}`,
     poolDevices: `/admin/pools/${W.pool}/devices`,
     pools: "/admin/pools",
+    queue: `/scheduler/queue?pool=${W.pool}`,
+    reservations: `/scheduler/reservations?pool=${W.pool}`,
   };
   const entries = await Promise.all(Object.entries(reads).map(async ([k, path]) => [k, await get(path)] as const));
   return { ...Object.fromEntries(entries), billing: await usersBilling() };
@@ -282,6 +284,9 @@ const BODY_ROUTES: BodyRoute[] = [
   { label: "invoice run", method: "POST", path: () => "/admin/billing/invoices/run", as: "admin", base: () => ({ period: "2002-02" }) },
   { label: "internal usage", method: "POST", path: () => "/api/internal/metering/device-usage", as: "service", base: () => usage({ allocationId: "bi-never-used" }) },
   { label: "feed ticket", method: "POST", path: () => "/ws/ticket", as: "user", base: () => ({ feed: "device", deviceId: W.held }) },
+  { label: "queue join", method: "POST", path: () => "/scheduler/queue/join", as: "user", base: () => ({ pool: W.pool, durationMinutes: 5 }) },
+  { label: "reserve", method: "POST", path: () => "/scheduler/reservations", as: "user", base: () => ({ pool: W.pool, startAt: Date.now() + 3_600_000, durationMinutes: 30 }) },
+  { label: "reservation check", method: "POST", path: () => "/scheduler/reservations/check", as: "user", base: () => ({ pool: W.pool, startAt: Date.now() + 3_600_000, durationMinutes: 30 }) },
   {
     label: "app event", method: "POST", path: () => "/api/internal/events", as: "service",
     base: () => ({ type: "app.updated", eventId: "bi-never-sent", data: { userId: W.user, appId: "a", appName: "A", deviceId: W.held, oldVersion: "1", newVersion: "2" } }),
@@ -470,6 +475,60 @@ function buildCases(): [string, Case[]][] {
       status: label.startsWith("quota") ? 200 : 404 });
     groups.push([`${label}: path id`, label.startsWith("quota") ? cases.filter((c) => c.status !== 200) : cases]);
   }
+
+  // Queue entry and reservation ids: garbage or forged ones name nothing (ids do not leak).
+  const HEX = HEX24;
+  for (const [method, label, path, code] of [
+    ["GET", "queue entry", (id: string) => `/scheduler/queue/${id}`, "QUEUE_ENTRY_NOT_FOUND"],
+    ["GET", "queue position", (id: string) => `/scheduler/queue/${id}/position`, "QUEUE_ENTRY_NOT_FOUND"],
+    ["DELETE", "queue cancel", (id: string) => `/scheduler/queue/${id}`, "QUEUE_ENTRY_NOT_FOUND"],
+    ["GET", "reservation", (id: string) => `/scheduler/reservations/${id}`, "RESERVATION_NOT_FOUND"],
+    ["DELETE", "reservation cancel", (id: string) => `/scheduler/reservations/${id}`, "RESERVATION_NOT_FOUND"],
+  ] as const) {
+    const prefix = label.startsWith("queue") ? "que" : "rsv";
+    const ids: [string, () => string][] = [
+      ["garbage", () => "garbage"], ["prefix only", () => `${prefix}_`], ["forged in the user's pool", () => `${prefix}_${b64url(W.pool)}_${HEX}`],
+      ["the other kind's prefix", () => `${prefix === "que" ? "rsv" : "que"}_${b64url(W.pool)}_${HEX}`], ["pool part decodes to a slash path", () => `${prefix}_${b64url("../x")}_${HEX}`],
+      ["pool part decodes to invalid UTF-8", () => `${prefix}_${INVALID_UTF8}_${HEX}`], ["an allocation id", () => W.allocationId], ["encoded slash", () => pct("a/b")],
+      ["malformed percent escape", () => "%E0%A4%A"],
+    ];
+    const cases: Case[] = ids.map(([n, id]) => ({ method, path: () => path(id()), as: "user", name: `id ${n}`, status: 404, code, objects: !n.startsWith("forged") }));
+    cases.push({ method, path: () => path("a".repeat(401)), as: "user", name: "id of 401 chars", status: 400, code: "VALIDATION_FAILED", objects: true });
+    groups.push([`${label}: path id`, cases]);
+  }
+  const qj = { method: "POST", path: () => "/scheduler/queue/join", as: "user" as As };
+  const qjBase = () => ({ pool: W.pool, durationMinutes: 5 });
+  groups.push([
+    "queue join: fields",
+    [
+      ...fieldCases(qj, qjBase, "durationMinutes", BAD_DURATIONS),
+      ...fieldCases(qj, qjBase, "priority", [4, -1, 1.5, "1", null, true, []]),
+      ...fieldCases(qj, qjBase, "maxWaitMinutes", [0, 121, -1, 1.5, "30", null]),
+      ...fieldCases(qj, qjBase, "maxWaitSeconds", [0, 7201, 1.5, "5", null]),
+      ...fieldCases(qj, qjBase, "pool", BAD_ID_VALUES),
+      ...fieldCases(qj, qjBase, "userId", BAD_ID_VALUES),
+      ...fieldCases(qj, qjBase, "spec", ["big", null, { cpuCores: -1 }, { gpu: 1 }]),
+      // Valid by schema, refused by the service: still nothing changes.
+      { ...qj, name: "priority above the plan's", body: () => ({ ...qjBase(), priority: 3 }), status: 403, code: "PRIORITY_NOT_ALLOWED" },
+      { ...qj, name: "another user's account", body: () => ({ ...qjBase(), userId: W.other }), status: 403, code: "FORBIDDEN" },
+      { ...qj, name: "a spec no device has", body: () => ({ ...qjBase(), spec: { cpuCores: 4 } }), status: 409, code: "NO_MATCHING_DEVICE" },
+    ],
+  ]);
+  const rs = { method: "POST", path: () => "/scheduler/reservations", as: "user" as As };
+  const rsBase = () => ({ pool: W.pool, startAt: Date.now() + 3_600_000, durationMinutes: 30 });
+  const rsc = { ...rs, path: () => "/scheduler/reservations/check" };
+  const windowCases = (r: typeof rs, label: string): Case[] => [
+    ...fieldCases(r, rsBase, "startAt", ["tomorrow", "", "2021-02-30T00:00:00Z", "2021-01-01T00:00:00", "2021-13-01T00:00:00Z", -1, 1.5, 8.64e15 + 1, null, true, [], {}]),
+    ...fieldCases(r, rsBase, "durationMinutes", BAD_DURATIONS),
+    ...fieldCases(r, rsBase, "pool", BAD_ID_VALUES),
+    ...fieldCases(r, rsBase, "userId", BAD_ID_VALUES),
+    ...missingCases(r, rsBase, ["startAt"]),
+    { ...r, name: `${label}: a start in the past`, body: () => ({ ...rsBase(), startAt: Date.now() - 60_000 }), status: 400, code: "RESERVATION_IN_PAST" },
+    { ...r, name: `${label}: a start beyond 30 days`, body: () => ({ ...rsBase(), startAt: Date.now() + 31 * 86_400_000 }), status: 400, code: "RESERVATION_TOO_FAR" },
+    { ...r, name: `${label}: another user's account`, body: () => ({ ...rsBase(), userId: W.other }), status: 403, code: "FORBIDDEN" },
+  ];
+  groups.push(["reserve: fields", [...windowCases(rs, "reserve"), ...fieldCases(rs, rsBase, "reminderMinutes", [-1, 1441, 1.5, "15", null])]]);
+  groups.push(["reservation check: fields", [...windowCases(rsc, "check"), ...fieldCases(rsc, rsBase, "reminderMinutes", [15])]]);
 
   const adm = (method: string, path: () => string, name: string, body: () => unknown, status?: number, code?: string | string[]): Case => ({ method, path, as: "admin", name, body, status, code });
   const quotaBase = () => ({ plan: "pro" });

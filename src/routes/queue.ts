@@ -1,0 +1,202 @@
+/**
+ * Waiting queue and reservations. Both live on the pool object (see durable-objects/DevicePool.ts);
+ * joining and booking go through the user's object first, which checks quota and balance.
+ * Entry and reservation ids name their pool, so a route finds the object from the id alone.
+ */
+import { z } from "@hono/zod-openapi";
+import type { Context } from "hono";
+import { actingUser, readableUser, requireUser, type AppEnv } from "../auth";
+import { defaultPool } from "../config";
+import { fail } from "../errors";
+import { newApp } from "../app-factory";
+import { jsonBody, route } from "../openapi";
+import { scopeOfId } from "../ids";
+import type { Viewer } from "../../durable-objects/DevicePool";
+import {
+  QueueEntryIdParam, QueueEntryView, QueueJoinBody, QueueListQuery, ReservationBody, ReservationCheckBody, ReservationIdParam,
+  ReservationListQuery, ReservationView,
+} from "../schemas";
+import { pool, reply, requestSpec, testOnlyRefusal, userQuota } from "./helpers";
+
+const security = [{ bearer: [] }];
+
+function viewer(c: Context<AppEnv>): Viewer {
+  const p = requireUser(c);
+  return { userId: p.userId, admin: p.role === "admin" };
+}
+
+/** The admin acting for another user, or null when the caller acts for themself. */
+function byAdmin(c: Context<AppEnv>, userId: string): string | null {
+  const p = requireUser(c);
+  return p.userId === userId ? null : p.userId;
+}
+
+/** Whose records a list shows: `userId` must be the caller's own unless an admin asks (an admin without it: everyone's). */
+function listedUser(c: Context<AppEnv>, userId: string | undefined): string | undefined {
+  return userId === undefined ? undefined : readableUser(c, userId);
+}
+
+export function queueRoutes() {
+  const app = newApp();
+
+  // ---- waiting queue ----------------------------------------------------------------------
+
+  app.openapi(
+    route({
+      method: "post", path: "/scheduler/queue/join", tags: ["queue"], security,
+      summary: "Wait for a device: the head of the queue gets the next fitting device that frees",
+      description:
+        "Priority first (from your plan), then arrival. Quota and balance are checked now and again when the device is handed over. If a fitting device is free the entry is served before this returns (status `fulfilled`). Your feed says `queue.fulfilled` (with `device.allocated`), `queue.expired` after `maxWaitMinutes`, or `queue.failed` with the refusal.",
+      request: jsonBody(QueueJoinBody),
+      ok: { status: 201, schema: QueueEntryView, description: "The entry, with its position and estimated start" },
+    }),
+    async (c) => {
+      const b = c.req.valid("json");
+      const refused = testOnlyRefusal(c.env, { durationSeconds: b.durationSeconds }, "durationMinutes") ?? testOnlyRefusal(c.env, { maxWaitSeconds: b.maxWaitSeconds }, "maxWaitMinutes");
+      if (refused) return reply(c, refused);
+      const userId = actingUser(c, b.userId);
+      return reply(c, await userQuota(c.env, userId).joinQueue({
+        userId, pool: b.pool ?? defaultPool(c.env),
+        durationMinutes: b.durationSeconds !== undefined ? Math.ceil(b.durationSeconds / 60) : b.durationMinutes, durationSeconds: b.durationSeconds,
+        spec: requestSpec(b.spec), priority: b.priority, maxWaitMinutes: b.maxWaitSeconds !== undefined ? Math.ceil(b.maxWaitSeconds / 60) : b.maxWaitMinutes,
+        maxWaitSeconds: b.maxWaitSeconds, byAdmin: byAdmin(c, userId),
+      }), 201);
+    },
+  );
+
+  app.openapi(
+    route({
+      method: "get", path: "/scheduler/queue", tags: ["queue"], security,
+      summary: "Your queue entries in a pool, newest first (admins: anyone's, or `userId`'s)",
+      request: { query: QueueListQuery },
+      ok: { status: 200, schema: z.object({ items: z.array(QueueEntryView), waiting: z.number() }), description: "Entries" },
+    }),
+    async (c) => {
+      const q = c.req.valid("query");
+      const name = q.pool ?? defaultPool(c.env);
+      return reply(c, await pool(c.env, name).listQueue(viewer(c), { userId: listedUser(c, q.userId), status: q.status, limit: q.limit }));
+    },
+  );
+
+  const entryRoute = (path: string, summary: string) =>
+    route({ method: "get", path, tags: ["queue"], security, summary, request: { params: QueueEntryIdParam }, ok: { status: 200, schema: QueueEntryView, description: "The entry" } });
+
+  const entry = async (c: Context<AppEnv>, id: string) => {
+    const name = scopeOfId("que", id);
+    if (!name) return fail(404, "QUEUE_ENTRY_NOT_FOUND", "No such queue entry.", { entryId: id });
+    return pool(c.env, name).queueEntry(id, viewer(c));
+  };
+
+  app.openapi(entryRoute("/scheduler/queue/{id}", "One queue entry, with position and estimated start while it waits"), async (c) => reply(c, await entry(c, c.req.valid("param").id)));
+  app.openapi(entryRoute("/scheduler/queue/{id}/position", "Position and estimated start (the same view as GET /scheduler/queue/{id})"), async (c) => reply(c, await entry(c, c.req.valid("param").id)));
+
+  app.openapi(
+    route({
+      method: "delete", path: "/scheduler/queue/{id}", tags: ["queue"], security,
+      summary: "Leave the queue (a waiting entry only)",
+      request: { params: QueueEntryIdParam },
+      ok: { status: 200, schema: QueueEntryView, description: "The cancelled entry" },
+    }),
+    async (c) => {
+      const { id } = c.req.valid("param");
+      const name = scopeOfId("que", id);
+      if (!name) return reply(c, fail(404, "QUEUE_ENTRY_NOT_FOUND", "No such queue entry.", { entryId: id }));
+      return reply(c, await pool(c.env, name).cancelEntry(id, viewer(c)));
+    },
+  );
+
+  // ---- reservations ------------------------------------------------------------------------
+
+  app.openapi(
+    route({
+      method: "post", path: "/scheduler/reservations", tags: ["reservations"], security,
+      summary: "Reserve a device for a future window",
+      description:
+        "One matching device is held for the window (no two reservations share a device's window; allocations and extends that would run into it are refused). Your feed gets `reservation.reminder` `reminderMinutes` before the start; at `startAt` the device is allocated to you (`reservation.started` and `device.allocated`; quota and balance are checked then) until the window ends. Statuses: pending, confirmed, executing, completed, cancelled, expired, failed.",
+      request: jsonBody(ReservationBody),
+      ok: { status: 201, schema: ReservationView, description: "The reservation (confirmed)" },
+    }),
+    async (c) => {
+      const b = c.req.valid("json");
+      const refused = testOnlyRefusal(c.env, { durationSeconds: b.durationSeconds }, "durationMinutes");
+      if (refused) return reply(c, refused);
+      const userId = actingUser(c, b.userId);
+      return reply(c, await userQuota(c.env, userId).reserve({
+        userId, pool: b.pool ?? defaultPool(c.env), startAt: b.startAt,
+        durationMinutes: b.durationSeconds !== undefined ? Math.ceil(b.durationSeconds / 60) : b.durationMinutes, durationSeconds: b.durationSeconds,
+        spec: requestSpec(b.spec), reminderMinutes: b.reminderMinutes, byAdmin: byAdmin(c, userId),
+      }), 201);
+    },
+  );
+
+  app.openapi(
+    route({
+      method: "post", path: "/scheduler/reservations/check", tags: ["reservations"], security,
+      summary: "Would this window be bookable? Free matching devices, and your own reservations that overlap it",
+      request: jsonBody(ReservationCheckBody),
+      ok: {
+        status: 200, description: "The check",
+        schema: z.object({
+          pool: z.string(), startAt: z.string(), endAt: z.string(), available: z.boolean(), matchingDevices: z.number(), freeDevices: z.number(),
+          overlapping: z.array(ReservationView),
+        }),
+      },
+    }),
+    async (c) => {
+      const b = c.req.valid("json");
+      const refused = testOnlyRefusal(c.env, { durationSeconds: b.durationSeconds }, "durationMinutes");
+      if (refused) return reply(c, refused);
+      const userId = actingUser(c, b.userId);
+      const durationMs = b.durationSeconds !== undefined ? b.durationSeconds * 1000 : b.durationMinutes * 60_000;
+      return reply(c, await userQuota(c.env, userId).checkReservationWindow({ userId, pool: b.pool ?? defaultPool(c.env), spec: requestSpec(b.spec), startAt: b.startAt, endAt: b.startAt + durationMs }));
+    },
+  );
+
+  app.openapi(
+    route({
+      method: "get", path: "/scheduler/reservations", tags: ["reservations"], security,
+      summary: "Your reservations in a pool by start time (admins: anyone's, or `userId`'s)",
+      request: { query: ReservationListQuery },
+      ok: { status: 200, schema: z.object({ items: z.array(ReservationView) }), description: "Reservations" },
+    }),
+    async (c) => {
+      const q = c.req.valid("query");
+      const name = q.pool ?? defaultPool(c.env);
+      return reply(c, await pool(c.env, name).listReservations(viewer(c), { userId: listedUser(c, q.userId), status: q.status, limit: q.limit }));
+    },
+  );
+
+  const reservationPool = (id: string) => scopeOfId("rsv", id);
+
+  app.openapi(
+    route({
+      method: "get", path: "/scheduler/reservations/{id}", tags: ["reservations"], security,
+      summary: "One reservation",
+      request: { params: ReservationIdParam },
+      ok: { status: 200, schema: ReservationView, description: "The reservation" },
+    }),
+    async (c) => {
+      const { id } = c.req.valid("param");
+      const name = reservationPool(id);
+      if (!name) return reply(c, fail(404, "RESERVATION_NOT_FOUND", "No such reservation.", { reservationId: id }));
+      return reply(c, await pool(c.env, name).reservation(id, viewer(c)));
+    },
+  );
+
+  app.openapi(
+    route({
+      method: "delete", path: "/scheduler/reservations/{id}", tags: ["reservations"], security,
+      summary: "Cancel a reservation that has not started (its device is free for the window again)",
+      request: { params: ReservationIdParam },
+      ok: { status: 200, schema: ReservationView, description: "The cancelled reservation" },
+    }),
+    async (c) => {
+      const { id } = c.req.valid("param");
+      const name = reservationPool(id);
+      if (!name) return reply(c, fail(404, "RESERVATION_NOT_FOUND", "No such reservation.", { reservationId: id }));
+      return reply(c, await pool(c.env, name).cancelReservation(id, viewer(c)));
+    },
+  );
+
+  return app;
+}
