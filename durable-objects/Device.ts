@@ -108,7 +108,7 @@ export interface ClaimRequest {
   max: DeviceSpec;
   durationMs: number;
   /** Where the request came from when not a direct allocation: its queue entry or reservation. */
-  via?: { kind: "queue" | "reservation"; id: string; deviceId: string | null };
+  via?: { kind: "queue" | "reservation"; id: string; deviceId: string | null; until?: number };
 }
 export interface Claimed extends DeviceSpec {
   deviceId: string;
@@ -225,6 +225,8 @@ export class Device extends DurableObject<Env> {
            version = device.version + 1, created_at = excluded.created_at, updated_at = excluded.updated_at`,
         input.deviceId, input.pool, input.node, input.cpuCores, input.memoryMB, input.storageMB, now, now,
       );
+      // A device registered again starts with no windows (its old pool's reservations move elsewhere at their start).
+      this.sql.exec("DELETE FROM windows");
     });
     const d = this.row()!;
     await this.publishState(d);
@@ -236,6 +238,11 @@ export class Device extends DurableObject<Env> {
     if (!d || d.status === "removed") return notFound();
     if (this.current() && (patch.pool !== undefined || patch.cpuCores !== undefined || patch.memoryMB !== undefined || patch.storageMB !== undefined))
       return fail(409, "DEVICE_BUSY", "The device is allocated; change its pool or spec after the allocation ends.");
+    if (patch.pool !== undefined && patch.pool !== d.pool) {
+      const w = this.sql.one<{ n: number; first: number | null }>("SELECT COUNT(*) AS n, MIN(start_at) AS first FROM windows WHERE end_at > ?", Date.now())!;
+      if (w.n > 0)
+        return fail(409, "DEVICE_RESERVED", `The device has ${w.n} reservation window(s) in pool ${d.pool}; cancel them before moving it.`, { reservations: w.n, firstStartsAt: iso(w.first!) });
+    }
     const oldPool = d.pool;
     this.dev.write(
       "UPDATE device SET pool = ?, node = ?, cpu = ?, mem = ?, storage = ?, version = version + 1, updated_at = ? WHERE id = 1",
@@ -290,13 +297,15 @@ export class Device extends DurableObject<Env> {
   async claim(req: ClaimRequest): Promise<Result<Claimed>> {
     const d = this.row();
     if (!d || d.status === "removed") return fail(409, "DEVICE_UNAVAILABLE", "The device is not registered.", { state: null });
-    if (d.pool !== req.pool) return fail(409, "DEVICE_UNAVAILABLE", "The device has moved to another pool.", { state: this.state(d) });
+    if (d.pool !== req.pool) return fail(409, "DEVICE_UNAVAILABLE", "The device has moved to another pool.", { state: { ...this.state(d), status: "removed" } });
     const spec = { cpuCores: d.cpu, memoryMB: d.mem, storageMB: d.storage };
     if (d.status !== "available" || this.current())
       return fail(409, "DEVICE_BUSY", "The device is already allocated or not in service.", { state: this.state(d) });
     if (!fits(spec, req.min, req.max)) return fail(409, "DEVICE_UNFIT", "The device does not match the request.", { state: this.state(d) });
     const now = Date.now();
-    const expiresAt = now + req.durationMs;
+    // A reservation's allocation ends with its window, never later (the next window may start right then).
+    const expiresAt = req.via?.until !== undefined ? Math.min(now + req.durationMs, req.via.until) : now + req.durationMs;
+    if (expiresAt <= now) return fail(409, "RESERVATION_WINDOW_OVER", "The reservation's window has ended.", { state: this.state(d) });
     const reservationId = req.via?.kind === "reservation" ? req.via.id : null;
     const window = this.windowBefore(expiresAt, now, reservationId);
     if (window)
@@ -403,7 +412,8 @@ export class Device extends DurableObject<Env> {
   async reserve(w: { reservationId: string; userId: string; pool: string; startAt: number; endAt: number }): Promise<Result<{ deviceId: string }>> {
     const d = this.row();
     if (!d || d.status === "removed") return fail(409, "DEVICE_UNAVAILABLE", "The device is not registered.", { state: null });
-    if (d.pool !== w.pool) return fail(409, "DEVICE_UNAVAILABLE", "The device has moved to another pool.", { state: this.state(d) });
+    // The asking pool's index drops it (a "removed" state for that pool; the device's own pool is told by its outbox).
+    if (d.pool !== w.pool) return fail(409, "DEVICE_UNAVAILABLE", "The device has moved to another pool.", { state: { ...this.state(d), status: "removed" } });
     if (this.sql.one("SELECT 1 AS x FROM windows WHERE reservation_id = ?", w.reservationId)) return ok({ deviceId: d.device_id });
     if (d.status === "maintenance" || d.status === "offline")
       return fail(409, "DEVICE_UNAVAILABLE", "The device is not in service.", { state: this.state(d) });

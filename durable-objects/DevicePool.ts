@@ -19,9 +19,9 @@
 import { DurableObject } from "cloudflare:workers";
 import { ALLOCATION, DEFAULT_STRATEGY, PAGING, QUEUE, RESERVATION, type Env, type Strategy } from "../src/config";
 import { fail, ok, type Failure, type Result } from "../src/errors";
-import { compareFit, orderNodes, type NodeLoad } from "../src/domain/strategy";
-import { estimateStart, priorityName, type EstimateDevice } from "../src/domain/queue";
-import { checkWindow, reminderAt, type ReservationStatus } from "../src/domain/reservation";
+import { compareFit, fits, orderNodes, type NodeLoad } from "../src/domain/strategy";
+import { estimateStart, joinHash, priorityName, type EstimateDevice } from "../src/domain/queue";
+import { bookingHash, checkWindow, reminderAt, type ReservationStatus } from "../src/domain/reservation";
 import type { DeviceSpec, DeviceStatus } from "../src/domain/types";
 import type { FeedEvents, FeedEventType, QueueEventData, ReservationEventData } from "../src/feed/protocol";
 import { newScopedId } from "../src/ids";
@@ -63,6 +63,13 @@ const SCHEMA = [
    CREATE TABLE notices (
      id INTEGER PRIMARY KEY AUTOINCREMENT, kind TEXT NOT NULL, target TEXT NOT NULL, key TEXT NOT NULL,
      type TEXT NOT NULL, data TEXT NOT NULL, attempts INTEGER NOT NULL DEFAULT 0, next_at INTEGER NOT NULL);`,
+  // Idempotency keys of joins and bookings (per user), with the request they were first used for.
+  `ALTER TABLE queue ADD COLUMN idem_key TEXT;
+   ALTER TABLE queue ADD COLUMN idem_hash TEXT;
+   CREATE UNIQUE INDEX queue_idem ON queue(user_id, idem_key) WHERE idem_key IS NOT NULL;
+   ALTER TABLE reservations ADD COLUMN idem_key TEXT;
+   ALTER TABLE reservations ADD COLUMN idem_hash TEXT;
+   CREATE UNIQUE INDEX reservations_idem ON reservations(user_id, idem_key) WHERE idem_key IS NOT NULL;`,
 ];
 
 interface Settings {
@@ -121,6 +128,8 @@ interface QueueRow extends Bounds {
   created_by: string;
   created_at: number;
   updated_at: number;
+  idem_key: string | null;
+  idem_hash: string | null;
 }
 interface ReservationRow extends Bounds {
   reservation_id: string;
@@ -139,6 +148,8 @@ interface ReservationRow extends Bounds {
   created_by: string;
   created_at: number;
   updated_at: number;
+  idem_key: string | null;
+  idem_hash: string | null;
 }
 type Notice =
   | { kind: "user_event"; target: string; key: string; type: FeedEventType; data: unknown }
@@ -164,6 +175,8 @@ export interface QueueJoin {
   maxWaitSeconds?: number;
   /** The user, or the admin acting for them. */
   createdBy: string;
+  /** A repeat with the same key answers the first entry instead of joining again. */
+  idempotencyKey?: string;
 }
 
 export interface QueueEntryView {
@@ -199,6 +212,8 @@ export interface ReservationBooking {
   durationMinutes: number;
   reminderMinutes: number;
   createdBy: string;
+  /** A repeat with the same key answers the first reservation instead of booking again. */
+  idempotencyKey?: string;
 }
 
 export interface ReservationView {
@@ -271,6 +286,10 @@ export class DevicePool extends DurableObject<Env> {
   private readonly handing = new Set<string>();
   /** A notice was written since the last delivery (so a path without its own delivery starts one). */
   private noticesWaiting = false;
+  /** Devices an entry's hand-over found not free after all (the index was behind), passed over for that entry a while. */
+  private readonly raced = new Map<string, Map<string, number>>();
+  /** The running alarm work (a second call waits for it instead of running beside it). */
+  private ticking: Promise<void> | null = null;
 
   constructor(ctx: DurableObjectState, env: Env) {
     super(ctx, env);
@@ -317,8 +336,10 @@ export class DevicePool extends DurableObject<Env> {
       if (r.ok) return done(r);
     }
     const own = req.via?.kind === "reservation" ? req.via.id : null;
+    // A reservation's allocation ends with its window (the device caps it there too).
+    const span = req.via?.until !== undefined ? Math.max(0, Math.min(req.durationMs, req.via.until - Date.now())) : req.durationMs;
     for (let attempt = 0; attempt < ALLOCATION.claimAttempts; attempt++) {
-      const pick = this.pick(strategy, req.min, req.max, tried, req.durationMs, own);
+      const pick = this.pick(strategy, req.min, req.max, tried, span, own);
       if (!pick) break;
       tried.add(pick.device_id);
       const r = await this.claimOn(pick.device_id, req);
@@ -456,6 +477,10 @@ export class DevicePool extends DurableObject<Env> {
     )!.n;
     if (inService === 0)
       return fail(409, "NO_MATCHING_DEVICE", `No device in pool "${j.pool}" that is in service matches the request within your quota, so waiting would never end.`, { pool: j.pool, spec: j.min });
+    if (j.idempotencyKey) {
+      const prior = this.prior("queue", j.userId, j.idempotencyKey, joinHash(j));
+      if (prior) return prior as Result<QueueEntryView>;
+    }
     const mine = this.sql.one<{ n: number }>("SELECT COUNT(*) AS n FROM queue WHERE user_id = ? AND status IN ('waiting','offered')", j.userId)!.n;
     if (mine >= QUEUE.maxWaitingPerUser)
       return fail(409, "QUEUE_LIMIT", `You already have ${mine} entries waiting in pool "${j.pool}" (at most ${QUEUE.maxWaitingPerUser}).`, { limit: QUEUE.maxWaitingPerUser });
@@ -466,10 +491,11 @@ export class DevicePool extends DurableObject<Env> {
     const waitUntil = now + (j.maxWaitSeconds !== undefined ? j.maxWaitSeconds * 1000 : j.maxWaitMinutes * 60_000);
     this.sql.exec(
       `INSERT INTO queue (entry_id, seq, user_id, priority, cpu_min, mem_min, storage_min, cpu_max, mem_max, storage_max,
-         duration_minutes, duration_seconds, duration_ms, max_wait_minutes, wait_until, status, created_by, created_at, updated_at)
-       VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'waiting', ?, ?, ?)`,
+         duration_minutes, duration_seconds, duration_ms, max_wait_minutes, wait_until, status, created_by, created_at, updated_at, idem_key, idem_hash)
+       VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'waiting', ?, ?, ?, ?, ?)`,
       entryId, seq, j.userId, j.priority, j.min.cpuCores, j.min.memoryMB, j.min.storageMB, j.max.cpuCores, j.max.memoryMB, j.max.storageMB,
       j.durationMinutes, j.durationSeconds ?? null, durationMs, j.maxWaitMinutes, waitUntil, j.createdBy, now, now,
+      j.idempotencyKey ?? null, j.idempotencyKey ? joinHash(j) : null,
     );
     await this.clock.arm(waitUntil);
     await this.dispatch();
@@ -494,14 +520,34 @@ export class DevicePool extends DurableObject<Env> {
     return ok({ items: rows.map((r) => this.entryView(r)), waiting });
   }
 
-  /** Leaves the queue. An entry being handed its device right now cannot be cancelled (release the device instead). */
+  /**
+   * The entry or reservation a repeated idempotency key made (null: the key is new). Asked by
+   * the user's object before its own checks, so a repeat answers the first result even when
+   * that first request has since taken the user's last free quota.
+   */
+  async priorRequest(kind: "queue" | "reservation", userId: string, key: string, hash: string): Promise<Result<QueueEntryView | ReservationView> | null> {
+    return this.prior(kind, userId, key, hash);
+  }
+
+  private prior(kind: "queue" | "reservation", userId: string, key: string, hash: string): Result<QueueEntryView | ReservationView> | null {
+    const row = kind === "queue"
+      ? this.sql.one<QueueRow>("SELECT * FROM queue WHERE user_id = ? AND idem_key = ?", userId, key)
+      : this.sql.one<ReservationRow>("SELECT * FROM reservations WHERE user_id = ? AND idem_key = ?", userId, key);
+    if (!row) return null;
+    if (row.idem_hash !== hash) return fail(409, "IDEMPOTENCY_KEY_REUSED", "This idempotency key was used for a different request.", { idempotencyKey: key });
+    return ok("entry_id" in row ? this.entryView(row) : this.reservationView(row));
+  }
+
+  /** Leaves the queue. An entry whose hand-over call is running right now cannot be cancelled (release the device instead). */
   async cancelEntry(entryId: string, viewer: Viewer): Promise<Result<QueueEntryView>> {
     const row = this.entryRow(entryId);
     if (!row || !sees(viewer, row.user_id)) return fail(404, "QUEUE_ENTRY_NOT_FOUND", "No such queue entry.", { entryId });
-    if (row.status === "offered")
+    if (this.handing.has(entryId))
       return fail(409, "QUEUE_ENTRY_BUSY", "A device is being handed to this entry right now; release it once allocated if you no longer need it.", { entryId });
-    if (row.status !== "waiting") return fail(409, "QUEUE_ENTRY_CLOSED", `The entry is already ${row.status}.`, { entryId, status: row.status });
-    this.sql.exec("UPDATE queue SET status = 'cancelled', updated_at = ? WHERE entry_id = ? AND status = 'waiting'", Date.now(), entryId);
+    if (row.status !== "waiting" && row.status !== "offered") return fail(409, "QUEUE_ENTRY_CLOSED", `The entry is already ${row.status}.`, { entryId, status: row.status });
+    this.sql.exec("UPDATE queue SET status = 'cancelled', device_id = NULL, retry_at = NULL, updated_at = ? WHERE entry_id = ? AND status IN ('waiting','offered')", Date.now(), entryId);
+    // An offered device is free for the next entry.
+    if (row.status === "offered") await this.dispatch();
     return ok(this.entryView(this.entryRow(entryId)!));
   }
 
@@ -549,11 +595,14 @@ export class DevicePool extends DurableObject<Env> {
       try {
         do {
           this.dispatchAgain = false;
+          // Notices first: a window given back (unreserve) must reach its device before the device is offered.
+          await this.flushNotices();
           const offers = this.offer();
           if (offers.length) await Promise.all(offers.map((e) => this.handOver(e)));
+          await this.flushNotices();
+          await this.rearm();
+          // A call that came in meanwhile set dispatchAgain: its change is seen by the next round.
         } while (this.dispatchAgain);
-        await this.flushNotices();
-        await this.rearm();
       } finally {
         this.dispatching = null;
       }
@@ -561,27 +610,51 @@ export class DevicePool extends DurableObject<Env> {
     return this.dispatching;
   }
 
-  /** Synchronous (one commit): expires entries past their wait, marks each offer. */
+  /**
+   * Synchronous (one commit): expires entries past their wait, then matches the free devices
+   * to waiting entries in queue order; each entry gets the smallest free device it fits that
+   * has no reservation window before its allocation would end. Marks each offer.
+   */
   private offer(): QueueRow[] {
     const now = Date.now();
     this.expireWaiting(now);
+    const free = this.sql.all<IndexRow>(
+      `SELECT * FROM devices WHERE status = 'available'
+         AND device_id NOT IN (SELECT device_id FROM queue WHERE status = 'offered' AND device_id IS NOT NULL)
+       ORDER BY cpu, mem, storage, device_id LIMIT 1000`,
+    ).filter((d) => !this.inFlight.has(d.device_id));
+    if (free.length === 0) return [];
     const waiting = this.sql.all<QueueRow>(
-      "SELECT * FROM queue WHERE status = 'waiting' AND (retry_at IS NULL OR retry_at <= ?) ORDER BY priority DESC, seq LIMIT 500",
+      "SELECT * FROM queue WHERE status = 'waiting' AND (retry_at IS NULL OR retry_at <= ?) ORDER BY priority DESC, seq LIMIT 2000",
       now,
     );
     if (waiting.length === 0) return [];
-    const strategy = this.settings(this.cfg.get()?.pool ?? "").strategy;
-    const taken = new Set<string>();
+    // The earliest window on each device that has not ended (one in progress blocks it now).
+    const windowAt = new Map(this.sql.all<{ device_id: string; t: number }>(
+      "SELECT device_id, MIN(start_at) AS t FROM reservations WHERE status IN ('pending','confirmed') AND end_at > ? GROUP BY device_id",
+      now,
+    ).map((w) => [w.device_id, w.t]));
     const offers: QueueRow[] = [];
     for (const e of waiting) {
       const b = bounds(e);
-      const pick = this.pick(strategy, b.min, b.max, taken, e.duration_ms, null);
-      if (!pick) continue;
-      taken.add(pick.device_id);
-      this.sql.exec("UPDATE queue SET status = 'offered', device_id = ?, attempts = attempts + 1, retry_at = ?, updated_at = ? WHERE entry_id = ?", pick.device_id, now + QUEUE.offerRetryMs, now, e.entry_id);
-      offers.push({ ...e, status: "offered", device_id: pick.device_id, attempts: e.attempts + 1 });
+      const skip = this.racedFor(e.entry_id, now);
+      const i = free.findIndex((d) => fits(spec(d), b.min, b.max) && !skip.has(d.device_id) && (windowAt.get(d.device_id) ?? Infinity) >= now + e.duration_ms);
+      if (i < 0) continue;
+      const [d] = free.splice(i, 1);
+      this.sql.exec("UPDATE queue SET status = 'offered', device_id = ?, retry_at = ?, updated_at = ? WHERE entry_id = ?", d!.device_id, now + QUEUE.offerRetryMs, now, e.entry_id);
+      offers.push({ ...e, status: "offered", device_id: d!.device_id });
+      if (free.length === 0) break;
     }
     return offers;
+  }
+
+  /** Devices this entry is passing over for now (each for `QUEUE.raceSkipMs` after its hand-over found it taken). */
+  private racedFor(entryId: string, now: number): Set<string> {
+    const m = this.raced.get(entryId);
+    if (!m) return new Set();
+    for (const [d, until] of m) if (until <= now) m.delete(d);
+    if (m.size === 0) this.raced.delete(entryId);
+    return new Set(m.keys());
   }
 
   private expireWaiting(now: number): void {
@@ -615,17 +688,29 @@ export class DevicePool extends DurableObject<Env> {
         this.notify(e.user_id, `queue.fulfilled:${e.entry_id}`, "queue.fulfilled", {
           ...this.queueEventData(row), allocationId: r.value.allocationId, deviceId: r.value.deviceId, waitedSeconds: Math.round((now - row.created_at) / 1000),
         });
-      } else if (isFinalRefusal(r) || row.attempts >= QUEUE.offerAttempts) {
+        this.raced.delete(e.entry_id);
+      } else if (isFinalRefusal(r)) {
         this.sql.exec("UPDATE queue SET status = 'failed', device_id = NULL, retry_at = NULL, error = ?, updated_at = ? WHERE entry_id = ?", errorText(r), now, e.entry_id);
         this.notify(e.user_id, `queue.failed:${e.entry_id}`, "queue.failed", { ...this.queueEventData(row), error: { code: r.code, message: r.message } });
+        this.raced.delete(e.entry_id);
         this.dispatchAgain = true; // the device goes to the next entry
       } else if (DEVICE_RACES.has(r.code)) {
-        // The index was stale (the claim corrected it): wait for the next device at once.
+        // The device was not free for this entry after all (the index was behind, a window the pool
+        // has not heard is gone yet, the user's quota shrank): wait for another, passing this one over a while.
+        const m = this.raced.get(e.entry_id) ?? new Map<string, number>();
+        m.set(row.device_id ?? "", now + QUEUE.raceSkipMs);
+        this.raced.set(e.entry_id, m);
         this.sql.exec("UPDATE queue SET status = 'waiting', device_id = NULL, retry_at = NULL, error = ?, updated_at = ? WHERE entry_id = ?", errorText(r), now, e.entry_id);
         this.dispatchAgain = true;
+      } else if (row.attempts + 1 >= QUEUE.offerAttempts) {
+        // Transient failures (the user's object or billing did not answer) that go on: the device goes
+        // back to the queue and the entry waits again (a later hand-over uses the same key, so an
+        // allocation the user's object did make is the one it gets).
+        this.sql.exec("UPDATE queue SET status = 'waiting', device_id = NULL, attempts = 0, retry_at = ?, error = ?, updated_at = ? WHERE entry_id = ?", now + QUEUE.offerRetryMs, errorText(r), now, e.entry_id);
+        this.dispatchAgain = true;
       } else {
-        // Transient (the user's object or billing did not answer): the alarm drives it again, same key.
-        this.sql.exec("UPDATE queue SET retry_at = ?, error = ?, updated_at = ? WHERE entry_id = ?", now + QUEUE.offerRetryMs, errorText(r), now, e.entry_id);
+        // Transient: the alarm drives it again, same key.
+        this.sql.exec("UPDATE queue SET attempts = attempts + 1, retry_at = ?, error = ?, updated_at = ? WHERE entry_id = ?", now + QUEUE.offerRetryMs, errorText(r), now, e.entry_id);
       }
     });
   }
@@ -666,10 +751,23 @@ export class DevicePool extends DurableObject<Env> {
     const now = Date.now();
     const bad = checkWindow(b.startAt, b.endAt, now);
     if (bad) return bad;
+    if (b.idempotencyKey) {
+      const prior = this.prior("reservation", b.userId, b.idempotencyKey, bookingHash(b));
+      if (prior) return prior as Result<ReservationView>;
+    }
     const open = this.sql.one<{ n: number }>("SELECT COUNT(*) AS n FROM reservations WHERE user_id = ? AND status IN ('pending','confirmed')", b.userId)!.n;
     if (open >= RESERVATION.maxOpenPerUser)
       return fail(409, "RESERVATION_LIMIT", `You already have ${open} open reservations in pool "${b.pool}" (at most ${RESERVATION.maxOpenPerUser}).`, { limit: RESERVATION.maxOpenPerUser });
     const reservationId = newScopedId("rsv", b.pool);
+    this.handing.add(reservationId);
+    try {
+      return await this.bookOn(reservationId, b);
+    } finally {
+      this.handing.delete(reservationId);
+    }
+  }
+
+  private async bookOn(reservationId: string, b: ReservationBooking): Promise<Result<ReservationView>> {
     const tried = new Set<string>();
     for (let attempt = 0; attempt < ALLOCATION.claimAttempts; attempt++) {
       const device = this.freeForWindow(b.min, b.max, b.startAt, b.endAt, tried)[0];
@@ -679,10 +777,10 @@ export class DevicePool extends DurableObject<Env> {
       if (attempt === 0)
         this.sql.exec(
           `INSERT INTO reservations (reservation_id, user_id, device_id, status, cpu_min, mem_min, storage_min, cpu_max, mem_max, storage_max,
-             start_at, end_at, duration_minutes, reminder_minutes, created_by, created_at, updated_at)
-           VALUES (?, ?, ?, 'pending', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+             start_at, end_at, duration_minutes, reminder_minutes, created_by, created_at, updated_at, idem_key, idem_hash)
+           VALUES (?, ?, ?, 'pending', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
           reservationId, b.userId, device.device_id, b.min.cpuCores, b.min.memoryMB, b.min.storageMB, b.max.cpuCores, b.max.memoryMB, b.max.storageMB,
-          b.startAt, b.endAt, b.durationMinutes, b.reminderMinutes, b.createdBy, t, t,
+          b.startAt, b.endAt, b.durationMinutes, b.reminderMinutes, b.createdBy, t, t, b.idempotencyKey ?? null, b.idempotencyKey ? bookingHash(b) : null,
         );
       else this.sql.exec("UPDATE reservations SET device_id = ?, updated_at = ? WHERE reservation_id = ?", device.device_id, t, reservationId);
       let r: Result<{ deviceId: string }>;
@@ -694,7 +792,7 @@ export class DevicePool extends DurableObject<Env> {
           this.sql.exec("DELETE FROM reservations WHERE reservation_id = ?", reservationId);
           this.enqueueNotice({ kind: "unreserve", target: device.device_id, key: reservationId });
         });
-        await this.flushNotices();
+        await this.dispatch(); // delivers the unreserve (or arms its retry)
         return fail(503, "DEVICE_UNAVAILABLE", "The device did not answer; nothing was booked. Try again.", { cause: String(err).slice(0, 200) });
       }
       if (r.ok) {
@@ -702,6 +800,7 @@ export class DevicePool extends DurableObject<Env> {
         this.sql.exec("UPDATE reservations SET status = 'confirmed', remind_at = ?, updated_at = ? WHERE reservation_id = ? AND status = 'pending'", remindAt, Date.now(), reservationId);
         await this.clock.arm(Math.min(remindAt ?? b.startAt, b.startAt));
         if (remindAt !== null && remindAt <= Date.now()) this.ctx.waitUntil(this.tick());
+        // A crash before this point leaves a pending row: the alarm drops it after pendingTimeoutMs.
         return ok(this.reservationView(this.reservationRow(reservationId)!));
       }
       const state = (r.details as { state?: DeviceState | null } | undefined)?.state;
@@ -762,7 +861,8 @@ export class DevicePool extends DurableObject<Env> {
     if (row.status !== "pending" && row.status !== "confirmed" || this.handing.has(reservationId))
       return fail(409, "RESERVATION_CLOSED", `The reservation is already ${row.status === "confirmed" ? "starting" : row.status}.`, { reservationId, status: row.status });
     this.endReservation(row, "cancelled", null);
-    await this.flushNotices();
+    // The window is given back to the device, and a waiting entry may now take it.
+    await this.dispatch();
     return ok(this.reservationView(this.reservationRow(reservationId)!));
   }
 
@@ -802,7 +902,7 @@ export class DevicePool extends DurableObject<Env> {
       r = await this.env.USER_QUOTA.getByName(row.user_id).allocate({
         userId: row.user_id, pool: this.cfg.get()!.pool, durationMinutes: Math.ceil(seconds / 60), durationSeconds: seconds,
         spec: bounds(row).min, idempotencyKey: `reservation:${row.reservation_id}`,
-        via: { kind: "reservation", id: row.reservation_id, deviceId: row.device_id },
+        via: { kind: "reservation", id: row.reservation_id, deviceId: row.device_id, until: row.end_at },
       });
     } catch (err) {
       r = fail(503, "USER_UNAVAILABLE", "The user's object did not answer.", { cause: String(err).slice(0, 200) });
@@ -811,7 +911,7 @@ export class DevicePool extends DurableObject<Env> {
     }
     const now = Date.now();
     const cur = this.reservationRow(row.reservation_id);
-    if (!cur || (cur.status !== "confirmed" && cur.status !== "pending")) return;
+    if (!cur || cur.status !== "confirmed") return;
     if (r.ok) {
       const alloc = r.value;
       this.sql.tx(() => {
@@ -858,11 +958,27 @@ export class DevicePool extends DurableObject<Env> {
     await this.tick();
   }
 
-  /** Everything due now. */
-  private async tick(): Promise<void> {
+  /** Everything due now (one run at a time: a second caller waits for the running one). */
+  private tick(): Promise<void> {
+    if (!this.ticking)
+      this.ticking = this.runDue().finally(() => {
+        this.ticking = null;
+      });
+    return this.ticking;
+  }
+
+  private async runDue(): Promise<void> {
     const now = Date.now();
+    // Bookings whose request crashed before the device confirmed: never confirmed to anyone, dropped.
+    for (const r of this.sql.all<ReservationRow>("SELECT * FROM reservations WHERE status = 'pending' AND created_at <= ?", now - RESERVATION.pendingTimeoutMs)) {
+      if (this.handing.has(r.reservation_id)) continue;
+      this.sql.tx(() => {
+        this.sql.exec("DELETE FROM reservations WHERE reservation_id = ? AND status = 'pending'", r.reservation_id);
+        if (r.device_id) this.enqueueNotice({ kind: "unreserve", target: r.device_id, key: r.reservation_id });
+      });
+    }
     // Reminders first (a reminder never comes after its start).
-    for (const r of this.sql.all<ReservationRow>("SELECT * FROM reservations WHERE status IN ('pending','confirmed') AND remind_at IS NOT NULL AND remind_at <= ?", now)) {
+    for (const r of this.sql.all<ReservationRow>("SELECT * FROM reservations WHERE status = 'confirmed' AND remind_at IS NOT NULL AND remind_at <= ?", now)) {
       this.sql.tx(() => {
         this.sql.exec("UPDATE reservations SET remind_at = NULL WHERE reservation_id = ?", r.reservation_id);
         this.notify(r.user_id, `reservation.reminder:${r.reservation_id}`, "reservation.reminder", {
@@ -871,9 +987,9 @@ export class DevicePool extends DurableObject<Env> {
       });
     }
     const starts = this.sql.all<ReservationRow>(
-      "SELECT * FROM reservations WHERE status IN ('pending','confirmed') AND start_at <= ? AND (retry_at IS NULL OR retry_at <= ?) ORDER BY start_at LIMIT 50",
+      "SELECT * FROM reservations WHERE status = 'confirmed' AND start_at <= ? AND (retry_at IS NULL OR retry_at <= ?) ORDER BY start_at LIMIT 50",
       now, now,
-    );
+    ).filter((r) => !this.handing.has(r.reservation_id));
     const run: Promise<void>[] = [];
     for (const r of starts) {
       if (r.end_at <= now) this.endReservation(r, "expired", null); // the whole window passed (e.g. the pool was down)
@@ -890,8 +1006,9 @@ export class DevicePool extends DurableObject<Env> {
     const t = this.sql.one<Record<string, number | null>>(
       `SELECT (SELECT MIN(wait_until) FROM queue WHERE status = 'waiting') AS wait,
               (SELECT MIN(retry_at) FROM queue WHERE status IN ('waiting','offered') AND retry_at IS NOT NULL) AS retry,
-              (SELECT MIN(remind_at) FROM reservations WHERE status IN ('pending','confirmed') AND remind_at IS NOT NULL) AS remind,
-              (SELECT MIN(MAX(start_at, COALESCE(retry_at, 0))) FROM reservations WHERE status IN ('pending','confirmed')) AS start,
+              (SELECT MIN(remind_at) FROM reservations WHERE status = 'confirmed' AND remind_at IS NOT NULL) AS remind,
+              (SELECT MIN(MAX(start_at, COALESCE(retry_at, 0))) FROM reservations WHERE status = 'confirmed') AS start,
+              (SELECT MIN(created_at) + ${RESERVATION.pendingTimeoutMs} FROM reservations WHERE status = 'pending') AS stale,
               (SELECT MIN(next_at) FROM notices) AS notice`,
     )!;
     const times = Object.values(t).filter((x): x is number => x !== null);
@@ -992,3 +1109,4 @@ const errorText = (f: Failure) => JSON.stringify({ code: f.code, message: f.mess
 function parseError(text: string | null): { code: string; message: string } | null {
   return text ? (JSON.parse(text) as { code: string; message: string }) : null;
 }
+

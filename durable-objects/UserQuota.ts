@@ -24,8 +24,8 @@ import {
 import { fail, ok, type Failure, type Result } from "../src/errors";
 import { checkAllocation, checkExtraHours, deviceHeadroom, periodStartFor, quotaStatus, renewedUntil, type QuotaState } from "../src/domain/quota";
 import { checkExtend } from "../src/domain/extend";
-import { entryPriority } from "../src/domain/queue";
-import { checkReservation, checkWindow } from "../src/domain/reservation";
+import { entryPriority, joinHash } from "../src/domain/queue";
+import { bookingHash, checkReservation, checkWindow } from "../src/domain/reservation";
 import { checkFunds, estimateOf, priceOf } from "../src/domain/pricing";
 import { effectiveIdleGraceMs, idleDeadline, requestedIdleGraceMs } from "../src/domain/idle";
 import { dbOf, fundsFor, type Funds } from "../src/billing/ledger";
@@ -135,6 +135,7 @@ export interface QueueJoinInput {
   maxWaitSeconds?: number;
   /** The admin acting for the user (may set any priority), or null. */
   byAdmin: string | null;
+  idempotencyKey?: string;
 }
 
 export interface ReserveInput {
@@ -146,6 +147,7 @@ export interface ReserveInput {
   spec: DeviceSpec;
   reminderMinutes: number;
   byAdmin: string | null;
+  idempotencyKey?: string;
 }
 
 export interface AllocationResult {
@@ -485,6 +487,12 @@ export class UserQuota extends DurableObject<Env> {
     const p = this.profile(input.userId);
     const priority = entryPriority(p.plan, input.priority, input.byAdmin !== null);
     if (typeof priority !== "number") return priority;
+    const pool = this.env.DEVICE_POOL.getByName(input.pool);
+    // A repeat answers the first entry, before any check (the first may have taken the last free quota).
+    if (input.idempotencyKey) {
+      const prior = await pool.priorRequest("queue", input.userId, input.idempotencyKey, joinHash({ ...input, priority, min: input.spec }));
+      if (prior) return prior as Result<QueueEntryView>;
+    }
     const durationMs = input.durationSeconds !== undefined ? input.durationSeconds * 1000 : input.durationMinutes * 60_000;
     let max: DeviceSpec = input.spec;
     const funds = await this.checkedFunds(input.userId, (f) => {
@@ -494,9 +502,9 @@ export class UserQuota extends DurableObject<Env> {
       return checkAllocation(this.state(now), usage, input.spec, durationMs / 3_600_000, Date.now()) ?? this.fundsRefusal(f, input.spec, durationMs);
     });
     if (!funds.ok) return funds;
-    return (await this.env.DEVICE_POOL.getByName(input.pool).join({
+    return (await pool.join({
       userId: input.userId, pool: input.pool, priority, min: input.spec, max, durationMinutes: input.durationMinutes, durationSeconds: input.durationSeconds,
-      maxWaitMinutes: input.maxWaitMinutes, maxWaitSeconds: input.maxWaitSeconds, createdBy: input.byAdmin ?? input.userId,
+      maxWaitMinutes: input.maxWaitMinutes, maxWaitSeconds: input.maxWaitSeconds, createdBy: input.byAdmin ?? input.userId, idempotencyKey: input.idempotencyKey,
     })) as Result<QueueEntryView>;
   }
 
@@ -504,15 +512,20 @@ export class UserQuota extends DurableObject<Env> {
   async reserve(input: ReserveInput): Promise<Result<ReservationView>> {
     this.profile(input.userId);
     const durationMs = input.durationSeconds !== undefined ? input.durationSeconds * 1000 : input.durationMinutes * 60_000;
+    const pool = this.env.DEVICE_POOL.getByName(input.pool);
+    const booking = { min: input.spec, startAt: input.startAt, endAt: input.startAt + durationMs, durationMinutes: input.durationMinutes, reminderMinutes: input.reminderMinutes };
+    // A repeat answers the first reservation, before any check (its start may have passed since).
+    if (input.idempotencyKey) {
+      const prior = await pool.priorRequest("reservation", input.userId, input.idempotencyKey, bookingHash(booking));
+      if (prior) return prior as Result<ReservationView>;
+    }
     const badWindow = checkWindow(input.startAt, input.startAt + durationMs, Date.now());
     if (badWindow) return badWindow;
     const funds = await this.checkedFunds(input.userId, (f) =>
       checkReservation(this.state(this.profile(input.userId)), input.spec, durationMs / 3_600_000, input.startAt) ?? this.fundsRefusal(f, input.spec, durationMs));
     if (!funds.ok) return funds;
-    return (await this.env.DEVICE_POOL.getByName(input.pool).book({
-      userId: input.userId, pool: input.pool, min: input.spec, max: this.perDeviceMax(input.userId),
-      startAt: input.startAt, endAt: input.startAt + durationMs, durationMinutes: input.durationMinutes, reminderMinutes: input.reminderMinutes,
-      createdBy: input.byAdmin ?? input.userId,
+    return (await pool.book({
+      ...booking, userId: input.userId, pool: input.pool, max: this.perDeviceMax(input.userId), createdBy: input.byAdmin ?? input.userId, idempotencyKey: input.idempotencyKey,
     })) as Result<ReservationView>;
   }
 

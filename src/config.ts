@@ -121,8 +121,10 @@ export const QUEUE = {
   maxWaitingPerUser: 10,
   /** An entry being handed a device is driven again after this long if its hand-over did not finish. */
   offerRetryMs: 5_000,
-  /** Hand-over attempts before an entry goes back to waiting for another device. */
+  /** Hand-overs that fail for a passing reason (a user object or billing not answering) before the device goes back to the queue. */
   offerAttempts: 5,
+  /** A device whose hand-over found it not free after all is passed over by that entry this long. */
+  raceSkipMs: 30_000,
 };
 
 /** Reservations of a future window on a pool's devices. */
@@ -137,6 +139,8 @@ export const RESERVATION = {
   startGraceMs: 30_000,
   /** A start retried this often before another device is tried. */
   startRetryMs: 2_000,
+  /** A booking still pending this long was never confirmed (its request crashed): it is dropped. */
+  pendingTimeoutMs: 60_000,
 };
 
 /** Batch operations: items per request, and how many run at once (items of one user run in order). */

@@ -454,6 +454,7 @@ export const QueueJoinBody = z
     maxWaitMinutes: z.number().int().min(1).max(QUEUE.maxMaxWaitMinutes).default(QUEUE.defaultMaxWaitMinutes),
     maxWaitSeconds: z.number().int().min(1).max(QUEUE.maxMaxWaitMinutes * 60).optional()
       .openapi({ description: "Test-only short wait; refused unless ALLOW_SHORT_DURATIONS is set." }),
+    idempotencyKey: z.string().min(1).max(200).optional().openapi({ description: "A repeat with the same key answers the first entry (the same request only; else 409 IDEMPOTENCY_KEY_REUSED)." }),
   })
   .strict()
   .openapi("QueueJoinRequest");
@@ -500,6 +501,7 @@ export const ReservationBody = z
     spec: Spec.optional(),
     reminderMinutes: z.number().int().min(0).max(RESERVATION.maxReminderMinutes).default(RESERVATION.defaultReminderMinutes)
       .openapi({ description: "`reservation.reminder` on your feed this long before the start (0: none)." }),
+    idempotencyKey: z.string().min(1).max(200).optional().openapi({ description: "A repeat with the same key answers the first reservation (the same request only; else 409 IDEMPOTENCY_KEY_REUSED)." }),
   })
   .strict()
   .openapi("ReservationRequest");

@@ -78,4 +78,29 @@ describe("queue and reservations survive restarts", () => {
     const d = await call("GET", `/admin/devices/${dev.deviceId}`, { token: await admin() });
     expect(d.body.allocation.allocationId).toBe(first.body.allocationId);
   });
+
+  it("a booking whose request crashed before the device confirmed it is dropped, and its window freed", async () => {
+    const pool = uid("qh-pending");
+    const dev = await registerDevice(pool);
+    const token = await tokenFor(uid("qh-pending-u"));
+    const r = await call("POST", "/scheduler/reservations", { token, body: { pool, startAt: Date.now() + 600_000, durationMinutes: 30 } });
+    expect(r.status).toBe(201);
+    // As if the pool crashed after the device took the window but before the booking was confirmed, a minute ago.
+    await runInDurableObject(env.DEVICE_POOL.getByName(pool), (_i, state) => {
+      state.storage.sql.exec("UPDATE reservations SET status = 'pending', remind_at = NULL, created_at = ? WHERE reservation_id = ?", Date.now() - 61_000, r.body.reservationId);
+    });
+    await abortAllDurableObjects();
+    const stub = env.DEVICE_POOL.getByName(pool);
+    await runInDurableObject(stub, async (_i, state) => {
+      await state.storage.setAlarm(Date.now());
+    });
+    await runDurableObjectAlarm(stub);
+    expect((await call("GET", `/scheduler/reservations/${r.body.reservationId}`, { token })).status).toBe(404);
+    // The device's window went with it: an hour-long allocation (across the old window) is allowed.
+    const a = await until(async () => {
+      const res = await call("POST", "/scheduler/devices/allocate", { token, body: { pool, durationMinutes: 60 } });
+      return res.status === 201 ? res : null;
+    });
+    expect(a.body.deviceId).toBe(dev.deviceId);
+  });
 });

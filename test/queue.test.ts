@@ -249,4 +249,23 @@ describe("queue: checks at hand-over, expiry and cancellation", () => {
     expect(served.deviceId).toBe(deviceId);
     expect((await entry(t1, e1.body.entryId)).status).toBe("cancelled");
   });
+
+  it("a device held by a reservation window is passed over until the reservation is cancelled; then the queue gets it at once", async () => {
+    const pool = uid("q-window");
+    const dev = await registerDevice(pool);
+    const booker = await tokenFor(uid("q-window-b"));
+    const r = await call("POST", "/scheduler/reservations", { token: booker, body: { pool, startAt: Date.now() + 10 * 60_000, durationMinutes: 30 } });
+    expect(r.body.deviceId).toBe(dev.deviceId);
+    const token = await tokenFor(uid("q-window-u"));
+    // An hour would run into the window: wait. (Five minutes would not, and is served at once.)
+    const long = await join(token, { pool, durationMinutes: 60 });
+    expect(long.body.status).toBe("waiting");
+    const cancel = await call("DELETE", `/scheduler/reservations/${r.body.reservationId}`, { token: booker });
+    expect(cancel.status).toBe(200);
+    const served = await until(async () => {
+      const v = await entry(token, long.body.entryId);
+      return v.status === "fulfilled" ? v : null;
+    }, 5_000);
+    expect(served.deviceId).toBe(dev.deviceId);
+  });
 });

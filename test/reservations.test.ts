@@ -191,4 +191,72 @@ describe("reservations: the start", () => {
     const other = await allocate(await tokenFor(uid("r-quota-x")), { pool, durationMinutes: 60 });
     expect(other.status).toBe(201);
   });
+
+  it("back-to-back windows on one device: each is handed over in turn, the first ends as the second starts", async () => {
+    const pool = uid("r-b2b");
+    const dev = await registerDevice(pool);
+    const t1 = await tokenFor(uid("r-b2b-1"));
+    const t2 = await tokenFor(uid("r-b2b-2"));
+    const start = Date.now() + 1_500;
+    const r1 = await reserve(t1, { pool, startAt: start, durationSeconds: 2, reminderMinutes: 0 });
+    const r2 = await reserve(t2, { pool, startAt: start + 2_000, durationSeconds: 2, reminderMinutes: 0 });
+    expect([r1.body.deviceId, r2.body.deviceId]).toEqual([dev.deviceId, dev.deviceId]);
+    const done = await until(async () => {
+      const [a, b] = await Promise.all([view(t1, r1.body.reservationId), view(t2, r2.body.reservationId)]);
+      return a.status === "completed" && b.status === "completed" ? [a, b] : null;
+    }, 15_000);
+    const a1 = (await call("GET", `/scheduler/allocations/${done[0]!.allocationId}`, { token: t1 })).body;
+    const a2 = (await call("GET", `/scheduler/allocations/${done[1]!.allocationId}`, { token: t2 })).body;
+    expect([a1.deviceId, a2.deviceId]).toEqual([dev.deviceId, dev.deviceId]);
+    // The first never runs into the second's window.
+    expect(a1.expiresAt).toBeLessThanOrEqual(start + 2_000);
+    expect(a1.releasedAt).toBeLessThanOrEqual(a2.allocatedAt);
+  });
+});
+
+describe("reservations and queue entries: idempotency keys", () => {
+  it("a repeated key answers the first reservation or entry; the same key for another request is 409; a repeat works even at the quota limit", async () => {
+    const pool = uid("r-idem");
+    await Promise.all([registerDevice(pool), registerDevice(pool)]);
+    const token = await tokenFor(uid("r-idem-u"));
+    const body = { pool, startAt: Date.now() + 3_600_000, durationMinutes: 30, idempotencyKey: "book-1" };
+    const [a, b] = await Promise.all([reserve(token, body), reserve(token, body)]);
+    expect(a.status).toBe(201);
+    expect(b.body.reservationId).toBe(a.body.reservationId);
+    const other = await reserve(token, { ...body, durationMinutes: 45 });
+    expect(other.status).toBe(409);
+    expect(other.body.error.code).toBe("IDEMPOTENCY_KEY_REUSED");
+    expect((await call("GET", `/scheduler/reservations?pool=${pool}`, { token })).body.items).toHaveLength(1);
+    // Two joins with one key: one entry. The first takes a device; with the second device held too
+    // the user is at the free plan's 2 devices, and a repeat still answers the first entry.
+    const j1 = await call("POST", "/scheduler/queue/join", { token, body: { pool, durationMinutes: 5, idempotencyKey: "join-1" } });
+    expect(j1.body.status).toBe("fulfilled");
+    expect((await allocate(token, { pool, durationMinutes: 5 })).status).toBe(201);
+    const j2 = await call("POST", "/scheduler/queue/join", { token, body: { pool, durationMinutes: 5, idempotencyKey: "join-1" } });
+    expect(j2.status, JSON.stringify(j2.body)).toBe(201);
+    expect(j2.body).toMatchObject({ entryId: j1.body.entryId, allocationId: j1.body.allocationId });
+    const j3 = await call("POST", "/scheduler/queue/join", { token, body: { pool, durationMinutes: 6, idempotencyKey: "join-1" } });
+    expect(j3.body.error.code).toBe("IDEMPOTENCY_KEY_REUSED");
+  });
+});
+
+describe("reservations: the fleet changes", () => {
+  it("a device with booked windows cannot move to another pool; removed, its reservation starts on another device", async () => {
+    const pool = uid("r-move");
+    const dev = await registerDevice(pool);
+    const token = await tokenFor(uid("r-move-u"));
+    const r = await reserve(token, { pool, startAt: Date.now() + 1_500, durationSeconds: 30, reminderMinutes: 0 });
+    expect(r.body.deviceId).toBe(dev.deviceId);
+    const adm = await admin();
+    const move = await call("PATCH", `/admin/devices/${dev.deviceId}`, { token: adm, body: { pool: uid("r-move-elsewhere") } });
+    expect(move.status).toBe(409);
+    expect(move.body.error.code).toBe("DEVICE_RESERVED");
+    const twin = await registerDevice(pool);
+    expect((await call("DELETE", `/admin/devices/${dev.deviceId}`, { token: adm })).status).toBe(200);
+    const started = await until(async () => {
+      const v = await view(token, r.body.reservationId);
+      return v.status === "executing" ? v : null;
+    }, 10_000);
+    expect(started.deviceId).toBe(twin.deviceId);
+  });
 });

@@ -66,3 +66,8 @@ export function estimateStart(devices: EstimateDevice[], ahead: EstimateEntry[],
   for (const d of free) if (fits(d.spec, me.min, me.max) && (mine === null || d.at < mine)) mine = d.at;
   return mine;
 }
+
+/** What a repeated idempotency key of a join must match: the request as made (priority resolved). */
+export function joinHash(j: { priority: number; min: DeviceSpec; durationMinutes: number; durationSeconds?: number; maxWaitMinutes: number; maxWaitSeconds?: number }): string {
+  return JSON.stringify([j.priority, j.min, j.durationMinutes, j.durationSeconds ?? null, j.maxWaitMinutes, j.maxWaitSeconds ?? null]);
+}

@@ -69,4 +69,9 @@ export function checkReservation(q: QuotaState, spec: DeviceSpec, hours: number,
   return null;
 }
 
+/** What a repeated idempotency key of a booking must match: the request as made. */
+export function bookingHash(b: { min: DeviceSpec; startAt: number; endAt: number; durationMinutes: number; reminderMinutes: number }): string {
+  return JSON.stringify([b.min, b.startAt, b.endAt, b.durationMinutes, b.reminderMinutes]);
+}
+
 const iso = (t: number) => (Number.isFinite(t) ? new Date(t).toISOString() : String(t));

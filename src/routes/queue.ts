@@ -59,7 +59,7 @@ export function queueRoutes() {
         userId, pool: b.pool ?? defaultPool(c.env),
         durationMinutes: b.durationSeconds !== undefined ? Math.ceil(b.durationSeconds / 60) : b.durationMinutes, durationSeconds: b.durationSeconds,
         spec: requestSpec(b.spec), priority: b.priority, maxWaitMinutes: b.maxWaitSeconds !== undefined ? Math.ceil(b.maxWaitSeconds / 60) : b.maxWaitMinutes,
-        maxWaitSeconds: b.maxWaitSeconds, byAdmin: byAdmin(c, userId),
+        maxWaitSeconds: b.maxWaitSeconds, byAdmin: byAdmin(c, userId), idempotencyKey: b.idempotencyKey,
       }), 201);
     },
   );
@@ -124,7 +124,7 @@ export function queueRoutes() {
       return reply(c, await userQuota(c.env, userId).reserve({
         userId, pool: b.pool ?? defaultPool(c.env), startAt: b.startAt,
         durationMinutes: b.durationSeconds !== undefined ? Math.ceil(b.durationSeconds / 60) : b.durationMinutes, durationSeconds: b.durationSeconds,
-        spec: requestSpec(b.spec), reminderMinutes: b.reminderMinutes, byAdmin: byAdmin(c, userId),
+        spec: requestSpec(b.spec), reminderMinutes: b.reminderMinutes, byAdmin: byAdmin(c, userId), idempotencyKey: b.idempotencyKey,
       }), 201);
     },
   );
