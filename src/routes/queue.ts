@@ -7,7 +7,7 @@ import { z } from "@hono/zod-openapi";
 import type { Context } from "hono";
 import { actingUser, readableUser, requireUser, type AppEnv } from "../auth";
 import { defaultPool } from "../config";
-import { fail } from "../errors";
+import { fail, type Result } from "../errors";
 import { newApp } from "../app-factory";
 import { jsonBody, route } from "../openapi";
 import { scopeOfId } from "../ids";
@@ -34,6 +34,17 @@ function byAdmin(c: Context<AppEnv>, userId: string): string | null {
 /** Whose records a list shows: `userId` must be the caller's own unless an admin asks (an admin without it: everyone's). */
 function listedUser(c: Context<AppEnv>, userId: string | undefined): string | undefined {
   return userId === undefined ? undefined : readableUser(c, userId);
+}
+
+const NOT_FOUND = {
+  que: (id: string) => fail(404, "QUEUE_ENTRY_NOT_FOUND", "No such queue entry.", { entryId: id }),
+  rsv: (id: string) => fail(404, "RESERVATION_NOT_FOUND", "No such reservation.", { reservationId: id }),
+};
+
+/** Runs `fn` on the pool an entry or reservation id names; a malformed or forged id names nothing (404). */
+async function byId<T>(c: Context<AppEnv>, kind: keyof typeof NOT_FOUND, id: string, fn: (p: ReturnType<typeof pool>, id: string) => Promise<Result<T>>) {
+  const name = scopeOfId(kind, id);
+  return reply(c, name ? await fn(pool(c.env, name), id) : NOT_FOUND[kind](id));
 }
 
 export function queueRoutes() {
@@ -78,32 +89,15 @@ export function queueRoutes() {
     },
   );
 
-  const entryRoute = (path: string, summary: string) =>
-    route({ method: "get", path, tags: ["queue"], security, summary, request: { params: QueueEntryIdParam }, ok: { status: 200, schema: QueueEntryView, description: "The entry" } });
+  const entryRoute = (method: "get" | "delete", path: string, summary: string, description: string) =>
+    route({ method, path, tags: ["queue"], security, summary, request: { params: QueueEntryIdParam }, ok: { status: 200, schema: QueueEntryView, description } });
 
-  const entry = async (c: Context<AppEnv>, id: string) => {
-    const name = scopeOfId("que", id);
-    if (!name) return fail(404, "QUEUE_ENTRY_NOT_FOUND", "No such queue entry.", { entryId: id });
-    return pool(c.env, name).queueEntry(id, viewer(c));
-  };
-
-  app.openapi(entryRoute("/scheduler/queue/{id}", "One queue entry, with position and estimated start while it waits"), async (c) => reply(c, await entry(c, c.req.valid("param").id)));
-  app.openapi(entryRoute("/scheduler/queue/{id}/position", "Position and estimated start (the same view as GET /scheduler/queue/{id})"), async (c) => reply(c, await entry(c, c.req.valid("param").id)));
-
-  app.openapi(
-    route({
-      method: "delete", path: "/scheduler/queue/{id}", tags: ["queue"], security,
-      summary: "Leave the queue (a waiting entry only)",
-      request: { params: QueueEntryIdParam },
-      ok: { status: 200, schema: QueueEntryView, description: "The cancelled entry" },
-    }),
-    async (c) => {
-      const { id } = c.req.valid("param");
-      const name = scopeOfId("que", id);
-      if (!name) return reply(c, fail(404, "QUEUE_ENTRY_NOT_FOUND", "No such queue entry.", { entryId: id }));
-      return reply(c, await pool(c.env, name).cancelEntry(id, viewer(c)));
-    },
-  );
+  app.openapi(entryRoute("get", "/scheduler/queue/{id}", "One queue entry, with position and estimated start while it waits", "The entry"), (c) =>
+    byId(c, "que", c.req.valid("param").id, (p, id) => p.queueEntry(id, viewer(c))));
+  app.openapi(entryRoute("get", "/scheduler/queue/{id}/position", "Position and estimated start (the same view as GET /scheduler/queue/{id})", "The entry"), (c) =>
+    byId(c, "que", c.req.valid("param").id, (p, id) => p.queueEntry(id, viewer(c))));
+  app.openapi(entryRoute("delete", "/scheduler/queue/{id}", "Leave the queue (an entry not yet served)", "The cancelled entry"), (c) =>
+    byId(c, "que", c.req.valid("param").id, (p, id) => p.cancelEntry(id, viewer(c))));
 
   // ---- reservations ------------------------------------------------------------------------
 
@@ -166,37 +160,13 @@ export function queueRoutes() {
     },
   );
 
-  const reservationPool = (id: string) => scopeOfId("rsv", id);
+  const reservationRoute = (method: "get" | "delete", summary: string, description: string) =>
+    route({ method, path: "/scheduler/reservations/{id}", tags: ["reservations"], security, summary, request: { params: ReservationIdParam }, ok: { status: 200, schema: ReservationView, description } });
 
-  app.openapi(
-    route({
-      method: "get", path: "/scheduler/reservations/{id}", tags: ["reservations"], security,
-      summary: "One reservation",
-      request: { params: ReservationIdParam },
-      ok: { status: 200, schema: ReservationView, description: "The reservation" },
-    }),
-    async (c) => {
-      const { id } = c.req.valid("param");
-      const name = reservationPool(id);
-      if (!name) return reply(c, fail(404, "RESERVATION_NOT_FOUND", "No such reservation.", { reservationId: id }));
-      return reply(c, await pool(c.env, name).reservation(id, viewer(c)));
-    },
-  );
-
-  app.openapi(
-    route({
-      method: "delete", path: "/scheduler/reservations/{id}", tags: ["reservations"], security,
-      summary: "Cancel a reservation that has not started (its device is free for the window again)",
-      request: { params: ReservationIdParam },
-      ok: { status: 200, schema: ReservationView, description: "The cancelled reservation" },
-    }),
-    async (c) => {
-      const { id } = c.req.valid("param");
-      const name = reservationPool(id);
-      if (!name) return reply(c, fail(404, "RESERVATION_NOT_FOUND", "No such reservation.", { reservationId: id }));
-      return reply(c, await pool(c.env, name).cancelReservation(id, viewer(c)));
-    },
-  );
+  app.openapi(reservationRoute("get", "One reservation", "The reservation"), (c) =>
+    byId(c, "rsv", c.req.valid("param").id, (p, id) => p.reservation(id, viewer(c))));
+  app.openapi(reservationRoute("delete", "Cancel a reservation that has not started (its device is free for the window again)", "The cancelled reservation"), (c) =>
+    byId(c, "rsv", c.req.valid("param").id, (p, id) => p.cancelReservation(id, viewer(c))));
 
   return app;
 }
