@@ -477,13 +477,8 @@ export class DevicePool extends DurableObject<Env> {
     )!.n;
     if (inService === 0)
       return fail(409, "NO_MATCHING_DEVICE", `No device in pool "${j.pool}" that is in service matches the request within your quota, so waiting would never end.`, { pool: j.pool, spec: j.min });
-    if (j.idempotencyKey) {
-      const prior = this.prior("queue", j.userId, j.idempotencyKey, joinHash(j));
-      if (prior) return prior as Result<QueueEntryView>;
-    }
-    const mine = this.sql.one<{ n: number }>("SELECT COUNT(*) AS n FROM queue WHERE user_id = ? AND status IN ('waiting','offered')", j.userId)!.n;
-    if (mine >= QUEUE.maxWaitingPerUser)
-      return fail(409, "QUEUE_LIMIT", `You already have ${mine} entries waiting in pool "${j.pool}" (at most ${QUEUE.maxWaitingPerUser}).`, { limit: QUEUE.maxWaitingPerUser });
+    const before = this.repeatOrLimit("queue", j.userId, j.idempotencyKey && { key: j.idempotencyKey, hash: joinHash(j) });
+    if (before) return before as Result<QueueEntryView>;
     const now = Date.now();
     const entryId = newScopedId("que", j.pool);
     const seq = (this.sql.one<{ s: number | null }>("SELECT MAX(seq) AS s FROM queue")?.s ?? 0) + 1;
@@ -529,6 +524,19 @@ export class DevicePool extends DurableObject<Env> {
     return this.prior(kind, userId, key, hash);
   }
 
+  /** Before a new entry or booking: a repeated key's first answer, or the refusal of one too many open ones; null to go on. */
+  private repeatOrLimit(kind: "queue" | "reservation", userId: string, keyed: { key: string; hash: string } | undefined | ""): Result<QueueEntryView | ReservationView> | null {
+    if (keyed) {
+      const prior = this.prior(kind, userId, keyed.key, keyed.hash);
+      if (prior) return prior;
+    }
+    const [sql, limit, code, what] = kind === "queue"
+      ? ["SELECT COUNT(*) AS n FROM queue WHERE user_id = ? AND status IN ('waiting','offered')", QUEUE.maxWaitingPerUser, "QUEUE_LIMIT", "entries waiting"] as const
+      : ["SELECT COUNT(*) AS n FROM reservations WHERE user_id = ? AND status IN ('pending','confirmed')", RESERVATION.maxOpenPerUser, "RESERVATION_LIMIT", "open reservations"] as const;
+    const open = this.sql.one<{ n: number }>(sql, userId)!.n;
+    return open >= limit ? fail(409, code, `You already have ${open} ${what} in pool "${this.cfg.get()?.pool ?? ""}" (at most ${limit}).`, { limit }) : null;
+  }
+
   private prior(kind: "queue" | "reservation", userId: string, key: string, hash: string): Result<QueueEntryView | ReservationView> | null {
     const row = kind === "queue"
       ? this.sql.one<QueueRow>("SELECT * FROM queue WHERE user_id = ? AND idem_key = ?", userId, key)
@@ -566,7 +574,7 @@ export class DevicePool extends DurableObject<Env> {
         r.priority, r.priority, r.seq,
       );
       position = ahead.length + 1;
-      const devices = this.sql.all<IndexRow>("SELECT * FROM devices");
+      const devices = this.sql.all<IndexRow>("SELECT device_id, cpu, mem, storage, status, expires_at FROM devices WHERE status IN ('available','allocated')");
       estimate = r.status === "offered" ? now : estimateStart(
         devices.map((d): EstimateDevice => ({ ...spec(d), freeAt: d.status === "available" ? now : d.status === "allocated" ? d.expires_at ?? now : null })),
         ahead.map((a) => ({ ...bounds(a), durationMs: a.duration_ms })),
@@ -751,13 +759,8 @@ export class DevicePool extends DurableObject<Env> {
     const now = Date.now();
     const bad = checkWindow(b.startAt, b.endAt, now);
     if (bad) return bad;
-    if (b.idempotencyKey) {
-      const prior = this.prior("reservation", b.userId, b.idempotencyKey, bookingHash(b));
-      if (prior) return prior as Result<ReservationView>;
-    }
-    const open = this.sql.one<{ n: number }>("SELECT COUNT(*) AS n FROM reservations WHERE user_id = ? AND status IN ('pending','confirmed')", b.userId)!.n;
-    if (open >= RESERVATION.maxOpenPerUser)
-      return fail(409, "RESERVATION_LIMIT", `You already have ${open} open reservations in pool "${b.pool}" (at most ${RESERVATION.maxOpenPerUser}).`, { limit: RESERVATION.maxOpenPerUser });
+    const before = this.repeatOrLimit("reservation", b.userId, b.idempotencyKey && { key: b.idempotencyKey, hash: bookingHash(b) });
+    if (before) return before as Result<ReservationView>;
     const reservationId = newScopedId("rsv", b.pool);
     this.handing.add(reservationId);
     try {
