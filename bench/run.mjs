@@ -20,8 +20,8 @@ import { request, runClients, summarize } from "./lib/load.mjs";
 import { evaluateTargets, renderReport } from "./lib/report.mjs";
 import { LEVELS, MAIN_POOLS, SHARDS, SHARD_CLIENTS, adminToken, cpuFigures, runLevels, runShards, workerdCpuMs } from "./scenarios/allocate.mjs";
 
-const ALL = ["floor", "allocate", "shards", "expiry", "feed", "sockets", "ingestion"];
-const EXTERNAL = new Set(["expiry", "feed", "sockets", "ingestion"]);
+const ALL = ["floor", "allocate", "shards", "expiry", "queue", "feed", "sockets", "ingestion"];
+const EXTERNAL = new Set(["expiry", "queue", "feed", "sockets", "ingestion"]);
 // Measured on a runtime of their own: memory figures are only clean on a process that has not
 // just held thousands of other objects (freed memory is reused, so deltas would read low).
 const FRESH = new Set(["sockets"]);
@@ -161,6 +161,8 @@ async function main() {
     ratios: { allocateReleaseToWriteFloor: null, writeFloorCpuToAllocateReleaseCpu: null, allocateReleaseToNoopFloor: null, protocolFloorToWriteFloor: null, allocateReleaseToProtocolFloor: null, allocateP99ToWriteFloorP99: null },
     shards: null,
     expiryLagMs: null,
+    queueHandoverMs: null,
+    reservationStartLagMs: null,
     feedLatencyMs: null,
     idleSockets: null,
     ingestionRps: null,

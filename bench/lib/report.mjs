@@ -41,6 +41,7 @@ export function evaluateTargets(results) {
     },
     { name: "no refusals in the allocate runs (50 clients)", target: "0", value: refused, pass: check(refused, (v) => v === 0) },
     { name: "expiry lag p99 ≤ 1 s (expiresAt → released on the user's socket)", target: "<= 1000 ms", value: expiry, pass: check(expiry, (v) => v <= 1000) },
+    { name: "reservation start lag p99 ≤ 1 s (startAt → reservation.started on the user's socket)", target: "<= 1000 ms", value: results.reservationStartLagMs?.p99 ?? null, pass: check(results.reservationStartLagMs?.p99 ?? null, (v) => v <= 1000) },
     { name: "feed latency p99 ≤ 20 ms (cause → frame)", target: "<= 20 ms", value: feed, pass: check(feed, (v) => v <= 20) },
     {
       name: "10,000 idle feed sockets held (all still open, an event still arrives)",
@@ -111,6 +112,11 @@ export function renderReport(results) {
 
   const other = [];
   if (results.expiryLagMs) other.push(["expiry lag (expiresAt → released)", `p50 ${ms(results.expiryLagMs.p50)} ms, p99 ${ms(results.expiryLagMs.p99)} ms`, `n=${results.expiryLagMs.count ?? "?"}`]);
+  if (results.queueHandoverMs) {
+    const q = results.queue ?? {};
+    other.push(["queue hand-over (release → queue.fulfilled)", `p50 ${ms(results.queueHandoverMs.p50)} ms, p99 ${ms(results.queueHandoverMs.p99)} ms`, `n=${results.queueHandoverMs.count ?? "?"}; direct allocate p50 ${ms(q.directAllocate?.p50)} ms (ratio ${num(q.handoverToDirectAllocateP50, 2)}); served ${q.served}/${q.waiters}, twice ${q.servedTwice}`]);
+  }
+  if (results.reservationStartLagMs) other.push(["reservation start lag (startAt → reservation.started)", `p50 ${ms(results.reservationStartLagMs.p50)} ms, p99 ${ms(results.reservationStartLagMs.p99)} ms`, `n=${results.reservationStartLagMs.count ?? "?"}`]);
   if (results.feedLatencyMs) other.push(["feed latency (change → frame)", `p50 ${ms(results.feedLatencyMs.p50)} ms, p99 ${ms(results.feedLatencyMs.p99)} ms`, `n=${results.feedLatencyMs.count ?? "?"}`]);
   if (results.idleSockets) other.push(["idle sockets", `${results.idleSockets.count} sockets, workerd RSS ${num(results.idleSockets.rssMB)} MB`, (results.idleSockets.levels ?? []).map((l) => `${l.count}: ${num(l.rssMB)} MB`).join(", ")]);
   if (results.ingestionRps != null) {
