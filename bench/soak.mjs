@@ -30,7 +30,7 @@ import { Worker } from "node:worker_threads";
 import { Log, LogLevel } from "miniflare";
 import { JWT_SECRET, SERVICE_TOKEN, evictObject, restart, root, sql, startRuntime } from "./lib/runtime.mjs";
 import {
-  checkAcknowledged, checkBilling, checkDoubleAllocations, checkExpiry, checkFeeds, checkOrphans, checkQuota, checkRecordsAgree,
+  checkAcknowledged, checkBilling, checkDoubleAllocations, checkExpiry, checkFeeds, checkOrphans, checkQueueAndReservations, checkQuota, checkRecordsAgree,
   compareHoldings, confirmedHoldings, isBillable,
 } from "./lib/invariants.mjs";
 import { parseArgs } from "../scripts/lib.mjs";
@@ -207,6 +207,8 @@ const told = {
   idempotency: { repeats: 0, retriesAfterFailure: 0, mismatches: [] },
   topUps: new Map(), // paymentId → {userId, amount, acked}
   quota: new Map(USER_IDS.map((u) => [u, [{ sentAt: -Infinity, ackedAt: -Infinity, maxDevices: USER.get(u).maxDevices }]])),
+  queue: new Map(), // entryId → {userId, pool}
+  reservations: new Map(), // reservationId → {userId, pool, startAt, endAt}
 };
 /** What each user is believed to hold (targets for release and extend; may be stale). */
 const holding = new Map(USER_IDS.map((u) => [u, new Map()]));
@@ -419,6 +421,41 @@ const OPS = {
     return r;
   },
 
+  async queueJoin() {
+    const u = pick(USER_IDS);
+    const body = { pool: pick(POOLS).name, durationSeconds: int(2, 12), maxWaitSeconds: int(3, 20) };
+    if (chance(0.25)) body.spec = { cpuCores: pick([2, 4, 8]) };
+    if (chance(0.2)) body.idempotencyKey = `soak-q-${SEED}-${idem++}`;
+    const r = count("queue join", await call("POST", "/scheduler/queue/join", { headers: as(u), body }));
+    if (r.status === 201) told.queue.set(r.body.entryId, { userId: u, pool: body.pool });
+    return r;
+  },
+
+  async queueCancel() {
+    const ids = [...told.queue.keys()];
+    if (!ids.length) return OPS.reads();
+    const id = pick(ids);
+    return count("queue cancel", await call("DELETE", `/scheduler/queue/${id}`, { headers: as(told.queue.get(id).userId) }));
+  },
+
+  async reserve() {
+    const u = pick(USER_IDS);
+    const startAt = Date.now() + int(2_000, 20_000);
+    const seconds = int(3, 10);
+    const body = { pool: pick(POOLS).name, startAt, durationSeconds: seconds, reminderMinutes: pick([0, 1]) };
+    if (chance(0.25)) body.spec = { cpuCores: pick([2, 4]) };
+    const r = count("reserve", await call("POST", "/scheduler/reservations", { headers: as(u), body }));
+    if (r.status === 201) told.reservations.set(r.body.reservationId, { userId: u, pool: body.pool, startAt, endAt: startAt + seconds * 1000 });
+    return r;
+  },
+
+  async reservationCancel() {
+    const ids = [...told.reservations.keys()];
+    if (!ids.length) return OPS.reads();
+    const id = pick(ids);
+    return count("reservation cancel", await call("DELETE", `/scheduler/reservations/${id}`, { headers: as(told.reservations.get(id).userId) }));
+  },
+
   async adminReads() {
     const which = int(0, 3);
     const pool = pick(POOLS).name;
@@ -433,7 +470,10 @@ const OPS = {
 };
 // Per step. Releases, extensions and admin actions are rare on purpose: most allocations should
 // run to their expiry, and every extension holds a device one more minute.
-const WEIGHTS = [["allocate", 40], ["release", 0.7], ["extend", 0.15], ["reads", 30], ["topUp", 1.5], ["appEvent", 6], ["forceRelease", 0.12], ["deviceDown", 0.4], ["adminReads", 8]];
+const WEIGHTS = [
+  ["allocate", 40], ["release", 0.7], ["extend", 0.15], ["reads", 30], ["topUp", 1.5], ["appEvent", 6], ["forceRelease", 0.12], ["deviceDown", 0.4], ["adminReads", 8],
+  ["queueJoin", 1.5], ["queueCancel", 0.2], ["reserve", 0.8], ["reservationCancel", 0.15],
+];
 const TOTAL_WEIGHT = WEIGHTS.reduce((s, [, w]) => s + w, 0);
 function pickOp() {
   let x = rng() * TOTAL_WEIGHT;
@@ -875,6 +915,9 @@ async function main() {
       await must("POST", `/admin/devices/${id}/online`, { headers: admin() });
     }
   }
+  // The queue and the reservations are closed, so nothing is handed over after the final release.
+  const closed = await closeQueueAndReservations();
+  log(`queue entries and reservations closed: ${closed.cancelled} cancelled, ${closed.busy} were being served`);
   const stoppedAt = Date.now();
 
   // 5 (end): nothing active past its expiry, on devices or in user objects.
@@ -960,6 +1003,8 @@ async function main() {
   await sleep(2000);
   const atRest = confirmedHoldings(first2, await holdingsNow());
   const dev = await devicesNow();
+  const queueEnd = await pool([...told.queue], 6, async ([id, t]) => ({ ...t, ...(await must("GET", `/scheduler/queue/${id}`, { headers: admin() })).body }));
+  const reservationsEnd = await pool([...told.reservations], 6, async ([id, t]) => ({ told: t, ...(await must("GET", `/scheduler/reservations/${id}`, { headers: admin() })).body }));
   const [usageRows, ledgerRows, accounts, plans, deadLetters] = [
     await rows("SELECT * FROM usage_records"), await rows("SELECT * FROM ledger"), await rows("SELECT * FROM accounts"),
     await rows("SELECT * FROM pricing_plans"), await rows("SELECT status, COUNT(*) AS n FROM failed_usage GROUP BY status"),
@@ -978,6 +1023,7 @@ async function main() {
     checkFeeds(feed),
     checkAcknowledged({ acked: told.allocations, releases: told.releases, extensions: told.extensions, userAllocations: final, idempotency: told.idempotency }),
     checkRecordsAgree({ deviceHistories: histories, userAllocations: final }),
+    checkQueueAndReservations({ entries: queueEnd, reservations: reservationsEnd, userAllocations: final }),
   ];
 
   const latency = Object.fromEntries(Object.entries(stats.latency).map(([op, xs]) => {
@@ -1016,6 +1062,8 @@ async function main() {
     },
     feed: { ...feed, samples: undefined, expiryLagMs: undefined },
     topUps: { sent: told.topUps.size, acknowledged: [...told.topUps.values()].filter((t) => t.acked).length },
+    queue: tally(queueEnd.map((e) => e.status)),
+    reservations: tally(reservationsEnd.map((r) => r.status)),
     appEvents,
     latency,
     workerLogOther: { count: workerLog.other, byShape: workerLog.shapes },
@@ -1032,6 +1080,28 @@ async function main() {
   report(results);
   return pass;
 }
+
+/** Cancels every queue entry and reservation still open (an entry or start being served right now finishes first). */
+async function closeQueueAndReservations() {
+  const out = { cancelled: 0, busy: 0 };
+  const close = async (path, userId) => {
+    for (let i = 0; i < 20; i++) {
+      const r = await call("DELETE", path, { headers: as(userId) });
+      if (r.status === 200) return void out.cancelled++;
+      // Busy: its hand-over or start is running; it ends served (or not) in a moment.
+      if (r.status === 409 && /BUSY|CLOSED|EXECUTING/.test(r.body?.error?.code ?? "")) {
+        if (r.body.error.code !== "QUEUE_ENTRY_BUSY" && !/starting/.test(r.body.error.message)) return;
+        out.busy++;
+      } else if (r.status !== 0 && r.status < 500) return;
+      await sleep(500);
+    }
+  };
+  await pool([...told.queue], 6, ([id, t]) => close(`/scheduler/queue/${id}`, t.userId));
+  await pool([...told.reservations], 6, ([id, t]) => close(`/scheduler/reservations/${id}`, t.userId));
+  return out;
+}
+
+const tally = (xs) => xs.reduce((o, x) => ({ ...o, [x]: (o[x] ?? 0) + 1 }), {});
 
 async function billingGaps(billable) {
   const usage = new Set((await rows("SELECT allocation_id FROM usage_records")).map((r) => r.allocation_id));
@@ -1056,6 +1126,7 @@ function report(r) {
   const u = c.usage;
   console.log(`usage: ${u.endedBillable} ended billable; consumer saw ${u.workerLog["usage write failed"] ?? 0} failed record writes and ${u.workerLog["usage batch failed"] ?? 0} failed batches (retried; highest attempt ${u.maxDeliveryAttemptSeen}), ${u.deadLettered} messages dead-lettered, ${u.workerLog["dead letter could not be stored"] ?? 0} dead-letter store failures, ${u.droppedByDeadLetterQueue} dead letters dropped`);
   console.log(`       after drain: ${u.beforeRecovery.missingUsage} without usage, ${u.beforeRecovery.missingCharge} without charge (dead letters: ${top(u.beforeRecovery.deadLetters) || "none"}); replayed ${u.replay.replayed}; reconciliation healed ${u.reconcile.healed} (missing usage ${u.reconcile.missingUsage}, charges ${u.reconcile.missingCharges}); second pass ${u.reconcileSecondPass.missingUsage + u.reconcileSecondPass.missingCharges + u.reconcileSecondPass.mismatched + u.reconcileSecondPass.balanceDrift} differences; rows by source: ${top(u.usageRowsBySource)}`);
+  console.log(`queue entries: ${top(c.queue)}; reservations: ${top(c.reservations)}`);
   console.log(`feeds: ${c.feed.sockets} sockets, ${c.feed.reconnects} reconnects, ${c.feed.events} events (${top(c.feed.byType, 6)}); close codes ${top(c.feed.closes)}`);
   console.log(`5xx and network errors: ${top(c.failuresAndNetworkErrors, 12) || "none"}`);
   if (c.workerLogOther.count) console.log(`other runtime log lines: ${Object.entries(c.workerLogOther.byShape).sort((a, b) => b[1] - a[1]).slice(0, 4).map(([k, n]) => `${n}× "${k}"`).join("; ")}`);

@@ -280,8 +280,10 @@ export class DevicePool extends DurableObject<Env> {
   private readonly cfg: CachedRow<Settings>;
   private readonly clock: AlarmClock;
   /** The running queue dispatch, and whether something changed while it ran (run again). */
-  private dispatching: Promise<void> | null = null;
+  private dispatching = false;
   private dispatchAgain = false;
+  /** Callers waiting for the next dispatch round to finish. */
+  private readonly roundWaiters: (() => void)[] = [];
   /** Entries and reservations whose hand-over call is running (the alarm leaves them alone). */
   private readonly handing = new Set<string>();
   /** A notice was written since the last delivery (so a path without its own delivery starts one). */
@@ -439,7 +441,7 @@ export class DevicePool extends DurableObject<Env> {
       return true;
     });
     // A device freed (release, expiry, back in service): the queue's head gets it now.
-    if (changed && s.status === "available" && this.sql.one("SELECT 1 AS x FROM queue WHERE status = 'waiting' LIMIT 1")) this.ctx.waitUntil(this.dispatch());
+    if (changed && s.status === "available" && this.sql.one("SELECT 1 AS x FROM queue WHERE status = 'waiting' LIMIT 1")) void this.dispatch();
     else if (this.noticesWaiting) this.ctx.waitUntil(this.flushNotices().then(() => this.rearm()));
   }
 
@@ -592,30 +594,52 @@ export class DevicePool extends DurableObject<Env> {
 
   /**
    * Offers free devices to waiting entries in queue order (priority, then arrival), then hands
-   * them over. One dispatch runs at a time; a change meanwhile makes it run once more.
+   * them over, in rounds: one round runs at a time, and a call during a round asks for another.
+   * The promise resolves when a round that started after the call has finished (so a join sees
+   * its own hand-over). A busy pool may always have another round to run: after a few in one
+   * go the rest continue from the alarm, so no single invocation of the object runs for ever.
    */
   private dispatch(): Promise<void> {
-    if (this.dispatching) {
-      this.dispatchAgain = true;
-      return this.dispatching;
+    const done = new Promise<void>((resolve) => this.roundWaiters.push(resolve));
+    this.dispatchAgain = true;
+    if (!this.dispatching) {
+      this.dispatching = true;
+      // Kept alive by the runtime until the rounds end (a few at most: see dispatchRounds).
+      this.ctx.waitUntil(this.dispatchRounds());
     }
-    this.dispatching = (async () => {
-      try {
-        do {
-          this.dispatchAgain = false;
+    return done;
+  }
+
+  private async dispatchRounds(): Promise<void> {
+    try {
+      for (let round = 0; this.dispatchAgain; round++) {
+        if (round === QUEUE.roundsPerInvocation) {
+          // Handed on: the alarm runs the next round. Callers still waiting are let go now (they may
+          // be the alarm itself, which must end before the next alarm can run).
+          for (const resolve of this.roundWaiters.splice(0)) resolve();
+          await this.clock.arm(Date.now());
+          return;
+        }
+        this.dispatchAgain = false;
+        const waiting = this.roundWaiters.splice(0);
+        try {
           // Notices first: a window given back (unreserve) must reach its device before the device is offered.
           await this.flushNotices();
           const offers = this.offer();
           if (offers.length) await Promise.all(offers.map((e) => this.handOver(e)));
           await this.flushNotices();
           await this.rearm();
-          // A call that came in meanwhile set dispatchAgain: its change is seen by the next round.
-        } while (this.dispatchAgain);
-      } finally {
-        this.dispatching = null;
+        } catch (err) {
+          // The alarm (re-armed by the constructor after a restart) drives what is still due.
+          console.error(JSON.stringify({ level: "error", msg: "queue dispatch failed", error: String(err).slice(0, 500) }));
+          await this.clock.arm(Date.now() + QUEUE.offerRetryMs).catch(() => {});
+        } finally {
+          for (const resolve of waiting) resolve();
+        }
       }
-    })();
-    return this.dispatching;
+    } finally {
+      this.dispatching = false;
+    }
   }
 
   /**
@@ -802,7 +826,7 @@ export class DevicePool extends DurableObject<Env> {
         const remindAt = reminderAt(b.startAt, b.reminderMinutes, Date.now());
         this.sql.exec("UPDATE reservations SET status = 'confirmed', remind_at = ?, updated_at = ? WHERE reservation_id = ? AND status = 'pending'", remindAt, Date.now(), reservationId);
         await this.clock.arm(Math.min(remindAt ?? b.startAt, b.startAt));
-        if (remindAt !== null && remindAt <= Date.now()) this.ctx.waitUntil(this.tick());
+        if (remindAt !== null && remindAt <= Date.now()) void this.tick().catch(() => {});
         // A crash before this point leaves a pending row: the alarm drops it after pendingTimeoutMs.
         return ok(this.reservationView(this.reservationRow(reservationId)!));
       }

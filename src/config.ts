@@ -125,6 +125,8 @@ export const QUEUE = {
   offerAttempts: 5,
   /** A device whose hand-over found it not free after all is passed over by that entry this long. */
   raceSkipMs: 30_000,
+  /** Dispatch rounds run back to back in one invocation of the pool before the alarm takes over. */
+  roundsPerInvocation: 4,
 };
 
 /** Reservations of a future window on a pool's devices. */

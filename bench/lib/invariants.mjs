@@ -418,3 +418,70 @@ export function checkFeeds(feed) {
     `${feed.sockets} sockets opened (${feed.reconnects} reconnects), ${feed.events} events: ${feed.foreign} of another user, ${feed.duplicates} seen twice, ${feed.gaps} gaps (${feed.missedReported} seqs reported missed by the server)`,
     { ...feed, samples: undefined }, feed.samples ?? []);
 }
+
+/**
+ * The waiting queue and reservations (issue 6), from the entries' and reservations' own views
+ * at the end and the users' records: every served entry's and started reservation's allocation
+ * is its user's, on the device it names; nothing is left half-served (offered, pending) or
+ * waiting after the queue was closed; no two reservations that held a device overlap on it.
+ * (A device's single allocation and the quota are the checks above, which count these too.)
+ */
+export function checkQueueAndReservations({ entries, reservations, userAllocations }) {
+  const user = new Map();
+  for (const [userId, list] of userAllocations) for (const a of list) user.set(a.allocationId, { ...a, userId });
+  const c = { entries: entries.length, served: 0, servedWrong: 0, leftOpen: 0, reservations: reservations.length, started: 0, startedWrong: 0, reservationsLeftOpen: 0, overlaps: 0 };
+  const samples = [];
+  for (const e of entries) {
+    if (e.status === "fulfilled") {
+      c.served++;
+      const a = user.get(e.allocationId);
+      if (!a || a.userId !== e.userId || a.deviceId !== e.deviceId) {
+        c.servedWrong++;
+        samples.push({ kind: "served entry without its allocation", entryId: e.entryId, allocationId: e.allocationId, recorded: a ?? null });
+      }
+    } else if (e.status === "waiting" || e.status === "offered") {
+      c.leftOpen++;
+      samples.push({ kind: "queue entry left open", entryId: e.entryId, status: e.status });
+    }
+  }
+  const held = new Map(); // deviceId → windows that held it
+  for (const r of reservations) {
+    if (r.status === "executing" || r.status === "completed") {
+      c.started++;
+      const a = user.get(r.allocationId);
+      if (!a || a.userId !== r.userId || a.deviceId !== r.deviceId) {
+        c.startedWrong++;
+        samples.push({ kind: "started reservation without its allocation", reservationId: r.reservationId, allocationId: r.allocationId, recorded: a ?? null });
+      }
+    }
+    if (r.status === "pending" || r.status === "confirmed") {
+      c.reservationsLeftOpen++;
+      samples.push({ kind: "reservation left open", reservationId: r.reservationId, status: r.status });
+    }
+    // What each reservation held of its device: a booked window, or (once started) its allocation's
+    // real time there (an early release gives the rest of the window back, and others may book it).
+    const a = user.get(r.allocationId);
+    const span = r.status === "confirmed" ? [Date.parse(r.startAt), Date.parse(r.endAt)]
+      : r.status === "executing" && a ? [a.allocatedAt, a.expiresAt]
+      : r.status === "completed" && a ? [a.allocatedAt, a.releasedAt ?? a.expiresAt]
+      : null;
+    if (span && r.deviceId) {
+      const list = held.get(r.deviceId) ?? [];
+      for (const o of list)
+        if (span[0] < o.span[1] && o.span[0] < span[1]) {
+          c.overlaps++;
+          samples.push({ kind: "two reservations held one device at once", deviceId: r.deviceId, a: { id: o.r.reservationId, status: o.r.status, span: o.span }, b: { id: r.reservationId, status: r.status, span } });
+        }
+      list.push({ r, span });
+      held.set(r.deviceId, list);
+    }
+  }
+  const violations = c.servedWrong + c.leftOpen + c.startedWrong + c.reservationsLeftOpen + c.overlaps;
+  return result(
+    "queue and reservations: hand-overs are real allocations, nothing left half-served, no window booked twice",
+    violations,
+    `${c.entries} entries (${c.served} served, ${c.servedWrong} without their allocation, ${c.leftOpen} left open); ${c.reservations} reservations (${c.started} started, ${c.startedWrong} without their allocation, ${c.reservationsLeftOpen} left open, ${c.overlaps} overlapping)`,
+    c,
+    samples,
+  );
+}
