@@ -1063,7 +1063,9 @@ async function main() {
     feed: { ...feed, samples: undefined, expiryLagMs: undefined },
     topUps: { sent: told.topUps.size, acknowledged: [...told.topUps.values()].filter((t) => t.acked).length },
     queue: tally(queueEnd.map((e) => e.status)),
+    queueFailedBecause: tally(queueEnd.filter((e) => e.status === "failed").map((e) => e.error?.code ?? "?")),
     reservations: tally(reservationsEnd.map((r) => r.status)),
+    reservationsFailedBecause: tally(reservationsEnd.filter((r) => r.status === "failed").map((r) => r.error?.code ?? "?")),
     appEvents,
     latency,
     workerLogOther: { count: workerLog.other, byShape: workerLog.shapes },
@@ -1126,7 +1128,7 @@ function report(r) {
   const u = c.usage;
   console.log(`usage: ${u.endedBillable} ended billable; consumer saw ${u.workerLog["usage write failed"] ?? 0} failed record writes and ${u.workerLog["usage batch failed"] ?? 0} failed batches (retried; highest attempt ${u.maxDeliveryAttemptSeen}), ${u.deadLettered} messages dead-lettered, ${u.workerLog["dead letter could not be stored"] ?? 0} dead-letter store failures, ${u.droppedByDeadLetterQueue} dead letters dropped`);
   console.log(`       after drain: ${u.beforeRecovery.missingUsage} without usage, ${u.beforeRecovery.missingCharge} without charge (dead letters: ${top(u.beforeRecovery.deadLetters) || "none"}); replayed ${u.replay.replayed}; reconciliation healed ${u.reconcile.healed} (missing usage ${u.reconcile.missingUsage}, charges ${u.reconcile.missingCharges}); second pass ${u.reconcileSecondPass.missingUsage + u.reconcileSecondPass.missingCharges + u.reconcileSecondPass.mismatched + u.reconcileSecondPass.balanceDrift} differences; rows by source: ${top(u.usageRowsBySource)}`);
-  console.log(`queue entries: ${top(c.queue)}; reservations: ${top(c.reservations)}`);
+  console.log(`queue entries: ${top(c.queue)} (failed: ${top(c.queueFailedBecause) || "none"}); reservations: ${top(c.reservations)} (failed: ${top(c.reservationsFailedBecause) || "none"})`);
   console.log(`feeds: ${c.feed.sockets} sockets, ${c.feed.reconnects} reconnects, ${c.feed.events} events (${top(c.feed.byType, 6)}); close codes ${top(c.feed.closes)}`);
   console.log(`5xx and network errors: ${top(c.failuresAndNetworkErrors, 12) || "none"}`);
   if (c.workerLogOther.count) console.log(`other runtime log lines: ${Object.entries(c.workerLogOther.byShape).sort((a, b) => b[1] - a[1]).slice(0, 4).map(([k, n]) => `${n}× "${k}"`).join("; ")}`);

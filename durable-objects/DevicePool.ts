@@ -322,6 +322,10 @@ export class DevicePool extends DurableObject<Env> {
    * reserved device, or another free one if that one is not free at the start.
    */
   async claim(req: ClaimRequest): Promise<Result<Claimed>> {
+    return this.claimFor(req);
+  }
+
+  private async claimFor(req: ClaimRequest): Promise<Result<Claimed>> {
     if (!this.exists()) return fail(404, "POOL_NOT_FOUND", `Pool "${req.pool}" has no devices.`, { pool: req.pool });
     const { strategy, idleReleaseSeconds } = this.settings(req.pool);
     const tried = new Set<string>();
@@ -705,7 +709,7 @@ export class DevicePool extends DurableObject<Env> {
     this.handing.add(e.entry_id);
     let r: Result<AllocationResult>;
     try {
-      r = await this.env.USER_QUOTA.getByName(e.user_id).allocate(this.queueAllocation(e));
+      r = await this.handOverAllocation(this.queueAllocation(e));
     } catch (err) {
       r = fail(503, "USER_UNAVAILABLE", "The user's object did not answer.", { cause: String(err).slice(0, 200) });
     } finally {
@@ -745,6 +749,26 @@ export class DevicePool extends DurableObject<Env> {
         this.sql.exec("UPDATE queue SET attempts = attempts + 1, retry_at = ?, error = ?, updated_at = ? WHERE entry_id = ?", now + QUEUE.offerRetryMs, errorText(r), now, e.entry_id);
       }
     });
+  }
+
+  /**
+   * An allocation for a queue entry or a reservation: the user's object checks and holds the
+   * quota (step 1), this pool claims the device itself (step 2), the user's object records and
+   * confirms it (steps 3-4). The pool never waits on a call that calls back into it.
+   */
+  private async handOverAllocation(input: AllocateInput & { via: NonNullable<ClaimRequest["via"]> }): Promise<Result<AllocationResult>> {
+    const user = this.env.USER_QUOTA.getByName(input.userId);
+    const begun = (await user.beginHandOver(input)) as Result<AllocationResult> | { begun: { allocationId: string; durationMs: number; max: DeviceSpec } };
+    if (!("begun" in begun)) return begun;
+    const b = begun.begun;
+    let claimed: Result<Claimed>;
+    try {
+      claimed = await this.claimFor({ allocationId: b.allocationId, userId: input.userId, pool: input.pool, min: input.spec, max: b.max, durationMs: b.durationMs, via: input.via });
+    } catch (err) {
+      // A device that did not answer may hold it: it asks the user's object later and frees itself.
+      claimed = fail(503, "DEVICE_UNAVAILABLE", "The device did not answer.", { cause: String(err).slice(0, 200) });
+    }
+    return (await user.finishHandOver(input, b.allocationId, claimed)) as Result<AllocationResult>;
   }
 
   private queueAllocation(e: QueueRow): AllocateInput & { via: NonNullable<ClaimRequest["via"]> } {
@@ -926,7 +950,7 @@ export class DevicePool extends DurableObject<Env> {
     const seconds = Math.max(1, Math.ceil((row.end_at - execFrom) / 1000));
     let r: Result<AllocationResult>;
     try {
-      r = await this.env.USER_QUOTA.getByName(row.user_id).allocate({
+      r = await this.handOverAllocation({
         userId: row.user_id, pool: this.cfg.get()!.pool, durationMinutes: Math.ceil(seconds / 60), durationSeconds: seconds,
         spec: bounds(row).min, idempotencyKey: `reservation:${row.reservation_id}`,
         via: { kind: "reservation", id: row.reservation_id, deviceId: row.device_id, until: row.end_at },

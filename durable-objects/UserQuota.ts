@@ -176,6 +176,14 @@ export interface ReleaseResult {
   reason: EndReason;
 }
 
+/** An allocation past step 1: its pending row, the largest device its quota allows, the funds it was checked against. */
+interface Begun {
+  allocationId: string;
+  durationMs: number;
+  max: DeviceSpec;
+  known: KnownFunds;
+}
+
 /** The user's funds for a check, and whether they are a balance read earlier and reused (see funds()). */
 interface KnownFunds {
   funds: Funds | null;
@@ -200,6 +208,8 @@ export class UserQuota extends DurableObject<Env> {
   private fundsSeen: { funds: Funds; at: number; spent: number } | null = null;
   /** The profile row (only this class writes it). */
   private readonly prof: CachedRow<ProfileRow>;
+  /** Funds known at step 1 of hand-overs whose pool has not reported back yet. */
+  private readonly handOvers = new Map<string, KnownFunds>();
 
   constructor(ctx: DurableObjectState, env: Env) {
     super(ctx, env);
@@ -277,6 +287,51 @@ export class UserQuota extends DurableObject<Env> {
   // ---- allocation --------------------------------------------------------------------------
 
   async allocate(input: AllocateInput): Promise<Result<AllocationResult>> {
+    const begun = await this.begin(input);
+    if (!("allocationId" in begun)) return begun;
+    const run = this.completeAllocation(begun, input);
+    this.inFlight.set(begun.allocationId, run);
+    try {
+      return await run;
+    } finally {
+      this.inFlight.delete(begun.allocationId);
+    }
+  }
+
+  /**
+   * A pool handing over a device (a queue entry, a reservation's start), step 1: the same checks
+   * and pending row as an allocation; the pool then claims the device itself and reports with
+   * `finishHandOver`. (Were the pool to call `allocate`, the claim would call back into the pool
+   * mid-call.) A repeated key answers its first result, as for `allocate`.
+   */
+  async beginHandOver(input: AllocateInput): Promise<Result<AllocationResult> | { begun: { allocationId: string; durationMs: number; max: DeviceSpec } }> {
+    const begun = await this.begin(input);
+    if (!("allocationId" in begun)) return begun;
+    this.handOvers.set(begun.allocationId, begun.known);
+    // The pool may never report back: the pending row's deadline then aborts it (as after a crash).
+    await this.clock.arm(Date.now() + ALLOCATION.intentTimeoutMs);
+    return { begun: { allocationId: begun.allocationId, durationMs: begun.durationMs, max: begun.max } };
+  }
+
+  /** A pool's hand-over, step 2: the device it claimed (or why not). Steps 3 and 4 as for `allocate`. */
+  async finishHandOver(input: AllocateInput, allocationId: string, claimed: Result<Claimed>): Promise<Result<AllocationResult>> {
+    this.profile(input.userId);
+    let known = this.handOvers.get(allocationId);
+    this.handOvers.delete(allocationId);
+    if (!known) {
+      // Restarted since step 1: read the balance again.
+      const funds = await this.funds(input.userId);
+      known = funds.ok ? funds.value : { funds: null, reused: false };
+    }
+    const row = this.sql.one<AllocRow>("SELECT duration_ms FROM allocations WHERE allocation_id = ?", allocationId);
+    return this.finishAllocation({ allocationId, durationMs: row?.duration_ms ?? 0, known }, input, claimed);
+  }
+
+  /**
+   * Step 1 of an allocation: a repeated key's answer, a refusal, or the checks passed and the
+   * pending row written (quota held) with no await between them.
+   */
+  private async begin(input: AllocateInput): Promise<Result<AllocationResult> | Begun> {
     this.profile(input.userId);
     const hash = requestHash(input);
     const replay = this.replayOf(input, hash);
@@ -314,13 +369,7 @@ export class UserQuota extends DurableObject<Env> {
       allocationId, input.pool, input.spec.cpuCores, input.spec.memoryMB, input.spec.storageMB, input.durationMinutes, durationMs, hours,
       input.idempotencyKey ?? null, hash, now + ALLOCATION.intentTimeoutMs, now, requestedIdleGraceMs(input.idleReleaseMinutes, input.idleReleaseSeconds),
     );
-    const run = this.completeAllocation(allocationId, input, durationMs, deviceHeadroom(st.limits, usage), funds.value);
-    this.inFlight.set(allocationId, run);
-    try {
-      return await run;
-    } finally {
-      this.inFlight.delete(allocationId);
-    }
+    return { allocationId, durationMs, max: deviceHeadroom(st.limits, usage), known: funds.value };
   }
 
   /** A repeated idempotency key: the first request's answer, or null for a new request. */
@@ -390,17 +439,24 @@ export class UserQuota extends DurableObject<Env> {
     return f ? checkFunds(f, this.committed(f, excluding), estimateOf(f, spec, durationMs)) : null;
   }
 
-  private async completeAllocation(allocationId: string, input: AllocateInput, durationMs: number, max: DeviceSpec, known: KnownFunds): Promise<Result<AllocationResult>> {
+  private async completeAllocation(b: Begun, input: AllocateInput): Promise<Result<AllocationResult>> {
     // No alarm for the pending row's deadline: while this runs the alarm leaves the row alone
     // (inFlight), and after a crash the constructor re-arms for it. (An alarm write costs a commit.)
     let claimed: Result<Claimed>;
     try {
-      claimed = (await this.env.DEVICE_POOL.getByName(input.pool).claim({ allocationId, userId: input.userId, pool: input.pool, min: input.spec, max, durationMs, via: input.via })) as Result<Claimed>;
+      claimed = (await this.env.DEVICE_POOL.getByName(input.pool).claim({
+        allocationId: b.allocationId, userId: input.userId, pool: input.pool, min: input.spec, max: b.max, durationMs: b.durationMs, via: input.via,
+      })) as Result<Claimed>;
     } catch (err) {
       // We cannot know whether a device holds it: abort, and a device holding it frees itself on `verify`.
-      this.abortPending(allocationId);
+      this.abortPending(b.allocationId);
       return fail(503, "POOL_UNAVAILABLE", "The device pool did not answer; nothing was allocated. Try again.", { cause: String(err) });
     }
+    return this.finishAllocation(b, input, claimed);
+  }
+
+  /** Steps 3 and 4: the claimed device is recorded (quota and funds checked on its real spec) and confirmed. */
+  private async finishAllocation({ allocationId, durationMs, known }: Omit<Begun, "max">, input: AllocateInput, claimed: Result<Claimed>): Promise<Result<AllocationResult>> {
     if (!claimed.ok) {
       this.sql.exec("DELETE FROM allocations WHERE allocation_id = ? AND status = 'pending'", allocationId);
       return claimed;
