@@ -705,16 +705,8 @@ export class DevicePool extends DurableObject<Env> {
 
   /** The entry's user object allocates the offered device (quota and balance checked there). */
   private async handOver(e: QueueRow): Promise<void> {
-    if (this.handing.has(e.entry_id)) return;
-    this.handing.add(e.entry_id);
-    let r: Result<AllocationResult>;
-    try {
-      r = await this.handOverAllocation(this.queueAllocation(e));
-    } catch (err) {
-      r = fail(503, "USER_UNAVAILABLE", "The user's object did not answer.", { cause: String(err).slice(0, 200) });
-    } finally {
-      this.handing.delete(e.entry_id);
-    }
+    const r = await this.handOverAllocation(e.entry_id, this.queueAllocation(e));
+    if (!r) return;
     const now = Date.now();
     const row = this.entryRow(e.entry_id);
     if (row?.status !== "offered") return;
@@ -756,7 +748,20 @@ export class DevicePool extends DurableObject<Env> {
    * quota (step 1), this pool claims the device itself (step 2), the user's object records and
    * confirms it (steps 3-4). The pool never waits on a call that calls back into it.
    */
-  private async handOverAllocation(input: AllocateInput & { via: NonNullable<ClaimRequest["via"]> }): Promise<Result<AllocationResult>> {
+  private async handOverAllocation(key: string, input: AllocateInput & { via: NonNullable<ClaimRequest["via"]> }): Promise<Result<AllocationResult> | null> {
+    // One hand-over per entry or reservation at a time (the alarm may find it due while it runs).
+    if (this.handing.has(key)) return null;
+    this.handing.add(key);
+    try {
+      return await this.handOverSteps(input);
+    } catch (err) {
+      return fail(503, "USER_UNAVAILABLE", "The user's object did not answer.", { cause: String(err).slice(0, 200) });
+    } finally {
+      this.handing.delete(key);
+    }
+  }
+
+  private async handOverSteps(input: AllocateInput & { via: NonNullable<ClaimRequest["via"]> }): Promise<Result<AllocationResult>> {
     const user = this.env.USER_QUOTA.getByName(input.userId);
     const begun = (await user.beginHandOver(input)) as Result<AllocationResult> | { begun: { allocationId: string; durationMs: number; max: DeviceSpec } };
     if (!("begun" in begun)) return begun;
@@ -943,23 +948,16 @@ export class DevicePool extends DurableObject<Env> {
   /** At the start: the user's object allocates the reserved device (another free one if it is still busy). */
   private async startReservation(row: ReservationRow): Promise<void> {
     if (this.handing.has(row.reservation_id)) return;
-    this.handing.add(row.reservation_id);
     const execFrom = row.exec_from ?? Date.now();
     if (row.exec_from === null) this.sql.exec("UPDATE reservations SET exec_from = ? WHERE reservation_id = ?", execFrom, row.reservation_id);
     // The duration is fixed at the first attempt, so a retry is the same request (same idempotency key).
     const seconds = Math.max(1, Math.ceil((row.end_at - execFrom) / 1000));
-    let r: Result<AllocationResult>;
-    try {
-      r = await this.handOverAllocation({
-        userId: row.user_id, pool: this.cfg.get()!.pool, durationMinutes: Math.ceil(seconds / 60), durationSeconds: seconds,
-        spec: bounds(row).min, idempotencyKey: `reservation:${row.reservation_id}`,
-        via: { kind: "reservation", id: row.reservation_id, deviceId: row.device_id, until: row.end_at },
-      });
-    } catch (err) {
-      r = fail(503, "USER_UNAVAILABLE", "The user's object did not answer.", { cause: String(err).slice(0, 200) });
-    } finally {
-      this.handing.delete(row.reservation_id);
-    }
+    const r = await this.handOverAllocation(row.reservation_id, {
+      userId: row.user_id, pool: this.cfg.get()!.pool, durationMinutes: Math.ceil(seconds / 60), durationSeconds: seconds,
+      spec: bounds(row).min, idempotencyKey: `reservation:${row.reservation_id}`,
+      via: { kind: "reservation", id: row.reservation_id, deviceId: row.device_id, until: row.end_at },
+    });
+    if (!r) return;
     const now = Date.now();
     const cur = this.reservationRow(row.reservation_id);
     if (!cur || cur.status !== "confirmed") return;
