@@ -7,13 +7,14 @@
  * It also holds the pool's waiting queue and reservations, because both are about the order
  * in which this pool's devices are handed out:
  * - Queue: an entry waits (priority, then arrival) until a fitting device frees. The device
- *   is then offered to the head entry (no other claim may pick it) and the entry's user
- *   object allocates it through the normal protocol, with the entry's id as idempotency
- *   key, so quota and balance are checked at hand-over and a retry never allocates twice.
+ *   is then offered to the head entry (no other claim may pick it) and allocated by the
+ *   allocation protocol's steps: the entry's user object checks and holds the quota, this
+ *   pool claims the device, the user object records it (see handOverAllocation). The entry's
+ *   id is the idempotency key, so a retry never allocates twice.
  * - Reservations: a booking takes one fitting device whose window is free (checked and
  *   written with no await between, so two bookings never get one window), and the device
  *   itself records the window, refusing claims and extends that would run into it. The
- *   alarm reminds, and at the start allocates through the user object as above.
+ *   alarm reminds, and at the start allocates the device by the same steps.
  * Feed events for users go through an outbox (`notices`) that the alarm retries.
  */
 import { DurableObject } from "cloudflare:workers";
@@ -703,7 +704,7 @@ export class DevicePool extends DurableObject<Env> {
     }
   }
 
-  /** The entry's user object allocates the offered device (quota and balance checked there). */
+  /** The offered device is allocated to the entry's user (quota and balance checked by their object), and the outcome recorded. */
   private async handOver(e: QueueRow): Promise<void> {
     const r = await this.handOverAllocation(e.entry_id, this.queueAllocation(e));
     if (!r) return;

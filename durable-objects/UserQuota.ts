@@ -9,6 +9,9 @@
  *   2. pool picks, device claims as `held`                    → device asks `verify` later, frees if unknown
  *   3. re-read row; `active` + event                          → aborted meanwhile: give the device back
  *   4. device.confirm                                          → missing: device's `verify` says active
+ * A direct allocation runs all four from here (`allocate`). A pool handing over a device (a
+ * queue entry, a reservation's start) runs step 1 here (`beginHandOver`), step 2 itself, and
+ * steps 3-4 here (`finishHandOver`), so it never waits on a call that calls back into it.
  * An ended allocation is reported by the device's outbox (`deviceEnded`), and an active row
  * past its expiry is checked with the device by this object's alarm.
  *
