@@ -27,6 +27,7 @@ import {
 import { fail, ok, type Failure, type Result } from "../src/errors";
 import { checkAllocation, checkExtraHours, deviceHeadroom, periodStartFor, quotaStatus, renewedUntil, type QuotaState } from "../src/domain/quota";
 import { checkExtend } from "../src/domain/extend";
+import { durationMsOf } from "../src/domain/duration";
 import { entryPriority, joinHash } from "../src/domain/queue";
 import { bookingHash, checkReservation, checkWindow } from "../src/domain/reservation";
 import { checkFunds, estimateOf, priceOf } from "../src/domain/pricing";
@@ -342,7 +343,7 @@ export class UserQuota extends DurableObject<Env> {
     let fresh = false;
     let funds: Result<KnownFunds>;
     let p: ProfileRow, now: number, st: QuotaState, usage: QuotaUsage;
-    const durationMs = input.durationSeconds !== undefined ? input.durationSeconds * 1000 : input.durationMinutes * 60_000;
+    const durationMs = durationMsOf(input.durationMinutes, input.durationSeconds);
     const hours = durationMs / 3_600_000;
     for (;;) {
       // The balance is known before the synchronous check-and-write below (an await in
@@ -552,7 +553,7 @@ export class UserQuota extends DurableObject<Env> {
       const prior = await pool.priorRequest("queue", input.userId, input.idempotencyKey, joinHash({ ...input, priority, min: input.spec }));
       if (prior) return prior as Result<QueueEntryView>;
     }
-    const durationMs = input.durationSeconds !== undefined ? input.durationSeconds * 1000 : input.durationMinutes * 60_000;
+    const durationMs = durationMsOf(input.durationMinutes, input.durationSeconds);
     let max: DeviceSpec = input.spec;
     const funds = await this.checkedFunds(input.userId, (f) => {
       const now = this.profile(input.userId);
@@ -570,7 +571,7 @@ export class UserQuota extends DurableObject<Env> {
   /** Books a future window in the pool (quota status, per-device limits and balance checked now; everything again at the start). */
   async reserve(input: ReserveInput): Promise<Result<ReservationView>> {
     this.profile(input.userId);
-    const durationMs = input.durationSeconds !== undefined ? input.durationSeconds * 1000 : input.durationMinutes * 60_000;
+    const durationMs = durationMsOf(input.durationMinutes, input.durationSeconds);
     const pool = this.env.DEVICE_POOL.getByName(input.pool);
     const booking = { min: input.spec, startAt: input.startAt, endAt: input.startAt + durationMs, durationMinutes: input.durationMinutes, reminderMinutes: input.reminderMinutes };
     // A repeat answers the first reservation, before any check (its start may have passed since).

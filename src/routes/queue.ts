@@ -7,6 +7,7 @@ import { z } from "@hono/zod-openapi";
 import type { Context } from "hono";
 import { actingUser, readableUser, requireUser, type AppEnv } from "../auth";
 import { defaultPool } from "../config";
+import { durationMsOf, minutesOf } from "../domain/duration";
 import { fail, type Result } from "../errors";
 import { newApp } from "../app-factory";
 import { jsonBody, route } from "../openapi";
@@ -68,8 +69,8 @@ export function queueRoutes() {
       const userId = actingUser(c, b.userId);
       return reply(c, await userQuota(c.env, userId).joinQueue({
         userId, pool: b.pool ?? defaultPool(c.env),
-        durationMinutes: b.durationSeconds !== undefined ? Math.ceil(b.durationSeconds / 60) : b.durationMinutes, durationSeconds: b.durationSeconds,
-        spec: requestSpec(b.spec), priority: b.priority, maxWaitMinutes: b.maxWaitSeconds !== undefined ? Math.ceil(b.maxWaitSeconds / 60) : b.maxWaitMinutes,
+        durationMinutes: minutesOf(b.durationMinutes, b.durationSeconds), durationSeconds: b.durationSeconds,
+        spec: requestSpec(b.spec), priority: b.priority, maxWaitMinutes: minutesOf(b.maxWaitMinutes, b.maxWaitSeconds),
         maxWaitSeconds: b.maxWaitSeconds, byAdmin: byAdmin(c, userId), idempotencyKey: b.idempotencyKey,
       }), 201);
     },
@@ -117,7 +118,7 @@ export function queueRoutes() {
       const userId = actingUser(c, b.userId);
       return reply(c, await userQuota(c.env, userId).reserve({
         userId, pool: b.pool ?? defaultPool(c.env), startAt: b.startAt,
-        durationMinutes: b.durationSeconds !== undefined ? Math.ceil(b.durationSeconds / 60) : b.durationMinutes, durationSeconds: b.durationSeconds,
+        durationMinutes: minutesOf(b.durationMinutes, b.durationSeconds), durationSeconds: b.durationSeconds,
         spec: requestSpec(b.spec), reminderMinutes: b.reminderMinutes, byAdmin: byAdmin(c, userId), idempotencyKey: b.idempotencyKey,
       }), 201);
     },
@@ -141,7 +142,7 @@ export function queueRoutes() {
       const refused = testOnlyRefusal(c.env, { durationSeconds: b.durationSeconds }, "durationMinutes");
       if (refused) return reply(c, refused);
       const userId = actingUser(c, b.userId);
-      const durationMs = b.durationSeconds !== undefined ? b.durationSeconds * 1000 : b.durationMinutes * 60_000;
+      const durationMs = durationMsOf(b.durationMinutes, b.durationSeconds);
       return reply(c, await userQuota(c.env, userId).checkReservationWindow({ userId, pool: b.pool ?? defaultPool(c.env), spec: requestSpec(b.spec), startAt: b.startAt, endAt: b.startAt + durationMs }));
     },
   );

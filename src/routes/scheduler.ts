@@ -3,6 +3,7 @@ import { z } from "@hono/zod-openapi";
 import type { Context } from "hono";
 import { actingUser, readableUser, requireUser, type AppEnv } from "../auth";
 import { defaultPool } from "../config";
+import { minutesOf } from "../domain/duration";
 import { fail, ok, type Failure, type Result } from "../errors";
 import { newApp } from "../app-factory";
 import { jsonBody, route } from "../openapi";
@@ -147,7 +148,7 @@ export function planAllocate(c: Ctx, b: z.infer<typeof AllocateBody>) {
   const input: AllocateInput = {
     userId,
     pool: b.pool ?? defaultPool(c.env),
-    durationMinutes: b.durationSeconds !== undefined ? Math.ceil(b.durationSeconds / 60) : b.durationMinutes,
+    durationMinutes: minutesOf(b.durationMinutes, b.durationSeconds),
     durationSeconds: b.durationSeconds,
     spec: requestSpec(b.spec),
     idempotencyKey: b.idempotencyKey,
