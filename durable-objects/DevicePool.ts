@@ -24,6 +24,7 @@ import { compareFit, fits, orderNodes, type NodeLoad } from "../src/domain/strat
 import { estimateStart, joinHash, priorityName, type EstimateDevice } from "../src/domain/queue";
 import { bookingHash, checkWindow, reminderAt, type ReservationStatus } from "../src/domain/reservation";
 import type { DeviceSpec, DeviceStatus } from "../src/domain/types";
+import { durationMsOf } from "../src/domain/duration";
 import type { FeedEvents, FeedEventType, QueueEventData, ReservationEventData } from "../src/feed/protocol";
 import { newScopedId } from "../src/ids";
 import { AlarmClock, CachedRow, Sql } from "../src/sql";
@@ -110,7 +111,16 @@ interface Bounds {
   mem_max: number;
   storage_max: number;
 }
-interface QueueRow extends Bounds {
+/** Columns a queue entry and a reservation share: who made it, when, its last error, its idempotency key. */
+interface Tracked {
+  error: string | null;
+  created_by: string;
+  created_at: number;
+  updated_at: number;
+  idem_key: string | null;
+  idem_hash: string | null;
+}
+interface QueueRow extends Bounds, Tracked {
   entry_id: string;
   seq: number;
   user_id: string;
@@ -125,14 +135,8 @@ interface QueueRow extends Bounds {
   allocation_id: string | null;
   attempts: number;
   retry_at: number | null;
-  error: string | null;
-  created_by: string;
-  created_at: number;
-  updated_at: number;
-  idem_key: string | null;
-  idem_hash: string | null;
 }
-interface ReservationRow extends Bounds {
+interface ReservationRow extends Bounds, Tracked {
   reservation_id: string;
   user_id: string;
   device_id: string | null;
@@ -145,12 +149,6 @@ interface ReservationRow extends Bounds {
   exec_from: number | null;
   retry_at: number | null;
   allocation_id: string | null;
-  error: string | null;
-  created_by: string;
-  created_at: number;
-  updated_at: number;
-  idem_key: string | null;
-  idem_hash: string | null;
 }
 type Notice =
   | { kind: "user_event"; target: string; key: string; type: FeedEventType; data: unknown }
@@ -349,15 +347,14 @@ export class DevicePool extends DurableObject<Env> {
       const pick = this.pick(strategy, req.min, req.max, tried, span, own);
       if (!pick) break;
       tried.add(pick.device_id);
-      const r = await this.claimOn(pick.device_id, req);
+      const r = await this.claimOn(pick.device_id, req, pick.node);
       if (r.ok) return done(r);
     }
     return this.noDevice(req);
   }
 
   /** Asks one device to claim itself; the index learns its answer either way. */
-  private async claimOn(deviceId: string, req: ClaimRequest): Promise<Result<Claimed>> {
-    const node = this.sql.one<{ node: string }>("SELECT node FROM devices WHERE device_id = ?", deviceId)?.node;
+  private async claimOn(deviceId: string, req: ClaimRequest, node = this.sql.one<{ node: string }>("SELECT node FROM devices WHERE device_id = ?", deviceId)?.node): Promise<Result<Claimed>> {
     this.inFlight.add(deviceId);
     const pickedAt = Date.now();
     if (node) this.picked.set(node, pickedAt);
@@ -392,12 +389,12 @@ export class DevicePool extends DurableObject<Env> {
       // Indexed lookup per node, smallest fitting first; a few extra rows cover in-flight claims.
       const rows = this.sql.all<Pick<IndexRow, "device_id" | "node" | "cpu" | "mem" | "storage">>(
         `SELECT device_id, node, cpu, mem, storage FROM devices WHERE node = ? AND status = 'available'
-           AND cpu >= ? AND mem >= ? AND storage >= ? AND cpu <= ? AND mem <= ? AND storage <= ?
+           AND ${FITS_SQL}
            AND device_id NOT IN (SELECT device_id FROM queue WHERE status = 'offered' AND device_id IS NOT NULL)
            AND NOT EXISTS (SELECT 1 FROM reservations r WHERE r.device_id = devices.device_id AND r.status IN ('pending','confirmed')
                              AND r.start_at < ? AND r.end_at > ? AND r.reservation_id != ?)
          ORDER BY cpu, mem, storage, device_id LIMIT ?`,
-        n.node, min.cpuCores, min.memoryMB, min.storageMB, max.cpuCores, max.memoryMB, max.storageMB,
+        n.node, ...boundsArgs(min, max),
         now + durationMs, now, ownReservation ?? "", this.inFlight.size + skip.size + 1,
       );
       const candidates = rows
@@ -478,24 +475,20 @@ export class DevicePool extends DurableObject<Env> {
   async join(j: QueueJoin): Promise<Result<QueueEntryView>> {
     if (!this.exists()) return fail(404, "POOL_NOT_FOUND", `Pool "${j.pool}" has no devices.`, { pool: j.pool });
     this.settings(j.pool);
-    const inService = this.sql.one<{ n: number }>(
-      `SELECT COUNT(*) AS n FROM devices WHERE status IN ('available','allocated') AND cpu >= ? AND mem >= ? AND storage >= ? AND cpu <= ? AND mem <= ? AND storage <= ?`,
-      j.min.cpuCores, j.min.memoryMB, j.min.storageMB, j.max.cpuCores, j.max.memoryMB, j.max.storageMB,
-    )!.n;
-    if (inService === 0)
+    if (this.matching(j.min, j.max, true) === 0)
       return fail(409, "NO_MATCHING_DEVICE", `No device in pool "${j.pool}" that is in service matches the request within your quota, so waiting would never end.`, { pool: j.pool, spec: j.min });
     const before = this.repeatOrLimit("queue", j.userId, j.idempotencyKey && { key: j.idempotencyKey, hash: joinHash(j) });
     if (before) return before as Result<QueueEntryView>;
     const now = Date.now();
     const entryId = newScopedId("que", j.pool);
     const seq = (this.sql.one<{ s: number | null }>("SELECT MAX(seq) AS s FROM queue")?.s ?? 0) + 1;
-    const durationMs = j.durationSeconds !== undefined ? j.durationSeconds * 1000 : j.durationMinutes * 60_000;
-    const waitUntil = now + (j.maxWaitSeconds !== undefined ? j.maxWaitSeconds * 1000 : j.maxWaitMinutes * 60_000);
+    const durationMs = durationMsOf(j.durationMinutes, j.durationSeconds);
+    const waitUntil = now + durationMsOf(j.maxWaitMinutes, j.maxWaitSeconds);
     this.sql.exec(
       `INSERT INTO queue (entry_id, seq, user_id, priority, cpu_min, mem_min, storage_min, cpu_max, mem_max, storage_max,
          duration_minutes, duration_seconds, duration_ms, max_wait_minutes, wait_until, status, created_by, created_at, updated_at, idem_key, idem_hash)
        VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'waiting', ?, ?, ?, ?, ?)`,
-      entryId, seq, j.userId, j.priority, j.min.cpuCores, j.min.memoryMB, j.min.storageMB, j.max.cpuCores, j.max.memoryMB, j.max.storageMB,
+      entryId, seq, j.userId, j.priority, ...boundsArgs(j.min, j.max),
       j.durationMinutes, j.durationSeconds ?? null, durationMs, j.maxWaitMinutes, waitUntil, j.createdBy, now, now,
       j.idempotencyKey ?? null, j.idempotencyKey ? joinHash(j) : null,
     );
@@ -794,11 +787,11 @@ export class DevicePool extends DurableObject<Env> {
   private freeForWindow(min: DeviceSpec, max: DeviceSpec, startAt: number, endAt: number, skip: Set<string>): IndexRow[] {
     return this.sql.all<IndexRow>(
       `SELECT * FROM devices d WHERE (status = 'available' OR (status = 'allocated' AND expires_at <= ?))
-         AND cpu >= ? AND mem >= ? AND storage >= ? AND cpu <= ? AND mem <= ? AND storage <= ?
+         AND ${FITS_SQL}
          AND NOT EXISTS (SELECT 1 FROM reservations r WHERE r.device_id = d.device_id AND r.status IN ('pending','confirmed','executing')
                            AND r.start_at < ? AND r.end_at > ?)
        ORDER BY cpu, mem, storage, device_id LIMIT ?`,
-      startAt, min.cpuCores, min.memoryMB, min.storageMB, max.cpuCores, max.memoryMB, max.storageMB, endAt, startAt, skip.size + 50,
+      startAt, ...boundsArgs(min, max), endAt, startAt, skip.size + 50,
     ).filter((d) => !skip.has(d.device_id));
   }
 
@@ -836,7 +829,7 @@ export class DevicePool extends DurableObject<Env> {
           `INSERT INTO reservations (reservation_id, user_id, device_id, status, cpu_min, mem_min, storage_min, cpu_max, mem_max, storage_max,
              start_at, end_at, duration_minutes, reminder_minutes, created_by, created_at, updated_at, idem_key, idem_hash)
            VALUES (?, ?, ?, 'pending', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
-          reservationId, b.userId, device.device_id, b.min.cpuCores, b.min.memoryMB, b.min.storageMB, b.max.cpuCores, b.max.memoryMB, b.max.storageMB,
+          reservationId, b.userId, device.device_id, ...boundsArgs(b.min, b.max),
           b.startAt, b.endAt, b.durationMinutes, b.reminderMinutes, b.createdBy, t, t, b.idempotencyKey ?? null, b.idempotencyKey ? bookingHash(b) : null,
         );
       else this.sql.exec("UPDATE reservations SET device_id = ?, updated_at = ? WHERE reservation_id = ?", device.device_id, t, reservationId);
@@ -870,10 +863,11 @@ export class DevicePool extends DurableObject<Env> {
     });
   }
 
-  private matching(min: DeviceSpec, max: DeviceSpec): number {
+  /** Devices of the pool that match the bounds (only those in service: available or allocated). */
+  private matching(min: DeviceSpec, max: DeviceSpec, inServiceOnly = false): number {
     return this.sql.one<{ n: number }>(
-      "SELECT COUNT(*) AS n FROM devices WHERE cpu >= ? AND mem >= ? AND storage >= ? AND cpu <= ? AND mem <= ? AND storage <= ?",
-      min.cpuCores, min.memoryMB, min.storageMB, max.cpuCores, max.memoryMB, max.storageMB,
+      `SELECT COUNT(*) AS n FROM devices WHERE ${FITS_SQL} ${inServiceOnly ? "AND status IN ('available','allocated')" : ""}`,
+      ...boundsArgs(min, max),
     )!.n;
   }
 
@@ -1140,6 +1134,11 @@ export class DevicePool extends DurableObject<Env> {
     return this.summary(pool);
   }
 }
+
+/** The SQL form of `fits` on a device row (min ≤ spec ≤ max), with its arguments from `boundsArgs`. */
+const FITS_SQL = "cpu >= ? AND mem >= ? AND storage >= ? AND cpu <= ? AND mem <= ? AND storage <= ?";
+/** Bounds in the order FITS_SQL and the rows' cpu_min…storage_max columns take them. */
+const boundsArgs = (min: DeviceSpec, max: DeviceSpec) => [min.cpuCores, min.memoryMB, min.storageMB, max.cpuCores, max.memoryMB, max.storageMB];
 
 const spec = (r: { device_id: string; cpu: number; mem: number; storage: number }) => ({
   cpuCores: r.cpu, memoryMB: r.mem, storageMB: r.storage,
