@@ -431,12 +431,7 @@ const OPS = {
     return r;
   },
 
-  async queueCancel() {
-    const ids = [...told.queue.keys()];
-    if (!ids.length) return OPS.reads();
-    const id = pick(ids);
-    return count("queue cancel", await call("DELETE", `/scheduler/queue/${id}`, { headers: as(told.queue.get(id).userId) }));
-  },
+  queueCancel: () => cancelOne("queue cancel", told.queue, "/scheduler/queue"),
 
   async reserve() {
     const u = pick(USER_IDS);
@@ -449,12 +444,7 @@ const OPS = {
     return r;
   },
 
-  async reservationCancel() {
-    const ids = [...told.reservations.keys()];
-    if (!ids.length) return OPS.reads();
-    const id = pick(ids);
-    return count("reservation cancel", await call("DELETE", `/scheduler/reservations/${id}`, { headers: as(told.reservations.get(id).userId) }));
-  },
+  reservationCancel: () => cancelOne("reservation cancel", told.reservations, "/scheduler/reservations"),
 
   async adminReads() {
     const which = int(0, 3);
@@ -468,6 +458,14 @@ const OPS = {
     return count(op, await call("GET", p, { headers: admin() }));
   },
 };
+/** Its user cancels one of the queue entries or reservations the run made (a read when there is none yet). */
+async function cancelOne(op, made, path) {
+  const ids = [...made.keys()];
+  if (!ids.length) return OPS.reads();
+  const id = pick(ids);
+  return count(op, await call("DELETE", `${path}/${id}`, { headers: as(made.get(id).userId) }));
+}
+
 // Per step. Releases, extensions and admin actions are rare on purpose: most allocations should
 // run to their expiry, and every extension holds a device one more minute.
 const WEIGHTS = [
