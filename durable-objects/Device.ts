@@ -22,7 +22,7 @@ import { fail, ok, type Result } from "../src/errors";
 import { fits } from "../src/domain/strategy";
 import { expiryWarningAt } from "../src/domain/expiry";
 import type { DeviceInfo, DeviceSpec, DeviceStatus, EndReason, EndedAllocation, UsageRecord } from "../src/domain/types";
-import { AlarmClock, CachedRow, Sql } from "../src/sql";
+import { AlarmClock, CachedRow, Sql, deliverOutbox } from "../src/sql";
 import { FeedHub, feedRequestOf, feedSchema, refuseSocket } from "../src/feed/hub";
 import { CLOSE, type AllocationEventData, type DeviceFeedState, type FeedEvents } from "../src/feed/protocol";
 import { ADMIN_FEED_NAME } from "./AdminFeed";
@@ -482,35 +482,11 @@ export class Device extends DurableObject<Env> {
     }
   }
 
-  /**
-   * Delivers due outbox rows (at most 100), all at once, then settles every row in one
-   * synchronous turn (one commit): delivered rows are deleted, the rest wait (backoff on
-   * failure). A row is deleted only after it was delivered; receivers are idempotent.
-   */
-  private async flush(): Promise<void> {
-    const due = this.sql.all<{ id: number; kind: OutboxItem["kind"]; payload: string; attempts: number }>(
-      "SELECT id, kind, payload, attempts FROM outbox WHERE next_at <= ? ORDER BY id LIMIT 100",
-      Date.now(),
+  /** Delivers the due outbox rows (see deliverOutbox: side by side, settled in one commit). */
+  private flush(): Promise<void> {
+    return deliverOutbox<{ id: number; kind: OutboxItem["kind"]; payload: string; attempts: number }>(
+      this.sql, "outbox", ALLOCATION.notifyRetryMs, (row) => this.deliver({ kind: row.kind, payload: JSON.parse(row.payload) } as OutboxItem),
     );
-    if (due.length === 0) return;
-    const outcomes = await Promise.allSettled(due.map((row) => this.deliver({ kind: row.kind, payload: JSON.parse(row.payload) } as OutboxItem)));
-    const now = Date.now();
-    const delivered = due.filter((_, i) => outcomes[i]!.status === "fulfilled" && (outcomes[i] as PromiseFulfilledResult<boolean>).value).map((r) => r.id);
-    this.sql.tx(() => {
-      if (delivered.length) this.sql.exec(`DELETE FROM outbox WHERE id IN (${delivered.map(() => "?").join(",")})`, ...delivered);
-      due.forEach((row, i) => {
-        const o = outcomes[i]!;
-        if (o.status === "fulfilled" && o.value) return;
-        if (o.status === "fulfilled") this.sql.exec("UPDATE outbox SET next_at = ? WHERE id = ?", now + ALLOCATION.notifyRetryMs, row.id);
-        else {
-          const backoff = Math.min(60_000, ALLOCATION.notifyRetryMs * 2 ** Math.min(row.attempts, 5));
-          this.sql.exec(
-            "UPDATE outbox SET attempts = attempts + 1, next_at = ?, last_error = ? WHERE id = ?",
-            now + backoff, String(o.reason).slice(0, 500), row.id,
-          );
-        }
-      });
-    });
   }
 
   /** true when delivered; false to try again later without counting a failure. */

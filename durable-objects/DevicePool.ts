@@ -27,7 +27,7 @@ import type { DeviceSpec, DeviceStatus } from "../src/domain/types";
 import { durationMsOf } from "../src/domain/duration";
 import type { FeedEvents, FeedEventType, QueueEventData, ReservationEventData } from "../src/feed/protocol";
 import { newScopedId } from "../src/ids";
-import { AlarmClock, CachedRow, Sql } from "../src/sql";
+import { AlarmClock, CachedRow, Sql, deliverOutbox } from "../src/sql";
 import type { ClaimRequest, Claimed, DeviceState } from "./Device";
 import type { AllocateInput, AllocationResult } from "./UserQuota";
 
@@ -72,6 +72,8 @@ const SCHEMA = [
    ALTER TABLE reservations ADD COLUMN idem_key TEXT;
    ALTER TABLE reservations ADD COLUMN idem_hash TEXT;
    CREATE UNIQUE INDEX reservations_idem ON reservations(user_id, idem_key) WHERE idem_key IS NOT NULL;`,
+  // Notices keep their last delivery error, as the devices' outbox rows do (one delivery mechanism: deliverOutbox).
+  `ALTER TABLE notices ADD COLUMN last_error TEXT;`,
 ];
 
 interface Settings {
@@ -1073,25 +1075,16 @@ export class DevicePool extends DurableObject<Env> {
     );
   }
 
-  /** Delivers due notices side by side; receivers are idempotent by key. */
+  /** Delivers the due notices (see deliverOutbox); receivers are idempotent by key. */
   private async flushNotices(): Promise<void> {
     this.noticesWaiting = false;
-    const due = this.sql.all<{ id: number; kind: Notice["kind"]; target: string; key: string; type: string; data: string; attempts: number }>(
-      "SELECT * FROM notices WHERE next_at <= ? ORDER BY id LIMIT 100",
-      Date.now(),
+    await deliverOutbox<{ id: number; kind: Notice["kind"]; target: string; key: string; type: string; data: string; attempts: number }>(
+      this.sql, "notices", ALLOCATION.notifyRetryMs, async (n) => {
+        if (n.kind === "unreserve") await this.env.DEVICE.getByName(n.target).unreserve(n.key);
+        else await this.env.USER_QUOTA.getByName(n.target).externalEvent(n.target, n.key, n.type as FeedEventType, JSON.parse(n.data) as never);
+        return true;
+      },
     );
-    if (due.length === 0) return;
-    const outcomes = await Promise.allSettled(due.map(async (n) => {
-      if (n.kind === "unreserve") await this.env.DEVICE.getByName(n.target).unreserve(n.key);
-      else await this.env.USER_QUOTA.getByName(n.target).externalEvent(n.target, n.key, n.type as FeedEventType, JSON.parse(n.data) as never);
-    }));
-    const now = Date.now();
-    this.sql.tx(() => {
-      due.forEach((n, i) => {
-        if (outcomes[i]!.status === "fulfilled") this.sql.exec("DELETE FROM notices WHERE id = ?", n.id);
-        else this.sql.exec("UPDATE notices SET attempts = attempts + 1, next_at = ? WHERE id = ?", now + Math.min(60_000, ALLOCATION.notifyRetryMs * 2 ** Math.min(n.attempts, 5)), n.id);
-      });
-    });
   }
 
   // ---- reads and settings ----------------------------------------------------------------

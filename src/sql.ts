@@ -107,3 +107,31 @@ export class AlarmClock {
     await this.storage.setAlarm(at);
   }
 }
+
+/**
+ * One delivery pass over an object's outbox table (columns id, attempts, next_at, last_error):
+ * the due rows (at most 100, oldest first) are delivered side by side, then all settled in one
+ * synchronous turn (one commit). A row is deleted only once delivered; `false` from `deliver`
+ * means "not yet" (tried again after `retryMs`, not counted as a failure); a failure backs off
+ * (`retryMs` · 2^attempts, at most a minute). Receivers must be idempotent.
+ */
+export async function deliverOutbox<R extends { id: number; attempts: number }>(sql: Sql, table: string, retryMs: number, deliver: (row: R) => Promise<boolean>): Promise<void> {
+  const due = sql.all<R>(`SELECT * FROM ${table} WHERE next_at <= ? ORDER BY id LIMIT 100`, Date.now());
+  if (due.length === 0) return;
+  const outcomes = await Promise.allSettled(due.map(deliver));
+  const now = Date.now();
+  const delivered = due.filter((_, i) => outcomes[i]!.status === "fulfilled" && (outcomes[i] as PromiseFulfilledResult<boolean>).value).map((r) => r.id);
+  sql.tx(() => {
+    if (delivered.length) sql.exec(`DELETE FROM ${table} WHERE id IN (${delivered.map(() => "?").join(",")})`, ...delivered);
+    due.forEach((row, i) => {
+      const o = outcomes[i]!;
+      if (o.status === "fulfilled" && o.value) return;
+      if (o.status === "fulfilled") sql.exec(`UPDATE ${table} SET next_at = ? WHERE id = ?`, now + retryMs, row.id);
+      else
+        sql.exec(
+          `UPDATE ${table} SET attempts = attempts + 1, next_at = ?, last_error = ? WHERE id = ?`,
+          now + Math.min(60_000, retryMs * 2 ** Math.min(row.attempts, 5)), String(o.reason).slice(0, 500), row.id,
+        );
+    });
+  });
+}
