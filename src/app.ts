@@ -5,7 +5,7 @@ import { HTTPException } from "hono/http-exception";
 import type { Context, MiddlewareHandler } from "hono";
 import { authenticate, requireAdmin, requireAdminOrService, requireService, requireUser, type AppEnv } from "./auth";
 import { MAX_BODY_BYTES } from "./config";
-import { HttpError, errorBody, fail, type ErrorStatus } from "./errors";
+import { HttpError, errorBody, fail, internalFailure, type ErrorStatus } from "./errors";
 import { adminRoutes } from "./routes/admin";
 import { billingRoutes } from "./routes/billing";
 import { quotaRoutes } from "./routes/quotas";
@@ -78,8 +78,7 @@ export function createApp() {
       const message = status === 415 ? "Send the body as application/json." : err.message || "Bad request.";
       return c.json(errorBody(fail(status, code, message)), status < 500 ? status : 400);
     }
-    console.error(JSON.stringify({ level: "error", requestId: c.get("requestId"), path: c.req.path, error: String(err), stack: (err as Error)?.stack }));
-    return c.json(errorBody(fail(500, "INTERNAL", "Something went wrong on our side; nothing was changed that you were not told of.", { requestId: c.get("requestId") })), 500);
+    return c.json(errorBody(internalFailure(err, { requestId: c.get("requestId"), path: c.req.path })), 500);
   });
   return app;
 }

@@ -23,6 +23,15 @@ export function errorBody(f: Pick<Failure, "code" | "message" | "details">) {
   return { error: f.details === undefined ? { code: f.code, message: f.message } : { code: f.code, message: f.message, details: f.details } };
 }
 
+/**
+ * An error nobody expected: logged once (with what the caller knows of the request), answered
+ * with the one 500 shape, which says nothing about it but the request id.
+ */
+export function internalFailure(err: unknown, context: { requestId: string; path: string; [k: string]: unknown }): Failure {
+  console.error(JSON.stringify({ level: "error", ...context, error: String(err), stack: (err as Error)?.stack }));
+  return fail(500, "INTERNAL", "Something went wrong on our side; nothing was changed that you were not told of.", { requestId: context.requestId });
+}
+
 /** Thrown inside the Worker (never across RPC) and turned into a response by the app's onError. */
 export class HttpError extends Error {
   constructor(readonly failure: Failure) {

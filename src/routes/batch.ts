@@ -16,7 +16,7 @@ import { z } from "@hono/zod-openapi";
 import type { Context } from "hono";
 import type { AppEnv } from "../auth";
 import { newApp, validationFailure } from "../app-factory";
-import { HttpError, errorBody, fail, type Result } from "../errors";
+import { HttpError, errorBody, internalFailure, type Result } from "../errors";
 import { jsonBody, route } from "../openapi";
 import { BATCH } from "../config";
 import {
@@ -117,9 +117,7 @@ function skipped(index: number, failedIndex: number): Outcome {
 /** A call that threw (an object that did not answer): the item gets what the single route's 500 says. */
 function thrown(c: Ctx, err: unknown, index: number) {
   if (err instanceof HttpError) return err.failure;
-  const requestId = c.get("requestId");
-  console.error(JSON.stringify({ level: "error", requestId, path: c.req.path, index, error: String(err), stack: (err as Error)?.stack }));
-  return fail(500, "INTERNAL", "Something went wrong on our side; nothing was changed that you were not told of.", { requestId });
+  return internalFailure(err, { requestId: c.get("requestId"), path: c.req.path, index });
 }
 
 // ---- routes ---------------------------------------------------------------------------------------
