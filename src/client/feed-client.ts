@@ -24,9 +24,12 @@ export interface FeedClientOptions {
   baseUrl: string;
   /** A bearer token, or a function that returns a fresh one (called before every ticket). */
   token: string | (() => string | Promise<string>);
-  feed?: FeedKind;
+  /** Which feed (default `user`). `pool`: one pool's devices as they change (admins only). */
+  feed?: FeedKind | "pool";
   /** With `feed: "device"`. */
   deviceId?: string;
+  /** With `feed: "pool"`: the pool to watch. */
+  pool?: string;
   /** Resume after this seq (e.g. stored from a previous session). Default: live from now. */
   since?: number;
   /** Fetch used for tickets (default: global fetch). */
@@ -197,7 +200,7 @@ export class FeedClient {
     const res = await fetcher(`${this.opts.baseUrl.replace(/\/$/, "")}/ws/ticket`, {
       method: "POST",
       headers: { Authorization: `Bearer ${token}`, "Content-Type": "application/json" },
-      body: JSON.stringify(feed === "device" ? { feed, deviceId: this.opts.deviceId } : { feed }),
+      body: JSON.stringify(feed === "device" ? { feed, deviceId: this.opts.deviceId } : feed === "pool" ? { feed, pool: this.opts.pool } : { feed }),
     });
     const body = (await res.json().catch(() => null)) as { url?: string; error?: { code: string; message: string } } | null;
     if (!res.ok || !body?.url) {

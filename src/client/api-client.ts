@@ -1,0 +1,220 @@
+/**
+ * A small typed client for the HTTP API, for browsers and Node (22+: global fetch). The web
+ * console uses it. Every response type comes from the server's own schemas and functions by
+ * `import type` only, so nothing of zod, hono or the server is bundled with it.
+ *
+ *   const api = new ApiClient({ baseUrl: "http://127.0.0.1:8787", token });
+ *   const { items } = await api.allocations({ status: "active" });
+ *
+ * A non-2xx answer throws `ApiError` with the API's one error shape
+ * (`{error: {code, message, details?}}`); a request that never got an answer throws
+ * `ApiError` with status 0 and code `NETWORK`.
+ */
+import type { z } from "@hono/zod-openapi";
+import type {
+  AllocateBody, AllocationResult, AllocationView, BalanceView, QueueEntryView, QuotaView, ReleaseResult, ReservationView, TicketResult,
+} from "../schemas";
+import type { ExtendResult as ExtendResultSchema } from "../routes/scheduler";
+import type { PoolDevice, PoolSummary } from "../../durable-objects/DevicePool";
+import type { listFailedUsage, replayFailedUsage, usageReport } from "../billing/reports";
+import type { ReconcileRun, UserReconciliation } from "../billing/reconcile";
+import type { FeedKind } from "../feed/protocol";
+
+// ---- response and request types ------------------------------------------------------------
+
+export type Quota = z.infer<typeof QuotaView>;
+export type Balance = z.infer<typeof BalanceView>;
+/** An allocation as listed (times in epoch ms). */
+export type Allocation = z.infer<typeof AllocationView>;
+/** What allocate answers (times as ISO strings). */
+export type AllocationResult = z.infer<typeof AllocationResult>;
+export type ExtendResult = z.infer<typeof ExtendResultSchema>;
+export type ReleaseResult = z.infer<typeof ReleaseResult>;
+export type AllocateRequest = z.input<typeof AllocateBody>;
+export type QueueEntry = z.infer<typeof QueueEntryView>;
+export type Reservation = z.infer<typeof ReservationView>;
+export type Ticket = z.infer<typeof TicketResult>;
+export type UsageReport = Awaited<ReturnType<typeof usageReport>>;
+export type UsageItem = UsageReport["items"][number];
+export type FailedUsagePage = Awaited<ReturnType<typeof listFailedUsage>>;
+export type FailedUsage = FailedUsagePage["items"][number];
+export type ReplayResult = Awaited<ReturnType<typeof replayFailedUsage>>;
+export type { PoolDevice, PoolSummary };
+
+/** POST /admin/billing/reconcile: the run with its times as ISO strings and at most 100 differences. */
+export interface ReconcileResult extends Omit<ReconcileRun, "from" | "to" | "differences"> {
+  from: string | null;
+  to: string;
+  differences: (Omit<UserReconciliation, "from" | "to"> & { from: string; to: string })[];
+  differencesShown: number;
+  differencesTotal: number;
+}
+
+export interface Page<T> {
+  items: T[];
+  nextCursor: string | null;
+}
+
+/** GET /admin/users: a page of users with their account and quota. */
+export interface AdminUser {
+  userId: string;
+  planId: string;
+  balance: number;
+  currency: string;
+  quota: Quota;
+}
+
+export type TicketRequest = { feed?: FeedKind | "pool"; deviceId?: string; pool?: string };
+
+/** The API's one error shape, thrown for every non-2xx answer. */
+export class ApiError extends Error {
+  constructor(
+    /** HTTP status; 0 when no answer came (network failure). */
+    readonly status: number,
+    readonly code: string,
+    message: string,
+    readonly details?: unknown,
+  ) {
+    super(message);
+    this.name = "ApiError";
+  }
+
+  /** `CODE: message`, as the console shows it. */
+  override toString(): string {
+    return `${this.code}: ${this.message}`;
+  }
+
+  /** Any thrown value as an ApiError (other errors become code `CLIENT`). */
+  static from(err: unknown): ApiError {
+    if (err instanceof ApiError) return err;
+    return new ApiError(0, "CLIENT", String((err as Error)?.message ?? err));
+  }
+}
+
+export interface ApiClientOptions {
+  /** Where the service is, e.g. `http://127.0.0.1:8787` (or `location.origin` in the browser). */
+  baseUrl: string;
+  /** A bearer token, or a function that returns the current one. */
+  token?: string | (() => string | null | undefined);
+  /** Fetch to use (default: the global fetch). */
+  fetch?: (input: string, init?: RequestInit) => Promise<Response>;
+}
+
+type Query = Record<string, string | number | boolean | null | undefined>;
+
+const enc = encodeURIComponent;
+
+export class ApiClient {
+  constructor(private readonly opts: ApiClientOptions) {}
+
+  get baseUrl(): string {
+    return this.opts.baseUrl.replace(/\/$/, "");
+  }
+
+  /** One request: JSON in, JSON out; a non-2xx answer or no answer throws `ApiError`. */
+  async request<T>(method: string, path: string, opts: { query?: Query; body?: unknown } = {}): Promise<T> {
+    const token = typeof this.opts.token === "function" ? this.opts.token() : this.opts.token;
+    const headers: Record<string, string> = { Accept: "application/json" };
+    if (token) headers.Authorization = `Bearer ${token}`;
+    if (opts.body !== undefined) headers["Content-Type"] = "application/json";
+    const qs = opts.query
+      ? Object.entries(opts.query)
+        .filter(([, v]) => v !== undefined && v !== null && v !== "")
+        .map(([k, v]) => `${enc(k)}=${enc(String(v))}`)
+        .join("&")
+      : "";
+    const url = `${this.baseUrl}${path}${qs ? `?${qs}` : ""}`;
+    const fetcher = this.opts.fetch ?? ((i: string, init?: RequestInit) => fetch(i, init));
+    let res: Response;
+    try {
+      res = await fetcher(url, { method, headers, body: opts.body === undefined ? undefined : JSON.stringify(opts.body) });
+    } catch (err) {
+      throw new ApiError(0, "NETWORK", `${method} ${path} got no answer: ${String((err as Error)?.message ?? err)}`);
+    }
+    const text = await res.text().catch(() => "");
+    let body: unknown = null;
+    try {
+      body = text ? JSON.parse(text) : null;
+    } catch {
+      body = null;
+    }
+    if (!res.ok) {
+      const e = (body as { error?: { code?: unknown; message?: unknown; details?: unknown } } | null)?.error;
+      if (e && typeof e.code === "string" && typeof e.message === "string") throw new ApiError(res.status, e.code, e.message, e.details);
+      throw new ApiError(res.status, `HTTP_${res.status}`, `${method} ${path} answered ${res.status} ${res.statusText}`.trim());
+    }
+    return body as T;
+  }
+
+  // ---- allocations ------------------------------------------------------------------------
+
+  allocate(body: AllocateRequest): Promise<AllocationResult> {
+    return this.request("POST", "/scheduler/devices/allocate", { body });
+  }
+  release(deviceId: string, userId?: string): Promise<ReleaseResult> {
+    return this.request("POST", "/scheduler/devices/release", { body: userId ? { deviceId, userId } : { deviceId } });
+  }
+  extend(allocationId: string, additionalMinutes: number): Promise<ExtendResult> {
+    return this.request("PUT", `/scheduler/allocations/${enc(allocationId)}/extend`, { body: { additionalMinutes } });
+  }
+  /** A user's allocations, newest first (`userId`: admins only, for another user). */
+  allocations(q: { userId?: string; status?: "pending" | "active" | "released"; cursor?: string; limit?: number } = {}): Promise<Page<Allocation>> {
+    return this.request("GET", "/scheduler/allocations", { query: q });
+  }
+
+  // ---- quota, money, usage ----------------------------------------------------------------
+
+  quota(userId: string): Promise<Quota> {
+    return this.request("GET", `/quotas/user/${enc(userId)}`);
+  }
+  balance(userId: string): Promise<Balance> {
+    return this.request("GET", `/billing/users/${enc(userId)}/balance`);
+  }
+  /** Usage records, newest first, for a period (default: this month). */
+  usage(userId: string, q: { from?: string; to?: string; cursor?: string; limit?: number } = {}): Promise<UsageReport> {
+    return this.request("GET", `/metering/users/${enc(userId)}`, { query: q });
+  }
+
+  // ---- waiting queue and reservations (one pool per call) ---------------------------------
+
+  queue(q: { pool?: string; userId?: string; status?: string; limit?: number } = {}): Promise<{ items: QueueEntry[]; waiting: number }> {
+    return this.request("GET", "/scheduler/queue", { query: q });
+  }
+  cancelQueueEntry(entryId: string): Promise<QueueEntry> {
+    return this.request("DELETE", `/scheduler/queue/${enc(entryId)}`);
+  }
+  reservations(q: { pool?: string; userId?: string; status?: string; limit?: number } = {}): Promise<{ items: Reservation[] }> {
+    return this.request("GET", "/scheduler/reservations", { query: q });
+  }
+  cancelReservation(reservationId: string): Promise<Reservation> {
+    return this.request("DELETE", `/scheduler/reservations/${enc(reservationId)}`);
+  }
+
+  // ---- feed -------------------------------------------------------------------------------
+
+  ticket(body: TicketRequest = {}): Promise<Ticket> {
+    return this.request("POST", "/ws/ticket", { body });
+  }
+
+  // ---- operators --------------------------------------------------------------------------
+
+  pools(): Promise<{ items: PoolSummary[] }> {
+    return this.request("GET", "/admin/pools");
+  }
+  /** A page of a pool's devices with their holders (`expiresAt` in epoch ms). */
+  poolDevices(pool: string, q: { status?: string; cursor?: string; limit?: number } = {}): Promise<Page<PoolDevice>> {
+    return this.request("GET", `/admin/pools/${enc(pool)}/devices`, { query: q });
+  }
+  adminUsers(q: { cursor?: string; limit?: number } = {}): Promise<Page<AdminUser>> {
+    return this.request("GET", "/admin/users", { query: q });
+  }
+  failedUsage(q: { status?: "failed" | "replayed" | "resolved" | "invalid"; cursor?: string; limit?: number } = {}): Promise<FailedUsagePage> {
+    return this.request("GET", "/admin/billing/failed-usage", { query: q });
+  }
+  replayFailedUsage(body: { allocationIds: string[] } | { all: true }): Promise<ReplayResult> {
+    return this.request("POST", "/admin/billing/failed-usage/replay", { body });
+  }
+  reconcile(body: { userId?: string; from?: string; to?: string; heal?: boolean } = {}): Promise<ReconcileResult> {
+    return this.request("POST", "/admin/billing/reconcile", { body });
+  }
+}
