@@ -12,7 +12,7 @@
  */
 import type { z } from "@hono/zod-openapi";
 import type {
-  AllocateBody, AllocationResult, AllocationView, BalanceView, QueueEntryView, QuotaView, ReleaseResult, ReservationView, TicketResult,
+  AllocateBody, AllocationResult, AllocationView, BalanceView, QueueEntryView, QueueJoinBody, QuotaView, ReleaseResult, ReservationView, TicketResult,
 } from "../schemas";
 import type { ExtendResult as ExtendResultSchema } from "../routes/scheduler";
 import type { PoolDevice, PoolSummary } from "../../durable-objects/DevicePool";
@@ -32,6 +32,7 @@ export type ExtendResult = z.infer<typeof ExtendResultSchema>;
 export type ReleaseResult = z.infer<typeof ReleaseResult>;
 export type AllocateRequest = z.input<typeof AllocateBody>;
 export type QueueEntry = z.infer<typeof QueueEntryView>;
+export type QueueJoinRequest = z.input<typeof QueueJoinBody>;
 export type Reservation = z.infer<typeof ReservationView>;
 export type Ticket = z.infer<typeof TicketResult>;
 export type UsageReport = Awaited<ReturnType<typeof usageReport>>;
@@ -177,6 +178,10 @@ export class ApiClient {
 
   // ---- waiting queue and reservations (one pool per call) ---------------------------------
 
+  /** Wait for a device (served at once, status `fulfilled`, when one is free). */
+  joinQueue(body: QueueJoinRequest): Promise<QueueEntry> {
+    return this.request("POST", "/scheduler/queue/join", { body });
+  }
   queue(q: { pool?: string; userId?: string; status?: string; limit?: number } = {}): Promise<{ items: QueueEntry[]; waiting: number }> {
     return this.request("GET", "/scheduler/queue", { query: q });
   }

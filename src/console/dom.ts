@@ -1,0 +1,242 @@
+/** Small DOM and formatting helpers for the console (no framework). */
+import { ApiError } from "../client/api-client";
+
+export type Child = Node | string | number | null | undefined | false | Child[];
+type Attrs = Record<string, string | number | boolean | null | undefined | EventListener>;
+
+/** `h("button", { class: "x", "data-id": id, onclick: fn }, "text")`. */
+export function h<K extends keyof HTMLElementTagNameMap>(tag: K, attrs?: Attrs | null, ...children: Child[]): HTMLElementTagNameMap[K] {
+  const el = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs ?? {})) {
+    if (v === undefined || v === null || v === false) continue;
+    if (typeof v === "function") el.addEventListener(k.replace(/^on/, ""), v);
+    else if (v === true) el.setAttribute(k, "");
+    else el.setAttribute(k, String(v));
+  }
+  append(el, children);
+  return el;
+}
+
+function append(el: Node, children: Child[]): void {
+  for (const c of children) {
+    if (c === null || c === undefined || c === false) continue;
+    if (Array.isArray(c)) append(el, c);
+    else el.appendChild(typeof c === "object" ? c : document.createTextNode(String(c)));
+  }
+}
+
+export function $<T extends HTMLElement = HTMLElement>(sel: string, root: ParentNode = document): T {
+  const el = root.querySelector<T>(sel);
+  if (!el) throw new Error(`console: missing element ${sel}`);
+  return el;
+}
+
+/** Replaces an element's children. */
+export function fill(el: Element, ...children: Child[]): void {
+  el.replaceChildren();
+  append(el, children);
+}
+
+/**
+ * Keyed rows: keeps a row whose data did not change (so focus and typed input survive an
+ * update), replaces one that changed, removes the rest, in the order of `items`.
+ */
+export function syncRows<T>(body: HTMLElement, items: T[], key: (t: T) => string, render: (t: T) => HTMLElement, sig: (t: T) => string = (t) => JSON.stringify(t)): void {
+  const old = new Map<string, HTMLElement>();
+  for (const el of Array.from(body.children) as HTMLElement[]) if (el.dataset.key) old.set(el.dataset.key, el);
+  let prev: Element | null = null;
+  for (const item of items) {
+    const k = key(item);
+    const s = sig(item);
+    let row = old.get(k);
+    old.delete(k);
+    if (!row || row.dataset.sig !== s) {
+      const fresh = render(item);
+      fresh.dataset.key = k;
+      fresh.dataset.sig = s;
+      if (row) row.replaceWith(fresh);
+      row = fresh;
+    }
+    const want: ChildNode | null = prev ? prev.nextSibling : body.firstChild;
+    if (want !== row) body.insertBefore(row, want);
+    prev = row;
+  }
+  for (const el of old.values()) el.remove();
+  for (const el of Array.from(body.children)) if (!(el as HTMLElement).dataset.key) el.remove();
+}
+
+// ---- actions -------------------------------------------------------------------------------
+
+/** `CODE: message`, exactly as the API words it. */
+export const errorText = (err: unknown): string => ApiError.from(err).toString();
+
+/** Shows an error (or clears it with null) in a message slot. */
+export function showError(slot: Element | null | undefined, err: unknown | null): void {
+  if (!slot) return;
+  slot.textContent = err === null ? "" : errorText(err);
+  slot.classList.toggle("error", err !== null);
+  slot.classList.remove("ok");
+}
+
+export function showOk(slot: Element | null | undefined, text: string): void {
+  if (!slot) return;
+  slot.textContent = text;
+  slot.classList.remove("error");
+  slot.classList.add("ok");
+}
+
+/**
+ * Runs a request for a button: the button is disabled while it runs, the slot shows the
+ * API's error as `CODE: message` (or is cleared). Resolves with the result, or undefined on error.
+ */
+export async function act<T>(button: HTMLButtonElement | null, slot: Element | null, fn: () => Promise<T>): Promise<T | undefined> {
+  if (button?.disabled) return undefined;
+  if (button) {
+    button.disabled = true;
+    button.setAttribute("aria-busy", "true");
+  }
+  showError(slot, null);
+  try {
+    return await fn();
+  } catch (err) {
+    showError(slot, err);
+    return undefined;
+  } finally {
+    if (button) {
+      button.disabled = false;
+      button.removeAttribute("aria-busy");
+    }
+  }
+}
+
+/**
+ * A refresh that coalesces: calls while one runs make it run once more after; `delayMs` lets
+ * a burst of events become one request.
+ */
+export function refresher(fn: () => Promise<void>, delayMs = 100): () => void {
+  let timer: ReturnType<typeof setTimeout> | null = null;
+  let running = false;
+  let again = false;
+  const run = async () => {
+    timer = null;
+    if (running) {
+      again = true;
+      return;
+    }
+    running = true;
+    try {
+      await fn();
+    } catch (err) {
+      console.error(err);
+    } finally {
+      running = false;
+      if (again) {
+        again = false;
+        trigger();
+      }
+    }
+  };
+  const trigger = () => {
+    if (!timer) timer = setTimeout(run, delayMs);
+  };
+  return trigger;
+}
+
+// ---- formatting ----------------------------------------------------------------------------
+
+/** Epoch ms from epoch ms or an ISO string (null when absent or unreadable). */
+export function toMs(v: number | string | null | undefined): number | null {
+  if (v === null || v === undefined || v === "") return null;
+  const t = typeof v === "number" ? v : Date.parse(v);
+  return Number.isFinite(t) ? t : null;
+}
+
+const pad = (n: number) => String(n).padStart(2, "0");
+
+/** Time left as `mm:ss` (`h:mm:ss` from an hour on); `00:00` once past. */
+export function countdownText(msLeft: number): string {
+  const s = Math.max(0, Math.ceil(msLeft / 1000));
+  const hours = Math.floor(s / 3600);
+  const m = Math.floor((s % 3600) / 60);
+  return hours ? `${hours}:${pad(m)}:${pad(s % 60)}` : `${pad(m)}:${pad(s % 60)}`;
+}
+
+/** A `.countdown` span that the ticker keeps current (see `tick`). */
+export function countdown(expiresAt: number | null): HTMLElement {
+  const el = h("span", { class: "countdown", "data-expires-at": expiresAt ?? "" });
+  updateCountdown(el, Date.now());
+  return el;
+}
+
+function updateCountdown(el: HTMLElement, now: number): void {
+  const t = Number(el.dataset.expiresAt);
+  if (!el.dataset.expiresAt || !Number.isFinite(t)) {
+    el.textContent = "—";
+    return;
+  }
+  const left = t - now;
+  el.textContent = countdownText(left);
+  el.classList.toggle("low", left <= 60_000 && left > 0);
+  el.classList.toggle("over", left <= 0);
+  el.title = `until ${fmtDateTime(t)}`;
+}
+
+/** Updates every countdown on the page (call once a second). */
+export function tick(now = Date.now()): void {
+  for (const el of Array.from(document.querySelectorAll<HTMLElement>(".countdown"))) updateCountdown(el, now);
+}
+
+export function fmtTime(t: number | string | null | undefined): string {
+  const ms = toMs(t);
+  if (ms === null) return "—";
+  const d = new Date(ms);
+  const time = `${pad(d.getHours())}:${pad(d.getMinutes())}:${pad(d.getSeconds())}`;
+  return new Date().toDateString() === d.toDateString() ? time : `${d.getFullYear()}-${pad(d.getMonth() + 1)}-${pad(d.getDate())} ${time}`;
+}
+
+export function fmtDateTime(t: number | string | null | undefined): string {
+  const ms = toMs(t);
+  if (ms === null) return "—";
+  const d = new Date(ms);
+  return `${d.getFullYear()}-${pad(d.getMonth() + 1)}-${pad(d.getDate())} ${pad(d.getHours())}:${pad(d.getMinutes())}`;
+}
+
+export function fmtDuration(seconds: number | null | undefined): string {
+  if (seconds === null || seconds === undefined) return "—";
+  const s = Math.round(seconds);
+  if (s < 60) return `${s} s`;
+  const m = Math.floor(s / 60);
+  if (m < 60) return `${m} min ${s % 60} s`;
+  return `${Math.floor(m / 60)} h ${m % 60} min`;
+}
+
+/** Minor units (cents) as money. */
+export function fmtMoney(minor: number | null | undefined, currency = "USD"): string {
+  if (minor === null || minor === undefined) return "—";
+  try {
+    return new Intl.NumberFormat(undefined, { style: "currency", currency }).format(minor / 100);
+  } catch {
+    return `${(minor / 100).toFixed(2)} ${currency}`;
+  }
+}
+
+export function fmtMB(mb: number | null | undefined): string {
+  if (mb === null || mb === undefined) return "—";
+  return mb >= 1024 ? `${+(mb / 1024).toFixed(1)} GB` : `${mb} MB`;
+}
+
+export const fmtSpec = (s: { cpuCores: number; memoryMB: number; storageMB: number }) => `${s.cpuCores} cpu · ${fmtMB(s.memoryMB)} · ${fmtMB(s.storageMB)}`;
+
+/** A coloured status pill; `data-status` carries the raw value. */
+export const pill = (status: string) => h("span", { class: `pill s-${status.replace(/[^a-z_]/gi, "")}`, "data-status": status }, status);
+
+/** Short id for display (full id in the title). */
+export const shortId = (id: string | null | undefined, n = 14) => (id ? (id.length > n ? h("span", { title: id, class: "mono" }, `${id.slice(0, n)}…`) : h("span", { class: "mono" }, id)) : "—");
+
+export function table(headers: string[], body: HTMLElement, cls = ""): HTMLTableElement {
+  return h("table", { class: cls }, h("thead", null, h("tr", null, headers.map((x) => h("th", { scope: "col" }, x)))), body);
+}
+
+export function card(title: string, opts: { id?: string; cls?: string; extra?: Child } = {}, ...children: Child[]): HTMLElement {
+  return h("section", { class: `card ${opts.cls ?? ""}`, id: opts.id, "aria-label": title }, h("header", null, h("h2", null, title), opts.extra), ...children);
+}

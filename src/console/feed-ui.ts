@@ -1,0 +1,97 @@
+/** The live parts shared by both views: a feed's state badge and an event list. */
+import type { CloseInfo, FeedClient, FeedState } from "../client/feed-client";
+import type { Envelope } from "../feed/protocol";
+import { countdownText, fmtDuration, fmtMoney, fmtTime, h, toMs } from "./dom";
+
+/** Shows a feed's state in `el` (`data-state` = connecting | open | waiting | stopped), with why it is not open. */
+export function bindFeedState(el: HTMLElement, feed: FeedClient, label: string): void {
+  const show = (state: FeedState, close?: CloseInfo) => {
+    el.dataset.state = state;
+    let text: string = state;
+    if (state === "waiting") text = "waiting — reconnecting";
+    if (state === "stopped") text = "stopped";
+    const why = close && (feed.lastError ? `${feed.lastError.code}: ${feed.lastError.message}` : close.reason || `close ${close.code}`);
+    el.replaceChildren(h("span", { class: "dot", "aria-hidden": "true" }), `${label}: ${text}`);
+    el.title = why ? `${text} (${why})` : text;
+    if (why && state !== "open") el.append(h("span", { class: "why" }, ` — ${why}`));
+  };
+  show(feed.state);
+  feed.onState(({ state, close }) => show(state, close));
+  feed.onError((e) => {
+    if (feed.state !== "open") return;
+    el.title = `${e.code}: ${e.message}`;
+  });
+}
+
+/** One line about an event's data, for the event lists. */
+export function summarize(e: Envelope): string {
+  const d = (e.data ?? {}) as Record<string, any>;
+  const dev = d.deviceId ? `${d.deviceId}` : "";
+  switch (e.type) {
+    case "device.allocated":
+      return `${dev} (${d.pool}/${d.node ?? "?"}) until ${fmtTime(d.expiresAt)}`;
+    case "device.extended":
+      return `${dev} +${d.additionalMinutes} min, until ${fmtTime(d.expiresAt)}`;
+    case "device.expiring":
+      return `${dev} expires in ${countdownText((d.secondsLeft ?? 0) * 1000)}`;
+    case "device.released":
+      return `${dev} after ${fmtDuration(d.durationSeconds)} (${d.reason})`;
+    case "device.status":
+      return `${dev} ${d.previousStatus ?? "?"} → ${d.status}`;
+    case "pool.device":
+      return `${d.pool}/${dev} ${d.previousStatus ?? "new"} → ${d.status}${d.reason ? ` (${d.reason})` : ""}`;
+    case "quota.updated":
+      return `plan ${d.plan}, ${d.status}`;
+    case "quota.exceeded":
+      return "a limit was reached";
+    case "quota.renewed":
+      return `+${d.extensionDays} days, valid until ${fmtTime(d.validUntil)}`;
+    case "billing.low_balance":
+      return `balance ${fmtMoney(d.balance, d.currency)} below ${fmtMoney(d.threshold, d.currency)}`;
+    case "billing.payment_success":
+      return `+${fmtMoney(d.amount, d.currency)} (${d.paymentId})${typeof d.newBalance === "number" ? `, balance ${fmtMoney(d.newBalance, d.currency)}` : ""}`;
+    case "billing.invoice_generated":
+      return `${d.month}: ${fmtMoney(d.amount, d.currency)}`;
+    case "billing.usage_failed":
+      return `${d.allocationId} of ${d.userId}: ${d.status}${d.error ? ` — ${d.error}` : ""}`;
+    case "billing.reconcile_differences":
+      return `${d.differences} difference(s), ${d.healed} healed (${fmtTime(d.from)} – ${fmtTime(d.to)})`;
+    case "app.installed":
+      return `${d.appName} ${d.version} on ${dev}`;
+    case "app.install_failed":
+      return `${d.appName} on ${dev}: ${d.reason}`;
+    case "app.updated":
+      return `${d.appName} ${d.oldVersion} → ${d.newVersion} on ${dev}`;
+    default:
+      if (e.type.startsWith("queue.")) return `${d.entryId ?? ""} in ${d.pool ?? "?"}${d.error ? ` — ${d.error.code}: ${d.error.message}` : ""}`;
+      if (e.type.startsWith("reservation.")) return `${d.reservationId ?? ""} ${d.status ?? ""}${d.minutesBefore ? ` in ${d.minutesBefore} min` : ""}${d.error ? ` — ${d.error.code}: ${d.error.message}` : ""}`;
+      return dev;
+  }
+}
+
+/** A newest-first list of events (`li[data-type][data-seq]`), keeping the last `max`. */
+export class EventList {
+  constructor(readonly el: HTMLElement, private readonly max = 200) {
+    el.setAttribute("aria-live", "polite");
+  }
+
+  add(e: Envelope): void {
+    const at = toMs(e.timestamp) ?? Date.now();
+    const li = h(
+      "li",
+      { "data-type": e.type, "data-seq": e.seq ?? "", class: `ev t-${e.type.split(".")[0]}` },
+      h("span", { class: "seq mono" }, e.seq === null ? "·" : `#${e.seq}`),
+      h("span", { class: "type" }, e.type),
+      h("span", { class: "sum" }, summarize(e)),
+      h("time", { datetime: new Date(at).toISOString() }, fmtTime(at)),
+    );
+    this.el.prepend(li);
+    while (this.el.children.length > this.max) this.el.lastElementChild?.remove();
+    this.el.closest(".card")?.querySelector(".empty")?.remove();
+  }
+
+  /** A line of the client's own (a gap in the history, a reconnect), in the same list. */
+  note(text: string): void {
+    this.el.prepend(h("li", { class: "ev note" }, h("span", { class: "seq" }, "·"), h("span", { class: "sum" }, text), h("time", null, fmtTime(Date.now()))));
+  }
+}
