@@ -1,18 +1,30 @@
 /**
- * AdminFeed: the operators' feed (one object, named "operators"). It is not on the
- * allocation path: it only logs operator events (low balances, failed billing, devices
- * leaving service, reconciliation differences) and holds admins' sockets. Senders deliver
- * at least once with a key; each event shows once.
+ * AdminFeed: the operators' object (one, named "operators"). It is not on the allocation
+ * path: it logs operator events (low balances, failed billing, devices leaving service,
+ * reconciliation differences) and holds admins' sockets; senders deliver at least once with
+ * a key, and each event shows once. It also keeps the open socket count each feed-holding
+ * object last reported, which the metrics endpoint sums (`sockets open`).
  */
 import { DurableObject } from "cloudflare:workers";
 import { FEED, type Env } from "../src/config";
-import { FeedHub, feedRequestOf, feedSchema, refuseSocket } from "../src/feed/hub";
-import { CLOSE, type Envelope, type FeedEvents, type FeedEventType } from "../src/feed/protocol";
+import { FeedHub, feedRequestOf, feedSchema, feedSocketsSchema, refuseSocket } from "../src/feed/hub";
+import { CLOSE, type Envelope, type FeedEvents, type FeedEventType, type FeedKind } from "../src/feed/protocol";
 import { Sql } from "../src/sql";
 
 export const ADMIN_FEED_NAME = "operators";
 
-const SCHEMA = [feedSchema("events")];
+const SCHEMA = [
+  feedSchema("events"),
+  // Open sockets per feed-holding object (its id), as last reported.
+  `CREATE TABLE sockets (object TEXT PRIMARY KEY, feed TEXT NOT NULL, open INTEGER NOT NULL, reported_at INTEGER NOT NULL);
+   ${feedSocketsSchema("events")}`,
+];
+
+/** For a feed-holding object's FeedHub (`onSockets`): tells the operators' object its open count. */
+export function socketReporter(env: Env, ctx: DurableObjectState, feed: FeedKind): (open: number) => Promise<unknown> {
+  const object = ctx.id.toString();
+  return (open) => env.ADMIN_FEED.getByName(ADMIN_FEED_NAME).socketsOpen(object, feed, open);
+}
 
 export class AdminFeed extends DurableObject<Env> {
   private readonly sql: Sql;
@@ -21,7 +33,10 @@ export class AdminFeed extends DurableObject<Env> {
   constructor(ctx: DurableObjectState, env: Env) {
     super(ctx, env);
     this.sql = new Sql(ctx.storage);
-    this.hub = new FeedHub(ctx, this.sql, { table: "events", limit: FEED.historyLimit, maxSockets: FEED.maxAdminSockets });
+    this.hub = new FeedHub(ctx, this.sql, {
+      table: "events", limit: FEED.historyLimit, maxSockets: FEED.maxAdminSockets,
+      onSockets: async (open) => this.socketsOpen(ctx.id.toString(), "admin", open),
+    });
     ctx.blockConcurrencyWhile(async () => {
       this.sql.migrate(SCHEMA);
       this.hub.start();
@@ -35,6 +50,22 @@ export class AdminFeed extends DurableObject<Env> {
 
   async events(since = 0, limit = 100): Promise<{ events: Envelope[]; oldestSeq: number | null; lastSeq: number }> {
     return this.hub.history(since, limit);
+  }
+
+  /** An object's open socket count (a report replaces the last one; 0 drops the row). */
+  async socketsOpen(object: string, feed: FeedKind, open: number): Promise<void> {
+    if (open <= 0) this.sql.exec("DELETE FROM sockets WHERE object = ?", object);
+    else
+      this.sql.exec(
+        "INSERT INTO sockets (object, feed, open, reported_at) VALUES (?, ?, ?, ?) ON CONFLICT(object) DO UPDATE SET feed = excluded.feed, open = excluded.open, reported_at = excluded.reported_at",
+        object, feed, open, Date.now(),
+      );
+  }
+
+  /** Open sockets by feed kind, summed over the objects' last reports. */
+  async socketCounts(): Promise<Record<string, number>> {
+    const rows = this.sql.all<{ feed: string; n: number }>("SELECT feed, SUM(open) AS n FROM sockets GROUP BY feed");
+    return Object.fromEntries(rows.map((r) => [r.feed, r.n]));
   }
 
   override async fetch(request: Request): Promise<Response> {

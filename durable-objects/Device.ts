@@ -23,9 +23,10 @@ import { fits } from "../src/domain/strategy";
 import { expiryWarningAt } from "../src/domain/expiry";
 import type { DeviceInfo, DeviceSpec, DeviceStatus, EndReason, EndedAllocation, UsageRecord } from "../src/domain/types";
 import { AlarmClock, CachedRow, Sql, deliverOutbox } from "../src/sql";
-import { FeedHub, feedRequestOf, feedSchema, refuseSocket } from "../src/feed/hub";
+import { FeedHub, feedRequestOf, feedSchema, feedSocketsSchema, refuseSocket } from "../src/feed/hub";
 import { CLOSE, type AllocationEventData, type DeviceFeedState, type FeedEvents } from "../src/feed/protocol";
-import { ADMIN_FEED_NAME } from "./AdminFeed";
+import { ADMIN_FEED_NAME, socketReporter } from "./AdminFeed";
+import { log } from "../src/log";
 
 const SCHEMA = [
   `CREATE TABLE device (
@@ -49,6 +50,8 @@ const SCHEMA = [
   `CREATE TABLE windows (reservation_id TEXT PRIMARY KEY, user_id TEXT NOT NULL, start_at INTEGER NOT NULL, end_at INTEGER NOT NULL);
    CREATE INDEX windows_start ON windows(start_at, end_at);
    ALTER TABLE allocations ADD COLUMN reservation_id TEXT;`,
+  // The open socket count last reported to the operators' metrics.
+  feedSocketsSchema("feed"),
 ];
 
 type AllocState = "held" | "active" | "ended";
@@ -91,6 +94,8 @@ export interface DeviceState extends DeviceSpec {
   allocationId: string | null;
   userId: string | null;
   expiresAt: number | null;
+  /** Set by the change that ended an allocation: why, and (expiry) how late the alarm was. For the pool's feed and metrics. */
+  ended?: { allocationId: string; reason: EndReason; lagMs: number | null };
 }
 
 type OutboxItem =
@@ -150,7 +155,7 @@ export class Device extends DurableObject<Env> {
     this.sql = new Sql(ctx.storage);
     this.dev = new CachedRow<DeviceRow>(this.sql, "SELECT * FROM device WHERE id = 1");
     this.clock = new AlarmClock(ctx.storage);
-    this.hub = new FeedHub(ctx, this.sql, { table: "feed", limit: FEED.deviceHistoryLimit, maxSockets: FEED.maxSocketsPerDevice });
+    this.hub = new FeedHub(ctx, this.sql, { table: "feed", limit: FEED.deviceHistoryLimit, maxSockets: FEED.maxSocketsPerDevice, onSockets: socketReporter(env, ctx, "device") });
     ctx.blockConcurrencyWhile(async () => {
       this.sql.migrate(SCHEMA);
       this.hub.start();
@@ -485,7 +490,18 @@ export class Device extends DurableObject<Env> {
   /** Delivers the due outbox rows (see deliverOutbox: side by side, settled in one commit). */
   private flush(): Promise<void> {
     return deliverOutbox<{ id: number; kind: OutboxItem["kind"]; payload: string; attempts: number }>(
-      this.sql, "outbox", ALLOCATION.notifyRetryMs, (row) => this.deliver({ kind: row.kind, payload: JSON.parse(row.payload) } as OutboxItem),
+      this.sql, "outbox", ALLOCATION.notifyRetryMs, (row) => {
+        const item = { kind: row.kind, payload: JSON.parse(row.payload) } as OutboxItem;
+        return this.deliver(item).catch((err: unknown) => {
+          // Retried by the alarm; the row keeps its last error too.
+          const p = item.payload as { record?: UsageRecord; allocationId?: string; userId?: string };
+          log("warn", "outbox delivery failed", {
+            userId: p.record?.userId ?? p.userId, allocationId: p.record?.allocationId ?? p.allocationId, deviceId: this.row()?.device_id,
+            kind: item.kind, attempts: row.attempts + 1, error: String(err).slice(0, 300),
+          });
+          throw err;
+        });
+      },
     );
   }
 
@@ -542,6 +558,7 @@ export class Device extends DurableObject<Env> {
     const state: DeviceState = {
       deviceId: d.device_id, node: d.node, cpuCores: d.cpu, memoryMB: d.mem, storageMB: d.storage, status,
       version: d.version + 1, allocationId: null, userId: null, expiresAt: null,
+      ended: { allocationId: a.allocation_id, reason, lagMs: reason === "expired" ? Math.max(0, now - a.expires_at) : null },
     };
     const record: UsageRecord = { ...ended, cpuCores: a.cpu, memoryMB: a.mem, storageMB: a.storage };
     this.enqueue(

@@ -16,20 +16,29 @@
  *   itself records the window, refusing claims and extends that would run into it. The
  *   alarm reminds, and at the start allocates the device by the same steps.
  * Feed events for users go through an outbox (`notices`) that the alarm retries.
+ *
+ * Pool feed (`GET /ws/pools/:pool`, admins): every change the index applies is logged as a
+ * `pool.device` event in the same transaction, and the hello carries the pool's devices, so an
+ * operator's view is live without polling. The same changes are counted for the metrics
+ * (allocations, releases by reason, expiry lag; see src/metrics.ts).
  */
 import { DurableObject } from "cloudflare:workers";
-import { ALLOCATION, DEFAULT_STRATEGY, PAGING, QUEUE, RESERVATION, type Env, type Strategy } from "../src/config";
+import { ALLOCATION, DEFAULT_STRATEGY, FEED, PAGING, QUEUE, RESERVATION, type Env, type Strategy } from "../src/config";
 import { fail, ok, type Failure, type Result } from "../src/errors";
 import { compareFit, fits, orderNodes, type NodeLoad } from "../src/domain/strategy";
 import { estimateStart, joinHash, priorityName, type EstimateDevice } from "../src/domain/queue";
 import { bookingHash, checkWindow, reminderAt, type ReservationStatus } from "../src/domain/reservation";
 import type { DeviceSpec, DeviceStatus } from "../src/domain/types";
 import { durationMsOf } from "../src/domain/duration";
-import type { FeedEvents, FeedEventType, QueueEventData, ReservationEventData } from "../src/feed/protocol";
+import { CLOSE, type FeedEvents, type FeedEventType, type PoolDeviceView, type PoolFeedState, type QueueEventData, type ReservationEventData } from "../src/feed/protocol";
+import { FeedHub, feedRequestOf, feedSchema, feedSocketsSchema, refuseSocket } from "../src/feed/hub";
+import { countChange, type CounterRow } from "../src/metrics";
+import { socketReporter } from "./AdminFeed";
 import { newScopedId } from "../src/ids";
 import { AlarmClock, CachedRow, Sql, deliverOutbox } from "../src/sql";
 import type { ClaimRequest, Claimed, DeviceState } from "./Device";
 import type { AllocateInput, AllocationResult } from "./UserQuota";
+import { log } from "../src/log";
 
 const SCHEMA = [
   `CREATE TABLE settings (id INTEGER PRIMARY KEY CHECK (id = 1), pool TEXT NOT NULL, strategy TEXT NOT NULL);
@@ -74,6 +83,10 @@ const SCHEMA = [
    CREATE UNIQUE INDEX reservations_idem ON reservations(user_id, idem_key) WHERE idem_key IS NOT NULL;`,
   // Notices keep their last delivery error, as the devices' outbox rows do (one delivery mechanism: deliverOutbox).
   `ALTER TABLE notices ADD COLUMN last_error TEXT;`,
+  // The pool feed (its log, event keys, ticket nonces, reported socket count) and the metrics counters.
+  `${feedSchema("events")}
+   ${feedSocketsSchema("events")}
+   CREATE TABLE metrics (name TEXT NOT NULL, label TEXT NOT NULL DEFAULT '', value REAL NOT NULL, PRIMARY KEY (name, label));`,
 ];
 
 interface Settings {
@@ -293,14 +306,17 @@ export class DevicePool extends DurableObject<Env> {
   private readonly raced = new Map<string, Map<string, number>>();
   /** The running alarm work (a second call waits for it instead of running beside it). */
   private ticking: Promise<void> | null = null;
+  private readonly hub: FeedHub;
 
   constructor(ctx: DurableObjectState, env: Env) {
     super(ctx, env);
     this.sql = new Sql(ctx.storage);
     this.cfg = new CachedRow<Settings>(this.sql, "SELECT pool, strategy, idle_release_seconds AS idleReleaseSeconds FROM settings WHERE id = 1");
     this.clock = new AlarmClock(ctx.storage);
+    this.hub = new FeedHub(ctx, this.sql, { table: "events", limit: FEED.poolHistoryLimit, maxSockets: FEED.maxSocketsPerPool, onSockets: socketReporter(env, ctx, "pool") });
     ctx.blockConcurrencyWhile(async () => {
       this.sql.migrate(SCHEMA);
+      this.hub.start();
       await this.clock.load();
       await this.rearm();
     });
@@ -424,7 +440,9 @@ export class DevicePool extends DurableObject<Env> {
 
   private apply(s: DeviceState): void {
     const changed = this.sql.tx(() => {
-      const prev = this.sql.one<{ version: number; node: string; status: DeviceStatus }>("SELECT version, node, status FROM devices WHERE device_id = ?", s.deviceId);
+      const prev = this.sql.one<{ version: number; node: string; status: DeviceStatus; allocation_id: string | null }>(
+        "SELECT version, node, status, allocation_id FROM devices WHERE device_id = ?", s.deviceId,
+      );
       if (prev && prev.version >= s.version) return false;
       if (s.status === "removed") {
         this.sql.exec("DELETE FROM devices WHERE device_id = ?", s.deviceId);
@@ -442,11 +460,26 @@ export class DevicePool extends DurableObject<Env> {
       // Node counts only move with a device's status or node (a spec change or re-registration keeps them).
       if (!prev || prev.node !== s.node || prev.status !== s.status || s.status === "removed") this.refreshNode(s.node);
       this.reservationAllocationEnded(s);
+      this.observe(prev ? { status: prev.status, allocationId: prev.allocation_id } : null, s);
       return true;
     });
     // A device freed (release, expiry, back in service): the queue's head gets it now.
     if (changed && s.status === "available" && this.sql.one("SELECT 1 AS x FROM queue WHERE status = 'waiting' LIMIT 1")) void this.dispatch();
     else if (this.noticesWaiting) this.ctx.waitUntil(this.flushNotices().then(() => this.rearm()));
+  }
+
+  /** Inside `apply`'s transaction: the pool feed's event and the metrics counters of a change. */
+  private observe(prev: { status: DeviceStatus; allocationId: string | null } | null, s: DeviceState): void {
+    const pool = this.cfg.get()?.pool ?? "";
+    this.hub.append(s.userId ?? "", "pool.device", {
+      pool, ...deviceView(s), previousStatus: prev?.status ?? null, reason: s.ended?.reason ?? null,
+    });
+    this.count(countChange(prev, s));
+  }
+
+  private count(rows: CounterRow[]): void {
+    for (const r of rows)
+      this.sql.exec("INSERT INTO metrics (name, label, value) VALUES (?, ?, ?) ON CONFLICT(name, label) DO UPDATE SET value = value + excluded.value", r.name, r.label, r.value);
   }
 
   private drop(deviceId: string): void {
@@ -631,7 +664,7 @@ export class DevicePool extends DurableObject<Env> {
           await this.rearm();
         } catch (err) {
           // The alarm (re-armed by the constructor after a restart) drives what is still due.
-          console.error(JSON.stringify({ level: "error", msg: "queue dispatch failed", error: String(err).slice(0, 500) }));
+          log("error", "queue dispatch failed", { pool: this.cfg.get()?.pool, error: String(err).slice(0, 500) });
           await this.clock.arm(Date.now() + QUEUE.offerRetryMs).catch(() => {});
         } finally {
           for (const resolve of waiting) resolve();
@@ -1087,6 +1120,42 @@ export class DevicePool extends DurableObject<Env> {
     );
   }
 
+  // ---- pool feed and metrics ---------------------------------------------------------------
+
+  /** A pool feed socket (the Worker checked the ticket and the admin role; single use is checked here). */
+  override async fetch(request: Request): Promise<Response> {
+    const f = feedRequestOf(request);
+    if (f instanceof Response) return f;
+    if (f.feed !== "pool" || f.role !== "admin") return refuseSocket(CLOSE.forbidden, "FORBIDDEN", "The pool feed needs the admin role.");
+    const pool = this.cfg.get()?.pool;
+    if (!pool || !this.exists() || pool !== f.pool) return refuseSocket(CLOSE.notFound, "POOL_NOT_FOUND", `Pool "${f.pool}" has no devices.`);
+    const rows = this.sql.all<IndexRow>("SELECT * FROM devices ORDER BY device_id LIMIT ?", FEED.poolSnapshotLimit + 1);
+    const state: PoolFeedState = { pool, devices: rows.slice(0, FEED.poolSnapshotLimit).map((r) => deviceView(indexState(r))), truncated: rows.length > FEED.poolSnapshotLimit };
+    return this.hub.admit(f, state);
+  }
+
+  override async webSocketMessage(ws: WebSocket, message: string | ArrayBuffer): Promise<void> {
+    this.hub.onMessage(ws, message);
+  }
+
+  override async webSocketClose(ws: WebSocket, code: number): Promise<void> {
+    this.hub.onClose(ws, code);
+  }
+
+  override async webSocketError(ws: WebSocket): Promise<void> {
+    this.hub.onClose(ws, 1011);
+  }
+
+  /** Counters since the pool began, and gauges as of now (GET /admin/metrics). */
+  async metrics(): Promise<{ counters: CounterRow[]; devices: Record<string, number>; queueWaiting: number; reservationsOpen: number }> {
+    const counters = this.sql.all<CounterRow>("SELECT name, label, value FROM metrics ORDER BY name, label");
+    const devices = Object.fromEntries(this.sql.all<{ status: string; n: number }>("SELECT status, COUNT(*) AS n FROM devices GROUP BY status").map((r) => [r.status, r.n]));
+    const q = this.sql.one<{ waiting: number; open: number }>(
+      "SELECT (SELECT COUNT(*) FROM queue WHERE status IN ('waiting','offered')) AS waiting, (SELECT COUNT(*) FROM reservations WHERE status IN ('pending','confirmed','executing')) AS open",
+    )!;
+    return { counters, devices, queueWaiting: q.waiting, reservationsOpen: q.open };
+  }
+
   // ---- reads and settings ----------------------------------------------------------------
 
   async list(opts: { pool: string; status?: DeviceStatus; cursor?: string; limit?: number; withHolders?: boolean }): Promise<Result<{ items: PoolDevice[]; nextCursor: string | null }>> {
@@ -1138,6 +1207,16 @@ const spec = (r: { device_id: string; cpu: number; mem: number; storage: number 
 });
 
 const iso = (t: number) => new Date(t).toISOString();
+
+/** An index row as the device state it was written from (for the pool feed's snapshot). */
+const indexState = (r: IndexRow): DeviceState => ({
+  deviceId: r.device_id, node: r.node, ...spec(r), status: r.status, version: r.version, allocationId: r.allocation_id, userId: r.user_id, expiresAt: r.expires_at,
+});
+
+const deviceView = (s: DeviceState): PoolDeviceView => ({
+  deviceId: s.deviceId, node: s.node, status: s.status, cpuCores: s.cpuCores, memoryMB: s.memoryMB, storageMB: s.storageMB,
+  allocationId: s.allocationId, userId: s.userId, expiresAt: s.expiresAt === null ? null : iso(s.expiresAt),
+});
 
 const sees = (v: Viewer, owner: string) => v.admin || v.userId === owner;
 

@@ -34,13 +34,15 @@ import { checkFunds, estimateOf, priceOf } from "../src/domain/pricing";
 import { effectiveIdleGraceMs, idleDeadline, requestedIdleGraceMs } from "../src/domain/idle";
 import { dbOf, fundsFor, type Funds } from "../src/billing/ledger";
 import type { Allocation, AllocationStatus, DeviceSpec, EndReason, EndedAllocation, Quota, QuotaUsage, UsageRecord } from "../src/domain/types";
-import { FeedHub, feedRequestOf, refuseSocket } from "../src/feed/hub";
+import { FeedHub, feedRequestOf, feedSocketsSchema, refuseSocket } from "../src/feed/hub";
+import { socketReporter } from "./AdminFeed";
 import { CLOSE, type AllocationEventData, type Envelope, type FeedEvents, type FeedEventType } from "../src/feed/protocol";
 import { AlarmClock, CachedRow, Sql } from "../src/sql";
 import { decodeCursor, encodeCursor } from "../src/cursor";
 import type { ClaimRequest, Claimed } from "./Device";
 import type { QueueEntryView, ReservationView, WindowCheck } from "./DevicePool";
 import { newScopedId, scopeOfId } from "../src/ids";
+import { log } from "../src/log";
 
 const SCHEMA = [
   `CREATE TABLE profile (
@@ -70,6 +72,8 @@ const SCHEMA = [
   // Idle release: each allocation's grace (null: off); since when the user has had no feed socket.
   `ALTER TABLE allocations ADD COLUMN idle_ms INTEGER;
    ALTER TABLE profile ADD COLUMN sockets_gone_at INTEGER;`,
+  // The open socket count last reported to the operators' metrics.
+  feedSocketsSchema("events"),
 ];
 
 interface ProfileRow {
@@ -220,7 +224,10 @@ export class UserQuota extends DurableObject<Env> {
     this.sql = new Sql(ctx.storage);
     this.prof = new CachedRow<ProfileRow>(this.sql, "SELECT * FROM profile WHERE id = 1");
     this.clock = new AlarmClock(ctx.storage);
-    this.hub = new FeedHub(ctx, this.sql, { table: "events", limit: FEED.historyLimit, maxSockets: FEED.maxSocketsPerUser, defaultUserId: () => this.ownerId() });
+    this.hub = new FeedHub(ctx, this.sql, {
+      table: "events", limit: FEED.historyLimit, maxSockets: FEED.maxSocketsPerUser, defaultUserId: () => this.ownerId(),
+      onSockets: socketReporter(env, ctx, "user"),
+    });
     ctx.blockConcurrencyWhile(async () => {
       this.sql.migrate(SCHEMA);
       this.hub.start();
@@ -418,7 +425,7 @@ export class UserQuota extends DurableObject<Env> {
       return ok({ funds, reused: false });
     } catch (err) {
       if (billingAllowOnError(this.env)) {
-        console.warn(JSON.stringify({ level: "warn", msg: "balance unreadable; allowed by BILLING_ALLOW_ON_ERROR", userId, error: String(err) }));
+        log("warn", "balance unreadable; allowed by BILLING_ALLOW_ON_ERROR", { userId, error: String(err) });
         return ok({ funds: null, reused: false });
       }
       return fail(503, "BILLING_UNAVAILABLE", "Your balance could not be read, so nothing was changed. Try again shortly.", { cause: String(err).slice(0, 200) });
@@ -501,6 +508,7 @@ export class UserQuota extends DurableObject<Env> {
       this.emit(input.userId, "device.allocated", this.eventData(done));
       this.noteQuotaStatus(this.profile(input.userId));
     });
+    log("info", "allocation active", { userId: input.userId, allocationId, deviceId: c.deviceId, pool: c.pool, expiresAt: iso(c.expiresAt) });
     // The overdue check of this allocation (an idle grace needs the full computation).
     if (idleMs === null) await this.clock.arm(c.expiresAt + ALLOCATION.overdueGraceMs);
     else await this.rearm();
@@ -680,6 +688,7 @@ export class UserQuota extends DurableObject<Env> {
       this.noteQuotaStatus(this.profile(e.userId));
       return row;
     });
+    if (ended) log("info", "allocation ended", { userId: e.userId, allocationId: e.allocationId, deviceId: e.deviceId, pool: ended.pool, reason: e.reason, durationSeconds: e.durationSeconds });
     // Its charge is not in a balance read before now: a reused balance counts it (see funds()).
     const seen = this.fundsSeen;
     if (ended && seen && e.reason !== "orphaned" && e.releasedAt >= seen.at - ALLOCATION.clockMarginMs)

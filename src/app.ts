@@ -6,6 +6,7 @@ import type { Context, MiddlewareHandler } from "hono";
 import { authenticate, requireAdmin, requireAdminOrService, requireService, requireUser, type AppEnv } from "./auth";
 import { MAX_BODY_BYTES } from "./config";
 import { HttpError, errorBody, fail, internalFailure, type ErrorStatus } from "./errors";
+import { log } from "./log";
 import { adminRoutes } from "./routes/admin";
 import { billingRoutes } from "./routes/billing";
 import { quotaRoutes } from "./routes/quotas";
@@ -13,16 +14,25 @@ import { schedulerRoutes } from "./routes/scheduler";
 import { queueRoutes } from "./routes/queue";
 import { feedRoutes } from "./routes/feed";
 import { eventRoutes } from "./routes/events";
-// batch
 import { batchRoutes } from "./routes/batch";
+import { metricsRoutes } from "./routes/metrics";
 
 export function createApp() {
   const app = newApp();
 
+  // One log line per request: who, what, the outcome, and the allocation it touched (never the
+  // query string: feed tickets travel there).
   app.use("*", async (c, next) => {
+    const started = Date.now();
     c.set("requestId", c.req.header("cf-ray") ?? crypto.randomUUID());
     await next();
     c.header("X-Request-Id", c.get("requestId"));
+    const p = c.get("principal");
+    const status = c.res.status;
+    log(status >= 500 ? "error" : "info", "request", {
+      requestId: c.get("requestId"), userId: p?.kind === "user" ? p.userId : null, allocationId: c.get("allocationId"),
+      method: c.req.method, path: c.req.path, status, ms: Date.now() - started, ...(p?.kind === "service" ? { caller: "service" } : {}),
+    });
   });
   app.use(
     "*",
@@ -60,6 +70,8 @@ export function createApp() {
   app.route("/", eventRoutes());
   // batch: POST /scheduler/batch/* (gated by /scheduler/* above: users and admins)
   app.route("/", batchRoutes());
+  // GET /admin/metrics (gated by /admin/* above: admins only)
+  app.route("/", metricsRoutes());
 
   app.doc31("/openapi.json", {
     openapi: "3.1.0",

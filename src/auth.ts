@@ -9,7 +9,8 @@ import { IDS, type Env } from "./config";
 import { HttpError, fail } from "./errors";
 
 export type Principal = { kind: "user"; userId: string; role: "user" | "admin" } | { kind: "service" };
-export type AppEnv = { Bindings: Env; Variables: { principal: Principal | null; requestId: string } };
+/** `allocationId`: the allocation a request acted on, once known (for its log line). */
+export type AppEnv = { Bindings: Env; Variables: { principal: Principal | null; requestId: string; allocationId?: string } };
 
 const encoder = new TextEncoder();
 

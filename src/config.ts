@@ -195,6 +195,12 @@ export const FEED = {
   maxSocketsPerUser: 20,
   maxSocketsPerDevice: 20,
   maxAdminSockets: 200,
+  /** Open sockets per pool feed (admins watching a pool). */
+  maxSocketsPerPool: 50,
+  /** Events each pool feed keeps for resume (one per device change). */
+  poolHistoryLimit: 1000,
+  /** Devices a pool feed's hello lists; a larger pool says `truncated` (page the rest from GET /admin/pools/{pool}/devices). */
+  poolSnapshotLimit: 1000,
   /** Clients send only `ping`; other messages beyond this many per minute close the socket with 4429. */
   maxClientMessagesPerMinute: 30,
   /** Idle release grace (per allocation or per pool), in minutes. */

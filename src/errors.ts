@@ -1,3 +1,5 @@
+import { log } from "./log";
+
 /**
  * The one error shape. Durable Objects return `Failure` values across RPC (thrown errors
  * lose their fields on the way), and routes turn them into `{error: {code, message, details?}}`.
@@ -28,7 +30,7 @@ export function errorBody(f: Pick<Failure, "code" | "message" | "details">) {
  * with the one 500 shape, which says nothing about it but the request id.
  */
 export function internalFailure(err: unknown, context: { requestId: string; path: string; [k: string]: unknown }): Failure {
-  console.error(JSON.stringify({ level: "error", ...context, error: String(err), stack: (err as Error)?.stack }));
+  log("error", "unexpected error", { ...context, error: String(err), stack: (err as Error)?.stack });
   return fail(500, "INTERNAL", "Something went wrong on our side; nothing was changed that you were not told of.", { requestId: context.requestId });
 }
 

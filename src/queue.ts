@@ -14,16 +14,30 @@ import { dbOf } from "./billing/ledger";
 import { applyUsage } from "./billing/usage";
 import { notifyOperators } from "./billing/notify";
 import { UsageRecordMessage } from "./schemas";
+import { log } from "./log";
 
 export const USAGE_QUEUE = "device-usage";
 export const USAGE_DLQ = "device-usage-dlq";
 
-const log = (level: "warn" | "error", msg: string, fields: Record<string, unknown>) => console[level](JSON.stringify({ level, msg, ...fields }));
+/** Counters in D1 for the metrics endpoint: one statement after a batch, never failing the batch. */
+async function countReports(env: Env, counts: Record<"usage_reports_sent" | "usage_reports_failed" | "usage_reports_dead_lettered", number>): Promise<void> {
+  const rows = Object.entries(counts).filter(([, n]) => n > 0);
+  if (!rows.length) return;
+  try {
+    await env.DB.prepare(
+      `INSERT INTO metric_counters (name, value) VALUES ${rows.map(() => "(?, ?)").join(", ")}
+       ON CONFLICT(name) DO UPDATE SET value = value + excluded.value`,
+    ).bind(...rows.flat()).run();
+  } catch (err) {
+    log("warn", "usage report counters not written", { ...counts, error: String(err) });
+  }
+}
 
 export async function handleUsageBatch(batch: MessageBatch<unknown>, env: Env): Promise<void> {
   if (batch.queue === USAGE_DLQ) return handleDeadLetters(batch, env);
   const valid: Message<unknown>[] = [];
   const records: UsageRecord[] = [];
+  let invalid = 0;
   for (const msg of batch.messages) {
     const parsed = UsageRecordMessage.safeParse(msg.body);
     if (parsed.success) {
@@ -31,7 +45,7 @@ export async function handleUsageBatch(batch: MessageBatch<unknown>, env: Env): 
       records.push(parsed.data);
     } else {
       // Retrying cannot fix a malformed record: keep it for an operator and move on.
-      await keepFailed(env, msg, "invalid", `invalid usage record: ${parsed.error.issues.map((i) => `${i.path.join(".")}: ${i.message}`).join("; ")}`);
+      if (await keepFailed(env, msg, "invalid", `invalid usage record: ${parsed.error.issues.map((i) => `${i.path.join(".")}: ${i.message}`).join("; ")}`)) invalid++;
     }
   }
   let outcomes;
@@ -41,28 +55,35 @@ export async function handleUsageBatch(batch: MessageBatch<unknown>, env: Env): 
     // Accounts could not be read (D1 down?): every record waits and tries again.
     log("error", "usage batch failed", { queue: batch.queue, size: valid.length, error: String(err) });
     for (const msg of valid) msg.retry({ delaySeconds: usageRetryDelay(env, msg.attempts) });
+    await countReports(env, { usage_reports_sent: 0, usage_reports_failed: valid.length, usage_reports_dead_lettered: invalid });
     return;
   }
+  let failed = 0;
   outcomes.forEach((o, i) => {
     const msg = valid[i]!;
     if (o.status === "failed") {
-      log("error", "usage write failed", { allocationId: o.allocationId, attempts: msg.attempts, error: o.error });
+      failed++;
+      log("error", "usage write failed", { userId: records[i]!.userId, allocationId: o.allocationId, deviceId: records[i]!.deviceId, attempts: msg.attempts, error: o.error });
       msg.retry({ delaySeconds: usageRetryDelay(env, msg.attempts) });
     } else {
       msg.ack();
     }
   });
+  // A malformed record is kept for an operator at once (retrying cannot fix it): dead-lettered.
+  await countReports(env, { usage_reports_sent: valid.length - failed, usage_reports_failed: failed, usage_reports_dead_lettered: invalid });
 }
 
 async function handleDeadLetters(batch: MessageBatch<unknown>, env: Env): Promise<void> {
+  let kept = 0;
   for (const msg of batch.messages) {
     const parsed = UsageRecordMessage.safeParse(msg.body);
-    await keepFailed(env, msg, parsed.success ? "failed" : "invalid", parsed.success ? "usage queue retries exhausted" : "invalid usage record");
+    if (await keepFailed(env, msg, parsed.success ? "failed" : "invalid", parsed.success ? "usage queue retries exhausted" : "invalid usage record")) kept++;
   }
+  await countReports(env, { usage_reports_sent: 0, usage_reports_failed: 0, usage_reports_dead_lettered: kept });
 }
 
-/** Stores a message in `failed_usage` (idempotent per allocation), then acks; retries if D1 refuses. */
-async function keepFailed(env: Env, msg: Message<unknown>, status: "failed" | "invalid", error: string): Promise<void> {
+/** Stores a message in `failed_usage` (idempotent per allocation), then acks (true); retries if D1 refuses (false). */
+async function keepFailed(env: Env, msg: Message<unknown>, status: "failed" | "invalid", error: string): Promise<boolean> {
   const body = msg.body as Partial<UsageRecord> | null;
   const allocationId = typeof body?.allocationId === "string" && body.allocationId ? body.allocationId.slice(0, 300) : `message:${msg.id}`;
   const now = Date.now();
@@ -83,13 +104,15 @@ async function keepFailed(env: Env, msg: Message<unknown>, status: "failed" | "i
   } catch (err) {
     log("error", "dead letter could not be stored", { allocationId, attempts: msg.attempts, error: String(err) });
     msg.retry({ delaySeconds: usageRetryDelay(env, msg.attempts) });
-    return;
+    return false;
   }
+  log("warn", "usage report kept as failed", { userId: typeof body?.userId === "string" ? body.userId : null, allocationId, attempts: msg.attempts, status: kept?.status, error });
   // A late copy of a record already replayed or healed is no news. The key is per message, so a
   // redelivered message shows once; a new failure of the same allocation shows again.
-  if (kept?.status !== "failed" && kept?.status !== "invalid") return;
+  if (kept?.status !== "failed" && kept?.status !== "invalid") return true;
   const str = (v: unknown) => (typeof v === "string" ? v.slice(0, 128) : "");
   await notifyOperators(env, `usage_failed:${allocationId}:${msg.id}`, "billing.usage_failed", str(body?.userId), {
     allocationId, userId: str(body?.userId), deviceId: str(body?.deviceId), status: kept.status, error,
   });
+  return true;
 }

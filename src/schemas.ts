@@ -117,6 +117,7 @@ export const HistoryQuery = z.object({ cursor: z.coerce.number().int().min(0).op
 export const PoolDevicesQuery = z
   .object({ status: z.enum(["available", "allocated", "maintenance", "offline"]).optional(), cursor: Id.optional(), limit: Limit })
   .strict();
+export const UsersQuery = z.object({ cursor: Id.optional(), limit: Limit }).strict();
 export const StrategyBody = z
   .object({
     strategy: z.enum(STRATEGIES).optional().openapi({ description: "How the pool picks a device." }),
@@ -295,19 +296,22 @@ export const ErrorSchema = z
 
 export const TicketBody = z
   .object({
-    feed: z.enum(["user", "admin", "device"]).default("user").openapi({ description: "Which feed the ticket opens: your own (`user`), the operators' (`admin`, admins only) or a device you hold (`device`)." }),
+    feed: z.enum(["user", "admin", "device", "pool"]).default("user").openapi({ description: "Which feed the ticket opens: your own (`user`), the operators' (`admin`, admins only), a device you hold (`device`) or a pool's devices (`pool`, admins only)." }),
     deviceId: Id.optional().openapi({ description: "With `feed: \"device\"`: the device to watch." }),
+    pool: Id.optional().openapi({ description: "With `feed: \"pool\"`: the pool to watch." }),
   })
   .strict()
   .superRefine((b, ctx) => {
     if (b.feed === "device" && !b.deviceId) ctx.addIssue({ code: "custom", path: ["deviceId"], message: "a device ticket names its deviceId" });
     if (b.feed !== "device" && b.deviceId) ctx.addIssue({ code: "custom", path: ["deviceId"], message: "deviceId goes with feed \"device\" only" });
+    if (b.feed === "pool" && !b.pool) ctx.addIssue({ code: "custom", path: ["pool"], message: "a pool ticket names its pool" });
+    if (b.feed !== "pool" && b.pool) ctx.addIssue({ code: "custom", path: ["pool"], message: "pool goes with feed \"pool\" only" });
   })
   .openapi("TicketRequest");
 
 export const TicketResult = z
   .object({
-    ticket: z.string(), expiresAt: z.string(), feed: z.enum(["user", "admin", "device"]),
+    ticket: z.string(), expiresAt: z.string(), feed: z.enum(["user", "admin", "device", "pool"]),
     url: z.string().openapi({ description: "Path to open as a WebSocket (add `&since=<last seq>` to resume)." }),
   })
   .openapi("Ticket");

@@ -575,6 +575,22 @@ const ROUTES: RouteCase[] = [
     },
   },
   {
+    method: "GET", path: () => "/admin/users?limit=200", scope: "admin", okStatus: 200,
+    verify: (_fx, body) => {
+      expect(Array.isArray(body.items)).toBe(true);
+      expect(body.items.length).toBeGreaterThan(0);
+      for (const u of body.items) expect(u.quota.userId).toBe(u.userId);
+    },
+  },
+  {
+    method: "GET", path: () => "/admin/metrics", scope: "admin", okStatus: 200,
+    verify: (fx, body) => {
+      expect(typeof body).toBe("string");
+      expect(body).toContain(`eda_allocations_total{pool="${fx.pool}"}`);
+      expect(body).toContain(`eda_devices{pool="${fx.pool}",status="allocated"} 1`);
+    },
+  },
+  {
     method: "GET", path: () => "/admin/pools", scope: "admin", okStatus: 200,
     verify: (fx, body) => {
       expect(body.items.find((p: { pool: string }) => p.pool === fx.pool)).toMatchObject({ devices: 2, allocated: 1, available: 1 });

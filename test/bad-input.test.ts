@@ -596,6 +596,10 @@ function buildCases(): [string, Case[]][] {
     qs(() => `/admin/devices/${W.held}/history`, "admin", ["cursor=-1", "cursor=abc", "cursor=1.5", "cursor=1e300", "cursor=99999999999999999999", "limit=0", "limit=201", "extra=1"]),
   ]);
   groups.push([
+    "users: query",
+    qs(() => "/admin/users", "admin", ["limit=0", "limit=10000", `cursor=${pct("a/b")}`, `cursor=${"c".repeat(129)}`, "extra=1"]),
+  ]);
+  groups.push([
     "pool devices: query",
     qs(() => `/admin/pools/${W.pool}/devices`, "admin", ["status=bogus", "status=removed", "limit=0", "limit=10000", `cursor=${pct("a/b")}`, `cursor=${"c".repeat(129)}`, "extra=1"]),
   ]);
@@ -859,13 +863,18 @@ function buildCases(): [string, Case[]][] {
       { ...ticketRoute, name: "deviceId with feed user", body: () => ({ feed: "user", deviceId: W.held }), status: 400, code: "VALIDATION_FAILED", objects: true },
       ...missingCases(ticketRoute, ticketBase, ["deviceId"]),
       { ...ticketRoute, name: "admin feed by a user", body: () => ({ feed: "admin" }), status: 403, code: "FORBIDDEN", objects: true },
+      { ...ticketRoute, name: "pool feed by a user", body: () => ({ feed: "pool", pool: W.pool }), status: 403, code: "FORBIDDEN", objects: true },
+      { ...ticketRoute, as: "admin", name: "pool feed without a pool", body: () => ({ feed: "pool" }), status: 400, code: "VALIDATION_FAILED", objects: true },
+      { ...ticketRoute, as: "admin", name: "pool with feed user", body: () => ({ feed: "user", pool: W.pool }), status: 400, code: "VALIDATION_FAILED", objects: true },
+      { ...ticketRoute, as: "admin", name: "pool and deviceId together", body: () => ({ feed: "pool", pool: W.pool, deviceId: W.held }), status: 400, code: "VALIDATION_FAILED", objects: true },
+      ...fieldCases({ ...ticketRoute, as: "admin" as As }, () => ({ feed: "pool", pool: W.pool }), "pool", BAD_ID_VALUES),
       { ...ticketRoute, as: "service", name: "ticket for a service", body: () => ({ feed: "user" }), status: 403, code: "FORBIDDEN", objects: true },
     ],
   ]);
   // A plain GET on an upgrade path is told to upgrade; hostile upgrades are in their own describe below.
   groups.push([
     "feed paths without an upgrade",
-    ["/ws", "/ws?ticket=x&since=abc", "/ws/admin", "/ws/devices/x", `/ws/devices/${pct("../x")}`, "/ws?since=1e400"].map(
+    ["/ws", "/ws?ticket=x&since=abc", "/ws/admin", "/ws/devices/x", `/ws/devices/${pct("../x")}`, "/ws?since=1e400", "/ws/pools/x", `/ws/pools/${pct("../x")}`].map(
       (path): Case => ({ method: "GET", path: () => path, as: "user", name: `GET ${path}`, status: 426, code: "UPGRADE_REQUIRED", objects: true }),
     ),
   ]);
@@ -996,6 +1005,10 @@ describe("hostile feed upgrades close with a 4xxx code and a feed.error frame, w
     ["unknown query parameter", async () => "/ws?ticket=x&token=abc", 4400],
     ["device id is a path", async () => `/ws/devices/${pct("../x")}?ticket=x`, 4404],
     ["device id has NUL", async () => `/ws/devices/${pct("a\u0000b")}?ticket=x`, 4404],
+    ["pool ticket for another pool", async () => `/ws/pools/${uid("bi-otherpool")}?ticket=${(await call("POST", "/ws/ticket", { token: W.adminToken, body: { feed: "pool", pool: W.pool } })).body.ticket}`, 4401],
+    ["pool ticket at the admin feed", async () => `/ws/admin?ticket=${(await call("POST", "/ws/ticket", { token: W.adminToken, body: { feed: "pool", pool: W.pool } })).body.ticket}`, 4401],
+    ["user-role ticket forged for a pool feed", async () => `/ws/pools/${W.pool}?ticket=${await forged({ role: "user", scope: `pool:${W.pool}` }, `${env.JWT_SECRET}\u0000ws-ticket`)}`, 4403],
+    ["pool id is a path", async () => `/ws/pools/${pct("../x")}?ticket=x`, 4404],
   ];
   for (const [name, path, want] of cases) {
     it(name, async () => {

@@ -10,6 +10,7 @@ import { previousPeriod } from "../domain/pricing";
 import { generateInvoices } from "./invoices";
 import { deliverNotifications } from "./notify";
 import { reconcile } from "./reconcile";
+import { log } from "../log";
 
 export async function runBillingCron(env: Env, now: number) {
   const out: Record<string, unknown> = {};
@@ -18,7 +19,7 @@ export async function runBillingCron(env: Env, now: number) {
       out[name] = await fn();
     } catch (err) {
       out[name] = { error: String(err) };
-      console.error(JSON.stringify({ level: "error", msg: `cron ${name} failed`, error: String(err) }));
+      log("error", `cron ${name} failed`, { error: String(err) });
     }
   };
   await step("notifications", () => deliverNotifications(env));
@@ -30,7 +31,7 @@ export async function runBillingCron(env: Env, now: number) {
   await step("reconcile", async () => {
     const r = await reconcile(env, { now });
     if (r.missingUsage || r.missingCharges || r.mismatched || r.balanceDrift)
-      console.warn(JSON.stringify({ level: "warn", msg: "reconciliation found differences", ...r, differences: r.differences.slice(0, 20) }));
+      log("warn", "reconciliation found differences", { ...r, differences: r.differences.slice(0, 20) });
     return { ...r, differences: r.differences.length };
   });
   return out;

@@ -11,6 +11,7 @@ import { defaultPricingPlan, type Env } from "../config";
 import { accounts, ledger, pricingPlans } from "../db/schema";
 import type { Rates } from "../domain/pricing";
 import { deliverNotifications } from "./notify";
+import { log } from "../log";
 
 export type Db = DrizzleD1Database<Record<string, never>>;
 export const dbOf = (env: Pick<Env, "DB">): Db => drizzle(env.DB);
@@ -182,6 +183,6 @@ export async function fundsChanged(env: Pick<Env, "USER_QUOTA">, userId: string)
   try {
     await env.USER_QUOTA.getByName(userId).fundsChanged();
   } catch (err) {
-    console.warn(JSON.stringify({ level: "warn", msg: "balance change not told to the user's object", userId, error: String(err) }));
+    log("warn", "balance change not told to the user's object", { userId, error: String(err) });
   }
 }

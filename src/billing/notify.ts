@@ -10,6 +10,7 @@ import { notifications } from "../db/schema";
 import { dbOf } from "./ledger";
 import type { FeedEvents, FeedEventType } from "../feed/protocol";
 import { ADMIN_FEED_NAME } from "../../durable-objects/AdminFeed";
+import { log } from "../log";
 
 export const adminFeed = (env: Env) => env.ADMIN_FEED.getByName(ADMIN_FEED_NAME);
 
@@ -22,7 +23,7 @@ export async function notifyOperators<K extends FeedEventType>(env: Env, key: st
     await adminFeed(env).publish(key, type, userId, data);
     return true;
   } catch (err) {
-    console.warn(JSON.stringify({ level: "warn", msg: "operator event not published", key, type, error: String(err) }));
+    log("warn", "operator event not published", { userId, key, type, error: String(err) });
     return false;
   }
 }
@@ -51,13 +52,13 @@ export async function deliverNotifications(env: Env, userIds?: string[], limit: 
         } catch (err) {
           failed++;
           await db.update(notifications).set({ attempts: sql`${notifications.attempts} + 1` }).where(eq(notifications.key, n.key)).catch(() => {});
-          console.warn(JSON.stringify({ level: "warn", msg: "billing event not delivered yet", key: n.key, error: String(err) }));
+          log("warn", "billing event not delivered yet", { userId, key: n.key, error: String(err) });
           return; // keep this user's events in order: the rest wait for the next run
         }
       }
     }));
   } catch (err) {
-    console.warn(JSON.stringify({ level: "warn", msg: "billing events could not be read", error: String(err) }));
+    log("warn", "billing events could not be read", { error: String(err) });
   }
   return { delivered, failed };
 }

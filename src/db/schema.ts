@@ -152,3 +152,9 @@ export const notifications = sqliteTable(
   },
   (t) => [index("notifications_pending").on(t.deliveredAt, t.createdAt)],
 );
+
+/** Operator counters the usage consumers keep (reports sent, failed, dead-lettered); see src/metrics.ts. */
+export const metricCounters = sqliteTable("metric_counters", {
+  name: text("name").primaryKey(),
+  value: integer("value").notNull(),
+});

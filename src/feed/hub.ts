@@ -1,6 +1,7 @@
 /**
  * FeedHub: an event log with hibernatable sockets, used by every object that holds a feed
- * (UserQuota: the user's feed; Device: the device feed; AdminFeed: the operators' feed).
+ * (UserQuota: the user's feed; Device: the device feed; DevicePool: the pool feed; AdminFeed:
+ * the operators' feed).
  *
  * - Events are appended to the object's SQLite log (one seq per event) inside whatever
  *   transaction made them, and sent to sockets only afterwards (a microtask later), read
@@ -10,7 +11,7 @@
  * - Sockets are accepted with `ctx.acceptWebSocket` (hibernation); who is watching lives in
  *   the socket's attachment, so it survives hibernation. `ping` is answered by the runtime.
  * - A socket sees an event only if it is the event's user, or an admin on a device or the
- *   admin feed (invariant 6 is enforced here, per frame, not only by routing).
+ *   admin, device or pool feed (invariant 6 is enforced here, per frame, not only by routing).
  */
 import { FEED } from "../config";
 import type { Sql } from "../sql";
@@ -33,6 +34,7 @@ export interface FeedRequest {
   ticketExpiresAt: number;
   since?: number;
   deviceId?: string;
+  pool?: string;
 }
 export const FEED_HEADER = "X-Feed-Watcher";
 
@@ -58,6 +60,14 @@ export function feedExtrasSchema(table: string): string {
    CREATE TABLE ${table}_tickets (nonce TEXT PRIMARY KEY, expires_at INTEGER NOT NULL);`;
 }
 
+/**
+ * The number of open sockets this object last reported (see FeedHubOptions.onSockets). Kept so
+ * that an object whose sockets were cut by a restart corrects its report when it next wakes.
+ */
+export function feedSocketsSchema(table: string): string {
+  return `CREATE TABLE IF NOT EXISTS ${table}_sockets (id INTEGER PRIMARY KEY CHECK (id = 1), reported INTEGER NOT NULL);`;
+}
+
 interface LogRow {
   seq: number;
   type: string;
@@ -73,6 +83,11 @@ export interface FeedHubOptions {
   maxSockets: number;
   /** The user of rows written before the log had a user column (UserQuota's own). */
   defaultUserId?: () => string;
+  /**
+   * Told the number of open sockets whenever it changes (the operators' metrics count them).
+   * Needs the `feedSocketsSchema` table. Best effort: a failed report is sent again at the next change.
+   */
+  onSockets?: (open: number) => Promise<unknown>;
 }
 
 export class FeedHub {
@@ -94,6 +109,29 @@ export class FeedHub {
   /** Call once the schema exists (constructor, inside blockConcurrencyWhile). */
   start(): void {
     this.pumped = this.bounds().hi;
+    // After a restart the runtime has no sockets left, though the last report may say otherwise.
+    if (this.opts.onSockets && this.reported() > 0 && this.open().length === 0) this.reportSockets();
+  }
+
+  // ---- socket count reports ------------------------------------------------------------------
+
+  private reported(): number {
+    return this.sql.one<{ reported: number }>(`SELECT reported FROM ${this.opts.table}_sockets WHERE id = 1`)?.reported ?? 0;
+  }
+
+  /** Reports the open count if it changed (`closing`: a socket being closed, not counted). */
+  private reportSockets(closing?: WebSocket): void {
+    const send = this.opts.onSockets;
+    if (!send) return;
+    const n = this.open(undefined, closing).length;
+    if (n === this.reported()) return;
+    this.sql.exec(`INSERT OR REPLACE INTO ${this.opts.table}_sockets (id, reported) VALUES (1, ?)`, n);
+    this.ctx.waitUntil(
+      send(n).catch(() => {
+        // Not reported: make the next change (or wake) send it again.
+        this.sql.exec(`INSERT OR REPLACE INTO ${this.opts.table}_sockets (id, reported) VALUES (1, -1)`);
+      }),
+    );
   }
 
   // ---- the log -----------------------------------------------------------------------------
@@ -210,6 +248,7 @@ export class FeedHub {
       const rows = this.rowsAfter(from, this.opts.limit + 100, seesAll(w) ? undefined : w.userId);
       for (const r of rows) if (r.seq <= hi) server.send(JSON.stringify(this.envelope(r)));
     }
+    this.reportSockets();
     return new Response(null, { status: 101, webSocket: client });
   }
 
@@ -258,6 +297,7 @@ export class FeedHub {
         }
       }
     }
+    if (n) this.reportSockets();
     return n;
   }
 
@@ -284,6 +324,7 @@ export class FeedHub {
     } catch {
       /* already closed */
     }
+    this.reportSockets(ws);
   }
 }
 

@@ -162,6 +162,35 @@ export interface ReconcileDifferencesEventData {
   sample: unknown[];
 }
 
+/** A device as its pool's index knows it (pool feed: the hello's snapshot and every `pool.device`). */
+export interface PoolDeviceView {
+  deviceId: string;
+  node: string;
+  status: string;
+  cpuCores: number;
+  memoryMB: number;
+  storageMB: number;
+  allocationId: string | null;
+  userId: string | null;
+  expiresAt: string | null;
+}
+
+/** `pool.device` (pool feed, admins): a device of the pool changed; status `removed` when it left. */
+export interface PoolDeviceEventData extends PoolDeviceView {
+  pool: string;
+  previousStatus: string | null;
+  /** Why the previous allocation ended, when this change ended one. */
+  reason: string | null;
+}
+
+/** `feed.hello` `state` on a pool feed: the pool's devices as of the connect. */
+export interface PoolFeedState {
+  pool: string;
+  devices: PoolDeviceView[];
+  /** More devices than a hello carries (`FEED.poolSnapshotLimit`): list the rest with GET /admin/pools/{pool}/devices. */
+  truncated: boolean;
+}
+
 /** Waiting queue (user feed): the entry got its device, waited too long, or could not be served. */
 export interface QueueEventData {
   entryId: string;
@@ -201,6 +230,7 @@ export interface FeedEvents {
   "device.expiring": ExpiringEventData;
   "device.released": ReleasedEventData;
   "device.status": DeviceStatusEventData;
+  "pool.device": PoolDeviceEventData;
   "quota.updated": QuotaUpdatedEventData;
   "quota.exceeded": QuotaEventData;
   "quota.renewed": QuotaRenewedEventData;
@@ -240,7 +270,7 @@ export interface Envelope<T = unknown, K extends string = string> {
 /** A logged event: always has a seq. */
 export type FeedEvent<K extends FeedEventType = FeedEventType> = { [P in K]: Envelope<FeedEvents[P], P> & { seq: number } }[K];
 
-export type FeedKind = "user" | "admin" | "device";
+export type FeedKind = "user" | "admin" | "device" | "pool";
 
 /** First frame on every socket: where replay starts and ends, and what history was lost. */
 export interface HelloData {
@@ -255,7 +285,7 @@ export interface HelloData {
   historyLimit: number;
   /** Events the client missed that are no longer kept (`null` when nothing was lost). */
   missed: { from: number; to: number; count: number } | null;
-  /** Device feeds: the device and its allocation as of now. */
+  /** Device feeds: the device and its allocation as of now; pool feeds: the pool's devices (PoolFeedState). */
   state?: unknown;
 }
 
@@ -290,7 +320,7 @@ export const CLOSE = {
   unauthorized: 4401,
   /** Valid ticket, but not for this feed (not an admin; not the device's holder). */
   forbidden: 4403,
-  /** No such device. */
+  /** No such device or pool. */
   notFound: 4404,
   /** The device was removed from the fleet: its feed is gone for good. */
   deviceRemoved: 4410,

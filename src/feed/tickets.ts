@@ -13,7 +13,7 @@ import type { FeedKind } from "./protocol";
 export interface Ticket {
   userId: string;
   role: "user" | "admin";
-  /** `user`, `admin` or `device:<deviceId>`: the one feed this ticket opens. */
+  /** `user`, `admin`, `device:<deviceId>` or `pool:<pool>`: the one feed this ticket opens. */
   scope: string;
   nonce: string;
   /** Unix ms. */
@@ -22,8 +22,9 @@ export interface Ticket {
 
 const ticketKey = (env: Pick<Env, "JWT_SECRET">) => `${env.JWT_SECRET}\u0000ws-ticket`;
 
-export function scopeOf(feed: FeedKind, deviceId?: string): string {
-  return feed === "device" ? `device:${deviceId}` : feed;
+/** `name` is the device id of a device feed, the pool of a pool feed. */
+export function scopeOf(feed: FeedKind, name?: string): string {
+  return feed === "device" || feed === "pool" ? `${feed}:${name}` : feed;
 }
 
 export async function mintTicket(env: Pick<Env, "JWT_SECRET">, who: { userId: string; role: "user" | "admin" }, scope: string, now = Date.now()): Promise<{ ticket: string; expiresAt: number }> {

@@ -1,16 +1,18 @@
-/** Operator routes: the device fleet, pools and force-release. Admin role only. */
+/** Operator routes: the device fleet, pools, force-release and the users list. Admin role only. */
 import { z } from "@hono/zod-openapi";
 import { drizzle } from "drizzle-orm/d1";
 import type { Context } from "hono";
 import type { AppEnv } from "../auth";
 import { newApp } from "../app-factory";
-import { pools } from "../db/schema";
+import { accounts, pools, pricingPlans } from "../db/schema";
+import { asc, eq, gt } from "drizzle-orm";
+import { PAGING } from "../config";
 import { shortDurationsAllowed } from "../config";
 import { fail, ok } from "../errors";
 import { jsonBody, route } from "../openapi";
 import type { EndedAllocation } from "../domain/types";
 import {
-  DeviceIdParam, DeviceView, HistoryQuery, PoolDevicesQuery, PoolParam, RegisterDeviceBody, ReleaseResult, StrategyBody, UpdateDeviceBody,
+  DeviceIdParam, DeviceView, HistoryQuery, PoolDevicesQuery, PoolParam, RegisterDeviceBody, ReleaseResult, StrategyBody, UpdateDeviceBody, UsersQuery,
 } from "../schemas";
 import { device, pool, reply, userQuota } from "./helpers";
 
@@ -140,6 +142,23 @@ export function adminRoutes() {
         return reply(c, fail(400, "SHORT_DURATION_DISABLED", "`idleReleaseSeconds` is a test-only switch and is off here; use idleReleaseMinutes."));
       const idleReleaseSeconds = b.idleReleaseSeconds !== undefined ? b.idleReleaseSeconds : b.idleReleaseMinutes == null ? b.idleReleaseMinutes : b.idleReleaseMinutes * 60;
       return reply(c, await pool(c.env, name).setSettings(name, { strategy: b.strategy, idleReleaseSeconds }));
+    },
+  );
+
+  app.openapi(
+    route({
+      method: "get", path: "/admin/users", tags: ["quota"], security, summary: "Users with a billing account: plan, balance and quota, by user id",
+      description: "A user appears here once they have a billing account (their first allocation or balance read opens it). Page with `cursor` = the last userId.",
+      request: { query: UsersQuery }, ok: { status: 200, schema: Any, description: "A page" },
+    }),
+    async (c) => {
+      const q = c.req.valid("query");
+      const limit = Math.min(q.limit ?? PAGING.defaultLimit, PAGING.maxLimit);
+      const rows = await drizzle(c.env.DB).select({ userId: accounts.userId, planId: accounts.planId, balance: accounts.balance, currency: pricingPlans.currency }).from(accounts)
+        .leftJoin(pricingPlans, eq(pricingPlans.planId, accounts.planId)).where(q.cursor ? gt(accounts.userId, q.cursor) : undefined).orderBy(asc(accounts.userId)).limit(limit + 1);
+      const page = rows.slice(0, limit);
+      const items = await Promise.all(page.map(async (r) => ({ ...r, quota: await userQuota(c.env, r.userId).getQuota(r.userId) })));
+      return reply(c, ok({ items, nextCursor: rows.length > limit ? page[page.length - 1]!.userId : null }));
     },
   );
 

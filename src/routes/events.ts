@@ -15,6 +15,7 @@ import { jsonBody, route } from "../openapi";
 import { AdminEventsQuery, AppEvent, AppEventBatch, AppEventsBody, AppEventsResult } from "../schemas";
 import { userQuota } from "./helpers";
 import type { AdminFeed } from "../../durable-objects/AdminFeed";
+import { log } from "../log";
 
 type AppEventInput = z.infer<typeof AppEvent>;
 // The schema and the feed protocol must name the same app events.
@@ -59,7 +60,7 @@ async function deliver(env: Env, events: AppEventInput[]): Promise<Outcome[]> {
         const r = await stub.externalEvent(userId, key, e.type, e.data as FeedEvents[typeof e.type]);
         out[i] = { ...base, seq: r.seq, duplicate: r.duplicate };
       } catch (err) {
-        console.warn(JSON.stringify({ level: "warn", msg: "app event not delivered", eventId: e.eventId ?? null, type: e.type, error: String(err) }));
+        log("warn", "app event not delivered", { userId, eventId: e.eventId ?? null, type: e.type, error: String(err) });
         out[i] = { ...base, error: { code: "FEED_UNAVAILABLE", message: "The user's feed did not answer; nothing was written for this event. Send it again (with its eventId)." } };
       }
     }

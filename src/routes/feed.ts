@@ -16,7 +16,7 @@ import { CLOSE, type FeedKind } from "../feed/protocol";
 import { mintTicket, readTicket, scopeOf } from "../feed/tickets";
 import { jsonBody, route } from "../openapi";
 import { FEED_SINCE, TicketBody, TicketResult } from "../schemas";
-import { device, reply, userQuota } from "./helpers";
+import { device, pool, reply, userQuota } from "./helpers";
 import { ADMIN_FEED_NAME } from "../../durable-objects/AdminFeed";
 
 const security = [{ bearer: [] }];
@@ -35,11 +35,11 @@ export function feedRoutes() {
     async (c) => {
       const p = requireUser(c);
       // No body means the caller's own feed.
-      const b = (c.req.valid("json") ?? {}) as { feed?: FeedKind; deviceId?: string };
+      const b = (c.req.valid("json") ?? {}) as { feed?: FeedKind; deviceId?: string; pool?: string };
       const feed = b.feed ?? "user";
-      if (feed === "admin" && p.role !== "admin") return reply(c, fail(403, "FORBIDDEN", "The admin feed needs the admin role."));
-      const t = await mintTicket(c.env, p, scopeOf(feed, b.deviceId));
-      const path = feed === "user" ? "/ws" : feed === "admin" ? "/ws/admin" : `/ws/devices/${encodeURIComponent(b.deviceId!)}`;
+      if ((feed === "admin" || feed === "pool") && p.role !== "admin") return reply(c, fail(403, "FORBIDDEN", `The ${feed} feed needs the admin role.`));
+      const t = await mintTicket(c.env, p, scopeOf(feed, feed === "pool" ? b.pool : b.deviceId));
+      const path = feed === "user" ? "/ws" : feed === "admin" ? "/ws/admin" : feed === "pool" ? `/ws/pools/${encodeURIComponent(b.pool!)}` : `/ws/devices/${encodeURIComponent(b.deviceId!)}`;
       return reply(c, ok({ ticket: t.ticket, expiresAt: new Date(t.expiresAt).toISOString(), feed, url: `${path}?ticket=${encodeURIComponent(t.ticket)}` }), 201);
     },
   );
@@ -49,10 +49,11 @@ export function feedRoutes() {
     ["/ws", "Your feed (ticket from POST /ws/ticket with feed \"user\")"],
     ["/ws/admin", "The operators' feed (admin ticket)"],
     ["/ws/devices/{deviceId}", "A device you hold (device ticket); admins may watch any device"],
+    ["/ws/pools/{pool}", "A pool's devices, live (pool ticket, admins): the hello's state is the pool's devices, then `pool.device` on every change"],
   ] as const) {
     app.openAPIRegistry.registerPath({
       method: "get", path, tags: ["feed"], summary,
-      description: "WebSocket upgrade. Query: `ticket` (required, single use), `since` (last seq you received; replays what you missed). Refusals close the socket: 4400 bad query, 4401 ticket invalid/used/expired, 4403 not allowed, 4404 no such device, 4429 too many sockets or messages. A plain GET gets 426.",
+      description: "WebSocket upgrade. Query: `ticket` (required, single use), `since` (last seq you received; replays what you missed). Refusals close the socket: 4400 bad query, 4401 ticket invalid/used/expired, 4403 not allowed, 4404 no such device or pool, 4429 too many sockets or messages. A plain GET gets 426.",
       "x-websocket": true,
       responses: { 101: { description: "Switching protocols" }, 426: { description: "Not a WebSocket upgrade" } },
     } as never);
@@ -60,11 +61,13 @@ export function feedRoutes() {
   app.get("/ws", (c) => open(c, "user"));
   app.get("/ws/admin", (c) => open(c, "admin"));
   app.get("/ws/devices/:deviceId", (c) => open(c, "device", c.req.param("deviceId")));
+  app.get("/ws/pools/:pool", (c) => open(c, "pool", c.req.param("pool")));
 
   return app;
 }
 
-async function open(c: Context<AppEnv>, feed: FeedKind, deviceId?: string): Promise<Response> {
+/** `name`: the device of a device feed, the pool of a pool feed. */
+async function open(c: Context<AppEnv>, feed: FeedKind, name?: string): Promise<Response> {
   const upgrade = c.req.header("Upgrade")?.toLowerCase() === "websocket";
   const refuse = (status: 400 | 401 | 403 | 404, close: number, code: string, message: string) =>
     upgrade ? refuseSocket(close, code, message) : c.json(errorBody(fail(status, code, message)), status);
@@ -73,17 +76,22 @@ async function open(c: Context<AppEnv>, feed: FeedKind, deviceId?: string): Prom
   const unknown = Object.keys(q).filter((k) => k !== "ticket" && k !== "since");
   if (unknown.length) return refuse(400, CLOSE.badRequest, "VALIDATION_FAILED", `Unknown query parameter: ${unknown.join(", ")}. Use ticket and since.`);
   if (q.since !== undefined && !FEED_SINCE.test(q.since)) return refuse(400, CLOSE.badRequest, "VALIDATION_FAILED", "since: the last seq you received, a whole number ≥ 0.");
-  if (deviceId !== undefined && !IDS.pattern.test(deviceId)) return refuse(404, CLOSE.notFound, "DEVICE_NOT_FOUND", "No such device.");
-  const t = await readTicket(c.env, q.ticket, scopeOf(feed, deviceId));
+  if (name !== undefined && !IDS.pattern.test(name))
+    return feed === "pool" ? refuse(404, CLOSE.notFound, "POOL_NOT_FOUND", "No such pool.") : refuse(404, CLOSE.notFound, "DEVICE_NOT_FOUND", "No such device.");
+  const t = await readTicket(c.env, q.ticket, scopeOf(feed, name));
   if (!t) return refuse(401, CLOSE.unauthorized, "TICKET_INVALID", "The ticket is missing, expired or for another feed; get a new one from POST /ws/ticket.");
   // Checked again at the object; a role inside a signed ticket cannot be forged.
-  if (feed === "admin" && t.role !== "admin") return refuse(403, CLOSE.forbidden, "FORBIDDEN", "The admin feed needs the admin role.");
-  const f: FeedRequest = { userId: t.userId, role: t.role, feed, nonce: t.nonce, ticketExpiresAt: t.expiresAt, since: q.since === undefined ? undefined : Number(q.since), deviceId };
+  if ((feed === "admin" || feed === "pool") && t.role !== "admin") return refuse(403, CLOSE.forbidden, "FORBIDDEN", `The ${feed} feed needs the admin role.`);
+  const f: FeedRequest = {
+    userId: t.userId, role: t.role, feed, nonce: t.nonce, ticketExpiresAt: t.expiresAt, since: q.since === undefined ? undefined : Number(q.since),
+    ...(feed === "pool" ? { pool: name } : { deviceId: name }),
+  };
   return feedObject(c.env, f).fetch("https://feed.internal/ws", { headers: { Upgrade: "websocket", [FEED_HEADER]: JSON.stringify(f) } });
 }
 
 function feedObject(env: Env, f: FeedRequest) {
   if (f.feed === "user") return userQuota(env, f.userId);
   if (f.feed === "device") return device(env, f.deviceId!);
+  if (f.feed === "pool") return pool(env, f.pool!);
   return env.ADMIN_FEED.getByName(ADMIN_FEED_NAME);
 }

@@ -12,6 +12,9 @@ export const pool = (env: Env, name: string) => env.DEVICE_POOL.getByName(name);
 /** A `Result` from an object becomes `status` JSON or the one error shape. */
 export function reply<T>(c: Context<AppEnv>, r: Result<T>, status: 200 | 201 = 200) {
   if (!r.ok) return c.json(errorBody(r), r.status);
+  // The request's log line names the allocation it made or acted on.
+  const allocationId = (r.value as { allocationId?: unknown } | null)?.allocationId;
+  if (typeof allocationId === "string") c.set("allocationId", allocationId);
   return c.json(r.value as object, status);
 }
 
