@@ -7,7 +7,7 @@
 //     Objects, D1, Queues and the cron trigger all run in workerd; nothing reaches Cloudflare;
 //  4. once it answers, registers a demo fleet and demo users through the admin API
 //     (fixed ids, so re-running is harmless: 409 DEVICE_EXISTS is expected);
-//  5. prints the base URL, demo tokens and curl commands, then keeps running with
+//  5. prints the base URL, the web console's sign-in links, demo tokens and curl commands, then keeps running with
 //     wrangler's output until Ctrl+C (SIGINT/SIGTERM are passed on to wrangler);
 //  6. fires the cron trigger every 5 minutes (wrangler dev does not), via --test-scheduled.
 //
@@ -22,9 +22,12 @@ import { ensureDevVars, jwtSecret, parseArgs, readDevVars, root, signToken } fro
 const DB_NAME = "edge-device-allocator";
 const args = parseArgs(process.argv.slice(2), { booleans: ["no-seed", "help"] });
 if (args.help) {
-  console.log("usage: npm run dev -- [--port <n>] [--no-seed]");
+  console.log("usage: npm run dev -- [--port <n>] [--no-seed] [--persist-to <dir>]");
+  console.log("  --persist-to <dir>  keep local state (D1, objects, queues) there instead of .wrangler/state (the browser tests use a fresh one)");
   process.exit(0);
 }
+const persistTo = args["persist-to"] === undefined ? null : path.resolve(String(args["persist-to"]));
+const persistArgs = persistTo ? ["--persist-to", persistTo] : [];
 const port = args.port === undefined ? 8787 : Number(args.port);
 if (!Number.isInteger(port) || port < 1 || port > 65535) {
   console.error(`dev: --port must be a port number, got ${JSON.stringify(args.port)}`);
@@ -57,7 +60,7 @@ ensureDevVars((m) => say(m));
 
 // 2. Local D1 migrations (non-interactive: CI=true and no stdin make wrangler answer "yes").
 say(`applying D1 migrations to the local database (${DB_NAME})...`);
-const mig = spawnSync(wranglerBin, ["d1", "migrations", "apply", DB_NAME, "--local"], {
+const mig = spawnSync(wranglerBin, ["d1", "migrations", "apply", DB_NAME, "--local", ...persistArgs], {
   cwd: root,
   stdio: ["ignore", "inherit", "inherit"],
   env: { ...childEnv, CI: "true" },
@@ -77,7 +80,7 @@ if (await portAnswers(host, port)) {
 say(`starting wrangler dev on ${base} ...`);
 const child = spawn(
   wranglerBin,
-  ["dev", "--local", "--ip", host, "--port", String(port), "--show-interactive-dev-session=false", "--test-scheduled"],
+  ["dev", "--local", "--ip", host, "--port", String(port), "--show-interactive-dev-session=false", "--test-scheduled", ...persistArgs],
   { cwd: root, stdio: ["ignore", "inherit", "inherit"], env: childEnv, shell: win },
 );
 let childExited = false;
@@ -247,6 +250,10 @@ function printBanner() {
     `   ops-admin  (admin)          : ${tokens["ops-admin"]}`,
     " More: npm run token -- --user <id> [--role admin] [--ttl seconds]",
     "",
+    " Web console (open in a browser; the token travels in the # part, never to the server):",
+    `   as alice     : ${base}/console/#token=${tokens.alice}`,
+    `   as ops-admin : ${base}/console/#token=${tokens["ops-admin"]}`,
+    "",
     " Demo fleet: pool default (demo-default-1..6 on node-1..3),",
     "             pool eu-west-large (demo-euw-large-1..4 on euw-node-1..2)",
     "",
@@ -291,13 +298,15 @@ function printBanner() {
     `curl -s -X POST "$BASE/admin/billing/reconcile" -H "Authorization: Bearer $ADMIN" -H 'content-type: application/json' -d '{"userId":"alice","to":"2999-01-01T00:00:00Z"}'; echo`,
     "# pools (admin)",
     `curl -s "$BASE/admin/pools" -H "Authorization: Bearer $ADMIN"; echo`,
+    "# operator metrics in the Prometheus text format (admin)",
+    `curl -s "$BASE/admin/metrics" -H "Authorization: Bearer $ADMIN"`,
     "# run the cron now (billing events, last month's invoices, reconciliation); npm run dev also runs it every 5 minutes",
     `curl -s "$BASE/__scheduled?cron=*/5+*+*+*+*"; echo`,
     "# the OpenAPI document",
     `curl -s "$BASE/openapi.json"; echo`,
     "",
     line,
-    " Ctrl+C stops the server. Local data lives in .wrangler/state (delete it to start over).",
+    ` Ctrl+C stops the server. Local data lives in ${persistTo ?? ".wrangler/state"} (delete it to start over).`,
     line,
     "",
   ];
