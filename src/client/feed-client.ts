@@ -169,7 +169,8 @@ export class FeedClient {
       if (this.isStopped()) return;
       socket = await (this.opts.connect ?? ((u: string) => new WebSocket(u) as unknown as SocketLike))(url);
     } catch (err) {
-      this.lastError = { code: "CONNECT_FAILED", message: String((err as Error)?.message ?? err) };
+      // A refused ticket keeps the API's own words; anything else (no answer, a socket that could not open) is CONNECT_FAILED.
+      this.lastError = err instanceof TicketRefused && err.error ? err.error : { code: "CONNECT_FAILED", message: String((err as Error)?.message ?? err) };
       if (err instanceof TicketRefused && !err.retryable) return this.stopWith(err.status, err.message);
       return this.retry({ code: 1006, reason: this.lastError.message, reconnecting: true });
     }
@@ -205,7 +206,8 @@ export class FeedClient {
     const body = (await res.json().catch(() => null)) as { url?: string; error?: { code: string; message: string } } | null;
     if (!res.ok || !body?.url) {
       const retryable = res.status >= 500 || res.status === 429;
-      throw new TicketRefused(res.status, body?.error ? `${body.error.code}: ${body.error.message}` : `ticket refused (${res.status})`, retryable);
+      const error = body?.error && typeof body.error.code === "string" ? { code: body.error.code, message: String(body.error.message) } : null;
+      throw new TicketRefused(res.status, error ? `${error.code}: ${error.message}` : `ticket refused (${res.status})`, retryable, error);
     }
     const base = this.opts.baseUrl.replace(/^http/, "ws").replace(/\/$/, "");
     return `${base}${body.url}${this.lastSeq !== null ? `&since=${this.lastSeq}` : ""}`;
@@ -296,9 +298,15 @@ export class FeedClient {
   }
 }
 
-/** The ticket request failed; 401/403/404 are final (retrying will not help). */
+/** The ticket request failed; only 5xx and 429 are retried (a 4xx will not change by retrying). */
 export class TicketRefused extends Error {
-  constructor(readonly status: number, message: string, readonly retryable: boolean) {
+  constructor(
+    readonly status: number,
+    message: string,
+    readonly retryable: boolean,
+    /** The API's error (`{code, message}`), when it answered with one. */
+    readonly error: ErrorFrameData | null = null,
+  ) {
     super(message);
   }
 }

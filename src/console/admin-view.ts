@@ -5,7 +5,7 @@
 import { ApiError, type AdminUser, type ApiClient, type FailedUsage, type PoolDevice, type Quota, type ReconcileResult } from "../client/api-client";
 import { FeedClient } from "../client/feed-client";
 import type { Envelope, FeedEvent, ReconcileDifferencesEventData } from "../feed/protocol";
-import { act, card, countdown, errorText, fill, fmtDateTime, fmtMB, fmtMoney, fmtSpec, fmtTime, h, pill, refresher, shortId, showError, showOk, syncRows, table, toMs } from "./dom";
+import { act, card, countdown, errorText, fill, fmtDateTime, fmtMB, fmtMoney, fmtSpec, fmtTime, h, pill, refresher, scrollTable, shortId, showError, showOk, syncRows, table, toMs } from "./dom";
 import { EventList, bindFeedState } from "./feed-ui";
 
 /** A device as the pool feed shows it (`hello.state.devices`, `pool.device` events). */
@@ -54,7 +54,7 @@ class PoolPanel {
   private poller: ReturnType<typeof setInterval> | null = null;
   private readonly reload = refresher(() => this.load());
 
-  constructor(private readonly api: ApiClient, readonly pool: string, private readonly baseUrl: string, private readonly token: () => string, private readonly log: (e: Envelope) => void) {
+  constructor(private readonly api: ApiClient, readonly pool: string, private readonly baseUrl: string, private readonly token: () => string) {
     this.body = h("tbody", { "data-pool": pool });
     this.counts = h("span", { class: "counts" });
     this.state = h("span", { class: "feed-state pool-feed-state", "data-pool": pool });
@@ -65,7 +65,7 @@ class PoolPanel {
       "section",
       { class: "pool", "data-pool": pool, "aria-label": `Pool ${pool}` },
       h("header", null, h("h3", null, pool), this.counts, this.state, refresh),
-      h("div", { class: "scroll" }, table(["Device", "Node", "Status", "Spec", "Holder", "Allocation", "Time left"], this.body, "fleet-table")),
+      scrollTable(["Device", "Node", "Status", "Spec", "Holder", "Allocation", "Time left"], this.body, "No devices.", "fleet-table"),
       this.msg,
     );
   }
@@ -91,7 +91,6 @@ class PoolPanel {
       if (d.status === "removed") this.devices.delete(d.deviceId);
       else this.devices.set(d.deviceId, rowOf(d));
       this.render();
-      this.log(env);
     });
     feed.start().catch(() => {
       /* the state badge says why; the poller below keeps the list current */
@@ -150,6 +149,8 @@ export class AdminView {
   private events!: EventList;
   private started = false;
   private usersCursor: string | null = null;
+  /** Accounts the user list showed (a look-up of one of them keeps its balance). */
+  private readonly accounts = new Map<string, AdminUser>();
   private failed: FailedUsage[] = [];
   private readonly refreshFailed = refresher(() => this.loadFailed());
 
@@ -181,7 +182,7 @@ export class AdminView {
     const replayAll = h("button", { type: "button", id: "replay-shown" }, "Replay all shown");
     replayAll.addEventListener("click", () => void this.replay(replayAll, this.failed.filter((f) => f.status === "failed" || f.status === "invalid").map((f) => f.allocationId)));
     const reloadFailed = h("button", { type: "button" }, "Reload");
-    reloadFailed.addEventListener("click", () => void act(reloadFailed, this.el.querySelector("#failed-msg"), () => this.loadFailed(true)));
+    reloadFailed.addEventListener("click", () => void act(reloadFailed, this.el.querySelector("#failed-load-msg"), () => this.loadFailed(true)));
 
     const rec = h("form", { id: "reconcile-form", class: "form-grid", "aria-label": "Reconcile" },
       h("label", null, "User id", h("input", { name: "userId", placeholder: "every account", autocomplete: "off" })),
@@ -203,20 +204,21 @@ export class AdminView {
         h("div", { id: "fleet" }, h("p", { class: "muted" }, "Loading pools…")),
         h("p", { class: "msg", id: "fleet-msg" })),
       card("Users and quotas", { id: "users-card", cls: "wide" },
-        h("div", { class: "scroll" }, table(["User", "Plan", "Status", "Devices", "CPU", "Memory", "Device-hours", "Valid until", "Balance", "Pricing"], h("tbody", { id: "users" }))),
+        scrollTable(["User", "Plan", "Status", "Devices", "CPU", "Memory", "Device-hours", "Valid until", "Balance", "Pricing"], h("tbody", { id: "users" })),
         h("p", { class: "muted", id: "users-note", hidden: true }),
         more,
         lookup,
         h("p", { class: "msg", id: "users-msg" })),
       card("Failed billing", { id: "failed-card", cls: "wide", extra: h("span", { class: "head-extra" }, status, " ", reloadFailed, " ", replayAll) },
-        h("div", { class: "scroll" }, table(["Allocation", "User", "Status", "Attempts", "Error", "Last failed", ""], h("tbody", { id: "failed-usage" }))),
-        h("p", { class: "empty muted", id: "failed-empty", hidden: true }, "Nothing here."),
+        scrollTable(["Allocation", "User", "Status", "Attempts", "Error", "Last failed", ""], h("tbody", { id: "failed-usage" }), "Nothing here."),
+        h("p", { class: "msg", id: "failed-load-msg" }),
         h("p", { class: "msg", id: "failed-msg" })),
       card("Reconciliation", { id: "reconcile-card" }, rec,
         h("p", { class: "msg", id: "reconcile-msg" }),
         h("div", { id: "reconcile-result" }),
         h("h3", null, "Reported on the feed"),
-        h("ol", { id: "reconcile-events", class: "events compact" })),
+        h("ol", { id: "reconcile-events", class: "events compact" }),
+        h("p", { class: "muted small empty" }, "Differences the service finds (also on its own passes) show here.")),
       card("Operations feed", { id: "admin-events-card", extra: h("span", { class: "feed-state", id: "admin-feed-state" }) }, events,
         h("p", { class: "empty muted" }, "Operator events appear here as they happen.")),
     );
@@ -250,7 +252,7 @@ export class AdminView {
       const { items } = await this.api.pools();
       showError(this.el.querySelector("#fleet-msg"), null);
       for (const p of this.panels) p.stop();
-      this.panels = items.map((s) => new PoolPanel(this.api, s.pool, this.baseUrl, this.token, (e) => this.events.add(e)));
+      this.panels = items.map((s) => new PoolPanel(this.api, s.pool, this.baseUrl, this.token));
       fill(fleet, this.panels.length ? this.panels.map((p) => p.el) : h("p", { class: "muted" }, "No pools yet: register a device (POST /admin/devices)."));
       for (const p of this.panels) p.start();
     } catch (err) {
@@ -268,7 +270,10 @@ export class AdminView {
     try {
       const page = await this.api.adminUsers({ limit: 50, cursor: more ? (this.usersCursor ?? undefined) : undefined });
       if (!more) body.replaceChildren();
-      for (const u of page.items) body.querySelector(`[data-user-id="${CSS.escape(u.userId)}"]`)?.remove();
+      for (const u of page.items) {
+        this.accounts.set(u.userId, u);
+        body.querySelector(`[data-user-id="${CSS.escape(u.userId)}"]`)?.remove();
+      }
       body.append(...page.items.map((u) => this.userRow(u.userId, u.quota, u)));
       this.usersCursor = page.nextCursor;
       moreBtn.hidden = !page.nextCursor;
@@ -305,10 +310,12 @@ export class AdminView {
     const userId = (form.elements.namedItem("userId") as HTMLInputElement).value.trim();
     const button = form.querySelector<HTMLButtonElement>("button[type=submit]");
     await act(button, this.el.querySelector("#users-msg"), async () => {
-      const [q, b] = await Promise.all([this.api.quota(userId), this.api.balance(userId).catch(() => null)]);
+      // Quota only: reading a balance opens an account (with its starting credit) for an id
+      // never seen before, and a typo here must not do that.
+      const q = await this.api.quota(userId);
       const body = this.el.querySelector<HTMLElement>("#users")!;
       body.querySelector(`[data-user-id="${CSS.escape(userId)}"]`)?.remove();
-      body.prepend(this.userRow(userId, q, b ?? undefined));
+      body.prepend(this.userRow(userId, q, this.accounts.get(userId)));
     });
   }
 
@@ -318,17 +325,16 @@ export class AdminView {
     const status = (this.el.querySelector<HTMLSelectElement>("#failed-status")!.value || undefined) as "failed" | undefined;
     try {
       const page = await this.api.failedUsage({ status, limit: 100 });
-      showError(this.el.querySelector("#failed-msg"), null);
+      showError(this.el.querySelector("#failed-load-msg"), null);
       this.failed = page.items;
       syncRows(this.el.querySelector("#failed-usage")!, page.items, (f) => f.allocationId, (f) => this.failedRow(f));
-      this.el.querySelector<HTMLElement>("#failed-empty")!.hidden = page.items.length > 0;
       const replayAll = this.el.querySelector<HTMLButtonElement>("#replay-shown")!;
       const n = page.items.filter((f) => f.status === "failed" || f.status === "invalid").length;
       replayAll.textContent = `Replay all shown (${n})`;
       replayAll.disabled = n === 0;
     } catch (err) {
       if (throwErrors) throw err;
-      showError(this.el.querySelector("#failed-msg"), err);
+      showError(this.el.querySelector("#failed-load-msg"), err);
     }
   }
 
@@ -403,5 +409,6 @@ export class AdminView {
     list.prepend(h("li", { "data-type": e.type, "data-seq": e.seq ?? "" },
       h("time", null, fmtTime(e.timestamp)), ` ${d.differences} difference(s), ${d.healed} healed`, users ? ` — ${users}` : ""));
     while (list.children.length > 20) list.lastElementChild?.remove();
+    if (list.nextElementSibling?.classList.contains("empty")) list.nextElementSibling.remove();
   }
 }

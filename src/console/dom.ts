@@ -237,6 +237,11 @@ export function table(headers: string[], body: HTMLElement, cls = ""): HTMLTable
   return h("table", { class: cls }, h("thead", null, h("tr", null, headers.map((x) => h("th", { scope: "col" }, x)))), body);
 }
 
+/** A table that scrolls sideways when narrow, with a note shown while its body is empty. */
+export function scrollTable(headers: string[], body: HTMLElement, empty?: string, cls = ""): HTMLElement {
+  return h("div", { class: "scroll" }, table(headers, body, cls), empty ? h("p", { class: "empty-note muted" }, empty) : null);
+}
+
 export function card(title: string, opts: { id?: string; cls?: string; extra?: Child } = {}, ...children: Child[]): HTMLElement {
   return h("section", { class: `card ${opts.cls ?? ""}`, id: opts.id, "aria-label": title }, h("header", null, h("h2", null, title), opts.extra), ...children);
 }

@@ -10,7 +10,9 @@ export function bindFeedState(el: HTMLElement, feed: FeedClient, label: string):
     let text: string = state;
     if (state === "waiting") text = "waiting — reconnecting";
     if (state === "stopped") text = "stopped";
-    const why = close && (feed.lastError ? `${feed.lastError.code}: ${feed.lastError.message}` : close.reason || `close ${close.code}`);
+    // A refused ticket or socket says why in `lastError`; a dropped connection in its close.
+    const err = feed.lastError ? `${feed.lastError.code}: ${feed.lastError.message}` : null;
+    const why = close && ((state === "stopped" || close.code === 1006) && err ? err : close.reason || `close ${close.code}`);
     el.replaceChildren(h("span", { class: "dot", "aria-hidden": "true" }), `${label}: ${text}`);
     el.title = why ? `${text} (${why})` : text;
     if (why && state !== "open") el.append(h("span", { class: "why" }, ` — ${why}`));

@@ -88,6 +88,8 @@ function open(api: ApiClient, who: Identity): void {
     }
   };
   user.start();
+  // For browser tests and the curious: the live feeds (e.g. `edaConsole.userFeed.drop()` to see a resume).
+  (globalThis as { edaConsole?: unknown }).edaConsole = { userFeed: user.feed, adminFeed: admin?.feed ?? null };
   select(sessionStorage.getItem(TAB_KEY) === "admin" ? "admin" : "user");
 
   setInterval(() => {

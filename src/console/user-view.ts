@@ -7,7 +7,7 @@ import { ApiClient, type Allocation, type AllocationResult, type QueueEntry, typ
 import { FeedClient } from "../client/feed-client";
 import type { AllocationEventData, Envelope, ExtendedEventData, FeedEvent } from "../feed/protocol";
 import {
-  act, card, countdown, fill, fmtDateTime, fmtDuration, fmtMB, fmtMoney, fmtSpec, fmtTime, h, pill, refresher, shortId, showError, showOk, syncRows, table, toMs,
+  act, card, countdown, fill, fmtDateTime, fmtDuration, fmtMB, fmtMoney, fmtSpec, fmtTime, h, pill, refresher, scrollTable, shortId, showError, showOk, syncRows, table, toMs,
 } from "./dom";
 import { EventList, bindFeedState } from "./feed-ui";
 import type { Identity } from "./session";
@@ -100,16 +100,16 @@ export class UserView {
         "Usage this month",
         { id: "usage-card", cls: "wide", extra: h("span", { class: "head-extra muted", id: "usage-totals" }) },
         h("p", { class: "muted", id: "usage-waiting", hidden: true }),
-        h("div", { class: "scroll" }, table(["Allocation", "Device", "Spec", "Duration", "Charge", "Released", "Reason"], usageBody)),
+        scrollTable(["Allocation", "Device", "Spec", "Duration", "Charge", "Released", "Reason"], usageBody, "No usage booked this month yet."),
         h("p", { class: "msg", id: "usage-msg" }),
       ),
       card(
         "Queue and reservations",
         { id: "queue-card", cls: "wide" },
         h("h3", null, "Waiting queue"),
-        h("div", { class: "scroll" }, table(["Entry", "Pool", "Status", "Position", "Estimated start", "Joined", ""], queueBody)),
+        scrollTable(["Entry", "Pool", "Status", "Position", "Estimated start", "Joined", ""], queueBody, "No queue entries."),
         h("h3", null, "Reservations"),
-        h("div", { class: "scroll" }, table(["Reservation", "Pool", "Device", "Status", "Window", ""], rsvBody)),
+        scrollTable(["Reservation", "Pool", "Device", "Status", "Window", ""], rsvBody, "No reservations."),
         h("p", { class: "msg", id: "queue-msg" }),
       ),
       card("Live events", { id: "events-card", cls: "wide" }, events, h("p", { class: "empty muted" }, "Events of your feed appear here as they happen.")),
