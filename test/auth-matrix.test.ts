@@ -291,6 +291,8 @@ interface RouteCase {
   notFoundCode?: string;
   /** State this route needs beyond the common fixture, made before the snapshot. */
   prepare?: (fx: Fixture) => Promise<void>;
+  /** The content type of a success, when not JSON. */
+  contentType?: RegExp;
   /** Checks a successful call did what it says. */
   verify: (fx: Fixture, body: any, by: "owner" | "admin" | "other" | "service") => Promise<void> | void;
 }
@@ -583,7 +585,7 @@ const ROUTES: RouteCase[] = [
     },
   },
   {
-    method: "GET", path: () => "/admin/metrics", scope: "admin", okStatus: 200,
+    method: "GET", path: () => "/admin/metrics", scope: "admin", okStatus: 200, contentType: /^text\/plain; version=0\.0\.4; charset=utf-8$/,
     verify: (fx, body) => {
       expect(typeof body).toBe("string");
       expect(body).toContain(`eda_allocations_total{pool="${fx.pool}"}`);
@@ -809,7 +811,8 @@ describe("auth matrix", () => {
           const before = await snapshot(fx);
           const r = await call(route.method, route.path(fx), { headers: await caller.headers(fx), body: route.body?.(fx) });
           expect(r.status, JSON.stringify(r.body)).toBe(want.status);
-          expect(r.res.headers.get("content-type")).toMatch(/^application\/json/);
+          // Errors are always the JSON shape; a success may be another format (metrics: Prometheus text).
+          expect(r.res.headers.get("content-type")).toMatch(want.status < 400 && route.contentType ? route.contentType : /^application\/json/);
           if (want.status >= 400) {
             expectErrorShape(r.body, want.code);
             expect(await snapshot(fx)).toEqual(before);
