@@ -230,8 +230,16 @@ export const fmtSpec = (s: { cpuCores: number; memoryMB: number; storageMB: numb
 /** A coloured status pill; `data-status` carries the raw value. */
 export const pill = (status: string) => h("span", { class: `pill s-${status.replace(/[^a-z_]/gi, "")}`, "data-status": status }, status);
 
-/** Short id for display (full id in the title). */
-export const shortId = (id: string | null | undefined, n = 14) => (id ? (id.length > n ? h("span", { title: id, class: "mono" }, `${id.slice(0, n)}…`) : h("span", { class: "mono" }, id)) : "—");
+/**
+ * An id for display: its kind and its end (`alc_…3f9a21c0`), the whole id in the title. Our
+ * ids start with the kind and an encoded owner or pool, which look alike row after row.
+ */
+export const shortId = (id: string | null | undefined, n = 14) => {
+  if (!id) return "—";
+  if (id.length <= n) return h("span", { class: "mono" }, id);
+  const kind = /^[a-z]{2,4}_/.exec(id)?.[0] ?? "";
+  return h("span", { title: id, class: "mono" }, `${kind}…${id.slice(-Math.max(6, n - kind.length - 1))}`);
+};
 
 export function table(headers: string[], body: HTMLElement, cls = ""): HTMLTableElement {
   return h("table", { class: cls }, h("thead", null, h("tr", null, headers.map((x) => h("th", { scope: "col" }, x)))), body);

@@ -38,7 +38,11 @@ export class UserView {
   /** allocationId → give up waiting for its usage record at this time. */
   private readonly awaitingUsage = new Map<string, number>();
   private usageTimer: ReturnType<typeof setTimeout> | null = null;
-  private readonly pools = new Set<string>(["default"]);
+  /**
+   * Pools whose queue and reservations are listed (the API lists them per pool, and a user
+   * cannot list pools): the default, and every pool this user used in this browser.
+   */
+  private readonly pools: Set<string>;
   private events!: EventList;
   private helloCount = 0;
 
@@ -50,6 +54,7 @@ export class UserView {
 
   constructor(private readonly api: ApiClient, private readonly me: Identity, baseUrl: string, private readonly feedStateEl: HTMLElement) {
     this.feed = new FeedClient({ baseUrl, token: () => me.token, feed: "user" });
+    this.pools = new Set(["default", ...readPools(me.userId)]);
     this.el = this.build();
   }
 
@@ -116,6 +121,18 @@ export class UserView {
     );
   }
 
+  private usePool(pool: string): void {
+    if (this.pools.has(pool)) return;
+    this.pools.add(pool);
+    // A pool seen for the first time may hold entries and reservations of this user.
+    this.refreshQueue();
+    try {
+      localStorage.setItem(poolsKey(this.me.userId), JSON.stringify([...this.pools].slice(-20)));
+    } catch {
+      /* storage full or off: this page still knows */
+    }
+  }
+
   // ---- start ------------------------------------------------------------------------------
 
   start(): void {
@@ -180,7 +197,7 @@ export class UserView {
         else if (e.type.startsWith("billing.")) this.refreshBalance();
         else if (e.type.startsWith("queue.") || e.type.startsWith("reservation.")) {
           const pool = (e.data as { pool?: string }).pool;
-          if (pool) this.pools.add(pool);
+          if (pool) this.usePool(pool);
           this.refreshQueue();
         }
     }
@@ -257,7 +274,7 @@ export class UserView {
         const known = this.allocs.get(a.allocationId);
         if (known?.node && !row.node) row.node = known.node;
         next.set(row.allocationId, row);
-        this.pools.add(row.pool);
+        this.usePool(row.pool);
       }
       this.allocs.clear();
       for (const [k, v] of next) this.allocs.set(k, v);
@@ -272,7 +289,7 @@ export class UserView {
     const known = this.allocs.get(row.allocationId);
     if (known?.node && !row.node) row.node = known.node;
     this.allocs.set(row.allocationId, row);
-    this.pools.add(row.pool);
+    this.usePool(row.pool);
     this.renderAllocations();
   }
 
@@ -337,7 +354,7 @@ export class UserView {
     const pool = fieldOf(form, "pool") || undefined;
     const r = await act(button, slot, () => this.api.joinQueue({ pool, durationMinutes: Number(fieldOf(form, "durationMinutes")), spec: specOf(form) }));
     if (!r) return;
-    this.pools.add(r.pool);
+    this.usePool(r.pool);
     this.refreshQueue();
     showOk(slot, r.status === "fulfilled" ? `Served at once: ${r.deviceId}.` : `In the queue of ${r.pool}, position ${r.position ?? "—"}.`);
   }
@@ -451,12 +468,30 @@ export class UserView {
       h("td", null, r.pool),
       h("td", { class: "mono" }, r.deviceId ?? "—"),
       h("td", null, pill(r.status), r.error ? h("div", { class: "small error" }, `${r.error.code}: ${r.error.message}`) : null),
-      h("td", { class: "small" }, `${fmtDateTime(r.startAt)} – ${fmtTime(r.endAt)}`),
+      h("td", { class: "small" }, windowText(r.startAt, r.endAt)),
       h("td", { class: "nowrap" }, cancel, msg));
   }
 }
 
-// ---- helpers ------------------------------------------------------------------------------
+// ---- helpers --------------------------------------------------------------------------------
+
+/** `2026-12-03 09:00 – 10:00` (the end's date only when it is another day). */
+function windowText(start: string, end: string): string {
+  const a = fmtDateTime(start);
+  const b = fmtDateTime(end);
+  return `${a} – ${a.slice(0, 10) === b.slice(0, 10) ? b.slice(11) : b}`;
+}
+
+const poolsKey = (userId: string) => `eda.console.pools.${userId}`;
+
+function readPools(userId: string): string[] {
+  try {
+    const v = JSON.parse(localStorage.getItem(poolsKey(userId)) ?? "[]") as unknown;
+    return Array.isArray(v) ? v.filter((p): p is string => typeof p === "string") : [];
+  } catch {
+    return [];
+  }
+}
 
 const fieldOf = (form: HTMLFormElement, name: string) => (form.elements.namedItem(name) as HTMLInputElement | null)?.value.trim() ?? "";
 
