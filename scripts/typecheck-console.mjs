@@ -4,10 +4,11 @@
 //
 // Why not plain `tsc -p src/console`: the client imports server types (`import type`, e.g.
 // the feed protocol and the schemas), and through src/config.ts those reach every server
-// file, which tsc would then check again under the DOM library, where a few Workers-only
-// APIs (crypto.subtle.timingSafeEqual, ...) clash with the browser's. The server files are
-// checked by the root `tsc -p .` with the Workers types; here only the browser files'
-// diagnostics count. Exits 1 and prints them if there are any.
+// file, which tsc would then check too, under the DOM library and without the Workers types
+// (those cannot be loaded next to the DOM's: their HTMLRewriter `Element` merges into the
+// DOM's and breaks it), so the server files fail there. They are checked by the root
+// `tsc -p .` with the Workers types; here only the browser files' diagnostics count.
+// Exits 1 and prints them if there are any.
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import ts from "typescript";
