@@ -5,7 +5,7 @@
  * a key, and each event shows once. It also keeps the open socket count each feed-holding
  * object last reported, which the metrics endpoint sums (`sockets open`).
  */
-import { DurableObject } from "cloudflare:workers";
+import { FeedObject } from "./FeedObject";
 import { FEED, type Env } from "../src/config";
 import { FeedHub, feedRequestOf, feedSchema, feedSocketsSchema, refuseSocket } from "../src/feed/hub";
 import { CLOSE, type Envelope, type FeedEvents, type FeedEventType, type FeedKind } from "../src/feed/protocol";
@@ -26,9 +26,9 @@ export function socketReporter(env: Env, ctx: DurableObjectState, feed: FeedKind
   return (open) => env.ADMIN_FEED.getByName(ADMIN_FEED_NAME).socketsOpen(object, feed, open);
 }
 
-export class AdminFeed extends DurableObject<Env> {
+export class AdminFeed extends FeedObject {
   private readonly sql: Sql;
-  private readonly hub: FeedHub;
+  protected readonly hub: FeedHub;
 
   constructor(ctx: DurableObjectState, env: Env) {
     super(ctx, env);
@@ -75,15 +75,4 @@ export class AdminFeed extends DurableObject<Env> {
     return this.hub.admit(f);
   }
 
-  override async webSocketMessage(ws: WebSocket, message: string | ArrayBuffer): Promise<void> {
-    this.hub.onMessage(ws, message);
-  }
-
-  override async webSocketClose(ws: WebSocket, code: number): Promise<void> {
-    this.hub.onClose(ws, code);
-  }
-
-  override async webSocketError(ws: WebSocket): Promise<void> {
-    this.hub.onClose(ws, 1011);
-  }
 }

@@ -16,7 +16,7 @@
  * an allocation ends its holder's sockets get the release and are closed, so a later
  * holder's events never reach them. Status changes also go to the admin feed via the outbox.
  */
-import { DurableObject } from "cloudflare:workers";
+import { FeedObject } from "./FeedObject";
 import { ALLOCATION, FEED, PAGING, type Env } from "../src/config";
 import { fail, ok, type Result } from "../src/errors";
 import { fits } from "../src/domain/strategy";
@@ -142,10 +142,10 @@ export interface CurrentAllocation {
   expiresAt: number;
 }
 
-export class Device extends DurableObject<Env> {
+export class Device extends FeedObject {
   private readonly sql: Sql;
   /** The device feed: its log and watchers' sockets. */
-  private readonly hub: FeedHub;
+  protected readonly hub: FeedHub;
   private readonly clock: AlarmClock;
   /** The device row (only this class writes it). */
   private readonly dev: CachedRow<DeviceRow>;
@@ -632,18 +632,6 @@ export class Device extends DurableObject<Env> {
         }
         : null,
     };
-  }
-
-  override async webSocketMessage(ws: WebSocket, message: string | ArrayBuffer): Promise<void> {
-    this.hub.onMessage(ws, message);
-  }
-
-  override async webSocketClose(ws: WebSocket, code: number): Promise<void> {
-    this.hub.onClose(ws, code);
-  }
-
-  override async webSocketError(ws: WebSocket): Promise<void> {
-    this.hub.onClose(ws, 1011);
   }
 
   private ended(a: AllocRow): EndedAllocation {

@@ -22,7 +22,7 @@
  * operator's view is live without polling. The same changes are counted for the metrics
  * (allocations, releases by reason, expiry lag; see src/metrics.ts).
  */
-import { DurableObject } from "cloudflare:workers";
+import { FeedObject } from "./FeedObject";
 import { ALLOCATION, DEFAULT_STRATEGY, FEED, PAGING, QUEUE, RESERVATION, type Env, type Strategy } from "../src/config";
 import { fail, ok, type Failure, type Result } from "../src/errors";
 import { compareFit, fits, orderNodes, type NodeLoad } from "../src/domain/strategy";
@@ -280,7 +280,7 @@ export interface PoolSummary {
   nodes: number;
 }
 
-export class DevicePool extends DurableObject<Env> {
+export class DevicePool extends FeedObject {
   private readonly sql: Sql;
   /** Devices with a claim in flight: in memory on purpose, the device itself is the truth. */
   private readonly inFlight = new Set<string>();
@@ -306,7 +306,7 @@ export class DevicePool extends DurableObject<Env> {
   private readonly raced = new Map<string, Map<string, number>>();
   /** The running alarm work (a second call waits for it instead of running beside it). */
   private ticking: Promise<void> | null = null;
-  private readonly hub: FeedHub;
+  protected readonly hub: FeedHub;
 
   constructor(ctx: DurableObjectState, env: Env) {
     super(ctx, env);
@@ -1132,18 +1132,6 @@ export class DevicePool extends DurableObject<Env> {
     const rows = this.sql.all<IndexRow>("SELECT * FROM devices ORDER BY device_id LIMIT ?", FEED.poolSnapshotLimit + 1);
     const state: PoolFeedState = { pool, devices: rows.slice(0, FEED.poolSnapshotLimit).map((r) => deviceView(indexState(r))), truncated: rows.length > FEED.poolSnapshotLimit };
     return this.hub.admit(f, state);
-  }
-
-  override async webSocketMessage(ws: WebSocket, message: string | ArrayBuffer): Promise<void> {
-    this.hub.onMessage(ws, message);
-  }
-
-  override async webSocketClose(ws: WebSocket, code: number): Promise<void> {
-    this.hub.onClose(ws, code);
-  }
-
-  override async webSocketError(ws: WebSocket): Promise<void> {
-    this.hub.onClose(ws, 1011);
   }
 
   /** Counters since the pool began, and gauges as of now (GET /admin/metrics). */

@@ -19,7 +19,7 @@
  * reason `idle` once the user has had no feed socket open for that long. When the last
  * socket went is stored (`profile.sockets_gone_at`), so it survives hibernation and restarts.
  */
-import { DurableObject } from "cloudflare:workers";
+import { FeedObject } from "./FeedObject";
 import {
   ALLOCATION, BILLING, DEFAULT_RENEW_DAYS, FEED, EXTEND_POLICIES, PAGING, PLAN_LIMITS, QUOTA_VALID_DAYS,
   billingAllowOnError, defaultPlan, type Env, type PlanTier, type QuotaLimits,
@@ -205,10 +205,10 @@ export interface QuotaUpdate {
   validUntil?: number;
 }
 
-export class UserQuota extends DurableObject<Env> {
+export class UserQuota extends FeedObject {
   private readonly sql: Sql;
   /** The user's event log and feed sockets. */
-  private readonly hub: FeedHub;
+  protected readonly hub: FeedHub;
   /** Allocations still in steps 2-4, so a repeated idempotency key waits for the first. */
   private readonly inFlight = new Map<string, Promise<Result<AllocationResult>>>();
   private readonly clock: AlarmClock;
@@ -830,22 +830,8 @@ export class UserQuota extends DurableObject<Env> {
     return res;
   }
 
-  override async webSocketMessage(ws: WebSocket, message: string | ArrayBuffer): Promise<void> {
-    this.hub.onMessage(ws, message);
-  }
-
-  override async webSocketClose(ws: WebSocket, code: number): Promise<void> {
-    this.hub.onClose(ws, code);
-    await this.socketGone(ws);
-  }
-
-  override async webSocketError(ws: WebSocket): Promise<void> {
-    this.hub.onClose(ws, 1011);
-    await this.socketGone(ws);
-  }
-
   /** The last socket went: the idle clock of idle-release allocations starts now. */
-  private async socketGone(ws: WebSocket): Promise<void> {
+  protected override async socketClosed(ws: WebSocket): Promise<void> {
     if (this.hub.open("user", ws).length > 0) return;
     this.prof.write("UPDATE profile SET sockets_gone_at = COALESCE(sockets_gone_at, ?) WHERE id = 1", Date.now());
     await this.rearm();
