@@ -65,7 +65,7 @@ export interface AdminUser {
   quota: Quota;
 }
 
-export type TicketRequest = { feed?: FeedKind | "pool"; deviceId?: string; pool?: string };
+export type TicketRequest = { feed?: FeedKind; deviceId?: string; pool?: string };
 
 /** The API's one error shape, thrown for every non-2xx answer. */
 export class ApiError extends Error {

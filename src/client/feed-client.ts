@@ -25,7 +25,7 @@ export interface FeedClientOptions {
   /** A bearer token, or a function that returns a fresh one (called before every ticket). */
   token: string | (() => string | Promise<string>);
   /** Which feed (default `user`). `pool`: one pool's devices as they change (admins only). */
-  feed?: FeedKind | "pool";
+  feed?: FeedKind;
   /** With `feed: "device"`. */
   deviceId?: string;
   /** With `feed: "pool"`: the pool to watch. */

@@ -4,29 +4,9 @@
  */
 import { ApiError, type AdminUser, type ApiClient, type FailedUsage, type PoolDevice, type Quota, type ReconcileResult } from "../client/api-client";
 import { FeedClient } from "../client/feed-client";
-import type { Envelope, FeedEvent, ReconcileDifferencesEventData } from "../feed/protocol";
+import type { Envelope, FeedEvent, PoolDeviceView, PoolFeedState, ReconcileDifferencesEventData } from "../feed/protocol";
 import { act, card, countdown, errorText, fill, fmtDateTime, fmtMB, fmtMoney, fmtSpec, fmtTime, h, pill, refresher, scrollTable, shortId, showError, showOk, syncRows, table, toMs } from "./dom";
 import { EventList, bindFeedState } from "./feed-ui";
-
-/** A device as the pool feed shows it (`hello.state.devices`, `pool.device` events). */
-export interface PoolDeviceView {
-  deviceId: string;
-  node: string;
-  status: string;
-  cpuCores: number;
-  memoryMB: number;
-  storageMB: number;
-  allocationId: string | null;
-  userId: string | null;
-  /** ISO on the feed; epoch ms from GET /admin/pools/{pool}/devices. */
-  expiresAt: string | number | null;
-}
-export interface PoolFeedState {
-  pool: string;
-  devices: PoolDeviceView[];
-  truncated: boolean;
-}
-export type PoolDeviceEventData = PoolDeviceView & { pool: string; previousStatus: string | null; reason: string | null };
 
 interface DeviceRow extends Omit<PoolDeviceView, "expiresAt"> {
   expiresAt: number | null;
@@ -84,10 +64,7 @@ class PoolPanel {
       this.render();
       if (s.truncated) this.reload();
     });
-    feed.onEvent((e) => {
-      const env = e as Envelope;
-      if (env.type !== "pool.device") return;
-      const d = env.data as PoolDeviceEventData;
+    feed.on("pool.device", ({ data: d }) => {
       if (d.status === "removed") this.devices.delete(d.deviceId);
       else this.devices.set(d.deviceId, rowOf(d));
       this.render();
