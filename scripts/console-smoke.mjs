@@ -28,6 +28,26 @@ const ALICE = signToken(secret, "alice", "user");
 const ADMIN = signToken(secret, "ops-admin", "admin");
 const T = 15_000;
 
+/** Ends alice's active allocations (left by an earlier run), so her quota has room. */
+async function releaseAll(token) {
+  const call = async (method, p, body) => (await fetch(`${BASE}${p}`, { method, headers: { Authorization: `Bearer ${token}`, "content-type": "application/json" }, body: body && JSON.stringify(body) })).json();
+  const { items = [] } = await call("GET", "/scheduler/allocations?status=active");
+  for (const a of items) if (a.deviceId) await call("POST", "/scheduler/devices/release", { deviceId: a.deviceId });
+  return items.length;
+}
+
+/** Submits the allocate form and waits for the row of the new allocation. */
+async function allocate(page, minutes) {
+  const before = await page.locator("#allocations [data-allocation-id]").evaluateAll((els) => els.map((e) => e.dataset.allocationId));
+  await page.fill("#allocate-form [name=durationMinutes]", String(minutes));
+  await page.click("#allocate-submit");
+  const handle = await page.waitForFunction(
+    (known) => [...document.querySelectorAll("#allocations [data-allocation-id]")].find((e) => !known.includes(e.dataset.allocationId)),
+    before, { timeout: T },
+  );
+  return handle.asElement();
+}
+
 const started = Date.now();
 const log = (msg) => console.log(`[console-smoke ${((Date.now() - started) / 1000).toFixed(1).padStart(5)} s] ${msg}`);
 let failures = 0;
@@ -50,6 +70,8 @@ try {
   page.on("pageerror", (e) => check(false, `page error: ${e.message}`));
 
   // ---- alice ----------------------------------------------------------------------------
+  const left = await releaseAll(ALICE);
+  if (left) log(`released ${left} allocation(s) alice still held`);
   await page.goto(`${BASE}/console/#token=${ALICE}`);
   await page.waitForSelector("#feed-state[data-state=open]", { timeout: T });
   check(!page.url().includes("token="), "the token left the address bar");
@@ -66,9 +88,7 @@ try {
   check(typeof resumed === "number", `the feed reconnected after a drop (resumed from seq ${resumed})`);
 
   await page.fill("#allocate-form [name=pool]", "default");
-  await page.fill("#allocate-form [name=durationMinutes]", "30");
-  await page.click("#allocate-submit");
-  const row = await page.waitForSelector("#allocations [data-allocation-id]", { timeout: T });
+  const row = await allocate(page, 30);
   const id = await row.getAttribute("data-allocation-id");
   const device = await row.getAttribute("data-device-id");
   log(`alice holds ${device} (${id})`);
@@ -83,7 +103,8 @@ try {
   await page.fill(`${sel} [name=additionalMinutes]`, "5");
   await page.click(`${sel} button.extend`);
   await page.waitForSelector('#events [data-type="device.extended"]', { timeout: T });
-  check((await page.textContent(`${sel} .countdown`))?.startsWith("34:"), "extend by 5 minutes moved the countdown");
+  const c3 = await page.textContent(`${sel} .countdown`);
+  check(c3?.startsWith("34:"), `extend by 5 minutes moved the countdown (${c2} → ${c3})`);
   await page.screenshot({ path: path.join(OUT, "user-allocated.png"), fullPage: true });
 
   // ---- the admin watches the fleet -------------------------------------------------------
@@ -118,9 +139,7 @@ try {
   await page.fill("#allocate-form [name=cpuCores]", "");
 
   if (args.expiry) {
-    await page.fill("#allocate-form [name=durationMinutes]", "1");
-    await page.click("#allocate-submit");
-    const r = await page.waitForSelector("#allocations [data-allocation-id]", { timeout: T });
+    const r = await allocate(page, 1);
     const id2 = await r.getAttribute("data-allocation-id");
     await page.waitForSelector(`#allocations tr.expiring[data-allocation-id="${id2}"]`, { timeout: 45_000 });
     check(true, "device.expiring highlights the row");
@@ -141,6 +160,9 @@ try {
 } catch (err) {
   failures += 1;
   log(`FAIL ${err?.message?.split("\n")[0] ?? err}`);
+  for (const [i, p] of browser.contexts().flatMap((c) => c.pages()).entries()) {
+    await p.screenshot({ path: path.join(OUT, `failure-${i}.png`), fullPage: true }).catch(() => {});
+  }
 } finally {
   await browser.close();
 }

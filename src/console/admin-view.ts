@@ -26,6 +26,8 @@ const rowOf = (d: PoolDeviceView | PoolDevice): DeviceRow => ({
 class PoolPanel {
   readonly el: HTMLElement;
   private readonly devices = new Map<string, DeviceRow>();
+  /** When the feed last changed a device (a list asked for before that is older). */
+  private readonly touched = new Map<string, number>();
   private readonly body: HTMLElement;
   private readonly counts: HTMLElement;
   private readonly state: HTMLElement;
@@ -60,11 +62,16 @@ class PoolPanel {
       if (!s || !Array.isArray(s.devices)) return this.reload();
       // The snapshot is the truth as of now; a truncated one only adds to what the API listed.
       if (!s.truncated) this.devices.clear();
-      for (const d of s.devices) this.devices.set(d.deviceId, rowOf(d));
+      const now = performance.now();
+      for (const d of s.devices) {
+        this.devices.set(d.deviceId, rowOf(d));
+        this.touched.set(d.deviceId, now);
+      }
       this.render();
       if (s.truncated) this.reload();
     });
     feed.on("pool.device", ({ data: d }) => {
+      this.touched.set(d.deviceId, performance.now());
       if (d.status === "removed") this.devices.delete(d.deviceId);
       else this.devices.set(d.deviceId, rowOf(d));
       this.render();
@@ -84,6 +91,7 @@ class PoolPanel {
   }
 
   async load(throwErrors = false): Promise<void> {
+    const asked = performance.now();
     try {
       const rows: DeviceRow[] = [];
       let cursor: string | undefined;
@@ -93,8 +101,12 @@ class PoolPanel {
         if (!page.nextCursor) break;
         cursor = page.nextCursor;
       }
+      // A device the feed changed while the list was on its way keeps the feed's newer view.
+      const newer = new Map([...this.devices].filter(([id]) => (this.touched.get(id) ?? 0) > asked));
+      const removed = new Set([...this.touched].filter(([id, at]) => at > asked && !this.devices.has(id)).map(([id]) => id));
       this.devices.clear();
-      for (const r of rows) this.devices.set(r.deviceId, r);
+      for (const r of rows) if (!removed.has(r.deviceId)) this.devices.set(r.deviceId, newer.get(r.deviceId) ?? r);
+      for (const [id, d] of newer) this.devices.set(id, d);
       showError(this.msg, null);
       this.render();
     } catch (err) {

@@ -33,6 +33,8 @@ export class UserView {
   private readonly expiring = new Set<string>();
   /** Released here or by an event: a list fetched before that must not bring them back. */
   private readonly ended = new Set<string>();
+  /** When an answer or event last changed an allocation here (a list asked for before that is older). */
+  private readonly touched = new Map<string, number>();
   /** Allocations whose expiry passed without a release event yet (looked up once). */
   private readonly overdueChecked = new Set<string>();
   /** allocationId → give up waiting for its usage record at this time. */
@@ -264,12 +266,16 @@ export class UserView {
 
   private async loadAllocations(): Promise<void> {
     const slot = this.el.querySelector<HTMLElement>("#allocations-msg");
+    const asked = performance.now();
     try {
       const page = await this.api.allocations({ status: "active", limit: 200 });
       showError(slot, null);
       const next = new Map<string, AllocRow>();
+      // What an answer or an event brought while the list was on its way is newer than the list.
+      for (const [id, at] of this.touched) if (at > asked && this.allocs.has(id)) next.set(id, this.allocs.get(id)!);
       for (const a of page.items) {
         if (this.ended.has(a.allocationId)) continue;
+        if (next.has(a.allocationId)) continue;
         const row = fromView(a);
         const known = this.allocs.get(a.allocationId);
         if (known?.node && !row.node) row.node = known.node;
@@ -289,6 +295,7 @@ export class UserView {
     const known = this.allocs.get(row.allocationId);
     if (known?.node && !row.node) row.node = known.node;
     this.allocs.set(row.allocationId, row);
+    this.touched.set(row.allocationId, performance.now());
     this.usePool(row.pool);
     this.renderAllocations();
   }
