@@ -38,12 +38,12 @@ export default defineConfig(async () => {
     testTimeout: 60_000,
     hookTimeout: 60_000,
     sequence: { groupOrder: 0 },
-    // The service's info lines (one per request, see src/log.ts) would bury the test output;
-    // warnings and errors are still shown. Tests that check log lines spy on console.log.
-    onConsoleLog: (line: string) => !/^\{"ts":"[^"]*","level":"(info|debug)"/.test(line),
   };
   return {
     test: {
+      // The service's info lines (one per request, see src/log.ts) would bury the test output;
+      // warnings and errors are still shown. Tests that check log lines spy on console.log.
+      onConsoleLog: (line: string) => !/^\{"ts":"[^"]*","level":"(info|debug)"/.test(line),
       projects: [
         {
           extends: false,
