@@ -30,7 +30,7 @@ import { Worker } from "node:worker_threads";
 import { Log, LogLevel } from "miniflare";
 import { JWT_SECRET, SERVICE_TOKEN, evictObject, restart, root, sql, startRuntime } from "./lib/runtime.mjs";
 import {
-  checkAcknowledged, checkBilling, checkDoubleAllocations, checkExpiry, checkFeeds, checkOrphans, checkQueueAndReservations, checkQuota, checkRecordsAgree,
+  checkAcknowledged, checkBilling, checkDoubleAllocations, checkExpiry, checkFeeds, checkMetrics, checkOrphans, checkQueueAndReservations, checkQuota, checkRecordsAgree,
   compareHoldings, confirmedHoldings, isBillable,
 } from "./lib/invariants.mjs";
 import { parseArgs } from "../scripts/lib.mjs";
@@ -1001,6 +1001,7 @@ async function main() {
   await sleep(2000);
   const atRest = confirmedHoldings(first2, await holdingsNow());
   const dev = await devicesNow();
+  const metricsText = (await must("GET", "/admin/metrics", { headers: admin() })).body;
   const queueEnd = await pool([...told.queue], 6, async ([id, t]) => ({ ...t, ...(await must("GET", `/scheduler/queue/${id}`, { headers: admin() })).body }));
   const reservationsEnd = await pool([...told.reservations], 6, async ([id, t]) => ({ told: t, ...(await must("GET", `/scheduler/reservations/${id}`, { headers: admin() })).body }));
   const [usageRows, ledgerRows, accounts, plans, deadLetters] = [
@@ -1022,6 +1023,7 @@ async function main() {
     checkAcknowledged({ acked: told.allocations, releases: told.releases, extensions: told.extensions, userAllocations: final, idempotency: told.idempotency }),
     checkRecordsAgree({ deviceHistories: histories, userAllocations: final }),
     checkQueueAndReservations({ entries: queueEnd, reservations: reservationsEnd, userAllocations: final }),
+    checkMetrics({ metricsText, deviceHistories: histories }),
   ];
 
   const latency = Object.fromEntries(Object.entries(stats.latency).map(([op, xs]) => {

@@ -485,3 +485,44 @@ export function checkQueueAndReservations({ entries, reservations, userAllocatio
     samples,
   );
 }
+
+/** `name{labels} value` lines of the Prometheus text → [{name, labels, value}] (comments skipped). */
+export function parseMetrics(text) {
+  const out = [];
+  for (const line of String(text).split("\n")) {
+    const m = /^([a-z_]+)(?:\{([^}]*)\})? (\S+)$/.exec(line);
+    if (!m) continue;
+    const labels = Object.fromEntries([...(m[2] ?? "").matchAll(/([a-z_]+)="((?:[^"\\]|\\.)*)"/g)].map((x) => [x[1], x[2]]));
+    out.push({ name: m[1], labels, value: Number(m[3]) });
+  }
+  return out;
+}
+
+/**
+ * The operators' metrics agree with the records, at rest: every allocation the devices ended
+ * is counted once as an allocation and once as a release, under the reason the device gave.
+ */
+export function checkMetrics({ metricsText, deviceHistories }) {
+  const samples = parseMetrics(metricsText);
+  const sum = (name, pred = () => true) => samples.filter((s) => s.name === name && pred(s.labels)).reduce((a, s) => a + s.value, 0);
+  const byReason = {};
+  let ended = 0;
+  for (const [, items] of deviceHistories)
+    for (const h of items) {
+      ended++;
+      byReason[h.reason] = (byReason[h.reason] ?? 0) + 1;
+    }
+  const reasons = new Set([...Object.keys(byReason), ...samples.filter((s) => s.name === "eda_releases_total").map((s) => s.labels.reason)]);
+  const off = [];
+  for (const reason of reasons) {
+    const counted = sum("eda_releases_total", (l) => l.reason === reason);
+    if (counted !== (byReason[reason] ?? 0)) off.push({ reason, counted, ended: byReason[reason] ?? 0 });
+  }
+  const allocations = sum("eda_allocations_total");
+  const releases = sum("eda_releases_total");
+  const expired = sum("eda_expiry_lag_seconds_count");
+  const v = off.length + (allocations !== ended ? 1 : 0) + (expired !== (byReason.expired ?? 0) ? 1 : 0);
+  return result("metrics agree with the records", v,
+    `${ended} ended allocations on the devices; metrics: ${allocations} allocations, ${releases} releases (${off.length} reasons off), ${expired} expiry lags observed for ${byReason.expired ?? 0} expiries`,
+    { ended, allocations, releases, expired, byReason }, off);
+}
