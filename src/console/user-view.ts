@@ -12,17 +12,11 @@ import {
 import { EventList, bindFeedState } from "./feed-ui";
 import type { Identity } from "./session";
 
-interface AllocRow {
-  allocationId: string;
-  deviceId: string | null;
-  pool: string;
-  node: string | null;
-  cpuCores: number;
-  memoryMB: number;
-  storageMB: number;
+/** An allocation as this view keeps it: the event's fields, with times as epoch ms (lists give ms, events ISO). */
+type AllocRow = Omit<AllocationEventData, "allocatedAt" | "expiresAt" | "durationMinutes"> & {
   allocatedAt: number | null;
   expiresAt: number | null;
-}
+};
 
 const USAGE_WAIT_MS = 30_000;
 
@@ -446,13 +440,18 @@ export class UserView {
     }
   }
 
-  private queueRow(q: QueueEntry): HTMLElement {
+  /** A row's last cell: its cancel button (when `show`) and message slot; the lists are read again after. */
+  private cancelCell(show: boolean, label: string, cancel: () => Promise<unknown>): HTMLElement {
     const msg = h("span", { class: "msg row-msg" });
-    const cancel = q.status === "waiting" || q.status === "offered" ? h("button", { type: "button", class: "cancel" }, "Leave") : null;
-    cancel?.addEventListener("click", () => void act(cancel, msg, async () => {
-      await this.api.cancelQueueEntry(q.entryId);
+    const button = show ? h("button", { type: "button", class: "cancel" }, label) : null;
+    button?.addEventListener("click", () => void act(button, msg, async () => {
+      await cancel();
       this.refreshQueue();
     }));
+    return h("td", { class: "nowrap" }, button, msg);
+  }
+
+  private queueRow(q: QueueEntry): HTMLElement {
     return h("tr", { "data-entry-id": q.entryId, "data-status": q.status },
       h("td", null, shortId(q.entryId, 18)),
       h("td", null, q.pool),
@@ -460,23 +459,17 @@ export class UserView {
       h("td", { class: "num" }, q.position ?? "—"),
       h("td", { class: "small" }, q.estimatedStartAt ? fmtTime(q.estimatedStartAt) : "—"),
       h("td", { class: "small" }, fmtTime(q.joinedAt)),
-      h("td", { class: "nowrap" }, cancel, msg));
+      this.cancelCell(q.status === "waiting" || q.status === "offered", "Leave", () => this.api.cancelQueueEntry(q.entryId)));
   }
 
   private reservationRow(r: Reservation): HTMLElement {
-    const msg = h("span", { class: "msg row-msg" });
-    const cancel = r.status === "pending" || r.status === "confirmed" ? h("button", { type: "button", class: "cancel" }, "Cancel") : null;
-    cancel?.addEventListener("click", () => void act(cancel, msg, async () => {
-      await this.api.cancelReservation(r.reservationId);
-      this.refreshQueue();
-    }));
     return h("tr", { "data-reservation-id": r.reservationId, "data-status": r.status },
       h("td", null, shortId(r.reservationId, 18)),
       h("td", null, r.pool),
       h("td", { class: "mono" }, r.deviceId ?? "—"),
       h("td", null, pill(r.status), r.error ? h("div", { class: "small error" }, `${r.error.code}: ${r.error.message}`) : null),
       h("td", { class: "small" }, windowText(r.startAt, r.endAt)),
-      h("td", { class: "nowrap" }, cancel, msg));
+      this.cancelCell(r.status === "pending" || r.status === "confirmed", "Cancel", () => this.api.cancelReservation(r.reservationId)));
   }
 }
 
