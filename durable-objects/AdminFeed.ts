@@ -16,14 +16,14 @@ export const ADMIN_FEED_NAME = "operators";
 const SCHEMA = [
   feedSchema("events"),
   // Open sockets per feed-holding object (its id), as last reported.
-  `CREATE TABLE sockets (object TEXT PRIMARY KEY, feed TEXT NOT NULL, open INTEGER NOT NULL, reported_at INTEGER NOT NULL);
+  `CREATE TABLE sockets (object TEXT PRIMARY KEY, feed TEXT NOT NULL, open INTEGER NOT NULL, seq INTEGER NOT NULL, reported_at INTEGER NOT NULL);
    ${feedSocketsSchema("events")}`,
 ];
 
 /** For a feed-holding object's FeedHub (`onSockets`): tells the operators' object its open count. */
-export function socketReporter(env: Env, ctx: DurableObjectState, feed: FeedKind): (open: number) => Promise<unknown> {
+export function socketReporter(env: Env, ctx: DurableObjectState, feed: FeedKind): (open: number, seq: number) => Promise<unknown> {
   const object = ctx.id.toString();
-  return (open) => env.ADMIN_FEED.getByName(ADMIN_FEED_NAME).socketsOpen(object, feed, open);
+  return (open, seq) => env.ADMIN_FEED.getByName(ADMIN_FEED_NAME).socketsOpen(object, feed, open, seq);
 }
 
 export class AdminFeed extends FeedObject {
@@ -35,7 +35,7 @@ export class AdminFeed extends FeedObject {
     this.sql = new Sql(ctx.storage);
     this.hub = new FeedHub(ctx, this.sql, {
       table: "events", limit: FEED.historyLimit, maxSockets: FEED.maxAdminSockets,
-      onSockets: async (open) => this.socketsOpen(ctx.id.toString(), "admin", open),
+      onSockets: async (open, seq) => this.socketsOpen(ctx.id.toString(), "admin", open, seq),
     });
     ctx.blockConcurrencyWhile(async () => {
       this.sql.migrate(SCHEMA);
@@ -52,18 +52,20 @@ export class AdminFeed extends FeedObject {
     return this.hub.history(since, limit);
   }
 
-  /** An object's open socket count (a report replaces the last one; 0 drops the row). */
-  async socketsOpen(object: string, feed: FeedKind, open: number): Promise<void> {
-    if (open <= 0) this.sql.exec("DELETE FROM sockets WHERE object = ?", object);
-    else
-      this.sql.exec(
-        "INSERT INTO sockets (object, feed, open, reported_at) VALUES (?, ?, ?, ?) ON CONFLICT(object) DO UPDATE SET feed = excluded.feed, open = excluded.open, reported_at = excluded.reported_at",
-        object, feed, open, Date.now(),
-      );
+  /** An object's open socket count: a report replaces an older one (by `seq`), never a newer one that came first. */
+  async socketsOpen(object: string, feed: FeedKind, open: number, seq: number): Promise<void> {
+    this.sql.exec(
+      `INSERT INTO sockets (object, feed, open, seq, reported_at) VALUES (?, ?, ?, ?, ?)
+       ON CONFLICT(object) DO UPDATE SET feed = excluded.feed, open = excluded.open, seq = excluded.seq, reported_at = excluded.reported_at
+       WHERE excluded.seq > sockets.seq`,
+      object, feed, Math.max(0, open), seq, Date.now(),
+    );
   }
 
   /** Open sockets by feed kind, summed over the objects' last reports. */
   async socketCounts(): Promise<Record<string, number>> {
+    // Rows at 0 are kept a day (a late, older report must still lose to them), then dropped.
+    this.sql.exec("DELETE FROM sockets WHERE open = 0 AND reported_at < ?", Date.now() - 86_400_000);
     const rows = this.sql.all<{ feed: string; n: number }>("SELECT feed, SUM(open) AS n FROM sockets GROUP BY feed");
     return Object.fromEntries(rows.map((r) => [r.feed, r.n]));
   }

@@ -643,10 +643,26 @@ export class Device extends FeedObject {
 
   private enqueue(...items: OutboxItem[]): void {
     const at = Date.now();
+    for (const item of items) if (item.kind === "pool_state") this.supersedePoolStates(item.payload);
     this.sql.exec(
       `INSERT INTO outbox (kind, payload, next_at) VALUES ${items.map(() => "(?, ?, ?)").join(", ")}`,
       ...items.flatMap((item) => [item.kind, JSON.stringify(item.payload), at]),
     );
+  }
+
+  /**
+   * A newer state for a pool replaces the ones still waiting for it (the pool keeps only the
+   * newest version anyway, and rows go out side by side, in any order). An allocation's end is
+   * carried over, so the pool still learns why it ended (its feed and metrics).
+   */
+  private supersedePoolStates(next: { pool: string; state: DeviceState }): void {
+    const waiting = this.sql.all<{ id: number; payload: string }>("SELECT id, payload FROM outbox WHERE kind = 'pool_state'")
+      .map((r) => ({ id: r.id, payload: JSON.parse(r.payload) as { pool: string; state: DeviceState } }))
+      .filter((r) => r.payload.pool === next.pool && r.payload.state.version < next.state.version);
+    if (!waiting.length) return;
+    const ended = waiting.map((r) => r.payload.state.ended).filter((e) => e !== undefined).pop();
+    if (ended && !next.state.ended) next.state.ended = ended;
+    this.sql.exec(`DELETE FROM outbox WHERE id IN (${waiting.map(() => "?").join(",")})`, ...waiting.map((r) => r.id));
   }
 
   /** Tells the pool now (so a registered device is allocatable at once); the outbox retries failures. */

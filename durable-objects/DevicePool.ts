@@ -86,7 +86,8 @@ const SCHEMA = [
   // The pool feed (its log, event keys, ticket nonces, reported socket count) and the metrics counters.
   `${feedSchema("events")}
    ${feedSocketsSchema("events")}
-   CREATE TABLE metrics (name TEXT NOT NULL, label TEXT NOT NULL DEFAULT '', value REAL NOT NULL, PRIMARY KEY (name, label));`,
+   CREATE TABLE metrics (name TEXT NOT NULL, label TEXT NOT NULL DEFAULT '', value REAL NOT NULL, PRIMARY KEY (name, label));
+   CREATE TABLE gone (device_id TEXT PRIMARY KEY, version INTEGER NOT NULL);`,
 ];
 
 interface Settings {
@@ -444,9 +445,16 @@ export class DevicePool extends FeedObject {
         "SELECT version, node, status, allocation_id FROM devices WHERE device_id = ?", s.deviceId,
       );
       if (prev && prev.version >= s.version) return false;
+      // A device that left (removed, or moved to another pool) is remembered with its version,
+      // so an older state arriving late does not bring it back.
+      const gone = prev ? null : this.sql.one<{ version: number }>("SELECT version FROM gone WHERE device_id = ?", s.deviceId);
+      if (gone && gone.version >= s.version) return false;
       if (s.status === "removed") {
         this.sql.exec("DELETE FROM devices WHERE device_id = ?", s.deviceId);
+        this.sql.exec("INSERT OR REPLACE INTO gone (device_id, version) VALUES (?, ?)", s.deviceId, s.version);
+        if (!prev) return false;
       } else {
+        if (gone) this.sql.exec("DELETE FROM gone WHERE device_id = ?", s.deviceId);
         this.sql.exec(
           `INSERT INTO devices (device_id, node, cpu, mem, storage, status, version, allocation_id, user_id, expires_at)
            VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
@@ -469,8 +477,10 @@ export class DevicePool extends FeedObject {
   }
 
   /** Inside `apply`'s transaction: the pool feed's event and the metrics counters of a change. */
-  private observe(prev: { status: DeviceStatus; allocationId: string | null } | null, s: DeviceState): void {
+  private observe(prev: { status: DeviceStatus; allocationId: string | null } | null, next: DeviceState): void {
     const pool = this.cfg.get()?.pool ?? "";
+    // A device that left this pool holds nothing here (a moved device's allocation is its new pool's).
+    const s = next.status === "removed" ? { ...next, allocationId: null, userId: null, expiresAt: null } : next;
     this.hub.append(s.userId ?? "", "pool.device", {
       pool, ...deviceView(s), previousStatus: prev?.status ?? null, reason: s.ended?.reason ?? null,
     });
@@ -484,9 +494,11 @@ export class DevicePool extends FeedObject {
 
   private drop(deviceId: string): void {
     this.sql.tx(() => {
-      const prev = this.sql.one<{ node: string }>("SELECT node FROM devices WHERE device_id = ?", deviceId);
+      const prev = this.sql.one<IndexRow>("SELECT * FROM devices WHERE device_id = ?", deviceId);
       this.sql.exec("DELETE FROM devices WHERE device_id = ?", deviceId);
-      if (prev) this.refreshNode(prev.node);
+      if (!prev) return;
+      this.refreshNode(prev.node);
+      this.observe({ status: prev.status, allocationId: prev.allocation_id }, { ...indexState(prev), status: "removed" });
     });
   }
 

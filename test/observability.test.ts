@@ -138,6 +138,65 @@ describe("metrics endpoint (Prometheus text, admin only)", () => {
       expect(m(again, key), key).toBe(m(after, key));
   });
 
+  it("an allocated device taken into maintenance or removed counts its release under that reason, and a removed device is gone from the gauges", async () => {
+    const pool = uid("obs-rm");
+    const devices = await Promise.all(Array.from({ length: 3 }, () => registerDevice(pool)));
+    const adminToken = await admin();
+    const feed = await rawFeed(`/ws/pools/${pool}?ticket=${await ticket(adminToken, { feed: "pool", pool })}`);
+    await until(async () => feed.frames.find((f) => f.type === "feed.hello"));
+    const held = await Promise.all([0, 1].map(async (i) => (await allocate(await tokenFor(uid(`obs-rm-u${i}`)), pool)).body as { deviceId: string; allocationId: string }));
+    expect((await call("POST", `/admin/devices/${held[0]!.deviceId}/maintenance`, { token: adminToken })).status).toBe(200);
+    expect((await call("DELETE", `/admin/devices/${held[1]!.deviceId}`, { token: adminToken })).status).toBe(200);
+    const L = `pool="${pool}"`;
+    const all = await until(async () => {
+      const x = await metrics();
+      return m(x, `eda_releases_total{${L},reason="removed"}`) === 1 && m(x, `eda_releases_total{${L},reason="maintenance"}`) === 1 ? x : null;
+    });
+    expect(m(all, `eda_releases_total{${L},reason="unknown"}`)).toBe(0);
+    expect(m(all, `eda_allocations_total{${L}}`)).toBe(2);
+    expect(m(all, `eda_devices{${L},status="maintenance"}`)).toBe(1);
+    expect(m(all, `eda_devices{${L},status="available"}`)).toBe(1);
+    expect(m(all, `eda_devices{${L},status="allocated"}`)).toBe(0);
+    // The pool feed said why each allocation ended, and that the removed device left (the end and
+    // the status change reach the pool as one newest state: 2 allocations + 2 changes).
+    const got = await events(feed.frames, 4);
+    const ofDevice = (id: string) => got.filter((e) => (e.data as { deviceId: string }).deviceId === id).map((e) => e.data as { status: string; reason: string | null });
+    expect(ofDevice(held[0]!.deviceId).at(-1)).toMatchObject({ status: "maintenance", reason: "maintenance" });
+    expect(ofDevice(held[1]!.deviceId).at(-1)).toMatchObject({ status: "removed", reason: "removed" });
+    // The device list agrees: the removed one is not back.
+    const list = await call("GET", `/admin/pools/${pool}/devices`, { token: adminToken });
+    expect(list.body.items.map((d: { deviceId: string }) => d.deviceId).sort()).toEqual(devices.map((d) => d.deviceId).filter((id) => id !== held[1]!.deviceId).sort());
+    feed.ws.close(1000);
+  });
+
+  it("a failing source is left out and counted; the rest of the scrape still answers", async () => {
+    const pool = uid("obs-src");
+    await registerDevice(pool);
+    await env.DB.exec("ALTER TABLE metric_counters RENAME TO metric_counters_off");
+    let all: Map<string, number>;
+    try {
+      all = await metrics();
+    } finally {
+      await env.DB.exec("ALTER TABLE metric_counters_off RENAME TO metric_counters");
+    }
+    expect(m(all, 'eda_metrics_source_errors{source="d1"}')).toBe(1);
+    expect(m(all, 'eda_metrics_source_errors{source="pool"}')).toBe(0);
+    expect(all.has(`eda_devices{pool="${pool}",status="available"}`)).toBe(true);
+    expect([...all.keys()].some((k) => k.startsWith("eda_usage_reports_sent_total"))).toBe(false);
+  });
+
+  it("socket reports that arrive out of order keep the newest", async () => {
+    const feedObj = env.ADMIN_FEED.getByName("operators");
+    const object = uid("obs-obj");
+    const before = (await feedObj.socketCounts()).device ?? 0;
+    await feedObj.socketsOpen(object, "device", 2, 5);
+    await feedObj.socketsOpen(object, "device", 7, 4); // older: ignored
+    expect(((await feedObj.socketCounts()).device ?? 0) - before).toBe(2);
+    await feedObj.socketsOpen(object, "device", 0, 6);
+    await feedObj.socketsOpen(object, "device", 3, 5); // older than the close: ignored
+    expect(((await feedObj.socketCounts()).device ?? 0) - before).toBe(0);
+  });
+
   it("a storm of concurrent allocations and releases is counted once each", async () => {
     const pool = uid("obs-storm");
     await Promise.all(Array.from({ length: 8 }, () => registerDevice(pool)));
@@ -253,6 +312,7 @@ describe("structured logs", () => {
 
   it("an error answer is logged with its status; a feed ticket in the query never reaches a log line", async () => {
     const spy = vi.spyOn(console, "log");
+    const others = [vi.spyOn(console, "warn"), vi.spyOn(console, "error"), vi.spyOn(console, "info")];
     const token = await tokenFor(uid("obs-log-err"));
     const r = await call("PUT", `/scheduler/allocations/${uid("alc-none")}/extend`, { token, body: { additionalMinutes: 5 } });
     expect(r.status).toBe(404);
@@ -263,6 +323,6 @@ describe("structured logs", () => {
     const got = lines(spy);
     expect(got.find((l) => l.requestId === r.res.headers.get("x-request-id"))).toMatchObject({ msg: "request", status: 404 });
     expect(got.some((l) => l.path === "/ws" && l.status === 101)).toBe(true);
-    expect(spy.mock.calls.map((c) => String(c[0])).join("\n")).not.toContain(t);
+    for (const s of [spy, ...others]) expect(s.mock.calls.map((c) => c.map(String).join(" ")).join("\n")).not.toContain(t);
   });
 });

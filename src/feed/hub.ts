@@ -65,7 +65,7 @@ export function feedExtrasSchema(table: string): string {
  * that an object whose sockets were cut by a restart corrects its report when it next wakes.
  */
 export function feedSocketsSchema(table: string): string {
-  return `CREATE TABLE IF NOT EXISTS ${table}_sockets (id INTEGER PRIMARY KEY CHECK (id = 1), reported INTEGER NOT NULL);`;
+  return `CREATE TABLE IF NOT EXISTS ${table}_sockets (id INTEGER PRIMARY KEY CHECK (id = 1), reported INTEGER NOT NULL, seq INTEGER NOT NULL);`;
 }
 
 interface LogRow {
@@ -84,10 +84,12 @@ export interface FeedHubOptions {
   /** The user of rows written before the log had a user column (UserQuota's own). */
   defaultUserId?: () => string;
   /**
-   * Told the number of open sockets whenever it changes (the operators' metrics count them).
-   * Needs the `feedSocketsSchema` table. Best effort: a failed report is sent again at the next change.
+   * Told the number of open sockets whenever it changes (the operators' metrics count them),
+   * with a number that grows with each report (reports may arrive out of order: the receiver
+   * keeps the highest). Needs the `feedSocketsSchema` table. Best effort: a failed report is
+   * sent again at the next change or wake.
    */
-  onSockets?: (open: number) => Promise<unknown>;
+  onSockets?: (open: number, seq: number) => Promise<unknown>;
 }
 
 export class FeedHub {
@@ -109,27 +111,27 @@ export class FeedHub {
   /** Call once the schema exists (constructor, inside blockConcurrencyWhile). */
   start(): void {
     this.pumped = this.bounds().hi;
-    // After a restart the runtime has no sockets left, though the last report may say otherwise.
-    if (this.opts.onSockets && this.reported() > 0 && this.open().length === 0) this.reportSockets();
+    // After a restart the runtime has no sockets left, though the last report may say otherwise
+    // (or a report failed): the count is sent again when it differs (no call when it does not).
+    this.reportSockets();
   }
 
   // ---- socket count reports ------------------------------------------------------------------
 
-  private reported(): number {
-    return this.sql.one<{ reported: number }>(`SELECT reported FROM ${this.opts.table}_sockets WHERE id = 1`)?.reported ?? 0;
-  }
-
-  /** Reports the open count if it changed (`closing`: a socket being closed, not counted). */
+  /** Reports the open count if it differs from the last report (`closing`: a socket being closed, not counted). */
   private reportSockets(closing?: WebSocket): void {
     const send = this.opts.onSockets;
     if (!send) return;
+    const t = `${this.opts.table}_sockets`;
+    const last = this.sql.one<{ reported: number; seq: number }>(`SELECT reported, seq FROM ${t} WHERE id = 1`) ?? { reported: 0, seq: 0 };
     const n = this.open(undefined, closing).length;
-    if (n === this.reported()) return;
-    this.sql.exec(`INSERT OR REPLACE INTO ${this.opts.table}_sockets (id, reported) VALUES (1, ?)`, n);
+    if (n === last.reported) return;
+    const seq = last.seq + 1;
+    this.sql.exec(`INSERT OR REPLACE INTO ${t} (id, reported, seq) VALUES (1, ?, ?)`, n, seq);
     this.ctx.waitUntil(
-      send(n).catch(() => {
-        // Not reported: make the next change (or wake) send it again.
-        this.sql.exec(`INSERT OR REPLACE INTO ${this.opts.table}_sockets (id, reported) VALUES (1, -1)`);
+      send(n, seq).catch(() => {
+        // Not reported: the next change (or wake) sends the count again, unless a later report went out meanwhile.
+        this.sql.exec(`UPDATE ${t} SET reported = -1 WHERE id = 1 AND seq = ?`, seq);
       }),
     );
   }

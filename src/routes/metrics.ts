@@ -2,13 +2,14 @@
  * GET /admin/metrics: the operators' metrics in the Prometheus text format (admin bearer token;
  * scrape with `authorization: {credentials: <token>}`). Gathered at scrape time from where each
  * figure lives (see src/metrics.ts): every pool, the usage counters in D1, and the open
- * socket counts. A source that does not answer is left out and counted in
- * `eda_metrics_source_errors`, so one slow pool never hides the rest.
+ * socket counts. A source that fails or takes longer than METRICS.sourceTimeoutMs is left
+ * out and counted in `eda_metrics_source_errors`, so one slow pool never holds up the rest.
  */
 import { z } from "@hono/zod-openapi";
 import { sql } from "drizzle-orm";
 import { drizzle } from "drizzle-orm/d1";
 import { newApp } from "../app-factory";
+import { METRICS } from "../config";
 import { ADMIN_FEED_NAME } from "../../durable-objects/AdminFeed";
 import { failedUsage, metricCounters, pools } from "../db/schema";
 import { log } from "../log";
@@ -31,19 +32,30 @@ export function metricsRoutes() {
   app.openapi(doc, async (c) => {
     const env = c.env;
     const errors = new Map<string, number>();
-    const failed = (source: string, err: unknown) => {
-      errors.set(source, (errors.get(source) ?? 0) + 1);
-      log("warn", "metrics source did not answer", { requestId: c.get("requestId"), source, error: String(err) });
-      return null;
+    /** The source's answer, or null (counted and logged) when it fails or is too slow. */
+    const from = async <T>(source: string, work: Promise<T>): Promise<T | null> => {
+      let timer: ReturnType<typeof setTimeout> | undefined;
+      const late = new Promise<never>((_, reject) => {
+        timer = setTimeout(() => reject(new Error(`no answer within ${METRICS.sourceTimeoutMs} ms`)), METRICS.sourceTimeoutMs);
+      });
+      try {
+        return await Promise.race([work, late]);
+      } catch (err) {
+        errors.set(source, (errors.get(source) ?? 0) + 1);
+        log("warn", "metrics source did not answer", { requestId: c.get("requestId"), source, error: String(err) });
+        return null;
+      } finally {
+        if (timer !== undefined) clearTimeout(timer);
+      }
     };
     const db = drizzle(env.DB);
     const [poolNames, counters, failedRows, sockets] = await Promise.all([
-      db.select({ name: pools.name }).from(pools).orderBy(pools.name).catch((e) => failed("d1", e)),
-      db.select().from(metricCounters).catch((e) => failed("d1", e)),
-      db.select({ status: failedUsage.status, n: sql<number>`COUNT(*)` }).from(failedUsage).groupBy(failedUsage.status).catch((e) => failed("d1", e)),
-      env.ADMIN_FEED.getByName(ADMIN_FEED_NAME).socketCounts().catch((e) => failed("sockets", e)),
+      from("d1", db.select({ name: pools.name }).from(pools).orderBy(pools.name)),
+      from("d1", db.select().from(metricCounters)),
+      from("d1", db.select({ status: failedUsage.status, n: sql<number>`COUNT(*)` }).from(failedUsage).groupBy(failedUsage.status)),
+      from("sockets", env.ADMIN_FEED.getByName(ADMIN_FEED_NAME).socketCounts()),
     ]);
-    const perPool = await Promise.all((poolNames ?? []).map(async (p) => ({ pool: p.name, m: await pool(env, p.name).metrics().catch((e) => failed("pool", e)) })));
+    const perPool = await Promise.all((poolNames ?? []).map(async (p) => ({ pool: p.name, m: await from("pool", pool(env, p.name).metrics()) })));
 
     const allocations: Sample[] = [];
     const releases: Sample[] = [];
@@ -66,7 +78,7 @@ export function metricsRoutes() {
     const usage = (name: string) => counters?.find((r) => r.name === name)?.value ?? 0;
     const families: Family[] = [
       { name: "eda_allocations_total", type: "counter", help: "Allocations made (a device claimed for a user), by pool.", samples: allocations },
-      { name: "eda_releases_total", type: "counter", help: "Allocations ended, by pool and reason (released, expired, force_released, idle, maintenance, offline, removed, orphaned).", samples: releases },
+      { name: "eda_releases_total", type: "counter", help: "Allocations ended, by pool and reason (released, expired, force_released, idle, maintenance, offline, removed, orphaned; unknown when the pool missed the change that ended it).", samples: releases },
       { name: "eda_expiry_lag_seconds", type: "histogram", help: "How late expiry ended allocations: the alarm's run time minus expiresAt (billing stops at expiresAt regardless).", samples: lag },
       { name: "eda_devices", type: "gauge", help: "Devices by pool and status.", samples: devices },
       { name: "eda_queue_waiting", type: "gauge", help: "Queue entries waiting or being handed a device, by pool.", samples: waiting },

@@ -80,6 +80,12 @@ describe.skipIf(!executable)("web console in Chromium against npm run dev", () =
     await page.click("#tab-admin");
     const fleet = page.locator("#fleet");
     await fleet.locator("tr[data-device-id]").first().waitFor({ timeout: 15_000 });
+    // Live from the pool feed, not from the fallback poller: the feed is open, and the device list is not read again.
+    await page.locator('.pool-feed-state[data-pool="default"][data-state="open"]').waitFor({ timeout: 15_000 });
+    const reads: string[] = [];
+    page.on("request", (r) => {
+      if (new URL(r.url()).pathname.startsWith("/admin/pools/default/devices")) reads.push(r.url());
+    });
     await shot(page, "admin-1-fleet");
 
     // Someone else allocates: the operator's row changes from the pool feed.
@@ -94,6 +100,7 @@ describe.skipIf(!executable)("web console in Chromium against npm run dev", () =
     expect(rel.status).toBe(200);
     await expect.poll(() => device.getAttribute("data-status"), { timeout: 10_000 }).toBe("available");
     await shot(page, "admin-3-released-live");
+    expect(reads).toEqual([]);
 
     expect(seen.problems).toEqual([]);
     expect(seen.offsite).toEqual([]);
