@@ -1,7 +1,8 @@
 #!/usr/bin/env node
 // Builds the web console (src/console/) into public/console/, which the Worker serves as
 // static assets at /console/: main.ts bundled with esbuild (ESM, es2022, minified, linked
-// source map), index.html and console.css copied as they are. Plain Node ESM (Node 20+).
+// source map), index.html and console.css copied as they are, and _headers (the console's
+// security headers) to public/_headers, where Workers static assets read it. Plain Node ESM (Node 20+).
 //
 //   node scripts/build-console.mjs            # one build; exits 1 with esbuild's message on an error
 //   node scripts/build-console.mjs --watch    # rebuild on change (for working on the console)
@@ -36,6 +37,7 @@ const options = {
 async function copyStatic() {
   await mkdir(out, { recursive: true });
   await Promise.all(STATIC.map((f) => copyFile(path.join(src, f), path.join(out, f))));
+  await copyFile(path.join(src, "_headers"), path.join(out, "..", "_headers"));
 }
 
 async function report(started) {

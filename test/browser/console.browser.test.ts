@@ -31,7 +31,9 @@ describe.skipIf(!executable)("web console in Chromium against npm run dev", () =
   async function signedIn(token: string): Promise<{ page: Page; seen: ReturnType<typeof watchPage> }> {
     const page = await browser.newPage({ viewport: { width: 1280, height: 900 } });
     const seen = watchPage(page);
-    await page.goto(`${dev.base}/console/#token=${token}`);
+    const res = await page.goto(`${dev.base}/console/#token=${token}`);
+    // Served with its security headers (public/_headers): only this origin, never in a frame.
+    expect(res?.headers()["content-security-policy"]).toContain("frame-ancestors 'none'");
     await page.locator("#feed-state[data-state=open]").waitFor({ timeout: 20_000 });
     // The token left the address bar (it travelled in the fragment, never to the server).
     expect(page.url()).not.toContain("token=");
