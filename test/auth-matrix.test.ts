@@ -14,14 +14,12 @@
  * the other user's rows in D1 (accounts, ledger, usage, invoices, notifications, dead letters)
  * plus the pricing plans, read straight from the database.
  */
-import { createExecutionContext, createMessageBatch, getQueueResult } from "cloudflare:test";
 import { env } from "cloudflare:workers";
 import { decode, sign } from "hono/jwt";
 import { describe, expect, it } from "vitest";
 import { z } from "zod";
-import worker from "../src/index";
 import { AllocationResult, AllocationView, BalanceView, DeviceView, QueueEntryView, QuotaView, ReleaseResult, ReservationView } from "../src/schemas";
-import { SERVICE_TOKEN, call, registerDevice, tokenFor, uid, until } from "./helpers";
+import { SERVICE_TOKEN, call, deliverBatch, registerDevice, tokenFor, uid, until } from "./helpers";
 
 // ---- callers -----------------------------------------------------------------------------------
 
@@ -199,9 +197,7 @@ async function withUsage(fx: Fixture) {
 /** A dead letter of the owner's, kept by the real dead-letter consumer. */
 async function withDeadLetter(fx: Fixture) {
   const body = { ...usageRecord(fx), allocationId: fx.deadLetter, allocatedAt: Date.parse(usageRecord(fx).allocatedAt), releasedAt: Date.parse(usageRecord(fx).releasedAt), reason: "released" };
-  const batch = createMessageBatch<unknown>("device-usage-dlq", [{ id: "m0", timestamp: new Date(), attempts: 11, body }]);
-  await worker.queue(batch, env as never);
-  expect((await getQueueResult(batch, createExecutionContext())).explicitAcks).toEqual(["m0"]);
+  expect((await deliverBatch("device-usage-dlq", [body], 11)).explicitAcks).toEqual(["m0"]);
   expect(await rows("SELECT status FROM failed_usage WHERE allocation_id = ?", fx.deadLetter)).toEqual([{ status: "failed" }]);
 }
 

@@ -8,18 +8,17 @@
  * records, ledger, account balances, pricing plans, dead letters, invoices, notifications),
  * then property-based runs (fast-check) with arbitrary bodies, path ids and query strings.
  */
-import { createExecutionContext, createMessageBatch, getQueueResult, listDurableObjectIds } from "cloudflare:test";
+import { listDurableObjectIds } from "cloudflare:test";
 import { env, exports } from "cloudflare:workers";
 import fc from "fast-check";
 import { beforeAll, describe, expect, it } from "vitest";
 import { z } from "zod";
-import worker from "../src/index";
 import { periodOf } from "../src/domain/pricing";
 import {
   AccountPlanBody, AdjustmentBody, AllocationResult, AllocationView, DeviceView, InvoiceRunBody, PricingPlanBody, QuotaView, ReconcileBody, ReleaseResult, ReplayBody, TopUpBody,
   UsageOutcomeView, UsageReportBody,
 } from "../src/schemas";
-import { SERVICE_TOKEN, call, registerDevice, tokenFor, uid, until } from "./helpers";
+import { SERVICE_TOKEN, call, deliverBatch, registerDevice, tokenFor, uid, until } from "./helpers";
 
 // ---- shared state ------------------------------------------------------------------------------
 
@@ -96,9 +95,7 @@ beforeAll(async () => {
   const inv = await call("POST", "/admin/billing/invoices/run", { token: adminToken, body: { period: INVOICE_PERIOD } });
   expect(inv.body, JSON.stringify(inv.body)).toMatchObject({ created: 1 });
   const dead = { ...usage({ allocationId: W.deadLetter }), allocatedAt: Date.parse("2026-01-10T10:00:00Z"), releasedAt: Date.parse("2026-01-10T11:00:00Z"), reason: "released" };
-  const batch = createMessageBatch<unknown>("device-usage-dlq", [{ id: "m0", timestamp: new Date(), attempts: 11, body: dead }]);
-  await worker.queue(batch, env as never);
-  expect((await getQueueResult(batch, createExecutionContext())).explicitAcks).toEqual(["m0"]);
+  expect((await deliverBatch("device-usage-dlq", [dead], 11)).explicitAcks).toEqual(["m0"]);
   expect((await call("GET", `/billing/users/${user}/balance`, { token: userToken })).body.balance).toBe(1000 + 300 - 50 - 25);
 });
 

@@ -5,12 +5,10 @@
  * allocation is still booked exactly once when D1 is back: the consumer retries, opens the
  * account with its starting credit and charges it. D1 really fails (table renamed), no mocks.
  */
-import { createExecutionContext, createMessageBatch, getQueueResult } from "cloudflare:test";
 import { env } from "cloudflare:workers";
 import { describe, expect, it, vi } from "vitest";
-import worker from "../src/index";
 import type { UsageRecord } from "../src/domain/types";
-import { call, registerDevice, tokenFor, uid, until, withBillingDown } from "./helpers";
+import { call, deliverBatch, registerDevice, tokenFor, uid, until, withBillingDown } from "./helpers";
 
 const count = async (q: string, ...args: unknown[]) => (await env.DB.prepare(q).bind(...args).first<{ n: number }>())!.n;
 
@@ -64,12 +62,7 @@ describe("BILLING_ALLOW_ON_ERROR=true: an unreadable balance lets allocations th
       allocationId: uid("alc-open"), deviceId: "dev-open", userId: user, durationSeconds: 3600, cpuCores: 2, memoryMB: 4096, storageMB: 32768,
       allocatedAt: 1_000, releasedAt: 3_601_000, reason: "released",
     };
-    const deliver = async (attempts: number) => {
-      const batch = createMessageBatch<unknown>("device-usage", [{ id: "m0", timestamp: new Date(), attempts, body: rec }]);
-      const ctx = createExecutionContext();
-      await worker.queue(batch, env as never);
-      return getQueueResult(batch, ctx);
-    };
+    const deliver = (attempts: number) => deliverBatch("device-usage", [rec], attempts);
     const down = await withBillingDown(() => deliver(1));
     expect(down.explicitAcks).toEqual([]);
     expect(down.retryMessages.map((m) => m.msgId)).toEqual(["m0"]);

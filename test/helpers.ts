@@ -1,6 +1,8 @@
 /** Test helpers: call the real Worker (exports.default) with real tokens. */
+import { createExecutionContext, createMessageBatch, getQueueResult } from "cloudflare:test";
 import { env, exports } from "cloudflare:workers";
 import { issueToken } from "../src/auth";
+import worker from "../src/index";
 
 export const SERVICE_TOKEN = "test-service-token-0123456789abcdef";
 
@@ -77,4 +79,15 @@ export async function withBillingDown<T>(fn: () => Promise<T>): Promise<T> {
   } finally {
     await env.DB.exec("ALTER TABLE accounts_off RENAME TO accounts");
   }
+}
+
+/**
+ * Hands `bodies` to the real queue consumer as one batch (messages m0, m1, … with `attempts`),
+ * on `queue` (the usage queue or its dead-letter queue), and returns what it acked and retried.
+ */
+export async function deliverBatch(queue: "device-usage" | "device-usage-dlq", bodies: unknown[], attempts = 1) {
+  const batch = createMessageBatch<unknown>(queue, bodies.map((body, i) => ({ id: `m${i}`, timestamp: new Date(), attempts, body })));
+  const ctx = createExecutionContext();
+  await worker.queue(batch, env as never);
+  return getQueueResult(batch, ctx);
 }

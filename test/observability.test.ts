@@ -4,13 +4,12 @@
  * logs (request id, user id and allocation id on the lines that have them). Real objects, real
  * queue and D1; failures are injected in D1 itself, as in the usage tests.
  */
-import { abortAllDurableObjects, createExecutionContext, createMessageBatch, getQueueResult } from "cloudflare:test";
+import { abortAllDurableObjects } from "cloudflare:test";
 import { env } from "cloudflare:workers";
 import { afterEach, describe, expect, it, vi } from "vitest";
-import worker from "../src/index";
 import type { UsageRecord } from "../src/domain/types";
 import type { Envelope, PoolFeedState } from "../src/feed/protocol";
-import { admin, call, registerDevice, sleep, tokenFor, uid, until } from "./helpers";
+import { admin, call, deliverBatch as deliver, registerDevice, sleep, tokenFor, uid, until } from "./helpers";
 import { events, feedClient, rawFeed, ticket } from "./feed-helpers";
 
 /** Parses the Prometheus text into `name{labels}` → value (labels in the order written). */
@@ -234,12 +233,6 @@ describe("metrics endpoint (Prometheus text, admin only)", () => {
     const record = (allocationId: string): UsageRecord => ({
       allocationId, deviceId: "dev-obs", userId: uid("obs-u"), durationSeconds: 60, cpuCores: 1, memoryMB: 1024, storageMB: 1024, allocatedAt: 1_000, releasedAt: 61_000, reason: "released",
     });
-    const deliver = async (queue: string, bodies: unknown[], attempts = 1) => {
-      const batch = createMessageBatch<unknown>(queue, bodies.map((body, i) => ({ id: `m${i}`, timestamp: new Date(), attempts, body })));
-      const ctx = createExecutionContext();
-      await worker.queue(batch, env as never);
-      return getQueueResult(batch, ctx);
-    };
     const stuck = record(uid("obs-stuck"));
     const mid = await metrics();
     await env.DB.exec(`CREATE TRIGGER obs_refuse BEFORE INSERT ON usage_records WHEN NEW.allocation_id = '${stuck.allocationId}' BEGIN SELECT RAISE(ABORT, 'injected'); END`);

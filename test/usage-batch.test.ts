@@ -5,11 +5,9 @@
  * running balances in order, one event per downward crossing, repeats booked once, and a
  * record D1 refuses not holding back the others (the per-record fallback).
  */
-import { createExecutionContext, createMessageBatch, getQueueResult } from "cloudflare:test";
 import { env } from "cloudflare:workers";
 import { describe, expect, it } from "vitest";
-import worker from "../src/index";
-import { SERVICE_TOKEN, admin, call, uid } from "./helpers";
+import { SERVICE_TOKEN, admin, call, deliverBatch, uid } from "./helpers";
 
 const q = async <T>(sql: string, ...args: unknown[]): Promise<T[]> => (await env.DB.prepare(sql).bind(...args).all<T>()).results;
 
@@ -119,10 +117,7 @@ describe("usage booked as a set", () => {
     const user = await flatUser();
     const r = rec(user, uid("alc-twice"), 42);
     const other = rec(user, uid("alc-other"), 8);
-    const batch = createMessageBatch<unknown>("device-usage", [r, other, r].map((body, i) => ({ id: `m${i}`, timestamp: new Date(), attempts: 1, body })));
-    const ctx = createExecutionContext();
-    await worker.queue(batch, env as never);
-    const result = await getQueueResult(batch, ctx);
+    const result = await deliverBatch("device-usage", [r, other, r]);
     expect(result.explicitAcks.sort()).toEqual(["m0", "m1", "m2"]);
     expect((await charges(user)).map((x) => [x.amount, x.balance_after])).toEqual([[-42, 958], [-8, 950]]);
     await expectBalanceIsLedgerSum(user, 950);

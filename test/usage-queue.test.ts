@@ -2,24 +2,15 @@
  * The usage consumers, driven with hand-made batches: per-message ack/retry, idempotency,
  * malformed records and dead letters kept in `failed_usage`.
  */
-import { createExecutionContext, createMessageBatch, getQueueResult } from "cloudflare:test";
 import { env } from "cloudflare:workers";
 import { describe, expect, it } from "vitest";
-import worker from "../src/index";
 import type { UsageRecord } from "../src/domain/types";
-import { uid } from "./helpers";
+import { deliverBatch as deliver, uid } from "./helpers";
 
 const record = (allocationId: string, userId = uid("user-q")): UsageRecord => ({
   allocationId, deviceId: "dev-q", userId, durationSeconds: 3600, cpuCores: 2, memoryMB: 4096, storageMB: 32768,
   allocatedAt: 1_000, releasedAt: 3_601_000, reason: "released",
 });
-
-async function deliver(queue: string, bodies: unknown[], attempts = 1) {
-  const batch = createMessageBatch<unknown>(queue, bodies.map((body, i) => ({ id: `m${i}`, timestamp: new Date(), attempts, body })));
-  const ctx = createExecutionContext();
-  await worker.queue(batch, env as never);
-  return getQueueResult(batch, ctx);
-}
 
 const count = async (sql: string, ...args: unknown[]) => (await env.DB.prepare(sql).bind(...args).first<{ n: number }>())!.n;
 
