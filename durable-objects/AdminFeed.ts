@@ -76,5 +76,4 @@ export class AdminFeed extends FeedObject {
     if (f.feed !== "admin" || f.role !== "admin") return refuseSocket(CLOSE.forbidden, "FORBIDDEN", "The admin feed needs the admin role.");
     return this.hub.admit(f);
   }
-
 }

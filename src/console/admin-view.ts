@@ -2,10 +2,10 @@
  * "Operations" (admins): the fleet by pool, live from each pool's feed; users and their
  * quotas; failed billing with replay; reconciliation; the operators' feed.
  */
-import { ApiError, type AdminUser, type ApiClient, type FailedUsage, type PoolDevice, type Quota, type ReconcileResult } from "../client/api-client";
+import type { AdminUser, ApiClient, FailedUsage, PoolDevice, Quota, ReconcileResult } from "../client/api-client";
 import { FeedClient } from "../client/feed-client";
 import type { Envelope, FeedEvent, PoolDeviceView, PoolFeedState, ReconcileDifferencesEventData } from "../feed/protocol";
-import { act, card, countdown, errorText, fill, fmtDateTime, fmtMB, fmtMoney, fmtSpec, fmtTime, h, pill, refresher, scrollTable, shortId, showError, showOk, syncRows, table, toMs } from "./dom";
+import { act, card, countdown, fill, fmtDateTime, fmtMB, fmtMoney, fmtSpec, fmtTime, h, pill, refresher, scrollTable, shortId, showError, showOk, syncRows, table, toMs } from "./dom";
 import { EventList, bindFeedState } from "./feed-ui";
 
 interface DeviceRow extends Omit<PoolDeviceView, "expiresAt"> {
@@ -79,7 +79,7 @@ class PoolPanel {
     feed.start().catch(() => {
       /* the state badge says why; the poller below keeps the list current */
     });
-    // Until the pool feed is open (or if the server has none), read the list now and then.
+    // While the pool feed is not open (connecting, reconnecting, refused), read the list now and then.
     this.poller = setInterval(() => {
       if (feed.state !== "open") this.reload();
     }, POLL_MS);
@@ -194,7 +194,6 @@ export class AdminView {
         h("p", { class: "msg", id: "fleet-msg" })),
       card("Users and quotas", { id: "users-card", cls: "wide" },
         scrollTable(["User", "Plan", "Status", "Devices", "CPU", "Memory", "Device-hours", "Valid until", "Balance", "Pricing"], h("tbody", { id: "users" })),
-        h("p", { class: "muted", id: "users-note", hidden: true }),
         more,
         lookup,
         h("p", { class: "msg", id: "users-msg" })),
@@ -254,7 +253,6 @@ export class AdminView {
 
   private async loadUsers(more = false): Promise<void> {
     const body = this.el.querySelector<HTMLElement>("#users")!;
-    const note = this.el.querySelector<HTMLElement>("#users-note")!;
     const moreBtn = this.el.querySelector<HTMLButtonElement>("#users-more")!;
     try {
       const page = await this.api.adminUsers({ limit: 50, cursor: more ? (this.usersCursor ?? undefined) : undefined });
@@ -266,14 +264,7 @@ export class AdminView {
       body.append(...page.items.map((u) => this.userRow(u.userId, u.quota, u)));
       this.usersCursor = page.nextCursor;
       moreBtn.hidden = !page.nextCursor;
-      note.hidden = true;
     } catch (err) {
-      if (err instanceof ApiError && err.status === 404) {
-        // The list route is not on this server: looking up one user still works.
-        note.hidden = false;
-        note.textContent = `The user list is not available here (${errorText(err)}). Look a user up by id:`;
-        return;
-      }
       showError(this.el.querySelector("#users-msg"), err);
     }
   }
