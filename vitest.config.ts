@@ -9,9 +9,9 @@ import { configDefaults, defineConfig } from "vitest/config";
  * - `billing-fail-open`: only the files named `*.fail-open.test.ts`, with the switch "true"
  *   (a binding is fixed per runtime, so the two settings cannot share one project);
  * - `browser`: test/browser, in Node: `npm run dev` and Debian's Chromium driven by
- *   playwright-core. It runs after the other two (groupOrder), so the machine's cores are not
- *   shared between two runtimes and a browser. Skipped with a message when no Chromium is found,
- *   unless REQUIRE_BROWSER=1.
+ *   playwright-core, its files one at a time. It runs beside the other two (their Workers pool
+ *   is vitest's custom pool, which `sequence.groupOrder` does not order). Skipped with a message
+ *   when no Chromium is found, unless REQUIRE_BROWSER=1.
  * `vitest run` runs all three; `vitest run --project workers` runs one.
  */
 const FAIL_OPEN_FILES = ["test/**/*.fail-open.test.ts"];
@@ -37,7 +37,6 @@ export default defineConfig(async () => {
     setupFiles: ["./test/setup.ts"],
     testTimeout: 60_000,
     hookTimeout: 60_000,
-    sequence: { groupOrder: 0 },
   };
   return {
     test: {
@@ -59,7 +58,7 @@ export default defineConfig(async () => {
           extends: false,
           test: {
             name: "browser", include: BROWSER_FILES, environment: "node", testTimeout: 120_000, hookTimeout: 240_000,
-            sequence: { groupOrder: 1 }, fileParallelism: false,
+            fileParallelism: false,
           },
         },
       ],
