@@ -1,7 +1,9 @@
 /**
- * Auth matrix: every route × every kind of caller. Each case gets its own real state (a
- * unique pool with two devices, the owner holding one), makes one call, and checks the
- * status, the error shape and, when the call was refused, that nothing changed.
+ * Auth matrix: every route × every kind of caller. Each cell makes one call against real state
+ * (a unique pool with two devices, the owner holding one) and checks the status, the error shape
+ * and, on a success, what the call did. The cells of one route that must change nothing (every
+ * refusal, and another user's batch) share one such state, and the route's closing test checks
+ * that all of them together changed nothing; every success gets a state of its own.
  *
  *   no / bad token, wrong service token → 401 UNAUTHORIZED
  *   service token                       → 403 (services use the internal endpoints), 2xx on those and on top-ups
@@ -20,6 +22,7 @@ import { describe, expect, it } from "vitest";
 import { z } from "zod";
 import { AllocationResult, AllocationView, BalanceView, DeviceView, QueueEntryView, QuotaView, ReleaseResult, ReservationView } from "../src/schemas";
 import { SERVICE_TOKEN, call, deliverBatch, registerDevice, tokenFor, uid, until } from "./helpers";
+import { Unchanged } from "./unchanged";
 
 // ---- callers -----------------------------------------------------------------------------------
 
@@ -107,7 +110,7 @@ interface Fixture {
 
 async function fixture(): Promise<Fixture> {
   const pool = uid("am-pool");
-  const [a, b] = [await registerDevice(pool, { deviceId: uid("am-dev") }), await registerDevice(pool, { deviceId: uid("am-dev") })];
+  const [a, b] = await Promise.all([registerDevice(pool, { deviceId: uid("am-dev") }), registerDevice(pool, { deviceId: uid("am-dev") })]);
   const owner = uid("am-owner");
   const other = uid("am-other");
   const adminId = uid("am-admin");
@@ -799,23 +802,37 @@ describe("auth matrix", () => {
 
   for (const route of ROUTES) {
     describe(label(route), () => {
-      for (const caller of CALLERS) {
-        const want = expected(route, caller.kind);
-        it(`${caller.name} → ${want.status}${want.code ? ` ${want.code}` : ""}`, async () => {
+      const cells = CALLERS.map((caller) => ({ caller, want: expected(route, caller.kind) }));
+      const title = ({ caller, want }: (typeof cells)[number]) => `${caller.name} → ${want.status}${want.code ? ` ${want.code}` : ""}`;
+      const ask = async (fx: Fixture, { caller, want }: (typeof cells)[number]) => {
+        const r = await call(route.method, route.path(fx), { headers: await caller.headers(fx), body: route.body?.(fx) });
+        expect(r.status, JSON.stringify(r.body)).toBe(want.status);
+        // Errors are always the JSON shape; a success may be another format (metrics: Prometheus text).
+        expect(r.res.headers.get("content-type")).toMatch(want.status < 400 && route.contentType ? route.contentType : /^application\/json/);
+        if (want.status >= 400) expectErrorShape(r.body, want.code);
+        else await route.verify(fx, r.body, caller.kind as "owner" | "admin" | "other" | "service");
+      };
+
+      // The refusals (and the 2xx that must leave the state alone) share one fixture: each changes
+      // nothing, so together they change nothing, which the group's closing test checks.
+      let shared: Fixture;
+      const group = new Unchanged(
+        () => snapshot(shared),
+        async () => {
+          shared = await fixture();
+          await route.prepare?.(shared);
+        },
+      );
+      const still = cells.filter(({ want }) => want.status >= 400 || want.unchanged);
+      for (const cell of still) group.it(title(cell), () => ask(shared, cell));
+      group.check(`the ${still.length} callers above changed nothing`);
+
+      // Each success changes the state its own way: a fixture of its own.
+      for (const cell of cells.filter((c) => !still.includes(c))) {
+        it(title(cell), async () => {
           const fx = await fixture();
           await route.prepare?.(fx);
-          const before = await snapshot(fx);
-          const r = await call(route.method, route.path(fx), { headers: await caller.headers(fx), body: route.body?.(fx) });
-          expect(r.status, JSON.stringify(r.body)).toBe(want.status);
-          // Errors are always the JSON shape; a success may be another format (metrics: Prometheus text).
-          expect(r.res.headers.get("content-type")).toMatch(want.status < 400 && route.contentType ? route.contentType : /^application\/json/);
-          if (want.status >= 400) {
-            expectErrorShape(r.body, want.code);
-            expect(await snapshot(fx)).toEqual(before);
-          } else {
-            await route.verify(fx, r.body, caller.kind as "owner" | "admin" | "other" | "service");
-            if (want.unchanged) expect(await snapshot(fx)).toEqual(before);
-          }
+          await ask(fx, cell);
         });
       }
     });
