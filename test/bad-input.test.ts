@@ -310,8 +310,7 @@ function genericBodyCases(r: BodyRoute): Case[] {
     ...route, name: "streamed body > 64 KiB (no Content-Length)",
     raw: () => {
       const chunk = new TextEncoder().encode(`{"pad":"${"c".repeat(80 * 1024)}"}`);
-      let sent = false;
-      return new ReadableStream({ pull(c) { if (sent) return c.close(); sent = true; c.enqueue(chunk); }, cancel() {} });
+      return new ReadableStream({ start(c) { c.enqueue(chunk); c.close(); } });
     },
     headers: JSON_CT, status: 413, code: "PAYLOAD_TOO_LARGE", objects: true,
   });
