@@ -9,6 +9,7 @@ import { FeedObject } from "./FeedObject";
 import { FEED, type Env } from "../src/config";
 import { FeedHub, feedRequestOf, feedSchema, feedSocketsSchema, refuseSocket } from "../src/feed/hub";
 import { CLOSE, type Envelope, type FeedEvents, type FeedEventType, type FeedKind } from "../src/feed/protocol";
+import { take } from "../src/rpc";
 import { Sql } from "../src/sql";
 
 export const ADMIN_FEED_NAME = "operators";
@@ -23,7 +24,7 @@ const SCHEMA = [
 /** For a feed-holding object's FeedHub (`onSockets`): tells the operators' object its open count. */
 export function socketReporter(env: Env, ctx: DurableObjectState, feed: FeedKind): (open: number, seq: number) => Promise<unknown> {
   const object = ctx.id.toString();
-  return (open, seq) => env.ADMIN_FEED.getByName(ADMIN_FEED_NAME).socketsOpen(object, feed, open, seq);
+  return (open, seq) => take(env.ADMIN_FEED.getByName(ADMIN_FEED_NAME).socketsOpen(object, feed, open, seq));
 }
 
 export class AdminFeed extends FeedObject {

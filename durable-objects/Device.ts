@@ -27,6 +27,7 @@ import { FeedHub, feedRequestOf, feedSchema, feedSocketsSchema, refuseSocket } f
 import { CLOSE, type AllocationEventData, type DeviceFeedState, type FeedEvents } from "../src/feed/protocol";
 import { ADMIN_FEED_NAME, socketReporter } from "./AdminFeed";
 import { log } from "../src/log";
+import { take } from "../src/rpc";
 
 const SCHEMA = [
   `CREATE TABLE device (
@@ -470,7 +471,7 @@ export class Device extends FeedObject {
     const d = this.row()!;
     let answer: Awaited<ReturnType<import("./UserQuota").UserQuota["verify"]>>;
     try {
-      answer = await this.env.USER_QUOTA.getByName(a.user_id).verify(a.allocation_id, d.device_id);
+      answer = await take(this.env.USER_QUOTA.getByName(a.user_id).verify(a.allocation_id, d.device_id));
     } catch {
       this.sql.exec("UPDATE allocations SET confirm_at = ? WHERE allocation_id = ?", Date.now() + ALLOCATION.notifyRetryMs, a.allocation_id);
       return;
@@ -509,23 +510,23 @@ export class Device extends FeedObject {
   private async deliver(item: OutboxItem): Promise<boolean> {
     switch (item.kind) {
       case "user_ended":
-        await this.env.USER_QUOTA.getByName(item.payload.userId).deviceEnded(item.payload);
+        await take(this.env.USER_QUOTA.getByName(item.payload.userId).deviceEnded(item.payload));
         return true;
       case "user_event":
-        await this.env.USER_QUOTA.getByName(item.payload.userId).deviceEvent(item.payload.type, item.payload.data);
+        await take(this.env.USER_QUOTA.getByName(item.payload.userId).deviceEvent(item.payload.type, item.payload.data));
         return true;
       case "pool_state":
-        await this.env.DEVICE_POOL.getByName(item.payload.pool).deviceState(item.payload.pool, item.payload.state);
+        await take(this.env.DEVICE_POOL.getByName(item.payload.pool).deviceState(item.payload.pool, item.payload.state));
         return true;
       case "admin_event":
         // The key makes a redelivery show once on the admin feed.
-        await this.env.ADMIN_FEED.getByName(ADMIN_FEED_NAME).publish(item.payload.key, item.payload.type, item.payload.userId, item.payload.data);
+        await take(this.env.ADMIN_FEED.getByName(ADMIN_FEED_NAME).publish(item.payload.key, item.payload.type, item.payload.userId, item.payload.data));
         return true;
       case "usage": {
         if (!item.payload.confirmed) {
           // Ended before its user confirmed it: bill only if the user knows the allocation.
           const r = item.payload.record;
-          const answer = await this.env.USER_QUOTA.getByName(r.userId).verify(r.allocationId, r.deviceId);
+          const answer = await take(this.env.USER_QUOTA.getByName(r.userId).verify(r.allocationId, r.deviceId));
           if (answer === "pending") return false;
           if (answer === "unknown") return true; // never the user's: nothing to bill
         }

@@ -39,6 +39,7 @@ import { AlarmClock, CachedRow, Sql, deliverOutbox } from "../src/sql";
 import type { ClaimRequest, Claimed, DeviceState } from "./Device";
 import type { AllocateInput, AllocationResult } from "./UserQuota";
 import { log } from "../src/log";
+import { take } from "../src/rpc";
 
 const SCHEMA = [
   `CREATE TABLE settings (id INTEGER PRIMARY KEY CHECK (id = 1), pool TEXT NOT NULL, strategy TEXT NOT NULL);
@@ -379,7 +380,7 @@ export class DevicePool extends FeedObject {
     if (node) this.picked.set(node, pickedAt);
     let r: Result<Claimed>;
     try {
-      r = (await this.env.DEVICE.getByName(deviceId).claim(req)) as Result<Claimed>;
+      r = (await take(this.env.DEVICE.getByName(deviceId).claim(req))) as Result<Claimed>;
     } finally {
       this.inFlight.delete(deviceId);
     }
@@ -804,7 +805,7 @@ export class DevicePool extends FeedObject {
 
   private async handOverSteps(input: AllocateInput & { via: NonNullable<ClaimRequest["via"]> }): Promise<Result<AllocationResult>> {
     const user = this.env.USER_QUOTA.getByName(input.userId);
-    const begun = (await user.beginHandOver(input)) as Result<AllocationResult> | { begun: { allocationId: string; durationMs: number; max: DeviceSpec } };
+    const begun = (await take(user.beginHandOver(input))) as Result<AllocationResult> | { begun: { allocationId: string; durationMs: number; max: DeviceSpec } };
     if (!("begun" in begun)) return begun;
     const b = begun.begun;
     let claimed: Result<Claimed>;
@@ -814,7 +815,7 @@ export class DevicePool extends FeedObject {
       // A device that did not answer may hold it: it asks the user's object later and frees itself.
       claimed = fail(503, "DEVICE_UNAVAILABLE", "The device did not answer.", { cause: String(err).slice(0, 200) });
     }
-    return (await user.finishHandOver(input, b.allocationId, claimed)) as Result<AllocationResult>;
+    return (await take(user.finishHandOver(input, b.allocationId, claimed))) as Result<AllocationResult>;
   }
 
   private queueAllocation(e: QueueRow): AllocateInput & { via: NonNullable<ClaimRequest["via"]> } {
@@ -882,7 +883,7 @@ export class DevicePool extends FeedObject {
       else this.sql.exec("UPDATE reservations SET device_id = ?, updated_at = ? WHERE reservation_id = ?", device.device_id, t, reservationId);
       let r: Result<{ deviceId: string }>;
       try {
-        r = (await this.env.DEVICE.getByName(device.device_id).reserve({ reservationId, userId: b.userId, pool: b.pool, startAt: b.startAt, endAt: b.endAt })) as Result<{ deviceId: string }>;
+        r = (await take(this.env.DEVICE.getByName(device.device_id).reserve({ reservationId, userId: b.userId, pool: b.pool, startAt: b.startAt, endAt: b.endAt }))) as Result<{ deviceId: string }>;
       } catch (err) {
         // Unknown whether the device wrote the window: give it back through the outbox, book nothing.
         this.sql.tx(() => {
@@ -1125,8 +1126,8 @@ export class DevicePool extends FeedObject {
     this.noticesWaiting = false;
     await deliverOutbox<{ id: number; kind: Notice["kind"]; target: string; key: string; type: string; data: string; attempts: number }>(
       this.sql, "notices", ALLOCATION.notifyRetryMs, async (n) => {
-        if (n.kind === "unreserve") await this.env.DEVICE.getByName(n.target).unreserve(n.key);
-        else await this.env.USER_QUOTA.getByName(n.target).externalEvent(n.target, n.key, n.type as FeedEventType, JSON.parse(n.data) as never);
+        if (n.kind === "unreserve") await take(this.env.DEVICE.getByName(n.target).unreserve(n.key));
+        else await take(this.env.USER_QUOTA.getByName(n.target).externalEvent(n.target, n.key, n.type as FeedEventType, JSON.parse(n.data) as never));
         return true;
       },
     );

@@ -43,6 +43,7 @@ import type { ClaimRequest, Claimed } from "./Device";
 import type { QueueEntryView, ReservationView, WindowCheck } from "./DevicePool";
 import { newScopedId, scopeOfId } from "../src/ids";
 import { log } from "../src/log";
+import { take } from "../src/rpc";
 
 const SCHEMA = [
   `CREATE TABLE profile (
@@ -455,9 +456,9 @@ export class UserQuota extends FeedObject {
     // (inFlight), and after a crash the constructor re-arms for it. (An alarm write costs a commit.)
     let claimed: Result<Claimed>;
     try {
-      claimed = (await this.env.DEVICE_POOL.getByName(input.pool).claim({
+      claimed = (await take(this.env.DEVICE_POOL.getByName(input.pool).claim({
         allocationId: b.allocationId, userId: input.userId, pool: input.pool, min: input.spec, max: b.max, durationMs: b.durationMs, via: input.via,
-      })) as Result<Claimed>;
+      }))) as Result<Claimed>;
     } catch (err) {
       // We cannot know whether a device holds it: abort, and a device holding it frees itself on `verify`.
       this.abortPending(b.allocationId);
@@ -513,7 +514,7 @@ export class UserQuota extends FeedObject {
     if (idleMs === null) await this.clock.arm(c.expiresAt + ALLOCATION.overdueGraceMs);
     else await this.rearm();
     try {
-      await this.env.DEVICE.getByName(c.deviceId).confirm(allocationId);
+      await take(this.env.DEVICE.getByName(c.deviceId).confirm(allocationId));
     } catch {
       // The device asks `verify` at its confirm deadline and learns the same.
     }
@@ -526,7 +527,7 @@ export class UserQuota extends FeedObject {
 
   private async giveBack(deviceId: string, allocationId: string): Promise<void> {
     try {
-      await this.env.DEVICE.getByName(deviceId).abort(allocationId);
+      await take(this.env.DEVICE.getByName(deviceId).abort(allocationId));
     } catch {
       // The device's own confirm check frees it.
     }
@@ -558,7 +559,7 @@ export class UserQuota extends FeedObject {
     const pool = this.env.DEVICE_POOL.getByName(input.pool);
     // A repeat answers the first entry, before any check (the first may have taken the last free quota).
     if (input.idempotencyKey) {
-      const prior = await pool.priorRequest("queue", input.userId, input.idempotencyKey, joinHash({ ...input, priority, min: input.spec }));
+      const prior = await take(pool.priorRequest("queue", input.userId, input.idempotencyKey, joinHash({ ...input, priority, min: input.spec })));
       if (prior) return prior as Result<QueueEntryView>;
     }
     const durationMs = durationMsOf(input.durationMinutes, input.durationSeconds);
@@ -570,10 +571,10 @@ export class UserQuota extends FeedObject {
       return checkAllocation(this.state(now), usage, input.spec, durationMs / 3_600_000, Date.now()) ?? this.fundsRefusal(f, input.spec, durationMs);
     });
     if (!funds.ok) return funds;
-    return (await pool.join({
+    return (await take(pool.join({
       userId: input.userId, pool: input.pool, priority, min: input.spec, max, durationMinutes: input.durationMinutes, durationSeconds: input.durationSeconds,
       maxWaitMinutes: input.maxWaitMinutes, maxWaitSeconds: input.maxWaitSeconds, createdBy: input.byAdmin ?? input.userId, idempotencyKey: input.idempotencyKey,
-    })) as Result<QueueEntryView>;
+    }))) as Result<QueueEntryView>;
   }
 
   /** Books a future window in the pool (quota status, per-device limits and balance checked now; everything again at the start). */
@@ -584,7 +585,7 @@ export class UserQuota extends FeedObject {
     const booking = { min: input.spec, startAt: input.startAt, endAt: input.startAt + durationMs, durationMinutes: input.durationMinutes, reminderMinutes: input.reminderMinutes };
     // A repeat answers the first reservation, before any check (its start may have passed since).
     if (input.idempotencyKey) {
-      const prior = await pool.priorRequest("reservation", input.userId, input.idempotencyKey, bookingHash(booking));
+      const prior = await take(pool.priorRequest("reservation", input.userId, input.idempotencyKey, bookingHash(booking)));
       if (prior) return prior as Result<ReservationView>;
     }
     const badWindow = checkWindow(input.startAt, input.startAt + durationMs, Date.now());
@@ -592,16 +593,16 @@ export class UserQuota extends FeedObject {
     const funds = await this.checkedFunds(input.userId, (f) =>
       checkReservation(this.state(this.profile(input.userId)), input.spec, durationMs / 3_600_000, input.startAt) ?? this.fundsRefusal(f, input.spec, durationMs));
     if (!funds.ok) return funds;
-    return (await pool.book({
+    return (await take(pool.book({
       ...booking, userId: input.userId, pool: input.pool, max: this.perDeviceMax(input.userId), createdBy: input.byAdmin ?? input.userId, idempotencyKey: input.idempotencyKey,
-    })) as Result<ReservationView>;
+    }))) as Result<ReservationView>;
   }
 
   /** Would a booking of this window get a device (within this user's per-device limits)? */
   async checkReservationWindow(input: Pick<ReserveInput, "userId" | "pool" | "startAt" | "spec"> & { endAt: number }): Promise<Result<WindowCheck>> {
-    return (await this.env.DEVICE_POOL.getByName(input.pool).checkWindow({
+    return (await take(this.env.DEVICE_POOL.getByName(input.pool).checkWindow({
       userId: input.userId, pool: input.pool, min: input.spec, max: this.perDeviceMax(input.userId), startAt: input.startAt, endAt: input.endAt,
-    })) as Result<WindowCheck>;
+    }))) as Result<WindowCheck>;
   }
 
   private perDeviceMax(userId: string): DeviceSpec {
@@ -635,7 +636,7 @@ export class UserQuota extends FeedObject {
   private async endOnDevice(row: AllocRow, reason: EndReason): Promise<Result<EndedAllocation>> {
     let r: Result<EndedAllocation>;
     try {
-      r = (await this.env.DEVICE.getByName(row.device_id!).end(row.allocation_id, reason)) as Result<EndedAllocation>;
+      r = (await take(this.env.DEVICE.getByName(row.device_id!).end(row.allocation_id, reason))) as Result<EndedAllocation>;
     } catch (err) {
       return fail(503, "DEVICE_UNAVAILABLE", "The device did not answer; the allocation is unchanged. Try again.", { cause: String(err) });
     }
@@ -724,7 +725,7 @@ export class UserQuota extends FeedObject {
     let r: Result<{ expiresAt: number }>;
     const info = { additionalMinutes, extendCount: row.extend_count + 1, extendedMinutes: row.extended_minutes + additionalMinutes, durationMinutes: row.duration_minutes + additionalMinutes };
     try {
-      r = (await this.env.DEVICE.getByName(row.device_id!).extend(allocationId, expiresAt, info)) as Result<{ expiresAt: number }>;
+      r = (await take(this.env.DEVICE.getByName(row.device_id!).extend(allocationId, expiresAt, info))) as Result<{ expiresAt: number }>;
     } catch (err) {
       r = fail(503, "DEVICE_UNAVAILABLE", "The device did not answer; the allocation is unchanged. Try again.", { cause: String(err) });
     }
@@ -880,7 +881,7 @@ export class UserQuota extends FeedObject {
     );
     for (const row of overdue) {
       try {
-        const r = (await this.env.DEVICE.getByName(row.device_id!).check(row.allocation_id)) as Result<{ state: "active"; expiresAt: number } | { state: "ended"; ended: EndedAllocation }>;
+        const r = (await take(this.env.DEVICE.getByName(row.device_id!).check(row.allocation_id))) as Result<{ state: "active"; expiresAt: number } | { state: "ended"; ended: EndedAllocation }>;
         if (r.ok && r.value.state === "ended") this.markEnded(r.value.ended);
         else if (r.ok && r.value.state === "active") this.sql.exec("UPDATE allocations SET expires_at = ? WHERE allocation_id = ? AND status = 'active'", r.value.expiresAt, row.allocation_id);
         else if (!r.ok && r.code === "ALLOCATION_NOT_FOUND")

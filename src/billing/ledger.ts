@@ -12,6 +12,7 @@ import { accounts, ledger, pricingPlans } from "../db/schema";
 import type { Rates } from "../domain/pricing";
 import { deliverNotifications } from "./notify";
 import { log } from "../log";
+import { take } from "../rpc";
 
 export type Db = DrizzleD1Database<Record<string, never>>;
 export const dbOf = (env: Pick<Env, "DB">): Db => drizzle(env.DB);
@@ -181,7 +182,7 @@ export async function bookEntry(
  */
 export async function fundsChanged(env: Pick<Env, "USER_QUOTA">, userId: string): Promise<void> {
   try {
-    await env.USER_QUOTA.getByName(userId).fundsChanged();
+    await take(env.USER_QUOTA.getByName(userId).fundsChanged());
   } catch (err) {
     log("warn", "balance change not told to the user's object", { userId, error: String(err) });
   }

@@ -11,6 +11,7 @@ import { dbOf } from "./ledger";
 import type { FeedEvents, FeedEventType } from "../feed/protocol";
 import { ADMIN_FEED_NAME } from "../../durable-objects/AdminFeed";
 import { log } from "../log";
+import { take } from "../rpc";
 
 export const adminFeed = (env: Env) => env.ADMIN_FEED.getByName(ADMIN_FEED_NAME);
 
@@ -20,7 +21,7 @@ export const adminFeed = (env: Env) => env.ADMIN_FEED.getByName(ADMIN_FEED_NAME)
  */
 export async function notifyOperators<K extends FeedEventType>(env: Env, key: string, type: K, userId: string, data: FeedEvents[K]): Promise<boolean> {
   try {
-    await adminFeed(env).publish(key, type, userId, data);
+    await take(adminFeed(env).publish(key, type, userId, data));
     return true;
   } catch (err) {
     log("warn", "operator event not published", { userId, key, type, error: String(err) });
@@ -44,9 +45,9 @@ export async function deliverNotifications(env: Env, userIds?: string[], limit: 
       for (const n of items) {
         try {
           const data = JSON.parse(n.data) as Record<string, unknown>;
-          await stub.externalEvent(userId, n.key, n.type as FeedEventType, data as never);
+          await take(stub.externalEvent(userId, n.key, n.type as FeedEventType, data as never));
           // Operators see low balances too; a failure here leaves the row pending, and the retry is deduplicated on both feeds.
-          if (n.type === "billing.low_balance") await adminFeed(env).publish(n.key, "billing.low_balance", userId, { ...data, userId } as FeedEvents["billing.low_balance"]);
+          if (n.type === "billing.low_balance") await take(adminFeed(env).publish(n.key, "billing.low_balance", userId, { ...data, userId } as FeedEvents["billing.low_balance"]));
           await db.update(notifications).set({ deliveredAt: Date.now() }).where(eq(notifications.key, n.key));
           delivered++;
         } catch (err) {

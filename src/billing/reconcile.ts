@@ -13,6 +13,7 @@ import type { UsageRecord } from "../domain/types";
 import { dbOf } from "./ledger";
 import { applyUsage } from "./usage";
 import { notifyOperators } from "./notify";
+import { take } from "../rpc";
 
 export interface Mismatch {
   allocationId: string;
@@ -44,7 +45,7 @@ export async function reconcileUser(env: Env, userId: string, from: number, to: 
   const toHeal: UsageRecord[] = [];
   let after: string | undefined;
   do {
-    const page = await stub.endedAllocations(userId, from, to, after, 90);
+    const page = await take(stub.endedAllocations(userId, from, to, after, 90));
     after = page.next ?? undefined;
     const ids = page.records.map((r) => r.allocationId);
     if (!ids.length) break;

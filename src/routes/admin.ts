@@ -15,13 +15,14 @@ import {
   DeviceIdParam, DeviceView, HistoryQuery, PoolDevicesQuery, PoolParam, RegisterDeviceBody, ReleaseResult, StrategyBody, UpdateDeviceBody, UsersQuery,
 } from "../schemas";
 import { device, pool, reply, userQuota } from "./helpers";
+import { take } from "../rpc";
 
 const security = [{ bearer: [] }];
 const Any = z.object({}).passthrough();
 
 /** An allocation ended by an operator: tell its user's object now (the device's outbox also will). */
 async function settle(c: Context<AppEnv>, ended: EndedAllocation | null | undefined) {
-  if (ended) await userQuota(c.env, ended.userId).deviceEnded(ended);
+  if (ended) await take(userQuota(c.env, ended.userId).deviceEnded(ended));
 }
 
 export function adminRoutes() {
@@ -35,7 +36,7 @@ export function adminRoutes() {
     async (c) => {
       const b = c.req.valid("json");
       const deviceId = b.deviceId ?? `dev-${crypto.randomUUID().slice(0, 8)}`;
-      const r = await device(c.env, deviceId).register({ deviceId, pool: b.pool, node: b.node ?? "node-1", cpuCores: b.cpuCores, memoryMB: b.memoryMB, storageMB: b.storageMB });
+      const r = await take(device(c.env, deviceId).register({ deviceId, pool: b.pool, node: b.node ?? "node-1", cpuCores: b.cpuCores, memoryMB: b.memoryMB, storageMB: b.storageMB }));
       if (r.ok) await drizzle(c.env.DB).insert(pools).values({ name: b.pool, createdAt: Date.now() }).onConflictDoNothing();
       return reply(c, r, 201);
     },
@@ -43,7 +44,7 @@ export function adminRoutes() {
 
   app.openapi(
     route({ method: "get", path: "/admin/devices/{id}", tags: ["fleet"], security, summary: "A device and its current allocation", request: { params: DeviceIdParam }, ok: { status: 200, schema: DeviceView, description: "The device" } }),
-    async (c) => reply(c, await device(c.env, c.req.valid("param").id).get()),
+    async (c) => reply(c, await take(device(c.env, c.req.valid("param").id).get())),
   );
 
   app.openapi(
@@ -54,7 +55,7 @@ export function adminRoutes() {
     }),
     async (c) => {
       const b = c.req.valid("json");
-      const r = await device(c.env, c.req.valid("param").id).update(b);
+      const r = await take(device(c.env, c.req.valid("param").id).update(b));
       if (r.ok && b.pool) await drizzle(c.env.DB).insert(pools).values({ name: b.pool, createdAt: Date.now() }).onConflictDoNothing();
       return reply(c, r);
     },
@@ -69,7 +70,7 @@ export function adminRoutes() {
         ok: { status: 200, schema: DeviceView, description: "The device" },
       }),
       async (c) => {
-        const r = await device(c.env, c.req.valid("param").id).setStatus(status === "online" ? "available" : status);
+        const r = await take(device(c.env, c.req.valid("param").id).setStatus(status === "online" ? "available" : status));
         if (r.ok) await settle(c, r.value.ended);
         return reply(c, r);
       },
@@ -79,7 +80,7 @@ export function adminRoutes() {
   app.openapi(
     route({ method: "delete", path: "/admin/devices/{id}", tags: ["fleet"], security, summary: "Remove a device (an active allocation ends and is billed)", request: { params: DeviceIdParam }, ok: { status: 200, schema: Any, description: "Removed" } }),
     async (c) => {
-      const r = await device(c.env, c.req.valid("param").id).remove();
+      const r = await take(device(c.env, c.req.valid("param").id).remove());
       if (r.ok) await settle(c, r.value.ended);
       return reply(c, r);
     },
@@ -88,7 +89,7 @@ export function adminRoutes() {
   app.openapi(
     route({ method: "post", path: "/admin/devices/{id}/force-release", tags: ["fleet"], security, summary: "End the device's allocation now", request: { params: DeviceIdParam }, ok: { status: 200, schema: ReleaseResult, description: "The ended allocation" } }),
     async (c) => {
-      const r = await device(c.env, c.req.valid("param").id).forceRelease();
+      const r = await take(device(c.env, c.req.valid("param").id).forceRelease());
       if (!r.ok) return reply(c, r);
       await settle(c, r.value);
       const e = r.value;
@@ -98,7 +99,7 @@ export function adminRoutes() {
 
   app.openapi(
     route({ method: "get", path: "/admin/devices/{id}/history", tags: ["fleet"], security, summary: "Ended allocations of a device, newest first", request: { params: DeviceIdParam, query: HistoryQuery }, ok: { status: 200, schema: Any, description: "A page" } }),
-    async (c) => reply(c, await device(c.env, c.req.valid("param").id).history(c.req.valid("query"))),
+    async (c) => reply(c, await take(device(c.env, c.req.valid("param").id).history(c.req.valid("query")))),
   );
 
   app.openapi(
@@ -106,7 +107,7 @@ export function adminRoutes() {
     async (c) => {
       const names = await drizzle(c.env.DB).select().from(pools).orderBy(pools.name);
       const items = await Promise.all(names.map(async (p) => {
-        const s = await pool(c.env, p.name).summary(p.name);
+        const s = await take(pool(c.env, p.name).summary(p.name));
         return s.ok ? s.value : null;
       }));
       return reply(c, ok({ items: items.filter((x) => x !== null) }));
@@ -117,7 +118,7 @@ export function adminRoutes() {
     route({ method: "get", path: "/admin/pools/{pool}", tags: ["fleet"], security, summary: "One pool's counts and strategy", request: { params: PoolParam }, ok: { status: 200, schema: Any, description: "Pool" } }),
     async (c) => {
       const name = c.req.valid("param").pool;
-      return reply(c, await pool(c.env, name).summary(name));
+      return reply(c, await take(pool(c.env, name).summary(name)));
     },
   );
 
@@ -125,7 +126,7 @@ export function adminRoutes() {
     route({ method: "get", path: "/admin/pools/{pool}/devices", tags: ["fleet"], security, summary: "A pool's devices with holders", request: { params: PoolParam, query: PoolDevicesQuery }, ok: { status: 200, schema: Any, description: "A page" } }),
     async (c) => {
       const name = c.req.valid("param").pool;
-      return reply(c, await pool(c.env, name).list({ pool: name, ...c.req.valid("query"), withHolders: true }));
+      return reply(c, await take(pool(c.env, name).list({ pool: name, ...c.req.valid("query"), withHolders: true })));
     },
   );
 
@@ -141,7 +142,7 @@ export function adminRoutes() {
       if (b.idleReleaseSeconds !== undefined && !shortDurationsAllowed(c.env))
         return reply(c, fail(400, "SHORT_DURATION_DISABLED", "`idleReleaseSeconds` is a test-only switch and is off here; use idleReleaseMinutes."));
       const idleReleaseSeconds = b.idleReleaseSeconds !== undefined ? b.idleReleaseSeconds : b.idleReleaseMinutes == null ? b.idleReleaseMinutes : b.idleReleaseMinutes * 60;
-      return reply(c, await pool(c.env, name).setSettings(name, { strategy: b.strategy, idleReleaseSeconds }));
+      return reply(c, await take(pool(c.env, name).setSettings(name, { strategy: b.strategy, idleReleaseSeconds })));
     },
   );
 
@@ -157,7 +158,7 @@ export function adminRoutes() {
       const rows = await drizzle(c.env.DB).select({ userId: accounts.userId, planId: accounts.planId, balance: accounts.balance, currency: pricingPlans.currency }).from(accounts)
         .leftJoin(pricingPlans, eq(pricingPlans.planId, accounts.planId)).where(q.cursor ? gt(accounts.userId, q.cursor) : undefined).orderBy(asc(accounts.userId)).limit(limit + 1);
       const page = rows.slice(0, limit);
-      const items = await Promise.all(page.map(async (r) => ({ ...r, quota: await userQuota(c.env, r.userId).getQuota(r.userId) })));
+      const items = await Promise.all(page.map(async (r) => ({ ...r, quota: await take(userQuota(c.env, r.userId).getQuota(r.userId)) })));
       return reply(c, ok({ items, nextCursor: rows.length > limit ? page[page.length - 1]!.userId : null }));
     },
   );

@@ -16,6 +16,7 @@ import { AdminEventsQuery, AppEvent, AppEventBatch, AppEventsBody, AppEventsResu
 import { userQuota } from "./helpers";
 import type { AdminFeed } from "../../durable-objects/AdminFeed";
 import { log } from "../log";
+import { take } from "../rpc";
 
 type AppEventInput = z.infer<typeof AppEvent>;
 // The schema and the feed protocol must name the same app events.
@@ -57,7 +58,7 @@ async function deliver(env: Env, events: AppEventInput[]): Promise<Outcome[]> {
       // Without an eventId the sender gives up retry safety: every send is a new event.
       const key = `app:${e.eventId ?? `anon:${crypto.randomUUID()}`}`;
       try {
-        const r = await stub.externalEvent(userId, key, e.type, e.data as FeedEvents[typeof e.type]);
+        const r = await take(stub.externalEvent(userId, key, e.type, e.data as FeedEvents[typeof e.type]));
         out[i] = { ...base, seq: r.seq, duplicate: r.duplicate };
       } catch (err) {
         log("warn", "app event not delivered", { userId, eventId: e.eventId ?? null, type: e.type, error: String(err) });
@@ -111,7 +112,7 @@ export function eventRoutes() {
       const q = c.req.valid("query");
       const since = q.since ?? 0;
       // The RPC stub types `unknown` event data as not serializable; the object returns plain JSON.
-      const h = (await adminFeed(c.env).events(since, Math.min(q.limit ?? PAGING.defaultLimit, PAGING.maxLimit))) as unknown as Awaited<ReturnType<AdminFeed["events"]>>;
+      const h = (await take(adminFeed(c.env).events(since, Math.min(q.limit ?? PAGING.defaultLimit, PAGING.maxLimit)))) as unknown as Awaited<ReturnType<AdminFeed["events"]>>;
       const last = h.events.length ? h.events[h.events.length - 1]!.seq! : since;
       return c.json({ ...h, nextSince: last < h.lastSeq ? last : null }, 200);
     },

@@ -16,6 +16,7 @@ import { log } from "../log";
 import { PROMETHEUS_CONTENT_TYPE, lagHistogram, render, type Family, type Sample } from "../metrics";
 import { route } from "../openapi";
 import { pool } from "./helpers";
+import { take } from "../rpc";
 
 const Text = z.string().openapi({ description: "Prometheus text exposition format 0.0.4" });
 
@@ -53,9 +54,9 @@ export function metricsRoutes() {
       from("d1", db.select({ name: pools.name }).from(pools).orderBy(pools.name)),
       from("d1", db.select().from(metricCounters)),
       from("d1", db.select({ status: failedUsage.status, n: sql<number>`COUNT(*)` }).from(failedUsage).groupBy(failedUsage.status)),
-      from("sockets", env.ADMIN_FEED.getByName(ADMIN_FEED_NAME).socketCounts()),
+      from("sockets", take(env.ADMIN_FEED.getByName(ADMIN_FEED_NAME).socketCounts())),
     ]);
-    const perPool = await Promise.all((poolNames ?? []).map(async (p) => ({ pool: p.name, m: await from("pool", pool(env, p.name).metrics()) })));
+    const perPool = await Promise.all((poolNames ?? []).map(async (p) => ({ pool: p.name, m: await from("pool", take(pool(env, p.name).metrics())) })));
 
     const allocations: Sample[] = [];
     const releases: Sample[] = [];

@@ -18,6 +18,7 @@ import {
   ReservationListQuery, ReservationView,
 } from "../schemas";
 import { pool, reply, requestSpec, testOnlyRefusal, userQuota } from "./helpers";
+import { take } from "../rpc";
 
 const security = [{ bearer: [] }];
 
@@ -45,7 +46,7 @@ const NOT_FOUND = {
 /** Runs `fn` on the pool an entry or reservation id names; a malformed or forged id names nothing (404). */
 async function byId<T>(c: Context<AppEnv>, kind: keyof typeof NOT_FOUND, id: string, fn: (p: ReturnType<typeof pool>, id: string) => Promise<Result<T>>) {
   const name = scopeOfId(kind, id);
-  return reply(c, name ? await fn(pool(c.env, name), id) : NOT_FOUND[kind](id));
+  return reply(c, name ? await take(fn(pool(c.env, name), id)) : NOT_FOUND[kind](id));
 }
 
 export function queueRoutes() {
@@ -67,12 +68,12 @@ export function queueRoutes() {
       const refused = testOnlyRefusal(c.env, { durationSeconds: b.durationSeconds }, "durationMinutes") ?? testOnlyRefusal(c.env, { maxWaitSeconds: b.maxWaitSeconds }, "maxWaitMinutes");
       if (refused) return reply(c, refused);
       const userId = actingUser(c, b.userId);
-      return reply(c, await userQuota(c.env, userId).joinQueue({
+      return reply(c, await take(userQuota(c.env, userId).joinQueue({
         userId, pool: b.pool ?? defaultPool(c.env),
         durationMinutes: minutesOf(b.durationMinutes, b.durationSeconds), durationSeconds: b.durationSeconds,
         spec: requestSpec(b.spec), priority: b.priority, maxWaitMinutes: minutesOf(b.maxWaitMinutes, b.maxWaitSeconds),
         maxWaitSeconds: b.maxWaitSeconds, byAdmin: byAdmin(c, userId), idempotencyKey: b.idempotencyKey,
-      }), 201);
+      })), 201);
     },
   );
 
@@ -86,7 +87,7 @@ export function queueRoutes() {
     async (c) => {
       const q = c.req.valid("query");
       const name = q.pool ?? defaultPool(c.env);
-      return reply(c, await pool(c.env, name).listQueue(viewer(c), { userId: listedUser(c, q.userId), status: q.status, limit: q.limit }));
+      return reply(c, await take(pool(c.env, name).listQueue(viewer(c), { userId: listedUser(c, q.userId), status: q.status, limit: q.limit })));
     },
   );
 
@@ -116,11 +117,11 @@ export function queueRoutes() {
       const refused = testOnlyRefusal(c.env, { durationSeconds: b.durationSeconds }, "durationMinutes");
       if (refused) return reply(c, refused);
       const userId = actingUser(c, b.userId);
-      return reply(c, await userQuota(c.env, userId).reserve({
+      return reply(c, await take(userQuota(c.env, userId).reserve({
         userId, pool: b.pool ?? defaultPool(c.env), startAt: b.startAt,
         durationMinutes: minutesOf(b.durationMinutes, b.durationSeconds), durationSeconds: b.durationSeconds,
         spec: requestSpec(b.spec), reminderMinutes: b.reminderMinutes, byAdmin: byAdmin(c, userId), idempotencyKey: b.idempotencyKey,
-      }), 201);
+      })), 201);
     },
   );
 
@@ -143,7 +144,7 @@ export function queueRoutes() {
       if (refused) return reply(c, refused);
       const userId = actingUser(c, b.userId);
       const durationMs = durationMsOf(b.durationMinutes, b.durationSeconds);
-      return reply(c, await userQuota(c.env, userId).checkReservationWindow({ userId, pool: b.pool ?? defaultPool(c.env), spec: requestSpec(b.spec), startAt: b.startAt, endAt: b.startAt + durationMs }));
+      return reply(c, await take(userQuota(c.env, userId).checkReservationWindow({ userId, pool: b.pool ?? defaultPool(c.env), spec: requestSpec(b.spec), startAt: b.startAt, endAt: b.startAt + durationMs })));
     },
   );
 
@@ -157,7 +158,7 @@ export function queueRoutes() {
     async (c) => {
       const q = c.req.valid("query");
       const name = q.pool ?? defaultPool(c.env);
-      return reply(c, await pool(c.env, name).listReservations(viewer(c), { userId: listedUser(c, q.userId), status: q.status, limit: q.limit }));
+      return reply(c, await take(pool(c.env, name).listReservations(viewer(c), { userId: listedUser(c, q.userId), status: q.status, limit: q.limit })));
     },
   );
 

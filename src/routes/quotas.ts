@@ -5,6 +5,7 @@ import { ok } from "../errors";
 import { jsonBody, route } from "../openapi";
 import { QuotaUpdateBody, QuotaView, RenewBody, UserParam } from "../schemas";
 import { reply, userQuota } from "./helpers";
+import { take } from "../rpc";
 
 const security = [{ bearer: [] }];
 
@@ -19,7 +20,7 @@ export function quotaRoutes() {
     }),
     async (c) => {
       const userId = readableUser(c, c.req.valid("param").userId);
-      return reply(c, ok(await userQuota(c.env, userId).getQuota(userId)));
+      return reply(c, ok(await take(userQuota(c.env, userId).getQuota(userId))));
     },
   );
 
@@ -33,9 +34,9 @@ export function quotaRoutes() {
       requireAdmin(c);
       const { userId } = c.req.valid("param");
       const b = c.req.valid("json");
-      return reply(c, await userQuota(c.env, userId).updateQuota(userId, {
+      return reply(c, await take(userQuota(c.env, userId).updateQuota(userId, {
         plan: b.plan, limits: b.limits, suspended: b.suspended, validUntil: b.validUntil ? Date.parse(b.validUntil) : undefined,
-      }));
+      })));
     },
   );
 
@@ -48,7 +49,7 @@ export function quotaRoutes() {
     async (c) => {
       requireAdmin(c);
       const { userId } = c.req.valid("param");
-      return reply(c, await userQuota(c.env, userId).renew(userId, c.req.valid("json").extensionDays));
+      return reply(c, await take(userQuota(c.env, userId).renew(userId, c.req.valid("json").extensionDays)));
     },
   );
 

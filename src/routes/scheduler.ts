@@ -13,6 +13,7 @@ import {
   ListAllocationsQuery, ReleaseBody, ReleaseResult,
 } from "../schemas";
 import { pool, reply, requestSpec, testOnlyRefusal, userQuota } from "./helpers";
+import { take } from "../rpc";
 
 const security = [{ bearer: [] }];
 
@@ -63,7 +64,7 @@ export function schedulerRoutes() {
     async (c) => {
       const q = c.req.valid("query");
       const userId = readableUser(c, q.userId);
-      return reply(c, await userQuota(c.env, userId).listAllocations(userId, { status: q.status, cursor: q.cursor, limit: q.limit }));
+      return reply(c, await take(userQuota(c.env, userId).listAllocations(userId, { status: q.status, cursor: q.cursor, limit: q.limit })));
     },
   );
 
@@ -88,8 +89,9 @@ export function schedulerRoutes() {
       requireUser(c);
       const q = c.req.valid("query");
       const name = q.pool ?? defaultPool(c.env);
-      const r = await pool(c.env, name).list({ pool: name, status: "available", cursor: q.cursor, limit: q.limit });
-      return reply(c, r.ok ? ok({ pool: name, ...r.value }) : (r as Result<never>));
+      const r = await take(pool(c.env, name).list({ pool: name, status: "available", cursor: q.cursor, limit: q.limit }));
+      if (!r.ok) return reply(c, r);
+      return reply(c, ok({ pool: name, ...r.value }));
     },
   );
 
@@ -103,7 +105,7 @@ export function schedulerRoutes() {
     async (c) => {
       const q = c.req.valid("query");
       const userId = readableUser(c, q.userId);
-      return c.json(await userQuota(c.env, userId).events(userId, q.since, q.limit));
+      return c.json(await take(userQuota(c.env, userId).events(userId, q.since, q.limit)));
     },
   );
 
@@ -125,7 +127,7 @@ export type Planned<T> = { ok: true; userId: string; run: () => Promise<Result<T
 /** Runs a planned operation, or passes its refusal on. */
 export const run = <T>(p: Planned<T>): Promise<Result<T>> => (p.ok ? p.run() : Promise.resolve(p));
 
-const planned = <T>(userId: string, call: () => Promise<Result<T>>): Planned<T> => ({ ok: true, userId, run: call });
+const planned = <T>(userId: string, call: () => Promise<Result<T>>): Planned<T> => ({ ok: true, userId, run: () => take(call()) });
 
 /** The user an allocation id belongs to, if the caller may touch it (else null → 404, not 403: ids do not leak). */
 export function ownerOf(c: Parameters<typeof requireUser>[0], id: string): string | null {
