@@ -1,6 +1,10 @@
+import os from "node:os";
 import path from "node:path";
 import { cloudflareTest, readD1Migrations } from "@cloudflare/vitest-plugin";
+import { unstable_readConfig } from "wrangler";
 import { configDefaults, defineConfig } from "vitest/config";
+import { divertRuntimeNoise, serviceLog } from "./test/runner/quiet.ts";
+import { QUEUE_BATCH_TIMEOUT_S } from "./test/timing.ts";
 
 /**
  * Three projects:
@@ -17,12 +21,26 @@ import { configDefaults, defineConfig } from "vitest/config";
 const FAIL_OPEN_FILES = ["test/**/*.fail-open.test.ts"];
 const BROWSER_FILES = ["test/browser/**/*.test.ts"];
 
+/** wrangler.toml's queue consumers with the test batch timeout (test/timing.ts), in Miniflare's shape. */
+function testQueueConsumers() {
+  const { queues } = unstable_readConfig({ config: path.join(import.meta.dirname, "wrangler.toml") });
+  return Object.fromEntries(
+    (queues.consumers ?? []).map((c: { queue: string; max_batch_size?: number; max_retries?: number; retry_delay?: number; dead_letter_queue?: string }) => [
+      c.queue,
+      { maxBatchSize: c.max_batch_size, maxBatchTimeout: QUEUE_BATCH_TIMEOUT_S, maxRetries: c.max_retries, retryDelay: c.retry_delay, deadLetterQueue: c.dead_letter_queue },
+    ]),
+  );
+}
+
 export default defineConfig(async () => {
+  divertRuntimeNoise();
   const migrations = await readD1Migrations(path.join(import.meta.dirname, "migrations"));
+  const queueConsumers = testQueueConsumers();
   const workers = (billingAllowOnError: "true" | "false") =>
     cloudflareTest({
       wrangler: { configPath: "./wrangler.toml" },
       miniflare: {
+        queueConsumers,
         bindings: {
           TEST_MIGRATIONS: migrations,
           JWT_SECRET: "test-jwt-secret-0123456789abcdef",
@@ -34,15 +52,19 @@ export default defineConfig(async () => {
       },
     });
   const shared = {
+    // Every core (set per project: vitest reads it there). The default, cores - 1, ran one file
+    // at a time on a 2-core machine, leaving a core idle while the suites wait on alarms and queues.
+    maxWorkers: Math.max(2, os.availableParallelism()),
     setupFiles: ["./test/setup.ts"],
     testTimeout: 60_000,
     hookTimeout: 60_000,
   };
   return {
     test: {
-      // The service's info lines (one per request, see src/log.ts) would bury the test output;
-      // warnings and errors are still shown. Tests that check log lines spy on console.log.
-      onConsoleLog: (line: string) => !/^\{"ts":"[^"]*","level":"(info|debug)"/.test(line),
+      // The service's own log lines stay out of the output: info and debug are dropped, warn and
+      // error go to test-results/service.log (test/quiet.ts; a failing test prints its own again).
+      // Tests that check log lines spy on console.
+      onConsoleLog: serviceLog(),
       projects: [
         {
           extends: false,
