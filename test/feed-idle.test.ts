@@ -28,8 +28,10 @@ const view = async (token: string, id: string) => (await call("GET", `/scheduler
 const released = (token: string, id: string, timeoutMs = 8000) =>
   until(async () => { const v = await view(token, id); return v.status === "released" && v; }, timeoutMs, 25);
 
-describe("idle release", () => {
-  it("stays while any socket is open; released (idle) a grace after the last one closed, not before; billed", async () => {
+// Each test has its own pool, user and sockets, and most of their time is the grace running out:
+// they run side by side. The restart test aborts every object, so it runs alone, after them.
+describe.concurrent("idle release", () => {
+  it("stays while any socket is open; released (idle) a grace after the last one closed, not before; billed", async ({ expect }) => {
     const pool = uid("idle");
     const dev = await registerDevice(pool);
     const user = uid("idler");
@@ -74,7 +76,7 @@ describe("idle release", () => {
     expect(evs.filter((e) => e.type === "device.released").map((e) => e.data.reason)).toEqual(["idle"]);
   });
 
-  it("a reconnect within the grace cancels it; the clock starts again at the next close", async () => {
+  it("a reconnect within the grace cancels it; the clock starts again at the next close", async ({ expect }) => {
     const pool = uid("idle-back");
     await registerDevice(pool);
     const token = await tokenFor(uid("returner"));
@@ -93,7 +95,7 @@ describe("idle release", () => {
     expect(v.releasedAt - gone).toBeLessThan(GRACE_MS + 1000);
   });
 
-  it("with no socket at all the grace runs from the allocation; without a grace nothing is released", async () => {
+  it("with no socket at all the grace runs from the allocation; without a grace nothing is released", async ({ expect }) => {
     const pool = uid("idle-none");
     await registerDevice(pool);
     await registerDevice(pool);
@@ -112,7 +114,7 @@ describe("idle release", () => {
     await call("POST", "/scheduler/devices/release", { token, body: { deviceId: plain.body.deviceId } });
   });
 
-  it("pool setting: applies to allocations without one, the shorter wins, null turns it off; the summary shows it", async () => {
+  it("pool setting: applies to allocations without one, the shorter wins, null turns it off; the summary shows it", async ({ expect }) => {
     const pool = uid("idle-pool");
     for (let i = 0; i < 3; i++) await registerDevice(pool);
     const adminToken = await admin();
@@ -144,24 +146,7 @@ describe("idle release", () => {
     await call("POST", "/scheduler/devices/release", { token, body: { deviceId: kept.body.deviceId } });
   });
 
-  it("after a restart dropped the sockets without a close event, the alarm's re-check notices: released within two graces", async () => {
-    const pool = uid("idle-restart");
-    await registerDevice(pool);
-    const token = await tokenFor(uid("restarted"));
-    const f = await userFeed(token);
-    const a = await allocate(token, { pool, durationSeconds: 60, idleReleaseSeconds: 2 });
-    expect(a.status).toBe(201);
-    await abortAllDurableObjects();
-    const restartedAt = Date.now();
-    await f.closed;
-    // Nothing calls the user's object: its re-check alarm (one grace after the socket was last seen) wakes it.
-    const v = await released(token, a.body.allocationId);
-    expect(v.reason).toBe("idle");
-    expect(v.releasedAt - restartedAt).toBeGreaterThanOrEqual(GRACE_MS - 100);
-    expect(v.releasedAt - restartedAt).toBeLessThan(2 * GRACE_MS + 1000);
-  });
-
-  it("the OpenAPI document describes the idle fields", async () => {
+  it("the OpenAPI document describes the idle fields", async ({ expect }) => {
     const doc = await call("GET", "/openapi.json");
     expect(doc.status).toBe(200);
     const s = doc.body.components.schemas;
@@ -172,7 +157,7 @@ describe("idle release", () => {
     expect(s.Allocation.properties.idleReleaseSeconds.description).toEqual(expect.any(String));
   });
 
-  it("bad idle settings are refused with 400 and change nothing", async () => {
+  it("bad idle settings are refused with 400 and change nothing", async ({ expect }) => {
     const pool = uid("idle-bad");
     await registerDevice(pool);
     const token = await tokenFor(uid("bad"));
@@ -196,5 +181,24 @@ describe("idle release", () => {
     const s = await call("GET", `/admin/pools/${pool}`, { token: adminToken });
     expect(s.body).toMatchObject({ strategy: "least-loaded", idleReleaseMinutes: null });
     expect((await call("GET", "/scheduler/allocations", { token })).body.items).toEqual([]);
+  });
+});
+
+describe("idle release across a restart (runs alone: it aborts every object)", () => {
+  it("after a restart dropped the sockets without a close event, the alarm's re-check notices: released within two graces", async () => {
+    const pool = uid("idle-restart");
+    await registerDevice(pool);
+    const token = await tokenFor(uid("restarted"));
+    const f = await userFeed(token);
+    const a = await allocate(token, { pool, durationSeconds: 60, idleReleaseSeconds: 2 });
+    expect(a.status).toBe(201);
+    await abortAllDurableObjects();
+    const restartedAt = Date.now();
+    await f.closed;
+    // Nothing calls the user's object: its re-check alarm (one grace after the socket was last seen) wakes it.
+    const v = await released(token, a.body.allocationId);
+    expect(v.reason).toBe("idle");
+    expect(v.releasedAt - restartedAt).toBeGreaterThanOrEqual(GRACE_MS - 100);
+    expect(v.releasedAt - restartedAt).toBeLessThan(2 * GRACE_MS + 1000);
   });
 });
