@@ -26,8 +26,8 @@ async function setPlan(userId: string, plan: string) {
   expect(r.status, JSON.stringify(r.body)).toBe(200);
 }
 
-describe("queue: joining", () => {
-  it("a free fitting device is handed over before join returns, with queue.fulfilled and device.allocated on the feed", async () => {
+describe.concurrent("queue: joining", () => {
+  it("a free fitting device is handed over before join returns, with queue.fulfilled and device.allocated on the feed", async ({ expect }) => {
     const pool = uid("q-free");
     const dev = await registerDevice(pool);
     const user = uid("q-free-user");
@@ -46,7 +46,7 @@ describe("queue: joining", () => {
     expect(log.find((e) => e.type === "queue.fulfilled")!.data).toMatchObject({ entryId: r.body.entryId, allocationId: r.body.allocationId, deviceId: dev.deviceId });
   });
 
-  it("waits behind a busy device with position 1 and an estimate from the device's real expiry", async () => {
+  it("waits behind a busy device with position 1 and an estimate from the device's real expiry", async ({ expect }) => {
     const { pool } = await busyPool("q-est", 120);
     const token = await tokenFor(uid("q-est-user"));
     const r = await join(token, { pool, durationMinutes: 10 });
@@ -63,7 +63,7 @@ describe("queue: joining", () => {
     expect(pos.body.position).toBe(2);
   });
 
-  it("refuses what could never be served or is not allowed, and changes nothing", async () => {
+  it("refuses what could never be served or is not allowed, and changes nothing", async ({ expect }) => {
     const { pool } = await busyPool("q-refuse");
     const user = uid("q-refuse-user");
     const token = await tokenFor(user);
@@ -87,7 +87,7 @@ describe("queue: joining", () => {
     expect(byAdmin.body).toMatchObject({ userId: user, priority: 3, priorityName: "enterprise", createdBy: "root-admin" });
   });
 
-  it("ids do not leak: another user's entry and forged ids are 404", async () => {
+  it("ids do not leak: another user's entry and forged ids are 404", async ({ expect }) => {
     const { pool } = await busyPool("q-leak");
     const a = await tokenFor(uid("q-leak-a"));
     const r = await join(a, { pool });
@@ -102,8 +102,8 @@ describe("queue: joining", () => {
   });
 });
 
-describe("queue: hand-over order and exclusivity", () => {
-  it("under a concurrent storm of joins, devices go by priority then arrival, each to one entry at a time", async () => {
+describe.concurrent("queue: hand-over order and exclusivity", () => {
+  it("under a concurrent storm of joins, devices go by priority then arrival, each to one entry at a time", async ({ expect }) => {
     const { pool, deviceId } = await busyPool("q-storm", 2);
     const plans = ["free", "basic", "pro", "enterprise"] as const;
     const users = Array.from({ length: 12 }, (_, i) => ({ id: uid(`q-storm-${i}`), plan: plans[i % 4]! }));
@@ -138,7 +138,7 @@ describe("queue: hand-over order and exclusivity", () => {
     for (let i = 1; i < spans.length; i++) expect(spans[i]!.allocatedAt).toBeGreaterThanOrEqual(spans[i - 1]!.releasedAt);
   });
 
-  it("a freed device goes to the queue, not to a newcomer's direct allocation; another pool device is untouched", async () => {
+  it("a freed device goes to the queue, not to a newcomer's direct allocation; another pool device is untouched", async ({ expect }) => {
     const { pool, deviceId, holder } = await busyPool("q-fair");
     const waiter = await tokenFor(uid("q-fair-w"));
     const w = await join(waiter, { pool, durationMinutes: 5 });
@@ -157,7 +157,7 @@ describe("queue: hand-over order and exclusivity", () => {
     expect(direct.body.error.code).toBe("NO_DEVICE_AVAILABLE");
   });
 
-  it("a device coming back into service goes to the head of the queue", async () => {
+  it("a device coming back into service goes to the head of the queue", async ({ expect }) => {
     const pool = uid("q-back");
     const dev = await registerDevice(pool);
     const adm = await admin();
@@ -178,8 +178,8 @@ describe("queue: hand-over order and exclusivity", () => {
   });
 });
 
-describe("queue: checks at hand-over, expiry and cancellation", () => {
-  it("quota is checked at hand-over: a user suspended while waiting fails with queue.failed, and the next entry gets the device", async () => {
+describe.concurrent("queue: checks at hand-over, expiry and cancellation", () => {
+  it("quota is checked at hand-over: a user suspended while waiting fails with queue.failed, and the next entry gets the device", async ({ expect }) => {
     const { pool, deviceId } = await busyPool("q-quota", 2);
     const first = uid("q-quota-1");
     const t1 = await tokenFor(first);
@@ -205,7 +205,7 @@ describe("queue: checks at hand-over, expiry and cancellation", () => {
     expect((await call("GET", `/quotas/user/${first}`, { token: t1 })).body.usage.devices).toBe(0);
   });
 
-  it("an entry past its max wait expires with queue.expired and is never served", async () => {
+  it("an entry past its max wait expires with queue.expired and is never served", async ({ expect }) => {
     const { pool, deviceId, holder } = await busyPool("q-expire");
     const token = await tokenFor(uid("q-expire-u"));
     const w = await join(token, { pool, durationMinutes: 5, maxWaitSeconds: 1 });
@@ -228,7 +228,7 @@ describe("queue: checks at hand-over, expiry and cancellation", () => {
     expect(free.body.items.map((d: { deviceId: string }) => d.deviceId)).toEqual([deviceId]);
   });
 
-  it("a cancelled entry is skipped; cancelling twice is a clear 409", async () => {
+  it("a cancelled entry is skipped; cancelling twice is a clear 409", async ({ expect }) => {
     const { pool, deviceId, holder } = await busyPool("q-cancel");
     const t1 = await tokenFor(uid("q-cancel-1"));
     const t2 = await tokenFor(uid("q-cancel-2"));
@@ -250,7 +250,7 @@ describe("queue: checks at hand-over, expiry and cancellation", () => {
     expect((await entry(t1, e1.body.entryId)).status).toBe("cancelled");
   });
 
-  it("a device held by a reservation window is passed over until the reservation is cancelled; then the queue gets it at once", async () => {
+  it("a device held by a reservation window is passed over until the reservation is cancelled; then the queue gets it at once", async ({ expect }) => {
     const pool = uid("q-window");
     const dev = await registerDevice(pool);
     const booker = await tokenFor(uid("q-window-b"));

@@ -12,8 +12,8 @@ const events = async (token: string) => (await call("GET", "/scheduler/events?si
 const allocate = (token: string, body: Record<string, unknown>) => call("POST", "/scheduler/devices/allocate", { token, body });
 const HOUR = 3_600_000;
 
-describe("reservations: booking", () => {
-  it("never overbooks a pool under a storm of concurrent bookings of overlapping windows", async () => {
+describe.concurrent("reservations: booking", () => {
+  it("never overbooks a pool under a storm of concurrent bookings of overlapping windows", async ({ expect }) => {
     const pool = uid("r-storm");
     const devices = await Promise.all([0, 1, 2].map(() => registerDevice(pool)));
     const start = Date.now() + 2 * HOUR;
@@ -33,7 +33,7 @@ describe("reservations: booking", () => {
     expect(check.body).toMatchObject({ available: false, matchingDevices: 3, freeDevices: 0 });
   });
 
-  it("the conflict check shows free devices and your own overlapping reservations; bad windows are 400", async () => {
+  it("the conflict check shows free devices and your own overlapping reservations; bad windows are 400", async ({ expect }) => {
     const pool = uid("r-check");
     await Promise.all([registerDevice(pool), registerDevice(pool)]);
     const token = await tokenFor(uid("r-check-u"));
@@ -55,7 +55,7 @@ describe("reservations: booking", () => {
     expect(list.body.items).toHaveLength(1);
   });
 
-  it("an admin reserves on behalf of a user; another user cannot see or cancel it", async () => {
+  it("an admin reserves on behalf of a user; another user cannot see or cancel it", async ({ expect }) => {
     const pool = uid("r-admin");
     await registerDevice(pool);
     const user = uid("r-admin-u");
@@ -71,8 +71,8 @@ describe("reservations: booking", () => {
   });
 });
 
-describe("reservations: the device is held", () => {
-  it("allocations and extends that would run into a window are refused; ones that end before it are not", async () => {
+describe.concurrent("reservations: the device is held", () => {
+  it("allocations and extends that would run into a window are refused; ones that end before it are not", async ({ expect }) => {
     const pool = uid("r-held");
     const dev = await registerDevice(pool);
     const token = await tokenFor(uid("r-held-u"));
@@ -95,7 +95,7 @@ describe("reservations: the device is held", () => {
     expect(a.body.expiresAt).toBe(Date.parse(short.body.expiresAt));
   });
 
-  it("cancelling frees the window for other bookings and for allocations", async () => {
+  it("cancelling frees the window for other bookings and for allocations", async ({ expect }) => {
     const pool = uid("r-cancel");
     await registerDevice(pool);
     const t1 = await tokenFor(uid("r-cancel-1"));
@@ -126,8 +126,8 @@ describe("reservations: the device is held", () => {
   });
 });
 
-describe("reservations: the start", () => {
-  it("reminds, hands the reserved device over at startAt, and completes when the window's allocation ends", async () => {
+describe.concurrent("reservations: the start", () => {
+  it("reminds, hands the reserved device over at startAt, and completes when the window's allocation ends", async ({ expect }) => {
     const pool = uid("r-start");
     const dev = await registerDevice(pool);
     const twin = await registerDevice(pool); // the handed-over device must be the reserved one, not any free one
@@ -166,7 +166,7 @@ describe("reservations: the start", () => {
     expect(types.indexOf("reservation.reminder")).toBeLessThan(types.indexOf("reservation.started"));
   });
 
-  it("quota is checked at the start: a user suspended meanwhile gets reservation.failed and the device stays free", async () => {
+  it("quota is checked at the start: a user suspended meanwhile gets reservation.failed and the device stays free", async ({ expect }) => {
     const pool = uid("r-quota");
     const dev = await registerDevice(pool);
     const user = uid("r-quota-u");
@@ -192,7 +192,7 @@ describe("reservations: the start", () => {
     expect(other.status).toBe(201);
   });
 
-  it("back-to-back windows on one device: each is handed over in turn, the first ends as the second starts", async () => {
+  it("back-to-back windows on one device: each is handed over in turn, the first ends as the second starts", async ({ expect }) => {
     const pool = uid("r-b2b");
     const dev = await registerDevice(pool);
     const t1 = await tokenFor(uid("r-b2b-1"));
@@ -214,8 +214,8 @@ describe("reservations: the start", () => {
   });
 });
 
-describe("reservations and queue entries: idempotency keys", () => {
-  it("a repeated key answers the first reservation or entry; the same key for another request is 409; a repeat works even at the quota limit", async () => {
+describe.concurrent("reservations and queue entries: idempotency keys", () => {
+  it("a repeated key answers the first reservation or entry; the same key for another request is 409; a repeat works even at the quota limit", async ({ expect }) => {
     const pool = uid("r-idem");
     await Promise.all([registerDevice(pool), registerDevice(pool)]);
     const token = await tokenFor(uid("r-idem-u"));
@@ -240,8 +240,8 @@ describe("reservations and queue entries: idempotency keys", () => {
   });
 });
 
-describe("reservations: the fleet changes", () => {
-  it("a device with booked windows cannot move to another pool; removed, its reservation starts on another device", async () => {
+describe.concurrent("reservations: the fleet changes", () => {
+  it("a device with booked windows cannot move to another pool; removed, its reservation starts on another device", async ({ expect }) => {
     const pool = uid("r-move");
     const dev = await registerDevice(pool);
     const token = await tokenFor(uid("r-move-u"));
