@@ -5,376 +5,22 @@
  * Everything runs through the real queue (device-usage → consumer → device-usage-dlq →
  * dead-letter consumer), real D1 and the real objects. Failures are injected in D1 itself,
  * without mocks: triggers that RAISE on inserts into usage_records / ledger / failed_usage
- * (the whole D1 batch rolls back), and a renamed pricing_plans table (the consumer cannot
- * read accounts). Triggers are scoped to the users of one test (by user id prefix), so the
- * tests of the concurrent group cannot disturb each other; the one global outage (rename)
- * runs alone first.
+ * (the whole D1 batch rolls back). Triggers are scoped to the users of one test (by user id
+ * prefix), so the tests here run side by side. The tests that change what every test sees (a
+ * renamed table, replaying or reconciling everything, aborting every object) are in
+ * test/invariants-billing-global.test.ts: a file of their own has storage of its own.
  *
  * The consumer's own logs are the count of injected failures: console.error is collected
  * (not printed) for the whole file.
  */
-import { abortAllDurableObjects } from "cloudflare:test";
 import { env } from "cloudflare:workers";
-import { afterAll, beforeAll, describe, it, vi, type ExpectStatic } from "vitest";
+import { describe, it } from "vitest";
 import type { UsageRecord } from "../src/domain/types";
 import { admin, call, registerDevice, SERVICE_TOKEN, sleep, tokenFor, uid, until } from "./helpers";
+import { QUEUE_QUIET_MS } from "./timing";
+import { invariant3Setup, FAST, STANDARD, accountsOf, activeCount, allBooked, allocate, booked, charge, dearUser, ended, exec, expectExactlyOnce, logsFor, one, pmap, price, q, reconcileUser, specOf, usage, type Alloc } from "./invariant3";
 
-// ---- prices: the rule of src/domain/pricing.ts, written out once more ---------------------------
-
-interface Rates { base: number; cpu: number; memGB: number; storGB: number }
-interface Spec { cpuCores: number; memoryMB: number; storageMB: number }
-
-const STANDARD: Rates = { base: 2500, cpu: 1000, memGB: 500, storGB: 10 };
-/** A dearer plan with odd rates, so short test allocations cost whole cents and rounding matters. */
-const FAST_PLAN = "inv3-fast";
-const FAST: Rates = { base: 2_500_123, cpu: 1_000_007, memGB: 500_003, storGB: 10_001 };
-
-/** Micro-cents per second × seconds, rounded up to whole cents; memory and storage per GB of 1024 MB, pro rata (an independent copy of the rule in src/domain/pricing.ts). */
-function price(r: Rates, s: Spec, seconds: number): number {
-  const perSecondX1024 = BigInt(r.base) * 1024n + BigInt(r.cpu) * BigInt(s.cpuCores) * 1024n + BigInt(r.memGB) * BigInt(s.memoryMB) + BigInt(r.storGB) * BigInt(s.storageMB);
-  const den = 1024n * 1_000_000n;
-  return Number((perSecondX1024 * BigInt(seconds) + den - 1n) / den);
-}
-
-/** The ledger amount of a charge of `price` (a charge of 0 is stored as 0, not -0). */
-const charge = (cents: number) => (cents === 0 ? 0 : -cents);
-
-// ---- what the consumer logs ---------------------------------------------------------------------
-
-interface LogLine { msg: string; allocationId?: string; attempts?: number; at: number }
-const logs: LogLine[] = [];
-let spy: { mockRestore(): void } | undefined;
-
-beforeAll(async () => {
-  spy = vi.spyOn(console, "error").mockImplementation((...args: unknown[]) => {
-    const first = args[0];
-    if (typeof first === "string" && first.startsWith("{")) {
-      try {
-        const o = JSON.parse(first) as { msg?: string; allocationId?: string; attempts?: number };
-        logs.push({ msg: o.msg ?? "", allocationId: o.allocationId, attempts: o.attempts, at: Date.now() });
-        return;
-      } catch {
-        /* not ours */
-      }
-    }
-    logs.push({ msg: String(first), at: Date.now() });
-  });
-  const r = await call("PUT", `/admin/billing/pricing-plans/${FAST_PLAN}`, {
-    token: await admin(),
-    body: {
-      name: "Invariant 3 (dear)", currency: "USD", basePerSecond: FAST.base, cpuCorePerSecond: FAST.cpu,
-      memoryGBPerSecond: FAST.memGB, storageGBPerSecond: FAST.storGB, startingCredit: 1000, lowBalanceThreshold: 200,
-    },
-  });
-  if (r.status !== 200) throw new Error(`pricing plan: ${r.status} ${JSON.stringify(r.body)}`);
-});
-
-afterAll(() => spy?.mockRestore());
-
-const logsFor = (msg: string, ids: Iterable<string>) => {
-  const set = new Set(ids);
-  return logs.filter((l) => l.msg === msg && l.allocationId !== undefined && set.has(l.allocationId));
-};
-
-// ---- D1 reads -----------------------------------------------------------------------------------
-
-const q = async <T>(sql: string, ...args: unknown[]): Promise<T[]> => (await env.DB.prepare(sql).bind(...args).all<T>()).results;
-const one = async <T>(sql: string, ...args: unknown[]): Promise<T> => (await q<T>(sql, ...args))[0]!;
-
-interface Booked { usage: number; charges: number; amount: number | null; duration: number | null; reason: string | null; source: string | null }
-
-/** Per allocation: how many usage rows and charges D1 holds (any number, not just 0/1), and what they say. */
-async function booked(ids: string[]): Promise<Map<string, Booked>> {
-  const out = new Map<string, Booked>(ids.map((id) => [id, { usage: 0, charges: 0, amount: null, duration: null, reason: null, source: null }]));
-  // D1 binds at most 100 parameters per statement; the charge query binds each id twice.
-  for (let i = 0; i < ids.length; i += 45) {
-    const chunk = ids.slice(i, i + 45);
-    const marks = chunk.map(() => "?").join(",");
-    for (const u of await q<{ id: string; n: number; d: number; reason: string; source: string }>(
-      `SELECT allocation_id AS id, COUNT(*) AS n, MAX(duration_seconds) AS d, MAX(reason) AS reason, MAX(source) AS source FROM usage_records WHERE allocation_id IN (${marks}) GROUP BY allocation_id`, ...chunk)) {
-      Object.assign(out.get(u.id)!, { usage: u.n, duration: u.d, reason: u.reason, source: u.source });
-    }
-    // Charges found by allocation id and by entry id, so a charge booked under another key would count too.
-    for (const c of await q<{ id: string; n: number; amt: number }>(
-      `SELECT allocation_id AS id, COUNT(*) AS n, SUM(amount) AS amt FROM ledger WHERE kind = 'charge' AND (allocation_id IN (${marks}) OR entry_id IN (${chunk.map(() => "?").join(",")})) GROUP BY allocation_id`,
-      ...chunk, ...chunk.map((id) => `charge:${id}`))) {
-      Object.assign(out.get(c.id)!, { charges: c.n, amount: c.amt });
-    }
-  }
-  return out;
-}
-
-/** Every id booked exactly once (one usage row, one charge). */
-async function expectExactlyOnce(expect: ExpectStatic, ids: string[]): Promise<Map<string, Booked>> {
-  const b = await booked(ids);
-  const wrong = [...b].filter(([, v]) => v.usage !== 1 || v.charges !== 1).map(([id, v]) => ({ id, usage: v.usage, charges: v.charges }));
-  expect(wrong, "allocations not booked exactly once").toEqual([]);
-  return b;
-}
-
-const allBooked = async (ids: string[]) => [...(await booked(ids)).values()].every((v) => v.usage === 1 && v.charges === 1);
-
-interface Account { userId: string; balance: number; ledgerSum: number; entries: number; charges: number; chargeSum: number }
-async function accountsOf(userIds: string[]): Promise<Map<string, Account>> {
-  const out = new Map<string, Account>();
-  for (let i = 0; i < userIds.length; i += 90) {
-    const chunk = userIds.slice(i, i + 90);
-    for (const a of await q<Account>(
-      `SELECT a.user_id AS userId, a.balance AS balance,
-              (SELECT COALESCE(SUM(amount), 0) FROM ledger l WHERE l.user_id = a.user_id) AS ledgerSum,
-              (SELECT COUNT(*) FROM ledger l WHERE l.user_id = a.user_id) AS entries,
-              (SELECT COUNT(*) FROM ledger l WHERE l.user_id = a.user_id AND l.kind = 'charge') AS charges,
-              (SELECT COALESCE(SUM(amount), 0) FROM ledger l WHERE l.user_id = a.user_id AND l.kind = 'charge') AS chargeSum
-       FROM accounts a WHERE a.user_id IN (${chunk.map(() => "?").join(",")})`, ...chunk)) out.set(a.userId, a);
-  }
-  return out;
-}
-
-async function exec(...statements: string[]): Promise<void> {
-  for (const s of statements) await env.DB.prepare(s).run();
-}
-
-// ---- the service, through its API ---------------------------------------------------------------
-
-const usage = (userId: string, over: Partial<UsageRecord> = {}): UsageRecord => ({
-  allocationId: uid(`alc-${userId}`), deviceId: "dev-inv3", userId, durationSeconds: 3600, cpuCores: 2, memoryMB: 4096, storageMB: 32768,
-  allocatedAt: 1_000, releasedAt: 3_601_000, reason: "released", ...over,
-});
-
-interface Alloc { allocationId: string; deviceId: string; userId: string; pool: string; cpuCores: number; memoryMB: number; storageMB: number; allocatedAt: string; expiresAt: string }
-
-/** Allocates, retrying while the pool is momentarily out of free devices (concurrent claims). */
-async function allocate(userId: string, pool: string, durationSeconds: number): Promise<Alloc> {
-  const token = await tokenFor(userId);
-  for (let i = 0; ; i++) {
-    const r = await call("POST", "/scheduler/devices/allocate", { token, body: { pool, durationSeconds } });
-    if (r.status === 201) return r.body as Alloc;
-    if (i >= 40 || !(r.status === 409 && r.body?.error?.code === "NO_DEVICE_AVAILABLE")) throw new Error(`allocate ${userId}@${pool}: ${r.status} ${JSON.stringify(r.body)}`);
-    await sleep(100);
-  }
-}
-
-/** Moves a user to the dear plan and gives them money to spend. */
-async function dearUser(prefix: string, topUp = 20_000): Promise<string> {
-  const user = uid(prefix);
-  const token = await admin();
-  const p = await call("PUT", `/admin/billing/users/${user}/plan`, { token, body: { planId: FAST_PLAN } });
-  if (p.status !== 200) throw new Error(`plan: ${p.status} ${JSON.stringify(p.body)}`);
-  const t = await call("POST", `/billing/users/${user}/top-ups`, { token, body: { amount: topUp, paymentId: uid("pay") } });
-  if (t.status !== 201) throw new Error(`top-up: ${t.status} ${JSON.stringify(t.body)}`);
-  return user;
-}
-
-async function ended(userId: string): Promise<{ allocationId: string; deviceId: string; durationSeconds: number; reason: string; cpuCores: number; memoryMB: number; storageMB: number; releasedAt: number; expiresAt: number }[]> {
-  const items = [];
-  let cursor: string | null = null;
-  do {
-    const r = await call("GET", `/scheduler/allocations?userId=${userId}&status=released&limit=200${cursor ? `&cursor=${encodeURIComponent(cursor)}` : ""}`, { token: await admin() });
-    if (r.status !== 200) throw new Error(`list: ${r.status} ${JSON.stringify(r.body)}`);
-    items.push(...r.body.items);
-    cursor = r.body.nextCursor;
-  } while (cursor);
-  return items;
-}
-
-async function activeCount(userId: string): Promise<number> {
-  const r = await call("GET", `/scheduler/allocations?userId=${userId}&status=active&limit=200`, { token: await admin() });
-  const p = await call("GET", `/scheduler/allocations?userId=${userId}&status=pending&limit=200`, { token: await admin() });
-  return r.body.items.length + p.body.items.length;
-}
-
-async function reconcileUser(userId: string, from: number, heal = true) {
-  const r = await call("POST", "/admin/billing/reconcile", {
-    token: await admin(),
-    body: { userId, from: new Date(from).toISOString(), to: new Date(Date.now() + 60_000).toISOString(), heal },
-  });
-  if (r.status !== 200) throw new Error(`reconcile: ${r.status} ${JSON.stringify(r.body)}`);
-  return r.body as { checked: number; missingUsage: number; missingCharges: number; mismatched: number; healed: number; stillMissing: number; balanceDrift: number; differences: { missingUsage: string[] }[] };
-}
-
-async function pmap<T, R>(items: T[], limit: number, fn: (t: T, i: number) => Promise<R>): Promise<R[]> {
-  const out: R[] = new Array(items.length);
-  let next = 0;
-  await Promise.all(Array.from({ length: Math.min(limit, items.length) }, async () => {
-    while (next < items.length) {
-      const i = next++;
-      out[i] = await fn(items[i]!, i);
-    }
-  }));
-  return out;
-}
-
-const specOf = (i: number): Spec => ({ cpuCores: 1 + (i % 4), memoryMB: [1024, 2048, 3072, 4096, 6144, 8192][i % 6]!, storageMB: [8192, 10_000, 32768, 65536][i % 4]! });
-
-// ---- 1. the one global outage: runs alone ------------------------------------------------------------
-
-describe("invariant 3 — consumer outage (global, runs alone)", () => {
-  it("the consumer fails whole batches while pricing_plans is gone; after recovery every record is booked exactly once", async ({ expect }) => {
-    const pool = uid("inv3-outage");
-    const users = await Promise.all(Array.from({ length: 5 }, () => dearUser("outage")));
-    for (let i = 0; i < 10; i++) await registerDevice(pool, specOf(i));
-    const allocs = await pmap(users.flatMap((u) => [u, u]), 10, (u) => allocate(u, pool, 30));
-    const ids = allocs.map((a) => a.allocationId);
-    await sleep(1200);
-    await exec("ALTER TABLE pricing_plans RENAME TO pricing_plans_gone");
-    const outageStart = Date.now();
-    let batchFailures = 0;
-    try {
-      const rel = await Promise.all(allocs.map(async (a) => call("POST", "/scheduler/devices/release", { token: await tokenFor(a.userId), body: { deviceId: a.deviceId } })));
-      expect(rel.map((r) => r.status)).toEqual(allocs.map(() => 200));
-      // Several redeliveries fail as whole batches (accounts unreadable) before D1 comes back.
-      await until(async () => logs.filter((l) => l.msg === "usage batch failed" && l.at >= outageStart).length >= 3, 20_000, 50);
-      batchFailures = logs.filter((l) => l.msg === "usage batch failed" && l.at >= outageStart).length;
-      const during = await booked(ids);
-      expect([...during.values()].filter((b) => b.usage || b.charges)).toEqual([]);
-    } finally {
-      await exec("ALTER TABLE pricing_plans_gone RENAME TO pricing_plans");
-    }
-    await until(() => allBooked(ids), 20_000, 100);
-    await sleep(2500); // any late redelivery lands now
-    const b = await expectExactlyOnce(expect, ids);
-    const releases = await Promise.all(users.map((u) => ended(u)));
-    for (const e of releases.flat()) expect(b.get(e.allocationId)!.amount).toBe(charge(price(FAST, e, e.durationSeconds)));
-    const acc = await accountsOf(users);
-    for (const u of users) {
-      const a = acc.get(u)!;
-      expect(a.balance).toBe(a.ledgerSum);
-      expect(a.charges).toBe(2);
-    }
-    // Recovered by the queue's own retries: nothing reached the dead-letter store.
-    expect(await one<{ n: number }>(`SELECT COUNT(*) AS n FROM failed_usage WHERE allocation_id IN (${ids.map(() => "?").join(",")})`, ...ids)).toEqual({ n: 0 });
-    expect(batchFailures).toBeGreaterThanOrEqual(3);
-  });
-});
-
-// ---- 2. `replay {all:true}` touches every open dead letter: runs alone too ------------------------
-
-describe("invariant 3 — dead-letter replay of everything (runs alone)", () => {
-  it("replay {all:true} reaches a kept record even behind more than a batch of malformed dead letters", async ({ expect }) => {
-    // 101 malformed messages through the real queue: the consumer keeps each as `invalid`.
-    const junk = Array.from({ length: 101 }, () => ({ allocationId: uid("junk"), note: "not a usage record" }));
-    for (let i = 0; i < junk.length; i += 100) await env.USAGE_QUEUE.sendBatch(junk.slice(i, i + 100).map((body) => ({ body: body as never, contentType: "json" as const })));
-    const junkIds = junk.map((j) => j.allocationId);
-    const invalidCount = async () => (await one<{ n: number }>(`SELECT COUNT(*) AS n FROM failed_usage WHERE status = 'invalid' AND allocation_id LIKE 'junk-%'`)).n;
-    await until(async () => (await invalidCount()) === junkIds.length, 15_000, 100);
-    // Then a good record the dead-letter queue kept (its D1 write had failed).
-    const user = uid("behind");
-    const r = usage(user);
-    await env.USAGE_DLQ.send(r, { contentType: "json" });
-    await until(async () => (await q(`SELECT 1 FROM failed_usage WHERE allocation_id = ? AND status = 'failed'`, r.allocationId)).length === 1, 15_000, 100);
-    const rep = await call("POST", "/admin/billing/failed-usage/replay", { token: await admin(), body: { all: true } });
-    expect(rep.status).toBe(200);
-    expect(rep.body.results).toContainEqual({ allocationId: r.allocationId, status: "recorded", amount: 25 });
-    await expectExactlyOnce(expect, [r.allocationId]);
-    expect((await accountsOf([user])).get(user)).toMatchObject({ balance: 975, ledgerSum: 975, charges: 1 });
-    // Nothing bookable is left; the malformed ones stay for an operator, and booking is not repeated.
-    const again = await call("POST", "/admin/billing/failed-usage/replay", { token: await admin(), body: { all: true } });
-    expect(again.body.results.filter((x: { status: string }) => x.status === "recorded")).toEqual([]);
-    expect(again.body.remaining).toBeGreaterThanOrEqual(junkIds.length);
-    expect(await invalidCount()).toBe(junkIds.length);
-    await expectExactlyOnce(expect, [r.allocationId]);
-    expect((await accountsOf([user])).get(user)).toMatchObject({ balance: 975, ledgerSum: 975, charges: 1 });
-  });
-});
-
-// ---- 3. reconciliation over every account: runs alone (it would heal others' records) -----------
-
-describe("invariant 3 — reconciliation over all accounts (runs alone)", () => {
-  it("an operator's reconcile over a window, without userId, checks every account — also beyond the first 100 — and finds a missing record", async ({ expect }) => {
-    const t0 = Date.now();
-    // More than a cron run's worth of accounts, all older than the one with the missing record.
-    await pmap(Array.from({ length: 105 }, () => uid("bulk")), 10, async (u) => {
-      const r = await call("GET", `/api/internal/balance/user/${u}`, { service: SERVICE_TOKEN });
-      if (r.status !== 200) throw new Error(`balance ${r.status}`);
-    });
-    const total = (await one<{ n: number }>("SELECT COUNT(*) AS n FROM accounts")).n;
-    expect(total).toBeGreaterThanOrEqual(105);
-    const pool = uid("inv3-recon");
-    await registerDevice(pool, specOf(1));
-    const user = await dearUser("late");
-    await exec(`CREATE TRIGGER late_block BEFORE INSERT ON usage_records WHEN NEW.user_id = '${user}' BEGIN SELECT RAISE(ABORT, 'injected: usage down'); END`);
-    let id = "";
-    const window = () => ({ from: new Date(t0 - 60_000).toISOString(), to: new Date(Date.now() + 60_000).toISOString() });
-    try {
-      const a = await allocate(user, pool, 30);
-      id = a.allocationId;
-      await sleep(1100);
-      expect((await call("POST", "/scheduler/devices/release", { token: await tokenFor(user), body: { deviceId: a.deviceId } })).status).toBe(200);
-      for (let pass = 0; pass < 2; pass++) {
-        const r = await call("POST", "/admin/billing/reconcile", { token: await admin(), body: { ...window(), heal: false } });
-        expect(r.status).toBe(200);
-        expect(r.body).toMatchObject({ users: total + 1, remaining: false, missingUsage: 1, healed: 0 });
-        expect(r.body.differences.map((d: { userId: string; missingUsage: string[] }) => [d.userId, d.missingUsage])).toEqual([[user, [id]]]);
-      }
-    } finally {
-      await exec("DROP TRIGGER IF EXISTS late_block");
-    }
-    // Healed by whichever comes first, the queue's retry or this pass; either way once.
-    const heal = await call("POST", "/admin/billing/reconcile", { token: await admin(), body: window() });
-    expect(heal.body).toMatchObject({ stillMissing: 0, balanceDrift: 0, mismatched: 0 });
-    await until(() => allBooked([id]), 10_000, 100);
-    await sleep(2000);
-    await expectExactlyOnce(expect, [id]);
-    const again = await call("POST", "/admin/billing/reconcile", { token: await admin(), body: window() });
-    expect(again.body).toMatchObject({ missingUsage: 0, missingCharges: 0, mismatched: 0, healed: 0, balanceDrift: 0, differences: [] });
-    expect(again.body.checked).toBeGreaterThanOrEqual(1);
-    // A `to` in the future is checked, but moves no watermark past `now − grace` (a new account
-    // starts at its opening time): the cron must still look at what ends from now on.
-    const future = await call("POST", "/admin/billing/reconcile", { token: await admin(), body: { to: new Date(Date.now() + 86_400_000).toISOString() } });
-    expect(future.status).toBe(200);
-    expect(future.body.users).toBe(100);
-    expect(await one<{ n: number }>("SELECT COUNT(*) AS n FROM accounts WHERE reconciled_through > ?", Date.now())).toEqual({ n: 0 });
-  });
-});
-
-// ---- 4. objects restarted while allocations end: runs alone (it aborts every object) ------------
-
-describe("invariant 3 — restarts while allocations end (runs alone)", () => {
-  it("every object is aborted repeatedly while releases and expiry alarms are in flight: each allocation still ends billed once, by the queue alone", async ({ expect }) => {
-    const t0 = Date.now();
-    const pool = uid("inv3-crash");
-    for (let i = 0; i < 12; i++) await registerDevice(pool, specOf(i + 3));
-    const users = await Promise.all(Array.from({ length: 6 }, () => dearUser("crash")));
-    // Per user one allocation that expires at 2 s (ended by alarm) and one released by hand.
-    const allocs = await pmap(users.flatMap((u) => [[u, 2], [u, 30]] as const), 12, ([u, seconds]) => allocate(u, pool, seconds));
-    const expiresAt = Math.min(...allocs.map((a) => Date.parse(a.expiresAt)));
-    await sleep(Math.max(0, expiresAt - Date.now() - 300));
-    // Around the expiry moment: releases spread over ~300 ms, every object aborted every ~25 ms for ~700 ms.
-    const releases = allocs.filter((a) => Date.parse(a.expiresAt) - Date.parse(a.allocatedAt) > 5_000).map(async (a, i) => {
-      await sleep(i * 50);
-      try {
-        return (await call("POST", "/scheduler/devices/release", { token: await tokenFor(a.userId), body: { deviceId: a.deviceId } })).status;
-      } catch {
-        return "thrown";
-      }
-    });
-    for (let i = 0; i < 28; i++) {
-      await sleep(5 + (i * 7) % 30);
-      await abortAllDurableObjects();
-    }
-    const statuses = await Promise.all(releases);
-    // Whatever the releases answered, every allocation ends (released, by expiry, or at 30 s at worst).
-    await until(async () => (await Promise.all(users.map(activeCount))).every((n) => n === 0), 20_000, 200);
-    const endedAll = (await Promise.all(users.map(ended))).flat();
-    expect(endedAll.map((e) => e.allocationId).sort()).toEqual(allocs.map((a) => a.allocationId).sort());
-    const billable = endedAll.filter((e) => e.reason !== "orphaned");
-    await until(() => allBooked(billable.map((e) => e.allocationId)), 20_000, 200);
-    await sleep(2000);
-    const b = await expectExactlyOnce(expect, billable.map((e) => e.allocationId));
-    for (const e of billable) {
-      const x = b.get(e.allocationId)!;
-      expect([x.reason, x.duration, x.amount, x.source]).toEqual([e.reason, e.durationSeconds, charge(price(FAST, e, e.durationSeconds)), "device"]);
-    }
-    // Nothing billed for what the user was told never happened.
-    const orphaned = endedAll.filter((e) => e.reason === "orphaned").map((e) => e.allocationId);
-    if (orphaned.length) expect([...(await booked(orphaned)).values()].map((x) => x.usage + x.charges)).toEqual(orphaned.map(() => 0));
-    const rec = await Promise.all(users.map((u) => reconcileUser(u, t0 - 60_000)));
-    expect(rec.map((r) => [r.missingUsage, r.missingCharges, r.mismatched, r.balanceDrift])).toEqual(users.map(() => [0, 0, 0, 0]));
-    const acc = await accountsOf(users);
-    for (const u of users) expect(acc.get(u)!.balance).toBe(acc.get(u)!.ledgerSum);
-    console.log(`[invariant 3, restarts] release answers: ${JSON.stringify(statuses.reduce<Record<string, number>>((m, s) => ({ ...m, [s]: (m[s] ?? 0) + 1 }), {}))}; reasons: ${JSON.stringify(endedAll.reduce<Record<string, number>>((m, e) => ({ ...m, [e.reason]: (m[e.reason] ?? 0) + 1 }), {}))}`);
-  });
-});
+invariant3Setup();
 
 // ---- 5. everything else, concurrently (failures scoped by user id prefix) -----------------------
 
@@ -481,7 +127,7 @@ describe.concurrent("invariant 3 — under failures", () => {
       await exec("DROP TRIGGER IF EXISTS hl_chaos_usage", "DROP TRIGGER IF EXISTS hl_chaos_ledger", "DROP TRIGGER IF EXISTS hl_chaos_dlq", "DROP TABLE IF EXISTS chaos_doomed");
     }
     const ids = created.map((a) => a.allocationId);
-    await sleep(2500);
+    await sleep(QUEUE_QUIET_MS);
     // The lost share is really gone from the queue path: nothing books it after recovery.
     const gone = await booked(lost);
     expect([...gone.values()].every((b) => b.usage === 0 && b.charges === 0), "dropped records must not be booked by the queue").toBe(true);
@@ -642,11 +288,11 @@ describe.concurrent("invariant 3 — under failures", () => {
       // b expires by alarm. All three exhaust the queue's retries, then the DLQ's.
       await until(async () => ids.every((id) => logsFor("dead letter could not be stored", [id]).some((l) => (l.attempts ?? 0) >= 11)), 60_000, 250);
       expect(ids.map((id) => logsFor("usage write failed", [id]).length >= 11)).toEqual([true, true, true]);
-      await sleep(1500);
+      await sleep(QUEUE_QUIET_MS);
     } finally {
       await exec("DROP TRIGGER IF EXISTS lost5_usage", "DROP TRIGGER IF EXISTS lost5_dlq");
     }
-    await sleep(2500);
+    await sleep(QUEUE_QUIET_MS);
     // Gone from every path but the user objects' own record.
     expect([...(await booked(ids)).values()].map((x) => [x.usage, x.charges])).toEqual(ids.map(() => [0, 0]));
     expect(await q(`SELECT 1 FROM failed_usage WHERE allocation_id IN (${ids.map(() => "?").join(",")})`, ...ids)).toEqual([]);
@@ -689,7 +335,7 @@ describe.concurrent("invariant 3 — under failures", () => {
     const sentinel = usage(uid("dupq-sentinel"));
     await env.USAGE_QUEUE.send(sentinel, { contentType: "json" });
     await until(() => allBooked([sentinel.allocationId]), 15_000, 50);
-    await sleep(2500);
+    await sleep(QUEUE_QUIET_MS);
     const b = await expectExactlyOnce(expect, [r.allocationId]);
     expect(b.get(r.allocationId)).toMatchObject({ amount: -25, duration: 3600, source: "device" });
     expect(price(STANDARD, r, 3600)).toBe(25);
@@ -760,7 +406,7 @@ describe.concurrent("invariant 3 — under failures", () => {
     const race = await Promise.all([post(asRecord(y, yr.body)), post(asRecord(y, yr.body))]);
     expect(race.map((r) => r.status)).toEqual([200, 200]);
     await until(() => allBooked([y.allocationId]), 15_000, 50);
-    await sleep(2500); // the queue message has been consumed by now
+    await sleep(QUEUE_QUIET_MS); // the queue message has been consumed by now
     const bx = await expectExactlyOnce(expect, [x.allocationId, y.allocationId]);
     expect(bx.get(x.allocationId)!.source).toBe("device");
     for (const [al, rel] of [[x, xr.body], [y, yr.body]] as const) expect(bx.get(al.allocationId)!.amount).toBe(charge(price(FAST, al, rel.durationSeconds)));
@@ -810,7 +456,7 @@ describe.concurrent("invariant 3 — under failures", () => {
     const ids = all.map((a) => a.allocationId);
     await until(() => allBooked(ids), 20_000, 100);
     await until(async () => (await Promise.all([u1!, u2!, u3!].map(activeCount))).every((n) => n === 0), 10_000, 100);
-    await sleep(1500);
+    await sleep(QUEUE_QUIET_MS);
     const bk = await expectExactlyOnce(expect, ids);
     const endedAll = new Map((await Promise.all([u1!, u2!, u3!].map(ended))).flat().map((e) => [e.allocationId, e]));
     const expect_ = [[exp, "expired"], [force, "force_released"], [maint, "maintenance"], [rem, "removed"], [rel, "released"]] as const;

@@ -10,3 +10,10 @@
  * What the tests check (at-least-once delivery, one booking per record) does not depend on it.
  */
 export const QUEUE_BATCH_TIMEOUT_S = 0.1;
+
+/**
+ * How long a test waits, after what it expects has been booked, for a redelivery that must not
+ * change anything: ten batch timeouts (each retry waits for a batch) and room for the consumer's
+ * own work. Before the shorter test batches these waits were 2–2.5 s, about two batches.
+ */
+export const QUEUE_QUIET_MS = 10 * QUEUE_BATCH_TIMEOUT_S * 1000;
