@@ -139,11 +139,13 @@ async function refused(path: string): Promise<{ code: number; error: Envelope | 
 }
 
 // ---- invariant 6 under load --------------------------------------------------------------------
+// Every test has its own users, devices and sockets: the three groups below run side by side. The
+// restart test aborts every object (every socket drops), so it runs alone, at the end.
 
-describe("invariant 6: no event of one user reaches another user's socket", () => {
+describe.concurrent("invariant 6: no event of one user reaches another user's socket", () => {
   it(
     "40 users with user-feed sockets (raw and typed) and device-feed sockets while devices pass between them: every socket gets only its own user's events, each once, in order",
-    async () => {
+    async ({ expect }) => {
       const USERS = 40;
       const pool = uid("shared");
       // Fewer devices than users: every device is held by several users in turn.
@@ -375,7 +377,7 @@ describe("invariant 6: no event of one user reaches another user's socket", () =
     180_000,
   );
 
-  it("hostile tickets: tampered, re-signed, reused, expired, for another feed or a bearer token never open a feed (4401); junk since is 4400", async () => {
+  it("hostile tickets: tampered, re-signed, reused, expired, for another feed or a bearer token never open a feed (4401); junk since is 4400", async ({ expect }) => {
     const victim = uid("victim");
     const attacker = uid("attacker");
     const vToken = await tokenFor(victim);
@@ -469,7 +471,7 @@ describe("invariant 6: no event of one user reaches another user's socket", () =
     own.ws.close(1000);
   });
 
-  it(`more than FEED.maxSocketsPerUser (${FEED.maxSocketsPerUser}) sockets: the extra one is closed with 4429, the others keep working, a closed one frees its place`, async () => {
+  it(`more than FEED.maxSocketsPerUser (${FEED.maxSocketsPerUser}) sockets: the extra one is closed with 4429, the others keep working, a closed one frees its place`, async ({ expect }) => {
     const user = uid("crowd");
     const other = uid("neighbour");
     const token = await tokenFor(user);
@@ -508,22 +510,22 @@ describe("invariant 6: no event of one user reaches another user's socket", () =
 
 // ---- resume --------------------------------------------------------------------------------------
 
-describe("resume: a client that comes back with its last seq gets exactly what it missed", () => {
-  /** Mixed cheap events for one user: renewals, quota updates, top-ups. */
-  const makeEvents = async (user: string, n: number, tag = uid("e")) => {
-    const adminToken = await admin();
-    for (let k = 0; k < n; k++) {
-      const r =
-        k % 3 === 0
-          ? await call("POST", `/quotas/renew/${user}`, { token: adminToken, body: { extensionDays: 1 + k } })
-          : k % 3 === 1
-            ? await call("PUT", `/quotas/user/${user}`, { token: adminToken, body: { limits: { maxDevices: 2 + (k % 5) } } })
-            : await call("POST", `/billing/users/${user}/top-ups`, { service: SERVICE_TOKEN, body: { amount: 100 + k, paymentId: `pay-${user}-${tag}-${k}` } });
-      expect([200, 201]).toContain(r.status);
-    }
-  };
+/** Mixed cheap events for one user: renewals, quota updates, top-ups. */
+const makeEvents = async (user: string, n: number, tag = uid("e")) => {
+  const adminToken = await admin();
+  for (let k = 0; k < n; k++) {
+    const r =
+      k % 3 === 0
+        ? await call("POST", `/quotas/renew/${user}`, { token: adminToken, body: { extensionDays: 1 + k } })
+        : k % 3 === 1
+          ? await call("PUT", `/quotas/user/${user}`, { token: adminToken, body: { limits: { maxDevices: 2 + (k % 5) } } })
+          : await call("POST", `/billing/users/${user}/top-ups`, { service: SERVICE_TOKEN, body: { amount: 100 + k, paymentId: `pay-${user}-${tag}-${k}` } });
+    expect([200, 201]).toContain(r.status);
+  }
+};
 
-  it("disconnect, N events, reconnect with since=last: exactly the missed ones once, in order, then live", async () => {
+describe.concurrent("resume: a client that comes back with its last seq gets exactly what it missed", () => {
+  it("disconnect, N events, reconnect with since=last: exactly the missed ones once, in order, then live", async ({ expect }) => {
     const user = uid("resumer");
     const token = await tokenFor(user);
     const first = await rawFeed(await wsPath(token, 0));
@@ -546,7 +548,7 @@ describe("resume: a client that comes back with its last seq gets exactly what i
     second.ws.close(1000);
   });
 
-  it("(a) hibernation: events after the object is evicted and woken reach the hibernated sockets exactly once", async () => {
+  it("(a) hibernation: events after the object is evicted and woken reach the hibernated sockets exactly once", async ({ expect }) => {
     // Only quota and billing events: no other object holds a stub to this user's object.
     const user = uid("sleeper");
     const token = await tokenFor(user);
@@ -604,7 +606,7 @@ describe("resume: a client that comes back with its last seq gets exactly what i
     t.client.close();
   });
 
-  it("(a'') hibernation in the middle of a stream of events: the open sockets get every event once, in order", async () => {
+  it("(a'') hibernation in the middle of a stream of events: the open sockets get every event once, in order", async ({ expect }) => {
     const user = uid("dozer");
     const token = await tokenFor(user);
     const adminToken = await admin();
@@ -649,7 +651,7 @@ describe("resume: a client that comes back with its last seq gets exactly what i
     t.client.close();
   });
 
-  it("(a') eviction that closes the sockets: the typed client reconnects and resumes, nothing lost or repeated", async () => {
+  it("(a') eviction that closes the sockets: the typed client reconnects and resumes, nothing lost or repeated", async ({ expect }) => {
     const user = uid("evicted");
     const token = await tokenFor(user);
     const stub = env.USER_QUOTA.getByName(user);
@@ -673,65 +675,7 @@ describe("resume: a client that comes back with its last seq gets exactly what i
     t.client.close();
   });
 
-  it("(b) restart of every object with open sockets and events in flight: the typed client reconnects by itself and gets every event once, in order", async () => {
-    const user = uid("restarted");
-    const token = await tokenFor(user);
-    const adminToken = await admin();
-    const raw = await rawFeed(await wsPath(token, 0));
-    const usedTicket = await ticket(token);
-    const usedSock = await rawFeed(`/ws?ticket=${encodeURIComponent(usedTicket)}`);
-    const t = tappedClient(token, 0);
-    await t.client.start();
-    await makeEvents(user, 3);
-    await until(async () => t.seen.length === 3 && lastOf(raw.frames) === 3);
-
-    // A producer keeps going while every object is aborted twice; some of its calls may fail.
-    const statuses: number[] = [];
-    let stop = false;
-    const producer = (async () => {
-      for (let k = 0; !stop && k < 60; k++) {
-        try {
-          const r = await call("POST", `/quotas/renew/${user}`, { token: adminToken, body: { extensionDays: 1 } });
-          statuses.push(r.status);
-        } catch {
-          statuses.push(-1);
-        }
-        await sleep(10);
-      }
-    })();
-    await sleep(100);
-    await abortAllDurableObjects();
-    const rawClose = await Promise.race([raw.closed, sleep(3000).then(() => null)]);
-    await sleep(150);
-    await abortAllDurableObjects();
-    await sleep(100);
-    stop = true;
-    await producer;
-    await makeEvents(user, 3, "after");
-    const last = await lastSeqOf(token);
-    await until(async () => t.seen.length >= last && t.client.state === "open", 20_000);
-    await sleep(300);
-
-    const log = await logOf(token);
-    expect(log.lastSeq).toBe(last);
-    checkLogIsOwn(user, log);
-    const bySeq = new Map(log.events.map((e) => [e.seq!, e]));
-    expect(t.seen.map((e) => e.seq), "typed client: every event once, in order").toEqual(range(1, last));
-    for (const e of t.seen) expect(e).toEqual(bySeq.get(e.seq));
-    expect(t.conns.length, "the client reconnected").toBeGreaterThanOrEqual(2);
-    expect(t.conns.flatMap((c) => logged(c).map((e) => e.seq)), "the server sent nothing twice").toEqual(range(1, last));
-    t.conns.forEach((c, k) => checkConnection(`typed conn#${k}`, user, c, bySeq, k === t.conns.length - 1 ? last : lastOf(c)));
-    // The raw socket got a prefix of the log, once, in order, until it dropped.
-    checkConnection("raw", user, raw.frames, bySeq, lastOf(raw.frames));
-    // The restart did not make a used ticket usable again.
-    const r = await refused(`/ws?ticket=${encodeURIComponent(usedTicket)}`);
-    expect(r.code).toBe(4401);
-    console.log(JSON.stringify({ test: "restart", events: last, producerStatuses: countBy(statuses), rawClose, typedConnections: t.conns.length }));
-    t.client.close();
-    usedSock.ws.close(1000);
-  });
-
-  it(`(c) asking for more than is kept (historyLimit ${FEED.historyLimit}): hello.missed says exactly which seqs are gone, replay starts at oldestSeq`, async () => {
+  it(`(c) asking for more than is kept (historyLimit ${FEED.historyLimit}): hello.missed says exactly which seqs are gone, replay starts at oldestSeq`, async ({ expect }) => {
     const user = uid("hoarder");
     const token = await tokenFor(user);
     const adminToken = await admin();
@@ -786,7 +730,7 @@ describe("resume: a client that comes back with its last seq gets exactly what i
     t.client.close();
   });
 
-  it("(d) a client ahead of the log is moved back to its end and still gets live events", async () => {
+  it("(d) a client ahead of the log is moved back to its end and still gets live events", async ({ expect }) => {
     const user = uid("ahead");
     const token = await tokenFor(user);
     await makeEvents(user, 3);
@@ -810,8 +754,8 @@ describe("resume: a client that comes back with its last seq gets exactly what i
 
 // ---- ordering under concurrency ------------------------------------------------------------------
 
-describe("ordering: replay and live join without a gap or a repeat", () => {
-  it("sockets joining with since=k while events are produced rapidly each see k+1… gapless and once", async () => {
+describe.concurrent("ordering: replay and live join without a gap or a repeat", () => {
+  it("sockets joining with since=k while events are produced rapidly each see k+1… gapless and once", async ({ expect }) => {
     const user = uid("stream");
     const token = await tokenFor(user);
     const adminToken = await admin();
@@ -913,3 +857,63 @@ function countBy(xs: number[]): Record<string, number> {
   for (const x of xs) out[x] = (out[x] ?? 0) + 1;
   return out;
 }
+
+describe("resume across a restart of every object (runs alone: it aborts every object)", () => {
+  it("(b) restart of every object with open sockets and events in flight: the typed client reconnects by itself and gets every event once, in order", async () => {
+    const user = uid("restarted");
+    const token = await tokenFor(user);
+    const adminToken = await admin();
+    const raw = await rawFeed(await wsPath(token, 0));
+    const usedTicket = await ticket(token);
+    const usedSock = await rawFeed(`/ws?ticket=${encodeURIComponent(usedTicket)}`);
+    const t = tappedClient(token, 0);
+    await t.client.start();
+    await makeEvents(user, 3);
+    await until(async () => t.seen.length === 3 && lastOf(raw.frames) === 3);
+
+    // A producer keeps going while every object is aborted twice; some of its calls may fail.
+    const statuses: number[] = [];
+    let stop = false;
+    const producer = (async () => {
+      for (let k = 0; !stop && k < 60; k++) {
+        try {
+          const r = await call("POST", `/quotas/renew/${user}`, { token: adminToken, body: { extensionDays: 1 } });
+          statuses.push(r.status);
+        } catch {
+          statuses.push(-1);
+        }
+        await sleep(10);
+      }
+    })();
+    await sleep(100);
+    await abortAllDurableObjects();
+    const rawClose = await Promise.race([raw.closed, sleep(3000).then(() => null)]);
+    await sleep(150);
+    await abortAllDurableObjects();
+    await sleep(100);
+    stop = true;
+    await producer;
+    await makeEvents(user, 3, "after");
+    const last = await lastSeqOf(token);
+    await until(async () => t.seen.length >= last && t.client.state === "open", 20_000);
+    await sleep(300);
+
+    const log = await logOf(token);
+    expect(log.lastSeq).toBe(last);
+    checkLogIsOwn(user, log);
+    const bySeq = new Map(log.events.map((e) => [e.seq!, e]));
+    expect(t.seen.map((e) => e.seq), "typed client: every event once, in order").toEqual(range(1, last));
+    for (const e of t.seen) expect(e).toEqual(bySeq.get(e.seq));
+    expect(t.conns.length, "the client reconnected").toBeGreaterThanOrEqual(2);
+    expect(t.conns.flatMap((c) => logged(c).map((e) => e.seq)), "the server sent nothing twice").toEqual(range(1, last));
+    t.conns.forEach((c, k) => checkConnection(`typed conn#${k}`, user, c, bySeq, k === t.conns.length - 1 ? last : lastOf(c)));
+    // The raw socket got a prefix of the log, once, in order, until it dropped.
+    checkConnection("raw", user, raw.frames, bySeq, lastOf(raw.frames));
+    // The restart did not make a used ticket usable again.
+    const r = await refused(`/ws?ticket=${encodeURIComponent(usedTicket)}`);
+    expect(r.code).toBe(4401);
+    console.log(JSON.stringify({ test: "restart", events: last, producerStatuses: countBy(statuses), rawClose, typedConnections: t.conns.length }));
+    t.client.close();
+    usedSock.ws.close(1000);
+  });
+});
