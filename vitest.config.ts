@@ -7,19 +7,20 @@ import { divertRuntimeNoise, serviceLog } from "./test/runner/quiet.ts";
 import { QUEUE_BATCH_TIMEOUT_S } from "./test/timing.ts";
 
 /**
- * Three projects:
- * - `workers`: every test file, in a Workers runtime, with the production switch
+ * Four projects:
+ * - `unit`: test/unit, in Node: the pure modules and the stores over node:sqlite (seconds);
+ * - `workers`: every other test file, in a Workers runtime, with the production switch
  *   BILLING_ALLOW_ON_ERROR = "false" (an unreadable balance refuses allocations);
  * - `billing-fail-open`: only the files named `*.fail-open.test.ts`, with the switch "true"
  *   (a binding is fixed per runtime, so the two settings cannot share one project);
- * - `browser`: test/browser, in Node: `npm run dev` and Debian's Chromium driven by
- *   playwright-core, its files one at a time. It runs beside the other two (their Workers pool
- *   is vitest's custom pool, which `sequence.groupOrder` does not order). Skipped with a message
- *   when no Chromium is found, unless REQUIRE_BROWSER=1.
- * `vitest run` runs all three; `vitest run --project workers` runs one.
+ * - `browser`: test/browser, in Node: `npm run dev` (each file its own, on a free port) and
+ *   Debian's Chromium driven by playwright-core. It starts early and runs beside the others.
+ *   Skipped with a message when no Chromium is found, unless REQUIRE_BROWSER=1.
+ * `vitest run` runs all four; `vitest run --project workers` runs one.
  */
 const FAIL_OPEN_FILES = ["test/**/*.fail-open.test.ts"];
 const BROWSER_FILES = ["test/browser/**/*.test.ts"];
+const UNIT_FILES = ["test/unit/**/*.test.ts"];
 
 /** wrangler.toml's queue consumers with the test batch timeout (test/timing.ts), in Miniflare's shape. */
 function testQueueConsumers() {
@@ -68,8 +69,13 @@ export default defineConfig(async () => {
       projects: [
         {
           extends: false,
+          // The pure modules and the stores over node:sqlite, in Node: `npm run test:unit`.
+          test: { name: "unit", include: UNIT_FILES, environment: "node", maxWorkers: shared.maxWorkers, execArgv: ["--disable-warning=ExperimentalWarning"] },
+        },
+        {
+          extends: false,
           plugins: [workers("false")],
-          test: { ...shared, name: "workers", include: ["test/**/*.test.ts"], exclude: [...configDefaults.exclude, ...FAIL_OPEN_FILES, ...BROWSER_FILES] },
+          test: { ...shared, name: "workers", include: ["test/**/*.test.ts"], exclude: [...configDefaults.exclude, ...FAIL_OPEN_FILES, ...BROWSER_FILES, ...UNIT_FILES] },
         },
         {
           extends: false,
@@ -79,8 +85,10 @@ export default defineConfig(async () => {
         {
           extends: false,
           test: {
+            // The same maxWorkers as the others: a project limited to one worker is run after all the
+            // rest (vitest's sequential group), and most of this one's time is npm run dev starting.
             name: "browser", include: BROWSER_FILES, environment: "node", testTimeout: 120_000, hookTimeout: 240_000,
-            fileParallelism: false,
+            maxWorkers: shared.maxWorkers,
           },
         },
       ],

@@ -6,13 +6,13 @@
  */
 import fc from "fast-check";
 import { describe, expect, it } from "vitest";
-import { EXTEND_POLICIES, PLAN_LIMITS, PLAN_TIERS, type QuotaLimits } from "../src/config";
-import type { Failure } from "../src/errors";
-import { checkExtend, type ExtendState } from "../src/domain/extend";
-import { expiryWarningAt } from "../src/domain/expiry";
-import { checkAllocation, checkExtraHours, deviceHeadroom, limitReached, periodStartFor, quotaStatus, renewedUntil, type QuotaState } from "../src/domain/quota";
-import { compareFit, fits, orderNodes, type NodeLoad } from "../src/domain/strategy";
-import type { DeviceSpec, QuotaUsage } from "../src/domain/types";
+import { EXTEND_POLICIES, PLAN_LIMITS, PLAN_TIERS, type QuotaLimits } from "../../src/config";
+import type { Failure } from "../../src/errors";
+import { checkExtend, type ExtendState } from "../../src/domain/extend";
+import { expiryWarningAt } from "../../src/domain/expiry";
+import { checkAllocation, checkExtraHours, deviceHeadroom, limitReached, periodStartFor, quotaStatus, renewedUntil, type QuotaState } from "../../src/domain/quota";
+import { compareFit, fits, orderNodes, type NodeLoad } from "../../src/domain/strategy";
+import type { DeviceSpec, QuotaUsage } from "../../src/domain/types";
 
 const MIN = 60_000;
 const DAY = 86_400_000;

@@ -1,8 +1,8 @@
 /** Pure rules of the waiting queue and reservations (src/domain/queue.ts, src/domain/reservation.ts). */
 import { describe, expect, it } from "vitest";
-import { compareEntries, entryPriority, estimateStart, planPriority, priorityName } from "../src/domain/queue";
-import { canMove, checkReservation, checkWindow, overlaps, reminderAt } from "../src/domain/reservation";
-import { PLAN_LIMITS } from "../src/config";
+import { compareEntries, entryPriority, estimateStart, planPriority, priorityName } from "../../src/domain/queue";
+import { canMove, checkReservation, checkWindow, overlaps, reminderAt } from "../../src/domain/reservation";
+import { PLAN_LIMITS } from "../../src/config";
 
 const S = (cpuCores: number) => ({ cpuCores, memoryMB: 0, storageMB: 0 });
 const ANY = { min: S(0), max: S(1000) };

@@ -1,7 +1,7 @@
 /** The idle release rule (src/domain/idle.ts): which grace applies and when it runs out. */
 import fc from "fast-check";
 import { describe, expect, it } from "vitest";
-import { effectiveIdleGraceMs, idleDeadline, requestedIdleGraceMs, type IdleInput } from "../src/domain/idle";
+import { effectiveIdleGraceMs, idleDeadline, requestedIdleGraceMs, type IdleInput } from "../../src/domain/idle";
 
 const MIN = 60_000;
 const NOW = Date.UTC(2026, 10, 21, 12, 0, 0);

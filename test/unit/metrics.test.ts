@@ -1,7 +1,7 @@
 /** Pure rules of observability: what a device change counts, the text format, the log line. */
 import { describe, expect, it } from "vitest";
-import { EXPIRY_LAG_BUCKETS_MS, countChange, lagBucket, lagHistogram, render } from "../src/metrics";
-import { logLine } from "../src/log";
+import { EXPIRY_LAG_BUCKETS_MS, countChange, lagBucket, lagHistogram, render } from "../../src/metrics";
+import { logLine } from "../../src/log";
 
 describe("countChange", () => {
   it("counts an allocation when the index first sees it, once", () => {

@@ -7,11 +7,11 @@
  */
 import fc from "fast-check";
 import { describe, expect, it } from "vitest";
-import type { DeviceSpec } from "../src/domain/types";
+import type { DeviceSpec } from "../../src/domain/types";
 import {
   MICROS_PER_MINOR, checkFunds, estimateOf, formatMoney, invoiceTotals, periodBounds, periodOf, previousPeriod, priceOf,
   type LedgerLine, type Rates,
-} from "../src/domain/pricing";
+} from "../../src/domain/pricing";
 
 /** The seeded `standard` plan (micro-cents per second). */
 const STANDARD: Rates = { basePerSecond: 2500, cpuCorePerSecond: 1000, memoryGBPerSecond: 500, storageGBPerSecond: 10 };
