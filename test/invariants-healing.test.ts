@@ -4,7 +4,7 @@
  * object mid-flight), lets time pass (deadlines moved into the past, alarms run), and
  * checks that the device, the pool and the user's quota agree again.
  */
-import { abortAllDurableObjects, runInDurableObject } from "cloudflare:test";
+import { abortAllDurableObjects, runDurableObjectAlarm, runInDurableObject } from "cloudflare:test";
 import { env } from "cloudflare:workers";
 import { describe, expect, it } from "vitest";
 import { admin, call, registerDevice, tokenFor, uid, until } from "./helpers";
@@ -12,14 +12,35 @@ import { admin, call, registerDevice, tokenFor, uid, until } from "./helpers";
 const ZERO = { cpuCores: 0, memoryMB: 0, storageMB: 0 };
 const ANY = { cpuCores: 1e6, memoryMB: 1e9, storageMB: 1e9 };
 
-/** Time passes for an object: its deadlines are due now; then its alarm handler runs to completion. */
+/**
+ * Time passes for an object: its deadlines are due now; then its alarm handler runs to completion.
+ * A device must have its own alarm set for the earliest confirm deadline of a claim it holds
+ * (nobody else will ask it in time), so that is checked before the deadline is moved.
+ */
 async function timePasses(kind: "user" | "device", name: string): Promise<void> {
   const stub = kind === "user" ? env.USER_QUOTA.getByName(name) : env.DEVICE.getByName(name);
   await runInDurableObject(stub, async (instance, state) => {
     if (kind === "user") state.storage.sql.exec("UPDATE allocations SET deadline = 1 WHERE status = 'pending'");
-    else state.storage.sql.exec("UPDATE allocations SET confirm_at = 1 WHERE state = 'held'");
+    else {
+      const due = state.storage.sql.exec<{ at: number | null }>("SELECT MIN(confirm_at) AS at FROM allocations WHERE state = 'held'").one().at;
+      if (due !== null) {
+        const alarm = await state.storage.getAlarm();
+        expect(alarm, "the device's alarm is set for its claim's confirm deadline").not.toBeNull();
+        expect(alarm!, "the device's alarm is set for its claim's confirm deadline").toBeLessThanOrEqual(due);
+      }
+      state.storage.sql.exec("UPDATE allocations SET confirm_at = 1 WHERE state = 'held'");
+    }
     await (instance as unknown as { alarm(): Promise<void> }).alarm();
   });
+}
+
+/**
+ * A device long after its registration: the alarm a registration sets (outbox safety, 30 s) has
+ * come and gone, so the alarm a later claim needs is the claim's own.
+ */
+async function settledDevice(deviceId: string): Promise<void> {
+  await runDurableObjectAlarm(env.DEVICE.getByName(deviceId));
+  await runInDurableObject(env.DEVICE.getByName(deviceId), async (_i, state) => expect(await state.storage.getAlarm()).toBeNull());
 }
 
 /** Step 1 of an allocation alone: the user's object holds quota for it, with the usual deadline. */
@@ -75,6 +96,7 @@ describe("invariant 5: failures between steps heal", () => {
   it("device claimed but the user's object never completed (crash after step 2): the device frees itself", async () => {
     const pool = uid("heal-a");
     const dev = await registerDevice(pool);
+    await settledDevice(dev.deviceId);
     const user = uid("crashy");
     const allocationId = `alc_crash_${crypto.randomUUID()}`;
     // Step 1: the user's object wrote its pending row (quota held) ...
@@ -102,6 +124,7 @@ describe("invariant 5: failures between steps heal", () => {
   it("a claim nobody asked for (no user record at all) is freed", async () => {
     const pool = uid("heal-ghost");
     const dev = await registerDevice(pool);
+    await settledDevice(dev.deviceId);
     const r = await env.DEVICE.getByName(dev.deviceId).claim({ allocationId: "alc_ghost_1", userId: uid("ghost"), pool, min: ZERO, max: ANY, durationMs: 600_000 });
     expect(r.ok).toBe(true);
     await timePasses("device", dev.deviceId);
