@@ -1,6 +1,6 @@
 // The load-and-fault run (`npm run soak -- [--minutes 3] [--seed 1]`): the built Worker in
 // workerd (bench/lib/runtime.mjs), mixed traffic from many users over a few small pools for a
-// few minutes while failures are injected, then the invariants of DESIGN.md are checked over
+// few minutes while failures are injected, then the service's seven invariants (README, Invariants) are checked over
 // the whole run from what the service recorded and what clients were told.
 //
 // Traffic (bounded: `--clients` loops with a think time, all against 127.0.0.1): allocations of

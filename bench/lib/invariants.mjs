@@ -1,4 +1,4 @@
-// The invariants of DESIGN.md checked over a whole soak run, from what the service itself
+// The service's seven invariants (README, Invariants) checked over a whole soak run, from what the service itself
 // recorded (user objects' allocations, devices' histories and current state, the pools'
 // indexes, D1's usage rows, ledger and accounts) and from what the load generator was told
 // (acknowledged allocations, releases, extensions, top-ups). Pure functions: the soak
