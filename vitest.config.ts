@@ -63,7 +63,7 @@ export default defineConfig(async () => {
   return {
     test: {
       // The service's own log lines stay out of the output: info and debug are dropped, warn and
-      // error go to test-results/service.log (test/quiet.ts; a failing test prints its own again).
+      // error go to test-results/service.log (test/runner/quiet.ts; a failing test prints its own again).
       // Tests that check log lines spy on console.
       onConsoleLog: serviceLog(),
       projects: [

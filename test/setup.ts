@@ -5,7 +5,7 @@ import { beforeEach } from "vitest";
 await applyD1Migrations(env.DB, (env as unknown as { TEST_MIGRATIONS: Parameters<typeof applyD1Migrations>[1] }).TEST_MIGRATIONS);
 
 // The service's warn and error lines (src/log.ts) are kept out of the test output, into
-// test-results/service.log (see test/quiet.ts): most come from faults the tests inject. The lines
+// test-results/service.log (see test/runner/quiet.ts): most come from faults the tests inject. The lines
 // logged during a test that fails are printed again when it fails, so its own output still shows.
 const held: string[] = [];
 const reprint = console.warn.bind(console);
