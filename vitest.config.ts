@@ -26,10 +26,18 @@ const UNIT_FILES = ["test/unit/**/*.test.ts"];
 function testQueueConsumers() {
   const { queues } = unstable_readConfig({ config: path.join(import.meta.dirname, "wrangler.toml") });
   return Object.fromEntries(
-    (queues.consumers ?? []).map((c: { queue: string; max_batch_size?: number; max_retries?: number; retry_delay?: number; dead_letter_queue?: string }) => [
-      c.queue,
-      { maxBatchSize: c.max_batch_size, maxBatchTimeout: QUEUE_BATCH_TIMEOUT_S, maxRetries: c.max_retries, retryDelay: c.retry_delay, deadLetterQueue: c.dead_letter_queue },
-    ]),
+    (queues.consumers ?? []).map(
+      (c: { queue: string; max_batch_size?: number; max_retries?: number; retry_delay?: number; dead_letter_queue?: string }) => [
+        c.queue,
+        {
+          maxBatchSize: c.max_batch_size,
+          maxBatchTimeout: QUEUE_BATCH_TIMEOUT_S,
+          maxRetries: c.max_retries,
+          retryDelay: c.retry_delay,
+          deadLetterQueue: c.dead_letter_queue,
+        },
+      ],
+    ),
   );
 }
 
@@ -70,12 +78,23 @@ export default defineConfig(async () => {
         {
           extends: false,
           // The pure modules and the stores over node:sqlite, in Node: `npm run test:unit`.
-          test: { name: "unit", include: UNIT_FILES, environment: "node", maxWorkers: shared.maxWorkers, execArgv: ["--disable-warning=ExperimentalWarning"] },
+          test: {
+            name: "unit",
+            include: UNIT_FILES,
+            environment: "node",
+            maxWorkers: shared.maxWorkers,
+            execArgv: ["--disable-warning=ExperimentalWarning"],
+          },
         },
         {
           extends: false,
           plugins: [workers("false")],
-          test: { ...shared, name: "workers", include: ["test/**/*.test.ts"], exclude: [...configDefaults.exclude, ...FAIL_OPEN_FILES, ...BROWSER_FILES, ...UNIT_FILES] },
+          test: {
+            ...shared,
+            name: "workers",
+            include: ["test/**/*.test.ts"],
+            exclude: [...configDefaults.exclude, ...FAIL_OPEN_FILES, ...BROWSER_FILES, ...UNIT_FILES],
+          },
         },
         {
           extends: false,
@@ -87,7 +106,11 @@ export default defineConfig(async () => {
           test: {
             // The same maxWorkers as the others: a project limited to one worker is run after all the
             // rest (vitest's sequential group), and most of this one's time is npm run dev starting.
-            name: "browser", include: BROWSER_FILES, environment: "node", testTimeout: 120_000, hookTimeout: 240_000,
+            name: "browser",
+            include: BROWSER_FILES,
+            environment: "node",
+            testTimeout: 120_000,
+            hookTimeout: 240_000,
             maxWorkers: shared.maxWorkers,
           },
         },

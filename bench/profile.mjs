@@ -70,11 +70,12 @@ async function connect(url) {
     }
   };
   return {
-    send: (method, params = {}) => new Promise((resolve, reject) => {
-      const i = ++id;
-      waiting.set(i, { resolve, reject });
-      ws.send(JSON.stringify({ id: i, method, params }));
-    }),
+    send: (method, params = {}) =>
+      new Promise((resolve, reject) => {
+        const i = ++id;
+        waiting.set(i, { resolve, reject });
+        ws.send(JSON.stringify({ id: i, method, params }));
+      }),
     close: () => ws.close(),
   };
 }
@@ -119,7 +120,11 @@ async function main() {
   process.chdir(root);
   const inspectorPort = await freePort();
   log(`building and starting the Worker${PROFILE ? ` with the inspector on 127.0.0.1:${inspectorPort}` : ""}...`);
-  const rt = await startRuntime({ vars: { ALLOW_SHORT_DURATIONS: "true" }, ...(PROFILE ? { inspectorPort } : {}), log: (m) => log(`  ${m}`) });
+  const rt = await startRuntime({
+    vars: { ALLOW_SHORT_DURATIONS: "true" },
+    ...(PROFILE ? { inspectorPort } : {}),
+    log: (m) => log(`  ${m}`),
+  });
   try {
     const admin = adminToken();
     const pools = await setupFleet(rt, { name: "prof", pools: POOLS, devices: DEVICES, adminToken: admin });
@@ -129,7 +134,9 @@ async function main() {
     if (!PROFILE) {
       for (let i = 0; i < REPS; i++) {
         const r = await allocateRelease(rt, { clients: CLIENTS, seconds: SECONDS, warmupSeconds: 0.5, users, pools });
-        console.log(`${CLIENTS} clients: ${r.rps} req/s, workerd CPU ${r.workerdCpuMsPerRequest} ms/request (busy ${r.workerdBusyPercent}%), allocate p50/p99 ${r.allocate.p50Ms}/${r.allocate.p99Ms} ms, release p50/p99 ${r.release.p50Ms}/${r.release.p99Ms} ms, refused ${r.refused}`);
+        console.log(
+          `${CLIENTS} clients: ${r.rps} req/s, workerd CPU ${r.workerdCpuMsPerRequest} ms/request (busy ${r.workerdBusyPercent}%), allocate p50/p99 ${r.allocate.p50Ms}/${r.allocate.p99Ms} ms, release p50/p99 ${r.release.p50Ms}/${r.release.p99Ms} ms, refused ${r.refused}`,
+        );
       }
       return;
     }
@@ -151,7 +158,8 @@ async function main() {
 
     // Self time per node from the samples.
     const dt = new Map();
-    for (let i = 0; i < profile.samples.length; i++) dt.set(profile.samples[i], (dt.get(profile.samples[i]) ?? 0) + (profile.timeDeltas[i] ?? 0));
+    for (let i = 0; i < profile.samples.length; i++)
+      dt.set(profile.samples[i], (dt.get(profile.samples[i]) ?? 0) + (profile.timeDeltas[i] ?? 0));
     const total = [...dt.values()].reduce((s, x) => s + x, 0);
     const moduleAt = moduleMap(readFileSync(path.join(root, ".bench", "build", "index.js"), "utf8"));
     const byFn = new Map();
@@ -167,8 +175,12 @@ async function main() {
     }
     const busy = total - (bySource.get("idle") ?? 0);
     const pct = (us) => `${((100 * us) / total).toFixed(1)}%`;
-    console.log(`\n${r.rps} req/s (${r.cyclesPerSecond} allocate+release cycles/s) at ${CLIENTS} clients, allocate p50/p99 ${r.allocate.p50Ms}/${r.allocate.p99Ms} ms; workerd CPU ${r.workerdCpuMsPerRequest} ms/request, RSS ${workerdRssMB()} MB`);
-    console.log(`main isolate: ${(total / 1000).toFixed(0)} ms sampled, ${pct(busy)} not idle (${((busy / 1000) / (r.rps * SECONDS || 1)).toFixed(3)} ms per request)\n`);
+    console.log(
+      `\n${r.rps} req/s (${r.cyclesPerSecond} allocate+release cycles/s) at ${CLIENTS} clients, allocate p50/p99 ${r.allocate.p50Ms}/${r.allocate.p99Ms} ms; workerd CPU ${r.workerdCpuMsPerRequest} ms/request, RSS ${workerdRssMB()} MB`,
+    );
+    console.log(
+      `main isolate: ${(total / 1000).toFixed(0)} ms sampled, ${pct(busy)} not idle (${(busy / 1000 / (r.rps * SECONDS || 1)).toFixed(3)} ms per request)\n`,
+    );
     console.log("self time by source");
     for (const [k, us] of [...bySource].sort((a, b) => b[1] - a[1]).slice(0, 25)) console.log(`  ${pct(us).padStart(6)}  ${k}`);
     console.log(`\ntop ${TOP} functions by self time`);

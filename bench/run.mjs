@@ -18,7 +18,17 @@ import { pathToFileURL } from "node:url";
 import { root, startRuntime } from "./lib/runtime.mjs";
 import { request, runClients, summarize } from "./lib/load.mjs";
 import { evaluateTargets, renderReport } from "./lib/report.mjs";
-import { LEVELS, MAIN_POOLS, SHARDS, SHARD_CLIENTS, adminToken, cpuFigures, runLevels, runShards, workerdCpuMs } from "./scenarios/allocate.mjs";
+import {
+  LEVELS,
+  MAIN_POOLS,
+  SHARDS,
+  SHARD_CLIENTS,
+  adminToken,
+  cpuFigures,
+  runLevels,
+  runShards,
+  workerdCpuMs,
+} from "./scenarios/allocate.mjs";
 
 const ALL = ["floor", "allocate", "shards", "expiry", "queue", "feed", "sockets", "ingestion"];
 const EXTERNAL = new Set(["expiry", "queue", "feed", "sockets", "ingestion"]);
@@ -35,7 +45,10 @@ function parse(argv) {
     if (a === "--quick") out.quick = true;
     else if (a === "--only" || a.startsWith("--only=")) {
       const v = a.includes("=") ? a.slice(a.indexOf("=") + 1) : argv[++i];
-      out.only = (v ?? "").split(",").map((s) => s.trim()).filter(Boolean);
+      out.only = (v ?? "")
+        .split(",")
+        .map((s) => s.trim())
+        .filter(Boolean);
     } else if (a === "--out" || a.startsWith("--out=")) {
       out.out = path.resolve(a.includes("=") ? a.slice(a.indexOf("=") + 1) : argv[++i]);
     } else if (a === "--storage" || a.startsWith("--storage=")) {
@@ -70,8 +83,13 @@ function machine() {
   };
   const cpus = os.cpus();
   return {
-    cpus: cpus.length, cpuModel: cpus[0]?.model?.trim() ?? null, memoryMB: Math.round(os.totalmem() / 2 ** 20),
-    platform: `${process.platform} ${os.release()}`, node: process.version, workerd: version("workerd"), miniflare: version("miniflare"),
+    cpus: cpus.length,
+    cpuModel: cpus[0]?.model?.trim() ?? null,
+    memoryMB: Math.round(os.totalmem() / 2 ** 20),
+    platform: `${process.platform} ${os.release()}`,
+    node: process.version,
+    workerd: version("workerd"),
+    miniflare: version("miniflare"),
     loadAverageAtStart: os.loadavg().map((x) => Math.round(x * 100) / 100),
   };
 }
@@ -98,7 +116,9 @@ async function floorMeasure(rt, paths, { clients, seconds, warmupSeconds }) {
   const cpu0 = workerdCpuMs();
   const wall0 = performance.now();
   const r = await runClients({
-    clients, seconds, warmupSeconds,
+    clients,
+    seconds,
+    warmupSeconds,
     step: async (i, counting) => {
       const list = paths(i);
       for (const p of list) {
@@ -111,7 +131,14 @@ async function floorMeasure(rt, paths, { clients, seconds, warmupSeconds }) {
     },
   });
   const s = summarize(lat);
-  return { rps: r.rps, p50Ms: s.p50Ms, p99Ms: s.p99Ms, count: s.count, errors: r.errors, ...cpuFigures(cpu0, workerdCpuMs(), served, performance.now() - wall0) };
+  return {
+    rps: r.rps,
+    p50Ms: s.p50Ms,
+    p99Ms: s.p99Ms,
+    count: s.count,
+    errors: r.errors,
+    ...cpuFigures(cpu0, workerdCpuMs(), served, performance.now() - wall0),
+  };
 }
 
 /** The floor shapes: bare Worker, no-op RPC, one SQLite write, and the protocol floor (see bench/lib/runtime.mjs). */
@@ -130,14 +157,24 @@ async function runFloor(rt, { seconds, warmupSeconds, log }) {
   for (const clients of LEVELS) {
     const l = { clients };
     for (const [k, shape] of Object.entries(FLOOR_SHAPES)) l[k] = await floorMeasure(rt, shape, { clients, seconds, warmupSeconds });
-    log(`  ${clients} clients: bare ${l.bare.rps} req/s, no-op RPC ${l.noop.rps} req/s, SQLite write ${l.write.rps} req/s (p99 ${l.write.p99Ms} ms), protocol floor ${l.protocol.rps} req/s (p99 ${l.protocol.p99Ms} ms)`);
+    log(
+      `  ${clients} clients: bare ${l.bare.rps} req/s, no-op RPC ${l.noop.rps} req/s, SQLite write ${l.write.rps} req/s (p99 ${l.write.p99Ms} ms), protocol floor ${l.protocol.rps} req/s (p99 ${l.protocol.p99Ms} ms)`,
+    );
     levels.push(l);
   }
   const at = levels.find((l) => l.clients === 50) ?? levels[0];
   return {
     floor: {
-      clients: at.clients, workerRps: at.bare.rps, noopRpcRps: at.noop.rps, sqliteWriteRps: at.write.rps, protocolRps: at.protocol.rps,
-      bare: at.bare, noop: at.noop, write: at.write, protocol: at.protocol, levels,
+      clients: at.clients,
+      workerRps: at.bare.rps,
+      noopRpcRps: at.noop.rps,
+      sqliteWriteRps: at.write.rps,
+      protocolRps: at.protocol.rps,
+      bare: at.bare,
+      noop: at.noop,
+      write: at.write,
+      protocol: at.protocol,
+      levels,
     },
   };
 }
@@ -158,7 +195,14 @@ async function main() {
     settings: { ...t, levels: LEVELS, shards: SHARDS, shardClients: SHARD_CLIENTS, storage: args.storage },
     floor: null,
     allocateRelease: null,
-    ratios: { allocateReleaseToWriteFloor: null, writeFloorCpuToAllocateReleaseCpu: null, allocateReleaseToNoopFloor: null, protocolFloorToWriteFloor: null, allocateReleaseToProtocolFloor: null, allocateP99ToWriteFloorP99: null },
+    ratios: {
+      allocateReleaseToWriteFloor: null,
+      writeFloorCpuToAllocateReleaseCpu: null,
+      allocateReleaseToNoopFloor: null,
+      protocolFloorToWriteFloor: null,
+      allocateReleaseToProtocolFloor: null,
+      allocateP99ToWriteFloorP99: null,
+    },
     shards: null,
     expiryLagMs: null,
     queueHandoverMs: null,
@@ -195,13 +239,20 @@ async function main() {
       if (!existsSync("/dev/shm")) throw new Error("--storage memory needs /dev/shm");
       memoryDir = mkdtempSync(path.join("/dev/shm", "edge-bench-"));
     }
-    starting = startRuntime({ vars: { ALLOW_SHORT_DURATIONS: "true" }, ...(memoryDir ? { persistDir: memoryDir } : {}), log: (m) => log(`  ${m}`) });
+    starting = startRuntime({
+      vars: { ALLOW_SHORT_DURATIONS: "true" },
+      ...(memoryDir ? { persistDir: memoryDir } : {}),
+      log: (m) => log(`  ${m}`),
+    });
     rt = await starting;
     log(`  main ${rt.main}, floor ${rt.floor}`);
     const admin = adminToken();
     const steps = {
       floor: () => runFloor(rt, { seconds: t.floorSeconds, warmupSeconds: t.floorWarmup, log }),
-      allocate: () => runLevels(rt, { seconds: t.allocSeconds, warmupSeconds: t.allocWarmup, log, adminToken: admin }).then((r) => ({ allocateRelease: { ...r.allocateRelease, levels: r.levels } })),
+      allocate: () =>
+        runLevels(rt, { seconds: t.allocSeconds, warmupSeconds: t.allocWarmup, log, adminToken: admin }).then((r) => ({
+          allocateRelease: { ...r.allocateRelease, levels: r.levels },
+        })),
       shards: () => runShards(rt, { seconds: t.shardSeconds, warmupSeconds: t.allocWarmup, log, adminToken: admin }),
     };
     for (const name of selected) {
@@ -223,11 +274,17 @@ async function main() {
           await rt.stop();
           let own;
           try {
-            own = await startRuntime({ vars: { ALLOW_SHORT_DURATIONS: "true" }, ...(memoryDir ? { persistDir: mkdtempSync(path.join(memoryDir, "fresh-")) } : {}) });
+            own = await startRuntime({
+              vars: { ALLOW_SHORT_DURATIONS: "true" },
+              ...(memoryDir ? { persistDir: mkdtempSync(path.join(memoryDir, "fresh-")) } : {}),
+            });
             return await mod.run(own, { quick: args.quick, log: (m) => log(`  ${m}`) });
           } finally {
             await own?.stop();
-            rt = await startRuntime({ vars: { ALLOW_SHORT_DURATIONS: "true" }, ...(memoryDir ? { persistDir: mkdtempSync(path.join(memoryDir, "main-")) } : {}) });
+            rt = await startRuntime({
+              vars: { ALLOW_SHORT_DURATIONS: "true" },
+              ...(memoryDir ? { persistDir: mkdtempSync(path.join(memoryDir, "main-")) } : {}),
+            });
             starting = Promise.resolve(rt);
           }
         };
@@ -257,7 +314,8 @@ async function main() {
       allocateReleaseToWriteFloor: f.sqliteWriteRps ? r3(ar.rps / f.sqliteWriteRps) : null,
       // The same comparison in runtime CPU per request (write floor ÷ allocate/release): what the
       // requests/s ratio would be if the run were CPU-bound, and steadier when the machine is shared.
-      writeFloorCpuToAllocateReleaseCpu: f.write.workerdCpuMsPerRequest && ar.workerdCpuMsPerRequest ? r3(f.write.workerdCpuMsPerRequest / ar.workerdCpuMsPerRequest) : null,
+      writeFloorCpuToAllocateReleaseCpu:
+        f.write.workerdCpuMsPerRequest && ar.workerdCpuMsPerRequest ? r3(f.write.workerdCpuMsPerRequest / ar.workerdCpuMsPerRequest) : null,
       allocateReleaseToNoopFloor: f.noopRpcRps ? r3(ar.rps / f.noopRpcRps) : null,
       // The same protocol with no logic (one write per step): the share of the gap that is the runtime's.
       protocolFloorToWriteFloor: f.sqliteWriteRps && f.protocolRps ? r3(f.protocolRps / f.sqliteWriteRps) : null,
@@ -267,24 +325,37 @@ async function main() {
     for (const l of ar.levels ?? []) {
       const fl = f.levels.find((x) => x.clients === l.clients);
       if (fl) {
-        l.toWriteFloor = { writeFloorRps: fl.write.rps, ratio: fl.write.rps ? r3(l.rps / fl.write.rps) : null, writeFloorP99Ms: fl.write.p99Ms };
-        l.toProtocolFloor = { protocolFloorRps: fl.protocol.rps, ratio: fl.protocol.rps ? r3(l.rps / fl.protocol.rps) : null, protocolFloorP99Ms: fl.protocol.p99Ms };
+        l.toWriteFloor = {
+          writeFloorRps: fl.write.rps,
+          ratio: fl.write.rps ? r3(l.rps / fl.write.rps) : null,
+          writeFloorP99Ms: fl.write.p99Ms,
+        };
+        l.toProtocolFloor = {
+          protocolFloorRps: fl.protocol.rps,
+          ratio: fl.protocol.rps ? r3(l.rps / fl.protocol.rps) : null,
+          protocolFloorP99Ms: fl.protocol.p99Ms,
+        };
       }
     }
   }
   for (const r of [...(ar?.levels ?? []), ...(results.shards ?? [])])
-    if (r.leftAllocated) results.notes.push(`${r.clients} clients${r.shards ? `, ${r.shards} shards` : ""}: ${r.leftAllocated} devices still allocated after the run (a release failed)`);
+    if (r.leftAllocated)
+      results.notes.push(
+        `${r.clients} clients${r.shards ? `, ${r.shards} shards` : ""}: ${r.leftAllocated} devices still allocated after the run (a release failed)`,
+      );
   const cap = results.idleSockets?.capped;
   if (cap)
     results.notes.push(
       `sockets: ${cap.wanted} wanted, ${cap.reached} held: workerd keeps ${cap.fdsPerConnection} descriptors per connection and its limit here is ${cap.workerdFdLimit} ` +
-      `(${cap.workerdFdsBefore} in use before the level); at the measured cost ${cap.wanted} would take about ${results.idleSockets.projected?.rssMB} MB`,
+        `(${cap.workerdFdsBefore} in use before the level); at the measured cost ${cap.wanted} would take about ${results.idleSockets.projected?.rssMB} MB`,
     );
   results.machine.loadAverageAtEnd = os.loadavg().map((x) => Math.round(x * 100) / 100);
   results.targets = evaluateTargets(results);
   results.durationSeconds = Math.round((Date.now() - started) / 100) / 10;
   if (results.machine.loadAverageAtStart[0] > 0.5 * results.machine.cpus)
-    results.notes.push(`the machine was busy when the run started (load average ${results.machine.loadAverageAtStart[0]} on ${results.machine.cpus} CPUs): figures are noisy`);
+    results.notes.push(
+      `the machine was busy when the run started (load average ${results.machine.loadAverageAtStart[0]} on ${results.machine.cpus} CPUs): figures are noisy`,
+    );
 
   writeFileSync(args.out, JSON.stringify(results, null, 2) + "\n");
   console.log(renderReport(results));

@@ -30,8 +30,19 @@ import { Worker } from "node:worker_threads";
 import { Log, LogLevel } from "miniflare";
 import { JWT_SECRET, SERVICE_TOKEN, evictObject, restart, root, sql, startRuntime } from "./lib/runtime.mjs";
 import {
-  checkAcknowledged, checkBilling, checkDoubleAllocations, checkExpiry, checkFeeds, checkMetrics, checkOrphans, checkQueueAndReservations, checkQuota, checkRecordsAgree,
-  compareHoldings, confirmedHoldings, isBillable,
+  checkAcknowledged,
+  checkBilling,
+  checkDoubleAllocations,
+  checkExpiry,
+  checkFeeds,
+  checkMetrics,
+  checkOrphans,
+  checkQueueAndReservations,
+  checkQuota,
+  checkRecordsAgree,
+  compareHoldings,
+  confirmedHoldings,
+  isBillable,
 } from "./lib/invariants.mjs";
 import { parseArgs } from "../scripts/lib.mjs";
 import { pool } from "./lib/feed.mjs";
@@ -97,7 +108,14 @@ const POOLS = [
 const DEVICES = POOLS.flatMap((p) =>
   Array.from({ length: p.devices }, (_, i) => {
     const [cpuCores, memoryMB, storageMB] = SPEC[p.specs[i % p.specs.length]];
-    return { deviceId: `${p.name}-${String(i + 1).padStart(2, "0")}`, pool: p.name, node: `${p.name}-n${(i % p.nodes) + 1}`, cpuCores, memoryMB, storageMB };
+    return {
+      deviceId: `${p.name}-${String(i + 1).padStart(2, "0")}`,
+      pool: p.name,
+      node: `${p.name}-n${(i % p.nodes) + 1}`,
+      cpuCores,
+      memoryMB,
+      storageMB,
+    };
   }),
 );
 const DEVICE_IDS = DEVICES.map((d) => d.deviceId);
@@ -105,18 +123,29 @@ const ADMIN = "soak-admin";
 const USER_IDS = Array.from({ length: USERS }, (_, i) => `soak-u${String(i).padStart(3, "0")}`);
 const userIndex = new Map(USER_IDS.map((u, i) => [u, i]));
 /** Per user: plan, device limit, cpu limit; who has its quota toggled, who keeps a feed open, who uses idle release. */
-const USER = new Map(USER_IDS.map((u, i) => [u, {
-  plan: i % 3 === 2 ? "pro" : "enterprise",
-  maxDevices: 1 + (i % 3),
-  maxCpuCores: i % 4 === 0 ? 6 : 64,
-  pricey: i % 6 === 5,
-  toggled: i < Math.max(2, Math.round(USERS / 6)),
-  feed: i < Math.max(2, Math.round(USERS / 3)),
-  idle: i >= USERS - Math.round(USERS / 4),
-}]));
+const USER = new Map(
+  USER_IDS.map((u, i) => [
+    u,
+    {
+      plan: i % 3 === 2 ? "pro" : "enterprise",
+      maxDevices: 1 + (i % 3),
+      maxCpuCores: i % 4 === 0 ? 6 : 64,
+      pricey: i % 6 === 5,
+      toggled: i < Math.max(2, Math.round(USERS / 6)),
+      feed: i < Math.max(2, Math.round(USERS / 3)),
+      idle: i >= USERS - Math.round(USERS / 4),
+    },
+  ]),
+);
 const PRICEY_PLAN = {
-  name: "soak pricey", currency: "USD", basePerSecond: 20_000_000, cpuCorePerSecond: 500_000, memoryGBPerSecond: 20_000, storageGBPerSecond: 1_000,
-  startingCredit: 1000, lowBalanceThreshold: 500,
+  name: "soak pricey",
+  currency: "USD",
+  basePerSecond: 20_000_000,
+  cpuCorePerSecond: 500_000,
+  memoryGBPerSecond: 20_000,
+  storageGBPerSecond: 1_000,
+  startingCredit: 1000,
+  lowBalanceThreshold: 500,
 };
 
 // ---- tokens and HTTP -------------------------------------------------------------------------------
@@ -153,16 +182,25 @@ function call(method, p, { body, headers = {}, timeoutMs = 15_000 } = {}) {
       done = true;
       resolve({ ...r, ms: performance.now() - t0 });
     };
-    const req = http.request(url, {
-      method, agent, timeout: timeoutMs,
-      headers: { ...headers, ...(data ? { "content-type": "application/json", "content-length": Buffer.byteLength(data) } : {}) },
-    }, (res) => {
-      const chunks = [];
-      res.on("data", (c) => chunks.push(c));
-      res.on("error", (e) => finish({ status: 0, error: e.code ?? "RESPONSE_ERROR" }));
-      res.on("aborted", () => finish({ status: 0, error: "ABORTED" }));
-      res.on("end", () => finish({ status: res.statusCode, body: parseBody(chunks) }));
-    });
+    const req = http.request(
+      url,
+      {
+        method,
+        agent,
+        timeout: timeoutMs,
+        headers: {
+          ...headers,
+          ...(data ? { "content-type": "application/json", "content-length": Buffer.byteLength(data) } : {}),
+        },
+      },
+      (res) => {
+        const chunks = [];
+        res.on("data", (c) => chunks.push(c));
+        res.on("error", (e) => finish({ status: 0, error: e.code ?? "RESPONSE_ERROR" }));
+        res.on("aborted", () => finish({ status: 0, error: "ABORTED" }));
+        res.on("end", () => finish({ status: res.statusCode, body: parseBody(chunks) }));
+      },
+    );
     req.on("timeout", () => req.destroy(Object.assign(new Error("timeout"), { code: "TIMEOUT" })));
     req.on("error", (e) => finish({ status: 0, error: e.code ?? e.message }));
     if (data) req.write(data);
@@ -181,7 +219,6 @@ async function must(method, p, opts = {}, { ok = (r) => r.status >= 200 && r.sta
   }
   throw new Error(`${method} ${p} failed: ${last.status} ${JSON.stringify(last.body ?? last.error).slice(0, 300)}`);
 }
-
 
 // ---- what the run counts ---------------------------------------------------------------------------
 
@@ -220,10 +257,14 @@ const faults = {
   evictionErrors: 0,
   evictionsNotRunning: 0,
   skippedLate: [],
-  usageOutages: 0, deadLetterStoreOutages: 0, billingOutages: 0,
+  usageOutages: 0,
+  deadLetterStoreOutages: 0,
+  billingOutages: 0,
   flakyD1: { usagePercent: 25, chargePercent: 15 },
-  devicesDown: 0, devicesUpFailed: 0,
-  quotaChanges: 0, quotaRenewals: 0,
+  devicesDown: 0,
+  devicesUpFailed: 0,
+  quotaChanges: 0,
+  quotaRenewals: 0,
   errors: [],
 };
 const workerLog = { counts: {}, maxAttempts: 0, other: 0, shapes: {} };
@@ -255,7 +296,10 @@ function onWorkerLog(l) {
   }
   // Anything else (the runtime's own warnings) is counted by its shape, numbers and ids masked.
   workerLog.other++;
-  const shape = `${l.level}: ${text.replace(/[0-9a-f]{16,}/g, "<id>").replace(/\d+(\.\d+)?/g, "#").slice(0, 160)}`;
+  const shape = `${l.level}: ${text
+    .replace(/[0-9a-f]{16,}/g, "<id>")
+    .replace(/\d+(\.\d+)?/g, "#")
+    .slice(0, 160)}`;
   workerLog.shapes[shape] = (workerLog.shapes[shape] ?? 0) + 1;
 }
 
@@ -268,14 +312,21 @@ const devicesDown = new Set();
 const pendingOnline = new Set();
 
 function trackAllocated(u, b) {
-  const a = { userId: u, deviceId: b.deviceId, allocatedAt: Date.parse(b.allocatedAt), expiresAt: Date.parse(b.expiresAt) };
+  const a = {
+    userId: u,
+    deviceId: b.deviceId,
+    allocatedAt: Date.parse(b.allocatedAt),
+    expiresAt: Date.parse(b.expiresAt),
+  };
   told.allocations.set(b.allocationId, a);
   holding.get(u).set(b.allocationId, { deviceId: b.deviceId, expiresAt: a.expiresAt });
 }
 function trackEnded(e) {
   if (!e?.allocationId) return;
   told.releases.set(e.allocationId, {
-    releasedAt: typeof e.releasedAt === "number" ? e.releasedAt : Date.parse(e.releasedAt), durationSeconds: e.durationSeconds, reason: e.reason,
+    releasedAt: typeof e.releasedAt === "number" ? e.releasedAt : Date.parse(e.releasedAt),
+    durationSeconds: e.durationSeconds,
+    reason: e.reason,
   });
   holding.get(e.userId)?.delete(e.allocationId);
 }
@@ -292,7 +343,10 @@ const OPS = {
     const target = pick(POOLS);
     // In the last 15 s many allocations are long, so the end state has holdings to compare.
     const late = Date.now() > chaosEndAt - 15_000;
-    const body = { pool: target.name, durationSeconds: chance(late ? 0.4 : 0.9) ? int(2, 12) : int(late ? 60 : 30, late ? 120 : 60) };
+    const body = {
+      pool: target.name,
+      durationSeconds: chance(late ? 0.4 : 0.9) ? int(2, 12) : int(late ? 60 : 30, late ? 120 : 60),
+    };
     if (chance(0.25)) body.spec = { cpuCores: pick([2, 4, 8]) };
     if (USER.get(u).idle && chance(0.3)) body.idleReleaseSeconds = int(3, 8);
     if (chance(0.3)) body.idempotencyKey = `soak-${SEED}-${idem++}`;
@@ -310,7 +364,12 @@ const OPS = {
       if (again.status === 201) {
         told.idempotency.repeats++;
         if (again.body.allocationId !== r.body.allocationId || again.body.deviceId !== r.body.deviceId)
-          told.idempotency.mismatches.push({ userId: u, key: body.idempotencyKey, first: r.body.allocationId, repeat: again.body.allocationId });
+          told.idempotency.mismatches.push({
+            userId: u,
+            key: body.idempotencyKey,
+            first: r.body.allocationId,
+            repeat: again.body.allocationId,
+          });
       }
     }
     return r;
@@ -323,9 +382,13 @@ const OPS = {
     const mine = heldBy(u);
     const onBehalf = chance(0.1);
     const deviceId = mine.length ? pick(mine)[1].deviceId : pick(DEVICE_IDS);
-    const r = count(onBehalf ? "release (admin for user)" : "release", await call("POST", "/scheduler/devices/release", {
-      headers: onBehalf ? admin() : as(u), body: onBehalf ? { deviceId, userId: u } : { deviceId },
-    }));
+    const r = count(
+      onBehalf ? "release (admin for user)" : "release",
+      await call("POST", "/scheduler/devices/release", {
+        headers: onBehalf ? admin() : as(u),
+        body: onBehalf ? { deviceId, userId: u } : { deviceId },
+      }),
+    );
     if (r.status === 200) trackEnded(r.body);
     else if (r.status === 404) for (const [id, h] of mine) if (h.deviceId === deviceId) holding.get(u).delete(id);
     return r;
@@ -372,9 +435,13 @@ const OPS = {
       t = { userId: pick(USER_IDS), amount: int(50, 500), acked: false };
       told.topUps.set(paymentId, t);
     }
-    const r = count(repeat ? "top-up (same payment again)" : "top-up", await call("POST", `/billing/users/${t.userId}/top-ups`, {
-      headers: admin(), body: { amount: t.amount, paymentId, paymentMethod: "soak" },
-    }));
+    const r = count(
+      repeat ? "top-up (same payment again)" : "top-up",
+      await call("POST", `/billing/users/${t.userId}/top-ups`, {
+        headers: admin(),
+        body: { amount: t.amount, paymentId, paymentMethod: "soak" },
+      }),
+    );
     if (r.status === 200 || r.status === 201) t.acked = true;
     return r;
   },
@@ -382,10 +449,23 @@ const OPS = {
   async appEvent() {
     const u = pick(USER_IDS);
     const eventId = chance(0.1) && appEvents > 0 ? `soak-ev-${SEED}-${int(0, appEvents - 1)}` : `soak-ev-${SEED}-${appEvents++}`;
-    return count("app event", await call("POST", "/api/internal/events", {
-      headers: service,
-      body: { type: "app.installed", eventId, data: { userId: u, appId: "com.example.soak", appName: "Soak", deviceId: pick(DEVICE_IDS), version: `1.${int(0, 9)}` } },
-    }));
+    return count(
+      "app event",
+      await call("POST", "/api/internal/events", {
+        headers: service,
+        body: {
+          type: "app.installed",
+          eventId,
+          data: {
+            userId: u,
+            appId: "com.example.soak",
+            appName: "Soak",
+            deviceId: pick(DEVICE_IDS),
+            version: `1.${int(0, 9)}`,
+          },
+        },
+      }),
+    );
   },
 
   async forceRelease() {
@@ -440,7 +520,13 @@ const OPS = {
     const body = { pool: pick(POOLS).name, startAt, durationSeconds: seconds, reminderMinutes: pick([0, 1]) };
     if (chance(0.25)) body.spec = { cpuCores: pick([2, 4]) };
     const r = count("reserve", await call("POST", "/scheduler/reservations", { headers: as(u), body }));
-    if (r.status === 201) told.reservations.set(r.body.reservationId, { userId: u, pool: body.pool, startAt, endAt: startAt + seconds * 1000 });
+    if (r.status === 201)
+      told.reservations.set(r.body.reservationId, {
+        userId: u,
+        pool: body.pool,
+        startAt,
+        endAt: startAt + seconds * 1000,
+      });
     return r;
   },
 
@@ -469,8 +555,19 @@ async function cancelOne(op, made, path) {
 // Per step. Releases, extensions and admin actions are rare on purpose: most allocations should
 // run to their expiry, and every extension holds a device one more minute.
 const WEIGHTS = [
-  ["allocate", 40], ["release", 0.7], ["extend", 0.15], ["reads", 30], ["topUp", 1.5], ["appEvent", 6], ["forceRelease", 0.12], ["deviceDown", 0.4], ["adminReads", 8],
-  ["queueJoin", 1.5], ["queueCancel", 0.2], ["reserve", 0.8], ["reservationCancel", 0.15],
+  ["allocate", 40],
+  ["release", 0.7],
+  ["extend", 0.15],
+  ["reads", 30],
+  ["topUp", 1.5],
+  ["appEvent", 6],
+  ["forceRelease", 0.12],
+  ["deviceDown", 0.4],
+  ["adminReads", 8],
+  ["queueJoin", 1.5],
+  ["queueCancel", 0.2],
+  ["reserve", 0.8],
+  ["reservationCancel", 0.15],
 ];
 const TOTAL_WEIGHT = WEIGHTS.reduce((s, [, w]) => s + w, 0);
 function pickOp() {
@@ -496,14 +593,30 @@ async function client() {
 
 // ---- feed sockets ------------------------------------------------------------------------------------
 
-const feed = { sockets: 0, reconnects: 0, events: 0, foreign: 0, duplicates: 0, gaps: 0, missedReported: 0, errors: 0, closes: {}, byType: {}, samples: [], expiryLagMs: [] };
+const feed = {
+  sockets: 0,
+  reconnects: 0,
+  events: 0,
+  foreign: 0,
+  duplicates: 0,
+  gaps: 0,
+  missedReported: 0,
+  errors: 0,
+  closes: {},
+  byType: {},
+  samples: [],
+  expiryLagMs: [],
+};
 let feedsOn = false;
 const openSockets = new Set();
 
 async function runFeed(userId, role) {
   let lastSeq = null;
   while (feedsOn) {
-    const t = await call("POST", "/ws/ticket", { headers: as(userId, role), body: role === "admin" ? { feed: "admin" } : undefined });
+    const t = await call("POST", "/ws/ticket", {
+      headers: as(userId, role),
+      body: role === "admin" ? { feed: "admin" } : undefined,
+    });
     if (t.status !== 201) {
       await sleep(500);
       continue;
@@ -544,7 +657,8 @@ async function runFeed(userId, role) {
         feed.events++;
         feed.byType[m.type] = (feed.byType[m.type] ?? 0) + 1;
         // How late the user's object recorded an expiry (its event's time against expiresAt).
-        if (role !== "admin" && m.type === "device.released" && m.data?.reason === "expired") feed.expiryLagMs.push(m.timestamp - Date.parse(m.data.releasedAt));
+        if (role !== "admin" && m.type === "device.released" && m.data?.reason === "expired")
+          feed.expiryLagMs.push(m.timestamp - Date.parse(m.data.releasedAt));
         if (role !== "admin" && m.userId !== userId) {
           feed.foreign++;
           if (feed.samples.length < 10) feed.samples.push({ kind: "frame of another user", socketUser: userId, frame: text.slice(0, 300) });
@@ -552,7 +666,15 @@ async function runFeed(userId, role) {
         if (typeof m.seq !== "number") return;
         if (lastSeq !== null && m.seq <= lastSeq) {
           feed.duplicates++;
-          if (feed.samples.length < 10) feed.samples.push({ kind: "event seen twice", socketUser: userId, role, seq: m.seq, lastSeq, type: m.type });
+          if (feed.samples.length < 10)
+            feed.samples.push({
+              kind: "event seen twice",
+              socketUser: userId,
+              role,
+              seq: m.seq,
+              lastSeq,
+              type: m.type,
+            });
         } else if (lastSeq !== null && m.seq > lastSeq + 1 && m.seq - 1 > missedTo) feed.gaps++;
         lastSeq = lastSeq === null ? m.seq : Math.max(lastSeq, m.seq);
       };
@@ -569,9 +691,10 @@ async function runFeed(userId, role) {
     }
   }
 }
-const pinger = () => setInterval(() => {
-  for (const ws of openSockets) if (ws.readyState === 1) ws.send("ping");
-}, 25_000);
+const pinger = () =>
+  setInterval(() => {
+    for (const ws of openSockets) if (ws.readyState === 1) ws.send("ping");
+  }, 25_000);
 
 // ---- faults --------------------------------------------------------------------------------------------
 
@@ -595,8 +718,10 @@ async function d1(sqlText) {
 const TRIGGERS = {
   soak_flaky_usage: `CREATE TRIGGER IF NOT EXISTS soak_flaky_usage BEFORE INSERT ON usage_records WHEN abs(random()) % 100 < ${faults.flakyD1.usagePercent} BEGIN SELECT RAISE(ABORT, 'soak: injected usage write failure'); END`,
   soak_flaky_charge: `CREATE TRIGGER IF NOT EXISTS soak_flaky_charge BEFORE INSERT ON ledger WHEN NEW.kind = 'charge' AND abs(random()) % 100 < ${faults.flakyD1.chargePercent} BEGIN SELECT RAISE(ABORT, 'soak: injected charge failure'); END`,
-  soak_usage_outage: "CREATE TRIGGER IF NOT EXISTS soak_usage_outage BEFORE INSERT ON usage_records BEGIN SELECT RAISE(ABORT, 'soak: usage store down'); END",
-  soak_dlq_outage: "CREATE TRIGGER IF NOT EXISTS soak_dlq_outage BEFORE INSERT ON failed_usage BEGIN SELECT RAISE(ABORT, 'soak: dead-letter store down'); END",
+  soak_usage_outage:
+    "CREATE TRIGGER IF NOT EXISTS soak_usage_outage BEFORE INSERT ON usage_records BEGIN SELECT RAISE(ABORT, 'soak: usage store down'); END",
+  soak_dlq_outage:
+    "CREATE TRIGGER IF NOT EXISTS soak_dlq_outage BEFORE INSERT ON failed_usage BEGIN SELECT RAISE(ABORT, 'soak: dead-letter store down'); END",
 };
 const on = (name) => d1(TRIGGERS[name]);
 const outage = { deadLettered: 0, dropped: 0 };
@@ -650,7 +775,8 @@ const ACTIONS = {
   },
   evict: async () => {
     const kind = pick(["Device", "Device", "UserQuota", "UserQuota", "DevicePool", "AdminFeed"]);
-    const name = kind === "Device" ? pick(DEVICE_IDS) : kind === "UserQuota" ? pick(USER_IDS) : kind === "DevicePool" ? pick(POOLS).name : "operators";
+    const name =
+      kind === "Device" ? pick(DEVICE_IDS) : kind === "UserQuota" ? pick(USER_IDS) : kind === "DevicePool" ? pick(POOLS).name : "operators";
     try {
       await evictObject(rt, kind, name, chance(0.7) ? "close" : "hibernate");
       faults.evictions[kind] = (faults.evictions[kind] ?? 0) + 1;
@@ -785,7 +911,15 @@ async function runWatcher(until) {
       const overdue = t0 - a.expiresAt;
       watcher.maxOverdueMs = Math.max(watcher.maxOverdueMs, overdue);
       if (overdue > DEVICE_EXPIRY_GRACE_MS)
-        watcher.violations.push({ deviceId: DEVICE_IDS[i], allocationId: a.allocationId, userId: a.userId, confirmed: a.confirmed, expiresAt: a.expiresAt, seenAt: t0, overdueMs: overdue });
+        watcher.violations.push({
+          deviceId: DEVICE_IDS[i],
+          allocationId: a.allocationId,
+          userId: a.userId,
+          confirmed: a.confirmed,
+          expiresAt: a.expiresAt,
+          seenAt: t0,
+          overdueMs: overdue,
+        });
     });
   }
 }
@@ -796,7 +930,11 @@ async function userAllocations(u, status) {
   const items = [];
   let cursor = null;
   do {
-    const r = await must("GET", `/scheduler/allocations?userId=${u}&limit=200${status ? `&status=${status}` : ""}${cursor ? `&cursor=${encodeURIComponent(cursor)}` : ""}`, { headers: admin() });
+    const r = await must(
+      "GET",
+      `/scheduler/allocations?userId=${u}&limit=200${status ? `&status=${status}` : ""}${cursor ? `&cursor=${encodeURIComponent(cursor)}` : ""}`,
+      { headers: admin() },
+    );
     items.push(...r.body.items);
     cursor = r.body.nextCursor;
   } while (cursor);
@@ -810,7 +948,9 @@ async function deviceHistory(id) {
   const items = [];
   let cursor = null;
   do {
-    const r = await must("GET", `/admin/devices/${id}/history?limit=200${cursor !== null ? `&cursor=${cursor}` : ""}`, { headers: admin() });
+    const r = await must("GET", `/admin/devices/${id}/history?limit=200${cursor !== null ? `&cursor=${cursor}` : ""}`, {
+      headers: admin(),
+    });
     items.push(...r.body.items);
     cursor = r.body.nextCursor;
   } while (cursor !== null);
@@ -838,7 +978,14 @@ async function poolIndexNow() {
 async function holdingsNow() {
   const now = Date.now();
   const [dev, users, quotas, pool] = [await devicesNow(), await allUserAllocations(), await quotasNow(), await poolIndexNow()];
-  return compareHoldings({ deviceCurrent: dev.current, deviceStatus: dev.status, userAllocations: users, quotas, poolIndex: pool, now });
+  return compareHoldings({
+    deviceCurrent: dev.current,
+    deviceStatus: dev.status,
+    userAllocations: users,
+    quotas,
+    poolIndex: pool,
+    now,
+  });
 }
 async function rows(q) {
   for (let i = 0; ; i++) {
@@ -858,10 +1005,14 @@ const fmt = (ms) => `${(ms / 1000).toFixed(1)} s`;
 
 async function main() {
   const runStart = Date.now();
-  log(`${MINUTES} min of traffic and faults, seed ${SEED}, ${USERS} users, ${DEVICES.length} devices in ${POOLS.length} pools, ${CLIENTS} clients (think ${THINK_MS} ms)`);
+  log(
+    `${MINUTES} min of traffic and faults, seed ${SEED}, ${USERS} users, ${DEVICES.length} devices in ${POOLS.length} pools, ${CLIENTS} clients (think ${THINK_MS} ms)`,
+  );
   rt = await startRuntime({
     vars: { ALLOW_SHORT_DURATIONS: "true", USAGE_RETRY_BASE_SECONDS: "0" },
-    onWorkerLog, miniflareLog: new CountingLog(), control: true,
+    onWorkerLog,
+    miniflareLog: new CountingLog(),
+    control: true,
   });
   log(`runtime up at ${rt.main} (${fmt(Date.now() - runStart)})`);
 
@@ -871,11 +1022,16 @@ async function main() {
   await must("PUT", "/admin/billing/pricing-plans/soak-pricey", { headers: admin(), body: PRICEY_PLAN });
   await pool(USER_IDS, 6, async (u) => {
     const c = USER.get(u);
-    await must("PUT", `/quotas/user/${u}`, { headers: admin(), body: { plan: c.plan, limits: { maxDevices: c.maxDevices, maxCpuCores: c.maxCpuCores } } });
+    await must("PUT", `/quotas/user/${u}`, {
+      headers: admin(),
+      body: { plan: c.plan, limits: { maxDevices: c.maxDevices, maxCpuCores: c.maxCpuCores } },
+    });
     if (c.pricey) await must("PUT", `/admin/billing/users/${u}/plan`, { headers: admin(), body: { planId: "soak-pricey" } });
     else await must("GET", `/billing/users/${u}/balance`, { headers: as(u) });
   });
-  log(`setup done (${fmt(Date.now() - runStart)}): ${DEVICES.length} devices, ${USERS} users (${[...USER.values()].filter((c) => c.pricey).length} on a pricey plan, ${[...USER.values()].filter((c) => c.toggled).length} with changing quotas)`);
+  log(
+    `setup done (${fmt(Date.now() - runStart)}): ${DEVICES.length} devices, ${USERS} users (${[...USER.values()].filter((c) => c.pricey).length} on a pricey plan, ${[...USER.values()].filter((c) => c.toggled).length} with changing quotas)`,
+  );
 
   // Chaos: traffic, feeds, faults, quota changes and the expiry watcher, all for CHAOS_S seconds.
   chaosStart = Date.now();
@@ -892,7 +1048,9 @@ async function main() {
   const watch = runWatcher(chaosEnd);
   const progress = setInterval(() => {
     const alloc = stats.ops.allocate?.["201"] ?? 0;
-    log(`${fmt(Date.now() - chaosStart)}: ${stats.requests} requests, ${told.allocations.size} allocations acknowledged (${alloc} first try), ${told.releases.size} releases, ${restartCount} restarts, ${Object.values(faults.evictions).reduce((s, n) => s + n, 0)} evictions, ${feed.events} feed events`);
+    log(
+      `${fmt(Date.now() - chaosStart)}: ${stats.requests} requests, ${told.allocations.size} allocations acknowledged (${alloc} first try), ${told.releases.size} releases, ${restartCount} restarts, ${Object.values(faults.evictions).reduce((s, n) => s + n, 0)} evictions, ${feed.events} feed events`,
+    );
   }, 15_000);
   await sleep(CHAOS_S * 1000);
   trafficOn = false;
@@ -900,7 +1058,9 @@ async function main() {
   await Promise.all([chaos, quotaLoop, watch]);
   clearInterval(progress);
   const trafficSeconds = (Date.now() - chaosStart) / 1000;
-  log(`traffic stopped after ${fmt(Date.now() - chaosStart)}: ${stats.requests} requests (${Math.round(stats.requests / trafficSeconds)}/s)`);
+  log(
+    `traffic stopped after ${fmt(Date.now() - chaosStart)}: ${stats.requests} requests (${Math.round(stats.requests / trafficSeconds)}/s)`,
+  );
 
   // Faults off: triggers dropped, accounts back, every device in service.
   for (const name of Object.keys(TRIGGERS)) await off(name);
@@ -925,10 +1085,15 @@ async function main() {
   {
     const t0 = Date.now();
     const dev = await devicesNow();
-    for (const [deviceId, a] of dev.current) if (a && t0 - a.expiresAt > DEVICE_EXPIRY_GRACE_MS) endDevices.push({ deviceId, allocationId: a.allocationId, userId: a.userId, overdueMs: t0 - a.expiresAt });
+    for (const [deviceId, a] of dev.current)
+      if (a && t0 - a.expiresAt > DEVICE_EXPIRY_GRACE_MS)
+        endDevices.push({ deviceId, allocationId: a.allocationId, userId: a.userId, overdueMs: t0 - a.expiresAt });
     const t1 = Date.now();
     const active = await allUserAllocations("active");
-    for (const [userId, list] of active) for (const a of list) if (t1 - a.expiresAt > USER_EXPIRY_GRACE_MS) endUsers.push({ userId, allocationId: a.allocationId, deviceId: a.deviceId, overdueMs: t1 - a.expiresAt });
+    for (const [userId, list] of active)
+      for (const a of list)
+        if (t1 - a.expiresAt > USER_EXPIRY_GRACE_MS)
+          endUsers.push({ userId, allocationId: a.allocationId, deviceId: a.deviceId, overdueMs: t1 - a.expiresAt });
   }
 
   // 4 (after traffic): once unconfirmed claims have had their check, holdings agree (read twice).
@@ -941,13 +1106,22 @@ async function main() {
   // Release everything still active, as its user.
   const stillActive = await allUserAllocations("active");
   let releasedAtEnd = 0;
-  await pool([...stillActive].flatMap(([u, list]) => list.map((a) => [u, a])), 6, async ([u, a]) => {
-    const r = await must("POST", "/scheduler/devices/release", { headers: as(u), body: { deviceId: a.deviceId } }, { ok: (x) => x.status === 200 || x.status === 404 });
-    if (r.status === 200) {
-      releasedAtEnd++;
-      trackEnded(r.body);
-    }
-  });
+  await pool(
+    [...stillActive].flatMap(([u, list]) => list.map((a) => [u, a])),
+    6,
+    async ([u, a]) => {
+      const r = await must(
+        "POST",
+        "/scheduler/devices/release",
+        { headers: as(u), body: { deviceId: a.deviceId } },
+        { ok: (x) => x.status === 200 || x.status === 404 },
+      );
+      if (r.status === 200) {
+        releasedAtEnd++;
+        trackEnded(r.body);
+      }
+    },
+  );
   for (let i = 0; i < 40; i++) {
     const dev = await devicesNow();
     if ([...dev.current.values()].every((a) => !a)) break;
@@ -956,14 +1130,19 @@ async function main() {
 
   // Drain: every ended, billable allocation booked or dead-lettered (or no progress for 20 s).
   const ended = await allUserAllocations();
-  const billable = [...ended.values()].flat().filter(isBillable).map((a) => a.allocationId);
+  const billable = [...ended.values()]
+    .flat()
+    .filter(isBillable)
+    .map((a) => a.allocationId);
   const drainStart = Date.now();
   let waiting = billable.length;
   let lastProgress = Date.now();
   for (;;) {
     const usage = new Set((await rows("SELECT allocation_id FROM usage_records")).map((r) => r.allocation_id));
     const charged = new Set((await rows("SELECT allocation_id FROM ledger WHERE kind = 'charge'")).map((r) => r.allocation_id));
-    const dead = new Set((await rows("SELECT allocation_id FROM failed_usage WHERE status IN ('failed','invalid')")).map((r) => r.allocation_id));
+    const dead = new Set(
+      (await rows("SELECT allocation_id FROM failed_usage WHERE status IN ('failed','invalid')")).map((r) => r.allocation_id),
+    );
     const left = billable.filter((id) => !(usage.has(id) && charged.has(id)) && !dead.has(id)).length;
     if (left < waiting) lastProgress = Date.now();
     waiting = left;
@@ -971,7 +1150,9 @@ async function main() {
     await sleep(2000);
   }
   const beforeRecovery = await billingGaps(billable);
-  log(`queue drained in ${fmt(Date.now() - drainStart)}: ${billable.length} ended billable allocations, ${beforeRecovery.missingUsage} without usage and ${beforeRecovery.missingCharge} without charge, ${beforeRecovery.deadLetters.failed ?? 0} dead letters open`);
+  log(
+    `queue drained in ${fmt(Date.now() - drainStart)}: ${billable.length} ended billable allocations, ${beforeRecovery.missingUsage} without usage and ${beforeRecovery.missingCharge} without charge, ${beforeRecovery.deadLetters.failed ?? 0} dead letters open`,
+  );
 
   // Replay dead letters, then reconcile (twice: the second pass must find nothing).
   const replay = { calls: 0, replayed: 0, failed: 0, remaining: null };
@@ -984,11 +1165,26 @@ async function main() {
     if (r.body.remaining === 0 || r.body.replayed === 0) break;
   }
   const afterReplay = await billingGaps(billable);
-  const window = { from: new Date(runStart - 3_600_000).toISOString(), to: new Date(Date.now() + 86_400_000).toISOString() };
+  const window = {
+    from: new Date(runStart - 3_600_000).toISOString(),
+    to: new Date(Date.now() + 86_400_000).toISOString(),
+  };
   const rec1 = (await must("POST", "/admin/billing/reconcile", { headers: admin(), body: window })).body;
   const rec2 = (await must("POST", "/admin/billing/reconcile", { headers: admin(), body: window })).body;
-  const pick2 = (r) => ({ users: r.users, checked: r.checked, missingUsage: r.missingUsage, missingCharges: r.missingCharges, mismatched: r.mismatched, healed: r.healed, stillMissing: r.stillMissing, balanceDrift: r.balanceDrift, resolvedDeadLetters: r.resolvedDeadLetters });
-  log(`replayed ${replay.replayed} dead letters; reconciliation healed ${rec1.healed} (second pass: ${rec2.missingUsage + rec2.missingCharges + rec2.mismatched + rec2.balanceDrift} differences)`);
+  const pick2 = (r) => ({
+    users: r.users,
+    checked: r.checked,
+    missingUsage: r.missingUsage,
+    missingCharges: r.missingCharges,
+    mismatched: r.mismatched,
+    healed: r.healed,
+    stillMissing: r.stillMissing,
+    balanceDrift: r.balanceDrift,
+    resolvedDeadLetters: r.resolvedDeadLetters,
+  });
+  log(
+    `replayed ${replay.replayed} dead letters; reconciliation healed ${rec1.healed} (second pass: ${rec2.missingUsage + rec2.missingCharges + rec2.mismatched + rec2.balanceDrift} differences)`,
+  );
 
   // Final records.
   feedsOn = false;
@@ -1002,11 +1198,20 @@ async function main() {
   const atRest = confirmedHoldings(first2, await holdingsNow());
   const dev = await devicesNow();
   const metricsText = (await must("GET", "/admin/metrics", { headers: admin() })).body;
-  const queueEnd = await pool([...told.queue], 6, async ([id, t]) => ({ ...t, ...(await must("GET", `/scheduler/queue/${id}`, { headers: admin() })).body }));
-  const reservationsEnd = await pool([...told.reservations], 6, async ([id, t]) => ({ told: t, ...(await must("GET", `/scheduler/reservations/${id}`, { headers: admin() })).body }));
+  const queueEnd = await pool([...told.queue], 6, async ([id, t]) => ({
+    ...t,
+    ...(await must("GET", `/scheduler/queue/${id}`, { headers: admin() })).body,
+  }));
+  const reservationsEnd = await pool([...told.reservations], 6, async ([id, t]) => ({
+    told: t,
+    ...(await must("GET", `/scheduler/reservations/${id}`, { headers: admin() })).body,
+  }));
   const [usageRows, ledgerRows, accounts, plans, deadLetters] = [
-    await rows("SELECT * FROM usage_records"), await rows("SELECT * FROM ledger"), await rows("SELECT * FROM accounts"),
-    await rows("SELECT * FROM pricing_plans"), await rows("SELECT status, COUNT(*) AS n FROM failed_usage GROUP BY status"),
+    await rows("SELECT * FROM usage_records"),
+    await rows("SELECT * FROM ledger"),
+    await rows("SELECT * FROM accounts"),
+    await rows("SELECT * FROM pricing_plans"),
+    await rows("SELECT status, COUNT(*) AS n FROM failed_usage GROUP BY status"),
   ];
 
   // The checks.
@@ -1014,51 +1219,108 @@ async function main() {
   const byReason = {};
   for (const a of all) if (a.status === "released") byReason[a.reason] = (byReason[a.reason] ?? 0) + 1;
   const invariants = [
-    checkDoubleAllocations({ deviceHistories: histories, deviceCurrent: dev.current, userAllocations: final, now: Date.now() }),
-    checkQuota({ userAllocations: final, limitsOf: (u) => ({ maxDevicesBetween: (a, b) => maxDevicesBetween(u, a, b), maxCpuCores: USER.get(u).maxCpuCores }), window: [25_000, 5_000] }),
+    checkDoubleAllocations({
+      deviceHistories: histories,
+      deviceCurrent: dev.current,
+      userAllocations: final,
+      now: Date.now(),
+    }),
+    checkQuota({
+      userAllocations: final,
+      limitsOf: (u) => ({
+        maxDevicesBetween: (a, b) => maxDevicesBetween(u, a, b),
+        maxCpuCores: USER.get(u).maxCpuCores,
+      }),
+      window: [25_000, 5_000],
+    }),
     checkBilling({ userAllocations: final, usageRows, ledgerRows, accounts, plans, topUps: told.topUps }),
     checkOrphans({ afterTraffic, atRest, userAllocations: final }),
-    checkExpiry({ watcher, endDevices, endUsers, deviceGraceMs: DEVICE_EXPIRY_GRACE_MS, userGraceMs: USER_EXPIRY_GRACE_MS, expiredCount: byReason.expired ?? 0, userLagMs: feed.expiryLagMs }),
+    checkExpiry({
+      watcher,
+      endDevices,
+      endUsers,
+      deviceGraceMs: DEVICE_EXPIRY_GRACE_MS,
+      userGraceMs: USER_EXPIRY_GRACE_MS,
+      expiredCount: byReason.expired ?? 0,
+      userLagMs: feed.expiryLagMs,
+    }),
     checkFeeds(feed),
-    checkAcknowledged({ acked: told.allocations, releases: told.releases, extensions: told.extensions, userAllocations: final, idempotency: told.idempotency }),
+    checkAcknowledged({
+      acked: told.allocations,
+      releases: told.releases,
+      extensions: told.extensions,
+      userAllocations: final,
+      idempotency: told.idempotency,
+    }),
     checkRecordsAgree({ deviceHistories: histories, userAllocations: final }),
     checkQueueAndReservations({ entries: queueEnd, reservations: reservationsEnd, userAllocations: final }),
     checkMetrics({ metricsText, deviceHistories: histories }),
   ];
 
-  const latency = Object.fromEntries(Object.entries(stats.latency).map(([op, xs]) => {
-    const s = [...xs].sort((a, b) => a - b);
-    const p = (q) => Math.round(s[Math.min(s.length - 1, Math.ceil(q * s.length) - 1)]);
-    return [op, { n: s.length, p50Ms: p(0.5), p99Ms: p(0.99), maxMs: Math.round(s[s.length - 1]) }];
-  }));
+  const latency = Object.fromEntries(
+    Object.entries(stats.latency).map(([op, xs]) => {
+      const s = [...xs].sort((a, b) => a - b);
+      const p = (q) => Math.round(s[Math.min(s.length - 1, Math.ceil(q * s.length) - 1)]);
+      return [op, { n: s.length, p50Ms: p(0.5), p99Ms: p(0.99), maxMs: Math.round(s[s.length - 1]) }];
+    }),
+  );
   const fivexx = {};
-  for (const [op, outcomes] of Object.entries(stats.ops)) for (const [k, n] of Object.entries(outcomes)) if (/^5\d\d/.test(k) || k.startsWith("net")) fivexx[`${op}: ${k}`] = n;
+  for (const [op, outcomes] of Object.entries(stats.ops))
+    for (const [k, n] of Object.entries(outcomes)) if (/^5\d\d/.test(k) || k.startsWith("net")) fivexx[`${op}: ${k}`] = n;
   const counts = {
-    requests: stats.requests, requestsPerSecond: Math.round(stats.requests / trafficSeconds), trafficSeconds: Math.round(trafficSeconds),
+    requests: stats.requests,
+    requestsPerSecond: Math.round(stats.requests / trafficSeconds),
+    trafficSeconds: Math.round(trafficSeconds),
     allocations: {
-      acknowledged: told.allocations.size, recorded: all.length, active: all.filter((a) => a.status === "active").length, pending: all.filter((a) => a.status === "pending").length,
-      released: all.filter((a) => a.status === "released").length, releasedByReason: byReason, releasedByTheSoakAtEnd: releasedAtEnd,
-      extended: all.filter((a) => a.extendCount > 0).length, withIdleRelease: all.filter((a) => a.idleReleaseSeconds != null).length,
+      acknowledged: told.allocations.size,
+      recorded: all.length,
+      active: all.filter((a) => a.status === "active").length,
+      pending: all.filter((a) => a.status === "pending").length,
+      released: all.filter((a) => a.status === "released").length,
+      releasedByReason: byReason,
+      releasedByTheSoakAtEnd: releasedAtEnd,
+      extended: all.filter((a) => a.extendCount > 0).length,
+      withIdleRelease: all.filter((a) => a.idleReleaseSeconds != null).length,
     },
     outcomes: stats.ops,
     failuresAndNetworkErrors: fivexx,
     faults: {
-      restarts: faults.restarts.length, restartMs: faults.restarts.map((r) => r.ms), evictions: faults.evictions, evictionErrors: faults.evictionErrors,
-      evictionsOfObjectsNotRunning: faults.evictionsNotRunning, skippedLate: faults.skippedLate,
-      usageOutages: faults.usageOutages, deadLetterStoreOutages: faults.deadLetterStoreOutages, billingOutages: faults.billingOutages, flakyD1: faults.flakyD1,
-      devicesTakenDown: faults.devicesDown, devicesStillDownAtEnd: faults.devicesUpFailed, quotaChanges: faults.quotaChanges, quotaRenewals: faults.quotaRenewals,
+      restarts: faults.restarts.length,
+      restartMs: faults.restarts.map((r) => r.ms),
+      evictions: faults.evictions,
+      evictionErrors: faults.evictionErrors,
+      evictionsOfObjectsNotRunning: faults.evictionsNotRunning,
+      skippedLate: faults.skippedLate,
+      usageOutages: faults.usageOutages,
+      deadLetterStoreOutages: faults.deadLetterStoreOutages,
+      billingOutages: faults.billingOutages,
+      flakyD1: faults.flakyD1,
+      devicesTakenDown: faults.devicesDown,
+      devicesStillDownAtEnd: faults.devicesUpFailed,
+      quotaChanges: faults.quotaChanges,
+      quotaRenewals: faults.quotaRenewals,
       harnessErrors: faults.errors,
     },
     usage: {
       endedBillable: billable.length,
       workerLog: workerLog.counts, // "usage write failed" = one failed attempt of one message (retried)
       maxDeliveryAttemptSeen: workerLog.maxAttempts,
-      deadLettered: miniflareLog.deadLettered, droppedByDeadLetterQueue: miniflareLog.dropped,
-      beforeRecovery: { missingUsage: beforeRecovery.missingUsage, missingCharge: beforeRecovery.missingCharge, deadLetters: beforeRecovery.deadLetters },
-      replay, afterReplay: { missingUsage: afterReplay.missingUsage, missingCharge: afterReplay.missingCharge },
-      reconcile: pick2(rec1), reconcileSecondPass: pick2(rec2),
+      deadLettered: miniflareLog.deadLettered,
+      droppedByDeadLetterQueue: miniflareLog.dropped,
+      beforeRecovery: {
+        missingUsage: beforeRecovery.missingUsage,
+        missingCharge: beforeRecovery.missingCharge,
+        deadLetters: beforeRecovery.deadLetters,
+      },
+      replay,
+      afterReplay: { missingUsage: afterReplay.missingUsage, missingCharge: afterReplay.missingCharge },
+      reconcile: pick2(rec1),
+      reconcileSecondPass: pick2(rec2),
       deadLettersAtEnd: Object.fromEntries(deadLetters.map((d) => [d.status, d.n])),
-      usageRowsBySource: (await rows("SELECT source, COUNT(*) AS n FROM usage_records GROUP BY source")).reduce((o, r) => ({ ...o, [r.source]: r.n }), {}),
+      usageRowsBySource: (await rows("SELECT source, COUNT(*) AS n FROM usage_records GROUP BY source")).reduce(
+        (o, r) => ({ ...o, [r.source]: r.n }),
+        {},
+      ),
     },
     feed: { ...feed, samples: undefined, expiryLagMs: undefined },
     topUps: { sent: told.topUps.size, acknowledged: [...told.topUps.values()].filter((t) => t.acked).length },
@@ -1073,10 +1335,21 @@ async function main() {
   };
   const pass = invariants.every((i) => i.pass);
   const results = {
-    when: new Date(runStart).toISOString(), pass,
-    config: { minutes: MINUTES, seed: SEED, clients: CLIENTS, users: USERS, thinkMs: THINK_MS, devices: DEVICES.length, pools: POOLS.map((p) => ({ name: p.name, strategy: p.strategy, devices: p.devices })) },
+    when: new Date(runStart).toISOString(),
+    pass,
+    config: {
+      minutes: MINUTES,
+      seed: SEED,
+      clients: CLIENTS,
+      users: USERS,
+      thinkMs: THINK_MS,
+      devices: DEVICES.length,
+      pools: POOLS.map((p) => ({ name: p.name, strategy: p.strategy, devices: p.devices })),
+    },
     durationSeconds: Math.round((Date.now() - runStart) / 1000),
-    invariants, counts, faultTimeline: faults.timeline,
+    invariants,
+    counts,
+    faultTimeline: faults.timeline,
   };
   writeFileSync(OUT, JSON.stringify(results, null, 2) + "\n");
   report(results);
@@ -1118,20 +1391,44 @@ async function billingGaps(billable) {
 
 function report(r) {
   const c = r.counts;
-  const top = (o, n = 8) => Object.entries(o).sort((a, b) => b[1] - a[1]).slice(0, n).map(([k, v]) => `${k} ${v}`).join(", ");
+  const top = (o, n = 8) =>
+    Object.entries(o)
+      .sort((a, b) => b[1] - a[1])
+      .slice(0, n)
+      .map(([k, v]) => `${k} ${v}`)
+      .join(", ");
   console.log("");
   console.log(`traffic: ${c.requests} requests in ${c.trafficSeconds} s (${c.requestsPerSecond}/s)`);
   for (const [op, outcomes] of Object.entries(c.outcomes).sort()) console.log(`  ${op.padEnd(28)} ${top(outcomes)}`);
-  console.log(`allocations: ${c.allocations.acknowledged} acknowledged to clients, ${c.allocations.recorded} recorded; released by reason: ${top(c.allocations.releasedByReason)}; ${c.allocations.extended} extended, ${c.allocations.withIdleRelease} with idle release; ${c.allocations.releasedByTheSoakAtEnd} released at the end`);
+  console.log(
+    `allocations: ${c.allocations.acknowledged} acknowledged to clients, ${c.allocations.recorded} recorded; released by reason: ${top(c.allocations.releasedByReason)}; ${c.allocations.extended} extended, ${c.allocations.withIdleRelease} with idle release; ${c.allocations.releasedByTheSoakAtEnd} released at the end`,
+  );
   const f = c.faults;
-  console.log(`faults: ${f.restarts} whole-runtime restarts (${f.restartMs.join(", ")} ms), ${Object.values(f.evictions).reduce((s, n) => s + n, 0)} object restarts (${top(f.evictions)}), ${f.usageOutages} usage outages, ${f.deadLetterStoreOutages} dead-letter store outages, ${f.billingOutages} billing outages, flaky D1 (${f.flakyD1.usagePercent}% usage, ${f.flakyD1.chargePercent}% charge writes), ${f.devicesTakenDown} devices taken down, ${f.quotaChanges} quota changes${f.harnessErrors.length ? `; harness errors: ${f.harnessErrors.length}` : ""}`);
+  console.log(
+    `faults: ${f.restarts} whole-runtime restarts (${f.restartMs.join(", ")} ms), ${Object.values(f.evictions).reduce((s, n) => s + n, 0)} object restarts (${top(f.evictions)}), ${f.usageOutages} usage outages, ${f.deadLetterStoreOutages} dead-letter store outages, ${f.billingOutages} billing outages, flaky D1 (${f.flakyD1.usagePercent}% usage, ${f.flakyD1.chargePercent}% charge writes), ${f.devicesTakenDown} devices taken down, ${f.quotaChanges} quota changes${f.harnessErrors.length ? `; harness errors: ${f.harnessErrors.length}` : ""}`,
+  );
   const u = c.usage;
-  console.log(`usage: ${u.endedBillable} ended billable; consumer saw ${u.workerLog["usage write failed"] ?? 0} failed record writes and ${u.workerLog["usage batch failed"] ?? 0} failed batches (retried; highest attempt ${u.maxDeliveryAttemptSeen}), ${u.deadLettered} messages dead-lettered, ${u.workerLog["dead letter could not be stored"] ?? 0} dead-letter store failures, ${u.droppedByDeadLetterQueue} dead letters dropped`);
-  console.log(`       after drain: ${u.beforeRecovery.missingUsage} without usage, ${u.beforeRecovery.missingCharge} without charge (dead letters: ${top(u.beforeRecovery.deadLetters) || "none"}); replayed ${u.replay.replayed}; reconciliation healed ${u.reconcile.healed} (missing usage ${u.reconcile.missingUsage}, charges ${u.reconcile.missingCharges}); second pass ${u.reconcileSecondPass.missingUsage + u.reconcileSecondPass.missingCharges + u.reconcileSecondPass.mismatched + u.reconcileSecondPass.balanceDrift} differences; rows by source: ${top(u.usageRowsBySource)}`);
-  console.log(`queue entries: ${top(c.queue)} (failed: ${top(c.queueFailedBecause) || "none"}); reservations: ${top(c.reservations)} (failed: ${top(c.reservationsFailedBecause) || "none"})`);
-  console.log(`feeds: ${c.feed.sockets} sockets, ${c.feed.reconnects} reconnects, ${c.feed.events} events (${top(c.feed.byType, 6)}); close codes ${top(c.feed.closes)}`);
+  console.log(
+    `usage: ${u.endedBillable} ended billable; consumer saw ${u.workerLog["usage write failed"] ?? 0} failed record writes and ${u.workerLog["usage batch failed"] ?? 0} failed batches (retried; highest attempt ${u.maxDeliveryAttemptSeen}), ${u.deadLettered} messages dead-lettered, ${u.workerLog["dead letter could not be stored"] ?? 0} dead-letter store failures, ${u.droppedByDeadLetterQueue} dead letters dropped`,
+  );
+  console.log(
+    `       after drain: ${u.beforeRecovery.missingUsage} without usage, ${u.beforeRecovery.missingCharge} without charge (dead letters: ${top(u.beforeRecovery.deadLetters) || "none"}); replayed ${u.replay.replayed}; reconciliation healed ${u.reconcile.healed} (missing usage ${u.reconcile.missingUsage}, charges ${u.reconcile.missingCharges}); second pass ${u.reconcileSecondPass.missingUsage + u.reconcileSecondPass.missingCharges + u.reconcileSecondPass.mismatched + u.reconcileSecondPass.balanceDrift} differences; rows by source: ${top(u.usageRowsBySource)}`,
+  );
+  console.log(
+    `queue entries: ${top(c.queue)} (failed: ${top(c.queueFailedBecause) || "none"}); reservations: ${top(c.reservations)} (failed: ${top(c.reservationsFailedBecause) || "none"})`,
+  );
+  console.log(
+    `feeds: ${c.feed.sockets} sockets, ${c.feed.reconnects} reconnects, ${c.feed.events} events (${top(c.feed.byType, 6)}); close codes ${top(c.feed.closes)}`,
+  );
   console.log(`5xx and network errors: ${top(c.failuresAndNetworkErrors, 12) || "none"}`);
-  if (c.workerLogOther.count) console.log(`other runtime log lines: ${Object.entries(c.workerLogOther.byShape).sort((a, b) => b[1] - a[1]).slice(0, 4).map(([k, n]) => `${n}× "${k}"`).join("; ")}`);
+  if (c.workerLogOther.count)
+    console.log(
+      `other runtime log lines: ${Object.entries(c.workerLogOther.byShape)
+        .sort((a, b) => b[1] - a[1])
+        .slice(0, 4)
+        .map(([k, n]) => `${n}× "${k}"`)
+        .join("; ")}`,
+    );
   console.log("");
   for (const i of r.invariants) {
     console.log(`${i.pass ? "PASS" : "FAIL"}  ${i.name}: ${i.summary}`);

@@ -35,7 +35,9 @@ export class AdminFeed extends FeedObject {
     super(ctx, env);
     this.sql = new Sql(ctx.storage);
     this.hub = new FeedHub(ctx, this.sql, {
-      table: "events", limit: FEED.historyLimit, maxSockets: FEED.maxAdminSockets,
+      table: "events",
+      limit: FEED.historyLimit,
+      maxSockets: FEED.maxAdminSockets,
       onSockets: async (open, seq) => this.socketsOpen(ctx.id.toString(), "admin", open, seq),
     });
     ctx.blockConcurrencyWhile(async () => {
@@ -45,7 +47,12 @@ export class AdminFeed extends FeedObject {
   }
 
   /** An operator event about `userId` ("" for fleet events), once per `key`. */
-  async publish<K extends FeedEventType>(key: string, type: K, userId: string, data: FeedEvents[K]): Promise<{ seq: number; duplicate: boolean }> {
+  async publish<K extends FeedEventType>(
+    key: string,
+    type: K,
+    userId: string,
+    data: FeedEvents[K],
+  ): Promise<{ seq: number; duplicate: boolean }> {
     return this.hub.appendOnce(key, userId, type, data);
   }
 
@@ -59,7 +66,11 @@ export class AdminFeed extends FeedObject {
       `INSERT INTO sockets (object, feed, open, seq, reported_at) VALUES (?, ?, ?, ?, ?)
        ON CONFLICT(object) DO UPDATE SET feed = excluded.feed, open = excluded.open, seq = excluded.seq, reported_at = excluded.reported_at
        WHERE excluded.seq > sockets.seq`,
-      object, feed, Math.max(0, open), seq, Date.now(),
+      object,
+      feed,
+      Math.max(0, open),
+      seq,
+      Date.now(),
     );
   }
 

@@ -104,7 +104,10 @@ type OutboxItem =
   | { kind: "user_event"; payload: { userId: string; type: "device.expiring"; data: FeedEvents["device.expiring"] } }
   | { kind: "pool_state"; payload: { pool: string; state: DeviceState } }
   | { kind: "usage"; payload: { record: UsageRecord; confirmed: boolean } }
-  | { kind: "admin_event"; payload: { key: string; userId: string; type: "device.status"; data: FeedEvents["device.status"] } };
+  | {
+      kind: "admin_event";
+      payload: { key: string; userId: string; type: "device.status"; data: FeedEvents["device.status"] };
+    };
 
 export interface ClaimRequest {
   allocationId: string;
@@ -156,7 +159,12 @@ export class Device extends FeedObject {
     this.sql = new Sql(ctx.storage);
     this.dev = new CachedRow<DeviceRow>(this.sql, "SELECT * FROM device WHERE id = 1");
     this.clock = new AlarmClock(ctx.storage);
-    this.hub = new FeedHub(ctx, this.sql, { table: "feed", limit: FEED.deviceHistoryLimit, maxSockets: FEED.maxSocketsPerDevice, onSockets: socketReporter(env, ctx, "device") });
+    this.hub = new FeedHub(ctx, this.sql, {
+      table: "feed",
+      limit: FEED.deviceHistoryLimit,
+      maxSockets: FEED.maxSocketsPerDevice,
+      onSockets: socketReporter(env, ctx, "device"),
+    });
     ctx.blockConcurrencyWhile(async () => {
       this.sql.migrate(SCHEMA);
       this.hub.start();
@@ -178,16 +186,31 @@ export class Device extends FeedObject {
 
   private info(d: DeviceRow): DeviceInfo {
     return {
-      deviceId: d.device_id, pool: d.pool, node: d.node, cpuCores: d.cpu, memoryMB: d.mem, storageMB: d.storage,
-      status: d.status, createdAt: d.created_at, updatedAt: d.updated_at,
+      deviceId: d.device_id,
+      pool: d.pool,
+      node: d.node,
+      cpuCores: d.cpu,
+      memoryMB: d.mem,
+      storageMB: d.storage,
+      status: d.status,
+      createdAt: d.created_at,
+      updatedAt: d.updated_at,
     };
   }
 
   private state(d: DeviceRow): DeviceState {
     const a = this.current();
     return {
-      deviceId: d.device_id, node: d.node, cpuCores: d.cpu, memoryMB: d.mem, storageMB: d.storage, status: d.status,
-      version: d.version, allocationId: a?.allocation_id ?? null, userId: a?.user_id ?? null, expiresAt: a?.expires_at ?? null,
+      deviceId: d.device_id,
+      node: d.node,
+      cpuCores: d.cpu,
+      memoryMB: d.mem,
+      storageMB: d.storage,
+      status: d.status,
+      version: d.version,
+      allocationId: a?.allocation_id ?? null,
+      userId: a?.user_id ?? null,
+      expiresAt: a?.expires_at ?? null,
     };
   }
 
@@ -198,7 +221,13 @@ export class Device extends FeedObject {
     return ok({
       ...this.info(d),
       allocation: a
-        ? { allocationId: a.allocation_id, userId: a.user_id, confirmed: a.state === "active", allocatedAt: a.allocated_at, expiresAt: a.expires_at }
+        ? {
+            allocationId: a.allocation_id,
+            userId: a.user_id,
+            confirmed: a.state === "active",
+            allocatedAt: a.allocated_at,
+            expiresAt: a.expires_at,
+          }
         : null,
     });
   }
@@ -229,7 +258,14 @@ export class Device extends FeedObject {
          ON CONFLICT(id) DO UPDATE SET device_id = excluded.device_id, pool = excluded.pool, node = excluded.node,
            cpu = excluded.cpu, mem = excluded.mem, storage = excluded.storage, status = 'available',
            version = device.version + 1, created_at = excluded.created_at, updated_at = excluded.updated_at`,
-        input.deviceId, input.pool, input.node, input.cpuCores, input.memoryMB, input.storageMB, now, now,
+        input.deviceId,
+        input.pool,
+        input.node,
+        input.cpuCores,
+        input.memoryMB,
+        input.storageMB,
+        now,
+        now,
       );
       // A device registered again starts with no windows (its old pool's reservations move elsewhere at their start).
       this.sql.exec("DELETE FROM windows");
@@ -242,22 +278,41 @@ export class Device extends FeedObject {
   async update(patch: Partial<DeviceSpec> & { node?: string; pool?: string }): Promise<Result<DeviceInfo>> {
     const d = this.row();
     if (!d || d.status === "removed") return notFound();
-    if (this.current() && (patch.pool !== undefined || patch.cpuCores !== undefined || patch.memoryMB !== undefined || patch.storageMB !== undefined))
+    if (
+      this.current() &&
+      (patch.pool !== undefined || patch.cpuCores !== undefined || patch.memoryMB !== undefined || patch.storageMB !== undefined)
+    )
       return fail(409, "DEVICE_BUSY", "The device is allocated; change its pool or spec after the allocation ends.");
     if (patch.pool !== undefined && patch.pool !== d.pool) {
-      const w = this.sql.one<{ n: number; first: number | null }>("SELECT COUNT(*) AS n, MIN(start_at) AS first FROM windows WHERE end_at > ?", Date.now())!;
+      const w = this.sql.one<{ n: number; first: number | null }>(
+        "SELECT COUNT(*) AS n, MIN(start_at) AS first FROM windows WHERE end_at > ?",
+        Date.now(),
+      )!;
       if (w.n > 0)
-        return fail(409, "DEVICE_RESERVED", `The device has ${w.n} reservation window(s) in pool ${d.pool}; cancel them before moving it.`, { reservations: w.n, firstStartsAt: iso(w.first!) });
+        return fail(
+          409,
+          "DEVICE_RESERVED",
+          `The device has ${w.n} reservation window(s) in pool ${d.pool}; cancel them before moving it.`,
+          { reservations: w.n, firstStartsAt: iso(w.first!) },
+        );
     }
     const oldPool = d.pool;
     this.dev.write(
       "UPDATE device SET pool = ?, node = ?, cpu = ?, mem = ?, storage = ?, version = version + 1, updated_at = ? WHERE id = 1",
-      patch.pool ?? d.pool, patch.node ?? d.node, patch.cpuCores ?? d.cpu, patch.memoryMB ?? d.mem, patch.storageMB ?? d.storage, Date.now(),
+      patch.pool ?? d.pool,
+      patch.node ?? d.node,
+      patch.cpuCores ?? d.cpu,
+      patch.memoryMB ?? d.mem,
+      patch.storageMB ?? d.storage,
+      Date.now(),
     );
     const next = this.row()!;
     if (next.pool !== oldPool) {
       // Leave the old pool's index: it sees a "removed" state for this device.
-      this.enqueue({ kind: "pool_state", payload: { pool: oldPool, state: { ...this.state(next), status: "removed" } } });
+      this.enqueue({
+        kind: "pool_state",
+        payload: { pool: oldPool, state: { ...this.state(next), status: "removed" } },
+      });
     }
     await this.publishState(next);
     return ok(this.info(next));
@@ -303,7 +358,10 @@ export class Device extends FeedObject {
   async claim(req: ClaimRequest): Promise<Result<Claimed>> {
     const d = this.row();
     if (!d || d.status === "removed") return fail(409, "DEVICE_UNAVAILABLE", "The device is not registered.", { state: null });
-    if (d.pool !== req.pool) return fail(409, "DEVICE_UNAVAILABLE", "The device has moved to another pool.", { state: { ...this.state(d), status: "removed" } });
+    if (d.pool !== req.pool)
+      return fail(409, "DEVICE_UNAVAILABLE", "The device has moved to another pool.", {
+        state: { ...this.state(d), status: "removed" },
+      });
     const spec = { cpuCores: d.cpu, memoryMB: d.mem, storageMB: d.storage };
     if (d.status !== "available" || this.current())
       return fail(409, "DEVICE_BUSY", "The device is already allocated or not in service.", { state: this.state(d) });
@@ -315,22 +373,40 @@ export class Device extends FeedObject {
     const reservationId = req.via?.kind === "reservation" ? req.via.id : null;
     const window = this.windowBefore(expiresAt, now, reservationId);
     if (window)
-      return fail(409, "DEVICE_RESERVED", `The device is reserved from ${iso(window.start_at)}.`, { state: this.state(d), reservedFrom: iso(window.start_at) });
+      return fail(409, "DEVICE_RESERVED", `The device is reserved from ${iso(window.start_at)}.`, {
+        state: this.state(d),
+        reservedFrom: iso(window.start_at),
+      });
     const confirmAt = now + ALLOCATION.claimConfirmMs;
     const warnAt = expiryWarningAt(now, expiresAt);
     this.sql.tx(() => {
       this.sql.exec(
         `INSERT INTO allocations (allocation_id, user_id, state, cpu, mem, storage, allocated_at, expires_at, confirm_at, warn_at, reservation_id)
          VALUES (?, ?, 'held', ?, ?, ?, ?, ?, ?, ?, ?)`,
-        req.allocationId, req.userId, d.cpu, d.mem, d.storage, now, expiresAt, confirmAt, warnAt, reservationId,
+        req.allocationId,
+        req.userId,
+        d.cpu,
+        d.mem,
+        d.storage,
+        now,
+        expiresAt,
+        confirmAt,
+        warnAt,
+        reservationId,
       );
       this.dev.write("UPDATE device SET status = 'allocated', version = version + 1, updated_at = ? WHERE id = 1", now);
     });
     // In the same turn as the writes (one commit): the claim's earliest deadline.
     await this.clock.arm(Math.min(expiresAt, confirmAt, warnAt));
     const state: DeviceState = {
-      deviceId: d.device_id, node: d.node, ...spec, status: "allocated", version: d.version + 1,
-      allocationId: req.allocationId, userId: req.userId, expiresAt,
+      deviceId: d.device_id,
+      node: d.node,
+      ...spec,
+      status: "allocated",
+      version: d.version + 1,
+      allocationId: req.allocationId,
+      userId: req.userId,
+      expiresAt,
     };
     return ok({ deviceId: d.device_id, pool: d.pool, node: d.node, ...spec, allocatedAt: now, expiresAt, state });
   }
@@ -377,15 +453,26 @@ export class Device extends FeedObject {
     if (!a || a.state === "ended") return fail(409, "ALLOCATION_ENDED", "The allocation has already ended.");
     const window = this.windowBefore(expiresAt, Date.now(), a.reservation_id);
     if (window)
-      return fail(409, "DEVICE_RESERVED", `The device is reserved from ${iso(window.start_at)}; the allocation can run until then at most.`, {
-        reservedFrom: iso(window.start_at), expiresAt: iso(a.expires_at),
-      });
+      return fail(
+        409,
+        "DEVICE_RESERVED",
+        `The device is reserved from ${iso(window.start_at)}; the allocation can run until then at most.`,
+        {
+          reservedFrom: iso(window.start_at),
+          expiresAt: iso(a.expires_at),
+        },
+      );
     this.sql.tx(() => {
       this.sql.exec(
         "UPDATE allocations SET expires_at = ?, warn_at = ?, warned = 0 WHERE allocation_id = ?",
-        expiresAt, expiryWarningAt(Date.now(), expiresAt), allocationId,
+        expiresAt,
+        expiryWarningAt(Date.now(), expiresAt),
+        allocationId,
       );
-      this.hub.append(a.user_id, "device.extended", { ...this.allocationData({ ...a, expires_at: expiresAt }), ...info });
+      this.hub.append(a.user_id, "device.extended", {
+        ...this.allocationData({ ...a, expires_at: expiresAt }),
+        ...info,
+      });
     });
     await this.rearm();
     return ok({ expiresAt });
@@ -408,29 +495,57 @@ export class Device extends FeedObject {
 
   /** A window booked by another reservation that starts before `until` and has not ended at `now`. */
   private windowBefore(until: number, now: number, own: string | null): { reservation_id: string; start_at: number } | null {
-    return this.sql.one("SELECT reservation_id, start_at FROM windows WHERE start_at < ? AND end_at > ? AND reservation_id != ? ORDER BY start_at LIMIT 1", until, now, own ?? "");
+    return this.sql.one(
+      "SELECT reservation_id, start_at FROM windows WHERE start_at < ? AND end_at > ? AND reservation_id != ? ORDER BY start_at LIMIT 1",
+      until,
+      now,
+      own ?? "",
+    );
   }
 
   /**
    * The pool books [startAt, endAt) on this device for a reservation. Refused when the device
    * is out of service, allocated into the window, or has another window there. Idempotent.
    */
-  async reserve(w: { reservationId: string; userId: string; pool: string; startAt: number; endAt: number }): Promise<Result<{ deviceId: string }>> {
+  async reserve(w: {
+    reservationId: string;
+    userId: string;
+    pool: string;
+    startAt: number;
+    endAt: number;
+  }): Promise<Result<{ deviceId: string }>> {
     const d = this.row();
     if (!d || d.status === "removed") return fail(409, "DEVICE_UNAVAILABLE", "The device is not registered.", { state: null });
     // The asking pool's index drops it (a "removed" state for that pool; the device's own pool is told by its outbox).
-    if (d.pool !== w.pool) return fail(409, "DEVICE_UNAVAILABLE", "The device has moved to another pool.", { state: { ...this.state(d), status: "removed" } });
+    if (d.pool !== w.pool)
+      return fail(409, "DEVICE_UNAVAILABLE", "The device has moved to another pool.", {
+        state: { ...this.state(d), status: "removed" },
+      });
     if (this.sql.one("SELECT 1 AS x FROM windows WHERE reservation_id = ?", w.reservationId)) return ok({ deviceId: d.device_id });
     if (d.status === "maintenance" || d.status === "offline")
       return fail(409, "DEVICE_UNAVAILABLE", "The device is not in service.", { state: this.state(d) });
     const a = this.current();
-    if (a && a.expires_at > w.startAt) return fail(409, "DEVICE_BUSY", "The device is allocated into the window.", { state: this.state(d) });
+    if (a && a.expires_at > w.startAt)
+      return fail(409, "DEVICE_BUSY", "The device is allocated into the window.", { state: this.state(d) });
     const now = Date.now();
-    const clash = this.sql.one<{ start_at: number }>("SELECT start_at FROM windows WHERE start_at < ? AND end_at > ? LIMIT 1", w.endAt, Math.max(w.startAt, now));
-    if (clash) return fail(409, "DEVICE_RESERVED", "The device has another reservation in the window.", { state: this.state(d) });
+    const clash = this.sql.one<{ start_at: number }>(
+      "SELECT start_at FROM windows WHERE start_at < ? AND end_at > ? LIMIT 1",
+      w.endAt,
+      Math.max(w.startAt, now),
+    );
+    if (clash)
+      return fail(409, "DEVICE_RESERVED", "The device has another reservation in the window.", {
+        state: this.state(d),
+      });
     this.sql.tx(() => {
       this.sql.exec("DELETE FROM windows WHERE end_at < ?", now);
-      this.sql.exec("INSERT INTO windows (reservation_id, user_id, start_at, end_at) VALUES (?, ?, ?, ?)", w.reservationId, w.userId, w.startAt, w.endAt);
+      this.sql.exec(
+        "INSERT INTO windows (reservation_id, user_id, start_at, end_at) VALUES (?, ?, ?, ?)",
+        w.reservationId,
+        w.userId,
+        w.startAt,
+        w.endAt,
+      );
     });
     return ok({ deviceId: d.device_id });
   }
@@ -453,7 +568,9 @@ export class Device extends FeedObject {
       const still = this.current();
       if (still && !still.warned && still.warn_at !== null && still.warn_at <= now) {
         const data: FeedEvents["device.expiring"] = {
-          allocationId: still.allocation_id, deviceId: this.row()!.device_id, expiresAt: iso(still.expires_at),
+          allocationId: still.allocation_id,
+          deviceId: this.row()!.device_id,
+          expiresAt: iso(still.expires_at),
           secondsLeft: Math.max(0, Math.round((still.expires_at - now) / 1000)),
         };
         this.sql.tx(() => {
@@ -473,7 +590,11 @@ export class Device extends FeedObject {
     try {
       answer = await take(this.env.USER_QUOTA.getByName(a.user_id).verify(a.allocation_id, d.device_id));
     } catch {
-      this.sql.exec("UPDATE allocations SET confirm_at = ? WHERE allocation_id = ?", Date.now() + ALLOCATION.notifyRetryMs, a.allocation_id);
+      this.sql.exec(
+        "UPDATE allocations SET confirm_at = ? WHERE allocation_id = ?",
+        Date.now() + ALLOCATION.notifyRetryMs,
+        a.allocation_id,
+      );
       return;
     }
     const now = Date.now();
@@ -491,14 +612,21 @@ export class Device extends FeedObject {
   /** Delivers the due outbox rows (see deliverOutbox: side by side, settled in one commit). */
   private flush(): Promise<void> {
     return deliverOutbox<{ id: number; kind: OutboxItem["kind"]; payload: string; attempts: number }>(
-      this.sql, "outbox", ALLOCATION.notifyRetryMs, (row) => {
+      this.sql,
+      "outbox",
+      ALLOCATION.notifyRetryMs,
+      (row) => {
         const item = { kind: row.kind, payload: JSON.parse(row.payload) } as OutboxItem;
         return this.deliver(item).catch((err: unknown) => {
           // Retried by the alarm; the row keeps its last error too.
           const p = item.payload as { record?: UsageRecord; allocationId?: string; userId?: string };
           log("warn", "outbox delivery failed", {
-            userId: p.record?.userId ?? p.userId, allocationId: p.record?.allocationId ?? p.allocationId, deviceId: this.row()?.device_id,
-            kind: item.kind, attempts: row.attempts + 1, error: String(err).slice(0, 300),
+            userId: p.record?.userId ?? p.userId,
+            allocationId: p.record?.allocationId ?? p.allocationId,
+            deviceId: this.row()?.device_id,
+            kind: item.kind,
+            attempts: row.attempts + 1,
+            error: String(err).slice(0, 300),
           });
           throw err;
         });
@@ -520,7 +648,14 @@ export class Device extends FeedObject {
         return true;
       case "admin_event":
         // The key makes a redelivery show once on the admin feed.
-        await take(this.env.ADMIN_FEED.getByName(ADMIN_FEED_NAME).publish(item.payload.key, item.payload.type, item.payload.userId, item.payload.data));
+        await take(
+          this.env.ADMIN_FEED.getByName(ADMIN_FEED_NAME).publish(
+            item.payload.key,
+            item.payload.type,
+            item.payload.userId,
+            item.payload.data,
+          ),
+        );
         return true;
       case "usage": {
         if (!item.payload.confirmed) {
@@ -546,20 +681,41 @@ export class Device extends FeedObject {
     const durationSeconds = Math.round((releasedAt - a.allocated_at) / 1000);
     this.sql.exec(
       "UPDATE allocations SET state = 'ended', released_at = ?, duration_seconds = ?, reason = ?, confirm_at = NULL WHERE allocation_id = ?",
-      releasedAt, durationSeconds, reason, a.allocation_id,
+      releasedAt,
+      durationSeconds,
+      reason,
+      a.allocation_id,
     );
     // A reservation's allocation ended: its window holds the device no longer (others may take it).
     if (a.reservation_id) this.sql.exec("DELETE FROM windows WHERE reservation_id = ?", a.reservation_id);
     const status: DeviceStatus = d.status === "allocated" ? "available" : d.status;
     this.dev.write("UPDATE device SET status = ?, version = version + 1, updated_at = ? WHERE id = 1", status, now);
     const ended: EndedAllocation = {
-      allocationId: a.allocation_id, deviceId: d.device_id, userId: a.user_id, allocatedAt: a.allocated_at, releasedAt, durationSeconds, reason,
+      allocationId: a.allocation_id,
+      deviceId: d.device_id,
+      userId: a.user_id,
+      allocatedAt: a.allocated_at,
+      releasedAt,
+      durationSeconds,
+      reason,
     };
     // The device holds nothing now (one allocation at a time): its new state, without reading it back.
     const state: DeviceState = {
-      deviceId: d.device_id, node: d.node, cpuCores: d.cpu, memoryMB: d.mem, storageMB: d.storage, status,
-      version: d.version + 1, allocationId: null, userId: null, expiresAt: null,
-      ended: { allocationId: a.allocation_id, reason, lagMs: reason === "expired" ? Math.max(0, now - a.expires_at) : null },
+      deviceId: d.device_id,
+      node: d.node,
+      cpuCores: d.cpu,
+      memoryMB: d.mem,
+      storageMB: d.storage,
+      status,
+      version: d.version + 1,
+      allocationId: null,
+      userId: null,
+      expiresAt: null,
+      ended: {
+        allocationId: a.allocation_id,
+        reason,
+        lagMs: reason === "expired" ? Math.max(0, now - a.expires_at) : null,
+      },
     };
     const record: UsageRecord = { ...ended, cpuCores: a.cpu, memoryMB: a.mem, storageMB: a.storage };
     this.enqueue(
@@ -568,7 +724,13 @@ export class Device extends FeedObject {
       { kind: "pool_state", payload: { pool: d.pool, state } },
     );
     this.hub.append(a.user_id, "device.released", {
-      allocationId: a.allocation_id, deviceId: d.device_id, pool: d.pool, allocatedAt: iso(a.allocated_at), releasedAt: iso(releasedAt), durationSeconds, reason,
+      allocationId: a.allocation_id,
+      deviceId: d.device_id,
+      pool: d.pool,
+      allocatedAt: iso(a.allocated_at),
+      releasedAt: iso(releasedAt),
+      durationSeconds,
+      reason,
     });
     // Once the transaction is over: the holder's sockets get the release, then are closed.
     queueMicrotask(() => this.closeHolder(a.allocation_id, a.user_id));
@@ -584,8 +746,16 @@ export class Device extends FeedObject {
   private allocationData(a: AllocRow): AllocationEventData {
     const d = this.row()!;
     return {
-      allocationId: a.allocation_id, deviceId: d.device_id, pool: d.pool, node: d.node, cpuCores: a.cpu, memoryMB: a.mem, storageMB: a.storage,
-      allocatedAt: iso(a.allocated_at), expiresAt: iso(a.expires_at), durationMinutes: Math.ceil((a.expires_at - a.allocated_at) / 60_000),
+      allocationId: a.allocation_id,
+      deviceId: d.device_id,
+      pool: d.pool,
+      node: d.node,
+      cpuCores: a.cpu,
+      memoryMB: a.mem,
+      storageMB: a.storage,
+      allocatedAt: iso(a.allocated_at),
+      expiresAt: iso(a.expires_at),
+      durationMinutes: Math.ceil((a.expires_at - a.allocated_at) / 60_000),
     };
   }
 
@@ -594,10 +764,18 @@ export class Device extends FeedObject {
     const d = this.row()!;
     const holder = ended?.userId ?? "";
     const data: FeedEvents["device.status"] = {
-      deviceId: d.device_id, pool: d.pool, node: d.node, status: d.status, previousStatus: previous, endedAllocationId: ended?.allocationId ?? null,
+      deviceId: d.device_id,
+      pool: d.pool,
+      node: d.node,
+      status: d.status,
+      previousStatus: previous,
+      endedAllocationId: ended?.allocationId ?? null,
     };
     this.hub.append(holder, "device.status", data);
-    this.enqueue({ kind: "admin_event", payload: { key: `device.status:${d.device_id}:${d.version}`, userId: holder, type: "device.status", data } });
+    this.enqueue({
+      kind: "admin_event",
+      payload: { key: `device.status:${d.device_id}:${d.version}`, userId: holder, type: "device.status", data },
+    });
   }
 
   /** The holder of an ended allocation stops watching (admins keep their sockets). */
@@ -616,7 +794,8 @@ export class Device extends FeedObject {
     if (f instanceof Response) return f;
     if (f.feed !== "device") return refuseSocket(CLOSE.forbidden, "FORBIDDEN", "This ticket is not for a device feed.");
     const d = this.row();
-    if (!d || d.status === "removed" || (f.deviceId !== undefined && f.deviceId !== d.device_id)) return refuseSocket(CLOSE.notFound, "DEVICE_NOT_FOUND", "No such device.");
+    if (!d || d.status === "removed" || (f.deviceId !== undefined && f.deviceId !== d.device_id))
+      return refuseSocket(CLOSE.notFound, "DEVICE_NOT_FOUND", "No such device.");
     const a = this.current();
     if (f.role !== "admin" && a?.user_id !== f.userId)
       return refuseSocket(CLOSE.forbidden, "FORBIDDEN", "Only the device's current holder (or an admin) may watch it.");
@@ -625,20 +804,32 @@ export class Device extends FeedObject {
 
   private snapshot(d: DeviceRow, a: AllocRow | null): DeviceFeedState {
     return {
-      deviceId: d.device_id, pool: d.pool, node: d.node, status: d.status,
+      deviceId: d.device_id,
+      pool: d.pool,
+      node: d.node,
+      status: d.status,
       allocation: a
         ? {
-          allocationId: a.allocation_id, userId: a.user_id, state: a.state === "active" ? "active" : "held", allocatedAt: iso(a.allocated_at),
-          expiresAt: iso(a.expires_at), secondsLeft: Math.max(0, Math.round((a.expires_at - Date.now()) / 1000)),
-        }
+            allocationId: a.allocation_id,
+            userId: a.user_id,
+            state: a.state === "active" ? "active" : "held",
+            allocatedAt: iso(a.allocated_at),
+            expiresAt: iso(a.expires_at),
+            secondsLeft: Math.max(0, Math.round((a.expires_at - Date.now()) / 1000)),
+          }
         : null,
     };
   }
 
   private ended(a: AllocRow): EndedAllocation {
     return {
-      allocationId: a.allocation_id, deviceId: this.row()!.device_id, userId: a.user_id, allocatedAt: a.allocated_at,
-      releasedAt: a.released_at!, durationSeconds: a.duration_seconds!, reason: a.reason!,
+      allocationId: a.allocation_id,
+      deviceId: this.row()!.device_id,
+      userId: a.user_id,
+      allocatedAt: a.allocated_at,
+      releasedAt: a.released_at!,
+      durationSeconds: a.duration_seconds!,
+      reason: a.reason!,
     };
   }
 
@@ -657,11 +848,15 @@ export class Device extends FeedObject {
    * carried over, so the pool still learns why it ended (its feed and metrics).
    */
   private supersedePoolStates(next: { pool: string; state: DeviceState }): void {
-    const waiting = this.sql.all<{ id: number; payload: string }>("SELECT id, payload FROM outbox WHERE kind = 'pool_state'")
+    const waiting = this.sql
+      .all<{ id: number; payload: string }>("SELECT id, payload FROM outbox WHERE kind = 'pool_state'")
       .map((r) => ({ id: r.id, payload: JSON.parse(r.payload) as { pool: string; state: DeviceState } }))
       .filter((r) => r.payload.pool === next.pool && r.payload.state.version < next.state.version);
     if (!waiting.length) return;
-    const ended = waiting.map((r) => r.payload.state.ended).filter((e) => e !== undefined).pop();
+    const ended = waiting
+      .map((r) => r.payload.state.ended)
+      .filter((e) => e !== undefined)
+      .pop();
     if (ended && !next.state.ended) next.state.ended = ended;
     this.sql.exec(`DELETE FROM outbox WHERE id IN (${waiting.map(() => "?").join(",")})`, ...waiting.map((r) => r.id));
   }

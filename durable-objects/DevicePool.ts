@@ -30,7 +30,15 @@ import { estimateStart, joinHash, priorityName, type EstimateDevice } from "../s
 import { bookingHash, checkWindow, reminderAt, type ReservationStatus } from "../src/domain/reservation";
 import type { DeviceSpec, DeviceStatus } from "../src/domain/types";
 import { durationMsOf } from "../src/domain/duration";
-import { CLOSE, type FeedEvents, type FeedEventType, type PoolDeviceView, type PoolFeedState, type QueueEventData, type ReservationEventData } from "../src/feed/protocol";
+import {
+  CLOSE,
+  type FeedEvents,
+  type FeedEventType,
+  type PoolDeviceView,
+  type PoolFeedState,
+  type QueueEventData,
+  type ReservationEventData,
+} from "../src/feed/protocol";
 import { FeedHub, feedRequestOf, feedSchema, feedSocketsSchema, refuseSocket } from "../src/feed/hub";
 import { countChange, type CounterRow } from "../src/metrics";
 import { socketReporter } from "./AdminFeed";
@@ -264,9 +272,17 @@ export interface WindowCheck {
 }
 
 /** Hand-over failures that mean the device was not there after all: wait for the next one at once. */
-const DEVICE_RACES = new Set(["DEVICE_BUSY", "DEVICE_RESERVED", "DEVICE_UNAVAILABLE", "NO_DEVICE_AVAILABLE", "QUEUE_OFFER_GONE", "DEVICE_UNFIT"]);
+const DEVICE_RACES = new Set([
+  "DEVICE_BUSY",
+  "DEVICE_RESERVED",
+  "DEVICE_UNAVAILABLE",
+  "NO_DEVICE_AVAILABLE",
+  "QUEUE_OFFER_GONE",
+  "DEVICE_UNFIT",
+]);
 /** Refusals of the user's own account: the entry or reservation fails with them. */
-const isFinalRefusal = (f: Failure) => f.status === 402 || f.status === 403 || f.code.startsWith("QUOTA_") || f.code === "IDEMPOTENCY_KEY_REUSED" || f.code === "POOL_NOT_FOUND";
+const isFinalRefusal = (f: Failure) =>
+  f.status === 402 || f.status === 403 || f.code.startsWith("QUOTA_") || f.code === "IDEMPOTENCY_KEY_REUSED" || f.code === "POOL_NOT_FOUND";
 
 export interface PoolSummary {
   pool: string;
@@ -313,9 +329,17 @@ export class DevicePool extends FeedObject {
   constructor(ctx: DurableObjectState, env: Env) {
     super(ctx, env);
     this.sql = new Sql(ctx.storage);
-    this.cfg = new CachedRow<Settings>(this.sql, "SELECT pool, strategy, idle_release_seconds AS idleReleaseSeconds FROM settings WHERE id = 1");
+    this.cfg = new CachedRow<Settings>(
+      this.sql,
+      "SELECT pool, strategy, idle_release_seconds AS idleReleaseSeconds FROM settings WHERE id = 1",
+    );
     this.clock = new AlarmClock(ctx.storage);
-    this.hub = new FeedHub(ctx, this.sql, { table: "events", limit: FEED.poolHistoryLimit, maxSockets: FEED.maxSocketsPerPool, onSockets: socketReporter(env, ctx, "pool") });
+    this.hub = new FeedHub(ctx, this.sql, {
+      table: "events",
+      limit: FEED.poolHistoryLimit,
+      maxSockets: FEED.maxSocketsPerPool,
+      onSockets: socketReporter(env, ctx, "pool"),
+    });
     ctx.blockConcurrencyWhile(async () => {
       this.sql.migrate(SCHEMA);
       this.hub.start();
@@ -350,7 +374,10 @@ export class DevicePool extends FeedObject {
     const tried = new Set<string>();
     const done = (r: Result<Claimed>) => (r.ok ? ok({ ...r.value, idleReleaseSeconds }) : r);
     if (req.via?.kind === "queue") {
-      const e = this.sql.one<{ status: QueueStatus; device_id: string | null }>("SELECT status, device_id FROM queue WHERE entry_id = ?", req.via.id);
+      const e = this.sql.one<{ status: QueueStatus; device_id: string | null }>(
+        "SELECT status, device_id FROM queue WHERE entry_id = ?",
+        req.via.id,
+      );
       if (e?.status !== "offered" || e.device_id !== req.via.deviceId || !req.via.deviceId)
         return fail(409, "QUEUE_OFFER_GONE", "The device offered to this queue entry is no longer offered to it.");
       return done(await this.claimOn(req.via.deviceId, req));
@@ -374,7 +401,11 @@ export class DevicePool extends FeedObject {
   }
 
   /** Asks one device to claim itself; the index learns its answer either way. */
-  private async claimOn(deviceId: string, req: ClaimRequest, node = this.sql.one<{ node: string }>("SELECT node FROM devices WHERE device_id = ?", deviceId)?.node): Promise<Result<Claimed>> {
+  private async claimOn(
+    deviceId: string,
+    req: ClaimRequest,
+    node = this.sql.one<{ node: string }>("SELECT node FROM devices WHERE device_id = ?", deviceId)?.node,
+  ): Promise<Result<Claimed>> {
     this.inFlight.add(deviceId);
     const pickedAt = Date.now();
     if (node) this.picked.set(node, pickedAt);
@@ -399,12 +430,28 @@ export class DevicePool extends FeedObject {
    * The best free device for a claim: not in flight, not offered to a queue entry, and with no
    * reservation window (other than `ownReservation`) before the claim would end.
    */
-  private pick(strategy: Strategy, min: DeviceSpec, max: DeviceSpec, skip: Set<string>, durationMs: number, ownReservation: string | null): Pick<IndexRow, "device_id" | "node"> | null {
+  private pick(
+    strategy: Strategy,
+    min: DeviceSpec,
+    max: DeviceSpec,
+    skip: Set<string>,
+    durationMs: number,
+    ownReservation: string | null,
+  ): Pick<IndexRow, "device_id" | "node"> | null {
     const nodes = this.sql.all<{ node: string; busy: number; total: number; free: number; last_picked_at: number }>(
       "SELECT node, busy, total, free, last_picked_at FROM nodes WHERE free > 0",
     );
     const now = Date.now();
-    const ordered = orderNodes(strategy, nodes.map((n): NodeLoad => ({ node: n.node, busy: n.busy, total: n.total, free: n.free, lastPickedAt: Math.max(n.last_picked_at, this.picked.get(n.node) ?? 0) })));
+    const ordered = orderNodes(
+      strategy,
+      nodes.map((n): NodeLoad => ({
+        node: n.node,
+        busy: n.busy,
+        total: n.total,
+        free: n.free,
+        lastPickedAt: Math.max(n.last_picked_at, this.picked.get(n.node) ?? 0),
+      })),
+    );
     for (const n of ordered) {
       // Indexed lookup per node, smallest fitting first; a few extra rows cover in-flight claims.
       const rows = this.sql.all<Pick<IndexRow, "device_id" | "node" | "cpu" | "mem" | "storage">>(
@@ -414,8 +461,12 @@ export class DevicePool extends FeedObject {
            AND NOT EXISTS (SELECT 1 FROM reservations r WHERE r.device_id = devices.device_id AND r.status IN ('pending','confirmed')
                              AND r.start_at < ? AND r.end_at > ? AND r.reservation_id != ?)
          ORDER BY cpu, mem, storage, device_id LIMIT ?`,
-        n.node, ...boundsArgs(min, max),
-        now + durationMs, now, ownReservation ?? "", this.inFlight.size + skip.size + 1,
+        n.node,
+        ...boundsArgs(min, max),
+        now + durationMs,
+        now,
+        ownReservation ?? "",
+        this.inFlight.size + skip.size + 1,
       );
       const candidates = rows
         .filter((r) => !this.inFlight.has(r.device_id) && !skip.has(r.device_id))
@@ -443,7 +494,8 @@ export class DevicePool extends FeedObject {
   private apply(s: DeviceState): void {
     const changed = this.sql.tx(() => {
       const prev = this.sql.one<{ version: number; node: string; status: DeviceStatus; allocation_id: string | null }>(
-        "SELECT version, node, status, allocation_id FROM devices WHERE device_id = ?", s.deviceId,
+        "SELECT version, node, status, allocation_id FROM devices WHERE device_id = ?",
+        s.deviceId,
       );
       if (prev && prev.version >= s.version) return false;
       // A device that left (removed, or moved to another pool) is remembered with its version,
@@ -462,7 +514,16 @@ export class DevicePool extends FeedObject {
            ON CONFLICT(device_id) DO UPDATE SET node = excluded.node, cpu = excluded.cpu, mem = excluded.mem, storage = excluded.storage,
              status = excluded.status, version = excluded.version, allocation_id = excluded.allocation_id,
              user_id = excluded.user_id, expires_at = excluded.expires_at`,
-          s.deviceId, s.node, s.cpuCores, s.memoryMB, s.storageMB, s.status, s.version, s.allocationId, s.userId, s.expiresAt,
+          s.deviceId,
+          s.node,
+          s.cpuCores,
+          s.memoryMB,
+          s.storageMB,
+          s.status,
+          s.version,
+          s.allocationId,
+          s.userId,
+          s.expiresAt,
         );
       }
       if (prev && prev.node !== s.node) this.refreshNode(prev.node);
@@ -473,7 +534,8 @@ export class DevicePool extends FeedObject {
       return true;
     });
     // A device freed (release, expiry, back in service): the queue's head gets it now.
-    if (changed && s.status === "available" && this.sql.one("SELECT 1 AS x FROM queue WHERE status = 'waiting' LIMIT 1")) void this.dispatch();
+    if (changed && s.status === "available" && this.sql.one("SELECT 1 AS x FROM queue WHERE status = 'waiting' LIMIT 1"))
+      void this.dispatch();
     else if (this.noticesWaiting) this.ctx.waitUntil(this.flushNotices().then(() => this.rearm()));
   }
 
@@ -483,14 +545,22 @@ export class DevicePool extends FeedObject {
     // A device that left this pool holds nothing here (a moved device's allocation is its new pool's).
     const s = next.status === "removed" ? { ...next, allocationId: null, userId: null, expiresAt: null } : next;
     this.hub.append(s.userId ?? "", "pool.device", {
-      pool, ...deviceView(s), previousStatus: prev?.status ?? null, reason: s.ended?.reason ?? null,
+      pool,
+      ...deviceView(s),
+      previousStatus: prev?.status ?? null,
+      reason: s.ended?.reason ?? null,
     });
     this.count(countChange(prev, s));
   }
 
   private count(rows: CounterRow[]): void {
     for (const r of rows)
-      this.sql.exec("INSERT INTO metrics (name, label, value) VALUES (?, ?, ?) ON CONFLICT(name, label) DO UPDATE SET value = value + excluded.value", r.name, r.label, r.value);
+      this.sql.exec(
+        "INSERT INTO metrics (name, label, value) VALUES (?, ?, ?) ON CONFLICT(name, label) DO UPDATE SET value = value + excluded.value",
+        r.name,
+        r.label,
+        r.value,
+      );
   }
 
   private drop(deviceId: string): void {
@@ -513,7 +583,10 @@ export class DevicePool extends FeedObject {
       this.sql.exec(
         `INSERT INTO nodes (node, busy, total, free) VALUES (?, ?, ?, ?)
          ON CONFLICT(node) DO UPDATE SET busy = excluded.busy, total = excluded.total, free = excluded.free`,
-        node, c.busy ?? 0, c.total, c.free ?? 0,
+        node,
+        c.busy ?? 0,
+        c.total,
+        c.free ?? 0,
       );
   }
 
@@ -524,7 +597,12 @@ export class DevicePool extends FeedObject {
     if (!this.exists()) return fail(404, "POOL_NOT_FOUND", `Pool "${j.pool}" has no devices.`, { pool: j.pool });
     this.settings(j.pool);
     if (this.matching(j.min, j.max, true) === 0)
-      return fail(409, "NO_MATCHING_DEVICE", `No device in pool "${j.pool}" that is in service matches the request within your quota, so waiting would never end.`, { pool: j.pool, spec: j.min });
+      return fail(
+        409,
+        "NO_MATCHING_DEVICE",
+        `No device in pool "${j.pool}" that is in service matches the request within your quota, so waiting would never end.`,
+        { pool: j.pool, spec: j.min },
+      );
     const before = this.repeatOrLimit("queue", j.userId, j.idempotencyKey && { key: j.idempotencyKey, hash: joinHash(j) });
     if (before) return before as Result<QueueEntryView>;
     const now = Date.now();
@@ -536,9 +614,21 @@ export class DevicePool extends FeedObject {
       `INSERT INTO queue (entry_id, seq, user_id, priority, cpu_min, mem_min, storage_min, cpu_max, mem_max, storage_max,
          duration_minutes, duration_seconds, duration_ms, max_wait_minutes, wait_until, status, created_by, created_at, updated_at, idem_key, idem_hash)
        VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'waiting', ?, ?, ?, ?, ?)`,
-      entryId, seq, j.userId, j.priority, ...boundsArgs(j.min, j.max),
-      j.durationMinutes, j.durationSeconds ?? null, durationMs, j.maxWaitMinutes, waitUntil, j.createdBy, now, now,
-      j.idempotencyKey ?? null, j.idempotencyKey ? joinHash(j) : null,
+      entryId,
+      seq,
+      j.userId,
+      j.priority,
+      ...boundsArgs(j.min, j.max),
+      j.durationMinutes,
+      j.durationSeconds ?? null,
+      durationMs,
+      j.maxWaitMinutes,
+      waitUntil,
+      j.createdBy,
+      now,
+      now,
+      j.idempotencyKey ?? null,
+      j.idempotencyKey ? joinHash(j) : null,
     );
     await this.clock.arm(waitUntil);
     await this.dispatch();
@@ -552,7 +642,10 @@ export class DevicePool extends FeedObject {
   }
 
   /** A user's entries (an admin without `userId`: everyone's), newest first; waiting ones carry their position. */
-  async listQueue(viewer: Viewer, opts: { userId?: string; status?: QueueStatus; limit?: number }): Promise<Result<{ items: QueueEntryView[]; waiting: number }>> {
+  async listQueue(
+    viewer: Viewer,
+    opts: { userId?: string; status?: QueueStatus; limit?: number },
+  ): Promise<Result<{ items: QueueEntryView[]; waiting: number }>> {
     const who = viewer.admin ? opts.userId : viewer.userId;
     const limit = Math.min(opts.limit ?? PAGING.defaultLimit, PAGING.maxLimit);
     const rows = this.sql.all<QueueRow>(
@@ -568,29 +661,55 @@ export class DevicePool extends FeedObject {
    * the user's object before its own checks, so a repeat answers the first result even when
    * that first request has since taken the user's last free quota.
    */
-  async priorRequest(kind: "queue" | "reservation", userId: string, key: string, hash: string): Promise<Result<QueueEntryView | ReservationView> | null> {
+  async priorRequest(
+    kind: "queue" | "reservation",
+    userId: string,
+    key: string,
+    hash: string,
+  ): Promise<Result<QueueEntryView | ReservationView> | null> {
     return this.prior(kind, userId, key, hash);
   }
 
   /** Before a new entry or booking: a repeated key's first answer, or the refusal of one too many open ones; null to go on. */
-  private repeatOrLimit(kind: "queue" | "reservation", userId: string, keyed: { key: string; hash: string } | undefined | ""): Result<QueueEntryView | ReservationView> | null {
+  private repeatOrLimit(
+    kind: "queue" | "reservation",
+    userId: string,
+    keyed: { key: string; hash: string } | undefined | "",
+  ): Result<QueueEntryView | ReservationView> | null {
     if (keyed) {
       const prior = this.prior(kind, userId, keyed.key, keyed.hash);
       if (prior) return prior;
     }
-    const [sql, limit, code, what] = kind === "queue"
-      ? ["SELECT COUNT(*) AS n FROM queue WHERE user_id = ? AND status IN ('waiting','offered')", QUEUE.maxWaitingPerUser, "QUEUE_LIMIT", "entries waiting"] as const
-      : ["SELECT COUNT(*) AS n FROM reservations WHERE user_id = ? AND status IN ('pending','confirmed')", RESERVATION.maxOpenPerUser, "RESERVATION_LIMIT", "open reservations"] as const;
+    const [sql, limit, code, what] =
+      kind === "queue"
+        ? ([
+            "SELECT COUNT(*) AS n FROM queue WHERE user_id = ? AND status IN ('waiting','offered')",
+            QUEUE.maxWaitingPerUser,
+            "QUEUE_LIMIT",
+            "entries waiting",
+          ] as const)
+        : ([
+            "SELECT COUNT(*) AS n FROM reservations WHERE user_id = ? AND status IN ('pending','confirmed')",
+            RESERVATION.maxOpenPerUser,
+            "RESERVATION_LIMIT",
+            "open reservations",
+          ] as const);
     const open = this.sql.one<{ n: number }>(sql, userId)!.n;
-    return open >= limit ? fail(409, code, `You already have ${open} ${what} in pool "${this.cfg.get()?.pool ?? ""}" (at most ${limit}).`, { limit }) : null;
+    return open >= limit
+      ? fail(409, code, `You already have ${open} ${what} in pool "${this.cfg.get()?.pool ?? ""}" (at most ${limit}).`, { limit })
+      : null;
   }
 
   private prior(kind: "queue" | "reservation", userId: string, key: string, hash: string): Result<QueueEntryView | ReservationView> | null {
-    const row = kind === "queue"
-      ? this.sql.one<QueueRow>("SELECT * FROM queue WHERE user_id = ? AND idem_key = ?", userId, key)
-      : this.sql.one<ReservationRow>("SELECT * FROM reservations WHERE user_id = ? AND idem_key = ?", userId, key);
+    const row =
+      kind === "queue"
+        ? this.sql.one<QueueRow>("SELECT * FROM queue WHERE user_id = ? AND idem_key = ?", userId, key)
+        : this.sql.one<ReservationRow>("SELECT * FROM reservations WHERE user_id = ? AND idem_key = ?", userId, key);
     if (!row) return null;
-    if (row.idem_hash !== hash) return fail(409, "IDEMPOTENCY_KEY_REUSED", "This idempotency key was used for a different request.", { idempotencyKey: key });
+    if (row.idem_hash !== hash)
+      return fail(409, "IDEMPOTENCY_KEY_REUSED", "This idempotency key was used for a different request.", {
+        idempotencyKey: key,
+      });
     return ok("entry_id" in row ? this.entryView(row) : this.reservationView(row));
   }
 
@@ -599,9 +718,19 @@ export class DevicePool extends FeedObject {
     const row = this.entryRow(entryId);
     if (!row || !sees(viewer, row.user_id)) return fail(404, "QUEUE_ENTRY_NOT_FOUND", "No such queue entry.", { entryId });
     if (this.handing.has(entryId))
-      return fail(409, "QUEUE_ENTRY_BUSY", "A device is being handed to this entry right now; release it once allocated if you no longer need it.", { entryId });
-    if (row.status !== "waiting" && row.status !== "offered") return fail(409, "QUEUE_ENTRY_CLOSED", `The entry is already ${row.status}.`, { entryId, status: row.status });
-    this.sql.exec("UPDATE queue SET status = 'cancelled', device_id = NULL, retry_at = NULL, updated_at = ? WHERE entry_id = ? AND status IN ('waiting','offered')", Date.now(), entryId);
+      return fail(
+        409,
+        "QUEUE_ENTRY_BUSY",
+        "A device is being handed to this entry right now; release it once allocated if you no longer need it.",
+        { entryId },
+      );
+    if (row.status !== "waiting" && row.status !== "offered")
+      return fail(409, "QUEUE_ENTRY_CLOSED", `The entry is already ${row.status}.`, { entryId, status: row.status });
+    this.sql.exec(
+      "UPDATE queue SET status = 'cancelled', device_id = NULL, retry_at = NULL, updated_at = ? WHERE entry_id = ? AND status IN ('waiting','offered')",
+      Date.now(),
+      entryId,
+    );
     // An offered device is free for the next entry.
     if (row.status === "offered") await this.dispatch();
     return ok(this.entryView(this.entryRow(entryId)!));
@@ -619,22 +748,46 @@ export class DevicePool extends FeedObject {
     if (open) {
       const ahead = this.sql.all<QueueRow>(
         "SELECT * FROM queue WHERE status IN ('waiting','offered') AND (priority > ? OR (priority = ? AND seq < ?)) ORDER BY priority DESC, seq LIMIT 1000",
-        r.priority, r.priority, r.seq,
+        r.priority,
+        r.priority,
+        r.seq,
       );
       position = ahead.length + 1;
-      const devices = this.sql.all<IndexRow>("SELECT device_id, cpu, mem, storage, status, expires_at FROM devices WHERE status IN ('available','allocated')");
-      estimate = r.status === "offered" ? now : estimateStart(
-        devices.map((d): EstimateDevice => ({ ...spec(d), freeAt: d.status === "available" ? now : d.status === "allocated" ? d.expires_at ?? now : null })),
-        ahead.map((a) => ({ ...bounds(a), durationMs: a.duration_ms })),
-        bounds(r),
-        now,
+      const devices = this.sql.all<IndexRow>(
+        "SELECT device_id, cpu, mem, storage, status, expires_at FROM devices WHERE status IN ('available','allocated')",
       );
+      estimate =
+        r.status === "offered"
+          ? now
+          : estimateStart(
+              devices.map((d): EstimateDevice => ({
+                ...spec(d),
+                freeAt: d.status === "available" ? now : d.status === "allocated" ? (d.expires_at ?? now) : null,
+              })),
+              ahead.map((a) => ({ ...bounds(a), durationMs: a.duration_ms })),
+              bounds(r),
+              now,
+            );
     }
     return {
-      entryId: r.entry_id, userId: r.user_id, pool: this.cfg.get()?.pool ?? "", status: r.status, priority: r.priority, priorityName: priorityName(r.priority),
-      spec: bounds(r).min, durationMinutes: r.duration_minutes, maxWaitMinutes: r.max_wait_minutes, joinedAt: iso(r.created_at), waitUntil: iso(r.wait_until),
-      position, estimatedStartAt: estimate === null ? null : iso(estimate), estimatedWaitSeconds: estimate === null ? null : Math.max(0, Math.round((estimate - now) / 1000)),
-      allocationId: r.allocation_id, deviceId: r.status === "fulfilled" ? r.device_id : null, error: parseError(r.error), createdBy: r.created_by,
+      entryId: r.entry_id,
+      userId: r.user_id,
+      pool: this.cfg.get()?.pool ?? "",
+      status: r.status,
+      priority: r.priority,
+      priorityName: priorityName(r.priority),
+      spec: bounds(r).min,
+      durationMinutes: r.duration_minutes,
+      maxWaitMinutes: r.max_wait_minutes,
+      joinedAt: iso(r.created_at),
+      waitUntil: iso(r.wait_until),
+      position,
+      estimatedStartAt: estimate === null ? null : iso(estimate),
+      estimatedWaitSeconds: estimate === null ? null : Math.max(0, Math.round((estimate - now) / 1000)),
+      allocationId: r.allocation_id,
+      deviceId: r.status === "fulfilled" ? r.device_id : null,
+      error: parseError(r.error),
+      createdBy: r.created_by,
     };
   }
 
@@ -696,11 +849,13 @@ export class DevicePool extends FeedObject {
   private offer(): QueueRow[] {
     const now = Date.now();
     this.expireWaiting(now);
-    const free = this.sql.all<IndexRow>(
-      `SELECT * FROM devices WHERE status = 'available'
+    const free = this.sql
+      .all<IndexRow>(
+        `SELECT * FROM devices WHERE status = 'available'
          AND device_id NOT IN (SELECT device_id FROM queue WHERE status = 'offered' AND device_id IS NOT NULL)
        ORDER BY cpu, mem, storage, device_id LIMIT 1000`,
-    ).filter((d) => !this.inFlight.has(d.device_id));
+      )
+      .filter((d) => !this.inFlight.has(d.device_id));
     if (free.length === 0) return [];
     const waiting = this.sql.all<QueueRow>(
       "SELECT * FROM queue WHERE status = 'waiting' AND (retry_at IS NULL OR retry_at <= ?) ORDER BY priority DESC, seq LIMIT 2000",
@@ -708,18 +863,30 @@ export class DevicePool extends FeedObject {
     );
     if (waiting.length === 0) return [];
     // The earliest window on each device that has not ended (one in progress blocks it now).
-    const windowAt = new Map(this.sql.all<{ device_id: string; t: number }>(
-      "SELECT device_id, MIN(start_at) AS t FROM reservations WHERE status IN ('pending','confirmed') AND end_at > ? GROUP BY device_id",
-      now,
-    ).map((w) => [w.device_id, w.t]));
+    const windowAt = new Map(
+      this.sql
+        .all<{ device_id: string; t: number }>(
+          "SELECT device_id, MIN(start_at) AS t FROM reservations WHERE status IN ('pending','confirmed') AND end_at > ? GROUP BY device_id",
+          now,
+        )
+        .map((w) => [w.device_id, w.t]),
+    );
     const offers: QueueRow[] = [];
     for (const e of waiting) {
       const b = bounds(e);
       const skip = this.racedFor(e.entry_id, now);
-      const i = free.findIndex((d) => fits(spec(d), b.min, b.max) && !skip.has(d.device_id) && (windowAt.get(d.device_id) ?? Infinity) >= now + e.duration_ms);
+      const i = free.findIndex(
+        (d) => fits(spec(d), b.min, b.max) && !skip.has(d.device_id) && (windowAt.get(d.device_id) ?? Infinity) >= now + e.duration_ms,
+      );
       if (i < 0) continue;
       const [d] = free.splice(i, 1);
-      this.sql.exec("UPDATE queue SET status = 'offered', device_id = ?, retry_at = ?, updated_at = ? WHERE entry_id = ?", d!.device_id, now + QUEUE.offerRetryMs, now, e.entry_id);
+      this.sql.exec(
+        "UPDATE queue SET status = 'offered', device_id = ?, retry_at = ?, updated_at = ? WHERE entry_id = ?",
+        d!.device_id,
+        now + QUEUE.offerRetryMs,
+        now,
+        e.entry_id,
+      );
       offers.push({ ...e, status: "offered", device_id: d!.device_id });
       if (free.length === 0) break;
     }
@@ -740,7 +907,10 @@ export class DevicePool extends FeedObject {
     for (const e of due) {
       this.sql.tx(() => {
         this.sql.exec("UPDATE queue SET status = 'expired', updated_at = ? WHERE entry_id = ? AND status = 'waiting'", now, e.entry_id);
-        this.notify(e.user_id, `queue.expired:${e.entry_id}`, "queue.expired", { ...this.queueEventData(e), maxWaitMinutes: e.max_wait_minutes });
+        this.notify(e.user_id, `queue.expired:${e.entry_id}`, "queue.expired", {
+          ...this.queueEventData(e),
+          maxWaitMinutes: e.max_wait_minutes,
+        });
       });
     }
   }
@@ -754,14 +924,31 @@ export class DevicePool extends FeedObject {
     if (row?.status !== "offered") return;
     this.sql.tx(() => {
       if (r.ok) {
-        this.sql.exec("UPDATE queue SET status = 'fulfilled', device_id = ?, allocation_id = ?, retry_at = NULL, updated_at = ? WHERE entry_id = ?", r.value.deviceId, r.value.allocationId, now, e.entry_id);
+        this.sql.exec(
+          "UPDATE queue SET status = 'fulfilled', device_id = ?, allocation_id = ?, retry_at = NULL, updated_at = ? WHERE entry_id = ?",
+          r.value.deviceId,
+          r.value.allocationId,
+          now,
+          e.entry_id,
+        );
         this.notify(e.user_id, `queue.fulfilled:${e.entry_id}`, "queue.fulfilled", {
-          ...this.queueEventData(row), allocationId: r.value.allocationId, deviceId: r.value.deviceId, waitedSeconds: Math.round((now - row.created_at) / 1000),
+          ...this.queueEventData(row),
+          allocationId: r.value.allocationId,
+          deviceId: r.value.deviceId,
+          waitedSeconds: Math.round((now - row.created_at) / 1000),
         });
         this.raced.delete(e.entry_id);
       } else if (isFinalRefusal(r)) {
-        this.sql.exec("UPDATE queue SET status = 'failed', device_id = NULL, retry_at = NULL, error = ?, updated_at = ? WHERE entry_id = ?", errorText(r), now, e.entry_id);
-        this.notify(e.user_id, `queue.failed:${e.entry_id}`, "queue.failed", { ...this.queueEventData(row), error: { code: r.code, message: r.message } });
+        this.sql.exec(
+          "UPDATE queue SET status = 'failed', device_id = NULL, retry_at = NULL, error = ?, updated_at = ? WHERE entry_id = ?",
+          errorText(r),
+          now,
+          e.entry_id,
+        );
+        this.notify(e.user_id, `queue.failed:${e.entry_id}`, "queue.failed", {
+          ...this.queueEventData(row),
+          error: { code: r.code, message: r.message },
+        });
         this.raced.delete(e.entry_id);
         this.dispatchAgain = true; // the device goes to the next entry
       } else if (DEVICE_RACES.has(r.code)) {
@@ -770,17 +957,34 @@ export class DevicePool extends FeedObject {
         const m = this.raced.get(e.entry_id) ?? new Map<string, number>();
         m.set(row.device_id ?? "", now + QUEUE.raceSkipMs);
         this.raced.set(e.entry_id, m);
-        this.sql.exec("UPDATE queue SET status = 'waiting', device_id = NULL, retry_at = NULL, error = ?, updated_at = ? WHERE entry_id = ?", errorText(r), now, e.entry_id);
+        this.sql.exec(
+          "UPDATE queue SET status = 'waiting', device_id = NULL, retry_at = NULL, error = ?, updated_at = ? WHERE entry_id = ?",
+          errorText(r),
+          now,
+          e.entry_id,
+        );
         this.dispatchAgain = true;
       } else if (row.attempts + 1 >= QUEUE.offerAttempts) {
         // Transient failures (the user's object or billing did not answer) that go on: the device goes
         // back to the queue and the entry waits again (a later hand-over uses the same key, so an
         // allocation the user's object did make is the one it gets).
-        this.sql.exec("UPDATE queue SET status = 'waiting', device_id = NULL, attempts = 0, retry_at = ?, error = ?, updated_at = ? WHERE entry_id = ?", now + QUEUE.offerRetryMs, errorText(r), now, e.entry_id);
+        this.sql.exec(
+          "UPDATE queue SET status = 'waiting', device_id = NULL, attempts = 0, retry_at = ?, error = ?, updated_at = ? WHERE entry_id = ?",
+          now + QUEUE.offerRetryMs,
+          errorText(r),
+          now,
+          e.entry_id,
+        );
         this.dispatchAgain = true;
       } else {
         // Transient: the alarm drives it again, same key.
-        this.sql.exec("UPDATE queue SET attempts = attempts + 1, retry_at = ?, error = ?, updated_at = ? WHERE entry_id = ?", now + QUEUE.offerRetryMs, errorText(r), now, e.entry_id);
+        this.sql.exec(
+          "UPDATE queue SET attempts = attempts + 1, retry_at = ?, error = ?, updated_at = ? WHERE entry_id = ?",
+          now + QUEUE.offerRetryMs,
+          errorText(r),
+          now,
+          e.entry_id,
+        );
       }
     });
   }
@@ -790,7 +994,10 @@ export class DevicePool extends FeedObject {
    * quota (step 1), this pool claims the device itself (step 2), the user's object records and
    * confirms it (steps 3-4). The pool never waits on a call that calls back into it.
    */
-  private async handOverAllocation(key: string, input: AllocateInput & { via: NonNullable<ClaimRequest["via"]> }): Promise<Result<AllocationResult> | null> {
+  private async handOverAllocation(
+    key: string,
+    input: AllocateInput & { via: NonNullable<ClaimRequest["via"]> },
+  ): Promise<Result<AllocationResult> | null> {
     // One hand-over per entry or reservation at a time (the alarm may find it due while it runs).
     if (this.handing.has(key)) return null;
     this.handing.add(key);
@@ -805,12 +1012,21 @@ export class DevicePool extends FeedObject {
 
   private async handOverSteps(input: AllocateInput & { via: NonNullable<ClaimRequest["via"]> }): Promise<Result<AllocationResult>> {
     const user = this.env.USER_QUOTA.getByName(input.userId);
-    const begun = (await take(user.beginHandOver(input))) as Result<AllocationResult> | { begun: { allocationId: string; durationMs: number; max: DeviceSpec } };
+    const begun = (await take(user.beginHandOver(input))) as
+      Result<AllocationResult> | { begun: { allocationId: string; durationMs: number; max: DeviceSpec } };
     if (!("begun" in begun)) return begun;
     const b = begun.begun;
     let claimed: Result<Claimed>;
     try {
-      claimed = await this.claimFor({ allocationId: b.allocationId, userId: input.userId, pool: input.pool, min: input.spec, max: b.max, durationMs: b.durationMs, via: input.via });
+      claimed = await this.claimFor({
+        allocationId: b.allocationId,
+        userId: input.userId,
+        pool: input.pool,
+        min: input.spec,
+        max: b.max,
+        durationMs: b.durationMs,
+        via: input.via,
+      });
     } catch (err) {
       // A device that did not answer may hold it: it asks the user's object later and frees itself.
       claimed = fail(503, "DEVICE_UNAVAILABLE", "The device did not answer.", { cause: String(err).slice(0, 200) });
@@ -820,8 +1036,13 @@ export class DevicePool extends FeedObject {
 
   private queueAllocation(e: QueueRow): AllocateInput & { via: NonNullable<ClaimRequest["via"]> } {
     return {
-      userId: e.user_id, pool: this.cfg.get()!.pool, durationMinutes: e.duration_minutes, durationSeconds: e.duration_seconds ?? undefined,
-      spec: bounds(e).min, idempotencyKey: `queue:${e.entry_id}`, via: { kind: "queue", id: e.entry_id, deviceId: e.device_id },
+      userId: e.user_id,
+      pool: this.cfg.get()!.pool,
+      durationMinutes: e.duration_minutes,
+      durationSeconds: e.duration_seconds ?? undefined,
+      spec: bounds(e).min,
+      idempotencyKey: `queue:${e.entry_id}`,
+      via: { kind: "queue", id: e.entry_id, deviceId: e.device_id },
     };
   }
 
@@ -833,14 +1054,20 @@ export class DevicePool extends FeedObject {
 
   /** Devices that match and are free for the whole window (not allocated into it, no other reservation in it). */
   private freeForWindow(min: DeviceSpec, max: DeviceSpec, startAt: number, endAt: number, skip: Set<string>): IndexRow[] {
-    return this.sql.all<IndexRow>(
-      `SELECT * FROM devices d WHERE (status = 'available' OR (status = 'allocated' AND expires_at <= ?))
+    return this.sql
+      .all<IndexRow>(
+        `SELECT * FROM devices d WHERE (status = 'available' OR (status = 'allocated' AND expires_at <= ?))
          AND ${FITS_SQL}
          AND NOT EXISTS (SELECT 1 FROM reservations r WHERE r.device_id = d.device_id AND r.status IN ('pending','confirmed','executing')
                            AND r.start_at < ? AND r.end_at > ?)
        ORDER BY cpu, mem, storage, device_id LIMIT ?`,
-      startAt, ...boundsArgs(min, max), endAt, startAt, skip.size + 50,
-    ).filter((d) => !skip.has(d.device_id));
+        startAt,
+        ...boundsArgs(min, max),
+        endAt,
+        startAt,
+        skip.size + 50,
+      )
+      .filter((d) => !skip.has(d.device_id));
   }
 
   /**
@@ -877,13 +1104,33 @@ export class DevicePool extends FeedObject {
           `INSERT INTO reservations (reservation_id, user_id, device_id, status, cpu_min, mem_min, storage_min, cpu_max, mem_max, storage_max,
              start_at, end_at, duration_minutes, reminder_minutes, created_by, created_at, updated_at, idem_key, idem_hash)
            VALUES (?, ?, ?, 'pending', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
-          reservationId, b.userId, device.device_id, ...boundsArgs(b.min, b.max),
-          b.startAt, b.endAt, b.durationMinutes, b.reminderMinutes, b.createdBy, t, t, b.idempotencyKey ?? null, b.idempotencyKey ? bookingHash(b) : null,
+          reservationId,
+          b.userId,
+          device.device_id,
+          ...boundsArgs(b.min, b.max),
+          b.startAt,
+          b.endAt,
+          b.durationMinutes,
+          b.reminderMinutes,
+          b.createdBy,
+          t,
+          t,
+          b.idempotencyKey ?? null,
+          b.idempotencyKey ? bookingHash(b) : null,
         );
-      else this.sql.exec("UPDATE reservations SET device_id = ?, updated_at = ? WHERE reservation_id = ?", device.device_id, t, reservationId);
+      else
+        this.sql.exec("UPDATE reservations SET device_id = ?, updated_at = ? WHERE reservation_id = ?", device.device_id, t, reservationId);
       let r: Result<{ deviceId: string }>;
       try {
-        r = (await take(this.env.DEVICE.getByName(device.device_id).reserve({ reservationId, userId: b.userId, pool: b.pool, startAt: b.startAt, endAt: b.endAt }))) as Result<{ deviceId: string }>;
+        r = (await take(
+          this.env.DEVICE.getByName(device.device_id).reserve({
+            reservationId,
+            userId: b.userId,
+            pool: b.pool,
+            startAt: b.startAt,
+            endAt: b.endAt,
+          }),
+        )) as Result<{ deviceId: string }>;
       } catch (err) {
         // Unknown whether the device wrote the window: give it back through the outbox, book nothing.
         this.sql.tx(() => {
@@ -891,11 +1138,18 @@ export class DevicePool extends FeedObject {
           this.enqueueNotice({ kind: "unreserve", target: device.device_id, key: reservationId });
         });
         await this.dispatch(); // delivers the unreserve (or arms its retry)
-        return fail(503, "DEVICE_UNAVAILABLE", "The device did not answer; nothing was booked. Try again.", { cause: String(err).slice(0, 200) });
+        return fail(503, "DEVICE_UNAVAILABLE", "The device did not answer; nothing was booked. Try again.", {
+          cause: String(err).slice(0, 200),
+        });
       }
       if (r.ok) {
         const remindAt = reminderAt(b.startAt, b.reminderMinutes, Date.now());
-        this.sql.exec("UPDATE reservations SET status = 'confirmed', remind_at = ?, updated_at = ? WHERE reservation_id = ? AND status = 'pending'", remindAt, Date.now(), reservationId);
+        this.sql.exec(
+          "UPDATE reservations SET status = 'confirmed', remind_at = ?, updated_at = ? WHERE reservation_id = ? AND status = 'pending'",
+          remindAt,
+          Date.now(),
+          reservationId,
+        );
         await this.clock.arm(Math.min(remindAt ?? b.startAt, b.startAt));
         if (remindAt !== null && remindAt <= Date.now()) void this.tick().catch(() => {});
         // A crash before this point leaves a pending row: the alarm drops it after pendingTimeoutMs.
@@ -907,7 +1161,10 @@ export class DevicePool extends FeedObject {
     }
     this.sql.exec("DELETE FROM reservations WHERE reservation_id = ? AND status = 'pending'", reservationId);
     return fail(409, "NO_CAPACITY", `No device in pool "${b.pool}" matching the request is free for the whole window.`, {
-      pool: b.pool, startAt: iso(b.startAt), endAt: iso(b.endAt), matchingDevices: this.matching(b.min, b.max),
+      pool: b.pool,
+      startAt: iso(b.startAt),
+      endAt: iso(b.endAt),
+      matchingDevices: this.matching(b.min, b.max),
     });
   }
 
@@ -927,10 +1184,17 @@ export class DevicePool extends FeedObject {
     const free = this.freeForWindow(b.min, b.max, b.startAt, b.endAt, new Set()).length;
     const mine = this.sql.all<ReservationRow>(
       `SELECT * FROM reservations WHERE user_id = ? AND status IN ('pending','confirmed','executing') AND start_at < ? AND end_at > ? ORDER BY start_at`,
-      b.userId, b.endAt, b.startAt,
+      b.userId,
+      b.endAt,
+      b.startAt,
     );
     return ok({
-      pool: b.pool, startAt: iso(b.startAt), endAt: iso(b.endAt), available: free > 0, matchingDevices: this.matching(b.min, b.max), freeDevices: free,
+      pool: b.pool,
+      startAt: iso(b.startAt),
+      endAt: iso(b.endAt),
+      available: free > 0,
+      matchingDevices: this.matching(b.min, b.max),
+      freeDevices: free,
       overlapping: mine.map((r) => this.reservationView(r)),
     });
   }
@@ -941,7 +1205,10 @@ export class DevicePool extends FeedObject {
     return ok(this.reservationView(row));
   }
 
-  async listReservations(viewer: Viewer, opts: { userId?: string; status?: ReservationStatus; limit?: number }): Promise<Result<{ items: ReservationView[] }>> {
+  async listReservations(
+    viewer: Viewer,
+    opts: { userId?: string; status?: ReservationStatus; limit?: number },
+  ): Promise<Result<{ items: ReservationView[] }>> {
     const who = viewer.admin ? opts.userId : viewer.userId;
     const limit = Math.min(opts.limit ?? PAGING.defaultLimit, PAGING.maxLimit);
     const rows = this.sql.all<ReservationRow>(
@@ -956,9 +1223,15 @@ export class DevicePool extends FeedObject {
     const row = this.reservationRow(reservationId);
     if (!row || !sees(viewer, row.user_id)) return fail(404, "RESERVATION_NOT_FOUND", "No such reservation.", { reservationId });
     if (row.status === "executing")
-      return fail(409, "RESERVATION_EXECUTING", "The reservation has started; release its allocation instead.", { reservationId, allocationId: row.allocation_id });
-    if (row.status !== "pending" && row.status !== "confirmed" || this.handing.has(reservationId))
-      return fail(409, "RESERVATION_CLOSED", `The reservation is already ${row.status === "confirmed" ? "starting" : row.status}.`, { reservationId, status: row.status });
+      return fail(409, "RESERVATION_EXECUTING", "The reservation has started; release its allocation instead.", {
+        reservationId,
+        allocationId: row.allocation_id,
+      });
+    if ((row.status !== "pending" && row.status !== "confirmed") || this.handing.has(reservationId))
+      return fail(409, "RESERVATION_CLOSED", `The reservation is already ${row.status === "confirmed" ? "starting" : row.status}.`, {
+        reservationId,
+        status: row.status,
+      });
     this.endReservation(row, "cancelled", null);
     // The window is given back to the device, and a waiting entry may now take it.
     await this.dispatch();
@@ -968,10 +1241,17 @@ export class DevicePool extends FeedObject {
   /** Moves a reservation that has not started to an end state: the device's window goes, the user hears. */
   private endReservation(row: ReservationRow, status: "cancelled" | "expired" | "failed", error: Failure | null): void {
     this.sql.tx(() => {
-      this.sql.exec("UPDATE reservations SET status = ?, error = ?, retry_at = NULL, remind_at = NULL, updated_at = ? WHERE reservation_id = ?", status, error ? errorText(error) : null, Date.now(), row.reservation_id);
+      this.sql.exec(
+        "UPDATE reservations SET status = ?, error = ?, retry_at = NULL, remind_at = NULL, updated_at = ? WHERE reservation_id = ?",
+        status,
+        error ? errorText(error) : null,
+        Date.now(),
+        row.reservation_id,
+      );
       if (row.device_id) this.enqueueNotice({ kind: "unreserve", target: row.device_id, key: row.reservation_id });
       this.notify(row.user_id, `reservation.${status}:${row.reservation_id}`, `reservation.${status}`, {
-        ...this.reservationEventData({ ...row, status }), ...(error ? { error: { code: error.code, message: error.message } } : {}),
+        ...this.reservationEventData({ ...row, status }),
+        ...(error ? { error: { code: error.code, message: error.message } } : {}),
       });
     });
   }
@@ -980,11 +1260,21 @@ export class DevicePool extends FeedObject {
   private reservationAllocationEnded(s: DeviceState): void {
     const done = this.sql.all<ReservationRow>(
       "SELECT * FROM reservations WHERE status = 'executing' AND device_id = ? AND allocation_id IS NOT NULL AND allocation_id IS NOT ?",
-      s.deviceId, s.allocationId,
+      s.deviceId,
+      s.allocationId,
     );
     for (const row of done) {
-      this.sql.exec("UPDATE reservations SET status = 'completed', updated_at = ? WHERE reservation_id = ?", Date.now(), row.reservation_id);
-      this.notify(row.user_id, `reservation.completed:${row.reservation_id}`, "reservation.completed", this.reservationEventData({ ...row, status: "completed" }));
+      this.sql.exec(
+        "UPDATE reservations SET status = 'completed', updated_at = ? WHERE reservation_id = ?",
+        Date.now(),
+        row.reservation_id,
+      );
+      this.notify(
+        row.user_id,
+        `reservation.completed:${row.reservation_id}`,
+        "reservation.completed",
+        this.reservationEventData({ ...row, status: "completed" }),
+      );
     }
   }
 
@@ -992,12 +1282,17 @@ export class DevicePool extends FeedObject {
   private async startReservation(row: ReservationRow): Promise<void> {
     if (this.handing.has(row.reservation_id)) return;
     const execFrom = row.exec_from ?? Date.now();
-    if (row.exec_from === null) this.sql.exec("UPDATE reservations SET exec_from = ? WHERE reservation_id = ?", execFrom, row.reservation_id);
+    if (row.exec_from === null)
+      this.sql.exec("UPDATE reservations SET exec_from = ? WHERE reservation_id = ?", execFrom, row.reservation_id);
     // The duration is fixed at the first attempt, so a retry is the same request (same idempotency key).
     const seconds = Math.max(1, Math.ceil((row.end_at - execFrom) / 1000));
     const r = await this.handOverAllocation(row.reservation_id, {
-      userId: row.user_id, pool: this.cfg.get()!.pool, durationMinutes: Math.ceil(seconds / 60), durationSeconds: seconds,
-      spec: bounds(row).min, idempotencyKey: `reservation:${row.reservation_id}`,
+      userId: row.user_id,
+      pool: this.cfg.get()!.pool,
+      durationMinutes: Math.ceil(seconds / 60),
+      durationSeconds: seconds,
+      spec: bounds(row).min,
+      idempotencyKey: `reservation:${row.reservation_id}`,
       via: { kind: "reservation", id: row.reservation_id, deviceId: row.device_id, until: row.end_at },
     });
     if (!r) return;
@@ -1009,21 +1304,36 @@ export class DevicePool extends FeedObject {
       this.sql.tx(() => {
         this.sql.exec(
           "UPDATE reservations SET status = 'executing', device_id = ?, allocation_id = ?, retry_at = NULL, remind_at = NULL, error = NULL, updated_at = ? WHERE reservation_id = ?",
-          alloc.deviceId, alloc.allocationId, now, row.reservation_id,
+          alloc.deviceId,
+          alloc.allocationId,
+          now,
+          row.reservation_id,
         );
         // Handed a different device: the reserved one's window is free again.
-        if (cur.device_id && cur.device_id !== alloc.deviceId) this.enqueueNotice({ kind: "unreserve", target: cur.device_id, key: row.reservation_id });
+        if (cur.device_id && cur.device_id !== alloc.deviceId)
+          this.enqueueNotice({ kind: "unreserve", target: cur.device_id, key: row.reservation_id });
         this.notify(row.user_id, `reservation.started:${row.reservation_id}`, "reservation.started", {
-          ...this.reservationEventData({ ...cur, status: "executing", device_id: alloc.deviceId }), allocationId: alloc.allocationId,
+          ...this.reservationEventData({ ...cur, status: "executing", device_id: alloc.deviceId }),
+          allocationId: alloc.allocationId,
         });
       });
       // The allocation may have ended already (a very short window): the index knows.
-      const dev = this.sql.one<{ allocation_id: string | null; status: DeviceStatus; version: number }>("SELECT allocation_id, status, version FROM devices WHERE device_id = ?", alloc.deviceId);
-      if (dev && dev.allocation_id !== alloc.allocationId && dev.status !== "allocated") this.reservationAllocationEnded({ deviceId: alloc.deviceId, allocationId: dev.allocation_id } as DeviceState);
+      const dev = this.sql.one<{ allocation_id: string | null; status: DeviceStatus; version: number }>(
+        "SELECT allocation_id, status, version FROM devices WHERE device_id = ?",
+        alloc.deviceId,
+      );
+      if (dev && dev.allocation_id !== alloc.allocationId && dev.status !== "allocated")
+        this.reservationAllocationEnded({ deviceId: alloc.deviceId, allocationId: dev.allocation_id } as DeviceState);
     } else if (isFinalRefusal(r) || now >= row.start_at + RESERVATION.startGraceMs || now >= row.end_at) {
       this.endReservation(cur, "failed", r);
     } else {
-      this.sql.exec("UPDATE reservations SET retry_at = ?, error = ?, updated_at = ? WHERE reservation_id = ?", now + RESERVATION.startRetryMs, errorText(r), now, row.reservation_id);
+      this.sql.exec(
+        "UPDATE reservations SET retry_at = ?, error = ?, updated_at = ? WHERE reservation_id = ?",
+        now + RESERVATION.startRetryMs,
+        errorText(r),
+        now,
+        row.reservation_id,
+      );
     }
   }
 
@@ -1033,14 +1343,33 @@ export class DevicePool extends FeedObject {
 
   private reservationView(r: ReservationRow): ReservationView {
     return {
-      reservationId: r.reservation_id, userId: r.user_id, pool: this.cfg.get()?.pool ?? "", deviceId: r.device_id, status: r.status, spec: bounds(r).min,
-      startAt: iso(r.start_at), endAt: iso(r.end_at), durationMinutes: r.duration_minutes, reminderMinutes: r.reminder_minutes,
-      remindAt: r.remind_at === null ? null : iso(r.remind_at), allocationId: r.allocation_id, error: parseError(r.error), createdBy: r.created_by, createdAt: iso(r.created_at),
+      reservationId: r.reservation_id,
+      userId: r.user_id,
+      pool: this.cfg.get()?.pool ?? "",
+      deviceId: r.device_id,
+      status: r.status,
+      spec: bounds(r).min,
+      startAt: iso(r.start_at),
+      endAt: iso(r.end_at),
+      durationMinutes: r.duration_minutes,
+      reminderMinutes: r.reminder_minutes,
+      remindAt: r.remind_at === null ? null : iso(r.remind_at),
+      allocationId: r.allocation_id,
+      error: parseError(r.error),
+      createdBy: r.created_by,
+      createdAt: iso(r.created_at),
     };
   }
 
   private reservationEventData(r: ReservationRow): ReservationEventData {
-    return { reservationId: r.reservation_id, pool: this.cfg.get()?.pool ?? "", deviceId: r.device_id, startAt: iso(r.start_at), endAt: iso(r.end_at), status: r.status };
+    return {
+      reservationId: r.reservation_id,
+      pool: this.cfg.get()?.pool ?? "",
+      deviceId: r.device_id,
+      startAt: iso(r.start_at),
+      endAt: iso(r.end_at),
+      status: r.status,
+    };
   }
 
   // ---- alarm: queue expiry and retries, reminders, starts, the outbox -------------------------
@@ -1062,7 +1391,10 @@ export class DevicePool extends FeedObject {
   private async runDue(): Promise<void> {
     const now = Date.now();
     // Bookings whose request crashed before the device confirmed: never confirmed to anyone, dropped.
-    for (const r of this.sql.all<ReservationRow>("SELECT * FROM reservations WHERE status = 'pending' AND created_at <= ?", now - RESERVATION.pendingTimeoutMs)) {
+    for (const r of this.sql.all<ReservationRow>(
+      "SELECT * FROM reservations WHERE status = 'pending' AND created_at <= ?",
+      now - RESERVATION.pendingTimeoutMs,
+    )) {
       if (this.handing.has(r.reservation_id)) continue;
       this.sql.tx(() => {
         this.sql.exec("DELETE FROM reservations WHERE reservation_id = ? AND status = 'pending'", r.reservation_id);
@@ -1070,25 +1402,35 @@ export class DevicePool extends FeedObject {
       });
     }
     // Reminders first (a reminder never comes after its start).
-    for (const r of this.sql.all<ReservationRow>("SELECT * FROM reservations WHERE status = 'confirmed' AND remind_at IS NOT NULL AND remind_at <= ?", now)) {
+    for (const r of this.sql.all<ReservationRow>(
+      "SELECT * FROM reservations WHERE status = 'confirmed' AND remind_at IS NOT NULL AND remind_at <= ?",
+      now,
+    )) {
       this.sql.tx(() => {
         this.sql.exec("UPDATE reservations SET remind_at = NULL WHERE reservation_id = ?", r.reservation_id);
         this.notify(r.user_id, `reservation.reminder:${r.reservation_id}`, "reservation.reminder", {
-          ...this.reservationEventData(r), minutesBefore: Math.max(0, Math.round((r.start_at - now) / 60_000)),
+          ...this.reservationEventData(r),
+          minutesBefore: Math.max(0, Math.round((r.start_at - now) / 60_000)),
         });
       });
     }
-    const starts = this.sql.all<ReservationRow>(
-      "SELECT * FROM reservations WHERE status = 'confirmed' AND start_at <= ? AND (retry_at IS NULL OR retry_at <= ?) ORDER BY start_at LIMIT 50",
-      now, now,
-    ).filter((r) => !this.handing.has(r.reservation_id));
+    const starts = this.sql
+      .all<ReservationRow>(
+        "SELECT * FROM reservations WHERE status = 'confirmed' AND start_at <= ? AND (retry_at IS NULL OR retry_at <= ?) ORDER BY start_at LIMIT 50",
+        now,
+        now,
+      )
+      .filter((r) => !this.handing.has(r.reservation_id));
     const run: Promise<void>[] = [];
     for (const r of starts) {
-      if (r.end_at <= now) this.endReservation(r, "expired", null); // the whole window passed (e.g. the pool was down)
+      if (r.end_at <= now)
+        this.endReservation(r, "expired", null); // the whole window passed (e.g. the pool was down)
       else run.push(this.startReservation(r));
     }
     // Hand-overs that did not finish (a restart, a user object that did not answer): same key again.
-    const stuck = this.sql.all<QueueRow>("SELECT * FROM queue WHERE status = 'offered' AND retry_at <= ?", now).filter((e) => !this.handing.has(e.entry_id));
+    const stuck = this.sql
+      .all<QueueRow>("SELECT * FROM queue WHERE status = 'offered' AND retry_at <= ?", now)
+      .filter((e) => !this.handing.has(e.entry_id));
     run.push(...stuck.map((e) => this.handOver(e)));
     await Promise.all(run);
     await this.dispatch(); // also expires waits, delivers notices and re-arms
@@ -1117,20 +1459,34 @@ export class DevicePool extends FeedObject {
     this.noticesWaiting = true;
     this.sql.exec(
       "INSERT INTO notices (kind, target, key, type, data, next_at) VALUES (?, ?, ?, ?, ?, ?)",
-      n.kind, n.target, n.key, n.kind === "user_event" ? n.type : "", n.kind === "user_event" ? JSON.stringify(n.data) : "null", Date.now(),
+      n.kind,
+      n.target,
+      n.key,
+      n.kind === "user_event" ? n.type : "",
+      n.kind === "user_event" ? JSON.stringify(n.data) : "null",
+      Date.now(),
     );
   }
 
   /** Delivers the due notices (see deliverOutbox); receivers are idempotent by key. */
   private async flushNotices(): Promise<void> {
     this.noticesWaiting = false;
-    await deliverOutbox<{ id: number; kind: Notice["kind"]; target: string; key: string; type: string; data: string; attempts: number }>(
-      this.sql, "notices", ALLOCATION.notifyRetryMs, async (n) => {
-        if (n.kind === "unreserve") await take(this.env.DEVICE.getByName(n.target).unreserve(n.key));
-        else await take(this.env.USER_QUOTA.getByName(n.target).externalEvent(n.target, n.key, n.type as FeedEventType, JSON.parse(n.data) as never));
-        return true;
-      },
-    );
+    await deliverOutbox<{
+      id: number;
+      kind: Notice["kind"];
+      target: string;
+      key: string;
+      type: string;
+      data: string;
+      attempts: number;
+    }>(this.sql, "notices", ALLOCATION.notifyRetryMs, async (n) => {
+      if (n.kind === "unreserve") await take(this.env.DEVICE.getByName(n.target).unreserve(n.key));
+      else
+        await take(
+          this.env.USER_QUOTA.getByName(n.target).externalEvent(n.target, n.key, n.type as FeedEventType, JSON.parse(n.data) as never),
+        );
+      return true;
+    });
   }
 
   // ---- pool feed and metrics ---------------------------------------------------------------
@@ -1141,16 +1497,28 @@ export class DevicePool extends FeedObject {
     if (f instanceof Response) return f;
     if (f.feed !== "pool" || f.role !== "admin") return refuseSocket(CLOSE.forbidden, "FORBIDDEN", "The pool feed needs the admin role.");
     const pool = this.cfg.get()?.pool;
-    if (!pool || !this.exists() || pool !== f.pool) return refuseSocket(CLOSE.notFound, "POOL_NOT_FOUND", `Pool "${f.pool}" has no devices.`);
+    if (!pool || !this.exists() || pool !== f.pool)
+      return refuseSocket(CLOSE.notFound, "POOL_NOT_FOUND", `Pool "${f.pool}" has no devices.`);
     const rows = this.sql.all<IndexRow>("SELECT * FROM devices ORDER BY device_id LIMIT ?", FEED.poolSnapshotLimit + 1);
-    const state: PoolFeedState = { pool, devices: rows.slice(0, FEED.poolSnapshotLimit).map((r) => deviceView(indexState(r))), truncated: rows.length > FEED.poolSnapshotLimit };
+    const state: PoolFeedState = {
+      pool,
+      devices: rows.slice(0, FEED.poolSnapshotLimit).map((r) => deviceView(indexState(r))),
+      truncated: rows.length > FEED.poolSnapshotLimit,
+    };
     return this.hub.admit(f, state);
   }
 
   /** Counters since the pool began, and gauges as of now (GET /admin/metrics). */
-  async metrics(): Promise<{ counters: CounterRow[]; devices: Record<string, number>; queueWaiting: number; reservationsOpen: number }> {
+  async metrics(): Promise<{
+    counters: CounterRow[];
+    devices: Record<string, number>;
+    queueWaiting: number;
+    reservationsOpen: number;
+  }> {
     const counters = this.sql.all<CounterRow>("SELECT name, label, value FROM metrics ORDER BY name, label");
-    const devices = Object.fromEntries(this.sql.all<{ status: string; n: number }>("SELECT status, COUNT(*) AS n FROM devices GROUP BY status").map((r) => [r.status, r.n]));
+    const devices = Object.fromEntries(
+      this.sql.all<{ status: string; n: number }>("SELECT status, COUNT(*) AS n FROM devices GROUP BY status").map((r) => [r.status, r.n]),
+    );
     const q = this.sql.one<{ waiting: number; open: number }>(
       "SELECT (SELECT COUNT(*) FROM queue WHERE status IN ('waiting','offered')) AS waiting, (SELECT COUNT(*) FROM reservations WHERE status IN ('pending','confirmed','executing')) AS open",
     )!;
@@ -1159,7 +1527,13 @@ export class DevicePool extends FeedObject {
 
   // ---- reads and settings ----------------------------------------------------------------
 
-  async list(opts: { pool: string; status?: DeviceStatus; cursor?: string; limit?: number; withHolders?: boolean }): Promise<Result<{ items: PoolDevice[]; nextCursor: string | null }>> {
+  async list(opts: {
+    pool: string;
+    status?: DeviceStatus;
+    cursor?: string;
+    limit?: number;
+    withHolders?: boolean;
+  }): Promise<Result<{ items: PoolDevice[]; nextCursor: string | null }>> {
     if (!this.exists()) return fail(404, "POOL_NOT_FOUND", `Pool "${opts.pool}" has no devices.`, { pool: opts.pool });
     const limit = Math.min(opts.limit ?? PAGING.defaultLimit, PAGING.maxLimit);
     const rows = this.sql.all<IndexRow>(
@@ -1181,8 +1555,16 @@ export class DevicePool extends FeedObject {
               SUM(status='maintenance') AS maintenance, SUM(status='offline') AS offline, COUNT(DISTINCT node) AS nodes FROM devices`,
     )!;
     return ok({
-      pool, strategy, idleReleaseMinutes: idleReleaseSeconds === null ? null : idleReleaseSeconds / 60, idleReleaseSeconds, devices: c.devices ?? 0, available: c.available ?? 0, allocated: c.allocated ?? 0,
-      maintenance: c.maintenance ?? 0, offline: c.offline ?? 0, nodes: c.nodes ?? 0,
+      pool,
+      strategy,
+      idleReleaseMinutes: idleReleaseSeconds === null ? null : idleReleaseSeconds / 60,
+      idleReleaseSeconds,
+      devices: c.devices ?? 0,
+      available: c.available ?? 0,
+      allocated: c.allocated ?? 0,
+      maintenance: c.maintenance ?? 0,
+      offline: c.offline ?? 0,
+      nodes: c.nodes ?? 0,
     });
   }
 
@@ -1192,7 +1574,8 @@ export class DevicePool extends FeedObject {
     const s = this.settings(pool);
     this.cfg.write(
       "UPDATE settings SET strategy = ?, idle_release_seconds = ? WHERE id = 1",
-      patch.strategy ?? s.strategy, patch.idleReleaseSeconds === undefined ? s.idleReleaseSeconds : patch.idleReleaseSeconds,
+      patch.strategy ?? s.strategy,
+      patch.idleReleaseSeconds === undefined ? s.idleReleaseSeconds : patch.idleReleaseSeconds,
     );
     return this.summary(pool);
   }
@@ -1201,22 +1584,45 @@ export class DevicePool extends FeedObject {
 /** The SQL form of `fits` on a device row (min ≤ spec ≤ max), with its arguments from `boundsArgs`. */
 const FITS_SQL = "cpu >= ? AND mem >= ? AND storage >= ? AND cpu <= ? AND mem <= ? AND storage <= ?";
 /** Bounds in the order FITS_SQL and the rows' cpu_min…storage_max columns take them. */
-const boundsArgs = (min: DeviceSpec, max: DeviceSpec) => [min.cpuCores, min.memoryMB, min.storageMB, max.cpuCores, max.memoryMB, max.storageMB];
+const boundsArgs = (min: DeviceSpec, max: DeviceSpec) => [
+  min.cpuCores,
+  min.memoryMB,
+  min.storageMB,
+  max.cpuCores,
+  max.memoryMB,
+  max.storageMB,
+];
 
 const spec = (r: { device_id: string; cpu: number; mem: number; storage: number }) => ({
-  cpuCores: r.cpu, memoryMB: r.mem, storageMB: r.storage,
+  cpuCores: r.cpu,
+  memoryMB: r.mem,
+  storageMB: r.storage,
 });
 
 const iso = (t: number) => new Date(t).toISOString();
 
 /** An index row as the device state it was written from (for the pool feed's snapshot). */
 const indexState = (r: IndexRow): DeviceState => ({
-  deviceId: r.device_id, node: r.node, ...spec(r), status: r.status, version: r.version, allocationId: r.allocation_id, userId: r.user_id, expiresAt: r.expires_at,
+  deviceId: r.device_id,
+  node: r.node,
+  ...spec(r),
+  status: r.status,
+  version: r.version,
+  allocationId: r.allocation_id,
+  userId: r.user_id,
+  expiresAt: r.expires_at,
 });
 
 const deviceView = (s: DeviceState): PoolDeviceView => ({
-  deviceId: s.deviceId, node: s.node, status: s.status, cpuCores: s.cpuCores, memoryMB: s.memoryMB, storageMB: s.storageMB,
-  allocationId: s.allocationId, userId: s.userId, expiresAt: s.expiresAt === null ? null : iso(s.expiresAt),
+  deviceId: s.deviceId,
+  node: s.node,
+  status: s.status,
+  cpuCores: s.cpuCores,
+  memoryMB: s.memoryMB,
+  storageMB: s.storageMB,
+  allocationId: s.allocationId,
+  userId: s.userId,
+  expiresAt: s.expiresAt === null ? null : iso(s.expiresAt),
 });
 
 const sees = (v: Viewer, owner: string) => v.admin || v.userId === owner;
@@ -1231,4 +1637,3 @@ const errorText = (f: Failure) => JSON.stringify({ code: f.code, message: f.mess
 function parseError(text: string | null): { code: string; message: string } | null {
   return text ? (JSON.parse(text) as { code: string; message: string }) : null;
 }
-

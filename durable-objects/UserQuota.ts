@@ -21,11 +21,30 @@
  */
 import { FeedObject } from "./FeedObject";
 import {
-  ALLOCATION, BILLING, DEFAULT_RENEW_DAYS, FEED, EXTEND_POLICIES, PAGING, PLAN_LIMITS, QUOTA_VALID_DAYS,
-  billingAllowOnError, defaultPlan, type Env, type PlanTier, type QuotaLimits,
+  ALLOCATION,
+  BILLING,
+  DEFAULT_RENEW_DAYS,
+  FEED,
+  EXTEND_POLICIES,
+  PAGING,
+  PLAN_LIMITS,
+  QUOTA_VALID_DAYS,
+  billingAllowOnError,
+  defaultPlan,
+  type Env,
+  type PlanTier,
+  type QuotaLimits,
 } from "../src/config";
 import { fail, ok, type Failure, type Result } from "../src/errors";
-import { checkAllocation, checkExtraHours, deviceHeadroom, periodStartFor, quotaStatus, renewedUntil, type QuotaState } from "../src/domain/quota";
+import {
+  checkAllocation,
+  checkExtraHours,
+  deviceHeadroom,
+  periodStartFor,
+  quotaStatus,
+  renewedUntil,
+  type QuotaState,
+} from "../src/domain/quota";
 import { checkExtend } from "../src/domain/extend";
 import { durationMsOf } from "../src/domain/duration";
 import { entryPriority, joinHash } from "../src/domain/queue";
@@ -33,7 +52,16 @@ import { bookingHash, checkReservation, checkWindow } from "../src/domain/reserv
 import { checkFunds, estimateOf, priceOf } from "../src/domain/pricing";
 import { effectiveIdleGraceMs, idleDeadline, requestedIdleGraceMs } from "../src/domain/idle";
 import { dbOf, fundsFor, type Funds } from "../src/billing/ledger";
-import type { Allocation, AllocationStatus, DeviceSpec, EndReason, EndedAllocation, Quota, QuotaUsage, UsageRecord } from "../src/domain/types";
+import type {
+  Allocation,
+  AllocationStatus,
+  DeviceSpec,
+  EndReason,
+  EndedAllocation,
+  Quota,
+  QuotaUsage,
+  UsageRecord,
+} from "../src/domain/types";
 import { FeedHub, feedRequestOf, feedSocketsSchema, refuseSocket } from "../src/feed/hub";
 import { socketReporter } from "./AdminFeed";
 import { CLOSE, type AllocationEventData, type Envelope, type FeedEvents, type FeedEventType } from "../src/feed/protocol";
@@ -226,7 +254,10 @@ export class UserQuota extends FeedObject {
     this.prof = new CachedRow<ProfileRow>(this.sql, "SELECT * FROM profile WHERE id = 1");
     this.clock = new AlarmClock(ctx.storage);
     this.hub = new FeedHub(ctx, this.sql, {
-      table: "events", limit: FEED.historyLimit, maxSockets: FEED.maxSocketsPerUser, defaultUserId: () => this.ownerId(),
+      table: "events",
+      limit: FEED.historyLimit,
+      maxSockets: FEED.maxSocketsPerUser,
+      defaultUserId: () => this.ownerId(),
       onSockets: socketReporter(env, ctx, "user"),
     });
     ctx.blockConcurrencyWhile(async () => {
@@ -247,7 +278,12 @@ export class UserQuota extends FeedObject {
       const plan = defaultPlan(this.env);
       this.prof.write(
         "INSERT INTO profile (id, user_id, plan, suspended, valid_until, limits, period_start, hours_used, updated_at) VALUES (1, ?, ?, 0, ?, ?, ?, 0, ?)",
-        userId, plan, now + QUOTA_VALID_DAYS * 86_400_000, JSON.stringify(PLAN_LIMITS[plan]), periodStartFor(now), now,
+        userId,
+        plan,
+        now + QUOTA_VALID_DAYS * 86_400_000,
+        JSON.stringify(PLAN_LIMITS[plan]),
+        periodStartFor(now),
+        now,
       );
       p = this.prof.get()!;
     }
@@ -266,21 +302,39 @@ export class UserQuota extends FeedObject {
 
   /** Usage = the sum of pending and active allocations (+ finished hours of the period). */
   private usage(p: ProfileRow, excluding?: string): QuotaUsage {
-    const u = this.sql.one<{ n: number; cpu: number | null; mem: number | null; storage: number | null; hours: number | null }>(
+    const u = this.sql.one<{
+      n: number;
+      cpu: number | null;
+      mem: number | null;
+      storage: number | null;
+      hours: number | null;
+    }>(
       `SELECT COUNT(*) AS n, SUM(cpu) AS cpu, SUM(mem) AS mem, SUM(storage) AS storage, SUM(booked_hours) AS hours
        FROM allocations WHERE status IN ('pending','active') AND allocation_id != ?`,
       excluding ?? "",
     )!;
-    return { devices: u.n, cpuCores: u.cpu ?? 0, memoryMB: u.mem ?? 0, storageMB: u.storage ?? 0, deviceHours: p.hours_used + (u.hours ?? 0) };
+    return {
+      devices: u.n,
+      cpuCores: u.cpu ?? 0,
+      memoryMB: u.mem ?? 0,
+      storageMB: u.storage ?? 0,
+      deviceHours: p.hours_used + (u.hours ?? 0),
+    };
   }
 
   private quota(p: ProfileRow): Quota {
     const usage = this.usage(p);
     const st = this.state(p);
     return {
-      userId: p.user_id, plan: p.plan, status: quotaStatus(st, usage, Date.now()), suspended: st.suspended,
-      validUntil: p.valid_until, limits: st.limits, periodStart: p.period_start,
-      usage: { ...usage, deviceHours: Math.round(usage.deviceHours * 1000) / 1000 }, updatedAt: p.updated_at,
+      userId: p.user_id,
+      plan: p.plan,
+      status: quotaStatus(st, usage, Date.now()),
+      suspended: st.suspended,
+      validUntil: p.valid_until,
+      limits: st.limits,
+      periodStart: p.period_start,
+      usage: { ...usage, deviceHours: Math.round(usage.deviceHours * 1000) / 1000 },
+      updatedAt: p.updated_at,
     };
   }
 
@@ -316,7 +370,9 @@ export class UserQuota extends FeedObject {
    * `finishHandOver`. (Were the pool to call `allocate`, the claim would call back into the pool
    * mid-call.) A repeated key answers its first result, as for `allocate`.
    */
-  async beginHandOver(input: AllocateInput): Promise<Result<AllocationResult> | { begun: { allocationId: string; durationMs: number; max: DeviceSpec } }> {
+  async beginHandOver(
+    input: AllocateInput,
+  ): Promise<Result<AllocationResult> | { begun: { allocationId: string; durationMs: number; max: DeviceSpec } }> {
     const begun = await this.begin(input);
     if (!("allocationId" in begun)) return begun;
     this.handOvers.set(begun.allocationId, begun.known);
@@ -378,8 +434,19 @@ export class UserQuota extends FeedObject {
     this.sql.exec(
       `INSERT INTO allocations (allocation_id, pool, status, cpu, mem, storage, duration_minutes, duration_ms, booked_hours, idem_key, idem_hash, deadline, created_at, idle_ms)
        VALUES (?, ?, 'pending', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
-      allocationId, input.pool, input.spec.cpuCores, input.spec.memoryMB, input.spec.storageMB, input.durationMinutes, durationMs, hours,
-      input.idempotencyKey ?? null, hash, now + ALLOCATION.intentTimeoutMs, now, requestedIdleGraceMs(input.idleReleaseMinutes, input.idleReleaseSeconds),
+      allocationId,
+      input.pool,
+      input.spec.cpuCores,
+      input.spec.memoryMB,
+      input.spec.storageMB,
+      input.durationMinutes,
+      durationMs,
+      hours,
+      input.idempotencyKey ?? null,
+      hash,
+      now + ALLOCATION.intentTimeoutMs,
+      now,
+      requestedIdleGraceMs(input.idleReleaseMinutes, input.idleReleaseSeconds),
     );
     return { allocationId, durationMs, max: deviceHeadroom(st.limits, usage), known: funds.value };
   }
@@ -390,7 +457,9 @@ export class UserQuota extends FeedObject {
     const prior = this.sql.one<AllocRow>("SELECT * FROM allocations WHERE idem_key = ?", input.idempotencyKey);
     if (!prior) return null;
     if (prior.idem_hash !== hash)
-      return fail(409, "IDEMPOTENCY_KEY_REUSED", "This idempotency key was used for a different request.", { idempotencyKey: input.idempotencyKey });
+      return fail(409, "IDEMPOTENCY_KEY_REUSED", "This idempotency key was used for a different request.", {
+        idempotencyKey: input.idempotencyKey,
+      });
     if (prior.status === "active" || prior.status === "released") return ok(this.result(input.userId, prior));
     const running = this.inFlight.get(prior.allocation_id);
     if (running) return running;
@@ -429,7 +498,9 @@ export class UserQuota extends FeedObject {
         log("warn", "balance unreadable; allowed by BILLING_ALLOW_ON_ERROR", { userId, error: String(err) });
         return ok({ funds: null, reused: false });
       }
-      return fail(503, "BILLING_UNAVAILABLE", "Your balance could not be read, so nothing was changed. Try again shortly.", { cause: String(err).slice(0, 200) });
+      return fail(503, "BILLING_UNAVAILABLE", "Your balance could not be read, so nothing was changed. Try again shortly.", {
+        cause: String(err).slice(0, 200),
+      });
     }
   }
 
@@ -456,19 +527,33 @@ export class UserQuota extends FeedObject {
     // (inFlight), and after a crash the constructor re-arms for it. (An alarm write costs a commit.)
     let claimed: Result<Claimed>;
     try {
-      claimed = (await take(this.env.DEVICE_POOL.getByName(input.pool).claim({
-        allocationId: b.allocationId, userId: input.userId, pool: input.pool, min: input.spec, max: b.max, durationMs: b.durationMs, via: input.via,
-      }))) as Result<Claimed>;
+      claimed = (await take(
+        this.env.DEVICE_POOL.getByName(input.pool).claim({
+          allocationId: b.allocationId,
+          userId: input.userId,
+          pool: input.pool,
+          min: input.spec,
+          max: b.max,
+          durationMs: b.durationMs,
+          via: input.via,
+        }),
+      )) as Result<Claimed>;
     } catch (err) {
       // We cannot know whether a device holds it: abort, and a device holding it frees itself on `verify`.
       this.abortPending(b.allocationId);
-      return fail(503, "POOL_UNAVAILABLE", "The device pool did not answer; nothing was allocated. Try again.", { cause: String(err) });
+      return fail(503, "POOL_UNAVAILABLE", "The device pool did not answer; nothing was allocated. Try again.", {
+        cause: String(err),
+      });
     }
     return this.finishAllocation(b, input, claimed);
   }
 
   /** Steps 3 and 4: the claimed device is recorded (quota and funds checked on its real spec) and confirmed. */
-  private async finishAllocation({ allocationId, durationMs, known }: Omit<Begun, "max">, input: AllocateInput, claimed: Result<Claimed>): Promise<Result<AllocationResult>> {
+  private async finishAllocation(
+    { allocationId, durationMs, known }: Omit<Begun, "max">,
+    input: AllocateInput,
+    claimed: Result<Claimed>,
+  ): Promise<Result<AllocationResult>> {
     if (!claimed.ok) {
       this.sql.exec("DELETE FROM allocations WHERE allocation_id = ? AND status = 'pending'", allocationId);
       return claimed;
@@ -479,9 +564,11 @@ export class UserQuota extends FeedObject {
     const recheck = (funds: Funds | null) => {
       const p = this.profile(input.userId);
       const row = this.sql.one<AllocRow>("SELECT * FROM allocations WHERE allocation_id = ?", allocationId);
-      const refused = row?.status === "pending"
-        ? checkAllocation(this.state(p), this.usage(p, allocationId), c, durationMs / 3_600_000, Date.now()) ?? this.fundsRefusal(funds, c, durationMs, allocationId)
-        : null;
+      const refused =
+        row?.status === "pending"
+          ? (checkAllocation(this.state(p), this.usage(p, allocationId), c, durationMs / 3_600_000, Date.now()) ??
+            this.fundsRefusal(funds, c, durationMs, allocationId))
+          : null;
       return { row, refused };
     };
     let { row, refused: recheckRefused } = recheck(known.funds);
@@ -493,23 +580,49 @@ export class UserQuota extends FeedObject {
     if (!row || row.status !== "pending" || recheckRefused) {
       this.abortPending(allocationId);
       await this.giveBack(c.deviceId, allocationId);
-      return recheckRefused ?? fail(503, "ALLOCATION_ABORTED", "The allocation could not be completed in time; nothing was allocated. Try again.");
+      return (
+        recheckRefused ??
+        fail(503, "ALLOCATION_ABORTED", "The allocation could not be completed in time; nothing was allocated. Try again.")
+      );
     }
     const idleMs = effectiveIdleGraceMs(row.idle_ms, c.idleReleaseSeconds == null ? null : c.idleReleaseSeconds * 1000);
     const done: AllocRow = {
-      ...row, status: "active", device_id: c.deviceId, node: c.node, cpu: c.cpuCores, mem: c.memoryMB, storage: c.storageMB,
-      allocated_at: c.allocatedAt, expires_at: c.expiresAt, deadline: null, idle_ms: idleMs,
+      ...row,
+      status: "active",
+      device_id: c.deviceId,
+      node: c.node,
+      cpu: c.cpuCores,
+      mem: c.memoryMB,
+      storage: c.storageMB,
+      allocated_at: c.allocatedAt,
+      expires_at: c.expiresAt,
+      deadline: null,
+      idle_ms: idleMs,
     };
     this.sql.tx(() => {
       this.sql.exec(
         `UPDATE allocations SET status = 'active', device_id = ?, node = ?, cpu = ?, mem = ?, storage = ?, allocated_at = ?, expires_at = ?, deadline = NULL, idle_ms = ?
          WHERE allocation_id = ?`,
-        c.deviceId, c.node, c.cpuCores, c.memoryMB, c.storageMB, c.allocatedAt, c.expiresAt, idleMs, allocationId,
+        c.deviceId,
+        c.node,
+        c.cpuCores,
+        c.memoryMB,
+        c.storageMB,
+        c.allocatedAt,
+        c.expiresAt,
+        idleMs,
+        allocationId,
       );
       this.emit(input.userId, "device.allocated", this.eventData(done));
       this.noteQuotaStatus(this.profile(input.userId));
     });
-    log("info", "allocation active", { userId: input.userId, allocationId, deviceId: c.deviceId, pool: c.pool, expiresAt: iso(c.expiresAt) });
+    log("info", "allocation active", {
+      userId: input.userId,
+      allocationId,
+      deviceId: c.deviceId,
+      pool: c.pool,
+      expiresAt: iso(c.expiresAt),
+    });
     // The overdue check of this allocation (an idle grace needs the full computation).
     if (idleMs === null) await this.clock.arm(c.expiresAt + ALLOCATION.overdueGraceMs);
     else await this.rearm();
@@ -522,7 +635,10 @@ export class UserQuota extends FeedObject {
   }
 
   private abortPending(allocationId: string): void {
-    this.sql.exec("UPDATE allocations SET status = 'aborted', deadline = NULL, idem_key = NULL WHERE allocation_id = ? AND status = 'pending'", allocationId);
+    this.sql.exec(
+      "UPDATE allocations SET status = 'aborted', deadline = NULL, idem_key = NULL WHERE allocation_id = ? AND status = 'pending'",
+      allocationId,
+    );
   }
 
   private async giveBack(deviceId: string, allocationId: string): Promise<void> {
@@ -559,7 +675,9 @@ export class UserQuota extends FeedObject {
     const pool = this.env.DEVICE_POOL.getByName(input.pool);
     // A repeat answers the first entry, before any check (the first may have taken the last free quota).
     if (input.idempotencyKey) {
-      const prior = await take(pool.priorRequest("queue", input.userId, input.idempotencyKey, joinHash({ ...input, priority, min: input.spec })));
+      const prior = await take(
+        pool.priorRequest("queue", input.userId, input.idempotencyKey, joinHash({ ...input, priority, min: input.spec })),
+      );
       if (prior) return prior as Result<QueueEntryView>;
     }
     const durationMs = durationMsOf(input.durationMinutes, input.durationSeconds);
@@ -568,13 +686,27 @@ export class UserQuota extends FeedObject {
       const now = this.profile(input.userId);
       const usage = this.usage(now);
       max = deviceHeadroom(this.state(now).limits, usage);
-      return checkAllocation(this.state(now), usage, input.spec, durationMs / 3_600_000, Date.now()) ?? this.fundsRefusal(f, input.spec, durationMs);
+      return (
+        checkAllocation(this.state(now), usage, input.spec, durationMs / 3_600_000, Date.now()) ??
+        this.fundsRefusal(f, input.spec, durationMs)
+      );
     });
     if (!funds.ok) return funds;
-    return (await take(pool.join({
-      userId: input.userId, pool: input.pool, priority, min: input.spec, max, durationMinutes: input.durationMinutes, durationSeconds: input.durationSeconds,
-      maxWaitMinutes: input.maxWaitMinutes, maxWaitSeconds: input.maxWaitSeconds, createdBy: input.byAdmin ?? input.userId, idempotencyKey: input.idempotencyKey,
-    }))) as Result<QueueEntryView>;
+    return (await take(
+      pool.join({
+        userId: input.userId,
+        pool: input.pool,
+        priority,
+        min: input.spec,
+        max,
+        durationMinutes: input.durationMinutes,
+        durationSeconds: input.durationSeconds,
+        maxWaitMinutes: input.maxWaitMinutes,
+        maxWaitSeconds: input.maxWaitSeconds,
+        createdBy: input.byAdmin ?? input.userId,
+        idempotencyKey: input.idempotencyKey,
+      }),
+    )) as Result<QueueEntryView>;
   }
 
   /** Books a future window in the pool (quota status, per-device limits and balance checked now; everything again at the start). */
@@ -582,7 +714,13 @@ export class UserQuota extends FeedObject {
     this.profile(input.userId);
     const durationMs = durationMsOf(input.durationMinutes, input.durationSeconds);
     const pool = this.env.DEVICE_POOL.getByName(input.pool);
-    const booking = { min: input.spec, startAt: input.startAt, endAt: input.startAt + durationMs, durationMinutes: input.durationMinutes, reminderMinutes: input.reminderMinutes };
+    const booking = {
+      min: input.spec,
+      startAt: input.startAt,
+      endAt: input.startAt + durationMs,
+      durationMinutes: input.durationMinutes,
+      reminderMinutes: input.reminderMinutes,
+    };
     // A repeat answers the first reservation, before any check (its start may have passed since).
     if (input.idempotencyKey) {
       const prior = await take(pool.priorRequest("reservation", input.userId, input.idempotencyKey, bookingHash(booking)));
@@ -590,19 +728,39 @@ export class UserQuota extends FeedObject {
     }
     const badWindow = checkWindow(input.startAt, input.startAt + durationMs, Date.now());
     if (badWindow) return badWindow;
-    const funds = await this.checkedFunds(input.userId, (f) =>
-      checkReservation(this.state(this.profile(input.userId)), input.spec, durationMs / 3_600_000, input.startAt) ?? this.fundsRefusal(f, input.spec, durationMs));
+    const funds = await this.checkedFunds(
+      input.userId,
+      (f) =>
+        checkReservation(this.state(this.profile(input.userId)), input.spec, durationMs / 3_600_000, input.startAt) ??
+        this.fundsRefusal(f, input.spec, durationMs),
+    );
     if (!funds.ok) return funds;
-    return (await take(pool.book({
-      ...booking, userId: input.userId, pool: input.pool, max: this.perDeviceMax(input.userId), createdBy: input.byAdmin ?? input.userId, idempotencyKey: input.idempotencyKey,
-    }))) as Result<ReservationView>;
+    return (await take(
+      pool.book({
+        ...booking,
+        userId: input.userId,
+        pool: input.pool,
+        max: this.perDeviceMax(input.userId),
+        createdBy: input.byAdmin ?? input.userId,
+        idempotencyKey: input.idempotencyKey,
+      }),
+    )) as Result<ReservationView>;
   }
 
   /** Would a booking of this window get a device (within this user's per-device limits)? */
-  async checkReservationWindow(input: Pick<ReserveInput, "userId" | "pool" | "startAt" | "spec"> & { endAt: number }): Promise<Result<WindowCheck>> {
-    return (await take(this.env.DEVICE_POOL.getByName(input.pool).checkWindow({
-      userId: input.userId, pool: input.pool, min: input.spec, max: this.perDeviceMax(input.userId), startAt: input.startAt, endAt: input.endAt,
-    }))) as Result<WindowCheck>;
+  async checkReservationWindow(
+    input: Pick<ReserveInput, "userId" | "pool" | "startAt" | "spec"> & { endAt: number },
+  ): Promise<Result<WindowCheck>> {
+    return (await take(
+      this.env.DEVICE_POOL.getByName(input.pool).checkWindow({
+        userId: input.userId,
+        pool: input.pool,
+        min: input.spec,
+        max: this.perDeviceMax(input.userId),
+        startAt: input.startAt,
+        endAt: input.endAt,
+      }),
+    )) as Result<WindowCheck>;
   }
 
   private perDeviceMax(userId: string): DeviceSpec {
@@ -638,11 +796,21 @@ export class UserQuota extends FeedObject {
     try {
       r = (await take(this.env.DEVICE.getByName(row.device_id!).end(row.allocation_id, reason))) as Result<EndedAllocation>;
     } catch (err) {
-      return fail(503, "DEVICE_UNAVAILABLE", "The device did not answer; the allocation is unchanged. Try again.", { cause: String(err) });
+      return fail(503, "DEVICE_UNAVAILABLE", "The device did not answer; the allocation is unchanged. Try again.", {
+        cause: String(err),
+      });
     }
     if (!r.ok) {
       if (r.code === "ALLOCATION_NOT_FOUND")
-        this.markEnded({ allocationId: row.allocation_id, deviceId: row.device_id!, userId: this.ownerId(), allocatedAt: row.allocated_at!, releasedAt: Date.now(), durationSeconds: 0, reason: "orphaned" });
+        this.markEnded({
+          allocationId: row.allocation_id,
+          deviceId: row.device_id!,
+          userId: this.ownerId(),
+          allocatedAt: row.allocated_at!,
+          releasedAt: Date.now(),
+          durationSeconds: 0,
+          reason: "orphaned",
+        });
       return r;
     }
     this.markEnded(r.value);
@@ -670,7 +838,10 @@ export class UserQuota extends FeedObject {
 
   private markEnded(e: EndedAllocation): void {
     const ended = this.sql.tx(() => {
-      const row = this.sql.one<Pick<AllocRow, "status" | "pool" | "cpu" | "mem" | "storage">>("SELECT status, pool, cpu, mem, storage FROM allocations WHERE allocation_id = ?", e.allocationId);
+      const row = this.sql.one<Pick<AllocRow, "status" | "pool" | "cpu" | "mem" | "storage">>(
+        "SELECT status, pool, cpu, mem, storage FROM allocations WHERE allocation_id = ?",
+        e.allocationId,
+      );
       if (!row) return null;
       if (row.status === "pending") {
         this.abortPending(e.allocationId);
@@ -679,24 +850,44 @@ export class UserQuota extends FeedObject {
       if (row.status !== "active") return null;
       this.sql.exec(
         "UPDATE allocations SET status = 'released', released_at = ?, duration_seconds = ?, reason = ?, booked_hours = 0 WHERE allocation_id = ?",
-        e.releasedAt, e.durationSeconds, e.reason, e.allocationId,
+        e.releasedAt,
+        e.durationSeconds,
+        e.reason,
+        e.allocationId,
       );
       this.prof.write("UPDATE profile SET hours_used = hours_used + ? WHERE id = 1", e.durationSeconds / 3600);
       this.emit(e.userId, "device.released", {
-        allocationId: e.allocationId, deviceId: e.deviceId, pool: row.pool, allocatedAt: iso(e.allocatedAt), releasedAt: iso(e.releasedAt),
-        durationSeconds: e.durationSeconds, reason: e.reason,
+        allocationId: e.allocationId,
+        deviceId: e.deviceId,
+        pool: row.pool,
+        allocatedAt: iso(e.allocatedAt),
+        releasedAt: iso(e.releasedAt),
+        durationSeconds: e.durationSeconds,
+        reason: e.reason,
       });
       this.noteQuotaStatus(this.profile(e.userId));
       return row;
     });
-    if (ended) log("info", "allocation ended", { userId: e.userId, allocationId: e.allocationId, deviceId: e.deviceId, pool: ended.pool, reason: e.reason, durationSeconds: e.durationSeconds });
+    if (ended)
+      log("info", "allocation ended", {
+        userId: e.userId,
+        allocationId: e.allocationId,
+        deviceId: e.deviceId,
+        pool: ended.pool,
+        reason: e.reason,
+        durationSeconds: e.durationSeconds,
+      });
     // Its charge is not in a balance read before now: a reused balance counts it (see funds()).
     const seen = this.fundsSeen;
     if (ended && seen && e.reason !== "orphaned" && e.releasedAt >= seen.at - ALLOCATION.clockMarginMs)
       seen.spent += priceOf(seen.funds, specOf(ended), e.durationSeconds);
   }
 
-  async extend(userId: string, allocationId: string, additionalMinutes: number): Promise<Result<AllocationResult & { extendCount: number; extendedMinutes: number }>> {
+  async extend(
+    userId: string,
+    allocationId: string,
+    additionalMinutes: number,
+  ): Promise<Result<AllocationResult & { extendCount: number; extendedMinutes: number }>> {
     this.profile(userId);
     const found = this.activeRow(allocationId);
     if (!found.ok) return found;
@@ -709,7 +900,16 @@ export class UserQuota extends FeedObject {
       row = current.value;
       now = Date.now();
       return (
-        checkExtend(EXTEND_POLICIES[p.plan], { extendCount: row.extend_count, extendedMinutes: row.extended_minutes, lastExtendedAt: row.last_extended_at }, additionalMinutes, now) ??
+        checkExtend(
+          EXTEND_POLICIES[p.plan],
+          {
+            extendCount: row.extend_count,
+            extendedMinutes: row.extended_minutes,
+            lastExtendedAt: row.last_extended_at,
+          },
+          additionalMinutes,
+          now,
+        ) ??
         checkExtraHours(this.state(p), this.usage(p), additionalMinutes / 60, now) ??
         (f ? checkFunds(f, this.committed(f), estimateOf(f, specOf(row), additionalMinutes * 60_000)) : null)
       );
@@ -720,26 +920,53 @@ export class UserQuota extends FeedObject {
     this.sql.exec(
       `UPDATE allocations SET expires_at = ?, duration_minutes = duration_minutes + ?, duration_ms = duration_ms + ?, booked_hours = booked_hours + ?,
          extend_count = extend_count + 1, extended_minutes = extended_minutes + ?, last_extended_at = ? WHERE allocation_id = ?`,
-      expiresAt, additionalMinutes, additionalMinutes * 60_000, additionalMinutes / 60, additionalMinutes, now, allocationId,
+      expiresAt,
+      additionalMinutes,
+      additionalMinutes * 60_000,
+      additionalMinutes / 60,
+      additionalMinutes,
+      now,
+      allocationId,
     );
     let r: Result<{ expiresAt: number }>;
-    const info = { additionalMinutes, extendCount: row.extend_count + 1, extendedMinutes: row.extended_minutes + additionalMinutes, durationMinutes: row.duration_minutes + additionalMinutes };
+    const info = {
+      additionalMinutes,
+      extendCount: row.extend_count + 1,
+      extendedMinutes: row.extended_minutes + additionalMinutes,
+      durationMinutes: row.duration_minutes + additionalMinutes,
+    };
     try {
-      r = (await take(this.env.DEVICE.getByName(row.device_id!).extend(allocationId, expiresAt, info))) as Result<{ expiresAt: number }>;
+      r = (await take(this.env.DEVICE.getByName(row.device_id!).extend(allocationId, expiresAt, info))) as Result<{
+        expiresAt: number;
+      }>;
     } catch (err) {
-      r = fail(503, "DEVICE_UNAVAILABLE", "The device did not answer; the allocation is unchanged. Try again.", { cause: String(err) });
+      r = fail(503, "DEVICE_UNAVAILABLE", "The device did not answer; the allocation is unchanged. Try again.", {
+        cause: String(err),
+      });
     }
     if (!r.ok) {
       this.sql.exec(
         `UPDATE allocations SET expires_at = ?, duration_minutes = ?, duration_ms = ?, booked_hours = ?, extend_count = ?, extended_minutes = ?, last_extended_at = ?
          WHERE allocation_id = ? AND status = 'active'`,
-        row.expires_at, row.duration_minutes, row.duration_ms, row.booked_hours, row.extend_count, row.extended_minutes, row.last_extended_at, allocationId,
+        row.expires_at,
+        row.duration_minutes,
+        row.duration_ms,
+        row.booked_hours,
+        row.extend_count,
+        row.extended_minutes,
+        row.last_extended_at,
+        allocationId,
       );
       return r;
     }
     await this.rearm();
     const next = this.sql.one<AllocRow>("SELECT * FROM allocations WHERE allocation_id = ?", allocationId)!;
-    this.emit(userId, "device.extended", { ...this.eventData(next), additionalMinutes, extendCount: next.extend_count, extendedMinutes: next.extended_minutes });
+    this.emit(userId, "device.extended", {
+      ...this.eventData(next),
+      additionalMinutes,
+      extendCount: next.extend_count,
+      extendedMinutes: next.extended_minutes,
+    });
     this.noteQuotaStatus(this.profile(userId));
     return ok({ ...this.result(userId, next), extendCount: next.extend_count, extendedMinutes: next.extended_minutes });
   }
@@ -757,7 +984,12 @@ export class UserQuota extends FeedObject {
    * A billing or app event for this user's feed. Senders deliver at least once; `key` makes the
    * feed show each once. Returns the event's seq (the first one's, for a repeat).
    */
-  async externalEvent<K extends FeedEventType>(userId: string, key: string, type: K, data: FeedEvents[K]): Promise<{ seq: number; duplicate: boolean }> {
+  async externalEvent<K extends FeedEventType>(
+    userId: string,
+    key: string,
+    type: K,
+    data: FeedEvents[K],
+  ): Promise<{ seq: number; duplicate: boolean }> {
     this.profile(userId);
     return this.hub.appendOnce(key, userId, type, data);
   }
@@ -766,20 +998,38 @@ export class UserQuota extends FeedObject {
    * Allocations that ended (and are billable) with `releasedAt` in [from, to), oldest first,
    * as the usage records they must have produced. Reconciliation compares them with D1.
    */
-  async endedAllocations(userId: string, from: number, to: number, after?: string, limit = 500): Promise<{ records: UsageRecord[]; next: string | null }> {
+  async endedAllocations(
+    userId: string,
+    from: number,
+    to: number,
+    after?: string,
+    limit = 500,
+  ): Promise<{ records: UsageRecord[]; next: string | null }> {
     this.profile(userId);
     const [aAt, aId] = after ? decodeCursor(after) : [from, ""];
     const rows = this.sql.all<AllocRow>(
       `SELECT * FROM allocations WHERE status = 'released' AND reason != 'orphaned' AND released_at < ?
          AND (released_at > ? OR (released_at = ? AND allocation_id > ?)) ORDER BY released_at, allocation_id LIMIT ?`,
-      to, aAt, aAt, aId, limit + 1,
+      to,
+      aAt,
+      aAt,
+      aId,
+      limit + 1,
     );
     const page = rows.slice(0, limit);
     const last = page[page.length - 1];
     return {
       records: page.map((r) => ({
-        allocationId: r.allocation_id, deviceId: r.device_id!, userId, durationSeconds: r.duration_seconds ?? 0,
-        cpuCores: r.cpu, memoryMB: r.mem, storageMB: r.storage, allocatedAt: r.allocated_at!, releasedAt: r.released_at!, reason: r.reason!,
+        allocationId: r.allocation_id,
+        deviceId: r.device_id!,
+        userId,
+        durationSeconds: r.duration_seconds ?? 0,
+        cpuCores: r.cpu,
+        memoryMB: r.mem,
+        storageMB: r.storage,
+        allocatedAt: r.allocated_at!,
+        releasedAt: r.released_at!,
+        reason: r.reason!,
       })),
       next: rows.length > limit && last ? encodeCursor(last.released_at!, last.allocation_id) : null,
     };
@@ -794,7 +1044,10 @@ export class UserQuota extends FeedObject {
     return ok(this.view(userId, row));
   }
 
-  async listAllocations(userId: string, opts: { status?: AllocationStatus; cursor?: string; limit?: number }): Promise<Result<{ items: Allocation[]; nextCursor: string | null }>> {
+  async listAllocations(
+    userId: string,
+    opts: { status?: AllocationStatus; cursor?: string; limit?: number },
+  ): Promise<Result<{ items: Allocation[]; nextCursor: string | null }>> {
     this.profile(userId);
     const limit = Math.min(opts.limit ?? PAGING.defaultLimit, PAGING.maxLimit);
     const [cAt, cId] = decodeCursor(opts.cursor);
@@ -805,7 +1058,10 @@ export class UserQuota extends FeedObject {
     );
     const page = rows.slice(0, limit);
     const last = page[page.length - 1];
-    return ok({ items: page.map((r) => this.view(userId, r)), nextCursor: rows.length > limit && last ? encodeCursor(last.created_at, last.allocation_id) : null });
+    return ok({
+      items: page.map((r) => this.view(userId, r)),
+      nextCursor: rows.length > limit && last ? encodeCursor(last.created_at, last.allocation_id) : null,
+    });
   }
 
   async getQuota(userId: string): Promise<Quota> {
@@ -849,7 +1105,11 @@ export class UserQuota extends FeedObject {
     this.sql.tx(() => {
       this.prof.write(
         "UPDATE profile SET plan = ?, limits = ?, suspended = ?, valid_until = ?, updated_at = ? WHERE id = 1",
-        plan, JSON.stringify(limits), update.suspended === undefined ? p.suspended : update.suspended ? 1 : 0, update.validUntil ?? p.valid_until, Date.now(),
+        plan,
+        JSON.stringify(limits),
+        update.suspended === undefined ? p.suspended : update.suspended ? 1 : 0,
+        update.validUntil ?? p.valid_until,
+        Date.now(),
       );
       const next = this.profile(userId);
       this.emit(userId, "quota.updated", { ...this.quota(next) });
@@ -873,7 +1133,10 @@ export class UserQuota extends FeedObject {
   override async alarm(): Promise<void> {
     this.clock.fired();
     const now = Date.now();
-    const stale = this.sql.all<{ allocation_id: string }>("SELECT allocation_id FROM allocations WHERE status = 'pending' AND deadline <= ?", now);
+    const stale = this.sql.all<{ allocation_id: string }>(
+      "SELECT allocation_id FROM allocations WHERE status = 'pending' AND deadline <= ?",
+      now,
+    );
     for (const s of stale) if (!this.inFlight.has(s.allocation_id)) this.abortPending(s.allocation_id);
     const overdue = this.sql.all<AllocRow>(
       "SELECT * FROM allocations WHERE status = 'active' AND expires_at <= ? LIMIT 50",
@@ -881,11 +1144,26 @@ export class UserQuota extends FeedObject {
     );
     for (const row of overdue) {
       try {
-        const r = (await take(this.env.DEVICE.getByName(row.device_id!).check(row.allocation_id))) as Result<{ state: "active"; expiresAt: number } | { state: "ended"; ended: EndedAllocation }>;
+        const r = (await take(this.env.DEVICE.getByName(row.device_id!).check(row.allocation_id))) as Result<
+          { state: "active"; expiresAt: number } | { state: "ended"; ended: EndedAllocation }
+        >;
         if (r.ok && r.value.state === "ended") this.markEnded(r.value.ended);
-        else if (r.ok && r.value.state === "active") this.sql.exec("UPDATE allocations SET expires_at = ? WHERE allocation_id = ? AND status = 'active'", r.value.expiresAt, row.allocation_id);
+        else if (r.ok && r.value.state === "active")
+          this.sql.exec(
+            "UPDATE allocations SET expires_at = ? WHERE allocation_id = ? AND status = 'active'",
+            r.value.expiresAt,
+            row.allocation_id,
+          );
         else if (!r.ok && r.code === "ALLOCATION_NOT_FOUND")
-          this.markEnded({ allocationId: row.allocation_id, deviceId: row.device_id!, userId: this.ownerId(), allocatedAt: row.allocated_at!, releasedAt: now, durationSeconds: 0, reason: "orphaned" });
+          this.markEnded({
+            allocationId: row.allocation_id,
+            deviceId: row.device_id!,
+            userId: this.ownerId(),
+            allocatedAt: row.allocated_at!,
+            releasedAt: now,
+            durationSeconds: 0,
+            reason: "orphaned",
+          });
       } catch {
         // Device unreachable: the next alarm tries again.
       }
@@ -918,8 +1196,16 @@ export class UserQuota extends FeedObject {
       this.prof.write("UPDATE profile SET sockets_gone_at = ? WHERE id = 1", now);
     }
     return rows.flatMap((row) => {
-      if (openSockets > 0) return row.idle_ms && now + row.idle_ms < row.expires_at! ? [{ row, at: now + row.idle_ms, recheck: true as const }] : [];
-      const at = idleDeadline({ openSockets, goneAt, allocatedAt: row.allocated_at!, expiresAt: row.expires_at!, graceMs: row.idle_ms, now });
+      if (openSockets > 0)
+        return row.idle_ms && now + row.idle_ms < row.expires_at! ? [{ row, at: now + row.idle_ms, recheck: true as const }] : [];
+      const at = idleDeadline({
+        openSockets,
+        goneAt,
+        allocatedAt: row.allocated_at!,
+        expiresAt: row.expires_at!,
+        graceMs: row.idle_ms,
+        now,
+      });
       return at === null ? [] : [{ row, at }];
     });
   }
@@ -947,27 +1233,55 @@ export class UserQuota extends FeedObject {
 
   private eventData(r: AllocRow): AllocationEventData {
     return {
-      allocationId: r.allocation_id, deviceId: r.device_id, pool: r.pool, node: r.node,
-      cpuCores: r.cpu, memoryMB: r.mem, storageMB: r.storage,
-      allocatedAt: iso(r.allocated_at!), expiresAt: iso(r.expires_at!), durationMinutes: r.duration_minutes,
+      allocationId: r.allocation_id,
+      deviceId: r.device_id,
+      pool: r.pool,
+      node: r.node,
+      cpuCores: r.cpu,
+      memoryMB: r.mem,
+      storageMB: r.storage,
+      allocatedAt: iso(r.allocated_at!),
+      expiresAt: iso(r.expires_at!),
+      durationMinutes: r.duration_minutes,
     };
   }
 
   private result(userId: string, r: AllocRow): AllocationResult {
     return {
-      allocationId: r.allocation_id, deviceId: r.device_id!, userId, pool: r.pool, node: r.node ?? "",
-      cpuCores: r.cpu, memoryMB: r.mem, storageMB: r.storage,
-      allocatedAt: iso(r.allocated_at!), expiresAt: iso(r.expires_at!), durationMinutes: r.duration_minutes,
+      allocationId: r.allocation_id,
+      deviceId: r.device_id!,
+      userId,
+      pool: r.pool,
+      node: r.node ?? "",
+      cpuCores: r.cpu,
+      memoryMB: r.mem,
+      storageMB: r.storage,
+      allocatedAt: iso(r.allocated_at!),
+      expiresAt: iso(r.expires_at!),
+      durationMinutes: r.duration_minutes,
       ...(r.idle_ms === null ? {} : { idleReleaseSeconds: r.idle_ms / 1000 }),
     };
   }
 
   private view(userId: string, r: AllocRow): Allocation & { idleReleaseSeconds: number | null } {
     return {
-      allocationId: r.allocation_id, userId, deviceId: r.device_id, pool: r.pool, status: r.status,
-      cpuCores: r.cpu, memoryMB: r.mem, storageMB: r.storage, allocatedAt: r.allocated_at, expiresAt: r.expires_at,
-      durationMinutes: r.duration_minutes, releasedAt: r.released_at, durationSeconds: r.duration_seconds, reason: r.reason,
-      extendCount: r.extend_count, extendedMinutes: r.extended_minutes, idempotencyKey: r.idem_key,
+      allocationId: r.allocation_id,
+      userId,
+      deviceId: r.device_id,
+      pool: r.pool,
+      status: r.status,
+      cpuCores: r.cpu,
+      memoryMB: r.mem,
+      storageMB: r.storage,
+      allocatedAt: r.allocated_at,
+      expiresAt: r.expires_at,
+      durationMinutes: r.duration_minutes,
+      releasedAt: r.released_at,
+      durationSeconds: r.duration_seconds,
+      reason: r.reason,
+      extendCount: r.extend_count,
+      extendedMinutes: r.extended_minutes,
+      idempotencyKey: r.idem_key,
       idleReleaseSeconds: r.idle_ms === null ? null : r.idle_ms / 1000,
     };
   }
@@ -976,12 +1290,21 @@ export class UserQuota extends FeedObject {
 const iso = (t: number) => new Date(t).toISOString();
 
 /** The spec an allocation row holds. */
-const specOf = (r: { cpu: number; mem: number; storage: number }): DeviceSpec => ({ cpuCores: r.cpu, memoryMB: r.mem, storageMB: r.storage });
+const specOf = (r: { cpu: number; mem: number; storage: number }): DeviceSpec => ({
+  cpuCores: r.cpu,
+  memoryMB: r.mem,
+  storageMB: r.storage,
+});
 
 function releaseResult(e: EndedAllocation): ReleaseResult {
   return {
-    allocationId: e.allocationId, deviceId: e.deviceId, userId: e.userId, allocatedAt: iso(e.allocatedAt), releasedAt: iso(e.releasedAt),
-    durationSeconds: e.durationSeconds, reason: e.reason,
+    allocationId: e.allocationId,
+    deviceId: e.deviceId,
+    userId: e.userId,
+    allocatedAt: iso(e.allocatedAt),
+    releasedAt: iso(e.releasedAt),
+    durationSeconds: e.durationSeconds,
+    reason: e.reason,
   };
 }
 
@@ -993,7 +1316,15 @@ function allocationNotFound(allocationId: string): Failure {
 function requestHash(i: AllocateInput): string {
   const idle = requestedIdleGraceMs(i.idleReleaseMinutes, i.idleReleaseSeconds);
   // Without an idle grace the hash is what it was before the field existed (stored keys still match).
-  return JSON.stringify([i.pool, i.durationMinutes, i.durationSeconds ?? null, i.spec.cpuCores, i.spec.memoryMB, i.spec.storageMB, ...(idle === null ? [] : [idle])]);
+  return JSON.stringify([
+    i.pool,
+    i.durationMinutes,
+    i.durationSeconds ?? null,
+    i.spec.cpuCores,
+    i.spec.memoryMB,
+    i.spec.storageMB,
+    ...(idle === null ? [] : [idle]),
+  ]);
 }
 
 /**

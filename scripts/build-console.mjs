@@ -53,18 +53,22 @@ async function main() {
     const ctx = await esbuild.context({
       ...options,
       logLevel: "info",
-      plugins: [{
-        name: "copy-static",
-        setup(b) {
-          let t = Date.now();
-          b.onStart(() => { t = Date.now(); });
-          b.onEnd(async (r) => {
-            if (r.errors.length) return;
-            await copyStatic();
-            await report(t);
-          });
+      plugins: [
+        {
+          name: "copy-static",
+          setup(b) {
+            let t = Date.now();
+            b.onStart(() => {
+              t = Date.now();
+            });
+            b.onEnd(async (r) => {
+              if (r.errors.length) return;
+              await copyStatic();
+              await report(t);
+            });
+          },
         },
-      }],
+      ],
     });
     await ctx.watch();
     return;
@@ -72,7 +76,9 @@ async function main() {
   try {
     await esbuild.build(options);
   } catch (err) {
-    const messages = err?.errors?.length ? await esbuild.formatMessages(err.errors, { kind: "error", color: false }) : [String(err?.message ?? err)];
+    const messages = err?.errors?.length
+      ? await esbuild.formatMessages(err.errors, { kind: "error", color: false })
+      : [String(err?.message ?? err)];
     process.stderr.write(`console build failed:\n${messages.join("\n")}\n`);
     process.exit(1);
   }

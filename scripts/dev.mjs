@@ -23,7 +23,9 @@ const DB_NAME = "edge-device-allocator";
 const args = parseArgs(process.argv.slice(2), { booleans: ["no-seed", "help"] });
 if (args.help) {
   console.log("usage: npm run dev -- [--port <n>] [--no-seed] [--persist-to <dir>]");
-  console.log("  --persist-to <dir>  keep local state (D1, objects, queues) there instead of .wrangler/state (the browser tests use a fresh one)");
+  console.log(
+    "  --persist-to <dir>  keep local state (D1, objects, queues) there instead of .wrangler/state (the browser tests use a fresh one)",
+  );
   process.exit(0);
 }
 const persistTo = args["persist-to"] === undefined ? null : path.resolve(String(args["persist-to"]));
@@ -140,7 +142,9 @@ if (!stopping) printBanner();
 const CRON = "*/5 * * * *";
 const fireCron = async () => {
   try {
-    const res = await fetch(`${base}/__scheduled?cron=${encodeURIComponent(CRON)}`, { signal: AbortSignal.timeout(60_000) });
+    const res = await fetch(`${base}/__scheduled?cron=${encodeURIComponent(CRON)}`, {
+      signal: AbortSignal.timeout(60_000),
+    });
     if (!res.ok) say(`cron run answered ${res.status}`);
   } catch (err) {
     if (!stopping) say(`cron run failed: ${err?.message ?? err}`);
@@ -157,8 +161,14 @@ function portAnswers(h, p) {
   return new Promise((resolve) => {
     const s = net.connect({ host: h, port: p });
     s.setTimeout(1000);
-    s.once("connect", () => { s.destroy(); resolve(true); });
-    s.once("timeout", () => { s.destroy(); resolve(false); });
+    s.once("connect", () => {
+      s.destroy();
+      resolve(true);
+    });
+    s.once("timeout", () => {
+      s.destroy();
+      resolve(false);
+    });
     s.once("error", () => resolve(false));
   });
 }
@@ -202,15 +212,20 @@ function demoDevices() {
   // Pool "eu-west-large": 4 bigger devices over 2 nodes.
   for (let i = 0; i < 4; i++)
     list.push({
-      deviceId: `demo-euw-large-${i + 1}`, pool: "eu-west-large", node: `euw-node-${(i % 2) + 1}`,
-      cpuCores: i < 2 ? 8 : 16, memoryMB: i < 2 ? 16384 : 32768, storageMB: 131072,
+      deviceId: `demo-euw-large-${i + 1}`,
+      pool: "eu-west-large",
+      node: `euw-node-${(i % 2) + 1}`,
+      cpuCores: i < 2 ? 8 : 16,
+      memoryMB: i < 2 ? 16384 : 32768,
+      storageMB: 131072,
     });
   return list;
 }
 
 async function seed() {
   const admin = tokens["ops-admin"];
-  let created = 0, existed = 0;
+  let created = 0,
+    existed = 0;
   for (const d of demoDevices()) {
     const r = await api("POST", "/admin/devices", admin, d);
     if (r.status === 201) created++;
@@ -227,9 +242,15 @@ async function seed() {
   // Accounts open with the default pricing plan's starting credit on first read; bob also
   // gets a welcome top-up (a fixed paymentId, so a second run credits nothing).
   const aliceMoney = await api("GET", "/billing/users/alice/balance", tokens.alice);
-  if (aliceMoney.status !== 200) throw new Error(`GET /billing/users/alice/balance -> ${aliceMoney.status} ${JSON.stringify(aliceMoney.json)}`);
-  const topUp = await api("POST", "/billing/users/bob/top-ups", admin, { amount: 5000, paymentId: "demo-bob-welcome", paymentMethod: "demo" });
-  if (topUp.status !== 201 && topUp.status !== 200) throw new Error(`POST /billing/users/bob/top-ups -> ${topUp.status} ${JSON.stringify(topUp.json)}`);
+  if (aliceMoney.status !== 200)
+    throw new Error(`GET /billing/users/alice/balance -> ${aliceMoney.status} ${JSON.stringify(aliceMoney.json)}`);
+  const topUp = await api("POST", "/billing/users/bob/top-ups", admin, {
+    amount: 5000,
+    paymentId: "demo-bob-welcome",
+    paymentMethod: "demo",
+  });
+  if (topUp.status !== 201 && topUp.status !== 200)
+    throw new Error(`POST /billing/users/bob/top-ups -> ${topUp.status} ${JSON.stringify(topUp.json)}`);
   say(`demo balances: alice ${aliceMoney.json?.formatted}, bob ${(topUp.json?.balance / 100).toFixed(2)} ${topUp.json?.currency}`);
 }
 

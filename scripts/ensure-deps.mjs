@@ -22,15 +22,14 @@ const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..");
 const nm = path.join(root, "node_modules");
 const lock = path.join(root, "package-lock.json");
 const installed = path.join(nm, ".package-lock.json");
-const TOOLS = ["node", "wrangler", "vitest", "tsc"];
+const TOOLS = ["node", "wrangler", "vitest", "tsc", "prettier"];
 
 const log = (msg) => process.stderr.write(`[ensure-deps] ${msg}\n`);
 
 function staleReason() {
   if (!existsSync(nm)) return "node_modules is missing";
   if (!existsSync(installed)) return "node_modules/.package-lock.json is missing";
-  if (existsSync(lock) && statSync(lock).mtimeMs > statSync(installed).mtimeMs)
-    return "package-lock.json is newer than the last install";
+  if (existsSync(lock) && statSync(lock).mtimeMs > statSync(installed).mtimeMs) return "package-lock.json is newer than the last install";
   const pkg = JSON.parse(readFileSync(path.join(root, "package.json"), "utf8"));
   for (const name of Object.keys({ ...pkg.dependencies, ...pkg.devDependencies }))
     if (!existsSync(path.join(nm, name, "package.json"))) return `${name} is not installed`;

@@ -19,7 +19,8 @@ const die = (msg) => {
   console.error(`feed: ${msg}\n${usage}`);
   process.exit(2);
 };
-if (typeof WebSocket === "undefined") die(`this Node (${process.version}) has no global WebSocket; run it as \`npm run feed\` (pinned Node 22).`);
+if (typeof WebSocket === "undefined")
+  die(`this Node (${process.version}) has no global WebSocket; run it as \`npm run feed\` (pinned Node 22).`);
 const user = args.user ?? args._[0] ?? (args.admin ? "ops-admin" : "alice");
 if (typeof user !== "string" || !USER_ID.test(user)) die("--user must be a user id");
 const since = args.since === undefined ? undefined : Number(args.since);
@@ -34,7 +35,11 @@ const token = () => signToken(jwtSecret(), user, args.admin ? "admin" : "user", 
 const { build } = await import("esbuild");
 const bundle = await build({
   entryPoints: [path.join(root, "src/client/feed-client.ts")],
-  bundle: true, format: "esm", platform: "neutral", write: false, logLevel: "silent",
+  bundle: true,
+  format: "esm",
+  platform: "neutral",
+  write: false,
+  logLevel: "silent",
 });
 const { FeedClient } = await import(`data:text/javascript;base64,${Buffer.from(bundle.outputFiles[0].text).toString("base64")}`);
 
@@ -43,15 +48,24 @@ const say = (msg) => process.stdout.write(`${msg}\n`);
 const client = new FeedClient({ baseUrl: base, token, feed, deviceId: args.device, since });
 client.onHello((h) => {
   const lost = h.missed ? `; ${h.missed.count} older event(s) are no longer kept (seq ${h.missed.from}-${h.missed.to})` : "";
-  const replay = h.replayThrough > h.since ? `replaying seq ${h.since + 1}..${h.replayThrough}, then live` : "nothing missed, live from seq " + (h.replayThrough + 1);
+  const replay =
+    h.replayThrough > h.since
+      ? `replaying seq ${h.since + 1}..${h.replayThrough}, then live`
+      : "nothing missed, live from seq " + (h.replayThrough + 1);
   say(`-- connected to the ${h.feed} feed as ${user}: ${replay}${lost}`);
   if (h.state) say(`-- device now: ${JSON.stringify(h.state)}`);
 });
-client.onEvent((e) => say(`#${e.seq} ${time(e.timestamp)} ${e.type.padEnd(26)} ${e.userId ? `[${e.userId}] ` : ""}${JSON.stringify(e.data)}`));
+client.onEvent((e) =>
+  say(`#${e.seq} ${time(e.timestamp)} ${e.type.padEnd(26)} ${e.userId ? `[${e.userId}] ` : ""}${JSON.stringify(e.data)}`),
+);
 client.onError((e) => say(`-- server says ${e.code}: ${e.message}`));
 client.onState(({ state, close }) => {
-  if (state === "waiting") say(`-- disconnected (${close.code}${close.reason ? ` ${close.reason}` : ""}); reconnecting from seq ${client.lastSeq ?? "now"}...`);
-  if (state === "stopped" && close) say(`-- closed for good (${close.code} ${close.reason}); ${client.lastError ? `${client.lastError.code}: ${client.lastError.message}` : ""}`);
+  if (state === "waiting")
+    say(`-- disconnected (${close.code}${close.reason ? ` ${close.reason}` : ""}); reconnecting from seq ${client.lastSeq ?? "now"}...`);
+  if (state === "stopped" && close)
+    say(
+      `-- closed for good (${close.code} ${close.reason}); ${client.lastError ? `${client.lastError.code}: ${client.lastError.message}` : ""}`,
+    );
 });
 process.on("SIGINT", () => {
   client.close();

@@ -63,9 +63,15 @@ export function parseArgs(argv, { booleans = [] } = {}) {
   const out = { _: [] };
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i];
-    if (!a.startsWith("--")) { out._.push(a); continue; }
+    if (!a.startsWith("--")) {
+      out._.push(a);
+      continue;
+    }
     const eq = a.indexOf("=");
-    if (eq > 0) { out[a.slice(2, eq)] = a.slice(eq + 1); continue; }
+    if (eq > 0) {
+      out[a.slice(2, eq)] = a.slice(eq + 1);
+      continue;
+    }
     const name = a.slice(2);
     if (booleans.includes(name) || i + 1 >= argv.length || argv[i + 1].startsWith("--")) out[name] = true;
     else out[name] = argv[++i];

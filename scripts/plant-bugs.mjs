@@ -44,7 +44,8 @@ const BUGS = [
     why: "when the device refuses an extension, the user's object keeps the longer booking (the undo is skipped)",
     file: "durable-objects/UserQuota.ts",
     find: "    if (!r.ok) {\n      this.sql.exec(\n        `UPDATE allocations SET expires_at = ?, duration_minutes = ?",
-    replace: "    if (!r.ok) {\n      if (r.ok === false) return r;\n      this.sql.exec(\n        `UPDATE allocations SET expires_at = ?, duration_minutes = ?",
+    replace:
+      "    if (!r.ok) {\n      if (r.ok === false) return r;\n      this.sql.exec(\n        `UPDATE allocations SET expires_at = ?, duration_minutes = ?",
   },
   {
     name: "feed tickets: scope not checked",
@@ -80,11 +81,26 @@ function suite(label) {
   const report = path.join(out, `planted-${label}.json`);
   rmSync(report, { force: true });
   const started = Date.now();
-  const r = spawnSync(path.join(bin, "vitest"), ["run", "--project", "unit", "--project", "workers", "--project", "billing-fail-open", "--reporter=dot", "--reporter=json", `--outputFile.json=${report}`], {
-    cwd: root,
-    stdio: ["ignore", "ignore", "ignore"],
-    env: { ...process.env, PATH: `${bin}${path.delimiter}${process.env.PATH}`, CI: "true" },
-  });
+  const r = spawnSync(
+    path.join(bin, "vitest"),
+    [
+      "run",
+      "--project",
+      "unit",
+      "--project",
+      "workers",
+      "--project",
+      "billing-fail-open",
+      "--reporter=dot",
+      "--reporter=json",
+      `--outputFile.json=${report}`,
+    ],
+    {
+      cwd: root,
+      stdio: ["ignore", "ignore", "ignore"],
+      env: { ...process.env, PATH: `${bin}${path.delimiter}${process.env.PATH}`, CI: "true" },
+    },
+  );
   const seconds = Math.round((Date.now() - started) / 1000);
   let json;
   try {
@@ -93,8 +109,14 @@ function suite(label) {
     return { exit: r.status, seconds, passed: 0, failed: [`(no report: vitest exited with ${r.status})`] };
   }
   const failed = json.testResults.flatMap((f) =>
-    f.assertionResults.filter((a) => a.status === "failed").map((a) => `${path.relative(root, f.name)} > ${a.fullName}`)
-      .concat(f.status === "failed" && f.assertionResults.every((a) => a.status !== "failed") ? [`${path.relative(root, f.name)} (the file itself: ${String(f.message).split("\n")[0].slice(0, 120)})`] : []),
+    f.assertionResults
+      .filter((a) => a.status === "failed")
+      .map((a) => `${path.relative(root, f.name)} > ${a.fullName}`)
+      .concat(
+        f.status === "failed" && f.assertionResults.every((a) => a.status !== "failed")
+          ? [`${path.relative(root, f.name)} (the file itself: ${String(f.message).split("\n")[0].slice(0, 120)})`]
+          : [],
+      ),
   );
   return { exit: r.status, seconds, passed: json.numPassedTests, failed };
 }
@@ -129,20 +151,33 @@ for (const [i, bug] of bugs.entries()) {
   }
   rows.push({ bug, result });
   if (result.failed.length === 0) unnoticed++;
-  console.log(`${result.failed.length ? "✓ caught" : "✗ NOT caught"}: ${bug.name}: ${result.failed.length} tests failed (${result.seconds} s)`);
+  console.log(
+    `${result.failed.length ? "✓ caught" : "✗ NOT caught"}: ${bug.name}: ${result.failed.length} tests failed (${result.seconds} s)`,
+  );
   for (const t of result.failed.slice(0, 5)) console.log(`    ${t}`);
 }
 
 console.log("… the untouched code");
 const clean = suite("clean");
-console.log(`${clean.failed.length === 0 && clean.exit === 0 ? "✓" : "✗"} untouched: ${clean.passed} passed, ${clean.failed.length} failed (${clean.seconds} s)`);
+console.log(
+  `${clean.failed.length === 0 && clean.exit === 0 ? "✓" : "✗"} untouched: ${clean.passed} passed, ${clean.failed.length} failed (${clean.seconds} s)`,
+);
 
 const cell = (s) => s.replace(/\|/g, "\\|");
 const lines = [
   "| planted bug | file | tests that failed | some of them |",
   "| --- | --- | --- | --- |",
-  ...rows.map(({ bug, result }) =>
-    `| ${cell(bug.name)}: ${cell(bug.why)} | \`${bug.file}\` | ${result ? result.failed.length : "not planted"} | ${result ? result.failed.slice(0, 3).map((t) => cell(t)).join("<br>") : ""} |`),
+  ...rows.map(
+    ({ bug, result }) =>
+      `| ${cell(bug.name)}: ${cell(bug.why)} | \`${bug.file}\` | ${result ? result.failed.length : "not planted"} | ${
+        result
+          ? result.failed
+              .slice(0, 3)
+              .map((t) => cell(t))
+              .join("<br>")
+          : ""
+      } |`,
+  ),
   "",
   `Untouched code afterwards: ${clean.passed} passed, ${clean.failed.length} failed.`,
 ];

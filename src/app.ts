@@ -30,8 +30,14 @@ export function createApp() {
     const p = c.get("principal");
     const status = c.res.status;
     log(status >= 500 ? "error" : "info", "request", {
-      requestId: c.get("requestId"), userId: p?.kind === "user" ? p.userId : null, allocationId: c.get("allocationId"),
-      method: c.req.method, path: c.req.path, status, ms: Date.now() - started, ...(p?.kind === "service" ? { caller: "service" } : {}),
+      requestId: c.get("requestId"),
+      userId: p?.kind === "user" ? p.userId : null,
+      allocationId: c.get("allocationId"),
+      method: c.req.method,
+      path: c.req.path,
+      status,
+      ms: Date.now() - started,
+      ...(p?.kind === "service" ? { caller: "service" } : {}),
     });
   });
   app.use(
@@ -44,17 +50,24 @@ export function createApp() {
   app.use("*", authenticate);
   // Who may call is checked here, before any body is validated, so a stranger or a
   // non-admin learns nothing from 400s. Handlers still check the acting user.
-  const gate = (check: (c: Context<AppEnv>) => unknown): MiddlewareHandler<AppEnv> => async (c, next) => {
-    check(c);
-    await next();
-  };
+  const gate =
+    (check: (c: Context<AppEnv>) => unknown): MiddlewareHandler<AppEnv> =>
+    async (c, next) => {
+      check(c);
+      await next();
+    };
   app.use("/scheduler/*", gate(requireUser));
   app.use("/quotas/*", gate(requireUser));
   app.use("/admin/*", gate(requireAdmin));
   app.on("PUT", "/quotas/user/*", gate(requireAdmin));
   app.on("POST", "/quotas/renew/*", gate(requireAdmin));
   // Top-ups come from an operator or a payment service; the rest of /billing is for users.
-  app.use("/billing/*", gate((c) => (c.req.method === "POST" && /^\/billing\/users\/[^/]+\/top-ups\/?$/.test(c.req.path) ? requireAdminOrService(c) : requireUser(c))));
+  app.use(
+    "/billing/*",
+    gate((c) =>
+      c.req.method === "POST" && /^\/billing\/users\/[^/]+\/top-ups\/?$/.test(c.req.path) ? requireAdminOrService(c) : requireUser(c),
+    ),
+  );
   app.use("/metering/*", gate(requireUser));
   app.use("/metering/devices/*", gate(requireAdmin));
   app.use("/api/internal/*", gate(requireService));
@@ -75,10 +88,22 @@ export function createApp() {
 
   app.doc31("/openapi.json", {
     openapi: "3.1.0",
-    info: { title: "Edge device allocator", version: "0.1.0", description: "Device allocation, quota and metering on Durable Objects." },
+    info: {
+      title: "Edge device allocator",
+      version: "0.1.0",
+      description: "Device allocation, quota and metering on Durable Objects.",
+    },
   });
-  app.openAPIRegistry.registerComponent("securitySchemes", "bearer", { type: "http", scheme: "bearer", bearerFormat: "JWT" });
-  app.openAPIRegistry.registerComponent("securitySchemes", "service", { type: "apiKey", in: "header", name: "X-Service-Token" });
+  app.openAPIRegistry.registerComponent("securitySchemes", "bearer", {
+    type: "http",
+    scheme: "bearer",
+    bearerFormat: "JWT",
+  });
+  app.openAPIRegistry.registerComponent("securitySchemes", "service", {
+    type: "apiKey",
+    in: "header",
+    name: "X-Service-Token",
+  });
 
   app.notFound((c) => c.json(errorBody(fail(404, "ROUTE_NOT_FOUND", `No route for ${c.req.method} ${new URL(c.req.url).pathname}.`)), 404));
 
@@ -86,7 +111,8 @@ export function createApp() {
     if (err instanceof HttpError) return c.json(errorBody(err.failure), err.failure.status);
     if (err instanceof HTTPException) {
       const status = err.status as ErrorStatus;
-      const code = status === 415 ? "UNSUPPORTED_MEDIA_TYPE" : status === 413 ? "PAYLOAD_TOO_LARGE" : status === 400 ? "INVALID_JSON" : "BAD_REQUEST";
+      const code =
+        status === 415 ? "UNSUPPORTED_MEDIA_TYPE" : status === 413 ? "PAYLOAD_TOO_LARGE" : status === 400 ? "INVALID_JSON" : "BAD_REQUEST";
       const message = status === 415 ? "Send the body as application/json." : err.message || "Bad request.";
       return c.json(errorBody(fail(status, code, message)), status < 500 ? status : 400);
     }

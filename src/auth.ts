@@ -10,7 +10,10 @@ import { HttpError, fail } from "./errors";
 
 export type Principal = { kind: "user"; userId: string; role: "user" | "admin" } | { kind: "service" };
 /** `allocationId`: the allocation a request acted on, once known (for its log line). */
-export type AppEnv = { Bindings: Env; Variables: { principal: Principal | null; requestId: string; allocationId?: string } };
+export type AppEnv = {
+  Bindings: Env;
+  Variables: { principal: Principal | null; requestId: string; allocationId?: string };
+};
 
 const encoder = new TextEncoder();
 
@@ -72,8 +75,7 @@ export async function principalOf(req: { header(name: string): string | undefine
     remember(m[1]!, env.JWT_SECRET, payload);
   }
   // A token that never expires cannot be taken back: refuse it.
-  if (typeof payload.exp !== "number")
-    throw new HttpError(fail(401, "UNAUTHORIZED", "The bearer token has no expiry (`exp`)."));
+  if (typeof payload.exp !== "number") throw new HttpError(fail(401, "UNAUTHORIZED", "The bearer token has no expiry (`exp`)."));
   const sub = payload.sub;
   if (typeof sub !== "string" || !IDS.pattern.test(sub))
     throw new HttpError(fail(401, "UNAUTHORIZED", "The token's subject is not a valid user id."));
@@ -111,7 +113,8 @@ export function requireService(c: Ctx): void {
 export function requireAdminOrService(c: Ctx): void {
   const p = c.get("principal");
   if (p?.kind === "service") return;
-  if (p?.kind === "user" && p.role !== "admin") throw new HttpError(fail(403, "FORBIDDEN", "This route needs the admin role or a service token."));
+  if (p?.kind === "user" && p.role !== "admin")
+    throw new HttpError(fail(403, "FORBIDDEN", "This route needs the admin role or a service token."));
   if (!p) throw new HttpError(fail(401, "UNAUTHORIZED", "Send `Authorization: Bearer <token>` (admin) or `X-Service-Token`."));
 }
 
@@ -126,7 +129,12 @@ export function actingUser(c: Ctx, named?: string): string {
 /** Reading another user's data: same rule as acting. */
 export const readableUser = actingUser;
 
-export async function issueToken(secret: string, userId: string, role: "user" | "admin" = "user", ttlSeconds = 7 * 86_400): Promise<string> {
+export async function issueToken(
+  secret: string,
+  userId: string,
+  role: "user" | "admin" = "user",
+  ttlSeconds = 7 * 86_400,
+): Promise<string> {
   const now = Math.floor(Date.now() / 1000);
   return sign({ sub: userId, role, iat: now, exp: now + ttlSeconds }, secret, "HS256");
 }

@@ -62,23 +62,43 @@ export interface QuotaLimits {
 
 export const PLAN_LIMITS: Record<PlanTier, QuotaLimits> = {
   free: {
-    maxDevices: 2, maxCpuCores: 8, maxMemoryMB: 16384, maxStorageMB: 131072,
-    maxCpuCoresPerDevice: 4, maxMemoryMBPerDevice: 8192, maxStorageMBPerDevice: 65536,
+    maxDevices: 2,
+    maxCpuCores: 8,
+    maxMemoryMB: 16384,
+    maxStorageMB: 131072,
+    maxCpuCoresPerDevice: 4,
+    maxMemoryMBPerDevice: 8192,
+    maxStorageMBPerDevice: 65536,
     maxDeviceHoursPerPeriod: 100,
   },
   basic: {
-    maxDevices: 5, maxCpuCores: 20, maxMemoryMB: 40960, maxStorageMB: 327680,
-    maxCpuCoresPerDevice: 8, maxMemoryMBPerDevice: 16384, maxStorageMBPerDevice: 131072,
+    maxDevices: 5,
+    maxCpuCores: 20,
+    maxMemoryMB: 40960,
+    maxStorageMB: 327680,
+    maxCpuCoresPerDevice: 8,
+    maxMemoryMBPerDevice: 16384,
+    maxStorageMBPerDevice: 131072,
     maxDeviceHoursPerPeriod: 500,
   },
   pro: {
-    maxDevices: 20, maxCpuCores: 80, maxMemoryMB: 163840, maxStorageMB: 1310720,
-    maxCpuCoresPerDevice: 16, maxMemoryMBPerDevice: 32768, maxStorageMBPerDevice: 262144,
+    maxDevices: 20,
+    maxCpuCores: 80,
+    maxMemoryMB: 163840,
+    maxStorageMB: 1310720,
+    maxCpuCoresPerDevice: 16,
+    maxMemoryMBPerDevice: 32768,
+    maxStorageMBPerDevice: 262144,
     maxDeviceHoursPerPeriod: 5000,
   },
   enterprise: {
-    maxDevices: 200, maxCpuCores: 800, maxMemoryMB: 1638400, maxStorageMB: 13107200,
-    maxCpuCoresPerDevice: 64, maxMemoryMBPerDevice: 262144, maxStorageMBPerDevice: 1048576,
+    maxDevices: 200,
+    maxCpuCores: 800,
+    maxMemoryMB: 1638400,
+    maxStorageMB: 13107200,
+    maxCpuCoresPerDevice: 64,
+    maxMemoryMBPerDevice: 262144,
+    maxStorageMBPerDevice: 1048576,
     maxDeviceHoursPerPeriod: 100000,
   },
 };
@@ -244,5 +264,8 @@ export function defaultPricingPlan(env: Pick<Env, "DEFAULT_PRICING_PLAN">): stri
 /** Backoff of a failed usage write, in whole seconds (`attempts` counts from 1). */
 export function usageRetryDelay(env: Pick<Env, "USAGE_RETRY_BASE_SECONDS">, attempts: number): number {
   const base = env.USAGE_RETRY_BASE_SECONDS !== undefined ? Number(env.USAGE_RETRY_BASE_SECONDS) : BILLING.retryBaseSeconds;
-  return Math.min(BILLING.retryMaxSeconds, Math.round((Number.isFinite(base) ? base : BILLING.retryBaseSeconds) * 2 ** Math.max(0, attempts - 1)));
+  return Math.min(
+    BILLING.retryMaxSeconds,
+    Math.round((Number.isFinite(base) ? base : BILLING.retryBaseSeconds) * 2 ** Math.max(0, attempts - 1)),
+  );
 }

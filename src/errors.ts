@@ -22,7 +22,9 @@ export function fail(status: ErrorStatus, code: string, message: string, details
 }
 
 export function errorBody(f: Pick<Failure, "code" | "message" | "details">) {
-  return { error: f.details === undefined ? { code: f.code, message: f.message } : { code: f.code, message: f.message, details: f.details } };
+  return {
+    error: f.details === undefined ? { code: f.code, message: f.message } : { code: f.code, message: f.message, details: f.details },
+  };
 }
 
 /**
@@ -31,7 +33,9 @@ export function errorBody(f: Pick<Failure, "code" | "message" | "details">) {
  */
 export function internalFailure(err: unknown, context: { requestId: string; path: string; [k: string]: unknown }): Failure {
   log("error", "unexpected error", { ...context, error: String(err), stack: (err as Error)?.stack });
-  return fail(500, "INTERNAL", "Something went wrong on our side; nothing was changed that you were not told of.", { requestId: context.requestId });
+  return fail(500, "INTERNAL", "Something went wrong on our side; nothing was changed that you were not told of.", {
+    requestId: context.requestId,
+  });
 }
 
 /** Thrown inside the Worker (never across RPC) and turned into a response by the app's onError. */

@@ -5,8 +5,16 @@ import { ErrorSchema } from "./schemas";
 
 const errorResponses = Object.fromEntries(
   [
-    [400, "Invalid input"], [401, "Not signed in"], [402, "Balance too low"], [403, "Not allowed"], [404, "Not found"], [409, "Conflict with current state"],
-    [413, "Body too large"], [415, "Body is not JSON"], [429, "Too soon"], [503, "A dependency did not answer; nothing changed"],
+    [400, "Invalid input"],
+    [401, "Not signed in"],
+    [402, "Balance too low"],
+    [403, "Not allowed"],
+    [404, "Not found"],
+    [409, "Conflict with current state"],
+    [413, "Body too large"],
+    [415, "Body is not JSON"],
+    [429, "Too soon"],
+    [503, "A dependency did not answer; nothing changed"],
   ].map(([s, d]) => [s, { description: d as string, content: { "application/json": { schema: ErrorSchema } } }]),
 );
 
@@ -17,8 +25,13 @@ export function route<R extends Omit<RouteConfig, "responses">>(o: R & Ok): R & 
   const { ok, ...rest } = o;
   return createRoute({
     ...rest,
-    responses: { [ok.status]: { description: ok.description, content: { "application/json": { schema: ok.schema } } }, ...errorResponses },
+    responses: {
+      [ok.status]: { description: ok.description, content: { "application/json": { schema: ok.schema } } },
+      ...errorResponses,
+    },
   } as unknown as R & { responses: RouteConfig["responses"] });
 }
 
-export const jsonBody = <T extends ZodType>(schema: T, required = true) => ({ body: { required, content: { "application/json": { schema } } } });
+export const jsonBody = <T extends ZodType>(schema: T, required = true) => ({
+  body: { required, content: { "application/json": { schema } } },
+});

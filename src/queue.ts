@@ -20,14 +20,19 @@ export const USAGE_QUEUE = "device-usage";
 export const USAGE_DLQ = "device-usage-dlq";
 
 /** Counters in D1 for the metrics endpoint: one statement after a batch, never failing the batch. */
-async function countReports(env: Env, counts: Record<"usage_reports_sent" | "usage_reports_failed" | "usage_reports_dead_lettered", number>): Promise<void> {
+async function countReports(
+  env: Env,
+  counts: Record<"usage_reports_sent" | "usage_reports_failed" | "usage_reports_dead_lettered", number>,
+): Promise<void> {
   const rows = Object.entries(counts).filter(([, n]) => n > 0);
   if (!rows.length) return;
   try {
     await env.DB.prepare(
       `INSERT INTO metric_counters (name, value) VALUES ${rows.map(() => "(?, ?)").join(", ")}
        ON CONFLICT(name) DO UPDATE SET value = value + excluded.value`,
-    ).bind(...rows.flat()).run();
+    )
+      .bind(...rows.flat())
+      .run();
   } catch (err) {
     log("warn", "usage report counters not written", { ...counts, error: String(err) });
   }
@@ -45,7 +50,15 @@ export async function handleUsageBatch(batch: MessageBatch<unknown>, env: Env): 
       records.push(parsed.data);
     } else {
       // Retrying cannot fix a malformed record: keep it for an operator and move on.
-      if (await keepFailed(env, msg, "invalid", `invalid usage record: ${parsed.error.issues.map((i) => `${i.path.join(".")}: ${i.message}`).join("; ")}`)) invalid++;
+      if (
+        await keepFailed(
+          env,
+          msg,
+          "invalid",
+          `invalid usage record: ${parsed.error.issues.map((i) => `${i.path.join(".")}: ${i.message}`).join("; ")}`,
+        )
+      )
+        invalid++;
     }
   }
   let outcomes;
@@ -55,7 +68,11 @@ export async function handleUsageBatch(batch: MessageBatch<unknown>, env: Env): 
     // Accounts could not be read (D1 down?): every record waits and tries again.
     log("error", "usage batch failed", { queue: batch.queue, size: valid.length, error: String(err) });
     for (const msg of valid) msg.retry({ delaySeconds: usageRetryDelay(env, msg.attempts) });
-    await countReports(env, { usage_reports_sent: 0, usage_reports_failed: valid.length, usage_reports_dead_lettered: invalid });
+    await countReports(env, {
+      usage_reports_sent: 0,
+      usage_reports_failed: valid.length,
+      usage_reports_dead_lettered: invalid,
+    });
     return;
   }
   let failed = 0;
@@ -63,21 +80,39 @@ export async function handleUsageBatch(batch: MessageBatch<unknown>, env: Env): 
     const msg = valid[i]!;
     if (o.status === "failed") {
       failed++;
-      log("error", "usage write failed", { userId: records[i]!.userId, allocationId: o.allocationId, deviceId: records[i]!.deviceId, attempts: msg.attempts, error: o.error });
+      log("error", "usage write failed", {
+        userId: records[i]!.userId,
+        allocationId: o.allocationId,
+        deviceId: records[i]!.deviceId,
+        attempts: msg.attempts,
+        error: o.error,
+      });
       msg.retry({ delaySeconds: usageRetryDelay(env, msg.attempts) });
     } else {
       msg.ack();
     }
   });
   // A malformed record is kept for an operator at once (retrying cannot fix it): dead-lettered.
-  await countReports(env, { usage_reports_sent: valid.length - failed, usage_reports_failed: failed, usage_reports_dead_lettered: invalid });
+  await countReports(env, {
+    usage_reports_sent: valid.length - failed,
+    usage_reports_failed: failed,
+    usage_reports_dead_lettered: invalid,
+  });
 }
 
 async function handleDeadLetters(batch: MessageBatch<unknown>, env: Env): Promise<void> {
   let kept = 0;
   for (const msg of batch.messages) {
     const parsed = UsageRecordMessage.safeParse(msg.body);
-    if (await keepFailed(env, msg, parsed.success ? "failed" : "invalid", parsed.success ? "usage queue retries exhausted" : "invalid usage record")) kept++;
+    if (
+      await keepFailed(
+        env,
+        msg,
+        parsed.success ? "failed" : "invalid",
+        parsed.success ? "usage queue retries exhausted" : "invalid usage record",
+      )
+    )
+      kept++;
   }
   await countReports(env, { usage_reports_sent: 0, usage_reports_failed: 0, usage_reports_dead_lettered: kept });
 }
@@ -89,30 +124,52 @@ async function keepFailed(env: Env, msg: Message<unknown>, status: "failed" | "i
   const now = Date.now();
   let kept: { status: string } | undefined;
   try {
-    [kept] = await dbOf(env).insert(failedUsage).values({
-      allocationId, userId: typeof body?.userId === "string" ? body.userId.slice(0, 128) : null, record: JSON.stringify(msg.body ?? null).slice(0, 100_000),
-      error, attempts: msg.attempts, status, firstFailedAt: now, lastFailedAt: now,
-    }).onConflictDoUpdate({
-      target: failedUsage.allocationId,
-      set: {
-        attempts: sql`${failedUsage.attempts} + excluded.attempts`, lastFailedAt: now, error,
-        // A record replayed or healed before stays so; a new failure of an open one is counted.
-        status: sql`CASE WHEN ${failedUsage.status} IN ('replayed','resolved') THEN ${failedUsage.status} ELSE excluded.status END`,
-      },
-    }).returning({ status: failedUsage.status });
+    [kept] = await dbOf(env)
+      .insert(failedUsage)
+      .values({
+        allocationId,
+        userId: typeof body?.userId === "string" ? body.userId.slice(0, 128) : null,
+        record: JSON.stringify(msg.body ?? null).slice(0, 100_000),
+        error,
+        attempts: msg.attempts,
+        status,
+        firstFailedAt: now,
+        lastFailedAt: now,
+      })
+      .onConflictDoUpdate({
+        target: failedUsage.allocationId,
+        set: {
+          attempts: sql`${failedUsage.attempts} + excluded.attempts`,
+          lastFailedAt: now,
+          error,
+          // A record replayed or healed before stays so; a new failure of an open one is counted.
+          status: sql`CASE WHEN ${failedUsage.status} IN ('replayed','resolved') THEN ${failedUsage.status} ELSE excluded.status END`,
+        },
+      })
+      .returning({ status: failedUsage.status });
     msg.ack();
   } catch (err) {
     log("error", "dead letter could not be stored", { allocationId, attempts: msg.attempts, error: String(err) });
     msg.retry({ delaySeconds: usageRetryDelay(env, msg.attempts) });
     return false;
   }
-  log("warn", "usage report kept as failed", { userId: typeof body?.userId === "string" ? body.userId : null, allocationId, attempts: msg.attempts, status: kept?.status, error });
+  log("warn", "usage report kept as failed", {
+    userId: typeof body?.userId === "string" ? body.userId : null,
+    allocationId,
+    attempts: msg.attempts,
+    status: kept?.status,
+    error,
+  });
   // A late copy of a record already replayed or healed is no news. The key is per message, so a
   // redelivered message shows once; a new failure of the same allocation shows again.
   if (kept?.status !== "failed" && kept?.status !== "invalid") return true;
   const str = (v: unknown) => (typeof v === "string" ? v.slice(0, 128) : "");
   await notifyOperators(env, `usage_failed:${allocationId}:${msg.id}`, "billing.usage_failed", str(body?.userId), {
-    allocationId, userId: str(body?.userId), deviceId: str(body?.deviceId), status: kept.status, error,
+    allocationId,
+    userId: str(body?.userId),
+    deviceId: str(body?.deviceId),
+    status: kept.status,
+    error,
   });
   return true;
 }

@@ -15,52 +15,102 @@ export const Spec = z
 
 /** Idle release grace (per allocation or per pool). */
 const IdleMinutes = z.number().int().min(FEED.idleReleaseMinMinutes).max(FEED.idleReleaseMaxMinutes);
-const IdleSeconds = z.number().int().min(ALLOCATION.minShortSeconds).max(FEED.idleReleaseMaxMinutes * 60);
+const IdleSeconds = z
+  .number()
+  .int()
+  .min(ALLOCATION.minShortSeconds)
+  .max(FEED.idleReleaseMaxMinutes * 60);
 
 export const AllocateBody = z
   .object({
     userId: Id.optional().openapi({ description: "Admins only: allocate on behalf of this user." }),
     durationMinutes: z.number().int().min(ALLOCATION.minMinutes).max(ALLOCATION.maxMinutes).default(ALLOCATION.defaultMinutes),
-    durationSeconds: z.number().int().min(ALLOCATION.minShortSeconds).max(ALLOCATION.maxMinutes * 60).optional()
+    durationSeconds: z
+      .number()
+      .int()
+      .min(ALLOCATION.minShortSeconds)
+      .max(ALLOCATION.maxMinutes * 60)
+      .optional()
       .openapi({ description: "Test-only short duration; refused unless ALLOW_SHORT_DURATIONS is set." }),
     pool: Id.optional(),
     spec: Spec.optional(),
     idempotencyKey: z.string().min(1).max(200).optional(),
     idleReleaseMinutes: IdleMinutes.optional().openapi({
-      description: "Idle release: the allocation ends (reason `idle`, billed as usual) once you have had no user feed socket (GET /ws) open for this many minutes. The clock starts when your last socket closes (or at allocation when none is open) and stops when one opens again. If the pool also sets one, the shorter applies.",
+      description:
+        "Idle release: the allocation ends (reason `idle`, billed as usual) once you have had no user feed socket (GET /ws) open for this many minutes. The clock starts when your last socket closes (or at allocation when none is open) and stops when one opens again. If the pool also sets one, the shorter applies.",
     }),
-    idleReleaseSeconds: IdleSeconds.optional().openapi({ description: "Test-only idle release grace in seconds; refused unless ALLOW_SHORT_DURATIONS is set." }),
+    idleReleaseSeconds: IdleSeconds.optional().openapi({
+      description: "Test-only idle release grace in seconds; refused unless ALLOW_SHORT_DURATIONS is set.",
+    }),
   })
   .strict()
-  .refine((b) => b.idleReleaseMinutes === undefined || b.idleReleaseSeconds === undefined, { message: "name idleReleaseMinutes or idleReleaseSeconds, not both", path: ["idleReleaseSeconds"] })
+  .refine((b) => b.idleReleaseMinutes === undefined || b.idleReleaseSeconds === undefined, {
+    message: "name idleReleaseMinutes or idleReleaseSeconds, not both",
+    path: ["idleReleaseSeconds"],
+  })
   .openapi("AllocateRequest");
 
 export const AllocationResult = z
   .object({
-    allocationId: z.string(), deviceId: z.string(), userId: z.string(), pool: z.string(), node: z.string(),
-    cpuCores: z.number(), memoryMB: z.number(), storageMB: z.number(),
-    allocatedAt: z.string(), expiresAt: z.string(), durationMinutes: z.number(),
-    idleReleaseSeconds: z.number().optional().openapi({ description: "Present when the allocation has an idle release grace: the one that applies (its own or its pool's, the shorter), in seconds." }),
+    allocationId: z.string(),
+    deviceId: z.string(),
+    userId: z.string(),
+    pool: z.string(),
+    node: z.string(),
+    cpuCores: z.number(),
+    memoryMB: z.number(),
+    storageMB: z.number(),
+    allocatedAt: z.string(),
+    expiresAt: z.string(),
+    durationMinutes: z.number(),
+    idleReleaseSeconds: z.number().optional().openapi({
+      description:
+        "Present when the allocation has an idle release grace: the one that applies (its own or its pool's, the shorter), in seconds.",
+    }),
   })
   .openapi("AllocationResult");
 
 export const ReleaseBody = z.object({ deviceId: Id, userId: Id.optional() }).strict().openapi("ReleaseRequest");
 export const ReleaseResult = z
   .object({
-    allocationId: z.string(), deviceId: z.string(), userId: z.string(), allocatedAt: z.string(), releasedAt: z.string(),
-    durationSeconds: z.number(), reason: z.string(),
+    allocationId: z.string(),
+    deviceId: z.string(),
+    userId: z.string(),
+    allocatedAt: z.string(),
+    releasedAt: z.string(),
+    durationSeconds: z.number(),
+    reason: z.string(),
   })
   .openapi("ReleaseResult");
 
-export const ExtendBody = z.object({ additionalMinutes: z.number().int().min(1).max(ALLOCATION.maxMinutes) }).strict().openapi("ExtendRequest");
+export const ExtendBody = z
+  .object({ additionalMinutes: z.number().int().min(1).max(ALLOCATION.maxMinutes) })
+  .strict()
+  .openapi("ExtendRequest");
 
 export const AllocationView = z
   .object({
-    allocationId: z.string(), userId: z.string(), deviceId: z.string().nullable(), pool: z.string(), status: z.string(),
-    cpuCores: z.number(), memoryMB: z.number(), storageMB: z.number(), allocatedAt: z.number().nullable(), expiresAt: z.number().nullable(),
-    durationMinutes: z.number(), releasedAt: z.number().nullable(), durationSeconds: z.number().nullable(), reason: z.string().nullable(),
-    extendCount: z.number(), extendedMinutes: z.number(), idempotencyKey: z.string().nullable(),
-    idleReleaseSeconds: z.number().nullable().openapi({ description: "Idle release grace that applies, in seconds (null: no idle release)." }),
+    allocationId: z.string(),
+    userId: z.string(),
+    deviceId: z.string().nullable(),
+    pool: z.string(),
+    status: z.string(),
+    cpuCores: z.number(),
+    memoryMB: z.number(),
+    storageMB: z.number(),
+    allocatedAt: z.number().nullable(),
+    expiresAt: z.number().nullable(),
+    durationMinutes: z.number(),
+    releasedAt: z.number().nullable(),
+    durationSeconds: z.number().nullable(),
+    reason: z.string().nullable(),
+    extendCount: z.number(),
+    extendedMinutes: z.number(),
+    idempotencyKey: z.string().nullable(),
+    idleReleaseSeconds: z
+      .number()
+      .nullable()
+      .openapi({ description: "Idle release grace that applies, in seconds (null: no idle release)." }),
   })
   .openapi("Allocation");
 
@@ -70,7 +120,11 @@ export const ListAllocationsQuery = z
   .object({
     userId: Id.optional(),
     status: z.enum(["pending", "active", "released"]).optional(),
-    cursor: z.string().max(300).regex(/^\d+\..+$/, "a cursor from a previous page").optional(),
+    cursor: z
+      .string()
+      .max(300)
+      .regex(/^\d+\..+$/, "a cursor from a previous page")
+      .optional(),
     limit: Limit,
   })
   .strict();
@@ -107,34 +161,56 @@ export const UpdateDeviceBody = z
 
 export const DeviceView = z
   .object({
-    deviceId: z.string(), pool: z.string(), node: z.string(), cpuCores: z.number(), memoryMB: z.number(), storageMB: z.number(),
-    status: z.string(), createdAt: z.number(), updatedAt: z.number(),
+    deviceId: z.string(),
+    pool: z.string(),
+    node: z.string(),
+    cpuCores: z.number(),
+    memoryMB: z.number(),
+    storageMB: z.number(),
+    status: z.string(),
+    createdAt: z.number(),
+    updatedAt: z.number(),
   })
   .passthrough()
   .openapi("Device");
 
 export const HistoryQuery = z.object({ cursor: z.coerce.number().int().min(0).optional(), limit: Limit }).strict();
 export const PoolDevicesQuery = z
-  .object({ status: z.enum(["available", "allocated", "maintenance", "offline"]).optional(), cursor: Id.optional(), limit: Limit })
+  .object({
+    status: z.enum(["available", "allocated", "maintenance", "offline"]).optional(),
+    cursor: Id.optional(),
+    limit: Limit,
+  })
   .strict();
 export const UsersQuery = z.object({ cursor: Id.optional(), limit: Limit }).strict();
 export const StrategyBody = z
   .object({
     strategy: z.enum(STRATEGIES).optional().openapi({ description: "How the pool picks a device." }),
     idleReleaseMinutes: IdleMinutes.nullable().optional().openapi({
-      description: "Idle release for every allocation in the pool: it ends (reason `idle`, billed) once its holder has had no user feed socket open this long. `null` turns it off. An allocation's own idleReleaseMinutes applies if shorter.",
+      description:
+        "Idle release for every allocation in the pool: it ends (reason `idle`, billed) once its holder has had no user feed socket open this long. `null` turns it off. An allocation's own idleReleaseMinutes applies if shorter.",
     }),
-    idleReleaseSeconds: IdleSeconds.nullable().optional().openapi({ description: "Test-only idle release grace in seconds; refused unless ALLOW_SHORT_DURATIONS is set." }),
+    idleReleaseSeconds: IdleSeconds.nullable().optional().openapi({
+      description: "Test-only idle release grace in seconds; refused unless ALLOW_SHORT_DURATIONS is set.",
+    }),
   })
   .strict()
   .refine((b) => Object.keys(b).length > 0, "name at least one field to change")
-  .refine((b) => b.idleReleaseMinutes === undefined || b.idleReleaseSeconds === undefined, { message: "name idleReleaseMinutes or idleReleaseSeconds, not both", path: ["idleReleaseSeconds"] })
+  .refine((b) => b.idleReleaseMinutes === undefined || b.idleReleaseSeconds === undefined, {
+    message: "name idleReleaseMinutes or idleReleaseSeconds, not both",
+    path: ["idleReleaseSeconds"],
+  })
   .openapi("PoolSettings");
 
 const LimitsPatch = z
   .object({
-    maxDevices: Count(100_000), maxCpuCores: Count(10_000_000), maxMemoryMB: Count(1e12), maxStorageMB: Count(1e13),
-    maxCpuCoresPerDevice: Count(1024), maxMemoryMBPerDevice: Count(16_777_216), maxStorageMBPerDevice: Count(1_073_741_824),
+    maxDevices: Count(100_000),
+    maxCpuCores: Count(10_000_000),
+    maxMemoryMB: Count(1e12),
+    maxStorageMB: Count(1e13),
+    maxCpuCoresPerDevice: Count(1024),
+    maxMemoryMBPerDevice: Count(16_777_216),
+    maxStorageMBPerDevice: Count(1_073_741_824),
     maxDeviceHoursPerPeriod: Count(1e9),
   })
   .partial()
@@ -151,13 +227,23 @@ export const QuotaUpdateBody = z
   .refine((b) => Object.keys(b).length > 0, "name at least one field to change")
   .openapi("QuotaUpdate");
 
-export const RenewBody = z.object({ extensionDays: z.number().int().min(1).max(3650).default(30) }).strict().openapi("QuotaRenew");
+export const RenewBody = z
+  .object({ extensionDays: z.number().int().min(1).max(3650).default(30) })
+  .strict()
+  .openapi("QuotaRenew");
 export const UserParam = z.object({ userId: Id });
 
 export const QuotaView = z
   .object({
-    userId: z.string(), plan: z.string(), status: z.string(), suspended: z.boolean(), validUntil: z.number(),
-    limits: z.record(z.string(), z.number()), periodStart: z.number(), usage: z.record(z.string(), z.number()), updatedAt: z.number(),
+    userId: z.string(),
+    plan: z.string(),
+    status: z.string(),
+    suspended: z.boolean(),
+    validUntil: z.number(),
+    limits: z.record(z.string(), z.number()),
+    periodStart: z.number(),
+    usage: z.record(z.string(), z.number()),
+    updatedAt: z.number(),
   })
   .openapi("Quota");
 
@@ -166,7 +252,11 @@ export const EventsQuery = z.object({ since: z.coerce.number().int().min(0).opti
 // ---- metering and billing --------------------------------------------------------------------
 
 /** Allocation ids are ours (`alc_…`) or another service's; ids are opaque but bounded. */
-export const AllocationId = z.string().min(1).max(300).regex(/^[A-Za-z0-9._:@-]+$/, "letters, digits and . _ : @ - only");
+export const AllocationId = z
+  .string()
+  .min(1)
+  .max(300)
+  .regex(/^[A-Za-z0-9._:@-]+$/, "letters, digits and . _ : @ - only");
 const END_REASONS = ["released", "expired", "force_released", "maintenance", "offline", "removed", "orphaned", "idle"] as const;
 
 /** The fields every usage record has, however it arrives. */
@@ -175,7 +265,11 @@ const usageFields = {
   deviceId: Id,
   userId: Id,
   tenantId: Id.optional(),
-  durationSeconds: z.number().int().min(0).max(10 * 365 * 86_400),
+  durationSeconds: z
+    .number()
+    .int()
+    .min(0)
+    .max(10 * 365 * 86_400),
   cpuCores: z.number().int().min(0).max(1024),
   memoryMB: z.number().int().min(0).max(16_777_216),
   storageMB: z.number().int().min(0).max(1_073_741_824),
@@ -189,7 +283,8 @@ export const UsageRecordMessage = z.object({
   reason: z.enum(END_REASONS),
 });
 
-const Instant = z.union([z.iso.datetime({ offset: true }), z.number().int().min(0).max(8.64e15)])
+const Instant = z
+  .union([z.iso.datetime({ offset: true }), z.number().int().min(0).max(8.64e15)])
   .transform((v) => (typeof v === "number" ? v : Date.parse(v)))
   .openapi({ description: "ISO 8601 time or epoch milliseconds" });
 
@@ -202,31 +297,55 @@ export const UsageReport = z
     reason: z.enum(END_REASONS).default("released"),
   })
   .strict()
-  .refine((r) => r.releasedAt >= r.allocatedAt, { message: "releasedAt must not be before allocatedAt", path: ["releasedAt"] })
+  .refine((r) => r.releasedAt >= r.allocatedAt, {
+    message: "releasedAt must not be before allocatedAt",
+    path: ["releasedAt"],
+  })
   .refine((r) => r.durationSeconds <= Math.ceil((r.releasedAt - r.allocatedAt) / 1000) + 1, {
-    message: "durationSeconds is longer than releasedAt − allocatedAt", path: ["durationSeconds"],
+    message: "durationSeconds is longer than releasedAt − allocatedAt",
+    path: ["durationSeconds"],
   })
   .openapi("UsageReport");
 
 export const UsageReportBody = z
-  .union([UsageReport, z.array(UsageReport).min(1).max(BILLING.maxUsageBatch), z.object({ records: z.array(UsageReport).min(1).max(BILLING.maxUsageBatch) }).strict()])
+  .union([
+    UsageReport,
+    z.array(UsageReport).min(1).max(BILLING.maxUsageBatch),
+    z.object({ records: z.array(UsageReport).min(1).max(BILLING.maxUsageBatch) }).strict(),
+  ])
   .openapi("UsageReportBody", { description: "One record, an array of up to 100, or `{records: [...]}`" });
 
-export const UsageOutcomeView = z.object({ allocationId: z.string(), status: z.enum(["recorded", "duplicate", "failed"]), amount: z.number().optional(), error: z.string().optional() });
+export const UsageOutcomeView = z.object({
+  allocationId: z.string(),
+  status: z.enum(["recorded", "duplicate", "failed"]),
+  amount: z.number().optional(),
+  error: z.string().optional(),
+});
 
 export const Money = z.number().int().openapi({ description: "Integer minor units (cents)" });
 
 export const BalanceView = z
   .object({
-    userId: z.string(), balance: Money, currency: z.string(), planId: z.string(), lowBalanceThreshold: Money,
-    lowBalance: z.boolean(), hasBalance: z.boolean(), formatted: z.string(),
+    userId: z.string(),
+    balance: Money,
+    currency: z.string(),
+    planId: z.string(),
+    lowBalanceThreshold: Money,
+    lowBalance: z.boolean(),
+    hasBalance: z.boolean(),
+    formatted: z.string(),
   })
   .openapi("Balance");
 
 export const TopUpBody = z
   .object({
     amount: z.number().int().min(1).max(BILLING.maxTransfer).openapi({ description: "Minor units (cents), at most 1,000,000.00" }),
-    paymentId: z.string().min(1).max(200).regex(/^[A-Za-z0-9._:@-]+$/).openapi({ description: "Idempotency: the same payment is credited once" }),
+    paymentId: z
+      .string()
+      .min(1)
+      .max(200)
+      .regex(/^[A-Za-z0-9._:@-]+$/)
+      .openapi({ description: "Idempotency: the same payment is credited once" }),
     paymentMethod: z.string().min(1).max(50).optional(),
   })
   .strict()
@@ -234,8 +353,17 @@ export const TopUpBody = z
 
 export const AdjustmentBody = z
   .object({
-    amount: z.number().int().min(-BILLING.maxTransfer).max(BILLING.maxTransfer).refine((n) => n !== 0, "must not be 0"),
-    adjustmentId: z.string().min(1).max(200).regex(/^[A-Za-z0-9._:@-]+$/),
+    amount: z
+      .number()
+      .int()
+      .min(-BILLING.maxTransfer)
+      .max(BILLING.maxTransfer)
+      .refine((n) => n !== 0, "must not be 0"),
+    adjustmentId: z
+      .string()
+      .min(1)
+      .max(200)
+      .regex(/^[A-Za-z0-9._:@-]+$/),
     memo: z.string().min(1).max(500),
   })
   .strict()
@@ -262,14 +390,22 @@ export const PeriodQuery = z
   .object({
     from: z.iso.datetime({ offset: true }).optional(),
     to: z.iso.datetime({ offset: true }).optional(),
-    cursor: z.string().max(400).regex(/^\d+\..+$/, "a cursor from a previous page").optional(),
+    cursor: z
+      .string()
+      .max(400)
+      .regex(/^\d+\..+$/, "a cursor from a previous page")
+      .optional(),
     limit: Limit,
   })
   .strict();
 
 export const PageQuery = z.object({ cursor: z.coerce.number().int().min(0).optional(), limit: Limit }).strict();
 export const FailedUsageQuery = z
-  .object({ status: z.enum(["failed", "replayed", "resolved", "invalid"]).optional(), cursor: z.string().max(400).optional(), limit: Limit })
+  .object({
+    status: z.enum(["failed", "replayed", "resolved", "invalid"]).optional(),
+    cursor: z.string().max(400).optional(),
+    limit: Limit,
+  })
   .strict();
 export const ReplayBody = z
   .object({ allocationIds: z.array(AllocationId).min(1).max(100).optional(), all: z.boolean().optional() })
@@ -285,7 +421,10 @@ export const ReconcileBody = z
   })
   .strict()
   .openapi("Reconcile");
-export const InvoiceRunBody = z.object({ period: z.string().regex(/^\d{4}-(0[1-9]|1[0-2])$/, "YYYY-MM") }).strict().openapi("InvoiceRun");
+export const InvoiceRunBody = z
+  .object({ period: z.string().regex(/^\d{4}-(0[1-9]|1[0-2])$/, "YYYY-MM") })
+  .strict()
+  .openapi("InvoiceRun");
 export const InvoiceIdParam = z.object({ invoiceId: z.string().min(1).max(300) });
 
 export const ErrorSchema = z
@@ -296,22 +435,29 @@ export const ErrorSchema = z
 
 export const TicketBody = z
   .object({
-    feed: z.enum(["user", "admin", "device", "pool"]).default("user").openapi({ description: "Which feed the ticket opens: your own (`user`), the operators' (`admin`, admins only), a device you hold (`device`) or a pool's devices (`pool`, admins only)." }),
-    deviceId: Id.optional().openapi({ description: "With `feed: \"device\"`: the device to watch." }),
-    pool: Id.optional().openapi({ description: "With `feed: \"pool\"`: the pool to watch." }),
+    feed: z.enum(["user", "admin", "device", "pool"]).default("user").openapi({
+      description:
+        "Which feed the ticket opens: your own (`user`), the operators' (`admin`, admins only), a device you hold (`device`) or a pool's devices (`pool`, admins only).",
+    }),
+    deviceId: Id.optional().openapi({ description: 'With `feed: "device"`: the device to watch.' }),
+    pool: Id.optional().openapi({ description: 'With `feed: "pool"`: the pool to watch.' }),
   })
   .strict()
   .superRefine((b, ctx) => {
-    if (b.feed === "device" && !b.deviceId) ctx.addIssue({ code: "custom", path: ["deviceId"], message: "a device ticket names its deviceId" });
-    if (b.feed !== "device" && b.deviceId) ctx.addIssue({ code: "custom", path: ["deviceId"], message: "deviceId goes with feed \"device\" only" });
+    if (b.feed === "device" && !b.deviceId)
+      ctx.addIssue({ code: "custom", path: ["deviceId"], message: "a device ticket names its deviceId" });
+    if (b.feed !== "device" && b.deviceId)
+      ctx.addIssue({ code: "custom", path: ["deviceId"], message: 'deviceId goes with feed "device" only' });
     if (b.feed === "pool" && !b.pool) ctx.addIssue({ code: "custom", path: ["pool"], message: "a pool ticket names its pool" });
-    if (b.feed !== "pool" && b.pool) ctx.addIssue({ code: "custom", path: ["pool"], message: "pool goes with feed \"pool\" only" });
+    if (b.feed !== "pool" && b.pool) ctx.addIssue({ code: "custom", path: ["pool"], message: 'pool goes with feed "pool" only' });
   })
   .openapi("TicketRequest");
 
 export const TicketResult = z
   .object({
-    ticket: z.string(), expiresAt: z.string(), feed: z.enum(["user", "admin", "device", "pool"]),
+    ticket: z.string(),
+    expiresAt: z.string(),
+    feed: z.enum(["user", "admin", "device", "pool"]),
     url: z.string().openapi({ description: "Path to open as a WebSocket (add `&since=<last seq>` to resume)." }),
   })
   .openapi("Ticket");
@@ -323,16 +469,25 @@ export const FEED_SINCE = /^(0|[1-9][0-9]{0,14})$/;
 
 /** Free text shown to users: bounded, no control characters (tab and newline allowed in `reason`). */
 const Text = (max: number, multiline = false) =>
-  z.string().min(1).max(max).regex(multiline ? /^[^\u0000-\u0008\u000b-\u001f\u007f]*$/ : /^[^\u0000-\u001f\u007f]*$/, "no control characters");
+  z
+    .string()
+    .min(1)
+    .max(max)
+    .regex(multiline ? /^[^\u0000-\u0008\u000b-\u001f\u007f]*$/ : /^[^\u0000-\u001f\u007f]*$/, "no control characters");
 
 /** ISO 8601 with a zone, stored as UTC ISO; absent means "now" (as the old system did). */
-const EventTime = z.iso.datetime({ offset: true })
+const EventTime = z.iso
+  .datetime({ offset: true })
   .transform((s) => new Date(s).toISOString())
   .default(() => new Date().toISOString())
   .openapi({ description: "ISO 8601 with Z or an offset; default: when received. Stored as UTC." });
 
 const appFields = { userId: Id, appId: Text(APP_EVENTS.maxName), appName: Text(APP_EVENTS.maxName), deviceId: Id };
-const EventId = z.string().min(1).max(200).regex(/^[A-Za-z0-9._:@-]+$/, "letters, digits and . _ : @ - only")
+const EventId = z
+  .string()
+  .min(1)
+  .max(200)
+  .regex(/^[A-Za-z0-9._:@-]+$/, "letters, digits and . _ : @ - only")
   .openapi({ description: "The sender's id of this event: a retried send with the same id is shown once." });
 
 const appEvent = <T extends string, D extends z.ZodRawShape>(type: T, data: D) =>
@@ -340,20 +495,45 @@ const appEvent = <T extends string, D extends z.ZodRawShape>(type: T, data: D) =
 
 export const AppEvent = z
   .discriminatedUnion("type", [
-    appEvent("app.installed", { ...appFields, deviceName: Text(APP_EVENTS.maxName).optional(), version: Text(APP_EVENTS.maxVersion), installedAt: EventTime }),
-    appEvent("app.install_failed", { ...appFields, deviceName: Text(APP_EVENTS.maxName).optional(), reason: Text(APP_EVENTS.maxReason, true), failedAt: EventTime }),
-    appEvent("app.updated", { ...appFields, oldVersion: Text(APP_EVENTS.maxVersion), newVersion: Text(APP_EVENTS.maxVersion), updatedAt: EventTime }),
+    appEvent("app.installed", {
+      ...appFields,
+      deviceName: Text(APP_EVENTS.maxName).optional(),
+      version: Text(APP_EVENTS.maxVersion),
+      installedAt: EventTime,
+    }),
+    appEvent("app.install_failed", {
+      ...appFields,
+      deviceName: Text(APP_EVENTS.maxName).optional(),
+      reason: Text(APP_EVENTS.maxReason, true),
+      failedAt: EventTime,
+    }),
+    appEvent("app.updated", {
+      ...appFields,
+      oldVersion: Text(APP_EVENTS.maxVersion),
+      newVersion: Text(APP_EVENTS.maxVersion),
+      updatedAt: EventTime,
+    }),
   ])
   .openapi("AppEvent");
 
-export const AppEventBatch = z.object({ events: z.array(AppEvent).min(1).max(APP_EVENTS.maxBatch) }).strict().openapi("AppEventBatch");
-export const AppEventsBody = z.union([AppEvent, AppEventBatch]).openapi("AppEventsBody", { description: "One event, or `{events: [...]}` (1 to 100)" });
+export const AppEventBatch = z
+  .object({ events: z.array(AppEvent).min(1).max(APP_EVENTS.maxBatch) })
+  .strict()
+  .openapi("AppEventBatch");
+export const AppEventsBody = z
+  .union([AppEvent, AppEventBatch])
+  .openapi("AppEventsBody", { description: "One event, or `{events: [...]}` (1 to 100)" });
 
 const AppEventOutcome = z.object({
-  eventId: z.string().nullable(), type: z.string(), userId: z.string(),
+  eventId: z.string().nullable(),
+  type: z.string(),
+  userId: z.string(),
   seq: z.number().optional().openapi({ description: "The event's seq on the user's feed" }),
   duplicate: z.boolean().optional().openapi({ description: "True when this eventId was shown before (nothing new was sent)" }),
-  error: z.object({ code: z.string(), message: z.string() }).optional().openapi({ description: "Batches only: this item was not written; send it again" }),
+  error: z
+    .object({ code: z.string(), message: z.string() })
+    .optional()
+    .openapi({ description: "Batches only: this item was not written; send it again" }),
 });
 export const AppEventsResult = z
   .object({ accepted: z.number(), duplicates: z.number(), failed: z.number(), results: z.array(AppEventOutcome) })
@@ -382,7 +562,12 @@ export const batchResult = <T extends z.ZodType>(value: T, name: string) =>
     .object({
       results: z.array(
         z.union([
-          z.object({ index: z.number().int(), ok: z.literal(true), status: z.number().int().openapi({ description: "The single route's success status (201 allocate, 200 otherwise)" }), value }),
+          z.object({
+            index: z.number().int(),
+            ok: z.literal(true),
+            status: z.number().int().openapi({ description: "The single route's success status (201 allocate, 200 otherwise)" }),
+            value,
+          }),
           z.object({
             index: z.number().int(),
             ok: z.literal(false),
@@ -399,13 +584,18 @@ export const batchResult = <T extends z.ZodType>(value: T, name: string) =>
     .openapi(name);
 
 const requestsOf = (item: { $ref: string }) =>
-  z.array(z.unknown()).min(1).max(BATCH.maxItems).openapi({
-    items: item,
-    description: `1 to ${BATCH.maxItems} items, in the order they are answered. Each is checked on its own: an invalid item gets its own VALIDATION_FAILED result.`,
-  });
+  z
+    .array(z.unknown())
+    .min(1)
+    .max(BATCH.maxItems)
+    .openapi({
+      items: item,
+      description: `1 to ${BATCH.maxItems} items, in the order they are answered. Each is checked on its own: an invalid item gets its own VALIDATION_FAILED result.`,
+    });
 const ref = (name: string) => ({ $ref: `#/components/schemas/${name}` });
 const continueOnError = z.boolean().default(false).openapi({
-  description: "false (default): run the items in order and stop at the first failure (the rest are skipped). true: try every item; one user's items run in order, different users' concurrently.",
+  description:
+    "false (default): run the items in order and stop at the first failure (the rest are skipped). true: try every item; one user's items run in order, different users' concurrently.",
 });
 
 export const BatchAllocateBody = z
@@ -426,14 +616,21 @@ export const BatchReleaseBody = z
   .strict()
   .openapi("BatchReleaseRequest");
 
-export const BatchExtendBody = z.object({ continueOnError, requests: requestsOf(ref("BatchExtendItem")) }).strict().openapi("BatchExtendRequest");
+export const BatchExtendBody = z
+  .object({ continueOnError, requests: requestsOf(ref("BatchExtendItem")) })
+  .strict()
+  .openapi("BatchExtendRequest");
 
 export const BatchQueryBody = z
   .object({
-    allocationIds: z.array(z.unknown()).min(1).max(BATCH.maxItems).openapi({
-      items: { type: "string", minLength: 1, maxLength: 400 },
-      description: `1 to ${BATCH.maxItems} allocation ids; each answered on its own (another user's id reads as 404, as on GET /scheduler/allocations/{id}).`,
-    }),
+    allocationIds: z
+      .array(z.unknown())
+      .min(1)
+      .max(BATCH.maxItems)
+      .openapi({
+        items: { type: "string", minLength: 1, maxLength: 400 },
+        description: `1 to ${BATCH.maxItems} allocation ids; each answered on its own (another user's id reads as 404, as on GET /scheduler/allocations/{id}).`,
+      }),
   })
   .strict()
   .openapi("BatchQueryRequest");
@@ -442,7 +639,12 @@ export const BatchQueryBody = z
 
 const Duration = {
   durationMinutes: z.number().int().min(ALLOCATION.minMinutes).max(ALLOCATION.maxMinutes).default(ALLOCATION.defaultMinutes),
-  durationSeconds: z.number().int().min(ALLOCATION.minShortSeconds).max(ALLOCATION.maxMinutes * 60).optional()
+  durationSeconds: z
+    .number()
+    .int()
+    .min(ALLOCATION.minShortSeconds)
+    .max(ALLOCATION.maxMinutes * 60)
+    .optional()
     .openapi({ description: "Test-only short duration; refused unless ALLOW_SHORT_DURATIONS is set." }),
 };
 
@@ -453,12 +655,20 @@ export const QueueJoinBody = z
     pool: Id.optional(),
     spec: Spec.optional(),
     priority: z.number().int().min(0).max(3).optional().openapi({
-      description: "0 standard, 1 vip, 2 premium, 3 enterprise. Defaults to your plan's (free 0, basic 1, pro 2, enterprise 3); you may ask for lower, only an admin for higher.",
+      description:
+        "0 standard, 1 vip, 2 premium, 3 enterprise. Defaults to your plan's (free 0, basic 1, pro 2, enterprise 3); you may ask for lower, only an admin for higher.",
     }),
     maxWaitMinutes: z.number().int().min(1).max(QUEUE.maxMaxWaitMinutes).default(QUEUE.defaultMaxWaitMinutes),
-    maxWaitSeconds: z.number().int().min(1).max(QUEUE.maxMaxWaitMinutes * 60).optional()
+    maxWaitSeconds: z
+      .number()
+      .int()
+      .min(1)
+      .max(QUEUE.maxMaxWaitMinutes * 60)
+      .optional()
       .openapi({ description: "Test-only short wait; refused unless ALLOW_SHORT_DURATIONS is set." }),
-    idempotencyKey: z.string().min(1).max(200).optional().openapi({ description: "A repeat with the same key answers the first entry (the same request only; else 409 IDEMPOTENCY_KEY_REUSED)." }),
+    idempotencyKey: z.string().min(1).max(200).optional().openapi({
+      description: "A repeat with the same key answers the first entry (the same request only; else 409 IDEMPOTENCY_KEY_REUSED).",
+    }),
   })
   .strict()
   .openapi("QueueJoinRequest");
@@ -475,13 +685,24 @@ export const QueueListQuery = z
 
 export const QueueEntryView = z
   .object({
-    entryId: z.string(), userId: z.string(), pool: z.string(), status: z.string(), priority: z.number(), priorityName: z.string(),
+    entryId: z.string(),
+    userId: z.string(),
+    pool: z.string(),
+    status: z.string(),
+    priority: z.number(),
+    priorityName: z.string(),
     spec: z.object({ cpuCores: z.number(), memoryMB: z.number(), storageMB: z.number() }),
-    durationMinutes: z.number(), maxWaitMinutes: z.number(), joinedAt: z.string(), waitUntil: z.string(),
+    durationMinutes: z.number(),
+    maxWaitMinutes: z.number(),
+    joinedAt: z.string(),
+    waitUntil: z.string(),
     position: z.number().nullable().openapi({ description: "1 = next in line; null once the entry stopped waiting." }),
-    estimatedStartAt: z.string().nullable(), estimatedWaitSeconds: z.number().nullable(),
-    allocationId: z.string().nullable(), deviceId: z.string().nullable(),
-    error: z.object({ code: z.string(), message: z.string() }).nullable(), createdBy: z.string(),
+    estimatedStartAt: z.string().nullable(),
+    estimatedWaitSeconds: z.number().nullable(),
+    allocationId: z.string().nullable(),
+    deviceId: z.string().nullable(),
+    error: z.object({ code: z.string(), message: z.string() }).nullable(),
+    createdBy: z.string(),
   })
   .openapi("QueueEntry");
 
@@ -503,9 +724,16 @@ export const ReservationBody = z
     ...Duration,
     pool: Id.optional(),
     spec: Spec.optional(),
-    reminderMinutes: z.number().int().min(0).max(RESERVATION.maxReminderMinutes).default(RESERVATION.defaultReminderMinutes)
+    reminderMinutes: z
+      .number()
+      .int()
+      .min(0)
+      .max(RESERVATION.maxReminderMinutes)
+      .default(RESERVATION.defaultReminderMinutes)
       .openapi({ description: "`reservation.reminder` on your feed this long before the start (0: none)." }),
-    idempotencyKey: z.string().min(1).max(200).optional().openapi({ description: "A repeat with the same key answers the first reservation (the same request only; else 409 IDEMPOTENCY_KEY_REUSED)." }),
+    idempotencyKey: z.string().min(1).max(200).optional().openapi({
+      description: "A repeat with the same key answers the first reservation (the same request only; else 409 IDEMPOTENCY_KEY_REUSED).",
+    }),
   })
   .strict()
   .openapi("ReservationRequest");
@@ -522,9 +750,20 @@ export const ReservationListQuery = z
 
 export const ReservationView = z
   .object({
-    reservationId: z.string(), userId: z.string(), pool: z.string(), deviceId: z.string().nullable(), status: z.string(),
+    reservationId: z.string(),
+    userId: z.string(),
+    pool: z.string(),
+    deviceId: z.string().nullable(),
+    status: z.string(),
     spec: z.object({ cpuCores: z.number(), memoryMB: z.number(), storageMB: z.number() }),
-    startAt: z.string(), endAt: z.string(), durationMinutes: z.number(), reminderMinutes: z.number(), remindAt: z.string().nullable(),
-    allocationId: z.string().nullable(), error: z.object({ code: z.string(), message: z.string() }).nullable(), createdBy: z.string(), createdAt: z.string(),
+    startAt: z.string(),
+    endAt: z.string(),
+    durationMinutes: z.number(),
+    reminderMinutes: z.number(),
+    remindAt: z.string().nullable(),
+    allocationId: z.string().nullable(),
+    error: z.object({ code: z.string(), message: z.string() }).nullable(),
+    createdBy: z.string(),
+    createdAt: z.string(),
   })
   .openapi("Reservation");

@@ -55,7 +55,10 @@ export class Sql {
 export class CachedRow<T> {
   private row: T | null | undefined = undefined;
 
-  constructor(private readonly sql: Sql, private readonly query: string) {
+  constructor(
+    private readonly sql: Sql,
+    private readonly query: string,
+  ) {
     sql.onRollback(() => (this.row = undefined));
   }
 
@@ -115,12 +118,19 @@ export class AlarmClock {
  * means "not yet" (tried again after `retryMs`, not counted as a failure); a failure backs off
  * (`retryMs` · 2^attempts, at most a minute). Receivers must be idempotent.
  */
-export async function deliverOutbox<R extends { id: number; attempts: number }>(sql: Sql, table: string, retryMs: number, deliver: (row: R) => Promise<boolean>): Promise<void> {
+export async function deliverOutbox<R extends { id: number; attempts: number }>(
+  sql: Sql,
+  table: string,
+  retryMs: number,
+  deliver: (row: R) => Promise<boolean>,
+): Promise<void> {
   const due = sql.all<R>(`SELECT * FROM ${table} WHERE next_at <= ? ORDER BY id LIMIT 100`, Date.now());
   if (due.length === 0) return;
   const outcomes = await Promise.allSettled(due.map(deliver));
   const now = Date.now();
-  const delivered = due.filter((_, i) => outcomes[i]!.status === "fulfilled" && (outcomes[i] as PromiseFulfilledResult<boolean>).value).map((r) => r.id);
+  const delivered = due
+    .filter((_, i) => outcomes[i]!.status === "fulfilled" && (outcomes[i] as PromiseFulfilledResult<boolean>).value)
+    .map((r) => r.id);
   sql.tx(() => {
     if (delivered.length) sql.exec(`DELETE FROM ${table} WHERE id IN (${delivered.map(() => "?").join(",")})`, ...delivered);
     due.forEach((row, i) => {
@@ -130,7 +140,9 @@ export async function deliverOutbox<R extends { id: number; attempts: number }>(
       else
         sql.exec(
           `UPDATE ${table} SET attempts = attempts + 1, next_at = ?, last_error = ? WHERE id = ?`,
-          now + Math.min(60_000, retryMs * 2 ** Math.min(row.attempts, 5)), String(o.reason).slice(0, 500), row.id,
+          now + Math.min(60_000, retryMs * 2 ** Math.min(row.attempts, 5)),
+          String(o.reason).slice(0, 500),
+          row.id,
         );
     });
   });

@@ -20,7 +20,16 @@ import { env } from "cloudflare:workers";
 import { decode, sign } from "hono/jwt";
 import { describe, expect, it } from "vitest";
 import { z } from "zod";
-import { AllocationResult, AllocationView, BalanceView, DeviceView, QueueEntryView, QuotaView, ReleaseResult, ReservationView } from "../src/schemas";
+import {
+  AllocationResult,
+  AllocationView,
+  BalanceView,
+  DeviceView,
+  QueueEntryView,
+  QuotaView,
+  ReleaseResult,
+  ReservationView,
+} from "../src/schemas";
 import { SERVICE_TOKEN, call, deliverBatch, registerDevice, tokenFor, uid, until } from "./helpers";
 import { Unchanged } from "./unchanged";
 
@@ -40,16 +49,22 @@ const bearer = (t: string) => ({ Authorization: `Bearer ${t}` });
 const CALLERS: Caller[] = [
   { name: "no token", kind: "none", headers: async () => ({}) },
   { name: "garbage bearer token", kind: "bad", headers: async () => bearer("garbage") },
-  { name: "not a Bearer header", kind: "bad", headers: async (fx) => ({ Authorization: `Basic ${btoa(`${fx.owner}:x`)}` }) },
+  {
+    name: "not a Bearer header",
+    kind: "bad",
+    headers: async (fx) => ({ Authorization: `Basic ${btoa(`${fx.owner}:x`)}` }),
+  },
   {
     name: "admin token with a wrong signature",
     kind: "bad",
-    headers: async (fx) => bearer(await sign({ sub: fx.admin, role: "admin", exp: nowS() + 3600 }, "not-the-secret-0123456789abcdef", "HS256")),
+    headers: async (fx) =>
+      bearer(await sign({ sub: fx.admin, role: "admin", exp: nowS() + 3600 }, "not-the-secret-0123456789abcdef", "HS256")),
   },
   {
     name: "expired owner token",
     kind: "bad",
-    headers: async (fx) => bearer(await sign({ sub: fx.owner, role: "user", iat: nowS() - 7200, exp: nowS() - 60 }, env.JWT_SECRET, "HS256")),
+    headers: async (fx) =>
+      bearer(await sign({ sub: fx.owner, role: "user", iat: nowS() - 7200, exp: nowS() - 60 }, env.JWT_SECRET, "HS256")),
   },
   {
     name: "admin token without an expiry",
@@ -60,7 +75,9 @@ const CALLERS: Caller[] = [
     name: "alg none admin token",
     kind: "bad",
     headers: async (fx) =>
-      bearer(`${b64url(JSON.stringify({ alg: "none", typ: "JWT" }))}.${b64url(JSON.stringify({ sub: fx.admin, role: "admin", exp: nowS() + 3600 }))}.`),
+      bearer(
+        `${b64url(JSON.stringify({ alg: "none", typ: "JWT" }))}.${b64url(JSON.stringify({ sub: fx.admin, role: "admin", exp: nowS() + 3600 }))}.`,
+      ),
   },
   {
     name: "HS512 token (alg confusion)",
@@ -72,8 +89,16 @@ const CALLERS: Caller[] = [
     kind: "bad",
     headers: async () => bearer(await sign({ sub: "../root-admin", role: "admin", exp: nowS() + 3600 }, env.JWT_SECRET, "HS256")),
   },
-  { name: "wrong service token", kind: "bad", headers: async () => ({ "X-Service-Token": `${SERVICE_TOKEN.slice(0, -1)}X` }) },
-  { name: "wrong service token beside a valid admin token", kind: "bad", headers: async (fx) => ({ "X-Service-Token": "nope", ...bearer(fx.adminToken) }) },
+  {
+    name: "wrong service token",
+    kind: "bad",
+    headers: async () => ({ "X-Service-Token": `${SERVICE_TOKEN.slice(0, -1)}X` }),
+  },
+  {
+    name: "wrong service token beside a valid admin token",
+    kind: "bad",
+    headers: async (fx) => ({ "X-Service-Token": "nope", ...bearer(fx.adminToken) }),
+  },
   { name: "service token", kind: "service", headers: async () => ({ "X-Service-Token": SERVICE_TOKEN }) },
   { name: "other user", kind: "other", headers: async (fx) => bearer(fx.otherToken) },
   { name: "owner", kind: "owner", headers: async (fx) => bearer(fx.ownerToken) },
@@ -115,12 +140,24 @@ async function fixture(): Promise<Fixture> {
   const other = uid("am-other");
   const adminId = uid("am-admin");
   const fx = {
-    pool, owner, other, admin: adminId,
-    ownerToken: await tokenFor(owner), otherToken: await tokenFor(other), adminToken: await tokenFor(adminId, "admin"),
-    planId: uid("am-plan"), paymentId: uid("am-pay"), adjustmentId: uid("am-adj"), usageId: uid("am-usage"), deadLetter: uid("am-dead"),
+    pool,
+    owner,
+    other,
+    admin: adminId,
+    ownerToken: await tokenFor(owner),
+    otherToken: await tokenFor(other),
+    adminToken: await tokenFor(adminId, "admin"),
+    planId: uid("am-plan"),
+    paymentId: uid("am-pay"),
+    adjustmentId: uid("am-adj"),
+    usageId: uid("am-usage"),
+    deadLetter: uid("am-dead"),
     invoiceId: `inv_${INVOICE_PERIOD}_${owner}`,
   };
-  const r = await call("POST", "/scheduler/devices/allocate", { token: fx.ownerToken, body: { pool, durationMinutes: 30 } });
+  const r = await call("POST", "/scheduler/devices/allocate", {
+    token: fx.ownerToken,
+    body: { pool, durationMinutes: 30 },
+  });
   expect(r.status, JSON.stringify(r.body)).toBe(201);
   const held = r.body.deviceId as string;
   const free = held === a.deviceId ? b.deviceId : a.deviceId;
@@ -146,17 +183,38 @@ const INVOICE_PERIOD = "2001-01";
 const RUN_PERIOD = "2001-02";
 const JAN = { from: "2026-01-01T00:00:00Z", to: "2026-02-01T00:00:00Z" };
 
-const rows = async (q: string, ...args: unknown[]) => (await env.DB.prepare(q).bind(...args).all()).results;
+const rows = async (q: string, ...args: unknown[]) =>
+  (
+    await env.DB.prepare(q)
+      .bind(...args)
+      .all()
+  ).results;
 const account = (userId: string) =>
-  env.DB.prepare("SELECT plan_id, balance, last_seq FROM accounts WHERE user_id = ?").bind(userId).first<{ plan_id: string; balance: number; last_seq: number }>();
+  env.DB.prepare("SELECT plan_id, balance, last_seq FROM accounts WHERE user_id = ?")
+    .bind(userId)
+    .first<{ plan_id: string; balance: number; last_seq: number }>();
 
 /** One hour on the held device in January 2026 (price: HOUR_PRICE). */
 const usageRecord = (fx: Fixture) => ({
-  allocationId: fx.usageId, deviceId: fx.held, userId: fx.owner, durationSeconds: 3600, cpuCores: 2, memoryMB: 4096, storageMB: 32768,
-  allocatedAt: "2026-01-10T10:00:00Z", releasedAt: "2026-01-10T11:00:00Z",
+  allocationId: fx.usageId,
+  deviceId: fx.held,
+  userId: fx.owner,
+  durationSeconds: 3600,
+  cpuCores: 2,
+  memoryMB: 4096,
+  storageMB: 32768,
+  allocatedAt: "2026-01-10T10:00:00Z",
+  releasedAt: "2026-01-10T11:00:00Z",
 });
 const planBody = () => ({
-  name: "Matrix plan", currency: "USD", basePerSecond: 100, cpuCorePerSecond: 10, memoryGBPerSecond: 5, storageGBPerSecond: 1, startingCredit: 500, lowBalanceThreshold: 50,
+  name: "Matrix plan",
+  currency: "USD",
+  basePerSecond: 100,
+  cpuCorePerSecond: 10,
+  memoryGBPerSecond: 5,
+  storageGBPerSecond: 1,
+  startingCredit: 500,
+  lowBalanceThreshold: 50,
 });
 
 /** The owner's starting credit is booked in `period` (a month long past), so an invoice run for it has something to bill. */
@@ -169,37 +227,58 @@ async function backdate(fx: Fixture, period: string) {
 /** A real invoice of the owner, written by the invoice run. */
 async function withInvoice(fx: Fixture) {
   await backdate(fx, INVOICE_PERIOD);
-  const r = await call("POST", "/admin/billing/invoices/run", { token: fx.adminToken, body: { period: INVOICE_PERIOD } });
+  const r = await call("POST", "/admin/billing/invoices/run", {
+    token: fx.adminToken,
+    body: { period: INVOICE_PERIOD },
+  });
   expect(r.status, JSON.stringify(r.body)).toBe(200);
   expect((await rows("SELECT invoice_id FROM invoices WHERE invoice_id = ?", fx.invoiceId)).length).toBe(1);
 }
 
 /** The owner waits in the pool's queue (a third user took the free device first). */
 async function withQueueEntry(fx: Fixture) {
-  const third = await call("POST", "/scheduler/devices/allocate", { token: fx.adminToken, body: { userId: uid("am-third"), pool: fx.pool, durationMinutes: 30 } });
+  const third = await call("POST", "/scheduler/devices/allocate", {
+    token: fx.adminToken,
+    body: { userId: uid("am-third"), pool: fx.pool, durationMinutes: 30 },
+  });
   expect(third.body.deviceId).toBe(fx.free);
-  const r = await call("POST", "/scheduler/queue/join", { token: fx.ownerToken, body: { pool: fx.pool, durationMinutes: 5 } });
+  const r = await call("POST", "/scheduler/queue/join", {
+    token: fx.ownerToken,
+    body: { pool: fx.pool, durationMinutes: 5 },
+  });
   expect(r.body.status, JSON.stringify(r.body)).toBe("waiting");
   fx.entryId = r.body.entryId;
 }
 
 /** The owner has a reservation in an hour's time. */
 async function withReservation(fx: Fixture) {
-  const r = await call("POST", "/scheduler/reservations", { token: fx.ownerToken, body: { pool: fx.pool, startAt: Date.now() + 3_600_000, durationMinutes: 30 } });
+  const r = await call("POST", "/scheduler/reservations", {
+    token: fx.ownerToken,
+    body: { pool: fx.pool, startAt: Date.now() + 3_600_000, durationMinutes: 30 },
+  });
   expect(r.status, JSON.stringify(r.body)).toBe(201);
   fx.reservationId = r.body.reservationId;
 }
 
 /** One usage record of the owner on the held device, booked through the internal endpoint. */
 async function withUsage(fx: Fixture) {
-  const r = await call("POST", "/api/internal/metering/device-usage", { service: SERVICE_TOKEN, body: usageRecord(fx) });
+  const r = await call("POST", "/api/internal/metering/device-usage", {
+    service: SERVICE_TOKEN,
+    body: usageRecord(fx),
+  });
   expect(r.status, JSON.stringify(r.body)).toBe(200);
   expect(r.body.recorded).toBe(1);
 }
 
 /** A dead letter of the owner's, kept by the real dead-letter consumer. */
 async function withDeadLetter(fx: Fixture) {
-  const body = { ...usageRecord(fx), allocationId: fx.deadLetter, allocatedAt: Date.parse(usageRecord(fx).allocatedAt), releasedAt: Date.parse(usageRecord(fx).releasedAt), reason: "released" };
+  const body = {
+    ...usageRecord(fx),
+    allocationId: fx.deadLetter,
+    allocatedAt: Date.parse(usageRecord(fx).allocatedAt),
+    releasedAt: Date.parse(usageRecord(fx).releasedAt),
+    reason: "released",
+  };
   expect((await deliverBatch("device-usage-dlq", [body], 11)).explicitAcks).toEqual(["m0"]);
   expect(await rows("SELECT status FROM failed_usage WHERE allocation_id = ?", fx.deadLetter)).toEqual([{ status: "failed" }]);
 }
@@ -217,11 +296,19 @@ async function billingSnapshot(fx: Fixture) {
     ledger: await rows("SELECT * FROM ledger WHERE user_id IN (?, ?) ORDER BY seq", ...users),
     usage: await rows(
       "SELECT * FROM usage_records WHERE user_id IN (?, ?) OR device_id IN (?, ?) OR allocation_id IN (?, ?) ORDER BY allocation_id",
-      ...users, fx.held, fx.free, fx.usageId, fx.deadLetter,
+      ...users,
+      fx.held,
+      fx.free,
+      fx.usageId,
+      fx.deadLetter,
     ),
     invoices: await rows("SELECT * FROM invoices WHERE user_id IN (?, ?) ORDER BY invoice_id", ...users),
     notifications: await rows("SELECT key, user_id, type, data FROM notifications WHERE user_id IN (?, ?) ORDER BY key", ...users),
-    failedUsage: await rows("SELECT * FROM failed_usage WHERE user_id IN (?, ?) OR allocation_id = ? ORDER BY allocation_id", ...users, fx.deadLetter),
+    failedUsage: await rows(
+      "SELECT * FROM failed_usage WHERE user_id IN (?, ?) OR allocation_id = ? ORDER BY allocation_id",
+      ...users,
+      fx.deadLetter,
+    ),
     failedByStatus: await rows("SELECT status, COUNT(*) AS n FROM failed_usage GROUP BY status ORDER BY status"),
     plans: await rows("SELECT * FROM pricing_plans ORDER BY plan_id"),
   };
@@ -253,10 +340,15 @@ async function snapshot(fx: Fixture) {
   };
 }
 
-const stripWait = (body: { items?: Record<string, unknown>[] }) => ({ ...body, items: body.items?.map(({ estimatedWaitSeconds: _, ...rest }) => rest) });
+const stripWait = (body: { items?: Record<string, unknown>[] }) => ({
+  ...body,
+  items: body.items?.map(({ estimatedWaitSeconds: _, ...rest }) => rest),
+});
 
 function expectErrorShape(body: unknown, code?: string) {
-  expect(body, JSON.stringify(body)).toMatchObject({ error: { code: expect.any(String), message: expect.any(String) } });
+  expect(body, JSON.stringify(body)).toMatchObject({
+    error: { code: expect.any(String), message: expect.any(String) },
+  });
   expect(Object.keys(body as object)).toEqual(["error"]);
   const keys = Object.keys((body as { error: object }).error).sort();
   expect(["code,message", "code,details,message"]).toContain(keys.join(","));
@@ -300,8 +392,11 @@ const admin = (fx: Fixture) => ({ token: fx.adminToken });
 
 const ROUTES: RouteCase[] = [
   {
-    method: "POST", path: () => "/scheduler/devices/allocate", body: (fx) => ({ userId: fx.owner, pool: fx.pool, durationMinutes: 5 }),
-    scope: "owner", okStatus: 201,
+    method: "POST",
+    path: () => "/scheduler/devices/allocate",
+    body: (fx) => ({ userId: fx.owner, pool: fx.pool, durationMinutes: 5 }),
+    scope: "owner",
+    okStatus: 201,
     verify: async (fx, body) => {
       AllocationResult.parse(body);
       expect(body.userId).toBe(fx.owner);
@@ -311,8 +406,11 @@ const ROUTES: RouteCase[] = [
     },
   },
   {
-    method: "POST", path: () => "/scheduler/devices/release", body: (fx) => ({ userId: fx.owner, deviceId: fx.held }),
-    scope: "owner", okStatus: 200,
+    method: "POST",
+    path: () => "/scheduler/devices/release",
+    body: (fx) => ({ userId: fx.owner, deviceId: fx.held }),
+    scope: "owner",
+    okStatus: 200,
     verify: async (fx, body) => {
       ReleaseResult.parse(body);
       expect(body.allocationId).toBe(fx.allocationId);
@@ -322,8 +420,12 @@ const ROUTES: RouteCase[] = [
     },
   },
   {
-    method: "PUT", path: (fx) => `/scheduler/allocations/${fx.allocationId}/extend`, body: () => ({ additionalMinutes: 10 }),
-    scope: "owner-by-id", notFoundCode: "ALLOCATION_NOT_FOUND", okStatus: 200,
+    method: "PUT",
+    path: (fx) => `/scheduler/allocations/${fx.allocationId}/extend`,
+    body: () => ({ additionalMinutes: 10 }),
+    scope: "owner-by-id",
+    notFoundCode: "ALLOCATION_NOT_FOUND",
+    okStatus: 200,
     verify: async (fx, body) => {
       AllocationResult.parse(body);
       expect(body.allocationId).toBe(fx.allocationId);
@@ -332,21 +434,36 @@ const ROUTES: RouteCase[] = [
     },
   },
   {
-    method: "GET", path: (fx) => `/scheduler/allocations?userId=${fx.owner}`, scope: "owner", okStatus: 200,
+    method: "GET",
+    path: (fx) => `/scheduler/allocations?userId=${fx.owner}`,
+    scope: "owner",
+    okStatus: 200,
     verify: (fx, body) => {
       z.object({ items: z.array(AllocationView), nextCursor: z.string().nullable() }).parse(body);
       expect(body.items.map((i: { allocationId: string }) => i.allocationId)).toEqual([fx.allocationId]);
     },
   },
   {
-    method: "GET", path: (fx) => `/scheduler/allocations/${fx.allocationId}`, scope: "owner-by-id", notFoundCode: "ALLOCATION_NOT_FOUND", okStatus: 200,
+    method: "GET",
+    path: (fx) => `/scheduler/allocations/${fx.allocationId}`,
+    scope: "owner-by-id",
+    notFoundCode: "ALLOCATION_NOT_FOUND",
+    okStatus: 200,
     verify: (fx, body) => {
       AllocationView.parse(body);
-      expect(body).toMatchObject({ allocationId: fx.allocationId, userId: fx.owner, deviceId: fx.held, status: "active" });
+      expect(body).toMatchObject({
+        allocationId: fx.allocationId,
+        userId: fx.owner,
+        deviceId: fx.held,
+        status: "active",
+      });
     },
   },
   {
-    method: "GET", path: (fx) => `/scheduler/devices/available?pool=${fx.pool}`, scope: "any-user", okStatus: 200,
+    method: "GET",
+    path: (fx) => `/scheduler/devices/available?pool=${fx.pool}`,
+    scope: "any-user",
+    okStatus: 200,
     verify: (fx, body) => {
       expect(body.pool).toBe(fx.pool);
       expect(body.items.map((i: { deviceId: string }) => i.deviceId)).toEqual([fx.free]);
@@ -355,7 +472,10 @@ const ROUTES: RouteCase[] = [
     },
   },
   {
-    method: "GET", path: (fx) => `/scheduler/events?userId=${fx.owner}`, scope: "owner", okStatus: 200,
+    method: "GET",
+    path: (fx) => `/scheduler/events?userId=${fx.owner}`,
+    scope: "owner",
+    okStatus: 200,
     verify: (fx, body) => {
       expect(body.events.length).toBeGreaterThan(0);
       for (const e of body.events) expect(e.userId).toBe(fx.owner);
@@ -365,7 +485,11 @@ const ROUTES: RouteCase[] = [
   },
   // waiting queue and reservations (on the pool object; ids name their pool, not their user)
   {
-    method: "POST", path: () => "/scheduler/queue/join", body: (fx) => ({ userId: fx.owner, pool: fx.pool, durationMinutes: 5 }), scope: "owner", okStatus: 201,
+    method: "POST",
+    path: () => "/scheduler/queue/join",
+    body: (fx) => ({ userId: fx.owner, pool: fx.pool, durationMinutes: 5 }),
+    scope: "owner",
+    okStatus: 201,
     verify: async (fx, body) => {
       QueueEntryView.parse(body);
       // A free device: served before the answer.
@@ -374,13 +498,22 @@ const ROUTES: RouteCase[] = [
     },
   },
   {
-    method: "GET", path: (fx) => `/scheduler/queue?pool=${fx.pool}&userId=${fx.owner}`, scope: "owner", okStatus: 200, prepare: withQueueEntry,
+    method: "GET",
+    path: (fx) => `/scheduler/queue?pool=${fx.pool}&userId=${fx.owner}`,
+    scope: "owner",
+    okStatus: 200,
+    prepare: withQueueEntry,
     verify: (fx, body) => {
       expect(body.items.map((e: { entryId: string; position: number }) => [e.entryId, e.position])).toEqual([[fx.entryId, 1]]);
     },
   },
   ...(["", "/position"] as const).map((suffix): RouteCase => ({
-    method: "GET", path: (fx) => `/scheduler/queue/${fx.entryId}${suffix}`, scope: "owner-by-id", notFoundCode: "QUEUE_ENTRY_NOT_FOUND", okStatus: 200, prepare: withQueueEntry,
+    method: "GET",
+    path: (fx) => `/scheduler/queue/${fx.entryId}${suffix}`,
+    scope: "owner-by-id",
+    notFoundCode: "QUEUE_ENTRY_NOT_FOUND",
+    okStatus: 200,
+    prepare: withQueueEntry,
     verify: (fx, body) => {
       QueueEntryView.parse(body);
       expect(body).toMatchObject({ entryId: fx.entryId, userId: fx.owner, status: "waiting", position: 1 });
@@ -390,15 +523,23 @@ const ROUTES: RouteCase[] = [
     },
   })),
   {
-    method: "DELETE", path: (fx) => `/scheduler/queue/${fx.entryId}`, scope: "owner-by-id", notFoundCode: "QUEUE_ENTRY_NOT_FOUND", okStatus: 200, prepare: withQueueEntry,
+    method: "DELETE",
+    path: (fx) => `/scheduler/queue/${fx.entryId}`,
+    scope: "owner-by-id",
+    notFoundCode: "QUEUE_ENTRY_NOT_FOUND",
+    okStatus: 200,
+    prepare: withQueueEntry,
     verify: async (fx, body) => {
       expect(body).toMatchObject({ entryId: fx.entryId, status: "cancelled", position: null });
       expect((await call("GET", `/scheduler/queue/${fx.entryId}`, admin(fx))).body.status).toBe("cancelled");
     },
   },
   {
-    method: "POST", path: () => "/scheduler/reservations", body: (fx) => ({ userId: fx.owner, pool: fx.pool, startAt: Date.now() + 3_600_000, durationMinutes: 30 }),
-    scope: "owner", okStatus: 201,
+    method: "POST",
+    path: () => "/scheduler/reservations",
+    body: (fx) => ({ userId: fx.owner, pool: fx.pool, startAt: Date.now() + 3_600_000, durationMinutes: 30 }),
+    scope: "owner",
+    okStatus: 201,
     verify: async (fx, body) => {
       ReservationView.parse(body);
       expect(body).toMatchObject({ userId: fx.owner, status: "confirmed" });
@@ -407,8 +548,12 @@ const ROUTES: RouteCase[] = [
     },
   },
   {
-    method: "POST", path: () => "/scheduler/reservations/check", body: (fx) => ({ userId: fx.owner, pool: fx.pool, startAt: Date.now() + 3_600_000, durationMinutes: 30 }),
-    scope: "owner", okStatus: 200, prepare: withReservation,
+    method: "POST",
+    path: () => "/scheduler/reservations/check",
+    body: (fx) => ({ userId: fx.owner, pool: fx.pool, startAt: Date.now() + 3_600_000, durationMinutes: 30 }),
+    scope: "owner",
+    okStatus: 200,
+    prepare: withReservation,
     verify: (fx, body) => {
       // The held device frees in 30 minutes, the free one is reserved: one device left for the window.
       expect(body).toMatchObject({ available: true, matchingDevices: 2, freeDevices: 1 });
@@ -416,78 +561,178 @@ const ROUTES: RouteCase[] = [
     },
   },
   {
-    method: "GET", path: (fx) => `/scheduler/reservations?pool=${fx.pool}&userId=${fx.owner}`, scope: "owner", okStatus: 200, prepare: withReservation,
+    method: "GET",
+    path: (fx) => `/scheduler/reservations?pool=${fx.pool}&userId=${fx.owner}`,
+    scope: "owner",
+    okStatus: 200,
+    prepare: withReservation,
     verify: (fx, body) => {
       expect(body.items.map((r: { reservationId: string }) => r.reservationId)).toEqual([fx.reservationId]);
     },
   },
   {
-    method: "GET", path: (fx) => `/scheduler/reservations/${fx.reservationId}`, scope: "owner-by-id", notFoundCode: "RESERVATION_NOT_FOUND", okStatus: 200, prepare: withReservation,
+    method: "GET",
+    path: (fx) => `/scheduler/reservations/${fx.reservationId}`,
+    scope: "owner-by-id",
+    notFoundCode: "RESERVATION_NOT_FOUND",
+    okStatus: 200,
+    prepare: withReservation,
     verify: (fx, body) => {
       ReservationView.parse(body);
       expect(body).toMatchObject({ reservationId: fx.reservationId, userId: fx.owner, status: "confirmed" });
     },
   },
   {
-    method: "DELETE", path: (fx) => `/scheduler/reservations/${fx.reservationId}`, scope: "owner-by-id", notFoundCode: "RESERVATION_NOT_FOUND", okStatus: 200, prepare: withReservation,
+    method: "DELETE",
+    path: (fx) => `/scheduler/reservations/${fx.reservationId}`,
+    scope: "owner-by-id",
+    notFoundCode: "RESERVATION_NOT_FOUND",
+    okStatus: 200,
+    prepare: withReservation,
     verify: async (fx, body) => {
       expect(body).toMatchObject({ reservationId: fx.reservationId, status: "cancelled" });
-      const check = await call("POST", "/scheduler/reservations/check", { token: fx.ownerToken, body: { pool: fx.pool, startAt: Date.now() + 3_600_000, durationMinutes: 30 } });
+      const check = await call("POST", "/scheduler/reservations/check", {
+        token: fx.ownerToken,
+        body: { pool: fx.pool, startAt: Date.now() + 3_600_000, durationMinutes: 30 },
+      });
       expect(check.body.freeDevices).toBe(2);
     },
   },
   // batch: each item is the single route's; another user's items are refused one by one.
   {
-    method: "POST", path: () => "/scheduler/batch/allocate", body: (fx) => ({ userId: fx.owner, requests: [{ pool: fx.pool, durationMinutes: 5 }] }),
-    scope: "owner-batch", okStatus: 200,
+    method: "POST",
+    path: () => "/scheduler/batch/allocate",
+    body: (fx) => ({ userId: fx.owner, requests: [{ pool: fx.pool, durationMinutes: 5 }] }),
+    scope: "owner-batch",
+    okStatus: 200,
     verify: async (fx, body, by) => {
-      if (by === "other") return expect(body).toMatchObject({ succeeded: 0, failed: 1, results: [{ index: 0, ok: false, status: 403, error: { code: "FORBIDDEN" } }] });
-      expect(body).toMatchObject({ succeeded: 1, failed: 0, skipped: 0, results: [{ index: 0, ok: true, status: 201 }] });
+      if (by === "other")
+        return expect(body).toMatchObject({
+          succeeded: 0,
+          failed: 1,
+          results: [{ index: 0, ok: false, status: 403, error: { code: "FORBIDDEN" } }],
+        });
+      expect(body).toMatchObject({
+        succeeded: 1,
+        failed: 0,
+        skipped: 0,
+        results: [{ index: 0, ok: true, status: 201 }],
+      });
       AllocationResult.parse(body.results[0].value);
       expect(body.results[0].value).toMatchObject({ userId: fx.owner, deviceId: fx.free });
       expect((await call("GET", `/quotas/user/${fx.owner}`, admin(fx))).body.usage.devices).toBe(2);
     },
   },
   {
-    method: "POST", path: () => "/scheduler/batch/release", body: (fx) => ({ userId: fx.owner, requests: [{ deviceId: fx.held }] }),
-    scope: "owner-batch", okStatus: 200,
+    method: "POST",
+    path: () => "/scheduler/batch/release",
+    body: (fx) => ({ userId: fx.owner, requests: [{ deviceId: fx.held }] }),
+    scope: "owner-batch",
+    okStatus: 200,
     verify: async (fx, body, by) => {
-      if (by === "other") return expect(body).toMatchObject({ succeeded: 0, failed: 1, results: [{ index: 0, ok: false, status: 403, error: { code: "FORBIDDEN" } }] });
-      expect(body).toMatchObject({ succeeded: 1, results: [{ index: 0, ok: true, status: 200, value: { allocationId: fx.allocationId, userId: fx.owner } }] });
+      if (by === "other")
+        return expect(body).toMatchObject({
+          succeeded: 0,
+          failed: 1,
+          results: [{ index: 0, ok: false, status: 403, error: { code: "FORBIDDEN" } }],
+        });
+      expect(body).toMatchObject({
+        succeeded: 1,
+        results: [{ index: 0, ok: true, status: 200, value: { allocationId: fx.allocationId, userId: fx.owner } }],
+      });
       ReleaseResult.parse(body.results[0].value);
       expect((await call("GET", `/admin/devices/${fx.held}`, admin(fx))).body.allocation).toBeNull();
     },
   },
   {
-    method: "POST", path: () => "/scheduler/batch/extend", body: (fx) => ({ requests: [{ allocationId: fx.allocationId, additionalMinutes: 10 }] }),
-    scope: "owner-batch", okStatus: 200,
+    method: "POST",
+    path: () => "/scheduler/batch/extend",
+    body: (fx) => ({ requests: [{ allocationId: fx.allocationId, additionalMinutes: 10 }] }),
+    scope: "owner-batch",
+    okStatus: 200,
     verify: (fx, body, by) => {
       if (by === "other")
-        return expect(body).toMatchObject({ succeeded: 0, failed: 1, results: [{ index: 0, ok: false, status: 404, error: { code: "ALLOCATION_NOT_FOUND", details: { allocationId: fx.allocationId } } }] });
-      expect(body).toMatchObject({ succeeded: 1, results: [{ index: 0, ok: true, status: 200, value: { allocationId: fx.allocationId, durationMinutes: 40, extendCount: 1 } }] });
+        return expect(body).toMatchObject({
+          succeeded: 0,
+          failed: 1,
+          results: [
+            {
+              index: 0,
+              ok: false,
+              status: 404,
+              error: { code: "ALLOCATION_NOT_FOUND", details: { allocationId: fx.allocationId } },
+            },
+          ],
+        });
+      expect(body).toMatchObject({
+        succeeded: 1,
+        results: [
+          {
+            index: 0,
+            ok: true,
+            status: 200,
+            value: { allocationId: fx.allocationId, durationMinutes: 40, extendCount: 1 },
+          },
+        ],
+      });
       AllocationResult.parse(body.results[0].value);
     },
   },
   {
-    method: "POST", path: () => "/scheduler/batch/query", body: (fx) => ({ allocationIds: [fx.allocationId] }),
-    scope: "owner-batch", okStatus: 200,
+    method: "POST",
+    path: () => "/scheduler/batch/query",
+    body: (fx) => ({ allocationIds: [fx.allocationId] }),
+    scope: "owner-batch",
+    okStatus: 200,
     verify: (fx, body, by) => {
       if (by === "other")
-        return expect(body).toMatchObject({ succeeded: 0, failed: 1, results: [{ index: 0, ok: false, status: 404, error: { code: "ALLOCATION_NOT_FOUND", details: { allocationId: fx.allocationId } } }] });
+        return expect(body).toMatchObject({
+          succeeded: 0,
+          failed: 1,
+          results: [
+            {
+              index: 0,
+              ok: false,
+              status: 404,
+              error: { code: "ALLOCATION_NOT_FOUND", details: { allocationId: fx.allocationId } },
+            },
+          ],
+        });
       AllocationView.parse(body.results[0].value);
-      expect(body).toMatchObject({ succeeded: 1, results: [{ index: 0, ok: true, status: 200, value: { allocationId: fx.allocationId, userId: fx.owner, deviceId: fx.held, status: "active" } }] });
+      expect(body).toMatchObject({
+        succeeded: 1,
+        results: [
+          {
+            index: 0,
+            ok: true,
+            status: 200,
+            value: { allocationId: fx.allocationId, userId: fx.owner, deviceId: fx.held, status: "active" },
+          },
+        ],
+      });
     },
   },
   {
-    method: "POST", path: () => "/ws/ticket", body: () => ({ feed: "user" }), scope: "any-user", okStatus: 201,
+    method: "POST",
+    path: () => "/ws/ticket",
+    body: () => ({ feed: "user" }),
+    scope: "any-user",
+    okStatus: 201,
     verify: (fx, body, by) => {
       // A ticket always opens the caller's own feed: its subject is the caller, whoever asks.
       expect(body).toMatchObject({ feed: "user", url: expect.stringMatching(/^\/ws\?ticket=/) });
-      expect(decode(body.ticket).payload).toMatchObject({ sub: by === "owner" ? fx.owner : by === "other" ? fx.other : fx.admin, scope: "user", typ: "ws-ticket" });
+      expect(decode(body.ticket).payload).toMatchObject({
+        sub: by === "owner" ? fx.owner : by === "other" ? fx.other : fx.admin,
+        scope: "user",
+        typ: "ws-ticket",
+      });
     },
   },
   {
-    method: "GET", path: (fx) => `/quotas/user/${fx.owner}`, scope: "owner", okStatus: 200,
+    method: "GET",
+    path: (fx) => `/quotas/user/${fx.owner}`,
+    scope: "owner",
+    okStatus: 200,
     verify: (fx, body) => {
       QuotaView.parse(body);
       expect(body.userId).toBe(fx.owner);
@@ -495,7 +740,11 @@ const ROUTES: RouteCase[] = [
     },
   },
   {
-    method: "PUT", path: (fx) => `/quotas/user/${fx.owner}`, body: () => ({ plan: "pro" }), scope: "admin", okStatus: 200,
+    method: "PUT",
+    path: (fx) => `/quotas/user/${fx.owner}`,
+    body: () => ({ plan: "pro" }),
+    scope: "admin",
+    okStatus: 200,
     verify: async (fx, body) => {
       QuotaView.parse(body);
       expect(body).toMatchObject({ userId: fx.owner, plan: "pro" });
@@ -503,7 +752,11 @@ const ROUTES: RouteCase[] = [
     },
   },
   {
-    method: "POST", path: (fx) => `/quotas/renew/${fx.owner}`, body: () => ({ extensionDays: 7 }), scope: "admin", okStatus: 200,
+    method: "POST",
+    path: (fx) => `/quotas/renew/${fx.owner}`,
+    body: () => ({ extensionDays: 7 }),
+    scope: "admin",
+    okStatus: 200,
     verify: async (fx, body) => {
       QuotaView.parse(body);
       expect(body.userId).toBe(fx.owner);
@@ -512,8 +765,11 @@ const ROUTES: RouteCase[] = [
     },
   },
   {
-    method: "POST", path: () => "/admin/devices", body: (fx) => ({ deviceId: `${fx.pool}-new`, pool: fx.pool, cpuCores: 1, memoryMB: 1024, storageMB: 1024 }),
-    scope: "admin", okStatus: 201,
+    method: "POST",
+    path: () => "/admin/devices",
+    body: (fx) => ({ deviceId: `${fx.pool}-new`, pool: fx.pool, cpuCores: 1, memoryMB: 1024, storageMB: 1024 }),
+    scope: "admin",
+    okStatus: 201,
     verify: async (fx, body) => {
       DeviceView.parse(body);
       expect(body).toMatchObject({ deviceId: `${fx.pool}-new`, pool: fx.pool, status: "available" });
@@ -521,47 +777,64 @@ const ROUTES: RouteCase[] = [
     },
   },
   {
-    method: "GET", path: (fx) => `/admin/devices/${fx.held}`, scope: "admin", okStatus: 200,
+    method: "GET",
+    path: (fx) => `/admin/devices/${fx.held}`,
+    scope: "admin",
+    okStatus: 200,
     verify: (fx, body) => {
       DeviceView.parse(body);
       expect(body.allocation).toMatchObject({ allocationId: fx.allocationId, userId: fx.owner });
     },
   },
   {
-    method: "PATCH", path: (fx) => `/admin/devices/${fx.free}`, body: () => ({ cpuCores: 3, node: "node-9" }), scope: "admin", okStatus: 200,
+    method: "PATCH",
+    path: (fx) => `/admin/devices/${fx.free}`,
+    body: () => ({ cpuCores: 3, node: "node-9" }),
+    scope: "admin",
+    okStatus: 200,
     verify: (fx, body) => {
       DeviceView.parse(body);
       expect(body).toMatchObject({ deviceId: fx.free, cpuCores: 3, node: "node-9" });
     },
   },
   {
-    method: "DELETE", path: (fx) => `/admin/devices/${fx.held}`, scope: "admin", okStatus: 200,
+    method: "DELETE",
+    path: (fx) => `/admin/devices/${fx.held}`,
+    scope: "admin",
+    okStatus: 200,
     verify: async (fx) => {
       expect((await call("GET", `/admin/devices/${fx.held}`, admin(fx))).status).toBe(404);
       const a = await call("GET", `/scheduler/allocations/${fx.allocationId}`, admin(fx));
       expect(a.body).toMatchObject({ status: "released", reason: "removed" });
     },
   },
-  ...(["maintenance", "offline"] as const).map(
-    (status): RouteCase => ({
-      method: "POST", path: (fx) => `/admin/devices/${fx.held}/${status}`, scope: "admin", okStatus: 200,
-      verify: async (fx, body) => {
-        DeviceView.parse(body);
-        expect(body.status).toBe(status);
-        const a = await call("GET", `/scheduler/allocations/${fx.allocationId}`, admin(fx));
-        expect(a.body).toMatchObject({ status: "released", reason: status });
-      },
-    }),
-  ),
+  ...(["maintenance", "offline"] as const).map((status): RouteCase => ({
+    method: "POST",
+    path: (fx) => `/admin/devices/${fx.held}/${status}`,
+    scope: "admin",
+    okStatus: 200,
+    verify: async (fx, body) => {
+      DeviceView.parse(body);
+      expect(body.status).toBe(status);
+      const a = await call("GET", `/scheduler/allocations/${fx.allocationId}`, admin(fx));
+      expect(a.body).toMatchObject({ status: "released", reason: status });
+    },
+  })),
   {
-    method: "POST", path: (fx) => `/admin/devices/${fx.free}/online`, scope: "admin", okStatus: 200,
+    method: "POST",
+    path: (fx) => `/admin/devices/${fx.free}/online`,
+    scope: "admin",
+    okStatus: 200,
     verify: (fx, body) => {
       DeviceView.parse(body);
       expect(body).toMatchObject({ deviceId: fx.free, status: "available" });
     },
   },
   {
-    method: "POST", path: (fx) => `/admin/devices/${fx.held}/force-release`, scope: "admin", okStatus: 200,
+    method: "POST",
+    path: (fx) => `/admin/devices/${fx.held}/force-release`,
+    scope: "admin",
+    okStatus: 200,
     verify: async (fx, body) => {
       ReleaseResult.parse(body);
       expect(body).toMatchObject({ allocationId: fx.allocationId, userId: fx.owner, deviceId: fx.held });
@@ -570,13 +843,19 @@ const ROUTES: RouteCase[] = [
     },
   },
   {
-    method: "GET", path: (fx) => `/admin/devices/${fx.held}/history`, scope: "admin", okStatus: 200,
+    method: "GET",
+    path: (fx) => `/admin/devices/${fx.held}/history`,
+    scope: "admin",
+    okStatus: 200,
     verify: (_fx, body) => {
       expect(body).toEqual({ items: [], nextCursor: null });
     },
   },
   {
-    method: "GET", path: () => "/admin/users?limit=200", scope: "admin", okStatus: 200,
+    method: "GET",
+    path: () => "/admin/users?limit=200",
+    scope: "admin",
+    okStatus: 200,
     verify: (_fx, body) => {
       expect(Array.isArray(body.items)).toBe(true);
       expect(body.items.length).toBeGreaterThan(0);
@@ -584,7 +863,11 @@ const ROUTES: RouteCase[] = [
     },
   },
   {
-    method: "GET", path: () => "/admin/metrics", scope: "admin", okStatus: 200, contentType: /^text\/plain; version=0\.0\.4; charset=utf-8$/,
+    method: "GET",
+    path: () => "/admin/metrics",
+    scope: "admin",
+    okStatus: 200,
+    contentType: /^text\/plain; version=0\.0\.4; charset=utf-8$/,
     verify: (fx, body) => {
       expect(typeof body).toBe("string");
       expect(body).toContain(`eda_allocations_total{pool="${fx.pool}"}`);
@@ -592,26 +875,43 @@ const ROUTES: RouteCase[] = [
     },
   },
   {
-    method: "GET", path: () => "/admin/pools", scope: "admin", okStatus: 200,
+    method: "GET",
+    path: () => "/admin/pools",
+    scope: "admin",
+    okStatus: 200,
     verify: (fx, body) => {
-      expect(body.items.find((p: { pool: string }) => p.pool === fx.pool)).toMatchObject({ devices: 2, allocated: 1, available: 1 });
+      expect(body.items.find((p: { pool: string }) => p.pool === fx.pool)).toMatchObject({
+        devices: 2,
+        allocated: 1,
+        available: 1,
+      });
     },
   },
   {
-    method: "GET", path: (fx) => `/admin/pools/${fx.pool}`, scope: "admin", okStatus: 200,
+    method: "GET",
+    path: (fx) => `/admin/pools/${fx.pool}`,
+    scope: "admin",
+    okStatus: 200,
     verify: (fx, body) => {
       expect(body).toMatchObject({ pool: fx.pool, devices: 2, allocated: 1, available: 1 });
     },
   },
   {
-    method: "PUT", path: (fx) => `/admin/pools/${fx.pool}`, body: () => ({ strategy: "spread" }), scope: "admin", okStatus: 200,
+    method: "PUT",
+    path: (fx) => `/admin/pools/${fx.pool}`,
+    body: () => ({ strategy: "spread" }),
+    scope: "admin",
+    okStatus: 200,
     verify: async (fx, body) => {
       expect(body).toMatchObject({ pool: fx.pool, strategy: "spread" });
       expect((await call("GET", `/admin/pools/${fx.pool}`, admin(fx))).body.strategy).toBe("spread");
     },
   },
   {
-    method: "GET", path: (fx) => `/admin/pools/${fx.pool}/devices`, scope: "admin", okStatus: 200,
+    method: "GET",
+    path: (fx) => `/admin/pools/${fx.pool}/devices`,
+    scope: "admin",
+    okStatus: 200,
     verify: (fx, body) => {
       const held = body.items.find((d: { deviceId: string }) => d.deviceId === fx.held);
       expect(held).toMatchObject({ userId: fx.owner, allocationId: fx.allocationId, status: "allocated" });
@@ -620,145 +920,318 @@ const ROUTES: RouteCase[] = [
 
   // ---- billing and metering ----
   {
-    method: "GET", path: (fx) => `/billing/users/${fx.owner}/balance`, scope: "owner", okStatus: 200,
+    method: "GET",
+    path: (fx) => `/billing/users/${fx.owner}/balance`,
+    scope: "owner",
+    okStatus: 200,
     verify: (fx, body) => {
       BalanceView.strict().parse(body);
-      expect(body).toMatchObject({ userId: fx.owner, balance: STARTING_CREDIT, currency: "USD", planId: "standard", lowBalance: false, hasBalance: true });
+      expect(body).toMatchObject({
+        userId: fx.owner,
+        balance: STARTING_CREDIT,
+        currency: "USD",
+        planId: "standard",
+        lowBalance: false,
+        hasBalance: true,
+      });
     },
   },
   {
-    method: "GET", path: (fx) => `/billing/users/${fx.owner}/ledger`, scope: "owner", okStatus: 200,
+    method: "GET",
+    path: (fx) => `/billing/users/${fx.owner}/ledger`,
+    scope: "owner",
+    okStatus: 200,
     verify: (fx, body) => {
       expect(body.nextCursor).toBeNull();
-      expect(body.items).toEqual([expect.objectContaining({ userId: fx.owner, kind: "starting_credit", amount: STARTING_CREDIT, balanceAfter: STARTING_CREDIT })]);
+      expect(body.items).toEqual([
+        expect.objectContaining({
+          userId: fx.owner,
+          kind: "starting_credit",
+          amount: STARTING_CREDIT,
+          balanceAfter: STARTING_CREDIT,
+        }),
+      ]);
     },
   },
   {
-    method: "GET", path: (fx) => `/billing/users/${fx.owner}/invoices`, scope: "owner", okStatus: 200, prepare: withInvoice,
+    method: "GET",
+    path: (fx) => `/billing/users/${fx.owner}/invoices`,
+    scope: "owner",
+    okStatus: 200,
+    prepare: withInvoice,
     verify: (fx, body) => {
       expect(body.items).toEqual([expect.objectContaining({ invoiceId: fx.invoiceId, userId: fx.owner, period: INVOICE_PERIOD })]);
     },
   },
   {
-    method: "GET", path: (fx) => `/billing/invoices/${fx.invoiceId}`, scope: "owner-by-id", notFoundCode: "INVOICE_NOT_FOUND", okStatus: 200, prepare: withInvoice,
+    method: "GET",
+    path: (fx) => `/billing/invoices/${fx.invoiceId}`,
+    scope: "owner-by-id",
+    notFoundCode: "INVOICE_NOT_FOUND",
+    okStatus: 200,
+    prepare: withInvoice,
     verify: (fx, body) => {
       expect(body).toMatchObject({
-        invoiceId: fx.invoiceId, userId: fx.owner, period: INVOICE_PERIOD, currency: "USD",
-        openingBalance: 0, charges: 0, credits: STARTING_CREDIT, debits: 0, closingBalance: STARTING_CREDIT, usageCount: 0,
+        invoiceId: fx.invoiceId,
+        userId: fx.owner,
+        period: INVOICE_PERIOD,
+        currency: "USD",
+        openingBalance: 0,
+        charges: 0,
+        credits: STARTING_CREDIT,
+        debits: 0,
+        closingBalance: STARTING_CREDIT,
+        usageCount: 0,
       });
     },
   },
   {
-    method: "GET", path: () => "/billing/pricing-plans", scope: "any-user", okStatus: 200,
+    method: "GET",
+    path: () => "/billing/pricing-plans",
+    scope: "any-user",
+    okStatus: 200,
     verify: (_fx, body) => {
-      expect(body.items.find((p: { planId: string }) => p.planId === "standard")).toMatchObject({ currency: "USD", startingCredit: STARTING_CREDIT });
+      expect(body.items.find((p: { planId: string }) => p.planId === "standard")).toMatchObject({
+        currency: "USD",
+        startingCredit: STARTING_CREDIT,
+      });
     },
   },
   {
-    method: "POST", path: (fx) => `/billing/users/${fx.owner}/top-ups`, body: (fx) => ({ amount: 250, paymentId: fx.paymentId, paymentMethod: "card" }),
-    scope: "admin-or-service", okStatus: 201,
+    method: "POST",
+    path: (fx) => `/billing/users/${fx.owner}/top-ups`,
+    body: (fx) => ({ amount: 250, paymentId: fx.paymentId, paymentMethod: "card" }),
+    scope: "admin-or-service",
+    okStatus: 201,
     verify: async (fx, body) => {
-      expect(body).toEqual({ userId: fx.owner, paymentId: fx.paymentId, amount: 250, balance: STARTING_CREDIT + 250, currency: "USD", duplicate: false });
+      expect(body).toEqual({
+        userId: fx.owner,
+        paymentId: fx.paymentId,
+        amount: 250,
+        balance: STARTING_CREDIT + 250,
+        currency: "USD",
+        duplicate: false,
+      });
       expect((await account(fx.owner))?.balance).toBe(STARTING_CREDIT + 250);
       const ev = await call("GET", `/scheduler/events?userId=${fx.owner}`, admin(fx));
-      expect(ev.body.events.find((e: { type: string }) => e.type === "billing.payment_success")?.data).toMatchObject({ amount: 250, paymentId: fx.paymentId, newBalance: STARTING_CREDIT + 250 });
+      expect(ev.body.events.find((e: { type: string }) => e.type === "billing.payment_success")?.data).toMatchObject({
+        amount: 250,
+        paymentId: fx.paymentId,
+        newBalance: STARTING_CREDIT + 250,
+      });
     },
   },
   {
-    method: "GET", path: (fx) => `/metering/users/${fx.owner}?from=${JAN.from}&to=${JAN.to}`, scope: "owner", okStatus: 200, prepare: withUsage,
+    method: "GET",
+    path: (fx) => `/metering/users/${fx.owner}?from=${JAN.from}&to=${JAN.to}`,
+    scope: "owner",
+    okStatus: 200,
+    prepare: withUsage,
     verify: (fx, body) => {
-      expect(body).toMatchObject({ userId: fx.owner, totals: { records: 1, durationSeconds: 3600, deviceHours: 1, charges: HOUR_PRICE }, nextCursor: null });
-      expect(body.items).toEqual([expect.objectContaining({ allocationId: fx.usageId, deviceId: fx.held, charge: HOUR_PRICE, source: "external" })]);
+      expect(body).toMatchObject({
+        userId: fx.owner,
+        totals: { records: 1, durationSeconds: 3600, deviceHours: 1, charges: HOUR_PRICE },
+        nextCursor: null,
+      });
+      expect(body.items).toEqual([
+        expect.objectContaining({
+          allocationId: fx.usageId,
+          deviceId: fx.held,
+          charge: HOUR_PRICE,
+          source: "external",
+        }),
+      ]);
     },
   },
   {
-    method: "GET", path: (fx) => `/metering/devices/${fx.held}?from=${JAN.from}&to=${JAN.to}`, scope: "admin", okStatus: 200, prepare: withUsage,
+    method: "GET",
+    path: (fx) => `/metering/devices/${fx.held}?from=${JAN.from}&to=${JAN.to}`,
+    scope: "admin",
+    okStatus: 200,
+    prepare: withUsage,
     verify: (fx, body) => {
-      expect(body).toMatchObject({ deviceId: fx.held, totals: { records: 1, durationSeconds: 3600, charges: HOUR_PRICE } });
+      expect(body).toMatchObject({
+        deviceId: fx.held,
+        totals: { records: 1, durationSeconds: 3600, charges: HOUR_PRICE },
+      });
       expect(body.items).toEqual([expect.objectContaining({ allocationId: fx.usageId, userId: fx.owner })]);
     },
   },
   {
-    method: "PUT", path: (fx) => `/admin/billing/pricing-plans/${fx.planId}`, body: planBody, scope: "admin", okStatus: 200,
+    method: "PUT",
+    path: (fx) => `/admin/billing/pricing-plans/${fx.planId}`,
+    body: planBody,
+    scope: "admin",
+    okStatus: 200,
     verify: async (fx, body) => {
       expect(body).toMatchObject({ planId: fx.planId, ...planBody() });
       expect(await rows("SELECT name FROM pricing_plans WHERE plan_id = ?", fx.planId)).toEqual([{ name: planBody().name }]);
     },
   },
   {
-    method: "PUT", path: (fx) => `/admin/billing/users/${fx.owner}/plan`, body: (fx) => ({ planId: fx.planId }), scope: "admin", okStatus: 200, prepare: withPlan,
+    method: "PUT",
+    path: (fx) => `/admin/billing/users/${fx.owner}/plan`,
+    body: (fx) => ({ planId: fx.planId }),
+    scope: "admin",
+    okStatus: 200,
+    prepare: withPlan,
     verify: async (fx, body) => {
       BalanceView.strict().parse(body);
-      expect(body).toMatchObject({ userId: fx.owner, planId: fx.planId, balance: STARTING_CREDIT, lowBalanceThreshold: planBody().lowBalanceThreshold });
+      expect(body).toMatchObject({
+        userId: fx.owner,
+        planId: fx.planId,
+        balance: STARTING_CREDIT,
+        lowBalanceThreshold: planBody().lowBalanceThreshold,
+      });
       expect((await account(fx.owner))?.plan_id).toBe(fx.planId);
     },
   },
   {
-    method: "POST", path: (fx) => `/admin/billing/users/${fx.owner}/adjustments`, body: (fx) => ({ amount: -100, adjustmentId: fx.adjustmentId, memo: "correction" }),
-    scope: "admin", okStatus: 201,
+    method: "POST",
+    path: (fx) => `/admin/billing/users/${fx.owner}/adjustments`,
+    body: (fx) => ({ amount: -100, adjustmentId: fx.adjustmentId, memo: "correction" }),
+    scope: "admin",
+    okStatus: 201,
     verify: async (fx, body) => {
-      expect(body).toEqual({ userId: fx.owner, adjustmentId: fx.adjustmentId, amount: -100, balance: STARTING_CREDIT - 100, currency: "USD", duplicate: false });
+      expect(body).toEqual({
+        userId: fx.owner,
+        adjustmentId: fx.adjustmentId,
+        amount: -100,
+        balance: STARTING_CREDIT - 100,
+        currency: "USD",
+        duplicate: false,
+      });
       expect((await account(fx.owner))?.balance).toBe(STARTING_CREDIT - 100);
     },
   },
   {
-    method: "GET", path: () => "/admin/billing/failed-usage?status=failed&limit=200", scope: "admin", okStatus: 200, prepare: withDeadLetter,
+    method: "GET",
+    path: () => "/admin/billing/failed-usage?status=failed&limit=200",
+    scope: "admin",
+    okStatus: 200,
+    prepare: withDeadLetter,
     verify: (fx, body) => {
       const mine = body.items.find((i: { allocationId: string }) => i.allocationId === fx.deadLetter);
-      expect(mine).toMatchObject({ userId: fx.owner, status: "failed", attempts: 11, record: { allocationId: fx.deadLetter, userId: fx.owner } });
+      expect(mine).toMatchObject({
+        userId: fx.owner,
+        status: "failed",
+        attempts: 11,
+        record: { allocationId: fx.deadLetter, userId: fx.owner },
+      });
     },
   },
   {
-    method: "POST", path: () => "/admin/billing/failed-usage/replay", body: (fx) => ({ allocationIds: [fx.deadLetter] }), scope: "admin", okStatus: 200, prepare: withDeadLetter,
+    method: "POST",
+    path: () => "/admin/billing/failed-usage/replay",
+    body: (fx) => ({ allocationIds: [fx.deadLetter] }),
+    scope: "admin",
+    okStatus: 200,
+    prepare: withDeadLetter,
     verify: async (fx, body) => {
-      expect(body).toMatchObject({ replayed: 1, failed: 0, results: [{ allocationId: fx.deadLetter, status: "recorded", amount: HOUR_PRICE }] });
+      expect(body).toMatchObject({
+        replayed: 1,
+        failed: 0,
+        results: [{ allocationId: fx.deadLetter, status: "recorded", amount: HOUR_PRICE }],
+      });
       expect(await rows("SELECT status FROM failed_usage WHERE allocation_id = ?", fx.deadLetter)).toEqual([{ status: "replayed" }]);
       expect(await rows("SELECT source FROM usage_records WHERE allocation_id = ?", fx.deadLetter)).toEqual([{ source: "replay" }]);
       expect((await account(fx.owner))?.balance).toBe(STARTING_CREDIT - HOUR_PRICE);
     },
   },
   {
-    method: "POST", path: () => "/admin/billing/reconcile", body: (fx) => ({ userId: fx.owner }), scope: "admin", okStatus: 200,
+    method: "POST",
+    path: () => "/admin/billing/reconcile",
+    body: (fx) => ({ userId: fx.owner }),
+    scope: "admin",
+    okStatus: 200,
     verify: (_fx, body) => {
       // The owner's one allocation is still active: nothing ended, nothing to heal, and the balance is the ledger's sum.
-      expect(body).toMatchObject({ users: 1, checked: 0, missingUsage: 0, missingCharges: 0, healed: 0, stillMissing: 0, balanceDrift: 0, differences: [] });
+      expect(body).toMatchObject({
+        users: 1,
+        checked: 0,
+        missingUsage: 0,
+        missingCharges: 0,
+        healed: 0,
+        stillMissing: 0,
+        balanceDrift: 0,
+        differences: [],
+      });
     },
   },
   {
-    method: "POST", path: () => "/admin/billing/invoices/run", body: () => ({ period: RUN_PERIOD }), scope: "admin", okStatus: 200, prepare: (fx) => backdate(fx, RUN_PERIOD),
+    method: "POST",
+    path: () => "/admin/billing/invoices/run",
+    body: () => ({ period: RUN_PERIOD }),
+    scope: "admin",
+    okStatus: 200,
+    prepare: (fx) => backdate(fx, RUN_PERIOD),
     verify: async (fx, body) => {
       expect(body).toMatchObject({ period: RUN_PERIOD, remaining: false });
       expect(body.created).toBeGreaterThanOrEqual(1);
-      expect(await rows("SELECT credits, closing_balance FROM invoices WHERE invoice_id = ?", `inv_${RUN_PERIOD}_${fx.owner}`))
-        .toEqual([{ credits: STARTING_CREDIT, closing_balance: STARTING_CREDIT }]);
+      expect(await rows("SELECT credits, closing_balance FROM invoices WHERE invoice_id = ?", `inv_${RUN_PERIOD}_${fx.owner}`)).toEqual([
+        { credits: STARTING_CREDIT, closing_balance: STARTING_CREDIT },
+      ]);
     },
   },
   {
-    method: "POST", path: () => "/api/internal/metering/device-usage", body: usageRecord, scope: "service", okStatus: 200,
+    method: "POST",
+    path: () => "/api/internal/metering/device-usage",
+    body: usageRecord,
+    scope: "service",
+    okStatus: 200,
     verify: async (fx, body) => {
-      expect(body).toEqual({ recorded: 1, duplicates: 0, failed: 0, results: [{ allocationId: fx.usageId, status: "recorded", amount: HOUR_PRICE }] });
-      expect(await rows("SELECT user_id, device_id, source FROM usage_records WHERE allocation_id = ?", fx.usageId)).toEqual([{ user_id: fx.owner, device_id: fx.held, source: "external" }]);
+      expect(body).toEqual({
+        recorded: 1,
+        duplicates: 0,
+        failed: 0,
+        results: [{ allocationId: fx.usageId, status: "recorded", amount: HOUR_PRICE }],
+      });
+      expect(await rows("SELECT user_id, device_id, source FROM usage_records WHERE allocation_id = ?", fx.usageId)).toEqual([
+        { user_id: fx.owner, device_id: fx.held, source: "external" },
+      ]);
       expect((await account(fx.owner))?.balance).toBe(STARTING_CREDIT - HOUR_PRICE);
     },
   },
   {
-    method: "POST", path: () => "/api/internal/events", scope: "service", okStatus: 202,
-    body: (fx) => ({ type: "app.installed", eventId: fx.usageId, data: { userId: fx.owner, appId: "com.example.chat", appName: "Chat", deviceId: fx.held, version: "1.0.0" } }),
+    method: "POST",
+    path: () => "/api/internal/events",
+    scope: "service",
+    okStatus: 202,
+    body: (fx) => ({
+      type: "app.installed",
+      eventId: fx.usageId,
+      data: { userId: fx.owner, appId: "com.example.chat", appName: "Chat", deviceId: fx.held, version: "1.0.0" },
+    }),
     verify: async (fx, body) => {
-      expect(body).toMatchObject({ accepted: 1, duplicates: 0, failed: 0, results: [{ eventId: fx.usageId, userId: fx.owner, duplicate: false }] });
+      expect(body).toMatchObject({
+        accepted: 1,
+        duplicates: 0,
+        failed: 0,
+        results: [{ eventId: fx.usageId, userId: fx.owner, duplicate: false }],
+      });
       const ev = await call("GET", `/scheduler/events?userId=${fx.owner}`, admin(fx));
-      expect(ev.body.events.filter((e: { type: string }) => e.type === "app.installed").map((e: { data: { deviceId: string } }) => e.data.deviceId)).toEqual([fx.held]);
+      expect(
+        ev.body.events
+          .filter((e: { type: string }) => e.type === "app.installed")
+          .map((e: { data: { deviceId: string } }) => e.data.deviceId),
+      ).toEqual([fx.held]);
     },
   },
   {
-    method: "GET", path: () => "/admin/events?since=0&limit=5", scope: "admin", okStatus: 200,
+    method: "GET",
+    path: () => "/admin/events?since=0&limit=5",
+    scope: "admin",
+    okStatus: 200,
     verify: (_fx, body) => {
       expect(body).toMatchObject({ events: expect.any(Array), lastSeq: expect.any(Number) });
       expect(body.events.length).toBeLessThanOrEqual(5);
     },
   },
   {
-    method: "GET", path: (fx) => `/api/internal/balance/user/${fx.owner}`, scope: "service", okStatus: 200,
+    method: "GET",
+    path: (fx) => `/api/internal/balance/user/${fx.owner}`,
+    scope: "service",
+    okStatus: 200,
     verify: (fx, body) => {
       BalanceView.strict().parse(body);
       expect(body).toMatchObject({ userId: fx.owner, balance: STARTING_CREDIT, planId: "standard" });
@@ -773,11 +1246,15 @@ function expected(route: RouteCase, kind: CallerKind): { status: number; code?: 
     case "bad":
       return { status: 401, code: "UNAUTHORIZED" };
     case "service":
-      return route.scope === "service" || route.scope === "admin-or-service" ? { status: route.okStatus } : { status: 403, code: "FORBIDDEN" };
+      return route.scope === "service" || route.scope === "admin-or-service"
+        ? { status: route.okStatus }
+        : { status: 403, code: "FORBIDDEN" };
     case "admin":
       return route.scope === "service" ? { status: 403, code: "FORBIDDEN" } : { status: route.okStatus };
     case "owner":
-      return route.scope === "admin" || route.scope === "admin-or-service" || route.scope === "service" ? { status: 403, code: "FORBIDDEN" } : { status: route.okStatus };
+      return route.scope === "admin" || route.scope === "admin-or-service" || route.scope === "service"
+        ? { status: 403, code: "FORBIDDEN" }
+        : { status: route.okStatus };
     case "other":
       if (route.scope === "any-user") return { status: route.okStatus };
       if (route.scope === "owner-batch") return { status: route.okStatus, unchanged: true };
@@ -794,7 +1271,11 @@ describe("auth matrix", () => {
     const doc = (await call("GET", "/openapi.json")).body as { paths: Record<string, Record<string, unknown>> };
     // WebSocket upgrades (x-websocket) answer every plain HTTP caller 426; their tickets are tested in test/feed*.test.ts.
     const declared = Object.entries(doc.paths)
-      .flatMap(([p, ops]) => Object.entries(ops).filter(([, op]) => !(op as Record<string, unknown>)["x-websocket"]).map(([m]) => `${m.toUpperCase()} ${p}`))
+      .flatMap(([p, ops]) =>
+        Object.entries(ops)
+          .filter(([, op]) => !(op as Record<string, unknown>)["x-websocket"])
+          .map(([m]) => `${m.toUpperCase()} ${p}`),
+      )
       .sort();
     const norm = (s: string) => s.replace(/\?.*$/, "").replace(/\{[^}]+\}|:[A-Za-z]+/g, "{}");
     expect([...new Set(ROUTES.map((r) => norm(label(r))))].sort()).toEqual([...new Set(declared.map(norm))].sort());
@@ -805,10 +1286,15 @@ describe("auth matrix", () => {
       const cells = CALLERS.map((caller) => ({ caller, want: expected(route, caller.kind) }));
       const title = ({ caller, want }: (typeof cells)[number]) => `${caller.name} → ${want.status}${want.code ? ` ${want.code}` : ""}`;
       const ask = async (fx: Fixture, { caller, want }: (typeof cells)[number]) => {
-        const r = await call(route.method, route.path(fx), { headers: await caller.headers(fx), body: route.body?.(fx) });
+        const r = await call(route.method, route.path(fx), {
+          headers: await caller.headers(fx),
+          body: route.body?.(fx),
+        });
         expect(r.status, JSON.stringify(r.body)).toBe(want.status);
         // Errors are always the JSON shape; a success may be another format (metrics: Prometheus text).
-        expect(r.res.headers.get("content-type")).toMatch(want.status < 400 && route.contentType ? route.contentType : /^application\/json/);
+        expect(r.res.headers.get("content-type")).toMatch(
+          want.status < 400 && route.contentType ? route.contentType : /^application\/json/,
+        );
         if (want.status >= 400) expectErrorShape(r.body, want.code);
         else await route.verify(fx, r.body, caller.kind as "owner" | "admin" | "other" | "service");
       };
@@ -879,10 +1365,16 @@ describe("cross-user attempts", () => {
   it("a user cannot release another's device by naming them (403), nor by naming the device alone (404)", async () => {
     const fx = await fixture();
     const before = await snapshot(fx);
-    const named = await call("POST", "/scheduler/devices/release", { token: fx.otherToken, body: { deviceId: fx.held, userId: fx.owner } });
+    const named = await call("POST", "/scheduler/devices/release", {
+      token: fx.otherToken,
+      body: { deviceId: fx.held, userId: fx.owner },
+    });
     expect(named.status).toBe(403);
     expectErrorShape(named.body, "FORBIDDEN");
-    const bare = await call("POST", "/scheduler/devices/release", { token: fx.otherToken, body: { deviceId: fx.held } });
+    const bare = await call("POST", "/scheduler/devices/release", {
+      token: fx.otherToken,
+      body: { deviceId: fx.held },
+    });
     expect(bare.status).toBe(404);
     expectErrorShape(bare.body, "ALLOCATION_NOT_FOUND");
     expect(await snapshot(fx)).toEqual(before);
@@ -898,7 +1390,10 @@ describe("cross-user attempts", () => {
     const forged = `alc_${b64url(fx.owner)}_${"0".repeat(24)}`;
     for (const id of [fx.allocationId, forged]) {
       const g = await call("GET", `/scheduler/allocations/${id}`, { token: fx.otherToken });
-      const e = await call("PUT", `/scheduler/allocations/${id}/extend`, { token: fx.otherToken, body: { additionalMinutes: 5 } });
+      const e = await call("PUT", `/scheduler/allocations/${id}/extend`, {
+        token: fx.otherToken,
+        body: { additionalMinutes: 5 },
+      });
       for (const r of [g, e]) {
         expect(r.status).toBe(404);
         expectErrorShape(r.body, "ALLOCATION_NOT_FOUND");
@@ -911,7 +1406,10 @@ describe("cross-user attempts", () => {
   it("a user cannot allocate on another's account, nor spend the other's quota", async () => {
     const fx = await fixture();
     const before = await snapshot(fx);
-    const r = await call("POST", "/scheduler/devices/allocate", { token: fx.otherToken, body: { userId: fx.owner, pool: fx.pool } });
+    const r = await call("POST", "/scheduler/devices/allocate", {
+      token: fx.otherToken,
+      body: { userId: fx.owner, pool: fx.pool },
+    });
     expect(r.status).toBe(403);
     expectErrorShape(r.body, "FORBIDDEN");
     expect(await snapshot(fx)).toEqual(before);
@@ -920,7 +1418,10 @@ describe("cross-user attempts", () => {
   it("admin role checks come before body validation on quota writes (an owner learns nothing from a 400)", async () => {
     const fx = await fixture();
     const before = await snapshot(fx);
-    for (const [method, path] of [["PUT", `/quotas/user/${fx.owner}`], ["POST", `/quotas/renew/${fx.owner}`]] as const) {
+    for (const [method, path] of [
+      ["PUT", `/quotas/user/${fx.owner}`],
+      ["POST", `/quotas/renew/${fx.owner}`],
+    ] as const) {
       for (const body of [{ bogus: true }, { plan: "enterprise" }, { extensionDays: -1 }, {}]) {
         const r = await call(method, path, { token: fx.ownerToken, body });
         expect(r.status, `${method} ${path} ${JSON.stringify(body)} → ${JSON.stringify(r.body)}`).toBe(403);
@@ -975,8 +1476,14 @@ describe("cross-user attempts", () => {
     const before = await snapshot(fx);
     const body = { amount: 100_000, paymentId: fx.paymentId };
     for (const path of [
-      `/billing/users/${fx.owner}/top-ups/`, `/billing/users/${fx.owner}/top%2Dups`, `/billing/users/${fx.owner}/%74op-ups`, `/billing/users/${fx.owner}/TOP-UPS`,
-      `/billing/users/${fx.owner}/./top-ups`, `/billing/users/x/../${fx.owner}/top-ups`, `/billing//users/${fx.owner}/top-ups`, `/billing/users/${fx.owner}/top-ups?x=1`,
+      `/billing/users/${fx.owner}/top-ups/`,
+      `/billing/users/${fx.owner}/top%2Dups`,
+      `/billing/users/${fx.owner}/%74op-ups`,
+      `/billing/users/${fx.owner}/TOP-UPS`,
+      `/billing/users/${fx.owner}/./top-ups`,
+      `/billing/users/x/../${fx.owner}/top-ups`,
+      `/billing//users/${fx.owner}/top-ups`,
+      `/billing/users/${fx.owner}/top-ups?x=1`,
     ]) {
       const r = await call("POST", path, { token: fx.ownerToken, body });
       expect(r.status, `${path} → ${r.status} ${JSON.stringify(r.body)}`).toBeGreaterThanOrEqual(400);

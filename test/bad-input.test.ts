@@ -15,8 +15,20 @@ import { beforeAll, describe, expect, it } from "vitest";
 import { z } from "zod";
 import { periodOf } from "../src/domain/pricing";
 import {
-  AccountPlanBody, AdjustmentBody, AllocationResult, AllocationView, DeviceView, InvoiceRunBody, PricingPlanBody, QuotaView, ReconcileBody, ReleaseResult, ReplayBody, TopUpBody,
-  UsageOutcomeView, UsageReportBody,
+  AccountPlanBody,
+  AdjustmentBody,
+  AllocationResult,
+  AllocationView,
+  DeviceView,
+  InvoiceRunBody,
+  PricingPlanBody,
+  QuotaView,
+  ReconcileBody,
+  ReleaseResult,
+  ReplayBody,
+  TopUpBody,
+  UsageOutcomeView,
+  UsageReportBody,
 } from "../src/schemas";
 import { SERVICE_TOKEN, call, deliverBatch, registerDevice, tokenFor, uid, until } from "./helpers";
 import { Unchanged } from "./unchanged";
@@ -47,16 +59,34 @@ let W: World;
 const INVOICE_PERIOD = "2002-01";
 /** A usage record of the user's: one hour of a 2-core, 4 GB, 32 GB device in January 2026 (25 cents). */
 const usage = (o: Record<string, unknown> = {}): Record<string, unknown> => ({
-  allocationId: W.usageId, deviceId: W.held, userId: W.user, durationSeconds: 3600, cpuCores: 2, memoryMB: 4096, storageMB: 32768,
-  allocatedAt: "2026-01-10T10:00:00Z", releasedAt: "2026-01-10T11:00:00Z", ...o,
+  allocationId: W.usageId,
+  deviceId: W.held,
+  userId: W.user,
+  durationSeconds: 3600,
+  cpuCores: 2,
+  memoryMB: 4096,
+  storageMB: 32768,
+  allocatedAt: "2026-01-10T10:00:00Z",
+  releasedAt: "2026-01-10T11:00:00Z",
+  ...o,
 });
 const planBody = (): Record<string, unknown> => ({
-  name: "Bad input plan", currency: "USD", basePerSecond: 100, cpuCorePerSecond: 10, memoryGBPerSecond: 5, storageGBPerSecond: 1, startingCredit: 500, lowBalanceThreshold: 50,
+  name: "Bad input plan",
+  currency: "USD",
+  basePerSecond: 100,
+  cpuCorePerSecond: 10,
+  memoryGBPerSecond: 5,
+  storageGBPerSecond: 1,
+  startingCredit: 500,
+  lowBalanceThreshold: 50,
 });
 
 const b64url = (s: string) => {
   const bytes = new TextEncoder().encode(s);
-  return btoa(String.fromCharCode(...bytes)).replace(/\+/g, "-").replace(/\//g, "_").replace(/=+$/, "");
+  return btoa(String.fromCharCode(...bytes))
+    .replace(/\+/g, "-")
+    .replace(/\//g, "_")
+    .replace(/=+$/, "");
 };
 const HEX24 = "0123456789abcdef01234567";
 /** base64url of the bytes ff fe: not UTF-8. */
@@ -72,13 +102,29 @@ beforeAll(async () => {
   const userToken = await tokenFor(user);
   const otherToken = await tokenFor(other);
   const adminToken = await tokenFor(uid("bi-admin"), "admin");
-  const a = await call("POST", "/scheduler/devices/allocate", { token: userToken, body: { pool, durationMinutes: 240, idempotencyKey: "bi-key-1" } });
+  const a = await call("POST", "/scheduler/devices/allocate", {
+    token: userToken,
+    body: { pool, durationMinutes: 240, idempotencyKey: "bi-key-1" },
+  });
   expect(a.status, JSON.stringify(a.body)).toBe(201);
   expect((await call("GET", `/quotas/user/${other}`, { token: otherToken })).status).toBe(200);
   const free = devs.map((d) => d.deviceId).filter((d) => d !== a.body.deviceId);
   W = {
-    pool, user, other, userToken, otherToken, adminToken, held: a.body.deviceId, free1: free[0]!, free2: free[1]!, allocationId: a.body.allocationId,
-    paymentId: uid("bi-pay"), adjustmentId: uid("bi-adj"), usageId: uid("bi-usage"), deadLetter: uid("bi-dead"), invoiceId: `inv_${INVOICE_PERIOD}_${user}`,
+    pool,
+    user,
+    other,
+    userToken,
+    otherToken,
+    adminToken,
+    held: a.body.deviceId,
+    free1: free[0]!,
+    free2: free[1]!,
+    allocationId: a.body.allocationId,
+    paymentId: uid("bi-pay"),
+    adjustmentId: uid("bi-adj"),
+    usageId: uid("bi-usage"),
+    deadLetter: uid("bi-dead"),
+    invoiceId: `inv_${INVOICE_PERIOD}_${user}`,
   };
   await until(async () => {
     const s = await call("GET", `/admin/pools/${pool}`, { token: adminToken });
@@ -86,16 +132,32 @@ beforeAll(async () => {
   });
   // Billing state. The other user's account is opened first, so the user's later ledger rows are newer than it.
   expect((await call("GET", `/billing/users/${other}/balance`, { token: otherToken })).body.balance).toBe(1000);
-  const top = await call("POST", `/billing/users/${user}/top-ups`, { service: SERVICE_TOKEN, body: { amount: 300, paymentId: W.paymentId, paymentMethod: "card" } });
+  const top = await call("POST", `/billing/users/${user}/top-ups`, {
+    service: SERVICE_TOKEN,
+    body: { amount: 300, paymentId: W.paymentId, paymentMethod: "card" },
+  });
   expect(top.status, JSON.stringify(top.body)).toBe(201);
-  const adj = await call("POST", `/admin/billing/users/${user}/adjustments`, { token: adminToken, body: { amount: -50, adjustmentId: W.adjustmentId, memo: "bi" } });
+  const adj = await call("POST", `/admin/billing/users/${user}/adjustments`, {
+    token: adminToken,
+    body: { amount: -50, adjustmentId: W.adjustmentId, memo: "bi" },
+  });
   expect(adj.status, JSON.stringify(adj.body)).toBe(201);
   const u = await call("POST", "/api/internal/metering/device-usage", { service: SERVICE_TOKEN, body: usage() });
   expect(u.body, JSON.stringify(u.body)).toMatchObject({ recorded: 1, results: [{ status: "recorded", amount: 25 }] });
-  await env.DB.prepare("UPDATE ledger SET created_at = ? WHERE entry_id = ?").bind(Date.parse(`${INVOICE_PERIOD}-15T00:00:00Z`), `starting_credit:${user}`).run();
-  const inv = await call("POST", "/admin/billing/invoices/run", { token: adminToken, body: { period: INVOICE_PERIOD } });
+  await env.DB.prepare("UPDATE ledger SET created_at = ? WHERE entry_id = ?")
+    .bind(Date.parse(`${INVOICE_PERIOD}-15T00:00:00Z`), `starting_credit:${user}`)
+    .run();
+  const inv = await call("POST", "/admin/billing/invoices/run", {
+    token: adminToken,
+    body: { period: INVOICE_PERIOD },
+  });
   expect(inv.body, JSON.stringify(inv.body)).toMatchObject({ created: 1 });
-  const dead = { ...usage({ allocationId: W.deadLetter }), allocatedAt: Date.parse("2026-01-10T10:00:00Z"), releasedAt: Date.parse("2026-01-10T11:00:00Z"), reason: "released" };
+  const dead = {
+    ...usage({ allocationId: W.deadLetter }),
+    allocatedAt: Date.parse("2026-01-10T10:00:00Z"),
+    releasedAt: Date.parse("2026-01-10T11:00:00Z"),
+    reason: "released",
+  };
   expect((await deliverBatch("device-usage-dlq", [dead], 11)).explicitAcks).toEqual(["m0"]);
   expect((await call("GET", `/billing/users/${user}/balance`, { token: userToken })).body.balance).toBe(1000 + 300 - 50 - 25);
 });
@@ -103,7 +165,10 @@ beforeAll(async () => {
 async function objectIds() {
   const ids = (list: DurableObjectId[]) => list.map((i) => i.toString()).sort();
   const [userQuota, device, pool, adminFeed] = await Promise.all([
-    listDurableObjectIds(env.USER_QUOTA), listDurableObjectIds(env.DEVICE), listDurableObjectIds(env.DEVICE_POOL), listDurableObjectIds(env.ADMIN_FEED),
+    listDurableObjectIds(env.USER_QUOTA),
+    listDurableObjectIds(env.DEVICE),
+    listDurableObjectIds(env.DEVICE_POOL),
+    listDurableObjectIds(env.ADMIN_FEED),
   ]);
   return { userQuota: ids(userQuota), device: ids(device), pool: ids(pool), adminFeed: ids(adminFeed) };
 }
@@ -111,7 +176,8 @@ async function objectIds() {
 /** Counts, sums and rows of every billing table in D1 (one batch, so the tables are read at one instant). */
 async function d1Snapshot() {
   const queries = {
-    usage: "SELECT COUNT(*) AS n, COALESCE(SUM(duration_seconds), 0) AS seconds, COALESCE(SUM(cpu_cores + memory_mb + storage_mb), 0) AS spec FROM usage_records",
+    usage:
+      "SELECT COUNT(*) AS n, COALESCE(SUM(duration_seconds), 0) AS seconds, COALESCE(SUM(cpu_cores + memory_mb + storage_mb), 0) AS spec FROM usage_records",
     ledger: "SELECT COUNT(*) AS n, COALESCE(SUM(amount), 0) AS total, COALESCE(MAX(seq), 0) AS last FROM ledger",
     accounts: "SELECT user_id, plan_id, balance, last_seq, reconciled_through, updated_at FROM accounts ORDER BY user_id",
     plans: "SELECT * FROM pricing_plans ORDER BY plan_id",
@@ -166,7 +232,9 @@ async function snapshot() {
 function expectErrorShape(body: unknown, ctx = "") {
   expect(body, ctx).toMatchObject({ error: { code: expect.any(String), message: expect.any(String) } });
   expect(Object.keys(body as object), ctx).toEqual(["error"]);
-  const keys = Object.keys((body as { error: object }).error).sort().join(",");
+  const keys = Object.keys((body as { error: object }).error)
+    .sort()
+    .join(",");
   expect(["code,message", "code,details,message"], ctx).toContain(keys);
   expect((body as { error: { code: string } }).error.code, ctx).toMatch(/^[A-Z][A-Z_]+$/);
 }
@@ -220,7 +288,13 @@ const BAD_DURATIONS: unknown[] = [0, 1441, -1, 1.5, "60", "NaN", "Infinity", "",
 const BAD_RAW_NUMBERS = ["NaN", "Infinity", "-Infinity", "1e400", "9007199254740993", "0x10", "01", "+5", ".5", "5."];
 
 /** Bad values for one field, merged into an otherwise valid body. */
-function fieldCases(route: Omit<Case, "name" | "body">, base: () => Record<string, unknown>, field: string, values: unknown[], code = "VALIDATION_FAILED"): Case[] {
+function fieldCases(
+  route: Omit<Case, "name" | "body">,
+  base: () => Record<string, unknown>,
+  field: string,
+  values: unknown[],
+  code = "VALIDATION_FAILED",
+): Case[] {
   return values.map((v) => ({
     ...route,
     name: `${field}=${JSON.stringify(v)?.slice(0, 40)}`,
@@ -265,54 +339,274 @@ interface BodyRoute {
   base: () => Record<string, unknown>;
 }
 const BODY_ROUTES: BodyRoute[] = [
-  { label: "allocate", method: "POST", path: () => "/scheduler/devices/allocate", as: "user", base: () => ({ pool: W.pool, durationMinutes: 5 }) },
-  { label: "release", method: "POST", path: () => "/scheduler/devices/release", as: "user", base: () => ({ deviceId: W.held }) },
-  { label: "extend", method: "PUT", path: () => `/scheduler/allocations/${W.allocationId}/extend`, as: "user", base: () => ({ additionalMinutes: 5 }) },
-  { label: "quota update", method: "PUT", path: () => `/quotas/user/${W.user}`, as: "admin", base: () => ({ plan: "pro" }) },
-  { label: "quota renew", method: "POST", path: () => `/quotas/renew/${W.user}`, as: "admin", base: () => ({ extensionDays: 5 }) },
-  { label: "register device", method: "POST", path: () => "/admin/devices", as: "admin", base: () => ({ deviceId: "bi-never-registered", pool: W.pool, cpuCores: 1, memoryMB: 1, storageMB: 1 }) },
-  { label: "update device", method: "PATCH", path: () => `/admin/devices/${W.free1}`, as: "admin", base: () => ({ node: "bi-node-x" }) },
-  { label: "pool strategy", method: "PUT", path: () => `/admin/pools/${W.pool}`, as: "admin", base: () => ({ strategy: "spread" }) },
-  { label: "top-up", method: "POST", path: () => `/billing/users/${W.user}/top-ups`, as: "admin", base: () => ({ amount: 100, paymentId: "bi-never-paid", paymentMethod: "card" }) },
-  { label: "pricing plan", method: "PUT", path: () => "/admin/billing/pricing-plans/bi-never-plan", as: "admin", base: planBody },
-  { label: "account plan", method: "PUT", path: () => `/admin/billing/users/${W.user}/plan`, as: "admin", base: () => ({ planId: "bi-never-plan" }) },
-  { label: "adjustment", method: "POST", path: () => `/admin/billing/users/${W.user}/adjustments`, as: "admin", base: () => ({ amount: -5, adjustmentId: "bi-never-adj", memo: "x" }) },
-  { label: "dead-letter replay", method: "POST", path: () => "/admin/billing/failed-usage/replay", as: "admin", base: () => ({ allocationIds: [W.deadLetter] }) },
-  { label: "reconcile", method: "POST", path: () => "/admin/billing/reconcile", as: "admin", base: () => ({ userId: W.user, heal: true }) },
-  { label: "invoice run", method: "POST", path: () => "/admin/billing/invoices/run", as: "admin", base: () => ({ period: "2002-02" }) },
-  { label: "internal usage", method: "POST", path: () => "/api/internal/metering/device-usage", as: "service", base: () => usage({ allocationId: "bi-never-used" }) },
-  { label: "feed ticket", method: "POST", path: () => "/ws/ticket", as: "user", base: () => ({ feed: "device", deviceId: W.held }) },
-  { label: "queue join", method: "POST", path: () => "/scheduler/queue/join", as: "user", base: () => ({ pool: W.pool, durationMinutes: 5 }) },
-  { label: "reserve", method: "POST", path: () => "/scheduler/reservations", as: "user", base: () => ({ pool: W.pool, startAt: Date.now() + 3_600_000, durationMinutes: 30 }) },
-  { label: "reservation check", method: "POST", path: () => "/scheduler/reservations/check", as: "user", base: () => ({ pool: W.pool, startAt: Date.now() + 3_600_000, durationMinutes: 30 }) },
   {
-    label: "app event", method: "POST", path: () => "/api/internal/events", as: "service",
-    base: () => ({ type: "app.updated", eventId: "bi-never-sent", data: { userId: W.user, appId: "a", appName: "A", deviceId: W.held, oldVersion: "1", newVersion: "2" } }),
+    label: "allocate",
+    method: "POST",
+    path: () => "/scheduler/devices/allocate",
+    as: "user",
+    base: () => ({ pool: W.pool, durationMinutes: 5 }),
+  },
+  {
+    label: "release",
+    method: "POST",
+    path: () => "/scheduler/devices/release",
+    as: "user",
+    base: () => ({ deviceId: W.held }),
+  },
+  {
+    label: "extend",
+    method: "PUT",
+    path: () => `/scheduler/allocations/${W.allocationId}/extend`,
+    as: "user",
+    base: () => ({ additionalMinutes: 5 }),
+  },
+  {
+    label: "quota update",
+    method: "PUT",
+    path: () => `/quotas/user/${W.user}`,
+    as: "admin",
+    base: () => ({ plan: "pro" }),
+  },
+  {
+    label: "quota renew",
+    method: "POST",
+    path: () => `/quotas/renew/${W.user}`,
+    as: "admin",
+    base: () => ({ extensionDays: 5 }),
+  },
+  {
+    label: "register device",
+    method: "POST",
+    path: () => "/admin/devices",
+    as: "admin",
+    base: () => ({ deviceId: "bi-never-registered", pool: W.pool, cpuCores: 1, memoryMB: 1, storageMB: 1 }),
+  },
+  {
+    label: "update device",
+    method: "PATCH",
+    path: () => `/admin/devices/${W.free1}`,
+    as: "admin",
+    base: () => ({ node: "bi-node-x" }),
+  },
+  {
+    label: "pool strategy",
+    method: "PUT",
+    path: () => `/admin/pools/${W.pool}`,
+    as: "admin",
+    base: () => ({ strategy: "spread" }),
+  },
+  {
+    label: "top-up",
+    method: "POST",
+    path: () => `/billing/users/${W.user}/top-ups`,
+    as: "admin",
+    base: () => ({ amount: 100, paymentId: "bi-never-paid", paymentMethod: "card" }),
+  },
+  {
+    label: "pricing plan",
+    method: "PUT",
+    path: () => "/admin/billing/pricing-plans/bi-never-plan",
+    as: "admin",
+    base: planBody,
+  },
+  {
+    label: "account plan",
+    method: "PUT",
+    path: () => `/admin/billing/users/${W.user}/plan`,
+    as: "admin",
+    base: () => ({ planId: "bi-never-plan" }),
+  },
+  {
+    label: "adjustment",
+    method: "POST",
+    path: () => `/admin/billing/users/${W.user}/adjustments`,
+    as: "admin",
+    base: () => ({ amount: -5, adjustmentId: "bi-never-adj", memo: "x" }),
+  },
+  {
+    label: "dead-letter replay",
+    method: "POST",
+    path: () => "/admin/billing/failed-usage/replay",
+    as: "admin",
+    base: () => ({ allocationIds: [W.deadLetter] }),
+  },
+  {
+    label: "reconcile",
+    method: "POST",
+    path: () => "/admin/billing/reconcile",
+    as: "admin",
+    base: () => ({ userId: W.user, heal: true }),
+  },
+  {
+    label: "invoice run",
+    method: "POST",
+    path: () => "/admin/billing/invoices/run",
+    as: "admin",
+    base: () => ({ period: "2002-02" }),
+  },
+  {
+    label: "internal usage",
+    method: "POST",
+    path: () => "/api/internal/metering/device-usage",
+    as: "service",
+    base: () => usage({ allocationId: "bi-never-used" }),
+  },
+  {
+    label: "feed ticket",
+    method: "POST",
+    path: () => "/ws/ticket",
+    as: "user",
+    base: () => ({ feed: "device", deviceId: W.held }),
+  },
+  {
+    label: "queue join",
+    method: "POST",
+    path: () => "/scheduler/queue/join",
+    as: "user",
+    base: () => ({ pool: W.pool, durationMinutes: 5 }),
+  },
+  {
+    label: "reserve",
+    method: "POST",
+    path: () => "/scheduler/reservations",
+    as: "user",
+    base: () => ({ pool: W.pool, startAt: Date.now() + 3_600_000, durationMinutes: 30 }),
+  },
+  {
+    label: "reservation check",
+    method: "POST",
+    path: () => "/scheduler/reservations/check",
+    as: "user",
+    base: () => ({ pool: W.pool, startAt: Date.now() + 3_600_000, durationMinutes: 30 }),
+  },
+  {
+    label: "app event",
+    method: "POST",
+    path: () => "/api/internal/events",
+    as: "service",
+    base: () => ({
+      type: "app.updated",
+      eventId: "bi-never-sent",
+      data: { userId: W.user, appId: "a", appName: "A", deviceId: W.held, oldVersion: "1", newVersion: "2" },
+    }),
   },
 ];
 
-const JUNK_JSON = ["{", "nul", "[]", '"str"', "null", "1", "true", "", " ", '{"a":}', "{}}", "{'a':1}", "\u0000", "[".repeat(5000), '{"a":1,}', "undefined", "{\"a\":1}{\"b\":2}"];
+const JUNK_JSON = [
+  "{",
+  "nul",
+  "[]",
+  '"str"',
+  "null",
+  "1",
+  "true",
+  "",
+  " ",
+  '{"a":}',
+  "{}}",
+  "{'a':1}",
+  "\u0000",
+  "[".repeat(5000),
+  '{"a":1,}',
+  "undefined",
+  '{"a":1}{"b":2}',
+];
 
 function genericBodyCases(r: BodyRoute): Case[] {
   const route = { method: r.method, path: r.path, as: r.as };
   const out: Case[] = [];
   for (const j of JUNK_JSON)
-    out.push({ ...route, name: `junk JSON ${JSON.stringify(j.slice(0, 12))}`, raw: () => j, headers: JSON_CT, status: 400, code: ["INVALID_JSON", "VALIDATION_FAILED"], objects: true });
-  out.push({ ...route, name: "unknown extra field", body: () => ({ ...r.base(), extra: 1 }), status: 400, code: "VALIDATION_FAILED", objects: true });
-  out.push({ ...route, name: "__proto__ key", raw: () => JSON.stringify(r.base()).replace(/^\{/, '{"__proto__":{"admin":true},'), headers: JSON_CT, status: 400, code: "VALIDATION_FAILED", objects: true });
-  out.push({ ...route, name: "constructor key", body: () => ({ ...r.base(), constructor: { prototype: 1 } }), status: 400, code: "VALIDATION_FAILED", objects: true });
-  for (const [ct, name] of [["text/plain", "text/plain"], ["application/x-www-form-urlencoded", "form"], ["multipart/form-data; boundary=x", "multipart"], ["application/xml", "xml"], ["json", "bare json"]] as const)
-    out.push({ ...route, name: `Content-Type ${name} with a JSON body`, raw: () => JSON.stringify(r.base()), headers: { "Content-Type": ct }, status: 415, code: "UNSUPPORTED_MEDIA_TYPE", objects: true });
-  out.push({ ...route, name: "no Content-Type with a JSON body", raw: () => JSON.stringify(r.base()), status: 415, code: "UNSUPPORTED_MEDIA_TYPE", objects: true });
-  out.push({ ...route, name: "body > 64 KiB", body: () => ({ ...r.base(), pad: "a".repeat(64 * 1024) }), status: 413, code: "PAYLOAD_TOO_LARGE", objects: true });
-  out.push({ ...route, name: "1 MiB body", raw: () => `{"pad":"${"b".repeat(1024 * 1024)}"}`, headers: JSON_CT, status: 413, code: "PAYLOAD_TOO_LARGE", objects: true });
+    out.push({
+      ...route,
+      name: `junk JSON ${JSON.stringify(j.slice(0, 12))}`,
+      raw: () => j,
+      headers: JSON_CT,
+      status: 400,
+      code: ["INVALID_JSON", "VALIDATION_FAILED"],
+      objects: true,
+    });
   out.push({
-    ...route, name: "streamed body > 64 KiB (no Content-Length)",
+    ...route,
+    name: "unknown extra field",
+    body: () => ({ ...r.base(), extra: 1 }),
+    status: 400,
+    code: "VALIDATION_FAILED",
+    objects: true,
+  });
+  out.push({
+    ...route,
+    name: "__proto__ key",
+    raw: () => JSON.stringify(r.base()).replace(/^\{/, '{"__proto__":{"admin":true},'),
+    headers: JSON_CT,
+    status: 400,
+    code: "VALIDATION_FAILED",
+    objects: true,
+  });
+  out.push({
+    ...route,
+    name: "constructor key",
+    body: () => ({ ...r.base(), constructor: { prototype: 1 } }),
+    status: 400,
+    code: "VALIDATION_FAILED",
+    objects: true,
+  });
+  for (const [ct, name] of [
+    ["text/plain", "text/plain"],
+    ["application/x-www-form-urlencoded", "form"],
+    ["multipart/form-data; boundary=x", "multipart"],
+    ["application/xml", "xml"],
+    ["json", "bare json"],
+  ] as const)
+    out.push({
+      ...route,
+      name: `Content-Type ${name} with a JSON body`,
+      raw: () => JSON.stringify(r.base()),
+      headers: { "Content-Type": ct },
+      status: 415,
+      code: "UNSUPPORTED_MEDIA_TYPE",
+      objects: true,
+    });
+  out.push({
+    ...route,
+    name: "no Content-Type with a JSON body",
+    raw: () => JSON.stringify(r.base()),
+    status: 415,
+    code: "UNSUPPORTED_MEDIA_TYPE",
+    objects: true,
+  });
+  out.push({
+    ...route,
+    name: "body > 64 KiB",
+    body: () => ({ ...r.base(), pad: "a".repeat(64 * 1024) }),
+    status: 413,
+    code: "PAYLOAD_TOO_LARGE",
+    objects: true,
+  });
+  out.push({
+    ...route,
+    name: "1 MiB body",
+    raw: () => `{"pad":"${"b".repeat(1024 * 1024)}"}`,
+    headers: JSON_CT,
+    status: 413,
+    code: "PAYLOAD_TOO_LARGE",
+    objects: true,
+  });
+  out.push({
+    ...route,
+    name: "streamed body > 64 KiB (no Content-Length)",
     raw: () => {
       const chunk = new TextEncoder().encode(`{"pad":"${"c".repeat(80 * 1024)}"}`);
-      return new ReadableStream({ start(c) { c.enqueue(chunk); c.close(); } });
+      return new ReadableStream({
+        start(c) {
+          c.enqueue(chunk);
+          c.close();
+        },
+      });
     },
-    headers: JSON_CT, status: 413, code: "PAYLOAD_TOO_LARGE", objects: true,
+    headers: JSON_CT,
+    status: 413,
+    code: "PAYLOAD_TOO_LARGE",
+    objects: true,
   });
   return out;
 }
@@ -357,14 +651,57 @@ function buildCases(): [string, Case[]][] {
       ...fieldCases(alloc, allocBase, "durationSeconds", [0, -5, 1.5, "10", 86_401, null, 1e308]),
       ...fieldCases(alloc, allocBase, "pool", BAD_ID_VALUES),
       ...fieldCases(alloc, allocBase, "userId", BAD_ID_VALUES),
-      ...fieldCases(alloc, allocBase, "spec", ["big", [], null, 5, { cpuCores: -1 }, { cpuCores: 1.5 }, { cpuCores: 1025 }, { cpuCores: "2" }, { gpu: 1 }, { memoryMB: 1e308 }, { storageMB: -0.5 }]),
+      ...fieldCases(alloc, allocBase, "spec", [
+        "big",
+        [],
+        null,
+        5,
+        { cpuCores: -1 },
+        { cpuCores: 1.5 },
+        { cpuCores: 1025 },
+        { cpuCores: "2" },
+        { gpu: 1 },
+        { memoryMB: 1e308 },
+        { storageMB: -0.5 },
+      ]),
       ...fieldCases(alloc, allocBase, "idempotencyKey", ["", "k".repeat(201), 5, null, [], {}]),
       // Valid by schema, refused by the service: still nothing changes.
-      { ...alloc, name: "pool that does not exist", body: () => ({ pool: uid("bi-nopool"), durationMinutes: 5 }), status: 404, code: "POOL_NOT_FOUND" },
-      { ...alloc, name: "spec above the plan's per-device limit", body: () => ({ pool: W.pool, spec: { cpuCores: 1024 } }), status: 409, code: "QUOTA_PER_DEVICE_EXCEEDED" },
-      { ...alloc, name: "spec no device of the pool has", body: () => ({ pool: W.pool, spec: { cpuCores: 3 } }), status: 409, code: "NO_DEVICE_AVAILABLE" },
-      { ...alloc, name: "idempotency key reused with other parameters", body: () => ({ pool: W.pool, durationMinutes: 7, idempotencyKey: "bi-key-1" }), status: 409, code: "IDEMPOTENCY_KEY_REUSED" },
-      { ...alloc, name: "admin-only userId naming another user", body: () => ({ ...allocBase(), userId: W.other }), status: 403, code: "FORBIDDEN", objects: true },
+      {
+        ...alloc,
+        name: "pool that does not exist",
+        body: () => ({ pool: uid("bi-nopool"), durationMinutes: 5 }),
+        status: 404,
+        code: "POOL_NOT_FOUND",
+      },
+      {
+        ...alloc,
+        name: "spec above the plan's per-device limit",
+        body: () => ({ pool: W.pool, spec: { cpuCores: 1024 } }),
+        status: 409,
+        code: "QUOTA_PER_DEVICE_EXCEEDED",
+      },
+      {
+        ...alloc,
+        name: "spec no device of the pool has",
+        body: () => ({ pool: W.pool, spec: { cpuCores: 3 } }),
+        status: 409,
+        code: "NO_DEVICE_AVAILABLE",
+      },
+      {
+        ...alloc,
+        name: "idempotency key reused with other parameters",
+        body: () => ({ pool: W.pool, durationMinutes: 7, idempotencyKey: "bi-key-1" }),
+        status: 409,
+        code: "IDEMPOTENCY_KEY_REUSED",
+      },
+      {
+        ...alloc,
+        name: "admin-only userId naming another user",
+        body: () => ({ ...allocBase(), userId: W.other }),
+        status: 403,
+        code: "FORBIDDEN",
+        objects: true,
+      },
     ],
   ]);
 
@@ -377,10 +714,31 @@ function buildCases(): [string, Case[]][] {
       ...fieldCases(rel, relBase, "deviceId", BAD_ID_VALUES),
       ...fieldCases(rel, relBase, "userId", BAD_ID_VALUES),
       { ...rel, name: "a free device", body: () => ({ deviceId: W.free1 }), status: 404, code: "ALLOCATION_NOT_FOUND" },
-      { ...rel, name: "a device that does not exist", body: () => ({ deviceId: "bi-no-such-device" }), status: 404, code: "ALLOCATION_NOT_FOUND" },
+      {
+        ...rel,
+        name: "a device that does not exist",
+        body: () => ({ deviceId: "bi-no-such-device" }),
+        status: 404,
+        code: "ALLOCATION_NOT_FOUND",
+      },
       // Not the holder: told "not found", and the holder keeps the device.
-      { ...rel, as: "other", name: "the holder's device, by another user", body: () => ({ deviceId: W.held }), status: 404, code: "ALLOCATION_NOT_FOUND" },
-      { ...rel, as: "other", name: "the holder's device, by another user naming the holder", body: () => ({ deviceId: W.held, userId: W.user }), status: 403, code: "FORBIDDEN", objects: true },
+      {
+        ...rel,
+        as: "other",
+        name: "the holder's device, by another user",
+        body: () => ({ deviceId: W.held }),
+        status: 404,
+        code: "ALLOCATION_NOT_FOUND",
+      },
+      {
+        ...rel,
+        as: "other",
+        name: "the holder's device, by another user naming the holder",
+        body: () => ({ deviceId: W.held, userId: W.user }),
+        status: 403,
+        code: "FORBIDDEN",
+        objects: true,
+      },
     ],
   ]);
 
@@ -392,11 +750,31 @@ function buildCases(): [string, Case[]][] {
       ...missingCases(ext, extBase, ["additionalMinutes"]),
       ...fieldCases(ext, extBase, "additionalMinutes", BAD_DURATIONS),
       ...rawFieldCases(ext, extBase, "additionalMinutes", BAD_RAW_NUMBERS),
-      { ...ext, name: "more minutes than the free plan allows per extend", body: () => ({ additionalMinutes: 31 }), status: 409, code: "EXTEND_TOO_LONG" },
-      { ...ext, as: "other", name: "the holder's allocation, by another user", body: extBase, status: 404, code: "ALLOCATION_NOT_FOUND", objects: true },
+      {
+        ...ext,
+        name: "more minutes than the free plan allows per extend",
+        body: () => ({ additionalMinutes: 31 }),
+        status: 409,
+        code: "EXTEND_TOO_LONG",
+      },
+      {
+        ...ext,
+        as: "other",
+        name: "the holder's allocation, by another user",
+        body: extBase,
+        status: 404,
+        code: "ALLOCATION_NOT_FOUND",
+        objects: true,
+      },
       ...allocationIdCases().map(([name, id, status]): Case => ({
-        method: "PUT", path: () => `/scheduler/allocations/${id()}/extend`, as: "user", name: `allocation id: ${name}`, body: extBase,
-        status, code: status === 404 ? "ALLOCATION_NOT_FOUND" : "VALIDATION_FAILED", objects: true,
+        method: "PUT",
+        path: () => `/scheduler/allocations/${id()}/extend`,
+        as: "user",
+        name: `allocation id: ${name}`,
+        body: extBase,
+        status,
+        code: status === 404 ? "ALLOCATION_NOT_FOUND" : "VALIDATION_FAILED",
+        objects: true,
       })),
     ],
   ]);
@@ -405,47 +783,125 @@ function buildCases(): [string, Case[]][] {
     "get allocation: ids",
     [
       ...allocationIdCases().map(([name, id, status]): Case => ({
-        method: "GET", path: () => `/scheduler/allocations/${id()}`, as: "user", name: `as user: ${name}`,
-        status, code: status === 404 ? "ALLOCATION_NOT_FOUND" : "VALIDATION_FAILED", objects: true,
+        method: "GET",
+        path: () => `/scheduler/allocations/${id()}`,
+        as: "user",
+        name: `as user: ${name}`,
+        status,
+        code: status === 404 ? "ALLOCATION_NOT_FOUND" : "VALIDATION_FAILED",
+        objects: true,
       })),
       // Admins may read anyone's allocation, so a forged id naming a user that cannot exist must still not reach an object.
-      ...[["invalid UTF-8", INVALID_UTF8], ["slash path", b64url("../x/y")], ["NUL", b64url("\u0000")], ["unicode", b64url("é/x")], ["129 chars", b64url("u".repeat(129))]].map(
-        ([name, part]): Case => ({
-          method: "GET", path: () => `/scheduler/allocations/alc_${part}_${HEX24}`, as: "admin", name: `as admin, forged for a user id that cannot exist: ${name}`,
-          status: 404, code: "ALLOCATION_NOT_FOUND", objects: true,
-        }),
-      ),
+      ...[
+        ["invalid UTF-8", INVALID_UTF8],
+        ["slash path", b64url("../x/y")],
+        ["NUL", b64url("\u0000")],
+        ["unicode", b64url("é/x")],
+        ["129 chars", b64url("u".repeat(129))],
+      ].map(([name, part]): Case => ({
+        method: "GET",
+        path: () => `/scheduler/allocations/alc_${part}_${HEX24}`,
+        as: "admin",
+        name: `as admin, forged for a user id that cannot exist: ${name}`,
+        status: 404,
+        code: "ALLOCATION_NOT_FOUND",
+        objects: true,
+      })),
     ],
   ]);
 
-  const q = (method: string, path: () => string, as: As, name: string, status = 400, code: string | string[] = "VALIDATION_FAILED", objects = true): Case => ({ method, path, as, name, status, code, objects });
-  const qs = (base: () => string, as: As, params: string[]) => params.map((p) => q("GET", () => `${base()}${base().includes("?") ? "&" : "?"}${p}`, as, p));
+  const q = (
+    method: string,
+    path: () => string,
+    as: As,
+    name: string,
+    status = 400,
+    code: string | string[] = "VALIDATION_FAILED",
+    objects = true,
+  ): Case => ({ method, path, as, name, status, code, objects });
+  const qs = (base: () => string, as: As, params: string[]) =>
+    params.map((p) => q("GET", () => `${base()}${base().includes("?") ? "&" : "?"}${p}`, as, p));
   const base = (s: string) => () => s;
   groups.push([
     "list allocations: query",
     qs(base("/scheduler/allocations"), "user", [
-      "limit=0", "limit=201", "limit=10000", "limit=-1", "limit=1.5", "limit=abc", "limit=", "limit=1e3", "limit=1&limit=2", "limit=Infinity",
-      "status=bogus", "status=ACTIVE", "status=", "status=aborted",
-      "cursor=garbage", "cursor=1.", "cursor=.5", "cursor=", `cursor=${"1".repeat(290)}.${"x".repeat(20)}`, "cursor=-1.x", "cursor=abc.def",
-      `userId=${pct("a/b")}`, "userId=", `userId=${"u".repeat(129)}`, `userId=${pct("é")}`, "userId=%E0%A4%A",
-      "extra=1", "userid=x", "limit=10&foo=bar",
+      "limit=0",
+      "limit=201",
+      "limit=10000",
+      "limit=-1",
+      "limit=1.5",
+      "limit=abc",
+      "limit=",
+      "limit=1e3",
+      "limit=1&limit=2",
+      "limit=Infinity",
+      "status=bogus",
+      "status=ACTIVE",
+      "status=",
+      "status=aborted",
+      "cursor=garbage",
+      "cursor=1.",
+      "cursor=.5",
+      "cursor=",
+      `cursor=${"1".repeat(290)}.${"x".repeat(20)}`,
+      "cursor=-1.x",
+      "cursor=abc.def",
+      `userId=${pct("a/b")}`,
+      "userId=",
+      `userId=${"u".repeat(129)}`,
+      `userId=${pct("é")}`,
+      "userId=%E0%A4%A",
+      "extra=1",
+      "userid=x",
+      "limit=10&foo=bar",
     ]),
   ]);
   groups.push([
     "available devices: query",
     [
-      ...qs(base("/scheduler/devices/available"), "user", [`pool=${pct("a/b")}`, "pool=", `pool=${"p".repeat(129)}`, `cursor=${pct("a/b")}`, "limit=0", "limit=201", "limit=x", "extra=1", "status=allocated"]),
-      q("GET", () => `/scheduler/devices/available?pool=${uid("bi-nopool")}`, "user", "pool that does not exist", 404, "POOL_NOT_FOUND", false),
+      ...qs(base("/scheduler/devices/available"), "user", [
+        `pool=${pct("a/b")}`,
+        "pool=",
+        `pool=${"p".repeat(129)}`,
+        `cursor=${pct("a/b")}`,
+        "limit=0",
+        "limit=201",
+        "limit=x",
+        "extra=1",
+        "status=allocated",
+      ]),
+      q(
+        "GET",
+        () => `/scheduler/devices/available?pool=${uid("bi-nopool")}`,
+        "user",
+        "pool that does not exist",
+        404,
+        "POOL_NOT_FOUND",
+        false,
+      ),
     ],
   ]);
   groups.push([
     "events: query",
     qs(base("/scheduler/events"), "user", [
-      "since=-1", "since=abc", "since=1.5", "since=1e20", "since=99999999999999999999", "limit=0", "limit=10000", "limit=-5",
-      `userId=${pct("a/b")}`, `userId=${pct("\u0000")}`, "extra=1", "since=1&since=2",
+      "since=-1",
+      "since=abc",
+      "since=1.5",
+      "since=1e20",
+      "since=99999999999999999999",
+      "limit=0",
+      "limit=10000",
+      "limit=-5",
+      `userId=${pct("a/b")}`,
+      `userId=${pct("\u0000")}`,
+      "extra=1",
+      "since=1&since=2",
     ]),
   ]);
-  groups.push(["events: another user's log", [q("GET", () => `/scheduler/events?userId=${W.other}`, "user", "userId=other", 403, "FORBIDDEN")]]);
+  groups.push([
+    "events: another user's log",
+    [q("GET", () => `/scheduler/events?userId=${W.other}`, "user", "userId=other", 403, "FORBIDDEN")],
+  ]);
 
   // Path ids of every id route.
   const idRoutes: [string, string, (id: string) => string, As, (() => unknown) | undefined][] = [
@@ -466,11 +922,34 @@ function buildCases(): [string, Case[]][] {
   ];
   for (const [method, label, path, as, body] of idRoutes) {
     const cases: Case[] = BAD_IDS.filter(([n]) => n !== "empty").map(([n, v]) => ({
-      method, path: () => path(pct(v)), as, body, name: `id ${n}`, status: 400, code: "VALIDATION_FAILED", objects: true,
+      method,
+      path: () => path(pct(v)),
+      as,
+      body,
+      name: `id ${n}`,
+      status: 400,
+      code: "VALIDATION_FAILED",
+      objects: true,
     }));
-    cases.push({ method, path: () => path("%E0%A4%A"), as, body, name: "id with a malformed percent escape", status: 400, code: "VALIDATION_FAILED", objects: true });
-    cases.push({ method, path: () => path("bi-unknown-id"), as, body, name: "a valid id that names nothing", objects: false,
-      status: label.startsWith("quota") ? 200 : 404 });
+    cases.push({
+      method,
+      path: () => path("%E0%A4%A"),
+      as,
+      body,
+      name: "id with a malformed percent escape",
+      status: 400,
+      code: "VALIDATION_FAILED",
+      objects: true,
+    });
+    cases.push({
+      method,
+      path: () => path("bi-unknown-id"),
+      as,
+      body,
+      name: "a valid id that names nothing",
+      objects: false,
+      status: label.startsWith("quota") ? 200 : 404,
+    });
     groups.push([`${label}: path id`, label.startsWith("quota") ? cases.filter((c) => c.status !== 200) : cases]);
   }
 
@@ -485,13 +964,34 @@ function buildCases(): [string, Case[]][] {
   ] as const) {
     const prefix = label.startsWith("queue") ? "que" : "rsv";
     const ids: [string, () => string][] = [
-      ["garbage", () => "garbage"], ["prefix only", () => `${prefix}_`], ["forged in the user's pool", () => `${prefix}_${b64url(W.pool)}_${HEX}`],
-      ["the other kind's prefix", () => `${prefix === "que" ? "rsv" : "que"}_${b64url(W.pool)}_${HEX}`], ["pool part decodes to a slash path", () => `${prefix}_${b64url("../x")}_${HEX}`],
-      ["pool part decodes to invalid UTF-8", () => `${prefix}_${INVALID_UTF8}_${HEX}`], ["an allocation id", () => W.allocationId], ["encoded slash", () => pct("a/b")],
+      ["garbage", () => "garbage"],
+      ["prefix only", () => `${prefix}_`],
+      ["forged in the user's pool", () => `${prefix}_${b64url(W.pool)}_${HEX}`],
+      ["the other kind's prefix", () => `${prefix === "que" ? "rsv" : "que"}_${b64url(W.pool)}_${HEX}`],
+      ["pool part decodes to a slash path", () => `${prefix}_${b64url("../x")}_${HEX}`],
+      ["pool part decodes to invalid UTF-8", () => `${prefix}_${INVALID_UTF8}_${HEX}`],
+      ["an allocation id", () => W.allocationId],
+      ["encoded slash", () => pct("a/b")],
       ["malformed percent escape", () => "%E0%A4%A"],
     ];
-    const cases: Case[] = ids.map(([n, id]) => ({ method, path: () => path(id()), as: "user", name: `id ${n}`, status: 404, code, objects: !n.startsWith("forged") }));
-    cases.push({ method, path: () => path("a".repeat(401)), as: "user", name: "id of 401 chars", status: 400, code: "VALIDATION_FAILED", objects: true });
+    const cases: Case[] = ids.map(([n, id]) => ({
+      method,
+      path: () => path(id()),
+      as: "user",
+      name: `id ${n}`,
+      status: 404,
+      code,
+      objects: !n.startsWith("forged"),
+    }));
+    cases.push({
+      method,
+      path: () => path("a".repeat(401)),
+      as: "user",
+      name: "id of 401 chars",
+      status: 400,
+      code: "VALIDATION_FAILED",
+      objects: true,
+    });
     groups.push([`${label}: path id`, cases]);
   }
   const qj = { method: "POST", path: () => "/scheduler/queue/join", as: "user" as As };
@@ -507,28 +1007,88 @@ function buildCases(): [string, Case[]][] {
       ...fieldCases(qj, qjBase, "userId", BAD_ID_VALUES),
       ...fieldCases(qj, qjBase, "spec", ["big", null, { cpuCores: -1 }, { gpu: 1 }]),
       // Valid by schema, refused by the service: still nothing changes.
-      { ...qj, name: "priority above the plan's", body: () => ({ ...qjBase(), priority: 3 }), status: 403, code: "PRIORITY_NOT_ALLOWED" },
-      { ...qj, name: "another user's account", body: () => ({ ...qjBase(), userId: W.other }), status: 403, code: "FORBIDDEN" },
-      { ...qj, name: "a spec no device has", body: () => ({ ...qjBase(), spec: { cpuCores: 4 } }), status: 409, code: "NO_MATCHING_DEVICE" },
+      {
+        ...qj,
+        name: "priority above the plan's",
+        body: () => ({ ...qjBase(), priority: 3 }),
+        status: 403,
+        code: "PRIORITY_NOT_ALLOWED",
+      },
+      {
+        ...qj,
+        name: "another user's account",
+        body: () => ({ ...qjBase(), userId: W.other }),
+        status: 403,
+        code: "FORBIDDEN",
+      },
+      {
+        ...qj,
+        name: "a spec no device has",
+        body: () => ({ ...qjBase(), spec: { cpuCores: 4 } }),
+        status: 409,
+        code: "NO_MATCHING_DEVICE",
+      },
     ],
   ]);
   const rs = { method: "POST", path: () => "/scheduler/reservations", as: "user" as As };
   const rsBase = () => ({ pool: W.pool, startAt: Date.now() + 3_600_000, durationMinutes: 30 });
   const rsc = { ...rs, path: () => "/scheduler/reservations/check" };
   const windowCases = (r: typeof rs, label: string): Case[] => [
-    ...fieldCases(r, rsBase, "startAt", ["tomorrow", "", "2021-02-30T00:00:00Z", "2021-01-01T00:00:00", "2021-13-01T00:00:00Z", -1, 1.5, 8.64e15 + 1, null, true, [], {}]),
+    ...fieldCases(r, rsBase, "startAt", [
+      "tomorrow",
+      "",
+      "2021-02-30T00:00:00Z",
+      "2021-01-01T00:00:00",
+      "2021-13-01T00:00:00Z",
+      -1,
+      1.5,
+      8.64e15 + 1,
+      null,
+      true,
+      [],
+      {},
+    ]),
     ...fieldCases(r, rsBase, "durationMinutes", BAD_DURATIONS),
     ...fieldCases(r, rsBase, "pool", BAD_ID_VALUES),
     ...fieldCases(r, rsBase, "userId", BAD_ID_VALUES),
     ...missingCases(r, rsBase, ["startAt"]),
-    { ...r, name: `${label}: a start in the past`, body: () => ({ ...rsBase(), startAt: Date.now() - 60_000 }), status: 400, code: "RESERVATION_IN_PAST" },
-    { ...r, name: `${label}: a start beyond 30 days`, body: () => ({ ...rsBase(), startAt: Date.now() + 31 * 86_400_000 }), status: 400, code: "RESERVATION_TOO_FAR" },
-    { ...r, name: `${label}: another user's account`, body: () => ({ ...rsBase(), userId: W.other }), status: 403, code: "FORBIDDEN" },
+    {
+      ...r,
+      name: `${label}: a start in the past`,
+      body: () => ({ ...rsBase(), startAt: Date.now() - 60_000 }),
+      status: 400,
+      code: "RESERVATION_IN_PAST",
+    },
+    {
+      ...r,
+      name: `${label}: a start beyond 30 days`,
+      body: () => ({ ...rsBase(), startAt: Date.now() + 31 * 86_400_000 }),
+      status: 400,
+      code: "RESERVATION_TOO_FAR",
+    },
+    {
+      ...r,
+      name: `${label}: another user's account`,
+      body: () => ({ ...rsBase(), userId: W.other }),
+      status: 403,
+      code: "FORBIDDEN",
+    },
   ];
-  groups.push(["reserve: fields", [...windowCases(rs, "reserve"), ...fieldCases(rs, rsBase, "reminderMinutes", [-1, 1441, 1.5, "15", null])]]);
+  groups.push([
+    "reserve: fields",
+    [...windowCases(rs, "reserve"), ...fieldCases(rs, rsBase, "reminderMinutes", [-1, 1441, 1.5, "15", null])],
+  ]);
   groups.push(["reservation check: fields", [...windowCases(rsc, "check"), ...fieldCases(rsc, rsBase, "reminderMinutes", [15])]]);
 
-  const adm = (method: string, path: () => string, name: string, body: () => unknown, status?: number, code?: string | string[]): Case => ({ method, path, as: "admin", name, body, status, code });
+  const adm = (method: string, path: () => string, name: string, body: () => unknown, status?: number, code?: string | string[]): Case => ({
+    method,
+    path,
+    as: "admin",
+    name,
+    body,
+    status,
+    code,
+  });
   const quotaBase = () => ({ plan: "pro" });
   const qu = { method: "PUT", path: () => `/quotas/user/${W.user}`, as: "admin" as As };
   groups.push([
@@ -536,13 +1096,41 @@ function buildCases(): [string, Case[]][] {
     [
       { ...qu, name: "empty object", body: () => ({}), status: 400, code: "VALIDATION_FAILED", objects: true },
       ...fieldCases(qu, quotaBase, "plan", ["platinum", "", "PRO", 1, null, []]),
-      ...fieldCases(qu, quotaBase, "limits", ["x", [], null, 5, { maxDevices: -1 }, { maxDevices: 1.5 }, { maxDevices: 100_001 }, { maxDevices: "2" }, { bogus: 1 }, { maxCpuCores: 1e308 }, { maxDevices: null }]),
+      ...fieldCases(qu, quotaBase, "limits", [
+        "x",
+        [],
+        null,
+        5,
+        { maxDevices: -1 },
+        { maxDevices: 1.5 },
+        { maxDevices: 100_001 },
+        { maxDevices: "2" },
+        { bogus: 1 },
+        { maxCpuCores: 1e308 },
+        { maxDevices: null },
+      ]),
       ...fieldCases(qu, quotaBase, "suspended", ["yes", 1, 0, null, "true"]),
-      ...fieldCases(qu, quotaBase, "validUntil", ["tomorrow", 123, "", "2021-02-30T00:00:00Z", "2021-01-01", "2021-01-01T00:00:00", "2021-13-01T00:00:00Z", "2021-01-01T25:00:00Z", null]),
+      ...fieldCases(qu, quotaBase, "validUntil", [
+        "tomorrow",
+        123,
+        "",
+        "2021-02-30T00:00:00Z",
+        "2021-01-01",
+        "2021-01-01T00:00:00",
+        "2021-13-01T00:00:00Z",
+        "2021-01-01T25:00:00Z",
+        null,
+      ]),
     ],
   ]);
   const rn = { method: "POST", path: () => `/quotas/renew/${W.user}`, as: "admin" as As };
-  groups.push(["quota renew: fields", [...fieldCases(rn, () => ({}), "extensionDays", [0, 3651, -1, 1.5, "30", null, 1e308, true]), ...rawFieldCases(rn, () => ({}), "extensionDays", BAD_RAW_NUMBERS)]]);
+  groups.push([
+    "quota renew: fields",
+    [
+      ...fieldCases(rn, () => ({}), "extensionDays", [0, 3651, -1, 1.5, "30", null, 1e308, true]),
+      ...rawFieldCases(rn, () => ({}), "extensionDays", BAD_RAW_NUMBERS),
+    ],
+  ]);
 
   const reg = { method: "POST", path: () => "/admin/devices", as: "admin" as As };
   const regBase = () => ({ deviceId: "bi-never-registered", pool: W.pool, cpuCores: 1, memoryMB: 1, storageMB: 1 });
@@ -557,8 +1145,22 @@ function buildCases(): [string, Case[]][] {
       ...fieldCases(reg, regBase, "memoryMB", [0, 16_777_217, -1, 1.5, "1024", null]),
       ...fieldCases(reg, regBase, "storageMB", [0, 1_073_741_825, -1, 2.5, "1", null]),
       ...fieldCases(reg, regBase, "status", ["allocated", "available"]),
-      adm("POST", () => "/admin/devices", "a device id already registered", () => ({ ...regBase(), deviceId: W.free1 }), 409, "DEVICE_EXISTS"),
-      adm("POST", () => "/admin/devices", "the held device's id", () => ({ ...regBase(), deviceId: W.held, pool: uid("bi-steal") }), 409, "DEVICE_EXISTS"),
+      adm(
+        "POST",
+        () => "/admin/devices",
+        "a device id already registered",
+        () => ({ ...regBase(), deviceId: W.free1 }),
+        409,
+        "DEVICE_EXISTS",
+      ),
+      adm(
+        "POST",
+        () => "/admin/devices",
+        "the held device's id",
+        () => ({ ...regBase(), deviceId: W.held, pool: uid("bi-steal") }),
+        409,
+        "DEVICE_EXISTS",
+      ),
     ],
   ]);
   const upd = { method: "PATCH", path: () => `/admin/devices/${W.free1}`, as: "admin" as As };
@@ -572,13 +1174,35 @@ function buildCases(): [string, Case[]][] {
       ...fieldCases(upd, updBase, "cpuCores", [0, 1025, 1.5, "2", null]),
       ...fieldCases(upd, updBase, "status", ["maintenance"]),
       ...fieldCases(upd, updBase, "deviceId", ["renamed"]),
-      adm("PATCH", () => `/admin/devices/${W.held}`, "spec of an allocated device", () => ({ cpuCores: 4 }), 409, "DEVICE_BUSY"),
-      adm("PATCH", () => `/admin/devices/${W.held}`, "pool of an allocated device", () => ({ pool: uid("bi-move") }), 409, "DEVICE_BUSY"),
+      adm(
+        "PATCH",
+        () => `/admin/devices/${W.held}`,
+        "spec of an allocated device",
+        () => ({ cpuCores: 4 }),
+        409,
+        "DEVICE_BUSY",
+      ),
+      adm(
+        "PATCH",
+        () => `/admin/devices/${W.held}`,
+        "pool of an allocated device",
+        () => ({ pool: uid("bi-move") }),
+        409,
+        "DEVICE_BUSY",
+      ),
     ],
   ]);
   groups.push([
     "device actions refused by state",
-    [adm("POST", () => `/admin/devices/${W.free1}/force-release`, "force-release a free device", () => undefined, 409)],
+    [
+      adm(
+        "POST",
+        () => `/admin/devices/${W.free1}/force-release`,
+        "force-release a free device",
+        () => undefined,
+        409,
+      ),
+    ],
   ]);
   const ps = { method: "PUT", path: () => `/admin/pools/${W.pool}`, as: "admin" as As };
   groups.push([
@@ -586,12 +1210,28 @@ function buildCases(): [string, Case[]][] {
     [
       { ...ps, name: "empty object", body: () => ({}), status: 400, code: "VALIDATION_FAILED", objects: true },
       ...fieldCases(ps, () => ({ strategy: "spread" }), "strategy", ["random", "", "SPREAD", 1, null, ["spread"]]),
-      adm("PUT", () => `/admin/pools/${uid("bi-nopool")}`, "a pool that does not exist", () => ({ strategy: "spread" }), 404, "POOL_NOT_FOUND"),
+      adm(
+        "PUT",
+        () => `/admin/pools/${uid("bi-nopool")}`,
+        "a pool that does not exist",
+        () => ({ strategy: "spread" }),
+        404,
+        "POOL_NOT_FOUND",
+      ),
     ],
   ]);
   groups.push([
     "device history: query",
-    qs(() => `/admin/devices/${W.held}/history`, "admin", ["cursor=-1", "cursor=abc", "cursor=1.5", "cursor=1e300", "cursor=99999999999999999999", "limit=0", "limit=201", "extra=1"]),
+    qs(() => `/admin/devices/${W.held}/history`, "admin", [
+      "cursor=-1",
+      "cursor=abc",
+      "cursor=1.5",
+      "cursor=1e300",
+      "cursor=99999999999999999999",
+      "limit=0",
+      "limit=201",
+      "extra=1",
+    ]),
   ]);
   groups.push([
     "users: query",
@@ -599,12 +1239,39 @@ function buildCases(): [string, Case[]][] {
   ]);
   groups.push([
     "pool devices: query",
-    qs(() => `/admin/pools/${W.pool}/devices`, "admin", ["status=bogus", "status=removed", "limit=0", "limit=10000", `cursor=${pct("a/b")}`, `cursor=${"c".repeat(129)}`, "extra=1"]),
+    qs(() => `/admin/pools/${W.pool}/devices`, "admin", [
+      "status=bogus",
+      "status=removed",
+      "limit=0",
+      "limit=10000",
+      `cursor=${pct("a/b")}`,
+      `cursor=${"c".repeat(129)}`,
+      "extra=1",
+    ]),
   ]);
 
   // ---- billing and metering ----
 
-  const BAD_MONEY: unknown[] = [0, -1, -100, 1.5, 0.01, 99.99, -0.5, 100_000_001, 1e308, 2 ** 53, -(2 ** 53), "100", "1e2", null, true, [], {}, [100]];
+  const BAD_MONEY: unknown[] = [
+    0,
+    -1,
+    -100,
+    1.5,
+    0.01,
+    99.99,
+    -0.5,
+    100_000_001,
+    1e308,
+    2 ** 53,
+    -(2 ** 53),
+    "100",
+    "1e2",
+    null,
+    true,
+    [],
+    {},
+    [100],
+  ];
   const BAD_REF: unknown[] = ["", "a b", "a/b", "../x", "x".repeat(201), "pay\u0000", "pé", "📱", 5, null, true, [], {}];
 
   const top = { method: "POST", path: () => `/billing/users/${W.user}/top-ups`, as: "admin" as As };
@@ -622,13 +1289,65 @@ function buildCases(): [string, Case[]][] {
       ...fieldCases(top, topBase, "currency", ["USD", "EUR"]),
       { ...top, name: "empty object", body: () => ({}), status: 400, code: "VALIDATION_FAILED", objects: true },
       // Valid by schema, refused by the ledger: the same paymentId is one payment of one user and one amount.
-      { ...top, name: "paymentId already credited, another amount", body: () => ({ amount: 301, paymentId: W.paymentId }), status: 409, code: "PAYMENT_ID_REUSED" },
-      { ...top, as: "service", name: "paymentId already credited, another amount (service)", body: () => ({ amount: 1, paymentId: W.paymentId }), status: 409, code: "PAYMENT_ID_REUSED" },
-      { ...top, name: "paymentId of the user's payment, credited to the other user", path: () => `/billing/users/${W.other}/top-ups`, body: () => ({ amount: 300, paymentId: W.paymentId }), status: 409, code: "PAYMENT_ID_REUSED" },
-      { ...top, name: "paymentId of the user's payment, credited to a user with no account yet", path: () => `/billing/users/${uid("bi-newpayer")}/top-ups`, body: () => ({ amount: 300, paymentId: W.paymentId }), status: 409, code: "PAYMENT_ID_REUSED" },
-      { ...top, as: "service", name: "a float amount from a service", body: () => ({ amount: 100.5, paymentId: "bi-never-paid" }), status: 400, code: "VALIDATION_FAILED", objects: true },
-      { ...top, as: "service", name: "no paymentId from a service", body: () => ({ amount: 100 }), status: 400, code: "VALIDATION_FAILED", objects: true },
-      { ...top, as: "service", name: "junk JSON from a service", raw: () => "{\"amount\":", headers: JSON_CT, status: 400, code: "INVALID_JSON", objects: true },
+      {
+        ...top,
+        name: "paymentId already credited, another amount",
+        body: () => ({ amount: 301, paymentId: W.paymentId }),
+        status: 409,
+        code: "PAYMENT_ID_REUSED",
+      },
+      {
+        ...top,
+        as: "service",
+        name: "paymentId already credited, another amount (service)",
+        body: () => ({ amount: 1, paymentId: W.paymentId }),
+        status: 409,
+        code: "PAYMENT_ID_REUSED",
+      },
+      {
+        ...top,
+        name: "paymentId of the user's payment, credited to the other user",
+        path: () => `/billing/users/${W.other}/top-ups`,
+        body: () => ({ amount: 300, paymentId: W.paymentId }),
+        status: 409,
+        code: "PAYMENT_ID_REUSED",
+      },
+      {
+        ...top,
+        name: "paymentId of the user's payment, credited to a user with no account yet",
+        path: () => `/billing/users/${uid("bi-newpayer")}/top-ups`,
+        body: () => ({ amount: 300, paymentId: W.paymentId }),
+        status: 409,
+        code: "PAYMENT_ID_REUSED",
+      },
+      {
+        ...top,
+        as: "service",
+        name: "a float amount from a service",
+        body: () => ({ amount: 100.5, paymentId: "bi-never-paid" }),
+        status: 400,
+        code: "VALIDATION_FAILED",
+        objects: true,
+      },
+      {
+        ...top,
+        as: "service",
+        name: "no paymentId from a service",
+        body: () => ({ amount: 100 }),
+        status: 400,
+        code: "VALIDATION_FAILED",
+        objects: true,
+      },
+      {
+        ...top,
+        as: "service",
+        name: "junk JSON from a service",
+        raw: () => '{"amount":',
+        headers: JSON_CT,
+        status: 400,
+        code: "INVALID_JSON",
+        objects: true,
+      },
     ],
   ]);
 
@@ -642,9 +1361,29 @@ function buildCases(): [string, Case[]][] {
       ...rawFieldCases(adj, adjBase, "amount", BAD_RAW_NUMBERS),
       ...fieldCases(adj, adjBase, "adjustmentId", BAD_REF),
       ...fieldCases(adj, adjBase, "memo", ["", "m".repeat(501), 5, null, [], {}]),
-      { ...adj, name: "adjustmentId already used, another amount", body: () => ({ amount: -51, adjustmentId: W.adjustmentId, memo: "again" }), status: 409, code: "ADJUSTMENT_ID_REUSED" },
-      { ...adj, name: "adjustmentId of the user's adjustment, booked on the other user", path: () => `/admin/billing/users/${W.other}/adjustments`, body: () => ({ amount: -50, adjustmentId: W.adjustmentId, memo: "bi" }), status: 409, code: "ADJUSTMENT_ID_REUSED" },
-      { ...adj, name: "adjustmentId of the user's adjustment, booked on a user with no account yet", path: () => `/admin/billing/users/${uid("bi-newadj")}/adjustments`, body: () => ({ amount: -50, adjustmentId: W.adjustmentId, memo: "bi" }), status: 409, code: "ADJUSTMENT_ID_REUSED" },
+      {
+        ...adj,
+        name: "adjustmentId already used, another amount",
+        body: () => ({ amount: -51, adjustmentId: W.adjustmentId, memo: "again" }),
+        status: 409,
+        code: "ADJUSTMENT_ID_REUSED",
+      },
+      {
+        ...adj,
+        name: "adjustmentId of the user's adjustment, booked on the other user",
+        path: () => `/admin/billing/users/${W.other}/adjustments`,
+        body: () => ({ amount: -50, adjustmentId: W.adjustmentId, memo: "bi" }),
+        status: 409,
+        code: "ADJUSTMENT_ID_REUSED",
+      },
+      {
+        ...adj,
+        name: "adjustmentId of the user's adjustment, booked on a user with no account yet",
+        path: () => `/admin/billing/users/${uid("bi-newadj")}/adjustments`,
+        body: () => ({ amount: -50, adjustmentId: W.adjustmentId, memo: "bi" }),
+        status: 409,
+        code: "ADJUSTMENT_ID_REUSED",
+      },
     ],
   ]);
 
@@ -655,12 +1394,29 @@ function buildCases(): [string, Case[]][] {
       ...missingCases(plan, planBody, Object.keys(planBody())),
       ...fieldCases(plan, planBody, "name", ["", "n".repeat(101), 5, null]),
       ...fieldCases(plan, planBody, "currency", ["usd", "US", "USDX", "", "$", 840, null]),
-      ...["basePerSecond", "cpuCorePerSecond", "memoryGBPerSecond", "storageGBPerSecond"].flatMap((f) => fieldCases(plan, planBody, f, [-1, 1.5, 1e9 + 1, "1", null, 1e308])),
+      ...["basePerSecond", "cpuCorePerSecond", "memoryGBPerSecond", "storageGBPerSecond"].flatMap((f) =>
+        fieldCases(plan, planBody, f, [-1, 1.5, 1e9 + 1, "1", null, 1e308]),
+      ),
       ...fieldCases(plan, planBody, "startingCredit", [-1, 0.5, 100_000_001, "1000", null]),
       ...fieldCases(plan, planBody, "lowBalanceThreshold", [-1, 0.5, 100_000_001, null]),
       ...fieldCases(plan, planBody, "planId", ["other-plan"]),
-      { ...plan, name: "a currency this deployment does not bill in", body: () => ({ ...planBody(), currency: "EUR" }), status: 400, code: "CURRENCY_NOT_SUPPORTED", objects: true },
-      { ...plan, name: "the seeded plan in another currency", path: () => "/admin/billing/pricing-plans/standard", body: () => ({ ...planBody(), currency: "EUR" }), status: 400, code: "CURRENCY_NOT_SUPPORTED", objects: true },
+      {
+        ...plan,
+        name: "a currency this deployment does not bill in",
+        body: () => ({ ...planBody(), currency: "EUR" }),
+        status: 400,
+        code: "CURRENCY_NOT_SUPPORTED",
+        objects: true,
+      },
+      {
+        ...plan,
+        name: "the seeded plan in another currency",
+        path: () => "/admin/billing/pricing-plans/standard",
+        body: () => ({ ...planBody(), currency: "EUR" }),
+        status: 400,
+        code: "CURRENCY_NOT_SUPPORTED",
+        objects: true,
+      },
     ],
   ]);
 
@@ -671,14 +1427,34 @@ function buildCases(): [string, Case[]][] {
       { ...acctPlan, name: "empty object", body: () => ({}), status: 400, code: "VALIDATION_FAILED", objects: true },
       ...fieldCases(acctPlan, () => ({ planId: "standard" }), "planId", BAD_ID_VALUES),
       ...fieldCases(acctPlan, () => ({ planId: "standard" }), "balance", [1_000_000]),
-      { ...acctPlan, name: "a plan that does not exist", body: () => ({ planId: "bi-no-such-plan" }), status: 404, code: "PLAN_NOT_FOUND" },
+      {
+        ...acctPlan,
+        name: "a plan that does not exist",
+        body: () => ({ planId: "bi-no-such-plan" }),
+        status: 404,
+        code: "PLAN_NOT_FOUND",
+      },
       // Refused before the account is opened: no account for a user who had none.
-      { ...acctPlan, name: "a plan that does not exist, for a user with no account", path: () => `/admin/billing/users/${uid("bi-noacct")}/plan`, body: () => ({ planId: "bi-no-such-plan" }), status: 404, code: "PLAN_NOT_FOUND" },
+      {
+        ...acctPlan,
+        name: "a plan that does not exist, for a user with no account",
+        path: () => `/admin/billing/users/${uid("bi-noacct")}/plan`,
+        body: () => ({ planId: "bi-no-such-plan" }),
+        status: 404,
+        code: "PLAN_NOT_FOUND",
+      },
     ],
   ]);
 
   const replay = { method: "POST", path: () => "/admin/billing/failed-usage/replay", as: "admin" as As };
-  const replayCase = (name: string, body: () => unknown): Case => ({ ...replay, name, body, status: 400, code: "VALIDATION_FAILED", objects: true });
+  const replayCase = (name: string, body: () => unknown): Case => ({
+    ...replay,
+    name,
+    body,
+    status: 400,
+    code: "VALIDATION_FAILED",
+    objects: true,
+  });
   groups.push([
     "dead-letter replay: fields",
     [
@@ -687,10 +1463,18 @@ function buildCases(): [string, Case[]][] {
       replayCase("both allocationIds and all", () => ({ allocationIds: [W.deadLetter], all: true })),
       replayCase("empty allocationIds", () => ({ allocationIds: [] })),
       replayCase("empty allocationIds with all", () => ({ allocationIds: [], all: true })),
-      replayCase("101 allocationIds", () => ({ allocationIds: Array.from({ length: 101 }, (_, i) => `${W.deadLetter}-${i}`) })),
-      replayCase("101 allocationIds incl. a real one", () => ({ allocationIds: [W.deadLetter, ...Array.from({ length: 100 }, (_, i) => `bi-x-${i}`)] })),
-      ...(["", "a b", "a/b", "x".repeat(301), "é", 5, null, [], {}] as unknown[]).map((v) => replayCase(`allocationIds: [${JSON.stringify(v).slice(0, 30)}]`, () => ({ allocationIds: [W.deadLetter, v] }))),
-      ...(["x", 5, null, {}, true] as unknown[]).map((v) => replayCase(`allocationIds: ${JSON.stringify(v)}`, () => ({ allocationIds: v }))),
+      replayCase("101 allocationIds", () => ({
+        allocationIds: Array.from({ length: 101 }, (_, i) => `${W.deadLetter}-${i}`),
+      })),
+      replayCase("101 allocationIds incl. a real one", () => ({
+        allocationIds: [W.deadLetter, ...Array.from({ length: 100 }, (_, i) => `bi-x-${i}`)],
+      })),
+      ...(["", "a b", "a/b", "x".repeat(301), "é", 5, null, [], {}] as unknown[]).map((v) =>
+        replayCase(`allocationIds: [${JSON.stringify(v).slice(0, 30)}]`, () => ({ allocationIds: [W.deadLetter, v] })),
+      ),
+      ...(["x", 5, null, {}, true] as unknown[]).map((v) =>
+        replayCase(`allocationIds: ${JSON.stringify(v)}`, () => ({ allocationIds: v })),
+      ),
       ...(["true", 1, null, [], {}] as unknown[]).map((v) => replayCase(`all: ${JSON.stringify(v)}`, () => ({ all: v }))),
       replayCase("status filter (unknown field)", () => ({ all: true, status: "failed" })),
     ],
@@ -698,8 +1482,25 @@ function buildCases(): [string, Case[]][] {
 
   const rec = { method: "POST", path: () => "/admin/billing/reconcile", as: "admin" as As };
   const recBase = () => ({ userId: W.user, heal: true });
-  const BAD_TIMES: unknown[] = ["yesterday", "", "2026-13-01T00:00:00Z", "2026-02-30T00:00:00Z", "2026-01-01", "2026-01-01T00:00:00", "2026-01-01 00:00:00Z",
-    "2026-01-01T24:00:01Z", "2026-01-01T00:00:00+25:00", "+002026-01-01T00:00:00Z", "1767225600000", 1767225600000, -1, null, true, [], {}];
+  const BAD_TIMES: unknown[] = [
+    "yesterday",
+    "",
+    "2026-13-01T00:00:00Z",
+    "2026-02-30T00:00:00Z",
+    "2026-01-01",
+    "2026-01-01T00:00:00",
+    "2026-01-01 00:00:00Z",
+    "2026-01-01T24:00:01Z",
+    "2026-01-01T00:00:00+25:00",
+    "+002026-01-01T00:00:00Z",
+    "1767225600000",
+    1767225600000,
+    -1,
+    null,
+    true,
+    [],
+    {},
+  ];
   groups.push([
     "reconcile: fields",
     [
@@ -708,35 +1509,121 @@ function buildCases(): [string, Case[]][] {
       ...fieldCases(rec, recBase, "userId", BAD_ID_VALUES),
       ...fieldCases(rec, recBase, "heal", ["false", "true", 0, 1, null, []]),
       ...fieldCases(rec, recBase, "all", [true]),
-      { ...rec, name: "from = to", body: () => ({ ...recBase(), from: "2026-01-01T00:00:00Z", to: "2026-01-01T00:00:00Z" }), status: 400, code: "VALIDATION_FAILED", objects: true },
-      { ...rec, name: "from after to", body: () => ({ ...recBase(), from: "2026-02-01T00:00:00Z", to: "2026-01-01T00:00:00Z" }), status: 400, code: "VALIDATION_FAILED", objects: true },
-      { ...rec, name: "from after to, in other offsets", body: () => ({ ...recBase(), from: "2026-01-01T01:00:00+00:00", to: "2026-01-01T02:00:00+02:00" }), status: 400, code: "VALIDATION_FAILED", objects: true },
-      { ...rec, name: "from after to, for every account", body: () => ({ from: "2026-02-01T00:00:00Z", to: "2026-01-01T00:00:00Z" }), status: 400, code: "VALIDATION_FAILED", objects: true },
+      {
+        ...rec,
+        name: "from = to",
+        body: () => ({ ...recBase(), from: "2026-01-01T00:00:00Z", to: "2026-01-01T00:00:00Z" }),
+        status: 400,
+        code: "VALIDATION_FAILED",
+        objects: true,
+      },
+      {
+        ...rec,
+        name: "from after to",
+        body: () => ({ ...recBase(), from: "2026-02-01T00:00:00Z", to: "2026-01-01T00:00:00Z" }),
+        status: 400,
+        code: "VALIDATION_FAILED",
+        objects: true,
+      },
+      {
+        ...rec,
+        name: "from after to, in other offsets",
+        body: () => ({ ...recBase(), from: "2026-01-01T01:00:00+00:00", to: "2026-01-01T02:00:00+02:00" }),
+        status: 400,
+        code: "VALIDATION_FAILED",
+        objects: true,
+      },
+      {
+        ...rec,
+        name: "from after to, for every account",
+        body: () => ({ from: "2026-02-01T00:00:00Z", to: "2026-01-01T00:00:00Z" }),
+        status: 400,
+        code: "VALIDATION_FAILED",
+        objects: true,
+      },
     ],
   ]);
 
   const inv = { method: "POST", path: () => "/admin/billing/invoices/run", as: "admin" as As };
-  const nextMonth = () => { const d = new Date(); return periodOf(Date.UTC(d.getUTCFullYear(), d.getUTCMonth() + 1, 1)); };
+  const nextMonth = () => {
+    const d = new Date();
+    return periodOf(Date.UTC(d.getUTCFullYear(), d.getUTCMonth() + 1, 1));
+  };
   groups.push([
     "invoice run: fields",
     [
       { ...inv, name: "empty object", body: () => ({}), status: 400, code: "VALIDATION_FAILED", objects: true },
-      ...fieldCases(inv, () => ({ period: "2002-02" }), "period", ["2026-13", "2026-00", "2026-1", "26-01", "2026/01", "2026-01-01", "2026-01 ", " 2026-01", "２０２６-01", "", "latest", 202601, null, true, [], {}]),
+      ...fieldCases(inv, () => ({ period: "2002-02" }), "period", [
+        "2026-13",
+        "2026-00",
+        "2026-1",
+        "26-01",
+        "2026/01",
+        "2026-01-01",
+        "2026-01 ",
+        " 2026-01",
+        "２０２６-01",
+        "",
+        "latest",
+        202601,
+        null,
+        true,
+        [],
+        {},
+      ]),
       ...fieldCases(inv, () => ({ period: "2002-02" }), "userId", ["bi-someone"]),
-      { ...inv, name: "this month (has not ended)", body: () => ({ period: periodOf(Date.now()) }), status: 409, code: "PERIOD_NOT_ENDED", objects: true },
-      { ...inv, name: "next month", body: () => ({ period: nextMonth() }), status: 409, code: "PERIOD_NOT_ENDED", objects: true },
-      { ...inv, name: "9999-12", body: () => ({ period: "9999-12" }), status: 409, code: "PERIOD_NOT_ENDED", objects: true },
+      {
+        ...inv,
+        name: "this month (has not ended)",
+        body: () => ({ period: periodOf(Date.now()) }),
+        status: 409,
+        code: "PERIOD_NOT_ENDED",
+        objects: true,
+      },
+      {
+        ...inv,
+        name: "next month",
+        body: () => ({ period: nextMonth() }),
+        status: 409,
+        code: "PERIOD_NOT_ENDED",
+        objects: true,
+      },
+      {
+        ...inv,
+        name: "9999-12",
+        body: () => ({ period: "9999-12" }),
+        status: 409,
+        code: "PERIOD_NOT_ENDED",
+        objects: true,
+      },
     ],
   ]);
 
   const use = { method: "POST", path: () => "/api/internal/metering/device-usage", as: "service" as As };
   const useBase = () => usage({ allocationId: "bi-never-used" });
-  const useCase = (name: string, body: () => unknown): Case => ({ ...use, name, body, status: 400, code: "VALIDATION_FAILED", objects: true });
+  const useCase = (name: string, body: () => unknown): Case => ({
+    ...use,
+    name,
+    body,
+    status: 400,
+    code: "VALIDATION_FAILED",
+    objects: true,
+  });
   const fresh = (i: number, o: Record<string, unknown> = {}) => usage({ allocationId: `bi-batch-${i}`, ...o });
   groups.push([
     "internal usage: fields",
     [
-      ...missingCases(use, useBase, ["allocationId", "deviceId", "userId", "durationSeconds", "cpuCores", "memoryMB", "storageMB", "allocatedAt", "releasedAt"]),
+      ...missingCases(use, useBase, [
+        "allocationId",
+        "deviceId",
+        "userId",
+        "durationSeconds",
+        "cpuCores",
+        "memoryMB",
+        "storageMB",
+        "allocatedAt",
+        "releasedAt",
+      ]),
       ...fieldCases(use, useBase, "allocationId", ["", "a b", "a/b", "x".repeat(301), "é", "\u0000", 5, null, true, [], {}]),
       ...fieldCases(use, useBase, "deviceId", BAD_ID_VALUES),
       ...fieldCases(use, useBase, "userId", BAD_ID_VALUES),
@@ -746,18 +1633,50 @@ function buildCases(): [string, Case[]][] {
       ...fieldCases(use, useBase, "cpuCores", [-1, 1025, 1.5, "2", null]),
       ...fieldCases(use, useBase, "memoryMB", [-1, 16_777_217, 0.5, "4096", null]),
       ...fieldCases(use, useBase, "storageMB", [-1, 1_073_741_825, 2.5, "1", null]),
-      ...fieldCases(use, useBase, "allocatedAt", BAD_TIMES.filter((t) => t !== 1767225600000)),
+      ...fieldCases(
+        use,
+        useBase,
+        "allocatedAt",
+        BAD_TIMES.filter((t) => t !== 1767225600000),
+      ),
       ...fieldCases(use, useBase, "releasedAt", [...BAD_TIMES.filter((t) => t !== 1767225600000), 8.64e15 + 1, 1.5]),
       ...fieldCases(use, useBase, "reason", ["crashed", "", "RELEASED", 5, null]),
       ...fieldCases(use, useBase, "amount", [0]),
       ...fieldCases(use, useBase, "status", ["active"]),
-      useCase("releasedAt before allocatedAt", () => usage({ allocationId: "bi-never-used", allocatedAt: "2026-01-10T11:00:00Z", releasedAt: "2026-01-10T10:00:00Z", durationSeconds: 0 })),
-      useCase("releasedAt before allocatedAt (epoch ms)", () => usage({ allocationId: "bi-never-used", allocatedAt: 2_000_000, releasedAt: 1_999_999, durationSeconds: 0 })),
-      useCase("releasedAt before allocatedAt (mixed ISO and epoch)", () => usage({ allocationId: "bi-never-used", allocatedAt: "2026-01-10T11:00:00Z", releasedAt: Date.parse("2026-01-10T10:59:59Z"), durationSeconds: 0 })),
-      useCase("releasedAt before allocatedAt across offsets", () => usage({ allocationId: "bi-never-used", allocatedAt: "2026-01-10T11:00:00+00:00", releasedAt: "2026-01-10T12:00:00+02:00", durationSeconds: 0 })),
-      useCase("durationSeconds longer than the span (3602 s in an hour)", () => usage({ allocationId: "bi-never-used", durationSeconds: 3602 })),
+      useCase("releasedAt before allocatedAt", () =>
+        usage({
+          allocationId: "bi-never-used",
+          allocatedAt: "2026-01-10T11:00:00Z",
+          releasedAt: "2026-01-10T10:00:00Z",
+          durationSeconds: 0,
+        }),
+      ),
+      useCase("releasedAt before allocatedAt (epoch ms)", () =>
+        usage({ allocationId: "bi-never-used", allocatedAt: 2_000_000, releasedAt: 1_999_999, durationSeconds: 0 }),
+      ),
+      useCase("releasedAt before allocatedAt (mixed ISO and epoch)", () =>
+        usage({
+          allocationId: "bi-never-used",
+          allocatedAt: "2026-01-10T11:00:00Z",
+          releasedAt: Date.parse("2026-01-10T10:59:59Z"),
+          durationSeconds: 0,
+        }),
+      ),
+      useCase("releasedAt before allocatedAt across offsets", () =>
+        usage({
+          allocationId: "bi-never-used",
+          allocatedAt: "2026-01-10T11:00:00+00:00",
+          releasedAt: "2026-01-10T12:00:00+02:00",
+          durationSeconds: 0,
+        }),
+      ),
+      useCase("durationSeconds longer than the span (3602 s in an hour)", () =>
+        usage({ allocationId: "bi-never-used", durationSeconds: 3602 }),
+      ),
       useCase("durationSeconds of a day in an hour", () => usage({ allocationId: "bi-never-used", durationSeconds: 86_400 })),
-      useCase("durationSeconds > 0 with a zero span", () => usage({ allocationId: "bi-never-used", allocatedAt: 5_000, releasedAt: 5_000, durationSeconds: 2 })),
+      useCase("durationSeconds > 0 with a zero span", () =>
+        usage({ allocationId: "bi-never-used", allocatedAt: 5_000, releasedAt: 5_000, durationSeconds: 2 }),
+      ),
       useCase("an empty array", () => []),
       useCase("records: []", () => ({ records: [] })),
       useCase("101 records", () => Array.from({ length: 101 }, (_, i) => fresh(i))),
@@ -767,7 +1686,9 @@ function buildCases(): [string, Case[]][] {
       useCase("the same allocationId twice, for two users", () => [fresh(1), fresh(1, { userId: W.other })]),
       useCase("an already recorded allocationId twice in one batch", () => [usage(), usage()]),
       useCase("one bad record among good ones (nothing is booked)", () => [fresh(1), fresh(2), fresh(3, { cpuCores: -1 })]),
-      useCase("one record with releasedAt before allocatedAt among good ones", () => ({ records: [fresh(1), fresh(2, { releasedAt: "2026-01-10T09:00:00Z" })] })),
+      useCase("one record with releasedAt before allocatedAt among good ones", () => ({
+        records: [fresh(1), fresh(2, { releasedAt: "2026-01-10T09:00:00Z" })],
+      })),
       useCase("a non-object in the batch", () => [fresh(1), "x"]),
       useCase("null in the batch", () => [fresh(1), null]),
       useCase("a nested batch", () => [[fresh(1)]]),
@@ -780,17 +1701,64 @@ function buildCases(): [string, Case[]][] {
 
   // Queries of the read routes.
   const PERIOD_QUERY = [
-    "from=yesterday", "from=", "from=2026-13-01T00:00:00Z", "from=2026-02-30T00:00:00Z", "from=2026-01-01", "from=2026-01-01T00:00:00", "from=1767225600000",
-    `from=${pct("2026-01-01 00:00:00Z")}`, "to=2026-01-01T25:00:00Z", "to=now", `to=${pct("\u0000")}`,
-    "from=2026-01-01T00:00:00Z&to=2026-01-01T00:00:00Z", "from=2026-02-01T00:00:00Z&to=2026-01-01T00:00:00Z",
+    "from=yesterday",
+    "from=",
+    "from=2026-13-01T00:00:00Z",
+    "from=2026-02-30T00:00:00Z",
+    "from=2026-01-01",
+    "from=2026-01-01T00:00:00",
+    "from=1767225600000",
+    `from=${pct("2026-01-01 00:00:00Z")}`,
+    "to=2026-01-01T25:00:00Z",
+    "to=now",
+    `to=${pct("\u0000")}`,
+    "from=2026-01-01T00:00:00Z&to=2026-01-01T00:00:00Z",
+    "from=2026-02-01T00:00:00Z&to=2026-01-01T00:00:00Z",
     `from=${pct("2026-01-01T01:00:00+00:00")}&to=${pct("2026-01-01T02:00:00+02:00")}`,
-    "cursor=abc", "cursor=1.", "cursor=.x", "cursor=-1.x", `cursor=${"1".repeat(300)}.${"x".repeat(101)}`, "limit=0", "limit=201", "limit=-1", "limit=1.5", "limit=abc",
-    "extra=1", "userId=x", "from=2026-01-01T00:00:00Z&from=2026-02-01T00:00:00Z",
+    "cursor=abc",
+    "cursor=1.",
+    "cursor=.x",
+    "cursor=-1.x",
+    `cursor=${"1".repeat(300)}.${"x".repeat(101)}`,
+    "limit=0",
+    "limit=201",
+    "limit=-1",
+    "limit=1.5",
+    "limit=abc",
+    "extra=1",
+    "userId=x",
+    "from=2026-01-01T00:00:00Z&from=2026-02-01T00:00:00Z",
   ];
   groups.push(["metering user report: query", qs(() => `/metering/users/${W.user}`, "user", PERIOD_QUERY)]);
   groups.push(["metering device report: query", qs(() => `/metering/devices/${W.held}`, "admin", PERIOD_QUERY)]);
-  groups.push(["ledger: query", qs(() => `/billing/users/${W.user}/ledger`, "user", ["cursor=-1", "cursor=abc", "cursor=1.5", "cursor=1e300", "cursor=99999999999999999999", "limit=0", "limit=201", "limit=x", "extra=1", "kind=charge"])]);
-  groups.push(["dead letters: query", qs(() => "/admin/billing/failed-usage", "admin", ["status=bogus", "status=FAILED", "status=", "limit=0", "limit=10000", `cursor=${"c".repeat(401)}`, "extra=1", "userId=x"])]);
+  groups.push([
+    "ledger: query",
+    qs(() => `/billing/users/${W.user}/ledger`, "user", [
+      "cursor=-1",
+      "cursor=abc",
+      "cursor=1.5",
+      "cursor=1e300",
+      "cursor=99999999999999999999",
+      "limit=0",
+      "limit=201",
+      "limit=x",
+      "extra=1",
+      "kind=charge",
+    ]),
+  ]);
+  groups.push([
+    "dead letters: query",
+    qs(() => "/admin/billing/failed-usage", "admin", [
+      "status=bogus",
+      "status=FAILED",
+      "status=",
+      "limit=0",
+      "limit=10000",
+      `cursor=${"c".repeat(401)}`,
+      "extra=1",
+      "userId=x",
+    ]),
+  ]);
   groups.push([
     "billing reads of another user",
     [
@@ -813,41 +1781,153 @@ function buildCases(): [string, Case[]][] {
     ["GET", "device usage report", (id) => `/metering/devices/${id}`, "admin", undefined],
     ["PUT", "pricing plan", (id) => `/admin/billing/pricing-plans/${id}`, "admin", planBody],
     ["PUT", "account plan", (id) => `/admin/billing/users/${id}/plan`, "admin", () => ({ planId: "standard" })],
-    ["POST", "adjustment", (id) => `/admin/billing/users/${id}/adjustments`, "admin", () => ({ amount: -5, adjustmentId: "bi-never-adj", memo: "x" })],
+    [
+      "POST",
+      "adjustment",
+      (id) => `/admin/billing/users/${id}/adjustments`,
+      "admin",
+      () => ({ amount: -5, adjustmentId: "bi-never-adj", memo: "x" }),
+    ],
     ["GET", "internal balance", (id) => `/api/internal/balance/user/${id}`, "service", undefined],
   ];
   for (const [method, label, path, as, body] of billingIdRoutes) {
     const cases: Case[] = BAD_IDS.filter(([n]) => n !== "empty").map(([n, v]) => ({
-      method, path: () => path(pct(v)), as, body, name: `id ${n}`, status: 400, code: "VALIDATION_FAILED", objects: true,
+      method,
+      path: () => path(pct(v)),
+      as,
+      body,
+      name: `id ${n}`,
+      status: 400,
+      code: "VALIDATION_FAILED",
+      objects: true,
     }));
-    cases.push({ method, path: () => path("%E0%A4%A"), as, body, name: "id with a malformed percent escape", status: 400, code: "VALIDATION_FAILED", objects: true });
+    cases.push({
+      method,
+      path: () => path("%E0%A4%A"),
+      as,
+      body,
+      name: "id with a malformed percent escape",
+      status: 400,
+      code: "VALIDATION_FAILED",
+      objects: true,
+    });
     groups.push([`${label}: path id`, cases]);
   }
   groups.push([
     "invoice: path id",
     [
       ...BAD_IDS.filter(([n]) => n !== "empty" && n !== "1000 chars").map(([n, v]): Case => ({
-        method: "GET", path: () => `/billing/invoices/${pct(v)}`, as: "admin", name: `id ${n}`, status: 404, code: "INVOICE_NOT_FOUND", objects: true,
+        method: "GET",
+        path: () => `/billing/invoices/${pct(v)}`,
+        as: "admin",
+        name: `id ${n}`,
+        status: 404,
+        code: "INVOICE_NOT_FOUND",
+        objects: true,
       })),
-      ...[["301 chars", "i".repeat(301)], ["1000 chars", "d".repeat(1000)]].map(([n, v]): Case => ({
-        method: "GET", path: () => `/billing/invoices/${v}`, as: "admin", name: `id ${n}`, status: 400, code: "VALIDATION_FAILED", objects: true,
+      ...[
+        ["301 chars", "i".repeat(301)],
+        ["1000 chars", "d".repeat(1000)],
+      ].map(([n, v]): Case => ({
+        method: "GET",
+        path: () => `/billing/invoices/${v}`,
+        as: "admin",
+        name: `id ${n}`,
+        status: 400,
+        code: "VALIDATION_FAILED",
+        objects: true,
       })),
-      ...[["the user's invoice id with a slash appended", () => `${W.invoiceId}${pct("/")}`], ["the user's invoice id in upper case", () => W.invoiceId.toUpperCase()],
-        ["SQL in the id", () => pct("' OR 1=1 --")], ["a LIKE wildcard", () => pct(`inv_${INVOICE_PERIOD}_%`)], ["malformed percent escape", () => "%E0%A4%A"]].map(
-        ([n, id]): Case => ({ method: "GET", path: () => `/billing/invoices/${(id as () => string)()}`, as: "user", name: n as string, status: 404, code: "INVOICE_NOT_FOUND", objects: true }),
-      ),
+      ...[
+        ["the user's invoice id with a slash appended", () => `${W.invoiceId}${pct("/")}`],
+        ["the user's invoice id in upper case", () => W.invoiceId.toUpperCase()],
+        ["SQL in the id", () => pct("' OR 1=1 --")],
+        ["a LIKE wildcard", () => pct(`inv_${INVOICE_PERIOD}_%`)],
+        ["malformed percent escape", () => "%E0%A4%A"],
+      ].map(([n, id]): Case => ({
+        method: "GET",
+        path: () => `/billing/invoices/${(id as () => string)()}`,
+        as: "user",
+        name: n as string,
+        status: 404,
+        code: "INVOICE_NOT_FOUND",
+        objects: true,
+      })),
     ],
   ]);
   groups.push([
     "billing routes without the right caller (refused before validation)",
     [
-      { method: "POST", path: () => `/billing/users/${W.user}/top-ups`, as: "user", name: "top-up by the user, junk body", raw: () => "{", headers: JSON_CT, status: 403, code: "FORBIDDEN", objects: true },
-      { method: "POST", path: () => `/billing/users/${W.user}/top-ups`, as: "none", name: "top-up without a token, invalid body", body: () => ({ amount: -1 }), status: 401, code: "UNAUTHORIZED", objects: true },
-      { method: "POST", path: () => "/api/internal/metering/device-usage", as: "admin", name: "usage by an admin, invalid body", body: () => [], status: 403, code: "FORBIDDEN", objects: true },
-      { method: "POST", path: () => "/api/internal/metering/device-usage", as: "user", name: "usage by a user, valid body", body: () => usage({ allocationId: "bi-never-used" }), status: 403, code: "FORBIDDEN", objects: true },
-      { method: "POST", path: () => "/admin/billing/invoices/run", as: "service", name: "invoice run by a service", body: () => ({ period: "2026-13" }), status: 403, code: "FORBIDDEN", objects: true },
-      { method: "GET", path: () => "/metering/devices/x?limit=0", as: "user", name: "device report by a user, invalid query", status: 403, code: "FORBIDDEN", objects: true },
-      { method: "POST", path: () => "/api/internal/metering/device-usage", as: "none", name: "usage without a token, huge body", raw: () => "x".repeat(70_000), headers: JSON_CT, status: 413, code: "PAYLOAD_TOO_LARGE", objects: true },
+      {
+        method: "POST",
+        path: () => `/billing/users/${W.user}/top-ups`,
+        as: "user",
+        name: "top-up by the user, junk body",
+        raw: () => "{",
+        headers: JSON_CT,
+        status: 403,
+        code: "FORBIDDEN",
+        objects: true,
+      },
+      {
+        method: "POST",
+        path: () => `/billing/users/${W.user}/top-ups`,
+        as: "none",
+        name: "top-up without a token, invalid body",
+        body: () => ({ amount: -1 }),
+        status: 401,
+        code: "UNAUTHORIZED",
+        objects: true,
+      },
+      {
+        method: "POST",
+        path: () => "/api/internal/metering/device-usage",
+        as: "admin",
+        name: "usage by an admin, invalid body",
+        body: () => [],
+        status: 403,
+        code: "FORBIDDEN",
+        objects: true,
+      },
+      {
+        method: "POST",
+        path: () => "/api/internal/metering/device-usage",
+        as: "user",
+        name: "usage by a user, valid body",
+        body: () => usage({ allocationId: "bi-never-used" }),
+        status: 403,
+        code: "FORBIDDEN",
+        objects: true,
+      },
+      {
+        method: "POST",
+        path: () => "/admin/billing/invoices/run",
+        as: "service",
+        name: "invoice run by a service",
+        body: () => ({ period: "2026-13" }),
+        status: 403,
+        code: "FORBIDDEN",
+        objects: true,
+      },
+      {
+        method: "GET",
+        path: () => "/metering/devices/x?limit=0",
+        as: "user",
+        name: "device report by a user, invalid query",
+        status: 403,
+        code: "FORBIDDEN",
+        objects: true,
+      },
+      {
+        method: "POST",
+        path: () => "/api/internal/metering/device-usage",
+        as: "none",
+        name: "usage without a token, huge body",
+        raw: () => "x".repeat(70_000),
+        headers: JSON_CT,
+        status: 413,
+        code: "PAYLOAD_TOO_LARGE",
+        objects: true,
+      },
     ],
   ]);
 
@@ -858,45 +1938,179 @@ function buildCases(): [string, Case[]][] {
     [
       ...fieldCases(ticketRoute, ticketBase, "feed", ["users", "ADMIN", "", null, 1, [], {}, "device\u0000"]),
       ...fieldCases(ticketRoute, ticketBase, "deviceId", BAD_ID_VALUES),
-      { ...ticketRoute, name: "deviceId with feed user", body: () => ({ feed: "user", deviceId: W.held }), status: 400, code: "VALIDATION_FAILED", objects: true },
+      {
+        ...ticketRoute,
+        name: "deviceId with feed user",
+        body: () => ({ feed: "user", deviceId: W.held }),
+        status: 400,
+        code: "VALIDATION_FAILED",
+        objects: true,
+      },
       ...missingCases(ticketRoute, ticketBase, ["deviceId"]),
-      { ...ticketRoute, name: "admin feed by a user", body: () => ({ feed: "admin" }), status: 403, code: "FORBIDDEN", objects: true },
-      { ...ticketRoute, name: "pool feed by a user", body: () => ({ feed: "pool", pool: W.pool }), status: 403, code: "FORBIDDEN", objects: true },
-      { ...ticketRoute, as: "admin", name: "pool feed without a pool", body: () => ({ feed: "pool" }), status: 400, code: "VALIDATION_FAILED", objects: true },
-      { ...ticketRoute, as: "admin", name: "pool with feed user", body: () => ({ feed: "user", pool: W.pool }), status: 400, code: "VALIDATION_FAILED", objects: true },
-      { ...ticketRoute, as: "admin", name: "pool and deviceId together", body: () => ({ feed: "pool", pool: W.pool, deviceId: W.held }), status: 400, code: "VALIDATION_FAILED", objects: true },
+      {
+        ...ticketRoute,
+        name: "admin feed by a user",
+        body: () => ({ feed: "admin" }),
+        status: 403,
+        code: "FORBIDDEN",
+        objects: true,
+      },
+      {
+        ...ticketRoute,
+        name: "pool feed by a user",
+        body: () => ({ feed: "pool", pool: W.pool }),
+        status: 403,
+        code: "FORBIDDEN",
+        objects: true,
+      },
+      {
+        ...ticketRoute,
+        as: "admin",
+        name: "pool feed without a pool",
+        body: () => ({ feed: "pool" }),
+        status: 400,
+        code: "VALIDATION_FAILED",
+        objects: true,
+      },
+      {
+        ...ticketRoute,
+        as: "admin",
+        name: "pool with feed user",
+        body: () => ({ feed: "user", pool: W.pool }),
+        status: 400,
+        code: "VALIDATION_FAILED",
+        objects: true,
+      },
+      {
+        ...ticketRoute,
+        as: "admin",
+        name: "pool and deviceId together",
+        body: () => ({ feed: "pool", pool: W.pool, deviceId: W.held }),
+        status: 400,
+        code: "VALIDATION_FAILED",
+        objects: true,
+      },
       ...fieldCases({ ...ticketRoute, as: "admin" as As }, () => ({ feed: "pool", pool: W.pool }), "pool", BAD_ID_VALUES),
-      { ...ticketRoute, as: "service", name: "ticket for a service", body: () => ({ feed: "user" }), status: 403, code: "FORBIDDEN", objects: true },
+      {
+        ...ticketRoute,
+        as: "service",
+        name: "ticket for a service",
+        body: () => ({ feed: "user" }),
+        status: 403,
+        code: "FORBIDDEN",
+        objects: true,
+      },
     ],
   ]);
   // A plain GET on an upgrade path is told to upgrade; hostile upgrades are in their own describe below.
   groups.push([
     "feed paths without an upgrade",
-    ["/ws", "/ws?ticket=x&since=abc", "/ws/admin", "/ws/devices/x", `/ws/devices/${pct("../x")}`, "/ws?since=1e400", "/ws/pools/x", `/ws/pools/${pct("../x")}`].map(
-      (path): Case => ({ method: "GET", path: () => path, as: "user", name: `GET ${path}`, status: 426, code: "UPGRADE_REQUIRED", objects: true }),
-    ),
+    [
+      "/ws",
+      "/ws?ticket=x&since=abc",
+      "/ws/admin",
+      "/ws/devices/x",
+      `/ws/devices/${pct("../x")}`,
+      "/ws?since=1e400",
+      "/ws/pools/x",
+      `/ws/pools/${pct("../x")}`,
+    ].map((path): Case => ({
+      method: "GET",
+      path: () => path,
+      as: "user",
+      name: `GET ${path}`,
+      status: 426,
+      code: "UPGRADE_REQUIRED",
+      objects: true,
+    })),
   ]);
 
   // Bad input from someone not signed in is refused for sign-in first (or for size), never validated into a 400 leak.
   groups.push([
     "bad input without a token",
     [
-      { method: "POST", path: () => "/scheduler/devices/allocate", as: "none", name: "junk JSON", raw: () => "{", headers: JSON_CT, status: 401, code: "UNAUTHORIZED", objects: true },
-      { method: "POST", path: () => "/admin/devices", as: "none", name: "invalid register body", body: () => ({ pool: "a/b" }), status: 401, code: "UNAUTHORIZED", objects: true },
-      { method: "GET", path: () => "/scheduler/allocations?limit=0", as: "none", name: "invalid query", status: 401, code: "UNAUTHORIZED", objects: true },
-      { method: "POST", path: () => "/scheduler/devices/allocate", as: "none", name: "huge body", raw: () => "x".repeat(70_000), headers: JSON_CT, status: 413, code: "PAYLOAD_TOO_LARGE", objects: true },
+      {
+        method: "POST",
+        path: () => "/scheduler/devices/allocate",
+        as: "none",
+        name: "junk JSON",
+        raw: () => "{",
+        headers: JSON_CT,
+        status: 401,
+        code: "UNAUTHORIZED",
+        objects: true,
+      },
+      {
+        method: "POST",
+        path: () => "/admin/devices",
+        as: "none",
+        name: "invalid register body",
+        body: () => ({ pool: "a/b" }),
+        status: 401,
+        code: "UNAUTHORIZED",
+        objects: true,
+      },
+      {
+        method: "GET",
+        path: () => "/scheduler/allocations?limit=0",
+        as: "none",
+        name: "invalid query",
+        status: 401,
+        code: "UNAUTHORIZED",
+        objects: true,
+      },
+      {
+        method: "POST",
+        path: () => "/scheduler/devices/allocate",
+        as: "none",
+        name: "huge body",
+        raw: () => "x".repeat(70_000),
+        headers: JSON_CT,
+        status: 413,
+        code: "PAYLOAD_TOO_LARGE",
+        objects: true,
+      },
     ],
   ]);
 
   groups.push([
     "unknown routes",
     [
-      ...[["GET", "/nope"], ["POST", "/"], ["GET", "/scheduler"], ["POST", "/scheduler/devices"], ["DELETE", "/scheduler/allocations/x"], ["GET", "/scheduler/devices/allocate"],
-        ["PATCH", "/scheduler/devices/release"], ["GET", "/admin/devices"], ["POST", "/admin/devices/x/reboot"], ["PATCH", "/admin/pools"], ["GET", "/quotas/user"],
-        ["POST", "/quotas/renew"], ["GET", "/quotas/user/x/y"], ["GET", "/scheduler/devices/available/extra"], ["OPTIONS", "/scheduler/allocations"], ["GET", `/${pct("é")}`]].map(
-        ([method, path]): Case => ({ method: method!, path: () => path!, as: "admin", name: `${method} ${path}`, status: 404, code: "ROUTE_NOT_FOUND", objects: true }),
-      ),
-      { method: "GET", path: () => "/nope", as: "none", name: "GET /nope without a token", status: 404, code: "ROUTE_NOT_FOUND", objects: true },
+      ...[
+        ["GET", "/nope"],
+        ["POST", "/"],
+        ["GET", "/scheduler"],
+        ["POST", "/scheduler/devices"],
+        ["DELETE", "/scheduler/allocations/x"],
+        ["GET", "/scheduler/devices/allocate"],
+        ["PATCH", "/scheduler/devices/release"],
+        ["GET", "/admin/devices"],
+        ["POST", "/admin/devices/x/reboot"],
+        ["PATCH", "/admin/pools"],
+        ["GET", "/quotas/user"],
+        ["POST", "/quotas/renew"],
+        ["GET", "/quotas/user/x/y"],
+        ["GET", "/scheduler/devices/available/extra"],
+        ["OPTIONS", "/scheduler/allocations"],
+        ["GET", `/${pct("é")}`],
+      ].map(([method, path]): Case => ({
+        method: method!,
+        path: () => path!,
+        as: "admin",
+        name: `${method} ${path}`,
+        status: 404,
+        code: "ROUTE_NOT_FOUND",
+        objects: true,
+      })),
+      {
+        method: "GET",
+        path: () => "/nope",
+        as: "none",
+        name: "GET /nope without a token",
+        status: 404,
+        code: "ROUTE_NOT_FOUND",
+        objects: true,
+      },
     ],
   ]);
   return groups;
@@ -926,8 +2140,14 @@ describe("the billing table's base bodies", () => {
   it("are valid (so each case is refused for the one thing it breaks), checked against the schemas without sending them", () => {
     const base = (label: string) => BODY_ROUTES.find((r) => r.label === label)!.base();
     const schemas: [string, z.ZodType][] = [
-      ["top-up", TopUpBody], ["pricing plan", PricingPlanBody], ["account plan", AccountPlanBody], ["adjustment", AdjustmentBody],
-      ["dead-letter replay", ReplayBody], ["reconcile", ReconcileBody], ["invoice run", InvoiceRunBody], ["internal usage", UsageReportBody],
+      ["top-up", TopUpBody],
+      ["pricing plan", PricingPlanBody],
+      ["account plan", AccountPlanBody],
+      ["adjustment", AdjustmentBody],
+      ["dead-letter replay", ReplayBody],
+      ["reconcile", ReconcileBody],
+      ["invoice run", InvoiceRunBody],
+      ["internal usage", UsageReportBody],
     ];
     for (const [label, schema] of schemas) expect(schema.safeParse(base(label)).error, label).toBeUndefined();
     expect(UsageReportBody.safeParse(Array.from({ length: 100 }, (_, i) => usage({ allocationId: `bi-batch-${i}` }))).success).toBe(true);
@@ -936,7 +2156,11 @@ describe("the billing table's base bodies", () => {
 });
 
 /** Everything a group of refusals must leave alone: the state read through the API, D1's billing tables and, for refusals that must not reach any object, which objects exist. */
-const groupState = async (objects: boolean) => ({ state: await snapshot(), d1: await d1Snapshot(), objects: objects ? await objectIds() : null });
+const groupState = async (objects: boolean) => ({
+  state: await snapshot(),
+  d1: await d1Snapshot(),
+  objects: objects ? await objectIds() : null,
+});
 type GroupState = Awaited<ReturnType<typeof groupState>>;
 const compareGroup = (what: string) => (now: GroupState, before: GroupState) => {
   expect(now.state, what).toEqual(before.state);
@@ -976,7 +2200,9 @@ describe("table: hostile input is refused with a 4xx and changes nothing", () =>
 // ---- hostile feed upgrades ---------------------------------------------------------------------------
 
 /** Opens `path` as a WebSocket through the Worker; returns the close code and the first frame. */
-async function upgrade(path: string): Promise<{ status: number; code: number | null; first: { type: string; data: { code: string } } | null }> {
+async function upgrade(
+  path: string,
+): Promise<{ status: number; code: number | null; first: { type: string; data: { code: string } } | null }> {
   const res = await exports.default.fetch(new Request(`https://test.local${path}`, { headers: { Upgrade: "websocket" } }));
   const ws = res.webSocket;
   if (!ws) return { status: res.status, code: null, first: null };
@@ -994,7 +2220,19 @@ async function upgrade(path: string): Promise<{ status: number; code: number | n
 describe("hostile feed upgrades close with a 4xxx code and a feed.error frame, wake no object, change nothing", () => {
   const forged = async (claims: Record<string, unknown>, key: string) => {
     const { sign } = await import("hono/jwt");
-    return sign({ sub: W.user, role: "admin", scope: "user", jti: "x".repeat(32), typ: "ws-ticket", exp: Math.floor(Date.now() / 1000) + 60, ...claims }, key, "HS256");
+    return sign(
+      {
+        sub: W.user,
+        role: "admin",
+        scope: "user",
+        jti: "x".repeat(32),
+        typ: "ws-ticket",
+        exp: Math.floor(Date.now() / 1000) + 60,
+        ...claims,
+      },
+      key,
+      "HS256",
+    );
   };
   const cases: [string, () => Promise<string>, number][] = [
     ["no ticket", async () => "/ws", 4401],
@@ -1004,11 +2242,28 @@ describe("hostile feed upgrades close with a 4xxx code and a feed.error frame, w
     ["the user's bearer token as a ticket", async () => `/ws?ticket=${W.userToken}`, 4401],
     ["ticket signed with the JWT secret itself", async () => `/ws?ticket=${await forged({}, env.JWT_SECRET)}`, 4401],
     ["ticket signed with another key", async () => `/ws?ticket=${await forged({}, "not-the-secret-0123456789abcdef")}`, 4401],
-    ["expired ticket", async () => `/ws?ticket=${await forged({ exp: Math.floor(Date.now() / 1000) - 5 }, `${env.JWT_SECRET}\u0000ws-ticket`)}`, 4401],
+    [
+      "expired ticket",
+      async () => `/ws?ticket=${await forged({ exp: Math.floor(Date.now() / 1000) - 5 }, `${env.JWT_SECRET}\u0000ws-ticket`)}`,
+      4401,
+    ],
     ["ticket without typ", async () => `/ws?ticket=${await forged({ typ: undefined }, `${env.JWT_SECRET}\u0000ws-ticket`)}`, 4401],
-    ["ticket whose subject is a path", async () => `/ws?ticket=${await forged({ sub: "../root" }, `${env.JWT_SECRET}\u0000ws-ticket`)}`, 4401],
-    ["user ticket at the admin feed", async () => `/ws/admin?ticket=${(await call("POST", "/ws/ticket", { token: W.adminToken, body: {} })).body.ticket}`, 4401],
-    ["device ticket for another device", async () => `/ws/devices/${W.free1}?ticket=${(await call("POST", "/ws/ticket", { token: W.userToken, body: { feed: "device", deviceId: W.held } })).body.ticket}`, 4401],
+    [
+      "ticket whose subject is a path",
+      async () => `/ws?ticket=${await forged({ sub: "../root" }, `${env.JWT_SECRET}\u0000ws-ticket`)}`,
+      4401,
+    ],
+    [
+      "user ticket at the admin feed",
+      async () => `/ws/admin?ticket=${(await call("POST", "/ws/ticket", { token: W.adminToken, body: {} })).body.ticket}`,
+      4401,
+    ],
+    [
+      "device ticket for another device",
+      async () =>
+        `/ws/devices/${W.free1}?ticket=${(await call("POST", "/ws/ticket", { token: W.userToken, body: { feed: "device", deviceId: W.held } })).body.ticket}`,
+      4401,
+    ],
     ["since is not a number", async () => "/ws?ticket=x&since=abc", 4400],
     ["since is hex", async () => "/ws?ticket=x&since=0x10", 4400],
     ["since is negative", async () => "/ws?ticket=x&since=-1", 4400],
@@ -1017,9 +2272,24 @@ describe("hostile feed upgrades close with a 4xxx code and a feed.error frame, w
     ["unknown query parameter", async () => "/ws?ticket=x&token=abc", 4400],
     ["device id is a path", async () => `/ws/devices/${pct("../x")}?ticket=x`, 4404],
     ["device id has NUL", async () => `/ws/devices/${pct("a\u0000b")}?ticket=x`, 4404],
-    ["pool ticket for another pool", async () => `/ws/pools/${uid("bi-otherpool")}?ticket=${(await call("POST", "/ws/ticket", { token: W.adminToken, body: { feed: "pool", pool: W.pool } })).body.ticket}`, 4401],
-    ["pool ticket at the admin feed", async () => `/ws/admin?ticket=${(await call("POST", "/ws/ticket", { token: W.adminToken, body: { feed: "pool", pool: W.pool } })).body.ticket}`, 4401],
-    ["user-role ticket forged for a pool feed", async () => `/ws/pools/${W.pool}?ticket=${await forged({ role: "user", scope: `pool:${W.pool}` }, `${env.JWT_SECRET}\u0000ws-ticket`)}`, 4403],
+    [
+      "pool ticket for another pool",
+      async () =>
+        `/ws/pools/${uid("bi-otherpool")}?ticket=${(await call("POST", "/ws/ticket", { token: W.adminToken, body: { feed: "pool", pool: W.pool } })).body.ticket}`,
+      4401,
+    ],
+    [
+      "pool ticket at the admin feed",
+      async () =>
+        `/ws/admin?ticket=${(await call("POST", "/ws/ticket", { token: W.adminToken, body: { feed: "pool", pool: W.pool } })).body.ticket}`,
+      4401,
+    ],
+    [
+      "user-role ticket forged for a pool feed",
+      async () =>
+        `/ws/pools/${W.pool}?ticket=${await forged({ role: "user", scope: `pool:${W.pool}` }, `${env.JWT_SECRET}\u0000ws-ticket`)}`,
+      4403,
+    ],
     ["pool id is a path", async () => `/ws/pools/${pct("../x")}?ticket=x`, 4404],
   ];
   // The paths (some carry tickets, which are issued through the API) are made before the state is read.
@@ -1035,7 +2305,10 @@ describe("hostile feed upgrades close with a 4xxx code and a feed.error frame, w
       const r = await upgrade(paths.get(name)!);
       expect(r.status, name).toBe(101);
       expect(r.code, name).toBe(want);
-      expect(r.first, name).toMatchObject({ type: "feed.error", data: { code: expect.stringMatching(/^[A-Z][A-Z_]+$/) } });
+      expect(r.first, name).toMatchObject({
+        type: "feed.error",
+        data: { code: expect.stringMatching(/^[A-Z][A-Z_]+$/) },
+      });
     });
   }
   const what = `the ${cases.length} hostile upgrades above`;
@@ -1047,7 +2320,27 @@ describe("hostile feed upgrades close with a 4xxx code and a feed.error frame, w
 const RUNS = 120;
 const junk: fc.Arbitrary<unknown> = fc.oneof(
   fc.jsonValue({ maxDepth: 3 }),
-  fc.constantFrom<unknown>(0, -1, 1.5, 1441, 1e308, -1e308, 2 ** 53, "", "60", "a/b", "x".repeat(129), "dév", "\u0000", null, true, false, [], {}, { a: 1 }),
+  fc.constantFrom<unknown>(
+    0,
+    -1,
+    1.5,
+    1441,
+    1e308,
+    -1e308,
+    2 ** 53,
+    "",
+    "60",
+    "a/b",
+    "x".repeat(129),
+    "dév",
+    "\u0000",
+    null,
+    true,
+    false,
+    [],
+    {},
+    { a: 1 },
+  ),
 );
 /** Arbitrary bodies: anything JSON, arbitrary keys, or the route's keys with a mix of good and junk values. */
 function bodies(good: Record<string, fc.Arbitrary<unknown>>, required: string[] = []): fc.Arbitrary<unknown> {
@@ -1061,7 +2354,9 @@ function bodies(good: Record<string, fc.Arbitrary<unknown>>, required: string[] 
 }
 /** Replaces "$self" placeholders by the caller's id. */
 const fill = (b: unknown, self: string): unknown =>
-  b && typeof b === "object" && !Array.isArray(b) ? Object.fromEntries(Object.entries(b).map(([k, v]) => [k, v === "$self" ? self : v])) : b;
+  b && typeof b === "object" && !Array.isArray(b)
+    ? Object.fromEntries(Object.entries(b).map(([k, v]) => [k, v === "$self" ? self : v]))
+    : b;
 
 const AllocationPage = z.object({ items: z.array(AllocationView), nextCursor: z.string().nullable() }).strict();
 
@@ -1078,15 +2373,25 @@ describe("properties: arbitrary input never gets a 5xx", () => {
     let successes = 0;
     await fc.assert(
       fc.asyncProperty(
-        bodies({
-          userId: fc.constantFrom("$self", "$self", "someone-else"),
-          durationMinutes: fc.integer({ min: 1, max: 1440 }),
-          durationSeconds: fc.integer({ min: 30, max: 3600 }),
-          pool: fc.constantFrom(P2, P2, P2, "bi-prop-absent"),
-          // Devices have 2 cores, 4096 MB, 32768 MB storage; larger specs are refused (also fine).
-          spec: fc.record({ cpuCores: fc.integer({ min: 0, max: 3 }), memoryMB: fc.integer({ min: 0, max: 5000 }), storageMB: fc.integer({ min: 0, max: 40000 }) }, { requiredKeys: [] }),
-          idempotencyKey: fc.string({ minLength: 1, maxLength: 30 }),
-        }, ["pool"]),
+        bodies(
+          {
+            userId: fc.constantFrom("$self", "$self", "someone-else"),
+            durationMinutes: fc.integer({ min: 1, max: 1440 }),
+            durationSeconds: fc.integer({ min: 30, max: 3600 }),
+            pool: fc.constantFrom(P2, P2, P2, "bi-prop-absent"),
+            // Devices have 2 cores, 4096 MB, 32768 MB storage; larger specs are refused (also fine).
+            spec: fc.record(
+              {
+                cpuCores: fc.integer({ min: 0, max: 3 }),
+                memoryMB: fc.integer({ min: 0, max: 5000 }),
+                storageMB: fc.integer({ min: 0, max: 40000 }),
+              },
+              { requiredKeys: [] },
+            ),
+            idempotencyKey: fc.string({ minLength: 1, maxLength: 30 }),
+          },
+          ["pool"],
+        ),
         async (raw) => {
           const me = uid("bi-pa");
           const token = await tokenFor(me);
@@ -1098,7 +2403,10 @@ describe("properties: arbitrary input never gets a 5xx", () => {
             AllocationResult.strict().parse(r.body);
             expect(r.body.userId).toBe(me);
             successes++;
-            const rel = await call("POST", "/scheduler/devices/release", { token, body: { deviceId: r.body.deviceId } });
+            const rel = await call("POST", "/scheduler/devices/release", {
+              token,
+              body: { deviceId: r.body.deviceId },
+            });
             expect([200, 404]).toContain(rel.status);
             return;
           }
@@ -1116,7 +2424,10 @@ describe("properties: arbitrary input never gets a 5xx", () => {
   it("release: arbitrary bodies from a user who holds nothing → always a 4xx, and the holder keeps the device", async () => {
     await fc.assert(
       fc.asyncProperty(
-        bodies({ deviceId: fc.constantFrom(W.held, W.free1, "bi-nothing", ...p2Devices), userId: fc.constantFrom("$self", W.user) }),
+        bodies({
+          deviceId: fc.constantFrom(W.held, W.free1, "bi-nothing", ...p2Devices),
+          userId: fc.constantFrom("$self", W.user),
+        }),
         async (raw) => {
           const me = uid("bi-pr");
           const body = fill(raw, me);
@@ -1175,9 +2486,10 @@ describe("properties: arbitrary input never gets a 5xx", () => {
         }),
         async (raw) => {
           const fresh = uid("bi-pd");
-          const body = raw && typeof raw === "object" && !Array.isArray(raw)
-            ? Object.fromEntries(Object.entries(raw).map(([k, v]) => [k, v === "$fresh" ? fresh : v]))
-            : raw;
+          const body =
+            raw && typeof raw === "object" && !Array.isArray(raw)
+              ? Object.fromEntries(Object.entries(raw).map(([k, v]) => [k, v === "$fresh" ? fresh : v]))
+              : raw;
           const r = await call("POST", "/admin/devices", { token: W.adminToken, body });
           expectNo5xx(r, `register ${JSON.stringify(body)}`);
           const named = (body as { deviceId?: unknown })?.deviceId;
@@ -1197,7 +2509,10 @@ describe("properties: arbitrary input never gets a 5xx", () => {
       { numRuns: RUNS },
     );
     expect(successes, "some bodies should be valid registrations").toBeGreaterThan(0);
-    expect(await snapshot()).toMatchObject({ held: { status: 200, body: { allocation: { allocationId: W.allocationId } } }, free1: { status: 200, body: { status: "available" } } });
+    expect(await snapshot()).toMatchObject({
+      held: { status: 200, body: { allocation: { allocationId: W.allocationId } } },
+      free1: { status: 200, body: { status: "available" } },
+    });
   });
 
   it("quota update: arbitrary bodies → a valid quota, or a 4xx that changed nothing", async () => {
@@ -1206,9 +2521,14 @@ describe("properties: arbitrary input never gets a 5xx", () => {
       fc.asyncProperty(
         bodies({
           plan: fc.constantFrom("free", "basic", "pro", "enterprise"),
-          limits: fc.record({ maxDevices: fc.integer({ min: 0, max: 100 }), maxCpuCores: fc.integer({ min: 0, max: 1000 }) }, { requiredKeys: [] }),
+          limits: fc.record(
+            { maxDevices: fc.integer({ min: 0, max: 100 }), maxCpuCores: fc.integer({ min: 0, max: 1000 }) },
+            { requiredKeys: [] },
+          ),
           suspended: fc.boolean(),
-          validUntil: fc.date({ min: new Date("2000-01-01T00:00:00Z"), max: new Date("2200-01-01T00:00:00Z"), noInvalidDate: true }).map((d) => d.toISOString()),
+          validUntil: fc
+            .date({ min: new Date("2000-01-01T00:00:00Z"), max: new Date("2200-01-01T00:00:00Z"), noInvalidDate: true })
+            .map((d) => d.toISOString()),
         }),
         async (body) => {
           const who = uid("bi-pq");
@@ -1231,15 +2551,19 @@ describe("properties: arbitrary input never gets a 5xx", () => {
 
   it("renew and pool strategy: arbitrary bodies never get a 5xx", async () => {
     await fc.assert(
-      fc.asyncProperty(bodies({ extensionDays: fc.integer({ min: 1, max: 3650 }) }), bodies({ strategy: fc.constantFrom("least-loaded", "spread", "bin-pack") }), async (renew, strategy) => {
-        const who = uid("bi-prn");
-        const r1 = await call("POST", `/quotas/renew/${who}`, { token: W.adminToken, body: renew });
-        expectNo5xx(r1, `renew ${JSON.stringify(renew)}`);
-        if (r1.status < 400) QuotaView.parse(r1.body);
-        const r2 = await call("PUT", `/admin/pools/${P2}`, { token: W.adminToken, body: strategy });
-        expectNo5xx(r2, `strategy ${JSON.stringify(strategy)}`);
-        if (r2.status < 400) expect(r2.body).toMatchObject({ pool: P2, strategy: (strategy as { strategy: string }).strategy });
-      }),
+      fc.asyncProperty(
+        bodies({ extensionDays: fc.integer({ min: 1, max: 3650 }) }),
+        bodies({ strategy: fc.constantFrom("least-loaded", "spread", "bin-pack") }),
+        async (renew, strategy) => {
+          const who = uid("bi-prn");
+          const r1 = await call("POST", `/quotas/renew/${who}`, { token: W.adminToken, body: renew });
+          expectNo5xx(r1, `renew ${JSON.stringify(renew)}`);
+          if (r1.status < 400) QuotaView.parse(r1.body);
+          const r2 = await call("PUT", `/admin/pools/${P2}`, { token: W.adminToken, body: strategy });
+          expectNo5xx(r2, `strategy ${JSON.stringify(strategy)}`);
+          if (r2.status < 400) expect(r2.body).toMatchObject({ pool: P2, strategy: (strategy as { strategy: string }).strategy });
+        },
+      ),
       { numRuns: RUNS },
     );
   });
@@ -1293,7 +2617,21 @@ describe("properties: arbitrary input never gets a 5xx", () => {
       fc.string({ maxLength: 40 }),
       fc.integer().map(String),
       fc.double().map(String),
-      fc.constantFrom("0", "1", "200", "201", "active", "released", "pending", "available", W.user, W.other, W.pool, "1.x", `${Date.now()}.alc_x`),
+      fc.constantFrom(
+        "0",
+        "1",
+        "200",
+        "201",
+        "active",
+        "released",
+        "pending",
+        "available",
+        W.user,
+        W.other,
+        W.pool,
+        "1.x",
+        `${Date.now()}.alc_x`,
+      ),
     );
     const pairs = fc.array(fc.tuple(key, value), { maxLength: 4 });
     const before = await snapshot();
@@ -1302,10 +2640,53 @@ describe("properties: arbitrary input never gets a 5xx", () => {
         const query = new URLSearchParams(kv).toString();
         const probes: [string, string, z.ZodType | null][] = [
           [`/scheduler/allocations?${query}`, W.userToken, AllocationPage],
-          [`/scheduler/events?${query}`, W.userToken, z.object({ events: z.array(z.object({ seq: z.number(), type: z.string(), userId: z.literal(W.user), data: z.unknown(), timestamp: z.number() }).strict()), oldestSeq: z.number().nullable(), lastSeq: z.number() }).strict()],
-          [`/scheduler/devices/available?${query}`, W.userToken, z.object({ pool: z.string(), items: z.array(z.object({ deviceId: z.string() }).passthrough()), nextCursor: z.string().nullable() }).strict()],
-          [`/admin/devices/${W.held}/history?${query}`, W.adminToken, z.object({ items: z.array(z.unknown()), nextCursor: z.number().nullable() }).strict()],
-          [`/admin/pools/${W.pool}/devices?${query}`, W.adminToken, z.object({ items: z.array(z.object({ deviceId: z.string() }).passthrough()), nextCursor: z.string().nullable() }).strict()],
+          [
+            `/scheduler/events?${query}`,
+            W.userToken,
+            z
+              .object({
+                events: z.array(
+                  z
+                    .object({
+                      seq: z.number(),
+                      type: z.string(),
+                      userId: z.literal(W.user),
+                      data: z.unknown(),
+                      timestamp: z.number(),
+                    })
+                    .strict(),
+                ),
+                oldestSeq: z.number().nullable(),
+                lastSeq: z.number(),
+              })
+              .strict(),
+          ],
+          [
+            `/scheduler/devices/available?${query}`,
+            W.userToken,
+            z
+              .object({
+                pool: z.string(),
+                items: z.array(z.object({ deviceId: z.string() }).passthrough()),
+                nextCursor: z.string().nullable(),
+              })
+              .strict(),
+          ],
+          [
+            `/admin/devices/${W.held}/history?${query}`,
+            W.adminToken,
+            z.object({ items: z.array(z.unknown()), nextCursor: z.number().nullable() }).strict(),
+          ],
+          [
+            `/admin/pools/${W.pool}/devices?${query}`,
+            W.adminToken,
+            z
+              .object({
+                items: z.array(z.object({ deviceId: z.string() }).passthrough()),
+                nextCursor: z.string().nullable(),
+              })
+              .strict(),
+          ],
         ];
         for (const [path, token, schema] of probes) {
           const r = await call("GET", path, { token });
@@ -1336,10 +2717,18 @@ async function billingRows(users: string[], allocationIds: string[]) {
   const queries: [string, string, unknown[]][] = [
     ["accounts", `SELECT * FROM accounts WHERE user_id IN (${u}) ORDER BY user_id`, users],
     ["ledger", `SELECT * FROM ledger WHERE user_id IN (${u}) OR allocation_id IN (${a}) ORDER BY seq`, [...users, ...allocationIds]],
-    ["usage", `SELECT * FROM usage_records WHERE user_id IN (${u}) OR allocation_id IN (${a}) ORDER BY allocation_id`, [...users, ...allocationIds]],
+    [
+      "usage",
+      `SELECT * FROM usage_records WHERE user_id IN (${u}) OR allocation_id IN (${a}) ORDER BY allocation_id`,
+      [...users, ...allocationIds],
+    ],
     ["notifications", `SELECT key, user_id, type, data FROM notifications WHERE user_id IN (${u}) ORDER BY key`, users],
-    ["counts", `SELECT (SELECT COUNT(*) FROM accounts) AS accounts, (SELECT COUNT(*) FROM usage_records WHERE source = 'external') AS externalUsage,
-      (SELECT COUNT(*) FROM ledger WHERE kind IN ('top_up', 'adjustment', 'starting_credit')) AS credits`, []],
+    [
+      "counts",
+      `SELECT (SELECT COUNT(*) FROM accounts) AS accounts, (SELECT COUNT(*) FROM usage_records WHERE source = 'external') AS externalUsage,
+      (SELECT COUNT(*) FROM ledger WHERE kind IN ('top_up', 'adjustment', 'starting_credit')) AS credits`,
+      [],
+    ],
   ];
   const results = await env.DB.batch(queries.map(([, q, args]) => env.DB.prepare(q).bind(...args)));
   return Object.fromEntries(queries.map(([k], i) => [k, results[i]!.results])) as Record<string, Record<string, any>[]>;
@@ -1348,15 +2737,34 @@ async function billingRows(users: string[], allocationIds: string[]) {
 /** Every account of `users` holds exactly the sum of its ledger. */
 async function expectBalancesFollowLedger(users: string[], ctx: string) {
   for (const user of users) {
-    const row = await env.DB.prepare("SELECT a.balance, (SELECT COALESCE(SUM(amount), 0) FROM ledger l WHERE l.user_id = a.user_id) AS total FROM accounts a WHERE a.user_id = ?")
-      .bind(user).first<{ balance: number; total: number }>();
+    const row = await env.DB.prepare(
+      "SELECT a.balance, (SELECT COALESCE(SUM(amount), 0) FROM ledger l WHERE l.user_id = a.user_id) AS total FROM accounts a WHERE a.user_id = ?",
+    )
+      .bind(user)
+      .first<{ balance: number; total: number }>();
     if (row) expect(row.balance, `${ctx}: balance of ${user} is not the sum of its ledger`).toBe(row.total);
   }
 }
 
 const END_REASONS = ["released", "expired", "force_released", "maintenance", "offline", "removed", "orphaned", "idle"] as const;
-const UsageResponse = z.object({ recorded: z.number(), duplicates: z.number(), failed: z.literal(0), results: z.array(UsageOutcomeView.strict()) }).strict();
-const TopUpResponse = z.object({ userId: z.string(), paymentId: z.string(), amount: z.number().int(), balance: z.number().int(), currency: z.literal("USD"), duplicate: z.boolean() }).strict();
+const UsageResponse = z
+  .object({
+    recorded: z.number(),
+    duplicates: z.number(),
+    failed: z.literal(0),
+    results: z.array(UsageOutcomeView.strict()),
+  })
+  .strict();
+const TopUpResponse = z
+  .object({
+    userId: z.string(),
+    paymentId: z.string(),
+    amount: z.number().int(),
+    balance: z.number().int(),
+    currency: z.literal("USD"),
+    duplicate: z.boolean(),
+  })
+  .strict();
 
 describe("properties: billing input never gets a 5xx, and a refusal books nothing", () => {
   it("internal usage: arbitrary bodies → outcomes that match D1, or a 4xx that booked nothing", async () => {
@@ -1380,14 +2788,37 @@ describe("properties: billing input never gets a 5xx, and a refusal books nothin
         const maxDuration = Math.min(Math.ceil(r.spanMs / 1000) + 1, 315_360_000);
         const at = (t: number, asIso: boolean) => (asIso ? new Date(t).toISOString() : t);
         return {
-          allocationId: r.allocationId, deviceId: r.deviceId, userId: r.userId, tenantId: r.tenantId,
-          durationSeconds: r.durationPick % (maxDuration + 1), cpuCores: r.cpuCores, memoryMB: r.memoryMB, storageMB: r.storageMB,
-          allocatedAt: at(r.start, r.iso === "both" || r.iso === "allocated"), releasedAt: at(r.start + r.spanMs, r.iso === "both" || r.iso === "released"),
+          allocationId: r.allocationId,
+          deviceId: r.deviceId,
+          userId: r.userId,
+          tenantId: r.tenantId,
+          durationSeconds: r.durationPick % (maxDuration + 1),
+          cpuCores: r.cpuCores,
+          memoryMB: r.memoryMB,
+          storageMB: r.storageMB,
+          allocatedAt: at(r.start, r.iso === "both" || r.iso === "allocated"),
+          releasedAt: at(r.start + r.spanMs, r.iso === "both" || r.iso === "released"),
           reason: r.reason,
         } as Record<string, unknown>;
       });
     /** A good record with one field replaced by junk, or dropped. */
-    const brokenRecord = fc.tuple(goodRecord, fc.constantFrom("allocationId", "deviceId", "userId", "durationSeconds", "cpuCores", "allocatedAt", "releasedAt", "reason", "extra"), junk, fc.boolean())
+    const brokenRecord = fc
+      .tuple(
+        goodRecord,
+        fc.constantFrom(
+          "allocationId",
+          "deviceId",
+          "userId",
+          "durationSeconds",
+          "cpuCores",
+          "allocatedAt",
+          "releasedAt",
+          "reason",
+          "extra",
+        ),
+        junk,
+        fc.boolean(),
+      )
       .map(([r, k, v, drop]) => {
         const out: Record<string, unknown> = { ...r, [k]: v };
         if (drop) delete out[k];
@@ -1399,9 +2830,16 @@ describe("properties: billing input never gets a 5xx, and a refusal books nothin
       fc.array(record, { minLength: 1, maxLength: 4 }),
       fc.array(record, { minLength: 1, maxLength: 4 }).map((records) => ({ records })),
       bodies({
-        allocationId: fc.constantFrom("$a1", "$a2"), deviceId: fc.constantFrom("bi-pu-dev"), userId: fc.constantFrom("$u1", "$u2"),
-        durationSeconds: fc.integer({ min: 0, max: 3600 }), cpuCores: fc.integer({ min: 0, max: 4 }), memoryMB: fc.integer({ min: 0, max: 4096 }), storageMB: fc.integer({ min: 0, max: 4096 }),
-        allocatedAt: fc.constantFrom(0, "2026-01-01T00:00:00Z"), releasedAt: fc.constantFrom(3_600_000, "2026-01-01T01:00:00Z"), reason: fc.constantFrom(...END_REASONS),
+        allocationId: fc.constantFrom("$a1", "$a2"),
+        deviceId: fc.constantFrom("bi-pu-dev"),
+        userId: fc.constantFrom("$u1", "$u2"),
+        durationSeconds: fc.integer({ min: 0, max: 3600 }),
+        cpuCores: fc.integer({ min: 0, max: 4 }),
+        memoryMB: fc.integer({ min: 0, max: 4096 }),
+        storageMB: fc.integer({ min: 0, max: 4096 }),
+        allocatedAt: fc.constantFrom(0, "2026-01-01T00:00:00Z"),
+        releasedAt: fc.constantFrom(3_600_000, "2026-01-01T01:00:00Z"),
+        reason: fc.constantFrom(...END_REASONS),
       }),
     );
     let recorded = 0;
@@ -1409,7 +2847,14 @@ describe("properties: billing input never gets a 5xx, and a refusal books nothin
     let refused = 0;
     await fc.assert(
       fc.asyncProperty(body, async (raw) => {
-        const names = { $u1: uid("bi-uu"), $u2: uid("bi-uu"), $a1: uid("bi-ua"), $a2: uid("bi-ua"), $a3: uid("bi-ua"), $used: W.usageId };
+        const names = {
+          $u1: uid("bi-uu"),
+          $u2: uid("bi-uu"),
+          $a1: uid("bi-ua"),
+          $a2: uid("bi-ua"),
+          $a3: uid("bi-ua"),
+          $used: W.usageId,
+        };
         const users = [names.$u1, names.$u2, W.user];
         const ids = [names.$a1, names.$a2, names.$a3, W.usageId];
         const sent = fillDeep(raw, names);
@@ -1424,9 +2869,16 @@ describe("properties: billing input never gets a 5xx, and a refusal books nothin
         }
         expect(r.status, ctx).toBe(200);
         const out = UsageResponse.parse(r.body);
-        const records = (Array.isArray(sent) ? sent : "records" in (sent as object) ? (sent as { records: unknown[] }).records : [sent]) as { allocationId: string; userId: string; durationSeconds: number }[];
-        expect(out.results.map((x) => x.allocationId), ctx).toEqual(records.map((x) => x.allocationId));
-        expect(new Set(records.map((x) => x.allocationId)).size, `${ctx}: a batch with a repeated allocationId was accepted`).toBe(records.length);
+        const records = (
+          Array.isArray(sent) ? sent : "records" in (sent as object) ? (sent as { records: unknown[] }).records : [sent]
+        ) as { allocationId: string; userId: string; durationSeconds: number }[];
+        expect(
+          out.results.map((x) => x.allocationId),
+          ctx,
+        ).toEqual(records.map((x) => x.allocationId));
+        expect(new Set(records.map((x) => x.allocationId)).size, `${ctx}: a batch with a repeated allocationId was accepted`).toBe(
+          records.length,
+        );
         expect(out.recorded + out.duplicates, ctx).toBe(records.length);
         const after = await billingRows(users, ids);
         const existed = new Set(before.usage!.map((u) => u.allocation_id));
@@ -1439,7 +2891,11 @@ describe("properties: billing input never gets a 5xx, and a refusal books nothin
           if (res.status === "recorded") {
             recorded++;
             expect(existed.has(rec.allocationId), `${ctx}: recorded twice`).toBe(false);
-            expect(row).toMatchObject({ user_id: rec.userId, duration_seconds: rec.durationSeconds, source: "external" });
+            expect(row).toMatchObject({
+              user_id: rec.userId,
+              duration_seconds: rec.durationSeconds,
+              source: "external",
+            });
             expect(charge[0]).toMatchObject({ user_id: rec.userId, kind: "charge", amount: 0 - res.amount! });
           } else {
             duplicates++;
@@ -1469,11 +2925,14 @@ describe("properties: billing input never gets a 5xx, and a refusal books nothin
     let refused = 0;
     await fc.assert(
       fc.asyncProperty(
-        bodies({
-          amount: fc.oneof(fc.integer({ min: 1, max: 100_000_000 }), fc.constantFrom(1, 100_000_000)),
-          paymentId: fc.constantFrom("$p1", "$p1", "$p2", "$reused"),
-          paymentMethod: fc.constantFrom("card", "wire", "m".repeat(50), "é"),
-        }, ["amount", "paymentId"]),
+        bodies(
+          {
+            amount: fc.oneof(fc.integer({ min: 1, max: 100_000_000 }), fc.constantFrom(1, 100_000_000)),
+            paymentId: fc.constantFrom("$p1", "$p1", "$p2", "$reused"),
+            paymentMethod: fc.constantFrom("card", "wire", "m".repeat(50), "é"),
+          },
+          ["amount", "paymentId"],
+        ),
         fc.constantFrom("admin", "service"),
         fc.boolean(),
         fc.boolean(),
@@ -1484,22 +2943,38 @@ describe("properties: billing input never gets a 5xx, and a refusal books nothin
           if (hasAccount) expect((await call("GET", `/api/internal/balance/user/${me}`, { service: SERVICE_TOKEN })).status).toBe(200);
           const sent = fillDeep(raw, names);
           const ctx = `top-up by ${by} (account: ${hasAccount}) ${JSON.stringify(sent).slice(0, 300)}`;
-          const send = () => call("POST", `/billing/users/${me}/top-ups`, by === "admin" ? { token: W.adminToken, body: sent } : { service: SERVICE_TOKEN, body: sent });
+          const send = () =>
+            call(
+              "POST",
+              `/billing/users/${me}/top-ups`,
+              by === "admin" ? { token: W.adminToken, body: sent } : { service: SERVICE_TOKEN, body: sent },
+            );
           const before = await billingRows(users, []);
           const r = await send();
           expectNo5xx(r, ctx);
           if (r.status >= 400) {
             refused++;
-            expect(await billingRows(users, []), `${ctx} → ${r.status} ${JSON.stringify(r.body)}: a refused top-up changed D1`).toEqual(before);
+            expect(await billingRows(users, []), `${ctx} → ${r.status} ${JSON.stringify(r.body)}: a refused top-up changed D1`).toEqual(
+              before,
+            );
             return;
           }
           expect(r.status, ctx).toBe(201);
           credited++;
           const b = sent as { amount: number; paymentId: string };
           const start = before.accounts!.find((a) => a.user_id === me)?.balance ?? 1000;
-          expect(TopUpResponse.parse(r.body), ctx).toEqual({ userId: me, paymentId: b.paymentId, amount: b.amount, balance: start + b.amount, currency: "USD", duplicate: false });
+          expect(TopUpResponse.parse(r.body), ctx).toEqual({
+            userId: me,
+            paymentId: b.paymentId,
+            amount: b.amount,
+            balance: start + b.amount,
+            currency: "USD",
+            duplicate: false,
+          });
           const after = await billingRows(users, []);
-          expect(after.ledger!.filter((l) => l.entry_id === `top_up:${b.paymentId}`)).toEqual([expect.objectContaining({ user_id: me, kind: "top_up", amount: b.amount, balance_after: start + b.amount })]);
+          expect(after.ledger!.filter((l) => l.entry_id === `top_up:${b.paymentId}`)).toEqual([
+            expect.objectContaining({ user_id: me, kind: "top_up", amount: b.amount, balance_after: start + b.amount }),
+          ]);
           expect(after.notifications!.filter((n) => n.user_id === me && n.type === "billing.payment_success")).toHaveLength(1);
           await expectBalancesFollowLedger(users, ctx);
           if (again) {
@@ -1521,11 +2996,38 @@ describe("properties: billing input never gets a 5xx, and a refusal books nothin
 
 describe("repeats the table cannot express (valid, answered 200, and still nothing changes)", () => {
   const repeats: [string, () => Promise<{ status: number; body: any; res: Response }>, Record<string, unknown>][] = [
-    ["the user's usage record reported again", () => call("POST", "/api/internal/metering/device-usage", { service: SERVICE_TOKEN, body: usage() }), { recorded: 0, duplicates: 1 }],
-    ["the user's allocationId reported for the other user (whose account is older than the charge)",
-      () => call("POST", "/api/internal/metering/device-usage", { service: SERVICE_TOKEN, body: usage({ userId: W.other, durationSeconds: 60 }) }), { recorded: 0, duplicates: 1 }],
-    ["the user's payment credited again", () => call("POST", `/billing/users/${W.user}/top-ups`, { token: W.adminToken, body: { amount: 300, paymentId: W.paymentId } }), { duplicate: true, amount: 300 }],
-    ["the user's adjustment booked again", () => call("POST", `/admin/billing/users/${W.user}/adjustments`, { token: W.adminToken, body: { amount: -50, adjustmentId: W.adjustmentId, memo: "bi" } }), { duplicate: true, amount: -50 }],
+    [
+      "the user's usage record reported again",
+      () => call("POST", "/api/internal/metering/device-usage", { service: SERVICE_TOKEN, body: usage() }),
+      { recorded: 0, duplicates: 1 },
+    ],
+    [
+      "the user's allocationId reported for the other user (whose account is older than the charge)",
+      () =>
+        call("POST", "/api/internal/metering/device-usage", {
+          service: SERVICE_TOKEN,
+          body: usage({ userId: W.other, durationSeconds: 60 }),
+        }),
+      { recorded: 0, duplicates: 1 },
+    ],
+    [
+      "the user's payment credited again",
+      () =>
+        call("POST", `/billing/users/${W.user}/top-ups`, {
+          token: W.adminToken,
+          body: { amount: 300, paymentId: W.paymentId },
+        }),
+      { duplicate: true, amount: 300 },
+    ],
+    [
+      "the user's adjustment booked again",
+      () =>
+        call("POST", `/admin/billing/users/${W.user}/adjustments`, {
+          token: W.adminToken,
+          body: { amount: -50, adjustmentId: W.adjustmentId, memo: "bi" },
+        }),
+      { duplicate: true, amount: -50 },
+    ],
   ];
   for (const [name, send, want] of repeats) {
     it(name, async () => {

@@ -51,7 +51,13 @@ const quota = async (user: string, token: string) => {
 const allocations = async (user: string, token: string) => {
   const r = await call("GET", `/scheduler/allocations?userId=${user}`, { token });
   expect(r.status).toBe(200);
-  return r.body.items as Array<{ allocationId: string; deviceId: string; status: string; idempotencyKey: string | null; durationMinutes: number }>;
+  return r.body.items as Array<{
+    allocationId: string;
+    deviceId: string;
+    status: string;
+    idempotencyKey: string | null;
+    durationMinutes: number;
+  }>;
 };
 const active = async (user: string, token: string) => (await allocations(user, token)).filter((a) => a.status === "active");
 const availableIn = async (pool: string, token: string) => {
@@ -92,8 +98,17 @@ describe("batch allocate", () => {
     const r = await batch("allocate", token, { continueOnError: true, requests });
     const items = results(r, requests.length);
     expect(items.map((i) => (i.ok ? i.status : i.error!.code))).toEqual([
-      201, "VALIDATION_FAILED", "VALIDATION_FAILED", "VALIDATION_FAILED", "VALIDATION_FAILED",
-      "QUOTA_PER_DEVICE_EXCEEDED", "NO_DEVICE_AVAILABLE", "FORBIDDEN", 201, "QUOTA_DEVICES_EXCEEDED", "VALIDATION_FAILED",
+      201,
+      "VALIDATION_FAILED",
+      "VALIDATION_FAILED",
+      "VALIDATION_FAILED",
+      "VALIDATION_FAILED",
+      "QUOTA_PER_DEVICE_EXCEEDED",
+      "NO_DEVICE_AVAILABLE",
+      "FORBIDDEN",
+      201,
+      "QUOTA_DEVICES_EXCEEDED",
+      "VALIDATION_FAILED",
     ]);
     expect(r.body).toMatchObject({ succeeded: 2, failed: 9, skipped: 0 });
     const ok = [items[0]!, items[8]!];
@@ -111,7 +126,8 @@ describe("batch allocate", () => {
     for (const i of items.filter((x) => !x.ok)) {
       const single = await allocate(i.index === 5 || i.index === 6 ? fresh : token, requests[i.index] as Record<string, unknown>);
       expect(single.status, `item ${i.index}`).toBe(i.status);
-      if (i.error!.code === "NO_DEVICE_AVAILABLE") expect(single.body.error.code).toBe(i.error!.code); // details name what was tried
+      if (i.error!.code === "NO_DEVICE_AVAILABLE")
+        expect(single.body.error.code).toBe(i.error!.code); // details name what was tried
       else expect(single.body, `item ${i.index}`).toEqual({ error: i.error });
     }
     const bad = items[1]!.error!;
@@ -146,7 +162,10 @@ describe("batch allocate", () => {
     expect(items[1]).toMatchObject({ ok: false, status: 409, error: { code: "NO_DEVICE_AVAILABLE" } });
     for (const i of [2, 3])
       expect(items[i]).toEqual({
-        index: i, ok: false, skipped: true, status: SKIPPED_STATUS,
+        index: i,
+        ok: false,
+        skipped: true,
+        status: SKIPPED_STATUS,
         error: { code: "SKIPPED", message: expect.stringContaining("item 1"), details: { failedIndex: 1 } },
       });
     expect(r.body).toMatchObject({ succeeded: 1, failed: 1, skipped: 2 });
@@ -155,7 +174,14 @@ describe("batch allocate", () => {
     expect(await availableIn(pool, token)).toEqual(ids.filter((d) => d !== items[0]!.value.deviceId));
 
     // Explicitly false, failing on the first item's validation: nothing at all runs.
-    const r2 = await batch("allocate", token, { continueOnError: false, requests: [{ pool, durationMinutes: -5 }, { pool, idempotencyKey: "s-5" }, { pool, idempotencyKey: "s-6" }] });
+    const r2 = await batch("allocate", token, {
+      continueOnError: false,
+      requests: [
+        { pool, durationMinutes: -5 },
+        { pool, idempotencyKey: "s-5" },
+        { pool, idempotencyKey: "s-6" },
+      ],
+    });
     const items2 = results(r2, 3);
     expect(items2[0]).toMatchObject({ ok: false, status: 400, error: { code: "VALIDATION_FAILED" } });
     expect(items2.slice(1).every((i) => i.skipped && i.error!.code === "SKIPPED" && i.error!.details.failedIndex === 0)).toBe(true);
@@ -175,12 +201,23 @@ describe("batch allocate", () => {
     for (const continueOnError of [true, false]) {
       const user = uid("quota");
       const token = await tokenFor(user);
-      const r = await batch("allocate", token, { continueOnError, requests: Array.from({ length: 4 }, () => ({ pool, durationMinutes: 5 })) });
+      const r = await batch("allocate", token, {
+        continueOnError,
+        requests: Array.from({ length: 4 }, () => ({ pool, durationMinutes: 5 })),
+      });
       const items = results(r, 4);
       // One user's items run in request order, so the first two win.
       expect(items.slice(0, 2).every((i) => i.ok && i.status === 201)).toBe(true);
-      expect(items[2]).toMatchObject({ ok: false, status: 409, error: { code: "QUOTA_DEVICES_EXCEEDED", details: { limit: 2, used: 2 } } });
-      expect(items[3]).toMatchObject(continueOnError ? { ok: false, status: 409, error: { code: "QUOTA_DEVICES_EXCEEDED" } } : { skipped: true, error: { code: "SKIPPED" } });
+      expect(items[2]).toMatchObject({
+        ok: false,
+        status: 409,
+        error: { code: "QUOTA_DEVICES_EXCEEDED", details: { limit: 2, used: 2 } },
+      });
+      expect(items[3]).toMatchObject(
+        continueOnError
+          ? { ok: false, status: 409, error: { code: "QUOTA_DEVICES_EXCEEDED" } }
+          : { skipped: true, error: { code: "SKIPPED" } },
+      );
       expect(r.body.succeeded).toBe(2);
       expect((await quota(user, token)).devices).toBe(2);
       expect((await active(user, token)).length).toBe(2);
@@ -193,7 +230,13 @@ describe("batch allocate", () => {
     const user = uid("idem");
     const token = await tokenFor(user);
     const body = { pool, durationMinutes: 5, idempotencyKey: "twice" };
-    const items = results(await batch("allocate", token, { continueOnError: true, requests: [body, body, { ...body, durationMinutes: 6 }] }), 3);
+    const items = results(
+      await batch("allocate", token, {
+        continueOnError: true,
+        requests: [body, body, { ...body, durationMinutes: 6 }],
+      }),
+      3,
+    );
     expect(items[0]!.ok && items[1]!.ok).toBe(true);
     expect(items[1]!.value).toEqual(items[0]!.value);
     expect(items[2]).toMatchObject({ ok: false, status: 409, error: { code: "IDEMPOTENCY_KEY_REUSED" } });
@@ -206,7 +249,13 @@ describe("batch allocate", () => {
     const users = (tag: string) => Array.from({ length: 5 }, () => uid(`conc-${tag}`));
     const [ua, ub] = [users("a"), users("b")];
     // 20 requests for 10 devices, every user asking twice (within the free plan's 2).
-    const body = (us: string[]) => ({ continueOnError: true, requests: us.flatMap((u) => [{ pool, userId: u, durationMinutes: 5 }, { pool, userId: u, durationMinutes: 5 }]) });
+    const body = (us: string[]) => ({
+      continueOnError: true,
+      requests: us.flatMap((u) => [
+        { pool, userId: u, durationMinutes: 5 },
+        { pool, userId: u, durationMinutes: 5 },
+      ]),
+    });
     const [ra, rb] = await Promise.all([batch("allocate", adminToken, body(ua)), batch("allocate", adminToken, body(ub))]);
     const all = [...results(ra, 10), ...results(rb, 10)];
     const won = all.filter((i) => i.ok);
@@ -234,26 +283,53 @@ describe("admin batches across users", () => {
     const adminToken = await admin();
     const [u1, u2, u3] = [uid("adm-1"), uid("adm-2"), uid("adm-3")];
     const r = await batch("allocate", adminToken, {
-      userId: u1, continueOnError: true,
-      requests: [{ pool, durationMinutes: 20 }, { pool, userId: u2, durationMinutes: 20 }, { pool, userId: u3, durationMinutes: 20 }, { pool, durationMinutes: 20 }],
+      userId: u1,
+      continueOnError: true,
+      requests: [
+        { pool, durationMinutes: 20 },
+        { pool, userId: u2, durationMinutes: 20 },
+        { pool, userId: u3, durationMinutes: 20 },
+        { pool, durationMinutes: 20 },
+      ],
     });
     const items = results(r, 4);
     expect(items.every((i) => i.ok && i.status === 201)).toBe(true);
     expect(items.map((i) => i.value.userId)).toEqual([u1, u2, u3, u1]);
     expect(new Set(items.map((i) => i.value.deviceId)).size).toBe(4);
-    expect([(await quota(u1, adminToken)).devices, (await quota(u2, adminToken)).devices, (await quota(u3, adminToken)).devices]).toEqual([2, 1, 1]);
+    expect([(await quota(u1, adminToken)).devices, (await quota(u2, adminToken)).devices, (await quota(u3, adminToken)).devices]).toEqual([
+      2, 1, 1,
+    ]);
     const allocIds = items.map((i) => i.value.allocationId);
 
-    const ext = results(await batch("extend", adminToken, { requests: allocIds.map((allocationId) => ({ allocationId, additionalMinutes: 10 })) }), 4);
+    const ext = results(
+      await batch("extend", adminToken, {
+        requests: allocIds.map((allocationId) => ({ allocationId, additionalMinutes: 10 })),
+      }),
+      4,
+    );
     expect(ext.every((i) => i.ok && i.status === 200 && i.value.durationMinutes === 30 && i.value.extendCount === 1)).toBe(true);
 
     const q = results(await batch("query", adminToken, { allocationIds: allocIds }), 4);
-    expect(q.map((i) => [i.value.userId, i.value.status, i.value.durationMinutes])).toEqual([[u1, "active", 30], [u2, "active", 30], [u3, "active", 30], [u1, "active", 30]]);
+    expect(q.map((i) => [i.value.userId, i.value.status, i.value.durationMinutes])).toEqual([
+      [u1, "active", 30],
+      [u2, "active", 30],
+      [u3, "active", 30],
+      [u1, "active", 30],
+    ]);
 
-    const rel = results(await batch("release", adminToken, {
-      userId: u1, continueOnError: true,
-      requests: [{ deviceId: items[0]!.value.deviceId }, { deviceId: items[1]!.value.deviceId, userId: u2 }, { deviceId: items[2]!.value.deviceId, userId: u3 }, { deviceId: items[3]!.value.deviceId }],
-    }), 4);
+    const rel = results(
+      await batch("release", adminToken, {
+        userId: u1,
+        continueOnError: true,
+        requests: [
+          { deviceId: items[0]!.value.deviceId },
+          { deviceId: items[1]!.value.deviceId, userId: u2 },
+          { deviceId: items[2]!.value.deviceId, userId: u3 },
+          { deviceId: items[3]!.value.deviceId },
+        ],
+      }),
+      4,
+    );
     expect(rel.every((i) => i.ok && i.status === 200 && i.value.reason === "released")).toBe(true);
     expect(rel.map((i) => i.value.allocationId)).toEqual(allocIds);
     for (const u of [u1, u2, u3]) expect((await quota(u, adminToken)).devices).toBe(0);
@@ -262,7 +338,14 @@ describe("admin batches across users", () => {
     // A user naming another user, in the envelope or in an item: each such item is FORBIDDEN, and nothing happens to either account.
     const mallory = uid("mallory");
     const mt = await tokenFor(mallory);
-    const forged = results(await batch("allocate", mt, { userId: u1, continueOnError: true, requests: [{ pool }, { pool, userId: u2 }, { pool, userId: mallory, durationMinutes: 5 }] }), 3);
+    const forged = results(
+      await batch("allocate", mt, {
+        userId: u1,
+        continueOnError: true,
+        requests: [{ pool }, { pool, userId: u2 }, { pool, userId: mallory, durationMinutes: 5 }],
+      }),
+      3,
+    );
     expect(forged.map((i) => (i.ok ? i.status : `${i.status} ${i.error!.code}`))).toEqual(["403 FORBIDDEN", "403 FORBIDDEN", 201]);
     expect(forged[0]!.error).toEqual((await allocate(mt, { pool, userId: u1 })).body.error);
     const forgedRelease = results(await batch("release", mt, { userId: u1, requests: [{ deviceId: forged[2]!.value.deviceId }] }), 1);
@@ -278,7 +361,15 @@ describe("batch release and extend", () => {
     const user = uid("rel");
     const other = uid("rel-other");
     const [token, otherToken] = [await tokenFor(user), await tokenFor(other)];
-    const mine = results(await batch("allocate", token, { requests: [{ pool, durationMinutes: 10 }, { pool, durationMinutes: 10 }] }), 2).map((i) => i.value);
+    const mine = results(
+      await batch("allocate", token, {
+        requests: [
+          { pool, durationMinutes: 10 },
+          { pool, durationMinutes: 10 },
+        ],
+      }),
+      2,
+    ).map((i) => i.value);
     const theirs = (await allocate(otherToken, { pool, durationMinutes: 10 })).body;
     const requests = [
       { deviceId: mine[0].deviceId },
@@ -292,11 +383,26 @@ describe("batch release and extend", () => {
     ];
     const items = results(await batch("release", token, { continueOnError: true, requests }), requests.length);
     expect(items.map((i) => (i.ok ? i.status : `${i.status} ${i.error!.code}`))).toEqual([
-      200, "404 ALLOCATION_NOT_FOUND", "404 ALLOCATION_NOT_FOUND", "400 VALIDATION_FAILED", "403 FORBIDDEN", "400 VALIDATION_FAILED", 200, "404 ALLOCATION_NOT_FOUND",
+      200,
+      "404 ALLOCATION_NOT_FOUND",
+      "404 ALLOCATION_NOT_FOUND",
+      "400 VALIDATION_FAILED",
+      "403 FORBIDDEN",
+      "400 VALIDATION_FAILED",
+      200,
+      "404 ALLOCATION_NOT_FOUND",
     ]);
-    for (const [i, a] of [[0, mine[0]], [6, mine[1]]] as const) {
+    for (const [i, a] of [
+      [0, mine[0]],
+      [6, mine[1]],
+    ] as const) {
       ReleaseResult.strict().parse(items[i]!.value);
-      expect(items[i]!.value).toMatchObject({ allocationId: a.allocationId, deviceId: a.deviceId, userId: user, reason: "released" });
+      expect(items[i]!.value).toMatchObject({
+        allocationId: a.allocationId,
+        deviceId: a.deviceId,
+        userId: user,
+        reason: "released",
+      });
     }
     for (const i of items.filter((x) => !x.ok)) {
       const single = await call("POST", "/scheduler/devices/release", { token, body: requests[i.index] });
@@ -307,7 +413,11 @@ describe("batch release and extend", () => {
     expect((await active(other, otherToken)).map((a) => a.allocationId)).toEqual([theirs.allocationId]);
     expect((await quota(other, otherToken)).devices).toBe(1);
     expect((await quota(user, token)).devices).toBe(0);
-    await availableSettles(pool, token, ids.filter((d) => d !== theirs.deviceId));
+    await availableSettles(
+      pool,
+      token,
+      ids.filter((d) => d !== theirs.deviceId),
+    );
   });
 
   it("extend: own allocations extended; another user's, an unknown and a malformed item each get their own error", async () => {
@@ -315,7 +425,15 @@ describe("batch release and extend", () => {
     const user = uid("ext");
     const other = uid("ext-other");
     const [token, otherToken] = [await tokenFor(user), await tokenFor(other)];
-    const [a1, a2] = results(await batch("allocate", token, { requests: [{ pool, durationMinutes: 10 }, { pool, durationMinutes: 20 }] }), 2).map((i) => i.value);
+    const [a1, a2] = results(
+      await batch("allocate", token, {
+        requests: [
+          { pool, durationMinutes: 10 },
+          { pool, durationMinutes: 20 },
+        ],
+      }),
+      2,
+    ).map((i) => i.value);
     const theirs = (await allocate(otherToken, { pool, durationMinutes: 10 })).body;
     const unknownId = `${a1.allocationId.slice(0, -4)}zzzz`;
     const requests = [
@@ -330,15 +448,39 @@ describe("batch release and extend", () => {
     ];
     const items = results(await batch("extend", token, { continueOnError: true, requests }), requests.length);
     expect(items.map((i) => (i.ok ? i.status : `${i.status} ${i.error!.code}`))).toEqual([
-      200, "404 ALLOCATION_NOT_FOUND", "404 ALLOCATION_NOT_FOUND", "404 ALLOCATION_NOT_FOUND", "400 VALIDATION_FAILED", "400 VALIDATION_FAILED", "409 EXTEND_TOO_LONG", 200,
+      200,
+      "404 ALLOCATION_NOT_FOUND",
+      "404 ALLOCATION_NOT_FOUND",
+      "404 ALLOCATION_NOT_FOUND",
+      "400 VALIDATION_FAILED",
+      "400 VALIDATION_FAILED",
+      "409 EXTEND_TOO_LONG",
+      200,
     ]);
-    expect(items[0]!.value).toMatchObject({ allocationId: a1.allocationId, durationMinutes: 20, extendCount: 1, extendedMinutes: 10 });
-    expect(items[7]!.value).toMatchObject({ allocationId: a2.allocationId, durationMinutes: 25, extendCount: 1, extendedMinutes: 5 });
-    expect(items[1]!.error).toEqual({ code: "ALLOCATION_NOT_FOUND", message: "No such allocation.", details: { allocationId: theirs.allocationId } });
+    expect(items[0]!.value).toMatchObject({
+      allocationId: a1.allocationId,
+      durationMinutes: 20,
+      extendCount: 1,
+      extendedMinutes: 10,
+    });
+    expect(items[7]!.value).toMatchObject({
+      allocationId: a2.allocationId,
+      durationMinutes: 25,
+      extendCount: 1,
+      extendedMinutes: 5,
+    });
+    expect(items[1]!.error).toEqual({
+      code: "ALLOCATION_NOT_FOUND",
+      message: "No such allocation.",
+      details: { allocationId: theirs.allocationId },
+    });
     // The single route says the same for the foreign and unknown ids (the others now hit the cooldown, so compare those that cannot change).
     for (const i of [1, 2, 3, 4, 5]) {
       const { allocationId, ...rest } = requests[i] as { allocationId: string };
-      const single = await call("PUT", `/scheduler/allocations/${encodeURIComponent(allocationId)}/extend`, { token, body: rest });
+      const single = await call("PUT", `/scheduler/allocations/${encodeURIComponent(allocationId)}/extend`, {
+        token,
+        body: rest,
+      });
       expect(single.status, `item ${i}`).toBe(items[i]!.status);
       expect(single.body, `item ${i}`).toEqual({ error: items[i]!.error });
     }
@@ -353,12 +495,30 @@ describe("batch release and extend", () => {
     const { pool } = await poolOf(2);
     const user = uid("ext-stop");
     const token = await tokenFor(user);
-    const [a1, a2] = results(await batch("allocate", token, { requests: [{ pool, durationMinutes: 10 }, { pool, durationMinutes: 10 }] }), 2).map((i) => i.value);
-    const items = results(await batch("extend", token, {
-      requests: [{ allocationId: a1.allocationId, additionalMinutes: 5 }, { allocationId: "alc_nope_nope", additionalMinutes: 5 }, { allocationId: a2.allocationId, additionalMinutes: 5 }],
-    }), 3);
+    const [a1, a2] = results(
+      await batch("allocate", token, {
+        requests: [
+          { pool, durationMinutes: 10 },
+          { pool, durationMinutes: 10 },
+        ],
+      }),
+      2,
+    ).map((i) => i.value);
+    const items = results(
+      await batch("extend", token, {
+        requests: [
+          { allocationId: a1.allocationId, additionalMinutes: 5 },
+          { allocationId: "alc_nope_nope", additionalMinutes: 5 },
+          { allocationId: a2.allocationId, additionalMinutes: 5 },
+        ],
+      }),
+      3,
+    );
     expect(items.map((i) => (i.ok ? i.status : i.error!.code))).toEqual([200, "ALLOCATION_NOT_FOUND", "SKIPPED"]);
-    expect((await call("GET", `/scheduler/allocations/${a2.allocationId}`, { token })).body).toMatchObject({ durationMinutes: 10, extendCount: 0 });
+    expect((await call("GET", `/scheduler/allocations/${a2.allocationId}`, { token })).body).toMatchObject({
+      durationMinutes: 10,
+      extendCount: 0,
+    });
   });
 });
 
@@ -368,14 +528,41 @@ describe("batch query", () => {
     const user = uid("q");
     const other = uid("q-other");
     const [token, otherToken] = [await tokenFor(user), await tokenFor(other)];
-    const [a1, a2] = results(await batch("allocate", token, { requests: [{ pool, durationMinutes: 10 }, { pool, durationMinutes: 10 }] }), 2).map((i) => i.value);
+    const [a1, a2] = results(
+      await batch("allocate", token, {
+        requests: [
+          { pool, durationMinutes: 10 },
+          { pool, durationMinutes: 10 },
+        ],
+      }),
+      2,
+    ).map((i) => i.value);
     await call("POST", "/scheduler/devices/release", { token, body: { deviceId: a2.deviceId } });
     const theirs = (await allocate(otherToken, { pool, durationMinutes: 10 })).body;
-    const ids: unknown[] = [a1.allocationId, theirs.allocationId, a2.allocationId, "garbage", `${a1.allocationId}x`, "", 42, null, "x".repeat(401), a1.allocationId];
+    const ids: unknown[] = [
+      a1.allocationId,
+      theirs.allocationId,
+      a2.allocationId,
+      "garbage",
+      `${a1.allocationId}x`,
+      "",
+      42,
+      null,
+      "x".repeat(401),
+      a1.allocationId,
+    ];
     const items = results(await batch("query", token, { allocationIds: ids }), ids.length);
     expect(items.map((i) => (i.ok ? i.status : `${i.status} ${i.error!.code}`))).toEqual([
-      200, "404 ALLOCATION_NOT_FOUND", 200, "404 ALLOCATION_NOT_FOUND", "404 ALLOCATION_NOT_FOUND",
-      "400 VALIDATION_FAILED", "400 VALIDATION_FAILED", "400 VALIDATION_FAILED", "400 VALIDATION_FAILED", 200,
+      200,
+      "404 ALLOCATION_NOT_FOUND",
+      200,
+      "404 ALLOCATION_NOT_FOUND",
+      "404 ALLOCATION_NOT_FOUND",
+      "400 VALIDATION_FAILED",
+      "400 VALIDATION_FAILED",
+      "400 VALIDATION_FAILED",
+      "400 VALIDATION_FAILED",
+      200,
     ]);
     for (const i of [0, 2, 9]) {
       AllocationView.strict().parse(items[i]!.value);
@@ -385,17 +572,31 @@ describe("batch query", () => {
     expect(items[0]!.value).toMatchObject({ status: "active", userId: user });
     expect(items[2]!.value).toMatchObject({ status: "released", reason: "released" });
     // The foreign id reads exactly like an id that does not exist.
-    expect(items[1]!.error).toEqual({ code: "ALLOCATION_NOT_FOUND", message: "No such allocation.", details: { allocationId: theirs.allocationId } });
+    expect(items[1]!.error).toEqual({
+      code: "ALLOCATION_NOT_FOUND",
+      message: "No such allocation.",
+      details: { allocationId: theirs.allocationId },
+    });
     expect(items[4]!.error!.message).toBe(items[1]!.error!.message);
-    for (const i of [1, 3, 4]) expect((await call("GET", `/scheduler/allocations/${ids[i]}`, { token })).body).toEqual({ error: items[i]!.error });
+    for (const i of [1, 3, 4])
+      expect((await call("GET", `/scheduler/allocations/${ids[i]}`, { token })).body).toEqual({
+        error: items[i]!.error,
+      });
     // The admin reads the foreign one.
     const asAdmin = results(await batch("query", await admin(), { allocationIds: [theirs.allocationId] }), 1);
-    expect(asAdmin[0]).toMatchObject({ ok: true, status: 200, value: { allocationId: theirs.allocationId, userId: other, status: "active" } });
+    expect(asAdmin[0]).toMatchObject({
+      ok: true,
+      status: 200,
+      value: { allocationId: theirs.allocationId, userId: other, status: "active" },
+    });
   });
 
   it(`answers up to ${BATCH.maxItems} ids`, async () => {
     const token = await tokenFor(uid("q-many"));
-    const items = results(await batch("query", token, { allocationIds: Array.from({ length: BATCH.maxItems }, (_, i) => `alc_x_${i}`) }), BATCH.maxItems);
+    const items = results(
+      await batch("query", token, { allocationIds: Array.from({ length: BATCH.maxItems }, (_, i) => `alc_x_${i}`) }),
+      BATCH.maxItems,
+    );
     expect(items.every((i) => i.status === 404 && i.error!.code === "ALLOCATION_NOT_FOUND")).toBe(true);
   });
 });
@@ -413,7 +614,11 @@ describe("envelope errors", () => {
       expect(typeof r.body.error.message).toBe("string");
       if (path !== undefined) expect(r.body.error.details.issues.map((i: { path: string }) => i.path)).toContain(path);
     };
-    expectError(await batch("allocate", token, { requests: Array.from({ length: BATCH.maxItems + 1 }, () => item) }), "VALIDATION_FAILED", "requests");
+    expectError(
+      await batch("allocate", token, { requests: Array.from({ length: BATCH.maxItems + 1 }, () => item) }),
+      "VALIDATION_FAILED",
+      "requests",
+    );
     expectError(await batch("allocate", token, { requests: [] }), "VALIDATION_FAILED", "requests");
     expectError(await batch("allocate", token, {}), "VALIDATION_FAILED", "requests");
     expectError(await batch("allocate", token, { requests: [item], dryRun: true }), "VALIDATION_FAILED");
@@ -422,21 +627,49 @@ describe("envelope errors", () => {
     expectError(await batch("allocate", token, [item]), "VALIDATION_FAILED");
     expectError(await batch("allocate", token, "requests"), "VALIDATION_FAILED");
     expectError(await batch("allocate", token, { userId: "../x", requests: [item] }), "VALIDATION_FAILED", "userId");
-    expectError(await batch("release", token, { requests: Array.from({ length: BATCH.maxItems + 1 }, () => ({ deviceId: ids[0] })) }), "VALIDATION_FAILED", "requests");
-    expectError(await batch("extend", token, { userId: user, requests: [{ allocationId: "a", additionalMinutes: 1 }] }), "VALIDATION_FAILED");
+    expectError(
+      await batch("release", token, {
+        requests: Array.from({ length: BATCH.maxItems + 1 }, () => ({ deviceId: ids[0] })),
+      }),
+      "VALIDATION_FAILED",
+      "requests",
+    );
+    expectError(
+      await batch("extend", token, { userId: user, requests: [{ allocationId: "a", additionalMinutes: 1 }] }),
+      "VALIDATION_FAILED",
+    );
     expectError(await batch("query", token, { allocationIds: [] }), "VALIDATION_FAILED", "allocationIds");
-    expectError(await batch("query", token, { allocationIds: Array.from({ length: BATCH.maxItems + 1 }, () => "alc_x") }), "VALIDATION_FAILED", "allocationIds");
+    expectError(
+      await batch("query", token, { allocationIds: Array.from({ length: BATCH.maxItems + 1 }, () => "alc_x") }),
+      "VALIDATION_FAILED",
+      "allocationIds",
+    );
     // Not JSON: the same answer as the single route's.
-    const junk = await call("POST", "/scheduler/batch/allocate", { token, rawBody: '{"requests": [', headers: { "Content-Type": "application/json" } });
-    const single = await call("POST", "/scheduler/devices/allocate", { token, rawBody: '{"requests": [', headers: { "Content-Type": "application/json" } });
+    const junk = await call("POST", "/scheduler/batch/allocate", {
+      token,
+      rawBody: '{"requests": [',
+      headers: { "Content-Type": "application/json" },
+    });
+    const single = await call("POST", "/scheduler/devices/allocate", {
+      token,
+      rawBody: '{"requests": [',
+      headers: { "Content-Type": "application/json" },
+    });
     expectError(junk, single.body.error.code);
     expect(junk.body).toEqual(single.body);
-    const empty = await call("POST", "/scheduler/batch/allocate", { token, rawBody: "", headers: { "Content-Type": "application/json" } });
+    const empty = await call("POST", "/scheduler/batch/allocate", {
+      token,
+      rawBody: "",
+      headers: { "Content-Type": "application/json" },
+    });
     expect(empty.status).toBe(400);
     expect(Object.keys(empty.body.error).sort()).toEqual(expect.arrayContaining(["code", "message"]));
     // Who may call is checked first, as on every /scheduler route.
     expect((await call("POST", "/scheduler/batch/allocate", { body: { requests: [item] } })).status).toBe(401);
-    const svc = await call("POST", "/scheduler/batch/query", { service: SERVICE_TOKEN, body: { allocationIds: ["alc_x"] } });
+    const svc = await call("POST", "/scheduler/batch/query", {
+      service: SERVICE_TOKEN,
+      body: { allocationIds: ["alc_x"] },
+    });
     expect(svc.status).toBe(403);
     expect(svc.body.error.code).toBe("FORBIDDEN");
     // Nothing ran.
@@ -468,9 +701,15 @@ describe("envelope errors", () => {
       expect(schema, ref).toBeDefined();
       pending.push(...refsIn(schema));
     }
-    for (const name of ["AllocateRequest", "ReleaseRequest", "BatchExtendItem", "AllocationResult", "ReleaseResult", "Allocation"]) expect(seen).toContain(`#/components/schemas/${name}`);
+    for (const name of ["AllocateRequest", "ReleaseRequest", "BatchExtendItem", "AllocationResult", "ReleaseResult", "Allocation"])
+      expect(seen).toContain(`#/components/schemas/${name}`);
     const env = doc.components.schemas.BatchAllocateRequest;
-    expect(env.properties.requests).toMatchObject({ type: "array", minItems: 1, maxItems: BATCH.maxItems, items: { $ref: "#/components/schemas/AllocateRequest" } });
+    expect(env.properties.requests).toMatchObject({
+      type: "array",
+      minItems: 1,
+      maxItems: BATCH.maxItems,
+      items: { $ref: "#/components/schemas/AllocateRequest" },
+    });
     expect(env.additionalProperties).toBe(false);
   });
 });

@@ -15,7 +15,12 @@ import { periodBounds, periodOf } from "../src/domain/pricing";
 import { admin, call, SERVICE_TOKEN, tokenFor, uid, until } from "./helpers";
 
 type Kind = "starting_credit" | "top_up" | "charge" | "adjustment";
-interface Fixture { kind: Kind; amount: number; at: string; seconds?: number }
+interface Fixture {
+  kind: Kind;
+  amount: number;
+  at: string;
+  seconds?: number;
+}
 
 /**
  * Writes a user's history as the booking code would have: one ledger row per line with its
@@ -29,32 +34,41 @@ async function seed(userId: string, lines: Fixture[]): Promise<number> {
     const at = Date.parse(l.at);
     const allocationId = l.kind === "charge" ? `alc-fx-${userId}-${i}` : null;
     const entryId = l.kind === "starting_credit" ? `starting_credit:${userId}` : `${l.kind}:fx-${userId}-${i}`;
-    statements.push(env.DB.prepare(
-      `INSERT INTO ledger (entry_id, user_id, kind, amount, balance_after, allocation_id, plan_id, reference, memo, created_at)
+    statements.push(
+      env.DB.prepare(
+        `INSERT INTO ledger (entry_id, user_id, kind, amount, balance_after, allocation_id, plan_id, reference, memo, created_at)
        VALUES (?, ?, ?, ?, ?, ?, 'standard', NULL, 'fixture', ?)`,
-    ).bind(entryId, userId, l.kind, l.amount, balance, allocationId, at));
+      ).bind(entryId, userId, l.kind, l.amount, balance, allocationId, at),
+    );
     if (allocationId) {
-      statements.push(env.DB.prepare(
-        `INSERT INTO usage_records (allocation_id, device_id, user_id, tenant_id, duration_seconds, cpu_cores, memory_mb, storage_mb, allocated_at, released_at, reason, received_at, source)
+      statements.push(
+        env.DB.prepare(
+          `INSERT INTO usage_records (allocation_id, device_id, user_id, tenant_id, duration_seconds, cpu_cores, memory_mb, storage_mb, allocated_at, released_at, reason, received_at, source)
          VALUES (?, 'fx-dev', ?, NULL, ?, 2, 4096, 32768, ?, ?, 'released', ?, 'device')`,
-      ).bind(allocationId, userId, l.seconds ?? 0, at - (l.seconds ?? 0) * 1000, at, at));
+        ).bind(allocationId, userId, l.seconds ?? 0, at - (l.seconds ?? 0) * 1000, at, at),
+      );
     }
   });
   const first = Date.parse(lines[0]!.at);
-  statements.push(env.DB.prepare(
-    `INSERT INTO accounts (user_id, plan_id, balance, last_seq, reconciled_through, created_at, updated_at)
+  statements.push(
+    env.DB.prepare(
+      `INSERT INTO accounts (user_id, plan_id, balance, last_seq, reconciled_through, created_at, updated_at)
      VALUES (?, 'standard', ?, (SELECT MAX(seq) FROM ledger WHERE user_id = ?), ?, ?, ?)`,
-  ).bind(userId, balance, userId, first, first, first));
+    ).bind(userId, balance, userId, first, first, first),
+  );
   await env.DB.batch(statements);
   return balance;
 }
 
 const runInvoices = async (period: string) => call("POST", "/admin/billing/invoices/run", { token: await admin(), body: { period } });
-const invoicesOf = async (userId: string) => (await call("GET", `/billing/users/${userId}/invoices`, { token: await tokenFor(userId) })).body.items as any[];
+const invoicesOf = async (userId: string) =>
+  (await call("GET", `/billing/users/${userId}/invoices`, { token: await tokenFor(userId) })).body.items as any[];
 const invoiceRows = async (userId: string) =>
   (await env.DB.prepare("SELECT * FROM invoices WHERE user_id = ? ORDER BY period").bind(userId).all<Record<string, any>>()).results;
 const invoiceEvents = async (userId: string) =>
-  ((await call("GET", "/scheduler/events?limit=200", { token: await tokenFor(userId) })).body.events as any[]).filter((e) => e.type === "billing.invoice_generated");
+  ((await call("GET", "/scheduler/events?limit=200", { token: await tokenFor(userId) })).body.events as any[]).filter(
+    (e) => e.type === "billing.invoice_generated",
+  );
 const ledgerSum = async (userId: string) =>
   (await env.DB.prepare("SELECT SUM(amount) AS total FROM ledger WHERE user_id = ?").bind(userId).first<{ total: number }>())!.total;
 
@@ -91,25 +105,60 @@ describe("invoice totals", () => {
     const [a] = await invoiceRows(user);
     // opening 1000; charges 25 + 7 + 3; credits 500 + 40; debits 100; closing 1000 − 35 + 540 − 100.
     expect(a).toMatchObject({
-      invoice_id: invoiceIdOf(user, "2026-09"), user_id: user, period: "2026-09", currency: "USD",
-      period_start: Date.UTC(2026, 8, 1), period_end: Date.UTC(2026, 9, 1),
-      opening_balance: 1000, charges: 35, credits: 540, debits: 100, closing_balance: 1405, usage_count: 3, usage_seconds: 5000,
+      invoice_id: invoiceIdOf(user, "2026-09"),
+      user_id: user,
+      period: "2026-09",
+      currency: "USD",
+      period_start: Date.UTC(2026, 8, 1),
+      period_end: Date.UTC(2026, 9, 1),
+      opening_balance: 1000,
+      charges: 35,
+      credits: 540,
+      debits: 100,
+      closing_balance: 1405,
+      usage_count: 3,
+      usage_seconds: 5000,
     });
     const [b] = await invoiceRows(other);
     // Opened in September: its starting credit is a credit of the month, the opening is 0.
-    expect(b).toMatchObject({ period: "2026-09", opening_balance: 0, charges: 60, credits: 1000, debits: 0, closing_balance: 940, usage_count: 1, usage_seconds: 8800 });
+    expect(b).toMatchObject({
+      period: "2026-09",
+      opening_balance: 0,
+      charges: 60,
+      credits: 1000,
+      debits: 0,
+      closing_balance: 940,
+      usage_count: 1,
+      usage_seconds: 8800,
+    });
 
     const oct = await runInvoices("2026-10");
     expect(oct.body).toEqual({ period: "2026-10", created: 1, remaining: false }); // `other` did nothing in October
     const items = await invoicesOf(user);
     expect(items.map((i) => i.period)).toEqual(["2026-10", "2026-09"]); // newest first
-    expect(items[0]).toMatchObject({ openingBalance: 1405, charges: 12, credits: 200, debits: 0, closingBalance: 1593, usageCount: 1, usageSeconds: 1800 });
+    expect(items[0]).toMatchObject({
+      openingBalance: 1405,
+      charges: 12,
+      credits: 200,
+      debits: 0,
+      closingBalance: 1593,
+      usageCount: 1,
+      usageSeconds: 1800,
+    });
     expect(await invoicesOf(other)).toHaveLength(1);
 
     // August (the starting credit alone) completes the history: the invoices add up to the ledger.
     expect((await runInvoices("2026-08")).body.created).toBe(1);
     const all = await invoicesOf(user);
-    expect(all.find((i) => i.period === "2026-08")).toMatchObject({ openingBalance: 0, charges: 0, credits: 1000, debits: 0, closingBalance: 1000, usageCount: 0, usageSeconds: 0 });
+    expect(all.find((i) => i.period === "2026-08")).toMatchObject({
+      openingBalance: 0,
+      charges: 0,
+      credits: 1000,
+      debits: 0,
+      closingBalance: 1000,
+      usageCount: 0,
+      usageSeconds: 0,
+    });
     expect(chain(all)).toBe(1593);
     expect(await ledgerSum(user)).toBe(1593);
   });
@@ -128,8 +177,15 @@ describe("invoice totals", () => {
 
     // Usage of an hour in late October arrives only now (this month): booked now, at the standard price (25 ¢).
     const body = {
-      allocationId: uid("alc-late"), deviceId: "late-dev", userId: user, durationSeconds: 3600, cpuCores: 2, memoryMB: 4096, storageMB: 32768,
-      allocatedAt: "2026-10-31T22:00:00.000Z", releasedAt: "2026-10-31T23:00:00.000Z",
+      allocationId: uid("alc-late"),
+      deviceId: "late-dev",
+      userId: user,
+      durationSeconds: 3600,
+      cpuCores: 2,
+      memoryMB: 4096,
+      storageMB: 32768,
+      allocatedAt: "2026-10-31T22:00:00.000Z",
+      releasedAt: "2026-10-31T23:00:00.000Z",
     };
     const booked = await call("POST", "/api/internal/metering/device-usage", { service: SERVICE_TOKEN, body });
     expect(booked.body).toMatchObject({ recorded: 1, results: [{ status: "recorded", amount: 25 }] });
@@ -144,7 +200,15 @@ describe("invoice totals", () => {
     expect(next.ok).toBe(true);
     const rows = await invoiceRows(user);
     expect(rows.map((r) => r.period)).toEqual(["2026-10", current]);
-    expect(rows[1]).toMatchObject({ opening_balance: 950, charges: 25, credits: 0, debits: 0, closing_balance: 925, usage_count: 1, usage_seconds: 3600 });
+    expect(rows[1]).toMatchObject({
+      opening_balance: 950,
+      charges: 25,
+      credits: 0,
+      debits: 0,
+      closing_balance: 925,
+      usage_count: 1,
+      usage_seconds: 3600,
+    });
 
     const items = await invoicesOf(user);
     expect(chain(items)).toBe(await ledgerSum(user));
@@ -164,7 +228,15 @@ describe("invoice totals", () => {
     for (const p of ["2026-01", "2026-02", "2026-03"]) expect((await runInvoices(p)).status).toBe(200);
     const rows = await invoiceRows(user);
     expect(rows.map((r) => r.period)).toEqual(["2026-01", "2026-03"]);
-    expect(rows[1]).toMatchObject({ opening_balance: 991, charges: 0, credits: 300, debits: 0, closing_balance: 1291, usage_count: 0, usage_seconds: 0 });
+    expect(rows[1]).toMatchObject({
+      opening_balance: 991,
+      charges: 0,
+      credits: 300,
+      debits: 0,
+      closing_balance: 1291,
+      usage_count: 0,
+      usage_seconds: 0,
+    });
     expect(chain(await invoicesOf(user))).toBe(1291);
   });
 });
@@ -189,16 +261,33 @@ describe("one invoice per user and month", () => {
     const again = await runInvoices("2026-04");
     expect(again.body).toEqual({ period: "2026-04", created: 0, remaining: false });
     expect(await Promise.all(users.map(invoiceRows))).toEqual(first);
-    const unique = await env.DB.prepare("SELECT COUNT(*) AS n, COUNT(DISTINCT user_id) AS users FROM invoices WHERE period = '2026-04'").first<{ n: number; users: number }>();
+    const unique = await env.DB.prepare(
+      "SELECT COUNT(*) AS n, COUNT(DISTINCT user_id) AS users FROM invoices WHERE period = '2026-04'",
+    ).first<{ n: number; users: number }>();
     expect(unique).toEqual({ n: 3, users: 3 });
 
     // billing.invoice_generated: once per invoice on its user's feed, with the invoice's figures.
     for (const [i, u] of users.entries()) {
-      const events = await until(async () => { const e = await invoiceEvents(u); return e.length > 0 && e; });
+      const events = await until(async () => {
+        const e = await invoiceEvents(u);
+        return e.length > 0 && e;
+      });
       expect(events).toHaveLength(1);
       expect(events[0]).toMatchObject({
-        type: "billing.invoice_generated", userId: u,
-        data: { invoiceId: invoiceIdOf(u, "2026-04"), period: "2026-04", currency: "USD", charges: 10 + i, credits: 1000, debits: 0, openingBalance: 0, closingBalance: 990 - i, usageCount: 1, usageSeconds: 1500 },
+        type: "billing.invoice_generated",
+        userId: u,
+        data: {
+          invoiceId: invoiceIdOf(u, "2026-04"),
+          period: "2026-04",
+          currency: "USD",
+          charges: 10 + i,
+          credits: 1000,
+          debits: 0,
+          openingBalance: 0,
+          closingBalance: 990 - i,
+          usageCount: 1,
+          usageSeconds: 1500,
+        },
       });
     }
     // Runs after delivery do not repeat it.
@@ -242,12 +331,18 @@ describe("which months can be invoiced", () => {
     const end = Date.UTC(2026, 6, 1);
     const early = await generateInvoices(env, "2026-06", { now: end + 60_000 });
     expect(early.ok).toBe(false);
-    expect(early).toMatchObject({ status: 409, code: "PERIOD_NOT_ENDED", details: { period: "2026-06", closesAt: new Date(end + INVOICE_CLOSE_DELAY_MS).toISOString() } });
+    expect(early).toMatchObject({
+      status: 409,
+      code: "PERIOD_NOT_ENDED",
+      details: { period: "2026-06", closesAt: new Date(end + INVOICE_CLOSE_DELAY_MS).toISOString() },
+    });
     // A charge that read the clock at 23:59:59.5 commits after midnight (its row still says June).
     const late = await env.DB.prepare(
       `INSERT INTO ledger (entry_id, user_id, kind, amount, balance_after, allocation_id, plan_id, memo, created_at)
        SELECT 'charge:late-' || ?1, ?1, 'charge', -4, balance - 4, NULL, 'standard', 'late commit', ?2 FROM accounts WHERE user_id = ?1 RETURNING seq`,
-    ).bind(user, end - 500).first<{ seq: number }>();
+    )
+      .bind(user, end - 500)
+      .first<{ seq: number }>();
     await env.DB.prepare("UPDATE accounts SET balance = balance - 4, last_seq = ? WHERE user_id = ?").bind(late!.seq, user).run();
 
     const closed = await generateInvoices(env, "2026-06", { now: end + INVOICE_CLOSE_DELAY_MS });
@@ -265,7 +360,8 @@ describe("the cron", () => {
       { kind: "charge", amount: -33, at: "2026-07-15T10:00:00.000Z", seconds: 4840 },
       { kind: "adjustment", amount: -17, at: "2026-07-31T23:59:59.999Z" },
     ]);
-    const fire = (scheduledTime: number) => worker.scheduled(createScheduledController({ scheduledTime, cron: "*/5 * * * *" }), env as never);
+    const fire = (scheduledTime: number) =>
+      worker.scheduled(createScheduledController({ scheduledTime, cron: "*/5 * * * *" }), env as never);
     const end = Date.UTC(2026, 7, 1);
     await fire(end + 5 * 60_000); // first run after midnight: July has not closed yet
     expect(await invoiceRows(user)).toEqual([]);
@@ -273,8 +369,20 @@ describe("the cron", () => {
     await fire(end + INVOICE_CLOSE_DELAY_MS + 10 * 60_000);
     const rows = await invoiceRows(user);
     expect(rows).toHaveLength(1);
-    expect(rows[0]).toMatchObject({ period: "2026-07", opening_balance: 0, charges: 33, credits: 1000, debits: 17, closing_balance: 950, usage_count: 1, usage_seconds: 4840 });
-    const events = await until(async () => { const e = await invoiceEvents(user); return e.length > 0 && e; });
+    expect(rows[0]).toMatchObject({
+      period: "2026-07",
+      opening_balance: 0,
+      charges: 33,
+      credits: 1000,
+      debits: 17,
+      closing_balance: 950,
+      usage_count: 1,
+      usage_seconds: 4840,
+    });
+    const events = await until(async () => {
+      const e = await invoiceEvents(user);
+      return e.length > 0 && e;
+    });
     expect(events).toHaveLength(1);
     expect(events[0].data).toMatchObject({ invoiceId: invoiceIdOf(user, "2026-07"), closingBalance: 950 });
 
@@ -297,14 +405,22 @@ describe("who may read an invoice", () => {
     const id = invoiceIdOf(owner, "2026-02");
     const mine = await call("GET", `/billing/invoices/${id}`, { token: await tokenFor(owner) });
     expect(mine.status).toBe(200);
-    expect(mine.body).toMatchObject({ invoiceId: id, userId: owner, period: "2026-02", charges: 5, closingBalance: 995 });
+    expect(mine.body).toMatchObject({
+      invoiceId: id,
+      userId: owner,
+      period: "2026-02",
+      charges: 5,
+      closingBalance: 995,
+    });
     expect((await call("GET", `/billing/invoices/${id}`, { token: await admin() })).body).toEqual(mine.body);
 
     const theirs = await call("GET", `/billing/invoices/${id}`, { token: await tokenFor(stranger) });
     expect(theirs.status).toBe(404);
     expect(theirs.body.error.code).toBe("INVOICE_NOT_FOUND");
     // Same answer as an id that does not exist: ids do not leak.
-    const missing = await call("GET", `/billing/invoices/${invoiceIdOf(stranger, "2026-02")}`, { token: await tokenFor(stranger) });
+    const missing = await call("GET", `/billing/invoices/${invoiceIdOf(stranger, "2026-02")}`, {
+      token: await tokenFor(stranger),
+    });
     expect(missing.status).toBe(404);
     expect(missing.body.error.code).toBe("INVOICE_NOT_FOUND");
 
@@ -313,6 +429,8 @@ describe("who may read an invoice", () => {
     expect((await call("GET", `/billing/users/${owner}/invoices`, { token: await admin() })).body.items).toHaveLength(1);
     expect((await call("GET", `/billing/invoices/${id}`, {})).status).toBe(401);
     // Only admins run invoices.
-    expect((await call("POST", "/admin/billing/invoices/run", { token: await tokenFor(owner), body: { period: "2026-02" } })).status).toBe(403);
+    expect((await call("POST", "/admin/billing/invoices/run", { token: await tokenFor(owner), body: { period: "2026-02" } })).status).toBe(
+      403,
+    );
   });
 });

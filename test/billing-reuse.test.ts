@@ -14,7 +14,16 @@ import { admin, call, registerDevice, tokenFor, uid, until, withBillingDown } fr
 async function pricey(user: string, centsPerSecond = 300): Promise<string> {
   const token = await admin();
   const planId = uid("per-second");
-  const body = { name: "per second", currency: "USD", basePerSecond: centsPerSecond * 1_000_000, cpuCorePerSecond: 0, memoryGBPerSecond: 0, storageGBPerSecond: 0, startingCredit: 1000, lowBalanceThreshold: 0 };
+  const body = {
+    name: "per second",
+    currency: "USD",
+    basePerSecond: centsPerSecond * 1_000_000,
+    cpuCorePerSecond: 0,
+    memoryGBPerSecond: 0,
+    storageGBPerSecond: 0,
+    startingCredit: 1000,
+    lowBalanceThreshold: 0,
+  };
   expect((await call("PUT", `/admin/billing/pricing-plans/${planId}`, { token, body })).status).toBe(200);
   const moved = await call("PUT", `/admin/billing/users/${user}/plan`, { token, body: { planId } });
   expect(moved.status, JSON.stringify(moved.body)).toBe(200);
@@ -29,7 +38,8 @@ async function poolAndUser(name: string, devices = 2): Promise<{ pool: string; u
   return { pool, user, token: await tokenFor(user) };
 }
 
-const allocate = (token: string, pool: string, durationSeconds: number) => call("POST", "/scheduler/devices/allocate", { token, body: { pool, durationSeconds } });
+const allocate = (token: string, pool: string, durationSeconds: number) =>
+  call("POST", "/scheduler/devices/allocate", { token, body: { pool, durationSeconds } });
 
 describe("a balance read moments ago is reused, never above the truth", () => {
   it("the reuse window is short", () => {
@@ -42,7 +52,11 @@ describe("a balance read moments ago is reused, never above the truth", () => {
     // Reads D1 (1000), holds 2 s: the charge will be 600.
     const a = await allocate(token, pool, 2);
     expect(a.status, JSON.stringify(a.body)).toBe(201);
-    await until(async () => (await call("GET", `/scheduler/allocations/${a.body.allocationId}`, { token })).body.status === "released", 10_000, 100);
+    await until(
+      async () => (await call("GET", `/scheduler/allocations/${a.body.allocationId}`, { token })).body.status === "released",
+      10_000,
+      100,
+    );
     const ended = (await call("GET", `/scheduler/allocations/${a.body.allocationId}`, { token })).body;
     expect(ended).toMatchObject({ reason: "expired", durationSeconds: 2 });
 
@@ -56,10 +70,14 @@ describe("a balance read moments ago is reused, never above the truth", () => {
       expect(fits.status, JSON.stringify(fits.body)).toBe(201);
     });
     // After recovery every charge is booked, and the balance went where the object expected it to.
-    await until(async () => {
-      const r = await env.DB.prepare("SELECT balance FROM accounts WHERE user_id = ?").bind(user).first<{ balance: number }>();
-      return r?.balance === 100;
-    }, 15_000, 100);
+    await until(
+      async () => {
+        const r = await env.DB.prepare("SELECT balance FROM accounts WHERE user_id = ?").bind(user).first<{ balance: number }>();
+        return r?.balance === 100;
+      },
+      15_000,
+      100,
+    );
   });
 
   it("an adjustment is seen by the very next allocation (no reuse of the older balance)", async () => {
@@ -67,7 +85,10 @@ describe("a balance read moments ago is reused, never above the truth", () => {
     const first = await call("POST", "/scheduler/devices/allocate", { token, body: { pool, durationMinutes: 60 } });
     expect(first.status, JSON.stringify(first.body)).toBe(201);
     // 60 minutes of this device may cost 25; leave 25 + 24 = 49.
-    const adj = await call("POST", `/admin/billing/users/${user}/adjustments`, { token: await admin(), body: { amount: -951, adjustmentId: uid("adj"), memo: "test" } });
+    const adj = await call("POST", `/admin/billing/users/${user}/adjustments`, {
+      token: await admin(),
+      body: { amount: -951, adjustmentId: uid("adj"), memo: "test" },
+    });
     expect(adj.body.balance).toBe(49);
     const second = await call("POST", "/scheduler/devices/allocate", { token, body: { pool, durationMinutes: 60 } });
     expect(second.status, JSON.stringify(second.body)).toBe(402);
@@ -90,7 +111,10 @@ describe("a balance read moments ago is reused, never above the truth", () => {
     await pricey(user);
     const refused = await allocate(token, pool, 4); // 1200 > 1000
     expect(refused.status).toBe(402);
-    const top = await call("POST", `/billing/users/${user}/top-ups`, { token: await admin(), body: { amount: 500, paymentId: uid("pay") } });
+    const top = await call("POST", `/billing/users/${user}/top-ups`, {
+      token: await admin(),
+      body: { amount: 500, paymentId: uid("pay") },
+    });
     expect(top.status).toBe(201);
     // The refusal read D1; the top-up told the object; the next check sees the new balance.
     const allowed = await allocate(token, pool, 4);

@@ -31,7 +31,9 @@ describe("BILLING_ALLOW_ON_ERROR=false: an unreadable balance refuses and change
     const quotaBefore = await quota(user, token);
     const deviceBefore = await device(dev.deviceId);
 
-    const refused = await withBillingDown(() => call("POST", "/scheduler/devices/allocate", { token, body: { pool, durationMinutes: 30 } }));
+    const refused = await withBillingDown(() =>
+      call("POST", "/scheduler/devices/allocate", { token, body: { pool, durationMinutes: 30 } }),
+    );
     expect(refused.status, JSON.stringify(refused.body)).toBe(503);
     expect(refused.body.error.code).toBe("BILLING_UNAVAILABLE");
     expect(typeof refused.body.error.message).toBe("string");
@@ -81,7 +83,9 @@ describe("BILLING_ALLOW_ON_ERROR=false: an unreadable balance refuses and change
     expect(a.status, JSON.stringify(a.body)).toBe(201);
     const id = a.body.allocationId as string;
     // The allocation just read the balance: an extension during an outage uses it.
-    const carried = await withBillingDown(() => call("PUT", `/scheduler/allocations/${id}/extend`, { token, body: { additionalMinutes: 5 } }));
+    const carried = await withBillingDown(() =>
+      call("PUT", `/scheduler/allocations/${id}/extend`, { token, body: { additionalMinutes: 5 } }),
+    );
     expect(carried.status, JSON.stringify(carried.body)).toBe(200);
     expect(carried.body).toMatchObject({ extendCount: 1, extendedMinutes: 5 });
     // The user's object restarts and remembers no balance: now the outage refuses.
@@ -90,7 +94,9 @@ describe("BILLING_ALLOW_ON_ERROR=false: an unreadable balance refuses and change
     const quotaBefore = await quota(user, token);
     const deviceBefore = await device(dev.deviceId);
 
-    const refused = await withBillingDown(() => call("PUT", `/scheduler/allocations/${id}/extend`, { token, body: { additionalMinutes: 10 } }));
+    const refused = await withBillingDown(() =>
+      call("PUT", `/scheduler/allocations/${id}/extend`, { token, body: { additionalMinutes: 10 } }),
+    );
     expect(refused.status, JSON.stringify(refused.body)).toBe(503);
     expect(refused.body.error.code).toBe("BILLING_UNAVAILABLE");
 

@@ -27,12 +27,16 @@ const adminSocket = async () => rawFeed(`/ws/admin?ticket=${encodeURIComponent(a
 const userSocket = async (token: string) => rawFeed(`/ws?ticket=${encodeURIComponent(await ticket(token))}`);
 
 /** Logged frames of `type` that `pick` accepts (the admin feed is shared by every test here). */
-const framesOf = (f: RawFeed, type: string, pick: (e: Envelope<any>) => boolean): Envelope<any>[] => f.frames.filter((e) => e.seq !== null && e.type === type && pick(e));
+const framesOf = (f: RawFeed, type: string, pick: (e: Envelope<any>) => boolean): Envelope<any>[] =>
+  f.frames.filter((e) => e.seq !== null && e.type === type && pick(e));
 
 async function refused(path: string): Promise<{ code: number; error: unknown }> {
   const f = await rawFeed(path);
   const closed = await f.closed;
-  return { code: closed.code, error: f.frames[0]?.type === "feed.error" ? (f.frames[0].data as { code: string }).code : null };
+  return {
+    code: closed.code,
+    error: f.frames[0]?.type === "feed.error" ? (f.frames[0].data as { code: string }).code : null,
+  };
 }
 
 describe("who may open the admin feed", () => {
@@ -57,7 +61,10 @@ describe("who may open the admin feed", () => {
       ["expired", expired.ticket],
     ];
     for (const [label, t] of cases) {
-      expect(await refused(`/ws/admin?ticket=${encodeURIComponent(t)}`), label).toEqual({ code: 4401, error: "TICKET_INVALID" });
+      expect(await refused(`/ws/admin?ticket=${encodeURIComponent(t)}`), label).toEqual({
+        code: 4401,
+        error: "TICKET_INVALID",
+      });
     }
     expect(await refused("/ws/admin")).toEqual({ code: 4401, error: "TICKET_INVALID" });
     expect(await refused("/ws/admin?ticket=")).toEqual({ code: 4401, error: "TICKET_INVALID" });
@@ -74,7 +81,10 @@ describe("who may open the admin feed", () => {
   it("a validly signed admin-scope ticket of a non-admin is refused with 4403 (the role is checked again)", async () => {
     // The ticket route never issues this; the upgrade must not rely on that.
     const t = await mintTicket(env, { userId: uid("nosy"), role: "user" }, "admin");
-    expect(await refused(`/ws/admin?ticket=${encodeURIComponent(t.ticket)}`)).toEqual({ code: 4403, error: "FORBIDDEN" });
+    expect(await refused(`/ws/admin?ticket=${encodeURIComponent(t.ticket)}`)).toEqual({
+      code: 4403,
+      error: "FORBIDDEN",
+    });
   });
 
   it("a plain GET gets 426 in the error shape", async () => {
@@ -106,19 +116,31 @@ describe("operator events on the admin feed", () => {
     const ops = await adminSocket();
     const mine = await userSocket(token);
     // 1000 starting credit, threshold 200: −900 crosses it.
-    const adj = await call("POST", `/admin/billing/users/${user}/adjustments`, { token: await admin(), body: { amount: -900, adjustmentId: uid("adj"), memo: "test: below the threshold" } });
+    const adj = await call("POST", `/admin/billing/users/${user}/adjustments`, {
+      token: await admin(),
+      body: { amount: -900, adjustmentId: uid("adj"), memo: "test: below the threshold" },
+    });
     expect(adj.status, JSON.stringify(adj.body)).toBe(201);
     expect(adj.body.balance).toBe(100);
     // An adjustment leaves its event to the cron's delivery step; run that step now.
     await deliverNotifications(env, [user]);
-    const seen = await until(async () => { const e = framesOf(ops, "billing.low_balance", (x) => x.userId === user); return e.length > 0 && e; });
-    expect(seen[0]).toMatchObject({ type: "billing.low_balance", userId: user, data: { userId: user, balance: 100, threshold: 200, currency: "USD" } });
+    const seen = await until(async () => {
+      const e = framesOf(ops, "billing.low_balance", (x) => x.userId === user);
+      return e.length > 0 && e;
+    });
+    expect(seen[0]).toMatchObject({
+      type: "billing.low_balance",
+      userId: user,
+      data: { userId: user, balance: 100, threshold: 200, currency: "USD" },
+    });
     const own = await events(mine.frames, 1);
     expect(own.map((e) => e.type)).toEqual(["billing.low_balance"]);
     expect(own[0]!.data).toMatchObject({ balance: 100, threshold: 200 });
 
     // The "delivered" mark is lost (as if D1 failed after the feeds took it): the next run sends it again.
-    const row = await env.DB.prepare("SELECT key FROM notifications WHERE user_id = ? AND type = 'billing.low_balance'").bind(user).first<{ key: string }>();
+    const row = await env.DB.prepare("SELECT key FROM notifications WHERE user_id = ? AND type = 'billing.low_balance'")
+      .bind(user)
+      .first<{ key: string }>();
     await env.DB.prepare("UPDATE notifications SET delivered_at = NULL WHERE key = ?").bind(row!.key).run();
     expect(await deliverNotifications(env, [user])).toEqual({ delivered: 1, failed: 0 });
     await call("PUT", `/quotas/user/${user}`, { token: await admin(), body: { limits: { maxDevices: 3 } } }); // a marker after it
@@ -143,35 +165,76 @@ describe("operator events on the admin feed", () => {
     const a = await call("POST", "/scheduler/devices/allocate", { token, body: { pool, durationMinutes: 5 } });
     expect(a.status, JSON.stringify(a.body)).toBe(201);
     const allocationId: string = a.body.allocationId;
-    await env.DB.exec(`CREATE TRIGGER ops_refuse_usage BEFORE INSERT ON usage_records WHEN NEW.allocation_id = '${allocationId}' BEGIN SELECT RAISE(ABORT, 'injected: usage write'); END`);
+    await env.DB.exec(
+      `CREATE TRIGGER ops_refuse_usage BEFORE INSERT ON usage_records WHEN NEW.allocation_id = '${allocationId}' BEGIN SELECT RAISE(ABORT, 'injected: usage write'); END`,
+    );
     try {
       expect((await call("POST", "/scheduler/devices/release", { token, body: { deviceId: a.body.deviceId } })).status).toBe(200);
       // The queue retries (no delay in tests), then the dead-letter consumer keeps it and tells operators.
-      const failed = await until(async () => { const e = framesOf(ops, "billing.usage_failed", (x) => x.data.allocationId === allocationId); return e.length > 0 && e; }, 60_000, 100);
-      expect(failed[0]).toMatchObject({ userId: user, data: { allocationId, userId: user, deviceId: a.body.deviceId, status: "failed", error: "usage queue retries exhausted" } });
-      const kept = await env.DB.prepare("SELECT status FROM failed_usage WHERE allocation_id = ?").bind(allocationId).first<{ status: string }>();
+      const failed = await until(
+        async () => {
+          const e = framesOf(ops, "billing.usage_failed", (x) => x.data.allocationId === allocationId);
+          return e.length > 0 && e;
+        },
+        60_000,
+        100,
+      );
+      expect(failed[0]).toMatchObject({
+        userId: user,
+        data: {
+          allocationId,
+          userId: user,
+          deviceId: a.body.deviceId,
+          status: "failed",
+          error: "usage queue retries exhausted",
+        },
+      });
+      const kept = await env.DB.prepare("SELECT status FROM failed_usage WHERE allocation_id = ?")
+        .bind(allocationId)
+        .first<{ status: string }>();
       expect(kept).toEqual({ status: "failed" });
     } finally {
       await env.DB.exec("DROP TRIGGER IF EXISTS ops_refuse_usage");
     }
 
-    const reconcile = async (heal: boolean) => call("POST", "/admin/billing/reconcile", {
-      token: await admin(), body: { userId: user, from: "2000-01-01T00:00:00Z", to: new Date(Date.now() + 60_000).toISOString(), heal },
-    });
+    const reconcile = async (heal: boolean) =>
+      call("POST", "/admin/billing/reconcile", {
+        token: await admin(),
+        body: { userId: user, from: "2000-01-01T00:00:00Z", to: new Date(Date.now() + 60_000).toISOString(), heal },
+      });
     const diffsFor = () => framesOf(ops, "billing.reconcile_differences", (x) => JSON.stringify(x.data.sample).includes(allocationId));
     // A dry run reports it; the same dry run again is no news.
     for (let i = 0; i < 2; i++) {
       const dry = await reconcile(false);
       expect(dry.body).toMatchObject({ missingUsage: 1, healed: 0, stillMissing: 1 });
     }
-    const dryEvent = await until(async () => { const e = diffsFor(); return e.length > 0 && e; });
-    expect(dryEvent[0]).toMatchObject({ userId: "", data: { differences: 1, healed: 0, sample: [{ userId: user, missingUsage: [allocationId], stillMissing: 1 }] } });
+    const dryEvent = await until(async () => {
+      const e = diffsFor();
+      return e.length > 0 && e;
+    });
+    expect(dryEvent[0]).toMatchObject({
+      userId: "",
+      data: { differences: 1, healed: 0, sample: [{ userId: user, missingUsage: [allocationId], stillMissing: 1 }] },
+    });
     expect(Date.parse(dryEvent[0]!.data.from)).toBe(Date.parse("2000-01-01T00:00:00Z"));
     // Healing it is news; a run after that finds nothing and says nothing.
-    expect((await reconcile(true)).body).toMatchObject({ missingUsage: 1, healed: 1, stillMissing: 0, resolvedDeadLetters: 1 });
-    const healed = await until(async () => { const e = diffsFor(); return e.length > 1 && e; });
+    expect((await reconcile(true)).body).toMatchObject({
+      missingUsage: 1,
+      healed: 1,
+      stillMissing: 0,
+      resolvedDeadLetters: 1,
+    });
+    const healed = await until(async () => {
+      const e = diffsFor();
+      return e.length > 1 && e;
+    });
     expect(healed[1]!.data).toMatchObject({ differences: 1, healed: 1, sample: [{ userId: user, stillMissing: 0 }] });
-    expect((await reconcile(true)).body).toMatchObject({ missingUsage: 0, missingCharges: 0, mismatched: 0, balanceDrift: 0 });
+    expect((await reconcile(true)).body).toMatchObject({
+      missingUsage: 0,
+      missingCharges: 0,
+      mismatched: 0,
+      balanceDrift: 0,
+    });
     await sleep(300);
     expect(diffsFor()).toHaveLength(2);
     expect(framesOf(ops, "billing.usage_failed", (x) => x.data.allocationId === allocationId)).toHaveLength(1);
@@ -183,8 +246,14 @@ describe("operator events on the admin feed", () => {
 
     // The history holds what the socket saw, in order, and pages with nextSince.
     const all = await call("GET", "/admin/events?since=0&limit=200", { token: await admin() });
-    const mineInHistory = all.body.events.filter((e: Envelope<any>) => e.data?.allocationId === allocationId || JSON.stringify(e.data?.sample ?? "").includes(allocationId));
-    expect(mineInHistory.map((e: Envelope) => e.type)).toEqual(["billing.usage_failed", "billing.reconcile_differences", "billing.reconcile_differences"]);
+    const mineInHistory = all.body.events.filter(
+      (e: Envelope<any>) => e.data?.allocationId === allocationId || JSON.stringify(e.data?.sample ?? "").includes(allocationId),
+    );
+    expect(mineInHistory.map((e: Envelope) => e.type)).toEqual([
+      "billing.usage_failed",
+      "billing.reconcile_differences",
+      "billing.reconcile_differences",
+    ]);
     const firstSeq = mineInHistory[0].seq as number;
     const page = await call("GET", `/admin/events?since=${firstSeq - 1}&limit=1`, { token: await admin() });
     expect(page.body.events.map((e: Envelope) => e.seq)).toEqual([firstSeq]);
@@ -198,9 +267,24 @@ describe("operator events on the admin feed", () => {
   it("a malformed message on the usage queue is kept as invalid and shown to operators once", async () => {
     const ops = await adminSocket();
     const allocationId = uid("junk-ops");
-    await env.USAGE_QUEUE.send({ allocationId, userId: "someone", note: "not a usage record" } as never, { contentType: "json" });
-    const seen = await until(async () => { const e = framesOf(ops, "billing.usage_failed", (x) => x.data.allocationId === allocationId); return e.length > 0 && e; }, 15_000, 50);
-    expect(seen[0]!.data).toMatchObject({ allocationId, userId: "someone", deviceId: "", status: "invalid", error: expect.stringMatching(/^invalid usage record/) });
+    await env.USAGE_QUEUE.send({ allocationId, userId: "someone", note: "not a usage record" } as never, {
+      contentType: "json",
+    });
+    const seen = await until(
+      async () => {
+        const e = framesOf(ops, "billing.usage_failed", (x) => x.data.allocationId === allocationId);
+        return e.length > 0 && e;
+      },
+      15_000,
+      50,
+    );
+    expect(seen[0]!.data).toMatchObject({
+      allocationId,
+      userId: "someone",
+      deviceId: "",
+      status: "invalid",
+      error: expect.stringMatching(/^invalid usage record/),
+    });
     await sleep(300);
     expect(framesOf(ops, "billing.usage_failed", (x) => x.data.allocationId === allocationId)).toHaveLength(1);
     ops.ws.close(1000);

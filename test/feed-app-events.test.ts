@@ -14,15 +14,37 @@ const logged = (f: RawFeed) => f.frames.filter((e) => e.seq !== null);
 
 const installed = (userId: string, extra: Record<string, unknown> = {}) => ({
   type: "app.installed",
-  data: { userId, appId: "com.example.notes", appName: "Notes", deviceId: "dev-app-1", deviceName: "Phone 1", version: "1.2.0", ...extra },
+  data: {
+    userId,
+    appId: "com.example.notes",
+    appName: "Notes",
+    deviceId: "dev-app-1",
+    deviceName: "Phone 1",
+    version: "1.2.0",
+    ...extra,
+  },
 });
 const failed = (userId: string) => ({
   type: "app.install_failed",
-  data: { userId, appId: "com.example.game", appName: "Game", deviceId: "dev-app-1", reason: "not enough storage\nfree 2 GB and retry", failedAt: "2026-11-20T10:00:00+02:00" },
+  data: {
+    userId,
+    appId: "com.example.game",
+    appName: "Game",
+    deviceId: "dev-app-1",
+    reason: "not enough storage\nfree 2 GB and retry",
+    failedAt: "2026-11-20T10:00:00+02:00",
+  },
 });
 const updated = (userId: string) => ({
   type: "app.updated",
-  data: { userId, appId: "com.example.notes", appName: "Notes", deviceId: "dev-app-1", oldVersion: "1.2.0", newVersion: "1.3.0" },
+  data: {
+    userId,
+    appId: "com.example.notes",
+    appName: "Notes",
+    deviceId: "dev-app-1",
+    oldVersion: "1.2.0",
+    newVersion: "1.3.0",
+  },
 });
 
 function expectError(r: { status: number; body: any; res: Response }, status: number, code: string) {
@@ -109,13 +131,40 @@ describe("bad app events", () => {
     for (const [label, body, path] of cases) {
       const r = await send(body);
       expectError(r, 400, "VALIDATION_FAILED");
-      if (path !== null) expect(r.body.error.details.issues.map((i: { path: string }) => i.path), `${label}: ${JSON.stringify(r.body.error)}`).toContain(path);
+      if (path !== null)
+        expect(
+          r.body.error.details.issues.map((i: { path: string }) => i.path),
+          `${label}: ${JSON.stringify(r.body.error)}`,
+        ).toContain(path);
     }
     // Not JSON at all, the wrong media type, and a body over the limit.
-    expectError(await call("POST", PATH, { service: SERVICE_TOKEN, rawBody: "{not json", headers: { "Content-Type": "application/json" } }), 400, "INVALID_JSON");
-    expectError(await call("POST", PATH, { service: SERVICE_TOKEN, rawBody: JSON.stringify(good), headers: { "Content-Type": "text/plain" } }), 415, "UNSUPPORTED_MEDIA_TYPE");
+    expectError(
+      await call("POST", PATH, {
+        service: SERVICE_TOKEN,
+        rawBody: "{not json",
+        headers: { "Content-Type": "application/json" },
+      }),
+      400,
+      "INVALID_JSON",
+    );
+    expectError(
+      await call("POST", PATH, {
+        service: SERVICE_TOKEN,
+        rawBody: JSON.stringify(good),
+        headers: { "Content-Type": "text/plain" },
+      }),
+      415,
+      "UNSUPPORTED_MEDIA_TYPE",
+    );
     expectError(await call("POST", PATH, { service: SERVICE_TOKEN }), 400, "VALIDATION_FAILED");
-    expectError(await send({ events: Array.from({ length: 100 }, () => ({ ...good, data: { ...d, appName: long(200) } })), pad: long(70_000) }), 413, "PAYLOAD_TOO_LARGE");
+    expectError(
+      await send({
+        events: Array.from({ length: 100 }, () => ({ ...good, data: { ...d, appName: long(200) } })),
+        pad: long(70_000),
+      }),
+      413,
+      "PAYLOAD_TOO_LARGE",
+    );
 
     // Nothing was written: the user's log is empty, and the socket's first event is the next good one.
     expect((await call("GET", "/scheduler/events", { token: await tokenFor(user) })).body.events).toEqual([]);
@@ -134,7 +183,12 @@ describe("delivery", () => {
     const before = Date.now();
     const r = await send(installed(alice));
     expect(r.status, JSON.stringify(r.body)).toBe(202);
-    expect(r.body).toEqual({ accepted: 1, duplicates: 0, failed: 0, results: [{ eventId: null, type: "app.installed", userId: alice, seq: 1, duplicate: false }] });
+    expect(r.body).toEqual({
+      accepted: 1,
+      duplicates: 0,
+      failed: 0,
+      results: [{ eventId: null, type: "app.installed", userId: alice, seq: 1, duplicate: false }],
+    });
     const [e] = await events(fa.frames, 1);
     expect(Object.keys(e!).sort()).toEqual(["data", "seq", "timestamp", "type", "userId"]);
     expect(e).toMatchObject({ seq: 1, type: "app.installed", userId: alice, data: { ...installed(alice).data } });
@@ -146,7 +200,12 @@ describe("delivery", () => {
     // A time with an offset is kept as the same instant in UTC.
     expect((await send(failed(bob))).status).toBe(202);
     const [eb] = await events(fb.frames, 1);
-    expect(eb).toMatchObject({ seq: 1, userId: bob, type: "app.install_failed", data: { failedAt: "2026-11-20T08:00:00.000Z", reason: "not enough storage\nfree 2 GB and retry" } });
+    expect(eb).toMatchObject({
+      seq: 1,
+      userId: bob,
+      type: "app.install_failed",
+      data: { failedAt: "2026-11-20T08:00:00.000Z", reason: "not enough storage\nfree 2 GB and retry" },
+    });
     await sleep(200);
     // Bob's socket saw only Bob's event, Alice's only Alice's.
     expect(logged(fb).map((x) => x.userId)).toEqual([bob]);
@@ -163,12 +222,20 @@ describe("delivery", () => {
     const again = await send({ ...updated(user), eventId, data: { ...updated(user).data, newVersion: "9.9.9" } });
     expect([first.status, again.status]).toEqual([202, 202]);
     expect(first.body.results[0]).toEqual({ eventId, type: "app.updated", userId: user, seq: 1, duplicate: false });
-    expect(again.body).toEqual({ accepted: 0, duplicates: 1, failed: 0, results: [{ eventId, type: "app.updated", userId: user, seq: 1, duplicate: true }] });
+    expect(again.body).toEqual({
+      accepted: 0,
+      duplicates: 1,
+      failed: 0,
+      results: [{ eventId, type: "app.updated", userId: user, seq: 1, duplicate: true }],
+    });
     // A marker after both: the socket then holds exactly one copy.
     expect((await send(installed(user))).body.results[0].seq).toBe(2);
     const got = await events(f.frames, 2);
     await sleep(200);
-    expect(logged(f).map((e) => [e.seq, e.type])).toEqual([[1, "app.updated"], [2, "app.installed"]]);
+    expect(logged(f).map((e) => [e.seq, e.type])).toEqual([
+      [1, "app.updated"],
+      [2, "app.installed"],
+    ]);
     expect((got[0]!.data as { newVersion: string }).newVersion).toBe("1.3.0");
     // The feed's history agrees.
     const history = await call("GET", "/scheduler/events", { token: await tokenFor(user) });
@@ -184,13 +251,15 @@ describe("delivery", () => {
     const seen = uid("app-ev");
     expect((await send({ ...installed(alice), eventId: seen })).status).toBe(202);
     const fresh = uid("app-ev");
-    const batch = { events: [
-      { ...updated(alice), eventId: fresh },
-      { ...failed(bob), eventId: uid("app-ev") },
-      { ...installed(alice), eventId: seen },
-      installed(bob),
-      { ...installed(alice, { version: "2.0.0" }) },
-    ] };
+    const batch = {
+      events: [
+        { ...updated(alice), eventId: fresh },
+        { ...failed(bob), eventId: uid("app-ev") },
+        { ...installed(alice), eventId: seen },
+        installed(bob),
+        { ...installed(alice, { version: "2.0.0" }) },
+      ],
+    };
     const r = await send(batch);
     expect(r.status, JSON.stringify(r.body)).toBe(202);
     expect(r.body.accepted).toBe(4);
@@ -205,12 +274,25 @@ describe("delivery", () => {
     ]);
     await until(async () => logged(fa).length >= 3 && logged(fb).length >= 2);
     await sleep(200);
-    expect(logged(fa).map((e) => [e.seq, e.type, e.userId])).toEqual([[1, "app.installed", alice], [2, "app.updated", alice], [3, "app.installed", alice]]);
-    expect(logged(fb).map((e) => [e.seq, e.type, e.userId])).toEqual([[1, "app.install_failed", bob], [2, "app.installed", bob]]);
+    expect(logged(fa).map((e) => [e.seq, e.type, e.userId])).toEqual([
+      [1, "app.installed", alice],
+      [2, "app.updated", alice],
+      [3, "app.installed", alice],
+    ]);
+    expect(logged(fb).map((e) => [e.seq, e.type, e.userId])).toEqual([
+      [1, "app.install_failed", bob],
+      [2, "app.installed", bob],
+    ]);
     // The same batch again: every item with an eventId is a duplicate; items without one are new events.
     const again = await send(batch);
     expect(again.body).toMatchObject({ accepted: 2, duplicates: 3, failed: 0 });
-    expect(again.body.results.map((x: any) => [x.seq, x.duplicate])).toEqual([[2, true], [1, true], [1, true], [3, false], [4, false]]);
+    expect(again.body.results.map((x: any) => [x.seq, x.duplicate])).toEqual([
+      [2, true],
+      [1, true],
+      [1, true],
+      [3, false],
+      [4, false],
+    ]);
     await until(async () => logged(fa).length >= 4 && logged(fb).length >= 3);
     await sleep(200);
     expect(logged(fa).map((e) => e.seq)).toEqual([1, 2, 3, 4]);

@@ -37,8 +37,16 @@ describe("device feed", () => {
     const h = await hello(f);
     expect(h.feed).toBe("device");
     expect(h.state).toMatchObject({
-      deviceId: dev.deviceId, pool, status: "allocated",
-      allocation: { allocationId: a.body.allocationId, userId: user, state: "active", allocatedAt: a.body.allocatedAt, expiresAt: a.body.expiresAt },
+      deviceId: dev.deviceId,
+      pool,
+      status: "allocated",
+      allocation: {
+        allocationId: a.body.allocationId,
+        userId: user,
+        state: "active",
+        allocatedAt: a.body.allocatedAt,
+        expiresAt: a.body.expiresAt,
+      },
     });
     expect(h.state.allocation!.secondsLeft).toBeGreaterThanOrEqual(0);
     expect(h.state.allocation!.secondsLeft).toBeLessThanOrEqual(4);
@@ -46,7 +54,10 @@ describe("device feed", () => {
     // The warning comes at half of a short allocation (~2 s).
     const first = await events(f.frames, 2, 5000);
     expect(first.map((e) => e.type)).toEqual(["device.allocated", "device.expiring"]);
-    const x = await call("PUT", `/scheduler/allocations/${a.body.allocationId}/extend`, { token, body: { additionalMinutes: 1 } });
+    const x = await call("PUT", `/scheduler/allocations/${a.body.allocationId}/extend`, {
+      token,
+      body: { additionalMinutes: 1 },
+    });
     expect(x.status, JSON.stringify(x.body)).toBe(200);
     await events(f.frames, 3);
     const r = await call("POST", "/scheduler/devices/release", { token, body: { deviceId: dev.deviceId } });
@@ -62,8 +73,22 @@ describe("device feed", () => {
     }
     expect(got.map((e) => e.seq)).toEqual([1, 2, 3, 4].map((n) => got[0]!.seq! + n - 1));
     expect(got[1]!.data).toMatchObject({ deviceId: dev.deviceId, expiresAt: a.body.expiresAt });
-    expect(got[2]!.data).toMatchObject({ additionalMinutes: 1, extendCount: 1, extendedMinutes: 1, expiresAt: x.body.expiresAt, deviceId: dev.deviceId, pool });
-    expect(got[3]!.data).toMatchObject({ deviceId: dev.deviceId, pool, reason: "released", allocatedAt: a.body.allocatedAt, releasedAt: r.body.releasedAt, durationSeconds: r.body.durationSeconds });
+    expect(got[2]!.data).toMatchObject({
+      additionalMinutes: 1,
+      extendCount: 1,
+      extendedMinutes: 1,
+      expiresAt: x.body.expiresAt,
+      deviceId: dev.deviceId,
+      pool,
+    });
+    expect(got[3]!.data).toMatchObject({
+      deviceId: dev.deviceId,
+      pool,
+      reason: "released",
+      allocatedAt: a.body.allocatedAt,
+      releasedAt: r.body.releasedAt,
+      durationSeconds: r.body.durationSeconds,
+    });
   });
 
   it("refuses a user who does not hold the device (4403), an unknown device (4404) and a ticket for another device (4401)", async () => {
@@ -131,7 +156,10 @@ describe("device feed", () => {
     const hb = await hello(fb);
     expect(hb.state.allocation).toMatchObject({ allocationId: b.body.allocationId, userId: ub });
     await events(fb.frames, 1);
-    const x = await call("PUT", `/scheduler/allocations/${b.body.allocationId}/extend`, { token: tb, body: { additionalMinutes: 1 } });
+    const x = await call("PUT", `/scheduler/allocations/${b.body.allocationId}/extend`, {
+      token: tb,
+      body: { additionalMinutes: 1 },
+    });
     expect(x.status).toBe(200);
     await events(fb.frames, 2);
     expect((await call("POST", "/scheduler/devices/release", { token: tb, body: { deviceId: dev.deviceId } })).status).toBe(200);
@@ -139,7 +167,10 @@ describe("device feed", () => {
 
     const adminEvents = await events(adminFeed.frames, 5);
     await sleep(200);
-    const byAlloc = (f: RawFeed, id: string) => logged(f).filter((e) => (e.data as { allocationId?: string }).allocationId === id).map((e) => e.type);
+    const byAlloc = (f: RawFeed, id: string) =>
+      logged(f)
+        .filter((e) => (e.data as { allocationId?: string }).allocationId === id)
+        .map((e) => e.type);
     expect(byAlloc(adminFeed, a.body.allocationId)).toEqual(["device.allocated", "device.released"]);
     expect(byAlloc(adminFeed, b.body.allocationId)).toEqual(["device.allocated", "device.extended", "device.released"]);
     expect(adminEvents.length).toBe(5);
@@ -176,7 +207,8 @@ describe("device feed", () => {
     expect(logged(f).map((e) => e.type)).toEqual(["device.released", "device.status"]);
     expect(logged(f)[0]!.data).toMatchObject({ reason: "maintenance", allocationId: a.body.allocationId });
 
-    const statusOnOps = () => logged(ops).filter((e) => e.type === "device.status" && (e.data as { deviceId: string }).deviceId === dev.deviceId);
+    const statusOnOps = () =>
+      logged(ops).filter((e) => e.type === "device.status" && (e.data as { deviceId: string }).deviceId === dev.deviceId);
     await until(async () => statusOnOps().length === 1);
     // Nothing new: a repeat of maintenance, and the device's alarm run again (the outbox is empty).
     expect((await call("POST", `/admin/devices/${dev.deviceId}/maintenance`, { token: adminToken })).status).toBe(200);
@@ -185,12 +217,22 @@ describe("device feed", () => {
     expect(statusOnOps()).toHaveLength(1);
     const e = statusOnOps()[0]!;
     expect(e.userId).toBe(user);
-    expect(e.data).toEqual({ deviceId: dev.deviceId, pool, node: dev.node, status: "maintenance", previousStatus: "allocated", endedAllocationId: a.body.allocationId });
+    expect(e.data).toEqual({
+      deviceId: dev.deviceId,
+      pool,
+      node: dev.node,
+      status: "maintenance",
+      previousStatus: "allocated",
+      endedAllocationId: a.body.allocationId,
+    });
 
     // Back online: one more, about nobody's allocation.
     expect((await call("POST", `/admin/devices/${dev.deviceId}/online`, { token: adminToken })).status).toBe(200);
     await until(async () => statusOnOps().length === 2);
-    expect(statusOnOps()[1]).toMatchObject({ userId: "", data: { status: "available", previousStatus: "maintenance", endedAllocationId: null } });
+    expect(statusOnOps()[1]).toMatchObject({
+      userId: "",
+      data: { status: "available", previousStatus: "maintenance", endedAllocationId: null },
+    });
     // The admin watching the device saw it all and is still connected.
     await until(async () => logged(watcher).length === 3);
     expect(logged(watcher).map((x) => x.type)).toEqual(["device.released", "device.status", "device.status"]);

@@ -17,7 +17,15 @@ const workerdFetch = (input: string, init?: RequestInit) => exports.default.fetc
 
 /** A typed client wired to the in-process Worker. */
 export function feedClient(token: string, opts: Partial<FeedClientOptions> = {}): FeedClient {
-  return new FeedClient({ baseUrl: "https://test.local", token, fetch: workerdFetch, connect: connectInWorkerd, backoff: { initialMs: 20, maxMs: 200 }, pingIntervalMs: 0, ...opts });
+  return new FeedClient({
+    baseUrl: "https://test.local",
+    token,
+    fetch: workerdFetch,
+    connect: connectInWorkerd,
+    backoff: { initialMs: 20, maxMs: 200 },
+    pingIntervalMs: 0,
+    ...opts,
+  });
 }
 
 /** A raw socket that records every frame (for tests that check the protocol itself). */

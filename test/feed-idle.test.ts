@@ -26,7 +26,14 @@ async function closeFeed(f: RawFeed): Promise<number> {
 const allocate = (token: string, body: Record<string, unknown>) => call("POST", "/scheduler/devices/allocate", { token, body });
 const view = async (token: string, id: string) => (await call("GET", `/scheduler/allocations/${id}`, { token })).body;
 const released = (token: string, id: string, timeoutMs = 8000) =>
-  until(async () => { const v = await view(token, id); return v.status === "released" && v; }, timeoutMs, 25);
+  until(
+    async () => {
+      const v = await view(token, id);
+      return v.status === "released" && v;
+    },
+    timeoutMs,
+    25,
+  );
 
 // Each test has its own pool, user and sockets, and most of their time is the grace running out:
 // they run side by side. The restart test aborts every object, so it runs alone, after them.
@@ -61,9 +68,16 @@ describe.concurrent("idle release", () => {
     const usage = await until(async () =>
       env.DB.prepare("SELECT * FROM usage_records WHERE allocation_id = ?").bind(a.body.allocationId).first<Record<string, unknown>>(),
     );
-    expect(usage).toMatchObject({ reason: "idle", user_id: user, device_id: dev.deviceId, duration_seconds: v.durationSeconds });
+    expect(usage).toMatchObject({
+      reason: "idle",
+      user_id: user,
+      device_id: dev.deviceId,
+      duration_seconds: v.durationSeconds,
+    });
     const charges = await until(async () => {
-      const r = await env.DB.prepare("SELECT amount FROM ledger WHERE allocation_id = ? AND kind = 'charge'").bind(a.body.allocationId).all<{ amount: number }>();
+      const r = await env.DB.prepare("SELECT amount FROM ledger WHERE allocation_id = ? AND kind = 'charge'")
+        .bind(a.body.allocationId)
+        .all<{ amount: number }>();
       return r.results.length > 0 && r.results;
     });
     expect(charges).toHaveLength(1);
@@ -72,7 +86,10 @@ describe.concurrent("idle release", () => {
     const d = await call("GET", `/admin/devices/${dev.deviceId}`, { token: await admin() });
     expect(d.body).toMatchObject({ status: "available", allocation: null });
     // The user's log says why.
-    const evs = (await call("GET", "/scheduler/events?limit=200", { token })).body.events as { type: string; data: Record<string, unknown> }[];
+    const evs = (await call("GET", "/scheduler/events?limit=200", { token })).body.events as {
+      type: string;
+      data: Record<string, unknown>;
+    }[];
     expect(evs.filter((e) => e.type === "device.released").map((e) => e.data.reason)).toEqual(["idle"]);
   });
 
@@ -121,7 +138,10 @@ describe.concurrent("idle release", () => {
     const set = await call("PUT", `/admin/pools/${pool}`, { token: adminToken, body: { idleReleaseSeconds: 2 } });
     expect(set.status, JSON.stringify(set.body)).toBe(200);
     expect(set.body).toMatchObject({ pool, strategy: "least-loaded", idleReleaseSeconds: 2 });
-    expect((await call("GET", `/admin/pools/${pool}`, { token: adminToken })).body).toMatchObject({ idleReleaseSeconds: 2, idleReleaseMinutes: 2 / 60 });
+    expect((await call("GET", `/admin/pools/${pool}`, { token: adminToken })).body).toMatchObject({
+      idleReleaseSeconds: 2,
+      idleReleaseMinutes: 2 / 60,
+    });
 
     const token = await tokenFor(uid("pooled"));
     const a = await allocate(token, { pool, durationSeconds: 60 });
@@ -141,7 +161,10 @@ describe.concurrent("idle release", () => {
     expect((await view(token, kept.body.allocationId)).status).toBe("active");
     expect((await released(token, own.body.allocationId)).reason).toBe("idle");
 
-    const minutes = await call("PUT", `/admin/pools/${pool}`, { token: adminToken, body: { idleReleaseMinutes: 15, strategy: "spread" } });
+    const minutes = await call("PUT", `/admin/pools/${pool}`, {
+      token: adminToken,
+      body: { idleReleaseMinutes: 15, strategy: "spread" },
+    });
     expect(minutes.body).toMatchObject({ idleReleaseMinutes: 15, idleReleaseSeconds: 900, strategy: "spread" });
     await call("POST", "/scheduler/devices/release", { token, body: { deviceId: kept.body.deviceId } });
   });
@@ -150,7 +173,12 @@ describe.concurrent("idle release", () => {
     const doc = await call("GET", "/openapi.json");
     expect(doc.status).toBe(200);
     const s = doc.body.components.schemas;
-    expect(s.AllocateRequest.properties.idleReleaseMinutes).toMatchObject({ type: "integer", minimum: 1, maximum: 1440, description: expect.stringContaining("idle") });
+    expect(s.AllocateRequest.properties.idleReleaseMinutes).toMatchObject({
+      type: "integer",
+      minimum: 1,
+      maximum: 1440,
+      description: expect.stringContaining("idle"),
+    });
     expect(s.AllocateRequest.properties.idleReleaseSeconds.description).toContain("Test-only");
     expect(JSON.stringify(s.PoolSettings.properties.idleReleaseMinutes)).toContain("null");
     expect(s.PoolSettings.properties.idleReleaseMinutes.description).toContain("turns it off");
@@ -174,7 +202,13 @@ describe.concurrent("idle release", () => {
       expect(r.status, JSON.stringify(body)).toBe(400);
       expect(r.body.error.code).toBe("VALIDATION_FAILED");
     }
-    for (const body of [{}, { idleReleaseMinutes: 0 }, { idleReleaseMinutes: "5" }, { idleReleaseMinutes: 5, idleReleaseSeconds: 5 }, { idle: 5 }]) {
+    for (const body of [
+      {},
+      { idleReleaseMinutes: 0 },
+      { idleReleaseMinutes: "5" },
+      { idleReleaseMinutes: 5, idleReleaseSeconds: 5 },
+      { idle: 5 },
+    ]) {
       const r = await call("PUT", `/admin/pools/${pool}`, { token: adminToken, body });
       expect(r.status, JSON.stringify(body)).toBe(400);
     }

@@ -30,13 +30,22 @@ describe("user feed", () => {
     const user = uid("u");
     const r = await call("POST", "/ws/ticket", { token: await tokenFor(user) });
     expect(r.status, JSON.stringify(r.body)).toBe(201);
-    expect(r.body).toMatchObject({ feed: "user", url: expect.stringMatching(/^\/ws\?ticket=/), expiresAt: expect.any(String) });
+    expect(r.body).toMatchObject({
+      feed: "user",
+      url: expect.stringMatching(/^\/ws\?ticket=/),
+      expiresAt: expect.any(String),
+    });
     const ttl = Date.parse(r.body.expiresAt) - Date.now();
     expect(ttl).toBeGreaterThan(50_000);
     expect(ttl).toBeLessThanOrEqual(60_000);
     const f = await rawFeed(r.body.url);
     await until(async () => f.frames.length > 0);
-    expect(f.frames[0]).toMatchObject({ seq: null, type: "feed.hello", userId: user, data: { feed: "user", historyLimit: 1000, missed: null } });
+    expect(f.frames[0]).toMatchObject({
+      seq: null,
+      type: "feed.hello",
+      userId: user,
+      data: { feed: "user", historyLimit: 1000, missed: null },
+    });
     f.ws.close(1000);
   });
 
@@ -59,10 +68,17 @@ describe("user feed", () => {
     const client = feedClient(token, { since: 0 });
     client.onEvent((e) => seen.push(e));
     await client.start();
-    await call("PUT", `/quotas/user/${user}`, { token: await tokenFor("root", "admin"), body: { limits: { maxDevices: 3 } } });
+    await call("PUT", `/quotas/user/${user}`, {
+      token: await tokenFor("root", "admin"),
+      body: { limits: { maxDevices: 3 } },
+    });
     await until(async () => seen.length === 1);
     client.drop();
-    for (let i = 0; i < 5; i++) await call("POST", `/quotas/renew/${user}`, { token: await tokenFor("root", "admin"), body: { extensionDays: i + 1 } });
+    for (let i = 0; i < 5; i++)
+      await call("POST", `/quotas/renew/${user}`, {
+        token: await tokenFor("root", "admin"),
+        body: { extensionDays: i + 1 },
+      });
     await client.nextHello();
     await until(async () => seen.length === 6);
     await sleep(100);
@@ -73,7 +89,12 @@ describe("user feed", () => {
 });
 
 describe("the per-frame filter (second line of invariant 6, behind per-user objects and closed device sockets)", () => {
-  const w = (userId: string, role: "user" | "admin", feed: Watcher["feed"]): Watcher => ({ userId, role, feed, connectedAt: 0 });
+  const w = (userId: string, role: "user" | "admin", feed: Watcher["feed"]): Watcher => ({
+    userId,
+    role,
+    feed,
+    connectedAt: 0,
+  });
   it("a user socket sees only its own user's events, on every kind of feed", () => {
     for (const feed of ["user", "device", "admin"] as const) {
       expect(visible("alice", w("alice", "user", feed))).toBe(true);

@@ -49,7 +49,10 @@ export async function admin(): Promise<string> {
   return tokenFor("root-admin", "admin");
 }
 
-export async function registerDevice(pool: string, spec: Partial<{ deviceId: string; node: string; cpuCores: number; memoryMB: number; storageMB: number }> = {}) {
+export async function registerDevice(
+  pool: string,
+  spec: Partial<{ deviceId: string; node: string; cpuCores: number; memoryMB: number; storageMB: number }> = {},
+) {
   const r = await call("POST", "/admin/devices", {
     token: await admin(),
     body: { pool, cpuCores: 2, memoryMB: 4096, storageMB: 32768, ...spec },
@@ -86,7 +89,10 @@ export async function withBillingDown<T>(fn: () => Promise<T>): Promise<T> {
  * on `queue` (the usage queue or its dead-letter queue), and returns what it acked and retried.
  */
 export async function deliverBatch(queue: "device-usage" | "device-usage-dlq", bodies: unknown[], attempts = 1) {
-  const batch = createMessageBatch<unknown>(queue, bodies.map((body, i) => ({ id: `m${i}`, timestamp: new Date(), attempts, body })));
+  const batch = createMessageBatch<unknown>(
+    queue,
+    bodies.map((body, i) => ({ id: `m${i}`, timestamp: new Date(), attempts, body })),
+  );
   const ctx = createExecutionContext();
   await worker.queue(batch, env as never);
   return getQueueResult(batch, ctx);

@@ -12,7 +12,9 @@ describe("invariant 1: at most one active allocation per device", () => {
     const dev = await registerDevice(pool);
     const users = Array.from({ length: 50 }, () => uid("racer"));
     const results = await Promise.all(
-      users.map(async (u) => call("POST", "/scheduler/devices/allocate", { token: await tokenFor(u), body: { pool, durationMinutes: 10 } })),
+      users.map(async (u) =>
+        call("POST", "/scheduler/devices/allocate", { token: await tokenFor(u), body: { pool, durationMinutes: 10 } }),
+      ),
     );
     const wins = results.filter((r) => r.status === 201);
     expect(wins).toHaveLength(1);
@@ -56,7 +58,14 @@ describe("invariant 1: at most one active allocation per device", () => {
     expect(new Set(wins.map((w) => w.body.deviceId)).size).toBe(5);
     expect(new Set(wins.map((w) => w.body.deviceId))).toEqual(new Set(devices.map((d) => d.deviceId)));
     // Release and re-race: still one holder per device.
-    await Promise.all(wins.map(async (w) => call("POST", "/scheduler/devices/release", { token: await tokenFor(w.body.userId), body: { deviceId: w.body.deviceId } })));
+    await Promise.all(
+      wins.map(async (w) =>
+        call("POST", "/scheduler/devices/release", {
+          token: await tokenFor(w.body.userId),
+          body: { deviceId: w.body.deviceId },
+        }),
+      ),
+    );
     const again = await Promise.all(
       users.map(async (u) => call("POST", "/scheduler/devices/allocate", { token: await tokenFor(u), body: { pool, durationMinutes: 5 } })),
     );
@@ -71,7 +80,10 @@ describe("invariant 2: quota is never exceeded", () => {
     const pool = uid("quota");
     await Promise.all(Array.from({ length: 12 }, (_, i) => registerDevice(pool, { node: `n${i % 3}` })));
     const user = uid("greedy");
-    const set = await call("PUT", `/quotas/user/${user}`, { token: await admin(), body: { plan: "pro", limits: { maxDevices: 7 } } });
+    const set = await call("PUT", `/quotas/user/${user}`, {
+      token: await admin(),
+      body: { plan: "pro", limits: { maxDevices: 7 } },
+    });
     expect(set.status).toBe(200);
     const token = await tokenFor(user);
     const results = await Promise.all(
@@ -96,22 +108,41 @@ describe("invariant 2: quota is never exceeded", () => {
 
   it("total cpu, memory and device-hours limits hold under a storm", async () => {
     const pool = uid("totals");
-    await Promise.all(Array.from({ length: 10 }, (_, i) => registerDevice(pool, { node: `n${i % 2}`, cpuCores: 4, memoryMB: 4096, storageMB: 1000 })));
+    await Promise.all(
+      Array.from({ length: 10 }, (_, i) => registerDevice(pool, { node: `n${i % 2}`, cpuCores: 4, memoryMB: 4096, storageMB: 1000 })),
+    );
     const user = uid("cpu");
     await call("PUT", `/quotas/user/${user}`, {
       token: await admin(),
-      body: { limits: { maxDevices: 100, maxCpuCores: 10, maxCpuCoresPerDevice: 8, maxMemoryMB: 1e6, maxMemoryMBPerDevice: 1e5, maxStorageMB: 1e6, maxDeviceHoursPerPeriod: 1000 } },
+      body: {
+        limits: {
+          maxDevices: 100,
+          maxCpuCores: 10,
+          maxCpuCoresPerDevice: 8,
+          maxMemoryMB: 1e6,
+          maxMemoryMBPerDevice: 1e5,
+          maxStorageMB: 1e6,
+          maxDeviceHoursPerPeriod: 1000,
+        },
+      },
     });
     const token = await tokenFor(user);
-    const results = await Promise.all(Array.from({ length: 60 }, () => call("POST", "/scheduler/devices/allocate", { token, body: { pool, durationMinutes: 60 } })));
+    const results = await Promise.all(
+      Array.from({ length: 60 }, () => call("POST", "/scheduler/devices/allocate", { token, body: { pool, durationMinutes: 60 } })),
+    );
     expect(results.filter((r) => r.status === 201)).toHaveLength(2); // 2 × 4 cores ≤ 10 < 3 × 4
     const q = (await call("GET", `/quotas/user/${user}`, { token })).body;
     expect(q.usage.cpuCores).toBe(8);
 
     const hoursUser = uid("hours");
-    await call("PUT", `/quotas/user/${hoursUser}`, { token: await admin(), body: { limits: { maxDevices: 100, maxCpuCores: 1000, maxDeviceHoursPerPeriod: 3 } } });
+    await call("PUT", `/quotas/user/${hoursUser}`, {
+      token: await admin(),
+      body: { limits: { maxDevices: 100, maxCpuCores: 1000, maxDeviceHoursPerPeriod: 3 } },
+    });
     const t2 = await tokenFor(hoursUser);
-    const r2 = await Promise.all(Array.from({ length: 30 }, () => call("POST", "/scheduler/devices/allocate", { token: t2, body: { pool, durationMinutes: 60 } })));
+    const r2 = await Promise.all(
+      Array.from({ length: 30 }, () => call("POST", "/scheduler/devices/allocate", { token: t2, body: { pool, durationMinutes: 60 } })),
+    );
     const won = r2.filter((r) => r.status === 201).length;
     expect(won).toBeLessThanOrEqual(3);
     expect(r2.filter((r) => r.status === 409 && r.body.error.code === "QUOTA_HOURS_EXCEEDED").length + won).toBeGreaterThanOrEqual(30 - 8);

@@ -8,14 +8,23 @@ import { env } from "cloudflare:workers";
 import { describe, expect, it } from "vitest";
 import { admin, call, registerDevice, tokenFor, uid, until } from "./helpers";
 
-interface Ev { seq: number; type: string; data: Record<string, any>; timestamp: number }
+interface Ev {
+  seq: number;
+  type: string;
+  data: Record<string, any>;
+  timestamp: number;
+}
 
 async function events(token: string): Promise<Ev[]> {
   return (await call("GET", "/scheduler/events?limit=200", { token })).body.events;
 }
 
 async function releasedEvent(token: string, allocationId: string, timeoutMs = 8000): Promise<Ev> {
-  return until(async () => (await events(token)).find((e) => e.type === "device.released" && e.data.allocationId === allocationId), timeoutMs, 25);
+  return until(
+    async () => (await events(token)).find((e) => e.type === "device.released" && e.data.allocationId === allocationId),
+    timeoutMs,
+    25,
+  );
 }
 
 // Each test has its own pool and user and mostly waits for its allocation to expire: they run side
@@ -72,7 +81,10 @@ describe.concurrent("invariant 4: expiry by alarm", () => {
     expect(one.body.reason).toBe("expired");
 
     // The device is free again for someone else.
-    const b = await call("POST", "/scheduler/devices/allocate", { token: await tokenFor(uid("next")), body: { pool, durationMinutes: 1 } });
+    const b = await call("POST", "/scheduler/devices/allocate", {
+      token: await tokenFor(uid("next")),
+      body: { pool, durationMinutes: 1 },
+    });
     expect(b.status).toBe(201);
     expect(b.body.deviceId).toBe(dev.deviceId);
 
@@ -110,7 +122,10 @@ describe.concurrent("invariant 4: expiry by alarm", () => {
     const user = uid("extender");
     const token = await tokenFor(user);
     const a = await call("POST", "/scheduler/devices/allocate", { token, body: { pool, durationSeconds: 2 } });
-    const x = await call("PUT", `/scheduler/allocations/${a.body.allocationId}/extend`, { token, body: { additionalMinutes: 1 } });
+    const x = await call("PUT", `/scheduler/allocations/${a.body.allocationId}/extend`, {
+      token,
+      body: { additionalMinutes: 1 },
+    });
     expect(x.status, JSON.stringify(x.body)).toBe(200);
     expect(Date.parse(x.body.expiresAt) - Date.parse(a.body.expiresAt)).toBe(60_000);
     expect(x.body.extendCount).toBe(1);
@@ -118,7 +133,10 @@ describe.concurrent("invariant 4: expiry by alarm", () => {
     const still = await call("GET", `/scheduler/allocations/${a.body.allocationId}`, { token });
     expect(still.body.status).toBe("active");
     // Free plan: a second extension inside the 300 s cooldown is refused and changes nothing.
-    const again = await call("PUT", `/scheduler/allocations/${a.body.allocationId}/extend`, { token, body: { additionalMinutes: 1 } });
+    const again = await call("PUT", `/scheduler/allocations/${a.body.allocationId}/extend`, {
+      token,
+      body: { additionalMinutes: 1 },
+    });
     expect(again.status).toBe(429);
     expect(again.body.error.code).toBe("EXTEND_COOLDOWN");
     const f = await call("POST", `/admin/devices/${dev.deviceId}/force-release`, { token: await admin() });

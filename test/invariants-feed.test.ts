@@ -55,7 +55,8 @@ async function lastSeqOf(token: string): Promise<number> {
 const range = (from: number, to: number) => Array.from({ length: Math.max(0, to - from + 1) }, (_, i) => from + i);
 const logged = (frames: Envelope[]) => frames.filter((f) => f.seq !== null);
 const lastOf = (frames: Envelope[]) => logged(frames).at(-1)?.seq ?? 0;
-const wsPath = async (token: string, since?: number | string) => `/ws?ticket=${encodeURIComponent(await ticket(token))}${since === undefined ? "" : `&since=${since}`}`;
+const wsPath = async (token: string, since?: number | string) =>
+  `/ws?ticket=${encodeURIComponent(await ticket(token))}${since === undefined ? "" : `&since=${since}`}`;
 
 /** A typed client that also records every raw frame of every connection it opens. */
 interface Tapped {
@@ -95,16 +96,25 @@ function checkConnection(label: string, user: string, frames: Envelope[], log: M
   expect(frames[0]!.type, label).toBe("feed.hello");
   expect(frames[0]!.seq, label).toBeNull();
   const hello = frames[0]!.data as HelloData;
-  expect(frames.slice(1).filter((f) => f.seq === null), `${label}: unexpected control frames`).toEqual([]);
+  expect(
+    frames.slice(1).filter((f) => f.seq === null),
+    `${label}: unexpected control frames`,
+  ).toEqual([]);
   const evs = logged(frames);
-  expect(evs.map((e) => e.seq), `${label}: seqs`).toEqual(range(hello.since + 1, through));
+  expect(
+    evs.map((e) => e.seq),
+    `${label}: seqs`,
+  ).toEqual(range(hello.since + 1, through));
   for (const e of evs) expect(e, `${label}: event #${e.seq} differs from the log`).toEqual(log.get(e.seq!));
   return hello;
 }
 
 /** A user's log holds only that user's events, about that user's allocations and payments. */
 function checkLogIsOwn(user: string, log: Log): void {
-  expect(log.events.map((e) => e.seq), `${user}: log seqs`).toEqual(range(1, log.lastSeq));
+  expect(
+    log.events.map((e) => e.seq),
+    `${user}: log seqs`,
+  ).toEqual(range(1, log.lastSeq));
   for (const e of log.events) {
     expect(e.userId, `${user}: log event #${e.seq}`).toBe(user);
     const d = e.data as { allocationId?: string; paymentId?: string; userId?: string };
@@ -143,241 +153,337 @@ async function refused(path: string): Promise<{ code: number; error: Envelope | 
 // restart test aborts every object (every socket drops), so it runs alone, at the end.
 
 describe.concurrent("invariant 6: no event of one user reaches another user's socket", () => {
-  it(
-    "40 users with user-feed sockets (raw and typed) and device-feed sockets while devices pass between them: every socket gets only its own user's events, each once, in order",
-    async ({ expect }) => {
-      const USERS = 40;
-      const pool = uid("shared");
-      // Fewer devices than users: every device is held by several users in turn.
-      const devices = await Promise.all(Array.from({ length: 10 }, (_, i) => registerDevice(pool, { node: `n${i % 3}` })));
-      const adminToken = await admin();
-      const users = Array.from({ length: USERS }, () => uid("iso"));
-      const tokens = await Promise.all(users.map((u) => tokenFor(u)));
+  it("40 users with user-feed sockets (raw and typed) and device-feed sockets while devices pass between them: every socket gets only its own user's events, each once, in order", async ({
+    expect,
+  }) => {
+    const USERS = 40;
+    const pool = uid("shared");
+    // Fewer devices than users: every device is held by several users in turn.
+    const devices = await Promise.all(Array.from({ length: 10 }, (_, i) => registerDevice(pool, { node: `n${i % 3}` })));
+    const adminToken = await admin();
+    const users = Array.from({ length: USERS }, () => uid("iso"));
+    const tokens = await Promise.all(users.map((u) => tokenFor(u)));
 
-      // The admin's own user feed: the admin acts on every user, but none of it is the admin's.
-      const adminUser = "root-admin";
-      const adminBefore = await lastSeqOf(adminToken);
-      const adminSock = await rawFeed(await wsPath(adminToken, adminBefore));
+    // The admin's own user feed: the admin acts on every user, but none of it is the admin's.
+    const adminUser = "root-admin";
+    const adminBefore = await lastSeqOf(adminToken);
+    const adminSock = await rawFeed(await wsPath(adminToken, adminBefore));
 
-      // Sockets opened before anything happens: a raw one and a typed client from seq 0.
-      const raws: RawFeed[][] = users.map(() => []);
-      const typed: Tapped[] = [];
-      await Promise.all(
-        users.map(async (_, i) => {
-          raws[i]!.push(await rawFeed(await wsPath(tokens[i]!, 0)));
-          const t = tappedClient(tokens[i]!, 0);
-          typed[i] = t;
-          await t.client.start();
-        }),
-      );
+    // Sockets opened before anything happens: a raw one and a typed client from seq 0.
+    const raws: RawFeed[][] = users.map(() => []);
+    const typed: Tapped[] = [];
+    await Promise.all(
+      users.map(async (_, i) => {
+        raws[i]!.push(await rawFeed(await wsPath(tokens[i]!, 0)));
+        const t = tappedClient(tokens[i]!, 0);
+        typed[i] = t;
+        await t.client.start();
+      }),
+    );
 
-      const holders = new Map<string, Set<string>>();
-      const stats = { allocated: 0, extended: 0, released: 0, forced: 0, expired: 0, refusedBusy: 0, topUps: 0, quotaUpdates: 0, renewals: 0, drops: 0, forgedRefused: 0, deviceRefused: 0, appEvents: 0 };
-      const devSocks: Array<{ i: number; allocationId: string; sock: RawFeed }> = [];
-      const expect201 = (r: { status: number; body: unknown }, what: string) => {
-        if (r.status !== 200 && r.status !== 201) throw new Error(`${what}: ${r.status} ${JSON.stringify(r.body)}`);
-      };
+    const holders = new Map<string, Set<string>>();
+    const stats = {
+      allocated: 0,
+      extended: 0,
+      released: 0,
+      forced: 0,
+      expired: 0,
+      refusedBusy: 0,
+      topUps: 0,
+      quotaUpdates: 0,
+      renewals: 0,
+      drops: 0,
+      forgedRefused: 0,
+      deviceRefused: 0,
+      appEvents: 0,
+    };
+    const devSocks: Array<{ i: number; allocationId: string; sock: RawFeed }> = [];
+    const expect201 = (r: { status: number; body: unknown }, what: string) => {
+      if (r.status !== 200 && r.status !== 201) throw new Error(`${what}: ${r.status} ${JSON.stringify(r.body)}`);
+    };
 
-      const allocate = async (i: number, body: Record<string, unknown>) => {
-        for (let attempt = 0; attempt < 200; attempt++) {
-          const r = await call("POST", "/scheduler/devices/allocate", { token: tokens[i]!, body: { pool, ...body } });
-          if (r.status === 201) {
-            stats.allocated++;
-            const set = holders.get(r.body.deviceId) ?? new Set<string>();
-            set.add(users[i]!);
-            holders.set(r.body.deviceId, set);
-            return r.body as { allocationId: string; deviceId: string };
-          }
-          if (r.status !== 409 || r.body.error.code !== "NO_DEVICE_AVAILABLE") throw new Error(`allocate: ${r.status} ${JSON.stringify(r.body)}`);
-          stats.refusedBusy++;
-          await sleep(20 + ((i * 7 + attempt * 13) % 40));
+    const allocate = async (i: number, body: Record<string, unknown>) => {
+      for (let attempt = 0; attempt < 200; attempt++) {
+        const r = await call("POST", "/scheduler/devices/allocate", { token: tokens[i]!, body: { pool, ...body } });
+        if (r.status === 201) {
+          stats.allocated++;
+          const set = holders.get(r.body.deviceId) ?? new Set<string>();
+          set.add(users[i]!);
+          holders.set(r.body.deviceId, set);
+          return r.body as { allocationId: string; deviceId: string };
         }
-        throw new Error("no device for 200 attempts");
-      };
-      const release = async (i: number, deviceId: string) => {
-        const r = await call("POST", "/scheduler/devices/release", { token: tokens[i]!, body: { deviceId } });
-        expect201(r, "release");
-        stats.released++;
-      };
-      const topUp = async (i: number, n: number) => {
-        const r = await call("POST", `/billing/users/${users[i]}/top-ups`, { service: SERVICE_TOKEN, body: { amount: 100 + i, paymentId: `pay-${users[i]}-${n}` } });
-        expect201(r, "top-up");
-        stats.topUps++;
-      };
+        if (r.status !== 409 || r.body.error.code !== "NO_DEVICE_AVAILABLE")
+          throw new Error(`allocate: ${r.status} ${JSON.stringify(r.body)}`);
+        stats.refusedBusy++;
+        await sleep(20 + ((i * 7 + attempt * 13) % 40));
+      }
+      throw new Error("no device for 200 attempts");
+    };
+    const release = async (i: number, deviceId: string) => {
+      const r = await call("POST", "/scheduler/devices/release", { token: tokens[i]!, body: { deviceId } });
+      expect201(r, "release");
+      stats.released++;
+    };
+    const topUp = async (i: number, n: number) => {
+      const r = await call("POST", `/billing/users/${users[i]}/top-ups`, {
+        service: SERVICE_TOKEN,
+        body: { amount: 100 + i, paymentId: `pay-${users[i]}-${n}` },
+      });
+      expect201(r, "top-up");
+      stats.topUps++;
+    };
 
-      // App events from the app service, in batches that name two users: each goes to its own user only.
-      // Every batch is sent twice (a retry): the second send changes nothing.
-      const sendAppEvents = async (i: number, n: number) => {
-        const next = (i + 1) % USERS;
-        const at = new Date().toISOString();
-        const events =
-          n === 1
-            ? [
-              { type: "app.installed", eventId: `ev-${users[i]}-1`, data: { userId: users[i], appId: `app-${i}`, appName: "Maps", deviceId: `dev-${i}`, version: "1.0.0", installedAt: at } },
-              { type: "app.updated", eventId: `ev-${users[next]}-u`, data: { userId: users[next], appId: `app-${next}`, appName: "Chat", deviceId: `dev-${next}`, oldVersion: "1", newVersion: "2", updatedAt: at } },
+    // App events from the app service, in batches that name two users: each goes to its own user only.
+    // Every batch is sent twice (a retry): the second send changes nothing.
+    const sendAppEvents = async (i: number, n: number) => {
+      const next = (i + 1) % USERS;
+      const at = new Date().toISOString();
+      const events =
+        n === 1
+          ? [
+              {
+                type: "app.installed",
+                eventId: `ev-${users[i]}-1`,
+                data: {
+                  userId: users[i],
+                  appId: `app-${i}`,
+                  appName: "Maps",
+                  deviceId: `dev-${i}`,
+                  version: "1.0.0",
+                  installedAt: at,
+                },
+              },
+              {
+                type: "app.updated",
+                eventId: `ev-${users[next]}-u`,
+                data: {
+                  userId: users[next],
+                  appId: `app-${next}`,
+                  appName: "Chat",
+                  deviceId: `dev-${next}`,
+                  oldVersion: "1",
+                  newVersion: "2",
+                  updatedAt: at,
+                },
+              },
             ]
-            : [{ type: "app.install_failed", eventId: `ev-${users[i]}-2`, data: { userId: users[i], appId: `app-${i}`, appName: "Game", deviceId: `dev-${i}`, reason: "no space", failedAt: at } }];
-        for (const attempt of [0, 1]) {
-          const r = await call("POST", "/api/internal/events", { service: SERVICE_TOKEN, body: { events } });
-          if (r.status !== 202) throw new Error(`app events: ${r.status} ${JSON.stringify(r.body)}`);
-          expect(r.body, `app events attempt ${attempt}`).toMatchObject(attempt === 0 ? { accepted: events.length, duplicates: 0, failed: 0 } : { accepted: 0, duplicates: events.length, failed: 0 });
-          stats.appEvents += attempt === 0 ? events.length : 0;
-        }
-      };
+          : [
+              {
+                type: "app.install_failed",
+                eventId: `ev-${users[i]}-2`,
+                data: {
+                  userId: users[i],
+                  appId: `app-${i}`,
+                  appName: "Game",
+                  deviceId: `dev-${i}`,
+                  reason: "no space",
+                  failedAt: at,
+                },
+              },
+            ];
+      for (const attempt of [0, 1]) {
+        const r = await call("POST", "/api/internal/events", { service: SERVICE_TOKEN, body: { events } });
+        if (r.status !== 202) throw new Error(`app events: ${r.status} ${JSON.stringify(r.body)}`);
+        expect(r.body, `app events attempt ${attempt}`).toMatchObject(
+          attempt === 0 ? { accepted: events.length, duplicates: 0, failed: 0 } : { accepted: 0, duplicates: events.length, failed: 0 },
+        );
+        stats.appEvents += attempt === 0 ? events.length : 0;
+      }
+    };
 
-      const script = async (i: number) => {
-        const u = users[i]!;
-        expect201(await call("PUT", `/quotas/user/${u}`, { token: adminToken, body: { plan: "enterprise" } }), "plan");
-        stats.quotaUpdates++;
-        await topUp(i, 1);
-        const a = await allocate(i, { durationMinutes: 5 });
-        // The holder watches the device; since=0 replays the device's log, which holds earlier holders' events.
-        const da = await deviceFeed(tokens[i]!, a.deviceId, 0);
-        devSocks.push({ i, allocationId: a.allocationId, sock: da });
-        await sendAppEvents(i, 1);
-        expect201(await call("PUT", `/scheduler/allocations/${a.allocationId}/extend`, { token: tokens[i]!, body: { additionalMinutes: 1 } }), "extend");
-        stats.extended++;
-        expect201(await call("POST", `/quotas/renew/${u}`, { token: adminToken, body: { extensionDays: 1 + (i % 3) } }), "renew");
-        stats.renewals++;
-        await release(i, a.deviceId);
-        // The device feed closes for its former holder, who can no longer open it.
-        await Promise.race([da.closed, sleep(10_000)]);
-        const after = await refused(`/ws/devices/${a.deviceId}?ticket=${encodeURIComponent(await ticket(tokens[i]!, { feed: "device", deviceId: a.deviceId }))}&since=0`);
-        expect(after.code, `${u}: device feed after release`).toBe(4403);
-        stats.deviceRefused++;
-        // Meanwhile, a forged ticket naming the next user (the subject swapped, the signature kept) is refused.
-        const [h, pl, sig] = (await ticket(tokens[i]!)).split(".") as [string, string, string];
-        const forged = await refused(`/ws?ticket=${h}.${toB64url({ ...b64urlJson(pl), sub: users[(i + 1) % USERS] })}.${sig}&since=0`);
-        expect(forged.code, `${u}: forged ticket for the next user`).toBe(4401);
-        stats.forgedRefused++;
-        if (i % 5 === 0) {
-          // A network drop in the middle of it all: the typed client resumes by itself.
-          typed[i]!.client.drop();
-          stats.drops++;
-        }
-        if (i % 2 === 0) {
-          // A socket that joins late, from seq 1 or live from now.
-          raws[i]!.push(await rawFeed(await wsPath(tokens[i]!, i % 4 === 0 ? 1 : undefined)));
-        }
-        const short = i % 4 === 0;
-        const b = await allocate(i, short ? { durationSeconds: 2 } : { durationMinutes: 5 });
-        if (!short) devSocks.push({ i, allocationId: b.allocationId, sock: await deviceFeed(tokens[i]!, b.deviceId, 0) });
-        await sendAppEvents(i, 2);
-        expect201(await call("PUT", `/quotas/user/${u}`, { token: adminToken, body: { limits: { maxDevices: 4 + (i % 3) } } }), "limits");
-        stats.quotaUpdates++;
-        await topUp(i, 2);
-        if (short) {
-          // Ended by the device's alarm.
-          await until(async () => byType(await logOf(tokens[i]!), "device.released").some((e) => (e.data as { allocationId: string }).allocationId === b.allocationId), 15_000, 100);
-          stats.expired++;
-        } else if (i % 4 === 1) {
-          expect201(await call("POST", `/admin/devices/${b.deviceId}/force-release`, { token: adminToken }), "force-release");
-          stats.forced++;
-        } else {
-          await release(i, b.deviceId);
-        }
-        const c = await allocate(i, { durationMinutes: 2 });
-        await release(i, c.deviceId);
-      };
-      await Promise.all(users.map((_, i) => script(i)));
-
-      // Settle: wait until every socket has its user's whole log and the logs stop growing
-      // (billing events arrive through the queue a little later).
-      let logs: Log[] = [];
-      let previous = "";
-      await until(
-        async () => {
-          logs = await Promise.all(tokens.map((t) => logOf(t)));
-          const caughtUp = users.every((_, i) => raws[i]!.every((r) => lastOf(r.frames) === logs[i]!.lastSeq) && typed[i]!.client.lastSeq === logs[i]!.lastSeq);
-          const shape = logs.map((l) => l.lastSeq).join(",");
-          const stable = caughtUp && shape === previous;
-          previous = caughtUp ? shape : "";
-          return stable;
-        },
-        60_000,
-        300,
+    const script = async (i: number) => {
+      const u = users[i]!;
+      expect201(await call("PUT", `/quotas/user/${u}`, { token: adminToken, body: { plan: "enterprise" } }), "plan");
+      stats.quotaUpdates++;
+      await topUp(i, 1);
+      const a = await allocate(i, { durationMinutes: 5 });
+      // The holder watches the device; since=0 replays the device's log, which holds earlier holders' events.
+      const da = await deviceFeed(tokens[i]!, a.deviceId, 0);
+      devSocks.push({ i, allocationId: a.allocationId, sock: da });
+      await sendAppEvents(i, 1);
+      expect201(
+        await call("PUT", `/scheduler/allocations/${a.allocationId}/extend`, {
+          token: tokens[i]!,
+          body: { additionalMinutes: 1 },
+        }),
+        "extend",
       );
-      await sleep(300); // anything extra (a duplicate, a stray event) would arrive now
-
-      let framesChecked = 0;
-      let eventsChecked = 0;
-      for (let i = 0; i < USERS; i++) {
-        const u = users[i]!;
-        const log = logs[i]!;
-        checkLogIsOwn(u, log);
-        const bySeq = new Map(log.events.map((e) => [e.seq!, e]));
-        // What the user did is all there.
-        expect(byType(log, "billing.payment_success"), u).toHaveLength(2);
-        expect(byType(log, "quota.updated"), u).toHaveLength(2);
-        expect(byType(log, "quota.renewed"), u).toHaveLength(1);
-        expect(byType(log, "device.allocated"), u).toHaveLength(3);
-        expect(byType(log, "device.extended"), u).toHaveLength(1);
-        expect(byType(log, "device.released"), u).toHaveLength(3);
-        for (const type of ["app.installed", "app.updated", "app.install_failed"]) expect(byType(log, type), `${u} ${type}`).toHaveLength(1);
-        raws[i]!.forEach((r, k) => {
-          const hello = checkConnection(`${u} raw#${k}`, u, r.frames, bySeq, log.lastSeq);
-          if (k === 0) expect(hello.since).toBe(0);
-          framesChecked += r.frames.length;
-          eventsChecked += logged(r.frames).length;
-        });
-        const t = typed[i]!;
-        expect(t.seen.map((e) => e.seq), `${u} typed: delivered`).toEqual(range(1, log.lastSeq));
-        for (const e of t.seen) expect(e, `${u} typed #${e.seq}`).toEqual(bySeq.get(e.seq));
-        // Per connection, as sent by the server: gapless from its hello; across connections no repeat.
-        t.conns.forEach((frames, k) => {
-          const through = k === t.conns.length - 1 ? log.lastSeq : lastOf(frames);
-          checkConnection(`${u} typed conn#${k}`, u, frames, bySeq, through);
-          framesChecked += frames.length;
-        });
-        const sent = t.conns.flatMap((c) => logged(c).map((e) => e.seq!));
-        expect(sent, `${u} typed: the server sent an event twice`).toEqual(range(1, log.lastSeq));
-        if (i % 5 === 0) expect(t.conns.length, `${u}: the drop reconnected`).toBeGreaterThanOrEqual(2);
-        eventsChecked += t.seen.length;
+      stats.extended++;
+      expect201(await call("POST", `/quotas/renew/${u}`, { token: adminToken, body: { extensionDays: 1 + (i % 3) } }), "renew");
+      stats.renewals++;
+      await release(i, a.deviceId);
+      // The device feed closes for its former holder, who can no longer open it.
+      await Promise.race([da.closed, sleep(10_000)]);
+      const after = await refused(
+        `/ws/devices/${a.deviceId}?ticket=${encodeURIComponent(await ticket(tokens[i]!, { feed: "device", deviceId: a.deviceId }))}&since=0`,
+      );
+      expect(after.code, `${u}: device feed after release`).toBe(4403);
+      stats.deviceRefused++;
+      // Meanwhile, a forged ticket naming the next user (the subject swapped, the signature kept) is refused.
+      const [h, pl, sig] = (await ticket(tokens[i]!)).split(".") as [string, string, string];
+      const forged = await refused(`/ws?ticket=${h}.${toB64url({ ...b64urlJson(pl), sub: users[(i + 1) % USERS] })}.${sig}&since=0`);
+      expect(forged.code, `${u}: forged ticket for the next user`).toBe(4401);
+      stats.forgedRefused++;
+      if (i % 5 === 0) {
+        // A network drop in the middle of it all: the typed client resumes by itself.
+        typed[i]!.client.drop();
+        stats.drops++;
       }
-      // Device feeds: the device's log holds every holder's events; each holder saw only their own,
-      // once, in order, ending with their release and a clean close.
-      let deviceEvents = 0;
-      for (const { i, allocationId, sock } of devSocks) {
-        const u = users[i]!;
-        const label = `${u} device feed of ${allocationId}`;
-        expect(sock.closeInfo, label).toEqual({ code: 1000, reason: "allocation ended" });
-        for (const f of sock.frames) expect(f.userId, `${label}: ${f.type}#${f.seq}`).toBe(u);
-        const hello = sock.frames[0]!;
-        expect(hello.type, label).toBe("feed.hello");
-        expect((hello.data as { state: { allocation: { userId: string; allocationId: string } } }).state.allocation, label).toMatchObject({ userId: u, allocationId });
-        const evs = logged(sock.frames);
-        const seqs = evs.map((e) => e.seq!);
-        expect(seqs, `${label}: ascending, once`).toEqual([...new Set(seqs)].sort((x, y) => x - y));
-        for (const e of evs) {
-          const id = (e.data as { allocationId?: string; endedAllocationId?: string | null }).allocationId ?? (e.data as { endedAllocationId?: string | null }).endedAllocationId;
-          if (id) expect(userOfAllocationId(id), `${label}: #${e.seq} ${e.type} names ${id}`).toBe(u);
-        }
-        const mine = evs.filter((e) => (e.data as { allocationId?: string }).allocationId === allocationId).map((e) => e.type);
-        expect(mine[0], label).toBe("device.allocated");
-        expect(mine.at(-1), label).toBe("device.released");
-        deviceEvents += evs.length;
-        framesChecked += sock.frames.length;
+      if (i % 2 === 0) {
+        // A socket that joins late, from seq 1 or live from now.
+        raws[i]!.push(await rawFeed(await wsPath(tokens[i]!, i % 4 === 0 ? 1 : undefined)));
       }
-      eventsChecked += deviceEvents;
-      // The admin's own feed got none of it.
-      await sleep(100);
-      expect(logged(adminSock.frames), "admin's own user feed").toEqual([]);
-      for (const f of adminSock.frames) expect(f.userId).toBe(adminUser);
-      // Devices really passed between users.
-      const shared = [...holders.values()].filter((s) => s.size >= 2).length;
-      expect(shared, "devices held by two or more users").toBeGreaterThanOrEqual(devices.length / 2);
+      const short = i % 4 === 0;
+      const b = await allocate(i, short ? { durationSeconds: 2 } : { durationMinutes: 5 });
+      if (!short) devSocks.push({ i, allocationId: b.allocationId, sock: await deviceFeed(tokens[i]!, b.deviceId, 0) });
+      await sendAppEvents(i, 2);
+      expect201(await call("PUT", `/quotas/user/${u}`, { token: adminToken, body: { limits: { maxDevices: 4 + (i % 3) } } }), "limits");
+      stats.quotaUpdates++;
+      await topUp(i, 2);
+      if (short) {
+        // Ended by the device's alarm.
+        await until(
+          async () =>
+            byType(await logOf(tokens[i]!), "device.released").some(
+              (e) => (e.data as { allocationId: string }).allocationId === b.allocationId,
+            ),
+          15_000,
+          100,
+        );
+        stats.expired++;
+      } else if (i % 4 === 1) {
+        expect201(await call("POST", `/admin/devices/${b.deviceId}/force-release`, { token: adminToken }), "force-release");
+        stats.forced++;
+      } else {
+        await release(i, b.deviceId);
+      }
+      const c = await allocate(i, { durationMinutes: 2 });
+      await release(i, c.deviceId);
+    };
+    await Promise.all(users.map((_, i) => script(i)));
 
-      const sockets = raws.flat().length + typed.length + devSocks.length + 1;
-      console.log(JSON.stringify({ test: "invariant6-storm", users: USERS, sockets, deviceSockets: devSocks.length, deviceEvents, typedReconnects: typed.reduce((n, t) => n + t.conns.length - 1, 0), logEvents: logs.reduce((n, l) => n + l.lastSeq, 0), framesChecked, eventsChecked, devices: devices.length, devicesShared: shared, ...stats }));
+    // Settle: wait until every socket has its user's whole log and the logs stop growing
+    // (billing events arrive through the queue a little later).
+    let logs: Log[] = [];
+    let previous = "";
+    await until(
+      async () => {
+        logs = await Promise.all(tokens.map((t) => logOf(t)));
+        const caughtUp = users.every(
+          (_, i) => raws[i]!.every((r) => lastOf(r.frames) === logs[i]!.lastSeq) && typed[i]!.client.lastSeq === logs[i]!.lastSeq,
+        );
+        const shape = logs.map((l) => l.lastSeq).join(",");
+        const stable = caughtUp && shape === previous;
+        previous = caughtUp ? shape : "";
+        return stable;
+      },
+      60_000,
+      300,
+    );
+    await sleep(300); // anything extra (a duplicate, a stray event) would arrive now
 
-      for (const r of raws.flat()) r.ws.close(1000);
-      for (const t of typed) t.client.close();
-      adminSock.ws.close(1000);
-    },
-    180_000,
-  );
+    let framesChecked = 0;
+    let eventsChecked = 0;
+    for (let i = 0; i < USERS; i++) {
+      const u = users[i]!;
+      const log = logs[i]!;
+      checkLogIsOwn(u, log);
+      const bySeq = new Map(log.events.map((e) => [e.seq!, e]));
+      // What the user did is all there.
+      expect(byType(log, "billing.payment_success"), u).toHaveLength(2);
+      expect(byType(log, "quota.updated"), u).toHaveLength(2);
+      expect(byType(log, "quota.renewed"), u).toHaveLength(1);
+      expect(byType(log, "device.allocated"), u).toHaveLength(3);
+      expect(byType(log, "device.extended"), u).toHaveLength(1);
+      expect(byType(log, "device.released"), u).toHaveLength(3);
+      for (const type of ["app.installed", "app.updated", "app.install_failed"]) expect(byType(log, type), `${u} ${type}`).toHaveLength(1);
+      raws[i]!.forEach((r, k) => {
+        const hello = checkConnection(`${u} raw#${k}`, u, r.frames, bySeq, log.lastSeq);
+        if (k === 0) expect(hello.since).toBe(0);
+        framesChecked += r.frames.length;
+        eventsChecked += logged(r.frames).length;
+      });
+      const t = typed[i]!;
+      expect(
+        t.seen.map((e) => e.seq),
+        `${u} typed: delivered`,
+      ).toEqual(range(1, log.lastSeq));
+      for (const e of t.seen) expect(e, `${u} typed #${e.seq}`).toEqual(bySeq.get(e.seq));
+      // Per connection, as sent by the server: gapless from its hello; across connections no repeat.
+      t.conns.forEach((frames, k) => {
+        const through = k === t.conns.length - 1 ? log.lastSeq : lastOf(frames);
+        checkConnection(`${u} typed conn#${k}`, u, frames, bySeq, through);
+        framesChecked += frames.length;
+      });
+      const sent = t.conns.flatMap((c) => logged(c).map((e) => e.seq!));
+      expect(sent, `${u} typed: the server sent an event twice`).toEqual(range(1, log.lastSeq));
+      if (i % 5 === 0) expect(t.conns.length, `${u}: the drop reconnected`).toBeGreaterThanOrEqual(2);
+      eventsChecked += t.seen.length;
+    }
+    // Device feeds: the device's log holds every holder's events; each holder saw only their own,
+    // once, in order, ending with their release and a clean close.
+    let deviceEvents = 0;
+    for (const { i, allocationId, sock } of devSocks) {
+      const u = users[i]!;
+      const label = `${u} device feed of ${allocationId}`;
+      expect(sock.closeInfo, label).toEqual({ code: 1000, reason: "allocation ended" });
+      for (const f of sock.frames) expect(f.userId, `${label}: ${f.type}#${f.seq}`).toBe(u);
+      const hello = sock.frames[0]!;
+      expect(hello.type, label).toBe("feed.hello");
+      expect((hello.data as { state: { allocation: { userId: string; allocationId: string } } }).state.allocation, label).toMatchObject({
+        userId: u,
+        allocationId,
+      });
+      const evs = logged(sock.frames);
+      const seqs = evs.map((e) => e.seq!);
+      expect(seqs, `${label}: ascending, once`).toEqual([...new Set(seqs)].sort((x, y) => x - y));
+      for (const e of evs) {
+        const id =
+          (e.data as { allocationId?: string; endedAllocationId?: string | null }).allocationId ??
+          (e.data as { endedAllocationId?: string | null }).endedAllocationId;
+        if (id) expect(userOfAllocationId(id), `${label}: #${e.seq} ${e.type} names ${id}`).toBe(u);
+      }
+      const mine = evs.filter((e) => (e.data as { allocationId?: string }).allocationId === allocationId).map((e) => e.type);
+      expect(mine[0], label).toBe("device.allocated");
+      expect(mine.at(-1), label).toBe("device.released");
+      deviceEvents += evs.length;
+      framesChecked += sock.frames.length;
+    }
+    eventsChecked += deviceEvents;
+    // The admin's own feed got none of it.
+    await sleep(100);
+    expect(logged(adminSock.frames), "admin's own user feed").toEqual([]);
+    for (const f of adminSock.frames) expect(f.userId).toBe(adminUser);
+    // Devices really passed between users.
+    const shared = [...holders.values()].filter((s) => s.size >= 2).length;
+    expect(shared, "devices held by two or more users").toBeGreaterThanOrEqual(devices.length / 2);
 
-  it("hostile tickets: tampered, re-signed, reused, expired, for another feed or a bearer token never open a feed (4401); junk since is 4400", async ({ expect }) => {
+    const sockets = raws.flat().length + typed.length + devSocks.length + 1;
+    console.log(
+      JSON.stringify({
+        test: "invariant6-storm",
+        users: USERS,
+        sockets,
+        deviceSockets: devSocks.length,
+        deviceEvents,
+        typedReconnects: typed.reduce((n, t) => n + t.conns.length - 1, 0),
+        logEvents: logs.reduce((n, l) => n + l.lastSeq, 0),
+        framesChecked,
+        eventsChecked,
+        devices: devices.length,
+        devicesShared: shared,
+        ...stats,
+      }),
+    );
+
+    for (const r of raws.flat()) r.ws.close(1000);
+    for (const t of typed) t.client.close();
+    adminSock.ws.close(1000);
+  }, 180_000);
+
+  it("hostile tickets: tampered, re-signed, reused, expired, for another feed or a bearer token never open a feed (4401); junk since is 4400", async ({
+    expect,
+  }) => {
     const victim = uid("victim");
     const attacker = uid("attacker");
     const vToken = await tokenFor(victim);
@@ -385,7 +491,8 @@ describe.concurrent("invariant 6: no event of one user reaches another user's so
     const adminToken = await admin();
     // The victim has events worth stealing, and a live socket of their own.
     const vSock = await rawFeed(await wsPath(vToken, 0));
-    for (let k = 0; k < 3; k++) expect((await call("POST", `/quotas/renew/${victim}`, { token: adminToken, body: { extensionDays: 1 } })).status).toBe(200);
+    for (let k = 0; k < 3; k++)
+      expect((await call("POST", `/quotas/renew/${victim}`, { token: adminToken, body: { extensionDays: 1 } })).status).toBe(200);
     await until(async () => lastOf(vSock.frames) === 3);
 
     const attempts: Array<{ what: string; path: string; code: number; errorCode?: string }> = [];
@@ -410,10 +517,30 @@ describe.concurrent("invariant 6: no event of one user reaches another user's so
     const [h, p, s] = t.split(".") as [string, string, string];
     const claims = b64urlJson(p);
     expect(claims.sub).toBe(attacker);
-    await expectRefused("payload sub → victim", `/ws?ticket=${h}.${toB64url({ ...claims, sub: victim })}.${s}&since=0`, 4401, "TICKET_INVALID");
-    await expectRefused("payload scope/role → admin", `/ws?ticket=${h}.${toB64url({ ...claims, role: "admin" })}.${s}&since=0`, 4401, "TICKET_INVALID");
-    await expectRefused("alg none", `/ws?ticket=${toB64url({ alg: "none", typ: "JWT" })}.${toB64url({ ...claims, sub: victim })}.&since=0`, 4401, "TICKET_INVALID");
-    await expectRefused("signature of another ticket", `/ws?ticket=${h}.${toB64url({ ...claims, sub: victim })}.${(await ticket(vToken)).split(".")[2]}&since=0`, 4401, "TICKET_INVALID");
+    await expectRefused(
+      "payload sub → victim",
+      `/ws?ticket=${h}.${toB64url({ ...claims, sub: victim })}.${s}&since=0`,
+      4401,
+      "TICKET_INVALID",
+    );
+    await expectRefused(
+      "payload scope/role → admin",
+      `/ws?ticket=${h}.${toB64url({ ...claims, role: "admin" })}.${s}&since=0`,
+      4401,
+      "TICKET_INVALID",
+    );
+    await expectRefused(
+      "alg none",
+      `/ws?ticket=${toB64url({ alg: "none", typ: "JWT" })}.${toB64url({ ...claims, sub: victim })}.&since=0`,
+      4401,
+      "TICKET_INVALID",
+    );
+    await expectRefused(
+      "signature of another ticket",
+      `/ws?ticket=${h}.${toB64url({ ...claims, sub: victim })}.${(await ticket(vToken)).split(".")[2]}&since=0`,
+      4401,
+      "TICKET_INVALID",
+    );
     // Signed with the bearer secret (what a leaked or forged bearer token would be), or a bearer token itself.
     const forged = await sign({ ...claims, sub: victim }, env.JWT_SECRET, "HS256");
     await expectRefused("re-signed with the bearer secret", `/ws?ticket=${forged}&since=0`, 4401, "TICKET_INVALID");
@@ -471,7 +598,9 @@ describe.concurrent("invariant 6: no event of one user reaches another user's so
     own.ws.close(1000);
   });
 
-  it(`more than FEED.maxSocketsPerUser (${FEED.maxSocketsPerUser}) sockets: the extra one is closed with 4429, the others keep working, a closed one frees its place`, async ({ expect }) => {
+  it(`more than FEED.maxSocketsPerUser (${FEED.maxSocketsPerUser}) sockets: the extra one is closed with 4429, the others keep working, a closed one frees its place`, async ({
+    expect,
+  }) => {
     const user = uid("crowd");
     const other = uid("neighbour");
     const token = await tokenFor(user);
@@ -518,8 +647,14 @@ const makeEvents = async (user: string, n: number, tag = uid("e")) => {
       k % 3 === 0
         ? await call("POST", `/quotas/renew/${user}`, { token: adminToken, body: { extensionDays: 1 + k } })
         : k % 3 === 1
-          ? await call("PUT", `/quotas/user/${user}`, { token: adminToken, body: { limits: { maxDevices: 2 + (k % 5) } } })
-          : await call("POST", `/billing/users/${user}/top-ups`, { service: SERVICE_TOKEN, body: { amount: 100 + k, paymentId: `pay-${user}-${tag}-${k}` } });
+          ? await call("PUT", `/quotas/user/${user}`, {
+              token: adminToken,
+              body: { limits: { maxDevices: 2 + (k % 5) } },
+            })
+          : await call("POST", `/billing/users/${user}/top-ups`, {
+              service: SERVICE_TOKEN,
+              body: { amount: 100 + k, paymentId: `pay-${user}-${tag}-${k}` },
+            });
     expect([200, 201]).toContain(r.status);
   }
 };
@@ -536,7 +671,13 @@ describe.concurrent("resume: a client that comes back with its last seq gets exa
     await makeEvents(user, 7);
     const second = await rawFeed(await wsPath(token, 3));
     await until(async () => lastOf(second.frames) === 10);
-    expect(second.frames[0]!.data).toMatchObject({ since: 3, replayThrough: 10, oldestSeq: 1, missed: null, historyLimit: FEED.historyLimit });
+    expect(second.frames[0]!.data).toMatchObject({
+      since: 3,
+      replayThrough: 10,
+      oldestSeq: 1,
+      missed: null,
+      historyLimit: FEED.historyLimit,
+    });
     await makeEvents(user, 2);
     await until(async () => lastOf(second.frames) === 12);
     await sleep(200);
@@ -561,12 +702,13 @@ describe.concurrent("resume: a client that comes back with its last seq gets exa
 
     const evictions: Array<{ round: number; ok: boolean; error?: string }> = [];
     let expected = 3;
-    const marked = (v: string | undefined) => runInDurableObject(stub, (instance) => {
-      const o = instance as unknown as { __mark?: string };
-      const before = o.__mark;
-      if (v !== undefined) o.__mark = v;
-      return before;
-    });
+    const marked = (v: string | undefined) =>
+      runInDurableObject(stub, (instance) => {
+        const o = instance as unknown as { __mark?: string };
+        const before = o.__mark;
+        if (v !== undefined) o.__mark = v;
+        return before;
+      });
     for (let round = 0; round < 3; round++) {
       await marked(`round-${round}`);
       try {
@@ -583,7 +725,10 @@ describe.concurrent("resume: a client that comes back with its last seq gets exa
       await until(async () => lastOf(raw.frames) === expected && t.seen.length === expected);
     }
     console.log(JSON.stringify({ test: "hibernation", evictions }));
-    expect(evictions.filter((e) => !e.ok), "evictDurableObject refused").toEqual([]);
+    expect(
+      evictions.filter((e) => !e.ok),
+      "evictDurableObject refused",
+    ).toEqual([]);
     // A new socket after the wake-ups resumes from the middle, then is live.
     const late = await rawFeed(await wsPath(token, 5));
     await until(async () => late.frames.length > 0);
@@ -675,14 +820,18 @@ describe.concurrent("resume: a client that comes back with its last seq gets exa
     t.client.close();
   });
 
-  it(`(c) asking for more than is kept (historyLimit ${FEED.historyLimit}): hello.missed says exactly which seqs are gone, replay starts at oldestSeq`, async ({ expect }) => {
+  it(`(c) asking for more than is kept (historyLimit ${FEED.historyLimit}): hello.missed says exactly which seqs are gone, replay starts at oldestSeq`, async ({
+    expect,
+  }) => {
     const user = uid("hoarder");
     const token = await tokenFor(user);
     const adminToken = await admin();
     const N = FEED.historyLimit + 150;
     for (let k = 0; k < N; k += 50) {
       const rs = await Promise.all(
-        range(k, Math.min(N, k + 50) - 1).map(() => call("POST", `/quotas/renew/${user}`, { token: adminToken, body: { extensionDays: 1 } })),
+        range(k, Math.min(N, k + 50) - 1).map(() =>
+          call("POST", `/quotas/renew/${user}`, { token: adminToken, body: { extensionDays: 1 } }),
+        ),
       );
       for (const r of rs) expect(r.status).toBe(200);
     }
@@ -705,7 +854,12 @@ describe.concurrent("resume: a client that comes back with its last seq gets exa
     const socks = await Promise.all(cases.map(async (c) => rawFeed(await wsPath(token, c.since))));
     const t = tappedClient(token, 1);
     const hello = await t.client.start();
-    expect(hello).toMatchObject({ since: 1, oldestSeq: lo, replayThrough: hi, missed: { from: 2, to: lo - 1, count: lo - 2 } });
+    expect(hello).toMatchObject({
+      since: 1,
+      oldestSeq: lo,
+      replayThrough: hi,
+      missed: { from: 2, to: lo - 1, count: lo - 2 },
+    });
     await until(async () => socks.every((s) => lastOf(s.frames) === hi) && t.seen.length === hi - lo + 1, 20_000);
     // Then live.
     expect((await call("POST", `/quotas/renew/${user}`, { token: adminToken, body: { extensionDays: 3 } })).status).toBe(200);
@@ -717,10 +871,19 @@ describe.concurrent("resume: a client that comes back with its last seq gets exa
     cases.forEach((c, k) => {
       const frames = socks[k]!.frames;
       const h = frames[0]!.data as HelloData;
-      expect(h, `since=${c.since}`).toMatchObject({ since: c.since, oldestSeq: lo, replayThrough: hi, historyLimit: FEED.historyLimit, missed: c.missed });
+      expect(h, `since=${c.since}`).toMatchObject({
+        since: c.since,
+        oldestSeq: lo,
+        replayThrough: hi,
+        historyLimit: FEED.historyLimit,
+        missed: c.missed,
+      });
       const evs = logged(frames);
       expect(evs[0]!.seq, `since=${c.since}: replay starts at`).toBe(Math.max(lo, c.since + 1));
-      expect(evs.map((e) => e.seq), `since=${c.since}`).toEqual(range(Math.max(lo, c.since + 1), hi + 1));
+      expect(
+        evs.map((e) => e.seq),
+        `since=${c.since}`,
+      ).toEqual(range(Math.max(lo, c.since + 1), hi + 1));
       for (const e of evs) expect(e).toEqual(bySeq.get(e.seq!));
       for (const f of frames) expect(f.userId).toBe(user);
     });
@@ -796,8 +959,14 @@ describe.concurrent("ordering: replay and live join without a gap or a repeat", 
           lane === 0
             ? await call("POST", `/quotas/renew/${user}`, { token: adminToken, body: { extensionDays: 1 } })
             : lane === 1
-              ? await call("PUT", `/quotas/user/${user}`, { token: adminToken, body: { limits: { maxDevices: 2 + (k % 7) } } })
-              : await call("POST", `/billing/users/${user}/top-ups`, { service: SERVICE_TOKEN, body: { amount: 1 + k, paymentId: `pay-${user}-s-${k}` } });
+              ? await call("PUT", `/quotas/user/${user}`, {
+                  token: adminToken,
+                  body: { limits: { maxDevices: 2 + (k % 7) } },
+                })
+              : await call("POST", `/billing/users/${user}/top-ups`, {
+                  service: SERVICE_TOKEN,
+                  body: { amount: 1 + k, paymentId: `pay-${user}-s-${k}` },
+                });
         expect([200, 201]).toContain(r.status);
         progress(++made);
         await sleep(2);
@@ -808,13 +977,32 @@ describe.concurrent("ordering: replay and live join without a gap or a repeat", 
     expect(made).toBe(TOTAL);
     const last = await lastSeqOf(token);
     expect(last).toBeGreaterThanOrEqual(TOTAL);
-    const caughtUp = (frames: Envelope[]) => lastOf(frames) === last || (logged(frames).length === 0 && (frames[0]?.data as HelloData | undefined)?.since === last);
-    await until(async () => joins.every((j) => caughtUp(j.sock.frames)) && droppers.every((t) => t.client.lastSeq === last && t.client.state === "open"), 30_000).catch((err) => {
-      console.log(JSON.stringify({
-        last,
-        joins: joins.map((j) => ({ since: j.since, hello: j.sock.frames[0]?.data, n: logged(j.sock.frames).length, first: logged(j.sock.frames)[0]?.seq, last: lastOf(j.sock.frames), close: j.sock.closeInfo })),
-        droppers: droppers.map((t) => ({ lastSeq: t.client.lastSeq, state: t.client.state, conns: t.conns.map((c) => ({ hello: c[0]?.data, n: logged(c).length, last: lastOf(c) })), err: t.client.lastError })),
-      }));
+    const caughtUp = (frames: Envelope[]) =>
+      lastOf(frames) === last || (logged(frames).length === 0 && (frames[0]?.data as HelloData | undefined)?.since === last);
+    await until(
+      async () =>
+        joins.every((j) => caughtUp(j.sock.frames)) && droppers.every((t) => t.client.lastSeq === last && t.client.state === "open"),
+      30_000,
+    ).catch((err) => {
+      console.log(
+        JSON.stringify({
+          last,
+          joins: joins.map((j) => ({
+            since: j.since,
+            hello: j.sock.frames[0]?.data,
+            n: logged(j.sock.frames).length,
+            first: logged(j.sock.frames)[0]?.seq,
+            last: lastOf(j.sock.frames),
+            close: j.sock.closeInfo,
+          })),
+          droppers: droppers.map((t) => ({
+            lastSeq: t.client.lastSeq,
+            state: t.client.state,
+            conns: t.conns.map((c) => ({ hello: c[0]?.data, n: logged(c).length, last: lastOf(c) })),
+            err: t.client.lastError,
+          })),
+        }),
+      );
       throw err;
     });
     await sleep(300);
@@ -834,10 +1022,22 @@ describe.concurrent("ordering: replay and live join without a gap or a repeat", 
     let reconnectsMidStream = 0;
     for (const [k, t] of droppers.entries()) {
       const start = (t.conns[0]![0]!.data as HelloData).since;
-      expect(t.seen.map((e) => e.seq), `dropper#${k}`).toEqual(range(start + 1, last));
-      expect(t.conns.flatMap((c) => logged(c).map((e) => e.seq)), `dropper#${k}: the server sent nothing twice`).toEqual(range(start + 1, last));
+      expect(
+        t.seen.map((e) => e.seq),
+        `dropper#${k}`,
+      ).toEqual(range(start + 1, last));
+      expect(
+        t.conns.flatMap((c) => logged(c).map((e) => e.seq)),
+        `dropper#${k}: the server sent nothing twice`,
+      ).toEqual(range(start + 1, last));
       t.conns.forEach((c, n) => {
-        const h = checkConnection(`dropper#${k} conn#${n}`, user, c, bySeq, n === t.conns.length - 1 ? last : lastOf(c) || (c[0]!.data as HelloData).since);
+        const h = checkConnection(
+          `dropper#${k} conn#${n}`,
+          user,
+          c,
+          bySeq,
+          n === t.conns.length - 1 ? last : lastOf(c) || (c[0]!.data as HelloData).since,
+        );
         if (n > 0 && h.replayThrough < last) reconnectsMidStream++;
       });
       eventsChecked += t.seen.length;
@@ -846,7 +1046,19 @@ describe.concurrent("ordering: replay and live join without a gap or a repeat", 
     expect(joins.length).toBe(JOINS + 1);
     expect(midStream, "joins before the end of the stream").toBeGreaterThanOrEqual(JOINS / 4);
     expect(reconnectsMidStream, "reconnects before the end of the stream").toBeGreaterThanOrEqual(1);
-    console.log(JSON.stringify({ test: "join-ordering", events: last, sockets: joins.length, joinedMidStream: midStream, typed: droppers.length, drops, typedConnections: droppers.map((t) => t.conns.length), reconnectsMidStream, eventsChecked }));
+    console.log(
+      JSON.stringify({
+        test: "join-ordering",
+        events: last,
+        sockets: joins.length,
+        joinedMidStream: midStream,
+        typed: droppers.length,
+        drops,
+        typedConnections: droppers.map((t) => t.conns.length),
+        reconnectsMidStream,
+        eventsChecked,
+      }),
+    );
     for (const j of joins) j.sock.ws.close(1000);
     for (const t of droppers) t.client.close();
   });
@@ -902,17 +1114,31 @@ describe("resume across a restart of every object (runs alone: it aborts every o
     expect(log.lastSeq).toBe(last);
     checkLogIsOwn(user, log);
     const bySeq = new Map(log.events.map((e) => [e.seq!, e]));
-    expect(t.seen.map((e) => e.seq), "typed client: every event once, in order").toEqual(range(1, last));
+    expect(
+      t.seen.map((e) => e.seq),
+      "typed client: every event once, in order",
+    ).toEqual(range(1, last));
     for (const e of t.seen) expect(e).toEqual(bySeq.get(e.seq));
     expect(t.conns.length, "the client reconnected").toBeGreaterThanOrEqual(2);
-    expect(t.conns.flatMap((c) => logged(c).map((e) => e.seq)), "the server sent nothing twice").toEqual(range(1, last));
+    expect(
+      t.conns.flatMap((c) => logged(c).map((e) => e.seq)),
+      "the server sent nothing twice",
+    ).toEqual(range(1, last));
     t.conns.forEach((c, k) => checkConnection(`typed conn#${k}`, user, c, bySeq, k === t.conns.length - 1 ? last : lastOf(c)));
     // The raw socket got a prefix of the log, once, in order, until it dropped.
     checkConnection("raw", user, raw.frames, bySeq, lastOf(raw.frames));
     // The restart did not make a used ticket usable again.
     const r = await refused(`/ws?ticket=${encodeURIComponent(usedTicket)}`);
     expect(r.code).toBe(4401);
-    console.log(JSON.stringify({ test: "restart", events: last, producerStatuses: countBy(statuses), rawClose, typedConnections: t.conns.length }));
+    console.log(
+      JSON.stringify({
+        test: "restart",
+        events: last,
+        producerStatuses: countBy(statuses),
+        rawClose,
+        typedConnections: t.conns.length,
+      }),
+    );
     t.client.close();
     usedSock.ws.close(1000);
   });

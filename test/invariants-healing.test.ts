@@ -22,7 +22,9 @@ async function timePasses(kind: "user" | "device", name: string): Promise<void> 
   await runInDurableObject(stub, async (instance, state) => {
     if (kind === "user") state.storage.sql.exec("UPDATE allocations SET deadline = 1 WHERE status = 'pending'");
     else {
-      const due = state.storage.sql.exec<{ at: number | null }>("SELECT MIN(confirm_at) AS at FROM allocations WHERE state = 'held'").one().at;
+      const due = state.storage.sql
+        .exec<{ at: number | null }>("SELECT MIN(confirm_at) AS at FROM allocations WHERE state = 'held'")
+        .one().at;
       if (due !== null) {
         const alarm = await state.storage.getAlarm();
         expect(alarm, "the device's alarm is set for its claim's confirm deadline").not.toBeNull();
@@ -50,7 +52,10 @@ async function writePendingRow(user: string, allocationId: string, pool: string)
     state.storage.sql.exec(
       `INSERT INTO allocations (allocation_id, pool, status, cpu, mem, storage, duration_minutes, duration_ms, booked_hours, deadline, created_at)
        VALUES (?, ?, 'pending', 0, 0, 0, 10, 600000, 0.1666, ?, ?)`,
-      allocationId, pool, Date.now() + 20_000, Date.now(),
+      allocationId,
+      pool,
+      Date.now() + 20_000,
+      Date.now(),
     );
   });
 }
@@ -103,7 +108,14 @@ describe("invariant 5: failures between steps heal", () => {
     await writePendingRow(user, allocationId, pool);
     expect((await env.USER_QUOTA.getByName(user).getQuota(user)).usage.devices).toBe(1);
     // Step 2: the pool picked and the device claimed ... then the user's object died.
-    const claimed = await env.DEVICE_POOL.getByName(pool).claim({ allocationId, userId: user, pool, min: ZERO, max: ANY, durationMs: 600_000 });
+    const claimed = await env.DEVICE_POOL.getByName(pool).claim({
+      allocationId,
+      userId: user,
+      pool,
+      min: ZERO,
+      max: ANY,
+      durationMs: 600_000,
+    });
     expect(claimed.ok).toBe(true);
     expect((await deviceView(dev.deviceId)).allocation.confirmed).toBe(false);
 
@@ -114,10 +126,15 @@ describe("invariant 5: failures between steps heal", () => {
     expect(d.status).toBe("available");
     expect((await env.USER_QUOTA.getByName(user).getQuota(user)).usage.devices).toBe(0);
     // The device is allocatable again, and the orphan is never billed.
-    const next = await call("POST", "/scheduler/devices/allocate", { token: await tokenFor(uid("after")), body: { pool, durationMinutes: 1 } });
+    const next = await call("POST", "/scheduler/devices/allocate", {
+      token: await tokenFor(uid("after")),
+      body: { pool, durationMinutes: 1 },
+    });
     expect(next.status).toBe(201);
     expect(next.body.deviceId).toBe(dev.deviceId);
-    const billed = await env.DB.prepare("SELECT COUNT(*) AS n FROM usage_records WHERE allocation_id = ?").bind(allocationId).first<{ n: number }>();
+    const billed = await env.DB.prepare("SELECT COUNT(*) AS n FROM usage_records WHERE allocation_id = ?")
+      .bind(allocationId)
+      .first<{ n: number }>();
     expect(billed!.n).toBe(0);
   });
 
@@ -125,7 +142,14 @@ describe("invariant 5: failures between steps heal", () => {
     const pool = uid("heal-ghost");
     const dev = await registerDevice(pool);
     await settledDevice(dev.deviceId);
-    const r = await env.DEVICE.getByName(dev.deviceId).claim({ allocationId: "alc_ghost_1", userId: uid("ghost"), pool, min: ZERO, max: ANY, durationMs: 600_000 });
+    const r = await env.DEVICE.getByName(dev.deviceId).claim({
+      allocationId: "alc_ghost_1",
+      userId: uid("ghost"),
+      pool,
+      min: ZERO,
+      max: ANY,
+      durationMs: 600_000,
+    });
     expect(r.ok).toBe(true);
     await timePasses("device", dev.deviceId);
     expect((await deviceView(dev.deviceId)).allocation).toBeNull();
@@ -140,7 +164,14 @@ describe("invariant 5: failures between steps heal", () => {
     await timePasses("user", user);
     expect((await env.USER_QUOTA.getByName(user).getQuota(user)).usage.devices).toBe(0);
     // A claim that arrives after the abort is refused by the user's answer.
-    await env.DEVICE_POOL.getByName(pool).claim({ allocationId, userId: user, pool, min: ZERO, max: ANY, durationMs: 600_000 });
+    await env.DEVICE_POOL.getByName(pool).claim({
+      allocationId,
+      userId: user,
+      pool,
+      min: ZERO,
+      max: ANY,
+      durationMs: 600_000,
+    });
     await timePasses("device", dev.deviceId);
     expect((await deviceView(dev.deviceId)).allocation).toBeNull();
     await expectConsistent(pool, [dev.deviceId], [user]);
@@ -172,7 +203,11 @@ describe("invariant 5: failures between steps heal", () => {
     expect(a.status).toBe(201);
     // The device ends it (expiry) and its notice to the user is lost.
     await runInDurableObject(env.DEVICE.getByName(dev.deviceId), async (instance, state) => {
-      const device = instance as unknown as { current(): unknown; endTx(a: unknown, reason: string, now: number): unknown; rearm(): Promise<void> };
+      const device = instance as unknown as {
+        current(): unknown;
+        endTx(a: unknown, reason: string, now: number): unknown;
+        rearm(): Promise<void>;
+      };
       state.storage.transactionSync(() => device.endTx(device.current(), "expired", Date.now()));
       state.storage.sql.exec("DELETE FROM outbox WHERE kind = 'user_ended'");
       await device.rearm(); // the rest of its outbox (pool, usage) goes out as usual
@@ -197,7 +232,12 @@ describe("invariant 5: failures between steps heal", () => {
     const devices = await Promise.all(Array.from({ length: 8 }, (_, i) => registerDevice(pool, { node: `n${i % 3}` })));
     const users = Array.from({ length: 12 }, () => uid("stormy"));
     const inflight = users.flatMap((u) =>
-      [0, 1].map(async () => call("POST", "/scheduler/devices/allocate", { token: await tokenFor(u), body: { pool, durationMinutes: 10 } }).catch((e) => ({ status: 0, body: String(e) }))),
+      [0, 1].map(async () =>
+        call("POST", "/scheduler/devices/allocate", {
+          token: await tokenFor(u),
+          body: { pool, durationMinutes: 10 },
+        }).catch((e) => ({ status: 0, body: String(e) })),
+      ),
     );
     await new Promise((r) => setTimeout(r, 5));
     await abortAllDurableObjects();
@@ -205,15 +245,27 @@ describe("invariant 5: failures between steps heal", () => {
     // Whatever the callers saw, the system must converge.
     for (const u of users) await timePasses("user", u);
     for (const d of devices) await timePasses("device", d.deviceId);
-    await until(async () => {
-      try {
-        await expectConsistent(pool, devices.map((d) => d.deviceId), users);
-        return true;
-      } catch {
-        return false;
-      }
-    }, 10_000, 200).catch(() => undefined);
-    await expectConsistent(pool, devices.map((d) => d.deviceId), users);
+    await until(
+      async () => {
+        try {
+          await expectConsistent(
+            pool,
+            devices.map((d) => d.deviceId),
+            users,
+          );
+          return true;
+        } catch {
+          return false;
+        }
+      },
+      10_000,
+      200,
+    ).catch(() => undefined);
+    await expectConsistent(
+      pool,
+      devices.map((d) => d.deviceId),
+      users,
+    );
     // A caller that got 201 still holds its device.
     for (const r of results.filter((r) => r.status === 201) as { body: { allocationId: string; deviceId: string } }[]) {
       expect((await deviceView(r.body.deviceId)).allocation?.allocationId).toBe(r.body.allocationId);

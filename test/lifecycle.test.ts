@@ -71,9 +71,10 @@ describe("device lifecycle", () => {
       const token = await tokenFor(user);
       const a = await allocate(token, { pool, durationMinutes: 30 });
       expect(a.status).toBe(201);
-      const r = action === "remove"
-        ? await call("DELETE", `/admin/devices/${dev.deviceId}`, { token: adminToken })
-        : await call("POST", `/admin/devices/${dev.deviceId}/${action}`, { token: adminToken });
+      const r =
+        action === "remove"
+          ? await call("DELETE", `/admin/devices/${dev.deviceId}`, { token: adminToken })
+          : await call("POST", `/admin/devices/${dev.deviceId}/${action}`, { token: adminToken });
       expect(r.status, JSON.stringify(r.body)).toBe(200);
       const reason = action === "remove" ? "removed" : action;
       const one = await call("GET", `/scheduler/allocations/${a.body.allocationId}`, { token });
@@ -83,7 +84,9 @@ describe("device lifecycle", () => {
       // No new allocation lands on it.
       const b = await allocate(await tokenFor(uid("late")), { pool, durationMinutes: 5 });
       expect(b.status).toBe(action === "remove" ? 404 : 409);
-      const row = await until(() => env.DB.prepare("SELECT reason FROM usage_records WHERE allocation_id = ?").bind(a.body.allocationId).first<{ reason: string }>());
+      const row = await until(() =>
+        env.DB.prepare("SELECT reason FROM usage_records WHERE allocation_id = ?").bind(a.body.allocationId).first<{ reason: string }>(),
+      );
       expect(row.reason).toBe(reason);
     }
   });
@@ -105,7 +108,10 @@ describe("device lifecycle", () => {
     const node = await call("PATCH", `/admin/devices/${dev.deviceId}`, { token: adminToken, body: { node: "rack-9" } });
     expect(node.status).toBe(200);
     expect(node.body.node).toBe("rack-9");
-    const dup = await call("POST", "/admin/devices", { token: adminToken, body: { deviceId: dev.deviceId, pool, cpuCores: 1, memoryMB: 1, storageMB: 1 } });
+    const dup = await call("POST", "/admin/devices", {
+      token: adminToken,
+      body: { deviceId: dev.deviceId, pool, cpuCores: 1, memoryMB: 1, storageMB: 1 },
+    });
     expect(dup.status).toBe(409);
     expect(dup.body.error.code).toBe("DEVICE_EXISTS");
     const hist = await call("POST", "/scheduler/devices/release", { token, body: { deviceId: dev.deviceId } });
@@ -177,7 +183,10 @@ describe("quota administration and events", () => {
     await registerDevice(pool);
     const user = uid("managed");
     const token = await tokenFor(user);
-    const up = await call("PUT", `/quotas/user/${user}`, { token: adminToken, body: { plan: "basic", suspended: true } });
+    const up = await call("PUT", `/quotas/user/${user}`, {
+      token: adminToken,
+      body: { plan: "basic", suspended: true },
+    });
     expect(up.status).toBe(200);
     expect(up.body.plan).toBe("basic");
     expect(up.body.status).toBe("suspended");
@@ -185,7 +194,10 @@ describe("quota administration and events", () => {
     const refused = await allocate(token, { pool });
     expect(refused.status).toBe(403);
     expect(refused.body.error.code).toBe("QUOTA_SUSPENDED");
-    await call("PUT", `/quotas/user/${user}`, { token: adminToken, body: { suspended: false, validUntil: new Date(Date.now() - 1000).toISOString() } });
+    await call("PUT", `/quotas/user/${user}`, {
+      token: adminToken,
+      body: { suspended: false, validUntil: new Date(Date.now() - 1000).toISOString() },
+    });
     const expired = await allocate(token, { pool });
     expect(expired.body.error.code).toBe("QUOTA_EXPIRED");
     expect((await call("GET", `/quotas/user/${user}`, { token })).body.status).toBe("expired");
@@ -218,7 +230,11 @@ describe("quota administration and events", () => {
     const seen: string[] = [];
     let cursor: string | null = null;
     do {
-      const page: { body: { items: { allocationId: string }[]; nextCursor: string | null } } = await call("GET", `/scheduler/allocations?limit=2${cursor ? `&cursor=${encodeURIComponent(cursor)}` : ""}`, { token });
+      const page: { body: { items: { allocationId: string }[]; nextCursor: string | null } } = await call(
+        "GET",
+        `/scheduler/allocations?limit=2${cursor ? `&cursor=${encodeURIComponent(cursor)}` : ""}`,
+        { token },
+      );
       expect(page.body.items.length).toBeLessThanOrEqual(2);
       seen.push(...page.body.items.map((i) => i.allocationId));
       cursor = page.body.nextCursor;
@@ -242,7 +258,13 @@ describe("quota administration and events", () => {
     const doc = await call("GET", "/openapi.json");
     expect(doc.status).toBe(200);
     expect(doc.body.openapi).toBe("3.1.0");
-    for (const p of ["/scheduler/devices/allocate", "/scheduler/devices/release", "/scheduler/allocations/{id}/extend", "/quotas/user/{userId}", "/admin/devices"])
+    for (const p of [
+      "/scheduler/devices/allocate",
+      "/scheduler/devices/release",
+      "/scheduler/allocations/{id}/extend",
+      "/quotas/user/{userId}",
+      "/admin/devices",
+    ])
       expect(Object.keys(doc.body.paths)).toContain(p);
   });
 

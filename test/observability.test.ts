@@ -58,20 +58,39 @@ describe("pool feed: admins watch a pool's devices live", () => {
     const [allocated] = await events(feed.frames, 1);
     expect(allocated).toMatchObject({
       type: "pool.device",
-      data: { pool, deviceId: a.body.deviceId, status: "allocated", previousStatus: "available", userId: user, allocationId: a.body.allocationId, reason: null },
+      data: {
+        pool,
+        deviceId: a.body.deviceId,
+        status: "allocated",
+        previousStatus: "available",
+        userId: user,
+        allocationId: a.body.allocationId,
+        reason: null,
+      },
     });
     expect(Date.parse((allocated!.data as { expiresAt: string }).expiresAt)).toBe(Date.parse(a.body.expiresAt));
 
     expect((await call("POST", "/scheduler/devices/release", { token, body: { deviceId: a.body.deviceId } })).status).toBe(200);
     const released = (await events(feed.frames, 2))[1]!;
     expect(released).toMatchObject({
-      type: "pool.device", data: { deviceId: a.body.deviceId, status: "available", previousStatus: "allocated", userId: null, allocationId: null, reason: "released" },
+      type: "pool.device",
+      data: {
+        deviceId: a.body.deviceId,
+        status: "available",
+        previousStatus: "allocated",
+        userId: null,
+        allocationId: null,
+        reason: "released",
+      },
     });
 
     const other = a.body.deviceId === d1.deviceId ? d2.deviceId : d1.deviceId;
     expect((await call("POST", `/admin/devices/${other}/maintenance`, { token: adminToken })).status).toBe(200);
     const maint = (await events(feed.frames, 3))[2]!;
-    expect(maint).toMatchObject({ type: "pool.device", data: { deviceId: other, status: "maintenance", previousStatus: "available" } });
+    expect(maint).toMatchObject({
+      type: "pool.device",
+      data: { deviceId: other, status: "maintenance", previousStatus: "available" },
+    });
     feed.ws.close(1000);
   });
 
@@ -111,7 +130,10 @@ describe("metrics endpoint (Prometheus text, admin only)", () => {
     const token = await tokenFor(uid("obs-m-user"));
     const released = await allocate(token, pool);
     const forced = await allocate(token, pool);
-    const expiring = await allocate(await tokenFor(uid("obs-m-user2")), pool, { durationMinutes: undefined, durationSeconds: 1 });
+    const expiring = await allocate(await tokenFor(uid("obs-m-user2")), pool, {
+      durationMinutes: undefined,
+      durationSeconds: 1,
+    });
     expect([released.status, forced.status, expiring.status]).toEqual([201, 201, 201]);
     expect((await call("POST", "/scheduler/devices/release", { token, body: { deviceId: released.body.deviceId } })).status).toBe(200);
     expect((await call("POST", `/admin/devices/${forced.body.deviceId}/force-release`, { token: await admin() })).status).toBe(200);
@@ -133,7 +155,12 @@ describe("metrics endpoint (Prometheus text, admin only)", () => {
 
     await abortAllDurableObjects();
     const again = await metrics();
-    for (const key of [`eda_allocations_total{${L}}`, `eda_releases_total{${L},reason="released"}`, `eda_releases_total{${L},reason="expired"}`, `eda_expiry_lag_seconds_count{${L}}`])
+    for (const key of [
+      `eda_allocations_total{${L}}`,
+      `eda_releases_total{${L},reason="released"}`,
+      `eda_releases_total{${L},reason="expired"}`,
+      `eda_expiry_lag_seconds_count{${L}}`,
+    ])
       expect(m(again, key), key).toBe(m(after, key));
   });
 
@@ -143,13 +170,23 @@ describe("metrics endpoint (Prometheus text, admin only)", () => {
     const adminToken = await admin();
     const feed = await rawFeed(`/ws/pools/${pool}?ticket=${await ticket(adminToken, { feed: "pool", pool })}`);
     await until(async () => feed.frames.find((f) => f.type === "feed.hello"));
-    const held = await Promise.all([0, 1].map(async (i) => (await allocate(await tokenFor(uid(`obs-rm-u${i}`)), pool)).body as { deviceId: string; allocationId: string }));
+    const held = await Promise.all(
+      [0, 1].map(
+        async (i) =>
+          (await allocate(await tokenFor(uid(`obs-rm-u${i}`)), pool)).body as {
+            deviceId: string;
+            allocationId: string;
+          },
+      ),
+    );
     expect((await call("POST", `/admin/devices/${held[0]!.deviceId}/maintenance`, { token: adminToken })).status).toBe(200);
     expect((await call("DELETE", `/admin/devices/${held[1]!.deviceId}`, { token: adminToken })).status).toBe(200);
     const L = `pool="${pool}"`;
     const all = await until(async () => {
       const x = await metrics();
-      return m(x, `eda_releases_total{${L},reason="removed"}`) === 1 && m(x, `eda_releases_total{${L},reason="maintenance"}`) === 1 ? x : null;
+      return m(x, `eda_releases_total{${L},reason="removed"}`) === 1 && m(x, `eda_releases_total{${L},reason="maintenance"}`) === 1
+        ? x
+        : null;
     });
     expect(m(all, `eda_releases_total{${L},reason="unknown"}`)).toBe(0);
     expect(m(all, `eda_allocations_total{${L}}`)).toBe(2);
@@ -159,12 +196,18 @@ describe("metrics endpoint (Prometheus text, admin only)", () => {
     // The pool feed said why each allocation ended, and that the removed device left (the end and
     // the status change reach the pool as one newest state: 2 allocations + 2 changes).
     const got = await events(feed.frames, 4);
-    const ofDevice = (id: string) => got.filter((e) => (e.data as { deviceId: string }).deviceId === id).map((e) => e.data as { status: string; reason: string | null });
+    const ofDevice = (id: string) =>
+      got.filter((e) => (e.data as { deviceId: string }).deviceId === id).map((e) => e.data as { status: string; reason: string | null });
     expect(ofDevice(held[0]!.deviceId).at(-1)).toMatchObject({ status: "maintenance", reason: "maintenance" });
     expect(ofDevice(held[1]!.deviceId).at(-1)).toMatchObject({ status: "removed", reason: "removed" });
     // The device list agrees: the removed one is not back.
     const list = await call("GET", `/admin/pools/${pool}/devices`, { token: adminToken });
-    expect(list.body.items.map((d: { deviceId: string }) => d.deviceId).sort()).toEqual(devices.map((d) => d.deviceId).filter((id) => id !== held[1]!.deviceId).sort());
+    expect(list.body.items.map((d: { deviceId: string }) => d.deviceId).sort()).toEqual(
+      devices
+        .map((d) => d.deviceId)
+        .filter((id) => id !== held[1]!.deviceId)
+        .sort(),
+    );
     feed.ws.close(1000);
   });
 
@@ -204,14 +247,23 @@ describe("metrics endpoint (Prometheus text, admin only)", () => {
     const won = tries.filter((r) => r.status === 201);
     expect(won.length).toBeGreaterThan(0);
     expect(won.length).toBeLessThanOrEqual(8);
-    await Promise.all(won.map((r, i) => call("POST", "/scheduler/devices/release", { token: tokens[tries.indexOf(r) % tokens.length]!, body: { deviceId: r.body.deviceId } }).then((x) => expect(x.status, `release ${i}`).toBe(200))));
+    await Promise.all(
+      won.map((r, i) =>
+        call("POST", "/scheduler/devices/release", {
+          token: tokens[tries.indexOf(r) % tokens.length]!,
+          body: { deviceId: r.body.deviceId },
+        }).then((x) => expect(x.status, `release ${i}`).toBe(200)),
+      ),
+    );
     const L = `pool="${pool}"`;
     const all = await until(async () => {
       const x = await metrics();
       return m(x, `eda_releases_total{${L},reason="released"}`) === won.length ? x : null;
     });
     expect(m(all, `eda_allocations_total{${L}}`)).toBe(won.length);
-    expect([...all.keys()].filter((k) => k.startsWith(`eda_releases_total{${L}`) && m(all, k) > 0)).toEqual([`eda_releases_total{${L},reason="released"}`]);
+    expect([...all.keys()].filter((k) => k.startsWith(`eda_releases_total{${L}`) && m(all, k) > 0)).toEqual([
+      `eda_releases_total{${L},reason="released"}`,
+    ]);
   });
 
   it("counts usage reports sent through the real queue, failed (retried) and dead-lettered", async () => {
@@ -222,7 +274,13 @@ describe("metrics endpoint (Prometheus text, admin only)", () => {
     const token = await tokenFor(user);
     const a = await allocate(token, pool);
     expect((await call("POST", "/scheduler/devices/release", { token, body: { deviceId: a.body.deviceId } })).status).toBe(200);
-    await until(async () => (await call("GET", `/metering/users/${user}`, { token })).body.items?.some((r: { allocationId: string }) => r.allocationId === a.body.allocationId), 15_000);
+    await until(
+      async () =>
+        (await call("GET", `/metering/users/${user}`, { token })).body.items?.some(
+          (r: { allocationId: string }) => r.allocationId === a.body.allocationId,
+        ),
+      15_000,
+    );
     const sent = await until(async () => {
       const x = await metrics();
       return m(x, "eda_usage_reports_sent_total") >= m(before, "eda_usage_reports_sent_total") + 1 ? x : null;
@@ -231,11 +289,22 @@ describe("metrics endpoint (Prometheus text, admin only)", () => {
 
     // A record D1 refuses (trigger) is retried: failed +1. A malformed one and a dead letter are kept: +2.
     const record = (allocationId: string): UsageRecord => ({
-      allocationId, deviceId: "dev-obs", userId: uid("obs-u"), durationSeconds: 60, cpuCores: 1, memoryMB: 1024, storageMB: 1024, allocatedAt: 1_000, releasedAt: 61_000, reason: "released",
+      allocationId,
+      deviceId: "dev-obs",
+      userId: uid("obs-u"),
+      durationSeconds: 60,
+      cpuCores: 1,
+      memoryMB: 1024,
+      storageMB: 1024,
+      allocatedAt: 1_000,
+      releasedAt: 61_000,
+      reason: "released",
     });
     const stuck = record(uid("obs-stuck"));
     const mid = await metrics();
-    await env.DB.exec(`CREATE TRIGGER obs_refuse BEFORE INSERT ON usage_records WHEN NEW.allocation_id = '${stuck.allocationId}' BEGIN SELECT RAISE(ABORT, 'injected'); END`);
+    await env.DB.exec(
+      `CREATE TRIGGER obs_refuse BEFORE INSERT ON usage_records WHEN NEW.allocation_id = '${stuck.allocationId}' BEGIN SELECT RAISE(ABORT, 'injected'); END`,
+    );
     try {
       expect((await deliver("device-usage", [stuck, record(uid("obs-fine"))])).retryMessages.length).toBe(1);
     } finally {
@@ -284,7 +353,10 @@ describe("structured logs", () => {
   afterEach(() => vi.restoreAllMocks());
 
   const lines = (spy: { mock: { calls: unknown[][] } }) =>
-    spy.mock.calls.map((c) => String(c[0])).filter((l) => l.startsWith("{")).map((l) => JSON.parse(l) as Record<string, unknown>);
+    spy.mock.calls
+      .map((c) => String(c[0]))
+      .filter((l) => l.startsWith("{"))
+      .map((l) => JSON.parse(l) as Record<string, unknown>);
 
   it("a request's line names its request id, user and allocation; the user's object logs the allocation too", async () => {
     const spy = vi.spyOn(console, "log");
@@ -297,24 +369,41 @@ describe("structured logs", () => {
     expect(requestId).toBeTruthy();
     const got = lines(spy);
     const req = got.find((l) => l.msg === "request" && l.requestId === requestId);
-    expect(req).toMatchObject({ level: "info", userId: user, allocationId: r.body.allocationId, method: "POST", path: "/scheduler/devices/allocate", status: 201 });
+    expect(req).toMatchObject({
+      level: "info",
+      userId: user,
+      allocationId: r.body.allocationId,
+      method: "POST",
+      path: "/scheduler/devices/allocate",
+      status: 201,
+    });
     expect(typeof req!.ms).toBe("number");
     expect(Date.parse(req!.ts as string)).not.toBeNaN();
-    expect(got.find((l) => l.msg === "allocation active" && l.allocationId === r.body.allocationId)).toMatchObject({ userId: user, deviceId: r.body.deviceId, pool });
+    expect(got.find((l) => l.msg === "allocation active" && l.allocationId === r.body.allocationId)).toMatchObject({
+      userId: user,
+      deviceId: r.body.deviceId,
+      pool,
+    });
   });
 
   it("an error answer is logged with its status; a feed ticket in the query never reaches a log line", async () => {
     const spy = vi.spyOn(console, "log");
     const others = [vi.spyOn(console, "warn"), vi.spyOn(console, "error"), vi.spyOn(console, "info")];
     const token = await tokenFor(uid("obs-log-err"));
-    const r = await call("PUT", `/scheduler/allocations/${uid("alc-none")}/extend`, { token, body: { additionalMinutes: 5 } });
+    const r = await call("PUT", `/scheduler/allocations/${uid("alc-none")}/extend`, {
+      token,
+      body: { additionalMinutes: 5 },
+    });
     expect(r.status).toBe(404);
     const t = await ticket(token);
     const feed = await rawFeed(`/ws?ticket=${t}`);
     await until(async () => feed.frames.find((f) => f.type === "feed.hello"));
     feed.ws.close(1000);
     const got = lines(spy);
-    expect(got.find((l) => l.requestId === r.res.headers.get("x-request-id"))).toMatchObject({ msg: "request", status: 404 });
+    expect(got.find((l) => l.requestId === r.res.headers.get("x-request-id"))).toMatchObject({
+      msg: "request",
+      status: 404,
+    });
     expect(got.some((l) => l.path === "/ws" && l.status === 101)).toBe(true);
     for (const s of [spy, ...others]) expect(s.mock.calls.map((c) => c.map(String).join(" ")).join("\n")).not.toContain(t);
   });

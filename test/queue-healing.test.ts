@@ -17,11 +17,17 @@ describe("queue and reservations survive restarts", () => {
     const dev = await registerDevice(pool);
     const spare = await registerDevice(pool, { cpuCores: 4 });
     const holder = await tokenFor(uid("qh-holder"));
-    const held = await call("POST", "/scheduler/devices/allocate", { token: holder, body: { pool, durationMinutes: 30, spec: { cpuCores: 2 } } });
+    const held = await call("POST", "/scheduler/devices/allocate", {
+      token: holder,
+      body: { pool, durationMinutes: 30, spec: { cpuCores: 2 } },
+    });
     expect(held.body.deviceId).toBe(dev.deviceId);
     // The spare is reserved first (from 2.5 s, for a minute), so the queue cannot take it.
     const t3 = await tokenFor(uid("qh-3"));
-    const rsv = await call("POST", "/scheduler/reservations", { token: t3, body: { pool, spec: { cpuCores: 4 }, startAt: Date.now() + 2_500, durationSeconds: 60, reminderMinutes: 0 } });
+    const rsv = await call("POST", "/scheduler/reservations", {
+      token: t3,
+      body: { pool, spec: { cpuCores: 4 }, startAt: Date.now() + 2_500, durationSeconds: 60, reminderMinutes: 0 },
+    });
     expect(rsv.body.deviceId).toBe(spare.deviceId);
     const t1 = await tokenFor(uid("qh-1"));
     const t2 = await tokenFor(uid("qh-2"));
@@ -59,7 +65,11 @@ describe("queue and reservations survive restarts", () => {
     // As if the pool crashed before recording the outcome: the entry is still "offered", due for a retry.
     const stub = env.DEVICE_POOL.getByName(pool);
     await runInDurableObject(stub, (_i, state) => {
-      state.storage.sql.exec("UPDATE queue SET status = 'offered', allocation_id = NULL, retry_at = ? WHERE entry_id = ?", Date.now() - 1, first.body.entryId);
+      state.storage.sql.exec(
+        "UPDATE queue SET status = 'offered', allocation_id = NULL, retry_at = ? WHERE entry_id = ?",
+        Date.now() - 1,
+        first.body.entryId,
+      );
     });
     await abortAllDurableObjects();
     const fresh = env.DEVICE_POOL.getByName(pool);
@@ -83,11 +93,18 @@ describe("queue and reservations survive restarts", () => {
     const pool = uid("qh-pending");
     const dev = await registerDevice(pool);
     const token = await tokenFor(uid("qh-pending-u"));
-    const r = await call("POST", "/scheduler/reservations", { token, body: { pool, startAt: Date.now() + 600_000, durationMinutes: 30 } });
+    const r = await call("POST", "/scheduler/reservations", {
+      token,
+      body: { pool, startAt: Date.now() + 600_000, durationMinutes: 30 },
+    });
     expect(r.status).toBe(201);
     // As if the pool crashed after the device took the window but before the booking was confirmed, a minute ago.
     await runInDurableObject(env.DEVICE_POOL.getByName(pool), (_i, state) => {
-      state.storage.sql.exec("UPDATE reservations SET status = 'pending', remind_at = NULL, created_at = ? WHERE reservation_id = ?", Date.now() - 61_000, r.body.reservationId);
+      state.storage.sql.exec(
+        "UPDATE reservations SET status = 'pending', remind_at = NULL, created_at = ? WHERE reservation_id = ?",
+        Date.now() - 61_000,
+        r.body.reservationId,
+      );
     });
     await abortAllDurableObjects();
     const stub = env.DEVICE_POOL.getByName(pool);

@@ -8,7 +8,8 @@ import { admin, call, registerDevice, sleep, tokenFor, uid, until } from "./help
 
 const join = (token: string, body: Record<string, unknown>) => call("POST", "/scheduler/queue/join", { token, body });
 const entry = async (token: string, id: string) => (await call("GET", `/scheduler/queue/${id}`, { token })).body;
-const events = async (token: string) => (await call("GET", "/scheduler/events?since=0", { token })).body.events as { type: string; data: any }[];
+const events = async (token: string) =>
+  (await call("GET", "/scheduler/events?since=0", { token })).body.events as { type: string; data: any }[];
 const allocate = (token: string, body: Record<string, unknown>) => call("POST", "/scheduler/devices/allocate", { token, body });
 
 /** A pool with one device, held by a fresh user for `seconds` (the queue waits behind it). */
@@ -27,14 +28,23 @@ async function setPlan(userId: string, plan: string) {
 }
 
 describe.concurrent("queue: joining", () => {
-  it("a free fitting device is handed over before join returns, with queue.fulfilled and device.allocated on the feed", async ({ expect }) => {
+  it("a free fitting device is handed over before join returns, with queue.fulfilled and device.allocated on the feed", async ({
+    expect,
+  }) => {
     const pool = uid("q-free");
     const dev = await registerDevice(pool);
     const user = uid("q-free-user");
     const token = await tokenFor(user);
     const r = await join(token, { pool, durationMinutes: 5 });
     expect(r.status, JSON.stringify(r.body)).toBe(201);
-    expect(r.body).toMatchObject({ status: "fulfilled", deviceId: dev.deviceId, userId: user, priority: 0, priorityName: "standard", position: null });
+    expect(r.body).toMatchObject({
+      status: "fulfilled",
+      deviceId: dev.deviceId,
+      userId: user,
+      priority: 0,
+      priorityName: "standard",
+      position: null,
+    });
     expect(r.body.entryId).toMatch(/^que_/);
     const alloc = await call("GET", `/scheduler/allocations/${r.body.allocationId}`, { token });
     expect(alloc.body).toMatchObject({ status: "active", deviceId: dev.deviceId });
@@ -43,7 +53,11 @@ describe.concurrent("queue: joining", () => {
       return ev.some((e) => e.type === "queue.fulfilled") ? ev : null;
     });
     expect(log.filter((e) => e.type === "device.allocated")).toHaveLength(1);
-    expect(log.find((e) => e.type === "queue.fulfilled")!.data).toMatchObject({ entryId: r.body.entryId, allocationId: r.body.allocationId, deviceId: dev.deviceId });
+    expect(log.find((e) => e.type === "queue.fulfilled")!.data).toMatchObject({
+      entryId: r.body.entryId,
+      allocationId: r.body.allocationId,
+      deviceId: dev.deviceId,
+    });
   });
 
   it("waits behind a busy device with position 1 and an estimate from the device's real expiry", async ({ expect }) => {
@@ -84,7 +98,12 @@ describe.concurrent("queue: joining", () => {
     // An admin may queue for the user at any priority.
     const byAdmin = await join(await admin(), { pool, userId: user, priority: 3 });
     expect(byAdmin.status).toBe(201);
-    expect(byAdmin.body).toMatchObject({ userId: user, priority: 3, priorityName: "enterprise", createdBy: "root-admin" });
+    expect(byAdmin.body).toMatchObject({
+      userId: user,
+      priority: 3,
+      priorityName: "enterprise",
+      createdBy: "root-admin",
+    });
   });
 
   it("ids do not leak: another user's entry and forged ids are 404", async ({ expect }) => {
@@ -92,7 +111,11 @@ describe.concurrent("queue: joining", () => {
     const a = await tokenFor(uid("q-leak-a"));
     const r = await join(a, { pool });
     const b = await tokenFor(uid("q-leak-b"));
-    for (const path of [`/scheduler/queue/${r.body.entryId}`, "/scheduler/queue/que_Zm9v_000000000000000000000000", "/scheduler/queue/nonsense"]) {
+    for (const path of [
+      `/scheduler/queue/${r.body.entryId}`,
+      "/scheduler/queue/que_Zm9v_000000000000000000000000",
+      "/scheduler/queue/nonsense",
+    ]) {
       const got = await call("GET", path, { token: b });
       expect(got.status, path).toBe(404);
       expect(got.body.error.code).toBe("QUEUE_ENTRY_NOT_FOUND");
@@ -119,17 +142,27 @@ describe.concurrent("queue: hand-over order and exclusivity", () => {
     expect(byPosition.map((v) => v.position)).toEqual(byPosition.map((_, i) => i + 1 + (12 - waiting.length)));
     for (let i = 1; i < byPosition.length; i++) {
       expect(byPosition[i - 1]!.priority).toBeGreaterThanOrEqual(byPosition[i]!.priority);
-      if (byPosition[i - 1]!.priority === byPosition[i]!.priority) expect(byPosition[i - 1]!.joinedAt <= byPosition[i]!.joinedAt).toBe(true);
+      if (byPosition[i - 1]!.priority === byPosition[i]!.priority)
+        expect(byPosition[i - 1]!.joinedAt <= byPosition[i]!.joinedAt).toBe(true);
     }
     // Each 1-second allocation expires and hands the device on: everyone is served in that order.
-    const served = await until(async () => {
-      const all = await Promise.all(joined.map((r, i) => entry(tokens[i]!, r.body.entryId)));
-      return all.every((v) => v.status === "fulfilled") ? all : null;
-    }, 40_000, 250);
-    const allocations = await Promise.all(served.map(async (v, i) => (await call("GET", `/scheduler/allocations/${v.allocationId}`, { token: tokens[i]! })).body));
+    const served = await until(
+      async () => {
+        const all = await Promise.all(joined.map((r, i) => entry(tokens[i]!, r.body.entryId)));
+        return all.every((v) => v.status === "fulfilled") ? all : null;
+      },
+      40_000,
+      250,
+    );
+    const allocations = await Promise.all(
+      served.map(async (v, i) => (await call("GET", `/scheduler/allocations/${v.allocationId}`, { token: tokens[i]! })).body),
+    );
     expect(new Set(allocations.map((a) => a.allocationId)).size).toBe(12);
     for (const a of allocations) expect(a.deviceId).toBe(deviceId);
-    const order = allocations.map((a, i) => ({ at: a.allocatedAt as number, entry: served[i]!.entryId as string })).sort((x, y) => x.at - y.at).map((x) => x.entry);
+    const order = allocations
+      .map((a, i) => ({ at: a.allocatedAt as number, entry: served[i]!.entryId as string }))
+      .sort((x, y) => x.at - y.at)
+      .map((x) => x.entry);
     const expected = [...views].sort((a, b) => (a.position ?? 0) - (b.position ?? 0)).map((v) => v.entryId);
     expect(order).toEqual(expected);
     // Never two allocations on the device at once.
@@ -179,7 +212,9 @@ describe.concurrent("queue: hand-over order and exclusivity", () => {
 });
 
 describe.concurrent("queue: checks at hand-over, expiry and cancellation", () => {
-  it("quota is checked at hand-over: a user suspended while waiting fails with queue.failed, and the next entry gets the device", async ({ expect }) => {
+  it("quota is checked at hand-over: a user suspended while waiting fails with queue.failed, and the next entry gets the device", async ({
+    expect,
+  }) => {
     const { pool, deviceId } = await busyPool("q-quota", 2);
     const first = uid("q-quota-1");
     const t1 = await tokenFor(first);
@@ -250,11 +285,16 @@ describe.concurrent("queue: checks at hand-over, expiry and cancellation", () =>
     expect((await entry(t1, e1.body.entryId)).status).toBe("cancelled");
   });
 
-  it("a device held by a reservation window is passed over until the reservation is cancelled; then the queue gets it at once", async ({ expect }) => {
+  it("a device held by a reservation window is passed over until the reservation is cancelled; then the queue gets it at once", async ({
+    expect,
+  }) => {
     const pool = uid("q-window");
     const dev = await registerDevice(pool);
     const booker = await tokenFor(uid("q-window-b"));
-    const r = await call("POST", "/scheduler/reservations", { token: booker, body: { pool, startAt: Date.now() + 10 * 60_000, durationMinutes: 30 } });
+    const r = await call("POST", "/scheduler/reservations", {
+      token: booker,
+      body: { pool, startAt: Date.now() + 10 * 60_000, durationMinutes: 30 },
+    });
     expect(r.body.deviceId).toBe(dev.deviceId);
     const token = await tokenFor(uid("q-window-u"));
     // An hour would run into the window: wait. (Five minutes would not, and is served at once.)

@@ -8,7 +8,8 @@ import { admin, call, registerDevice, tokenFor, uid, until } from "./helpers";
 
 const reserve = (token: string, body: Record<string, unknown>) => call("POST", "/scheduler/reservations", { token, body });
 const view = async (token: string, id: string) => (await call("GET", `/scheduler/reservations/${id}`, { token })).body;
-const events = async (token: string) => (await call("GET", "/scheduler/events?since=0", { token })).body.events as { type: string; data: any }[];
+const events = async (token: string) =>
+  (await call("GET", "/scheduler/events?since=0", { token })).body.events as { type: string; data: any }[];
 const allocate = (token: string, body: Record<string, unknown>) => call("POST", "/scheduler/devices/allocate", { token, body });
 const HOUR = 3_600_000;
 
@@ -20,7 +21,9 @@ describe.concurrent("reservations: booking", () => {
     const users = Array.from({ length: 16 }, (_, i) => uid(`r-storm-${i}`));
     const tokens = await Promise.all(users.map((u) => tokenFor(u)));
     // Half book [start, start+60m), half a window shifted by 30 minutes: every pair overlaps.
-    const results = await Promise.all(tokens.map((t, i) => reserve(t, { pool, startAt: new Date(start + (i % 2) * 30 * 60_000).toISOString(), durationMinutes: 60 })));
+    const results = await Promise.all(
+      tokens.map((t, i) => reserve(t, { pool, startAt: new Date(start + (i % 2) * 30 * 60_000).toISOString(), durationMinutes: 60 })),
+    );
     const won = results.filter((r) => r.status === 201);
     for (const r of results) if (r.status !== 201) expect(r.body.error.code, JSON.stringify(r.body)).toBe("NO_CAPACITY");
     expect(won).toHaveLength(3);
@@ -29,7 +32,10 @@ describe.concurrent("reservations: booking", () => {
     // A window after all of them is free again on every device.
     const later = await Promise.all(tokens.slice(0, 4).map((t) => reserve(t, { pool, startAt: start + 2 * HOUR, durationMinutes: 30 })));
     expect(later.map((r) => r.status).sort()).toEqual([201, 201, 201, 409]);
-    const check = await call("POST", "/scheduler/reservations/check", { token: tokens[5]!, body: { pool, startAt: start + 40 * 60_000, durationMinutes: 10 } });
+    const check = await call("POST", "/scheduler/reservations/check", {
+      token: tokens[5]!,
+      body: { pool, startAt: start + 40 * 60_000, durationMinutes: 10 },
+    });
     expect(check.body).toMatchObject({ available: false, matchingDevices: 3, freeDevices: 0 });
   });
 
@@ -38,15 +44,26 @@ describe.concurrent("reservations: booking", () => {
     await Promise.all([registerDevice(pool), registerDevice(pool)]);
     const token = await tokenFor(uid("r-check-u"));
     const start = Date.now() + HOUR;
-    const before = await call("POST", "/scheduler/reservations/check", { token, body: { pool, startAt: start, durationMinutes: 60 } });
+    const before = await call("POST", "/scheduler/reservations/check", {
+      token,
+      body: { pool, startAt: start, durationMinutes: 60 },
+    });
     expect(before.body).toMatchObject({ available: true, matchingDevices: 2, freeDevices: 2, overlapping: [] });
     const r = await reserve(token, { pool, startAt: start, durationMinutes: 60, reminderMinutes: 5 });
     expect(r.status, JSON.stringify(r.body)).toBe(201);
     expect(r.body.remindAt).toBe(new Date(start - 5 * 60_000).toISOString());
-    const after = await call("POST", "/scheduler/reservations/check", { token, body: { pool, startAt: start + 30 * 60_000, durationMinutes: 60 } });
+    const after = await call("POST", "/scheduler/reservations/check", {
+      token,
+      body: { pool, startAt: start + 30 * 60_000, durationMinutes: 60 },
+    });
     expect(after.body).toMatchObject({ available: true, freeDevices: 1 });
     expect(after.body.overlapping.map((o: { reservationId: string }) => o.reservationId)).toEqual([r.body.reservationId]);
-    for (const bad of [{ startAt: Date.now() - 60_000 }, { startAt: "tomorrow" }, { startAt: Date.now() + 40 * 86_400_000 }, { startAt: start, spec: { cpuCores: -1 } }]) {
+    for (const bad of [
+      { startAt: Date.now() - 60_000 },
+      { startAt: "tomorrow" },
+      { startAt: Date.now() + 40 * 86_400_000 },
+      { startAt: start, spec: { cpuCores: -1 } },
+    ]) {
       const res = await reserve(token, { pool, durationMinutes: 10, ...bad });
       expect(res.status, JSON.stringify(bad)).toBe(400);
       expect(res.body.error.code).toMatch(/VALIDATION_FAILED|RESERVATION_IN_PAST|RESERVATION_TOO_FAR/);
@@ -85,7 +102,10 @@ describe.concurrent("reservations: the device is held", () => {
     expect(long.body.error.code).toBe("NO_DEVICE_AVAILABLE");
     const short = await allocate(other, { pool, durationMinutes: 5 });
     expect(short.status, JSON.stringify(short.body)).toBe(201);
-    const ext = await call("PUT", `/scheduler/allocations/${short.body.allocationId}/extend`, { token: other, body: { additionalMinutes: 30 } });
+    const ext = await call("PUT", `/scheduler/allocations/${short.body.allocationId}/extend`, {
+      token: other,
+      body: { additionalMinutes: 30 },
+    });
     expect(ext.status).toBe(409);
     expect(ext.body.error.code).toBe("DEVICE_RESERVED");
     expect(ext.body.error.details.reservedFrom).toBe(new Date(start).toISOString());
@@ -108,7 +128,9 @@ describe.concurrent("reservations: the device is held", () => {
     const c = await call("DELETE", `/scheduler/reservations/${r1.body.reservationId}`, { token: t1 });
     expect(c.status).toBe(200);
     expect(c.body.status).toBe("cancelled");
-    expect((await call("DELETE", `/scheduler/reservations/${r1.body.reservationId}`, { token: t1 })).body.error.code).toBe("RESERVATION_CLOSED");
+    expect((await call("DELETE", `/scheduler/reservations/${r1.body.reservationId}`, { token: t1 })).body.error.code).toBe(
+      "RESERVATION_CLOSED",
+    );
     // The device's own window is gone too (an hour-long allocation would cross it).
     const long = await until(async () => {
       const res = await allocate(t2, { pool, durationMinutes: 60 });
@@ -162,7 +184,8 @@ describe.concurrent("reservations: the start", () => {
     }, 10_000);
     expect(done.allocationId).toBe(started.allocationId);
     const types = (await events(token)).map((e) => e.type);
-    for (const t of ["reservation.reminder", "reservation.started", "device.allocated", "device.released", "reservation.completed"]) expect(types, t).toContain(t);
+    for (const t of ["reservation.reminder", "reservation.started", "device.allocated", "device.released", "reservation.completed"])
+      expect(types, t).toContain(t);
     expect(types.indexOf("reservation.reminder")).toBeLessThan(types.indexOf("reservation.started"));
   });
 
@@ -185,7 +208,9 @@ describe.concurrent("reservations: the start", () => {
       return ev.some((e) => e.type === "reservation.failed") ? ev : null;
     });
     expect(log.some((e) => e.type === "reservation.reminder")).toBe(false);
-    const free = await call("GET", `/scheduler/devices/available?pool=${pool}`, { token: await tokenFor(uid("r-quota-o")) });
+    const free = await call("GET", `/scheduler/devices/available?pool=${pool}`, {
+      token: await tokenFor(uid("r-quota-o")),
+    });
     expect(free.body.items.map((d: { deviceId: string }) => d.deviceId)).toEqual([dev.deviceId]);
     // And the window no longer holds it.
     const other = await allocate(await tokenFor(uid("r-quota-x")), { pool, durationMinutes: 60 });
@@ -215,7 +240,9 @@ describe.concurrent("reservations: the start", () => {
 });
 
 describe.concurrent("reservations and queue entries: idempotency keys", () => {
-  it("a repeated key answers the first reservation or entry; the same key for another request is 409; a repeat works even at the quota limit", async ({ expect }) => {
+  it("a repeated key answers the first reservation or entry; the same key for another request is 409; a repeat works even at the quota limit", async ({
+    expect,
+  }) => {
     const pool = uid("r-idem");
     await Promise.all([registerDevice(pool), registerDevice(pool)]);
     const token = await tokenFor(uid("r-idem-u"));
@@ -229,13 +256,22 @@ describe.concurrent("reservations and queue entries: idempotency keys", () => {
     expect((await call("GET", `/scheduler/reservations?pool=${pool}`, { token })).body.items).toHaveLength(1);
     // Two joins with one key: one entry. The first takes a device; with the second device held too
     // the user is at the free plan's 2 devices, and a repeat still answers the first entry.
-    const j1 = await call("POST", "/scheduler/queue/join", { token, body: { pool, durationMinutes: 5, idempotencyKey: "join-1" } });
+    const j1 = await call("POST", "/scheduler/queue/join", {
+      token,
+      body: { pool, durationMinutes: 5, idempotencyKey: "join-1" },
+    });
     expect(j1.body.status).toBe("fulfilled");
     expect((await allocate(token, { pool, durationMinutes: 5 })).status).toBe(201);
-    const j2 = await call("POST", "/scheduler/queue/join", { token, body: { pool, durationMinutes: 5, idempotencyKey: "join-1" } });
+    const j2 = await call("POST", "/scheduler/queue/join", {
+      token,
+      body: { pool, durationMinutes: 5, idempotencyKey: "join-1" },
+    });
     expect(j2.status, JSON.stringify(j2.body)).toBe(201);
     expect(j2.body).toMatchObject({ entryId: j1.body.entryId, allocationId: j1.body.allocationId });
-    const j3 = await call("POST", "/scheduler/queue/join", { token, body: { pool, durationMinutes: 6, idempotencyKey: "join-1" } });
+    const j3 = await call("POST", "/scheduler/queue/join", {
+      token,
+      body: { pool, durationMinutes: 6, idempotencyKey: "join-1" },
+    });
     expect(j3.body.error.code).toBe("IDEMPOTENCY_KEY_REUSED");
   });
 });
@@ -248,7 +284,10 @@ describe.concurrent("reservations: the fleet changes", () => {
     const r = await reserve(token, { pool, startAt: Date.now() + 1_500, durationSeconds: 30, reminderMinutes: 0 });
     expect(r.body.deviceId).toBe(dev.deviceId);
     const adm = await admin();
-    const move = await call("PATCH", `/admin/devices/${dev.deviceId}`, { token: adm, body: { pool: uid("r-move-elsewhere") } });
+    const move = await call("PATCH", `/admin/devices/${dev.deviceId}`, {
+      token: adm,
+      body: { pool: uid("r-move-elsewhere") },
+    });
     expect(move.status).toBe(409);
     expect(move.body.error.code).toBe("DEVICE_RESERVED");
     const twin = await registerDevice(pool);

@@ -9,7 +9,12 @@ import { env } from "cloudflare:workers";
 import { describe, expect, it } from "vitest";
 import { SERVICE_TOKEN, admin, call, deliverBatch, uid } from "./helpers";
 
-const q = async <T>(sql: string, ...args: unknown[]): Promise<T[]> => (await env.DB.prepare(sql).bind(...args).all<T>()).results;
+const q = async <T>(sql: string, ...args: unknown[]): Promise<T[]> =>
+  (
+    await env.DB.prepare(sql)
+      .bind(...args)
+      .all<T>()
+  ).results;
 
 /** A user on a flat plan: 1 cent per second, nothing else; low balance below 5.00. Starts at 10.00. */
 async function flatUser(): Promise<string> {
@@ -17,7 +22,16 @@ async function flatUser(): Promise<string> {
   const planId = uid("flat");
   const plan = await call("PUT", `/admin/billing/pricing-plans/${planId}`, {
     token,
-    body: { name: "flat", currency: "USD", basePerSecond: 1_000_000, cpuCorePerSecond: 0, memoryGBPerSecond: 0, storageGBPerSecond: 0, startingCredit: 1000, lowBalanceThreshold: 500 },
+    body: {
+      name: "flat",
+      currency: "USD",
+      basePerSecond: 1_000_000,
+      cpuCorePerSecond: 0,
+      memoryGBPerSecond: 0,
+      storageGBPerSecond: 0,
+      startingCredit: 1000,
+      lowBalanceThreshold: 500,
+    },
   });
   expect(plan.status, JSON.stringify(plan.body)).toBe(200);
   const user = uid("set-user");
@@ -28,18 +42,30 @@ async function flatUser(): Promise<string> {
 }
 
 const rec = (userId: string, allocationId: string, durationSeconds: number) => ({
-  allocationId, deviceId: "dev-set", userId, durationSeconds, cpuCores: 2, memoryMB: 4096, storageMB: 32768,
-  allocatedAt: 1_000, releasedAt: 1_000 + durationSeconds * 1000, reason: "released" as const,
+  allocationId,
+  deviceId: "dev-set",
+  userId,
+  durationSeconds,
+  cpuCores: 2,
+  memoryMB: 4096,
+  storageMB: 32768,
+  allocatedAt: 1_000,
+  releasedAt: 1_000 + durationSeconds * 1000,
+  reason: "released" as const,
 });
 
 const report = (records: unknown[]) => call("POST", "/api/internal/metering/device-usage", { service: SERVICE_TOKEN, body: { records } });
 
 const charges = (userId: string) =>
-  q<{ seq: number; entry_id: string; amount: number; balance_after: number }>("SELECT seq, entry_id, amount, balance_after FROM ledger WHERE user_id = ? AND kind = 'charge' ORDER BY seq", userId);
+  q<{ seq: number; entry_id: string; amount: number; balance_after: number }>(
+    "SELECT seq, entry_id, amount, balance_after FROM ledger WHERE user_id = ? AND kind = 'charge' ORDER BY seq",
+    userId,
+  );
 
 async function expectBalanceIsLedgerSum(userId: string, balance: number) {
   const [a] = await q<{ balance: number; sum: number }>(
-    "SELECT a.balance AS balance, (SELECT SUM(amount) FROM ledger l WHERE l.user_id = a.user_id) AS sum FROM accounts a WHERE a.user_id = ?", userId,
+    "SELECT a.balance AS balance, (SELECT SUM(amount) FROM ledger l WHERE l.user_id = a.user_id) AS sum FROM accounts a WHERE a.user_id = ?",
+    userId,
   );
   expect(a).toEqual({ balance, sum: balance });
 }
@@ -61,7 +87,10 @@ describe("usage booked as a set", () => {
     await expectBalanceIsLedgerSum(user, 340);
 
     // 700 → 400 crossed 500 once; 400 → 350 → 340 are below it already.
-    const low = await q<{ key: string; data: string }>("SELECT key, data FROM notifications WHERE user_id = ? AND type = 'billing.low_balance'", user);
+    const low = await q<{ key: string; data: string }>(
+      "SELECT key, data FROM notifications WHERE user_id = ? AND type = 'billing.low_balance'",
+      user,
+    );
     expect(low.map((n) => n.key)).toEqual([`low_balance:${rows[2]!.seq}`]);
     expect(JSON.parse(low[0]!.data)).toMatchObject({ balance: 400, threshold: 500, entryId: `charge:${ids[2]}` });
   });
@@ -97,7 +126,9 @@ describe("usage booked as a set", () => {
   it("a record D1 refuses does not hold back the rest of its batch, and is booked once when sent again", async () => {
     const user = await flatUser();
     const [good1, stuck, good2] = [1, 2, 3].map(() => uid("alc-fb"));
-    await env.DB.exec(`CREATE TRIGGER refuse_set BEFORE INSERT ON usage_records WHEN NEW.allocation_id = '${stuck}' BEGIN SELECT RAISE(ABORT, 'injected'); END`);
+    await env.DB.exec(
+      `CREATE TRIGGER refuse_set BEFORE INSERT ON usage_records WHEN NEW.allocation_id = '${stuck}' BEGIN SELECT RAISE(ABORT, 'injected'); END`,
+    );
     let first;
     try {
       first = await report([rec(user, good1!, 100), rec(user, stuck!, 200), rec(user, good2!, 300)]);
@@ -119,7 +150,10 @@ describe("usage booked as a set", () => {
     const other = rec(user, uid("alc-other"), 8);
     const result = await deliverBatch("device-usage", [r, other, r]);
     expect(result.explicitAcks.sort()).toEqual(["m0", "m1", "m2"]);
-    expect((await charges(user)).map((x) => [x.amount, x.balance_after])).toEqual([[-42, 958], [-8, 950]]);
+    expect((await charges(user)).map((x) => [x.amount, x.balance_after])).toEqual([
+      [-42, 958],
+      [-8, 950],
+    ]);
     await expectBalanceIsLedgerSum(user, 950);
   });
 });

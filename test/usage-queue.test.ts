@@ -8,11 +8,22 @@ import type { UsageRecord } from "../src/domain/types";
 import { deliverBatch as deliver, uid } from "./helpers";
 
 const record = (allocationId: string, userId = uid("user-q")): UsageRecord => ({
-  allocationId, deviceId: "dev-q", userId, durationSeconds: 3600, cpuCores: 2, memoryMB: 4096, storageMB: 32768,
-  allocatedAt: 1_000, releasedAt: 3_601_000, reason: "released",
+  allocationId,
+  deviceId: "dev-q",
+  userId,
+  durationSeconds: 3600,
+  cpuCores: 2,
+  memoryMB: 4096,
+  storageMB: 32768,
+  allocatedAt: 1_000,
+  releasedAt: 3_601_000,
+  reason: "released",
 });
 
-const count = async (sql: string, ...args: unknown[]) => (await env.DB.prepare(sql).bind(...args).first<{ n: number }>())!.n;
+const count = async (sql: string, ...args: unknown[]) =>
+  (await env.DB.prepare(sql)
+    .bind(...args)
+    .first<{ n: number }>())!.n;
 
 describe("usage consumer", () => {
   it("duplicates inside a batch and across batches leave one row and one charge, and are all acked", async () => {
@@ -37,7 +48,9 @@ describe("usage consumer", () => {
     const r = await deliver("device-usage", [bad, good, "not even an object"]);
     expect(r.explicitAcks.sort()).toEqual(["m0", "m1", "m2"]);
     expect(r.retryMessages).toEqual([]);
-    const kept = await env.DB.prepare("SELECT status, error FROM failed_usage WHERE allocation_id = ?").bind(badId).first<{ status: string; error: string }>();
+    const kept = await env.DB.prepare("SELECT status, error FROM failed_usage WHERE allocation_id = ?")
+      .bind(badId)
+      .first<{ status: string; error: string }>();
     expect(kept!.status).toBe("invalid");
     expect(kept!.error).toMatch(/deviceId/);
     expect(await count("SELECT COUNT(*) AS n FROM usage_records WHERE allocation_id = ?", good.allocationId)).toBe(1);
@@ -47,7 +60,9 @@ describe("usage consumer", () => {
   it("a record D1 refuses is retried with backoff, the others in its batch are booked", async () => {
     const stuck = record(uid("alc-stuck"));
     const fine = record(uid("alc-fine"));
-    await env.DB.exec(`CREATE TRIGGER refuse_one BEFORE INSERT ON usage_records WHEN NEW.allocation_id = '${stuck.allocationId}' BEGIN SELECT RAISE(ABORT, 'injected'); END`);
+    await env.DB.exec(
+      `CREATE TRIGGER refuse_one BEFORE INSERT ON usage_records WHEN NEW.allocation_id = '${stuck.allocationId}' BEGIN SELECT RAISE(ABORT, 'injected'); END`,
+    );
     try {
       const r = await deliver("device-usage", [stuck, fine], 3);
       expect(r.explicitAcks).toEqual(["m1"]);
@@ -63,7 +78,9 @@ describe("usage consumer", () => {
     const r = record(uid("alc-dlq"));
     expect((await deliver("device-usage-dlq", [r], 11)).explicitAcks).toEqual(["m0"]);
     expect((await deliver("device-usage-dlq", [r], 11)).explicitAcks).toEqual(["m0"]);
-    const kept = await env.DB.prepare("SELECT status, attempts FROM failed_usage WHERE allocation_id = ?").bind(r.allocationId).first<{ status: string; attempts: number }>();
+    const kept = await env.DB.prepare("SELECT status, attempts FROM failed_usage WHERE allocation_id = ?")
+      .bind(r.allocationId)
+      .first<{ status: string; attempts: number }>();
     expect(kept).toEqual({ status: "failed", attempts: 22 });
     expect(await count("SELECT COUNT(*) AS n FROM usage_records WHERE allocation_id = ?", r.allocationId)).toBe(0);
   });

@@ -36,19 +36,24 @@ export const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 export async function pool(items, concurrency, fn) {
   const out = new Array(items.length);
   let next = 0;
-  await Promise.all(Array.from({ length: Math.min(concurrency, items.length) }, async () => {
-    while (next < items.length) {
-      const i = next++;
-      out[i] = await fn(items[i], i);
-    }
-  }));
+  await Promise.all(
+    Array.from({ length: Math.min(concurrency, items.length) }, async () => {
+      while (next < items.length) {
+        const i = next++;
+        out[i] = await fn(items[i], i);
+      }
+    }),
+  );
   return out;
 }
 
 /** Rejects after `ms` with `what` in the message (everything in the bench is bounded). */
 export function within(promise, ms, what) {
   let t;
-  return Promise.race([promise, new Promise((_, rej) => (t = setTimeout(() => rej(new Error(`timeout after ${ms} ms: ${what}`)), ms)))]).finally(() => clearTimeout(t));
+  return Promise.race([
+    promise,
+    new Promise((_, rej) => (t = setTimeout(() => rej(new Error(`timeout after ${ms} ms: ${what}`)), ms))),
+  ]).finally(() => clearTimeout(t));
 }
 
 /** Throws unless the response has the expected status. */
@@ -74,7 +79,9 @@ export async function openFeed(base, userId, { feed, deviceId, since, role, onFr
   const url = await ticketUrl(base, userId, { feed, deviceId, since, role });
   const ws = new WebSocket(url);
   const sock = { ws, userId, hello: null, frames: keep ? [] : null, closeInfo: null };
-  sock.closed = new Promise((resolve) => ws.addEventListener("close", (e) => resolve((sock.closeInfo = { code: e.code, reason: e.reason }))));
+  sock.closed = new Promise((resolve) =>
+    ws.addEventListener("close", (e) => resolve((sock.closeInfo = { code: e.code, reason: e.reason }))),
+  );
   sock.close = () => {
     try {
       ws.close(1000, "bench done");
@@ -115,10 +122,16 @@ export async function closeAll(socks, timeoutMs = 20_000) {
 }
 
 /** Registers `count` devices in `pool` (ids `${prefix}-${i}`), spread over `nodes` nodes. */
-export async function registerDevices(base, { pool: poolName, prefix, count, nodes = 4, spec = { cpuCores: 2, memoryMB: 4096, storageMB: 32768 }, concurrency = 16 }) {
+export async function registerDevices(
+  base,
+  { pool: poolName, prefix, count, nodes = 4, spec = { cpuCores: 2, memoryMB: 4096, storageMB: 32768 }, concurrency = 16 },
+) {
   const ids = Array.from({ length: count }, (_, i) => `${prefix}-${i}`);
   await pool(ids, concurrency, async (deviceId, i) => {
-    const res = await request(base, "POST", "/admin/devices", { headers: adminHeaders(), body: { deviceId, pool: poolName, node: `node-${i % nodes}`, ...spec } });
+    const res = await request(base, "POST", "/admin/devices", {
+      headers: adminHeaders(),
+      body: { deviceId, pool: poolName, node: `node-${i % nodes}`, ...spec },
+    });
     expectStatus(res, 201, `register ${deviceId}`);
   });
   return ids;
@@ -128,7 +141,11 @@ export async function registerDevices(base, { pool: poolName, prefix, count, nod
 export function sendAppEvent(base, userId, eventId, extra = {}) {
   return request(base, "POST", "/api/internal/events", {
     headers: serviceHeaders,
-    body: { type: "app.installed", eventId, data: { userId, appId: "bench.app", appName: "Bench", deviceId: "bench-device", version: "1.0", ...extra } },
+    body: {
+      type: "app.installed",
+      eventId,
+      data: { userId, appId: "bench.app", appName: "Bench", deviceId: "bench-device", version: "1.0", ...extra },
+    },
   });
 }
 
@@ -138,7 +155,12 @@ export function stats(values) {
   const r = (v) => (v === null || v === undefined ? null : Math.round(v * 100) / 100);
   const pct = (p) => (s.length ? s[Math.min(s.length - 1, Math.max(0, Math.ceil((p / 100) * s.length) - 1))] : null);
   return {
-    count: s.length, p50: r(pct(50)), p90: r(pct(90)), p99: r(pct(99)), max: r(s[s.length - 1]), min: r(s[0]),
+    count: s.length,
+    p50: r(pct(50)),
+    p90: r(pct(90)),
+    p99: r(pct(99)),
+    max: r(s[s.length - 1]),
+    min: r(s[0]),
     mean: r(s.length ? s.reduce((a, b) => a + b, 0) / s.length : null),
   };
 }
@@ -179,10 +201,20 @@ export default {
   },
 };`;
   const { Miniflare, Log, LogLevel, convertV4MiniflareOptions } = await import("miniflare");
-  const mf = new Miniflare(convertV4MiniflareOptions({
-    log: new Log(LogLevel.WARN), cf: false, host: "127.0.0.1", port: 0, modules: true, script, compatibilityDate, compatibilityFlags,
-    durableObjects: { ROOM: { className: "Room", useSQLite: true } }, unsafeDirectSockets: [{ host: "127.0.0.1", port: 0 }],
-  }));
+  const mf = new Miniflare(
+    convertV4MiniflareOptions({
+      log: new Log(LogLevel.WARN),
+      cf: false,
+      host: "127.0.0.1",
+      port: 0,
+      modules: true,
+      script,
+      compatibilityDate,
+      compatibilityFlags,
+      durableObjects: { ROOM: { className: "Room", useSQLite: true } },
+      unsafeDirectSockets: [{ host: "127.0.0.1", port: 0 }],
+    }),
+  );
   await mf.ready;
   const base = (await mf.unsafeGetDirectURL()).toString().replace(/\/$/, "");
   return { base, compatibilityDate, compatibilityFlags, stop: () => mf.dispose() };
@@ -192,7 +224,9 @@ export default {
 export async function openFloorSocket(base, object, { timeoutMs = 15_000 } = {}) {
   const ws = new WebSocket(`${base.replace(/^http/, "ws")}/?o=${encodeURIComponent(object)}`);
   const sock = { ws, userId: object, hello: null, closeInfo: null };
-  sock.closed = new Promise((resolve) => ws.addEventListener("close", (e) => resolve((sock.closeInfo = { code: e.code, reason: e.reason }))));
+  sock.closed = new Promise((resolve) =>
+    ws.addEventListener("close", (e) => resolve((sock.closeInfo = { code: e.code, reason: e.reason }))),
+  );
   sock.close = () => {
     try {
       ws.close(1000, "bench done");

@@ -46,8 +46,10 @@ function holdIntervals({ deviceHistories, deviceCurrent, userAllocations, now })
       prev.sources.push(source);
     }
   };
-  for (const [deviceId, items] of deviceHistories) for (const h of items) put(deviceId, h.allocationId, h.allocatedAt, h.releasedAt, h.userId, "device");
-  for (const [deviceId, cur] of deviceCurrent) if (cur) put(deviceId, cur.allocationId, cur.allocatedAt, Infinity, cur.userId, "device-current");
+  for (const [deviceId, items] of deviceHistories)
+    for (const h of items) put(deviceId, h.allocationId, h.allocatedAt, h.releasedAt, h.userId, "device");
+  for (const [deviceId, cur] of deviceCurrent)
+    if (cur) put(deviceId, cur.allocationId, cur.allocatedAt, Infinity, cur.userId, "device-current");
   for (const [userId, list] of userAllocations)
     for (const a of list) {
       if (a.status === "released" && a.reason !== "orphaned") put(a.deviceId, a.allocationId, a.allocatedAt, a.releasedAt, userId, "user");
@@ -70,14 +72,35 @@ export function checkDoubleAllocations(data) {
     for (const iv of list) {
       if (open && iv.start < open.end) {
         overlaps++;
-        samples.push({ deviceId, first: { allocationId: open.allocationId, userId: open.userId, allocatedAt: open.start, releasedAt: open.end, sources: open.sources }, second: { allocationId: iv.allocationId, userId: iv.userId, allocatedAt: iv.start, releasedAt: iv.end, sources: iv.sources }, overlapMs: Math.min(open.end, iv.end) - iv.start });
+        samples.push({
+          deviceId,
+          first: {
+            allocationId: open.allocationId,
+            userId: open.userId,
+            allocatedAt: open.start,
+            releasedAt: open.end,
+            sources: open.sources,
+          },
+          second: {
+            allocationId: iv.allocationId,
+            userId: iv.userId,
+            allocatedAt: iv.start,
+            releasedAt: iv.end,
+            sources: iv.sources,
+          },
+          overlapMs: Math.min(open.end, iv.end) - iv.start,
+        });
       }
       if (!open || iv.end > open.end) open = iv;
     }
   }
-  return result("1. double allocations", overlaps,
+  return result(
+    "1. double allocations",
+    overlaps,
     `${overlaps} overlapping holds over ${intervals} allocation intervals on ${byDevice.size} devices`,
-    { devices: byDevice.size, intervals, overlaps }, samples);
+    { devices: byDevice.size, intervals, overlaps },
+    samples,
+  );
 }
 
 /**
@@ -110,19 +133,37 @@ export function checkQuota({ userAllocations, limitsOf, window: [before, after] 
       worst = Math.max(worst, n / Math.max(1, maxDevices));
       if (n > maxDevices) {
         deviceOverruns++;
-        samples.push({ userId, at: t, kind: "devices", holding: n, limit: maxDevices, allocations: holding.map((y) => y.a.allocationId) });
+        samples.push({
+          userId,
+          at: t,
+          kind: "devices",
+          holding: n,
+          limit: maxDevices,
+          allocations: holding.map((y) => y.a.allocationId),
+        });
       }
       if (L.maxCpuCores != null && cpu > L.maxCpuCores) {
         cpuOverruns++;
-        samples.push({ userId, at: t, kind: "cpuCores", holding: cpu, limit: L.maxCpuCores, allocations: holding.map((y) => y.a.allocationId) });
+        samples.push({
+          userId,
+          at: t,
+          kind: "cpuCores",
+          holding: cpu,
+          limit: L.maxCpuCores,
+          allocations: holding.map((y) => y.a.allocationId),
+        });
       }
     }
     if (atLimit) usersAtLimit++;
   }
   const v = deviceOverruns + cpuOverruns;
-  return result("2. quota overruns", v,
+  return result(
+    "2. quota overruns",
+    v,
     `${deviceOverruns} device-count and ${cpuOverruns} cpu overruns over ${checked} allocation starts; ${usersAtLimit} users reached their device limit (highest use/limit ${Math.round(worst * 100)}%)`,
-    { checked, deviceOverruns, cpuOverruns, usersAtLimit }, samples);
+    { checked, deviceOverruns, cpuOverruns, usersAtLimit },
+    samples,
+  );
 }
 
 /**
@@ -131,7 +172,17 @@ export function checkQuota({ userAllocations, limitsOf, window: [before, after] 
  * ledger, and every acknowledged top-up is credited exactly once.
  */
 export function checkBilling({ userAllocations, usageRows, ledgerRows, accounts, plans, topUps }) {
-  const rates = new Map(plans.map((p) => [p.plan_id, { basePerSecond: p.base_per_second, cpuCorePerSecond: p.cpu_core_per_second, memoryGBPerSecond: p.memory_gb_per_second, storageGBPerSecond: p.storage_gb_per_second }]));
+  const rates = new Map(
+    plans.map((p) => [
+      p.plan_id,
+      {
+        basePerSecond: p.base_per_second,
+        cpuCorePerSecond: p.cpu_core_per_second,
+        memoryGBPerSecond: p.memory_gb_per_second,
+        storageGBPerSecond: p.storage_gb_per_second,
+      },
+    ]),
+  );
   const usage = new Map(usageRows.map((u) => [u.allocation_id, u]));
   const charges = new Map();
   const chargeCount = new Map();
@@ -143,7 +194,25 @@ export function checkBilling({ userAllocations, usageRows, ledgerRows, accounts,
   }
   const known = new Map();
   for (const [userId, list] of userAllocations) for (const a of list) known.set(a.allocationId, { ...a, userId });
-  const c = { billable: 0, missingUsage: 0, missingCharge: 0, doubledCharge: 0, wrongPrice: 0, fieldMismatch: 0, chargeEntryIdWrong: 0, phantomUsage: 0, phantomCharge: 0, balanceDrift: 0, balanceAfterDrift: 0, topUpsAcked: 0, topUpsMissing: 0, topUpsWrong: 0, topUpsUnknown: 0, startingCredit: 0, amountCharged: 0 };
+  const c = {
+    billable: 0,
+    missingUsage: 0,
+    missingCharge: 0,
+    doubledCharge: 0,
+    wrongPrice: 0,
+    fieldMismatch: 0,
+    chargeEntryIdWrong: 0,
+    phantomUsage: 0,
+    phantomCharge: 0,
+    balanceDrift: 0,
+    balanceAfterDrift: 0,
+    topUpsAcked: 0,
+    topUpsMissing: 0,
+    topUpsWrong: 0,
+    topUpsUnknown: 0,
+    startingCredit: 0,
+    amountCharged: 0,
+  };
   const samples = [];
   for (const a of known.values()) {
     if (!isBillable(a)) continue;
@@ -152,11 +221,34 @@ export function checkBilling({ userAllocations, usageRows, ledgerRows, accounts,
     const ch = charges.get(a.allocationId);
     if (!u) {
       c.missingUsage++;
-      samples.push({ kind: "missing usage", allocationId: a.allocationId, userId: a.userId, reason: a.reason, releasedAt: a.releasedAt });
+      samples.push({
+        kind: "missing usage",
+        allocationId: a.allocationId,
+        userId: a.userId,
+        reason: a.reason,
+        releasedAt: a.releasedAt,
+      });
     } else {
-      const expect = { device_id: a.deviceId, user_id: a.userId, duration_seconds: a.durationSeconds, allocated_at: a.allocatedAt, released_at: a.releasedAt, cpu_cores: a.cpuCores, memory_mb: a.memoryMB, storage_mb: a.storageMB, reason: a.reason };
-      const diff = Object.entries(expect).filter(([k, v]) => u[k] !== v).map(([k, v]) => ({ field: k, user: v, usage: u[k] }));
-      if (Math.round((u.released_at - u.allocated_at) / 1000) !== u.duration_seconds) diff.push({ field: "duration_seconds vs times", usage: u.duration_seconds, times: (u.released_at - u.allocated_at) / 1000 });
+      const expect = {
+        device_id: a.deviceId,
+        user_id: a.userId,
+        duration_seconds: a.durationSeconds,
+        allocated_at: a.allocatedAt,
+        released_at: a.releasedAt,
+        cpu_cores: a.cpuCores,
+        memory_mb: a.memoryMB,
+        storage_mb: a.storageMB,
+        reason: a.reason,
+      };
+      const diff = Object.entries(expect)
+        .filter(([k, v]) => u[k] !== v)
+        .map(([k, v]) => ({ field: k, user: v, usage: u[k] }));
+      if (Math.round((u.released_at - u.allocated_at) / 1000) !== u.duration_seconds)
+        diff.push({
+          field: "duration_seconds vs times",
+          usage: u.duration_seconds,
+          times: (u.released_at - u.allocated_at) / 1000,
+        });
       if (diff.length) {
         c.fieldMismatch++;
         samples.push({ kind: "usage differs from the user's record", allocationId: a.allocationId, diff });
@@ -172,13 +264,23 @@ export function checkBilling({ userAllocations, usageRows, ledgerRows, accounts,
       }
       if (ch.entry_id !== `charge:${a.allocationId}`) c.chargeEntryIdWrong++;
       const r = rates.get(ch.plan_id);
-      const spec = u ? { cpuCores: u.cpu_cores, memoryMB: u.memory_mb, storageMB: u.storage_mb } : { cpuCores: a.cpuCores, memoryMB: a.memoryMB, storageMB: a.storageMB };
+      const spec = u
+        ? { cpuCores: u.cpu_cores, memoryMB: u.memory_mb, storageMB: u.storage_mb }
+        : { cpuCores: a.cpuCores, memoryMB: a.memoryMB, storageMB: a.storageMB };
       const seconds = u ? u.duration_seconds : a.durationSeconds;
       const expected = r ? priceOf(r, spec, seconds) : null;
       c.amountCharged += -ch.amount;
       if (expected === null || -ch.amount !== expected || ch.user_id !== a.userId) {
         c.wrongPrice++;
-        samples.push({ kind: "wrong charge", allocationId: a.allocationId, planId: ch.plan_id, charged: -ch.amount, expected, seconds, spec });
+        samples.push({
+          kind: "wrong charge",
+          allocationId: a.allocationId,
+          planId: ch.plan_id,
+          charged: -ch.amount,
+          expected,
+          seconds,
+          spec,
+        });
       }
     }
   }
@@ -186,14 +288,23 @@ export function checkBilling({ userAllocations, usageRows, ledgerRows, accounts,
     const a = known.get(u.allocation_id);
     if (!a || !isBillable(a)) {
       c.phantomUsage++;
-      samples.push({ kind: "usage for an allocation that is not an ended, billable one", allocationId: u.allocation_id, userStatus: a?.status ?? "unknown", reason: a?.reason ?? null });
+      samples.push({
+        kind: "usage for an allocation that is not an ended, billable one",
+        allocationId: u.allocation_id,
+        userStatus: a?.status ?? "unknown",
+        reason: a?.reason ?? null,
+      });
     }
   }
   for (const [id] of charges) {
     const a = known.get(id);
     if (!a || !isBillable(a)) {
       c.phantomCharge++;
-      samples.push({ kind: "charge for an allocation that is not an ended, billable one", allocationId: id, userStatus: a?.status ?? "unknown" });
+      samples.push({
+        kind: "charge for an allocation that is not an ended, billable one",
+        allocationId: id,
+        userStatus: a?.status ?? "unknown",
+      });
     }
   }
   // Balances: the sum of the ledger, and the last entry's balance_after.
@@ -208,7 +319,12 @@ export function checkBilling({ userAllocations, usageRows, ledgerRows, accounts,
     const sum = sums.get(acc.user_id) ?? 0;
     if (acc.balance !== sum) {
       c.balanceDrift++;
-      samples.push({ kind: "balance is not the sum of the ledger", userId: acc.user_id, balance: acc.balance, ledgerSum: sum });
+      samples.push({
+        kind: "balance is not the sum of the ledger",
+        userId: acc.user_id,
+        balance: acc.balance,
+        ledgerSum: sum,
+      });
     }
     const l = last.get(acc.user_id);
     if (l && l.balance_after !== acc.balance) c.balanceAfterDrift++;
@@ -226,7 +342,12 @@ export function checkBilling({ userAllocations, usageRows, ledgerRows, accounts,
     } else if (!row) c.topUpsUnknown++;
     if (row && (row.user_id !== t.userId || row.amount !== t.amount)) {
       c.topUpsWrong++;
-      samples.push({ kind: "top-up booked with another user or amount", paymentId, sent: t, booked: { userId: row.user_id, amount: row.amount } });
+      samples.push({
+        kind: "top-up booked with another user or amount",
+        paymentId,
+        sent: t,
+        booked: { userId: row.user_id, amount: row.amount },
+      });
     }
   }
   for (const [paymentId] of topUpRows)
@@ -236,10 +357,23 @@ export function checkBilling({ userAllocations, usageRows, ledgerRows, accounts,
     }
   const lost = c.missingUsage + c.missingCharge;
   const doubled = c.doubledCharge + c.phantomUsage + c.phantomCharge;
-  const v = lost + doubled + c.wrongPrice + c.fieldMismatch + c.chargeEntryIdWrong + c.balanceDrift + c.balanceAfterDrift + c.topUpsMissing + c.topUpsWrong;
-  return result("3. lost or doubled usage", v,
+  const v =
+    lost +
+    doubled +
+    c.wrongPrice +
+    c.fieldMismatch +
+    c.chargeEntryIdWrong +
+    c.balanceDrift +
+    c.balanceAfterDrift +
+    c.topUpsMissing +
+    c.topUpsWrong;
+  return result(
+    "3. lost or doubled usage",
+    v,
     `${c.billable} ended billable allocations: ${c.missingUsage} without usage, ${c.missingCharge} without charge, ${c.doubledCharge} charged twice, ${c.phantomUsage + c.phantomCharge} billed that should not be, ${c.wrongPrice} wrong price, ${c.fieldMismatch} usage rows differing; ${accounts.length} balances, ${c.balanceDrift} not the ledger sum; ${c.topUpsAcked} acknowledged top-ups, ${c.topUpsMissing} missing, ${c.topUpsWrong} wrong`,
-    c, samples);
+    c,
+    samples,
+  );
 }
 
 /**
@@ -264,26 +398,59 @@ export function compareHoldings({ deviceCurrent, deviceStatus, userAllocations, 
     if (!cur) continue;
     onDevice.add(cur.allocationId);
     const u = userActive.get(cur.allocationId);
-    if (!u && !near(cur.expiresAt)) heldForNobody.push({ deviceId, allocationId: cur.allocationId, userId: cur.userId, confirmed: cur.confirmed, allocatedAt: cur.allocatedAt, expiresAt: cur.expiresAt });
+    if (!u && !near(cur.expiresAt))
+      heldForNobody.push({
+        deviceId,
+        allocationId: cur.allocationId,
+        userId: cur.userId,
+        confirmed: cur.confirmed,
+        allocatedAt: cur.allocatedAt,
+        expiresAt: cur.expiresAt,
+      });
     else if (u && !cur.confirmed && now - cur.allocatedAt > 35_000) unconfirmed.push({ deviceId, allocationId: cur.allocationId });
   }
   const ghosts = [];
   for (const a of userActive.values())
-    if (!onDevice.has(a.allocationId) && !near(a.expiresAt)) ghosts.push({ userId: a.userId, allocationId: a.allocationId, deviceId: a.deviceId, expiresAt: a.expiresAt });
+    if (!onDevice.has(a.allocationId) && !near(a.expiresAt))
+      ghosts.push({ userId: a.userId, allocationId: a.allocationId, deviceId: a.deviceId, expiresAt: a.expiresAt });
   const quotaMismatch = [];
   for (const [userId, q] of quotas) {
     const mine = (userAllocations.get(userId) ?? []).filter((a) => a.status === "active" || a.status === "pending");
     const cpu = mine.reduce((s, a) => s + a.cpuCores, 0);
-    if (q.usage.devices !== mine.length || q.usage.cpuCores !== cpu) quotaMismatch.push({ userId, quotaDevices: q.usage.devices, allocations: mine.length, quotaCpu: q.usage.cpuCores, cpu });
+    if (q.usage.devices !== mine.length || q.usage.cpuCores !== cpu)
+      quotaMismatch.push({
+        userId,
+        quotaDevices: q.usage.devices,
+        allocations: mine.length,
+        quotaCpu: q.usage.cpuCores,
+        cpu,
+      });
   }
   const poolMismatch = [];
   for (const [deviceId, idx] of poolIndex ?? []) {
     const cur = deviceCurrent.get(deviceId) ?? null;
     const status = deviceStatus?.get(deviceId);
     if ((idx.allocationId ?? null) !== (cur?.allocationId ?? null) || (status && idx.status !== status))
-      poolMismatch.push({ deviceId, index: { status: idx.status, allocationId: idx.allocationId ?? null }, device: { status, allocationId: cur?.allocationId ?? null } });
+      poolMismatch.push({
+        deviceId,
+        index: { status: idx.status, allocationId: idx.allocationId ?? null },
+        device: { status, allocationId: cur?.allocationId ?? null },
+      });
   }
-  return { heldForNobody, unconfirmed, ghosts, quotaMismatch, pending, poolMismatch, compared: { devicesHeld: onDevice.size, userActive: userActive.size, quotas: quotas.size, poolRows: poolIndex?.size ?? 0 } };
+  return {
+    heldForNobody,
+    unconfirmed,
+    ghosts,
+    quotaMismatch,
+    pending,
+    poolMismatch,
+    compared: {
+      devicesHeld: onDevice.size,
+      userActive: userActive.size,
+      quotas: quotas.size,
+      poolRows: poolIndex?.size ?? 0,
+    },
+  };
 }
 
 const KINDS = ["heldForNobody", "ghosts", "quotaMismatch", "unconfirmed", "pending", "poolMismatch"];
@@ -307,13 +474,36 @@ export function confirmedHoldings(first, second) {
 export function checkOrphans({ afterTraffic, atRest, userAllocations }) {
   const count = (h) => KINDS.reduce((s, k) => s + (h?.[k]?.length ?? 0), 0);
   const userOrphans = [];
-  for (const [userId, list] of userAllocations) for (const a of list) if (a.status === "released" && a.reason === "orphaned") userOrphans.push({ userId, allocationId: a.allocationId, deviceId: a.deviceId, allocatedAt: a.allocatedAt, releasedAt: a.releasedAt });
+  for (const [userId, list] of userAllocations)
+    for (const a of list)
+      if (a.status === "released" && a.reason === "orphaned")
+        userOrphans.push({
+          userId,
+          allocationId: a.allocationId,
+          deviceId: a.deviceId,
+          allocatedAt: a.allocatedAt,
+          releasedAt: a.releasedAt,
+        });
   const v = count(afterTraffic) + count(atRest) + userOrphans.length;
-  const line = (h) => `${h.compared.devicesHeld} held devices and ${h.compared.userActive} active allocations compared: ${h.heldForNobody.length} held for nobody, ${h.ghosts.length} active allocations no device holds, ${h.quotaMismatch.length} of ${h.compared.quotas} quota usages off, ${h.pending.length} pending, ${h.unconfirmed.length} unconfirmed claims, ${h.poolMismatch.length} of ${h.compared.poolRows} pool index rows off`;
+  const line = (h) =>
+    `${h.compared.devicesHeld} held devices and ${h.compared.userActive} active allocations compared: ${h.heldForNobody.length} held for nobody, ${h.ghosts.length} active allocations no device holds, ${h.quotaMismatch.length} of ${h.compared.quotas} quota usages off, ${h.pending.length} pending, ${h.unconfirmed.length} unconfirmed claims, ${h.poolMismatch.length} of ${h.compared.poolRows} pool index rows off`;
   const samples = userOrphans.map((x) => ({ when: "during the run", kind: "user allocation ended as orphaned", ...x }));
-  for (const [label, h] of [["after traffic", afterTraffic], ["at rest", atRest]]) for (const k of KINDS) for (const x of h?.[k] ?? []) samples.push({ when: label, kind: k, ...x });
-  return result("4. orphans", v, `after traffic (+35 s): ${line(afterTraffic)}; at rest: ${line(atRest)}; ${userOrphans.length} user allocations ended as orphans`,
-    { afterTraffic: Object.fromEntries(KINDS.map((k) => [k, afterTraffic[k].length])), atRest: Object.fromEntries(KINDS.map((k) => [k, atRest[k].length])), userOrphans: userOrphans.length }, samples);
+  for (const [label, h] of [
+    ["after traffic", afterTraffic],
+    ["at rest", atRest],
+  ])
+    for (const k of KINDS) for (const x of h?.[k] ?? []) samples.push({ when: label, kind: k, ...x });
+  return result(
+    "4. orphans",
+    v,
+    `after traffic (+35 s): ${line(afterTraffic)}; at rest: ${line(atRest)}; ${userOrphans.length} user allocations ended as orphans`,
+    {
+      afterTraffic: Object.fromEntries(KINDS.map((k) => [k, afterTraffic[k].length])),
+      atRest: Object.fromEntries(KINDS.map((k) => [k, atRest[k].length])),
+      userOrphans: userOrphans.length,
+    },
+    samples,
+  );
 }
 
 /**
@@ -326,11 +516,35 @@ export function checkExpiry({ watcher, endDevices, endUsers, deviceGraceMs, user
   // Informational: when user objects recorded expiries their feeds reported (restarts included).
   const lags = [...userLagMs].sort((a, b) => a - b);
   const q = (p) => (lags.length ? Math.round(lags[Math.min(lags.length - 1, Math.ceil(p * lags.length) - 1)]) : null);
-  const lag = { n: lags.length, p50Ms: q(0.5), p99Ms: q(0.99), maxMs: lags.length ? Math.round(lags[lags.length - 1]) : null, over5s: lags.filter((x) => x > 5000).length };
-  const samples = [...watcher.violations.map((x) => ({ when: "during run", ...x })), ...endDevices.map((x) => ({ when: "end, device", ...x })), ...endUsers.map((x) => ({ when: "end, user object", ...x }))];
-  return result("5. expiry", v,
+  const lag = {
+    n: lags.length,
+    p50Ms: q(0.5),
+    p99Ms: q(0.99),
+    maxMs: lags.length ? Math.round(lags[lags.length - 1]) : null,
+    over5s: lags.filter((x) => x > 5000).length,
+  };
+  const samples = [
+    ...watcher.violations.map((x) => ({ when: "during run", ...x })),
+    ...endDevices.map((x) => ({ when: "end, device", ...x })),
+    ...endUsers.map((x) => ({ when: "end, user object", ...x })),
+  ];
+  return result(
+    "5. expiry",
+    v,
     `${expiredCount} allocations expired; ${watcher.samples} fleet samples during the run (${watcher.devicesSeen} device reads, ${watcher.skipped} skipped around restarts): ${watcher.violations.length} holds > ${deviceGraceMs / 1000} s past expiry, worst ${Math.round(watcher.maxOverdueMs)} ms; at the end ${endDevices.length} on devices and ${endUsers.length} in user objects (> ${userGraceMs / 1000} s); user objects recorded ${lag.n} expiries seen on feeds p50 ${lag.p50Ms} ms, p99 ${lag.p99Ms} ms, max ${lag.maxMs} ms after expiresAt`,
-    { expired: expiredCount, userRecordedLag: lag, watcherSamples: watcher.samples, deviceReads: watcher.devicesSeen, skipped: watcher.skipped, duringRun: watcher.violations.length, maxOverdueMs: Math.round(watcher.maxOverdueMs), endDevices: endDevices.length, endUsers: endUsers.length }, samples);
+    {
+      expired: expiredCount,
+      userRecordedLag: lag,
+      watcherSamples: watcher.samples,
+      deviceReads: watcher.devicesSeen,
+      skipped: watcher.skipped,
+      duringRun: watcher.violations.length,
+      maxOverdueMs: Math.round(watcher.maxOverdueMs),
+      endDevices: endDevices.length,
+      endUsers: endUsers.length,
+    },
+    samples,
+  );
 }
 
 /**
@@ -352,20 +566,53 @@ export function checkRecordsAgree({ deviceHistories, userAllocations }) {
       const u = user.get(h.allocationId);
       if (!u || u.status !== "released") {
         c.deviceOnly++;
-        samples.push({ kind: "ended on the device, not released in the user's object", deviceId, allocationId: h.allocationId, userStatus: u?.status ?? "unknown", reason: h.reason });
-      } else if (u.releasedAt !== h.releasedAt || u.allocatedAt !== h.allocatedAt || u.durationSeconds !== h.durationSeconds || u.reason !== h.reason || u.deviceId !== deviceId) {
+        samples.push({
+          kind: "ended on the device, not released in the user's object",
+          deviceId,
+          allocationId: h.allocationId,
+          userStatus: u?.status ?? "unknown",
+          reason: h.reason,
+        });
+      } else if (
+        u.releasedAt !== h.releasedAt ||
+        u.allocatedAt !== h.allocatedAt ||
+        u.durationSeconds !== h.durationSeconds ||
+        u.reason !== h.reason ||
+        u.deviceId !== deviceId
+      ) {
         c.differ++;
-        samples.push({ kind: "device and user object differ", allocationId: h.allocationId, device: h, user: { deviceId: u.deviceId, allocatedAt: u.allocatedAt, releasedAt: u.releasedAt, durationSeconds: u.durationSeconds, reason: u.reason } });
+        samples.push({
+          kind: "device and user object differ",
+          allocationId: h.allocationId,
+          device: h,
+          user: {
+            deviceId: u.deviceId,
+            allocatedAt: u.allocatedAt,
+            releasedAt: u.releasedAt,
+            durationSeconds: u.durationSeconds,
+            reason: u.reason,
+          },
+        });
       }
     }
   for (const u of user.values())
     if (isBillable(u) && !onDevice.has(u.allocationId)) {
       c.userOnly++;
-      samples.push({ kind: "released in the user's object, not in the device's history", allocationId: u.allocationId, deviceId: u.deviceId, reason: u.reason });
+      samples.push({
+        kind: "released in the user's object, not in the device's history",
+        allocationId: u.allocationId,
+        deviceId: u.deviceId,
+        reason: u.reason,
+      });
     }
   const v = c.deviceOnly + c.userOnly + c.differ;
-  return result("records agree (devices vs user objects)", v,
-    `${compared} device history entries: ${c.deviceOnly} unknown to their user, ${c.differ} differing; ${c.userOnly} user-side releases missing from device histories`, { compared, ...c }, samples);
+  return result(
+    "records agree (devices vs user objects)",
+    v,
+    `${compared} device history entries: ${c.deviceOnly} unknown to their user, ${c.differ} differing; ${c.userOnly} user-side releases missing from device histories`,
+    { compared, ...c },
+    samples,
+  );
 }
 
 /**
@@ -377,7 +624,17 @@ export function checkRecordsAgree({ deviceHistories, userAllocations }) {
 export function checkAcknowledged({ acked, releases, extensions, userAllocations, idempotency }) {
   const user = new Map();
   for (const [, list] of userAllocations) for (const a of list) user.set(a.allocationId, a);
-  const c = { allocations: acked.size, lost: 0, moved: 0, releases: releases.size, releaseDiffers: 0, extensions: extensions.size, extensionLost: 0, idempotentRepeats: idempotency.repeats, idempotencyMismatch: idempotency.mismatches.length };
+  const c = {
+    allocations: acked.size,
+    lost: 0,
+    moved: 0,
+    releases: releases.size,
+    releaseDiffers: 0,
+    extensions: extensions.size,
+    extensionLost: 0,
+    idempotentRepeats: idempotency.repeats,
+    idempotencyMismatch: idempotency.mismatches.length,
+  };
   const samples = [];
   for (const [id, a] of acked) {
     const u = user.get(id);
@@ -386,14 +643,24 @@ export function checkAcknowledged({ acked, releases, extensions, userAllocations
       samples.push({ kind: "acknowledged allocation missing from its user's object", allocationId: id, ...a });
     } else if (u.deviceId !== a.deviceId || u.allocatedAt !== a.allocatedAt) {
       c.moved++;
-      samples.push({ kind: "acknowledged allocation recorded differently", allocationId: id, told: a, recorded: { deviceId: u.deviceId, allocatedAt: u.allocatedAt } });
+      samples.push({
+        kind: "acknowledged allocation recorded differently",
+        allocationId: id,
+        told: a,
+        recorded: { deviceId: u.deviceId, allocatedAt: u.allocatedAt },
+      });
     }
   }
   for (const [id, r] of releases) {
     const u = user.get(id);
     if (!u || u.status !== "released" || u.releasedAt !== r.releasedAt || u.durationSeconds !== r.durationSeconds) {
       c.releaseDiffers++;
-      samples.push({ kind: "acknowledged release recorded differently", allocationId: id, told: r, recorded: u ? { status: u.status, releasedAt: u.releasedAt, durationSeconds: u.durationSeconds, reason: u.reason } : null });
+      samples.push({
+        kind: "acknowledged release recorded differently",
+        allocationId: id,
+        told: r,
+        recorded: u ? { status: u.status, releasedAt: u.releasedAt, durationSeconds: u.durationSeconds, reason: u.reason } : null,
+      });
     }
   }
   for (const [id, expiresAt] of extensions) {
@@ -401,22 +668,35 @@ export function checkAcknowledged({ acked, releases, extensions, userAllocations
     // Released early is fine; otherwise it may not end before the acknowledged expiry.
     if (!u || u.expiresAt < expiresAt || (u.reason === "expired" && u.releasedAt < expiresAt)) {
       c.extensionLost++;
-      samples.push({ kind: "acknowledged extension lost", allocationId: id, toldExpiresAt: expiresAt, recorded: u ? { expiresAt: u.expiresAt, releasedAt: u.releasedAt, reason: u.reason } : null });
+      samples.push({
+        kind: "acknowledged extension lost",
+        allocationId: id,
+        toldExpiresAt: expiresAt,
+        recorded: u ? { expiresAt: u.expiresAt, releasedAt: u.releasedAt, reason: u.reason } : null,
+      });
     }
   }
   for (const m of idempotency.mismatches) samples.push({ kind: "idempotent repeat answered differently", ...m });
   const v = c.lost + c.moved + c.releaseDiffers + c.extensionLost + c.idempotencyMismatch;
-  return result("acknowledged operations kept", v,
+  return result(
+    "acknowledged operations kept",
+    v,
     `${c.allocations} acknowledged allocations: ${c.lost} lost, ${c.moved} recorded differently; ${c.releases} acknowledged releases: ${c.releaseDiffers} differ; ${c.extensions} acknowledged extensions: ${c.extensionLost} lost; ${c.idempotentRepeats} idempotent repeats: ${c.idempotencyMismatch} answered differently`,
-    c, samples);
+    c,
+    samples,
+  );
 }
 
 /** Invariant 6 as far as the soak's sockets see it: no frame of another user, no event twice after a resume. */
 export function checkFeeds(feed) {
   const v = feed.foreign + feed.duplicates;
-  return result("6. feed isolation and resume", v,
+  return result(
+    "6. feed isolation and resume",
+    v,
     `${feed.sockets} sockets opened (${feed.reconnects} reconnects), ${feed.events} events: ${feed.foreign} of another user, ${feed.duplicates} seen twice, ${feed.gaps} gaps (${feed.missedReported} seqs reported missed by the server)`,
-    { ...feed, samples: undefined }, feed.samples ?? []);
+    { ...feed, samples: undefined },
+    feed.samples ?? [],
+  );
 }
 
 /**
@@ -429,7 +709,17 @@ export function checkFeeds(feed) {
 export function checkQueueAndReservations({ entries, reservations, userAllocations }) {
   const user = new Map();
   for (const [userId, list] of userAllocations) for (const a of list) user.set(a.allocationId, { ...a, userId });
-  const c = { entries: entries.length, served: 0, servedWrong: 0, leftOpen: 0, reservations: reservations.length, started: 0, startedWrong: 0, reservationsLeftOpen: 0, overlaps: 0 };
+  const c = {
+    entries: entries.length,
+    served: 0,
+    servedWrong: 0,
+    leftOpen: 0,
+    reservations: reservations.length,
+    started: 0,
+    startedWrong: 0,
+    reservationsLeftOpen: 0,
+    overlaps: 0,
+  };
   const samples = [];
   for (const e of entries) {
     if (e.status === "fulfilled") {
@@ -437,7 +727,12 @@ export function checkQueueAndReservations({ entries, reservations, userAllocatio
       const a = user.get(e.allocationId);
       if (!a || a.userId !== e.userId || a.deviceId !== e.deviceId) {
         c.servedWrong++;
-        samples.push({ kind: "served entry without its allocation", entryId: e.entryId, allocationId: e.allocationId, recorded: a ?? null });
+        samples.push({
+          kind: "served entry without its allocation",
+          entryId: e.entryId,
+          allocationId: e.allocationId,
+          recorded: a ?? null,
+        });
       }
     } else if (e.status === "waiting" || e.status === "offered") {
       c.leftOpen++;
@@ -451,7 +746,12 @@ export function checkQueueAndReservations({ entries, reservations, userAllocatio
       const a = user.get(r.allocationId);
       if (!a || a.userId !== r.userId || a.deviceId !== r.deviceId) {
         c.startedWrong++;
-        samples.push({ kind: "started reservation without its allocation", reservationId: r.reservationId, allocationId: r.allocationId, recorded: a ?? null });
+        samples.push({
+          kind: "started reservation without its allocation",
+          reservationId: r.reservationId,
+          allocationId: r.allocationId,
+          recorded: a ?? null,
+        });
       }
     }
     if (r.status === "pending" || r.status === "confirmed") {
@@ -461,16 +761,25 @@ export function checkQueueAndReservations({ entries, reservations, userAllocatio
     // What each reservation held of its device: a booked window, or (once started) its allocation's
     // real time there (an early release gives the rest of the window back, and others may book it).
     const a = user.get(r.allocationId);
-    const span = r.status === "confirmed" ? [Date.parse(r.startAt), Date.parse(r.endAt)]
-      : r.status === "executing" && a ? [a.allocatedAt, a.expiresAt]
-      : r.status === "completed" && a ? [a.allocatedAt, a.releasedAt ?? a.expiresAt]
-      : null;
+    const span =
+      r.status === "confirmed"
+        ? [Date.parse(r.startAt), Date.parse(r.endAt)]
+        : r.status === "executing" && a
+          ? [a.allocatedAt, a.expiresAt]
+          : r.status === "completed" && a
+            ? [a.allocatedAt, a.releasedAt ?? a.expiresAt]
+            : null;
     if (span && r.deviceId) {
       const list = held.get(r.deviceId) ?? [];
       for (const o of list)
         if (span[0] < o.span[1] && o.span[0] < span[1]) {
           c.overlaps++;
-          samples.push({ kind: "two reservations held one device at once", deviceId: r.deviceId, a: { id: o.r.reservationId, status: o.r.status, span: o.span }, b: { id: r.reservationId, status: r.status, span } });
+          samples.push({
+            kind: "two reservations held one device at once",
+            deviceId: r.deviceId,
+            a: { id: o.r.reservationId, status: o.r.status, span: o.span },
+            b: { id: r.reservationId, status: r.status, span },
+          });
         }
       list.push({ r, span });
       held.set(r.deviceId, list);
@@ -512,7 +821,10 @@ export function checkMetrics({ metricsText, deviceHistories }) {
       ended++;
       byReason[h.reason] = (byReason[h.reason] ?? 0) + 1;
     }
-  const reasons = new Set([...Object.keys(byReason), ...samples.filter((s) => s.name === "eda_releases_total").map((s) => s.labels.reason)]);
+  const reasons = new Set([
+    ...Object.keys(byReason),
+    ...samples.filter((s) => s.name === "eda_releases_total").map((s) => s.labels.reason),
+  ]);
   const off = [];
   for (const reason of reasons) {
     const counted = sum("eda_releases_total", (l) => l.reason === reason);
@@ -522,7 +834,11 @@ export function checkMetrics({ metricsText, deviceHistories }) {
   const releases = sum("eda_releases_total");
   const expired = sum("eda_expiry_lag_seconds_count");
   const v = off.length + (allocations !== ended ? 1 : 0) + (expired !== (byReason.expired ?? 0) ? 1 : 0);
-  return result("metrics agree with the records", v,
+  return result(
+    "metrics agree with the records",
+    v,
     `${ended} ended allocations on the devices; metrics: ${allocations} allocations, ${releases} releases (${off.length} reasons off), ${expired} expiry lags observed for ${byReason.expired ?? 0} expiries`,
-    { ended, allocations, releases, expired, byReason }, off);
+    { ended, allocations, releases, expired, byReason },
+    off,
+  );
 }

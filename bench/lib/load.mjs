@@ -32,7 +32,14 @@ export function request(base, method, path, { body, headers = {}, clients = 64 }
     const t0 = performance.now();
     const req = http.request(
       url,
-      { method, agent: agentFor(clients), headers: { ...headers, ...(data ? { "content-type": "application/json", "content-length": Buffer.byteLength(data) } : {}) } },
+      {
+        method,
+        agent: agentFor(clients),
+        headers: {
+          ...headers,
+          ...(data ? { "content-type": "application/json", "content-length": Buffer.byteLength(data) } : {}),
+        },
+      },
       (res) => {
         const chunks = [];
         res.on("data", (c) => chunks.push(c));
@@ -53,7 +60,12 @@ export function percentile(sorted, p) {
 
 export function summarize(latencies) {
   const s = [...latencies].sort((a, b) => a - b);
-  return { count: s.length, p50Ms: percentile(s, 50), p99Ms: percentile(s, 99), maxMs: s.length ? Math.round(s[s.length - 1] * 100) / 100 : null };
+  return {
+    count: s.length,
+    p50Ms: percentile(s, 50),
+    p99Ms: percentile(s, 99),
+    maxMs: s.length ? Math.round(s[s.length - 1] * 100) / 100 : null,
+  };
 }
 
 /**
@@ -98,7 +110,8 @@ export async function runClients({ clients, seconds, warmupSeconds = 1, step, pa
 export async function measure(base, method, path, { clients, seconds, body, headers }) {
   const lat = [];
   const r = await runClients({
-    clients, seconds,
+    clients,
+    seconds,
     step: async (_i, counting) => {
       const res = await request(base, method, path, { body, headers, clients });
       if (res.status >= 400) throw new Error(`${res.status}`);

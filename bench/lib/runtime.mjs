@@ -23,7 +23,10 @@ export function buildWorker() {
   // node_modules/.bin first, so wrangler's `#!/usr/bin/env node` finds the pinned Node 22.
   const PATH = [path.dirname(bin), process.env.PATH].filter(Boolean).join(path.delimiter);
   const r = spawnSync(bin, ["deploy", "--dry-run", "--outdir", buildDir], {
-    cwd: root, stdio: ["ignore", "pipe", "pipe"], env: { ...process.env, PATH, WRANGLER_SEND_METRICS: "false" }, shell: process.platform === "win32",
+    cwd: root,
+    stdio: ["ignore", "pipe", "pipe"],
+    env: { ...process.env, PATH, WRANGLER_SEND_METRICS: "false" },
+    shell: process.platform === "win32",
   });
   if (r.status !== 0) throw new Error(`wrangler build failed:\n${r.stderr}`);
   return (built = path.join(buildDir, "index.js"));
@@ -101,7 +104,15 @@ export default {
  * Starts both Workers. `vars` override wrangler.toml vars (the bench turns on the test-only
  * short durations, which production refuses). Returns the base URLs and a stop function.
  */
-export async function startRuntime({ vars = {}, log = () => {}, persistDir, onWorkerLog, miniflareLog, control = false, inspectorPort } = {}) {
+export async function startRuntime({
+  vars = {},
+  log = () => {},
+  persistDir,
+  onWorkerLog,
+  miniflareLog,
+  control = false,
+  inspectorPort,
+} = {}) {
   const scriptPath = buildWorker();
   log(`built ${path.relative(root, scriptPath)}`);
   const { Miniflare, Log, LogLevel, convertV4MiniflareOptions } = await import("miniflare");
@@ -152,21 +163,32 @@ export async function startRuntime({ vars = {}, log = () => {}, persistDir, onWo
         unsafeDirectSockets: [{ host: "127.0.0.1", port: 0 }],
       },
       ...(control
-        ? [{
-          name: "control",
-          modules: true,
-          scriptPath: controlPath,
-          compatibilityDate: workerOptions.compatibilityDate,
-          compatibilityFlags: ["unsafe_module"],
-          // The same database id as the main Worker's DB: the same database.
-          d1Databases: workerOptions.d1Databases,
-          // The main Worker's classes, bound by class name.
-          durableObjects: Object.fromEntries(Object.values(workerOptions.durableObjects ?? {}).map((d) => {
-            const className = typeof d === "string" ? d : d.className;
-            return [className, { className, scriptName: "main", ...(typeof d === "object" && d.useSQLite !== undefined ? { useSQLite: d.useSQLite } : {}) }];
-          })),
-          unsafeDirectSockets: [{ host: "127.0.0.1", port: 0 }],
-        }]
+        ? [
+            {
+              name: "control",
+              modules: true,
+              scriptPath: controlPath,
+              compatibilityDate: workerOptions.compatibilityDate,
+              compatibilityFlags: ["unsafe_module"],
+              // The same database id as the main Worker's DB: the same database.
+              d1Databases: workerOptions.d1Databases,
+              // The main Worker's classes, bound by class name.
+              durableObjects: Object.fromEntries(
+                Object.values(workerOptions.durableObjects ?? {}).map((d) => {
+                  const className = typeof d === "string" ? d : d.className;
+                  return [
+                    className,
+                    {
+                      className,
+                      scriptName: "main",
+                      ...(typeof d === "object" && d.useSQLite !== undefined ? { useSQLite: d.useSQLite } : {}),
+                    },
+                  ];
+                }),
+              ),
+              unsafeDirectSockets: [{ host: "127.0.0.1", port: 0 }],
+            },
+          ]
         : []),
     ],
   });
@@ -228,7 +250,12 @@ export async function sql(rt, text, params = [], mode = "all") {
 
 async function controlCall(rt, p, body, timeoutMs = 20_000) {
   if (!rt.control) throw new Error("start the runtime with {control: true}");
-  const res = await fetch(rt.control + p, { method: "POST", body: JSON.stringify(body), headers: { "content-type": "application/json" }, signal: AbortSignal.timeout(timeoutMs) });
+  const res = await fetch(rt.control + p, {
+    method: "POST",
+    body: JSON.stringify(body),
+    headers: { "content-type": "application/json" },
+    signal: AbortSignal.timeout(timeoutMs),
+  });
   return res.json();
 }
 
@@ -236,7 +263,9 @@ async function controlCall(rt, p, body, timeoutMs = 20_000) {
 async function applyMigrations(db) {
   const { unstable_splitSqlQuery } = await import("wrangler");
   const dir = path.join(root, "migrations");
-  for (const f of readdirSync(dir).filter((n) => n.endsWith(".sql")).sort()) {
+  for (const f of readdirSync(dir)
+    .filter((n) => n.endsWith(".sql"))
+    .sort()) {
     const statements = unstable_splitSqlQuery(readFileSync(path.join(dir, f), "utf8")).filter((s) => s.trim());
     await db.batch(statements.map((s) => db.prepare(s)));
   }

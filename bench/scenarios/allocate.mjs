@@ -57,7 +57,6 @@ export function cpuFigures(cpu0, cpu1, requests, wallMs) {
   };
 }
 
-
 /**
  * Registers `devices` devices spread evenly over `pools` pools named `<name>-p<k>`
  * (≥ 2 devices per client is the rule of the runs). Returns the pool names.
@@ -67,10 +66,19 @@ export async function setupFleet(rt, { name, pools, devices, adminToken }) {
   const list = Array.from({ length: devices }, (_, i) => {
     const poolName = names[i % pools];
     const j = Math.floor(i / pools);
-    return { deviceId: `${poolName}-d${j}`, pool: poolName, node: `${poolName}-n${Math.floor(j / DEVICES_PER_NODE)}`, ...DEVICE_SPEC };
+    return {
+      deviceId: `${poolName}-d${j}`,
+      pool: poolName,
+      node: `${poolName}-n${Math.floor(j / DEVICES_PER_NODE)}`,
+      ...DEVICE_SPEC,
+    };
   });
   await pool(list, SETUP_CONCURRENCY, async (d) => {
-    const r = await request(rt.main, "POST", "/admin/devices", { body: d, headers: auth(adminToken), clients: SETUP_CONCURRENCY });
+    const r = await request(rt.main, "POST", "/admin/devices", {
+      body: d,
+      headers: auth(adminToken),
+      clients: SETUP_CONCURRENCY,
+    });
     if (r.status !== 201 && !(r.status === 409 && r.body?.error?.code === "DEVICE_EXISTS"))
       throw new Error(`register ${d.deviceId}: ${r.status} ${JSON.stringify(r.body)}`);
   });
@@ -88,10 +96,15 @@ export async function setupUsers(rt, { prefix, count, adminToken }) {
   });
   await pool(users, SETUP_CONCURRENCY, async (u) => {
     const t = await request(rt.main, "POST", `/billing/users/${u.userId}/top-ups`, {
-      body: { amount: TOP_UP, paymentId: `bench-${u.userId}` }, headers: auth(adminToken), clients: SETUP_CONCURRENCY,
+      body: { amount: TOP_UP, paymentId: `bench-${u.userId}` },
+      headers: auth(adminToken),
+      clients: SETUP_CONCURRENCY,
     });
     if (t.status !== 201 && t.status !== 200) throw new Error(`top-up ${u.userId}: ${t.status} ${JSON.stringify(t.body)}`);
-    const q = await request(rt.main, "GET", `/quotas/user/${u.userId}`, { headers: auth(u.token), clients: SETUP_CONCURRENCY });
+    const q = await request(rt.main, "GET", `/quotas/user/${u.userId}`, {
+      headers: auth(u.token),
+      clients: SETUP_CONCURRENCY,
+    });
     if (q.status !== 200) throw new Error(`quota ${u.userId}: ${q.status} ${JSON.stringify(q.body)}`);
   });
   return users;
@@ -119,11 +132,18 @@ export async function allocateRelease(rt, { clients, seconds, warmupSeconds = 1,
   const cpu0 = workerdCpuMs();
   const wall0 = performance.now();
   const r = await runClients({
-    clients, seconds, warmupSeconds, paceMs,
+    clients,
+    seconds,
+    warmupSeconds,
+    paceMs,
     step: async (i, counting) => {
       const u = users[i];
       const headers = auth(u.token);
-      const a = await request(rt.main, "POST", "/scheduler/devices/allocate", { body: { pool: pools[i % pools.length], durationMinutes }, headers, clients });
+      const a = await request(rt.main, "POST", "/scheduler/devices/allocate", {
+        body: { pool: pools[i % pools.length], durationMinutes },
+        headers,
+        clients,
+      });
       served++;
       const countA = counting();
       if (countA) attempted++;
@@ -136,7 +156,11 @@ export async function allocateRelease(rt, { clients, seconds, warmupSeconds = 1,
         alloc.push(a.ms);
         both.push(a.ms);
       }
-      const x = await request(rt.main, "POST", "/scheduler/devices/release", { body: { deviceId: a.body.deviceId }, headers, clients });
+      const x = await request(rt.main, "POST", "/scheduler/devices/release", {
+        body: { deviceId: a.body.deviceId },
+        headers,
+        clients,
+      });
       served++;
       const countR = counting();
       if (countR) attempted++;
@@ -211,7 +235,9 @@ export async function runLevels(rt, { seconds, warmupSeconds = 1, log = () => {}
     const r = await allocateRelease(rt, { clients, seconds, warmupSeconds, users, pools });
     r.devicesPerClient = (2 * max) / clients;
     r.leftAllocated = await stillAllocated(rt, { pools, adminToken });
-    log(`  ${clients} clients: ${r.rps} req/s, allocate p50/p99 ${r.allocate.p50Ms}/${r.allocate.p99Ms} ms, release ${r.release.p50Ms}/${r.release.p99Ms} ms, refused ${r.refused}`);
+    log(
+      `  ${clients} clients: ${r.rps} req/s, allocate p50/p99 ${r.allocate.p50Ms}/${r.allocate.p99Ms} ms, release ${r.release.p50Ms}/${r.release.p99Ms} ms, refused ${r.refused}`,
+    );
     out.push(r);
   }
   const at50 = out.find((r) => r.clients === 50) ?? out[0];
@@ -221,9 +247,18 @@ export async function runLevels(rt, { seconds, warmupSeconds = 1, log = () => {}
   if (levels.includes(PACED_CLIENTS)) {
     const users = await setupUsers(rt, { prefix: "bench-paced", count: PACED_CLIENTS, adminToken });
     // Two cycles of each client not counted: their first allocation opens a new user's state.
-    paced = await allocateRelease(rt, { clients: PACED_CLIENTS, seconds, warmupSeconds: Math.max(warmupSeconds, (2 * PACED_CYCLE_MS) / 1000), users, pools, paceMs: PACED_CYCLE_MS });
+    paced = await allocateRelease(rt, {
+      clients: PACED_CLIENTS,
+      seconds,
+      warmupSeconds: Math.max(warmupSeconds, (2 * PACED_CYCLE_MS) / 1000),
+      users,
+      pools,
+      paceMs: PACED_CYCLE_MS,
+    });
     paced.offeredRps = Math.round((2 * PACED_CLIENTS * 1000) / PACED_CYCLE_MS);
-    log(`  ${PACED_CLIENTS} clients paced (${paced.offeredRps} req/s offered): ${paced.rps} req/s, allocate p50/p99 ${paced.allocate.p50Ms}/${paced.allocate.p99Ms} ms, release ${paced.release.p50Ms}/${paced.release.p99Ms} ms`);
+    log(
+      `  ${PACED_CLIENTS} clients paced (${paced.offeredRps} req/s offered): ${paced.rps} req/s, allocate p50/p99 ${paced.allocate.p50Ms}/${paced.allocate.p99Ms} ms, release ${paced.release.p50Ms}/${paced.release.p99Ms} ms`,
+    );
   }
   return { allocateRelease: { ...at50, paced }, levels: out };
 }
@@ -252,5 +287,8 @@ export async function run(rt, { quick = false, log = () => {} } = {}) {
   const seconds = quick ? 2.5 : 10;
   const warmupSeconds = quick ? 0.5 : 1;
   const admin = adminToken();
-  return { ...(await runLevels(rt, { seconds, warmupSeconds, log, adminToken: admin })), ...(await runShards(rt, { seconds, warmupSeconds, log, adminToken: admin })) };
+  return {
+    ...(await runLevels(rt, { seconds, warmupSeconds, log, adminToken: admin })),
+    ...(await runShards(rt, { seconds, warmupSeconds, log, adminToken: admin })),
+  };
 }

@@ -29,11 +29,17 @@ export async function run(rt, { quick = false, log = () => {} } = {}) {
     const r = byAllocation.get(f.data.allocationId);
     if (!r) return early.set(f.data.allocationId, { f, at });
     if (r.userAt !== undefined) return;
-    Object.assign(r, { userAt: at, loggedAt: f.timestamp, releasedAt: Date.parse(f.data.releasedAt), reason: f.data.reason });
+    Object.assign(r, {
+      userAt: at,
+      loggedAt: f.timestamp,
+      releasedAt: Date.parse(f.data.releasedAt),
+      reason: f.data.reason,
+    });
     r.done?.();
   };
   const noteDevice = (r) => (f, at) => {
-    if (f.type === "device.released" && f.data.allocationId === r.allocationId && r.deviceAt === undefined) Object.assign(r, { deviceAt: at, deviceLoggedAt: f.timestamp });
+    if (f.type === "device.released" && f.data.allocationId === r.allocationId && r.deviceAt === undefined)
+      Object.assign(r, { deviceAt: at, deviceLoggedAt: f.timestamp });
   };
 
   try {
@@ -44,32 +50,49 @@ export async function run(rt, { quick = false, log = () => {} } = {}) {
 
     // The plan: each allocation starts at a random moment in the window and lasts 2-20 s.
     const plan = Array.from({ length: allocations }, (_, i) => ({
-      userId: users[i % userCount], startAt: Math.random() * startWindowMs, seconds: minS + Math.floor(Math.random() * (maxS - minS + 1)),
+      userId: users[i % userCount],
+      startAt: Math.random() * startWindowMs,
+      seconds: minS + Math.floor(Math.random() * (maxS - minS + 1)),
     })).sort((a, b) => a.startAt - b.startAt);
     const t0 = nowMs();
     const failures = [];
     log(`expiry: ${allocations} allocations over ${startWindowMs / 1000} s, ${minS}-${maxS} s each`);
-    await Promise.all(plan.map(async (p) => {
-      const wait = t0 + p.startAt - nowMs();
-      if (wait > 0) await sleep(wait);
-      const res = await request(base, "POST", "/scheduler/devices/allocate", { headers: bearer(p.userId), body: { pool: poolName, durationSeconds: p.seconds } });
-      if (res.status !== 201) return failures.push(`${res.status} ${JSON.stringify(res.body).slice(0, 200)}`);
-      const a = res.body;
-      const r = { allocationId: a.allocationId, deviceId: a.deviceId, userId: p.userId, seconds: p.seconds, expiresAt: Date.parse(a.expiresAt) };
-      r.arrived = new Promise((resolve) => (r.done = resolve));
-      byAllocation.set(r.allocationId, r);
-      const e = early.get(r.allocationId);
-      if (e) noteUser(e.f, e.at);
-      // The holder watches the device feed too (it is closed by the device after the release).
-      openFeed(base, p.userId, { feed: "device", deviceId: r.deviceId, onFrame: noteDevice(r) })
-        .then((s) => socks.push(s))
-        .catch((err) => (r.deviceFeedError = String(err.message ?? err)));
-    }));
+    await Promise.all(
+      plan.map(async (p) => {
+        const wait = t0 + p.startAt - nowMs();
+        if (wait > 0) await sleep(wait);
+        const res = await request(base, "POST", "/scheduler/devices/allocate", {
+          headers: bearer(p.userId),
+          body: { pool: poolName, durationSeconds: p.seconds },
+        });
+        if (res.status !== 201) return failures.push(`${res.status} ${JSON.stringify(res.body).slice(0, 200)}`);
+        const a = res.body;
+        const r = {
+          allocationId: a.allocationId,
+          deviceId: a.deviceId,
+          userId: p.userId,
+          seconds: p.seconds,
+          expiresAt: Date.parse(a.expiresAt),
+        };
+        r.arrived = new Promise((resolve) => (r.done = resolve));
+        byAllocation.set(r.allocationId, r);
+        const e = early.get(r.allocationId);
+        if (e) noteUser(e.f, e.at);
+        // The holder watches the device feed too (it is closed by the device after the release).
+        openFeed(base, p.userId, { feed: "device", deviceId: r.deviceId, onFrame: noteDevice(r) })
+          .then((s) => socks.push(s))
+          .catch((err) => (r.deviceFeedError = String(err.message ?? err)));
+      }),
+    );
     if (failures.length) log(`expiry: ${failures.length} allocation(s) refused, e.g. ${failures[0]}`);
     const records = [...byAllocation.values()];
     const lastExpiry = Math.max(...records.map((r) => r.expiresAt));
     log(`expiry: ${records.length} allocated; waiting for the releases (last expiry in ${Math.round((lastExpiry - Date.now()) / 1000)} s)`);
-    await within(Promise.all(records.map((r) => r.arrived)), Math.max(0, lastExpiry - Date.now()) + 20_000, "device.released for every allocation").catch((err) => log(`expiry: ${err.message}`));
+    await within(
+      Promise.all(records.map((r) => r.arrived)),
+      Math.max(0, lastExpiry - Date.now()) + 20_000,
+      "device.released for every allocation",
+    ).catch((err) => log(`expiry: ${err.message}`));
 
     const got = records.filter((r) => r.userAt !== undefined);
     const expired = got.filter((r) => r.reason === "expired");
@@ -79,8 +102,16 @@ export async function run(rt, { quick = false, log = () => {} } = {}) {
     return {
       expiryLagMs: { p50: s.p50, p99: s.p99, max: s.max, count: s.count },
       expiry: {
-        allocations: records.length, refused: failures.length, users: userCount, devices: allocations, durationsSeconds: [minS, maxS], startWindowSeconds: startWindowMs / 1000,
-        released: got.length, expired: expired.length, otherReasons: got.length - expired.length, missing: records.length - got.length,
+        allocations: records.length,
+        refused: failures.length,
+        users: userCount,
+        devices: allocations,
+        durationsSeconds: [minS, maxS],
+        startWindowSeconds: startWindowMs / 1000,
+        released: got.length,
+        expired: expired.length,
+        otherReasons: got.length - expired.length,
+        missing: records.length - got.length,
         // expiresAt → arrival on the user's socket (the figure above).
         userFeedArrival: s,
         // expiresAt → the Device's own device.released arriving on its device feed (alarm fired, allocation ended).

@@ -30,18 +30,20 @@ async function steady(rt, { users, socketsOf, pending, count, rate, cause, tag, 
     const expected = socketsOf.get(userId).length;
     const t0 = nowMs();
     const arrived = new Promise((resolve) => pending.set(id, { t0, left: expected, lat: [], resolve }));
-    inflight.push((async () => {
-      const res = await cause(userId, id);
-      http.push(res.ms);
-      if (res.status >= 300) throw new Error(`${tag}: HTTP ${res.status} ${JSON.stringify(res.body).slice(0, 200)}`);
-      const got = await within(arrived, 10_000, `${tag} ${id}`).catch(() => null);
-      if (!got) {
-        lost.push(id);
-        pending.delete(id);
-        return;
-      }
-      lat.push(...got);
-    })());
+    inflight.push(
+      (async () => {
+        const res = await cause(userId, id);
+        http.push(res.ms);
+        if (res.status >= 300) throw new Error(`${tag}: HTTP ${res.status} ${JSON.stringify(res.body).slice(0, 200)}`);
+        const got = await within(arrived, 10_000, `${tag} ${id}`).catch(() => null);
+        if (!got) {
+          lost.push(id);
+          pending.delete(id);
+          return;
+        }
+        lat.push(...got);
+      })(),
+    );
   }
   await Promise.all(inflight);
   if (lost.length) log(`feed: ${tag}: ${lost.length} event(s) did not arrive within 10 s`);
@@ -106,10 +108,23 @@ export async function run(rt, { quick = false, log = () => {} } = {}) {
     log(`feed: ${renewCount} quota renewals at 20/s`);
     const renewCause = (userId, id) => {
       renewWaiting.set(userId, id);
-      return request(base, "POST", `/quotas/renew/${userId}`, { headers: bearer(ADMIN, "admin"), body: { extensionDays: 1 } });
+      return request(base, "POST", `/quotas/renew/${userId}`, {
+        headers: bearer(ADMIN, "admin"),
+        body: { extensionDays: 1 },
+      });
     };
     // Users in turn (one renewal per user at a time), so a quota.renewed frame names its cause.
-    const renew = await steady(rt, { users, socketsOf, pending, count: renewCount, rate: 20, cause: renewCause, tag: "renew", log, roundRobin: true });
+    const renew = await steady(rt, {
+      users,
+      socketsOf,
+      pending,
+      count: renewCount,
+      rate: 20,
+      cause: renewCause,
+      tag: "renew",
+      log,
+      roundRobin: true,
+    });
 
     // Under a flood: 32 clients send app events as fast as they can to the other half of the users.
     const floodSeconds = quick ? 3 : 6;
@@ -119,16 +134,27 @@ export async function run(rt, { quick = false, log = () => {} } = {}) {
     const noisy = users.slice(half);
     let flooding = true;
     let floodSent = 0;
-    const flood = Promise.all(Array.from({ length: 32 }, async (_, c) => {
-      for (let i = 0; flooding; i++) {
-        const u = noisy[(c * 7 + i) % noisy.length];
-        const r = await sendAppEvent(base, u, `flood-${c}-${i}`, { appName: "Flood", appId: "flood" }).catch(() => null);
-        if (r?.status === 202) floodSent++;
-      }
-    }));
+    const flood = Promise.all(
+      Array.from({ length: 32 }, async (_, c) => {
+        for (let i = 0; flooding; i++) {
+          const u = noisy[(c * 7 + i) % noisy.length];
+          const r = await sendAppEvent(base, u, `flood-${c}-${i}`, { appName: "Flood", appId: "flood" }).catch(() => null);
+          if (r?.status === 202) floodSent++;
+        }
+      }),
+    );
     await sleep(300);
     const t = nowMs();
-    const underFlood = await steady(rt, { users: quiet, socketsOf, pending, count: Math.round(rate * floodSeconds * 0.8), rate, cause: appCause, tag: "flood", log });
+    const underFlood = await steady(rt, {
+      users: quiet,
+      socketsOf,
+      pending,
+      count: Math.round(rate * floodSeconds * 0.8),
+      rate,
+      cause: appCause,
+      tag: "flood",
+      log,
+    });
     flooding = false;
     await flood;
     const floodRate = Math.round(floodSent / ((nowMs() - t + 300) / 1000));
@@ -137,11 +163,18 @@ export async function run(rt, { quick = false, log = () => {} } = {}) {
     return {
       feedLatencyMs: { p50: s.p50, p99: s.p99, count: s.count },
       feed: {
-        sockets: all.length, users: userCount, ratePerSecond: rate,
+        sockets: all.length,
+        users: userCount,
+        ratePerSecond: rate,
         appEvent: { arrival: stats(app.lat), httpReply: stats(app.http), lost: app.lost },
         quotaRenew: { arrival: stats(renew.lat), httpReply: stats(renew.http), lost: renew.lost },
         floorOneSqliteWriteRoundTrip: stats(floorLat),
-        underFlood: { floodEventsPerSecond: floodRate, arrival: stats(underFlood.lat), httpReply: stats(underFlood.http), lost: underFlood.lost },
+        underFlood: {
+          floodEventsPerSecond: floodRate,
+          arrival: stats(underFlood.lat),
+          httpReply: stats(underFlood.http),
+          lost: underFlood.lost,
+        },
       },
     };
   } finally {

@@ -95,15 +95,26 @@ async function d1Floor(reps) {
   const { unstable_splitSqlQuery } = await import("wrangler");
   const toml = readFileSync(path.join(root, "wrangler.toml"), "utf8");
   const compatibilityDate = /^compatibility_date\s*=\s*"([^"]+)"/m.exec(toml)?.[1];
-  const mf = new Miniflare(convertV4MiniflareOptions({
-    log: new Log(LogLevel.WARN), cf: false, host: "127.0.0.1", port: 0, modules: true, script: D1_FLOOR_SCRIPT, compatibilityDate,
-    d1Databases: { DB: "d1-floor" }, unsafeDirectSockets: [{ host: "127.0.0.1", port: 0 }],
-  }));
+  const mf = new Miniflare(
+    convertV4MiniflareOptions({
+      log: new Log(LogLevel.WARN),
+      cf: false,
+      host: "127.0.0.1",
+      port: 0,
+      modules: true,
+      script: D1_FLOOR_SCRIPT,
+      compatibilityDate,
+      d1Databases: { DB: "d1-floor" },
+      unsafeDirectSockets: [{ host: "127.0.0.1", port: 0 }],
+    }),
+  );
   try {
     await mf.ready;
     const db = await mf.getD1Database("DB");
     const dir = path.join(root, "migrations");
-    for (const f of readdirSync(dir).filter((n) => n.endsWith(".sql")).sort()) {
+    for (const f of readdirSync(dir)
+      .filter((n) => n.endsWith(".sql"))
+      .sort()) {
       const statements = unstable_splitSqlQuery(readFileSync(path.join(dir, f), "utf8")).filter((q) => q.trim());
       await db.batch(statements.map((q) => db.prepare(q)));
     }
@@ -138,9 +149,16 @@ function records(prefix, users, count, offset = 0) {
     const n = offset + i;
     const seconds = 30 + (n % 90);
     return {
-      allocationId: `${prefix}-${n}`, deviceId: `bench-ing-dev-${n % 97}`, userId: users[n % users.length],
-      durationSeconds: seconds, cpuCores: 2, memoryMB: 4096, storageMB: 32768,
-      allocatedAt: now - 3_600_000 - seconds * 1000, releasedAt: now - 3_600_000, reason: "released",
+      allocationId: `${prefix}-${n}`,
+      deviceId: `bench-ing-dev-${n % 97}`,
+      userId: users[n % users.length],
+      durationSeconds: seconds,
+      cpuCores: 2,
+      memoryMB: 4096,
+      storageMB: 32768,
+      allocatedAt: now - 3_600_000 - seconds * 1000,
+      releasedAt: now - 3_600_000,
+      reason: "released",
     };
   });
 }
@@ -158,12 +176,14 @@ async function viaQueue(rt, producer, recs, timeoutMs, log) {
   // Four sendBatch calls in flight, so the producer side is done long before the consumer and the
   // figure is the consumer's (sendSeconds shows it).
   let next = 0;
-  await Promise.all(Array.from({ length: 4 }, async () => {
-    while (next < recs.length) {
-      const chunk = recs.slice(next, (next += BATCH));
-      await producer.sendBatch(chunk.map((body) => ({ body, contentType: "json" })));
-    }
-  }));
+  await Promise.all(
+    Array.from({ length: 4 }, async () => {
+      while (next < recs.length) {
+        const chunk = recs.slice(next, (next += BATCH));
+        await producer.sendBatch(chunk.map((body) => ({ body, contentType: "json" })));
+      }
+    }),
+  );
   const sendSeconds = (nowMs() - sendStart) / 1000;
   let n = 0;
   const deadline = Date.now() + timeoutMs;
@@ -174,8 +194,12 @@ async function viaQueue(rt, producer, recs, timeoutMs, log) {
   const seconds = (nowMs() - t0) / 1000;
   if (n < recs.length) log(`ingestion: only ${n}/${recs.length} after ${Math.round(seconds)} s`);
   return {
-    records: n, seconds: Math.round(seconds * 100) / 100, rps: Math.round(n / seconds), sendSeconds: Math.round(sendSeconds * 100) / 100,
-    msPerBatchOf100: Math.round((seconds * 1000 * BATCH) / Math.max(1, n) * 10) / 10, complete: n === recs.length,
+    records: n,
+    seconds: Math.round(seconds * 100) / 100,
+    rps: Math.round(n / seconds),
+    sendSeconds: Math.round(sendSeconds * 100) / 100,
+    msPerBatchOf100: Math.round(((seconds * 1000 * BATCH) / Math.max(1, n)) * 10) / 10,
+    complete: n === recs.length,
   };
 }
 
@@ -185,16 +209,28 @@ async function viaEndpoint(rt, recs, concurrency) {
   const t0 = nowMs();
   let next = 0;
   let failed = 0;
-  await Promise.all(Array.from({ length: concurrency }, async () => {
-    while (next < recs.length) {
-      const chunk = recs.slice(next, (next += BATCH));
-      const r = await request(rt.main, "POST", "/api/internal/metering/device-usage", { headers: serviceHeaders, body: { records: chunk } });
-      lat.push(r.ms);
-      if (r.status !== 200 || r.body.recorded !== chunk.length) failed += chunk.length;
-    }
-  }));
+  await Promise.all(
+    Array.from({ length: concurrency }, async () => {
+      while (next < recs.length) {
+        const chunk = recs.slice(next, (next += BATCH));
+        const r = await request(rt.main, "POST", "/api/internal/metering/device-usage", {
+          headers: serviceHeaders,
+          body: { records: chunk },
+        });
+        lat.push(r.ms);
+        if (r.status !== 200 || r.body.recorded !== chunk.length) failed += chunk.length;
+      }
+    }),
+  );
   const seconds = (nowMs() - t0) / 1000;
-  return { records: recs.length, concurrency, seconds: Math.round(seconds * 100) / 100, rps: Math.round((recs.length - failed) / seconds), failed, msPerRequestOf100: stats(lat) };
+  return {
+    records: recs.length,
+    concurrency,
+    seconds: Math.round(seconds * 100) / 100,
+    rps: Math.round((recs.length - failed) / seconds),
+    failed,
+    msPerRequestOf100: stats(lat),
+  };
 }
 
 export async function run(rt, { quick = false, log = () => {} } = {}) {
@@ -228,16 +264,30 @@ export async function run(rt, { quick = false, log = () => {} } = {}) {
 
   // Everything booked once: each record has its charge.
   const charges = await rt.db.prepare("SELECT COUNT(*) AS n FROM ledger WHERE entry_id LIKE ?").bind(`charge:bench-ing-${tag}-%`).first();
-  const usage = await rt.db.prepare("SELECT COUNT(*) AS n FROM usage_records WHERE allocation_id LIKE ?").bind(`bench-ing-${tag}-%`).first();
+  const usage = await rt.db
+    .prepare("SELECT COUNT(*) AS n FROM usage_records WHERE allocation_id LIKE ?")
+    .bind(`bench-ing-${tag}-%`)
+    .first();
   // The balance is the sum of the ledger for every account the run touched.
-  const off = await rt.db.prepare("SELECT COUNT(*) AS n FROM accounts a WHERE a.user_id LIKE ? AND a.balance != (SELECT COALESCE(SUM(l.amount), 0) FROM ledger l WHERE l.user_id = a.user_id)")
-    .bind(`bench-ing-${tag}-%`).first();
+  const off = await rt.db
+    .prepare(
+      "SELECT COUNT(*) AS n FROM accounts a WHERE a.user_id LIKE ? AND a.balance != (SELECT COALESCE(SUM(l.amount), 0) FROM ledger l WHERE l.user_id = a.user_id)",
+    )
+    .bind(`bench-ing-${tag}-%`)
+    .first();
   return {
     ingestionRps: warm.rps,
     ingestion: {
-      records: warm.records, seconds: warm.seconds, batchSize: BATCH, maxBatchTimeoutSeconds: 1, consumersAtOnce: 1,
-      warm, cold,
-      endpointOneAtATime: ep1, endpointFourAtATime: ep4, d1Floor: floor,
+      records: warm.records,
+      seconds: warm.seconds,
+      batchSize: BATCH,
+      maxBatchTimeoutSeconds: 1,
+      consumersAtOnce: 1,
+      warm,
+      cold,
+      endpointOneAtATime: ep1,
+      endpointFourAtATime: ep4,
+      d1Floor: floor,
       check: { usageRecords: usage.n, charges: charges.n, balancesNotSumOfLedger: off.n },
     },
   };

@@ -30,7 +30,16 @@ export async function run(rt, { quick = false, log = () => {} } = {}) {
     log(`queue: ${devices} devices in ${qPool}, all held; ${waiters} waiters join`);
     await registerDevices(base, { pool: qPool, prefix: `${qPool}-d`, count: devices, nodes: 2 });
     const holders = Array.from({ length: devices }, (_, i) => `bench-qh-${tag}-${i}`);
-    const held = await pool(holders, 8, async (u) => expectStatus(await request(base, "POST", "/scheduler/devices/allocate", { headers: bearer(u), body: { pool: qPool, durationMinutes: 30 } }), 201, `hold ${u}`));
+    const held = await pool(holders, 8, async (u) =>
+      expectStatus(
+        await request(base, "POST", "/scheduler/devices/allocate", {
+          headers: bearer(u),
+          body: { pool: qPool, durationMinutes: 30 },
+        }),
+        201,
+        `hold ${u}`,
+      ),
+    );
 
     const served = new Map(); // entryId → {at, deviceId, allocationId}
     const releases = []; // {deviceId, releasedAt}
@@ -40,7 +49,10 @@ export async function run(rt, { quick = false, log = () => {} } = {}) {
     const entries = new Map(); // userId → entryId
     const pending = []; // the waiters' own releases (a hand-over's frame can come before the release that caused it answers)
     const release = async (userId, deviceId) => {
-      const res = await request(base, "POST", "/scheduler/devices/release", { headers: bearer(userId), body: { deviceId } });
+      const res = await request(base, "POST", "/scheduler/devices/release", {
+        headers: bearer(userId),
+        body: { deviceId },
+      });
       const body = expectStatus(res, 200, `release by ${userId}`);
       releases.push({ deviceId, releasedAt: Date.parse(body.releasedAt) });
     };
@@ -50,21 +62,34 @@ export async function run(rt, { quick = false, log = () => {} } = {}) {
       served.set(f.data.entryId, { at, userId, deviceId: f.data.deviceId, allocationId: f.data.allocationId });
       if (served.size === waiters) allServed();
       // Hold it a moment, then pass it on down the queue.
-      pending.push(sleep(100 + Math.random() * 200).then(() => release(userId, f.data.deviceId)).catch((err) => log(`queue: ${err.message}`)));
+      pending.push(
+        sleep(100 + Math.random() * 200)
+          .then(() => release(userId, f.data.deviceId))
+          .catch((err) => log(`queue: ${err.message}`)),
+      );
     };
     const users = Array.from({ length: waiters }, (_, i) => `bench-qw-${tag}-${i}`);
     await pool(users, 16, async (u) => socks.push(await openFeed(base, u, { onFrame: onFrame(u) })));
     for (const u of users) {
-      const e = expectStatus(await request(base, "POST", "/scheduler/queue/join", { headers: bearer(u), body: { pool: qPool, durationMinutes: 5, maxWaitMinutes: 30 } }), 201, `join ${u}`);
+      const e = expectStatus(
+        await request(base, "POST", "/scheduler/queue/join", {
+          headers: bearer(u),
+          body: { pool: qPool, durationMinutes: 5, maxWaitMinutes: 30 },
+        }),
+        201,
+        `join ${u}`,
+      );
       if (e.status !== "waiting") throw new Error(`join ${u}: expected to wait, got ${e.status}`);
       entries.set(u, e.entryId);
     }
     const started = nowMs();
     log(`queue: holders release, spread over ${devices * 50} ms; devices pass down the queue`);
-    await Promise.all(held.map(async (a, i) => {
-      await sleep(i * 50);
-      await release(holders[i], a.deviceId);
-    }));
+    await Promise.all(
+      held.map(async (a, i) => {
+        await sleep(i * 50);
+        await release(holders[i], a.deviceId);
+      }),
+    );
     await within(everyone, 60_000, `queue.fulfilled for all ${waiters} waiters`).catch((err) => log(`queue: ${err.message}`));
     const handoverSeconds = (nowMs() - started) / 1000;
     await within(Promise.all(pending), 20_000, "the waiters' releases").catch((err) => log(`queue: ${err.message}`));
@@ -82,7 +107,14 @@ export async function run(rt, { quick = false, log = () => {} } = {}) {
     const solo = `bench-qd-${tag}`;
     for (let i = 0; i < 30; i++) {
       const t0 = nowMs();
-      const a = expectStatus(await request(base, "POST", "/scheduler/devices/allocate", { headers: bearer(solo), body: { pool: qPool, durationMinutes: 5 } }), 201, "direct allocate");
+      const a = expectStatus(
+        await request(base, "POST", "/scheduler/devices/allocate", {
+          headers: bearer(solo),
+          body: { pool: qPool, durationMinutes: 5 },
+        }),
+        201,
+        "direct allocate",
+      );
       direct.push(nowMs() - t0);
       await release(solo, a.deviceId);
     }
@@ -106,7 +138,14 @@ export async function run(rt, { quick = false, log = () => {} } = {}) {
     const t0 = Date.now() + 4_000;
     await pool(bookers, 8, async (u, i) => {
       const startAt = t0 + Math.round((i / reservations) * 3_000);
-      const r = expectStatus(await request(base, "POST", "/scheduler/reservations", { headers: bearer(u), body: { pool: rPool, startAt, durationSeconds: 5, reminderMinutes: 0 } }), 201, `reserve ${u}`);
+      const r = expectStatus(
+        await request(base, "POST", "/scheduler/reservations", {
+          headers: bearer(u),
+          body: { pool: rPool, startAt, durationSeconds: 5, reminderMinutes: 0 },
+        }),
+        201,
+        `reserve ${u}`,
+      );
       booked.set(r.reservationId, { startAt, at: undefined });
     });
     await within(startedAll, 20_000, `reservation.started for all ${reservations}`).catch((err) => log(`queue: ${err.message}`));
@@ -116,18 +155,25 @@ export async function run(rt, { quick = false, log = () => {} } = {}) {
     const h = stats(lat);
     const d = stats(direct);
     const s = stats(startLag);
-    log(`queue: hand-over p50/p99 ${h.p50}/${h.p99} ms (n=${h.count}); direct allocate p50/p99 ${d.p50}/${d.p99} ms; reservation start lag p50/p99 ${s.p50}/${s.p99} ms (n=${s.count})`);
+    log(
+      `queue: hand-over p50/p99 ${h.p50}/${h.p99} ms (n=${h.count}); direct allocate p50/p99 ${d.p50}/${d.p99} ms; reservation start lag p50/p99 ${s.p50}/${s.p99} ms (n=${s.count})`,
+    );
     return {
       queueHandoverMs: { p50: h.p50, p99: h.p99, max: h.max, count: h.count },
       reservationStartLagMs: { p50: s.p50, p99: s.p99, max: s.max, count: s.count },
       queue: {
-        devices, waiters, served: served.size, servedTwice: duplicates.length, handoversPerSecond: Math.round((served.size / handoverSeconds) * 10) / 10,
+        devices,
+        waiters,
+        served: served.size,
+        servedTwice: duplicates.length,
+        handoversPerSecond: Math.round((served.size / handoverSeconds) * 10) / 10,
         // releasedAt of the device's previous holder → queue.fulfilled on the next one's socket.
         handover: h,
         // The same runtime, one client, a free device: allocate's own latency (the hand-over contains one).
         directAllocate: d,
         handoverToDirectAllocateP50: d.p50 ? Math.round((h.p50 / d.p50) * 100) / 100 : null,
-        reservations, started: startLag.length,
+        reservations,
+        started: startLag.length,
         // startAt → reservation.started on the user's socket.
         reservationStart: s,
       },

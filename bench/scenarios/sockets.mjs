@@ -12,7 +12,19 @@
 // same compatibility date and flags, so what the runtime costs per socket is known apart from
 // what our objects add. `extensions` says whether WebSocket compression was negotiated (the
 // client, Node's WebSocket, offers permessage-deflate as browsers do).
-import { closeAll, nowMs, openFeed, openFloorSocket, pool, sendAppEvent, sleep, startSocketFloor, stats, within, workerdFds } from "../lib/feed.mjs";
+import {
+  closeAll,
+  nowMs,
+  openFeed,
+  openFloorSocket,
+  pool,
+  sendAppEvent,
+  sleep,
+  startSocketFloor,
+  stats,
+  within,
+  workerdFds,
+} from "../lib/feed.mjs";
 import { workerdRssMB } from "../lib/runtime.mjs";
 
 const PER_USER = 20;
@@ -30,12 +42,22 @@ async function floor(count, settleMs, log) {
   try {
     const before = await settledRss(2_000, log, "floor");
     const slots = Array.from({ length: count }, (_, i) => `o${Math.floor(i / PER_USER)}`);
-    await within(pool(slots, 32, async (o) => socks.push(await openFloorSocket(f.base, o))), 5 * 60_000, `opening ${count} floor sockets`);
+    await within(
+      pool(slots, 32, async (o) => socks.push(await openFloorSocket(f.base, o))),
+      5 * 60_000,
+      `opening ${count} floor sockets`,
+    );
     const settled = await settledRss(settleMs, log, "floor");
     const delta = settled.rssMB - before.rssMB;
     return {
-      count, objects: count / PER_USER, baselineRssMB: before.rssMB, rssMB: settled.rssMB, deltaMB: delta,
-      rssPerSocketKB: Math.round((delta * 1024) / count * 10) / 10, extensions: socks[0]?.ws.extensions ?? "", compatibilityFlags: f.compatibilityFlags,
+      count,
+      objects: count / PER_USER,
+      baselineRssMB: before.rssMB,
+      rssMB: settled.rssMB,
+      deltaMB: delta,
+      rssPerSocketKB: Math.round(((delta * 1024) / count) * 10) / 10,
+      extensions: socks[0]?.ws.extensions ?? "",
+      compatibilityFlags: f.compatibilityFlags,
     };
   } finally {
     await closeAll(socks);
@@ -83,25 +105,31 @@ export async function run(rt, { quick = false, log = () => {} } = {}) {
       const level = fits >= wanted ? wanted : Math.max(socks.length, Math.floor(fits / 500) * 500);
       if (level < wanted) {
         capped = { wanted, reached: level, workerdFdLimit: w.limit, workerdFdsBefore: w.fds, fdsPerConnection: 2 };
-        log(`sockets: capping ${wanted} to ${level}: workerd has ${w.fds} of ${w.limit} descriptors open and takes 2 per connection (more than ${fits} would crash it on accept())`);
+        log(
+          `sockets: capping ${wanted} to ${level}: workerd has ${w.fds} of ${w.limit} descriptors open and takes 2 per connection (more than ${fits} would crash it on accept())`,
+        );
       }
       const slots = [];
       for (let i = socks.length; i < level; i++) slots.push(`bench-sock-${Math.floor(i / PER_USER)}`);
       log(`sockets: opening ${slots.length} more (to ${level}, ${Math.ceil(level / PER_USER)} users × ${PER_USER})`);
       const t0 = nowMs();
       const connectMs = [];
-      await within(pool(slots, 32, async (u) => {
-        const t = nowMs();
-        try {
-          const s = await openFeed(base, u, { timeoutMs: 30_000 });
-          connectMs.push(nowMs() - t);
-          s.closed.then(() => closedEarly++);
-          socks.push(s);
-        } catch (err) {
-          // Counted and reported; one refused socket does not end the measurement.
-          if (openErrors++ === 0) firstError = String(err?.message ?? err);
-        }
-      }), 5 * 60_000, `opening ${slots.length} sockets`);
+      await within(
+        pool(slots, 32, async (u) => {
+          const t = nowMs();
+          try {
+            const s = await openFeed(base, u, { timeoutMs: 30_000 });
+            connectMs.push(nowMs() - t);
+            s.closed.then(() => closedEarly++);
+            socks.push(s);
+          } catch (err) {
+            // Counted and reported; one refused socket does not end the measurement.
+            if (openErrors++ === 0) firstError = String(err?.message ?? err);
+          }
+        }),
+        5 * 60_000,
+        `opening ${slots.length} sockets`,
+      );
       if (openErrors) log(`sockets: ${openErrors} socket(s) could not be opened so far, first: ${firstError}`);
       const openSeconds = (nowMs() - t0) / 1000;
       const activeRss = workerdRssMB();
@@ -110,9 +138,17 @@ export async function run(rt, { quick = false, log = () => {} } = {}) {
       const delta = settled.rssMB - before.rssMB;
       const fds = (await workerdFds())[0];
       out.push({
-        count: socks.length, wanted, users: Math.ceil(socks.length / PER_USER), workerdFds: fds?.fds ?? null, rssMB: settled.rssMB, rssRightAfterOpeningMB: activeRss, settleSeconds: settleFor(li) / 1000,
-        deltaMB: delta, rssPerSocketKB: Math.round((delta * 1024) / socks.length * 10) / 10,
-        openSeconds: Math.round(openSeconds * 10) / 10, connectMs: stats(connectMs),
+        count: socks.length,
+        wanted,
+        users: Math.ceil(socks.length / PER_USER),
+        workerdFds: fds?.fds ?? null,
+        rssMB: settled.rssMB,
+        rssRightAfterOpeningMB: activeRss,
+        settleSeconds: settleFor(li) / 1000,
+        deltaMB: delta,
+        rssPerSocketKB: Math.round(((delta * 1024) / socks.length) * 10) / 10,
+        openSeconds: Math.round(openSeconds * 10) / 10,
+        connectMs: stats(connectMs),
       });
     }
 
@@ -123,27 +159,48 @@ export async function run(rt, { quick = false, log = () => {} } = {}) {
     const arrivals = [];
     const id = `sockets-probe-${Date.now()}`;
     const t0 = nowMs();
-    const got = Promise.all(probeSocks.map((s) => new Promise((resolve) => {
-      s.ws.addEventListener("message", (e) => {
-        if (typeof e.data === "string" && e.data.includes(id)) {
-          arrivals.push(nowMs() - t0);
-          resolve();
-        }
-      });
-    })));
+    const got = Promise.all(
+      probeSocks.map(
+        (s) =>
+          new Promise((resolve) => {
+            s.ws.addEventListener("message", (e) => {
+              if (typeof e.data === "string" && e.data.includes(id)) {
+                arrivals.push(nowMs() - t0);
+                resolve();
+              }
+            });
+          }),
+      ),
+    );
     const res = await sendAppEvent(base, probeUser, id, { appId: id });
-    const received = await within(got, 10_000, "probe event on every socket of one user").then(() => true, () => false);
-    log(`sockets: ${open}/${socks.length} open; probe event (HTTP ${res.status}) reached ${arrivals.length}/${probeSocks.length} sockets of ${probeUser}`);
+    const received = await within(got, 10_000, "probe event on every socket of one user").then(
+      () => true,
+      () => false,
+    );
+    log(
+      `sockets: ${open}/${socks.length} open; probe event (HTTP ${res.status}) reached ${arrivals.length}/${probeSocks.length} sockets of ${probeUser}`,
+    );
 
     const top = out[out.length - 1];
     // Where the last level had to be capped, what the wanted count would take at the measured cost per socket.
     const projected = capped ? { count: capped.wanted, rssMB: Math.round(before.rssMB + (top.deltaMB * capped.wanted) / top.count) } : null;
     return {
-      idleSockets: { count: top.count, rssMB: top.rssMB, levels: [{ count: 0, rssMB: before.rssMB, rssPerSocketKB: null }, ...out], ...(capped ? { capped, projected } : {}) },
+      idleSockets: {
+        count: top.count,
+        rssMB: top.rssMB,
+        levels: [{ count: 0, rssMB: before.rssMB, rssPerSocketKB: null }, ...out],
+        ...(capped ? { capped, projected } : {}),
+      },
       sockets: {
-        perUser: PER_USER, baselineRssMB: before.rssMB, extensions: socks[0]?.ws.extensions ?? "",
+        perUser: PER_USER,
+        baselineRssMB: before.rssMB,
+        extensions: socks[0]?.ws.extensions ?? "",
         floor: floorResult,
-        stillOpen: open, closedEarly, openErrors, firstError, probe: { status: res.status, received, sockets: probeSocks.length, arrivalAfterHibernationMs: stats(arrivals) },
+        stillOpen: open,
+        closedEarly,
+        openErrors,
+        firstError,
+        probe: { status: res.status, received, sockets: probeSocks.length, arrivalAfterHibernationMs: stats(arrivals) },
         clientRssDeltaMB: Math.round((process.memoryUsage().rss - clientBefore) / 2 ** 20),
       },
     };

@@ -24,7 +24,9 @@ export async function runBillingCron(env: Env, now: number) {
   };
   await step("notifications", () => deliverNotifications(env));
   await step("prune", async () => {
-    const r = await dbOf(env).run(sql`DELETE FROM notifications WHERE delivered_at IS NOT NULL AND delivered_at < ${now - BILLING.deliveredEventRetentionMs}`);
+    const r = await dbOf(env).run(
+      sql`DELETE FROM notifications WHERE delivered_at IS NOT NULL AND delivered_at < ${now - BILLING.deliveredEventRetentionMs}`,
+    );
     return { deleted: r.meta.changes ?? 0 };
   });
   await step("invoices", () => generateInvoices(env, previousPeriod(now), { now }));

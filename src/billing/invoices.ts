@@ -26,13 +26,22 @@ export const invoiceIdOf = (userId: string, period: string) => `inv_${period}_${
 export const INVOICE_CLOSE_DELAY_MS = BILLING.invoiceCloseDelayMs;
 
 /** Writes the missing invoices of `period` (a month that has ended), at most `limit` per call. */
-export async function generateInvoices(env: Env, period: string, opts: { now?: number; limit?: number } = {}): Promise<Result<{ period: string; created: number; remaining: boolean }>> {
+export async function generateInvoices(
+  env: Env,
+  period: string,
+  opts: { now?: number; limit?: number } = {},
+): Promise<Result<{ period: string; created: number; remaining: boolean }>> {
   const bounds = periodBounds(period);
   const now = opts.now ?? Date.now();
   if (!bounds) return fail(400, "VALIDATION_FAILED", "period must be YYYY-MM.", { period });
   const closesAt = bounds.end + INVOICE_CLOSE_DELAY_MS;
   if (closesAt > now)
-    return fail(409, "PERIOD_NOT_ENDED", `The month ${period} has not closed yet; its invoices are written from ${new Date(closesAt).toISOString()} (${INVOICE_CLOSE_DELAY_MS / 60_000} minutes after it ends).`, { period, closesAt: new Date(closesAt).toISOString() });
+    return fail(
+      409,
+      "PERIOD_NOT_ENDED",
+      `The month ${period} has not closed yet; its invoices are written from ${new Date(closesAt).toISOString()} (${INVOICE_CLOSE_DELAY_MS / 60_000} minutes after it ends).`,
+      { period, closesAt: new Date(closesAt).toISOString() },
+    );
   const limit = opts.limit ?? BILLING.invoiceAccountsPerRun;
   const db = dbOf(env);
   // Users with ledger activity in the month and no invoice for it yet.
@@ -45,7 +54,9 @@ export async function generateInvoices(env: Env, period: string, opts: { now?: n
   // Counted from what was written: a concurrent run may have written some of them first.
   let created = 0;
   for (const u of users) {
-    const opening = await db.get<{ total: number | null }>(sql`SELECT SUM(amount) AS total FROM ledger WHERE user_id = ${u.user_id} AND created_at < ${bounds.start}`);
+    const opening = await db.get<{ total: number | null }>(
+      sql`SELECT SUM(amount) AS total FROM ledger WHERE user_id = ${u.user_id} AND created_at < ${bounds.start}`,
+    );
     const lines = await db.all<LedgerLine>(sql`
       SELECT kind, SUM(amount) AS amount FROM ledger WHERE user_id = ${u.user_id} AND created_at >= ${bounds.start} AND created_at < ${bounds.end}
       GROUP BY kind, amount >= 0`);
@@ -55,27 +66,55 @@ export async function generateInvoices(env: Env, period: string, opts: { now?: n
     const totals = invoiceTotals(opening?.total ?? 0, lines);
     const invoiceId = invoiceIdOf(u.user_id, period);
     const row: Invoice = {
-      invoiceId, userId: u.user_id, period, periodStart: bounds.start, periodEnd: bounds.end, currency: u.currency, ...totals,
-      usageCount: usage?.n ?? 0, usageSeconds: usage?.seconds ?? 0, createdAt: Date.now(),
+      invoiceId,
+      userId: u.user_id,
+      period,
+      periodStart: bounds.start,
+      periodEnd: bounds.end,
+      currency: u.currency,
+      ...totals,
+      usageCount: usage?.n ?? 0,
+      usageSeconds: usage?.seconds ?? 0,
+      createdAt: Date.now(),
     };
     const data = {
-      invoiceId, period, currency: row.currency, charges: row.charges, credits: row.credits, debits: row.debits,
-      openingBalance: row.openingBalance, closingBalance: row.closingBalance, usageCount: row.usageCount, usageSeconds: row.usageSeconds,
+      invoiceId,
+      period,
+      currency: row.currency,
+      charges: row.charges,
+      credits: row.credits,
+      debits: row.debits,
+      openingBalance: row.openingBalance,
+      closingBalance: row.closingBalance,
+      usageCount: row.usageCount,
+      usageSeconds: row.usageSeconds,
     };
     const [inserted] = await env.DB.batch([
       stmt(env.DB, db.insert(invoices).values(row).onConflictDoNothing()),
-      stmt(env.DB, sql`INSERT INTO notifications (key, user_id, type, data, created_at)
+      stmt(
+        env.DB,
+        sql`INSERT INTO notifications (key, user_id, type, data, created_at)
         VALUES (${`billing.invoice_generated:${invoiceId}`}, ${u.user_id}, 'billing.invoice_generated', ${JSON.stringify(data)}, ${row.createdAt})
-        ON CONFLICT (key) DO NOTHING`),
+        ON CONFLICT (key) DO NOTHING`,
+      ),
     ]);
     if ((inserted?.meta.changes ?? 0) > 0) created++;
   }
-  if (users.length) await deliverNotifications(env, users.map((u) => u.user_id));
+  if (users.length)
+    await deliverNotifications(
+      env,
+      users.map((u) => u.user_id),
+    );
   return ok({ period, created, remaining: due.length > limit });
 }
 
 export async function invoicesOf(env: Env, userId: string): Promise<Invoice[]> {
-  return dbOf(env).select().from(invoices).where(eq(invoices.userId, userId)).orderBy(sql`${invoices.period} DESC`).limit(120);
+  return dbOf(env)
+    .select()
+    .from(invoices)
+    .where(eq(invoices.userId, userId))
+    .orderBy(sql`${invoices.period} DESC`)
+    .limit(120);
 }
 
 export async function invoiceById(env: Env, invoiceId: string): Promise<Invoice | null> {

@@ -60,33 +60,51 @@ export interface Funds extends Rates {
  */
 export function entryStatements(d1: D1Database, e: Entry): D1PreparedStatement[] {
   return [
-    stmt(d1, sql`INSERT INTO ledger (entry_id, user_id, kind, amount, balance_after, allocation_id, plan_id, reference, memo, created_at)
+    stmt(
+      d1,
+      sql`INSERT INTO ledger (entry_id, user_id, kind, amount, balance_after, allocation_id, plan_id, reference, memo, created_at)
       SELECT ${e.entryId}, a.user_id, ${e.kind}, ${e.amount}, a.balance + ${e.amount}, ${e.allocationId ?? null}, ${e.planId ?? null},
              ${e.reference ?? null}, ${e.memo ?? null}, ${e.at}
       FROM accounts a WHERE a.user_id = ${e.userId}
-      ON CONFLICT (entry_id) DO NOTHING`),
+      ON CONFLICT (entry_id) DO NOTHING`,
+    ),
     // Only the user's own row moves their balance: an entry id reused for another user (a
     // duplicate report naming someone else) finds the first user's row and must not copy it.
-    stmt(d1, sql`UPDATE accounts SET balance = l.balance_after, last_seq = l.seq, updated_at = ${e.at}
+    stmt(
+      d1,
+      sql`UPDATE accounts SET balance = l.balance_after, last_seq = l.seq, updated_at = ${e.at}
       FROM (SELECT seq, balance_after, user_id FROM ledger WHERE entry_id = ${e.entryId}) AS l
-      WHERE accounts.user_id = ${e.userId} AND l.user_id = accounts.user_id AND l.seq > accounts.last_seq`),
-    stmt(d1, sql`INSERT INTO notifications (key, user_id, type, data, created_at)
+      WHERE accounts.user_id = ${e.userId} AND l.user_id = accounts.user_id AND l.seq > accounts.last_seq`,
+    ),
+    stmt(
+      d1,
+      sql`INSERT INTO notifications (key, user_id, type, data, created_at)
       SELECT 'low_balance:' || l.seq, l.user_id, 'billing.low_balance',
              json_object('balance', l.balance_after, 'threshold', p.low_balance_threshold, 'currency', p.currency, 'entryId', l.entry_id),
              ${e.at}
       FROM ledger l JOIN accounts a ON a.user_id = l.user_id JOIN pricing_plans p ON p.plan_id = a.plan_id
       WHERE l.entry_id = ${e.entryId} AND a.last_seq = l.seq AND l.amount < 0
         AND l.balance_after < p.low_balance_threshold AND l.balance_after - l.amount >= p.low_balance_threshold
-      ON CONFLICT (key) DO NOTHING`),
+      ON CONFLICT (key) DO NOTHING`,
+    ),
   ];
 }
 
 /** An event about `entryId` for the user's feed, written in the same batch as the entry. */
-export function entryNotification(d1: D1Database, entryId: string, type: string, data: Record<string, unknown>, at: number): D1PreparedStatement {
-  return stmt(d1, sql`INSERT INTO notifications (key, user_id, type, data, created_at)
+export function entryNotification(
+  d1: D1Database,
+  entryId: string,
+  type: string,
+  data: Record<string, unknown>,
+  at: number,
+): D1PreparedStatement {
+  return stmt(
+    d1,
+    sql`INSERT INTO notifications (key, user_id, type, data, created_at)
     SELECT ${`${type}:${entryId}`}, l.user_id, ${type}, json_set(${JSON.stringify(data)}, '$.newBalance', l.balance_after), ${at}
     FROM ledger l WHERE l.entry_id = ${entryId}
-    ON CONFLICT (key) DO NOTHING`);
+    ON CONFLICT (key) DO NOTHING`,
+  );
 }
 
 // Read on every allocate and extend: raw SQL (one prepared statement, no query builder).
@@ -96,13 +114,20 @@ const FUNDS_SELECT = `SELECT a.user_id AS userId, a.balance AS balance, a.plan_i
   FROM accounts a JOIN pricing_plans p ON p.plan_id = a.plan_id WHERE a.user_id IN `;
 
 /** Funds of several users; opens accounts (with starting credit) for those who have none yet. */
-export async function fundsOf(db: Db, env: Pick<Env, "DB" | "DEFAULT_PRICING_PLAN">, userIds: string[], now = Date.now()): Promise<Map<string, Funds>> {
+export async function fundsOf(
+  db: Db,
+  env: Pick<Env, "DB" | "DEFAULT_PRICING_PLAN">,
+  userIds: string[],
+  now = Date.now(),
+): Promise<Map<string, Funds>> {
   const out = new Map<string, Funds>();
   const read = async (ids: string[]) => {
     // D1 binds at most 100 parameters per statement.
     for (let i = 0; i < ids.length; i += 90) {
       const chunk = ids.slice(i, i + 90);
-      const { results } = await env.DB.prepare(`${FUNDS_SELECT}(${chunk.map(() => "?").join(",")})`).bind(...chunk).all<Funds>();
+      const { results } = await env.DB.prepare(`${FUNDS_SELECT}(${chunk.map(() => "?").join(",")})`)
+        .bind(...chunk)
+        .all<Funds>();
       for (const r of results) out.set(r.userId, r);
     }
   };
@@ -123,18 +148,35 @@ export async function fundsFor(db: Db, env: Pick<Env, "DB" | "DEFAULT_PRICING_PL
 }
 
 /** Opens accounts on the default pricing plan with its starting credit (idempotent). */
-export async function openAccounts(db: Db, env: Pick<Env, "DB" | "DEFAULT_PRICING_PLAN">, userIds: string[], now = Date.now()): Promise<void> {
+export async function openAccounts(
+  db: Db,
+  env: Pick<Env, "DB" | "DEFAULT_PRICING_PLAN">,
+  userIds: string[],
+  now = Date.now(),
+): Promise<void> {
   const planId = defaultPricingPlan(env);
   const [plan] = await db.select().from(pricingPlans).where(eq(pricingPlans.planId, planId));
   if (!plan) throw new Error(`default pricing plan "${planId}" does not exist; apply the D1 migrations or set DEFAULT_PRICING_PLAN`);
   const statements = userIds.flatMap((userId) => [
-    stmt(env.DB, db.insert(accounts).values({ userId, planId, balance: 0, lastSeq: 0, reconciledThrough: now, createdAt: now, updatedAt: now }).onConflictDoNothing()),
-    ...entryStatements(env.DB, { entryId: `starting_credit:${userId}`, userId, kind: "starting_credit", amount: plan.startingCredit, planId, memo: "Starting credit", at: now }),
+    stmt(
+      env.DB,
+      db
+        .insert(accounts)
+        .values({ userId, planId, balance: 0, lastSeq: 0, reconciledThrough: now, createdAt: now, updatedAt: now })
+        .onConflictDoNothing(),
+    ),
+    ...entryStatements(env.DB, {
+      entryId: `starting_credit:${userId}`,
+      userId,
+      kind: "starting_credit",
+      amount: plan.startingCredit,
+      planId,
+      memo: "Starting credit",
+      at: now,
+    }),
   ]);
   for (let i = 0; i < statements.length; i += 400) await env.DB.batch(statements.slice(i, i + 400));
 }
-
-
 
 // ---- credits and adjustments -------------------------------------------------------------------
 
@@ -172,7 +214,14 @@ export async function bookEntry(
   // Also when there is no event of its own: a debit may have crossed the low-balance threshold.
   await deliverNotifications(env, [e.userId]);
   if (!row || row.userId !== e.userId || row.amount !== e.amount) return { conflict: true, entryId: e.entryId };
-  return { userId: e.userId, entryId: e.entryId, amount: row.amount, balanceAfter: row.balanceAfter, currency: funds.currency, duplicate: (results[0]?.meta.changes ?? 0) === 0 };
+  return {
+    userId: e.userId,
+    entryId: e.entryId,
+    amount: row.amount,
+    balanceAfter: row.balanceAfter,
+    currency: funds.currency,
+    duplicate: (results[0]?.meta.changes ?? 0) === 0,
+  };
 }
 
 /**

@@ -41,7 +41,18 @@ const COMPARED = ["deviceId", "durationSeconds", "cpuCores", "memoryMB", "storag
 export async function reconcileUser(env: Env, userId: string, from: number, to: number, heal: boolean): Promise<UserReconciliation> {
   const db = dbOf(env);
   const stub = env.USER_QUOTA.getByName(userId);
-  const report: UserReconciliation = { userId, from, to, checked: 0, missingUsage: [], missingCharges: [], mismatched: [], healed: 0, stillMissing: [], balanceDrift: null };
+  const report: UserReconciliation = {
+    userId,
+    from,
+    to,
+    checked: 0,
+    missingUsage: [],
+    missingCharges: [],
+    mismatched: [],
+    healed: 0,
+    stillMissing: [],
+    balanceDrift: null,
+  };
   const toHeal: UsageRecord[] = [];
   let after: string | undefined;
   do {
@@ -50,8 +61,12 @@ export async function reconcileUser(env: Env, userId: string, from: number, to: 
     const ids = page.records.map((r) => r.allocationId);
     if (!ids.length) break;
     report.checked += ids.length;
-    const stored = new Map((await db.select().from(usageRecords).where(inArray(usageRecords.allocationId, ids))).map((u) => [u.allocationId, u]));
-    const charged = new Set((await db.select({ id: ledger.allocationId }).from(ledger).where(inArray(ledger.allocationId, ids))).map((c) => c.id));
+    const stored = new Map(
+      (await db.select().from(usageRecords).where(inArray(usageRecords.allocationId, ids))).map((u) => [u.allocationId, u]),
+    );
+    const charged = new Set(
+      (await db.select({ id: ledger.allocationId }).from(ledger).where(inArray(ledger.allocationId, ids))).map((c) => c.id),
+    );
     for (const r of page.records) {
       const u = stored.get(r.allocationId);
       if (!u) {
@@ -59,7 +74,8 @@ export async function reconcileUser(env: Env, userId: string, from: number, to: 
         toHeal.push(r);
         continue;
       }
-      for (const f of COMPARED) if (u[f] !== r[f]) report.mismatched.push({ allocationId: r.allocationId, field: f, expected: r[f], recorded: u[f] });
+      for (const f of COMPARED)
+        if (u[f] !== r[f]) report.mismatched.push({ allocationId: r.allocationId, field: f, expected: r[f], recorded: u[f] });
       if (!charged.has(r.allocationId)) {
         report.missingCharges.push(r.allocationId);
         // Charge what was recorded (the usage row is what the user sees in reports).
@@ -78,7 +94,8 @@ export async function reconcileUser(env: Env, userId: string, from: number, to: 
   }
   const sums = await db.get<{ balance: number | null; total: number | null }>(sql`
     SELECT (SELECT balance FROM accounts WHERE user_id = ${userId}) AS balance, (SELECT SUM(amount) FROM ledger WHERE user_id = ${userId}) AS total`);
-  if (sums && sums.balance !== null && sums.balance !== (sums.total ?? 0)) report.balanceDrift = { balance: sums.balance, ledgerSum: sums.total ?? 0 };
+  if (sums && sums.balance !== null && sums.balance !== (sums.total ?? 0))
+    report.balanceDrift = { balance: sums.balance, ledgerSum: sums.total ?? 0 };
   return report;
 }
 
@@ -106,7 +123,10 @@ export interface ReconcileRun {
  * Otherwise (the cron): the accounts checked longest ago, each from its watermark (minus an
  * overlap) to `to` (default `now − grace`), advancing the watermark, never past `now − grace`.
  */
-export async function reconcile(env: Env, opts: { userId?: string; from?: number; to?: number; heal?: boolean; now?: number; limit?: number } = {}): Promise<ReconcileRun> {
+export async function reconcile(
+  env: Env,
+  opts: { userId?: string; from?: number; to?: number; heal?: boolean; now?: number; limit?: number } = {},
+): Promise<ReconcileRun> {
   const db = dbOf(env);
   const now = opts.now ?? Date.now();
   const to = opts.to ?? now - BILLING.reconcileGraceMs;
@@ -120,15 +140,23 @@ export async function reconcile(env: Env, opts: { userId?: string; from?: number
     // would come first every time and the rest would never be checked.
     let after = "";
     for (;;) {
-      const page = await db.select({ userId: accounts.userId }).from(accounts).where(gt(accounts.userId, after)).orderBy(asc(accounts.userId)).limit(100);
+      const page = await db
+        .select({ userId: accounts.userId })
+        .from(accounts)
+        .where(gt(accounts.userId, after))
+        .orderBy(asc(accounts.userId))
+        .limit(100);
       for (const a of page) reports.push(await reconcileUser(env, a.userId, opts.from, to, heal));
       if (page.length < 100) break;
       after = page[page.length - 1]!.userId;
     }
   } else {
     const limit = opts.limit ?? BILLING.reconcileAccountsPerRun;
-    const due = await db.select({ userId: accounts.userId, through: accounts.reconciledThrough }).from(accounts)
-      .orderBy(asc(accounts.reconciledThrough), asc(accounts.userId)).limit(limit + 1);
+    const due = await db
+      .select({ userId: accounts.userId, through: accounts.reconciledThrough })
+      .from(accounts)
+      .orderBy(asc(accounts.reconciledThrough), asc(accounts.userId))
+      .limit(limit + 1);
     remaining = due.length > limit;
     // A watermark says "everything that ended before it is booked"; allocations that end within
     // the grace may not be known to their user's object yet, so an explicit later `to` is checked
@@ -139,16 +167,27 @@ export async function reconcile(env: Env, opts: { userId?: string; from?: number
       const r = await reconcileUser(env, a.userId, from, to, heal);
       reports.push(r);
       // The watermark moves only when nothing is left unbooked, so a failed heal is retried next run.
-      if (r.stillMissing.length === 0) await db.update(accounts).set({ reconciledThrough: Math.max(a.through, through) }).where(eq(accounts.userId, a.userId));
+      if (r.stillMissing.length === 0)
+        await db
+          .update(accounts)
+          .set({ reconciledThrough: Math.max(a.through, through) })
+          .where(eq(accounts.userId, a.userId));
     }
   }
   const resolved = await db.run(sql`UPDATE failed_usage SET status = 'resolved', resolved_at = ${now}
     WHERE status IN ('failed', 'invalid') AND allocation_id IN (SELECT allocation_id FROM usage_records)`);
   const sum = (f: (r: UserReconciliation) => number) => reports.reduce((n, r) => n + f(r), 0);
   const run: ReconcileRun = {
-    from: opts.from ?? null, to, users: reports.length, checked: sum((r) => r.checked),
-    missingUsage: sum((r) => r.missingUsage.length), missingCharges: sum((r) => r.missingCharges.length), mismatched: sum((r) => r.mismatched.length),
-    healed: sum((r) => r.healed), stillMissing: sum((r) => r.stillMissing.length), balanceDrift: sum((r) => (r.balanceDrift ? 1 : 0)),
+    from: opts.from ?? null,
+    to,
+    users: reports.length,
+    checked: sum((r) => r.checked),
+    missingUsage: sum((r) => r.missingUsage.length),
+    missingCharges: sum((r) => r.missingCharges.length),
+    mismatched: sum((r) => r.mismatched.length),
+    healed: sum((r) => r.healed),
+    stillMissing: sum((r) => r.stillMissing.length),
+    balanceDrift: sum((r) => (r.balanceDrift ? 1 : 0)),
     resolvedDeadLetters: resolved.meta.changes ?? 0,
     differences: reports.filter((r) => r.missingUsage.length || r.missingCharges.length || r.mismatched.length || r.balanceDrift),
     remaining,
@@ -166,20 +205,29 @@ const SAMPLE_IDS = 5;
  */
 async function tellOperators(env: Env, run: ReconcileRun): Promise<void> {
   const fingerprint = run.differences.map((d) => [
-    d.userId, d.missingUsage, d.missingCharges, d.mismatched.map((m) => `${m.allocationId}.${m.field}`), d.balanceDrift && [d.balanceDrift.balance, d.balanceDrift.ledgerSum],
+    d.userId,
+    d.missingUsage,
+    d.missingCharges,
+    d.mismatched.map((m) => `${m.allocationId}.${m.field}`),
+    d.balanceDrift && [d.balanceDrift.balance, d.balanceDrift.ledgerSum],
     d.stillMissing, // a dry run and the run that heals the same records are two pieces of news
   ]);
   const digest = new Uint8Array(await crypto.subtle.digest("SHA-256", new TextEncoder().encode(JSON.stringify(fingerprint))));
   const key = `reconcile:${[...digest.slice(0, 16)].map((b) => b.toString(16).padStart(2, "0")).join("")}`;
   const from = run.from ?? Math.min(...run.differences.map((d) => d.from));
   await notifyOperators(env, key, "billing.reconcile_differences", "", {
-    from: new Date(from).toISOString(), to: new Date(run.to).toISOString(),
+    from: new Date(from).toISOString(),
+    to: new Date(run.to).toISOString(),
     differences: run.missingUsage + run.missingCharges + run.mismatched + run.balanceDrift,
     healed: run.healed,
     sample: run.differences.slice(0, SAMPLE_USERS).map((d) => ({
       userId: d.userId,
-      missingUsage: d.missingUsage.slice(0, SAMPLE_IDS), missingCharges: d.missingCharges.slice(0, SAMPLE_IDS), mismatched: d.mismatched.slice(0, SAMPLE_IDS),
-      healed: d.healed, stillMissing: d.stillMissing.length, balanceDrift: d.balanceDrift,
+      missingUsage: d.missingUsage.slice(0, SAMPLE_IDS),
+      missingCharges: d.missingCharges.slice(0, SAMPLE_IDS),
+      mismatched: d.mismatched.slice(0, SAMPLE_IDS),
+      healed: d.healed,
+      stillMissing: d.stillMissing.length,
+      balanceDrift: d.balanceDrift,
     })),
   });
 }

@@ -18,7 +18,6 @@ export interface UsageReportOptions {
 
 const iso = (t: number) => new Date(t).toISOString();
 
-
 export async function usageReport(env: Env, by: { userId: string } | { deviceId: string }, o: UsageReportOptions) {
   const db = dbOf(env);
   const { from, to } = o;
@@ -30,8 +29,19 @@ export async function usageReport(env: Env, by: { userId: string } | { deviceId:
   const limit = Math.min(o.limit ?? PAGING.defaultLimit, PAGING.maxLimit);
   const [cAt, cId] = decodeCursor(o.cursor);
   const rows = await db.all<{
-    allocation_id: string; device_id: string; user_id: string; tenant_id: string | null; duration_seconds: number; cpu_cores: number;
-    memory_mb: number; storage_mb: number; allocated_at: number; released_at: number; reason: string; source: string; amount: number | null;
+    allocation_id: string;
+    device_id: string;
+    user_id: string;
+    tenant_id: string | null;
+    duration_seconds: number;
+    cpu_cores: number;
+    memory_mb: number;
+    storage_mb: number;
+    allocated_at: number;
+    released_at: number;
+    reason: string;
+    source: string;
+    amount: number | null;
   }>(sql`
     SELECT u.*, l.amount FROM usage_records u LEFT JOIN ledger l ON l.allocation_id = u.allocation_id
     WHERE ${who} AND u.released_at >= ${from} AND u.released_at < ${to}
@@ -45,11 +55,26 @@ export async function usageReport(env: Env, by: { userId: string } | { deviceId:
     from: iso(from),
     to: iso(to),
     currency: BILLING.currency,
-    totals: { records: totals?.records ?? 0, durationSeconds: seconds, deviceHours: Math.round((seconds / 3600) * 1000) / 1000, charges: totals?.charges ?? 0 },
+    totals: {
+      records: totals?.records ?? 0,
+      durationSeconds: seconds,
+      deviceHours: Math.round((seconds / 3600) * 1000) / 1000,
+      charges: totals?.charges ?? 0,
+    },
     items: page.map((r) => ({
-      allocationId: r.allocation_id, deviceId: r.device_id, userId: r.user_id, tenantId: r.tenant_id, durationSeconds: r.duration_seconds,
-      cpuCores: r.cpu_cores, memoryMB: r.memory_mb, storageMB: r.storage_mb, allocatedAt: iso(r.allocated_at), releasedAt: iso(r.released_at),
-      reason: r.reason, source: r.source, charge: r.amount === null ? null : -r.amount,
+      allocationId: r.allocation_id,
+      deviceId: r.device_id,
+      userId: r.user_id,
+      tenantId: r.tenant_id,
+      durationSeconds: r.duration_seconds,
+      cpuCores: r.cpu_cores,
+      memoryMB: r.memory_mb,
+      storageMB: r.storage_mb,
+      allocatedAt: iso(r.allocated_at),
+      releasedAt: iso(r.released_at),
+      reason: r.reason,
+      source: r.source,
+      charge: r.amount === null ? null : -r.amount,
     })),
     nextCursor: rows.length > limit && last ? encodeCursor(last.released_at, last.allocation_id) : null,
   };
@@ -60,11 +85,15 @@ export async function usageReport(env: Env, by: { userId: string } | { deviceId:
 export async function listFailedUsage(env: Env, o: { status?: string; cursor?: string; limit?: number }) {
   const limit = Math.min(o.limit ?? PAGING.defaultLimit, PAGING.maxLimit);
   const [cAt, cId] = decodeCursor(o.cursor);
-  const rows = await dbOf(env).select().from(failedUsage)
-    .where(and(
-      o.status ? eq(failedUsage.status, o.status) : undefined,
-      or(lt(failedUsage.lastFailedAt, cAt), and(eq(failedUsage.lastFailedAt, cAt), lt(failedUsage.allocationId, cId))),
-    ))
+  const rows = await dbOf(env)
+    .select()
+    .from(failedUsage)
+    .where(
+      and(
+        o.status ? eq(failedUsage.status, o.status) : undefined,
+        or(lt(failedUsage.lastFailedAt, cAt), and(eq(failedUsage.lastFailedAt, cAt), lt(failedUsage.allocationId, cId))),
+      ),
+    )
     .orderBy(desc(failedUsage.lastFailedAt), desc(failedUsage.allocationId))
     .limit(limit + 1);
   const page = rows.slice(0, limit);
@@ -83,13 +112,20 @@ export async function replayFailedUsage(env: Env, sel: { allocationIds?: string[
   const db = dbOf(env);
   const rows = sel.allocationIds
     ? await db.select().from(failedUsage).where(inArray(failedUsage.allocationId, sel.allocationIds))
-    // Failed ones first: invalid ones cannot succeed unchanged, and more than a batch of them
-    // must not hide a bookable record from `all` for ever.
-    : await db.select().from(failedUsage).where(inArray(failedUsage.status, ["failed", "invalid"]))
-      .orderBy(sql`CASE ${failedUsage.status} WHEN 'failed' THEN 0 ELSE 1 END`, failedUsage.firstFailedAt).limit(BILLING.maxUsageBatch);
+    : // Failed ones first: invalid ones cannot succeed unchanged, and more than a batch of them
+      // must not hide a bookable record from `all` for ever.
+      await db
+        .select()
+        .from(failedUsage)
+        .where(inArray(failedUsage.status, ["failed", "invalid"]))
+        .orderBy(sql`CASE ${failedUsage.status} WHEN 'failed' THEN 0 ELSE 1 END`, failedUsage.firstFailedAt)
+        .limit(BILLING.maxUsageBatch);
   const found = new Set(rows.map((r) => r.allocationId));
-  const results: (UsageOutcome | { allocationId: string; status: "not_found" | "invalid" | "already_done"; error?: string })[] =
-    (sel.allocationIds ?? []).filter((id) => !found.has(id)).map((allocationId) => ({ allocationId, status: "not_found" as const }));
+  const results: (UsageOutcome | { allocationId: string; status: "not_found" | "invalid" | "already_done"; error?: string })[] = (
+    sel.allocationIds ?? []
+  )
+    .filter((id) => !found.has(id))
+    .map((allocationId) => ({ allocationId, status: "not_found" as const }));
   const records: UsageRecord[] = [];
   for (const r of rows) {
     if (r.status === "replayed" || r.status === "resolved") {
@@ -98,13 +134,23 @@ export async function replayFailedUsage(env: Env, sel: { allocationIds?: string[
     }
     const parsed = UsageRecordMessage.safeParse(safeJson(r.record));
     if (parsed.success) records.push(parsed.data);
-    else results.push({ allocationId: r.allocationId, status: "invalid", error: parsed.error.issues.map((i) => `${i.path.join(".")}: ${i.message}`).join("; ") });
+    else
+      results.push({
+        allocationId: r.allocationId,
+        status: "invalid",
+        error: parsed.error.issues.map((i) => `${i.path.join(".")}: ${i.message}`).join("; "),
+      });
   }
   const outcomes = await applyUsage(env, records, "replay");
   const now = Date.now();
   const done = outcomes.filter((o) => o.status !== "failed").map((o) => o.allocationId);
   if (done.length) await db.update(failedUsage).set({ status: "replayed", resolvedAt: now }).where(inArray(failedUsage.allocationId, done));
-  for (const o of outcomes) if (o.status === "failed") await db.update(failedUsage).set({ error: o.error, lastFailedAt: now, attempts: sql`${failedUsage.attempts} + 1` }).where(eq(failedUsage.allocationId, o.allocationId));
+  for (const o of outcomes)
+    if (o.status === "failed")
+      await db
+        .update(failedUsage)
+        .set({ error: o.error, lastFailedAt: now, attempts: sql`${failedUsage.attempts} + 1` })
+        .where(eq(failedUsage.allocationId, o.allocationId));
   results.push(...outcomes);
   const remaining = await db.get<{ n: number }>(sql`SELECT COUNT(*) AS n FROM failed_usage WHERE status IN ('failed', 'invalid')`);
   return {

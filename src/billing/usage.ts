@@ -17,16 +17,46 @@ export type UsageOutcome =
   | { allocationId: string; status: "duplicate" }
   | { allocationId: string; status: "failed"; error: string };
 
-function statementsFor(db: Db, d1: D1Database, r: UsageRecord, amount: number, planId: string, source: UsageSource, now: number): D1PreparedStatement[] {
+function statementsFor(
+  db: Db,
+  d1: D1Database,
+  r: UsageRecord,
+  amount: number,
+  planId: string,
+  source: UsageSource,
+  now: number,
+): D1PreparedStatement[] {
   return [
-    stmt(d1, db.insert(usageRecords).values({
-      allocationId: r.allocationId, deviceId: r.deviceId, userId: r.userId, tenantId: r.tenantId ?? null,
-      durationSeconds: r.durationSeconds, cpuCores: r.cpuCores, memoryMB: r.memoryMB, storageMB: r.storageMB,
-      allocatedAt: r.allocatedAt, releasedAt: r.releasedAt, reason: r.reason, receivedAt: now, source,
-    }).onConflictDoNothing()),
+    stmt(
+      d1,
+      db
+        .insert(usageRecords)
+        .values({
+          allocationId: r.allocationId,
+          deviceId: r.deviceId,
+          userId: r.userId,
+          tenantId: r.tenantId ?? null,
+          durationSeconds: r.durationSeconds,
+          cpuCores: r.cpuCores,
+          memoryMB: r.memoryMB,
+          storageMB: r.storageMB,
+          allocatedAt: r.allocatedAt,
+          releasedAt: r.releasedAt,
+          reason: r.reason,
+          receivedAt: now,
+          source,
+        })
+        .onConflictDoNothing(),
+    ),
     ...entryStatements(d1, {
-      entryId: `charge:${r.allocationId}`, userId: r.userId, kind: "charge", amount: -amount, allocationId: r.allocationId, planId,
-      memo: memoOf(r), at: now,
+      entryId: `charge:${r.allocationId}`,
+      userId: r.userId,
+      kind: "charge",
+      amount: -amount,
+      allocationId: r.allocationId,
+      planId,
+      memo: memoOf(r),
+      at: now,
     }),
   ];
 }
@@ -37,18 +67,31 @@ function statementsFor(db: Db, d1: D1Database, r: UsageRecord, amount: number, p
  * in its own batch, so one bad record never holds the others back. Throws only when the
  * accounts cannot be read at all (the caller retries everything).
  */
-export async function applyUsage(env: Env, all: UsageRecord[], source: UsageSource, opts: { notify?: boolean } = {}): Promise<UsageOutcome[]> {
+export async function applyUsage(
+  env: Env,
+  all: UsageRecord[],
+  source: UsageSource,
+  opts: { notify?: boolean } = {},
+): Promise<UsageOutcome[]> {
   if (all.length === 0) return [];
   const db = dbOf(env);
   const now = Date.now();
   // Records already booked (usage and charge) are duplicates: answered without touching
   // anything, so a redelivery neither opens an account nor costs a write. So is a second
   // copy of a record within the same call.
-  const booked = await bookedOf(env.DB, all.map((r) => r.allocationId));
+  const booked = await bookedOf(
+    env.DB,
+    all.map((r) => r.allocationId),
+  );
   const seen = new Set<string>();
   const records = all.filter((r) => !booked.has(r.allocationId) && !seen.has(r.allocationId) && seen.add(r.allocationId));
   if (records.length === 0) return all.map((r) => ({ allocationId: r.allocationId, status: "duplicate" }));
-  const funds = await fundsOf(db, env, records.map((r) => r.userId), now);
+  const funds = await fundsOf(
+    db,
+    env,
+    records.map((r) => r.userId),
+    now,
+  );
   const prepared = records.map((r) => {
     const f = funds.get(r.userId)!;
     return { r, amount: priceOf(f, r, r.durationSeconds), planId: f.planId };
@@ -56,7 +99,7 @@ export async function applyUsage(env: Env, all: UsageRecord[], source: UsageSour
   const outcomes = new Map<string, UsageOutcome>();
   try {
     const results = await env.DB.batch(setStatements(env.DB, prepared, source, now));
-    const inserted = new Set((results[0]?.results as { allocation_id: string }[] | undefined ?? []).map((x) => x.allocation_id));
+    const inserted = new Set(((results[0]?.results as { allocation_id: string }[] | undefined) ?? []).map((x) => x.allocation_id));
     for (const p of prepared) outcomes.set(p.r.allocationId, outcome(p, inserted.has(p.r.allocationId)));
   } catch {
     for (const p of prepared) {
@@ -64,7 +107,11 @@ export async function applyUsage(env: Env, all: UsageRecord[], source: UsageSour
         const results = await env.DB.batch(statementsFor(db, env.DB, p.r, p.amount, p.planId, source, now));
         outcomes.set(p.r.allocationId, outcome(p, changesOf(results[0]) > 0));
       } catch (err) {
-        outcomes.set(p.r.allocationId, { allocationId: p.r.allocationId, status: "failed", error: String(err).slice(0, 500) });
+        outcomes.set(p.r.allocationId, {
+          allocationId: p.r.allocationId,
+          status: "failed",
+          error: String(err).slice(0, 500),
+        });
       }
     }
   }
@@ -80,7 +127,9 @@ export async function applyUsage(env: Env, all: UsageRecord[], source: UsageSour
 }
 
 function outcome(p: { r: UsageRecord; amount: number }, inserted: boolean): UsageOutcome {
-  return inserted ? { allocationId: p.r.allocationId, status: "recorded", amount: p.amount } : { allocationId: p.r.allocationId, status: "duplicate" };
+  return inserted
+    ? { allocationId: p.r.allocationId, status: "recorded", amount: p.amount }
+    : { allocationId: p.r.allocationId, status: "duplicate" };
 }
 
 const memoOf = (r: UsageRecord) => `${r.durationSeconds}s on ${r.deviceId} (${r.reason})`;
@@ -92,20 +141,43 @@ const memoOf = (r: UsageRecord) => `${r.durationSeconds}s on ${r.deviceId} (${r.
  * entry that crossed its plan's threshold downwards. Atomic as one D1 batch. The first
  * statement returns the usage rows it inserted (the rest were booked before).
  */
-function setStatements(d1: D1Database, rows: { r: UsageRecord; amount: number; planId: string }[], source: UsageSource, now: number): D1PreparedStatement[] {
-  const json = JSON.stringify(rows.map(({ r, amount, planId }, i) => ({
-    i, a: r.allocationId, d: r.deviceId, u: r.userId, t: r.tenantId ?? null, s: r.durationSeconds, c: r.cpuCores, m: r.memoryMB, g: r.storageMB,
-    aa: r.allocatedAt, ra: r.releasedAt, re: r.reason, amt: amount, p: planId, memo: memoOf(r),
-  })));
+function setStatements(
+  d1: D1Database,
+  rows: { r: UsageRecord; amount: number; planId: string }[],
+  source: UsageSource,
+  now: number,
+): D1PreparedStatement[] {
+  const json = JSON.stringify(
+    rows.map(({ r, amount, planId }, i) => ({
+      i,
+      a: r.allocationId,
+      d: r.deviceId,
+      u: r.userId,
+      t: r.tenantId ?? null,
+      s: r.durationSeconds,
+      c: r.cpuCores,
+      m: r.memoryMB,
+      g: r.storageMB,
+      aa: r.allocatedAt,
+      ra: r.releasedAt,
+      re: r.reason,
+      amt: amount,
+      p: planId,
+      memo: memoOf(r),
+    })),
+  );
   const ids = "SELECT 'charge:' || (value->>'a') FROM json_each(?1)";
   return [
-    d1.prepare(
-      `INSERT INTO usage_records (allocation_id, device_id, user_id, tenant_id, duration_seconds, cpu_cores, memory_mb, storage_mb, allocated_at, released_at, reason, received_at, source)
+    d1
+      .prepare(
+        `INSERT INTO usage_records (allocation_id, device_id, user_id, tenant_id, duration_seconds, cpu_cores, memory_mb, storage_mb, allocated_at, released_at, reason, received_at, source)
        SELECT value->>'a', value->>'d', value->>'u', value->>'t', value->>'s', value->>'c', value->>'m', value->>'g', value->>'aa', value->>'ra', value->>'re', ?2, ?3
        FROM json_each(?1) WHERE true ON CONFLICT DO NOTHING RETURNING allocation_id`,
-    ).bind(json, now, source),
-    d1.prepare(
-      `INSERT INTO ledger (entry_id, user_id, kind, amount, balance_after, allocation_id, plan_id, reference, memo, created_at)
+      )
+      .bind(json, now, source),
+    d1
+      .prepare(
+        `INSERT INTO ledger (entry_id, user_id, kind, amount, balance_after, allocation_id, plan_id, reference, memo, created_at)
        SELECT 'charge:' || (j.value->>'a'), a.user_id, 'charge', -(j.value->>'amt'),
               a.balance - SUM(j.value->>'amt') OVER (PARTITION BY a.user_id ORDER BY j.value->>'i' ROWS UNBOUNDED PRECEDING),
               j.value->>'a', j.value->>'p', NULL, j.value->>'memo', ?2
@@ -113,22 +185,27 @@ function setStatements(d1: D1Database, rows: { r: UsageRecord; amount: number; p
        WHERE NOT EXISTS (SELECT 1 FROM ledger x WHERE x.entry_id = 'charge:' || (j.value->>'a'))
        ORDER BY j.value->>'i'
        ON CONFLICT (entry_id) DO NOTHING`,
-    ).bind(json, now),
+      )
+      .bind(json, now),
     // Only entries of the account's own user move it, and only newer ones (see entryStatements).
-    d1.prepare(
-      `UPDATE accounts SET balance = l.balance_after, last_seq = l.seq, updated_at = ?2
+    d1
+      .prepare(
+        `UPDATE accounts SET balance = l.balance_after, last_seq = l.seq, updated_at = ?2
        FROM (SELECT user_id, MAX(seq) AS seq, balance_after FROM ledger WHERE entry_id IN (${ids}) GROUP BY user_id) AS l
        WHERE accounts.user_id = l.user_id AND l.seq > accounts.last_seq`,
-    ).bind(json, now),
-    d1.prepare(
-      `INSERT INTO notifications (key, user_id, type, data, created_at)
+      )
+      .bind(json, now),
+    d1
+      .prepare(
+        `INSERT INTO notifications (key, user_id, type, data, created_at)
        SELECT 'low_balance:' || l.seq, l.user_id, 'billing.low_balance',
               json_object('balance', l.balance_after, 'threshold', p.low_balance_threshold, 'currency', p.currency, 'entryId', l.entry_id), ?2
        FROM ledger l JOIN accounts a ON a.user_id = l.user_id JOIN pricing_plans p ON p.plan_id = a.plan_id
        WHERE l.entry_id IN (${ids}) AND l.seq <= a.last_seq AND l.amount < 0
          AND l.balance_after < p.low_balance_threshold AND l.balance_after - l.amount >= p.low_balance_threshold
        ON CONFLICT (key) DO NOTHING`,
-    ).bind(json, now),
+      )
+      .bind(json, now),
   ];
 }
 
@@ -136,10 +213,13 @@ function setStatements(d1: D1Database, rows: { r: UsageRecord; amount: number; p
 async function bookedOf(d1: D1Database, ids: string[]): Promise<Set<string>> {
   const out = new Set<string>();
   if (ids.length === 0) return out;
-  const { results } = await d1.prepare(
-    `SELECT u.allocation_id AS id FROM json_each(?1) j JOIN usage_records u ON u.allocation_id = j.value
+  const { results } = await d1
+    .prepare(
+      `SELECT u.allocation_id AS id FROM json_each(?1) j JOIN usage_records u ON u.allocation_id = j.value
      WHERE EXISTS (SELECT 1 FROM ledger l WHERE l.allocation_id = u.allocation_id)`,
-  ).bind(JSON.stringify(ids)).all<{ id: string }>();
+    )
+    .bind(JSON.stringify(ids))
+    .all<{ id: string }>();
   for (const r of results) out.add(r.id);
   return out;
 }

@@ -12,7 +12,16 @@
  */
 import type { z } from "@hono/zod-openapi";
 import type {
-  AllocateBody, AllocationResult, AllocationView, BalanceView, QueueEntryView, QueueJoinBody, QuotaView, ReleaseResult, ReservationView, TicketResult,
+  AllocateBody,
+  AllocationResult,
+  AllocationView,
+  BalanceView,
+  QueueEntryView,
+  QueueJoinBody,
+  QuotaView,
+  ReleaseResult,
+  ReservationView,
+  TicketResult,
 } from "../schemas";
 import type { ExtendResult as ExtendResultSchema } from "../routes/scheduler";
 import type { PoolDevice, PoolSummary } from "../../durable-objects/DevicePool";
@@ -120,15 +129,19 @@ export class ApiClient {
     if (opts.body !== undefined) headers["Content-Type"] = "application/json";
     const qs = opts.query
       ? Object.entries(opts.query)
-        .filter(([, v]) => v !== undefined && v !== null && v !== "")
-        .map(([k, v]) => `${enc(k)}=${enc(String(v))}`)
-        .join("&")
+          .filter(([, v]) => v !== undefined && v !== null && v !== "")
+          .map(([k, v]) => `${enc(k)}=${enc(String(v))}`)
+          .join("&")
       : "";
     const url = `${this.baseUrl}${path}${qs ? `?${qs}` : ""}`;
     const fetcher = this.opts.fetch ?? ((i: string, init?: RequestInit) => fetch(i, init));
     let res: Response;
     try {
-      res = await fetcher(url, { method, headers, body: opts.body === undefined ? undefined : JSON.stringify(opts.body) });
+      res = await fetcher(url, {
+        method,
+        headers,
+        body: opts.body === undefined ? undefined : JSON.stringify(opts.body),
+      });
     } catch (err) {
       throw new ApiError(0, "NETWORK", `${method} ${path} got no answer: ${String((err as Error)?.message ?? err)}`);
     }
@@ -159,7 +172,9 @@ export class ApiClient {
     return this.request("PUT", `/scheduler/allocations/${enc(allocationId)}/extend`, { body: { additionalMinutes } });
   }
   /** A user's allocations, newest first (`userId`: admins only, for another user). */
-  allocations(q: { userId?: string; status?: "pending" | "active" | "released"; cursor?: string; limit?: number } = {}): Promise<Page<Allocation>> {
+  allocations(
+    q: { userId?: string; status?: "pending" | "active" | "released"; cursor?: string; limit?: number } = {},
+  ): Promise<Page<Allocation>> {
     return this.request("GET", "/scheduler/allocations", { query: q });
   }
 
@@ -213,7 +228,9 @@ export class ApiClient {
   adminUsers(q: { cursor?: string; limit?: number } = {}): Promise<Page<AdminUser>> {
     return this.request("GET", "/admin/users", { query: q });
   }
-  failedUsage(q: { status?: "failed" | "replayed" | "resolved" | "invalid"; cursor?: string; limit?: number } = {}): Promise<FailedUsagePage> {
+  failedUsage(
+    q: { status?: "failed" | "replayed" | "resolved" | "invalid"; cursor?: string; limit?: number } = {},
+  ): Promise<FailedUsagePage> {
     return this.request("GET", "/admin/billing/failed-usage", { query: q });
   }
   replayFailedUsage(body: { allocationIds: string[] } | { all: true }): Promise<ReplayResult> {

@@ -9,7 +9,17 @@
  *   feed.on("device.allocated", (e) => console.log(e.data.deviceId, e.data.expiresAt));
  *   await feed.start();
  */
-import { CLOSE, PING, shouldReconnect, type Envelope, type ErrorFrameData, type FeedEvent, type FeedEventType, type FeedKind, type HelloData } from "../feed/protocol";
+import {
+  CLOSE,
+  PING,
+  shouldReconnect,
+  type Envelope,
+  type ErrorFrameData,
+  type FeedEvent,
+  type FeedEventType,
+  type FeedKind,
+  type HelloData,
+} from "../feed/protocol";
 
 /** The part of a WebSocket the client uses (browser, Node and workerd sockets all fit). */
 export interface SocketLike {
@@ -170,7 +180,8 @@ export class FeedClient {
       socket = await (this.opts.connect ?? ((u: string) => new WebSocket(u) as unknown as SocketLike))(url);
     } catch (err) {
       // A refused ticket keeps the API's own words; anything else (no answer, a socket that could not open) is CONNECT_FAILED.
-      this.lastError = err instanceof TicketRefused && err.error ? err.error : { code: "CONNECT_FAILED", message: String((err as Error)?.message ?? err) };
+      this.lastError =
+        err instanceof TicketRefused && err.error ? err.error : { code: "CONNECT_FAILED", message: String((err as Error)?.message ?? err) };
       if (err instanceof TicketRefused && !err.retryable) return this.stopWith(err.status, err.message);
       return this.retry({ code: 1006, reason: this.lastError.message, reconnecting: true });
     }
@@ -201,12 +212,18 @@ export class FeedClient {
     const res = await fetcher(`${this.opts.baseUrl.replace(/\/$/, "")}/ws/ticket`, {
       method: "POST",
       headers: { Authorization: `Bearer ${token}`, "Content-Type": "application/json" },
-      body: JSON.stringify(feed === "device" ? { feed, deviceId: this.opts.deviceId } : feed === "pool" ? { feed, pool: this.opts.pool } : { feed }),
+      body: JSON.stringify(
+        feed === "device" ? { feed, deviceId: this.opts.deviceId } : feed === "pool" ? { feed, pool: this.opts.pool } : { feed },
+      ),
     });
-    const body = (await res.json().catch(() => null)) as { url?: string; error?: { code: string; message: string } } | null;
+    const body = (await res.json().catch(() => null)) as {
+      url?: string;
+      error?: { code: string; message: string };
+    } | null;
     if (!res.ok || !body?.url) {
       const retryable = res.status >= 500 || res.status === 429;
-      const error = body?.error && typeof body.error.code === "string" ? { code: body.error.code, message: String(body.error.message) } : null;
+      const error =
+        body?.error && typeof body.error.code === "string" ? { code: body.error.code, message: String(body.error.message) } : null;
       throw new TicketRefused(res.status, error ? `${error.code}: ${error.message}` : `ticket refused (${res.status})`, retryable, error);
     }
     const base = this.opts.baseUrl.replace(/^http/, "ws").replace(/\/$/, "");

@@ -5,7 +5,27 @@
 import type { AdminUser, ApiClient, FailedUsage, PoolDevice, Quota, ReconcileResult } from "../client/api-client";
 import { FeedClient } from "../client/feed-client";
 import type { Envelope, FeedEvent, PoolDeviceView, PoolFeedState, ReconcileDifferencesEventData } from "../feed/protocol";
-import { act, card, countdown, fill, fmtDateTime, fmtMB, fmtMoney, fmtSpec, fmtTime, h, pill, refresher, scrollTable, shortId, showError, showOk, syncRows, table, toMs } from "./dom";
+import {
+  act,
+  card,
+  countdown,
+  fill,
+  fmtDateTime,
+  fmtMB,
+  fmtMoney,
+  fmtSpec,
+  fmtTime,
+  h,
+  pill,
+  refresher,
+  scrollTable,
+  shortId,
+  showError,
+  showOk,
+  syncRows,
+  table,
+  toMs,
+} from "./dom";
 import { EventList, bindFeedState } from "./feed-ui";
 
 interface DeviceRow extends Omit<PoolDeviceView, "expiresAt"> {
@@ -18,8 +38,15 @@ const POLL_MS = 10_000;
 const MAX_DEVICE_PAGES = 10;
 
 const rowOf = (d: PoolDeviceView | PoolDevice): DeviceRow => ({
-  deviceId: d.deviceId, node: d.node, status: d.status, cpuCores: d.cpuCores, memoryMB: d.memoryMB, storageMB: d.storageMB,
-  allocationId: d.allocationId ?? null, userId: d.userId ?? null, expiresAt: toMs(d.expiresAt ?? null),
+  deviceId: d.deviceId,
+  node: d.node,
+  status: d.status,
+  cpuCores: d.cpuCores,
+  memoryMB: d.memoryMB,
+  storageMB: d.storageMB,
+  allocationId: d.allocationId ?? null,
+  userId: d.userId ?? null,
+  expiresAt: toMs(d.expiresAt ?? null),
 });
 
 /** One pool: its devices, loaded from the API and kept live by the pool feed. */
@@ -36,7 +63,12 @@ class PoolPanel {
   private poller: ReturnType<typeof setInterval> | null = null;
   private readonly reload = refresher(() => this.load());
 
-  constructor(private readonly api: ApiClient, readonly pool: string, private readonly baseUrl: string, private readonly token: () => string) {
+  constructor(
+    private readonly api: ApiClient,
+    readonly pool: string,
+    private readonly baseUrl: string,
+    private readonly token: () => string,
+  ) {
     this.body = h("tbody", { "data-pool": pool });
     this.counts = h("span", { class: "counts" });
     this.state = h("span", { class: "feed-state pool-feed-state", "data-pool": pool });
@@ -117,17 +149,29 @@ class PoolPanel {
 
   private render(): void {
     const items = [...this.devices.values()].sort((a, b) => a.deviceId.localeCompare(b.deviceId));
-    syncRows(this.body, items, (d) => d.deviceId, (d) =>
-      h("tr", { "data-device-id": d.deviceId, "data-status": d.status },
-        h("td", { class: "mono" }, d.deviceId),
-        h("td", null, d.node),
-        h("td", null, pill(d.status)),
-        h("td", { class: "small" }, fmtSpec(d)),
-        h("td", { class: "mono" }, d.userId ?? "—"),
-        h("td", null, shortId(d.allocationId, 16)),
-        h("td", null, d.status === "allocated" && d.expiresAt ? countdown(d.expiresAt) : "—")));
+    syncRows(
+      this.body,
+      items,
+      (d) => d.deviceId,
+      (d) =>
+        h(
+          "tr",
+          { "data-device-id": d.deviceId, "data-status": d.status },
+          h("td", { class: "mono" }, d.deviceId),
+          h("td", null, d.node),
+          h("td", null, pill(d.status)),
+          h("td", { class: "small" }, fmtSpec(d)),
+          h("td", { class: "mono" }, d.userId ?? "—"),
+          h("td", null, shortId(d.allocationId, 16)),
+          h("td", null, d.status === "allocated" && d.expiresAt ? countdown(d.expiresAt) : "—"),
+        ),
+    );
     const by = (s: string) => items.filter((d) => d.status === s).length;
-    fill(this.counts, `${items.length} devices: `, STATUSES.map((s) => h("span", { class: `count s-${s}`, "data-status": s }, `${by(s)} ${s}`)));
+    fill(
+      this.counts,
+      `${items.length} devices: `,
+      STATUSES.map((s) => h("span", { class: `count s-${s}`, "data-status": s }, `${by(s)} ${s}`)),
+    );
   }
 }
 
@@ -143,7 +187,11 @@ export class AdminView {
   private failed: FailedUsage[] = [];
   private readonly refreshFailed = refresher(() => this.loadFailed());
 
-  constructor(private readonly api: ApiClient, private readonly baseUrl: string, private readonly token: () => string) {
+  constructor(
+    private readonly api: ApiClient,
+    private readonly baseUrl: string,
+    private readonly token: () => string,
+  ) {
     this.feed = new FeedClient({ baseUrl, token, feed: "admin" });
     this.el = this.build();
   }
@@ -155,9 +203,12 @@ export class AdminView {
     const reloadPools = h("button", { type: "button", id: "pools-reload" }, "Reload pools");
     reloadPools.addEventListener("click", () => void act(reloadPools, this.el.querySelector("#fleet-msg"), () => this.loadPools(true)));
 
-    const lookup = h("form", { id: "user-lookup", class: "inline-form", "aria-label": "Look up a user" },
+    const lookup = h(
+      "form",
+      { id: "user-lookup", class: "inline-form", "aria-label": "Look up a user" },
       h("label", null, "User id ", h("input", { name: "userId", required: true, autocomplete: "off", spellcheck: "false" })),
-      h("button", { type: "submit" }, "Look up"));
+      h("button", { type: "submit" }, "Look up"),
+    );
     lookup.addEventListener("submit", (ev) => {
       ev.preventDefault();
       void this.lookupUser(lookup);
@@ -165,23 +216,45 @@ export class AdminView {
     const more = h("button", { type: "button", id: "users-more", hidden: true }, "More");
     more.addEventListener("click", () => void act(more, this.el.querySelector("#users-msg"), () => this.loadUsers(true)));
 
-    const status = h("select", { id: "failed-status", "aria-label": "Status" },
-      ["failed", "invalid", "replayed", "resolved", ""].map((s) => h("option", { value: s }, s || "any status")));
+    const status = h(
+      "select",
+      { id: "failed-status", "aria-label": "Status" },
+      ["failed", "invalid", "replayed", "resolved", ""].map((s) => h("option", { value: s }, s || "any status")),
+    );
     status.addEventListener("change", () => this.refreshFailed());
     const replayAll = h("button", { type: "button", id: "replay-shown" }, "Replay all shown");
-    replayAll.addEventListener("click", () => void this.replay(replayAll, this.failed.filter((f) => f.status === "failed" || f.status === "invalid").map((f) => f.allocationId)));
+    replayAll.addEventListener(
+      "click",
+      () =>
+        void this.replay(
+          replayAll,
+          this.failed.filter((f) => f.status === "failed" || f.status === "invalid").map((f) => f.allocationId),
+        ),
+    );
     const reloadFailed = h("button", { type: "button" }, "Reload");
-    reloadFailed.addEventListener("click", () => void act(reloadFailed, this.el.querySelector("#failed-load-msg"), () => this.loadFailed(true)));
+    reloadFailed.addEventListener(
+      "click",
+      () => void act(reloadFailed, this.el.querySelector("#failed-load-msg"), () => this.loadFailed(true)),
+    );
 
-    const rec = h("form", { id: "reconcile-form", class: "form-grid", "aria-label": "Reconcile" },
+    const rec = h(
+      "form",
+      { id: "reconcile-form", class: "form-grid", "aria-label": "Reconcile" },
       h("label", null, "User id", h("input", { name: "userId", placeholder: "every account", autocomplete: "off" })),
       h("label", null, "From", h("input", { name: "from", type: "datetime-local" })),
       h("label", null, "To", h("input", { name: "to", type: "datetime-local" })),
-      h("div", { class: "actions" },
+      h(
+        "div",
+        { class: "actions" },
         h("button", { type: "button", id: "reconcile-check" }, "Check (report only)"),
-        h("button", { type: "button", id: "reconcile-heal", class: "primary" }, "Reconcile and heal")));
+        h("button", { type: "button", id: "reconcile-heal", class: "primary" }, "Reconcile and heal"),
+      ),
+    );
     rec.addEventListener("submit", (ev) => ev.preventDefault());
-    for (const [id, heal] of [["#reconcile-check", false], ["#reconcile-heal", true]] as const) {
+    for (const [id, heal] of [
+      ["#reconcile-check", false],
+      ["#reconcile-heal", true],
+    ] as const) {
       const b = rec.querySelector<HTMLButtonElement>(id)!;
       b.addEventListener("click", () => void this.reconcile(rec, b, heal));
     }
@@ -189,26 +262,54 @@ export class AdminView {
     return h(
       "div",
       { class: "grid", id: "view-admin" },
-      card("Fleet", { id: "fleet-card", cls: "wide", extra: reloadPools },
+      card(
+        "Fleet",
+        { id: "fleet-card", cls: "wide", extra: reloadPools },
         h("div", { id: "fleet" }, h("p", { class: "muted" }, "Loading pools…")),
-        h("p", { class: "msg", id: "fleet-msg" })),
-      card("Users and quotas", { id: "users-card", cls: "wide" },
-        scrollTable(["User", "Plan", "Status", "Devices", "CPU", "Memory", "Device-hours", "Valid until", "Balance", "Pricing"], h("tbody", { id: "users" })),
+        h("p", { class: "msg", id: "fleet-msg" }),
+      ),
+      card(
+        "Users and quotas",
+        { id: "users-card", cls: "wide" },
+        scrollTable(
+          ["User", "Plan", "Status", "Devices", "CPU", "Memory", "Device-hours", "Valid until", "Balance", "Pricing"],
+          h("tbody", { id: "users" }),
+        ),
         more,
         lookup,
-        h("p", { class: "msg", id: "users-msg" })),
-      card("Failed billing", { id: "failed-card", cls: "wide", extra: h("span", { class: "head-extra" }, status, " ", reloadFailed, " ", replayAll) },
-        scrollTable(["Allocation", "User", "Status", "Attempts", "Error", "Last failed", ""], h("tbody", { id: "failed-usage" }), "Nothing here."),
+        h("p", { class: "msg", id: "users-msg" }),
+      ),
+      card(
+        "Failed billing",
+        {
+          id: "failed-card",
+          cls: "wide",
+          extra: h("span", { class: "head-extra" }, status, " ", reloadFailed, " ", replayAll),
+        },
+        scrollTable(
+          ["Allocation", "User", "Status", "Attempts", "Error", "Last failed", ""],
+          h("tbody", { id: "failed-usage" }),
+          "Nothing here.",
+        ),
         h("p", { class: "msg", id: "failed-load-msg" }),
-        h("p", { class: "msg", id: "failed-msg" })),
-      card("Reconciliation", { id: "reconcile-card" }, rec,
+        h("p", { class: "msg", id: "failed-msg" }),
+      ),
+      card(
+        "Reconciliation",
+        { id: "reconcile-card" },
+        rec,
         h("p", { class: "msg", id: "reconcile-msg" }),
         h("div", { id: "reconcile-result" }),
         h("h3", null, "Reported on the feed"),
         h("ol", { id: "reconcile-events", class: "events compact" }),
-        h("p", { class: "muted small empty" }, "Differences the service finds (also on its own passes) show here.")),
-      card("Operations feed", { id: "admin-events-card", extra: h("span", { class: "feed-state", id: "admin-feed-state" }) }, events,
-        h("p", { class: "empty muted" }, "Operator events appear here as they happen.")),
+        h("p", { class: "muted small empty" }, "Differences the service finds (also on its own passes) show here."),
+      ),
+      card(
+        "Operations feed",
+        { id: "admin-events-card", extra: h("span", { class: "feed-state", id: "admin-feed-state" }) },
+        events,
+        h("p", { class: "empty muted" }, "Operator events appear here as they happen."),
+      ),
     );
   }
 
@@ -241,7 +342,12 @@ export class AdminView {
       showError(this.el.querySelector("#fleet-msg"), null);
       for (const p of this.panels) p.stop();
       this.panels = items.map((s) => new PoolPanel(this.api, s.pool, this.baseUrl, this.token));
-      fill(fleet, this.panels.length ? this.panels.map((p) => p.el) : h("p", { class: "muted" }, "No pools yet: register a device (POST /admin/devices)."));
+      fill(
+        fleet,
+        this.panels.length
+          ? this.panels.map((p) => p.el)
+          : h("p", { class: "muted" }, "No pools yet: register a device (POST /admin/devices)."),
+      );
       for (const p of this.panels) p.start();
     } catch (err) {
       if (throwErrors) throw err;
@@ -272,8 +378,11 @@ export class AdminView {
   private userRow(userId: string, q: Quota, account?: Pick<AdminUser, "balance" | "currency" | "planId">): HTMLElement {
     const l = q.limits;
     const u = q.usage;
-    const of = (used: number | undefined, max: number | undefined, fmt: (n: number) => string = String) => `${fmt(Math.round((used ?? 0) * 100) / 100)} / ${max === undefined ? "—" : fmt(max)}`;
-    return h("tr", { "data-user-id": userId, "data-status": q.status },
+    const of = (used: number | undefined, max: number | undefined, fmt: (n: number) => string = String) =>
+      `${fmt(Math.round((used ?? 0) * 100) / 100)} / ${max === undefined ? "—" : fmt(max)}`;
+    return h(
+      "tr",
+      { "data-user-id": userId, "data-status": q.status },
       h("td", { class: "mono" }, userId),
       h("td", null, q.plan),
       h("td", null, pill(q.status)),
@@ -283,7 +392,8 @@ export class AdminView {
       h("td", { class: "num" }, of(u.deviceHours, l.maxDeviceHoursPerPeriod)),
       h("td", { class: "small" }, fmtDateTime(q.validUntil)),
       h("td", { class: "num" }, account ? fmtMoney(account.balance, account.currency) : "—"),
-      h("td", null, account?.planId ?? "—"));
+      h("td", null, account?.planId ?? "—"),
+    );
   }
 
   private async lookupUser(form: HTMLFormElement): Promise<void> {
@@ -307,7 +417,12 @@ export class AdminView {
       const page = await this.api.failedUsage({ status, limit: 100 });
       showError(this.el.querySelector("#failed-load-msg"), null);
       this.failed = page.items;
-      syncRows(this.el.querySelector("#failed-usage")!, page.items, (f) => f.allocationId, (f) => this.failedRow(f));
+      syncRows(
+        this.el.querySelector("#failed-usage")!,
+        page.items,
+        (f) => f.allocationId,
+        (f) => this.failedRow(f),
+      );
       const replayAll = this.el.querySelector<HTMLButtonElement>("#replay-shown")!;
       const n = page.items.filter((f) => f.status === "failed" || f.status === "invalid").length;
       replayAll.textContent = `Replay all shown (${n})`;
@@ -321,14 +436,17 @@ export class AdminView {
   private failedRow(f: FailedUsage): HTMLElement {
     const replay = f.status === "failed" || f.status === "invalid" ? h("button", { type: "button", class: "replay" }, "Replay") : null;
     replay?.addEventListener("click", () => void this.replay(replay, [f.allocationId]));
-    return h("tr", { "data-allocation-id": f.allocationId, "data-status": f.status },
+    return h(
+      "tr",
+      { "data-allocation-id": f.allocationId, "data-status": f.status },
       h("td", null, shortId(f.allocationId, 20)),
       h("td", { class: "mono" }, f.userId ?? "—"),
       h("td", null, pill(f.status)),
       h("td", { class: "num" }, f.attempts),
       h("td", { class: "small clip", title: f.error }, f.error),
       h("td", { class: "small" }, fmtTime(f.lastFailedAt)),
-      h("td", null, replay));
+      h("td", null, replay),
+    );
   }
 
   private async replay(button: HTMLButtonElement, ids: string[]): Promise<void> {
@@ -361,22 +479,52 @@ export class AdminView {
     const clean = r.differencesTotal === 0;
     fill(
       this.el.querySelector("#reconcile-result")!,
-      h("p", { class: clean ? "ok" : "error", "data-differences": r.differencesTotal },
+      h(
+        "p",
+        { class: clean ? "ok" : "error", "data-differences": r.differencesTotal },
         `${heal ? "Reconciled" : "Checked"} ${r.users} account(s), ${r.checked} allocation(s) ${r.from ? `from ${fmtDateTime(r.from)} ` : ""}to ${fmtDateTime(r.to)}: `,
-        clean ? "no differences." : `${r.differencesTotal} account(s) with differences.`),
-      h("dl", { class: "kv cols" },
-        kv("Missing usage", r.missingUsage), kv("Missing charges", r.missingCharges), kv("Mismatched", r.mismatched), kv("Balance drift", r.balanceDrift),
-        kv("Healed", r.healed), kv("Still missing", r.stillMissing), kv("Dead letters resolved", r.resolvedDeadLetters), kv("More to check", r.remaining ? "yes" : "no")),
+        clean ? "no differences." : `${r.differencesTotal} account(s) with differences.`,
+      ),
+      h(
+        "dl",
+        { class: "kv cols" },
+        kv("Missing usage", r.missingUsage),
+        kv("Missing charges", r.missingCharges),
+        kv("Mismatched", r.mismatched),
+        kv("Balance drift", r.balanceDrift),
+        kv("Healed", r.healed),
+        kv("Still missing", r.stillMissing),
+        kv("Dead letters resolved", r.resolvedDeadLetters),
+        kv("More to check", r.remaining ? "yes" : "no"),
+      ),
       r.differences.length
-        ? table(["User", "Missing usage", "Missing charges", "Mismatched", "Healed", "Still missing", "Drift"], h("tbody", null, r.differences.slice(0, 20).map((d) =>
-          h("tr", { "data-user-id": d.userId },
-            h("td", { class: "mono" }, d.userId),
-            h("td", { class: "num" }, d.missingUsage.length),
-            h("td", { class: "num" }, d.missingCharges.length),
-            h("td", { class: "num" }, d.mismatched.length),
-            h("td", { class: "num" }, d.healed),
-            h("td", { class: "num" }, d.stillMissing.length),
-            h("td", { class: "small" }, d.balanceDrift ? `${fmtMoney(d.balanceDrift.balance)} vs ledger ${fmtMoney(d.balanceDrift.ledgerSum)}` : "—")))), "compact")
+        ? table(
+            ["User", "Missing usage", "Missing charges", "Mismatched", "Healed", "Still missing", "Drift"],
+            h(
+              "tbody",
+              null,
+              r.differences
+                .slice(0, 20)
+                .map((d) =>
+                  h(
+                    "tr",
+                    { "data-user-id": d.userId },
+                    h("td", { class: "mono" }, d.userId),
+                    h("td", { class: "num" }, d.missingUsage.length),
+                    h("td", { class: "num" }, d.missingCharges.length),
+                    h("td", { class: "num" }, d.mismatched.length),
+                    h("td", { class: "num" }, d.healed),
+                    h("td", { class: "num" }, d.stillMissing.length),
+                    h(
+                      "td",
+                      { class: "small" },
+                      d.balanceDrift ? `${fmtMoney(d.balanceDrift.balance)} vs ledger ${fmtMoney(d.balanceDrift.ledgerSum)}` : "—",
+                    ),
+                  ),
+                ),
+            ),
+            "compact",
+          )
         : null,
     );
     if (!clean) this.refreshFailed();
@@ -385,9 +533,19 @@ export class AdminView {
   private reconcileEvent(e: Envelope<ReconcileDifferencesEventData>): void {
     const list = this.el.querySelector<HTMLElement>("#reconcile-events")!;
     const d = e.data;
-    const users = (d.sample as { userId?: string }[]).map((s) => s.userId).filter(Boolean).join(", ");
-    list.prepend(h("li", { "data-type": e.type, "data-seq": e.seq ?? "" },
-      h("time", null, fmtTime(e.timestamp)), ` ${d.differences} difference(s), ${d.healed} healed`, users ? ` — ${users}` : ""));
+    const users = (d.sample as { userId?: string }[])
+      .map((s) => s.userId)
+      .filter(Boolean)
+      .join(", ");
+    list.prepend(
+      h(
+        "li",
+        { "data-type": e.type, "data-seq": e.seq ?? "" },
+        h("time", null, fmtTime(e.timestamp)),
+        ` ${d.differences} difference(s), ${d.healed} healed`,
+        users ? ` — ${users}` : "",
+      ),
+    );
     while (list.children.length > 20) list.lastElementChild?.remove();
     if (list.nextElementSibling?.classList.contains("empty")) list.nextElementSibling.remove();
   }

@@ -41,7 +41,13 @@ export function fill(el: Element, ...children: Child[]): void {
  * Keyed rows: keeps a row whose data did not change (so focus and typed input survive an
  * update), replaces one that changed, removes the rest, in the order of `items`.
  */
-export function syncRows<T>(body: HTMLElement, items: T[], key: (t: T) => string, render: (t: T) => HTMLElement, sig: (t: T) => string = (t) => JSON.stringify(t)): void {
+export function syncRows<T>(
+  body: HTMLElement,
+  items: T[],
+  key: (t: T) => string,
+  render: (t: T) => HTMLElement,
+  sig: (t: T) => string = (t) => JSON.stringify(t),
+): void {
   const old = new Map<string, HTMLElement>();
   for (const el of Array.from(body.children) as HTMLElement[]) if (el.dataset.key) old.set(el.dataset.key, el);
   let prev: Element | null = null;
@@ -225,7 +231,8 @@ export function fmtMB(mb: number | null | undefined): string {
   return mb >= 1024 ? `${+(mb / 1024).toFixed(1)} GB` : `${mb} MB`;
 }
 
-export const fmtSpec = (s: { cpuCores: number; memoryMB: number; storageMB: number }) => `${s.cpuCores} cpu · ${fmtMB(s.memoryMB)} · ${fmtMB(s.storageMB)}`;
+export const fmtSpec = (s: { cpuCores: number; memoryMB: number; storageMB: number }) =>
+  `${s.cpuCores} cpu · ${fmtMB(s.memoryMB)} · ${fmtMB(s.storageMB)}`;
 
 /** A coloured status pill; `data-status` carries the raw value. */
 export const pill = (status: string) => h("span", { class: `pill s-${status.replace(/[^a-z_]/gi, "")}`, "data-status": status }, status);
@@ -242,7 +249,20 @@ export const shortId = (id: string | null | undefined, n = 14) => {
 };
 
 export function table(headers: string[], body: HTMLElement, cls = ""): HTMLTableElement {
-  return h("table", { class: cls }, h("thead", null, h("tr", null, headers.map((x) => h("th", { scope: "col" }, x)))), body);
+  return h(
+    "table",
+    { class: cls },
+    h(
+      "thead",
+      null,
+      h(
+        "tr",
+        null,
+        headers.map((x) => h("th", { scope: "col" }, x)),
+      ),
+    ),
+    body,
+  );
 }
 
 /** A table that scrolls sideways when narrow, with a note shown while its body is empty. */
@@ -251,5 +271,10 @@ export function scrollTable(headers: string[], body: HTMLElement, empty?: string
 }
 
 export function card(title: string, opts: { id?: string; cls?: string; extra?: Child } = {}, ...children: Child[]): HTMLElement {
-  return h("section", { class: `card ${opts.cls ?? ""}`, id: opts.id, "aria-label": title }, h("header", null, h("h2", null, title), opts.extra), ...children);
+  return h(
+    "section",
+    { class: `card ${opts.cls ?? ""}`, id: opts.id, "aria-label": title },
+    h("header", null, h("h2", null, title), opts.extra),
+    ...children,
+  );
 }

@@ -65,15 +65,20 @@ export function summarize(e: Envelope): string {
     case "app.updated":
       return `${d.appName} ${d.oldVersion} → ${d.newVersion} on ${dev}`;
     default:
-      if (e.type.startsWith("queue.")) return `${d.entryId ?? ""} in ${d.pool ?? "?"}${d.error ? ` — ${d.error.code}: ${d.error.message}` : ""}`;
-      if (e.type.startsWith("reservation.")) return `${d.reservationId ?? ""} ${d.status ?? ""}${d.minutesBefore ? ` in ${d.minutesBefore} min` : ""}${d.error ? ` — ${d.error.code}: ${d.error.message}` : ""}`;
+      if (e.type.startsWith("queue."))
+        return `${d.entryId ?? ""} in ${d.pool ?? "?"}${d.error ? ` — ${d.error.code}: ${d.error.message}` : ""}`;
+      if (e.type.startsWith("reservation."))
+        return `${d.reservationId ?? ""} ${d.status ?? ""}${d.minutesBefore ? ` in ${d.minutesBefore} min` : ""}${d.error ? ` — ${d.error.code}: ${d.error.message}` : ""}`;
       return dev;
   }
 }
 
 /** A newest-first list of events (`li[data-type][data-seq]`), keeping the last `max`. */
 export class EventList {
-  constructor(readonly el: HTMLElement, private readonly max = 200) {
+  constructor(
+    readonly el: HTMLElement,
+    private readonly max = 200,
+  ) {
     el.setAttribute("aria-live", "polite");
   }
 
@@ -94,6 +99,14 @@ export class EventList {
 
   /** A line of the client's own (a gap in the history, a reconnect), in the same list. */
   note(text: string): void {
-    this.el.prepend(h("li", { class: "ev note" }, h("span", { class: "seq" }, "·"), h("span", { class: "sum" }, text), h("time", null, fmtTime(Date.now()))));
+    this.el.prepend(
+      h(
+        "li",
+        { class: "ev note" },
+        h("span", { class: "seq" }, "·"),
+        h("span", { class: "sum" }, text),
+        h("time", null, fmtTime(Date.now())),
+      ),
+    );
   }
 }

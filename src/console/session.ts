@@ -31,7 +31,10 @@ export const storeToken = (t: string): void => sessionStorage.setItem(KEY, t);
 export const forgetToken = (): void => sessionStorage.removeItem(KEY);
 
 function base64UrlDecode(s: string): string {
-  const b64 = s.replace(/-/g, "+").replace(/_/g, "/").padEnd(Math.ceil(s.length / 4) * 4, "=");
+  const b64 = s
+    .replace(/-/g, "+")
+    .replace(/_/g, "/")
+    .padEnd(Math.ceil(s.length / 4) * 4, "=");
   const bin = atob(b64);
   return new TextDecoder().decode(Uint8Array.from(bin, (c) => c.charCodeAt(0)));
 }
@@ -43,7 +46,12 @@ export function decodeToken(token: string): Identity | null {
   try {
     const p = JSON.parse(base64UrlDecode(parts[1])) as { sub?: unknown; role?: unknown; exp?: unknown };
     if (typeof p.sub !== "string" || !p.sub) return null;
-    return { token, userId: p.sub, role: p.role === "admin" ? "admin" : "user", expiresAt: typeof p.exp === "number" ? p.exp * 1000 : null };
+    return {
+      token,
+      userId: p.sub,
+      role: p.role === "admin" ? "admin" : "user",
+      expiresAt: typeof p.exp === "number" ? p.exp * 1000 : null,
+    };
   } catch {
     return null;
   }

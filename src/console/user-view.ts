@@ -3,11 +3,37 @@
  * entries and reservations, and the user's live feed. Everything refreshes from the feed's
  * events; a reconnect that missed events reloads it all.
  */
-import { ApiClient, type Allocation, type AllocationResult, type QueueEntry, type Reservation, type UsageReport } from "../client/api-client";
+import {
+  ApiClient,
+  type Allocation,
+  type AllocationResult,
+  type QueueEntry,
+  type Reservation,
+  type UsageReport,
+} from "../client/api-client";
 import { FeedClient } from "../client/feed-client";
 import type { AllocationEventData, Envelope, ExtendedEventData, FeedEvent } from "../feed/protocol";
 import {
-  act, card, countdown, fill, fmtDateTime, fmtDuration, fmtMB, fmtMoney, fmtSpec, fmtTime, h, pill, refresher, scrollTable, shortId, showError, showOk, syncRows, table, toMs,
+  act,
+  card,
+  countdown,
+  fill,
+  fmtDateTime,
+  fmtDuration,
+  fmtMB,
+  fmtMoney,
+  fmtSpec,
+  fmtTime,
+  h,
+  pill,
+  refresher,
+  scrollTable,
+  shortId,
+  showError,
+  showOk,
+  syncRows,
+  table,
+  toMs,
 } from "./dom";
 import { EventList, bindFeedState } from "./feed-ui";
 import type { Identity } from "./session";
@@ -48,7 +74,12 @@ export class UserView {
   private readonly refreshUsage = refresher(async () => void (await this.loadUsage()), 50);
   private readonly refreshQueue = refresher(() => this.loadQueue());
 
-  constructor(private readonly api: ApiClient, private readonly me: Identity, baseUrl: string, private readonly feedStateEl: HTMLElement) {
+  constructor(
+    private readonly api: ApiClient,
+    private readonly me: Identity,
+    baseUrl: string,
+    private readonly feedStateEl: HTMLElement,
+  ) {
     this.feed = new FeedClient({ baseUrl, token: () => me.token, feed: "user" });
     this.pools = new Set(["default", ...readPools(me.userId)]);
     this.el = this.build();
@@ -61,13 +92,28 @@ export class UserView {
     const form = h(
       "form",
       { id: "allocate-form", class: "form-grid", "aria-label": "Allocate a device" },
-      h("label", null, "Pool", h("input", { name: "pool", value: "default", required: true, list: "known-pools", autocomplete: "off", spellcheck: "false" })),
+      h(
+        "label",
+        null,
+        "Pool",
+        h("input", {
+          name: "pool",
+          value: "default",
+          required: true,
+          list: "known-pools",
+          autocomplete: "off",
+          spellcheck: "false",
+        }),
+      ),
       h("label", null, "Minutes", h("input", { name: "durationMinutes", type: "number", min: 1, max: 1440, value: 30, required: true })),
       h("label", null, "CPU cores", h("input", { name: "cpuCores", type: "number", min: 0, max: 1024, placeholder: "any" })),
       h("label", null, "Memory MB", h("input", { name: "memoryMB", type: "number", min: 0, step: 1024, placeholder: "any" })),
-      h("div", { class: "actions" },
+      h(
+        "div",
+        { class: "actions" },
         h("button", { type: "submit", id: "allocate-submit", class: "primary" }, "Allocate"),
-        h("button", { type: "button", id: "queue-join", title: "Wait for a fitting device if none is free" }, "Wait in queue")),
+        h("button", { type: "button", id: "queue-join", title: "Wait for a fitting device if none is free" }, "Wait in queue"),
+      ),
       h("p", { class: "msg", role: "status", id: "allocate-msg" }),
       poolList,
     );
@@ -75,7 +121,9 @@ export class UserView {
       ev.preventDefault();
       void this.allocate(form, form.querySelector<HTMLButtonElement>("#allocate-submit"));
     });
-    form.querySelector<HTMLButtonElement>("#queue-join")!.addEventListener("click", (ev) => void this.joinQueue(form, ev.currentTarget as HTMLButtonElement));
+    form
+      .querySelector<HTMLButtonElement>("#queue-join")!
+      .addEventListener("click", (ev) => void this.joinQueue(form, ev.currentTarget as HTMLButtonElement));
 
     const allocBody = h("tbody", { id: "allocations" });
     const usageBody = h("tbody", { id: "usage" });
@@ -87,13 +135,31 @@ export class UserView {
     return h(
       "div",
       { class: "grid", id: "view-user" },
-      card("Quota", { id: "quota-card", extra: h("span", { class: "head-extra", id: "quota-status" }) }, h("div", { id: "quota" }, h("p", { class: "muted" }, "Loading…")), h("p", { class: "msg", id: "quota-msg" })),
-      card("Balance", { id: "balance-card" }, h("div", { id: "balance" }, h("p", { class: "muted" }, "Loading…")), h("p", { class: "msg", id: "balance-msg" })),
+      card(
+        "Quota",
+        { id: "quota-card", extra: h("span", { class: "head-extra", id: "quota-status" }) },
+        h("div", { id: "quota" }, h("p", { class: "muted" }, "Loading…")),
+        h("p", { class: "msg", id: "quota-msg" }),
+      ),
+      card(
+        "Balance",
+        { id: "balance-card" },
+        h("div", { id: "balance" }, h("p", { class: "muted" }, "Loading…")),
+        h("p", { class: "msg", id: "balance-msg" }),
+      ),
       card("Allocate a device", { id: "allocate-card" }, form),
       card(
         "Active allocations",
-        { id: "allocations-card", cls: "wide", extra: h("span", { class: "head-extra muted", id: "allocations-count" }) },
-        h("div", { class: "scroll" }, table(["Device", "Pool / node", "Spec", "Allocated", "Time left", "Extend", ""], allocBody, "allocs")),
+        {
+          id: "allocations-card",
+          cls: "wide",
+          extra: h("span", { class: "head-extra muted", id: "allocations-count" }),
+        },
+        h(
+          "div",
+          { class: "scroll" },
+          table(["Device", "Pool / node", "Spec", "Allocated", "Time left", "Extend", ""], allocBody, "allocs"),
+        ),
         h("p", { class: "empty muted", id: "allocations-empty" }, "No active allocations."),
         h("p", { class: "msg", id: "allocations-msg" }),
       ),
@@ -101,7 +167,11 @@ export class UserView {
         "Usage this month",
         { id: "usage-card", cls: "wide", extra: h("span", { class: "head-extra muted", id: "usage-totals" }) },
         h("p", { class: "muted", id: "usage-waiting", hidden: true }),
-        scrollTable(["Allocation", "Device", "Spec", "Duration", "Charge", "Released", "Reason"], usageBody, "No usage booked this month yet."),
+        scrollTable(
+          ["Allocation", "Device", "Spec", "Duration", "Charge", "Released", "Reason"],
+          usageBody,
+          "No usage booked this month yet.",
+        ),
         h("p", { class: "msg", id: "usage-msg" }),
       ),
       card(
@@ -113,7 +183,12 @@ export class UserView {
         scrollTable(["Reservation", "Pool", "Device", "Status", "Window", ""], rsvBody, "No reservations."),
         h("p", { class: "msg", id: "queue-msg" }),
       ),
-      card("Live events", { id: "events-card", cls: "wide" }, events, h("p", { class: "empty muted" }, "Events of your feed appear here as they happen.")),
+      card(
+        "Live events",
+        { id: "events-card", cls: "wide" },
+        events,
+        h("p", { class: "empty muted" }, "Events of your feed appear here as they happen."),
+      ),
     );
   }
 
@@ -217,23 +292,52 @@ export class UserView {
           h("th", { scope: "row" }, label),
           h("td", { class: "num" }, fmt(Math.round(usedN * 1000) / 1000)),
           h("td", { class: "num" }, max === undefined ? "—" : fmt(max)),
-          h("td", { class: "meter-cell" }, h("meter", { min: 0, max: 1, low: 0.7, high: 0.9, optimum: 0, value: ratio, "aria-label": `${label} used` })),
+          h(
+            "td",
+            { class: "meter-cell" },
+            h("meter", {
+              min: 0,
+              max: 1,
+              low: 0.7,
+              high: 0.9,
+              optimum: 0,
+              value: ratio,
+              "aria-label": `${label} used`,
+            }),
+          ),
         );
       };
       fill(this.el.querySelector("#quota-status")!, pill(q.status));
       fill(
         this.el.querySelector("#quota")!,
-        h("dl", { class: "kv" },
-          h("dt", null, "Plan"), h("dd", { id: "quota-plan" }, q.plan),
-          h("dt", null, "Valid until"), h("dd", null, fmtDateTime(q.validUntil)),
-          h("dt", null, "Period from"), h("dd", null, fmtDateTime(q.periodStart))),
-        table(["", "Used", "Limit", ""], h("tbody", null,
-          row("Devices", u.devices, l.maxDevices),
-          row("CPU cores", u.cpuCores, l.maxCpuCores),
-          row("Memory", u.memoryMB, l.maxMemoryMB, fmtMB),
-          row("Storage", u.storageMB, l.maxStorageMB, fmtMB),
-          row("Device-hours", u.deviceHours, l.maxDeviceHoursPerPeriod)), "compact"),
-        h("p", { class: "muted small" }, `Per device at most ${l.maxCpuCoresPerDevice} cpu · ${fmtMB(l.maxMemoryMBPerDevice)} · ${fmtMB(l.maxStorageMBPerDevice)}`),
+        h(
+          "dl",
+          { class: "kv" },
+          h("dt", null, "Plan"),
+          h("dd", { id: "quota-plan" }, q.plan),
+          h("dt", null, "Valid until"),
+          h("dd", null, fmtDateTime(q.validUntil)),
+          h("dt", null, "Period from"),
+          h("dd", null, fmtDateTime(q.periodStart)),
+        ),
+        table(
+          ["", "Used", "Limit", ""],
+          h(
+            "tbody",
+            null,
+            row("Devices", u.devices, l.maxDevices),
+            row("CPU cores", u.cpuCores, l.maxCpuCores),
+            row("Memory", u.memoryMB, l.maxMemoryMB, fmtMB),
+            row("Storage", u.storageMB, l.maxStorageMB, fmtMB),
+            row("Device-hours", u.deviceHours, l.maxDeviceHoursPerPeriod),
+          ),
+          "compact",
+        ),
+        h(
+          "p",
+          { class: "muted small" },
+          `Per device at most ${l.maxCpuCoresPerDevice} cpu · ${fmtMB(l.maxMemoryMBPerDevice)} · ${fmtMB(l.maxStorageMBPerDevice)}`,
+        ),
       );
     } catch (err) {
       showError(slot, err);
@@ -249,7 +353,14 @@ export class UserView {
         this.el.querySelector("#balance")!,
         h("p", { class: `big ${b.balance <= 0 ? "neg" : ""}`, id: "balance-amount" }, fmtMoney(b.balance, b.currency)),
         b.lowBalance ? h("p", null, pill("low_balance"), ` below ${fmtMoney(b.lowBalanceThreshold, b.currency)}`) : null,
-        h("dl", { class: "kv" }, h("dt", null, "Pricing plan"), h("dd", null, b.planId), h("dt", null, "Low at"), h("dd", null, fmtMoney(b.lowBalanceThreshold, b.currency))),
+        h(
+          "dl",
+          { class: "kv" },
+          h("dt", null, "Pricing plan"),
+          h("dd", null, b.planId),
+          h("dt", null, "Low at"),
+          h("dd", null, fmtMoney(b.lowBalanceThreshold, b.currency)),
+        ),
       );
     } catch (err) {
       showError(slot, err);
@@ -302,35 +413,62 @@ export class UserView {
 
   private renderAllocations(): void {
     const items = [...this.allocs.values()].sort((a, b) => (a.expiresAt ?? Infinity) - (b.expiresAt ?? Infinity));
-    syncRows(this.el.querySelector("#allocations")!, items, (a) => a.allocationId, (a) => this.allocationRow(a), (a) => JSON.stringify([a, this.expiring.has(a.allocationId)]));
+    syncRows(
+      this.el.querySelector("#allocations")!,
+      items,
+      (a) => a.allocationId,
+      (a) => this.allocationRow(a),
+      (a) => JSON.stringify([a, this.expiring.has(a.allocationId)]),
+    );
     this.el.querySelector<HTMLElement>("#allocations-empty")!.hidden = items.length > 0;
     this.el.querySelector("#allocations-count")!.textContent = items.length ? `${items.length} active` : "";
-    fill(this.el.querySelector("#known-pools")!, [...this.pools].map((p) => h("option", { value: p })));
+    fill(
+      this.el.querySelector("#known-pools")!,
+      [...this.pools].map((p) => h("option", { value: p })),
+    );
   }
 
   private allocationRow(a: AllocRow): HTMLElement {
     const msg = h("span", { class: "msg row-msg", role: "status" });
-    const minutes = h("input", { type: "number", name: "additionalMinutes", min: 1, max: 1440, value: 15, class: "mini", "aria-label": `Minutes to add to ${a.deviceId ?? a.allocationId}` });
+    const minutes = h("input", {
+      type: "number",
+      name: "additionalMinutes",
+      min: 1,
+      max: 1440,
+      value: 15,
+      class: "mini",
+      "aria-label": `Minutes to add to ${a.deviceId ?? a.allocationId}`,
+    });
     const extend = h("button", { type: "button", class: "extend" }, "Extend");
     const release = h("button", { type: "button", class: "release danger" }, "Release");
-    extend.addEventListener("click", () =>
-      void act(extend, msg, async () => {
-        const r = await this.api.extend(a.allocationId, Number(minutes.value));
-        this.expiring.delete(a.allocationId);
-        this.upsert(fromResult(r));
-      }));
-    release.addEventListener("click", () =>
-      void act(release, msg, async () => {
-        if (!a.deviceId) throw new Error("this allocation has no device yet");
-        await this.api.release(a.deviceId);
-        this.ended.add(a.allocationId);
-        this.remove(a.allocationId);
-        this.refreshQuota();
-        this.awaitUsage(a.allocationId);
-      }));
+    extend.addEventListener(
+      "click",
+      () =>
+        void act(extend, msg, async () => {
+          const r = await this.api.extend(a.allocationId, Number(minutes.value));
+          this.expiring.delete(a.allocationId);
+          this.upsert(fromResult(r));
+        }),
+    );
+    release.addEventListener(
+      "click",
+      () =>
+        void act(release, msg, async () => {
+          if (!a.deviceId) throw new Error("this allocation has no device yet");
+          await this.api.release(a.deviceId);
+          this.ended.add(a.allocationId);
+          this.remove(a.allocationId);
+          this.refreshQuota();
+          this.awaitUsage(a.allocationId);
+        }),
+    );
     return h(
       "tr",
-      { "data-allocation-id": a.allocationId, "data-device-id": a.deviceId ?? "", class: this.expiring.has(a.allocationId) ? "expiring" : "" },
+      {
+        "data-allocation-id": a.allocationId,
+        "data-device-id": a.deviceId ?? "",
+        class: this.expiring.has(a.allocationId) ? "expiring" : "",
+      },
       h("td", null, h("strong", { class: "mono" }, a.deviceId ?? "—"), h("div", { class: "muted small" }, shortId(a.allocationId, 18))),
       h("td", null, a.pool, h("div", { class: "muted small" }, a.node ?? "")),
       h("td", { class: "small" }, fmtSpec(a)),
@@ -343,7 +481,13 @@ export class UserView {
 
   private async allocate(form: HTMLFormElement, button: HTMLButtonElement | null): Promise<void> {
     const slot = form.querySelector<HTMLElement>("#allocate-msg");
-    const r = await act(button, slot, () => this.api.allocate({ pool: fieldOf(form, "pool") || undefined, durationMinutes: Number(fieldOf(form, "durationMinutes")), spec: specOf(form) }));
+    const r = await act(button, slot, () =>
+      this.api.allocate({
+        pool: fieldOf(form, "pool") || undefined,
+        durationMinutes: Number(fieldOf(form, "durationMinutes")),
+        spec: specOf(form),
+      }),
+    );
     if (!r) return;
     this.upsert(fromResult(r));
     this.refreshQuota();
@@ -353,7 +497,9 @@ export class UserView {
   private async joinQueue(form: HTMLFormElement, button: HTMLButtonElement): Promise<void> {
     const slot = form.querySelector<HTMLElement>("#allocate-msg");
     const pool = fieldOf(form, "pool") || undefined;
-    const r = await act(button, slot, () => this.api.joinQueue({ pool, durationMinutes: Number(fieldOf(form, "durationMinutes")), spec: specOf(form) }));
+    const r = await act(button, slot, () =>
+      this.api.joinQueue({ pool, durationMinutes: Number(fieldOf(form, "durationMinutes")), spec: specOf(form) }),
+    );
     if (!r) return;
     this.usePool(r.pool);
     this.refreshQueue();
@@ -369,15 +515,23 @@ export class UserView {
       showError(slot, null);
       this.el.querySelector("#usage-totals")!.textContent =
         `${r.totals.records} record(s) · ${r.totals.deviceHours} device-hours · ${fmtMoney(r.totals.charges, r.currency)}`;
-      syncRows(this.el.querySelector("#usage")!, r.items, (u) => u.allocationId, (u) =>
-        h("tr", { "data-allocation-id": u.allocationId },
-          h("td", null, shortId(u.allocationId, 18)),
-          h("td", { class: "mono" }, u.deviceId),
-          h("td", { class: "small" }, fmtSpec(u)),
-          h("td", null, fmtDuration(u.durationSeconds)),
-          h("td", { class: "num" }, fmtMoney(u.charge, r.currency)),
-          h("td", { class: "small" }, fmtTime(u.releasedAt)),
-          h("td", null, u.reason)));
+      syncRows(
+        this.el.querySelector("#usage")!,
+        r.items,
+        (u) => u.allocationId,
+        (u) =>
+          h(
+            "tr",
+            { "data-allocation-id": u.allocationId },
+            h("td", null, shortId(u.allocationId, 18)),
+            h("td", { class: "mono" }, u.deviceId),
+            h("td", { class: "small" }, fmtSpec(u)),
+            h("td", null, fmtDuration(u.durationSeconds)),
+            h("td", { class: "num" }, fmtMoney(u.charge, r.currency)),
+            h("td", { class: "small" }, fmtTime(u.releasedAt)),
+            h("td", null, u.reason),
+          ),
+      );
       return r;
     } catch (err) {
       showError(slot, err);
@@ -431,10 +585,26 @@ export class UserView {
         Promise.all(pools.map((pool) => this.api.reservations({ pool, userId: this.me.userId, limit: 20 }).catch(notFoundAsEmpty))),
       ]);
       showError(slot, null);
-      const entries = queues.flatMap((q) => q.items).sort((a, b) => b.joinedAt.localeCompare(a.joinedAt)).slice(0, 20);
-      const rsvs = reservations.flatMap((r) => r.items).sort((a, b) => b.startAt.localeCompare(a.startAt)).slice(0, 20);
-      syncRows(this.el.querySelector("#queue-entries")!, entries, (q) => q.entryId, (q) => this.queueRow(q));
-      syncRows(this.el.querySelector("#reservations")!, rsvs, (r) => r.reservationId, (r) => this.reservationRow(r));
+      const entries = queues
+        .flatMap((q) => q.items)
+        .sort((a, b) => b.joinedAt.localeCompare(a.joinedAt))
+        .slice(0, 20);
+      const rsvs = reservations
+        .flatMap((r) => r.items)
+        .sort((a, b) => b.startAt.localeCompare(a.startAt))
+        .slice(0, 20);
+      syncRows(
+        this.el.querySelector("#queue-entries")!,
+        entries,
+        (q) => q.entryId,
+        (q) => this.queueRow(q),
+      );
+      syncRows(
+        this.el.querySelector("#reservations")!,
+        rsvs,
+        (r) => r.reservationId,
+        (r) => this.reservationRow(r),
+      );
     } catch (err) {
       showError(slot, err);
     }
@@ -444,32 +614,42 @@ export class UserView {
   private cancelCell(show: boolean, label: string, cancel: () => Promise<unknown>): HTMLElement {
     const msg = h("span", { class: "msg row-msg" });
     const button = show ? h("button", { type: "button", class: "cancel" }, label) : null;
-    button?.addEventListener("click", () => void act(button, msg, async () => {
-      await cancel();
-      this.refreshQueue();
-    }));
+    button?.addEventListener(
+      "click",
+      () =>
+        void act(button, msg, async () => {
+          await cancel();
+          this.refreshQueue();
+        }),
+    );
     return h("td", { class: "nowrap" }, button, msg);
   }
 
   private queueRow(q: QueueEntry): HTMLElement {
-    return h("tr", { "data-entry-id": q.entryId, "data-status": q.status },
+    return h(
+      "tr",
+      { "data-entry-id": q.entryId, "data-status": q.status },
       h("td", null, shortId(q.entryId, 18)),
       h("td", null, q.pool),
       h("td", null, pill(q.status), q.error ? h("div", { class: "small error" }, `${q.error.code}: ${q.error.message}`) : null),
       h("td", { class: "num" }, q.position ?? "—"),
       h("td", { class: "small" }, q.estimatedStartAt ? fmtTime(q.estimatedStartAt) : "—"),
       h("td", { class: "small" }, fmtTime(q.joinedAt)),
-      this.cancelCell(q.status === "waiting" || q.status === "offered", "Leave", () => this.api.cancelQueueEntry(q.entryId)));
+      this.cancelCell(q.status === "waiting" || q.status === "offered", "Leave", () => this.api.cancelQueueEntry(q.entryId)),
+    );
   }
 
   private reservationRow(r: Reservation): HTMLElement {
-    return h("tr", { "data-reservation-id": r.reservationId, "data-status": r.status },
+    return h(
+      "tr",
+      { "data-reservation-id": r.reservationId, "data-status": r.status },
       h("td", null, shortId(r.reservationId, 18)),
       h("td", null, r.pool),
       h("td", { class: "mono" }, r.deviceId ?? "—"),
       h("td", null, pill(r.status), r.error ? h("div", { class: "small error" }, `${r.error.code}: ${r.error.message}`) : null),
       h("td", { class: "small" }, windowText(r.startAt, r.endAt)),
-      this.cancelCell(r.status === "pending" || r.status === "confirmed", "Cancel", () => this.api.cancelReservation(r.reservationId)));
+      this.cancelCell(r.status === "pending" || r.status === "confirmed", "Cancel", () => this.api.cancelReservation(r.reservationId)),
+    );
   }
 }
 
@@ -511,16 +691,37 @@ function notFoundAsEmpty(err: unknown): { items: never[]; waiting: number } {
 }
 
 const fromView = (a: Allocation): AllocRow => ({
-  allocationId: a.allocationId, deviceId: a.deviceId, pool: a.pool, node: null, cpuCores: a.cpuCores, memoryMB: a.memoryMB, storageMB: a.storageMB,
-  allocatedAt: a.allocatedAt, expiresAt: a.expiresAt,
+  allocationId: a.allocationId,
+  deviceId: a.deviceId,
+  pool: a.pool,
+  node: null,
+  cpuCores: a.cpuCores,
+  memoryMB: a.memoryMB,
+  storageMB: a.storageMB,
+  allocatedAt: a.allocatedAt,
+  expiresAt: a.expiresAt,
 });
 
 const fromResult = (a: AllocationResult): AllocRow => ({
-  allocationId: a.allocationId, deviceId: a.deviceId, pool: a.pool, node: a.node, cpuCores: a.cpuCores, memoryMB: a.memoryMB, storageMB: a.storageMB,
-  allocatedAt: toMs(a.allocatedAt), expiresAt: toMs(a.expiresAt),
+  allocationId: a.allocationId,
+  deviceId: a.deviceId,
+  pool: a.pool,
+  node: a.node,
+  cpuCores: a.cpuCores,
+  memoryMB: a.memoryMB,
+  storageMB: a.storageMB,
+  allocatedAt: toMs(a.allocatedAt),
+  expiresAt: toMs(a.expiresAt),
 });
 
 const fromEvent = (d: AllocationEventData): AllocRow => ({
-  allocationId: d.allocationId, deviceId: d.deviceId, pool: d.pool, node: d.node, cpuCores: d.cpuCores, memoryMB: d.memoryMB, storageMB: d.storageMB,
-  allocatedAt: toMs(d.allocatedAt), expiresAt: toMs(d.expiresAt),
+  allocationId: d.allocationId,
+  deviceId: d.deviceId,
+  pool: d.pool,
+  node: d.node,
+  cpuCores: d.cpuCores,
+  memoryMB: d.memoryMB,
+  storageMB: d.storageMB,
+  allocatedAt: toMs(d.allocatedAt),
+  expiresAt: toMs(d.expiresAt),
 });

@@ -30,10 +30,7 @@ export const usageRecords = sqliteTable(
     /** `device` (our outbox via the queue), `external` (internal endpoint) or `reconcile` (healed). */
     source: text("source").notNull().default("device"),
   },
-  (t) => [
-    index("usage_user_released").on(t.userId, t.releasedAt),
-    index("usage_device_released").on(t.deviceId, t.releasedAt),
-  ],
+  (t) => [index("usage_user_released").on(t.userId, t.releasedAt), index("usage_device_released").on(t.deviceId, t.releasedAt)],
 );
 
 /** Prices. Rates are micro-units of the minor unit per second (1 cent = 1,000,000). */

@@ -46,7 +46,11 @@ export function checkFunds(funds: { balance: number; currency: string }, committ
   const available = funds.balance - committed;
   if (available >= required) return null;
   return fail(402, "INSUFFICIENT_BALANCE", "Your balance does not cover this; top up or ask for a shorter time.", {
-    balance: funds.balance, committed, available, required, currency: funds.currency,
+    balance: funds.balance,
+    committed,
+    available,
+    required,
+    currency: funds.currency,
   });
 }
 

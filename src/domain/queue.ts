@@ -27,9 +27,16 @@ export function entryPriority(plan: PlanTier, requested: number | undefined, byA
   const own = planPriority(plan);
   if (requested === undefined) return own;
   if (requested > own && !byAdmin)
-    return fail(403, "PRIORITY_NOT_ALLOWED", `Your plan (${plan}) queues at priority ${own} (${priorityName(own)}); only an operator can set a higher one.`, {
-      plan, allowed: own, requested,
-    });
+    return fail(
+      403,
+      "PRIORITY_NOT_ALLOWED",
+      `Your plan (${plan}) queues at priority ${own} (${priorityName(own)}); only an operator can set a higher one.`,
+      {
+        plan,
+        allowed: own,
+        requested,
+      },
+    );
   return requested as Priority;
 }
 
@@ -54,7 +61,12 @@ export interface EstimateEntry {
  * fitting device left after them. Real expiry times, not "position × 30 minutes". Null when
  * no device in service fits. (Extensions and early releases move it; it is an estimate.)
  */
-export function estimateStart(devices: EstimateDevice[], ahead: EstimateEntry[], me: Omit<EstimateEntry, "durationMs">, now: number): number | null {
+export function estimateStart(
+  devices: EstimateDevice[],
+  ahead: EstimateEntry[],
+  me: Omit<EstimateEntry, "durationMs">,
+  now: number,
+): number | null {
   const free = devices.filter((d) => d.freeAt !== null).map((d) => ({ spec: d as DeviceSpec, at: Math.max(now, d.freeAt!) }));
   if (!free.some((d) => fits(d.spec, me.min, me.max))) return null;
   for (const e of ahead) {
@@ -68,6 +80,13 @@ export function estimateStart(devices: EstimateDevice[], ahead: EstimateEntry[],
 }
 
 /** What a repeated idempotency key of a join must match: the request as made (priority resolved). */
-export function joinHash(j: { priority: number; min: DeviceSpec; durationMinutes: number; durationSeconds?: number; maxWaitMinutes: number; maxWaitSeconds?: number }): string {
+export function joinHash(j: {
+  priority: number;
+  min: DeviceSpec;
+  durationMinutes: number;
+  durationSeconds?: number;
+  maxWaitMinutes: number;
+  maxWaitSeconds?: number;
+}): string {
   return JSON.stringify([j.priority, j.min, j.durationMinutes, j.durationSeconds ?? null, j.maxWaitMinutes, j.maxWaitSeconds ?? null]);
 }

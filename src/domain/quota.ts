@@ -52,19 +52,18 @@ const round = (n: number) => Math.round(n * 1000) / 1000;
  * check, or null. `spec` is the requested minimum before a device is chosen and the
  * chosen device's real spec after.
  */
-export function checkAllocation(
-  q: QuotaState,
-  usage: QuotaUsage,
-  spec: DeviceSpec,
-  hours: number,
-  now: number,
-): Failure | null {
+export function checkAllocation(q: QuotaState, usage: QuotaUsage, spec: DeviceSpec, hours: number, now: number): Failure | null {
   const L = q.limits;
   if (q.suspended) return fail(403, "QUOTA_SUSPENDED", "Your quota is suspended; contact an operator.");
   if (q.validUntil <= now)
-    return fail(403, "QUOTA_EXPIRED", "Your quota has expired; it must be renewed.", { validUntil: new Date(q.validUntil).toISOString() });
+    return fail(403, "QUOTA_EXPIRED", "Your quota has expired; it must be renewed.", {
+      validUntil: new Date(q.validUntil).toISOString(),
+    });
   if (usage.devices + 1 > L.maxDevices)
-    return fail(409, "QUOTA_DEVICES_EXCEEDED", `You already hold ${usage.devices} of ${L.maxDevices} devices.`, { limit: L.maxDevices, used: usage.devices });
+    return fail(409, "QUOTA_DEVICES_EXCEEDED", `You already hold ${usage.devices} of ${L.maxDevices} devices.`, {
+      limit: L.maxDevices,
+      used: usage.devices,
+    });
   const perDevice = checkPerDevice(L, spec);
   if (perDevice) return perDevice;
   const totals: [keyof DeviceSpec, number][] = [
@@ -74,14 +73,24 @@ export function checkAllocation(
   ];
   for (const [k, max] of totals) {
     if (usage[k] + spec[k] > max)
-      return fail(409, "QUOTA_TOTAL_EXCEEDED", `Taking ${spec[k]} more ${k} would exceed your total of ${max} (in use: ${usage[k]}).`, { field: k, limit: max, used: usage[k], requested: spec[k] });
+      return fail(409, "QUOTA_TOTAL_EXCEEDED", `Taking ${spec[k]} more ${k} would exceed your total of ${max} (in use: ${usage[k]}).`, {
+        field: k,
+        limit: max,
+        used: usage[k],
+        requested: spec[k],
+      });
   }
   if (usage.deviceHours + hours > L.maxDeviceHoursPerPeriod + 1e-9)
-    return fail(409, "QUOTA_HOURS_EXCEEDED", `This would use ${round(hours)} device-hours; ${round(Math.max(0, L.maxDeviceHoursPerPeriod - usage.deviceHours))} of ${L.maxDeviceHoursPerPeriod} are left this period.`, {
-      limit: L.maxDeviceHoursPerPeriod,
-      used: round(usage.deviceHours),
-      requested: round(hours),
-    });
+    return fail(
+      409,
+      "QUOTA_HOURS_EXCEEDED",
+      `This would use ${round(hours)} device-hours; ${round(Math.max(0, L.maxDeviceHoursPerPeriod - usage.deviceHours))} of ${L.maxDeviceHoursPerPeriod} are left this period.`,
+      {
+        limit: L.maxDeviceHoursPerPeriod,
+        used: round(usage.deviceHours),
+        requested: round(hours),
+      },
+    );
   return null;
 }
 
@@ -94,7 +103,11 @@ export function checkPerDevice(L: QuotaLimits, spec: DeviceSpec): Failure | null
   ];
   for (const [k, max] of perDevice) {
     if (spec[k] > max)
-      return fail(409, "QUOTA_PER_DEVICE_EXCEEDED", `A device with ${spec[k]} ${k} is over your per-device limit of ${max}.`, { field: k, limit: max, requested: spec[k] });
+      return fail(409, "QUOTA_PER_DEVICE_EXCEEDED", `A device with ${spec[k]} ${k} is over your per-device limit of ${max}.`, {
+        field: k,
+        limit: max,
+        requested: spec[k],
+      });
   }
   return null;
 }
@@ -104,11 +117,16 @@ export function checkExtraHours(q: QuotaState, usage: QuotaUsage, hours: number,
   if (q.suspended) return fail(403, "QUOTA_SUSPENDED", "Your quota is suspended; contact an operator.");
   if (q.validUntil <= now) return fail(403, "QUOTA_EXPIRED", "Your quota has expired; it must be renewed.");
   if (usage.deviceHours + hours > q.limits.maxDeviceHoursPerPeriod + 1e-9)
-    return fail(409, "QUOTA_HOURS_EXCEEDED", `Extending would use ${round(hours)} device-hours; ${round(Math.max(0, q.limits.maxDeviceHoursPerPeriod - usage.deviceHours))} are left this period.`, {
-      limit: q.limits.maxDeviceHoursPerPeriod,
-      used: round(usage.deviceHours),
-      requested: round(hours),
-    });
+    return fail(
+      409,
+      "QUOTA_HOURS_EXCEEDED",
+      `Extending would use ${round(hours)} device-hours; ${round(Math.max(0, q.limits.maxDeviceHoursPerPeriod - usage.deviceHours))} are left this period.`,
+      {
+        limit: q.limits.maxDeviceHoursPerPeriod,
+        used: round(usage.deviceHours),
+        requested: round(hours),
+      },
+    );
   return null;
 }
 

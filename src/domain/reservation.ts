@@ -46,9 +46,14 @@ export function reminderAt(startAt: number, minutes: number, now: number): numbe
 /** Is the window itself acceptable (in the future, not too far ahead)? */
 export function checkWindow(startAt: number, endAt: number, now: number): Failure | null {
   if (!Number.isFinite(startAt) || startAt < now)
-    return fail(400, "RESERVATION_IN_PAST", "A reservation must start in the future.", { startAt: iso(startAt), now: iso(now) });
+    return fail(400, "RESERVATION_IN_PAST", "A reservation must start in the future.", {
+      startAt: iso(startAt),
+      now: iso(now),
+    });
   if (startAt > now + RESERVATION.maxAheadDays * 86_400_000)
-    return fail(400, "RESERVATION_TOO_FAR", `A reservation may start at most ${RESERVATION.maxAheadDays} days ahead.`, { startAt: iso(startAt) });
+    return fail(400, "RESERVATION_TOO_FAR", `A reservation may start at most ${RESERVATION.maxAheadDays} days ahead.`, {
+      startAt: iso(startAt),
+    });
   if (endAt <= startAt) return fail(400, "VALIDATION_FAILED", "The window must have a positive duration.");
   return null;
 }
@@ -61,16 +66,30 @@ export function checkWindow(startAt: number, endAt: number, now: number): Failur
 export function checkReservation(q: QuotaState, spec: DeviceSpec, hours: number, startAt: number): Failure | null {
   if (q.suspended) return fail(403, "QUOTA_SUSPENDED", "Your quota is suspended; contact an operator.");
   if (q.validUntil <= startAt)
-    return fail(403, "QUOTA_EXPIRED", "Your quota ends before the reservation starts; it must be renewed first.", { validUntil: iso(q.validUntil), startAt: iso(startAt) });
+    return fail(403, "QUOTA_EXPIRED", "Your quota ends before the reservation starts; it must be renewed first.", {
+      validUntil: iso(q.validUntil),
+      startAt: iso(startAt),
+    });
   const perDevice = checkPerDevice(q.limits, spec);
   if (perDevice) return perDevice;
   if (hours > q.limits.maxDeviceHoursPerPeriod)
-    return fail(409, "QUOTA_HOURS_EXCEEDED", `The window is longer than your ${q.limits.maxDeviceHoursPerPeriod} device-hours per period.`, { limit: q.limits.maxDeviceHoursPerPeriod, requested: hours });
+    return fail(
+      409,
+      "QUOTA_HOURS_EXCEEDED",
+      `The window is longer than your ${q.limits.maxDeviceHoursPerPeriod} device-hours per period.`,
+      { limit: q.limits.maxDeviceHoursPerPeriod, requested: hours },
+    );
   return null;
 }
 
 /** What a repeated idempotency key of a booking must match: the request as made. */
-export function bookingHash(b: { min: DeviceSpec; startAt: number; endAt: number; durationMinutes: number; reminderMinutes: number }): string {
+export function bookingHash(b: {
+  min: DeviceSpec;
+  startAt: number;
+  endAt: number;
+  durationMinutes: number;
+  reminderMinutes: number;
+}): string {
   return JSON.stringify([b.min, b.startAt, b.endAt, b.durationMinutes, b.reminderMinutes]);
 }
 

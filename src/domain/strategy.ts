@@ -36,12 +36,21 @@ export function orderNodes(strategy: Strategy, nodes: readonly NodeLoad[]): Node
 /** Does a device satisfy `min` without going over `max` (the user's headroom)? */
 export function fits(device: DeviceSpec, min: DeviceSpec, max: DeviceSpec): boolean {
   return (
-    device.cpuCores >= min.cpuCores && device.memoryMB >= min.memoryMB && device.storageMB >= min.storageMB &&
-    device.cpuCores <= max.cpuCores && device.memoryMB <= max.memoryMB && device.storageMB <= max.storageMB
+    device.cpuCores >= min.cpuCores &&
+    device.memoryMB >= min.memoryMB &&
+    device.storageMB >= min.storageMB &&
+    device.cpuCores <= max.cpuCores &&
+    device.memoryMB <= max.memoryMB &&
+    device.storageMB <= max.storageMB
   );
 }
 
 /** Smallest fitting device first, so large devices stay free for requests that need them. */
 export function compareFit(a: DeviceSpec & { deviceId: string }, b: DeviceSpec & { deviceId: string }): number {
-  return a.cpuCores - b.cpuCores || a.memoryMB - b.memoryMB || a.storageMB - b.storageMB || (a.deviceId < b.deviceId ? -1 : a.deviceId > b.deviceId ? 1 : 0);
+  return (
+    a.cpuCores - b.cpuCores ||
+    a.memoryMB - b.memoryMB ||
+    a.storageMB - b.storageMB ||
+    (a.deviceId < b.deviceId ? -1 : a.deviceId > b.deviceId ? 1 : 0)
+  );
 }

@@ -15,7 +15,17 @@
  */
 import { FEED } from "../config";
 import type { Sql } from "../sql";
-import { CLOSE, PING, PONG, type Envelope, type ErrorFrameData, type FeedEvents, type FeedEventType, type FeedKind, type HelloData } from "./protocol";
+import {
+  CLOSE,
+  PING,
+  PONG,
+  type Envelope,
+  type ErrorFrameData,
+  type FeedEvents,
+  type FeedEventType,
+  type FeedKind,
+  type HelloData,
+} from "./protocol";
 
 /** Who holds a socket; set by the Worker from a verified ticket. */
 export interface Watcher {
@@ -123,7 +133,10 @@ export class FeedHub {
     const send = this.opts.onSockets;
     if (!send) return;
     const t = `${this.opts.table}_sockets`;
-    const last = this.sql.one<{ reported: number; seq: number }>(`SELECT reported, seq FROM ${t} WHERE id = 1`) ?? { reported: 0, seq: 0 };
+    const last = this.sql.one<{ reported: number; seq: number }>(`SELECT reported, seq FROM ${t} WHERE id = 1`) ?? {
+      reported: 0,
+      seq: 0,
+    };
     const n = this.open(undefined, closing).length;
     if (n === last.reported) return;
     const seq = last.seq + 1;
@@ -141,7 +154,13 @@ export class FeedHub {
   append<K extends FeedEventType>(userId: string, type: K, data: FeedEvents[K]): Envelope<FeedEvents[K], K> & { seq: number } {
     const ts = Date.now();
     const t = this.opts.table;
-    const row = this.sql.one<{ seq: number }>(`INSERT INTO ${t} (type, user_id, data, ts) VALUES (?, ?, ?, ?) RETURNING seq`, type, userId, JSON.stringify(data), ts)!;
+    const row = this.sql.one<{ seq: number }>(
+      `INSERT INTO ${t} (type, user_id, data, ts) VALUES (?, ?, ?, ?) RETURNING seq`,
+      type,
+      userId,
+      JSON.stringify(data),
+      ts,
+    )!;
     if (row.seq % 100 === 0) this.sql.exec(`DELETE FROM ${t} WHERE seq <= ?`, row.seq - this.opts.limit);
     this.schedulePump();
     return { seq: row.seq, type, userId, data, timestamp: ts };
@@ -172,7 +191,13 @@ export class FeedHub {
     const t = this.opts.table;
     return userId === undefined
       ? this.sql.all<LogRow>(`SELECT * FROM ${t} WHERE seq > ? ORDER BY seq LIMIT ?`, since, limit)
-      : this.sql.all<LogRow>(`SELECT * FROM ${t} WHERE seq > ? AND user_id IN (?, ?) ORDER BY seq LIMIT ?`, since, userId, this.legacyUser(userId), limit);
+      : this.sql.all<LogRow>(
+          `SELECT * FROM ${t} WHERE seq > ? AND user_id IN (?, ?) ORDER BY seq LIMIT ?`,
+          since,
+          userId,
+          this.legacyUser(userId),
+          limit,
+        );
   }
 
   /** Rows from before the user column read as the owner's (UserQuota's log only). */
@@ -186,7 +211,13 @@ export class FeedHub {
   }
 
   private envelope(r: LogRow): Envelope & { seq: number } {
-    return { seq: r.seq, type: r.type, userId: r.user_id || (this.opts.defaultUserId?.() ?? ""), data: JSON.parse(r.data), timestamp: r.ts };
+    return {
+      seq: r.seq,
+      type: r.type,
+      userId: r.user_id || (this.opts.defaultUserId?.() ?? ""),
+      data: JSON.parse(r.data),
+      timestamp: r.ts,
+    };
   }
 
   // ---- sockets ------------------------------------------------------------------------------
@@ -206,7 +237,11 @@ export class FeedHub {
   /** The last steps of every feed's `fetch`: the ticket is used once, then the socket is accepted. */
   admit(f: FeedRequest, state?: unknown): Response {
     if (!this.redeem(f.nonce, f.ticketExpiresAt))
-      return refuseSocket(CLOSE.unauthorized, "TICKET_USED", "This ticket was already used or has expired; get a new one from POST /ws/ticket.");
+      return refuseSocket(
+        CLOSE.unauthorized,
+        "TICKET_USED",
+        "This ticket was already used or has expired; get a new one from POST /ws/ticket.",
+      );
     return this.accept({ userId: f.userId, role: f.role, feed: f.feed, connectedAt: Date.now() }, f.since, state);
   }
 
@@ -230,7 +265,11 @@ export class FeedHub {
    */
   accept(w: Watcher, since: number | undefined, state?: unknown): Response {
     if (this.open(w.feed).length >= this.opts.maxSockets)
-      return refuseSocket(CLOSE.rateLimited, "TOO_MANY_SOCKETS", `At most ${this.opts.maxSockets} sockets may be open on this feed; close one first.`);
+      return refuseSocket(
+        CLOSE.rateLimited,
+        "TOO_MANY_SOCKETS",
+        `At most ${this.opts.maxSockets} sockets may be open on this feed; close one first.`,
+      );
     // Everything already logged goes out to the existing sockets first, so `pumped` is the end of
     // the log; with none open, nothing is owed to anyone and `pumped` simply moves to the end.
     const existing = this.open().length;
@@ -244,7 +283,15 @@ export class FeedHub {
     if (!existing) this.pumped = hi;
     const from = since === undefined ? hi : Math.min(since, hi);
     const missed = lo !== null && from < lo - 1 ? { from: from + 1, to: lo - 1, count: lo - 1 - from } : null;
-    const hello: HelloData = { feed: w.feed, since: from, replayThrough: hi, oldestSeq: lo, historyLimit: this.opts.limit, missed, ...(state === undefined ? {} : { state }) };
+    const hello: HelloData = {
+      feed: w.feed,
+      since: from,
+      replayThrough: hi,
+      oldestSeq: lo,
+      historyLimit: this.opts.limit,
+      missed,
+      ...(state === undefined ? {} : { state }),
+    };
     server.send(JSON.stringify(control("feed.hello", w.userId, hello)));
     if (from < hi) {
       const rows = this.rowsAfter(from, this.opts.limit + 100, seesAll(w) ? undefined : w.userId);
@@ -316,7 +363,15 @@ export class FeedHub {
       return;
     }
     const w = this.watcherOf(ws);
-    send(ws, JSON.stringify(control("feed.error", w?.userId ?? "", { code: "UNSUPPORTED_MESSAGE", message: `The feed is server-to-client; send only "${PING}" to keep it alive.` })));
+    send(
+      ws,
+      JSON.stringify(
+        control("feed.error", w?.userId ?? "", {
+          code: "UNSUPPORTED_MESSAGE",
+          message: `The feed is server-to-client; send only "${PING}" to keep it alive.`,
+        }),
+      ),
+    );
   }
 
   /** Hibernation handler: answers the client's close frame so it does not hang in CLOSING. */
@@ -347,7 +402,11 @@ function send(ws: WebSocket, frame: string): void {
   }
 }
 
-function control<K extends "feed.hello" | "feed.error">(type: K, userId: string, data: K extends "feed.hello" ? HelloData : ErrorFrameData): Envelope {
+function control<K extends "feed.hello" | "feed.error">(
+  type: K,
+  userId: string,
+  data: K extends "feed.hello" ? HelloData : ErrorFrameData,
+): Envelope {
   return { seq: null, type, userId, data, timestamp: Date.now() };
 }
 

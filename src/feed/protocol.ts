@@ -268,7 +268,9 @@ export interface Envelope<T = unknown, K extends string = string> {
 }
 
 /** A logged event: always has a seq. */
-export type FeedEvent<K extends FeedEventType = FeedEventType> = { [P in K]: Envelope<FeedEvents[P], P> & { seq: number } }[K];
+export type FeedEvent<K extends FeedEventType = FeedEventType> = {
+  [P in K]: Envelope<FeedEvents[P], P> & { seq: number };
+}[K];
 
 export type FeedKind = "user" | "admin" | "device" | "pool";
 
@@ -330,5 +332,11 @@ export const CLOSE = {
 
 /** Whether a client should reconnect after a close with this code. */
 export function shouldReconnect(code: number): boolean {
-  return code !== CLOSE.normal && code !== CLOSE.deviceRemoved && code !== CLOSE.badRequest && code !== CLOSE.forbidden && code !== CLOSE.notFound;
+  return (
+    code !== CLOSE.normal &&
+    code !== CLOSE.deviceRemoved &&
+    code !== CLOSE.badRequest &&
+    code !== CLOSE.forbidden &&
+    code !== CLOSE.notFound
+  );
 }

@@ -27,7 +27,12 @@ export function scopeOf(feed: FeedKind, name?: string): string {
   return feed === "device" || feed === "pool" ? `${feed}:${name}` : feed;
 }
 
-export async function mintTicket(env: Pick<Env, "JWT_SECRET">, who: { userId: string; role: "user" | "admin" }, scope: string, now = Date.now()): Promise<{ ticket: string; expiresAt: number }> {
+export async function mintTicket(
+  env: Pick<Env, "JWT_SECRET">,
+  who: { userId: string; role: "user" | "admin" },
+  scope: string,
+  now = Date.now(),
+): Promise<{ ticket: string; expiresAt: number }> {
   const exp = Math.floor(now / 1000) + FEED.ticketTtlSeconds;
   const nonce = [...crypto.getRandomValues(new Uint8Array(16))].map((b) => b.toString(16).padStart(2, "0")).join("");
   const ticket = await sign({ sub: who.userId, role: who.role, scope, jti: nonce, exp, typ: "ws-ticket" }, ticketKey(env), "HS256");

@@ -12,7 +12,16 @@ import { fail, ok } from "../errors";
 import { jsonBody, route } from "../openapi";
 import type { EndedAllocation } from "../domain/types";
 import {
-  DeviceIdParam, DeviceView, HistoryQuery, PoolDevicesQuery, PoolParam, RegisterDeviceBody, ReleaseResult, StrategyBody, UpdateDeviceBody, UsersQuery,
+  DeviceIdParam,
+  DeviceView,
+  HistoryQuery,
+  PoolDevicesQuery,
+  PoolParam,
+  RegisterDeviceBody,
+  ReleaseResult,
+  StrategyBody,
+  UpdateDeviceBody,
+  UsersQuery,
 } from "../schemas";
 import { device, pool, reply, userQuota } from "./helpers";
 import { take } from "../rpc";
@@ -29,27 +38,52 @@ export function adminRoutes() {
   const app = newApp();
   app.openapi(
     route({
-      method: "post", path: "/admin/devices", tags: ["fleet"], security, summary: "Register a device (a new pool comes into being with its first device)",
+      method: "post",
+      path: "/admin/devices",
+      tags: ["fleet"],
+      security,
+      summary: "Register a device (a new pool comes into being with its first device)",
       request: jsonBody(RegisterDeviceBody),
       ok: { status: 201, schema: DeviceView, description: "The device" },
     }),
     async (c) => {
       const b = c.req.valid("json");
       const deviceId = b.deviceId ?? `dev-${crypto.randomUUID().slice(0, 8)}`;
-      const r = await take(device(c.env, deviceId).register({ deviceId, pool: b.pool, node: b.node ?? "node-1", cpuCores: b.cpuCores, memoryMB: b.memoryMB, storageMB: b.storageMB }));
+      const r = await take(
+        device(c.env, deviceId).register({
+          deviceId,
+          pool: b.pool,
+          node: b.node ?? "node-1",
+          cpuCores: b.cpuCores,
+          memoryMB: b.memoryMB,
+          storageMB: b.storageMB,
+        }),
+      );
       if (r.ok) await drizzle(c.env.DB).insert(pools).values({ name: b.pool, createdAt: Date.now() }).onConflictDoNothing();
       return reply(c, r, 201);
     },
   );
 
   app.openapi(
-    route({ method: "get", path: "/admin/devices/{id}", tags: ["fleet"], security, summary: "A device and its current allocation", request: { params: DeviceIdParam }, ok: { status: 200, schema: DeviceView, description: "The device" } }),
+    route({
+      method: "get",
+      path: "/admin/devices/{id}",
+      tags: ["fleet"],
+      security,
+      summary: "A device and its current allocation",
+      request: { params: DeviceIdParam },
+      ok: { status: 200, schema: DeviceView, description: "The device" },
+    }),
     async (c) => reply(c, await take(device(c.env, c.req.valid("param").id).get())),
   );
 
   app.openapi(
     route({
-      method: "patch", path: "/admin/devices/{id}", tags: ["fleet"], security, summary: "Update pool, node or spec (not while allocated)",
+      method: "patch",
+      path: "/admin/devices/{id}",
+      tags: ["fleet"],
+      security,
+      summary: "Update pool, node or spec (not while allocated)",
       request: { params: DeviceIdParam, ...jsonBody(UpdateDeviceBody) },
       ok: { status: 200, schema: DeviceView, description: "The device" },
     }),
@@ -64,7 +98,10 @@ export function adminRoutes() {
   for (const status of ["maintenance", "offline", "online"] as const) {
     app.openapi(
       route({
-        method: "post", path: `/admin/devices/{id}/${status}`, tags: ["fleet"], security,
+        method: "post",
+        path: `/admin/devices/{id}/${status}`,
+        tags: ["fleet"],
+        security,
         summary: status === "online" ? "Back in service" : `Put in ${status} (no new allocations; an active one ends now and is billed)`,
         request: { params: DeviceIdParam },
         ok: { status: 200, schema: DeviceView, description: "The device" },
@@ -78,7 +115,15 @@ export function adminRoutes() {
   }
 
   app.openapi(
-    route({ method: "delete", path: "/admin/devices/{id}", tags: ["fleet"], security, summary: "Remove a device (an active allocation ends and is billed)", request: { params: DeviceIdParam }, ok: { status: 200, schema: Any, description: "Removed" } }),
+    route({
+      method: "delete",
+      path: "/admin/devices/{id}",
+      tags: ["fleet"],
+      security,
+      summary: "Remove a device (an active allocation ends and is billed)",
+      request: { params: DeviceIdParam },
+      ok: { status: 200, schema: Any, description: "Removed" },
+    }),
     async (c) => {
       const r = await take(device(c.env, c.req.valid("param").id).remove());
       if (r.ok) await settle(c, r.value.ended);
@@ -87,35 +132,75 @@ export function adminRoutes() {
   );
 
   app.openapi(
-    route({ method: "post", path: "/admin/devices/{id}/force-release", tags: ["fleet"], security, summary: "End the device's allocation now", request: { params: DeviceIdParam }, ok: { status: 200, schema: ReleaseResult, description: "The ended allocation" } }),
+    route({
+      method: "post",
+      path: "/admin/devices/{id}/force-release",
+      tags: ["fleet"],
+      security,
+      summary: "End the device's allocation now",
+      request: { params: DeviceIdParam },
+      ok: { status: 200, schema: ReleaseResult, description: "The ended allocation" },
+    }),
     async (c) => {
       const r = await take(device(c.env, c.req.valid("param").id).forceRelease());
       if (!r.ok) return reply(c, r);
       await settle(c, r.value);
       const e = r.value;
-      return reply(c, ok({ ...e, allocatedAt: new Date(e.allocatedAt).toISOString(), releasedAt: new Date(e.releasedAt).toISOString() }));
+      return reply(
+        c,
+        ok({
+          ...e,
+          allocatedAt: new Date(e.allocatedAt).toISOString(),
+          releasedAt: new Date(e.releasedAt).toISOString(),
+        }),
+      );
     },
   );
 
   app.openapi(
-    route({ method: "get", path: "/admin/devices/{id}/history", tags: ["fleet"], security, summary: "Ended allocations of a device, newest first", request: { params: DeviceIdParam, query: HistoryQuery }, ok: { status: 200, schema: Any, description: "A page" } }),
+    route({
+      method: "get",
+      path: "/admin/devices/{id}/history",
+      tags: ["fleet"],
+      security,
+      summary: "Ended allocations of a device, newest first",
+      request: { params: DeviceIdParam, query: HistoryQuery },
+      ok: { status: 200, schema: Any, description: "A page" },
+    }),
     async (c) => reply(c, await take(device(c.env, c.req.valid("param").id).history(c.req.valid("query")))),
   );
 
   app.openapi(
-    route({ method: "get", path: "/admin/pools", tags: ["fleet"], security, summary: "Pools and their counts", ok: { status: 200, schema: Any, description: "Pools" } }),
+    route({
+      method: "get",
+      path: "/admin/pools",
+      tags: ["fleet"],
+      security,
+      summary: "Pools and their counts",
+      ok: { status: 200, schema: Any, description: "Pools" },
+    }),
     async (c) => {
       const names = await drizzle(c.env.DB).select().from(pools).orderBy(pools.name);
-      const items = await Promise.all(names.map(async (p) => {
-        const s = await take(pool(c.env, p.name).summary(p.name));
-        return s.ok ? s.value : null;
-      }));
+      const items = await Promise.all(
+        names.map(async (p) => {
+          const s = await take(pool(c.env, p.name).summary(p.name));
+          return s.ok ? s.value : null;
+        }),
+      );
       return reply(c, ok({ items: items.filter((x) => x !== null) }));
     },
   );
 
   app.openapi(
-    route({ method: "get", path: "/admin/pools/{pool}", tags: ["fleet"], security, summary: "One pool's counts and strategy", request: { params: PoolParam }, ok: { status: 200, schema: Any, description: "Pool" } }),
+    route({
+      method: "get",
+      path: "/admin/pools/{pool}",
+      tags: ["fleet"],
+      security,
+      summary: "One pool's counts and strategy",
+      request: { params: PoolParam },
+      ok: { status: 200, schema: Any, description: "Pool" },
+    }),
     async (c) => {
       const name = c.req.valid("param").pool;
       return reply(c, await take(pool(c.env, name).summary(name)));
@@ -123,7 +208,15 @@ export function adminRoutes() {
   );
 
   app.openapi(
-    route({ method: "get", path: "/admin/pools/{pool}/devices", tags: ["fleet"], security, summary: "A pool's devices with holders", request: { params: PoolParam, query: PoolDevicesQuery }, ok: { status: 200, schema: Any, description: "A page" } }),
+    route({
+      method: "get",
+      path: "/admin/pools/{pool}/devices",
+      tags: ["fleet"],
+      security,
+      summary: "A pool's devices with holders",
+      request: { params: PoolParam, query: PoolDevicesQuery },
+      ok: { status: 200, schema: Any, description: "A page" },
+    }),
     async (c) => {
       const name = c.req.valid("param").pool;
       return reply(c, await take(pool(c.env, name).list({ pool: name, ...c.req.valid("query"), withHolders: true })));
@@ -132,31 +225,61 @@ export function adminRoutes() {
 
   app.openapi(
     route({
-      method: "put", path: "/admin/pools/{pool}", tags: ["fleet"], security, summary: "Set the pool's scheduling strategy and idle release",
-      description: "Name at least one field. `idleReleaseMinutes` applies to allocations made from now on (`null` turns it off); an allocation's own idleReleaseMinutes applies if shorter.",
-      request: { params: PoolParam, ...jsonBody(StrategyBody) }, ok: { status: 200, schema: Any, description: "Pool" },
+      method: "put",
+      path: "/admin/pools/{pool}",
+      tags: ["fleet"],
+      security,
+      summary: "Set the pool's scheduling strategy and idle release",
+      description:
+        "Name at least one field. `idleReleaseMinutes` applies to allocations made from now on (`null` turns it off); an allocation's own idleReleaseMinutes applies if shorter.",
+      request: { params: PoolParam, ...jsonBody(StrategyBody) },
+      ok: { status: 200, schema: Any, description: "Pool" },
     }),
     async (c) => {
       const name = c.req.valid("param").pool;
       const b = c.req.valid("json");
       if (b.idleReleaseSeconds !== undefined && !shortDurationsAllowed(c.env))
-        return reply(c, fail(400, "SHORT_DURATION_DISABLED", "`idleReleaseSeconds` is a test-only switch and is off here; use idleReleaseMinutes."));
-      const idleReleaseSeconds = b.idleReleaseSeconds !== undefined ? b.idleReleaseSeconds : b.idleReleaseMinutes == null ? b.idleReleaseMinutes : b.idleReleaseMinutes * 60;
+        return reply(
+          c,
+          fail(400, "SHORT_DURATION_DISABLED", "`idleReleaseSeconds` is a test-only switch and is off here; use idleReleaseMinutes."),
+        );
+      const idleReleaseSeconds =
+        b.idleReleaseSeconds !== undefined
+          ? b.idleReleaseSeconds
+          : b.idleReleaseMinutes == null
+            ? b.idleReleaseMinutes
+            : b.idleReleaseMinutes * 60;
       return reply(c, await take(pool(c.env, name).setSettings(name, { strategy: b.strategy, idleReleaseSeconds })));
     },
   );
 
   app.openapi(
     route({
-      method: "get", path: "/admin/users", tags: ["quota"], security, summary: "Users with a billing account: plan, balance and quota, by user id",
-      description: "A user appears here once they have a billing account (their first allocation or balance read opens it). Page with `cursor` = the last userId.",
-      request: { query: UsersQuery }, ok: { status: 200, schema: Any, description: "A page" },
+      method: "get",
+      path: "/admin/users",
+      tags: ["quota"],
+      security,
+      summary: "Users with a billing account: plan, balance and quota, by user id",
+      description:
+        "A user appears here once they have a billing account (their first allocation or balance read opens it). Page with `cursor` = the last userId.",
+      request: { query: UsersQuery },
+      ok: { status: 200, schema: Any, description: "A page" },
     }),
     async (c) => {
       const q = c.req.valid("query");
       const limit = Math.min(q.limit ?? PAGING.defaultLimit, PAGING.maxLimit);
-      const rows = await drizzle(c.env.DB).select({ userId: accounts.userId, planId: accounts.planId, balance: accounts.balance, currency: pricingPlans.currency }).from(accounts)
-        .leftJoin(pricingPlans, eq(pricingPlans.planId, accounts.planId)).where(q.cursor ? gt(accounts.userId, q.cursor) : undefined).orderBy(asc(accounts.userId)).limit(limit + 1);
+      const rows = await drizzle(c.env.DB)
+        .select({
+          userId: accounts.userId,
+          planId: accounts.planId,
+          balance: accounts.balance,
+          currency: pricingPlans.currency,
+        })
+        .from(accounts)
+        .leftJoin(pricingPlans, eq(pricingPlans.planId, accounts.planId))
+        .where(q.cursor ? gt(accounts.userId, q.cursor) : undefined)
+        .orderBy(asc(accounts.userId))
+        .limit(limit + 1);
       const page = rows.slice(0, limit);
       const items = await Promise.all(page.map(async (r) => ({ ...r, quota: await take(userQuota(c.env, r.userId).getQuota(r.userId)) })));
       return reply(c, ok({ items, nextCursor: rows.length > limit ? page[page.length - 1]!.userId : null }));

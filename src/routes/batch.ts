@@ -20,8 +20,18 @@ import { HttpError, errorBody, internalFailure, type Result } from "../errors";
 import { jsonBody, route } from "../openapi";
 import { BATCH } from "../config";
 import {
-  AllocateBody, AllocationIdParam, AllocationResult, AllocationView, BatchAllocateBody, BatchExtendBody, BatchExtendItem, BatchQueryBody, BatchReleaseBody,
-  ReleaseBody, ReleaseResult, batchResult,
+  AllocateBody,
+  AllocationIdParam,
+  AllocationResult,
+  AllocationView,
+  BatchAllocateBody,
+  BatchExtendBody,
+  BatchExtendItem,
+  BatchQueryBody,
+  BatchReleaseBody,
+  ReleaseBody,
+  ReleaseResult,
+  batchResult,
 } from "../schemas";
 import { ExtendResult, planAllocate, planExtend, planGetAllocation, planRelease, type Planned } from "./scheduler";
 
@@ -75,7 +85,9 @@ async function runBatch<T>(c: Ctx, raws: unknown[], okStatus: 200 | 201, continu
         r = thrown(c, err, i);
       }
     }
-    results[i] = r.ok ? { index: i, ok: true, status: okStatus, value: r.value } : { index: i, ok: false, status: r.status, error: errorBody(r).error };
+    results[i] = r.ok
+      ? { index: i, ok: true, status: okStatus, value: r.value }
+      : { index: i, ok: false, status: r.status, error: errorBody(r).error };
     return r.ok;
   };
 
@@ -102,15 +114,27 @@ async function runBatch<T>(c: Ctx, raws: unknown[], okStatus: 200 | 201, continu
 
   const count = (f: (o: Outcome) => boolean) => results.filter(f).length;
   return c.json(
-    { results, succeeded: count((o) => o.ok), failed: count((o) => !o.ok && !o.skipped), skipped: count((o) => !o.ok && !!o.skipped) },
+    {
+      results,
+      succeeded: count((o) => o.ok),
+      failed: count((o) => !o.ok && !o.skipped),
+      skipped: count((o) => !o.ok && !!o.skipped),
+    },
     200,
   );
 }
 
 function skipped(index: number, failedIndex: number): Outcome {
   return {
-    index, ok: false, skipped: true, status: SKIPPED_STATUS,
-    error: { code: "SKIPPED", message: `Not tried: item ${failedIndex} failed and continueOnError is false.`, details: { failedIndex } },
+    index,
+    ok: false,
+    skipped: true,
+    status: SKIPPED_STATUS,
+    error: {
+      code: "SKIPPED",
+      message: `Not tried: item ${failedIndex} failed and continueOnError is false.`,
+      details: { failedIndex },
+    },
   };
 }
 
@@ -134,55 +158,112 @@ export function batchRoutes() {
 
   app.openapi(
     route({
-      method: "post", path: "/scheduler/batch/allocate", tags: ["allocation", "batch"], security,
+      method: "post",
+      path: "/scheduler/batch/allocate",
+      tags: ["allocation", "batch"],
+      security,
       summary: `Allocate up to ${BATCH.maxItems} devices, each item as POST /scheduler/devices/allocate`,
-      description: described("Items name their own `userId` (admins only), or take the envelope's. A repeated `idempotencyKey` answers the first item's result, as on the single route."),
+      description: described(
+        "Items name their own `userId` (admins only), or take the envelope's. A repeated `idempotencyKey` answers the first item's result, as on the single route.",
+      ),
       request: jsonBody(BatchAllocateBody),
-      ok: { status: 200, schema: batchResult(AllocationResult, "BatchAllocateResult"), description: "Per item: the allocation (status 201) or its error" },
+      ok: {
+        status: 200,
+        schema: batchResult(AllocationResult, "BatchAllocateResult"),
+        description: "Per item: the allocation (status 201) or its error",
+      },
     }),
     async (c) => {
       const b = c.req.valid("json");
-      return runBatch(c, b.requests, 201, b.continueOnError, item(AllocateBody, (i) => planAllocate(c, { ...i, userId: i.userId ?? b.userId })));
+      return runBatch(
+        c,
+        b.requests,
+        201,
+        b.continueOnError,
+        item(AllocateBody, (i) => planAllocate(c, { ...i, userId: i.userId ?? b.userId })),
+      );
     },
   );
 
   app.openapi(
     route({
-      method: "post", path: "/scheduler/batch/release", tags: ["allocation", "batch"], security,
+      method: "post",
+      path: "/scheduler/batch/release",
+      tags: ["allocation", "batch"],
+      security,
       summary: `Release up to ${BATCH.maxItems} devices, each item as POST /scheduler/devices/release`,
       description: described("Items name their own `userId` (admins only), or take the envelope's."),
       request: jsonBody(BatchReleaseBody),
-      ok: { status: 200, schema: batchResult(ReleaseResult, "BatchReleaseResult"), description: "Per item: the ended allocation or its error" },
+      ok: {
+        status: 200,
+        schema: batchResult(ReleaseResult, "BatchReleaseResult"),
+        description: "Per item: the ended allocation or its error",
+      },
     }),
     async (c) => {
       const b = c.req.valid("json");
-      return runBatch(c, b.requests, 200, b.continueOnError, item(ReleaseBody, (i) => planRelease(c, { ...i, userId: i.userId ?? b.userId })));
+      return runBatch(
+        c,
+        b.requests,
+        200,
+        b.continueOnError,
+        item(ReleaseBody, (i) => planRelease(c, { ...i, userId: i.userId ?? b.userId })),
+      );
     },
   );
 
   app.openapi(
     route({
-      method: "post", path: "/scheduler/batch/extend", tags: ["allocation", "batch"], security,
+      method: "post",
+      path: "/scheduler/batch/extend",
+      tags: ["allocation", "batch"],
+      security,
       summary: `Extend up to ${BATCH.maxItems} allocations, each item as PUT /scheduler/allocations/{id}/extend`,
       description: described("Another user's allocation id is a 404 ALLOCATION_NOT_FOUND for a non-admin, as on the single route."),
       request: jsonBody(BatchExtendBody),
-      ok: { status: 200, schema: batchResult(ExtendResult, "BatchExtendResult"), description: "Per item: the extended allocation or its error" },
+      ok: {
+        status: 200,
+        schema: batchResult(ExtendResult, "BatchExtendResult"),
+        description: "Per item: the extended allocation or its error",
+      },
     }),
     async (c) => {
       const b = c.req.valid("json");
-      return runBatch(c, b.requests, 200, b.continueOnError, item(BatchExtendItem, (i) => planExtend(c, i.allocationId, i.additionalMinutes)));
+      return runBatch(
+        c,
+        b.requests,
+        200,
+        b.continueOnError,
+        item(BatchExtendItem, (i) => planExtend(c, i.allocationId, i.additionalMinutes)),
+      );
     },
   );
 
   app.openapi(
     route({
-      method: "post", path: "/scheduler/batch/query", tags: ["allocation", "batch"], security,
+      method: "post",
+      path: "/scheduler/batch/query",
+      tags: ["allocation", "batch"],
+      security,
       summary: `Read up to ${BATCH.maxItems} allocations, each as GET /scheduler/allocations/{id}`,
-      description: described("Every id is answered (nothing is skipped); another user's id is a 404 ALLOCATION_NOT_FOUND for a non-admin, so ids do not leak."),
+      description: described(
+        "Every id is answered (nothing is skipped); another user's id is a 404 ALLOCATION_NOT_FOUND for a non-admin, so ids do not leak.",
+      ),
       request: jsonBody(BatchQueryBody),
-      ok: { status: 200, schema: batchResult(AllocationView, "BatchQueryResult"), description: "Per id: the allocation or its error" },
+      ok: {
+        status: 200,
+        schema: batchResult(AllocationView, "BatchQueryResult"),
+        description: "Per id: the allocation or its error",
+      },
     }),
-    async (c) => runBatch(c, c.req.valid("json").allocationIds, 200, true, item(AllocationIdParam.shape.id, (id) => planGetAllocation(c, id))),
+    async (c) =>
+      runBatch(
+        c,
+        c.req.valid("json").allocationIds,
+        200,
+        true,
+        item(AllocationIdParam.shape.id, (id) => planGetAllocation(c, id)),
+      ),
   );
 
   return app;

@@ -42,7 +42,10 @@ function appEventsHook(result: { success: boolean }, c: Context<AppEnv>) {
   const raw = (result as { data?: unknown }).data;
   const isBatch = typeof raw === "object" && raw !== null && !Array.isArray(raw) && "events" in raw;
   const again = (isBatch ? AppEventBatch : AppEvent).safeParse(raw);
-  return c.json(errorBody(validationFailure(again.success ? [{ path: [], message: "Send one event or {events: [...]}" }] : again.error.issues)), 400);
+  return c.json(
+    errorBody(validationFailure(again.success ? [{ path: [], message: "Send one event or {events: [...]}" }] : again.error.issues)),
+    400,
+  );
 }
 
 /** Appends each event to its user's feed; one user's events in order, users in parallel. */
@@ -50,22 +53,35 @@ async function deliver(env: Env, events: AppEventInput[]): Promise<Outcome[]> {
   const out: Outcome[] = new Array(events.length);
   const byUser = new Map<string, number[]>();
   events.forEach((e, i) => byUser.set(e.data.userId, [...(byUser.get(e.data.userId) ?? []), i]));
-  await Promise.all([...byUser].map(async ([userId, indexes]) => {
-    const stub = userQuota(env, userId);
-    for (const i of indexes) {
-      const e = events[i]!;
-      const base = { eventId: e.eventId ?? null, type: e.type, userId };
-      // Without an eventId the sender gives up retry safety: every send is a new event.
-      const key = `app:${e.eventId ?? `anon:${crypto.randomUUID()}`}`;
-      try {
-        const r = await take(stub.externalEvent(userId, key, e.type, e.data as FeedEvents[typeof e.type]));
-        out[i] = { ...base, seq: r.seq, duplicate: r.duplicate };
-      } catch (err) {
-        log("warn", "app event not delivered", { userId, eventId: e.eventId ?? null, type: e.type, error: String(err) });
-        out[i] = { ...base, error: { code: "FEED_UNAVAILABLE", message: "The user's feed did not answer; nothing was written for this event. Send it again (with its eventId)." } };
+  await Promise.all(
+    [...byUser].map(async ([userId, indexes]) => {
+      const stub = userQuota(env, userId);
+      for (const i of indexes) {
+        const e = events[i]!;
+        const base = { eventId: e.eventId ?? null, type: e.type, userId };
+        // Without an eventId the sender gives up retry safety: every send is a new event.
+        const key = `app:${e.eventId ?? `anon:${crypto.randomUUID()}`}`;
+        try {
+          const r = await take(stub.externalEvent(userId, key, e.type, e.data as FeedEvents[typeof e.type]));
+          out[i] = { ...base, seq: r.seq, duplicate: r.duplicate };
+        } catch (err) {
+          log("warn", "app event not delivered", {
+            userId,
+            eventId: e.eventId ?? null,
+            type: e.type,
+            error: String(err),
+          });
+          out[i] = {
+            ...base,
+            error: {
+              code: "FEED_UNAVAILABLE",
+              message: "The user's feed did not answer; nothing was written for this event. Send it again (with its eventId).",
+            },
+          };
+        }
       }
-    }
-  }));
+    }),
+  );
   return out;
 }
 
@@ -74,7 +90,10 @@ export function eventRoutes() {
 
   app.openapi(
     route({
-      method: "post", path: "/api/internal/events", tags: ["internal"], security: [{ service: [] }],
+      method: "post",
+      path: "/api/internal/events",
+      tags: ["internal"],
+      security: [{ service: [] }],
       summary: "Report app events (app.installed, app.install_failed, app.updated) to the user each names",
       description:
         "One event `{type, eventId?, data}` or `{events: [...]}` (1 to 100). Each goes to the feed of `data.userId` only. " +
@@ -90,8 +109,14 @@ export function eventRoutes() {
       const events = batch ? b.events : [b];
       const results = await deliver(c.env, events);
       const count = (f: (o: Outcome) => boolean) => results.filter(f).length;
-      const body = { accepted: count((o) => o.seq !== undefined && !o.duplicate), duplicates: count((o) => o.duplicate === true), failed: count((o) => !!o.error), results };
-      if (!batch && results[0]!.error) return c.json(errorBody(fail(503, results[0]!.error.code, results[0]!.error.message, { eventId: results[0]!.eventId })), 503);
+      const body = {
+        accepted: count((o) => o.seq !== undefined && !o.duplicate),
+        duplicates: count((o) => o.duplicate === true),
+        failed: count((o) => !!o.error),
+        results,
+      };
+      if (!batch && results[0]!.error)
+        return c.json(errorBody(fail(503, results[0]!.error.code, results[0]!.error.message, { eventId: results[0]!.eventId })), 503);
       return c.json(body, 202);
     },
     (result, c) => appEventsHook(result, c),
@@ -99,12 +124,20 @@ export function eventRoutes() {
 
   app.openapi(
     route({
-      method: "get", path: "/admin/events", tags: ["events"], security: [{ bearer: [] }],
+      method: "get",
+      path: "/admin/events",
+      tags: ["events"],
+      security: [{ bearer: [] }],
       summary: "The operators' feed history after `since` (low balances, failed usage, reconciliation differences)",
       request: { query: AdminEventsQuery },
       ok: {
         status: 200,
-        schema: z.object({ events: z.array(z.object({}).passthrough()), oldestSeq: z.number().nullable(), lastSeq: z.number(), nextSince: z.number().nullable() }),
+        schema: z.object({
+          events: z.array(z.object({}).passthrough()),
+          oldestSeq: z.number().nullable(),
+          lastSeq: z.number(),
+          nextSince: z.number().nullable(),
+        }),
         description: "Events, oldest first; pass `nextSince` as `since` for the next page (null: you are at the end)",
       },
     }),
@@ -112,7 +145,9 @@ export function eventRoutes() {
       const q = c.req.valid("query");
       const since = q.since ?? 0;
       // The RPC stub types `unknown` event data as not serializable; the object returns plain JSON.
-      const h = (await take(adminFeed(c.env).events(since, Math.min(q.limit ?? PAGING.defaultLimit, PAGING.maxLimit)))) as unknown as Awaited<ReturnType<AdminFeed["events"]>>;
+      const h = (await take(
+        adminFeed(c.env).events(since, Math.min(q.limit ?? PAGING.defaultLimit, PAGING.maxLimit)),
+      )) as unknown as Awaited<ReturnType<AdminFeed["events"]>>;
       const last = h.events.length ? h.events[h.events.length - 1]!.seq! : since;
       return c.json({ ...h, nextSince: last < h.lastSeq ? last : null }, 200);
     },

@@ -26,9 +26,13 @@ export function feedRoutes() {
 
   app.openapi(
     route({
-      method: "post", path: "/ws/ticket", tags: ["feed"], security,
+      method: "post",
+      path: "/ws/ticket",
+      tags: ["feed"],
+      security,
       summary: "A single-use ticket (60 s) to open a feed as a WebSocket",
-      description: "Open `url` as a WebSocket within 60 seconds. Frames are `{seq, type, userId, data, timestamp}`; send `ping` to keep it alive (answered `pong`). Reconnect with `&since=<last seq>` and a new ticket to get what you missed.",
+      description:
+        "Open `url` as a WebSocket within 60 seconds. Frames are `{seq, type, userId, data, timestamp}`; send `ping` to keep it alive (answered `pong`). Reconnect with `&since=<last seq>` and a new ticket to get what you missed.",
       request: jsonBody(TicketBody, false),
       ok: { status: 201, schema: TicketResult, description: "The ticket" },
     }),
@@ -37,23 +41,47 @@ export function feedRoutes() {
       // No body means the caller's own feed.
       const b = (c.req.valid("json") ?? {}) as { feed?: FeedKind; deviceId?: string; pool?: string };
       const feed = b.feed ?? "user";
-      if ((feed === "admin" || feed === "pool") && p.role !== "admin") return reply(c, fail(403, "FORBIDDEN", `The ${feed} feed needs the admin role.`));
+      if ((feed === "admin" || feed === "pool") && p.role !== "admin")
+        return reply(c, fail(403, "FORBIDDEN", `The ${feed} feed needs the admin role.`));
       const t = await mintTicket(c.env, p, scopeOf(feed, feed === "pool" ? b.pool : b.deviceId));
-      const path = feed === "user" ? "/ws" : feed === "admin" ? "/ws/admin" : feed === "pool" ? `/ws/pools/${encodeURIComponent(b.pool!)}` : `/ws/devices/${encodeURIComponent(b.deviceId!)}`;
-      return reply(c, ok({ ticket: t.ticket, expiresAt: new Date(t.expiresAt).toISOString(), feed, url: `${path}?ticket=${encodeURIComponent(t.ticket)}` }), 201);
+      const path =
+        feed === "user"
+          ? "/ws"
+          : feed === "admin"
+            ? "/ws/admin"
+            : feed === "pool"
+              ? `/ws/pools/${encodeURIComponent(b.pool!)}`
+              : `/ws/devices/${encodeURIComponent(b.deviceId!)}`;
+      return reply(
+        c,
+        ok({
+          ticket: t.ticket,
+          expiresAt: new Date(t.expiresAt).toISOString(),
+          feed,
+          url: `${path}?ticket=${encodeURIComponent(t.ticket)}`,
+        }),
+        201,
+      );
     },
   );
 
   // The upgrade paths are documented for readers (OpenAPI has no WebSocket operations; they carry `x-websocket`).
   for (const [path, summary] of [
-    ["/ws", "Your feed (ticket from POST /ws/ticket with feed \"user\")"],
+    ["/ws", 'Your feed (ticket from POST /ws/ticket with feed "user")'],
     ["/ws/admin", "The operators' feed (admin ticket)"],
     ["/ws/devices/{deviceId}", "A device you hold (device ticket); admins may watch any device"],
-    ["/ws/pools/{pool}", "A pool's devices, live (pool ticket, admins): the hello's state is the pool's devices, then `pool.device` on every change"],
+    [
+      "/ws/pools/{pool}",
+      "A pool's devices, live (pool ticket, admins): the hello's state is the pool's devices, then `pool.device` on every change",
+    ],
   ] as const) {
     app.openAPIRegistry.registerPath({
-      method: "get", path, tags: ["feed"], summary,
-      description: "WebSocket upgrade. Query: `ticket` (required, single use), `since` (last seq you received; replays what you missed). Refusals close the socket: 4400 bad query, 4401 ticket invalid/used/expired, 4403 not allowed, 4404 no such device or pool, 4429 too many sockets or messages. A plain GET gets 426.",
+      method: "get",
+      path,
+      tags: ["feed"],
+      summary,
+      description:
+        "WebSocket upgrade. Query: `ticket` (required, single use), `since` (last seq you received; replays what you missed). Refusals close the socket: 4400 bad query, 4401 ticket invalid/used/expired, 4403 not allowed, 4404 no such device or pool, 4429 too many sockets or messages. A plain GET gets 426.",
       "x-websocket": true,
       responses: { 101: { description: "Switching protocols" }, 426: { description: "Not a WebSocket upgrade" } },
     } as never);
@@ -71,22 +99,44 @@ async function open(c: Context<AppEnv>, feed: FeedKind, name?: string): Promise<
   const upgrade = c.req.header("Upgrade")?.toLowerCase() === "websocket";
   const refuse = (status: 400 | 401 | 403 | 404, close: number, code: string, message: string) =>
     upgrade ? refuseSocket(close, code, message) : c.json(errorBody(fail(status, code, message)), status);
-  if (!upgrade) return c.json(errorBody(fail(426, "UPGRADE_REQUIRED", "Open this path as a WebSocket (get a ticket from POST /ws/ticket first).")), 426);
+  if (!upgrade)
+    return c.json(
+      errorBody(fail(426, "UPGRADE_REQUIRED", "Open this path as a WebSocket (get a ticket from POST /ws/ticket first).")),
+      426,
+    );
   const q = c.req.query();
   const unknown = Object.keys(q).filter((k) => k !== "ticket" && k !== "since");
-  if (unknown.length) return refuse(400, CLOSE.badRequest, "VALIDATION_FAILED", `Unknown query parameter: ${unknown.join(", ")}. Use ticket and since.`);
-  if (q.since !== undefined && !FEED_SINCE.test(q.since)) return refuse(400, CLOSE.badRequest, "VALIDATION_FAILED", "since: the last seq you received, a whole number ≥ 0.");
+  if (unknown.length)
+    return refuse(400, CLOSE.badRequest, "VALIDATION_FAILED", `Unknown query parameter: ${unknown.join(", ")}. Use ticket and since.`);
+  if (q.since !== undefined && !FEED_SINCE.test(q.since))
+    return refuse(400, CLOSE.badRequest, "VALIDATION_FAILED", "since: the last seq you received, a whole number ≥ 0.");
   if (name !== undefined && !IDS.pattern.test(name))
-    return feed === "pool" ? refuse(404, CLOSE.notFound, "POOL_NOT_FOUND", "No such pool.") : refuse(404, CLOSE.notFound, "DEVICE_NOT_FOUND", "No such device.");
+    return feed === "pool"
+      ? refuse(404, CLOSE.notFound, "POOL_NOT_FOUND", "No such pool.")
+      : refuse(404, CLOSE.notFound, "DEVICE_NOT_FOUND", "No such device.");
   const t = await readTicket(c.env, q.ticket, scopeOf(feed, name));
-  if (!t) return refuse(401, CLOSE.unauthorized, "TICKET_INVALID", "The ticket is missing, expired or for another feed; get a new one from POST /ws/ticket.");
+  if (!t)
+    return refuse(
+      401,
+      CLOSE.unauthorized,
+      "TICKET_INVALID",
+      "The ticket is missing, expired or for another feed; get a new one from POST /ws/ticket.",
+    );
   // Checked again at the object; a role inside a signed ticket cannot be forged.
-  if ((feed === "admin" || feed === "pool") && t.role !== "admin") return refuse(403, CLOSE.forbidden, "FORBIDDEN", `The ${feed} feed needs the admin role.`);
+  if ((feed === "admin" || feed === "pool") && t.role !== "admin")
+    return refuse(403, CLOSE.forbidden, "FORBIDDEN", `The ${feed} feed needs the admin role.`);
   const f: FeedRequest = {
-    userId: t.userId, role: t.role, feed, nonce: t.nonce, ticketExpiresAt: t.expiresAt, since: q.since === undefined ? undefined : Number(q.since),
+    userId: t.userId,
+    role: t.role,
+    feed,
+    nonce: t.nonce,
+    ticketExpiresAt: t.expiresAt,
+    since: q.since === undefined ? undefined : Number(q.since),
     ...(feed === "pool" ? { pool: name } : { deviceId: name }),
   };
-  return feedObject(c.env, f).fetch("https://feed.internal/ws", { headers: { Upgrade: "websocket", [FEED_HEADER]: JSON.stringify(f) } });
+  return feedObject(c.env, f).fetch("https://feed.internal/ws", {
+    headers: { Upgrade: "websocket", [FEED_HEADER]: JSON.stringify(f) },
+  });
 }
 
 function feedObject(env: Env, f: FeedRequest) {

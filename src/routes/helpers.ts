@@ -19,7 +19,11 @@ export function reply<T>(c: Context<AppEnv>, r: Result<T>, status: 200 | 201 = 2
 }
 
 /** A request's optional spec: an absent field asks for nothing (0). */
-export const requestSpec = (s?: Partial<DeviceSpec>): DeviceSpec => ({ cpuCores: s?.cpuCores ?? 0, memoryMB: s?.memoryMB ?? 0, storageMB: s?.storageMB ?? 0 });
+export const requestSpec = (s?: Partial<DeviceSpec>): DeviceSpec => ({
+  cpuCores: s?.cpuCores ?? 0,
+  memoryMB: s?.memoryMB ?? 0,
+  storageMB: s?.storageMB ?? 0,
+});
 
 /** Test-only switches (ALLOW_SHORT_DURATIONS): the first one used where they are off is refused. */
 export function testOnlyRefusal(env: Pick<Env, "ALLOW_SHORT_DURATIONS">, fields: Record<string, unknown>, instead: string): Failure | null {

@@ -23,9 +23,13 @@ const Text = z.string().openapi({ description: "Prometheus text exposition forma
 export function metricsRoutes() {
   const app = newApp();
   const doc = route({
-    method: "get", path: "/admin/metrics", tags: ["operations"], security: [{ bearer: [] }],
+    method: "get",
+    path: "/admin/metrics",
+    tags: ["operations"],
+    security: [{ bearer: [] }],
     summary: "Operator metrics (Prometheus text format, admin only)",
-    description: "Allocations, releases by reason, expiry lag, usage reports sent/failed/dead-lettered, devices by status, queue and reservations, open feed sockets.",
+    description:
+      "Allocations, releases by reason, expiry lag, usage reports sent/failed/dead-lettered, devices by status, queue and reservations, open feed sockets.",
     ok: { status: 200, schema: Text, description: "Metrics" },
   });
   // Documented as text/plain (route() documents JSON by default).
@@ -53,10 +57,18 @@ export function metricsRoutes() {
     const [poolNames, counters, failedRows, sockets] = await Promise.all([
       from("d1", db.select({ name: pools.name }).from(pools).orderBy(pools.name)),
       from("d1", db.select().from(metricCounters)),
-      from("d1", db.select({ status: failedUsage.status, n: sql<number>`COUNT(*)` }).from(failedUsage).groupBy(failedUsage.status)),
+      from(
+        "d1",
+        db
+          .select({ status: failedUsage.status, n: sql<number>`COUNT(*)` })
+          .from(failedUsage)
+          .groupBy(failedUsage.status),
+      ),
       from("sockets", take(env.ADMIN_FEED.getByName(ADMIN_FEED_NAME).socketCounts())),
     ]);
-    const perPool = await Promise.all((poolNames ?? []).map(async (p) => ({ pool: p.name, m: await from("pool", take(pool(env, p.name).metrics())) })));
+    const perPool = await Promise.all(
+      (poolNames ?? []).map(async (p) => ({ pool: p.name, m: await from("pool", take(pool(env, p.name).metrics())) })),
+    );
 
     const allocations: Sample[] = [];
     const releases: Sample[] = [];
@@ -69,34 +81,82 @@ export function metricsRoutes() {
       const labels = { pool: name };
       const counter = (n: string, label = "") => m.counters.find((r) => r.name === n && r.label === label)?.value ?? 0;
       allocations.push({ labels, value: counter("allocations") });
-      for (const r of m.counters.filter((r) => r.name === "releases")) releases.push({ labels: { ...labels, reason: r.label }, value: r.value });
+      for (const r of m.counters.filter((r) => r.name === "releases"))
+        releases.push({ labels: { ...labels, reason: r.label }, value: r.value });
       const buckets = new Map(m.counters.filter((r) => r.name === "expiry_lag_bucket").map((r) => [r.label, r.value]));
       lag.push(...lagHistogram(labels, buckets, counter("expiry_lag_sum_ms"), counter("expiry_lag_count")));
-      for (const status of ["available", "allocated", "maintenance", "offline"]) devices.push({ labels: { ...labels, status }, value: m.devices[status] ?? 0 });
+      for (const status of ["available", "allocated", "maintenance", "offline"])
+        devices.push({ labels: { ...labels, status }, value: m.devices[status] ?? 0 });
       waiting.push({ labels, value: m.queueWaiting });
       reservations.push({ labels, value: m.reservationsOpen });
     }
     const usage = (name: string) => counters?.find((r) => r.name === name)?.value ?? 0;
     const families: Family[] = [
-      { name: "eda_allocations_total", type: "counter", help: "Allocations made (a device claimed for a user), by pool.", samples: allocations },
-      { name: "eda_releases_total", type: "counter", help: "Allocations ended, by pool and reason (released, expired, force_released, idle, maintenance, offline, removed, orphaned; unknown when the pool missed the change that ended it).", samples: releases },
-      { name: "eda_expiry_lag_seconds", type: "histogram", help: "How late expiry ended allocations: the alarm's run time minus expiresAt (billing stops at expiresAt regardless).", samples: lag },
-      { name: "eda_devices", type: "gauge", help: "Devices by pool and status.", samples: devices },
-      { name: "eda_queue_waiting", type: "gauge", help: "Queue entries waiting or being handed a device, by pool.", samples: waiting },
-      { name: "eda_reservations_open", type: "gauge", help: "Reservations pending, confirmed or executing, by pool.", samples: reservations },
-      { name: "eda_usage_reports_sent_total", type: "counter", help: "Usage reports the billing consumer received from the queue and booked (redeliveries included).", samples: counters ? [{ value: usage("usage_reports_sent") }] : [] },
-      { name: "eda_usage_reports_failed_total", type: "counter", help: "Usage report deliveries that failed to book and were retried.", samples: counters ? [{ value: usage("usage_reports_failed") }] : [] },
-      { name: "eda_usage_reports_dead_lettered_total", type: "counter", help: "Usage reports given up on (retries exhausted, or malformed) and kept in failed_usage for replay.", samples: counters ? [{ value: usage("usage_reports_dead_lettered") }] : [] },
       {
-        name: "eda_usage_failed_records", type: "gauge", help: "Records in failed_usage, by status (failed and invalid wait for an operator).",
+        name: "eda_allocations_total",
+        type: "counter",
+        help: "Allocations made (a device claimed for a user), by pool.",
+        samples: allocations,
+      },
+      {
+        name: "eda_releases_total",
+        type: "counter",
+        help: "Allocations ended, by pool and reason (released, expired, force_released, idle, maintenance, offline, removed, orphaned; unknown when the pool missed the change that ended it).",
+        samples: releases,
+      },
+      {
+        name: "eda_expiry_lag_seconds",
+        type: "histogram",
+        help: "How late expiry ended allocations: the alarm's run time minus expiresAt (billing stops at expiresAt regardless).",
+        samples: lag,
+      },
+      { name: "eda_devices", type: "gauge", help: "Devices by pool and status.", samples: devices },
+      {
+        name: "eda_queue_waiting",
+        type: "gauge",
+        help: "Queue entries waiting or being handed a device, by pool.",
+        samples: waiting,
+      },
+      {
+        name: "eda_reservations_open",
+        type: "gauge",
+        help: "Reservations pending, confirmed or executing, by pool.",
+        samples: reservations,
+      },
+      {
+        name: "eda_usage_reports_sent_total",
+        type: "counter",
+        help: "Usage reports the billing consumer received from the queue and booked (redeliveries included).",
+        samples: counters ? [{ value: usage("usage_reports_sent") }] : [],
+      },
+      {
+        name: "eda_usage_reports_failed_total",
+        type: "counter",
+        help: "Usage report deliveries that failed to book and were retried.",
+        samples: counters ? [{ value: usage("usage_reports_failed") }] : [],
+      },
+      {
+        name: "eda_usage_reports_dead_lettered_total",
+        type: "counter",
+        help: "Usage reports given up on (retries exhausted, or malformed) and kept in failed_usage for replay.",
+        samples: counters ? [{ value: usage("usage_reports_dead_lettered") }] : [],
+      },
+      {
+        name: "eda_usage_failed_records",
+        type: "gauge",
+        help: "Records in failed_usage, by status (failed and invalid wait for an operator).",
         samples: (failedRows ?? []).map((r) => ({ labels: { status: r.status }, value: Number(r.n) })),
       },
       {
-        name: "eda_sockets_open", type: "gauge", help: "Open feed sockets by feed (user, admin, device, pool), as each object last reported.",
+        name: "eda_sockets_open",
+        type: "gauge",
+        help: "Open feed sockets by feed (user, admin, device, pool), as each object last reported.",
         samples: sockets ? ["user", "admin", "device", "pool"].map((feed) => ({ labels: { feed }, value: sockets[feed] ?? 0 })) : [],
       },
       {
-        name: "eda_metrics_source_errors", type: "gauge", help: "Sources that did not answer this scrape (their figures are missing above).",
+        name: "eda_metrics_source_errors",
+        type: "gauge",
+        help: "Sources that did not answer this scrape (their figures are missing above).",
         samples: ["d1", "pool", "sockets"].map((source) => ({ labels: { source }, value: errors.get(source) ?? 0 })),
       },
     ];

@@ -14,8 +14,15 @@ import { jsonBody, route } from "../openapi";
 import { scopeOfId } from "../ids";
 import type { Viewer } from "../../durable-objects/DevicePool";
 import {
-  QueueEntryIdParam, QueueEntryView, QueueJoinBody, QueueListQuery, ReservationBody, ReservationCheckBody, ReservationIdParam,
-  ReservationListQuery, ReservationView,
+  QueueEntryIdParam,
+  QueueEntryView,
+  QueueJoinBody,
+  QueueListQuery,
+  ReservationBody,
+  ReservationCheckBody,
+  ReservationIdParam,
+  ReservationListQuery,
+  ReservationView,
 } from "../schemas";
 import { pool, reply, requestSpec, testOnlyRefusal, userQuota } from "./helpers";
 import { take } from "../rpc";
@@ -44,7 +51,12 @@ const NOT_FOUND = {
 };
 
 /** Runs `fn` on the pool an entry or reservation id names; a malformed or forged id names nothing (404). */
-async function byId<T>(c: Context<AppEnv>, kind: keyof typeof NOT_FOUND, id: string, fn: (p: ReturnType<typeof pool>, id: string) => Promise<Result<T>>) {
+async function byId<T>(
+  c: Context<AppEnv>,
+  kind: keyof typeof NOT_FOUND,
+  id: string,
+  fn: (p: ReturnType<typeof pool>, id: string) => Promise<Result<T>>,
+) {
   const name = scopeOfId(kind, id);
   return reply(c, name ? await take(fn(pool(c.env, name), id)) : NOT_FOUND[kind](id));
 }
@@ -56,7 +68,10 @@ export function queueRoutes() {
 
   app.openapi(
     route({
-      method: "post", path: "/scheduler/queue/join", tags: ["queue"], security,
+      method: "post",
+      path: "/scheduler/queue/join",
+      tags: ["queue"],
+      security,
       summary: "Wait for a device: the head of the queue gets the next fitting device that frees",
       description:
         "Priority first (from your plan), then arrival. Quota and balance are checked now and again when the device is handed over. If a fitting device is free the entry is served before this returns (status `fulfilled`). Your feed says `queue.fulfilled` (with `device.allocated`), `queue.expired` after `maxWaitMinutes`, or `queue.failed` with the refusal.",
@@ -65,47 +80,92 @@ export function queueRoutes() {
     }),
     async (c) => {
       const b = c.req.valid("json");
-      const refused = testOnlyRefusal(c.env, { durationSeconds: b.durationSeconds }, "durationMinutes") ?? testOnlyRefusal(c.env, { maxWaitSeconds: b.maxWaitSeconds }, "maxWaitMinutes");
+      const refused =
+        testOnlyRefusal(c.env, { durationSeconds: b.durationSeconds }, "durationMinutes") ??
+        testOnlyRefusal(c.env, { maxWaitSeconds: b.maxWaitSeconds }, "maxWaitMinutes");
       if (refused) return reply(c, refused);
       const userId = actingUser(c, b.userId);
-      return reply(c, await take(userQuota(c.env, userId).joinQueue({
-        userId, pool: b.pool ?? defaultPool(c.env),
-        durationMinutes: minutesOf(b.durationMinutes, b.durationSeconds), durationSeconds: b.durationSeconds,
-        spec: requestSpec(b.spec), priority: b.priority, maxWaitMinutes: minutesOf(b.maxWaitMinutes, b.maxWaitSeconds),
-        maxWaitSeconds: b.maxWaitSeconds, byAdmin: byAdmin(c, userId), idempotencyKey: b.idempotencyKey,
-      })), 201);
+      return reply(
+        c,
+        await take(
+          userQuota(c.env, userId).joinQueue({
+            userId,
+            pool: b.pool ?? defaultPool(c.env),
+            durationMinutes: minutesOf(b.durationMinutes, b.durationSeconds),
+            durationSeconds: b.durationSeconds,
+            spec: requestSpec(b.spec),
+            priority: b.priority,
+            maxWaitMinutes: minutesOf(b.maxWaitMinutes, b.maxWaitSeconds),
+            maxWaitSeconds: b.maxWaitSeconds,
+            byAdmin: byAdmin(c, userId),
+            idempotencyKey: b.idempotencyKey,
+          }),
+        ),
+        201,
+      );
     },
   );
 
   app.openapi(
     route({
-      method: "get", path: "/scheduler/queue", tags: ["queue"], security,
+      method: "get",
+      path: "/scheduler/queue",
+      tags: ["queue"],
+      security,
       summary: "Your queue entries in a pool, newest first (admins: anyone's, or `userId`'s)",
       request: { query: QueueListQuery },
-      ok: { status: 200, schema: z.object({ items: z.array(QueueEntryView), waiting: z.number() }), description: "Entries" },
+      ok: {
+        status: 200,
+        schema: z.object({ items: z.array(QueueEntryView), waiting: z.number() }),
+        description: "Entries",
+      },
     }),
     async (c) => {
       const q = c.req.valid("query");
       const name = q.pool ?? defaultPool(c.env);
-      return reply(c, await take(pool(c.env, name).listQueue(viewer(c), { userId: listedUser(c, q.userId), status: q.status, limit: q.limit })));
+      return reply(
+        c,
+        await take(pool(c.env, name).listQueue(viewer(c), { userId: listedUser(c, q.userId), status: q.status, limit: q.limit })),
+      );
     },
   );
 
   const entryRoute = (method: "get" | "delete", path: string, summary: string, description: string) =>
-    route({ method, path, tags: ["queue"], security, summary, request: { params: QueueEntryIdParam }, ok: { status: 200, schema: QueueEntryView, description } });
+    route({
+      method,
+      path,
+      tags: ["queue"],
+      security,
+      summary,
+      request: { params: QueueEntryIdParam },
+      ok: { status: 200, schema: QueueEntryView, description },
+    });
 
-  app.openapi(entryRoute("get", "/scheduler/queue/{id}", "One queue entry, with position and estimated start while it waits", "The entry"), (c) =>
-    byId(c, "que", c.req.valid("param").id, (p, id) => p.queueEntry(id, viewer(c))));
-  app.openapi(entryRoute("get", "/scheduler/queue/{id}/position", "Position and estimated start (the same view as GET /scheduler/queue/{id})", "The entry"), (c) =>
-    byId(c, "que", c.req.valid("param").id, (p, id) => p.queueEntry(id, viewer(c))));
+  app.openapi(
+    entryRoute("get", "/scheduler/queue/{id}", "One queue entry, with position and estimated start while it waits", "The entry"),
+    (c) => byId(c, "que", c.req.valid("param").id, (p, id) => p.queueEntry(id, viewer(c))),
+  );
+  app.openapi(
+    entryRoute(
+      "get",
+      "/scheduler/queue/{id}/position",
+      "Position and estimated start (the same view as GET /scheduler/queue/{id})",
+      "The entry",
+    ),
+    (c) => byId(c, "que", c.req.valid("param").id, (p, id) => p.queueEntry(id, viewer(c))),
+  );
   app.openapi(entryRoute("delete", "/scheduler/queue/{id}", "Leave the queue (an entry not yet served)", "The cancelled entry"), (c) =>
-    byId(c, "que", c.req.valid("param").id, (p, id) => p.cancelEntry(id, viewer(c))));
+    byId(c, "que", c.req.valid("param").id, (p, id) => p.cancelEntry(id, viewer(c))),
+  );
 
   // ---- reservations ------------------------------------------------------------------------
 
   app.openapi(
     route({
-      method: "post", path: "/scheduler/reservations", tags: ["reservations"], security,
+      method: "post",
+      path: "/scheduler/reservations",
+      tags: ["reservations"],
+      security,
       summary: "Reserve a device for a future window",
       description:
         "One matching device is held for the window (no two reservations share a device's window; allocations and extends that would run into it are refused). Your feed gets `reservation.reminder` `reminderMinutes` before the start; at `startAt` the device is allocated to you (`reservation.started` and `device.allocated`; quota and balance are checked then) until the window ends. Statuses: pending, confirmed, executing, completed, cancelled, expired, failed.",
@@ -117,23 +177,44 @@ export function queueRoutes() {
       const refused = testOnlyRefusal(c.env, { durationSeconds: b.durationSeconds }, "durationMinutes");
       if (refused) return reply(c, refused);
       const userId = actingUser(c, b.userId);
-      return reply(c, await take(userQuota(c.env, userId).reserve({
-        userId, pool: b.pool ?? defaultPool(c.env), startAt: b.startAt,
-        durationMinutes: minutesOf(b.durationMinutes, b.durationSeconds), durationSeconds: b.durationSeconds,
-        spec: requestSpec(b.spec), reminderMinutes: b.reminderMinutes, byAdmin: byAdmin(c, userId), idempotencyKey: b.idempotencyKey,
-      })), 201);
+      return reply(
+        c,
+        await take(
+          userQuota(c.env, userId).reserve({
+            userId,
+            pool: b.pool ?? defaultPool(c.env),
+            startAt: b.startAt,
+            durationMinutes: minutesOf(b.durationMinutes, b.durationSeconds),
+            durationSeconds: b.durationSeconds,
+            spec: requestSpec(b.spec),
+            reminderMinutes: b.reminderMinutes,
+            byAdmin: byAdmin(c, userId),
+            idempotencyKey: b.idempotencyKey,
+          }),
+        ),
+        201,
+      );
     },
   );
 
   app.openapi(
     route({
-      method: "post", path: "/scheduler/reservations/check", tags: ["reservations"], security,
+      method: "post",
+      path: "/scheduler/reservations/check",
+      tags: ["reservations"],
+      security,
       summary: "Would this window be bookable? Free matching devices, and your own reservations that overlap it",
       request: jsonBody(ReservationCheckBody),
       ok: {
-        status: 200, description: "The check",
+        status: 200,
+        description: "The check",
         schema: z.object({
-          pool: z.string(), startAt: z.string(), endAt: z.string(), available: z.boolean(), matchingDevices: z.number(), freeDevices: z.number(),
+          pool: z.string(),
+          startAt: z.string(),
+          endAt: z.string(),
+          available: z.boolean(),
+          matchingDevices: z.number(),
+          freeDevices: z.number(),
           overlapping: z.array(ReservationView),
         }),
       },
@@ -144,13 +225,27 @@ export function queueRoutes() {
       if (refused) return reply(c, refused);
       const userId = actingUser(c, b.userId);
       const durationMs = durationMsOf(b.durationMinutes, b.durationSeconds);
-      return reply(c, await take(userQuota(c.env, userId).checkReservationWindow({ userId, pool: b.pool ?? defaultPool(c.env), spec: requestSpec(b.spec), startAt: b.startAt, endAt: b.startAt + durationMs })));
+      return reply(
+        c,
+        await take(
+          userQuota(c.env, userId).checkReservationWindow({
+            userId,
+            pool: b.pool ?? defaultPool(c.env),
+            spec: requestSpec(b.spec),
+            startAt: b.startAt,
+            endAt: b.startAt + durationMs,
+          }),
+        ),
+      );
     },
   );
 
   app.openapi(
     route({
-      method: "get", path: "/scheduler/reservations", tags: ["reservations"], security,
+      method: "get",
+      path: "/scheduler/reservations",
+      tags: ["reservations"],
+      security,
       summary: "Your reservations in a pool by start time (admins: anyone's, or `userId`'s)",
       request: { query: ReservationListQuery },
       ok: { status: 200, schema: z.object({ items: z.array(ReservationView) }), description: "Reservations" },
@@ -158,17 +253,41 @@ export function queueRoutes() {
     async (c) => {
       const q = c.req.valid("query");
       const name = q.pool ?? defaultPool(c.env);
-      return reply(c, await take(pool(c.env, name).listReservations(viewer(c), { userId: listedUser(c, q.userId), status: q.status, limit: q.limit })));
+      return reply(
+        c,
+        await take(
+          pool(c.env, name).listReservations(viewer(c), {
+            userId: listedUser(c, q.userId),
+            status: q.status,
+            limit: q.limit,
+          }),
+        ),
+      );
     },
   );
 
   const reservationRoute = (method: "get" | "delete", summary: string, description: string) =>
-    route({ method, path: "/scheduler/reservations/{id}", tags: ["reservations"], security, summary, request: { params: ReservationIdParam }, ok: { status: 200, schema: ReservationView, description } });
+    route({
+      method,
+      path: "/scheduler/reservations/{id}",
+      tags: ["reservations"],
+      security,
+      summary,
+      request: { params: ReservationIdParam },
+      ok: { status: 200, schema: ReservationView, description },
+    });
 
   app.openapi(reservationRoute("get", "One reservation", "The reservation"), (c) =>
-    byId(c, "rsv", c.req.valid("param").id, (p, id) => p.reservation(id, viewer(c))));
-  app.openapi(reservationRoute("delete", "Cancel a reservation that has not started (its device is free for the window again)", "The cancelled reservation"), (c) =>
-    byId(c, "rsv", c.req.valid("param").id, (p, id) => p.cancelReservation(id, viewer(c))));
+    byId(c, "rsv", c.req.valid("param").id, (p, id) => p.reservation(id, viewer(c))),
+  );
+  app.openapi(
+    reservationRoute(
+      "delete",
+      "Cancel a reservation that has not started (its device is free for the window again)",
+      "The cancelled reservation",
+    ),
+    (c) => byId(c, "rsv", c.req.valid("param").id, (p, id) => p.cancelReservation(id, viewer(c))),
+  );
 
   return app;
 }

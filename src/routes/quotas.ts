@@ -14,7 +14,11 @@ export function quotaRoutes() {
 
   app.openapi(
     route({
-      method: "get", path: "/quotas/user/{userId}", tags: ["quota"], security, summary: "A user's quota and usage (the user or an admin)",
+      method: "get",
+      path: "/quotas/user/{userId}",
+      tags: ["quota"],
+      security,
+      summary: "A user's quota and usage (the user or an admin)",
       request: { params: UserParam },
       ok: { status: 200, schema: QuotaView, description: "Quota" },
     }),
@@ -26,7 +30,11 @@ export function quotaRoutes() {
 
   app.openapi(
     route({
-      method: "put", path: "/quotas/user/{userId}", tags: ["quota"], security, summary: "Set plan, limits, suspension or validity (admin)",
+      method: "put",
+      path: "/quotas/user/{userId}",
+      tags: ["quota"],
+      security,
+      summary: "Set plan, limits, suspension or validity (admin)",
       request: { params: UserParam, ...jsonBody(QuotaUpdateBody) },
       ok: { status: 200, schema: QuotaView, description: "Updated quota" },
     }),
@@ -34,15 +42,27 @@ export function quotaRoutes() {
       requireAdmin(c);
       const { userId } = c.req.valid("param");
       const b = c.req.valid("json");
-      return reply(c, await take(userQuota(c.env, userId).updateQuota(userId, {
-        plan: b.plan, limits: b.limits, suspended: b.suspended, validUntil: b.validUntil ? Date.parse(b.validUntil) : undefined,
-      })));
+      return reply(
+        c,
+        await take(
+          userQuota(c.env, userId).updateQuota(userId, {
+            plan: b.plan,
+            limits: b.limits,
+            suspended: b.suspended,
+            validUntil: b.validUntil ? Date.parse(b.validUntil) : undefined,
+          }),
+        ),
+      );
     },
   );
 
   app.openapi(
     route({
-      method: "post", path: "/quotas/renew/{userId}", tags: ["quota"], security, summary: "Extend validity by N days (admin; default 30)",
+      method: "post",
+      path: "/quotas/renew/{userId}",
+      tags: ["quota"],
+      security,
+      summary: "Extend validity by N days (admin; default 30)",
       request: { params: UserParam, ...jsonBody(RenewBody) },
       ok: { status: 200, schema: QuotaView, description: "Renewed quota" },
     }),

@@ -9,8 +9,16 @@ import { newApp } from "../app-factory";
 import { jsonBody, route } from "../openapi";
 import { userOfAllocationId, type AllocateInput } from "../../durable-objects/UserQuota";
 import {
-  AllocateBody, AllocationIdParam, AllocationResult, AllocationView, AvailableQuery, EventsQuery, ExtendBody,
-  ListAllocationsQuery, ReleaseBody, ReleaseResult,
+  AllocateBody,
+  AllocationIdParam,
+  AllocationResult,
+  AllocationView,
+  AvailableQuery,
+  EventsQuery,
+  ExtendBody,
+  ListAllocationsQuery,
+  ReleaseBody,
+  ReleaseResult,
 } from "../schemas";
 import { pool, reply, requestSpec, testOnlyRefusal, userQuota } from "./helpers";
 import { take } from "../rpc";
@@ -25,9 +33,13 @@ export function schedulerRoutes() {
 
   app.openapi(
     route({
-      method: "post", path: "/scheduler/devices/allocate", tags: ["allocation"], security,
+      method: "post",
+      path: "/scheduler/devices/allocate",
+      tags: ["allocation"],
+      security,
       summary: "Allocate a device for a number of minutes",
-      description: "With `idleReleaseMinutes` (or a pool setting) the allocation is released, reason `idle`, once you have had no user feed socket open for that long; it is billed like any release.",
+      description:
+        "With `idleReleaseMinutes` (or a pool setting) the allocation is released, reason `idle`, once you have had no user feed socket open for that long; it is billed like any release.",
       request: jsonBody(AllocateBody),
       ok: { status: 201, schema: AllocationResult, description: "The allocation" },
     }),
@@ -36,7 +48,10 @@ export function schedulerRoutes() {
 
   app.openapi(
     route({
-      method: "post", path: "/scheduler/devices/release", tags: ["allocation"], security,
+      method: "post",
+      path: "/scheduler/devices/release",
+      tags: ["allocation"],
+      security,
       summary: "Release a device you hold",
       request: jsonBody(ReleaseBody),
       ok: { status: 200, schema: ReleaseResult, description: "The ended allocation" },
@@ -46,7 +61,10 @@ export function schedulerRoutes() {
 
   app.openapi(
     route({
-      method: "put", path: "/scheduler/allocations/{id}/extend", tags: ["allocation"], security,
+      method: "put",
+      path: "/scheduler/allocations/{id}/extend",
+      tags: ["allocation"],
+      security,
       summary: "Extend an active allocation (extend policy of your plan)",
       request: { params: AllocationIdParam, ...jsonBody(ExtendBody) },
       ok: { status: 200, schema: ExtendResult, description: "The extended allocation" },
@@ -56,10 +74,17 @@ export function schedulerRoutes() {
 
   app.openapi(
     route({
-      method: "get", path: "/scheduler/allocations", tags: ["allocation"], security,
+      method: "get",
+      path: "/scheduler/allocations",
+      tags: ["allocation"],
+      security,
       summary: "List a user's allocations, newest first (paged)",
       request: { query: ListAllocationsQuery },
-      ok: { status: 200, schema: z.object({ items: z.array(AllocationView), nextCursor: z.string().nullable() }), description: "A page" },
+      ok: {
+        status: 200,
+        schema: z.object({ items: z.array(AllocationView), nextCursor: z.string().nullable() }),
+        description: "A page",
+      },
     }),
     async (c) => {
       const q = c.req.valid("query");
@@ -70,7 +95,10 @@ export function schedulerRoutes() {
 
   app.openapi(
     route({
-      method: "get", path: "/scheduler/allocations/{id}", tags: ["allocation"], security,
+      method: "get",
+      path: "/scheduler/allocations/{id}",
+      tags: ["allocation"],
+      security,
       summary: "One allocation",
       request: { params: AllocationIdParam },
       ok: { status: 200, schema: AllocationView, description: "The allocation" },
@@ -80,10 +108,21 @@ export function schedulerRoutes() {
 
   app.openapi(
     route({
-      method: "get", path: "/scheduler/devices/available", tags: ["allocation"], security,
+      method: "get",
+      path: "/scheduler/devices/available",
+      tags: ["allocation"],
+      security,
       summary: "Free devices of a pool",
       request: { query: AvailableQuery },
-      ok: { status: 200, schema: z.object({ pool: z.string(), items: z.array(z.object({}).passthrough()), nextCursor: z.string().nullable() }), description: "Free devices" },
+      ok: {
+        status: 200,
+        schema: z.object({
+          pool: z.string(),
+          items: z.array(z.object({}).passthrough()),
+          nextCursor: z.string().nullable(),
+        }),
+        description: "Free devices",
+      },
     }),
     async (c) => {
       requireUser(c);
@@ -97,10 +136,21 @@ export function schedulerRoutes() {
 
   app.openapi(
     route({
-      method: "get", path: "/scheduler/events", tags: ["events"], security,
+      method: "get",
+      path: "/scheduler/events",
+      tags: ["events"],
+      security,
       summary: "Your event log after `since` (the feed's history)",
       request: { query: EventsQuery },
-      ok: { status: 200, schema: z.object({ events: z.array(z.object({}).passthrough()), oldestSeq: z.number().nullable(), lastSeq: z.number() }), description: "Events" },
+      ok: {
+        status: 200,
+        schema: z.object({
+          events: z.array(z.object({}).passthrough()),
+          oldestSeq: z.number().nullable(),
+          lastSeq: z.number(),
+        }),
+        description: "Events",
+      },
     }),
     async (c) => {
       const q = c.req.valid("query");
@@ -127,7 +177,11 @@ export type Planned<T> = { ok: true; userId: string; run: () => Promise<Result<T
 /** Runs a planned operation, or passes its refusal on. */
 export const run = <T>(p: Planned<T>): Promise<Result<T>> => (p.ok ? p.run() : Promise.resolve(p));
 
-const planned = <T>(userId: string, call: () => Promise<Result<T>>): Planned<T> => ({ ok: true, userId, run: () => take(call()) });
+const planned = <T>(userId: string, call: () => Promise<Result<T>>): Planned<T> => ({
+  ok: true,
+  userId,
+  run: () => take(call()),
+});
 
 /** The user an allocation id belongs to, if the caller may touch it (else null → 404, not 403: ids do not leak). */
 export function ownerOf(c: Parameters<typeof requireUser>[0], id: string): string | null {

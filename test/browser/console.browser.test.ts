@@ -91,14 +91,19 @@ describe.skipIf(!executable)("web console in Chromium against npm run dev", () =
     await shot(page, "admin-1-fleet");
 
     // Someone else allocates: the operator's row changes from the pool feed.
-    const bob = await api(dev.base, dev.tokens.bob, "POST", "/scheduler/devices/allocate", { pool: "default", durationMinutes: 15 });
+    const bob = await api(dev.base, dev.tokens.bob, "POST", "/scheduler/devices/allocate", {
+      pool: "default",
+      durationMinutes: 15,
+    });
     expect(bob.status, JSON.stringify(bob.body)).toBe(201);
     const device = fleet.locator(`tr[data-device-id="${bob.body.deviceId}"]`);
     await expect.poll(() => device.getAttribute("data-status"), { timeout: 10_000 }).toBe("allocated");
     await expect.poll(() => device.textContent(), { timeout: 5_000 }).toContain("bob");
     await shot(page, "admin-2-allocated-live");
 
-    const rel = await api(dev.base, dev.tokens.bob, "POST", "/scheduler/devices/release", { deviceId: bob.body.deviceId });
+    const rel = await api(dev.base, dev.tokens.bob, "POST", "/scheduler/devices/release", {
+      deviceId: bob.body.deviceId,
+    });
     expect(rel.status).toBe(200);
     await expect.poll(() => device.getAttribute("data-status"), { timeout: 10_000 }).toBe("available");
     await shot(page, "admin-3-released-live");

@@ -31,7 +31,14 @@ export function launchBrowser(executablePath: string): Promise<Browser> {
   return chromium.launch({
     executablePath,
     headless: true,
-    args: ["--no-sandbox", "--disable-background-networking", "--disable-component-update", "--disable-dev-shm-usage", "--no-first-run", "--disable-sync"],
+    args: [
+      "--no-sandbox",
+      "--disable-background-networking",
+      "--disable-component-update",
+      "--disable-dev-shm-usage",
+      "--no-first-run",
+      "--disable-sync",
+    ],
   });
 }
 
@@ -60,8 +67,15 @@ export async function startDev(timeoutMs = 180_000): Promise<DevServer> {
   const state = mkdtempSync(path.join(os.tmpdir(), "eda-browser-"));
   // npm as the test runner was started (npm_execpath), else the one on PATH.
   const npm = process.env.npm_execpath;
-  const [cmd, args] = npm ? [process.execPath, [npm, "run", "dev", "--", "--port", String(port), "--persist-to", state]] : ["npm", ["run", "dev", "--", "--port", String(port), "--persist-to", state]];
-  const child: ChildProcess = spawn(cmd, args as string[], { cwd: root, detached: true, stdio: ["ignore", "pipe", "pipe"], env: { ...process.env, WRANGLER_SEND_METRICS: "false", CLOUDFLARE_CF_FETCH_ENABLED: "false" } });
+  const [cmd, args] = npm
+    ? [process.execPath, [npm, "run", "dev", "--", "--port", String(port), "--persist-to", state]]
+    : ["npm", ["run", "dev", "--", "--port", String(port), "--persist-to", state]];
+  const child: ChildProcess = spawn(cmd, args as string[], {
+    cwd: root,
+    detached: true,
+    stdio: ["ignore", "pipe", "pipe"],
+    env: { ...process.env, WRANGLER_SEND_METRICS: "false", CLOUDFLARE_CF_FETCH_ENABLED: "false" },
+  });
   let out = "";
   child.stdout!.on("data", (b) => (out += b));
   child.stderr!.on("data", (b) => (out += b));
@@ -102,14 +116,29 @@ export async function startDev(timeoutMs = 180_000): Promise<DevServer> {
   }
   const secret = jwtSecret();
   const token = (userId: string, role: "user" | "admin" = "user") => signToken(secret, userId, role) as string;
-  return { base: `http://127.0.0.1:${port}`, output: () => out, tokens: { alice: token("alice"), bob: token("bob"), admin: token("ops-admin", "admin") }, token, stop };
+  return {
+    base: `http://127.0.0.1:${port}`,
+    output: () => out,
+    tokens: { alice: token("alice"), bob: token("bob"), admin: token("ops-admin", "admin") },
+    token,
+    stop,
+  };
 }
 
 /** A JSON call from the test itself (another user acting while the page watches). */
-export async function api(base: string, token: string, method: string, urlPath: string, body?: unknown): Promise<{ status: number; body: any }> {
+export async function api(
+  base: string,
+  token: string,
+  method: string,
+  urlPath: string,
+  body?: unknown,
+): Promise<{ status: number; body: any }> {
   const res = await fetch(base + urlPath, {
     method,
-    headers: { authorization: `Bearer ${token}`, ...(body === undefined ? {} : { "content-type": "application/json" }) },
+    headers: {
+      authorization: `Bearer ${token}`,
+      ...(body === undefined ? {} : { "content-type": "application/json" }),
+    },
     body: body === undefined ? undefined : JSON.stringify(body),
   });
   return { status: res.status, body: await res.json().catch(() => null) };

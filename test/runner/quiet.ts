@@ -21,9 +21,18 @@ export const EXPECTED_RUNTIME_LINES: { match: RegExp; why: string }[] = [
     match: /disconnected: read end of pipe was aborted/,
     why: "bad-input streams a body over the limit: the Worker answers 413 without reading the rest, and workerd reports the unread request body",
   },
-  { match: /Application called abortAllDurableObjects\(\)/, why: "restart tests abort every object on purpose (abortAllDurableObjects)" },
-  { match: /^\[mf:warn\] (Moving message|Dropped message) .* after \d+ failed attempts/, why: "billing tests exhaust the usage queue's retries on purpose (dead letters, dropped records)" },
-  { match: /^Using secrets defined in \.dev\.vars$/, why: "wrangler reads .dev.vars for each test file's runtime; the test bindings override its secrets" },
+  {
+    match: /Application called abortAllDurableObjects\(\)/,
+    why: "restart tests abort every object on purpose (abortAllDurableObjects)",
+  },
+  {
+    match: /^\[mf:warn\] (Moving message|Dropped message) .* after \d+ failed attempts/,
+    why: "billing tests exhaust the usage queue's retries on purpose (dead letters, dropped records)",
+  },
+  {
+    match: /^Using secrets defined in \.dev\.vars$/,
+    why: "wrangler reads .dev.vars for each test file's runtime; the test bindings override its secrets",
+  },
 ];
 
 /** workerd prints the native stack of an exception on the line after it. */
@@ -77,7 +86,8 @@ export function serviceLog(): (line: string, type: "stdout" | "stderr", entity?:
   return (line, _type, entity) => {
     const level = SERVICE_LINE.exec(line)?.[1];
     if (level === undefined) return true;
-    if (level === "warn" || level === "error") appendFileSync(file, `${entity?.fullName ?? entity?.moduleId ?? "(no test)"}\n  ${line.trimEnd()}\n`);
+    if (level === "warn" || level === "error")
+      appendFileSync(file, `${entity?.fullName ?? entity?.moduleId ?? "(no test)"}\n  ${line.trimEnd()}\n`);
     return false;
   };
 }

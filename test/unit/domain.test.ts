@@ -10,7 +10,16 @@ import { EXTEND_POLICIES, PLAN_LIMITS, PLAN_TIERS, type QuotaLimits } from "../.
 import type { Failure } from "../../src/errors";
 import { checkExtend, type ExtendState } from "../../src/domain/extend";
 import { expiryWarningAt } from "../../src/domain/expiry";
-import { checkAllocation, checkExtraHours, deviceHeadroom, limitReached, periodStartFor, quotaStatus, renewedUntil, type QuotaState } from "../../src/domain/quota";
+import {
+  checkAllocation,
+  checkExtraHours,
+  deviceHeadroom,
+  limitReached,
+  periodStartFor,
+  quotaStatus,
+  renewedUntil,
+  type QuotaState,
+} from "../../src/domain/quota";
 import { compareFit, fits, orderNodes, type NodeLoad } from "../../src/domain/strategy";
 import type { DeviceSpec, QuotaUsage } from "../../src/domain/types";
 
@@ -18,8 +27,14 @@ const MIN = 60_000;
 const DAY = 86_400_000;
 const NOW = Date.UTC(2026, 10, 21, 12, 0, 0); // 2026-11-21T12:00:00.000Z
 const LIMITS: QuotaLimits = {
-  maxDevices: 3, maxCpuCores: 10, maxMemoryMB: 10_000, maxStorageMB: 100_000,
-  maxCpuCoresPerDevice: 4, maxMemoryMBPerDevice: 4_000, maxStorageMBPerDevice: 50_000, maxDeviceHoursPerPeriod: 10,
+  maxDevices: 3,
+  maxCpuCores: 10,
+  maxMemoryMB: 10_000,
+  maxStorageMB: 100_000,
+  maxCpuCoresPerDevice: 4,
+  maxMemoryMBPerDevice: 4_000,
+  maxStorageMBPerDevice: 50_000,
+  maxDeviceHoursPerPeriod: 10,
 };
 const Q: QuotaState = { suspended: false, validUntil: NOW + DAY, limits: LIMITS };
 const USAGE: QuotaUsage = { devices: 0, cpuCores: 0, memoryMB: 0, storageMB: 0, deviceHours: 0 };
@@ -41,7 +56,10 @@ describe("quota.checkAllocation: each check", () => {
 
   it("validUntil: expired at validUntil itself (403 QUOTA_EXPIRED), valid 1 ms before", () => {
     expect(brief(checkAllocation({ ...Q, validUntil: NOW }, USAGE, SPEC, 1, NOW))).toEqual({
-      ok: false, status: 403, code: "QUOTA_EXPIRED", details: { validUntil: "2026-11-21T12:00:00.000Z" },
+      ok: false,
+      status: 403,
+      code: "QUOTA_EXPIRED",
+      details: { validUntil: "2026-11-21T12:00:00.000Z" },
     });
     expect(checkAllocation({ ...Q, validUntil: NOW - 1 }, USAGE, SPEC, 1, NOW)?.code).toBe("QUOTA_EXPIRED");
     expect(checkAllocation({ ...Q, validUntil: NOW + 1 }, USAGE, SPEC, 1, NOW)).toBeNull();
@@ -50,46 +68,76 @@ describe("quota.checkAllocation: each check", () => {
   it("concurrent devices: the last allowed device passes, one more is refused with 409", () => {
     expect(checkAllocation(Q, { ...USAGE, devices: 2 }, SPEC, 1, NOW)).toBeNull();
     expect(brief(checkAllocation(Q, { ...USAGE, devices: 3 }, SPEC, 1, NOW))).toEqual({
-      ok: false, status: 409, code: "QUOTA_DEVICES_EXCEEDED", details: { limit: 3, used: 3 },
+      ok: false,
+      status: 409,
+      code: "QUOTA_DEVICES_EXCEEDED",
+      details: { limit: 3, used: 3 },
     });
     expect(brief(checkAllocation(Q, { ...USAGE, devices: 4 }, SPEC, 1, NOW))).toEqual({
-      ok: false, status: 409, code: "QUOTA_DEVICES_EXCEEDED", details: { limit: 3, used: 4 },
+      ok: false,
+      status: 409,
+      code: "QUOTA_DEVICES_EXCEEDED",
+      details: { limit: 3, used: 4 },
     });
   });
 
   it("per-device limits: exactly the limit passes, one over is refused per field", () => {
     expect(checkAllocation(Q, USAGE, { cpuCores: 4, memoryMB: 4_000, storageMB: 50_000 }, 1, NOW)).toBeNull();
     expect(brief(checkAllocation(Q, USAGE, { ...SPEC, cpuCores: 5 }, 1, NOW))).toEqual({
-      ok: false, status: 409, code: "QUOTA_PER_DEVICE_EXCEEDED", details: { field: "cpuCores", limit: 4, requested: 5 },
+      ok: false,
+      status: 409,
+      code: "QUOTA_PER_DEVICE_EXCEEDED",
+      details: { field: "cpuCores", limit: 4, requested: 5 },
     });
     expect(brief(checkAllocation(Q, USAGE, { ...SPEC, memoryMB: 4_001 }, 1, NOW))).toEqual({
-      ok: false, status: 409, code: "QUOTA_PER_DEVICE_EXCEEDED", details: { field: "memoryMB", limit: 4_000, requested: 4_001 },
+      ok: false,
+      status: 409,
+      code: "QUOTA_PER_DEVICE_EXCEEDED",
+      details: { field: "memoryMB", limit: 4_000, requested: 4_001 },
     });
     expect(brief(checkAllocation(Q, USAGE, { ...SPEC, storageMB: 50_001 }, 1, NOW))).toEqual({
-      ok: false, status: 409, code: "QUOTA_PER_DEVICE_EXCEEDED", details: { field: "storageMB", limit: 50_000, requested: 50_001 },
+      ok: false,
+      status: 409,
+      code: "QUOTA_PER_DEVICE_EXCEEDED",
+      details: { field: "storageMB", limit: 50_000, requested: 50_001 },
     });
   });
 
   it("totals: reaching a total exactly passes, one over is refused per field", () => {
     expect(checkAllocation(Q, { ...USAGE, devices: 2, cpuCores: 8, memoryMB: 8_000, storageMB: 90_000 }, SPEC, 1, NOW)).toBeNull();
     expect(brief(checkAllocation(Q, { ...USAGE, cpuCores: 9 }, SPEC, 1, NOW))).toEqual({
-      ok: false, status: 409, code: "QUOTA_TOTAL_EXCEEDED", details: { field: "cpuCores", limit: 10, used: 9, requested: 2 },
+      ok: false,
+      status: 409,
+      code: "QUOTA_TOTAL_EXCEEDED",
+      details: { field: "cpuCores", limit: 10, used: 9, requested: 2 },
     });
     expect(brief(checkAllocation(Q, { ...USAGE, memoryMB: 8_001 }, SPEC, 1, NOW))).toEqual({
-      ok: false, status: 409, code: "QUOTA_TOTAL_EXCEEDED", details: { field: "memoryMB", limit: 10_000, used: 8_001, requested: 2_000 },
+      ok: false,
+      status: 409,
+      code: "QUOTA_TOTAL_EXCEEDED",
+      details: { field: "memoryMB", limit: 10_000, used: 8_001, requested: 2_000 },
     });
     expect(brief(checkAllocation(Q, { ...USAGE, storageMB: 90_001 }, SPEC, 1, NOW))).toEqual({
-      ok: false, status: 409, code: "QUOTA_TOTAL_EXCEEDED", details: { field: "storageMB", limit: 100_000, used: 90_001, requested: 10_000 },
+      ok: false,
+      status: 409,
+      code: "QUOTA_TOTAL_EXCEEDED",
+      details: { field: "storageMB", limit: 100_000, used: 90_001, requested: 10_000 },
     });
   });
 
   it("device-hours of the period: reaching the limit passes, over is refused with rounded details", () => {
     expect(checkAllocation(Q, { ...USAGE, deviceHours: 9 }, SPEC, 1, NOW)).toBeNull();
     expect(brief(checkAllocation(Q, { ...USAGE, deviceHours: 9 }, SPEC, 1.5, NOW))).toEqual({
-      ok: false, status: 409, code: "QUOTA_HOURS_EXCEEDED", details: { limit: 10, used: 9, requested: 1.5 },
+      ok: false,
+      status: 409,
+      code: "QUOTA_HOURS_EXCEEDED",
+      details: { limit: 10, used: 9, requested: 1.5 },
     });
     expect(brief(checkAllocation(Q, { ...USAGE, deviceHours: 9.5 }, SPEC, 40 / 60, NOW))).toEqual({
-      ok: false, status: 409, code: "QUOTA_HOURS_EXCEEDED", details: { limit: 10, used: 9.5, requested: 0.667 },
+      ok: false,
+      status: 409,
+      code: "QUOTA_HOURS_EXCEEDED",
+      details: { limit: 10, used: 9.5, requested: 0.667 },
     });
     // Hours come from minutes / 60: the last minute of the period fits despite float noise, the next one does not.
     expect(checkAllocation(Q, { ...USAGE, deviceHours: 9 + 59 / 60 }, SPEC, 1 / 60, NOW)).toBeNull();
@@ -109,13 +157,44 @@ describe("quota.checkAllocation: order (the earlier failing check is reported)",
     ["suspended before expired", { ...Q, suspended: true, validUntil: NOW - 1 }, USAGE, SPEC, 1, "QUOTA_SUSPENDED"],
     ["expired before devices", { ...Q, validUntil: NOW }, { ...USAGE, devices: 3 }, SPEC, 1, "QUOTA_EXPIRED"],
     ["devices before per-device", Q, { ...USAGE, devices: 3 }, over, 1, "QUOTA_DEVICES_EXCEEDED"],
-    ["per-device before totals", Q, { ...USAGE, cpuCores: 9 }, { ...SPEC, cpuCores: 5 }, 1, "QUOTA_PER_DEVICE_EXCEEDED", { field: "cpuCores" }],
-    ["every per-device field before any total", Q, { ...USAGE, cpuCores: 9 }, { ...SPEC, storageMB: 50_001 }, 1, "QUOTA_PER_DEVICE_EXCEEDED", { field: "storageMB" }],
+    [
+      "per-device before totals",
+      Q,
+      { ...USAGE, cpuCores: 9 },
+      { ...SPEC, cpuCores: 5 },
+      1,
+      "QUOTA_PER_DEVICE_EXCEEDED",
+      { field: "cpuCores" },
+    ],
+    [
+      "every per-device field before any total",
+      Q,
+      { ...USAGE, cpuCores: 9 },
+      { ...SPEC, storageMB: 50_001 },
+      1,
+      "QUOTA_PER_DEVICE_EXCEEDED",
+      { field: "storageMB" },
+    ],
     ["per-device cpu before memory", Q, USAGE, over, 1, "QUOTA_PER_DEVICE_EXCEEDED", { field: "cpuCores" }],
     ["per-device memory before storage", Q, USAGE, { ...over, cpuCores: 1 }, 1, "QUOTA_PER_DEVICE_EXCEEDED", { field: "memoryMB" }],
     ["totals before hours", Q, { ...USAGE, cpuCores: 9, deviceHours: 10 }, SPEC, 1, "QUOTA_TOTAL_EXCEEDED", { field: "cpuCores" }],
-    ["total memory before total storage", Q, { ...USAGE, memoryMB: 9_000, storageMB: 95_000 }, SPEC, 1, "QUOTA_TOTAL_EXCEEDED", { field: "memoryMB" }],
-    ["all failing: suspended wins", { ...Q, suspended: true, validUntil: 0 }, { devices: 9, cpuCores: 99, memoryMB: 99_999, storageMB: 999_999, deviceHours: 99 }, over, 99, "QUOTA_SUSPENDED"],
+    [
+      "total memory before total storage",
+      Q,
+      { ...USAGE, memoryMB: 9_000, storageMB: 95_000 },
+      SPEC,
+      1,
+      "QUOTA_TOTAL_EXCEEDED",
+      { field: "memoryMB" },
+    ],
+    [
+      "all failing: suspended wins",
+      { ...Q, suspended: true, validUntil: 0 },
+      { devices: 9, cpuCores: 99, memoryMB: 99_999, storageMB: 999_999, deviceHours: 99 },
+      over,
+      99,
+      "QUOTA_SUSPENDED",
+    ],
   ];
   for (const [name, q, usage, spec, hours, code, details] of cases) {
     it(name, () => {
@@ -150,10 +229,26 @@ describe("quota status, headroom, periods, renewal, extra hours", () => {
 
   it("deviceHeadroom: the smaller of per-device limit and remaining total, never negative", () => {
     expect(deviceHeadroom(LIMITS, USAGE)).toEqual({ cpuCores: 4, memoryMB: 4_000, storageMB: 50_000 });
-    expect(deviceHeadroom(LIMITS, { ...USAGE, cpuCores: 7, memoryMB: 6_500, storageMB: 60_000 })).toEqual({ cpuCores: 3, memoryMB: 3_500, storageMB: 40_000 });
-    expect(deviceHeadroom(LIMITS, { ...USAGE, cpuCores: 8, memoryMB: 9_500, storageMB: 100_000 })).toEqual({ cpuCores: 2, memoryMB: 500, storageMB: 0 });
-    expect(deviceHeadroom(LIMITS, { ...USAGE, cpuCores: 12, memoryMB: 20_000, storageMB: 200_000 })).toEqual({ cpuCores: 0, memoryMB: 0, storageMB: 0 });
-    expect(deviceHeadroom(PLAN_LIMITS.free, { ...USAGE, cpuCores: 6, memoryMB: 12_288 })).toEqual({ cpuCores: 2, memoryMB: 4_096, storageMB: 65_536 });
+    expect(deviceHeadroom(LIMITS, { ...USAGE, cpuCores: 7, memoryMB: 6_500, storageMB: 60_000 })).toEqual({
+      cpuCores: 3,
+      memoryMB: 3_500,
+      storageMB: 40_000,
+    });
+    expect(deviceHeadroom(LIMITS, { ...USAGE, cpuCores: 8, memoryMB: 9_500, storageMB: 100_000 })).toEqual({
+      cpuCores: 2,
+      memoryMB: 500,
+      storageMB: 0,
+    });
+    expect(deviceHeadroom(LIMITS, { ...USAGE, cpuCores: 12, memoryMB: 20_000, storageMB: 200_000 })).toEqual({
+      cpuCores: 0,
+      memoryMB: 0,
+      storageMB: 0,
+    });
+    expect(deviceHeadroom(PLAN_LIMITS.free, { ...USAGE, cpuCores: 6, memoryMB: 12_288 })).toEqual({
+      cpuCores: 2,
+      memoryMB: 4_096,
+      storageMB: 65_536,
+    });
   });
 
   it("periodStartFor: first instant of the UTC calendar month", () => {
@@ -184,10 +279,23 @@ describe("quota status, headroom, periods, renewal, extra hours", () => {
     expect(checkExtraHours(q2, { ...USAGE, deviceHours: 1 / 60 + 46 / 60 + 46 / 60 }, 27 / 60, NOW)).toBeNull(); // float sum 2.0000000000000004
     expect(checkExtraHours(q2, { ...USAGE, deviceHours: 1 / 60 + 46 / 60 + 46 / 60 }, 28 / 60, NOW)?.code).toBe("QUOTA_HOURS_EXCEEDED");
     expect(brief(checkExtraHours(Q, { ...USAGE, deviceHours: 9.5 }, 1, NOW))).toEqual({
-      ok: false, status: 409, code: "QUOTA_HOURS_EXCEEDED", details: { limit: 10, used: 9.5, requested: 1 },
+      ok: false,
+      status: 409,
+      code: "QUOTA_HOURS_EXCEEDED",
+      details: { limit: 10, used: 9.5, requested: 1 },
     });
-    expect(brief(checkExtraHours({ ...Q, suspended: true }, USAGE, 1, NOW))).toEqual({ ok: false, status: 403, code: "QUOTA_SUSPENDED", details: undefined });
-    expect(brief(checkExtraHours({ ...Q, validUntil: NOW }, USAGE, 1, NOW))).toEqual({ ok: false, status: 403, code: "QUOTA_EXPIRED", details: undefined });
+    expect(brief(checkExtraHours({ ...Q, suspended: true }, USAGE, 1, NOW))).toEqual({
+      ok: false,
+      status: 403,
+      code: "QUOTA_SUSPENDED",
+      details: undefined,
+    });
+    expect(brief(checkExtraHours({ ...Q, validUntil: NOW }, USAGE, 1, NOW))).toEqual({
+      ok: false,
+      status: 403,
+      code: "QUOTA_EXPIRED",
+      details: undefined,
+    });
     expect(checkExtraHours({ ...Q, suspended: true, validUntil: 0 }, { ...USAGE, deviceHours: 99 }, 1, NOW)?.code).toBe("QUOTA_SUSPENDED");
     expect(checkExtraHours({ ...Q, validUntil: NOW }, { ...USAGE, deviceHours: 99 }, 1, NOW)?.code).toBe("QUOTA_EXPIRED");
     // An extension holds no extra device: devices and totals at their limits do not matter.
@@ -206,8 +314,14 @@ describe("quota status, headroom, periods, renewal, extra hours", () => {
 describe("quota properties", () => {
   const n = (max: number) => fc.integer({ min: 0, max });
   const limitsArb = fc.record({
-    maxDevices: n(5), maxCpuCores: n(40), maxMemoryMB: n(40_000), maxStorageMB: n(400_000),
-    maxCpuCoresPerDevice: n(16), maxMemoryMBPerDevice: n(16_000), maxStorageMBPerDevice: n(160_000), maxDeviceHoursPerPeriod: n(50),
+    maxDevices: n(5),
+    maxCpuCores: n(40),
+    maxMemoryMB: n(40_000),
+    maxStorageMB: n(400_000),
+    maxCpuCoresPerDevice: n(16),
+    maxMemoryMBPerDevice: n(16_000),
+    maxStorageMBPerDevice: n(160_000),
+    maxDeviceHoursPerPeriod: n(50),
   });
   const specArb = fc.record({ cpuCores: n(20), memoryMB: n(20_000), storageMB: n(200_000) });
 
@@ -215,20 +329,37 @@ describe("quota properties", () => {
     fc.assert(
       fc.property(
         limitsArb,
-        fc.record({ devices: n(6), cpuCores: n(45), memoryMB: n(45_000), storageMB: n(450_000), deviceMinutes: n(3_600) }),
+        fc.record({
+          devices: n(6),
+          cpuCores: n(45),
+          memoryMB: n(45_000),
+          storageMB: n(450_000),
+          deviceMinutes: n(3_600),
+        }),
         specArb,
         n(1_800),
         fc.boolean(),
         fc.integer({ min: -2, max: 2 }),
         (limits, u, spec, minutes, suspended, validOffset) => {
-          const usage: QuotaUsage = { devices: u.devices, cpuCores: u.cpuCores, memoryMB: u.memoryMB, storageMB: u.storageMB, deviceHours: u.deviceMinutes / 60 };
+          const usage: QuotaUsage = {
+            devices: u.devices,
+            cpuCores: u.cpuCores,
+            memoryMB: u.memoryMB,
+            storageMB: u.storageMB,
+            deviceHours: u.deviceMinutes / 60,
+          };
           const hours = minutes / 60;
           const q: QuotaState = { suspended, validUntil: NOW + validOffset, limits };
           const within =
-            !suspended && q.validUntil > NOW &&
+            !suspended &&
+            q.validUntil > NOW &&
             usage.devices + 1 <= limits.maxDevices &&
-            spec.cpuCores <= limits.maxCpuCoresPerDevice && spec.memoryMB <= limits.maxMemoryMBPerDevice && spec.storageMB <= limits.maxStorageMBPerDevice &&
-            usage.cpuCores + spec.cpuCores <= limits.maxCpuCores && usage.memoryMB + spec.memoryMB <= limits.maxMemoryMB && usage.storageMB + spec.storageMB <= limits.maxStorageMB &&
+            spec.cpuCores <= limits.maxCpuCoresPerDevice &&
+            spec.memoryMB <= limits.maxMemoryMBPerDevice &&
+            spec.storageMB <= limits.maxStorageMBPerDevice &&
+            usage.cpuCores + spec.cpuCores <= limits.maxCpuCores &&
+            usage.memoryMB + spec.memoryMB <= limits.maxMemoryMB &&
+            usage.storageMB + spec.storageMB <= limits.maxStorageMB &&
             u.deviceMinutes + minutes <= limits.maxDeviceHoursPerPeriod * 60; // exact, in whole minutes
           const f = checkAllocation(q, usage, spec, hours, NOW);
           expect(f === null).toBe(within);
@@ -265,15 +396,19 @@ describe("quota properties", () => {
 
   it("deviceHeadroom is never negative and never above a per-device limit, whatever the usage", () => {
     fc.assert(
-      fc.property(limitsArb, fc.record({ devices: n(9), cpuCores: n(90), memoryMB: n(90_000), storageMB: n(900_000), deviceHours: n(99) }), (limits, usage) => {
-        const room = deviceHeadroom(limits, usage);
-        expect(room.cpuCores).toBeGreaterThanOrEqual(0);
-        expect(room.memoryMB).toBeGreaterThanOrEqual(0);
-        expect(room.storageMB).toBeGreaterThanOrEqual(0);
-        expect(room.cpuCores).toBeLessThanOrEqual(limits.maxCpuCoresPerDevice);
-        expect(room.memoryMB).toBeLessThanOrEqual(limits.maxMemoryMBPerDevice);
-        expect(room.storageMB).toBeLessThanOrEqual(limits.maxStorageMBPerDevice);
-      }),
+      fc.property(
+        limitsArb,
+        fc.record({ devices: n(9), cpuCores: n(90), memoryMB: n(90_000), storageMB: n(900_000), deviceHours: n(99) }),
+        (limits, usage) => {
+          const room = deviceHeadroom(limits, usage);
+          expect(room.cpuCores).toBeGreaterThanOrEqual(0);
+          expect(room.memoryMB).toBeGreaterThanOrEqual(0);
+          expect(room.storageMB).toBeGreaterThanOrEqual(0);
+          expect(room.cpuCores).toBeLessThanOrEqual(limits.maxCpuCoresPerDevice);
+          expect(room.memoryMB).toBeLessThanOrEqual(limits.maxMemoryMBPerDevice);
+          expect(room.storageMB).toBeLessThanOrEqual(limits.maxStorageMBPerDevice);
+        },
+      ),
     );
   });
 });
@@ -303,7 +438,10 @@ describe("extend policy by plan tier", () => {
       it("count: the last allowed extend passes, one more is refused", () => {
         expect(checkExtend(p, { ...fresh, extendCount: count - 1 }, 1, NOW)).toBeNull();
         expect(brief(checkExtend(p, { ...fresh, extendCount: count }, 1, NOW))).toEqual({
-          ok: false, status: 409, code: "EXTEND_LIMIT_REACHED", details: { maxExtends: count },
+          ok: false,
+          status: 409,
+          code: "EXTEND_LIMIT_REACHED",
+          details: { maxExtends: count },
         });
         expect(checkExtend(p, { ...fresh, extendCount: count + 1 }, 1, NOW)?.code).toBe("EXTEND_LIMIT_REACHED");
       });
@@ -311,7 +449,10 @@ describe("extend policy by plan tier", () => {
       it("minutes per extend: exactly the maximum passes, one more is refused", () => {
         expect(checkExtend(p, fresh, each, NOW)).toBeNull();
         expect(brief(checkExtend(p, fresh, each + 1, NOW))).toEqual({
-          ok: false, status: 409, code: "EXTEND_TOO_LONG", details: { maxMinutesPerExtend: each, requested: each + 1 },
+          ok: false,
+          status: 409,
+          code: "EXTEND_TOO_LONG",
+          details: { maxMinutesPerExtend: each, requested: each + 1 },
         });
       });
 
@@ -319,7 +460,10 @@ describe("extend policy by plan tier", () => {
         expect(checkExtend(p, { ...fresh, extendedMinutes: total - each }, each, NOW)).toBeNull();
         expect(checkExtend(p, { ...fresh, extendedMinutes: total - 1 }, 1, NOW)).toBeNull();
         expect(brief(checkExtend(p, { ...fresh, extendedMinutes: total - each + 1 }, each, NOW))).toEqual({
-          ok: false, status: 409, code: "EXTEND_TOTAL_EXCEEDED", details: { maxTotalExtendMinutes: total, used: total - each + 1, requested: each },
+          ok: false,
+          status: 409,
+          code: "EXTEND_TOTAL_EXCEEDED",
+          details: { maxTotalExtendMinutes: total, used: total - each + 1, requested: each },
         });
         expect(checkExtend(p, { ...fresh, extendedMinutes: total }, 1, NOW)?.code).toBe("EXTEND_TOTAL_EXCEEDED");
       });
@@ -330,12 +474,20 @@ describe("extend policy by plan tier", () => {
         expect(checkExtend(p, { ...fresh, extendCount: 1, lastExtendedAt: last }, 1, readyAt)).toBeNull();
         expect(checkExtend(p, { ...fresh, extendCount: 1, lastExtendedAt: last }, 1, readyAt + 1)).toBeNull();
         expect(brief(checkExtend(p, { ...fresh, extendCount: 1, lastExtendedAt: last }, 1, readyAt - 1))).toEqual({
-          ok: false, status: 429, code: "EXTEND_COOLDOWN", details: { retryAfterSeconds: 1 },
+          ok: false,
+          status: 429,
+          code: "EXTEND_COOLDOWN",
+          details: { retryAfterSeconds: 1 },
         });
         expect(brief(checkExtend(p, { ...fresh, extendCount: 1, lastExtendedAt: NOW }, 1, NOW))).toEqual({
-          ok: false, status: 429, code: "EXTEND_COOLDOWN", details: { retryAfterSeconds: cooldown },
+          ok: false,
+          status: 429,
+          code: "EXTEND_COOLDOWN",
+          details: { retryAfterSeconds: cooldown },
         });
-        expect(checkExtend(p, { ...fresh, extendCount: 1, lastExtendedAt: NOW - 1_500 }, 1, NOW)?.details).toEqual({ retryAfterSeconds: cooldown - 1 });
+        expect(checkExtend(p, { ...fresh, extendCount: 1, lastExtendedAt: NOW - 1_500 }, 1, NOW)?.details).toEqual({
+          retryAfterSeconds: cooldown - 1,
+        });
       });
 
       it("the count limit is reported before length, total and cooldown", () => {
@@ -353,7 +505,10 @@ describe("extend policy by plan tier", () => {
     expect(checkExtend(p, { extendCount: 1_000_000, extendedMinutes: 240_000_000, lastExtendedAt: NOW }, 240, NOW)).toBeNull();
     expect(checkExtend(p, { extendCount: Number.MAX_SAFE_INTEGER, extendedMinutes: 1e12, lastExtendedAt: NOW - 1 }, 1, NOW)).toBeNull();
     expect(brief(checkExtend(p, fresh, 241, NOW))).toEqual({
-      ok: false, status: 409, code: "EXTEND_TOO_LONG", details: { maxMinutesPerExtend: 240, requested: 241 },
+      ok: false,
+      status: 409,
+      code: "EXTEND_TOO_LONG",
+      details: { maxMinutesPerExtend: 240, requested: 241 },
     });
   });
 });
@@ -380,7 +535,12 @@ describe("scheduling strategies", () => {
     expect(names(orderNodes("bin-pack", nodes))).toEqual(["e", "a", "b", "c", "d"]);
   });
   it("no node with room: an empty order; the input is not reordered", () => {
-    expect(orderNodes("least-loaded", nodes.filter((n) => n.free === 0))).toEqual([]);
+    expect(
+      orderNodes(
+        "least-loaded",
+        nodes.filter((n) => n.free === 0),
+      ),
+    ).toEqual([]);
     expect(orderNodes("spread", [])).toEqual([]);
     const copy = nodes.map((n) => ({ ...n }));
     for (const s of ["least-loaded", "spread", "bin-pack"] as const) orderNodes(s, nodes);

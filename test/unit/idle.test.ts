@@ -5,7 +5,14 @@ import { effectiveIdleGraceMs, idleDeadline, requestedIdleGraceMs, type IdleInpu
 
 const MIN = 60_000;
 const NOW = Date.UTC(2026, 10, 21, 12, 0, 0);
-const BASE: IdleInput = { openSockets: 0, goneAt: NOW - 2 * MIN, allocatedAt: NOW - 10 * MIN, expiresAt: NOW + 60 * MIN, graceMs: 5 * MIN, now: NOW };
+const BASE: IdleInput = {
+  openSockets: 0,
+  goneAt: NOW - 2 * MIN,
+  allocatedAt: NOW - 10 * MIN,
+  expiresAt: NOW + 60 * MIN,
+  graceMs: 5 * MIN,
+  now: NOW,
+};
 
 describe("idle.effectiveIdleGraceMs", () => {
   it("the smaller of allocation and pool when both are set", () => {
@@ -66,10 +73,20 @@ describe("idle.idleDeadline", () => {
   it("property: a deadline is always grace after max(goneAt, allocatedAt), before expiry, and only with no socket", () => {
     fc.assert(
       fc.property(
-        fc.nat(3), fc.option(fc.integer({ min: -100 * MIN, max: 0 }), { nil: null }), fc.integer({ min: -100 * MIN, max: 0 }),
-        fc.integer({ min: 1, max: 200 * MIN }), fc.option(fc.integer({ min: 1, max: 60 * MIN }), { nil: null }),
+        fc.nat(3),
+        fc.option(fc.integer({ min: -100 * MIN, max: 0 }), { nil: null }),
+        fc.integer({ min: -100 * MIN, max: 0 }),
+        fc.integer({ min: 1, max: 200 * MIN }),
+        fc.option(fc.integer({ min: 1, max: 60 * MIN }), { nil: null }),
         (open, gone, alloc, exp, grace) => {
-          const i: IdleInput = { openSockets: open, goneAt: gone === null ? null : NOW + gone, allocatedAt: NOW + alloc, expiresAt: NOW + alloc + exp, graceMs: grace, now: NOW };
+          const i: IdleInput = {
+            openSockets: open,
+            goneAt: gone === null ? null : NOW + gone,
+            allocatedAt: NOW + alloc,
+            expiresAt: NOW + alloc + exp,
+            graceMs: grace,
+            now: NOW,
+          };
           const at = idleDeadline(i);
           if (open > 0 || grace === null) {
             expect(at).toBeNull();

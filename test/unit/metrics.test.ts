@@ -12,15 +12,17 @@ describe("countChange", () => {
   });
 
   it("counts a release with the reason and lag of the change that ended it", () => {
-    expect(countChange({ allocationId: "a1" }, { allocationId: null, ended: { allocationId: "a1", reason: "expired", lagMs: 40 } })).toEqual([
+    expect(
+      countChange({ allocationId: "a1" }, { allocationId: null, ended: { allocationId: "a1", reason: "expired", lagMs: 40 } }),
+    ).toEqual([
       { name: "releases", label: "expired", value: 1 },
       { name: "expiry_lag_bucket", label: "50", value: 1 },
       { name: "expiry_lag_sum_ms", label: "", value: 40 },
       { name: "expiry_lag_count", label: "", value: 1 },
     ]);
-    expect(countChange({ allocationId: "a1" }, { allocationId: null, ended: { allocationId: "a1", reason: "released", lagMs: null } })).toEqual([
-      { name: "releases", label: "released", value: 1 },
-    ]);
+    expect(
+      countChange({ allocationId: "a1" }, { allocationId: null, ended: { allocationId: "a1", reason: "released", lagMs: null } }),
+    ).toEqual([{ name: "releases", label: "released", value: 1 }]);
   });
 
   it("a skipped version still counts the release (reason unknown) and the next allocation", () => {
@@ -29,7 +31,9 @@ describe("countChange", () => {
       { name: "allocations", label: "", value: 1 },
     ]);
     // An `ended` about another allocation does not lend its reason.
-    expect(countChange({ allocationId: "a1" }, { allocationId: null, ended: { allocationId: "a0", reason: "idle", lagMs: null } })[0]).toEqual({ name: "releases", label: "unknown", value: 1 });
+    expect(
+      countChange({ allocationId: "a1" }, { allocationId: null, ended: { allocationId: "a0", reason: "idle", lagMs: null } })[0],
+    ).toEqual({ name: "releases", label: "unknown", value: 1 });
   });
 
   it("a device the index never saw allocated counts nothing when it frees", () => {
@@ -47,7 +51,16 @@ describe("expiry lag histogram", () => {
   });
 
   it("renders cumulative buckets in seconds, then sum (s) and count", () => {
-    const s = lagHistogram({ pool: "p" }, new Map([["5", 2], ["100", 1], ["+Inf", 1]]), 70_012, 4);
+    const s = lagHistogram(
+      { pool: "p" },
+      new Map([
+        ["5", 2],
+        ["100", 1],
+        ["+Inf", 1],
+      ]),
+      70_012,
+      4,
+    );
     const buckets = s.filter((x) => x.suffix === "_bucket");
     expect(buckets).toHaveLength(EXPIRY_LAG_BUCKETS_MS.length + 1);
     expect(buckets[0]).toEqual({ suffix: "_bucket", labels: { pool: "p", le: "0.005" }, value: 2 });
@@ -62,7 +75,12 @@ describe("expiry lag histogram", () => {
 describe("Prometheus text", () => {
   it("writes HELP and TYPE, then one sample per line, with escaped labels", () => {
     const text = render([
-      { name: "x_total", help: "Things\nand \\ more", type: "counter", samples: [{ value: 3 }, { labels: { pool: 'a"b\\c\nd' }, value: 1.5 }] },
+      {
+        name: "x_total",
+        help: "Things\nand \\ more",
+        type: "counter",
+        samples: [{ value: 3 }, { labels: { pool: 'a"b\\c\nd' }, value: 1.5 }],
+      },
       { name: "h", help: "h", type: "histogram", samples: [{ suffix: "_count", value: Infinity }] },
     ]);
     expect(text).toBe(
@@ -82,8 +100,15 @@ describe("Prometheus text", () => {
 
 describe("logLine", () => {
   it("puts ts, level, msg, then the ids that tie lines together, leaving out empty ones", () => {
-    const line = logLine("info", "allocation ended", { reason: "expired", allocationId: "a1", userId: "u1", deviceId: null, requestId: "", pool: undefined }, Date.UTC(2026, 11, 2));
-    expect(line).toBe('{"ts":"2026-12-02T00:00:00.000Z","level":"info","msg":"allocation ended","userId":"u1","allocationId":"a1","reason":"expired"}');
+    const line = logLine(
+      "info",
+      "allocation ended",
+      { reason: "expired", allocationId: "a1", userId: "u1", deviceId: null, requestId: "", pool: undefined },
+      Date.UTC(2026, 11, 2),
+    );
+    expect(line).toBe(
+      '{"ts":"2026-12-02T00:00:00.000Z","level":"info","msg":"allocation ended","userId":"u1","allocationId":"a1","reason":"expired"}',
+    );
   });
 
   it("fields cannot overwrite ts, level or msg; errors become their message", () => {

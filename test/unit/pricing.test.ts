@@ -9,15 +9,34 @@ import fc from "fast-check";
 import { describe, expect, it } from "vitest";
 import type { DeviceSpec } from "../../src/domain/types";
 import {
-  MICROS_PER_MINOR, checkFunds, estimateOf, formatMoney, invoiceTotals, periodBounds, periodOf, previousPeriod, priceOf,
-  type LedgerLine, type Rates,
+  MICROS_PER_MINOR,
+  checkFunds,
+  estimateOf,
+  formatMoney,
+  invoiceTotals,
+  periodBounds,
+  periodOf,
+  previousPeriod,
+  priceOf,
+  type LedgerLine,
+  type Rates,
 } from "../../src/domain/pricing";
 
 /** The seeded `standard` plan (micro-cents per second). */
 const STANDARD: Rates = { basePerSecond: 2500, cpuCorePerSecond: 1000, memoryGBPerSecond: 500, storageGBPerSecond: 10 };
 const NONE: DeviceSpec = { cpuCores: 0, memoryMB: 0, storageMB: 0 };
-const base = (basePerSecond: number): Rates => ({ basePerSecond, cpuCorePerSecond: 0, memoryGBPerSecond: 0, storageGBPerSecond: 0 });
-const memOnly = (memoryGBPerSecond: number): Rates => ({ basePerSecond: 0, cpuCorePerSecond: 0, memoryGBPerSecond, storageGBPerSecond: 0 });
+const base = (basePerSecond: number): Rates => ({
+  basePerSecond,
+  cpuCorePerSecond: 0,
+  memoryGBPerSecond: 0,
+  storageGBPerSecond: 0,
+});
+const memOnly = (memoryGBPerSecond: number): Rates => ({
+  basePerSecond: 0,
+  cpuCorePerSecond: 0,
+  memoryGBPerSecond,
+  storageGBPerSecond: 0,
+});
 const DAY = 86_400_000;
 
 describe("priceOf", () => {
@@ -79,7 +98,12 @@ describe("priceOf", () => {
     // 100,613,112,087 µ¢/s × 100,793,977 s = 10,141,195,705,595,499,999 µ¢ → …596 ¢.
     expect(priceOf(base(100_613_112_087), NONE, 100_793_977)).toBe(10_141_195_705_596);
     // All four parts large at once (hand-summed below).
-    const big: Rates = { basePerSecond: 987_654_321, cpuCorePerSecond: 123_456_789, memoryGBPerSecond: 555_555_555, storageGBPerSecond: 77_777_777 };
+    const big: Rates = {
+      basePerSecond: 987_654_321,
+      cpuCorePerSecond: 123_456_789,
+      memoryGBPerSecond: 555_555_555,
+      storageGBPerSecond: 77_777_777,
+    };
     const spec = { cpuCores: 64, memoryMB: 262_144, storageMB: 1_048_576 };
     // Per second: 987,654,321 + 64 × 123,456,789 + 256 × 555,555,555 + 1024 × 77,777,777 = 230,755,554,545 µ¢.
     expect(priceOf(big, spec, 1)).toBe(230_756); // 230,755.554545 ¢
@@ -115,17 +139,31 @@ describe("checkFunds", () => {
   it("a free request passes at zero, not below; a negative or fully committed balance refuses anything that costs", () => {
     expect(checkFunds({ balance: 0, currency: "USD" }, 0, 0)).toBeNull();
     expect(checkFunds(funds, 100, 0)).toBeNull();
-    expect(checkFunds(funds, 100, 1)!.details).toEqual({ balance: 100, committed: 100, available: 0, required: 1, currency: "USD" });
-    expect(checkFunds({ balance: -5, currency: "USD" }, 0, 0)!.details).toEqual({ balance: -5, committed: 0, available: -5, required: 0, currency: "USD" });
+    expect(checkFunds(funds, 100, 1)!.details).toEqual({
+      balance: 100,
+      committed: 100,
+      available: 0,
+      required: 1,
+      currency: "USD",
+    });
+    expect(checkFunds({ balance: -5, currency: "USD" }, 0, 0)!.details).toEqual({
+      balance: -5,
+      committed: 0,
+      available: -5,
+      required: 0,
+      currency: "USD",
+    });
     expect(checkFunds(funds, 101, 0)!.code).toBe("INSUFFICIENT_BALANCE");
   });
 
   it("property: allowed exactly when balance − committed ≥ required", () => {
-    fc.assert(fc.property(fc.integer({ min: -1e9, max: 1e9 }), fc.nat(1e9), fc.nat(1e9), (balance, committed, required) => {
-      const r = checkFunds({ balance, currency: "USD" }, committed, required);
-      expect(r === null).toBe(balance - committed >= required);
-      if (r) expect(r.details).toEqual({ balance, committed, available: balance - committed, required, currency: "USD" });
-    }));
+    fc.assert(
+      fc.property(fc.integer({ min: -1e9, max: 1e9 }), fc.nat(1e9), fc.nat(1e9), (balance, committed, required) => {
+        const r = checkFunds({ balance, currency: "USD" }, committed, required);
+        expect(r === null).toBe(balance - committed >= required);
+        if (r) expect(r.details).toEqual({ balance, committed, available: balance - committed, required, currency: "USD" });
+      }),
+    );
   });
 });
 
@@ -141,7 +179,10 @@ describe("billing periods (calendar months, UTC)", () => {
   it("periodBounds gives [start, end) of the month: leap February, December into January", () => {
     expect(periodBounds("2026-01")).toEqual({ start: Date.UTC(2026, 0, 1), end: Date.UTC(2026, 1, 1) });
     expect(periodBounds("2026-12")).toEqual({ start: Date.UTC(2026, 11, 1), end: Date.UTC(2027, 0, 1) });
-    const feb = (y: string) => { const b = periodBounds(`${y}-02`)!; return (b.end - b.start) / DAY; };
+    const feb = (y: string) => {
+      const b = periodBounds(`${y}-02`)!;
+      return (b.end - b.start) / DAY;
+    };
     expect(feb("2024")).toBe(29);
     expect(feb("2026")).toBe(28);
     expect(feb("2000")).toBe(29); // divisible by 400
@@ -155,7 +196,10 @@ describe("billing periods (calendar months, UTC)", () => {
   });
 
   it("years below 100 are those years, not 19xx (Date.UTC would map them)", () => {
-    expect(periodBounds("0099-12")).toEqual({ start: Date.parse("0099-12-01T00:00:00Z"), end: Date.parse("0100-01-01T00:00:00Z") });
+    expect(periodBounds("0099-12")).toEqual({
+      start: Date.parse("0099-12-01T00:00:00Z"),
+      end: Date.parse("0100-01-01T00:00:00Z"),
+    });
     expect(periodBounds("0000-01")!.start).toBe(Date.parse("0000-01-01T00:00:00Z"));
     expect(periodOf(Date.parse("0050-06-15T00:00:00Z"))).toBe("0050-06");
     expect(previousPeriod(Date.parse("0050-01-15T00:00:00Z"))).toBe("0049-12");
@@ -172,16 +216,18 @@ describe("billing periods (calendar months, UTC)", () => {
 
   it("property: a month's bounds hold every instant of it, and the previous month ends where it starts", () => {
     const t = fc.integer({ min: Date.UTC(1970, 0, 1), max: Date.UTC(2200, 0, 1) });
-    fc.assert(fc.property(t, (now) => {
-      const b = periodBounds(periodOf(now))!;
-      expect(now >= b.start && now < b.end).toBe(true);
-      expect(periodOf(b.start)).toBe(periodOf(now));
-      expect(periodOf(b.end - 1)).toBe(periodOf(now));
-      expect(periodOf(b.end)).not.toBe(periodOf(now));
-      const prev = periodBounds(previousPeriod(now))!;
-      expect(prev.end).toBe(b.start);
-      expect(prev.end).toBeLessThanOrEqual(now);
-    }));
+    fc.assert(
+      fc.property(t, (now) => {
+        const b = periodBounds(periodOf(now))!;
+        expect(now >= b.start && now < b.end).toBe(true);
+        expect(periodOf(b.start)).toBe(periodOf(now));
+        expect(periodOf(b.end - 1)).toBe(periodOf(now));
+        expect(periodOf(b.end)).not.toBe(periodOf(now));
+        const prev = periodBounds(previousPeriod(now))!;
+        expect(prev.end).toBe(b.start);
+        expect(prev.end).toBeLessThanOrEqual(now);
+      }),
+    );
   });
 });
 
@@ -195,18 +241,53 @@ describe("invoiceTotals", () => {
       { kind: "adjustment", amount: -100 },
       { kind: "adjustment", amount: 40 },
     ];
-    expect(invoiceTotals(0, lines)).toEqual({ openingBalance: 0, charges: 55, credits: 1540, debits: 100, closingBalance: 1385 });
-    expect(invoiceTotals(1000, lines)).toEqual({ openingBalance: 1000, charges: 55, credits: 1540, debits: 100, closingBalance: 2385 });
+    expect(invoiceTotals(0, lines)).toEqual({
+      openingBalance: 0,
+      charges: 55,
+      credits: 1540,
+      debits: 100,
+      closingBalance: 1385,
+    });
+    expect(invoiceTotals(1000, lines)).toEqual({
+      openingBalance: 1000,
+      charges: 55,
+      credits: 1540,
+      debits: 100,
+      closingBalance: 2385,
+    });
   });
 
   it("a month without lines closes where it opened; a negative opening stays negative", () => {
-    expect(invoiceTotals(975, [])).toEqual({ openingBalance: 975, charges: 0, credits: 0, debits: 0, closingBalance: 975 });
-    expect(invoiceTotals(-20, [{ kind: "charge", amount: -5 }])).toEqual({ openingBalance: -20, charges: 5, credits: 0, debits: 0, closingBalance: -25 });
+    expect(invoiceTotals(975, [])).toEqual({
+      openingBalance: 975,
+      charges: 0,
+      credits: 0,
+      debits: 0,
+      closingBalance: 975,
+    });
+    expect(invoiceTotals(-20, [{ kind: "charge", amount: -5 }])).toEqual({
+      openingBalance: -20,
+      charges: 5,
+      credits: 0,
+      debits: 0,
+      closingBalance: -25,
+    });
   });
 
   it("a zero adjustment counts as neither credit nor debit in effect; a positive charge line (a refund) lowers the charges", () => {
-    expect(invoiceTotals(0, [{ kind: "adjustment", amount: 0 }])).toEqual({ openingBalance: 0, charges: 0, credits: 0, debits: 0, closingBalance: 0 });
-    expect(invoiceTotals(100, [{ kind: "charge", amount: -30 }, { kind: "charge", amount: 10 }])).toMatchObject({ charges: 20, closingBalance: 80 });
+    expect(invoiceTotals(0, [{ kind: "adjustment", amount: 0 }])).toEqual({
+      openingBalance: 0,
+      charges: 0,
+      credits: 0,
+      debits: 0,
+      closingBalance: 0,
+    });
+    expect(
+      invoiceTotals(100, [
+        { kind: "charge", amount: -30 },
+        { kind: "charge", amount: 10 },
+      ]),
+    ).toMatchObject({ charges: 20, closingBalance: 80 });
   });
 
   it("property: closing = opening + the sum of all lines, and every part is non-negative when charges are", () => {
@@ -215,13 +296,15 @@ describe("invoiceTotals", () => {
       fc.record({ kind: fc.constantFrom("starting_credit" as const, "top_up" as const), amount: fc.nat(1e6) }),
       fc.record({ kind: fc.constant("adjustment" as const), amount: fc.integer({ min: -1e6, max: 1e6 }) }),
     );
-    fc.assert(fc.property(fc.integer({ min: -1e9, max: 1e9 }), fc.array(line, { maxLength: 30 }), (opening, lines) => {
-      const t = invoiceTotals(opening, lines);
-      expect(t.closingBalance).toBe(opening + lines.reduce((s, l) => s + l.amount, 0));
-      expect(t.charges).toBe(0 - lines.filter((l) => l.kind === "charge").reduce((s, l) => s + l.amount, 0));
-      expect(t.charges >= 0 && t.credits >= 0 && t.debits >= 0).toBe(true);
-      expect(t.credits - t.debits).toBe(lines.filter((l) => l.kind !== "charge").reduce((s, l) => s + l.amount, 0));
-    }));
+    fc.assert(
+      fc.property(fc.integer({ min: -1e9, max: 1e9 }), fc.array(line, { maxLength: 30 }), (opening, lines) => {
+        const t = invoiceTotals(opening, lines);
+        expect(t.closingBalance).toBe(opening + lines.reduce((s, l) => s + l.amount, 0));
+        expect(t.charges).toBe(0 - lines.filter((l) => l.kind === "charge").reduce((s, l) => s + l.amount, 0));
+        expect(t.charges >= 0 && t.credits >= 0 && t.debits >= 0).toBe(true);
+        expect(t.credits - t.debits).toBe(lines.filter((l) => l.kind !== "charge").reduce((s, l) => s + l.amount, 0));
+      }),
+    );
   });
 });
 
@@ -240,39 +323,52 @@ describe("formatMoney", () => {
   });
 
   it("property: the text reads back as the same amount", () => {
-    fc.assert(fc.property(fc.integer({ min: -1e12, max: 1e12 }), (minor) => {
-      const m = /^(-?)(\d+)\.(\d{2}) USD$/.exec(formatMoney(minor, "USD"));
-      expect(m).not.toBeNull();
-      const back = (m![1] ? -1 : 1) * (Number(m![2]) * 100 + Number(m![3]));
-      expect(back === minor || (minor === 0 && back === 0)).toBe(true);
-    }));
+    fc.assert(
+      fc.property(fc.integer({ min: -1e12, max: 1e12 }), (minor) => {
+        const m = /^(-?)(\d+)\.(\d{2}) USD$/.exec(formatMoney(minor, "USD"));
+        expect(m).not.toBeNull();
+        const back = (m![1] ? -1 : 1) * (Number(m![2]) * 100 + Number(m![3]));
+        expect(back === minor || (minor === 0 && back === 0)).toBe(true);
+      }),
+    );
   });
 });
 
 describe("priceOf properties", () => {
   const rates = fc.record({
-    basePerSecond: fc.nat(10_000_000), cpuCorePerSecond: fc.nat(10_000_000), memoryGBPerSecond: fc.nat(10_000_000), storageGBPerSecond: fc.nat(10_000_000),
+    basePerSecond: fc.nat(10_000_000),
+    cpuCorePerSecond: fc.nat(10_000_000),
+    memoryGBPerSecond: fc.nat(10_000_000),
+    storageGBPerSecond: fc.nat(10_000_000),
   });
   const spec = fc.record({ cpuCores: fc.nat(256), memoryMB: fc.nat(1_048_576), storageMB: fc.nat(16_777_216) });
   const seconds = fc.nat(10_000_000);
 
   it("is the smallest whole cent not below the exact cost", () => {
-    fc.assert(fc.property(rates, spec, seconds, (r, s, sec) => {
-      const exactX1024 = (BigInt(r.basePerSecond) * 1024n + BigInt(r.cpuCorePerSecond) * BigInt(s.cpuCores) * 1024n +
-        BigInt(r.memoryGBPerSecond) * BigInt(s.memoryMB) + BigInt(r.storageGBPerSecond) * BigInt(s.storageMB)) * BigInt(sec);
-      const unit = 1024n * 1_000_000n;
-      const p = BigInt(priceOf(r, s, sec));
-      // p − 1 < exact ≤ p (in cents)
-      expect(exactX1024 <= p * unit).toBe(true);
-      expect(exactX1024 > (p - 1n) * unit).toBe(true);
-    }));
+    fc.assert(
+      fc.property(rates, spec, seconds, (r, s, sec) => {
+        const exactX1024 =
+          (BigInt(r.basePerSecond) * 1024n +
+            BigInt(r.cpuCorePerSecond) * BigInt(s.cpuCores) * 1024n +
+            BigInt(r.memoryGBPerSecond) * BigInt(s.memoryMB) +
+            BigInt(r.storageGBPerSecond) * BigInt(s.storageMB)) *
+          BigInt(sec);
+        const unit = 1024n * 1_000_000n;
+        const p = BigInt(priceOf(r, s, sec));
+        // p − 1 < exact ≤ p (in cents)
+        expect(exactX1024 <= p * unit).toBe(true);
+        expect(exactX1024 > (p - 1n) * unit).toBe(true);
+      }),
+    );
   });
 
   it("never falls when seconds or any rate grow, and two halves of a hold cost the whole within a cent", () => {
-    fc.assert(fc.property(rates, spec, seconds, seconds, (r, s, a, b) => {
-      expect(priceOf(r, s, a + b)).toBeGreaterThanOrEqual(priceOf(r, s, Math.min(a, b)));
-      expect(priceOf({ ...r, basePerSecond: r.basePerSecond + 1 }, s, a)).toBeGreaterThanOrEqual(priceOf(r, s, a));
-      expect(Math.abs(priceOf(r, s, a + b) - priceOf(r, s, a) - priceOf(r, s, b))).toBeLessThanOrEqual(1);
-    }));
+    fc.assert(
+      fc.property(rates, spec, seconds, seconds, (r, s, a, b) => {
+        expect(priceOf(r, s, a + b)).toBeGreaterThanOrEqual(priceOf(r, s, Math.min(a, b)));
+        expect(priceOf({ ...r, basePerSecond: r.basePerSecond + 1 }, s, a)).toBeGreaterThanOrEqual(priceOf(r, s, a));
+        expect(Math.abs(priceOf(r, s, a + b) - priceOf(r, s, a) - priceOf(r, s, b))).toBeLessThanOrEqual(1);
+      }),
+    );
   });
 });

@@ -18,7 +18,12 @@ describe("queue priority", () => {
   });
 
   it("orders by priority, then arrival", () => {
-    const entries = [{ priority: 0, seq: 1 }, { priority: 2, seq: 5 }, { priority: 2, seq: 3 }, { priority: 3, seq: 9 }];
+    const entries = [
+      { priority: 0, seq: 1 },
+      { priority: 2, seq: 5 },
+      { priority: 2, seq: 3 },
+      { priority: 3, seq: 9 },
+    ];
     expect([...entries].sort(compareEntries).map((e) => e.seq)).toEqual([9, 3, 5, 1]);
   });
 });
@@ -26,16 +31,33 @@ describe("queue priority", () => {
 describe("wait estimate", () => {
   const now = 1_000_000;
   it("is the soonest fitting expiry, pushed back by the entries ahead", () => {
-    const devices = [{ ...S(2), freeAt: now + 60_000 }, { ...S(2), freeAt: now + 120_000 }];
+    const devices = [
+      { ...S(2), freeAt: now + 60_000 },
+      { ...S(2), freeAt: now + 120_000 },
+    ];
     expect(estimateStart(devices, [], ANY, now)).toBe(now + 60_000);
     // One entry ahead takes the first device for 10 minutes: the second device frees first.
     expect(estimateStart(devices, [{ ...ANY, durationMs: 600_000 }], ANY, now)).toBe(now + 120_000);
     // Two ahead: the first device again, after its holder's 10 minutes.
-    expect(estimateStart(devices, [{ ...ANY, durationMs: 600_000 }, { ...ANY, durationMs: 600_000 }], ANY, now)).toBe(now + 660_000);
+    expect(
+      estimateStart(
+        devices,
+        [
+          { ...ANY, durationMs: 600_000 },
+          { ...ANY, durationMs: 600_000 },
+        ],
+        ANY,
+        now,
+      ),
+    ).toBe(now + 660_000);
   });
 
   it("ignores entries ahead that cannot use my devices, and devices out of service", () => {
-    const devices = [{ ...S(2), freeAt: now + 60_000 }, { ...S(8), freeAt: now + 30_000 }, { ...S(2), freeAt: null }];
+    const devices = [
+      { ...S(2), freeAt: now + 60_000 },
+      { ...S(8), freeAt: now + 30_000 },
+      { ...S(2), freeAt: null },
+    ];
     const big = { min: S(8), max: S(8), durationMs: 3_600_000 };
     const small = { min: S(1), max: S(2) };
     expect(estimateStart(devices, [big], small, now)).toBe(now + 60_000);
@@ -73,7 +95,9 @@ describe("reservation rules", () => {
   it("checks the window and what the quota allows at booking", () => {
     const now = 1_000_000;
     expect(checkWindow(now - 1, now + 10, now)).toMatchObject({ code: "RESERVATION_IN_PAST" });
-    expect(checkWindow(now + 31 * 86_400_000, now + 32 * 86_400_000, now)).toMatchObject({ code: "RESERVATION_TOO_FAR" });
+    expect(checkWindow(now + 31 * 86_400_000, now + 32 * 86_400_000, now)).toMatchObject({
+      code: "RESERVATION_TOO_FAR",
+    });
     expect(checkWindow(now + 10, now + 20, now)).toBeNull();
     const q = { suspended: false, validUntil: now + 86_400_000, limits: PLAN_LIMITS.free };
     expect(checkReservation(q, S(2), 1, now + 3_600_000)).toBeNull();

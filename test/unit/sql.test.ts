@@ -15,7 +15,11 @@ describe("Sql.migrate", () => {
     const steps = ["CREATE TABLE a (x INTEGER); CREATE TABLE b (y TEXT)", "ALTER TABLE a ADD COLUMN z INTEGER"];
     sqlOver(storage).migrate(steps);
     sqlOver(storage).migrate(steps); // a restart: nothing runs again (a second CREATE TABLE would throw)
-    const tables = (storage.db.prepare("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name").all() as { name: string }[]).map((t) => t.name);
+    const tables = (
+      storage.db.prepare("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name").all() as {
+        name: string;
+      }[]
+    ).map((t) => t.name);
     expect(tables).toEqual(["_schema", "a", "b"]);
     expect(storage.db.prepare("SELECT version FROM _schema").get()).toEqual({ version: 2 });
     sqlOver(storage).migrate([...steps, "CREATE TABLE c (w INTEGER)"]);
@@ -26,7 +30,9 @@ describe("Sql.migrate", () => {
   it("a failing step leaves the schema and its version as they were", () => {
     const storage = memoryStorage();
     sqlOver(storage).migrate(["CREATE TABLE a (x INTEGER)"]);
-    expect(() => sqlOver(storage).migrate(["CREATE TABLE a (x INTEGER)", "CREATE TABLE b (y INTEGER)", "CREATE TABLE a (again INTEGER)"])).toThrow();
+    expect(() =>
+      sqlOver(storage).migrate(["CREATE TABLE a (x INTEGER)", "CREATE TABLE b (y INTEGER)", "CREATE TABLE a (again INTEGER)"]),
+    ).toThrow();
     expect(storage.db.prepare("SELECT version FROM _schema").get()).toEqual({ version: 1 });
     expect(storage.db.prepare("SELECT name FROM sqlite_master WHERE name = 'b'").get()).toBeUndefined();
   });
@@ -81,9 +87,15 @@ describe("deliverOutbox", () => {
   const outbox = () => {
     const storage = memoryStorage();
     const sql = sqlOver(storage);
-    sql.migrate(["CREATE TABLE outbox (id INTEGER PRIMARY KEY AUTOINCREMENT, payload TEXT NOT NULL, attempts INTEGER NOT NULL DEFAULT 0, next_at INTEGER NOT NULL, last_error TEXT)"]);
-    const add = (payload: string, nextAt = 0, attempts = 0) => sql.exec("INSERT INTO outbox (payload, next_at, attempts) VALUES (?, ?, ?)", payload, nextAt, attempts);
-    const rows = () => sql.all<{ id: number; payload: string; attempts: number; next_at: number; last_error: string | null }>("SELECT * FROM outbox ORDER BY id");
+    sql.migrate([
+      "CREATE TABLE outbox (id INTEGER PRIMARY KEY AUTOINCREMENT, payload TEXT NOT NULL, attempts INTEGER NOT NULL DEFAULT 0, next_at INTEGER NOT NULL, last_error TEXT)",
+    ]);
+    const add = (payload: string, nextAt = 0, attempts = 0) =>
+      sql.exec("INSERT INTO outbox (payload, next_at, attempts) VALUES (?, ?, ?)", payload, nextAt, attempts);
+    const rows = () =>
+      sql.all<{ id: number; payload: string; attempts: number; next_at: number; last_error: string | null }>(
+        "SELECT * FROM outbox ORDER BY id",
+      );
     return { sql, add, rows };
   };
   type Row = { id: number; payload: string; attempts: number };

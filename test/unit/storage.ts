@@ -9,7 +9,9 @@ import { DatabaseSync } from "node:sqlite";
 type Value = ArrayBuffer | string | number | null;
 
 export interface MemoryStorage {
-  sql: { exec(query: string, ...bindings: Value[]): { toArray(): Record<string, Value>[]; one(): Record<string, Value> } };
+  sql: {
+    exec(query: string, ...bindings: Value[]): { toArray(): Record<string, Value>[]; one(): Record<string, Value> };
+  };
   transactionSync<T>(fn: () => T): T;
   getAlarm(): Promise<number | null>;
   setAlarm(at: number): Promise<void>;
