@@ -6,13 +6,12 @@
  * object last reported, which the metrics endpoint sums (`sockets open`).
  */
 import { FeedObject } from "./FeedObject";
-import { FEED, type Env } from "../src/config";
-import { FeedHub, feedRequestOf, feedSchema, feedSocketsSchema, refuseSocket } from "../src/feed/hub";
+import { FEED } from "../src/config";
+import type { Env } from "../src/env";
+import { FeedHub, feedRequestOf, feedSchema, feedSocketsSchema, refuseSocket, type FeedHistory } from "../src/feed/hub";
 import { CLOSE, type Envelope, type FeedEvents, type FeedEventType, type FeedKind } from "../src/feed/protocol";
 import { take } from "../src/rpc";
 import { Sql } from "../src/sql";
-
-export const ADMIN_FEED_NAME = "operators";
 
 const SCHEMA = [
   feedSchema("events"),
@@ -20,12 +19,6 @@ const SCHEMA = [
   `CREATE TABLE sockets (object TEXT PRIMARY KEY, feed TEXT NOT NULL, open INTEGER NOT NULL, seq INTEGER NOT NULL, reported_at INTEGER NOT NULL);
    ${feedSocketsSchema("events")}`,
 ];
-
-/** For a feed-holding object's FeedHub (`onSockets`): tells the operators' object its open count. */
-export function socketReporter(env: Env, ctx: DurableObjectState, feed: FeedKind): (open: number, seq: number) => Promise<unknown> {
-  const object = ctx.id.toString();
-  return (open, seq) => take(env.ADMIN_FEED.getByName(ADMIN_FEED_NAME).socketsOpen(object, feed, open, seq));
-}
 
 export class AdminFeed extends FeedObject {
   private readonly sql: Sql;
@@ -56,7 +49,7 @@ export class AdminFeed extends FeedObject {
     return this.hub.appendOnce(key, userId, type, data);
   }
 
-  async events(since = 0, limit = 100): Promise<{ events: Envelope[]; oldestSeq: number | null; lastSeq: number }> {
+  async events(since = 0, limit = 100): Promise<FeedHistory> {
     return this.hub.history(since, limit);
   }
 

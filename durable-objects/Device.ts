@@ -17,7 +17,8 @@
  * holder's events never reach them. Status changes also go to the admin feed via the outbox.
  */
 import { FeedObject } from "./FeedObject";
-import { ALLOCATION, FEED, PAGING, type Env } from "../src/config";
+import { ALLOCATION, FEED, PAGING } from "../src/config";
+import type { Env } from "../src/env";
 import { fail, ok, type Result } from "../src/errors";
 import { fits } from "../src/domain/strategy";
 import { expiryWarningAt } from "../src/domain/expiry";
@@ -25,9 +26,10 @@ import type { DeviceInfo, DeviceSpec, DeviceStatus, EndReason, EndedAllocation, 
 import { AlarmClock, CachedRow, Sql, deliverOutbox } from "../src/sql";
 import { FeedHub, feedRequestOf, feedSchema, feedSocketsSchema, refuseSocket } from "../src/feed/hub";
 import { CLOSE, type AllocationEventData, type DeviceFeedState, type FeedEvents } from "../src/feed/protocol";
-import { ADMIN_FEED_NAME, socketReporter } from "./AdminFeed";
+import { adminFeed, socketReporter } from "../src/objects/operators";
 import { log } from "../src/log";
 import { take } from "../src/rpc";
+import type { Verdict, DeviceState, ClaimRequest, Claimed, ExtendInfo, CurrentAllocation } from "../src/contracts";
 
 const SCHEMA = [
   `CREATE TABLE device (
@@ -86,19 +88,6 @@ interface DeviceRow {
   updated_at: number;
 }
 
-/** What the pool index keeps of a device; `version` orders updates that race. */
-export interface DeviceState extends DeviceSpec {
-  deviceId: string;
-  node: string;
-  status: DeviceStatus;
-  version: number;
-  allocationId: string | null;
-  userId: string | null;
-  expiresAt: number | null;
-  /** Set by the change that ended an allocation: why, and (expiry) how late the alarm was. For the pool's feed and metrics. */
-  ended?: { allocationId: string; reason: EndReason; lagMs: number | null };
-}
-
 type OutboxItem =
   | { kind: "user_ended"; payload: EndedAllocation }
   | { kind: "user_event"; payload: { userId: string; type: "device.expiring"; data: FeedEvents["device.expiring"] } }
@@ -108,43 +97,6 @@ type OutboxItem =
       kind: "admin_event";
       payload: { key: string; userId: string; type: "device.status"; data: FeedEvents["device.status"] };
     };
-
-export interface ClaimRequest {
-  allocationId: string;
-  userId: string;
-  pool: string;
-  min: DeviceSpec;
-  max: DeviceSpec;
-  durationMs: number;
-  /** Where the request came from when not a direct allocation: its queue entry or reservation. */
-  via?: { kind: "queue" | "reservation"; id: string; deviceId: string | null; until?: number };
-}
-export interface Claimed extends DeviceSpec {
-  deviceId: string;
-  pool: string;
-  node: string;
-  allocatedAt: number;
-  expiresAt: number;
-  state: DeviceState;
-  /** The pool's idle release grace (set by the pool, not the device). */
-  idleReleaseSeconds?: number | null;
-}
-
-/** What the user's object knows of an extension, for the `device.extended` event. */
-export interface ExtendInfo {
-  additionalMinutes: number;
-  extendCount: number;
-  extendedMinutes: number;
-  durationMinutes: number;
-}
-
-export interface CurrentAllocation {
-  allocationId: string;
-  userId: string;
-  confirmed: boolean;
-  allocatedAt: number;
-  expiresAt: number;
-}
 
 export class Device extends FeedObject {
   private readonly sql: Sql;
@@ -586,7 +538,7 @@ export class Device extends FeedObject {
 
   private async verifyClaim(a: AllocRow): Promise<void> {
     const d = this.row()!;
-    let answer: Awaited<ReturnType<import("./UserQuota").UserQuota["verify"]>>;
+    let answer: Verdict;
     try {
       answer = await take(this.env.USER_QUOTA.getByName(a.user_id).verify(a.allocation_id, d.device_id));
     } catch {
@@ -648,14 +600,7 @@ export class Device extends FeedObject {
         return true;
       case "admin_event":
         // The key makes a redelivery show once on the admin feed.
-        await take(
-          this.env.ADMIN_FEED.getByName(ADMIN_FEED_NAME).publish(
-            item.payload.key,
-            item.payload.type,
-            item.payload.userId,
-            item.payload.data,
-          ),
-        );
+        await take(adminFeed(this.env).publish(item.payload.key, item.payload.type, item.payload.userId, item.payload.data));
         return true;
       case "usage": {
         if (!item.payload.confirmed) {

@@ -23,7 +23,8 @@
  * (allocations, releases by reason, expiry lag; see src/metrics.ts).
  */
 import { FeedObject } from "./FeedObject";
-import { ALLOCATION, DEFAULT_STRATEGY, FEED, PAGING, QUEUE, RESERVATION, type Env, type Strategy } from "../src/config";
+import { ALLOCATION, DEFAULT_STRATEGY, FEED, PAGING, QUEUE, RESERVATION, type Strategy } from "../src/config";
+import type { Env } from "../src/env";
 import { fail, ok, type Failure, type Result } from "../src/errors";
 import { compareFit, fits, orderNodes, type NodeLoad } from "../src/domain/strategy";
 import { estimateStart, joinHash, priorityName, type EstimateDevice } from "../src/domain/queue";
@@ -41,13 +42,27 @@ import {
 } from "../src/feed/protocol";
 import { FeedHub, feedRequestOf, feedSchema, feedSocketsSchema, refuseSocket } from "../src/feed/hub";
 import { countChange, type CounterRow } from "../src/metrics";
-import { socketReporter } from "./AdminFeed";
+import { socketReporter } from "../src/objects/operators";
 import { newScopedId } from "../src/ids";
 import { AlarmClock, CachedRow, Sql, deliverOutbox } from "../src/sql";
-import type { ClaimRequest, Claimed, DeviceState } from "./Device";
-import type { AllocateInput, AllocationResult } from "./UserQuota";
 import { log } from "../src/log";
 import { take } from "../src/rpc";
+import type {
+  DeviceState,
+  ClaimRequest,
+  Claimed,
+  PoolDevice,
+  QueueStatus,
+  Viewer,
+  QueueJoin,
+  QueueEntryView,
+  ReservationBooking,
+  ReservationView,
+  WindowCheck,
+  PoolSummary,
+  AllocateInput,
+  AllocationResult,
+} from "../src/contracts";
 
 const SCHEMA = [
   `CREATE TABLE settings (id INTEGER PRIMARY KEY CHECK (id = 1), pool TEXT NOT NULL, strategy TEXT NOT NULL);
@@ -118,16 +133,6 @@ interface IndexRow {
   expires_at: number | null;
 }
 
-export interface PoolDevice extends DeviceSpec {
-  deviceId: string;
-  node: string;
-  status: DeviceStatus;
-  allocationId?: string | null;
-  userId?: string | null;
-  expiresAt?: number | null;
-}
-
-type QueueStatus = "waiting" | "offered" | "fulfilled" | "expired" | "cancelled" | "failed";
 interface Bounds {
   cpu_min: number;
   mem_min: number;
@@ -179,98 +184,6 @@ type Notice =
   | { kind: "user_event"; target: string; key: string; type: FeedEventType; data: unknown }
   | { kind: "unreserve"; target: string; key: string };
 
-/** Who asks: a user sees only their own entries and reservations (others' are "not found"). */
-export interface Viewer {
-  userId: string;
-  admin: boolean;
-}
-
-export interface QueueJoin {
-  userId: string;
-  pool: string;
-  priority: number;
-  min: DeviceSpec;
-  /** The largest device the user's quota allowed at join (checked again at hand-over). */
-  max: DeviceSpec;
-  durationMinutes: number;
-  durationSeconds?: number;
-  maxWaitMinutes: number;
-  /** Test-only override of maxWaitMinutes (ALLOW_SHORT_DURATIONS). */
-  maxWaitSeconds?: number;
-  /** The user, or the admin acting for them. */
-  createdBy: string;
-  /** A repeat with the same key answers the first entry instead of joining again. */
-  idempotencyKey?: string;
-}
-
-export interface QueueEntryView {
-  entryId: string;
-  userId: string;
-  pool: string;
-  status: QueueStatus;
-  priority: number;
-  priorityName: string;
-  spec: DeviceSpec;
-  durationMinutes: number;
-  maxWaitMinutes: number;
-  joinedAt: string;
-  waitUntil: string;
-  /** 1 = next; null once the entry stopped waiting. */
-  position: number | null;
-  /** From the expiry times of busy devices and the entries ahead (null: no device in service fits, or not waiting). */
-  estimatedStartAt: string | null;
-  estimatedWaitSeconds: number | null;
-  allocationId: string | null;
-  deviceId: string | null;
-  error: { code: string; message: string } | null;
-  createdBy: string;
-}
-
-export interface ReservationBooking {
-  userId: string;
-  pool: string;
-  min: DeviceSpec;
-  max: DeviceSpec;
-  startAt: number;
-  endAt: number;
-  durationMinutes: number;
-  reminderMinutes: number;
-  createdBy: string;
-  /** A repeat with the same key answers the first reservation instead of booking again. */
-  idempotencyKey?: string;
-}
-
-export interface ReservationView {
-  reservationId: string;
-  userId: string;
-  pool: string;
-  deviceId: string | null;
-  status: ReservationStatus;
-  spec: DeviceSpec;
-  startAt: string;
-  endAt: string;
-  durationMinutes: number;
-  reminderMinutes: number;
-  remindAt: string | null;
-  allocationId: string | null;
-  error: { code: string; message: string } | null;
-  createdBy: string;
-  createdAt: string;
-}
-
-export interface WindowCheck {
-  pool: string;
-  startAt: string;
-  endAt: string;
-  /** A booking now would get a device. */
-  available: boolean;
-  /** Devices of the pool that match the spec, and how many of them are free for the window. */
-  matchingDevices: number;
-  freeDevices: number;
-  /** The caller's own reservations in this pool that overlap the window. */
-  overlapping: ReservationView[];
-}
-
 /** Hand-over failures that mean the device was not there after all: wait for the next one at once. */
 const DEVICE_RACES = new Set([
   "DEVICE_BUSY",
@@ -283,20 +196,6 @@ const DEVICE_RACES = new Set([
 /** Refusals of the user's own account: the entry or reservation fails with them. */
 const isFinalRefusal = (f: Failure) =>
   f.status === 402 || f.status === 403 || f.code.startsWith("QUOTA_") || f.code === "IDEMPOTENCY_KEY_REUSED" || f.code === "POOL_NOT_FOUND";
-
-export interface PoolSummary {
-  pool: string;
-  strategy: Strategy;
-  /** Idle release grace of the pool (null: off); minutes may be fractional when set in seconds (tests). */
-  idleReleaseMinutes: number | null;
-  idleReleaseSeconds: number | null;
-  devices: number;
-  available: number;
-  allocated: number;
-  maintenance: number;
-  offline: number;
-  nodes: number;
-}
 
 export class DevicePool extends FeedObject {
   private readonly sql: Sql;

@@ -4,7 +4,7 @@
  * all three go to the object's FeedHub, and `socketClosed` lets an object react to a close.
  */
 import { DurableObject } from "cloudflare:workers";
-import type { Env } from "../src/config";
+import type { Env } from "../src/env";
 import type { FeedHub } from "../src/feed/hub";
 
 export abstract class FeedObject extends DurableObject<Env> {

@@ -31,10 +31,10 @@ import {
   QUOTA_VALID_DAYS,
   billingAllowOnError,
   defaultPlan,
-  type Env,
   type PlanTier,
   type QuotaLimits,
 } from "../src/config";
+import type { Env } from "../src/env";
 import { fail, ok, type Failure, type Result } from "../src/errors";
 import {
   checkAllocation,
@@ -51,7 +51,8 @@ import { entryPriority, joinHash } from "../src/domain/queue";
 import { bookingHash, checkReservation, checkWindow } from "../src/domain/reservation";
 import { checkFunds, estimateOf, priceOf } from "../src/domain/pricing";
 import { effectiveIdleGraceMs, idleDeadline, requestedIdleGraceMs } from "../src/domain/idle";
-import { dbOf, fundsFor, type Funds } from "../src/billing/ledger";
+import { fundsFor, type Funds } from "../src/billing/ledger";
+import { dbOf } from "../src/db/client";
 import type {
   Allocation,
   AllocationStatus,
@@ -62,16 +63,27 @@ import type {
   QuotaUsage,
   UsageRecord,
 } from "../src/domain/types";
-import { FeedHub, feedRequestOf, feedSocketsSchema, refuseSocket } from "../src/feed/hub";
-import { socketReporter } from "./AdminFeed";
+import { FeedHub, feedRequestOf, feedSocketsSchema, refuseSocket, type FeedHistory } from "../src/feed/hub";
+import { socketReporter } from "../src/objects/operators";
 import { CLOSE, type AllocationEventData, type Envelope, type FeedEvents, type FeedEventType } from "../src/feed/protocol";
 import { AlarmClock, CachedRow, Sql } from "../src/sql";
 import { decodeCursor, encodeCursor } from "../src/cursor";
-import type { ClaimRequest, Claimed } from "./Device";
-import type { QueueEntryView, ReservationView, WindowCheck } from "./DevicePool";
-import { newScopedId, scopeOfId } from "../src/ids";
+import { newAllocationId } from "../src/ids";
 import { log } from "../src/log";
 import { take } from "../src/rpc";
+import type {
+  Verdict,
+  Claimed,
+  QueueEntryView,
+  ReservationView,
+  WindowCheck,
+  AllocateInput,
+  QueueJoinInput,
+  ReserveInput,
+  AllocationResult,
+  ReleaseResult,
+  QuotaUpdate,
+} from "../src/contracts";
 
 const SCHEMA = [
   `CREATE TABLE profile (
@@ -144,75 +156,6 @@ interface AllocRow {
   idle_ms: number | null;
 }
 
-export interface AllocateInput {
-  userId: string;
-  pool: string;
-  durationMinutes: number;
-  /** Test-only override (ALLOW_SHORT_DURATIONS); the route refuses it otherwise. */
-  durationSeconds?: number;
-  spec: DeviceSpec;
-  idempotencyKey?: string;
-  /** Release when the user's feed sockets have all been gone this long (or the pool's, if shorter). */
-  idleReleaseMinutes?: number;
-  /** Test-only override of idleReleaseMinutes (ALLOW_SHORT_DURATIONS). */
-  idleReleaseSeconds?: number;
-  /** Set by the pool when it hands over a device for a queue entry or a reservation. */
-  via?: ClaimRequest["via"];
-}
-
-export interface QueueJoinInput {
-  userId: string;
-  pool: string;
-  durationMinutes: number;
-  durationSeconds?: number;
-  spec: DeviceSpec;
-  priority?: number;
-  maxWaitMinutes: number;
-  /** Test-only override of maxWaitMinutes (ALLOW_SHORT_DURATIONS). */
-  maxWaitSeconds?: number;
-  /** The admin acting for the user (may set any priority), or null. */
-  byAdmin: string | null;
-  idempotencyKey?: string;
-}
-
-export interface ReserveInput {
-  userId: string;
-  pool: string;
-  startAt: number;
-  durationMinutes: number;
-  durationSeconds?: number;
-  spec: DeviceSpec;
-  reminderMinutes: number;
-  byAdmin: string | null;
-  idempotencyKey?: string;
-}
-
-export interface AllocationResult {
-  allocationId: string;
-  deviceId: string;
-  userId: string;
-  pool: string;
-  node: string;
-  cpuCores: number;
-  memoryMB: number;
-  storageMB: number;
-  allocatedAt: string;
-  expiresAt: string;
-  durationMinutes: number;
-  /** Present when the allocation has an idle release grace (its own or its pool's). */
-  idleReleaseSeconds?: number;
-}
-
-export interface ReleaseResult {
-  allocationId: string;
-  deviceId: string;
-  userId: string;
-  allocatedAt: string;
-  releasedAt: string;
-  durationSeconds: number;
-  reason: EndReason;
-}
-
 /** An allocation past step 1: its pending row, the largest device its quota allows, the funds it was checked against. */
 interface Begun {
   allocationId: string;
@@ -225,13 +168,6 @@ interface Begun {
 interface KnownFunds {
   funds: Funds | null;
   reused: boolean;
-}
-
-export interface QuotaUpdate {
-  plan?: PlanTier;
-  limits?: Partial<QuotaLimits>;
-  suspended?: boolean;
-  validUntil?: number;
 }
 
 export class UserQuota extends FeedObject {
@@ -650,7 +586,7 @@ export class UserQuota extends FeedObject {
   }
 
   /** Asked by a device about a claim it holds: does this user know the allocation? */
-  async verify(allocationId: string, deviceId: string): Promise<"active" | "ended" | "pending" | "unknown"> {
+  async verify(allocationId: string, deviceId: string): Promise<Verdict> {
     const row = this.sql.one<AllocRow>("SELECT * FROM allocations WHERE allocation_id = ?", allocationId);
     if (!row || row.status === "aborted") return "unknown";
     if (row.status === "pending") {
@@ -1068,7 +1004,7 @@ export class UserQuota extends FeedObject {
     return this.quota(this.profile(userId));
   }
 
-  async events(userId: string, since = 0, limit = 100): Promise<{ events: Envelope[]; oldestSeq: number | null; lastSeq: number }> {
+  async events(userId: string, since = 0, limit = 100): Promise<FeedHistory> {
     this.profile(userId);
     return this.hub.history(since, limit);
   }
@@ -1326,10 +1262,3 @@ function requestHash(i: AllocateInput): string {
     ...(idle === null ? [] : [idle]),
   ]);
 }
-
-/**
- * Allocation ids carry their user, so any route can find the owning object from the id
- * alone; the owner check still runs there.
- */
-export const newAllocationId = (userId: string): string => newScopedId("alc", userId);
-export const userOfAllocationId = (id: string): string | null => scopeOfId("alc", id);

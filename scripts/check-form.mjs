@@ -1,8 +1,8 @@
 #!/usr/bin/env node
-// The form checks of `npm test`: Prettier's check over the tree, then two rules Prettier
-// cannot keep: no line over 140 characters in a source, test or script file (long strings
-// and comments are not broken by Prettier), and no hand-written source file (src/,
-// durable-objects/, scripts/) over 500 lines. `npm run format` fixes what Prettier can.
+// The form checks of `npm test`: no import loop (scripts/check-imports.mjs), Prettier's check
+// over the tree, then two rules Prettier cannot keep: no line over 140 characters in a source,
+// test or script file (long strings and comments are not broken by Prettier), and no
+// hand-written source file (src/, durable-objects/, scripts/) over 500 lines. `npm run format` fixes what Prettier can.
 import { spawnSync } from "node:child_process";
 import { readFileSync } from "node:fs";
 
@@ -10,6 +10,7 @@ const MAX_LINE = 140;
 const MAX_FILE_LINES = 500;
 const SIZED = /^(src|durable-objects|scripts)\//;
 
+const imports = spawnSync(process.execPath, ["scripts/check-imports.mjs"], { stdio: "inherit" });
 const prettier = spawnSync("prettier", ["--check", "--log-level", "warn", "."], { stdio: "inherit", shell: process.platform === "win32" });
 const files = spawnSync("git", ["ls-files", "--cached", "--others", "--exclude-standard"], { encoding: "utf8" })
   .stdout.split("\n")
@@ -32,5 +33,5 @@ for (const file of files) {
 for (const p of problems) console.error(p);
 if (prettier.status !== 0) console.error("form: Prettier found files to format (npm run format).");
 if (problems.length) console.error(`form: ${problems.length} problem(s) above.`);
-if (prettier.status !== 0 || problems.length) process.exit(1);
+if (prettier.status !== 0 || problems.length || imports.status !== 0) process.exit(1);
 console.log(`form: ${files.length} files checked (Prettier, lines ≤ ${MAX_LINE}, source files ≤ ${MAX_FILE_LINES} lines).`);

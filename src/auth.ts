@@ -5,7 +5,8 @@
  */
 import { createMiddleware } from "hono/factory";
 import { sign, verify } from "hono/jwt";
-import { IDS, type Env } from "./config";
+import { IDS } from "./config";
+import type { Env } from "./env";
 import { HttpError, fail } from "./errors";
 
 export type Principal = { kind: "user"; userId: string; role: "user" | "admin" } | { kind: "service" };

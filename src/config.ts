@@ -1,33 +1,8 @@
 /**
  * The one config module: plans, limits and environment switches. Every tunable number
- * of the service lives here so a reader finds it in one place.
+ * of the service lives here so a reader finds it in one place. It imports nothing: every
+ * other module may import it. (The bindings are in src/env.ts.)
  */
-import type { UserQuota } from "../durable-objects/UserQuota";
-import type { Device } from "../durable-objects/Device";
-import type { DevicePool } from "../durable-objects/DevicePool";
-import type { AdminFeed } from "../durable-objects/AdminFeed";
-import type { UsageRecord } from "./domain/types";
-
-export interface Env {
-  USER_QUOTA: DurableObjectNamespace<UserQuota>;
-  DEVICE: DurableObjectNamespace<Device>;
-  DEVICE_POOL: DurableObjectNamespace<DevicePool>;
-  ADMIN_FEED: DurableObjectNamespace<AdminFeed>;
-  DB: D1Database;
-  USAGE_QUEUE: Queue<UsageRecord>;
-  USAGE_DLQ: Queue<UsageRecord>;
-  JWT_SECRET: string;
-  SERVICE_TOKEN: string;
-  DEFAULT_PLAN?: string;
-  DEFAULT_POOL?: string;
-  BILLING_ALLOW_ON_ERROR?: string;
-  ALLOW_SHORT_DURATIONS?: string;
-  /** Pricing plan a new account gets (default `standard`, seeded by the migrations). */
-  DEFAULT_PRICING_PLAN?: string;
-  /** Seconds before the first retry of a failed usage write (doubles per attempt). */
-  USAGE_RETRY_BASE_SECONDS?: string;
-}
-
 export const PLAN_TIERS = ["free", "basic", "pro", "enterprise"] as const;
 export type PlanTier = (typeof PLAN_TIERS)[number];
 
@@ -239,30 +214,30 @@ export const STRATEGIES = ["least-loaded", "spread", "bin-pack"] as const;
 export type Strategy = (typeof STRATEGIES)[number];
 export const DEFAULT_STRATEGY: Strategy = "least-loaded";
 
-export function defaultPlan(env: Pick<Env, "DEFAULT_PLAN">): PlanTier {
+export function defaultPlan(env: { DEFAULT_PLAN?: string }): PlanTier {
   const p = env.DEFAULT_PLAN as PlanTier | undefined;
   return p && (PLAN_TIERS as readonly string[]).includes(p) ? p : "free";
 }
 
-export function defaultPool(env: Pick<Env, "DEFAULT_POOL">): string {
+export function defaultPool(env: { DEFAULT_POOL?: string }): string {
   return env.DEFAULT_POOL || "default";
 }
 
-export function shortDurationsAllowed(env: Pick<Env, "ALLOW_SHORT_DURATIONS">): boolean {
+export function shortDurationsAllowed(env: { ALLOW_SHORT_DURATIONS?: string }): boolean {
   return env.ALLOW_SHORT_DURATIONS === "true";
 }
 
 /** When the balance cannot be read: "true" lets allocations through, anything else refuses them. */
-export function billingAllowOnError(env: Pick<Env, "BILLING_ALLOW_ON_ERROR">): boolean {
+export function billingAllowOnError(env: { BILLING_ALLOW_ON_ERROR?: string }): boolean {
   return env.BILLING_ALLOW_ON_ERROR === "true";
 }
 
-export function defaultPricingPlan(env: Pick<Env, "DEFAULT_PRICING_PLAN">): string {
+export function defaultPricingPlan(env: { DEFAULT_PRICING_PLAN?: string }): string {
   return env.DEFAULT_PRICING_PLAN || BILLING.defaultPricingPlan;
 }
 
 /** Backoff of a failed usage write, in whole seconds (`attempts` counts from 1). */
-export function usageRetryDelay(env: Pick<Env, "USAGE_RETRY_BASE_SECONDS">, attempts: number): number {
+export function usageRetryDelay(env: { USAGE_RETRY_BASE_SECONDS?: string }, attempts: number): number {
   const base = env.USAGE_RETRY_BASE_SECONDS !== undefined ? Number(env.USAGE_RETRY_BASE_SECONDS) : BILLING.retryBaseSeconds;
   return Math.min(
     BILLING.retryMaxSeconds,

@@ -29,3 +29,7 @@ function b64url(bytes: Uint8Array): string {
     .replace(/\//g, "_")
     .replace(/=+$/, "");
 }
+
+/** Allocation ids carry their user, so any route finds the owning object from the id alone (the owner check still runs there). */
+export const newAllocationId = (userId: string): string => newScopedId("alc", userId);
+export const userOfAllocationId = (id: string): string | null => scopeOfId("alc", id);

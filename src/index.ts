@@ -1,6 +1,6 @@
 /** Worker entry: HTTP (Hono), the usage queue consumers and the cron trigger. */
 import { createApp } from "./app";
-import type { Env } from "./config";
+import type { Env } from "./env";
 import { handleUsageBatch } from "./queue";
 import { runBillingCron } from "./billing/cron";
 

@@ -7,10 +7,11 @@
  * the operators' feed (best effort: `failed_usage` is the durable list).
  */
 import { sql } from "drizzle-orm";
-import { usageRetryDelay, type Env } from "./config";
+import { usageRetryDelay } from "./config";
+import type { Env } from "./env";
 import { failedUsage } from "./db/schema";
 import type { UsageRecord } from "./domain/types";
-import { dbOf } from "./billing/ledger";
+import { dbOf } from "./db/client";
 import { applyUsage } from "./billing/usage";
 import { notifyOperators } from "./billing/notify";
 import { UsageRecordMessage } from "./schemas";

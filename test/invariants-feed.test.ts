@@ -22,7 +22,7 @@ import { FEED } from "../src/config";
 import { mintTicket } from "../src/feed/tickets";
 import type { Envelope, FeedEvent, HelloData } from "../src/feed/protocol";
 import type { FeedClient } from "../src/client/feed-client";
-import { userOfAllocationId } from "../durable-objects/UserQuota";
+import { userOfAllocationId } from "../src/ids";
 import { SERVICE_TOKEN, admin, call, registerDevice, sleep, tokenFor, uid, until } from "./helpers";
 import { connectInWorkerd, feedClient, rawFeed, ticket, type RawFeed } from "./feed-helpers";
 

@@ -4,8 +4,9 @@
  * and forget delivered events after a while (the user's object keeps the feed).
  */
 import { sql } from "drizzle-orm";
-import { BILLING, type Env } from "../config";
-import { dbOf } from "./ledger";
+import { BILLING } from "../config";
+import type { Env } from "../env";
+import { dbOf } from "../db/client";
 import { previousPeriod } from "../domain/pricing";
 import { generateInvoices } from "./invoices";
 import { deliverNotifications } from "./notify";

@@ -4,11 +4,13 @@
  * month closed is on the next invoice, and all invoices together add up to the whole ledger.
  */
 import { eq, sql } from "drizzle-orm";
-import { BILLING, type Env } from "../config";
+import { BILLING } from "../config";
+import type { Env } from "../env";
 import { invoices } from "../db/schema";
 import { invoiceTotals, periodBounds, type LedgerLine } from "../domain/pricing";
 import { fail, ok, type Result } from "../errors";
-import { dbOf, stmt } from "./ledger";
+import { stmt } from "./ledger";
+import { dbOf } from "../db/client";
 import { deliverNotifications } from "./notify";
 
 export type Invoice = typeof invoices.$inferSelect;

@@ -5,17 +5,15 @@
  * always equals the sum of the user's ledger, which reconciliation also checks.
  */
 import { SQL, eq, sql } from "drizzle-orm";
-import { drizzle, type DrizzleD1Database } from "drizzle-orm/d1";
 import { SQLiteAsyncDialect } from "drizzle-orm/sqlite-core";
-import { defaultPricingPlan, type Env } from "../config";
+import { defaultPricingPlan } from "../config";
+import type { Env } from "../env";
 import { accounts, ledger, pricingPlans } from "../db/schema";
+import { dbOf, type Db } from "../db/client";
 import type { Rates } from "../domain/pricing";
 import { deliverNotifications } from "./notify";
 import { log } from "../log";
 import { take } from "../rpc";
-
-export type Db = DrizzleD1Database<Record<string, never>>;
-export const dbOf = (env: Pick<Env, "DB">): Db => drizzle(env.DB);
 
 const dialect = new SQLiteAsyncDialect();
 

@@ -5,15 +5,14 @@
  * Low balances also go to the operators' feed, under the same key, before the row is marked.
  */
 import { and, asc, eq, inArray, isNull, sql } from "drizzle-orm";
-import { BILLING, type Env } from "../config";
+import { BILLING } from "../config";
+import type { Env } from "../env";
 import { notifications } from "../db/schema";
-import { dbOf } from "./ledger";
+import { dbOf } from "../db/client";
 import type { FeedEvents, FeedEventType } from "../feed/protocol";
-import { ADMIN_FEED_NAME } from "../../durable-objects/AdminFeed";
+import { adminFeed } from "../objects/operators";
 import { log } from "../log";
 import { take } from "../rpc";
-
-export const adminFeed = (env: Env) => env.ADMIN_FEED.getByName(ADMIN_FEED_NAME);
 
 /**
  * An operator event that is a by-product of something already stored (a dead letter, a

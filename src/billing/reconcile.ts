@@ -7,10 +7,11 @@
  * summed up on the operators' feed (best effort: the run's report is the full answer).
  */
 import { asc, eq, gt, inArray, sql } from "drizzle-orm";
-import { BILLING, type Env } from "../config";
+import { BILLING } from "../config";
+import type { Env } from "../env";
 import { accounts, ledger, usageRecords } from "../db/schema";
 import type { UsageRecord } from "../domain/types";
-import { dbOf } from "./ledger";
+import { dbOf } from "../db/client";
 import { applyUsage } from "./usage";
 import { notifyOperators } from "./notify";
 import { take } from "../rpc";

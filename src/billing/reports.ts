@@ -1,10 +1,11 @@
 /** Usage reports: totals for a period and the records, newest first (paged). */
 import { and, desc, eq, inArray, lt, or, sql, type SQL } from "drizzle-orm";
-import { BILLING, PAGING, type Env } from "../config";
+import { BILLING, PAGING } from "../config";
+import type { Env } from "../env";
 import { failedUsage } from "../db/schema";
 import { UsageRecordMessage } from "../schemas";
 import type { UsageRecord } from "../domain/types";
-import { dbOf } from "./ledger";
+import { dbOf } from "../db/client";
 import { decodeCursor, encodeCursor } from "../cursor";
 import { applyUsage, type UsageOutcome } from "./usage";
 

@@ -5,9 +5,10 @@
  */
 import { priceOf } from "../domain/pricing";
 import type { UsageRecord } from "../domain/types";
-import type { Env } from "../config";
+import type { Env } from "../env";
 import { usageRecords } from "../db/schema";
-import { dbOf, entryStatements, fundsOf, stmt, type Db } from "./ledger";
+import { entryStatements, fundsOf, stmt } from "./ledger";
+import { dbOf, type Db } from "../db/client";
 import { deliverNotifications } from "./notify";
 
 export type UsageSource = "device" | "external" | "reconcile" | "replay";

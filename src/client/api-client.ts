@@ -24,7 +24,7 @@ import type {
   TicketResult,
 } from "../schemas";
 import type { ExtendResult as ExtendResultSchema } from "../routes/scheduler";
-import type { PoolDevice, PoolSummary } from "../../durable-objects/DevicePool";
+import type { PoolDevice, PoolSummary } from "../contracts";
 import type { listFailedUsage, replayFailedUsage, usageReport } from "../billing/reports";
 import type { ReconcileRun, UserReconciliation } from "../billing/reconcile";
 import type { FeedKind } from "../feed/protocol";

@@ -27,6 +27,13 @@ import {
   type HelloData,
 } from "./protocol";
 
+/** A page of a feed's log: events after `since`, and the bounds of what the log still keeps. */
+export interface FeedHistory {
+  events: Envelope[];
+  oldestSeq: number | null;
+  lastSeq: number;
+}
+
 /** Who holds a socket; set by the Worker from a verified ticket. */
 export interface Watcher {
   userId: string;
@@ -181,7 +188,7 @@ export class FeedHub {
   }
 
   /** The log after `since` (oldest first), optionally one user's events only. */
-  history(since: number, limit: number, userId?: string): { events: Envelope[]; oldestSeq: number | null; lastSeq: number } {
+  history(since: number, limit: number, userId?: string): FeedHistory {
     const rows = this.rowsAfter(since, Math.min(limit, this.opts.limit), userId);
     const b = this.bounds();
     return { events: rows.map((r) => this.envelope(r)), oldestSeq: b.lo, lastSeq: b.hi };

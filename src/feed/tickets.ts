@@ -7,7 +7,8 @@
  * nonces it has accepted until they expire, which makes each ticket single-use.
  */
 import { sign, verify } from "hono/jwt";
-import { FEED, IDS, type Env } from "../config";
+import { FEED, IDS } from "../config";
+import type { Env } from "../env";
 import type { FeedKind } from "./protocol";
 
 export interface Ticket {

@@ -7,14 +7,15 @@ import { z } from "@hono/zod-openapi";
 import type { Context } from "hono";
 import type { AppEnv } from "../auth";
 import { newApp, validationFailure } from "../app-factory";
-import { PAGING, type Env } from "../config";
+import { PAGING } from "../config";
+import type { Env } from "../env";
 import { errorBody, fail } from "../errors";
-import { adminFeed } from "../billing/notify";
+import { adminFeed } from "../objects/operators";
 import type { AppEventType, FeedEvents } from "../feed/protocol";
 import { jsonBody, route } from "../openapi";
 import { AdminEventsQuery, AppEvent, AppEventBatch, AppEventsBody, AppEventsResult } from "../schemas";
 import { userQuota } from "./helpers";
-import type { AdminFeed } from "../../durable-objects/AdminFeed";
+import type { FeedHistory } from "../feed/hub";
 import { log } from "../log";
 import { take } from "../rpc";
 
@@ -147,7 +148,7 @@ export function eventRoutes() {
       // The RPC stub types `unknown` event data as not serializable; the object returns plain JSON.
       const h = (await take(
         adminFeed(c.env).events(since, Math.min(q.limit ?? PAGING.defaultLimit, PAGING.maxLimit)),
-      )) as unknown as Awaited<ReturnType<AdminFeed["events"]>>;
+      )) as unknown as FeedHistory;
       const last = h.events.length ? h.events[h.events.length - 1]!.seq! : since;
       return c.json({ ...h, nextSince: last < h.lastSeq ? last : null }, 200);
     },

@@ -9,7 +9,8 @@
 import type { Context } from "hono";
 import { requireUser, type AppEnv } from "../auth";
 import { newApp } from "../app-factory";
-import { IDS, type Env } from "../config";
+import { IDS } from "../config";
+import type { Env } from "../env";
 import { errorBody, fail, ok } from "../errors";
 import { FEED_HEADER, refuseSocket, type FeedRequest } from "../feed/hub";
 import { CLOSE, type FeedKind } from "../feed/protocol";
@@ -17,7 +18,7 @@ import { mintTicket, readTicket, scopeOf } from "../feed/tickets";
 import { jsonBody, route } from "../openapi";
 import { FEED_SINCE, TicketBody, TicketResult } from "../schemas";
 import { device, pool, reply, userQuota } from "./helpers";
-import { ADMIN_FEED_NAME } from "../../durable-objects/AdminFeed";
+import { adminFeed } from "../objects/operators";
 
 const security = [{ bearer: [] }];
 
@@ -143,5 +144,5 @@ function feedObject(env: Env, f: FeedRequest) {
   if (f.feed === "user") return userQuota(env, f.userId);
   if (f.feed === "device") return device(env, f.deviceId!);
   if (f.feed === "pool") return pool(env, f.pool!);
-  return env.ADMIN_FEED.getByName(ADMIN_FEED_NAME);
+  return adminFeed(env);
 }

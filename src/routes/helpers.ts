@@ -1,7 +1,8 @@
 /** Thin glue between routes and objects: stubs by name, results to responses. */
 import type { Context } from "hono";
 import type { AppEnv } from "../auth";
-import { shortDurationsAllowed, type Env } from "../config";
+import { shortDurationsAllowed } from "../config";
+import type { Env } from "../env";
 import type { DeviceSpec } from "../domain/types";
 import { errorBody, fail, type Failure, type Result } from "../errors";
 

@@ -10,7 +10,7 @@ import { sql } from "drizzle-orm";
 import { drizzle } from "drizzle-orm/d1";
 import { newApp } from "../app-factory";
 import { METRICS } from "../config";
-import { ADMIN_FEED_NAME } from "../../durable-objects/AdminFeed";
+import { adminFeed } from "../objects/operators";
 import { failedUsage, metricCounters, pools } from "../db/schema";
 import { log } from "../log";
 import { PROMETHEUS_CONTENT_TYPE, lagHistogram, render, type Family, type Sample } from "../metrics";
@@ -64,7 +64,7 @@ export function metricsRoutes() {
           .from(failedUsage)
           .groupBy(failedUsage.status),
       ),
-      from("sockets", take(env.ADMIN_FEED.getByName(ADMIN_FEED_NAME).socketCounts())),
+      from("sockets", take(adminFeed(env).socketCounts())),
     ]);
     const perPool = await Promise.all(
       (poolNames ?? []).map(async (p) => ({ pool: p.name, m: await from("pool", take(pool(env, p.name).metrics())) })),

@@ -12,7 +12,7 @@ import { fail, type Result } from "../errors";
 import { newApp } from "../app-factory";
 import { jsonBody, route } from "../openapi";
 import { scopeOfId } from "../ids";
-import type { Viewer } from "../../durable-objects/DevicePool";
+import type { Viewer } from "../contracts";
 import {
   QueueEntryIdParam,
   QueueEntryView,

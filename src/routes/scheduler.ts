@@ -7,7 +7,8 @@ import { minutesOf } from "../domain/duration";
 import { fail, ok, type Failure, type Result } from "../errors";
 import { newApp } from "../app-factory";
 import { jsonBody, route } from "../openapi";
-import { userOfAllocationId, type AllocateInput } from "../../durable-objects/UserQuota";
+import type { AllocateInput } from "../contracts";
+import { userOfAllocationId } from "../ids";
 import {
   AllocateBody,
   AllocationIdParam,

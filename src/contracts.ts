@@ -1,0 +1,261 @@
+/**
+ * The contracts between the parts of the service: what the objects take and answer over RPC,
+ * and what routes pass them. Types only; each object file keeps its own row shapes. Shapes that
+ * are also HTTP answers have their zod schemas in src/schemas.ts.
+ */
+import type { PlanTier, QuotaLimits, Strategy } from "./config";
+import type { DeviceSpec, DeviceStatus, EndReason } from "./domain/types";
+import type { ReservationStatus } from "./domain/reservation";
+
+/** The user's object's answer to a device asking about a claim it holds. */
+export type Verdict = "active" | "ended" | "pending" | "unknown";
+
+// ---- device -------------------------------------------------------------------------------
+
+/** What the pool index keeps of a device; `version` orders updates that race. */
+export interface DeviceState extends DeviceSpec {
+  deviceId: string;
+  node: string;
+  status: DeviceStatus;
+  version: number;
+  allocationId: string | null;
+  userId: string | null;
+  expiresAt: number | null;
+  /** Set by the change that ended an allocation: why, and (expiry) how late the alarm was. For the pool's feed and metrics. */
+  ended?: { allocationId: string; reason: EndReason; lagMs: number | null };
+}
+
+export interface ClaimRequest {
+  allocationId: string;
+  userId: string;
+  pool: string;
+  min: DeviceSpec;
+  max: DeviceSpec;
+  durationMs: number;
+  /** Where the request came from when not a direct allocation: its queue entry or reservation. */
+  via?: { kind: "queue" | "reservation"; id: string; deviceId: string | null; until?: number };
+}
+
+export interface Claimed extends DeviceSpec {
+  deviceId: string;
+  pool: string;
+  node: string;
+  allocatedAt: number;
+  expiresAt: number;
+  state: DeviceState;
+  /** The pool's idle release grace (set by the pool, not the device). */
+  idleReleaseSeconds?: number | null;
+}
+
+/** What the user's object knows of an extension, for the `device.extended` event. */
+export interface ExtendInfo {
+  additionalMinutes: number;
+  extendCount: number;
+  extendedMinutes: number;
+  durationMinutes: number;
+}
+
+export interface CurrentAllocation {
+  allocationId: string;
+  userId: string;
+  confirmed: boolean;
+  allocatedAt: number;
+  expiresAt: number;
+}
+
+// ---- pool: index, queue, reservations -------------------------------------------------------
+
+export interface PoolDevice extends DeviceSpec {
+  deviceId: string;
+  node: string;
+  status: DeviceStatus;
+  allocationId?: string | null;
+  userId?: string | null;
+  expiresAt?: number | null;
+}
+
+export type QueueStatus = "waiting" | "offered" | "fulfilled" | "expired" | "cancelled" | "failed";
+
+/** Who asks: a user sees only their own entries and reservations (others' are "not found"). */
+export interface Viewer {
+  userId: string;
+  admin: boolean;
+}
+
+export interface QueueJoin {
+  userId: string;
+  pool: string;
+  priority: number;
+  min: DeviceSpec;
+  /** The largest device the user's quota allowed at join (checked again at hand-over). */
+  max: DeviceSpec;
+  durationMinutes: number;
+  durationSeconds?: number;
+  maxWaitMinutes: number;
+  /** Test-only override of maxWaitMinutes (ALLOW_SHORT_DURATIONS). */
+  maxWaitSeconds?: number;
+  /** The user, or the admin acting for them. */
+  createdBy: string;
+  /** A repeat with the same key answers the first entry instead of joining again. */
+  idempotencyKey?: string;
+}
+
+export interface QueueEntryView {
+  entryId: string;
+  userId: string;
+  pool: string;
+  status: QueueStatus;
+  priority: number;
+  priorityName: string;
+  spec: DeviceSpec;
+  durationMinutes: number;
+  maxWaitMinutes: number;
+  joinedAt: string;
+  waitUntil: string;
+  /** 1 = next; null once the entry stopped waiting. */
+  position: number | null;
+  /** From the expiry times of busy devices and the entries ahead (null: no device in service fits, or not waiting). */
+  estimatedStartAt: string | null;
+  estimatedWaitSeconds: number | null;
+  allocationId: string | null;
+  deviceId: string | null;
+  error: { code: string; message: string } | null;
+  createdBy: string;
+}
+
+export interface ReservationBooking {
+  userId: string;
+  pool: string;
+  min: DeviceSpec;
+  max: DeviceSpec;
+  startAt: number;
+  endAt: number;
+  durationMinutes: number;
+  reminderMinutes: number;
+  createdBy: string;
+  /** A repeat with the same key answers the first reservation instead of booking again. */
+  idempotencyKey?: string;
+}
+
+export interface ReservationView {
+  reservationId: string;
+  userId: string;
+  pool: string;
+  deviceId: string | null;
+  status: ReservationStatus;
+  spec: DeviceSpec;
+  startAt: string;
+  endAt: string;
+  durationMinutes: number;
+  reminderMinutes: number;
+  remindAt: string | null;
+  allocationId: string | null;
+  error: { code: string; message: string } | null;
+  createdBy: string;
+  createdAt: string;
+}
+
+export interface WindowCheck {
+  pool: string;
+  startAt: string;
+  endAt: string;
+  /** A booking now would get a device. */
+  available: boolean;
+  /** Devices of the pool that match the spec, and how many of them are free for the window. */
+  matchingDevices: number;
+  freeDevices: number;
+  /** The caller's own reservations in this pool that overlap the window. */
+  overlapping: ReservationView[];
+}
+
+export interface PoolSummary {
+  pool: string;
+  strategy: Strategy;
+  /** Idle release grace of the pool (null: off); minutes may be fractional when set in seconds (tests). */
+  idleReleaseMinutes: number | null;
+  idleReleaseSeconds: number | null;
+  devices: number;
+  available: number;
+  allocated: number;
+  maintenance: number;
+  offline: number;
+  nodes: number;
+}
+
+// ---- user: allocations and quota ------------------------------------------------------------
+
+export interface AllocateInput {
+  userId: string;
+  pool: string;
+  durationMinutes: number;
+  /** Test-only override (ALLOW_SHORT_DURATIONS); the route refuses it otherwise. */
+  durationSeconds?: number;
+  spec: DeviceSpec;
+  idempotencyKey?: string;
+  /** Release when the user's feed sockets have all been gone this long (or the pool's, if shorter). */
+  idleReleaseMinutes?: number;
+  /** Test-only override of idleReleaseMinutes (ALLOW_SHORT_DURATIONS). */
+  idleReleaseSeconds?: number;
+  /** Set by the pool when it hands over a device for a queue entry or a reservation. */
+  via?: ClaimRequest["via"];
+}
+
+export interface QueueJoinInput {
+  userId: string;
+  pool: string;
+  durationMinutes: number;
+  durationSeconds?: number;
+  spec: DeviceSpec;
+  priority?: number;
+  maxWaitMinutes: number;
+  /** Test-only override of maxWaitMinutes (ALLOW_SHORT_DURATIONS). */
+  maxWaitSeconds?: number;
+  /** The admin acting for the user (may set any priority), or null. */
+  byAdmin: string | null;
+  idempotencyKey?: string;
+}
+
+export interface ReserveInput {
+  userId: string;
+  pool: string;
+  startAt: number;
+  durationMinutes: number;
+  durationSeconds?: number;
+  spec: DeviceSpec;
+  reminderMinutes: number;
+  byAdmin: string | null;
+  idempotencyKey?: string;
+}
+
+export interface AllocationResult {
+  allocationId: string;
+  deviceId: string;
+  userId: string;
+  pool: string;
+  node: string;
+  cpuCores: number;
+  memoryMB: number;
+  storageMB: number;
+  allocatedAt: string;
+  expiresAt: string;
+  durationMinutes: number;
+  /** Present when the allocation has an idle release grace (its own or its pool's). */
+  idleReleaseSeconds?: number;
+}
+
+export interface ReleaseResult {
+  allocationId: string;
+  deviceId: string;
+  userId: string;
+  allocatedAt: string;
+  releasedAt: string;
+  durationSeconds: number;
+  reason: EndReason;
+}
+
+export interface QuotaUpdate {
+  plan?: PlanTier;
+  limits?: Partial<QuotaLimits>;
+  suspended?: boolean;
+  validUntil?: number;
+}

@@ -1,0 +1,21 @@
+/**
+ * The Worker's bindings: the `Env` wrangler generates from wrangler.toml
+ * (worker-configuration.d.ts, `npm run types`), with the queues typed by their message and the
+ * variables that wrangler.toml does not set (or sets to one literal) widened to what may be set.
+ */
+import type { UsageRecord } from "./domain/types";
+
+type Vars = "DEFAULT_PLAN" | "DEFAULT_POOL" | "BILLING_ALLOW_ON_ERROR" | "ALLOW_SHORT_DURATIONS";
+
+export interface Env extends Omit<Cloudflare.Env, "USAGE_QUEUE" | "USAGE_DLQ" | Vars> {
+  USAGE_QUEUE: Queue<UsageRecord>;
+  USAGE_DLQ: Queue<UsageRecord>;
+  DEFAULT_PLAN?: string;
+  DEFAULT_POOL?: string;
+  BILLING_ALLOW_ON_ERROR?: string;
+  ALLOW_SHORT_DURATIONS?: string;
+  /** Pricing plan a new account gets (default `standard`, seeded by the migrations). */
+  DEFAULT_PRICING_PLAN?: string;
+  /** Seconds before the first retry of a failed usage write (doubles per attempt). */
+  USAGE_RETRY_BASE_SECONDS?: string;
+}
