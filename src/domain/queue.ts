@@ -1,6 +1,6 @@
 /**
- * Waiting-queue rules, pure. The pool object owns the entries and their order; these
- * functions decide priority, order and the wait estimate.
+ * Waiting-queue rules, pure. The pool object owns the entries and their order (higher
+ * priority first, then arrival); these functions decide priority and the wait estimate.
  */
 import { QUEUE, type PlanTier } from "../config";
 import { fail, type Failure } from "../errors";
@@ -38,11 +38,6 @@ export function entryPriority(plan: PlanTier, requested: number | undefined, byA
       },
     );
   return requested as Priority;
-}
-
-/** Queue order: higher priority first, then arrival. */
-export function compareEntries(a: { priority: number; seq: number }, b: { priority: number; seq: number }): number {
-  return b.priority - a.priority || a.seq - b.seq;
 }
 
 export interface EstimateDevice extends DeviceSpec {

@@ -1,6 +1,7 @@
 /**
- * Reservation rules, pure: the status machine, window overlap, when to remind, and what a
- * user's quota allows to be booked. The pool object owns the reservations and their order.
+ * Reservation rules, pure: the statuses, when to remind, the window's bounds, and what a
+ * user's quota allows to be booked. The pool object owns the reservations, their order and
+ * their status changes:
  *
  * pending ──► confirmed ──► executing ──► completed
  *    │            │             │
@@ -13,28 +14,6 @@ import type { DeviceSpec } from "./types";
 
 export const RESERVATION_STATUSES = ["pending", "confirmed", "executing", "completed", "cancelled", "expired", "failed"] as const;
 export type ReservationStatus = (typeof RESERVATION_STATUSES)[number];
-
-const NEXT: Record<ReservationStatus, readonly ReservationStatus[]> = {
-  pending: ["confirmed", "cancelled", "expired", "failed"],
-  confirmed: ["executing", "cancelled", "expired", "failed"],
-  executing: ["completed", "failed"],
-  completed: [],
-  cancelled: [],
-  expired: [],
-  failed: [],
-};
-
-export function canMove(from: ReservationStatus, to: ReservationStatus): boolean {
-  return NEXT[from].includes(to);
-}
-
-/** Statuses that hold the device's window. */
-export const HOLDING: readonly ReservationStatus[] = ["pending", "confirmed", "executing"];
-
-/** Half-open windows [start, end) overlap. */
-export function overlaps(aStart: number, aEnd: number, bStart: number, bEnd: number): boolean {
-  return aStart < bEnd && bStart < aEnd;
-}
 
 /** When the reminder goes out: `minutes` before the start, or at once if that is already past (never after the start). */
 export function reminderAt(startAt: number, minutes: number, now: number): number | null {

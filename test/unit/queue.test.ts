@@ -1,7 +1,7 @@
 /** Pure rules of the waiting queue and reservations (src/domain/queue.ts, src/domain/reservation.ts). */
 import { describe, expect, it } from "vitest";
-import { compareEntries, entryPriority, estimateStart, planPriority, priorityName } from "../../src/domain/queue";
-import { canMove, checkReservation, checkWindow, overlaps, reminderAt } from "../../src/domain/reservation";
+import { entryPriority, estimateStart, planPriority, priorityName } from "../../src/domain/queue";
+import { checkReservation, checkWindow, reminderAt } from "../../src/domain/reservation";
 import { PLAN_LIMITS } from "../../src/config";
 
 const S = (cpuCores: number) => ({ cpuCores, memoryMB: 0, storageMB: 0 });
@@ -15,16 +15,6 @@ describe("queue priority", () => {
     expect(entryPriority("pro", 1, false)).toBe(1);
     expect(entryPriority("pro", 3, false)).toMatchObject({ status: 403, code: "PRIORITY_NOT_ALLOWED" });
     expect(entryPriority("free", 3, true)).toBe(3);
-  });
-
-  it("orders by priority, then arrival", () => {
-    const entries = [
-      { priority: 0, seq: 1 },
-      { priority: 2, seq: 5 },
-      { priority: 2, seq: 3 },
-      { priority: 3, seq: 9 },
-    ];
-    expect([...entries].sort(compareEntries).map((e) => e.seq)).toEqual([9, 3, 5, 1]);
   });
 });
 
@@ -69,22 +59,6 @@ describe("wait estimate", () => {
 });
 
 describe("reservation rules", () => {
-  it("moves only forward through its statuses", () => {
-    expect(canMove("pending", "confirmed")).toBe(true);
-    expect(canMove("confirmed", "executing")).toBe(true);
-    expect(canMove("executing", "completed")).toBe(true);
-    expect(canMove("confirmed", "cancelled")).toBe(true);
-    expect(canMove("executing", "cancelled")).toBe(false);
-    expect(canMove("completed", "executing")).toBe(false);
-    expect(canMove("cancelled", "confirmed")).toBe(false);
-  });
-
-  it("windows overlap when half-open intervals meet; touching ends do not", () => {
-    expect(overlaps(0, 10, 5, 15)).toBe(true);
-    expect(overlaps(0, 10, 10, 20)).toBe(false);
-    expect(overlaps(5, 6, 0, 100)).toBe(true);
-  });
-
   it("reminds the given minutes before the start, at once when that is past, never after the start", () => {
     const start = 10_000_000;
     expect(reminderAt(start, 15, 0)).toBe(start - 900_000);
