@@ -1,0 +1,143 @@
+/** The waiting queue and reservations (src/routes/queue.ts). */
+import { z } from "@hono/zod-openapi";
+import { ALLOCATION, QUEUE, RESERVATION } from "../config";
+import { Id, Limit, Spec } from "./common";
+import { Instant } from "./parts";
+
+const Duration = {
+  durationMinutes: z.number().int().min(ALLOCATION.minMinutes).max(ALLOCATION.maxMinutes).default(ALLOCATION.defaultMinutes),
+  durationSeconds: z
+    .number()
+    .int()
+    .min(ALLOCATION.minShortSeconds)
+    .max(ALLOCATION.maxMinutes * 60)
+    .optional()
+    .openapi({ description: "Test-only short duration; refused unless ALLOW_SHORT_DURATIONS is set." }),
+};
+
+export const QueueJoinBody = z
+  .object({
+    userId: Id.optional().openapi({ description: "Admins only: queue on behalf of this user." }),
+    ...Duration,
+    pool: Id.optional(),
+    spec: Spec.optional(),
+    priority: z
+      .number()
+      .int()
+      .min(0)
+      .max(3)
+      .optional()
+      .openapi({
+        description:
+          "0 standard, 1 vip, 2 premium, 3 enterprise. Defaults to your plan's (free 0, basic 1, pro 2, enterprise 3); " +
+          "you may ask for lower, only an admin for higher.",
+      }),
+    maxWaitMinutes: z.number().int().min(1).max(QUEUE.maxMaxWaitMinutes).default(QUEUE.defaultMaxWaitMinutes),
+    maxWaitSeconds: z
+      .number()
+      .int()
+      .min(1)
+      .max(QUEUE.maxMaxWaitMinutes * 60)
+      .optional()
+      .openapi({ description: "Test-only short wait; refused unless ALLOW_SHORT_DURATIONS is set." }),
+    idempotencyKey: z.string().min(1).max(200).optional().openapi({
+      description: "A repeat with the same key answers the first entry (the same request only; else 409 IDEMPOTENCY_KEY_REUSED).",
+    }),
+  })
+  .strict()
+  .openapi("QueueJoinRequest");
+
+export const QueueEntryIdParam = z.object({ id: z.string().min(1).max(400) });
+export const QueueListQuery = z
+  .object({
+    pool: Id.optional(),
+    userId: Id.optional(),
+    status: z.enum(["waiting", "offered", "fulfilled", "expired", "cancelled", "failed"]).optional(),
+    limit: Limit,
+  })
+  .strict();
+
+export const QueueEntryView = z
+  .object({
+    entryId: z.string(),
+    userId: z.string(),
+    pool: z.string(),
+    status: z.string(),
+    priority: z.number(),
+    priorityName: z.string(),
+    spec: z.object({ cpuCores: z.number(), memoryMB: z.number(), storageMB: z.number() }),
+    durationMinutes: z.number(),
+    maxWaitMinutes: z.number(),
+    joinedAt: z.string(),
+    waitUntil: z.string(),
+    position: z.number().nullable().openapi({ description: "1 = next in line; null once the entry stopped waiting." }),
+    estimatedStartAt: z.string().nullable(),
+    estimatedWaitSeconds: z.number().nullable(),
+    allocationId: z.string().nullable(),
+    deviceId: z.string().nullable(),
+    error: z.object({ code: z.string(), message: z.string() }).nullable(),
+    createdBy: z.string(),
+  })
+  .openapi("QueueEntry");
+
+export const ReservationCheckBody = z
+  .object({
+    userId: Id.optional().openapi({ description: "Admins only: check for this user." }),
+    startAt: Instant,
+    ...Duration,
+    pool: Id.optional(),
+    spec: Spec.optional(),
+  })
+  .strict()
+  .openapi("ReservationCheckRequest");
+
+export const ReservationBody = z
+  .object({
+    userId: Id.optional().openapi({ description: "Admins only: reserve on behalf of this user." }),
+    startAt: Instant,
+    ...Duration,
+    pool: Id.optional(),
+    spec: Spec.optional(),
+    reminderMinutes: z
+      .number()
+      .int()
+      .min(0)
+      .max(RESERVATION.maxReminderMinutes)
+      .default(RESERVATION.defaultReminderMinutes)
+      .openapi({ description: "`reservation.reminder` on your feed this long before the start (0: none)." }),
+    idempotencyKey: z.string().min(1).max(200).optional().openapi({
+      description: "A repeat with the same key answers the first reservation (the same request only; else 409 IDEMPOTENCY_KEY_REUSED).",
+    }),
+  })
+  .strict()
+  .openapi("ReservationRequest");
+
+export const ReservationIdParam = z.object({ id: z.string().min(1).max(400) });
+export const ReservationListQuery = z
+  .object({
+    pool: Id.optional(),
+    userId: Id.optional(),
+    status: z.enum(["pending", "confirmed", "executing", "completed", "cancelled", "expired", "failed"]).optional(),
+    limit: Limit,
+  })
+  .strict();
+
+export const ReservationView = z
+  .object({
+    reservationId: z.string(),
+    userId: z.string(),
+    pool: z.string(),
+    deviceId: z.string().nullable(),
+    status: z.string(),
+    spec: z.object({ cpuCores: z.number(), memoryMB: z.number(), storageMB: z.number() }),
+    startAt: z.string(),
+    endAt: z.string(),
+    durationMinutes: z.number(),
+    reminderMinutes: z.number(),
+    remindAt: z.string().nullable(),
+    allocationId: z.string().nullable(),
+    error: z.object({ code: z.string(), message: z.string() }).nullable(),
+    createdBy: z.string(),
+    createdAt: z.string(),
+  })
+  .openapi("Reservation");
