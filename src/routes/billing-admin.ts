@@ -1,0 +1,209 @@
+/**
+ * The operators' billing routes (/admin/billing/*, admins only: gated in app.ts): pricing
+ * plans, a user's plan, adjustments, dead letters, reconciliation and invoice runs.
+ */
+import { eq } from "drizzle-orm";
+import { fail, ok, type Result } from "../errors";
+import { newApp } from "../app-factory";
+import { jsonBody, route } from "../openapi";
+import { BILLING } from "../config";
+import { accounts, pricingPlans } from "../db/schema";
+import { previousPeriod } from "../domain/pricing";
+import { bookEntry, fundsChanged, fundsFor, type Funds } from "../billing/ledger";
+import { dbOf } from "../db/client";
+import { generateInvoices } from "../billing/invoices";
+import { reconcile } from "../billing/reconcile";
+import { listFailedUsage, replayFailedUsage } from "../billing/reports";
+import {
+  AccountPlanBody,
+  AdjustmentBody,
+  BalanceView,
+  FailedUsageQuery,
+  InvoiceRunBody,
+  PlanIdParam,
+  PricingPlanBody,
+  ReconcileBody,
+  ReplayBody,
+  UserParam,
+} from "../schemas";
+import { Any, balanceView, bearer, billing, checkedRange, isoOf, time } from "./billing-shared";
+import { reply } from "./helpers";
+
+export function billingAdminRoutes() {
+  const app = newApp();
+
+  app.openapi(
+    route({
+      method: "put",
+      path: "/admin/billing/pricing-plans/{planId}",
+      tags: ["billing admin"],
+      security: bearer,
+      summary: "Create or change a pricing plan (applies to charges booked from now on)",
+      request: { params: PlanIdParam, ...jsonBody(PricingPlanBody) },
+      ok: { status: 200, schema: Any, description: "The plan" },
+    }),
+    async (c) => {
+      const { planId } = c.req.valid("param");
+      const b = c.req.valid("json");
+      if (b.currency !== BILLING.currency)
+        return reply(
+          c,
+          fail(400, "CURRENCY_NOT_SUPPORTED", `This deployment bills in ${BILLING.currency}.`, {
+            currency: b.currency,
+          }),
+        );
+      const now = Date.now();
+      const [plan] = await billing(() =>
+        dbOf(c.env)
+          .insert(pricingPlans)
+          .values({ planId, ...b, createdAt: now, updatedAt: now })
+          .onConflictDoUpdate({ target: pricingPlans.planId, set: { ...b, updatedAt: now } })
+          .returning(),
+      );
+      return reply(c, ok(plan));
+    },
+  );
+
+  app.openapi(
+    route({
+      method: "put",
+      path: "/admin/billing/users/{userId}/plan",
+      tags: ["billing admin"],
+      security: bearer,
+      summary: "Move a user to another pricing plan",
+      request: { params: UserParam, ...jsonBody(AccountPlanBody) },
+      ok: { status: 200, schema: BalanceView, description: "Balance" },
+    }),
+    async (c) => {
+      const { userId } = c.req.valid("param");
+      const { planId } = c.req.valid("json");
+      const db = dbOf(c.env);
+      const r = await billing(async (): Promise<Result<Funds>> => {
+        const [plan] = await db.select().from(pricingPlans).where(eq(pricingPlans.planId, planId));
+        if (!plan) return fail(404, "PLAN_NOT_FOUND", "No such pricing plan.", { planId });
+        await fundsFor(db, c.env, userId);
+        await db.update(accounts).set({ planId, updatedAt: Date.now() }).where(eq(accounts.userId, userId));
+        await fundsChanged(c.env, userId);
+        return ok(await fundsFor(db, c.env, userId));
+      });
+      return reply(c, r.ok ? ok(balanceView(r.value)) : r);
+    },
+  );
+
+  app.openapi(
+    route({
+      method: "post",
+      path: "/admin/billing/users/{userId}/adjustments",
+      tags: ["billing admin"],
+      security: bearer,
+      summary: "Correct a balance (signed amount; once per adjustmentId)",
+      request: { params: UserParam, ...jsonBody(AdjustmentBody) },
+      ok: { status: 201, schema: Any, description: "The adjustment and the new balance" },
+    }),
+    async (c) => {
+      const { userId } = c.req.valid("param");
+      const b = c.req.valid("json");
+      const r = await billing(() =>
+        bookEntry(c.env, {
+          entryId: `adjustment:${b.adjustmentId}`,
+          userId,
+          kind: "adjustment",
+          amount: b.amount,
+          reference: b.adjustmentId,
+          memo: b.memo,
+        }),
+      );
+      if ("conflict" in r)
+        return reply(
+          c,
+          fail(409, "ADJUSTMENT_ID_REUSED", "This adjustmentId was already used with another user or amount.", {
+            adjustmentId: b.adjustmentId,
+          }),
+        );
+      return c.json(
+        {
+          userId,
+          adjustmentId: b.adjustmentId,
+          amount: r.amount,
+          balance: r.balanceAfter,
+          currency: r.currency,
+          duplicate: r.duplicate,
+        },
+        r.duplicate ? 200 : 201,
+      );
+    },
+  );
+
+  app.openapi(
+    route({
+      method: "get",
+      path: "/admin/billing/failed-usage",
+      tags: ["billing admin"],
+      security: bearer,
+      summary: "Usage records the dead-letter queue kept",
+      request: { query: FailedUsageQuery },
+      ok: { status: 200, schema: Any, description: "A page" },
+    }),
+    async (c) => reply(c, ok(await billing(() => listFailedUsage(c.env, c.req.valid("query"))))),
+  );
+
+  app.openapi(
+    route({
+      method: "post",
+      path: "/admin/billing/failed-usage/replay",
+      tags: ["billing admin"],
+      security: bearer,
+      summary: "Book kept records again (idempotent)",
+      request: jsonBody(ReplayBody),
+      ok: { status: 200, schema: Any, description: "Per record outcome" },
+    }),
+    async (c) => reply(c, ok(await billing(() => replayFailedUsage(c.env, c.req.valid("json"))))),
+  );
+
+  app.openapi(
+    route({
+      method: "post",
+      path: "/admin/billing/reconcile",
+      tags: ["billing admin"],
+      security: bearer,
+      summary: "Compare ended allocations with usage and charges; report and (by default) heal",
+      request: jsonBody(ReconcileBody, false),
+      ok: { status: 200, schema: Any, description: "Report" },
+    }),
+    async (c) => {
+      const b = c.req.valid("json") ?? { heal: true };
+      const from = time(b.from);
+      const to = time(b.to);
+      checkedRange(from ?? 0, to ?? Date.now() - BILLING.reconcileGraceMs, b);
+      const r = await billing(() => reconcile(c.env, { userId: b.userId, from, to, heal: b.heal }));
+      return reply(
+        c,
+        ok({
+          ...r,
+          from: isoOf(r.from),
+          to: isoOf(r.to),
+          differences: r.differences.slice(0, 100).map((d) => ({ ...d, from: isoOf(d.from), to: isoOf(d.to) })),
+          differencesShown: Math.min(100, r.differences.length),
+          differencesTotal: r.differences.length,
+        }),
+      );
+    },
+  );
+
+  app.openapi(
+    route({
+      method: "post",
+      path: "/admin/billing/invoices/run",
+      tags: ["billing admin"],
+      security: bearer,
+      summary: "Write the missing invoices of an ended month (the cron does last month by itself)",
+      request: jsonBody(InvoiceRunBody, false),
+      ok: { status: 200, schema: Any, description: "Counts" },
+    }),
+    async (c) => {
+      const period = c.req.valid("json")?.period ?? previousPeriod(Date.now());
+      return reply(c, await billing(() => generateInvoices(c.env, period)));
+    },
+  );
+  return app;
+}

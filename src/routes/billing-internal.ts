@@ -1,0 +1,81 @@
+/** The other services' billing routes (/api/internal/*, X-Service-Token: gated in app.ts): usage reports and balances. */
+import { z } from "@hono/zod-openapi";
+import { fail, ok } from "../errors";
+import { newApp } from "../app-factory";
+import { jsonBody, route } from "../openapi";
+import { fundsFor } from "../billing/ledger";
+import { dbOf } from "../db/client";
+import { applyUsage } from "../billing/usage";
+import { BalanceView, UsageOutcomeView, UsageReportBody, UserParam } from "../schemas";
+import { balanceView, billing, service } from "./billing-shared";
+import { reply } from "./helpers";
+
+export function billingInternalRoutes() {
+  const app = newApp();
+
+  app.openapi(
+    route({
+      method: "post",
+      path: "/api/internal/metering/device-usage",
+      tags: ["internal"],
+      security: service,
+      summary: "Report usage: one record, or up to 100 (idempotent on allocationId)",
+      request: jsonBody(UsageReportBody),
+      ok: {
+        status: 200,
+        schema: z.object({
+          recorded: z.number(),
+          duplicates: z.number(),
+          failed: z.number(),
+          results: z.array(UsageOutcomeView),
+        }),
+        description: "Per record outcome",
+      },
+    }),
+    async (c) => {
+      const b = c.req.valid("json");
+      const records = Array.isArray(b) ? b : "records" in b ? b.records : [b];
+      const ids = new Set<string>();
+      for (const r of records) {
+        if (ids.has(r.allocationId))
+          return reply(
+            c,
+            fail(400, "VALIDATION_FAILED", "An allocationId appears twice in this batch.", {
+              allocationId: r.allocationId,
+            }),
+          );
+        ids.add(r.allocationId);
+      }
+      const results = await billing(() => applyUsage(c.env, records, "external"));
+      const count = (s: string) => results.filter((r) => r.status === s).length;
+      const body = { recorded: count("recorded"), duplicates: count("duplicate"), failed: count("failed"), results };
+      if (body.failed)
+        return c.json(
+          {
+            error: {
+              code: "BILLING_UNAVAILABLE",
+              message: "Some records could not be written; send the same batch again (recorded ones come back as duplicates).",
+              details: body,
+            },
+          },
+          503,
+        );
+      return c.json(body, 200);
+    },
+  );
+
+  app.openapi(
+    route({
+      method: "get",
+      path: "/api/internal/balance/user/{userId}",
+      tags: ["internal"],
+      security: service,
+      summary: "A user's balance (opens the account with its starting credit)",
+      request: { params: UserParam },
+      ok: { status: 200, schema: BalanceView, description: "Balance" },
+    }),
+    async (c) => reply(c, ok(balanceView(await billing(() => fundsFor(dbOf(c.env), c.env, c.req.valid("param").userId))))),
+  );
+
+  return app;
+}
