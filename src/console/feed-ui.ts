@@ -51,7 +51,10 @@ export function summarize(e: Envelope): string {
     case "billing.low_balance":
       return `balance ${fmtMoney(d.balance, d.currency)} below ${fmtMoney(d.threshold, d.currency)}`;
     case "billing.payment_success":
-      return `+${fmtMoney(d.amount, d.currency)} (${d.paymentId})${typeof d.newBalance === "number" ? `, balance ${fmtMoney(d.newBalance, d.currency)}` : ""}`;
+      return (
+        `+${fmtMoney(d.amount, d.currency)} (${d.paymentId})` +
+        `${typeof d.newBalance === "number" ? `, balance ${fmtMoney(d.newBalance, d.currency)}` : ""}`
+      );
     case "billing.invoice_generated":
       return `${d.month}: ${fmtMoney(d.amount, d.currency)}`;
     case "billing.usage_failed":
@@ -68,7 +71,10 @@ export function summarize(e: Envelope): string {
       if (e.type.startsWith("queue."))
         return `${d.entryId ?? ""} in ${d.pool ?? "?"}${d.error ? ` — ${d.error.code}: ${d.error.message}` : ""}`;
       if (e.type.startsWith("reservation."))
-        return `${d.reservationId ?? ""} ${d.status ?? ""}${d.minutesBefore ? ` in ${d.minutesBefore} min` : ""}${d.error ? ` — ${d.error.code}: ${d.error.message}` : ""}`;
+        return (
+          `${d.reservationId ?? ""} ${d.status ?? ""}${d.minutesBefore ? ` in ${d.minutesBefore} min` : ""}` +
+          `${d.error ? ` — ${d.error.code}: ${d.error.message}` : ""}`
+        );
       return dev;
   }
 }
