@@ -231,7 +231,8 @@ export function adminRoutes() {
       security,
       summary: "Set the pool's scheduling strategy and idle release",
       description:
-        "Name at least one field. `idleReleaseMinutes` applies to allocations made from now on (`null` turns it off); an allocation's own idleReleaseMinutes applies if shorter.",
+        "Name at least one field. `idleReleaseMinutes` applies to allocations made from now on (`null` turns it off); " +
+        "an allocation's own idleReleaseMinutes applies if shorter.",
       request: { params: PoolParam, ...jsonBody(StrategyBody) },
       ok: { status: 200, schema: Any, description: "Pool" },
     }),
@@ -261,7 +262,8 @@ export function adminRoutes() {
       security,
       summary: "Users with a billing account: plan, balance and quota, by user id",
       description:
-        "A user appears here once they have a billing account (their first allocation or balance read opens it). Page with `cursor` = the last userId.",
+        "A user appears here once they have a billing account (their first allocation or balance read opens it). " +
+        "Page with `cursor` = the last userId.",
       request: { query: UsersQuery },
       ok: { status: 200, schema: Any, description: "A page" },
     }),

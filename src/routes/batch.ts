@@ -147,9 +147,12 @@ function thrown(c: Ctx, err: unknown, index: number) {
 // ---- routes ---------------------------------------------------------------------------------------
 
 const described = (what: string) =>
-  `${what} Answers 200 with one result per item, in request order: \`{index, ok: true, status, value}\` (value: what the single route returns) ` +
-  `or \`{index, ok: false, status, error}\` (the single route's error), or for an item not tried \`{index, ok: false, skipped: true, status: 424, error: {code: "SKIPPED"}}\`. ` +
-  `Each item is atomic; there is no rollback across items. Only a wrong envelope (not an object, \`requests\` missing, empty or over ${BATCH.maxItems}, unknown keys) is a 400.`;
+  `${what} Answers 200 with one result per item, in request order: ` +
+  "`{index, ok: true, status, value}` (value: what the single route returns) " +
+  "or `{index, ok: false, status, error}` (the single route's error), or for an item not tried " +
+  '`{index, ok: false, skipped: true, status: 424, error: {code: "SKIPPED"}}`. ' +
+  "Each item is atomic; there is no rollback across items. " +
+  `Only a wrong envelope (not an object, \`requests\` missing, empty or over ${BATCH.maxItems}, unknown keys) is a 400.`;
 
 export function batchRoutes() {
   const app = newApp();
@@ -164,7 +167,8 @@ export function batchRoutes() {
       security,
       summary: `Allocate up to ${BATCH.maxItems} devices, each item as POST /scheduler/devices/allocate`,
       description: described(
-        "Items name their own `userId` (admins only), or take the envelope's. A repeated `idempotencyKey` answers the first item's result, as on the single route.",
+        "Items name their own `userId` (admins only), or take the envelope's. " +
+          "A repeated `idempotencyKey` answers the first item's result, as on the single route.",
       ),
       request: jsonBody(BatchAllocateBody),
       ok: {

@@ -33,7 +33,9 @@ export function feedRoutes() {
       security,
       summary: "A single-use ticket (60 s) to open a feed as a WebSocket",
       description:
-        "Open `url` as a WebSocket within 60 seconds. Frames are `{seq, type, userId, data, timestamp}`; send `ping` to keep it alive (answered `pong`). Reconnect with `&since=<last seq>` and a new ticket to get what you missed.",
+        "Open `url` as a WebSocket within 60 seconds. Frames are `{seq, type, userId, data, timestamp}`; " +
+        "send `ping` to keep it alive (answered `pong`). " +
+        "Reconnect with `&since=<last seq>` and a new ticket to get what you missed.",
       request: jsonBody(TicketBody, false),
       ok: { status: 201, schema: TicketResult, description: "The ticket" },
     }),
@@ -82,7 +84,9 @@ export function feedRoutes() {
       tags: ["feed"],
       summary,
       description:
-        "WebSocket upgrade. Query: `ticket` (required, single use), `since` (last seq you received; replays what you missed). Refusals close the socket: 4400 bad query, 4401 ticket invalid/used/expired, 4403 not allowed, 4404 no such device or pool, 4429 too many sockets or messages. A plain GET gets 426.",
+        "WebSocket upgrade. Query: `ticket` (required, single use), `since` (last seq you received; replays what you missed). " +
+        "Refusals close the socket: 4400 bad query, 4401 ticket invalid/used/expired, 4403 not allowed, " +
+        "4404 no such device or pool, 4429 too many sockets or messages. A plain GET gets 426.",
       "x-websocket": true,
       responses: { 101: { description: "Switching protocols" }, 426: { description: "Not a WebSocket upgrade" } },
     } as never);

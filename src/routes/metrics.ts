@@ -29,7 +29,8 @@ export function metricsRoutes() {
     security: [{ bearer: [] }],
     summary: "Operator metrics (Prometheus text format, admin only)",
     description:
-      "Allocations, releases by reason, expiry lag, usage reports sent/failed/dead-lettered, devices by status, queue and reservations, open feed sockets.",
+      "Allocations, releases by reason, expiry lag, usage reports sent/failed/dead-lettered, devices by status, " +
+      "queue and reservations, open feed sockets.",
     ok: { status: 200, schema: Text, description: "Metrics" },
   });
   // Documented as text/plain (route() documents JSON by default).
@@ -101,7 +102,9 @@ export function metricsRoutes() {
       {
         name: "eda_releases_total",
         type: "counter",
-        help: "Allocations ended, by pool and reason (released, expired, force_released, idle, maintenance, offline, removed, orphaned; unknown when the pool missed the change that ended it).",
+        help:
+          "Allocations ended, by pool and reason (released, expired, force_released, idle, maintenance, offline, " +
+          "removed, orphaned; unknown when the pool missed the change that ended it).",
         samples: releases,
       },
       {

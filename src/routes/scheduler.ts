@@ -40,7 +40,8 @@ export function schedulerRoutes() {
       security,
       summary: "Allocate a device for a number of minutes",
       description:
-        "With `idleReleaseMinutes` (or a pool setting) the allocation is released, reason `idle`, once you have had no user feed socket open for that long; it is billed like any release.",
+        "With `idleReleaseMinutes` (or a pool setting) the allocation is released, reason `idle`, once you have had no " +
+        "user feed socket open for that long; it is billed like any release.",
       request: jsonBody(AllocateBody),
       ok: { status: 201, schema: AllocationResult, description: "The allocation" },
     }),
