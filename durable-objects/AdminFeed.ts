@@ -5,38 +5,33 @@
  * a key, and each event shows once. It also keeps the open socket count each feed-holding
  * object last reported, which the metrics endpoint sums (`sockets open`).
  */
-import { FeedObject } from "./FeedObject";
 import { FEED } from "../src/config";
 import type { Env } from "../src/env";
-import { FeedHub, feedRequestOf, feedSchema, feedSocketsSchema, refuseSocket, type FeedHistory } from "../src/feed/hub";
-import { CLOSE, type Envelope, type FeedEvents, type FeedEventType, type FeedKind } from "../src/feed/protocol";
-import { take } from "../src/rpc";
-import { Sql } from "../src/sql";
+import { FeedHub, feedSchema, refuseSocket, type FeedHistory, type FeedRequest } from "../src/feed/hub";
+import { CLOSE, type FeedEvents, type FeedEventType, type FeedKind } from "../src/feed/protocol";
+import { ServiceObject } from "../src/objects/base";
 
-const SCHEMA = [
-  feedSchema("events"),
-  // Open sockets per feed-holding object (its id), as last reported.
-  `CREATE TABLE sockets (object TEXT PRIMARY KEY, feed TEXT NOT NULL, open INTEGER NOT NULL, seq INTEGER NOT NULL, reported_at INTEGER NOT NULL);
-   ${feedSocketsSchema("events")}`,
+const MIGRATIONS = [
+  {
+    name: "1-feed-and-sockets",
+    // The feed, and the open sockets per feed-holding object (its id), as last reported.
+    sql: `${feedSchema("events")}
+      CREATE TABLE sockets (object TEXT PRIMARY KEY, feed TEXT NOT NULL, open INTEGER NOT NULL, seq INTEGER NOT NULL, reported_at INTEGER NOT NULL);`,
+  },
 ];
 
-export class AdminFeed extends FeedObject {
-  private readonly sql: Sql;
+export class AdminFeed extends ServiceObject {
   protected readonly hub: FeedHub;
 
   constructor(ctx: DurableObjectState, env: Env) {
     super(ctx, env);
-    this.sql = new Sql(ctx.storage);
     this.hub = new FeedHub(ctx, this.sql, {
       table: "events",
       limit: FEED.historyLimit,
       maxSockets: FEED.maxAdminSockets,
       onSockets: async (open, seq) => this.socketsOpen(ctx.id.toString(), "admin", open, seq),
     });
-    ctx.blockConcurrencyWhile(async () => {
-      this.sql.migrate(SCHEMA);
-      this.hub.start();
-    });
+    this.start(MIGRATIONS);
   }
 
   /** An operator event about `userId` ("" for fleet events), once per `key`. */
@@ -75,9 +70,7 @@ export class AdminFeed extends FeedObject {
     return Object.fromEntries(rows.map((r) => [r.feed, r.n]));
   }
 
-  override async fetch(request: Request): Promise<Response> {
-    const f = feedRequestOf(request);
-    if (f instanceof Response) return f;
+  protected openFeed(f: FeedRequest): Response {
     if (f.feed !== "admin" || f.role !== "admin") return refuseSocket(CLOSE.forbidden, "FORBIDDEN", "The admin feed needs the admin role.");
     return this.hub.admit(f);
   }

@@ -28,7 +28,8 @@ for (const file of files) {
   lines.forEach((line, i) => {
     if (line.length > MAX_LINE) problems.push(`${file}:${i + 1}: ${line.length} characters (at most ${MAX_LINE})`);
   });
-  if (SIZED.test(file) && lines.length > MAX_FILE_LINES) problems.push(`${file}: ${lines.length} lines (at most ${MAX_FILE_LINES})`);
+  const count = lines.length - (text.endsWith("\n") ? 1 : 0);
+  if (SIZED.test(file) && count > MAX_FILE_LINES) problems.push(`${file}: ${count} lines (at most ${MAX_FILE_LINES})`);
 }
 for (const p of problems) console.error(p);
 if (prettier.status !== 0) console.error("form: Prettier found files to format (npm run format).");

@@ -1,11 +1,11 @@
 /**
- * AlarmClock (src/sql.ts) on a real Durable Object's storage: the alarm time is read once,
+ * AlarmClock (src/objects/clock.ts) on a real Durable Object's storage: the alarm time is read once,
  * kept in memory, only ever moved earlier, and forgotten when the alarm fires.
  */
 import { runInDurableObject } from "cloudflare:test";
 import { env } from "cloudflare:workers";
 import { describe, expect, it } from "vitest";
-import { AlarmClock } from "../src/sql";
+import { AlarmClock } from "../src/objects/clock";
 import { uid } from "./helpers";
 
 describe("AlarmClock", () => {

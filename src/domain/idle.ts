@@ -36,3 +36,22 @@ export function idleDeadline(i: IdleInput): number | null {
   const at = since + i.graceMs;
   return at < i.expiresAt ? at : null;
 }
+
+/**
+ * When each active idle-release allocation is due. While a socket is open nothing is due, but
+ * the alarm looks again one grace later (`recheck`): a restart can drop sockets without a close
+ * event, and then only a wake-up notices they are gone (release ≤ 2 graces late).
+ */
+export function idleSchedule<R extends { allocated_at: number | null; expires_at: number | null; idle_ms: number | null }>(
+  rows: R[],
+  openSockets: number,
+  goneAt: number | null,
+  now: number,
+): { row: R; at: number; recheck?: true }[] {
+  return rows.flatMap((row) => {
+    if (openSockets > 0)
+      return row.idle_ms && now + row.idle_ms < row.expires_at! ? [{ row, at: now + row.idle_ms, recheck: true as const }] : [];
+    const at = idleDeadline({ openSockets, goneAt, allocatedAt: row.allocated_at!, expiresAt: row.expires_at!, graceMs: row.idle_ms, now });
+    return at === null ? [] : [{ row, at }];
+  });
+}

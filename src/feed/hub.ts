@@ -14,7 +14,7 @@
  *   admin, device or pool feed (invariant 6 is enforced here, per frame, not only by routing).
  */
 import { FEED } from "../config";
-import type { Sql } from "../sql";
+import type { Sql } from "../objects/sql";
 import {
   CLOSE,
   PING,
@@ -63,26 +63,18 @@ export function feedRequestOf(request: Request): FeedRequest | Response {
   return JSON.parse(header) as FeedRequest;
 }
 
-/** The SQL a feed needs: the log, event keys (at-least-once senders), accepted ticket nonces. */
+/**
+ * The SQL a feed needs: the log, event keys (at-least-once senders), accepted ticket nonces,
+ * and the open socket count this object last reported (see FeedHubOptions.onSockets), kept so
+ * that an object whose sockets were cut by a restart corrects its report when it next wakes.
+ */
 export function feedSchema(table: string): string {
   return `CREATE TABLE ${table} (seq INTEGER PRIMARY KEY AUTOINCREMENT, type TEXT NOT NULL, user_id TEXT NOT NULL DEFAULT '', data TEXT NOT NULL, ts INTEGER NOT NULL);
    CREATE INDEX ${table}_user ON ${table}(user_id, seq);
-   ${feedExtrasSchema(table)}`;
-}
-
-/** The key and ticket tables alone (for a log that existed before the feed did). */
-export function feedExtrasSchema(table: string): string {
-  return `CREATE TABLE IF NOT EXISTS ${table}_keys (key TEXT PRIMARY KEY, seq INTEGER NOT NULL, ts INTEGER NOT NULL);
-   CREATE INDEX IF NOT EXISTS ${table}_keys_ts ON ${table}_keys(ts);
-   CREATE TABLE ${table}_tickets (nonce TEXT PRIMARY KEY, expires_at INTEGER NOT NULL);`;
-}
-
-/**
- * The number of open sockets this object last reported (see FeedHubOptions.onSockets). Kept so
- * that an object whose sockets were cut by a restart corrects its report when it next wakes.
- */
-export function feedSocketsSchema(table: string): string {
-  return `CREATE TABLE IF NOT EXISTS ${table}_sockets (id INTEGER PRIMARY KEY CHECK (id = 1), reported INTEGER NOT NULL, seq INTEGER NOT NULL);`;
+   CREATE TABLE ${table}_keys (key TEXT PRIMARY KEY, seq INTEGER NOT NULL, ts INTEGER NOT NULL);
+   CREATE INDEX ${table}_keys_ts ON ${table}_keys(ts);
+   CREATE TABLE ${table}_tickets (nonce TEXT PRIMARY KEY, expires_at INTEGER NOT NULL);
+   CREATE TABLE ${table}_sockets (id INTEGER PRIMARY KEY CHECK (id = 1), reported INTEGER NOT NULL, seq INTEGER NOT NULL);`;
 }
 
 interface LogRow {

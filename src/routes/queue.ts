@@ -24,7 +24,7 @@ import {
   ReservationListQuery,
   ReservationView,
 } from "../schemas";
-import { pool, reply, requestSpec, testOnlyRefusal, userQuota } from "./helpers";
+import { pool, reply, requestSpec, testOnlyRefusal } from "./helpers";
 import { take } from "../rpc";
 
 const security = [{ bearer: [] }];
@@ -85,12 +85,13 @@ export function queueRoutes() {
         testOnlyRefusal(c.env, { maxWaitSeconds: b.maxWaitSeconds }, "maxWaitMinutes");
       if (refused) return reply(c, refused);
       const userId = actingUser(c, b.userId);
+      const name = b.pool ?? defaultPool(c.env);
       return reply(
         c,
         await take(
-          userQuota(c.env, userId).joinQueue({
+          pool(c.env, name).join({
             userId,
-            pool: b.pool ?? defaultPool(c.env),
+            pool: name,
             durationMinutes: minutesOf(b.durationMinutes, b.durationSeconds),
             durationSeconds: b.durationSeconds,
             spec: requestSpec(b.spec),
@@ -177,12 +178,13 @@ export function queueRoutes() {
       const refused = testOnlyRefusal(c.env, { durationSeconds: b.durationSeconds }, "durationMinutes");
       if (refused) return reply(c, refused);
       const userId = actingUser(c, b.userId);
+      const name = b.pool ?? defaultPool(c.env);
       return reply(
         c,
         await take(
-          userQuota(c.env, userId).reserve({
+          pool(c.env, name).book({
             userId,
-            pool: b.pool ?? defaultPool(c.env),
+            pool: name,
             startAt: b.startAt,
             durationMinutes: minutesOf(b.durationMinutes, b.durationSeconds),
             durationSeconds: b.durationSeconds,
@@ -225,12 +227,13 @@ export function queueRoutes() {
       if (refused) return reply(c, refused);
       const userId = actingUser(c, b.userId);
       const durationMs = durationMsOf(b.durationMinutes, b.durationSeconds);
+      const name = b.pool ?? defaultPool(c.env);
       return reply(
         c,
         await take(
-          userQuota(c.env, userId).checkReservationWindow({
+          pool(c.env, name).checkWindow({
             userId,
-            pool: b.pool ?? defaultPool(c.env),
+            pool: name,
             spec: requestSpec(b.spec),
             startAt: b.startAt,
             endAt: b.startAt + durationMs,

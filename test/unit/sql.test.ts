@@ -1,18 +1,26 @@
 /**
- * The stores of src/sql.ts over SQLite in Node (test/unit/storage.ts): schema steps, transactions
+ * The storage helpers of src/objects/ (sql.ts, outbox.ts, clock.ts) over SQLite in Node (test/unit/storage.ts): schema steps, transactions
  * and their rollback hooks, the cached row, one outbox delivery pass, the alarm clock. The same
  * code runs on real object storage in every Workers suite.
  */
 import { describe, expect, it } from "vitest";
-import { AlarmClock, CachedRow, Sql, deliverOutbox } from "../../src/sql";
+import { AlarmClock } from "../../src/objects/clock";
+import { deliverOutbox } from "../../src/objects/outbox";
+import { CachedRow, Sql } from "../../src/objects/sql";
 import { memoryStorage, type MemoryStorage } from "./storage";
 
 const sqlOver = (storage: MemoryStorage) => new Sql(storage as unknown as DurableObjectStorage);
 
 describe("Sql.migrate", () => {
-  it("applies each schema step once, in order, and only the new ones after an upgrade", () => {
+  const names = (storage: MemoryStorage) =>
+    (storage.db.prepare("SELECT name FROM _migrations ORDER BY name").all() as { name: string }[]).map((r) => r.name);
+
+  it("applies each named migration once, in order, and only the new ones after an upgrade", () => {
     const storage = memoryStorage();
-    const steps = ["CREATE TABLE a (x INTEGER); CREATE TABLE b (y TEXT)", "ALTER TABLE a ADD COLUMN z INTEGER"];
+    const steps = [
+      { name: "1-tables", sql: "CREATE TABLE a (x INTEGER); CREATE TABLE b (y TEXT)" },
+      { name: "2-column", sql: "ALTER TABLE a ADD COLUMN z INTEGER" },
+    ];
     sqlOver(storage).migrate(steps);
     sqlOver(storage).migrate(steps); // a restart: nothing runs again (a second CREATE TABLE would throw)
     const tables = (
@@ -20,20 +28,24 @@ describe("Sql.migrate", () => {
         name: string;
       }[]
     ).map((t) => t.name);
-    expect(tables).toEqual(["_schema", "a", "b"]);
-    expect(storage.db.prepare("SELECT version FROM _schema").get()).toEqual({ version: 2 });
-    sqlOver(storage).migrate([...steps, "CREATE TABLE c (w INTEGER)"]);
-    expect(storage.db.prepare("SELECT version FROM _schema").get()).toEqual({ version: 3 });
+    expect(tables).toEqual(["_migrations", "a", "b"]);
+    expect(names(storage)).toEqual(["1-tables", "2-column"]);
+    sqlOver(storage).migrate([...steps, { name: "3-table", sql: "CREATE TABLE c (w INTEGER)" }]);
+    expect(names(storage)).toEqual(["1-tables", "2-column", "3-table"]);
     expect(storage.db.prepare("SELECT name FROM sqlite_master WHERE name = 'c'").get()).toEqual({ name: "c" });
   });
 
-  it("a failing step leaves the schema and its version as they were", () => {
+  it("a failing migration leaves the schema and the applied names as they were", () => {
     const storage = memoryStorage();
-    sqlOver(storage).migrate(["CREATE TABLE a (x INTEGER)"]);
+    sqlOver(storage).migrate([{ name: "1-a", sql: "CREATE TABLE a (x INTEGER)" }]);
     expect(() =>
-      sqlOver(storage).migrate(["CREATE TABLE a (x INTEGER)", "CREATE TABLE b (y INTEGER)", "CREATE TABLE a (again INTEGER)"]),
+      sqlOver(storage).migrate([
+        { name: "1-a", sql: "CREATE TABLE a (x INTEGER)" },
+        { name: "2-b", sql: "CREATE TABLE b (y INTEGER)" },
+        { name: "3-a-again", sql: "CREATE TABLE a (again INTEGER)" },
+      ]),
     ).toThrow();
-    expect(storage.db.prepare("SELECT version FROM _schema").get()).toEqual({ version: 1 });
+    expect(names(storage)).toEqual(["1-a"]);
     expect(storage.db.prepare("SELECT name FROM sqlite_master WHERE name = 'b'").get()).toBeUndefined();
   });
 });
@@ -42,7 +54,10 @@ describe("Sql.tx and CachedRow", () => {
   const setup = () => {
     const storage = memoryStorage();
     const sql = sqlOver(storage);
-    sql.migrate(["CREATE TABLE profile (id INTEGER PRIMARY KEY, plan TEXT NOT NULL)", "INSERT INTO profile VALUES (1, 'free')"]);
+    sql.migrate([
+      { name: "1-profile", sql: "CREATE TABLE profile (id INTEGER PRIMARY KEY, plan TEXT NOT NULL)" },
+      { name: "2-row", sql: "INSERT INTO profile VALUES (1, 'free')" },
+    ]);
     return { sql, row: new CachedRow<{ plan: string }>(sql, "SELECT plan FROM profile WHERE id = 1") };
   };
 
@@ -88,7 +103,10 @@ describe("deliverOutbox", () => {
     const storage = memoryStorage();
     const sql = sqlOver(storage);
     sql.migrate([
-      "CREATE TABLE outbox (id INTEGER PRIMARY KEY AUTOINCREMENT, payload TEXT NOT NULL, attempts INTEGER NOT NULL DEFAULT 0, next_at INTEGER NOT NULL, last_error TEXT)",
+      {
+        name: "1-outbox",
+        sql: "CREATE TABLE outbox (id INTEGER PRIMARY KEY AUTOINCREMENT, payload TEXT NOT NULL, attempts INTEGER NOT NULL DEFAULT 0, next_at INTEGER NOT NULL, last_error TEXT)",
+      },
     ]);
     const add = (payload: string, nextAt = 0, attempts = 0) =>
       sql.exec("INSERT INTO outbox (payload, next_at, attempts) VALUES (?, ?, ?)", payload, nextAt, attempts);

@@ -1,0 +1,370 @@
+/**
+ * A pool's index of its devices: a cache of what each Device object reported (the device is the
+ * truth and answers a stale pick with its real state), ordered by the device's version; a
+ * per-node summary for the pick; the pool's settings; and its metrics counters. The picker and
+ * the window search read the queue's offers and the reservations' windows too, since both
+ * decide which free device may be handed out. Synchronous, over the pool's SQL.
+ */
+import { DEFAULT_STRATEGY, FEED, type Strategy } from "../config";
+import type { DeviceState, PoolDevice, PoolSummary } from "../contracts";
+import type { EstimateDevice } from "../domain/queue";
+import { compareFit, orderNodes, type NodeLoad } from "../domain/strategy";
+import type { DeviceSpec, DeviceStatus } from "../domain/types";
+import type { PoolDeviceView } from "../feed/protocol";
+import type { CounterRow } from "../metrics";
+import { CachedRow, type Sql } from "../objects/sql";
+
+export const INDEX_SCHEMA = `CREATE TABLE settings (
+    id INTEGER PRIMARY KEY CHECK (id = 1), pool TEXT NOT NULL, strategy TEXT NOT NULL,
+    -- Idle release grace of the pool's allocations (null: off); the user's object applies it.
+    idle_release_seconds INTEGER);
+  CREATE TABLE devices (
+    device_id TEXT PRIMARY KEY, node TEXT NOT NULL, cpu INTEGER NOT NULL, mem INTEGER NOT NULL, storage INTEGER NOT NULL,
+    status TEXT NOT NULL, version INTEGER NOT NULL, allocation_id TEXT, user_id TEXT, expires_at INTEGER);
+  CREATE INDEX devices_node_status ON devices(node, status, cpu, mem, storage);
+  CREATE INDEX devices_status_expires ON devices(status, expires_at);
+  CREATE TABLE nodes (node TEXT PRIMARY KEY, busy INTEGER NOT NULL, total INTEGER NOT NULL, free INTEGER NOT NULL, last_picked_at INTEGER NOT NULL DEFAULT 0);
+  -- Devices that left (removed, or moved to another pool), with their version, so a late older state does not bring them back.
+  CREATE TABLE gone (device_id TEXT PRIMARY KEY, version INTEGER NOT NULL);
+  CREATE TABLE metrics (name TEXT NOT NULL, label TEXT NOT NULL DEFAULT '', value REAL NOT NULL, PRIMARY KEY (name, label));`;
+
+export interface Settings {
+  pool: string;
+  strategy: Strategy;
+  idleReleaseSeconds: number | null;
+}
+
+export interface IndexRow {
+  device_id: string;
+  node: string;
+  cpu: number;
+  mem: number;
+  storage: number;
+  status: DeviceStatus;
+  version: number;
+  allocation_id: string | null;
+  user_id: string | null;
+  expires_at: number | null;
+}
+
+/** A device's previous index entry, as a change to it sees it. */
+export interface Previous {
+  status: DeviceStatus;
+  allocationId: string | null;
+}
+
+/** The SQL form of `fits` on a device row (min ≤ spec ≤ max), with its arguments from `boundsArgs`. */
+export const FITS_SQL = "cpu >= ? AND mem >= ? AND storage >= ? AND cpu <= ? AND mem <= ? AND storage <= ?";
+/** Bounds in the order FITS_SQL and the rows' cpu_min…storage_max columns take them. */
+export const boundsArgs = (min: DeviceSpec, max: DeviceSpec) => [
+  min.cpuCores,
+  min.memoryMB,
+  min.storageMB,
+  max.cpuCores,
+  max.memoryMB,
+  max.storageMB,
+];
+export const specOfRow = (r: { cpu: number; mem: number; storage: number }): DeviceSpec => ({
+  cpuCores: r.cpu,
+  memoryMB: r.mem,
+  storageMB: r.storage,
+});
+export const iso = (t: number) => new Date(t).toISOString();
+
+/** An index row as the device state it was written from. */
+export const indexState = (r: IndexRow): DeviceState => ({
+  deviceId: r.device_id,
+  node: r.node,
+  ...specOfRow(r),
+  status: r.status,
+  version: r.version,
+  allocationId: r.allocation_id,
+  userId: r.user_id,
+  expiresAt: r.expires_at,
+});
+
+export const deviceView = (s: DeviceState): PoolDeviceView => ({
+  deviceId: s.deviceId,
+  node: s.node,
+  status: s.status,
+  cpuCores: s.cpuCores,
+  memoryMB: s.memoryMB,
+  storageMB: s.storageMB,
+  allocationId: s.allocationId,
+  userId: s.userId,
+  expiresAt: s.expiresAt === null ? null : iso(s.expiresAt),
+});
+
+export class IndexStore {
+  private readonly row: CachedRow<Settings>;
+
+  constructor(private readonly sql: Sql) {
+    this.row = new CachedRow<Settings>(sql, "SELECT pool, strategy, idle_release_seconds AS idleReleaseSeconds FROM settings WHERE id = 1");
+  }
+
+  // ---- settings ----------------------------------------------------------------------------
+
+  /** The pool's name ("" before its first device reported). */
+  pool(): string {
+    return this.row.get()?.pool ?? "";
+  }
+
+  /** The settings, written with the defaults on first use. */
+  settings(pool: string): Settings {
+    const s = this.row.get();
+    if (s) return s;
+    this.row.write("INSERT INTO settings (id, pool, strategy) VALUES (1, ?, ?)", pool, DEFAULT_STRATEGY);
+    return { pool, strategy: DEFAULT_STRATEGY, idleReleaseSeconds: null };
+  }
+
+  setSettings(s: Settings): void {
+    this.row.write("UPDATE settings SET strategy = ?, idle_release_seconds = ? WHERE id = 1", s.strategy, s.idleReleaseSeconds);
+  }
+
+  // ---- the index -----------------------------------------------------------------------------
+
+  /** The pool has a device (a name no device reported is not a pool). */
+  exists(): boolean {
+    return this.sql.one("SELECT 1 AS x FROM devices LIMIT 1") !== null;
+  }
+
+  device(deviceId: string): IndexRow | null {
+    return this.sql.one<IndexRow>("SELECT * FROM devices WHERE device_id = ?", deviceId);
+  }
+
+  /**
+   * Applies a device's state unless an equal or newer version is known (`undefined`: ignored).
+   * Returns the entry it replaced (null: a new device). Call inside a transaction.
+   */
+  apply(s: DeviceState): Previous | null | undefined {
+    const prev = this.sql.one<{ version: number; node: string; status: DeviceStatus; allocation_id: string | null }>(
+      "SELECT version, node, status, allocation_id FROM devices WHERE device_id = ?",
+      s.deviceId,
+    );
+    if (prev && prev.version >= s.version) return undefined;
+    const gone = prev ? null : this.sql.one<{ version: number }>("SELECT version FROM gone WHERE device_id = ?", s.deviceId);
+    if (gone && gone.version >= s.version) return undefined;
+    if (s.status === "removed") {
+      this.sql.exec("DELETE FROM devices WHERE device_id = ?", s.deviceId);
+      this.sql.exec("INSERT OR REPLACE INTO gone (device_id, version) VALUES (?, ?)", s.deviceId, s.version);
+      if (!prev) return undefined;
+    } else {
+      if (gone) this.sql.exec("DELETE FROM gone WHERE device_id = ?", s.deviceId);
+      this.sql.exec(
+        `INSERT INTO devices (device_id, node, cpu, mem, storage, status, version, allocation_id, user_id, expires_at)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+         ON CONFLICT(device_id) DO UPDATE SET node = excluded.node, cpu = excluded.cpu, mem = excluded.mem, storage = excluded.storage,
+           status = excluded.status, version = excluded.version, allocation_id = excluded.allocation_id,
+           user_id = excluded.user_id, expires_at = excluded.expires_at`,
+        s.deviceId,
+        s.node,
+        s.cpuCores,
+        s.memoryMB,
+        s.storageMB,
+        s.status,
+        s.version,
+        s.allocationId,
+        s.userId,
+        s.expiresAt,
+      );
+    }
+    if (prev && prev.node !== s.node) this.refreshNode(prev.node);
+    // Node counts only move with a device's status or node (a spec change or re-registration keeps them).
+    if (!prev || prev.node !== s.node || prev.status !== s.status || s.status === "removed") this.refreshNode(s.node);
+    return prev ? { status: prev.status, allocationId: prev.allocation_id } : null;
+  }
+
+  /** Drops a device the device itself says is not registered; returns the entry it was. */
+  drop(deviceId: string): IndexRow | null {
+    const prev = this.device(deviceId);
+    this.sql.exec("DELETE FROM devices WHERE device_id = ?", deviceId);
+    if (prev) this.refreshNode(prev.node);
+    return prev;
+  }
+
+  private refreshNode(node: string): void {
+    const c = this.sql.one<{ total: number; busy: number; free: number }>(
+      `SELECT COUNT(*) AS total, SUM(status = 'allocated') AS busy, SUM(status = 'available') AS free FROM devices WHERE node = ?`,
+      node,
+    )!;
+    if (!c.total) this.sql.exec("DELETE FROM nodes WHERE node = ?", node);
+    else
+      this.sql.exec(
+        `INSERT INTO nodes (node, busy, total, free) VALUES (?, ?, ?, ?)
+         ON CONFLICT(node) DO UPDATE SET busy = excluded.busy, total = excluded.total, free = excluded.free`,
+        node,
+        c.busy ?? 0,
+        c.total,
+        c.free ?? 0,
+      );
+  }
+
+  /** A claim on a device of `node` that was picked at `at` succeeded (the spread strategy's order). */
+  picked(node: string, at: number): void {
+    this.sql.exec("UPDATE nodes SET last_picked_at = MAX(last_picked_at, ?) WHERE node = ?", at, node);
+  }
+
+  // ---- the pick ------------------------------------------------------------------------------
+
+  /**
+   * The best free device for a claim: not in `skip`, not offered to a queue entry, and with no
+   * reservation window (other than `ownReservation`) before the claim would end. `pickedAt` holds
+   * picks not yet stored (claims in flight), by node.
+   */
+  pick(
+    strategy: Strategy,
+    bounds: { min: DeviceSpec; max: DeviceSpec },
+    skip: Set<string>,
+    pickedAt: Map<string, number>,
+    durationMs: number,
+    ownReservation: string | null,
+  ): Pick<IndexRow, "device_id" | "node"> | null {
+    const nodes = this.sql.all<{ node: string; busy: number; total: number; free: number; last_picked_at: number }>(
+      "SELECT node, busy, total, free, last_picked_at FROM nodes WHERE free > 0",
+    );
+    const now = Date.now();
+    const loads = nodes.map((n): NodeLoad => ({
+      node: n.node,
+      busy: n.busy,
+      total: n.total,
+      free: n.free,
+      lastPickedAt: Math.max(n.last_picked_at, pickedAt.get(n.node) ?? 0),
+    }));
+    for (const n of orderNodes(strategy, loads)) {
+      // Indexed lookup per node, smallest fitting first; a few extra rows cover the skipped ones.
+      const rows = this.sql.all<Pick<IndexRow, "device_id" | "node" | "cpu" | "mem" | "storage">>(
+        `SELECT device_id, node, cpu, mem, storage FROM devices WHERE node = ? AND status = 'available'
+           AND ${FITS_SQL}
+           AND device_id NOT IN (SELECT device_id FROM queue WHERE status = 'offered' AND device_id IS NOT NULL)
+           AND NOT EXISTS (SELECT 1 FROM reservations r WHERE r.device_id = devices.device_id AND r.status IN ('pending','confirmed')
+                             AND r.start_at < ? AND r.end_at > ? AND r.reservation_id != ?)
+         ORDER BY cpu, mem, storage, device_id LIMIT ?`,
+        n.node,
+        ...boundsArgs(bounds.min, bounds.max),
+        now + durationMs,
+        now,
+        ownReservation ?? "",
+        skip.size + 1,
+      );
+      const candidates = rows
+        .filter((r) => !skip.has(r.device_id))
+        .sort((a, b) => compareFit({ deviceId: a.device_id, ...specOfRow(a) }, { deviceId: b.device_id, ...specOfRow(b) }));
+      if (candidates[0]) return candidates[0];
+    }
+    return null;
+  }
+
+  /** When the first allocated device is due to free (for a refusal's hint). */
+  soonestExpiry(): number | null {
+    return this.sql.one<{ t: number | null }>("SELECT MIN(expires_at) AS t FROM devices WHERE status = 'allocated'")?.t ?? null;
+  }
+
+  /** Free devices not offered to a queue entry, smallest first (the queue's offer round). */
+  freeForQueue(): IndexRow[] {
+    return this.sql.all<IndexRow>(
+      `SELECT * FROM devices WHERE status = 'available'
+         AND device_id NOT IN (SELECT device_id FROM queue WHERE status = 'offered' AND device_id IS NOT NULL)
+       ORDER BY cpu, mem, storage, device_id LIMIT 1000`,
+    );
+  }
+
+  /** Devices that match and are free for the whole window (not allocated into it, no other reservation in it). */
+  freeForWindow(bounds: { min: DeviceSpec; max: DeviceSpec }, startAt: number, endAt: number, skip: Set<string>): IndexRow[] {
+    return this.sql
+      .all<IndexRow>(
+        `SELECT * FROM devices d WHERE (status = 'available' OR (status = 'allocated' AND expires_at <= ?))
+           AND ${FITS_SQL}
+           AND NOT EXISTS (SELECT 1 FROM reservations r WHERE r.device_id = d.device_id AND r.status IN ('pending','confirmed','executing')
+                             AND r.start_at < ? AND r.end_at > ?)
+         ORDER BY cpu, mem, storage, device_id LIMIT ?`,
+        startAt,
+        ...boundsArgs(bounds.min, bounds.max),
+        endAt,
+        startAt,
+        skip.size + 50,
+      )
+      .filter((d) => !skip.has(d.device_id));
+  }
+
+  /** Devices of the pool that match the bounds (`inServiceOnly`: available or allocated). */
+  matching(min: DeviceSpec, max: DeviceSpec, inServiceOnly = false): number {
+    return this.sql.one<{ n: number }>(
+      `SELECT COUNT(*) AS n FROM devices WHERE ${FITS_SQL} ${inServiceOnly ? "AND status IN ('available','allocated')" : ""}`,
+      ...boundsArgs(min, max),
+    )!.n;
+  }
+
+  /** Devices in service, with when each is free (a queue entry's estimate). */
+  estimateDevices(now: number): EstimateDevice[] {
+    return this.sql
+      .all<IndexRow>("SELECT device_id, cpu, mem, storage, status, expires_at FROM devices WHERE status IN ('available','allocated')")
+      .map((d) => ({ ...specOfRow(d), freeAt: d.status === "available" ? now : (d.expires_at ?? now) }));
+  }
+
+  // ---- reads ----------------------------------------------------------------------------------
+
+  list(opts: { status?: DeviceStatus; cursor?: string; limit: number; withHolders?: boolean }): {
+    items: PoolDevice[];
+    nextCursor: string | null;
+  } {
+    const rows = this.sql.all<IndexRow>(
+      `SELECT * FROM devices WHERE device_id > ? ${opts.status ? "AND status = ?" : ""} ORDER BY device_id LIMIT ?`,
+      ...[opts.cursor ?? "", ...(opts.status ? [opts.status] : []), opts.limit + 1],
+    );
+    const items = rows.slice(0, opts.limit).map((r) => {
+      const d: PoolDevice = { deviceId: r.device_id, node: r.node, ...specOfRow(r), status: r.status };
+      return opts.withHolders ? { ...d, allocationId: r.allocation_id, userId: r.user_id, expiresAt: r.expires_at } : d;
+    });
+    return { items, nextCursor: rows.length > opts.limit ? items[items.length - 1]!.deviceId : null };
+  }
+
+  summary(s: Settings): PoolSummary {
+    const c = this.sql.one<Record<string, number>>(
+      `SELECT COUNT(*) AS devices, SUM(status='available') AS available, SUM(status='allocated') AS allocated,
+              SUM(status='maintenance') AS maintenance, SUM(status='offline') AS offline, COUNT(DISTINCT node) AS nodes FROM devices`,
+    )!;
+    return {
+      pool: s.pool,
+      strategy: s.strategy,
+      idleReleaseMinutes: s.idleReleaseSeconds === null ? null : s.idleReleaseSeconds / 60,
+      idleReleaseSeconds: s.idleReleaseSeconds,
+      devices: c.devices ?? 0,
+      available: c.available ?? 0,
+      allocated: c.allocated ?? 0,
+      maintenance: c.maintenance ?? 0,
+      offline: c.offline ?? 0,
+      nodes: c.nodes ?? 0,
+    };
+  }
+
+  /** The pool feed's hello: its devices (the first `FEED.poolSnapshotLimit`), and whether there are more. */
+  snapshot(): { devices: PoolDeviceView[]; truncated: boolean } {
+    const rows = this.sql.all<IndexRow>("SELECT * FROM devices ORDER BY device_id LIMIT ?", FEED.poolSnapshotLimit + 1);
+    return {
+      devices: rows.slice(0, FEED.poolSnapshotLimit).map((r) => deviceView(indexState(r))),
+      truncated: rows.length > FEED.poolSnapshotLimit,
+    };
+  }
+
+  // ---- metrics ---------------------------------------------------------------------------------
+
+  count(rows: CounterRow[]): void {
+    for (const r of rows)
+      this.sql.exec(
+        "INSERT INTO metrics (name, label, value) VALUES (?, ?, ?) ON CONFLICT(name, label) DO UPDATE SET value = value + excluded.value",
+        r.name,
+        r.label,
+        r.value,
+      );
+  }
+
+  counters(): CounterRow[] {
+    return this.sql.all<CounterRow>("SELECT name, label, value FROM metrics ORDER BY name, label");
+  }
+
+  byStatus(): Record<string, number> {
+    return Object.fromEntries(
+      this.sql.all<{ status: string; n: number }>("SELECT status, COUNT(*) AS n FROM devices GROUP BY status").map((r) => [r.status, r.n]),
+    );
+  }
+}
