@@ -74,7 +74,11 @@ export function queueRoutes() {
       security,
       summary: "Wait for a device: the head of the queue gets the next fitting device that frees",
       description:
-        "Priority first (from your plan), then arrival. Quota and balance are checked now and again when the device is handed over. If a fitting device is free the entry is served before this returns (status `fulfilled`). Your feed says `queue.fulfilled` (with `device.allocated`), `queue.expired` after `maxWaitMinutes`, or `queue.failed` with the refusal.",
+        "Priority first (from your plan), then arrival. " +
+        "Quota and balance are checked now and again when the device is handed over. " +
+        "If a fitting device is free the entry is served before this returns (status `fulfilled`). " +
+        "Your feed says `queue.fulfilled` (with `device.allocated`), `queue.expired` after `maxWaitMinutes`, " +
+        "or `queue.failed` with the refusal.",
       request: jsonBody(QueueJoinBody),
       ok: { status: 201, schema: QueueEntryView, description: "The entry, with its position and estimated start" },
     }),
@@ -169,7 +173,11 @@ export function queueRoutes() {
       security,
       summary: "Reserve a device for a future window",
       description:
-        "One matching device is held for the window (no two reservations share a device's window; allocations and extends that would run into it are refused). Your feed gets `reservation.reminder` `reminderMinutes` before the start; at `startAt` the device is allocated to you (`reservation.started` and `device.allocated`; quota and balance are checked then) until the window ends. Statuses: pending, confirmed, executing, completed, cancelled, expired, failed.",
+        "One matching device is held for the window " +
+        "(no two reservations share a device's window; allocations and extends that would run into it are refused). " +
+        "Your feed gets `reservation.reminder` `reminderMinutes` before the start; " +
+        "at `startAt` the device is allocated to you (`reservation.started` and `device.allocated`; quota and balance are checked then) " +
+        "until the window ends. Statuses: pending, confirmed, executing, completed, cancelled, expired, failed.",
       request: jsonBody(ReservationBody),
       ok: { status: 201, schema: ReservationView, description: "The reservation (confirmed)" },
     }),
