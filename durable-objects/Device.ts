@@ -31,6 +31,7 @@ import { OUTBOX_SCHEMA, Outbox, type OutboxItem } from "../src/objects/outbox";
 import { Schedule } from "../src/objects/schedule";
 import { take } from "../src/rpc";
 import { DEVICE_SCHEMA, DeviceStore, type DeviceRow, type HoldRow, type Registration } from "../src/stores/device";
+import { iso } from "../src/domain/time";
 
 const MIGRATIONS = [{ name: "1-device", sql: `${DEVICE_SCHEMA}\n${OUTBOX_SCHEMA}\n${feedSchema("feed")}` }];
 
@@ -483,8 +484,6 @@ export class Device extends ServiceObject {
     return this.schedule.rearm();
   }
 }
-
-const iso = (t: number) => new Date(t).toISOString();
 
 function notFound() {
   return fail(404, "DEVICE_NOT_FOUND", "No such device.");

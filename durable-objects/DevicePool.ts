@@ -158,7 +158,8 @@ export class DevicePool extends ServiceObject {
    * reserved device, or another free one if that one is not free at the start.
    */
   async claim(req: ClaimRequest): Promise<Result<Claimed>> {
-    if (!this.index.exists()) return fail(404, "POOL_NOT_FOUND", `Pool "${req.pool}" has no devices.`, { pool: req.pool });
+    const missing = this.index.missing(req.pool);
+    if (missing) return missing;
     const { strategy, idleReleaseSeconds } = this.index.settings(req.pool);
     const tried = new Set<string>();
     const done = (r: Result<Claimed>) => (r.ok ? ok({ ...r.value, idleReleaseSeconds }) : r);
@@ -340,25 +341,22 @@ export class DevicePool extends ServiceObject {
     limit?: number;
     withHolders?: boolean;
   }): Promise<Result<{ items: PoolDevice[]; nextCursor: string | null }>> {
-    if (!this.index.exists()) return poolNotFound(opts.pool);
+    const missing = this.index.missing(opts.pool);
+    if (missing) return missing;
     return ok(this.index.list({ ...opts, limit: Math.min(opts.limit ?? PAGING.defaultLimit, PAGING.maxLimit) }));
   }
 
   async summary(pool: string): Promise<Result<PoolSummary>> {
-    if (!this.index.exists()) return poolNotFound(pool);
-    return ok(this.index.summary(this.index.settings(pool)));
+    return this.index.missing(pool) ?? ok(this.index.summary(this.index.settings(pool)));
   }
 
   /** Strategy and idle release grace; an absent field is unchanged, `idleReleaseSeconds: null` turns it off. */
   async setSettings(pool: string, patch: { strategy?: Strategy; idleReleaseSeconds?: number | null }): Promise<Result<PoolSummary>> {
-    if (!this.index.exists()) return poolNotFound(pool);
+    const missing = this.index.missing(pool);
+    if (missing) return missing;
     const s = this.index.settings(pool);
     const idle = patch.idleReleaseSeconds === undefined ? s.idleReleaseSeconds : patch.idleReleaseSeconds;
     this.index.setSettings({ ...s, strategy: patch.strategy ?? s.strategy, idleReleaseSeconds: idle });
     return this.summary(pool);
   }
-}
-
-function poolNotFound(pool: string) {
-  return fail(404, "POOL_NOT_FOUND", `Pool "${pool}" has no devices.`, { pool });
 }

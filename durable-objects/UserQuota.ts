@@ -54,6 +54,7 @@ import {
   type AllocationRow,
 } from "../src/stores/allocations";
 import { PROFILE_SCHEMA, ProfileStore, type ProfileRow } from "../src/stores/profile";
+import { iso } from "../src/domain/time";
 
 const MIGRATIONS = [{ name: "1-user", sql: `${PROFILE_SCHEMA}\n${ALLOCATIONS_SCHEMA}\n${feedSchema("events")}` }];
 
@@ -75,7 +76,6 @@ export class UserQuota extends ServiceObject {
       table: "events",
       limit: FEED.historyLimit,
       maxSockets: FEED.maxSocketsPerUser,
-      defaultUserId: () => this.profiles.owner(),
       onSockets: socketReporter(env, ctx, "user"),
     });
     const a = this.allocations;
@@ -492,7 +492,6 @@ export class UserQuota extends ServiceObject {
   }
 }
 
-const iso = (t: number) => new Date(t).toISOString();
 function allocationNotFound(allocationId: string): Failure {
   return fail(404, "ALLOCATION_NOT_FOUND", "No such allocation.", { allocationId });
 }

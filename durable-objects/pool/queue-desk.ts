@@ -11,7 +11,7 @@ import { fail, ok, type Failure, type Result } from "../../src/errors";
 import type { QueueEventData } from "../../src/feed/protocol";
 import { log } from "../../src/log";
 import { take } from "../../src/rpc";
-import { iso } from "../../src/stores/pool-index";
+import { iso } from "../../src/domain/time";
 import { boundsOf, type QueueRow } from "../../src/stores/pool-queue";
 import type { PoolContext } from "./context";
 import { DEVICE_RACES, isFinalRefusal, type HandOver } from "./handover";
@@ -57,7 +57,8 @@ export class QueueDesk {
     const prior = keyed && this.prior(input.userId, keyed.key, keyed.hash);
     if (prior) return prior;
     if (refusal) return refusal;
-    if (!this.p.index.exists()) return fail(404, "POOL_NOT_FOUND", `Pool "${j.pool}" has no devices.`, { pool: j.pool });
+    const missing = this.p.index.missing(j.pool);
+    if (missing) return missing;
     this.p.index.settings(j.pool);
     if (this.p.index.matching(j.min, j.max, true) === 0)
       return fail(

@@ -12,7 +12,7 @@ import type { DeviceSpec } from "../../src/domain/types";
 import { fail, ok, type Failure, type Result } from "../../src/errors";
 import { newScopedId } from "../../src/ids";
 import { take } from "../../src/rpc";
-import { iso } from "../../src/stores/pool-index";
+import { iso } from "../../src/domain/time";
 import { boundsOf } from "../../src/stores/pool-queue";
 import type { ReservationRow } from "../../src/stores/pool-reservations";
 import type { PoolContext } from "./context";
@@ -57,7 +57,8 @@ export class ReservationDesk {
     const badWindow = checkWindow(b.startAt, b.endAt, Date.now());
     if (badWindow) return badWindow;
     if (checked.value.refusal) return checked.value.refusal;
-    if (!this.p.index.exists()) return fail(404, "POOL_NOT_FOUND", `Pool "${b.pool}" has no devices.`, { pool: b.pool });
+    const missing = this.p.index.missing(b.pool);
+    if (missing) return missing;
     this.p.index.settings(b.pool);
     const before = (keyed && this.prior(input.userId, keyed.key, keyed.hash)) || this.limit(input.userId);
     if (before) return before;
@@ -133,7 +134,8 @@ export class ReservationDesk {
   /** Would a booking of this window get a device now (within the user's per-device limits)? Also the caller's own reservations that overlap it. */
   async check(input: Pick<ReserveInput, "userId" | "pool" | "startAt" | "spec"> & { endAt: number }): Promise<Result<WindowCheck>> {
     const max = (await take(this.p.env.USER_QUOTA.getByName(input.userId).perDeviceMax(input.userId))) as DeviceSpec;
-    if (!this.p.index.exists()) return fail(404, "POOL_NOT_FOUND", `Pool "${input.pool}" has no devices.`, { pool: input.pool });
+    const missing = this.p.index.missing(input.pool);
+    if (missing) return missing;
     const bad = checkWindow(input.startAt, input.endAt, Date.now());
     if (bad) return bad;
     const bounds = { min: input.spec, max };

@@ -22,6 +22,7 @@ import { log } from "../../src/log";
 import { take } from "../../src/rpc";
 import { eventData, requestHash, resultOf, type AllocationRow } from "../../src/stores/allocations";
 import type { HandOverBegun, UserContext } from "./context";
+import { iso } from "../../src/domain/time";
 
 /** An allocation past step 1: its pending row, the largest device its quota allows, the funds it was checked against. */
 interface Begun extends HandOverBegun {
@@ -240,5 +241,3 @@ export class Allocator {
     }
   }
 }
-
-const iso = (t: number) => new Date(t).toISOString();

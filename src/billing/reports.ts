@@ -8,6 +8,7 @@ import type { UsageRecord } from "../domain/types";
 import { dbOf } from "../db/client";
 import { decodeCursor, encodeCursor } from "../cursor";
 import { applyUsage, type UsageOutcome } from "./usage";
+import { iso } from "../domain/time";
 
 export interface UsageReportOptions {
   /** [from, to) in epoch ms on `releasedAt`; the route fills in its defaults. */
@@ -16,8 +17,6 @@ export interface UsageReportOptions {
   cursor?: string;
   limit?: number;
 }
-
-const iso = (t: number) => new Date(t).toISOString();
 
 export async function usageReport(env: Env, by: { userId: string } | { deviceId: string }, o: UsageReportOptions) {
   const db = dbOf(env);

@@ -88,12 +88,3 @@ export interface EndedAllocation {
   durationSeconds: number;
   reason: EndReason;
 }
-
-/** One envelope for every event. */
-export interface EventEnvelope<T = Record<string, unknown>> {
-  seq: number;
-  type: string;
-  userId: string;
-  data: T;
-  timestamp: number;
-}

@@ -90,12 +90,10 @@ export interface FeedHubOptions {
   /** Events kept for resume. */
   limit: number;
   maxSockets: number;
-  /** The user of rows written before the log had a user column (UserQuota's own). */
-  defaultUserId?: () => string;
   /**
    * Told the number of open sockets whenever it changes (the operators' metrics count them),
    * with a number that grows with each report (reports may arrive out of order: the receiver
-   * keeps the highest). Needs the `feedSocketsSchema` table. Best effort: a failed report is
+   * keeps the highest). Needs the sockets table of `feedSchema`. Best effort: a failed report is
    * sent again at the next change or wake.
    */
   onSockets?: (open: number, seq: number) => Promise<unknown>;
@@ -190,18 +188,7 @@ export class FeedHub {
     const t = this.opts.table;
     return userId === undefined
       ? this.sql.all<LogRow>(`SELECT * FROM ${t} WHERE seq > ? ORDER BY seq LIMIT ?`, since, limit)
-      : this.sql.all<LogRow>(
-          `SELECT * FROM ${t} WHERE seq > ? AND user_id IN (?, ?) ORDER BY seq LIMIT ?`,
-          since,
-          userId,
-          this.legacyUser(userId),
-          limit,
-        );
-  }
-
-  /** Rows from before the user column read as the owner's (UserQuota's log only). */
-  private legacyUser(userId: string): string {
-    return this.opts.defaultUserId && this.opts.defaultUserId() === userId ? "" : userId;
+      : this.sql.all<LogRow>(`SELECT * FROM ${t} WHERE seq > ? AND user_id = ? ORDER BY seq LIMIT ?`, since, userId, limit);
   }
 
   private bounds(): { lo: number | null; hi: number } {
@@ -213,7 +200,7 @@ export class FeedHub {
     return {
       seq: r.seq,
       type: r.type,
-      userId: r.user_id || (this.opts.defaultUserId?.() ?? ""),
+      userId: r.user_id,
       data: JSON.parse(r.data),
       timestamp: r.ts,
     };

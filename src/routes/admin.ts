@@ -1,8 +1,7 @@
 /** Operator routes: the device fleet, pools, force-release and the users list. Admin role only. */
 import { z } from "@hono/zod-openapi";
 import { drizzle } from "drizzle-orm/d1";
-import type { Context } from "hono";
-import type { AppEnv } from "../auth";
+
 import { newApp } from "../app-factory";
 import { accounts, pools, pricingPlans } from "../db/schema";
 import { asc, eq, gt } from "drizzle-orm";
@@ -10,7 +9,7 @@ import { PAGING } from "../config";
 import { shortDurationsAllowed } from "../config";
 import { fail, ok } from "../errors";
 import { jsonBody, route } from "../openapi";
-import type { EndedAllocation } from "../domain/types";
+
 import {
   DeviceIdParam,
   DeviceView,
@@ -28,11 +27,6 @@ import { take } from "../rpc";
 
 const security = [{ bearer: [] }];
 const Any = z.object({}).passthrough();
-
-/** An allocation ended by an operator: tell its user's object now (the device's outbox also will). */
-async function settle(c: Context<AppEnv>, ended: EndedAllocation | null | undefined) {
-  if (ended) await take(userQuota(c.env, ended.userId).deviceEnded(ended));
-}
 
 export function adminRoutes() {
   const app = newApp();
@@ -108,7 +102,6 @@ export function adminRoutes() {
       }),
       async (c) => {
         const r = await take(device(c.env, c.req.valid("param").id).setStatus(status === "online" ? "available" : status));
-        if (r.ok) await settle(c, r.value.ended);
         return reply(c, r);
       },
     );
@@ -126,7 +119,6 @@ export function adminRoutes() {
     }),
     async (c) => {
       const r = await take(device(c.env, c.req.valid("param").id).remove());
-      if (r.ok) await settle(c, r.value.ended);
       return reply(c, r);
     },
   );
@@ -144,7 +136,6 @@ export function adminRoutes() {
     async (c) => {
       const r = await take(device(c.env, c.req.valid("param").id).forceRelease());
       if (!r.ok) return reply(c, r);
-      await settle(c, r.value);
       const e = r.value;
       return reply(
         c,

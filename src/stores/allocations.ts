@@ -9,6 +9,7 @@ import { decodeCursor, encodeCursor } from "../cursor";
 import type { Allocation, AllocationStatus, DeviceSpec, EndReason, EndedAllocation, QuotaUsage, UsageRecord } from "../domain/types";
 import type { AllocationEventData } from "../feed/protocol";
 import type { Sql } from "../objects/sql";
+import { iso } from "../domain/time";
 
 export const ALLOCATIONS_SCHEMA = `CREATE TABLE allocations (
     allocation_id TEXT PRIMARY KEY, device_id TEXT, pool TEXT NOT NULL, node TEXT, status TEXT NOT NULL,
@@ -69,8 +70,6 @@ export const specOf = (r: { cpu: number; mem: number; storage: number }): Device
   memoryMB: r.mem,
   storageMB: r.storage,
 });
-
-const iso = (t: number) => new Date(t).toISOString();
 
 export class AllocationStore {
   constructor(private readonly sql: Sql) {}

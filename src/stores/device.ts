@@ -8,6 +8,7 @@ import type { AllocationEventData, DeviceFeedState } from "../feed/protocol";
 import { expiryWarningAt } from "../domain/expiry";
 import type { DeviceInfo, DeviceSpec, DeviceStatus, EndReason, EndedAllocation } from "../domain/types";
 import { CachedRow, type Sql } from "../objects/sql";
+import { iso } from "../domain/time";
 
 export const DEVICE_SCHEMA = `CREATE TABLE device (
     id INTEGER PRIMARY KEY CHECK (id = 1), device_id TEXT NOT NULL, pool TEXT NOT NULL, node TEXT NOT NULL,
@@ -374,5 +375,3 @@ export class DeviceStore {
     this.sql.exec("DELETE FROM windows WHERE reservation_id = ?", reservationId);
   }
 }
-
-const iso = (t: number) => new Date(t).toISOString();

@@ -10,6 +10,8 @@ import type { DeviceState, PoolDevice, PoolSummary } from "../contracts";
 import type { EstimateDevice } from "../domain/queue";
 import { compareFit, orderNodes, type NodeLoad } from "../domain/strategy";
 import type { DeviceSpec, DeviceStatus } from "../domain/types";
+import { iso } from "../domain/time";
+import { fail, type Failure } from "../errors";
 import type { PoolDeviceView } from "../feed/protocol";
 import type { CounterRow } from "../metrics";
 import { CachedRow, type Sql } from "../objects/sql";
@@ -69,7 +71,6 @@ export const specOfRow = (r: { cpu: number; mem: number; storage: number }): Dev
   memoryMB: r.mem,
   storageMB: r.storage,
 });
-export const iso = (t: number) => new Date(t).toISOString();
 
 /** An index row as the device state it was written from. */
 export const indexState = (r: IndexRow): DeviceState => ({
@@ -126,6 +127,11 @@ export class IndexStore {
   /** The pool has a device (a name no device reported is not a pool). */
   exists(): boolean {
     return this.sql.one("SELECT 1 AS x FROM devices LIMIT 1") !== null;
+  }
+
+  /** The one guard of every pool request: `POOL_NOT_FOUND` while no device has reported to the pool named `pool`. */
+  missing(pool: string): Failure | null {
+    return this.exists() ? null : fail(404, "POOL_NOT_FOUND", `Pool "${pool}" has no devices.`, { pool });
   }
 
   device(deviceId: string): IndexRow | null {

@@ -13,7 +13,8 @@ import type { Failure } from "../errors";
 import { newScopedId } from "../ids";
 import { earliest } from "../objects/schedule";
 import type { Sql } from "../objects/sql";
-import { boundsArgs, iso, specOfRow, type IndexRow } from "./pool-index";
+import { boundsArgs, specOfRow, type IndexRow } from "./pool-index";
+import { iso } from "../domain/time";
 
 export const QUEUE_SCHEMA = `CREATE TABLE queue (
     entry_id TEXT PRIMARY KEY, seq INTEGER NOT NULL UNIQUE, user_id TEXT NOT NULL, priority INTEGER NOT NULL,

@@ -11,7 +11,8 @@ import { bookingHash, type ReservationStatus } from "../domain/reservation";
 import type { Failure } from "../errors";
 import type { ReservationEventData } from "../feed/protocol";
 import type { Sql } from "../objects/sql";
-import { boundsArgs, iso } from "./pool-index";
+import { boundsArgs } from "./pool-index";
+import { iso } from "../domain/time";
 import { boundsOf, errorText, parseError, type Bounds, type Tracked } from "./pool-queue";
 
 export const RESERVATIONS_SCHEMA = `CREATE TABLE reservations (
