@@ -1,7 +1,7 @@
 #!/usr/bin/env node
 // Builds the web console (src/console/) into public/console/, which the Worker serves as
 // static assets at /console/: main.ts bundled with esbuild (ESM, es2022, minified, linked
-// source map), index.html and console.css copied as they are, and _headers (the console's
+// source map), index.html and the two stylesheets copied as they are, and _headers (the console's
 // security headers) to public/_headers, where Workers static assets read it. Plain Node ESM (Node 20+).
 //
 //   node scripts/build-console.mjs            # one build; exits 1 with esbuild's message on an error
@@ -14,7 +14,7 @@ import * as esbuild from "esbuild";
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..");
 const src = path.join(root, "src/console");
 const out = path.join(root, "public/console");
-const STATIC = ["index.html", "console.css"];
+const STATIC = ["index.html", "console.css", "console-views.css"];
 const watch = process.argv.includes("--watch");
 
 /** @type {import("esbuild").BuildOptions} */
