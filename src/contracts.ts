@@ -1,11 +1,21 @@
 /**
  * The contracts between the parts of the service: what the objects take and answer over RPC,
- * and what routes pass them. Types only; each object file keeps its own row shapes. Shapes that
- * are also HTTP answers have their zod schemas in src/schemas.ts.
+ * and what routes pass them. Types only; each store keeps its own row shapes. Shapes that are
+ * also HTTP answers are derived from their zod schemas (src/schemas/), the one definition.
  */
 import type { PlanTier, QuotaLimits, Strategy } from "./config";
 import type { DeviceSpec, DeviceStatus, EndReason } from "./domain/types";
 import type { ReservationStatus } from "./domain/reservation";
+import type { z } from "@hono/zod-openapi";
+import type * as Http from "./schemas";
+export type { QueueStatus } from "./domain/queue";
+
+// ---- answers that are also HTTP answers: their zod schemas are the one definition ----------------
+
+export type AllocationResult = z.infer<typeof Http.AllocationResult>;
+export type ReleaseResult = z.infer<typeof Http.ReleaseResult>;
+export type QueueEntryView = z.infer<typeof Http.QueueEntryView>;
+export type ReservationView = z.infer<typeof Http.ReservationView>;
 
 /** The user's object's answer to a device asking about a claim it holds. */
 export type Verdict = "active" | "ended" | "pending" | "unknown";
@@ -74,8 +84,6 @@ export interface PoolDevice extends DeviceSpec {
   expiresAt?: number | null;
 }
 
-export type QueueStatus = "waiting" | "offered" | "fulfilled" | "expired" | "cancelled" | "failed";
-
 /** Who asks: a user sees only their own entries and reservations (others' are "not found"). */
 export interface Viewer {
   userId: string;
@@ -100,29 +108,6 @@ export interface QueueJoin {
   idempotencyKey?: string;
 }
 
-export interface QueueEntryView {
-  entryId: string;
-  userId: string;
-  pool: string;
-  status: QueueStatus;
-  priority: number;
-  priorityName: string;
-  spec: DeviceSpec;
-  durationMinutes: number;
-  maxWaitMinutes: number;
-  joinedAt: string;
-  waitUntil: string;
-  /** 1 = next; null once the entry stopped waiting. */
-  position: number | null;
-  /** From the expiry times of busy devices and the entries ahead (null: no device in service fits, or not waiting). */
-  estimatedStartAt: string | null;
-  estimatedWaitSeconds: number | null;
-  allocationId: string | null;
-  deviceId: string | null;
-  error: { code: string; message: string } | null;
-  createdBy: string;
-}
-
 export interface ReservationBooking {
   userId: string;
   pool: string;
@@ -135,24 +120,6 @@ export interface ReservationBooking {
   createdBy: string;
   /** A repeat with the same key answers the first reservation instead of booking again. */
   idempotencyKey?: string;
-}
-
-export interface ReservationView {
-  reservationId: string;
-  userId: string;
-  pool: string;
-  deviceId: string | null;
-  status: ReservationStatus;
-  spec: DeviceSpec;
-  startAt: string;
-  endAt: string;
-  durationMinutes: number;
-  reminderMinutes: number;
-  remindAt: string | null;
-  allocationId: string | null;
-  error: { code: string; message: string } | null;
-  createdBy: string;
-  createdAt: string;
 }
 
 export interface WindowCheck {
@@ -225,32 +192,6 @@ export interface ReserveInput {
   reminderMinutes: number;
   byAdmin: string | null;
   idempotencyKey?: string;
-}
-
-export interface AllocationResult {
-  allocationId: string;
-  deviceId: string;
-  userId: string;
-  pool: string;
-  node: string;
-  cpuCores: number;
-  memoryMB: number;
-  storageMB: number;
-  allocatedAt: string;
-  expiresAt: string;
-  durationMinutes: number;
-  /** Present when the allocation has an idle release grace (its own or its pool's). */
-  idleReleaseSeconds?: number;
-}
-
-export interface ReleaseResult {
-  allocationId: string;
-  deviceId: string;
-  userId: string;
-  allocatedAt: string;
-  releasedAt: string;
-  durationSeconds: number;
-  reason: EndReason;
 }
 
 export interface QuotaUpdate {

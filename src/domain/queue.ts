@@ -7,6 +7,10 @@ import { fail, type Failure } from "../errors";
 import { fits } from "./strategy";
 import type { DeviceSpec } from "./types";
 
+/** A queue entry's statuses: waiting, offered a device (being handed it), then one end state. */
+export const QUEUE_STATUSES = ["waiting", "offered", "fulfilled", "expired", "cancelled", "failed"] as const;
+export type QueueStatus = (typeof QUEUE_STATUSES)[number];
+
 export type Priority = 0 | 1 | 2 | 3;
 export type PriorityName = (typeof QUEUE.priorities)[number];
 

@@ -43,7 +43,9 @@ export interface Quota {
 }
 
 export type AllocationStatus = "pending" | "active" | "released" | "aborted";
-export type EndReason = "released" | "expired" | "force_released" | "maintenance" | "offline" | "removed" | "orphaned" | "idle";
+/** Why an allocation ended (the one word for each way it stops). */
+export const END_REASONS = ["released", "expired", "force_released", "maintenance", "offline", "removed", "orphaned", "idle"] as const;
+export type EndReason = (typeof END_REASONS)[number];
 
 /** What the API returns for an allocation. */
 export interface Allocation {

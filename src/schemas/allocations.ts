@@ -3,6 +3,7 @@ import { z } from "@hono/zod-openapi";
 import { ALLOCATION, PAGING } from "../config";
 import { Id, Limit, Spec } from "./common";
 import { IdleMinutes, IdleSeconds } from "./parts";
+import { END_REASONS } from "../domain/types";
 
 export const AllocateBody = z
   .object({
@@ -65,7 +66,7 @@ export const ReleaseResult = z
     allocatedAt: z.string(),
     releasedAt: z.string(),
     durationSeconds: z.number(),
-    reason: z.string(),
+    reason: z.enum(END_REASONS),
   })
   .openapi("ReleaseResult");
 

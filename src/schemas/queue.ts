@@ -3,6 +3,8 @@ import { z } from "@hono/zod-openapi";
 import { ALLOCATION, QUEUE, RESERVATION } from "../config";
 import { Id, Limit, Spec } from "./common";
 import { Instant } from "./parts";
+import { QUEUE_STATUSES } from "../domain/queue";
+import { RESERVATION_STATUSES } from "../domain/reservation";
 
 const Duration = {
   durationMinutes: z.number().int().min(ALLOCATION.minMinutes).max(ALLOCATION.maxMinutes).default(ALLOCATION.defaultMinutes),
@@ -62,7 +64,7 @@ export const QueueEntryView = z
     entryId: z.string(),
     userId: z.string(),
     pool: z.string(),
-    status: z.string(),
+    status: z.enum(QUEUE_STATUSES),
     priority: z.number(),
     priorityName: z.string(),
     spec: z.object({ cpuCores: z.number(), memoryMB: z.number(), storageMB: z.number() }),
@@ -128,7 +130,7 @@ export const ReservationView = z
     userId: z.string(),
     pool: z.string(),
     deviceId: z.string().nullable(),
-    status: z.string(),
+    status: z.enum(RESERVATION_STATUSES),
     spec: z.object({ cpuCores: z.number(), memoryMB: z.number(), storageMB: z.number() }),
     startAt: z.string(),
     endAt: z.string(),
