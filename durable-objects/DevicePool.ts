@@ -1,21 +1,14 @@
 /**
- * DevicePool: one per pool shard. Keeps an index of its devices' availability and a
- * per-node summary, picks a device by the pool's strategy and asks that device to claim
- * itself. The index is a cache: the Device object is the truth, answers a stale pick with
- * its real state, and pushes every change here (ordered by a version number).
+ * DevicePool: one per pool. Keeps an index of its devices' availability and a per-node
+ * summary, picks a device by the pool's strategy and asks that device to claim itself. The
+ * index is a cache: the Device object is the truth, answers a stale pick with its real state,
+ * and pushes every change here (ordered by a version number).
  *
- * It also holds the pool's waiting queue and reservations, because both are about the order
- * in which this pool's devices are handed out:
- * - Queue: an entry waits (priority, then arrival) until a fitting device frees. The device
- *   is then offered to the head entry (no other claim may pick it) and allocated by the
- *   allocation protocol's steps: the entry's user object checks and holds the quota, this
- *   pool claims the device, the user object records it (see handOverAllocation). The entry's
- *   id is the idempotency key, so a retry never allocates twice.
- * - Reservations: a booking takes one fitting device whose window is free (checked and
- *   written with no await between, so two bookings never get one window), and the device
- *   itself records the window, refusing claims and extends that would run into it. The
- *   alarm reminds, and at the start allocates the device by the same steps.
- * Feed events for users go through an outbox (`notices`) that the alarm retries.
+ * It is also the front door of the pool's waiting queue (./pool/queue-desk.ts) and
+ * reservations (./pool/reservation-desk.ts), because both are about the order in which this
+ * pool's devices are handed out; both hand a device over by the protocol's steps
+ * (./pool/handover.ts), with the entry's or reservation's id as the idempotency key. Feed
+ * events for users and windows given back to devices go through the outbox.
  *
  * Pool feed (`GET /ws/pools/:pool`, admins): every change the index applies is logged as a
  * `pool.device` event in the same transaction, and the hello carries the pool's devices, so an
