@@ -7,7 +7,7 @@
  */
 import { FEED } from "../src/config";
 import type { Env } from "../src/env";
-import { FeedHub, feedSchema, refuseSocket, type FeedHistory, type FeedRequest } from "../src/feed/hub";
+import { FeedHub, feedSchema, refuseSocket, type FeedHistory, type FeedRequest } from "../src/objects/feed";
 import { CLOSE, type FeedEvents, type FeedEventType, type FeedKind } from "../src/feed/protocol";
 import { ServiceObject } from "../src/objects/base";
 

@@ -22,7 +22,7 @@ import { fits } from "../src/domain/strategy";
 import type { DeviceInfo, DeviceSpec, DeviceStatus, EndReason, EndedAllocation, UsageRecord } from "../src/domain/types";
 import type { Env } from "../src/env";
 import { fail, ok, type Result } from "../src/errors";
-import { FeedHub, feedSchema, refuseSocket, type FeedRequest } from "../src/feed/hub";
+import { FeedHub, feedSchema, refuseSocket, type FeedRequest } from "../src/objects/feed";
 import { CLOSE, type FeedEvents } from "../src/feed/protocol";
 
 import { ServiceObject } from "../src/objects/base";

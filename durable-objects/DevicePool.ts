@@ -34,7 +34,7 @@ import type { ReservationStatus } from "../src/domain/reservation";
 import type { DeviceStatus } from "../src/domain/types";
 import type { Env } from "../src/env";
 import { fail, ok, type Result } from "../src/errors";
-import { FeedHub, feedSchema, refuseSocket, type FeedRequest } from "../src/feed/hub";
+import { FeedHub, feedSchema, refuseSocket, type FeedRequest } from "../src/objects/feed";
 import { CLOSE, type PoolFeedState } from "../src/feed/protocol";
 import { countChange, type CounterRow } from "../src/metrics";
 import { ServiceObject } from "../src/objects/base";

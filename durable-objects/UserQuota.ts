@@ -32,7 +32,7 @@ import { checkReservation } from "../src/domain/reservation";
 import type { Allocation, AllocationStatus, DeviceSpec, EndReason, EndedAllocation, Quota, UsageRecord } from "../src/domain/types";
 import type { Env } from "../src/env";
 import { fail, ok, type Failure, type Result } from "../src/errors";
-import { FeedHub, feedSchema, refuseSocket, type FeedHistory, type FeedRequest } from "../src/feed/hub";
+import { FeedHub, feedSchema, refuseSocket, type FeedHistory, type FeedRequest } from "../src/objects/feed";
 import { CLOSE, type FeedEvents, type FeedEventType } from "../src/feed/protocol";
 
 import { log } from "../src/log";

@@ -3,7 +3,7 @@ import { describe, expect, it } from "vitest";
 import { call, registerDevice, sleep, tokenFor, uid, until } from "./helpers";
 import { events, feedClient, rawFeed, ticket } from "./feed-helpers";
 import type { FeedEvent } from "../src/feed/protocol";
-import { visible, type Watcher } from "../src/feed/hub";
+import { visible, type Watcher } from "../src/objects/feed";
 
 describe("user feed", () => {
   it("delivers allocation, quota and release events live, in the envelope", async () => {

@@ -13,7 +13,7 @@
  */
 import { DurableObject } from "cloudflare:workers";
 import type { Env } from "../env";
-import { feedRequestOf, type FeedHub, type FeedRequest } from "../feed/hub";
+import { feedRequestOf, type FeedHub, type FeedRequest } from "./feed";
 import { AlarmClock } from "./clock";
 import type { Schedule } from "./schedule";
 import { Sql, type Migration } from "./sql";

@@ -15,7 +15,7 @@ import type { AppEventType, FeedEvents } from "../feed/protocol";
 import { jsonBody, route } from "../openapi";
 import { AdminEventsQuery, AppEvent, AppEventBatch, AppEventsBody, AppEventsResult } from "../schemas";
 import { userQuota } from "./helpers";
-import type { FeedHistory } from "../feed/hub";
+import type { FeedHistory } from "../objects/feed";
 import { log } from "../log";
 import { take } from "../rpc";
 

@@ -12,7 +12,7 @@ import { newApp } from "../app-factory";
 import { IDS } from "../config";
 import type { Env } from "../env";
 import { errorBody, fail, ok } from "../errors";
-import { FEED_HEADER, refuseSocket, type FeedRequest } from "../feed/hub";
+import { FEED_HEADER, refuseSocket, type FeedRequest } from "../objects/feed";
 import { CLOSE, type FeedKind } from "../feed/protocol";
 import { mintTicket, readTicket, scopeOf } from "../feed/tickets";
 import { jsonBody, route } from "../openapi";

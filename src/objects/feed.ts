@@ -14,7 +14,7 @@
  *   admin, device or pool feed (invariant 6 is enforced here, per frame, not only by routing).
  */
 import { FEED } from "../config";
-import type { Sql } from "../objects/sql";
+import type { Sql } from "./sql";
 import {
   CLOSE,
   PING,
@@ -25,7 +25,7 @@ import {
   type FeedEventType,
   type FeedKind,
   type HelloData,
-} from "./protocol";
+} from "../feed/protocol";
 
 /** A page of a feed's log: events after `since`, and the bounds of what the log still keeps. */
 export interface FeedHistory {
