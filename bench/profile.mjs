@@ -135,7 +135,9 @@ async function main() {
       for (let i = 0; i < REPS; i++) {
         const r = await allocateRelease(rt, { clients: CLIENTS, seconds: SECONDS, warmupSeconds: 0.5, users, pools });
         console.log(
-          `${CLIENTS} clients: ${r.rps} req/s, workerd CPU ${r.workerdCpuMsPerRequest} ms/request (busy ${r.workerdBusyPercent}%), allocate p50/p99 ${r.allocate.p50Ms}/${r.allocate.p99Ms} ms, release p50/p99 ${r.release.p50Ms}/${r.release.p99Ms} ms, refused ${r.refused}`,
+          `${CLIENTS} clients: ${r.rps} req/s, workerd CPU ${r.workerdCpuMsPerRequest} ms/request (busy ${r.workerdBusyPercent}%), ` +
+            `allocate p50/p99 ${r.allocate.p50Ms}/${r.allocate.p99Ms} ms, release p50/p99 ${r.release.p50Ms}/${r.release.p99Ms} ms, ` +
+            `refused ${r.refused}`,
         );
       }
       return;
@@ -176,10 +178,13 @@ async function main() {
     const busy = total - (bySource.get("idle") ?? 0);
     const pct = (us) => `${((100 * us) / total).toFixed(1)}%`;
     console.log(
-      `\n${r.rps} req/s (${r.cyclesPerSecond} allocate+release cycles/s) at ${CLIENTS} clients, allocate p50/p99 ${r.allocate.p50Ms}/${r.allocate.p99Ms} ms; workerd CPU ${r.workerdCpuMsPerRequest} ms/request, RSS ${workerdRssMB()} MB`,
+      `\n${r.rps} req/s (${r.cyclesPerSecond} allocate+release cycles/s) at ${CLIENTS} clients, ` +
+        `allocate p50/p99 ${r.allocate.p50Ms}/${r.allocate.p99Ms} ms; workerd CPU ${r.workerdCpuMsPerRequest} ms/request, ` +
+        `RSS ${workerdRssMB()} MB`,
     );
     console.log(
-      `main isolate: ${(total / 1000).toFixed(0)} ms sampled, ${pct(busy)} not idle (${(busy / 1000 / (r.rps * SECONDS || 1)).toFixed(3)} ms per request)\n`,
+      `main isolate: ${(total / 1000).toFixed(0)} ms sampled, ${pct(busy)} not idle ` +
+        `(${(busy / 1000 / (r.rps * SECONDS || 1)).toFixed(3)} ms per request)\n`,
     );
     console.log("self time by source");
     for (const [k, us] of [...bySource].sort((a, b) => b[1] - a[1]).slice(0, 25)) console.log(`  ${pct(us).padStart(6)}  ${k}`);

@@ -158,7 +158,9 @@ async function runFloor(rt, { seconds, warmupSeconds, log }) {
     const l = { clients };
     for (const [k, shape] of Object.entries(FLOOR_SHAPES)) l[k] = await floorMeasure(rt, shape, { clients, seconds, warmupSeconds });
     log(
-      `  ${clients} clients: bare ${l.bare.rps} req/s, no-op RPC ${l.noop.rps} req/s, SQLite write ${l.write.rps} req/s (p99 ${l.write.p99Ms} ms), protocol floor ${l.protocol.rps} req/s (p99 ${l.protocol.p99Ms} ms)`,
+      `  ${clients} clients: bare ${l.bare.rps} req/s, no-op RPC ${l.noop.rps} req/s, ` +
+        `SQLite write ${l.write.rps} req/s (p99 ${l.write.p99Ms} ms), ` +
+        `protocol floor ${l.protocol.rps} req/s (p99 ${l.protocol.p99Ms} ms)`,
     );
     levels.push(l);
   }
@@ -341,20 +343,24 @@ async function main() {
   for (const r of [...(ar?.levels ?? []), ...(results.shards ?? [])])
     if (r.leftAllocated)
       results.notes.push(
-        `${r.clients} clients${r.shards ? `, ${r.shards} shards` : ""}: ${r.leftAllocated} devices still allocated after the run (a release failed)`,
+        `${r.clients} clients${r.shards ? `, ${r.shards} shards` : ""}: ` +
+          `${r.leftAllocated} devices still allocated after the run (a release failed)`,
       );
   const cap = results.idleSockets?.capped;
   if (cap)
     results.notes.push(
-      `sockets: ${cap.wanted} wanted, ${cap.reached} held: workerd keeps ${cap.fdsPerConnection} descriptors per connection and its limit here is ${cap.workerdFdLimit} ` +
-        `(${cap.workerdFdsBefore} in use before the level); at the measured cost ${cap.wanted} would take about ${results.idleSockets.projected?.rssMB} MB`,
+      `sockets: ${cap.wanted} wanted, ${cap.reached} held: workerd keeps ${cap.fdsPerConnection} descriptors per connection and its ` +
+        `limit here is ${cap.workerdFdLimit} ` +
+        `(${cap.workerdFdsBefore} in use before the level); at the measured cost ${cap.wanted} would take about ` +
+        `${results.idleSockets.projected?.rssMB} MB`,
     );
   results.machine.loadAverageAtEnd = os.loadavg().map((x) => Math.round(x * 100) / 100);
   results.targets = evaluateTargets(results);
   results.durationSeconds = Math.round((Date.now() - started) / 100) / 10;
   if (results.machine.loadAverageAtStart[0] > 0.5 * results.machine.cpus)
     results.notes.push(
-      `the machine was busy when the run started (load average ${results.machine.loadAverageAtStart[0]} on ${results.machine.cpus} CPUs): figures are noisy`,
+      `the machine was busy when the run started ` +
+        `(load average ${results.machine.loadAverageAtStart[0]} on ${results.machine.cpus} CPUs): figures are noisy`,
     );
 
   writeFileSync(args.out, JSON.stringify(results, null, 2) + "\n");

@@ -716,12 +716,19 @@ async function d1(sqlText) {
   }
 }
 const TRIGGERS = {
-  soak_flaky_usage: `CREATE TRIGGER IF NOT EXISTS soak_flaky_usage BEFORE INSERT ON usage_records WHEN abs(random()) % 100 < ${faults.flakyD1.usagePercent} BEGIN SELECT RAISE(ABORT, 'soak: injected usage write failure'); END`,
-  soak_flaky_charge: `CREATE TRIGGER IF NOT EXISTS soak_flaky_charge BEFORE INSERT ON ledger WHEN NEW.kind = 'charge' AND abs(random()) % 100 < ${faults.flakyD1.chargePercent} BEGIN SELECT RAISE(ABORT, 'soak: injected charge failure'); END`,
+  soak_flaky_usage:
+    `CREATE TRIGGER IF NOT EXISTS soak_flaky_usage BEFORE INSERT ON usage_records WHEN abs(random()) ` +
+    `% 100 < ${faults.flakyD1.usagePercent} BEGIN SELECT RAISE(ABORT, 'soak: injected usage write failure'); END`,
+  soak_flaky_charge:
+    `CREATE TRIGGER IF NOT EXISTS soak_flaky_charge BEFORE INSERT ON ledger WHEN NEW.kind = 'charge' ` +
+    `AND abs(random()) % 100 < ${faults.flakyD1.chargePercent} BEGIN SELECT RAISE(ABORT, ` +
+    `'soak: injected charge failure'); END`,
   soak_usage_outage:
-    "CREATE TRIGGER IF NOT EXISTS soak_usage_outage BEFORE INSERT ON usage_records BEGIN SELECT RAISE(ABORT, 'soak: usage store down'); END",
+    "CREATE TRIGGER IF NOT EXISTS soak_usage_outage BEFORE INSERT ON usage_records BEGIN SELECT RAISE(ABORT, " +
+    "'soak: usage store down'); END",
   soak_dlq_outage:
-    "CREATE TRIGGER IF NOT EXISTS soak_dlq_outage BEFORE INSERT ON failed_usage BEGIN SELECT RAISE(ABORT, 'soak: dead-letter store down'); END",
+    "CREATE TRIGGER IF NOT EXISTS soak_dlq_outage BEFORE INSERT ON failed_usage BEGIN SELECT RAISE(ABORT, " +
+    "'soak: dead-letter store down'); END",
 };
 const on = (name) => d1(TRIGGERS[name]);
 const outage = { deadLettered: 0, dropped: 0 };
@@ -932,7 +939,8 @@ async function userAllocations(u, status) {
   do {
     const r = await must(
       "GET",
-      `/scheduler/allocations?userId=${u}&limit=200${status ? `&status=${status}` : ""}${cursor ? `&cursor=${encodeURIComponent(cursor)}` : ""}`,
+      `/scheduler/allocations?userId=${u}&limit=200${status ? `&status=${status}` : ""}` +
+        `${cursor ? `&cursor=${encodeURIComponent(cursor)}` : ""}`,
       { headers: admin() },
     );
     items.push(...r.body.items);
@@ -1006,7 +1014,8 @@ const fmt = (ms) => `${(ms / 1000).toFixed(1)} s`;
 async function main() {
   const runStart = Date.now();
   log(
-    `${MINUTES} min of traffic and faults, seed ${SEED}, ${USERS} users, ${DEVICES.length} devices in ${POOLS.length} pools, ${CLIENTS} clients (think ${THINK_MS} ms)`,
+    `${MINUTES} min of traffic and faults, seed ${SEED}, ${USERS} users, ${DEVICES.length} devices in ${POOLS.length} pools, ` +
+      `${CLIENTS} clients (think ${THINK_MS} ms)`,
   );
   rt = await startRuntime({
     vars: { ALLOW_SHORT_DURATIONS: "true", USAGE_RETRY_BASE_SECONDS: "0" },
@@ -1030,7 +1039,9 @@ async function main() {
     else await must("GET", `/billing/users/${u}/balance`, { headers: as(u) });
   });
   log(
-    `setup done (${fmt(Date.now() - runStart)}): ${DEVICES.length} devices, ${USERS} users (${[...USER.values()].filter((c) => c.pricey).length} on a pricey plan, ${[...USER.values()].filter((c) => c.toggled).length} with changing quotas)`,
+    `setup done (${fmt(Date.now() - runStart)}): ${DEVICES.length} devices, ` +
+      `${USERS} users (${[...USER.values()].filter((c) => c.pricey).length} on a pricey plan, ` +
+      `${[...USER.values()].filter((c) => c.toggled).length} with changing quotas)`,
   );
 
   // Chaos: traffic, feeds, faults, quota changes and the expiry watcher, all for CHAOS_S seconds.
@@ -1049,7 +1060,9 @@ async function main() {
   const progress = setInterval(() => {
     const alloc = stats.ops.allocate?.["201"] ?? 0;
     log(
-      `${fmt(Date.now() - chaosStart)}: ${stats.requests} requests, ${told.allocations.size} allocations acknowledged (${alloc} first try), ${told.releases.size} releases, ${restartCount} restarts, ${Object.values(faults.evictions).reduce((s, n) => s + n, 0)} evictions, ${feed.events} feed events`,
+      `${fmt(Date.now() - chaosStart)}: ${stats.requests} requests, ` +
+        `${told.allocations.size} allocations acknowledged (${alloc} first try), ${told.releases.size} releases, ` +
+        `${restartCount} restarts, ${Object.values(faults.evictions).reduce((s, n) => s + n, 0)} evictions, ${feed.events} feed events`,
     );
   }, 15_000);
   await sleep(CHAOS_S * 1000);
@@ -1151,7 +1164,9 @@ async function main() {
   }
   const beforeRecovery = await billingGaps(billable);
   log(
-    `queue drained in ${fmt(Date.now() - drainStart)}: ${billable.length} ended billable allocations, ${beforeRecovery.missingUsage} without usage and ${beforeRecovery.missingCharge} without charge, ${beforeRecovery.deadLetters.failed ?? 0} dead letters open`,
+    `queue drained in ${fmt(Date.now() - drainStart)}: ${billable.length} ended billable allocations, ` +
+      `${beforeRecovery.missingUsage} without usage and ${beforeRecovery.missingCharge} without charge, ` +
+      `${beforeRecovery.deadLetters.failed ?? 0} dead letters open`,
   );
 
   // Replay dead letters, then reconcile (twice: the second pass must find nothing).
@@ -1183,7 +1198,8 @@ async function main() {
     resolvedDeadLetters: r.resolvedDeadLetters,
   });
   log(
-    `replayed ${replay.replayed} dead letters; reconciliation healed ${rec1.healed} (second pass: ${rec2.missingUsage + rec2.missingCharges + rec2.mismatched + rec2.balanceDrift} differences)`,
+    `replayed ${replay.replayed} dead letters; reconciliation healed ${rec1.healed} (second pass: ` +
+      `${rec2.missingUsage + rec2.missingCharges + rec2.mismatched + rec2.balanceDrift} differences)`,
   );
 
   // Final records.
@@ -1401,24 +1417,45 @@ function report(r) {
   console.log(`traffic: ${c.requests} requests in ${c.trafficSeconds} s (${c.requestsPerSecond}/s)`);
   for (const [op, outcomes] of Object.entries(c.outcomes).sort()) console.log(`  ${op.padEnd(28)} ${top(outcomes)}`);
   console.log(
-    `allocations: ${c.allocations.acknowledged} acknowledged to clients, ${c.allocations.recorded} recorded; released by reason: ${top(c.allocations.releasedByReason)}; ${c.allocations.extended} extended, ${c.allocations.withIdleRelease} with idle release; ${c.allocations.releasedByTheSoakAtEnd} released at the end`,
+    `allocations: ${c.allocations.acknowledged} acknowledged to clients, ${c.allocations.recorded} recorded; released by reason: ` +
+      `${top(c.allocations.releasedByReason)}; ${c.allocations.extended} extended, ${c.allocations.withIdleRelease} with idle ` +
+      `release; ${c.allocations.releasedByTheSoakAtEnd} released at the end`,
   );
   const f = c.faults;
   console.log(
-    `faults: ${f.restarts} whole-runtime restarts (${f.restartMs.join(", ")} ms), ${Object.values(f.evictions).reduce((s, n) => s + n, 0)} object restarts (${top(f.evictions)}), ${f.usageOutages} usage outages, ${f.deadLetterStoreOutages} dead-letter store outages, ${f.billingOutages} billing outages, flaky D1 (${f.flakyD1.usagePercent}% usage, ${f.flakyD1.chargePercent}% charge writes), ${f.devicesTakenDown} devices taken down, ${f.quotaChanges} quota changes${f.harnessErrors.length ? `; harness errors: ${f.harnessErrors.length}` : ""}`,
+    `faults: ${f.restarts} whole-runtime restarts (${f.restartMs.join(", ")} ms), ` +
+      `${Object.values(f.evictions).reduce((s, n) => s + n, 0)} object restarts (${top(f.evictions)}), ` +
+      `${f.usageOutages} usage outages, ${f.deadLetterStoreOutages} dead-letter store outages, ${f.billingOutages} billing outages, ` +
+      `flaky D1 (${f.flakyD1.usagePercent}% usage, ${f.flakyD1.chargePercent}% charge writes), ` +
+      `${f.devicesTakenDown} devices taken down, ` +
+      `${f.quotaChanges} quota changes${f.harnessErrors.length ? `; harness errors: ${f.harnessErrors.length}` : ""}`,
   );
   const u = c.usage;
   console.log(
-    `usage: ${u.endedBillable} ended billable; consumer saw ${u.workerLog["usage write failed"] ?? 0} failed record writes and ${u.workerLog["usage batch failed"] ?? 0} failed batches (retried; highest attempt ${u.maxDeliveryAttemptSeen}), ${u.deadLettered} messages dead-lettered, ${u.workerLog["dead letter could not be stored"] ?? 0} dead-letter store failures, ${u.droppedByDeadLetterQueue} dead letters dropped`,
+    `usage: ${u.endedBillable} ended billable; consumer saw ${u.workerLog["usage write failed"] ?? 0} failed record writes and ` +
+      `${u.workerLog["usage batch failed"] ?? 0} failed batches (retried; highest attempt ${u.maxDeliveryAttemptSeen}), ` +
+      `${u.deadLettered} messages dead-lettered, ${u.workerLog["dead letter could not be stored"] ?? 0} dead-letter store failures, ` +
+      `${u.droppedByDeadLetterQueue} dead letters dropped`,
   );
   console.log(
-    `       after drain: ${u.beforeRecovery.missingUsage} without usage, ${u.beforeRecovery.missingCharge} without charge (dead letters: ${top(u.beforeRecovery.deadLetters) || "none"}); replayed ${u.replay.replayed}; reconciliation healed ${u.reconcile.healed} (missing usage ${u.reconcile.missingUsage}, charges ${u.reconcile.missingCharges}); second pass ${u.reconcileSecondPass.missingUsage + u.reconcileSecondPass.missingCharges + u.reconcileSecondPass.mismatched + u.reconcileSecondPass.balanceDrift} differences; rows by source: ${top(u.usageRowsBySource)}`,
+    `       after drain: ${u.beforeRecovery.missingUsage} without usage, ${u.beforeRecovery.missingCharge} without charge ` +
+      `(dead letters: ${top(u.beforeRecovery.deadLetters) || "none"}); replayed ${u.replay.replayed}; ` +
+      `reconciliation healed ${u.reconcile.healed} (missing usage ${u.reconcile.missingUsage}, ` +
+      `charges ${u.reconcile.missingCharges}); second pass ` +
+      `${
+        u.reconcileSecondPass.missingUsage +
+        u.reconcileSecondPass.missingCharges +
+        u.reconcileSecondPass.mismatched +
+        u.reconcileSecondPass.balanceDrift
+      } differences; rows by source: ${top(u.usageRowsBySource)}`,
   );
   console.log(
-    `queue entries: ${top(c.queue)} (failed: ${top(c.queueFailedBecause) || "none"}); reservations: ${top(c.reservations)} (failed: ${top(c.reservationsFailedBecause) || "none"})`,
+    `queue entries: ${top(c.queue)} (failed: ${top(c.queueFailedBecause) || "none"}); reservations: ${top(c.reservations)} (failed: ` +
+      `${top(c.reservationsFailedBecause) || "none"})`,
   );
   console.log(
-    `feeds: ${c.feed.sockets} sockets, ${c.feed.reconnects} reconnects, ${c.feed.events} events (${top(c.feed.byType, 6)}); close codes ${top(c.feed.closes)}`,
+    `feeds: ${c.feed.sockets} sockets, ${c.feed.reconnects} reconnects, ${c.feed.events} events (${top(c.feed.byType, 6)}); ` +
+      `close codes ${top(c.feed.closes)}`,
   );
   console.log(`5xx and network errors: ${top(c.failuresAndNetworkErrors, 12) || "none"}`);
   if (c.workerLogOther.count)

@@ -288,19 +288,25 @@ function printBanner() {
     `ADMIN=${tokens["ops-admin"]}`,
     "",
     "# allocate a device for 30 minutes (pool default) and keep its id",
-    `DEVICE=$(curl -s -X POST "$BASE/scheduler/devices/allocate" -H "Authorization: Bearer $ALICE" -H 'content-type: application/json' -d '{"durationMinutes":30,"spec":{"cpuCores":2}}' | tee /dev/stderr | sed -n 's/.*"deviceId":"\\([^"]*\\)".*/\\1/p'); echo; echo "device: $DEVICE"`,
+    `DEVICE=$(curl -s -X POST "$BASE/scheduler/devices/allocate" -H "Authorization: Bearer $ALICE" -H ` +
+      `'content-type: application/json' -d '{"durationMinutes":30,"spec":{"cpuCores":2}}' | tee /dev/stderr | sed -n ` +
+      `'s/.*"deviceId":"\\([^"]*\\)".*/\\1/p'); echo; echo "device: $DEVICE"`,
     "# a 1-minute allocation: the feed shows device.allocated, device.expiring at 30 s, device.released (expired) at 60 s",
-    `curl -s -X POST "$BASE/scheduler/devices/allocate" -H "Authorization: Bearer $ALICE" -H 'content-type: application/json' -d '{"durationMinutes":1}'; echo`,
+    `curl -s -X POST "$BASE/scheduler/devices/allocate" -H "Authorization: Bearer $ALICE" -H 'content-type: application/json' -d ` +
+      `'{"durationMinutes":1}'; echo`,
     "# a feed ticket (single use, 60 s) for a browser: new WebSocket(BASE.replace('http','ws') + url + '&since=0')",
     `curl -s -X POST "$BASE/ws/ticket" -H "Authorization: Bearer $ALICE"; echo`,
     "# list alice's allocations",
     `curl -s "$BASE/scheduler/allocations" -H "Authorization: Bearer $ALICE"; echo`,
     "# release it",
-    `curl -s -X POST "$BASE/scheduler/devices/release" -H "Authorization: Bearer $ALICE" -H 'content-type: application/json' -d "{\\"deviceId\\":\\"$DEVICE\\"}"; echo`,
+    `curl -s -X POST "$BASE/scheduler/devices/release" -H "Authorization: Bearer $ALICE" -H 'content-type: application/json' -d ` +
+      `"{\\"deviceId\\":\\"$DEVICE\\"}"; echo`,
     "# wait in the queue when nothing fits (served at once if a device is free; the feed says queue.fulfilled / queue.expired)",
-    `curl -s -X POST "$BASE/scheduler/queue/join" -H "Authorization: Bearer $ALICE" -H 'content-type: application/json' -d '{"durationMinutes":15,"maxWaitMinutes":30}'; echo`,
+    `curl -s -X POST "$BASE/scheduler/queue/join" -H "Authorization: Bearer $ALICE" -H 'content-type: application/json' -d ` +
+      `'{"durationMinutes":15,"maxWaitMinutes":30}'; echo`,
     "# reserve a device for an hour from tomorrow 09:00 UTC (reminder 15 minutes before, allocated at the start)",
-    `curl -s -X POST "$BASE/scheduler/reservations" -H "Authorization: Bearer $ALICE" -H 'content-type: application/json' -d "{\\"startAt\\":\\"$(date -u -d 'tomorrow 09:00' +%Y-%m-%dT%H:%M:%SZ)\\",\\"durationMinutes\\":60}"; echo`,
+    `curl -s -X POST "$BASE/scheduler/reservations" -H "Authorization: Bearer $ALICE" -H 'content-type: application/json' -d ` +
+      `"{\\"startAt\\":\\"$(date -u -d 'tomorrow 09:00' +%Y-%m-%dT%H:%M:%SZ)\\",\\"durationMinutes\\":60}"; echo`,
     `curl -s "$BASE/scheduler/reservations" -H "Authorization: Bearer $ALICE"; echo`,
     "# alice's quota and usage",
     `curl -s "$BASE/quotas/user/alice" -H "Authorization: Bearer $ALICE"; echo`,
@@ -309,14 +315,18 @@ function printBanner() {
     `curl -s "$BASE/billing/users/alice/ledger" -H "Authorization: Bearer $ALICE"; echo`,
     `curl -s "$BASE/metering/users/alice" -H "Authorization: Bearer $ALICE"; echo`,
     "# top up alice by 20.00 USD (admin; the same paymentId is credited once)",
-    `curl -s -X POST "$BASE/billing/users/alice/top-ups" -H "Authorization: Bearer $ADMIN" -H 'content-type: application/json' -d '{"amount":2000,"paymentId":"demo-pay-1","paymentMethod":"card"}'; echo`,
+    `curl -s -X POST "$BASE/billing/users/alice/top-ups" -H "Authorization: Bearer $ADMIN" -H 'content-type: application/json' -d ` +
+      `'{"amount":2000,"paymentId":"demo-pay-1","paymentMethod":"card"}'; echo`,
     "# what another service sees (X-Service-Token from .dev.vars)",
     `SERVICE=${serviceToken()}`,
     "# an app event from the app service: lands on alice's feed (the same eventId shows once)",
-    `curl -s -X POST "$BASE/api/internal/events" -H "X-Service-Token: $SERVICE" -H 'content-type: application/json' -d '{"type":"app.installed","eventId":"demo-app-1","data":{"userId":"alice","appId":"com.example.chat","appName":"Chat","deviceId":"demo-default-1","version":"1.2.0"}}'; echo`,
+    `curl -s -X POST "$BASE/api/internal/events" -H "X-Service-Token: $SERVICE" -H 'content-type: application/json' -d ` +
+      `'{"type":"app.installed","eventId":"demo-app-1",` +
+      `"data":{"userId":"alice","appId":"com.example.chat","appName":"Chat","deviceId":"demo-default-1","version":"1.2.0"}}'; echo`,
     `curl -s "$BASE/api/internal/balance/user/alice" -H "X-Service-Token: $SERVICE"; echo`,
     "# reconcile ended allocations with usage and charges (admin)",
-    `curl -s -X POST "$BASE/admin/billing/reconcile" -H "Authorization: Bearer $ADMIN" -H 'content-type: application/json' -d '{"userId":"alice","to":"2999-01-01T00:00:00Z"}'; echo`,
+    `curl -s -X POST "$BASE/admin/billing/reconcile" -H "Authorization: Bearer $ADMIN" -H 'content-type: application/json' -d ` +
+      `'{"userId":"alice","to":"2999-01-01T00:00:00Z"}'; echo`,
     "# pools (admin)",
     `curl -s "$BASE/admin/pools" -H "Authorization: Bearer $ADMIN"; echo`,
     "# operator metrics in the Prometheus text format (admin)",

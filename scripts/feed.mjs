@@ -64,7 +64,8 @@ client.onState(({ state, close }) => {
     say(`-- disconnected (${close.code}${close.reason ? ` ${close.reason}` : ""}); reconnecting from seq ${client.lastSeq ?? "now"}...`);
   if (state === "stopped" && close)
     say(
-      `-- closed for good (${close.code} ${close.reason}); ${client.lastError ? `${client.lastError.code}: ${client.lastError.message}` : ""}`,
+      `-- closed for good (${close.code} ${close.reason}); ` +
+        `${client.lastError ? `${client.lastError.code}: ${client.lastError.message}` : ""}`,
     );
 });
 process.on("SIGINT", () => {

@@ -76,7 +76,8 @@ const CALLERS: Caller[] = [
     kind: "bad",
     headers: async (fx) =>
       bearer(
-        `${b64url(JSON.stringify({ alg: "none", typ: "JWT" }))}.${b64url(JSON.stringify({ sub: fx.admin, role: "admin", exp: nowS() + 3600 }))}.`,
+        `${b64url(JSON.stringify({ alg: "none", typ: "JWT" }))}.` +
+          `${b64url(JSON.stringify({ sub: fx.admin, role: "admin", exp: nowS() + 3600 }))}.`,
       ),
   },
   {
@@ -1264,7 +1265,17 @@ function expected(route: RouteCase, kind: CallerKind): { status: number; code?: 
 }
 
 const label = (r: RouteCase) =>
-  `${r.method} ${r.path({ pool: ":pool", owner: ":userId", held: ":id", free: ":id", allocationId: ":id", planId: ":planId", invoiceId: ":invoiceId", entryId: ":id", reservationId: ":id" } as Fixture)}`;
+  `${r.method} ${r.path({
+    pool: ":pool",
+    owner: ":userId",
+    held: ":id",
+    free: ":id",
+    allocationId: ":id",
+    planId: ":planId",
+    invoiceId: ":invoiceId",
+    entryId: ":id",
+    reservationId: ":id",
+  } as Fixture)}`;
 
 describe("auth matrix", () => {
   it("covers every route the app declares", async () => {

@@ -177,7 +177,8 @@ async function objectIds() {
 async function d1Snapshot() {
   const queries = {
     usage:
-      "SELECT COUNT(*) AS n, COALESCE(SUM(duration_seconds), 0) AS seconds, COALESCE(SUM(cpu_cores + memory_mb + storage_mb), 0) AS spec FROM usage_records",
+      "SELECT COUNT(*) AS n, COALESCE(SUM(duration_seconds), 0) AS seconds, COALESCE(SUM(cpu_cores + memory_mb + storage_mb), 0) " +
+      "AS spec FROM usage_records",
     ledger: "SELECT COUNT(*) AS n, COALESCE(SUM(amount), 0) AS total, COALESCE(MAX(seq), 0) AS last FROM ledger",
     accounts: "SELECT user_id, plan_id, balance, last_seq, reconciled_through, updated_at FROM accounts ORDER BY user_id",
     plans: "SELECT * FROM pricing_plans ORDER BY plan_id",
@@ -2155,7 +2156,10 @@ describe("the billing table's base bodies", () => {
   });
 });
 
-/** Everything a group of refusals must leave alone: the state read through the API, D1's billing tables and, for refusals that must not reach any object, which objects exist. */
+/**
+ * Everything a group of refusals must leave alone: the state read through the API, D1's billing tables and, for refusals
+ * that must not reach any object, which objects exist.
+ */
 const groupState = async (objects: boolean) => ({
   state: await snapshot(),
   d1: await d1Snapshot(),
@@ -2261,7 +2265,8 @@ describe("hostile feed upgrades close with a 4xxx code and a feed.error frame, w
     [
       "device ticket for another device",
       async () =>
-        `/ws/devices/${W.free1}?ticket=${(await call("POST", "/ws/ticket", { token: W.userToken, body: { feed: "device", deviceId: W.held } })).body.ticket}`,
+        `/ws/devices/${W.free1}?ticket=` +
+        `${(await call("POST", "/ws/ticket", { token: W.userToken, body: { feed: "device", deviceId: W.held } })).body.ticket}`,
       4401,
     ],
     ["since is not a number", async () => "/ws?ticket=x&since=abc", 4400],
@@ -2275,7 +2280,8 @@ describe("hostile feed upgrades close with a 4xxx code and a feed.error frame, w
     [
       "pool ticket for another pool",
       async () =>
-        `/ws/pools/${uid("bi-otherpool")}?ticket=${(await call("POST", "/ws/ticket", { token: W.adminToken, body: { feed: "pool", pool: W.pool } })).body.ticket}`,
+        `/ws/pools/${uid("bi-otherpool")}?ticket=` +
+        `${(await call("POST", "/ws/ticket", { token: W.adminToken, body: { feed: "pool", pool: W.pool } })).body.ticket}`,
       4401,
     ],
     [
@@ -2710,7 +2716,10 @@ function fillDeep(v: unknown, names: Record<string, string>): unknown {
   return v;
 }
 
-/** The billing rows of `users` and `allocationIds`, and counts that only these routes move (the queue writes `device` usage, never these). */
+/**
+ * The billing rows of `users` and `allocationIds`, and counts that only these routes move (the queue writes `device` usage,
+ * never these).
+ */
 async function billingRows(users: string[], allocationIds: string[]) {
   const u = users.map(() => "?").join(", ");
   const a = allocationIds.map(() => "?").join(", ");
@@ -2738,7 +2747,8 @@ async function billingRows(users: string[], allocationIds: string[]) {
 async function expectBalancesFollowLedger(users: string[], ctx: string) {
   for (const user of users) {
     const row = await env.DB.prepare(
-      "SELECT a.balance, (SELECT COALESCE(SUM(amount), 0) FROM ledger l WHERE l.user_id = a.user_id) AS total FROM accounts a WHERE a.user_id = ?",
+      "SELECT a.balance, (SELECT COALESCE(SUM(amount), 0) FROM ledger l WHERE l.user_id = a.user_id) AS total FROM accounts a " +
+        "WHERE a.user_id = ?",
     )
       .bind(user)
       .first<{ balance: number; total: number }>();

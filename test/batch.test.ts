@@ -474,7 +474,8 @@ describe("batch release and extend", () => {
       message: "No such allocation.",
       details: { allocationId: theirs.allocationId },
     });
-    // The single route says the same for the foreign and unknown ids (the others now hit the cooldown, so compare those that cannot change).
+    // The single route says the same for the foreign and unknown ids (the others now hit the cooldown, so compare those that
+    // cannot change).
     for (const i of [1, 2, 3, 4, 5]) {
       const { allocationId, ...rest } = requests[i] as { allocationId: string };
       const single = await call("PUT", `/scheduler/allocations/${encodeURIComponent(allocationId)}/extend`, {

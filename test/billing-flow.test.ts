@@ -18,7 +18,8 @@ async function charged(allocationId: string) {
   return until(
     async () =>
       env.DB.prepare(
-        "SELECT l.amount, l.balance_after, u.duration_seconds, u.reason FROM ledger l JOIN usage_records u ON u.allocation_id = l.allocation_id WHERE l.allocation_id = ?",
+        "SELECT l.amount, l.balance_after, u.duration_seconds, u.reason FROM ledger l JOIN usage_records u " +
+          "ON u.allocation_id = l.allocation_id WHERE l.allocation_id = ?",
       )
         .bind(allocationId)
         .first<{ amount: number; balance_after: number; duration_seconds: number; reason: string }>(),

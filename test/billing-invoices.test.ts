@@ -43,7 +43,8 @@ async function seed(userId: string, lines: Fixture[]): Promise<number> {
     if (allocationId) {
       statements.push(
         env.DB.prepare(
-          `INSERT INTO usage_records (allocation_id, device_id, user_id, tenant_id, duration_seconds, cpu_cores, memory_mb, storage_mb, allocated_at, released_at, reason, received_at, source)
+          `INSERT INTO usage_records (allocation_id, device_id, user_id, tenant_id, duration_seconds, cpu_cores, memory_mb, storage_mb,
+           allocated_at, released_at, reason, received_at, source)
          VALUES (?, 'fx-dev', ?, NULL, ?, 2, 4096, 32768, ?, ?, 'released', ?, 'device')`,
         ).bind(allocationId, userId, l.seconds ?? 0, at - (l.seconds ?? 0) * 1000, at, at),
       );
@@ -163,59 +164,62 @@ describe("invoice totals", () => {
     expect(await ledgerSum(user)).toBe(1593);
   });
 
-  it("a charge booked after the month ended is on the next invoice, and the invoices still add up to the ledger and the balance", async () => {
-    const user = uid("inv-late");
-    await seed(user, [
-      { kind: "starting_credit", amount: 1000, at: "2026-10-03T10:00:00.000Z" },
-      { kind: "charge", amount: -50, at: "2026-10-04T10:00:00.000Z", seconds: 7000 },
-    ]);
-    const oct = await generateInvoices(env, "2026-10");
-    expect(oct.ok).toBe(true);
-    const octBefore = await invoiceRows(user);
-    expect(octBefore).toHaveLength(1);
-    expect(octBefore[0]).toMatchObject({ opening_balance: 0, charges: 50, credits: 1000, closing_balance: 950 });
+  it(
+    "a charge booked after the month ended is on the next invoice, " + "and the invoices still add up to the ledger and the balance",
+    async () => {
+      const user = uid("inv-late");
+      await seed(user, [
+        { kind: "starting_credit", amount: 1000, at: "2026-10-03T10:00:00.000Z" },
+        { kind: "charge", amount: -50, at: "2026-10-04T10:00:00.000Z", seconds: 7000 },
+      ]);
+      const oct = await generateInvoices(env, "2026-10");
+      expect(oct.ok).toBe(true);
+      const octBefore = await invoiceRows(user);
+      expect(octBefore).toHaveLength(1);
+      expect(octBefore[0]).toMatchObject({ opening_balance: 0, charges: 50, credits: 1000, closing_balance: 950 });
 
-    // Usage of an hour in late October arrives only now (this month): booked now, at the standard price (25 ¢).
-    const body = {
-      allocationId: uid("alc-late"),
-      deviceId: "late-dev",
-      userId: user,
-      durationSeconds: 3600,
-      cpuCores: 2,
-      memoryMB: 4096,
-      storageMB: 32768,
-      allocatedAt: "2026-10-31T22:00:00.000Z",
-      releasedAt: "2026-10-31T23:00:00.000Z",
-    };
-    const booked = await call("POST", "/api/internal/metering/device-usage", { service: SERVICE_TOKEN, body });
-    expect(booked.body).toMatchObject({ recorded: 1, results: [{ status: "recorded", amount: 25 }] });
+      // Usage of an hour in late October arrives only now (this month): booked now, at the standard price (25 ¢).
+      const body = {
+        allocationId: uid("alc-late"),
+        deviceId: "late-dev",
+        userId: user,
+        durationSeconds: 3600,
+        cpuCores: 2,
+        memoryMB: 4096,
+        storageMB: 32768,
+        allocatedAt: "2026-10-31T22:00:00.000Z",
+        releasedAt: "2026-10-31T23:00:00.000Z",
+      };
+      const booked = await call("POST", "/api/internal/metering/device-usage", { service: SERVICE_TOKEN, body });
+      expect(booked.body).toMatchObject({ recorded: 1, results: [{ status: "recorded", amount: 25 }] });
 
-    // October's invoice is written once and stays as it was, also when run again.
-    expect((await runInvoices("2026-10")).body).toMatchObject({ created: 0 });
-    expect(await invoiceRows(user)).toEqual(octBefore);
+      // October's invoice is written once and stays as it was, also when run again.
+      expect((await runInvoices("2026-10")).body).toMatchObject({ created: 0 });
+      expect(await invoiceRows(user)).toEqual(octBefore);
 
-    // The invoice of the month it was booked in (this one, written as if it had closed) carries it.
-    const current = periodOf(Date.now());
-    const next = await generateInvoices(env, current, { now: periodBounds(current)!.end + INVOICE_CLOSE_DELAY_MS });
-    expect(next.ok).toBe(true);
-    const rows = await invoiceRows(user);
-    expect(rows.map((r) => r.period)).toEqual(["2026-10", current]);
-    expect(rows[1]).toMatchObject({
-      opening_balance: 950,
-      charges: 25,
-      credits: 0,
-      debits: 0,
-      closing_balance: 925,
-      usage_count: 1,
-      usage_seconds: 3600,
-    });
+      // The invoice of the month it was booked in (this one, written as if it had closed) carries it.
+      const current = periodOf(Date.now());
+      const next = await generateInvoices(env, current, { now: periodBounds(current)!.end + INVOICE_CLOSE_DELAY_MS });
+      expect(next.ok).toBe(true);
+      const rows = await invoiceRows(user);
+      expect(rows.map((r) => r.period)).toEqual(["2026-10", current]);
+      expect(rows[1]).toMatchObject({
+        opening_balance: 950,
+        charges: 25,
+        credits: 0,
+        debits: 0,
+        closing_balance: 925,
+        usage_count: 1,
+        usage_seconds: 3600,
+      });
 
-    const items = await invoicesOf(user);
-    expect(chain(items)).toBe(await ledgerSum(user));
-    const balance = await call("GET", `/billing/users/${user}/balance`, { token: await tokenFor(user) });
-    expect(balance.body.balance).toBe(925);
-    expect(rows[1]!.closing_balance).toBe(balance.body.balance);
-  });
+      const items = await invoicesOf(user);
+      expect(chain(items)).toBe(await ledgerSum(user));
+      const balance = await call("GET", `/billing/users/${user}/balance`, { token: await tokenFor(user) });
+      expect(balance.body.balance).toBe(925);
+      expect(rows[1]!.closing_balance).toBe(balance.body.balance);
+    },
+  );
 
   it("a month with no ledger activity gets no invoice; the next active month opens at the carried balance", async () => {
     const user = uid("inv-quiet");
@@ -339,7 +343,8 @@ describe("which months can be invoiced", () => {
     // A charge that read the clock at 23:59:59.5 commits after midnight (its row still says June).
     const late = await env.DB.prepare(
       `INSERT INTO ledger (entry_id, user_id, kind, amount, balance_after, allocation_id, plan_id, memo, created_at)
-       SELECT 'charge:late-' || ?1, ?1, 'charge', -4, balance - 4, NULL, 'standard', 'late commit', ?2 FROM accounts WHERE user_id = ?1 RETURNING seq`,
+       SELECT 'charge:late-' || ?1, ?1, 'charge', -4, balance - 4, NULL, 'standard', 'late commit', ?2
+       FROM accounts WHERE user_id = ?1 RETURNING seq`,
     )
       .bind(user, end - 500)
       .first<{ seq: number }>();

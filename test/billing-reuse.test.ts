@@ -46,39 +46,43 @@ describe("a balance read moments ago is reused, never above the truth", () => {
     expect(BILLING.balanceReuseMs).toBeLessThanOrEqual(60_000);
   });
 
-  it("what ended since the read is counted: during an outage it allows what the rest covers and refuses (503: D1 must be asked) what it does not", async () => {
-    const { pool, user, token } = await poolAndUser("reuse");
-    await pricey(user);
-    // Reads D1 (1000), holds 2 s: the charge will be 600.
-    const a = await allocate(token, pool, 2);
-    expect(a.status, JSON.stringify(a.body)).toBe(201);
-    await until(
-      async () => (await call("GET", `/scheduler/allocations/${a.body.allocationId}`, { token })).body.status === "released",
-      10_000,
-      100,
-    );
-    const ended = (await call("GET", `/scheduler/allocations/${a.body.allocationId}`, { token })).body;
-    expect(ended).toMatchObject({ reason: "expired", durationSeconds: 2 });
+  it(
+    "what ended since the read is counted: during an outage it allows what the rest covers and refuses (503: D1 must be asked) " +
+      "what it does not",
+    async () => {
+      const { pool, user, token } = await poolAndUser("reuse");
+      await pricey(user);
+      // Reads D1 (1000), holds 2 s: the charge will be 600.
+      const a = await allocate(token, pool, 2);
+      expect(a.status, JSON.stringify(a.body)).toBe(201);
+      await until(
+        async () => (await call("GET", `/scheduler/allocations/${a.body.allocationId}`, { token })).body.status === "released",
+        10_000,
+        100,
+      );
+      const ended = (await call("GET", `/scheduler/allocations/${a.body.allocationId}`, { token })).body;
+      expect(ended).toMatchObject({ reason: "expired", durationSeconds: 2 });
 
-    await withBillingDown(async () => {
-      // Known: 1000 − 600 = 400. Two seconds (600) need D1, which is down.
-      const tooMuch = await allocate(token, pool, 2);
-      expect(tooMuch.status, JSON.stringify(tooMuch.body)).toBe(503);
-      expect(tooMuch.body.error.code).toBe("BILLING_UNAVAILABLE");
-      // One second (300) fits in what is known without D1.
-      const fits = await allocate(token, pool, 1);
-      expect(fits.status, JSON.stringify(fits.body)).toBe(201);
-    });
-    // After recovery every charge is booked, and the balance went where the object expected it to.
-    await until(
-      async () => {
-        const r = await env.DB.prepare("SELECT balance FROM accounts WHERE user_id = ?").bind(user).first<{ balance: number }>();
-        return r?.balance === 100;
-      },
-      15_000,
-      100,
-    );
-  });
+      await withBillingDown(async () => {
+        // Known: 1000 − 600 = 400. Two seconds (600) need D1, which is down.
+        const tooMuch = await allocate(token, pool, 2);
+        expect(tooMuch.status, JSON.stringify(tooMuch.body)).toBe(503);
+        expect(tooMuch.body.error.code).toBe("BILLING_UNAVAILABLE");
+        // One second (300) fits in what is known without D1.
+        const fits = await allocate(token, pool, 1);
+        expect(fits.status, JSON.stringify(fits.body)).toBe(201);
+      });
+      // After recovery every charge is booked, and the balance went where the object expected it to.
+      await until(
+        async () => {
+          const r = await env.DB.prepare("SELECT balance FROM accounts WHERE user_id = ?").bind(user).first<{ balance: number }>();
+          return r?.balance === 100;
+        },
+        15_000,
+        100,
+      );
+    },
+  );
 
   it("an adjustment is seen by the very next allocation (no reuse of the older balance)", async () => {
     const { pool, user, token } = await poolAndUser("reuse-adj");

@@ -54,7 +54,8 @@ describe("BILLING_ALLOW_ON_ERROR=true: an unreadable balance lets allocations th
     const charge = await until(
       () =>
         env.DB.prepare(
-          "SELECT l.amount, u.duration_seconds FROM ledger l JOIN usage_records u ON u.allocation_id = l.allocation_id WHERE l.allocation_id = ?",
+          "SELECT l.amount, u.duration_seconds FROM ledger l JOIN usage_records u ON u.allocation_id = l.allocation_id " +
+            "WHERE l.allocation_id = ?",
         )
           .bind(id)
           .first<{ amount: number; duration_seconds: number }>(),

@@ -72,45 +72,49 @@ describe("BILLING_ALLOW_ON_ERROR=false: an unreadable balance refuses and change
     expect(bal.body.balance).toBe(1000);
   });
 
-  it("extend: a balance read moments ago carries it through an outage; not known fresh, 503 BILLING_UNAVAILABLE and nothing changes; works again after recovery", async () => {
-    const pool = uid("down-ext");
-    const dev = await registerDevice(pool);
-    const user = uid("closed-ext");
-    const token = await tokenFor(user);
-    // Enterprise: no extend cooldown, so only billing decides here.
-    expect((await call("PUT", `/quotas/user/${user}`, { token: await admin(), body: { plan: "enterprise" } })).status).toBe(200);
-    const a = await call("POST", "/scheduler/devices/allocate", { token, body: { pool, durationMinutes: 30 } });
-    expect(a.status, JSON.stringify(a.body)).toBe(201);
-    const id = a.body.allocationId as string;
-    // The allocation just read the balance: an extension during an outage uses it.
-    const carried = await withBillingDown(() =>
-      call("PUT", `/scheduler/allocations/${id}/extend`, { token, body: { additionalMinutes: 5 } }),
-    );
-    expect(carried.status, JSON.stringify(carried.body)).toBe(200);
-    expect(carried.body).toMatchObject({ extendCount: 1, extendedMinutes: 5 });
-    // The user's object restarts and remembers no balance: now the outage refuses.
-    await evictDurableObject(env.USER_QUOTA.getByName(user));
-    const before = (await call("GET", `/scheduler/allocations/${id}`, { token })).body;
-    const quotaBefore = await quota(user, token);
-    const deviceBefore = await device(dev.deviceId);
+  it(
+    "extend: a balance read moments ago carries it through an outage; " +
+      "not known fresh, 503 BILLING_UNAVAILABLE and nothing changes; works again after recovery",
+    async () => {
+      const pool = uid("down-ext");
+      const dev = await registerDevice(pool);
+      const user = uid("closed-ext");
+      const token = await tokenFor(user);
+      // Enterprise: no extend cooldown, so only billing decides here.
+      expect((await call("PUT", `/quotas/user/${user}`, { token: await admin(), body: { plan: "enterprise" } })).status).toBe(200);
+      const a = await call("POST", "/scheduler/devices/allocate", { token, body: { pool, durationMinutes: 30 } });
+      expect(a.status, JSON.stringify(a.body)).toBe(201);
+      const id = a.body.allocationId as string;
+      // The allocation just read the balance: an extension during an outage uses it.
+      const carried = await withBillingDown(() =>
+        call("PUT", `/scheduler/allocations/${id}/extend`, { token, body: { additionalMinutes: 5 } }),
+      );
+      expect(carried.status, JSON.stringify(carried.body)).toBe(200);
+      expect(carried.body).toMatchObject({ extendCount: 1, extendedMinutes: 5 });
+      // The user's object restarts and remembers no balance: now the outage refuses.
+      await evictDurableObject(env.USER_QUOTA.getByName(user));
+      const before = (await call("GET", `/scheduler/allocations/${id}`, { token })).body;
+      const quotaBefore = await quota(user, token);
+      const deviceBefore = await device(dev.deviceId);
 
-    const refused = await withBillingDown(() =>
-      call("PUT", `/scheduler/allocations/${id}/extend`, { token, body: { additionalMinutes: 10 } }),
-    );
-    expect(refused.status, JSON.stringify(refused.body)).toBe(503);
-    expect(refused.body.error.code).toBe("BILLING_UNAVAILABLE");
+      const refused = await withBillingDown(() =>
+        call("PUT", `/scheduler/allocations/${id}/extend`, { token, body: { additionalMinutes: 10 } }),
+      );
+      expect(refused.status, JSON.stringify(refused.body)).toBe(503);
+      expect(refused.body.error.code).toBe("BILLING_UNAVAILABLE");
 
-    const after = (await call("GET", `/scheduler/allocations/${id}`, { token })).body;
-    expect(after).toEqual(before);
-    expect(after).toMatchObject({ status: "active", extendCount: 1, extendedMinutes: 5, durationMinutes: 35 });
-    expect((await quota(user, token)).usage).toEqual(quotaBefore.usage);
-    expect(await device(dev.deviceId)).toEqual(deviceBefore);
+      const after = (await call("GET", `/scheduler/allocations/${id}`, { token })).body;
+      expect(after).toEqual(before);
+      expect(after).toMatchObject({ status: "active", extendCount: 1, extendedMinutes: 5, durationMinutes: 35 });
+      expect((await quota(user, token)).usage).toEqual(quotaBefore.usage);
+      expect(await device(dev.deviceId)).toEqual(deviceBefore);
 
-    // D1 is back: the extension goes through once.
-    const ok = await call("PUT", `/scheduler/allocations/${id}/extend`, { token, body: { additionalMinutes: 10 } });
-    expect(ok.status, JSON.stringify(ok.body)).toBe(200);
-    expect(ok.body).toMatchObject({ extendCount: 2, extendedMinutes: 15 });
-    expect(Date.parse(ok.body.expiresAt) - Date.parse(a.body.expiresAt)).toBe(15 * 60_000);
-    await call("POST", "/scheduler/devices/release", { token, body: { deviceId: dev.deviceId } });
-  });
+      // D1 is back: the extension goes through once.
+      const ok = await call("PUT", `/scheduler/allocations/${id}/extend`, { token, body: { additionalMinutes: 10 } });
+      expect(ok.status, JSON.stringify(ok.body)).toBe(200);
+      expect(ok.body).toMatchObject({ extendCount: 2, extendedMinutes: 15 });
+      expect(Date.parse(ok.body.expiresAt) - Date.parse(a.body.expiresAt)).toBe(15 * 60_000);
+      await call("POST", "/scheduler/devices/release", { token, body: { deviceId: dev.deviceId } });
+    },
+  );
 });

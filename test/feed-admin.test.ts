@@ -155,114 +155,119 @@ describe("operator events on the admin feed", () => {
     mine.ws.close(1000);
   });
 
-  it("a usage record D1 keeps refusing ends in the dead-letter store and on the admin socket once; reconciliation then reports and heals it", async () => {
-    const user = uid("lost");
-    const token = await tokenFor(user);
-    const pool = uid("ops-pool");
-    await registerDevice(pool);
-    const ops = await adminSocket();
-    const mine = await userSocket(token);
-    const a = await call("POST", "/scheduler/devices/allocate", { token, body: { pool, durationMinutes: 5 } });
-    expect(a.status, JSON.stringify(a.body)).toBe(201);
-    const allocationId: string = a.body.allocationId;
-    await env.DB.exec(
-      `CREATE TRIGGER ops_refuse_usage BEFORE INSERT ON usage_records WHEN NEW.allocation_id = '${allocationId}' BEGIN SELECT RAISE(ABORT, 'injected: usage write'); END`,
-    );
-    try {
-      expect((await call("POST", "/scheduler/devices/release", { token, body: { deviceId: a.body.deviceId } })).status).toBe(200);
-      // The queue retries (no delay in tests), then the dead-letter consumer keeps it and tells operators.
-      const failed = await until(
-        async () => {
-          const e = framesOf(ops, "billing.usage_failed", (x) => x.data.allocationId === allocationId);
-          return e.length > 0 && e;
-        },
-        60_000,
-        100,
+  it(
+    "a usage record D1 keeps refusing ends in the dead-letter store and on the admin socket once; " +
+      "reconciliation then reports and heals it",
+    async () => {
+      const user = uid("lost");
+      const token = await tokenFor(user);
+      const pool = uid("ops-pool");
+      await registerDevice(pool);
+      const ops = await adminSocket();
+      const mine = await userSocket(token);
+      const a = await call("POST", "/scheduler/devices/allocate", { token, body: { pool, durationMinutes: 5 } });
+      expect(a.status, JSON.stringify(a.body)).toBe(201);
+      const allocationId: string = a.body.allocationId;
+      await env.DB.exec(
+        `CREATE TRIGGER ops_refuse_usage BEFORE INSERT ON usage_records WHEN NEW.allocation_id = '${allocationId}' BEGIN ` +
+          `SELECT RAISE(ABORT, 'injected: usage write'); END`,
       );
-      expect(failed[0]).toMatchObject({
-        userId: user,
-        data: {
-          allocationId,
+      try {
+        expect((await call("POST", "/scheduler/devices/release", { token, body: { deviceId: a.body.deviceId } })).status).toBe(200);
+        // The queue retries (no delay in tests), then the dead-letter consumer keeps it and tells operators.
+        const failed = await until(
+          async () => {
+            const e = framesOf(ops, "billing.usage_failed", (x) => x.data.allocationId === allocationId);
+            return e.length > 0 && e;
+          },
+          60_000,
+          100,
+        );
+        expect(failed[0]).toMatchObject({
           userId: user,
-          deviceId: a.body.deviceId,
-          status: "failed",
-          error: "usage queue retries exhausted",
-        },
+          data: {
+            allocationId,
+            userId: user,
+            deviceId: a.body.deviceId,
+            status: "failed",
+            error: "usage queue retries exhausted",
+          },
+        });
+        const kept = await env.DB.prepare("SELECT status FROM failed_usage WHERE allocation_id = ?")
+          .bind(allocationId)
+          .first<{ status: string }>();
+        expect(kept).toEqual({ status: "failed" });
+      } finally {
+        await env.DB.exec("DROP TRIGGER IF EXISTS ops_refuse_usage");
+      }
+
+      const reconcile = async (heal: boolean) =>
+        call("POST", "/admin/billing/reconcile", {
+          token: await admin(),
+          body: { userId: user, from: "2000-01-01T00:00:00Z", to: new Date(Date.now() + 60_000).toISOString(), heal },
+        });
+      const diffsFor = () => framesOf(ops, "billing.reconcile_differences", (x) => JSON.stringify(x.data.sample).includes(allocationId));
+      // A dry run reports it; the same dry run again is no news.
+      for (let i = 0; i < 2; i++) {
+        const dry = await reconcile(false);
+        expect(dry.body).toMatchObject({ missingUsage: 1, healed: 0, stillMissing: 1 });
+      }
+      const dryEvent = await until(async () => {
+        const e = diffsFor();
+        return e.length > 0 && e;
       });
-      const kept = await env.DB.prepare("SELECT status FROM failed_usage WHERE allocation_id = ?")
-        .bind(allocationId)
-        .first<{ status: string }>();
-      expect(kept).toEqual({ status: "failed" });
-    } finally {
-      await env.DB.exec("DROP TRIGGER IF EXISTS ops_refuse_usage");
-    }
-
-    const reconcile = async (heal: boolean) =>
-      call("POST", "/admin/billing/reconcile", {
-        token: await admin(),
-        body: { userId: user, from: "2000-01-01T00:00:00Z", to: new Date(Date.now() + 60_000).toISOString(), heal },
+      expect(dryEvent[0]).toMatchObject({
+        userId: "",
+        data: { differences: 1, healed: 0, sample: [{ userId: user, missingUsage: [allocationId], stillMissing: 1 }] },
       });
-    const diffsFor = () => framesOf(ops, "billing.reconcile_differences", (x) => JSON.stringify(x.data.sample).includes(allocationId));
-    // A dry run reports it; the same dry run again is no news.
-    for (let i = 0; i < 2; i++) {
-      const dry = await reconcile(false);
-      expect(dry.body).toMatchObject({ missingUsage: 1, healed: 0, stillMissing: 1 });
-    }
-    const dryEvent = await until(async () => {
-      const e = diffsFor();
-      return e.length > 0 && e;
-    });
-    expect(dryEvent[0]).toMatchObject({
-      userId: "",
-      data: { differences: 1, healed: 0, sample: [{ userId: user, missingUsage: [allocationId], stillMissing: 1 }] },
-    });
-    expect(Date.parse(dryEvent[0]!.data.from)).toBe(Date.parse("2000-01-01T00:00:00Z"));
-    // Healing it is news; a run after that finds nothing and says nothing.
-    expect((await reconcile(true)).body).toMatchObject({
-      missingUsage: 1,
-      healed: 1,
-      stillMissing: 0,
-      resolvedDeadLetters: 1,
-    });
-    const healed = await until(async () => {
-      const e = diffsFor();
-      return e.length > 1 && e;
-    });
-    expect(healed[1]!.data).toMatchObject({ differences: 1, healed: 1, sample: [{ userId: user, stillMissing: 0 }] });
-    expect((await reconcile(true)).body).toMatchObject({
-      missingUsage: 0,
-      missingCharges: 0,
-      mismatched: 0,
-      balanceDrift: 0,
-    });
-    await sleep(300);
-    expect(diffsFor()).toHaveLength(2);
-    expect(framesOf(ops, "billing.usage_failed", (x) => x.data.allocationId === allocationId)).toHaveLength(1);
+      expect(Date.parse(dryEvent[0]!.data.from)).toBe(Date.parse("2000-01-01T00:00:00Z"));
+      // Healing it is news; a run after that finds nothing and says nothing.
+      expect((await reconcile(true)).body).toMatchObject({
+        missingUsage: 1,
+        healed: 1,
+        stillMissing: 0,
+        resolvedDeadLetters: 1,
+      });
+      const healed = await until(async () => {
+        const e = diffsFor();
+        return e.length > 1 && e;
+      });
+      expect(healed[1]!.data).toMatchObject({ differences: 1, healed: 1, sample: [{ userId: user, stillMissing: 0 }] });
+      expect((await reconcile(true)).body).toMatchObject({
+        missingUsage: 0,
+        missingCharges: 0,
+        mismatched: 0,
+        balanceDrift: 0,
+      });
+      await sleep(300);
+      expect(diffsFor()).toHaveLength(2);
+      expect(framesOf(ops, "billing.usage_failed", (x) => x.data.allocationId === allocationId)).toHaveLength(1);
 
-    // Operator events never reach the user's own feed.
-    const own = mine.frames.filter((e) => e.seq !== null).map((e) => e.type);
-    expect(own).toContain("device.released");
-    expect(own.filter((t) => t === "billing.usage_failed" || t === "billing.reconcile_differences")).toEqual([]);
+      // Operator events never reach the user's own feed.
+      const own = mine.frames.filter((e) => e.seq !== null).map((e) => e.type);
+      expect(own).toContain("device.released");
+      expect(own.filter((t) => t === "billing.usage_failed" || t === "billing.reconcile_differences")).toEqual([]);
 
-    // The history holds what the socket saw, in order, and pages with nextSince.
-    const all = await call("GET", "/admin/events?since=0&limit=200", { token: await admin() });
-    const mineInHistory = all.body.events.filter(
-      (e: Envelope<any>) => e.data?.allocationId === allocationId || JSON.stringify(e.data?.sample ?? "").includes(allocationId),
-    );
-    expect(mineInHistory.map((e: Envelope) => e.type)).toEqual([
-      "billing.usage_failed",
-      "billing.reconcile_differences",
-      "billing.reconcile_differences",
-    ]);
-    const firstSeq = mineInHistory[0].seq as number;
-    const page = await call("GET", `/admin/events?since=${firstSeq - 1}&limit=1`, { token: await admin() });
-    expect(page.body.events.map((e: Envelope) => e.seq)).toEqual([firstSeq]);
-    expect(page.body.nextSince).toBe(firstSeq);
-    const end = await call("GET", `/admin/events?since=${page.body.lastSeq}`, { token: await admin() });
-    expect(end.body).toMatchObject({ events: [], nextSince: null });
-    ops.ws.close(1000);
-    mine.ws.close(1000);
-  });
+      // The history holds what the socket saw, in order, and pages with nextSince.
+      const all = await call("GET", "/admin/events?since=0&limit=200", { token: await admin() });
+      const mineInHistory = all.body.events.filter(
+        (e: Envelope<any>) => e.data?.allocationId === allocationId || JSON.stringify(e.data?.sample ?? "").includes(allocationId),
+      );
+      expect(mineInHistory.map((e: Envelope) => e.type)).toEqual([
+        "billing.usage_failed",
+        "billing.reconcile_differences",
+        "billing.reconcile_differences",
+      ]);
+      const firstSeq = mineInHistory[0].seq as number;
+      const page = await call("GET", `/admin/events?since=${firstSeq - 1}&limit=1`, { token: await admin() });
+      expect(page.body.events.map((e: Envelope) => e.seq)).toEqual([firstSeq]);
+      expect(page.body.nextSince).toBe(firstSeq);
+      const end = await call("GET", `/admin/events?since=${page.body.lastSeq}`, { token: await admin() });
+      expect(end.body).toMatchObject({ events: [], nextSince: null });
+      ops.ws.close(1000);
+      mine.ws.close(1000);
+    },
+  );
 
   it("a malformed message on the usage queue is kept as invalid and shown to operators once", async () => {
     const ops = await adminSocket();

@@ -26,7 +26,10 @@ export const STANDARD: Rates = { base: 2500, cpu: 1000, memGB: 500, storGB: 10 }
 export const FAST_PLAN = "inv3-fast";
 export const FAST: Rates = { base: 2_500_123, cpu: 1_000_007, memGB: 500_003, storGB: 10_001 };
 
-/** Micro-cents per second × seconds, rounded up to whole cents; memory and storage per GB of 1024 MB, pro rata (an independent copy of the rule in src/domain/pricing.ts). */
+/**
+ * Micro-cents per second × seconds, rounded up to whole cents; memory and storage per GB of 1024 MB, pro rata (an
+ * independent copy of the rule in src/domain/pricing.ts).
+ */
 export function price(r: Rates, s: Spec, seconds: number): number {
   const perSecondX1024 =
     BigInt(r.base) * 1024n +
@@ -123,14 +126,16 @@ export async function booked(ids: string[]): Promise<Map<string, Booked>> {
     const chunk = ids.slice(i, i + 45);
     const marks = chunk.map(() => "?").join(",");
     for (const u of await q<{ id: string; n: number; d: number; reason: string; source: string }>(
-      `SELECT allocation_id AS id, COUNT(*) AS n, MAX(duration_seconds) AS d, MAX(reason) AS reason, MAX(source) AS source FROM usage_records WHERE allocation_id IN (${marks}) GROUP BY allocation_id`,
+      `SELECT allocation_id AS id, COUNT(*) AS n, MAX(duration_seconds) AS d, MAX(reason) AS reason, MAX(source) AS source ` +
+        `FROM usage_records WHERE allocation_id IN (${marks}) GROUP BY allocation_id`,
       ...chunk,
     )) {
       Object.assign(out.get(u.id)!, { usage: u.n, duration: u.d, reason: u.reason, source: u.source });
     }
     // Charges found by allocation id and by entry id, so a charge booked under another key would count too.
     for (const c of await q<{ id: string; n: number; amt: number }>(
-      `SELECT allocation_id AS id, COUNT(*) AS n, SUM(amount) AS amt FROM ledger WHERE kind = 'charge' AND (allocation_id IN (${marks}) OR entry_id IN (${chunk.map(() => "?").join(",")})) GROUP BY allocation_id`,
+      `SELECT allocation_id AS id, COUNT(*) AS n, SUM(amount) AS amt FROM ledger WHERE kind = 'charge' ` +
+        `AND (allocation_id IN (${marks}) OR entry_id IN (${chunk.map(() => "?").join(",")})) GROUP BY allocation_id`,
       ...chunk,
       ...chunk.map((id) => `charge:${id}`),
     )) {

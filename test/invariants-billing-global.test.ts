@@ -132,160 +132,167 @@ describe("invariant 3 — dead-letter replay of everything (runs alone)", () => 
 // ---- 3. reconciliation over every account: runs alone (it would heal others' records) -----------
 
 describe("invariant 3 — reconciliation over all accounts (runs alone)", () => {
-  it("an operator's reconcile over a window, without userId, checks every account — also beyond the first 100 — and finds a missing record", async ({
-    expect,
-  }) => {
-    const t0 = Date.now();
-    // More than a cron run's worth of accounts, all older than the one with the missing record.
-    await pmap(
-      Array.from({ length: 105 }, () => uid("bulk")),
-      10,
-      async (u) => {
-        const r = await call("GET", `/api/internal/balance/user/${u}`, { service: SERVICE_TOKEN });
-        if (r.status !== 200) throw new Error(`balance ${r.status}`);
-      },
-    );
-    const total = (await one<{ n: number }>("SELECT COUNT(*) AS n FROM accounts")).n;
-    expect(total).toBeGreaterThanOrEqual(105);
-    const pool = uid("inv3-recon");
-    await registerDevice(pool, specOf(1));
-    const user = await dearUser("late");
-    await exec(
-      `CREATE TRIGGER late_block BEFORE INSERT ON usage_records WHEN NEW.user_id = '${user}' BEGIN SELECT RAISE(ABORT, 'injected: usage down'); END`,
-    );
-    let id = "";
-    const window = () => ({
-      from: new Date(t0 - 60_000).toISOString(),
-      to: new Date(Date.now() + 60_000).toISOString(),
-    });
-    try {
-      const a = await allocate(user, pool, 30);
-      id = a.allocationId;
-      await sleep(1100);
-      expect(
-        (
-          await call("POST", "/scheduler/devices/release", {
-            token: await tokenFor(user),
-            body: { deviceId: a.deviceId },
-          })
-        ).status,
-      ).toBe(200);
-      for (let pass = 0; pass < 2; pass++) {
-        const r = await call("POST", "/admin/billing/reconcile", {
-          token: await admin(),
-          body: { ...window(), heal: false },
-        });
-        expect(r.status).toBe(200);
-        expect(r.body).toMatchObject({ users: total + 1, remaining: false, missingUsage: 1, healed: 0 });
-        expect(r.body.differences.map((d: { userId: string; missingUsage: string[] }) => [d.userId, d.missingUsage])).toEqual([
-          [user, [id]],
-        ]);
+  it(
+    "an operator's reconcile over a window, without userId, checks every account — " +
+      "also beyond the first 100 — and finds a missing record",
+    async ({ expect }) => {
+      const t0 = Date.now();
+      // More than a cron run's worth of accounts, all older than the one with the missing record.
+      await pmap(
+        Array.from({ length: 105 }, () => uid("bulk")),
+        10,
+        async (u) => {
+          const r = await call("GET", `/api/internal/balance/user/${u}`, { service: SERVICE_TOKEN });
+          if (r.status !== 200) throw new Error(`balance ${r.status}`);
+        },
+      );
+      const total = (await one<{ n: number }>("SELECT COUNT(*) AS n FROM accounts")).n;
+      expect(total).toBeGreaterThanOrEqual(105);
+      const pool = uid("inv3-recon");
+      await registerDevice(pool, specOf(1));
+      const user = await dearUser("late");
+      await exec(
+        `CREATE TRIGGER late_block BEFORE INSERT ON usage_records WHEN NEW.user_id = '${user}' BEGIN SELECT RAISE(ABORT, ` +
+          `'injected: usage down'); END`,
+      );
+      let id = "";
+      const window = () => ({
+        from: new Date(t0 - 60_000).toISOString(),
+        to: new Date(Date.now() + 60_000).toISOString(),
+      });
+      try {
+        const a = await allocate(user, pool, 30);
+        id = a.allocationId;
+        await sleep(1100);
+        expect(
+          (
+            await call("POST", "/scheduler/devices/release", {
+              token: await tokenFor(user),
+              body: { deviceId: a.deviceId },
+            })
+          ).status,
+        ).toBe(200);
+        for (let pass = 0; pass < 2; pass++) {
+          const r = await call("POST", "/admin/billing/reconcile", {
+            token: await admin(),
+            body: { ...window(), heal: false },
+          });
+          expect(r.status).toBe(200);
+          expect(r.body).toMatchObject({ users: total + 1, remaining: false, missingUsage: 1, healed: 0 });
+          expect(r.body.differences.map((d: { userId: string; missingUsage: string[] }) => [d.userId, d.missingUsage])).toEqual([
+            [user, [id]],
+          ]);
+        }
+      } finally {
+        await exec("DROP TRIGGER IF EXISTS late_block");
       }
-    } finally {
-      await exec("DROP TRIGGER IF EXISTS late_block");
-    }
-    // Healed by whichever comes first, the queue's retry or this pass; either way once.
-    const heal = await call("POST", "/admin/billing/reconcile", { token: await admin(), body: window() });
-    expect(heal.body).toMatchObject({ stillMissing: 0, balanceDrift: 0, mismatched: 0 });
-    await until(() => allBooked([id]), 10_000, 100);
-    await sleep(QUEUE_QUIET_MS);
-    await expectExactlyOnce(expect, [id]);
-    const again = await call("POST", "/admin/billing/reconcile", { token: await admin(), body: window() });
-    expect(again.body).toMatchObject({
-      missingUsage: 0,
-      missingCharges: 0,
-      mismatched: 0,
-      healed: 0,
-      balanceDrift: 0,
-      differences: [],
-    });
-    expect(again.body.checked).toBeGreaterThanOrEqual(1);
-    // A `to` in the future is checked, but moves no watermark past `now − grace` (a new account
-    // starts at its opening time): the cron must still look at what ends from now on.
-    const future = await call("POST", "/admin/billing/reconcile", {
-      token: await admin(),
-      body: { to: new Date(Date.now() + 86_400_000).toISOString() },
-    });
-    expect(future.status).toBe(200);
-    expect(future.body.users).toBe(100);
-    expect(await one<{ n: number }>("SELECT COUNT(*) AS n FROM accounts WHERE reconciled_through > ?", Date.now())).toEqual({ n: 0 });
-  });
+      // Healed by whichever comes first, the queue's retry or this pass; either way once.
+      const heal = await call("POST", "/admin/billing/reconcile", { token: await admin(), body: window() });
+      expect(heal.body).toMatchObject({ stillMissing: 0, balanceDrift: 0, mismatched: 0 });
+      await until(() => allBooked([id]), 10_000, 100);
+      await sleep(QUEUE_QUIET_MS);
+      await expectExactlyOnce(expect, [id]);
+      const again = await call("POST", "/admin/billing/reconcile", { token: await admin(), body: window() });
+      expect(again.body).toMatchObject({
+        missingUsage: 0,
+        missingCharges: 0,
+        mismatched: 0,
+        healed: 0,
+        balanceDrift: 0,
+        differences: [],
+      });
+      expect(again.body.checked).toBeGreaterThanOrEqual(1);
+      // A `to` in the future is checked, but moves no watermark past `now − grace` (a new account
+      // starts at its opening time): the cron must still look at what ends from now on.
+      const future = await call("POST", "/admin/billing/reconcile", {
+        token: await admin(),
+        body: { to: new Date(Date.now() + 86_400_000).toISOString() },
+      });
+      expect(future.status).toBe(200);
+      expect(future.body.users).toBe(100);
+      expect(await one<{ n: number }>("SELECT COUNT(*) AS n FROM accounts WHERE reconciled_through > ?", Date.now())).toEqual({ n: 0 });
+    },
+  );
 });
 
 // ---- 4. objects restarted while allocations end: runs alone (it aborts every object) ------------
 
 describe("invariant 3 — restarts while allocations end (runs alone)", () => {
-  it("every object is aborted repeatedly while releases and expiry alarms are in flight: each allocation still ends billed once, by the queue alone", async ({
-    expect,
-  }) => {
-    const t0 = Date.now();
-    const pool = uid("inv3-crash");
-    for (let i = 0; i < 12; i++) await registerDevice(pool, specOf(i + 3));
-    const users = await Promise.all(Array.from({ length: 6 }, () => dearUser("crash")));
-    // Per user one allocation that expires at 2 s (ended by alarm) and one released by hand.
-    const allocs = await pmap(
-      users.flatMap(
-        (u) =>
-          [
-            [u, 2],
-            [u, 30],
-          ] as const,
-      ),
-      12,
-      ([u, seconds]) => allocate(u, pool, seconds),
-    );
-    const expiresAt = Math.min(...allocs.map((a) => Date.parse(a.expiresAt)));
-    await sleep(Math.max(0, expiresAt - Date.now() - 300));
-    // Around the expiry moment: releases spread over ~300 ms, every object aborted every ~25 ms for ~700 ms.
-    const releases = allocs
-      .filter((a) => Date.parse(a.expiresAt) - Date.parse(a.allocatedAt) > 5_000)
-      .map(async (a, i) => {
-        await sleep(i * 50);
-        try {
-          return (
-            await call("POST", "/scheduler/devices/release", {
-              token: await tokenFor(a.userId),
-              body: { deviceId: a.deviceId },
-            })
-          ).status;
-        } catch {
-          return "thrown";
-        }
-      });
-    for (let i = 0; i < 28; i++) {
-      await sleep(5 + ((i * 7) % 30));
-      await abortAllDurableObjects();
-    }
-    const statuses = await Promise.all(releases);
-    // Whatever the releases answered, every allocation ends (released, by expiry, or at 30 s at worst).
-    await until(async () => (await Promise.all(users.map(activeCount))).every((n) => n === 0), 20_000, 200);
-    const endedAll = (await Promise.all(users.map(ended))).flat();
-    expect(endedAll.map((e) => e.allocationId).sort()).toEqual(allocs.map((a) => a.allocationId).sort());
-    const billable = endedAll.filter((e) => e.reason !== "orphaned");
-    await until(() => allBooked(billable.map((e) => e.allocationId)), 20_000, 200);
-    await sleep(QUEUE_QUIET_MS);
-    const b = await expectExactlyOnce(
-      expect,
-      billable.map((e) => e.allocationId),
-    );
-    for (const e of billable) {
-      const x = b.get(e.allocationId)!;
-      expect([x.reason, x.duration, x.amount, x.source]).toEqual([
-        e.reason,
-        e.durationSeconds,
-        charge(price(FAST, e, e.durationSeconds)),
-        "device",
-      ]);
-    }
-    // Nothing billed for what the user was told never happened.
-    const orphaned = endedAll.filter((e) => e.reason === "orphaned").map((e) => e.allocationId);
-    if (orphaned.length) expect([...(await booked(orphaned)).values()].map((x) => x.usage + x.charges)).toEqual(orphaned.map(() => 0));
-    const rec = await Promise.all(users.map((u) => reconcileUser(u, t0 - 60_000)));
-    expect(rec.map((r) => [r.missingUsage, r.missingCharges, r.mismatched, r.balanceDrift])).toEqual(users.map(() => [0, 0, 0, 0]));
-    const acc = await accountsOf(users);
-    for (const u of users) expect(acc.get(u)!.balance).toBe(acc.get(u)!.ledgerSum);
-    console.log(
-      `[invariant 3, restarts] release answers: ${JSON.stringify(statuses.reduce<Record<string, number>>((m, s) => ({ ...m, [s]: (m[s] ?? 0) + 1 }), {}))}; reasons: ${JSON.stringify(endedAll.reduce<Record<string, number>>((m, e) => ({ ...m, [e.reason]: (m[e.reason] ?? 0) + 1 }), {}))}`,
-    );
-  });
+  it(
+    "every object is aborted repeatedly while releases and expiry alarms are in flight: each allocation still ends billed once, " +
+      "by the queue alone",
+    async ({ expect }) => {
+      const t0 = Date.now();
+      const pool = uid("inv3-crash");
+      for (let i = 0; i < 12; i++) await registerDevice(pool, specOf(i + 3));
+      const users = await Promise.all(Array.from({ length: 6 }, () => dearUser("crash")));
+      // Per user one allocation that expires at 2 s (ended by alarm) and one released by hand.
+      const allocs = await pmap(
+        users.flatMap(
+          (u) =>
+            [
+              [u, 2],
+              [u, 30],
+            ] as const,
+        ),
+        12,
+        ([u, seconds]) => allocate(u, pool, seconds),
+      );
+      const expiresAt = Math.min(...allocs.map((a) => Date.parse(a.expiresAt)));
+      await sleep(Math.max(0, expiresAt - Date.now() - 300));
+      // Around the expiry moment: releases spread over ~300 ms, every object aborted every ~25 ms for ~700 ms.
+      const releases = allocs
+        .filter((a) => Date.parse(a.expiresAt) - Date.parse(a.allocatedAt) > 5_000)
+        .map(async (a, i) => {
+          await sleep(i * 50);
+          try {
+            return (
+              await call("POST", "/scheduler/devices/release", {
+                token: await tokenFor(a.userId),
+                body: { deviceId: a.deviceId },
+              })
+            ).status;
+          } catch {
+            return "thrown";
+          }
+        });
+      for (let i = 0; i < 28; i++) {
+        await sleep(5 + ((i * 7) % 30));
+        await abortAllDurableObjects();
+      }
+      const statuses = await Promise.all(releases);
+      // Whatever the releases answered, every allocation ends (released, by expiry, or at 30 s at worst).
+      await until(async () => (await Promise.all(users.map(activeCount))).every((n) => n === 0), 20_000, 200);
+      const endedAll = (await Promise.all(users.map(ended))).flat();
+      expect(endedAll.map((e) => e.allocationId).sort()).toEqual(allocs.map((a) => a.allocationId).sort());
+      const billable = endedAll.filter((e) => e.reason !== "orphaned");
+      await until(() => allBooked(billable.map((e) => e.allocationId)), 20_000, 200);
+      await sleep(QUEUE_QUIET_MS);
+      const b = await expectExactlyOnce(
+        expect,
+        billable.map((e) => e.allocationId),
+      );
+      for (const e of billable) {
+        const x = b.get(e.allocationId)!;
+        expect([x.reason, x.duration, x.amount, x.source]).toEqual([
+          e.reason,
+          e.durationSeconds,
+          charge(price(FAST, e, e.durationSeconds)),
+          "device",
+        ]);
+      }
+      // Nothing billed for what the user was told never happened.
+      const orphaned = endedAll.filter((e) => e.reason === "orphaned").map((e) => e.allocationId);
+      if (orphaned.length) expect([...(await booked(orphaned)).values()].map((x) => x.usage + x.charges)).toEqual(orphaned.map(() => 0));
+      const rec = await Promise.all(users.map((u) => reconcileUser(u, t0 - 60_000)));
+      expect(rec.map((r) => [r.missingUsage, r.missingCharges, r.mismatched, r.balanceDrift])).toEqual(users.map(() => [0, 0, 0, 0]));
+      const acc = await accountsOf(users);
+      for (const u of users) expect(acc.get(u)!.balance).toBe(acc.get(u)!.ledgerSum);
+      console.log(
+        `[invariant 3, restarts] release answers: ` +
+          `${JSON.stringify(statuses.reduce<Record<string, number>>((m, s) => ({ ...m, [s]: (m[s] ?? 0) + 1 }), {}))}; reasons: ` +
+          `${JSON.stringify(endedAll.reduce<Record<string, number>>((m, e) => ({ ...m, [e.reason]: (m[e.reason] ?? 0) + 1 }), {}))}`,
+      );
+    },
+  );
 });

@@ -50,7 +50,8 @@ async function writePendingRow(user: string, allocationId: string, pool: string)
   await env.USER_QUOTA.getByName(user).getQuota(user);
   await runInDurableObject(env.USER_QUOTA.getByName(user), (_i, state) => {
     state.storage.sql.exec(
-      `INSERT INTO allocations (allocation_id, pool, status, cpu, mem, storage, duration_minutes, duration_ms, booked_hours, deadline, created_at)
+      `INSERT INTO allocations (allocation_id, pool, status, cpu, mem, storage, duration_minutes, duration_ms, booked_hours,
+         deadline, created_at)
        VALUES (?, ?, 'pending', 0, 0, 0, 10, 600000, 0.1666, ?, ?)`,
       allocationId,
       pool,
@@ -155,27 +156,30 @@ describe("invariant 5: failures between steps heal", () => {
     expect((await deviceView(dev.deviceId)).allocation).toBeNull();
   });
 
-  it("the user's object aborts a stale pending row first (crash after step 1): quota comes back, the late device claim is freed", async () => {
-    const pool = uid("heal-b");
-    const dev = await registerDevice(pool);
-    const user = uid("slow");
-    const allocationId = `alc_slow_${crypto.randomUUID()}`;
-    await writePendingRow(user, allocationId, pool);
-    await timePasses("user", user);
-    expect((await env.USER_QUOTA.getByName(user).getQuota(user)).usage.devices).toBe(0);
-    // A claim that arrives after the abort is refused by the user's answer.
-    await env.DEVICE_POOL.getByName(pool).claim({
-      allocationId,
-      userId: user,
-      pool,
-      min: ZERO,
-      max: ANY,
-      durationMs: 600_000,
-    });
-    await timePasses("device", dev.deviceId);
-    expect((await deviceView(dev.deviceId)).allocation).toBeNull();
-    await expectConsistent(pool, [dev.deviceId], [user]);
-  });
+  it(
+    "the user's object aborts a stale pending row first (crash after step 1): " + "quota comes back, the late device claim is freed",
+    async () => {
+      const pool = uid("heal-b");
+      const dev = await registerDevice(pool);
+      const user = uid("slow");
+      const allocationId = `alc_slow_${crypto.randomUUID()}`;
+      await writePendingRow(user, allocationId, pool);
+      await timePasses("user", user);
+      expect((await env.USER_QUOTA.getByName(user).getQuota(user)).usage.devices).toBe(0);
+      // A claim that arrives after the abort is refused by the user's answer.
+      await env.DEVICE_POOL.getByName(pool).claim({
+        allocationId,
+        userId: user,
+        pool,
+        min: ZERO,
+        max: ANY,
+        durationMs: 600_000,
+      });
+      await timePasses("device", dev.deviceId);
+      expect((await deviceView(dev.deviceId)).allocation).toBeNull();
+      await expectConsistent(pool, [dev.deviceId], [user]);
+    },
+  );
 
   it("the user recorded the allocation but the device never got the confirm (step 4 lost): it stays allocated", async () => {
     const pool = uid("heal-c");

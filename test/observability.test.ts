@@ -164,52 +164,56 @@ describe("metrics endpoint (Prometheus text, admin only)", () => {
       expect(m(again, key), key).toBe(m(after, key));
   });
 
-  it("an allocated device taken into maintenance or removed counts its release under that reason, and a removed device is gone from the gauges", async () => {
-    const pool = uid("obs-rm");
-    const devices = await Promise.all(Array.from({ length: 3 }, () => registerDevice(pool)));
-    const adminToken = await admin();
-    const feed = await rawFeed(`/ws/pools/${pool}?ticket=${await ticket(adminToken, { feed: "pool", pool })}`);
-    await until(async () => feed.frames.find((f) => f.type === "feed.hello"));
-    const held = await Promise.all(
-      [0, 1].map(
-        async (i) =>
-          (await allocate(await tokenFor(uid(`obs-rm-u${i}`)), pool)).body as {
-            deviceId: string;
-            allocationId: string;
-          },
-      ),
-    );
-    expect((await call("POST", `/admin/devices/${held[0]!.deviceId}/maintenance`, { token: adminToken })).status).toBe(200);
-    expect((await call("DELETE", `/admin/devices/${held[1]!.deviceId}`, { token: adminToken })).status).toBe(200);
-    const L = `pool="${pool}"`;
-    const all = await until(async () => {
-      const x = await metrics();
-      return m(x, `eda_releases_total{${L},reason="removed"}`) === 1 && m(x, `eda_releases_total{${L},reason="maintenance"}`) === 1
-        ? x
-        : null;
-    });
-    expect(m(all, `eda_releases_total{${L},reason="unknown"}`)).toBe(0);
-    expect(m(all, `eda_allocations_total{${L}}`)).toBe(2);
-    expect(m(all, `eda_devices{${L},status="maintenance"}`)).toBe(1);
-    expect(m(all, `eda_devices{${L},status="available"}`)).toBe(1);
-    expect(m(all, `eda_devices{${L},status="allocated"}`)).toBe(0);
-    // The pool feed said why each allocation ended, and that the removed device left (the end and
-    // the status change reach the pool as one newest state: 2 allocations + 2 changes).
-    const got = await events(feed.frames, 4);
-    const ofDevice = (id: string) =>
-      got.filter((e) => (e.data as { deviceId: string }).deviceId === id).map((e) => e.data as { status: string; reason: string | null });
-    expect(ofDevice(held[0]!.deviceId).at(-1)).toMatchObject({ status: "maintenance", reason: "maintenance" });
-    expect(ofDevice(held[1]!.deviceId).at(-1)).toMatchObject({ status: "removed", reason: "removed" });
-    // The device list agrees: the removed one is not back.
-    const list = await call("GET", `/admin/pools/${pool}/devices`, { token: adminToken });
-    expect(list.body.items.map((d: { deviceId: string }) => d.deviceId).sort()).toEqual(
-      devices
-        .map((d) => d.deviceId)
-        .filter((id) => id !== held[1]!.deviceId)
-        .sort(),
-    );
-    feed.ws.close(1000);
-  });
+  it(
+    "an allocated device taken into maintenance or removed counts its release under that reason, " +
+      "and a removed device is gone from the gauges",
+    async () => {
+      const pool = uid("obs-rm");
+      const devices = await Promise.all(Array.from({ length: 3 }, () => registerDevice(pool)));
+      const adminToken = await admin();
+      const feed = await rawFeed(`/ws/pools/${pool}?ticket=${await ticket(adminToken, { feed: "pool", pool })}`);
+      await until(async () => feed.frames.find((f) => f.type === "feed.hello"));
+      const held = await Promise.all(
+        [0, 1].map(
+          async (i) =>
+            (await allocate(await tokenFor(uid(`obs-rm-u${i}`)), pool)).body as {
+              deviceId: string;
+              allocationId: string;
+            },
+        ),
+      );
+      expect((await call("POST", `/admin/devices/${held[0]!.deviceId}/maintenance`, { token: adminToken })).status).toBe(200);
+      expect((await call("DELETE", `/admin/devices/${held[1]!.deviceId}`, { token: adminToken })).status).toBe(200);
+      const L = `pool="${pool}"`;
+      const all = await until(async () => {
+        const x = await metrics();
+        return m(x, `eda_releases_total{${L},reason="removed"}`) === 1 && m(x, `eda_releases_total{${L},reason="maintenance"}`) === 1
+          ? x
+          : null;
+      });
+      expect(m(all, `eda_releases_total{${L},reason="unknown"}`)).toBe(0);
+      expect(m(all, `eda_allocations_total{${L}}`)).toBe(2);
+      expect(m(all, `eda_devices{${L},status="maintenance"}`)).toBe(1);
+      expect(m(all, `eda_devices{${L},status="available"}`)).toBe(1);
+      expect(m(all, `eda_devices{${L},status="allocated"}`)).toBe(0);
+      // The pool feed said why each allocation ended, and that the removed device left (the end and
+      // the status change reach the pool as one newest state: 2 allocations + 2 changes).
+      const got = await events(feed.frames, 4);
+      const ofDevice = (id: string) =>
+        got.filter((e) => (e.data as { deviceId: string }).deviceId === id).map((e) => e.data as { status: string; reason: string | null });
+      expect(ofDevice(held[0]!.deviceId).at(-1)).toMatchObject({ status: "maintenance", reason: "maintenance" });
+      expect(ofDevice(held[1]!.deviceId).at(-1)).toMatchObject({ status: "removed", reason: "removed" });
+      // The device list agrees: the removed one is not back.
+      const list = await call("GET", `/admin/pools/${pool}/devices`, { token: adminToken });
+      expect(list.body.items.map((d: { deviceId: string }) => d.deviceId).sort()).toEqual(
+        devices
+          .map((d) => d.deviceId)
+          .filter((id) => id !== held[1]!.deviceId)
+          .sort(),
+      );
+      feed.ws.close(1000);
+    },
+  );
 
   it("a failing source is left out and counted; the rest of the scrape still answers", async () => {
     const pool = uid("obs-src");
@@ -303,7 +307,8 @@ describe("metrics endpoint (Prometheus text, admin only)", () => {
     const stuck = record(uid("obs-stuck"));
     const mid = await metrics();
     await env.DB.exec(
-      `CREATE TRIGGER obs_refuse BEFORE INSERT ON usage_records WHEN NEW.allocation_id = '${stuck.allocationId}' BEGIN SELECT RAISE(ABORT, 'injected'); END`,
+      `CREATE TRIGGER obs_refuse BEFORE INSERT ON usage_records WHEN NEW.allocation_id = '${stuck.allocationId}' BEGIN ` +
+        `SELECT RAISE(ABORT, 'injected'); END`,
     );
     try {
       expect((await deliver("device-usage", [stuck, record(uid("obs-fine"))])).retryMessages.length).toBe(1);

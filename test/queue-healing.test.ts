@@ -55,39 +55,42 @@ describe("queue and reservations survive restarts", () => {
     expect(served.deviceId).toBe(dev.deviceId);
   });
 
-  it("a hand-over driven again after a crash (the user's object allocated, the pool never recorded it) yields the same one allocation", async () => {
-    const pool = uid("qh-twice");
-    const dev = await registerDevice(pool);
-    const user = uid("qh-twice-u");
-    const token = await tokenFor(user);
-    const first = await join(token, { pool, durationMinutes: 5 });
-    expect(first.body.status).toBe("fulfilled");
-    // As if the pool crashed before recording the outcome: the entry is still "offered", due for a retry.
-    const stub = env.DEVICE_POOL.getByName(pool);
-    await runInDurableObject(stub, (_i, state) => {
-      state.storage.sql.exec(
-        "UPDATE queue SET status = 'offered', allocation_id = NULL, retry_at = ? WHERE entry_id = ?",
-        Date.now() - 1,
-        first.body.entryId,
-      );
-    });
-    await abortAllDurableObjects();
-    const fresh = env.DEVICE_POOL.getByName(pool);
-    await runInDurableObject(fresh, async (_i, state) => {
-      await state.storage.setAlarm(Date.now());
-    });
-    await runDurableObjectAlarm(fresh);
-    const again = await until(async () => {
-      const v = await entry(token, first.body.entryId);
-      return v.status === "fulfilled" ? v : null;
-    });
-    expect(again.allocationId).toBe(first.body.allocationId);
-    expect((await call("GET", `/quotas/user/${user}`, { token })).body.usage.devices).toBe(1);
-    const list = await call("GET", "/scheduler/allocations", { token });
-    expect(list.body.items).toHaveLength(1);
-    const d = await call("GET", `/admin/devices/${dev.deviceId}`, { token: await admin() });
-    expect(d.body.allocation.allocationId).toBe(first.body.allocationId);
-  });
+  it(
+    "a hand-over driven again after a crash (the user's object allocated, the pool never recorded it) " + "yields the same one allocation",
+    async () => {
+      const pool = uid("qh-twice");
+      const dev = await registerDevice(pool);
+      const user = uid("qh-twice-u");
+      const token = await tokenFor(user);
+      const first = await join(token, { pool, durationMinutes: 5 });
+      expect(first.body.status).toBe("fulfilled");
+      // As if the pool crashed before recording the outcome: the entry is still "offered", due for a retry.
+      const stub = env.DEVICE_POOL.getByName(pool);
+      await runInDurableObject(stub, (_i, state) => {
+        state.storage.sql.exec(
+          "UPDATE queue SET status = 'offered', allocation_id = NULL, retry_at = ? WHERE entry_id = ?",
+          Date.now() - 1,
+          first.body.entryId,
+        );
+      });
+      await abortAllDurableObjects();
+      const fresh = env.DEVICE_POOL.getByName(pool);
+      await runInDurableObject(fresh, async (_i, state) => {
+        await state.storage.setAlarm(Date.now());
+      });
+      await runDurableObjectAlarm(fresh);
+      const again = await until(async () => {
+        const v = await entry(token, first.body.entryId);
+        return v.status === "fulfilled" ? v : null;
+      });
+      expect(again.allocationId).toBe(first.body.allocationId);
+      expect((await call("GET", `/quotas/user/${user}`, { token })).body.usage.devices).toBe(1);
+      const list = await call("GET", "/scheduler/allocations", { token });
+      expect(list.body.items).toHaveLength(1);
+      const d = await call("GET", `/admin/devices/${dev.deviceId}`, { token: await admin() });
+      expect(d.body.allocation.allocationId).toBe(first.body.allocationId);
+    },
+  );
 
   it("a booking whose request crashed before the device confirmed it is dropped, and its window freed", async () => {
     const pool = uid("qh-pending");

@@ -240,40 +240,42 @@ describe.concurrent("reservations: the start", () => {
 });
 
 describe.concurrent("reservations and queue entries: idempotency keys", () => {
-  it("a repeated key answers the first reservation or entry; the same key for another request is 409; a repeat works even at the quota limit", async ({
-    expect,
-  }) => {
-    const pool = uid("r-idem");
-    await Promise.all([registerDevice(pool), registerDevice(pool)]);
-    const token = await tokenFor(uid("r-idem-u"));
-    const body = { pool, startAt: Date.now() + 3_600_000, durationMinutes: 30, idempotencyKey: "book-1" };
-    const [a, b] = await Promise.all([reserve(token, body), reserve(token, body)]);
-    expect(a.status).toBe(201);
-    expect(b.body.reservationId).toBe(a.body.reservationId);
-    const other = await reserve(token, { ...body, durationMinutes: 45 });
-    expect(other.status).toBe(409);
-    expect(other.body.error.code).toBe("IDEMPOTENCY_KEY_REUSED");
-    expect((await call("GET", `/scheduler/reservations?pool=${pool}`, { token })).body.items).toHaveLength(1);
-    // Two joins with one key: one entry. The first takes a device; with the second device held too
-    // the user is at the free plan's 2 devices, and a repeat still answers the first entry.
-    const j1 = await call("POST", "/scheduler/queue/join", {
-      token,
-      body: { pool, durationMinutes: 5, idempotencyKey: "join-1" },
-    });
-    expect(j1.body.status).toBe("fulfilled");
-    expect((await allocate(token, { pool, durationMinutes: 5 })).status).toBe(201);
-    const j2 = await call("POST", "/scheduler/queue/join", {
-      token,
-      body: { pool, durationMinutes: 5, idempotencyKey: "join-1" },
-    });
-    expect(j2.status, JSON.stringify(j2.body)).toBe(201);
-    expect(j2.body).toMatchObject({ entryId: j1.body.entryId, allocationId: j1.body.allocationId });
-    const j3 = await call("POST", "/scheduler/queue/join", {
-      token,
-      body: { pool, durationMinutes: 6, idempotencyKey: "join-1" },
-    });
-    expect(j3.body.error.code).toBe("IDEMPOTENCY_KEY_REUSED");
-  });
+  it(
+    "a repeated key answers the first reservation or entry; the same key for another request is 409; " +
+      "a repeat works even at the quota limit",
+    async ({ expect }) => {
+      const pool = uid("r-idem");
+      await Promise.all([registerDevice(pool), registerDevice(pool)]);
+      const token = await tokenFor(uid("r-idem-u"));
+      const body = { pool, startAt: Date.now() + 3_600_000, durationMinutes: 30, idempotencyKey: "book-1" };
+      const [a, b] = await Promise.all([reserve(token, body), reserve(token, body)]);
+      expect(a.status).toBe(201);
+      expect(b.body.reservationId).toBe(a.body.reservationId);
+      const other = await reserve(token, { ...body, durationMinutes: 45 });
+      expect(other.status).toBe(409);
+      expect(other.body.error.code).toBe("IDEMPOTENCY_KEY_REUSED");
+      expect((await call("GET", `/scheduler/reservations?pool=${pool}`, { token })).body.items).toHaveLength(1);
+      // Two joins with one key: one entry. The first takes a device; with the second device held too
+      // the user is at the free plan's 2 devices, and a repeat still answers the first entry.
+      const j1 = await call("POST", "/scheduler/queue/join", {
+        token,
+        body: { pool, durationMinutes: 5, idempotencyKey: "join-1" },
+      });
+      expect(j1.body.status).toBe("fulfilled");
+      expect((await allocate(token, { pool, durationMinutes: 5 })).status).toBe(201);
+      const j2 = await call("POST", "/scheduler/queue/join", {
+        token,
+        body: { pool, durationMinutes: 5, idempotencyKey: "join-1" },
+      });
+      expect(j2.status, JSON.stringify(j2.body)).toBe(201);
+      expect(j2.body).toMatchObject({ entryId: j1.body.entryId, allocationId: j1.body.allocationId });
+      const j3 = await call("POST", "/scheduler/queue/join", {
+        token,
+        body: { pool, durationMinutes: 6, idempotencyKey: "join-1" },
+      });
+      expect(j3.body.error.code).toBe("IDEMPOTENCY_KEY_REUSED");
+    },
+  );
 });
 
 describe.concurrent("reservations: the fleet changes", () => {

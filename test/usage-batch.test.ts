@@ -64,7 +64,8 @@ const charges = (userId: string) =>
 
 async function expectBalanceIsLedgerSum(userId: string, balance: number) {
   const [a] = await q<{ balance: number; sum: number }>(
-    "SELECT a.balance AS balance, (SELECT SUM(amount) FROM ledger l WHERE l.user_id = a.user_id) AS sum FROM accounts a WHERE a.user_id = ?",
+    "SELECT a.balance AS balance, (SELECT SUM(amount) FROM ledger l WHERE l.user_id = a.user_id) AS sum FROM accounts a " +
+      "WHERE a.user_id = ?",
     userId,
   );
   expect(a).toEqual({ balance, sum: balance });
@@ -127,7 +128,8 @@ describe("usage booked as a set", () => {
     const user = await flatUser();
     const [good1, stuck, good2] = [1, 2, 3].map(() => uid("alc-fb"));
     await env.DB.exec(
-      `CREATE TRIGGER refuse_set BEFORE INSERT ON usage_records WHEN NEW.allocation_id = '${stuck}' BEGIN SELECT RAISE(ABORT, 'injected'); END`,
+      `CREATE TRIGGER refuse_set BEFORE INSERT ON usage_records WHEN NEW.allocation_id = '${stuck}' BEGIN SELECT RAISE(ABORT, ` +
+        `'injected'); END`,
     );
     let first;
     try {

@@ -61,7 +61,8 @@ describe("usage consumer", () => {
     const stuck = record(uid("alc-stuck"));
     const fine = record(uid("alc-fine"));
     await env.DB.exec(
-      `CREATE TRIGGER refuse_one BEFORE INSERT ON usage_records WHEN NEW.allocation_id = '${stuck.allocationId}' BEGIN SELECT RAISE(ABORT, 'injected'); END`,
+      `CREATE TRIGGER refuse_one BEFORE INSERT ON usage_records WHEN NEW.allocation_id = '${stuck.allocationId}' BEGIN ` +
+        `SELECT RAISE(ABORT, 'injected'); END`,
     );
     try {
       const r = await deliver("device-usage", [stuck, fine], 3);

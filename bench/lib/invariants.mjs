@@ -160,7 +160,8 @@ export function checkQuota({ userAllocations, limitsOf, window: [before, after] 
   return result(
     "2. quota overruns",
     v,
-    `${deviceOverruns} device-count and ${cpuOverruns} cpu overruns over ${checked} allocation starts; ${usersAtLimit} users reached their device limit (highest use/limit ${Math.round(worst * 100)}%)`,
+    `${deviceOverruns} device-count and ${cpuOverruns} cpu overruns over ${checked} allocation starts; ` +
+      `${usersAtLimit} users reached their device limit (highest use/limit ${Math.round(worst * 100)}%)`,
     { checked, deviceOverruns, cpuOverruns, usersAtLimit },
     samples,
   );
@@ -370,7 +371,10 @@ export function checkBilling({ userAllocations, usageRows, ledgerRows, accounts,
   return result(
     "3. lost or doubled usage",
     v,
-    `${c.billable} ended billable allocations: ${c.missingUsage} without usage, ${c.missingCharge} without charge, ${c.doubledCharge} charged twice, ${c.phantomUsage + c.phantomCharge} billed that should not be, ${c.wrongPrice} wrong price, ${c.fieldMismatch} usage rows differing; ${accounts.length} balances, ${c.balanceDrift} not the ledger sum; ${c.topUpsAcked} acknowledged top-ups, ${c.topUpsMissing} missing, ${c.topUpsWrong} wrong`,
+    `${c.billable} ended billable allocations: ${c.missingUsage} without usage, ${c.missingCharge} without charge, ` +
+      `${c.doubledCharge} charged twice, ${c.phantomUsage + c.phantomCharge} billed that should not be, ${c.wrongPrice} wrong price, ` +
+      `${c.fieldMismatch} usage rows differing; ${accounts.length} balances, ${c.balanceDrift} not the ledger sum; ` +
+      `${c.topUpsAcked} acknowledged top-ups, ${c.topUpsMissing} missing, ${c.topUpsWrong} wrong`,
     c,
     samples,
   );
@@ -486,7 +490,10 @@ export function checkOrphans({ afterTraffic, atRest, userAllocations }) {
         });
   const v = count(afterTraffic) + count(atRest) + userOrphans.length;
   const line = (h) =>
-    `${h.compared.devicesHeld} held devices and ${h.compared.userActive} active allocations compared: ${h.heldForNobody.length} held for nobody, ${h.ghosts.length} active allocations no device holds, ${h.quotaMismatch.length} of ${h.compared.quotas} quota usages off, ${h.pending.length} pending, ${h.unconfirmed.length} unconfirmed claims, ${h.poolMismatch.length} of ${h.compared.poolRows} pool index rows off`;
+    `${h.compared.devicesHeld} held devices and ${h.compared.userActive} active allocations compared: ` +
+    `${h.heldForNobody.length} held for nobody, ${h.ghosts.length} active allocations no device holds, ` +
+    `${h.quotaMismatch.length} of ${h.compared.quotas} quota usages off, ${h.pending.length} pending, ` +
+    `${h.unconfirmed.length} unconfirmed claims, ${h.poolMismatch.length} of ${h.compared.poolRows} pool index rows off`;
   const samples = userOrphans.map((x) => ({ when: "during the run", kind: "user allocation ended as orphaned", ...x }));
   for (const [label, h] of [
     ["after traffic", afterTraffic],
@@ -531,7 +538,11 @@ export function checkExpiry({ watcher, endDevices, endUsers, deviceGraceMs, user
   return result(
     "5. expiry",
     v,
-    `${expiredCount} allocations expired; ${watcher.samples} fleet samples during the run (${watcher.devicesSeen} device reads, ${watcher.skipped} skipped around restarts): ${watcher.violations.length} holds > ${deviceGraceMs / 1000} s past expiry, worst ${Math.round(watcher.maxOverdueMs)} ms; at the end ${endDevices.length} on devices and ${endUsers.length} in user objects (> ${userGraceMs / 1000} s); user objects recorded ${lag.n} expiries seen on feeds p50 ${lag.p50Ms} ms, p99 ${lag.p99Ms} ms, max ${lag.maxMs} ms after expiresAt`,
+    `${expiredCount} allocations expired; ${watcher.samples} fleet samples during the run (${watcher.devicesSeen} device reads, ` +
+      `${watcher.skipped} skipped around restarts): ${watcher.violations.length} holds > ${deviceGraceMs / 1000} s past expiry, ` +
+      `worst ${Math.round(watcher.maxOverdueMs)} ms; at the end ${endDevices.length} on devices and ${endUsers.length} in user objects ` +
+      `(> ${userGraceMs / 1000} s); user objects recorded ${lag.n} expiries seen on feeds p50 ${lag.p50Ms} ms, ` +
+      `p99 ${lag.p99Ms} ms, max ${lag.maxMs} ms after expiresAt`,
     {
       expired: expiredCount,
       userRecordedLag: lag,
@@ -609,7 +620,8 @@ export function checkRecordsAgree({ deviceHistories, userAllocations }) {
   return result(
     "records agree (devices vs user objects)",
     v,
-    `${compared} device history entries: ${c.deviceOnly} unknown to their user, ${c.differ} differing; ${c.userOnly} user-side releases missing from device histories`,
+    `${compared} device history entries: ${c.deviceOnly} unknown to their user, ${c.differ} differing; ` +
+      `${c.userOnly} user-side releases missing from device histories`,
     { compared, ...c },
     samples,
   );
@@ -681,7 +693,10 @@ export function checkAcknowledged({ acked, releases, extensions, userAllocations
   return result(
     "acknowledged operations kept",
     v,
-    `${c.allocations} acknowledged allocations: ${c.lost} lost, ${c.moved} recorded differently; ${c.releases} acknowledged releases: ${c.releaseDiffers} differ; ${c.extensions} acknowledged extensions: ${c.extensionLost} lost; ${c.idempotentRepeats} idempotent repeats: ${c.idempotencyMismatch} answered differently`,
+    `${c.allocations} acknowledged allocations: ${c.lost} lost, ${c.moved} recorded differently; ` +
+      `${c.releases} acknowledged releases: ${c.releaseDiffers} differ; ` +
+      `${c.extensions} acknowledged extensions: ${c.extensionLost} lost; ` +
+      `${c.idempotentRepeats} idempotent repeats: ${c.idempotencyMismatch} answered differently`,
     c,
     samples,
   );
@@ -693,7 +708,8 @@ export function checkFeeds(feed) {
   return result(
     "6. feed isolation and resume",
     v,
-    `${feed.sockets} sockets opened (${feed.reconnects} reconnects), ${feed.events} events: ${feed.foreign} of another user, ${feed.duplicates} seen twice, ${feed.gaps} gaps (${feed.missedReported} seqs reported missed by the server)`,
+    `${feed.sockets} sockets opened (${feed.reconnects} reconnects), ${feed.events} events: ${feed.foreign} of another user, ` +
+      `${feed.duplicates} seen twice, ${feed.gaps} gaps (${feed.missedReported} seqs reported missed by the server)`,
     { ...feed, samples: undefined },
     feed.samples ?? [],
   );
@@ -789,7 +805,9 @@ export function checkQueueAndReservations({ entries, reservations, userAllocatio
   return result(
     "queue and reservations: hand-overs are real allocations, nothing left half-served, no window booked twice",
     violations,
-    `${c.entries} entries (${c.served} served, ${c.servedWrong} without their allocation, ${c.leftOpen} left open); ${c.reservations} reservations (${c.started} started, ${c.startedWrong} without their allocation, ${c.reservationsLeftOpen} left open, ${c.overlaps} overlapping)`,
+    `${c.entries} entries (${c.served} served, ${c.servedWrong} without their allocation, ${c.leftOpen} left open); ` +
+      `${c.reservations} reservations (${c.started} started, ${c.startedWrong} without their allocation, ` +
+      `${c.reservationsLeftOpen} left open, ${c.overlaps} overlapping)`,
     c,
     samples,
   );
@@ -837,7 +855,8 @@ export function checkMetrics({ metricsText, deviceHistories }) {
   return result(
     "metrics agree with the records",
     v,
-    `${ended} ended allocations on the devices; metrics: ${allocations} allocations, ${releases} releases (${off.length} reasons off), ${expired} expiry lags observed for ${byReason.expired ?? 0} expiries`,
+    `${ended} ended allocations on the devices; metrics: ${allocations} allocations, ${releases} releases (${off.length} reasons off), ` +
+      `${expired} expiry lags observed for ${byReason.expired ?? 0} expiries`,
     { ended, allocations, releases, expired, byReason },
     off,
   );

@@ -100,10 +100,12 @@ export function renderReport(results) {
   const out = [];
   const m = results.machine ?? {};
   out.push(
-    `bench ${results.quick ? "(quick) " : ""}${results.date ?? ""}, storage: ${results.settings?.storage === "memory" ? "memory (/dev/shm)" : "disk (temporary directory, as wrangler dev)"}`,
+    `bench ${results.quick ? "(quick) " : ""}${results.date ?? ""}, storage: ` +
+      `${results.settings?.storage === "memory" ? "memory (/dev/shm)" : "disk (temporary directory, as wrangler dev)"}`,
   );
   out.push(
-    `machine: ${m.cpus ?? "?"} CPUs (${m.cpuModel ?? "?"}), node ${m.node ?? "?"}, workerd ${m.workerd ?? "?"}, load average at start ${m.loadAverageAtStart?.join(" ") ?? "?"}, at end ${m.loadAverageAtEnd?.join(" ") ?? "?"}`,
+    `machine: ${m.cpus ?? "?"} CPUs (${m.cpuModel ?? "?"}), node ${m.node ?? "?"}, workerd ${m.workerd ?? "?"}, ` +
+      `load average at start ${m.loadAverageAtStart?.join(" ") ?? "?"}, at end ${m.loadAverageAtEnd?.join(" ") ?? "?"}`,
   );
   if (results.only) out.push(`only: ${results.only.join(", ")}`);
 
@@ -184,7 +186,10 @@ export function renderReport(results) {
   if (ar?.paced) {
     const p = ar.paced;
     out.push(
-      `paced: ${p.clients} clients, each one allocate + release a second (${p.offeredRps} req/s offered): ${num(p.rps)} req/s, allocate p50/p99 ${ms(p.allocate.p50Ms)}/${ms(p.allocate.p99Ms)} ms, release ${ms(p.release.p50Ms)}/${ms(p.release.p99Ms)} ms, CPU ${num(p.workerdCpuMsPerRequest, 3)} ms/req, refusals: ${refusalText(p)}`,
+      `paced: ${p.clients} clients, each one allocate + release a second (${p.offeredRps} req/s offered): ${num(p.rps)} req/s, ` +
+        `allocate p50/p99 ${ms(p.allocate.p50Ms)}/${ms(p.allocate.p99Ms)} ms, ` +
+        `release ${ms(p.release.p50Ms)}/${ms(p.release.p99Ms)} ms, CPU ${num(p.workerdCpuMsPerRequest, 3)} ms/req, ` +
+        `refusals: ${refusalText(p)}`,
     );
   }
 
@@ -193,7 +198,8 @@ export function renderReport(results) {
     const fl = floorAt(results.shards[0].clients);
     out.push(
       "",
-      `Pool shards (${results.shards[0].clients} clients, ${results.shards[0].clients * 2} devices split over the pools; each client sticks to one pool)`,
+      `Pool shards (${results.shards[0].clients} clients, ${results.shards[0].clients * 2} devices split over the pools; ` +
+        `each client sticks to one pool)`,
     );
     out.push(
       table(
@@ -225,7 +231,8 @@ export function renderReport(results) {
     other.push([
       "queue hand-over (release → queue.fulfilled)",
       `p50 ${ms(results.queueHandoverMs.p50)} ms, p99 ${ms(results.queueHandoverMs.p99)} ms`,
-      `n=${results.queueHandoverMs.count ?? "?"}; direct allocate p50 ${ms(q.directAllocate?.p50)} ms (ratio ${num(q.handoverToDirectAllocateP50, 2)}); served ${q.served}/${q.waiters}, twice ${q.servedTwice}`,
+      `n=${results.queueHandoverMs.count ?? "?"}; direct allocate p50 ${ms(q.directAllocate?.p50)} ms ` +
+        `(ratio ${num(q.handoverToDirectAllocateP50, 2)}); served ${q.served}/${q.waiters}, twice ${q.servedTwice}`,
     ]);
   }
   if (results.reservationStartLagMs)

@@ -48,7 +48,9 @@ export class Floor extends DurableObject {
   noop() { return 1; }
   write() { this.ctx.storage.sql.exec("INSERT INTO w (at) VALUES (?)", Date.now()); return 1; }
   at(name) { return this.env.FLOOR.getByName(name); }
-  async userAllocate(pool, device) { this.write(); await this.at("p:" + pool).poolClaim(device); this.write(); await this.at("d:" + device).write(); return 1; }
+  async userAllocate(pool, device) {
+    this.write(); await this.at("p:" + pool).poolClaim(device); this.write(); await this.at("d:" + device).write(); return 1;
+  }
   async poolClaim(device) { await this.at("d:" + device).write(); this.write(); return 1; }
   async userRelease(pool, device) { await this.at("d:" + device).deviceEnd(pool); this.write(); return 1; }
   async deviceEnd(pool) { this.write(); await this.at("p:" + pool).write(); this.write(); return 1; }
@@ -58,8 +60,12 @@ export default {
     const u = new URL(req.url);
     if (u.pathname === "/bare") return new Response("ok");
     const q = u.searchParams;
-    if (u.pathname === "/alloc") { await env.FLOOR.getByName("u:" + q.get("u")).userAllocate(q.get("p"), q.get("d")); return new Response("ok"); }
-    if (u.pathname === "/release") { await env.FLOOR.getByName("u:" + q.get("u")).userRelease(q.get("p"), q.get("d")); return new Response("ok"); }
+    if (u.pathname === "/alloc") {
+      await env.FLOOR.getByName("u:" + q.get("u")).userAllocate(q.get("p"), q.get("d")); return new Response("ok");
+    }
+    if (u.pathname === "/release") {
+      await env.FLOOR.getByName("u:" + q.get("u")).userRelease(q.get("p"), q.get("d")); return new Response("ok");
+    }
     const stub = env.FLOOR.getByName(q.get("o") ?? "one");
     if (u.pathname === "/noop") { await stub.noop(); return new Response("ok"); }
     if (u.pathname === "/write") { await stub.write(); return new Response("ok"); }

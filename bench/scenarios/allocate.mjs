@@ -236,7 +236,8 @@ export async function runLevels(rt, { seconds, warmupSeconds = 1, log = () => {}
     r.devicesPerClient = (2 * max) / clients;
     r.leftAllocated = await stillAllocated(rt, { pools, adminToken });
     log(
-      `  ${clients} clients: ${r.rps} req/s, allocate p50/p99 ${r.allocate.p50Ms}/${r.allocate.p99Ms} ms, release ${r.release.p50Ms}/${r.release.p99Ms} ms, refused ${r.refused}`,
+      `  ${clients} clients: ${r.rps} req/s, allocate p50/p99 ${r.allocate.p50Ms}/${r.allocate.p99Ms} ms, ` +
+        `release ${r.release.p50Ms}/${r.release.p99Ms} ms, refused ${r.refused}`,
     );
     out.push(r);
   }
@@ -257,7 +258,8 @@ export async function runLevels(rt, { seconds, warmupSeconds = 1, log = () => {}
     });
     paced.offeredRps = Math.round((2 * PACED_CLIENTS * 1000) / PACED_CYCLE_MS);
     log(
-      `  ${PACED_CLIENTS} clients paced (${paced.offeredRps} req/s offered): ${paced.rps} req/s, allocate p50/p99 ${paced.allocate.p50Ms}/${paced.allocate.p99Ms} ms, release ${paced.release.p50Ms}/${paced.release.p99Ms} ms`,
+      `  ${PACED_CLIENTS} clients paced (${paced.offeredRps} req/s offered): ${paced.rps} req/s, ` +
+        `allocate p50/p99 ${paced.allocate.p50Ms}/${paced.allocate.p99Ms} ms, release ${paced.release.p50Ms}/${paced.release.p99Ms} ms`,
     );
   }
   return { allocateRelease: { ...at50, paced }, levels: out };

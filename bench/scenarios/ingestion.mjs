@@ -33,20 +33,35 @@ const D1_FLOOR_SCRIPT = `
 const now = () => Date.now();
 function recs(tag, n, users) {
   const out = [];
-  for (let i = 0; i < n; i++) out.push({ allocationId: tag + "-" + i, deviceId: "d-" + (i % 97), userId: "u-" + (i % users), durationSeconds: 60, cpuCores: 2, memoryMB: 4096, storageMB: 32768, allocatedAt: 1, releasedAt: 60001, reason: "released", amount: 3 });
+  for (let i = 0; i < n; i++) out.push({
+    allocationId: tag + "-" + i, deviceId: "d-" + (i % 97), userId: "u-" + (i % users), durationSeconds: 60, cpuCores: 2,
+    memoryMB: 4096, storageMB: 32768, allocatedAt: 1, releasedAt: 60001, reason: "released", amount: 3,
+  });
   return out;
 }
 // As src/billing/usage.ts + ledger.ts write one record (the SQL drizzle generates, by hand).
 function ours(DB, r, at) {
   const e = "charge:" + r.allocationId;
   return [
-    DB.prepare("insert into usage_records (allocation_id, device_id, user_id, tenant_id, duration_seconds, cpu_cores, memory_mb, storage_mb, allocated_at, released_at, reason, received_at, source) values (?, ?, ?, null, ?, ?, ?, ?, ?, ?, ?, ?, 'device') on conflict do nothing")
-      .bind(r.allocationId, r.deviceId, r.userId, r.durationSeconds, r.cpuCores, r.memoryMB, r.storageMB, r.allocatedAt, r.releasedAt, r.reason, at),
-    DB.prepare("INSERT INTO ledger (entry_id, user_id, kind, amount, balance_after, allocation_id, plan_id, reference, memo, created_at) SELECT ?, a.user_id, 'charge', ?, a.balance + ?, ?, 'standard', null, ?, ? FROM accounts a WHERE a.user_id = ? ON CONFLICT (entry_id) DO NOTHING")
+    DB.prepare("insert into usage_records (allocation_id, device_id, user_id, tenant_id, duration_seconds, cpu_cores, memory_mb, " +
+      "storage_mb, allocated_at, released_at, reason, received_at, source) " +
+      "values (?, ?, ?, null, ?, ?, ?, ?, ?, ?, ?, ?, 'device') on conflict do nothing")
+      .bind(r.allocationId, r.deviceId, r.userId, r.durationSeconds, r.cpuCores, r.memoryMB, r.storageMB, r.allocatedAt, r.releasedAt,
+        r.reason, at),
+    DB.prepare("INSERT INTO ledger (entry_id, user_id, kind, amount, balance_after, allocation_id, plan_id, reference, memo, created_at) " +
+      "SELECT ?, a.user_id, 'charge', ?, a.balance + ?, ?, 'standard', null, ?, ? FROM accounts a WHERE a.user_id = ? " +
+      "ON CONFLICT (entry_id) DO NOTHING")
       .bind(e, -r.amount, -r.amount, r.allocationId, "60s on " + r.deviceId + " (released)", at, r.userId),
-    DB.prepare("UPDATE accounts SET balance = l.balance_after, last_seq = l.seq, updated_at = ? FROM (SELECT seq, balance_after, user_id FROM ledger WHERE entry_id = ?) AS l WHERE accounts.user_id = ? AND l.user_id = accounts.user_id AND l.seq > accounts.last_seq")
+    DB.prepare("UPDATE accounts SET balance = l.balance_after, last_seq = l.seq, updated_at = ? " +
+      "FROM (SELECT seq, balance_after, user_id FROM ledger WHERE entry_id = ?) AS l " +
+      "WHERE accounts.user_id = ? AND l.user_id = accounts.user_id AND l.seq > accounts.last_seq")
       .bind(at, e, r.userId),
-    DB.prepare("INSERT INTO notifications (key, user_id, type, data, created_at) SELECT 'low_balance:' || l.seq, l.user_id, 'billing.low_balance', json_object('balance', l.balance_after, 'threshold', p.low_balance_threshold, 'currency', p.currency, 'entryId', l.entry_id), ? FROM ledger l JOIN accounts a ON a.user_id = l.user_id JOIN pricing_plans p ON p.plan_id = a.plan_id WHERE l.entry_id = ? AND a.last_seq = l.seq AND l.amount < 0 AND l.balance_after < p.low_balance_threshold AND l.balance_after - l.amount >= p.low_balance_threshold ON CONFLICT (key) DO NOTHING")
+    DB.prepare("INSERT INTO notifications (key, user_id, type, data, created_at) " +
+      "SELECT 'low_balance:' || l.seq, l.user_id, 'billing.low_balance', " +
+      "json_object('balance', l.balance_after, 'threshold', p.low_balance_threshold, 'currency', p.currency, 'entryId', l.entry_id), ? " +
+      "FROM ledger l JOIN accounts a ON a.user_id = l.user_id JOIN pricing_plans p ON p.plan_id = a.plan_id " +
+      "WHERE l.entry_id = ? AND a.last_seq = l.seq AND l.amount < 0 AND l.balance_after < p.low_balance_threshold " +
+      "AND l.balance_after - l.amount >= p.low_balance_threshold ON CONFLICT (key) DO NOTHING")
       .bind(at, e),
   ];
 }
@@ -54,10 +69,26 @@ function ours(DB, r, at) {
 function setBased(DB, rs, at) {
   const j = JSON.stringify(rs.map((r, i) => ({ ...r, i })));
   return [
-    DB.prepare("insert into usage_records (allocation_id, device_id, user_id, tenant_id, duration_seconds, cpu_cores, memory_mb, storage_mb, allocated_at, released_at, reason, received_at, source) select value->>'allocationId', value->>'deviceId', value->>'userId', null, value->>'durationSeconds', value->>'cpuCores', value->>'memoryMB', value->>'storageMB', value->>'allocatedAt', value->>'releasedAt', value->>'reason', ?2, 'device' from json_each(?1) where true on conflict do nothing").bind(j, at),
-    DB.prepare("INSERT INTO ledger (entry_id, user_id, kind, amount, balance_after, allocation_id, plan_id, reference, memo, created_at) SELECT 'charge:' || (j.value->>'allocationId'), a.user_id, 'charge', -(j.value->>'amount'), a.balance - SUM(j.value->>'amount') OVER (PARTITION BY a.user_id ORDER BY j.value->>'i' ROWS UNBOUNDED PRECEDING), j.value->>'allocationId', 'standard', null, 'memo', ?2 FROM json_each(?1) j JOIN accounts a ON a.user_id = j.value->>'userId' ORDER BY j.value->>'i' ON CONFLICT (entry_id) DO NOTHING").bind(j, at),
-    DB.prepare("UPDATE accounts SET balance = l.balance_after, last_seq = l.seq, updated_at = ?2 FROM (SELECT user_id, MAX(seq) AS seq, balance_after FROM ledger WHERE entry_id IN (SELECT 'charge:' || (value->>'allocationId') FROM json_each(?1)) GROUP BY user_id) AS l WHERE accounts.user_id = l.user_id AND l.seq > accounts.last_seq").bind(j, at),
-    DB.prepare("INSERT INTO notifications (key, user_id, type, data, created_at) SELECT 'low_balance:' || l.seq, l.user_id, 'billing.low_balance', json_object('balance', l.balance_after), ?2 FROM ledger l JOIN accounts a ON a.user_id = l.user_id JOIN pricing_plans p ON p.plan_id = a.plan_id WHERE l.entry_id IN (SELECT 'charge:' || (value->>'allocationId') FROM json_each(?1)) AND l.amount < 0 AND l.balance_after < p.low_balance_threshold AND l.balance_after - l.amount >= p.low_balance_threshold ON CONFLICT (key) DO NOTHING").bind(j, at),
+    DB.prepare("insert into usage_records (allocation_id, device_id, user_id, tenant_id, duration_seconds, cpu_cores, memory_mb, " +
+      "storage_mb, allocated_at, released_at, reason, received_at, source) " +
+      "select value->>'allocationId', value->>'deviceId', value->>'userId', null, value->>'durationSeconds', value->>'cpuCores', " +
+      "value->>'memoryMB', value->>'storageMB', value->>'allocatedAt', value->>'releasedAt', value->>'reason', ?2, 'device' " +
+      "from json_each(?1) where true on conflict do nothing").bind(j, at),
+    DB.prepare("INSERT INTO ledger (entry_id, user_id, kind, amount, balance_after, allocation_id, plan_id, reference, memo, created_at) " +
+      "SELECT 'charge:' || (j.value->>'allocationId'), a.user_id, 'charge', -(j.value->>'amount'), " +
+      "a.balance - SUM(j.value->>'amount') OVER (PARTITION BY a.user_id ORDER BY j.value->>'i' ROWS UNBOUNDED PRECEDING), " +
+      "j.value->>'allocationId', 'standard', null, 'memo', ?2 FROM json_each(?1) j JOIN accounts a ON a.user_id = j.value->>'userId' " +
+      "ORDER BY j.value->>'i' ON CONFLICT (entry_id) DO NOTHING").bind(j, at),
+    DB.prepare("UPDATE accounts SET balance = l.balance_after, last_seq = l.seq, updated_at = ?2 " +
+      "FROM (SELECT user_id, MAX(seq) AS seq, balance_after FROM ledger " +
+      "WHERE entry_id IN (SELECT 'charge:' || (value->>'allocationId') FROM json_each(?1)) GROUP BY user_id) AS l " +
+      "WHERE accounts.user_id = l.user_id AND l.seq > accounts.last_seq").bind(j, at),
+    DB.prepare("INSERT INTO notifications (key, user_id, type, data, created_at) " +
+      "SELECT 'low_balance:' || l.seq, l.user_id, 'billing.low_balance', json_object('balance', l.balance_after), ?2 " +
+      "FROM ledger l JOIN accounts a ON a.user_id = l.user_id JOIN pricing_plans p ON p.plan_id = a.plan_id " +
+      "WHERE l.entry_id IN (SELECT 'charge:' || (value->>'allocationId') FROM json_each(?1)) AND l.amount < 0 " +
+      "AND l.balance_after < p.low_balance_threshold AND l.balance_after - l.amount >= p.low_balance_threshold " +
+      "ON CONFLICT (key) DO NOTHING").bind(j, at),
   ];
 }
 let k = 0;
@@ -69,7 +100,10 @@ export default {
     const at = now();
     if (shape === "setup") {
       const st = [];
-      for (let i = 0; i < 1000; i++) st.push(env.DB.prepare("INSERT OR IGNORE INTO accounts (user_id, plan_id, balance, last_seq, reconciled_through, created_at, updated_at) VALUES (?, 'standard', 100000000, 0, 0, 0, 0)").bind("u-" + i));
+      for (let i = 0; i < 1000; i++) {
+        st.push(env.DB.prepare("INSERT OR IGNORE INTO accounts (user_id, plan_id, balance, last_seq, reconciled_through, created_at, " +
+          "updated_at) VALUES (?, 'standard', 100000000, 0, 0, 0, 0)").bind("u-" + i));
+      }
       await env.DB.batch(st);
       await env.DB.prepare("CREATE TABLE IF NOT EXISTS scratch (id INTEGER PRIMARY KEY AUTOINCREMENT, v TEXT)").run();
       return new Response("ok");
@@ -79,12 +113,16 @@ export default {
     let st;
     if (shape === "ours") st = rs.flatMap((r) => ours(env.DB, r, at));
     else if (shape === "set") st = setBased(env.DB, rs, at);
-    else if (shape === "trivial") st = Array.from({ length: n * 4 }, (_, i) => env.DB.prepare("INSERT INTO scratch (v) VALUES (?)").bind("x" + i));
+    else if (shape === "trivial") {
+      st = Array.from({ length: n * 4 }, (_, i) => env.DB.prepare("INSERT INTO scratch (v) VALUES (?)").bind("x" + i));
+    }
     else if (shape === "one") st = [env.DB.prepare("SELECT 1")];
     const t0 = Date.now();
     const res = await env.DB.batch(st);
     const ms = Date.now() - t0;
-    const check = shape === "ours" || shape === "set" ? (await env.DB.prepare("SELECT COUNT(*) AS n FROM ledger WHERE entry_id LIKE ?").bind("charge:" + tag + "-%").first()).n : null;
+    const check = shape === "ours" || shape === "set"
+      ? (await env.DB.prepare("SELECT COUNT(*) AS n FROM ledger WHERE entry_id LIKE ?").bind("charge:" + tag + "-%").first()).n
+      : null;
     return Response.json({ shape, statements: st.length, ms, check, bytes: JSON.stringify(res).length });
   },
 };`;
@@ -271,7 +309,8 @@ export async function run(rt, { quick = false, log = () => {} } = {}) {
   // The balance is the sum of the ledger for every account the run touched.
   const off = await rt.db
     .prepare(
-      "SELECT COUNT(*) AS n FROM accounts a WHERE a.user_id LIKE ? AND a.balance != (SELECT COALESCE(SUM(l.amount), 0) FROM ledger l WHERE l.user_id = a.user_id)",
+      "SELECT COUNT(*) AS n FROM accounts a WHERE a.user_id LIKE ? AND a.balance != (SELECT COALESCE(SUM(l.amount), 0) " +
+        "FROM ledger l WHERE l.user_id = a.user_id)",
     )
     .bind(`bench-ing-${tag}-%`)
     .first();

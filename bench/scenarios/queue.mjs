@@ -156,7 +156,8 @@ export async function run(rt, { quick = false, log = () => {} } = {}) {
     const d = stats(direct);
     const s = stats(startLag);
     log(
-      `queue: hand-over p50/p99 ${h.p50}/${h.p99} ms (n=${h.count}); direct allocate p50/p99 ${d.p50}/${d.p99} ms; reservation start lag p50/p99 ${s.p50}/${s.p99} ms (n=${s.count})`,
+      `queue: hand-over p50/p99 ${h.p50}/${h.p99} ms (n=${h.count}); direct allocate p50/p99 ${d.p50}/${d.p99} ms; ` +
+        `reservation start lag p50/p99 ${s.p50}/${s.p99} ms (n=${s.count})`,
     );
     return {
       queueHandoverMs: { p50: h.p50, p99: h.p99, max: h.max, count: h.count },

@@ -106,7 +106,8 @@ export async function run(rt, { quick = false, log = () => {} } = {}) {
       if (level < wanted) {
         capped = { wanted, reached: level, workerdFdLimit: w.limit, workerdFdsBefore: w.fds, fdsPerConnection: 2 };
         log(
-          `sockets: capping ${wanted} to ${level}: workerd has ${w.fds} of ${w.limit} descriptors open and takes 2 per connection (more than ${fits} would crash it on accept())`,
+          `sockets: capping ${wanted} to ${level}: workerd has ${w.fds} of ${w.limit} descriptors open and takes 2 per connection ` +
+            `(more than ${fits} would crash it on accept())`,
         );
       }
       const slots = [];
@@ -178,7 +179,8 @@ export async function run(rt, { quick = false, log = () => {} } = {}) {
       () => false,
     );
     log(
-      `sockets: ${open}/${socks.length} open; probe event (HTTP ${res.status}) reached ${arrivals.length}/${probeSocks.length} sockets of ${probeUser}`,
+      `sockets: ${open}/${socks.length} open; probe event (HTTP ${res.status}) ` +
+        `reached ${arrivals.length}/${probeSocks.length} sockets of ${probeUser}`,
     );
 
     const top = out[out.length - 1];

@@ -19,7 +19,9 @@ const DIR = path.join(import.meta.dirname, "..", "..", "test-results");
 export const EXPECTED_RUNTIME_LINES: { match: RegExp; why: string }[] = [
   {
     match: /disconnected: read end of pipe was aborted/,
-    why: "bad-input streams a body over the limit: the Worker answers 413 without reading the rest, and workerd reports the unread request body",
+    why:
+      "bad-input streams a body over the limit: the Worker answers 413 without reading the rest, " +
+      "and workerd reports the unread request body",
   },
   {
     match: /Application called abortAllDurableObjects\(\)/,

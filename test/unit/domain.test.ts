@@ -276,7 +276,8 @@ describe("quota status, headroom, periods, renewal, extra hours", () => {
   it("checkExtraHours: status, then validity, then the period's hours (at the limit allowed)", () => {
     expect(checkExtraHours(Q, { ...USAGE, deviceHours: 9 }, 1, NOW)).toBeNull();
     const q2 = { ...Q, limits: { ...LIMITS, maxDeviceHoursPerPeriod: 2 } };
-    expect(checkExtraHours(q2, { ...USAGE, deviceHours: 1 / 60 + 46 / 60 + 46 / 60 }, 27 / 60, NOW)).toBeNull(); // float sum 2.0000000000000004
+    // float sum 2.0000000000000004
+    expect(checkExtraHours(q2, { ...USAGE, deviceHours: 1 / 60 + 46 / 60 + 46 / 60 }, 27 / 60, NOW)).toBeNull();
     expect(checkExtraHours(q2, { ...USAGE, deviceHours: 1 / 60 + 46 / 60 + 46 / 60 }, 28 / 60, NOW)?.code).toBe("QUOTA_HOURS_EXCEEDED");
     expect(brief(checkExtraHours(Q, { ...USAGE, deviceHours: 9.5 }, 1, NOW))).toEqual({
       ok: false,

@@ -105,7 +105,9 @@ describe("deliverOutbox", () => {
     sql.migrate([
       {
         name: "1-outbox",
-        sql: "CREATE TABLE outbox (id INTEGER PRIMARY KEY AUTOINCREMENT, payload TEXT NOT NULL, attempts INTEGER NOT NULL DEFAULT 0, next_at INTEGER NOT NULL, last_error TEXT)",
+        sql:
+          "CREATE TABLE outbox (id INTEGER PRIMARY KEY AUTOINCREMENT, payload TEXT NOT NULL, " +
+          "attempts INTEGER NOT NULL DEFAULT 0, next_at INTEGER NOT NULL, last_error TEXT)",
       },
     ]);
     const add = (payload: string, nextAt = 0, attempts = 0) =>
