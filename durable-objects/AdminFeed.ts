@@ -16,7 +16,8 @@ const MIGRATIONS = [
     name: "1-feed-and-sockets",
     // The feed, and the open sockets per feed-holding object (its id), as last reported.
     sql: `${feedSchema("events")}
-      CREATE TABLE sockets (object TEXT PRIMARY KEY, feed TEXT NOT NULL, open INTEGER NOT NULL, seq INTEGER NOT NULL, reported_at INTEGER NOT NULL);`,
+      CREATE TABLE sockets (object TEXT PRIMARY KEY, feed TEXT NOT NULL, open INTEGER NOT NULL, seq INTEGER NOT NULL,
+        reported_at INTEGER NOT NULL);`,
   },
 ];
 

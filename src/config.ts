@@ -175,7 +175,10 @@ export const BILLING = {
 
 export const PAGING = { defaultLimit: 50, maxLimit: 200 };
 
-/** GET /admin/metrics: a source (a pool, D1, the socket counts) slower than this is left out of the scrape and counted in eda_metrics_source_errors. */
+/**
+ * GET /admin/metrics: a source (a pool, D1, the socket counts) slower than this is left out of the
+ * scrape and counted in eda_metrics_source_errors.
+ */
 export const METRICS = { sourceTimeoutMs: 2_000 };
 
 /** App events from other services (POST /api/internal/events): batch size and text limits. */

@@ -131,7 +131,7 @@ export class ReservationDesk {
     });
   }
 
-  /** Would a booking of this window get a device now (within the user's per-device limits)? Also the caller's own reservations that overlap it. */
+  /** Would a booking of this window get a device now (within the user's per-device limits)? With the caller's overlapping ones. */
   async check(input: Pick<ReserveInput, "userId" | "pool" | "startAt" | "spec"> & { endAt: number }): Promise<Result<WindowCheck>> {
     const max = (await take(this.p.env.USER_QUOTA.getByName(input.userId).perDeviceMax(input.userId))) as DeviceSpec;
     const missing = this.p.index.missing(input.pool);

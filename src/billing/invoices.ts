@@ -41,7 +41,8 @@ export async function generateInvoices(
     return fail(
       409,
       "PERIOD_NOT_ENDED",
-      `The month ${period} has not closed yet; its invoices are written from ${new Date(closesAt).toISOString()} (${INVOICE_CLOSE_DELAY_MS / 60_000} minutes after it ends).`,
+      `The month ${period} has not closed yet; its invoices are written from ${new Date(closesAt).toISOString()} ` +
+        `(${INVOICE_CLOSE_DELAY_MS / 60_000} minutes after it ends).`,
       { period, closesAt: new Date(closesAt).toISOString() },
     );
   const limit = opts.limit ?? BILLING.invoiceAccountsPerRun;
@@ -60,7 +61,8 @@ export async function generateInvoices(
       sql`SELECT SUM(amount) AS total FROM ledger WHERE user_id = ${u.user_id} AND created_at < ${bounds.start}`,
     );
     const lines = await db.all<LedgerLine>(sql`
-      SELECT kind, SUM(amount) AS amount FROM ledger WHERE user_id = ${u.user_id} AND created_at >= ${bounds.start} AND created_at < ${bounds.end}
+      SELECT kind, SUM(amount) AS amount FROM ledger WHERE user_id = ${u.user_id} AND created_at >= ${bounds.start}
+        AND created_at < ${bounds.end}
       GROUP BY kind, amount >= 0`);
     const usage = await db.get<{ n: number; seconds: number | null }>(sql`
       SELECT COUNT(*) AS n, SUM(r.duration_seconds) AS seconds FROM ledger l JOIN usage_records r ON r.allocation_id = l.allocation_id
@@ -96,7 +98,8 @@ export async function generateInvoices(
       stmt(
         env.DB,
         sql`INSERT INTO notifications (key, user_id, type, data, created_at)
-        VALUES (${`billing.invoice_generated:${invoiceId}`}, ${u.user_id}, 'billing.invoice_generated', ${JSON.stringify(data)}, ${row.createdAt})
+        VALUES (${`billing.invoice_generated:${invoiceId}`}, ${u.user_id}, 'billing.invoice_generated', ${JSON.stringify(data)},
+          ${row.createdAt})
         ON CONFLICT (key) DO NOTHING`,
       ),
     ]);

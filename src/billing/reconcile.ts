@@ -94,7 +94,8 @@ export async function reconcileUser(env: Env, userId: string, from: number, to: 
     report.stillMissing = toHeal.map((r) => r.allocationId);
   }
   const sums = await db.get<{ balance: number | null; total: number | null }>(sql`
-    SELECT (SELECT balance FROM accounts WHERE user_id = ${userId}) AS balance, (SELECT SUM(amount) FROM ledger WHERE user_id = ${userId}) AS total`);
+    SELECT (SELECT balance FROM accounts WHERE user_id = ${userId}) AS balance, (SELECT SUM(amount) FROM ledger
+      WHERE user_id = ${userId}) AS total`);
   if (sums && sums.balance !== null && sums.balance !== (sums.total ?? 0))
     report.balanceDrift = { balance: sums.balance, ledgerSum: sums.total ?? 0 };
   return report;

@@ -171,8 +171,10 @@ function setStatements(
   return [
     d1
       .prepare(
-        `INSERT INTO usage_records (allocation_id, device_id, user_id, tenant_id, duration_seconds, cpu_cores, memory_mb, storage_mb, allocated_at, released_at, reason, received_at, source)
-       SELECT value->>'a', value->>'d', value->>'u', value->>'t', value->>'s', value->>'c', value->>'m', value->>'g', value->>'aa', value->>'ra', value->>'re', ?2, ?3
+        `INSERT INTO usage_records (allocation_id, device_id, user_id, tenant_id, duration_seconds, cpu_cores, memory_mb, storage_mb,
+          allocated_at, released_at, reason, received_at, source)
+       SELECT value->>'a', value->>'d', value->>'u', value->>'t', value->>'s', value->>'c', value->>'m', value->>'g', value->>'aa',
+         value->>'ra', value->>'re', ?2, ?3
        FROM json_each(?1) WHERE true ON CONFLICT DO NOTHING RETURNING allocation_id`,
       )
       .bind(json, now, source),
@@ -200,7 +202,8 @@ function setStatements(
       .prepare(
         `INSERT INTO notifications (key, user_id, type, data, created_at)
        SELECT 'low_balance:' || l.seq, l.user_id, 'billing.low_balance',
-              json_object('balance', l.balance_after, 'threshold', p.low_balance_threshold, 'currency', p.currency, 'entryId', l.entry_id), ?2
+              json_object('balance', l.balance_after, 'threshold', p.low_balance_threshold, 'currency', p.currency, 'entryId',
+                l.entry_id), ?2
        FROM ledger l JOIN accounts a ON a.user_id = l.user_id JOIN pricing_plans p ON p.plan_id = a.plan_id
        WHERE l.entry_id IN (${ids}) AND l.seq <= a.last_seq AND l.amount < 0
          AND l.balance_after < p.low_balance_threshold AND l.balance_after - l.amount >= p.low_balance_threshold

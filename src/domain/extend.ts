@@ -22,7 +22,8 @@ export function checkExtend(policy: ExtendPolicy, state: ExtendState, additional
     return fail(
       409,
       "EXTEND_TOTAL_EXCEEDED",
-      `Your plan allows ${policy.maxTotalExtendMinutes} extension minutes per allocation; ${policy.maxTotalExtendMinutes - state.extendedMinutes} are left.`,
+      `Your plan allows ${policy.maxTotalExtendMinutes} extension minutes per allocation; ` +
+        `${policy.maxTotalExtendMinutes - state.extendedMinutes} are left.`,
       {
         maxTotalExtendMinutes: policy.maxTotalExtendMinutes,
         used: state.extendedMinutes,

@@ -84,7 +84,8 @@ export function checkAllocation(q: QuotaState, usage: QuotaUsage, spec: DeviceSp
     return fail(
       409,
       "QUOTA_HOURS_EXCEEDED",
-      `This would use ${round(hours)} device-hours; ${round(Math.max(0, L.maxDeviceHoursPerPeriod - usage.deviceHours))} of ${L.maxDeviceHoursPerPeriod} are left this period.`,
+      `This would use ${round(hours)} device-hours; ` +
+        `${round(Math.max(0, L.maxDeviceHoursPerPeriod - usage.deviceHours))} of ${L.maxDeviceHoursPerPeriod} are left this period.`,
       {
         limit: L.maxDeviceHoursPerPeriod,
         used: round(usage.deviceHours),
@@ -120,7 +121,8 @@ export function checkExtraHours(q: QuotaState, usage: QuotaUsage, hours: number,
     return fail(
       409,
       "QUOTA_HOURS_EXCEEDED",
-      `Extending would use ${round(hours)} device-hours; ${round(Math.max(0, q.limits.maxDeviceHoursPerPeriod - usage.deviceHours))} are left this period.`,
+      `Extending would use ${round(hours)} device-hours; ` +
+        `${round(Math.max(0, q.limits.maxDeviceHoursPerPeriod - usage.deviceHours))} are left this period.`,
       {
         limit: q.limits.maxDeviceHoursPerPeriod,
         used: round(usage.deviceHours),

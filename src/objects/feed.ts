@@ -69,7 +69,8 @@ export function feedRequestOf(request: Request): FeedRequest | Response {
  * that an object whose sockets were cut by a restart corrects its report when it next wakes.
  */
 export function feedSchema(table: string): string {
-  return `CREATE TABLE ${table} (seq INTEGER PRIMARY KEY AUTOINCREMENT, type TEXT NOT NULL, user_id TEXT NOT NULL DEFAULT '', data TEXT NOT NULL, ts INTEGER NOT NULL);
+  return `CREATE TABLE ${table} (seq INTEGER PRIMARY KEY AUTOINCREMENT, type TEXT NOT NULL, user_id TEXT NOT NULL DEFAULT '',
+    data TEXT NOT NULL, ts INTEGER NOT NULL);
    CREATE INDEX ${table}_user ON ${table}(user_id, seq);
    CREATE TABLE ${table}_keys (key TEXT PRIMARY KEY, seq INTEGER NOT NULL, ts INTEGER NOT NULL);
    CREATE INDEX ${table}_keys_ts ON ${table}_keys(ts);

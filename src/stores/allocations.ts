@@ -115,7 +115,8 @@ export class AllocationStore {
   /** Step 1: the pending row (quota held). */
   insertPending(p: PendingAllocation, now: number): void {
     this.sql.exec(
-      `INSERT INTO allocations (allocation_id, pool, status, cpu, mem, storage, duration_minutes, duration_ms, booked_hours, idem_key, idem_hash, deadline, created_at, idle_ms)
+      `INSERT INTO allocations (allocation_id, pool, status, cpu, mem, storage, duration_minutes, duration_ms, booked_hours, idem_key,
+        idem_hash, deadline, created_at, idle_ms)
        VALUES (?, ?, 'pending', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
       p.allocationId,
       p.pool,
@@ -148,7 +149,8 @@ export class AllocationStore {
   /** Step 3: the claimed device recorded (its real spec), the row active. */
   activate(allocationId: string, c: Claimed, idleMs: number | null): void {
     this.sql.exec(
-      `UPDATE allocations SET status = 'active', device_id = ?, node = ?, cpu = ?, mem = ?, storage = ?, allocated_at = ?, expires_at = ?, deadline = NULL, idle_ms = ?
+      `UPDATE allocations SET status = 'active', device_id = ?, node = ?, cpu = ?, mem = ?, storage = ?, allocated_at = ?,
+        expires_at = ?, deadline = NULL, idle_ms = ?
        WHERE allocation_id = ?`,
       c.deviceId,
       c.node,
@@ -175,7 +177,8 @@ export class AllocationStore {
     }
     if (row.status !== "active") return null;
     this.sql.exec(
-      "UPDATE allocations SET status = 'released', released_at = ?, duration_seconds = ?, reason = ?, booked_hours = 0 WHERE allocation_id = ?",
+      `UPDATE allocations SET status = 'released', released_at = ?, duration_seconds = ?, reason = ?, booked_hours = 0
+       WHERE allocation_id = ?`,
       e.releasedAt,
       e.durationSeconds,
       e.reason,
@@ -187,7 +190,8 @@ export class AllocationStore {
   /** Books an extension (quota held before the device moves its alarm). */
   extend(allocationId: string, expiresAt: number, minutes: number, now: number): void {
     this.sql.exec(
-      `UPDATE allocations SET expires_at = ?, duration_minutes = duration_minutes + ?, duration_ms = duration_ms + ?, booked_hours = booked_hours + ?,
+      `UPDATE allocations SET expires_at = ?, duration_minutes = duration_minutes + ?, duration_ms = duration_ms + ?,
+        booked_hours = booked_hours + ?,
          extend_count = extend_count + 1, extended_minutes = extended_minutes + ?, last_extended_at = ? WHERE allocation_id = ?`,
       expiresAt,
       minutes,
@@ -202,7 +206,8 @@ export class AllocationStore {
   /** Undoes a booked extension the device refused: the row as it was. */
   restore(r: AllocationRow): void {
     this.sql.exec(
-      `UPDATE allocations SET expires_at = ?, duration_minutes = ?, duration_ms = ?, booked_hours = ?, extend_count = ?, extended_minutes = ?, last_extended_at = ?
+      `UPDATE allocations SET expires_at = ?, duration_minutes = ?, duration_ms = ?, booked_hours = ?, extend_count = ?,
+        extended_minutes = ?, last_extended_at = ?
        WHERE allocation_id = ? AND status = 'active'`,
       r.expires_at,
       r.duration_minutes,

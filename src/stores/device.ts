@@ -168,7 +168,8 @@ export class DeviceStore {
   ): void {
     const d = this.row.get()!;
     this.sql.exec(
-      `INSERT INTO allocations (allocation_id, user_id, state, cpu, mem, storage, allocated_at, expires_at, confirm_at, warn_at, reservation_id)
+      `INSERT INTO allocations (allocation_id, user_id, state, cpu, mem, storage, allocated_at, expires_at, confirm_at, warn_at,
+        reservation_id)
        VALUES (?, ?, 'held', ?, ?, ?, ?, ?, ?, ?, ?)`,
       claim.allocationId,
       claim.userId,
@@ -217,7 +218,8 @@ export class DeviceStore {
     const releasedAt = Math.max(a.allocated_at, reason === "expired" ? Math.min(now, a.expires_at) : now);
     const durationSeconds = Math.round((releasedAt - a.allocated_at) / 1000);
     this.sql.exec(
-      "UPDATE allocations SET state = 'ended', released_at = ?, duration_seconds = ?, reason = ?, confirm_at = NULL WHERE allocation_id = ?",
+      `UPDATE allocations SET state = 'ended', released_at = ?, duration_seconds = ?, reason = ?, confirm_at = NULL
+       WHERE allocation_id = ?`,
       releasedAt,
       durationSeconds,
       reason,

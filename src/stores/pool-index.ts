@@ -25,7 +25,8 @@ export const INDEX_SCHEMA = `CREATE TABLE settings (
     status TEXT NOT NULL, version INTEGER NOT NULL, allocation_id TEXT, user_id TEXT, expires_at INTEGER);
   CREATE INDEX devices_node_status ON devices(node, status, cpu, mem, storage);
   CREATE INDEX devices_status_expires ON devices(status, expires_at);
-  CREATE TABLE nodes (node TEXT PRIMARY KEY, busy INTEGER NOT NULL, total INTEGER NOT NULL, free INTEGER NOT NULL, last_picked_at INTEGER NOT NULL DEFAULT 0);
+  CREATE TABLE nodes (node TEXT PRIMARY KEY, busy INTEGER NOT NULL, total INTEGER NOT NULL, free INTEGER NOT NULL,
+    last_picked_at INTEGER NOT NULL DEFAULT 0);
   -- Devices that left (removed, or moved to another pool), with their version, so a late older state does not bring them back.
   CREATE TABLE gone (device_id TEXT PRIMARY KEY, version INTEGER NOT NULL);
   CREATE TABLE metrics (name TEXT NOT NULL, label TEXT NOT NULL DEFAULT '', value REAL NOT NULL, PRIMARY KEY (name, label));`;

@@ -94,7 +94,8 @@ export class QueueStore {
     const waitUntil = now + durationMsOf(j.maxWaitMinutes, j.maxWaitSeconds);
     this.sql.exec(
       `INSERT INTO queue (entry_id, seq, user_id, priority, cpu_min, mem_min, storage_min, cpu_max, mem_max, storage_max,
-         duration_minutes, duration_seconds, duration_ms, max_wait_minutes, wait_until, status, created_by, created_at, updated_at, idem_key, idem_hash)
+         duration_minutes, duration_seconds, duration_ms, max_wait_minutes, wait_until, status, created_by, created_at, updated_at,
+         idem_key, idem_hash)
        VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'waiting', ?, ?, ?, ?, ?)`,
       entryId,
       seq,
@@ -136,14 +137,16 @@ export class QueueStore {
   /** A user's entries (no `userId`: everyone's), newest first. */
   list(userId: string | undefined, status: QueueStatus | undefined, limit: number): QueueRow[] {
     return this.sql.all<QueueRow>(
-      `SELECT * FROM queue WHERE 1 = 1 ${userId ? "AND user_id = ?" : ""} ${status ? "AND status = ?" : ""} ORDER BY created_at DESC, seq DESC LIMIT ?`,
+      `SELECT * FROM queue WHERE 1 = 1 ${userId ? "AND user_id = ?" : ""} ${status ? "AND status = ?" : ""} ORDER BY created_at DESC,
+        seq DESC LIMIT ?`,
       ...[...(userId ? [userId] : []), ...(status ? [status] : []), limit],
     );
   }
 
   cancel(entryId: string, now: number): void {
     this.sql.exec(
-      "UPDATE queue SET status = 'cancelled', device_id = NULL, retry_at = NULL, updated_at = ? WHERE entry_id = ? AND status IN ('waiting','offered')",
+      `UPDATE queue SET status = 'cancelled', device_id = NULL, retry_at = NULL, updated_at = ? WHERE entry_id = ?
+       AND status IN ('waiting','offered')`,
       now,
       entryId,
     );
@@ -289,7 +292,8 @@ export class QueueStore {
     let estimate: number | null = null;
     if (open) {
       const ahead = this.sql.all<QueueRow>(
-        "SELECT * FROM queue WHERE status IN ('waiting','offered') AND (priority > ? OR (priority = ? AND seq < ?)) ORDER BY priority DESC, seq LIMIT 1000",
+        `SELECT * FROM queue WHERE status IN ('waiting','offered') AND (priority > ? OR (priority = ? AND seq < ?))
+         ORDER BY priority DESC, seq LIMIT 1000`,
         r.priority,
         r.priority,
         r.seq,

@@ -114,7 +114,8 @@ export class ReservationStore {
   /** A user's reservations (no `userId`: everyone's), by start. */
   list(userId: string | undefined, status: ReservationStatus | undefined, limit: number): ReservationRow[] {
     return this.sql.all<ReservationRow>(
-      `SELECT * FROM reservations WHERE 1 = 1 ${userId ? "AND user_id = ?" : ""} ${status ? "AND status = ?" : ""} ORDER BY start_at, reservation_id LIMIT ?`,
+      `SELECT * FROM reservations WHERE 1 = 1 ${userId ? "AND user_id = ?" : ""} ${status ? "AND status = ?" : ""} ORDER BY start_at,
+        reservation_id LIMIT ?`,
       ...[...(userId ? [userId] : []), ...(status ? [status] : []), limit],
     );
   }
@@ -122,7 +123,8 @@ export class ReservationStore {
   /** A user's reservations that have not ended and overlap [startAt, endAt). */
   overlapping(userId: string, startAt: number, endAt: number): ReservationRow[] {
     return this.sql.all<ReservationRow>(
-      `SELECT * FROM reservations WHERE user_id = ? AND status IN ('pending','confirmed','executing') AND start_at < ? AND end_at > ? ORDER BY start_at`,
+      `SELECT * FROM reservations WHERE user_id = ? AND status IN ('pending','confirmed','executing') AND start_at < ? AND end_at > ?
+        ORDER BY start_at`,
       userId,
       endAt,
       startAt,
@@ -173,7 +175,8 @@ export class ReservationStore {
   /** Confirmed reservations whose start (or retry of it) is due, at most 50. */
   dueStarts(now: number): ReservationRow[] {
     return this.sql.all<ReservationRow>(
-      "SELECT * FROM reservations WHERE status = 'confirmed' AND start_at <= ? AND (retry_at IS NULL OR retry_at <= ?) ORDER BY start_at LIMIT 50",
+      `SELECT * FROM reservations WHERE status = 'confirmed' AND start_at <= ? AND (retry_at IS NULL OR retry_at <= ?)
+       ORDER BY start_at LIMIT 50`,
       now,
       now,
     );
@@ -197,7 +200,8 @@ export class ReservationStore {
 
   executing(reservationId: string, deviceId: string, allocationId: string, now: number): void {
     this.sql.exec(
-      "UPDATE reservations SET status = 'executing', device_id = ?, allocation_id = ?, retry_at = NULL, remind_at = NULL, error = NULL, updated_at = ? WHERE reservation_id = ?",
+      `UPDATE reservations SET status = 'executing', device_id = ?, allocation_id = ?, retry_at = NULL, remind_at = NULL, error = NULL,
+       updated_at = ? WHERE reservation_id = ?`,
       deviceId,
       allocationId,
       now,

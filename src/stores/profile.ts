@@ -40,7 +40,8 @@ export class ProfileStore {
     let p = this.row.get();
     if (!p) {
       this.row.write(
-        "INSERT INTO profile (id, user_id, plan, suspended, valid_until, limits, period_start, hours_used, updated_at) VALUES (1, ?, ?, 0, ?, ?, ?, 0, ?)",
+        `INSERT INTO profile (id, user_id, plan, suspended, valid_until, limits, period_start, hours_used, updated_at) VALUES (1, ?, ?,
+         0, ?, ?, ?, 0, ?)`,
         userId,
         plan,
         now + QUOTA_VALID_DAYS * 86_400_000,
