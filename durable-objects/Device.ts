@@ -64,19 +64,11 @@ export class Device extends ServiceObject {
       deliver: this.deliveries(),
       logAs: () => ({ deviceId: this.store.device()?.device_id }),
     });
-    const held = () => this.store.current();
-    this.schedule = new Schedule(
-      this.clock,
-      [
-        // The allocation ends at its expiry.
-        { due: () => held()?.expires_at ?? null, run: (now) => void this.sql.tx(() => this.endTx(held()!, "expired", now)) },
-        // A claim its user's object has not confirmed: ask it.
-        { due: () => held()?.confirm_at ?? null, run: () => this.verifyClaim(held()!) },
-        // `device.expiring`, once.
-        { due: () => (held()?.warned ? null : (held()?.warn_at ?? null)), run: (now) => this.warn(held()!, now) },
-      ],
-      { outbox: this.outbox },
-    );
+    // One task: the allocation the device holds, due at the earliest of its expiry, its claim's
+    // confirm deadline and its one `device.expiring` warning (one read for all three).
+    this.schedule = new Schedule(this.clock, [{ due: () => holdDue(this.store.current()), run: (now) => this.holdDueNow(now) }], {
+      outbox: this.outbox,
+    });
     this.start(MIGRATIONS);
   }
 
@@ -314,6 +306,16 @@ export class Device extends ServiceObject {
 
   // ---- schedule handlers -----------------------------------------------------------------------
 
+  /** What is due of the allocation held: it expires; or its claim is checked with its user, then warned of. */
+  private async holdDueNow(now: number): Promise<void> {
+    const a = this.store.current();
+    if (!a) return;
+    if (a.expires_at <= now) return void this.sql.tx(() => this.endTx(a, "expired", now));
+    if (a.state === "held" && a.confirm_at !== null && a.confirm_at <= now) await this.verifyClaim(a);
+    const still = this.store.current();
+    if (still && !still.warned && still.warn_at !== null && still.warn_at <= now) this.warn(still, now);
+  }
+
   private async verifyClaim(a: HoldRow): Promise<void> {
     const d = this.store.device()!;
     let answer: Verdict;
@@ -483,6 +485,12 @@ export class Device extends ServiceObject {
   private rearm(): Promise<void> {
     return this.schedule.rearm();
   }
+}
+
+/** When the held allocation next needs the alarm (null: nothing held). */
+function holdDue(a: HoldRow | null): number | null {
+  if (!a) return null;
+  return Math.min(a.expires_at, a.confirm_at ?? Infinity, !a.warned && a.warn_at !== null ? a.warn_at : Infinity);
 }
 
 function notFound() {

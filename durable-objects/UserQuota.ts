@@ -45,7 +45,9 @@ import type { HandOverBegun } from "./user/context";
 import {
   ALLOCATIONS_SCHEMA,
   AllocationStore,
+  allocationNotFound,
   eventData,
+  extendInfo,
   orphanedEnd,
   releaseResult,
   resultOf,
@@ -103,7 +105,7 @@ export class UserQuota extends ServiceObject {
       allocations: this.allocations,
       balance: this.balance,
       profile: (userId) => this.profile(userId),
-      allocationRefusal: (...args) => this.allocationRefusal(...args),
+      allocationCheck: (...args) => this.allocationCheck(...args),
       noteQuotaStatus: (p) => this.noteQuotaStatus(p),
       emit: (userId, type, data) => this.emit(userId, type, data),
     });
@@ -131,14 +133,18 @@ export class UserQuota extends ServiceObject {
     } else if (!over && p.exceeded) this.profiles.setExceeded(false);
   }
 
-  /** The quota and funds check of a new allocation (or hand-over) of `spec` for `durationMs` (null: allowed). */
-  private allocationRefusal(userId: string, spec: DeviceSpec, durationMs: number, f: Funds | null, excluding?: string): Failure | null {
+  /**
+   * The quota and funds check of a new allocation (or hand-over) of `spec` for `durationMs`
+   * (`refusal` null: allowed), and the largest device the quota allows beside what is held.
+   */
+  private allocationCheck(userId: string, spec: DeviceSpec, durationMs: number, f: Funds | null, excluding?: string) {
     const p = this.profile(userId);
     const usage = this.allocations.usage(p.hours_used, excluding);
-    return (
-      checkAllocation(this.profiles.state(p), usage, spec, durationMs / 3_600_000, Date.now()) ??
-      fundsRefusal(f, this.allocations.open(excluding), spec, durationMs)
-    );
+    const st = this.profiles.state(p);
+    const refusal =
+      checkAllocation(st, usage, spec, durationMs / 3_600_000, Date.now()) ??
+      fundsRefusal(f, this.allocations.open(excluding), spec, durationMs);
+    return { refusal, max: deviceHeadroom(st.limits, usage) };
   }
 
   // ---- allocation (steps in ./user/allocator.ts) ----------------------------------------------
@@ -189,9 +195,9 @@ export class UserQuota extends ServiceObject {
     const durationMs = durationMsOf(input.durationMinutes, input.durationSeconds);
     let max: DeviceSpec = input.spec;
     const funds = await this.balance.checked(input.userId, (f) => {
-      const now = this.profile(input.userId);
-      max = deviceHeadroom(this.profiles.state(now).limits, this.allocations.usage(now.hours_used));
-      return this.allocationRefusal(input.userId, input.spec, durationMs, f);
+      const checked = this.allocationCheck(input.userId, input.spec, durationMs, f);
+      max = checked.max;
+      return checked.refusal;
     });
     return ok({ priority, max, refusal: funds.ok ? null : funds });
   }
@@ -286,13 +292,13 @@ export class UserQuota extends ServiceObject {
     additionalMinutes: number,
   ): Promise<Result<AllocationResult & { extendCount: number; extendedMinutes: number }>> {
     this.profile(userId);
-    const found = this.activeRow(allocationId);
+    const found = this.allocations.active(allocationId);
     if (!found.ok) return found;
     let row!: AllocationRow;
     let now!: number;
     const funds = await this.balance.checked(userId, (f) => {
       const p = this.profile(userId);
-      const current = this.activeRow(allocationId);
+      const current = this.allocations.active(allocationId);
       if (!current.ok) return current;
       row = current.value;
       now = Date.now();
@@ -308,12 +314,7 @@ export class UserQuota extends ServiceObject {
     // Book first (quota held), then move the device's alarm; undo the booking if the device refuses.
     this.allocations.extend(allocationId, expiresAt, additionalMinutes, now);
     let r: Result<{ expiresAt: number }>;
-    const info = {
-      additionalMinutes,
-      extendCount: row.extend_count + 1,
-      extendedMinutes: row.extended_minutes + additionalMinutes,
-      durationMinutes: row.duration_minutes + additionalMinutes,
-    };
+    const info = extendInfo(row, additionalMinutes);
     try {
       r = (await take(this.env.DEVICE.getByName(row.device_id!).extend(allocationId, expiresAt, info))) as Result<{ expiresAt: number }>;
     } catch (err) {
@@ -329,13 +330,6 @@ export class UserQuota extends ServiceObject {
     this.emit(userId, "device.extended", { ...eventData(next), additionalMinutes, ...counts });
     this.noteQuotaStatus(this.profile(userId));
     return ok({ ...resultOf(userId, next), ...counts });
-  }
-
-  private activeRow(allocationId: string): Result<AllocationRow> {
-    const row = this.allocations.row(allocationId);
-    if (!row || row.status === "aborted" || row.status === "pending") return allocationNotFound(allocationId);
-    if (row.status !== "active") return fail(409, "ALLOCATION_ENDED", "The allocation has already ended.", { allocationId });
-    return ok(row);
   }
 
   // ---- events from other parts of the service ---------------------------------------------
@@ -490,8 +484,4 @@ export class UserQuota extends ServiceObject {
   private emit<K extends FeedEventType>(userId: string, type: K, data: FeedEvents[K]) {
     return this.hub.append(userId, type, data);
   }
-}
-
-function allocationNotFound(allocationId: string): Failure {
-  return fail(404, "ALLOCATION_NOT_FOUND", "No such allocation.", { allocationId });
 }

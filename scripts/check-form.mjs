@@ -5,13 +5,23 @@
 // hand-written source file (src/, durable-objects/, scripts/) over 500 lines. `npm run format` fixes what Prettier can.
 import { spawnSync } from "node:child_process";
 import { readFileSync } from "node:fs";
+import path from "node:path";
+import { fileURLToPath } from "node:url";
 
 const MAX_LINE = 140;
 const MAX_FILE_LINES = 500;
 const SIZED = /^(src|durable-objects|scripts)\//;
 
 const imports = spawnSync(process.execPath, ["scripts/check-imports.mjs"], { stdio: "inherit" });
-const prettier = spawnSync("prettier", ["--check", "--log-level", "warn", "."], { stdio: "inherit", shell: process.platform === "win32" });
+// The project's own Prettier (so this works from npm scripts and when run with plain node).
+const bin = path.join(
+  path.dirname(fileURLToPath(import.meta.url)),
+  "..",
+  "node_modules",
+  ".bin",
+  process.platform === "win32" ? "prettier.cmd" : "prettier",
+);
+const prettier = spawnSync(bin, ["--check", "--log-level", "warn", "."], { stdio: "inherit", shell: process.platform === "win32" });
 const files = spawnSync("git", ["ls-files", "--cached", "--others", "--exclude-standard"], { encoding: "utf8" })
   .stdout.split("\n")
   .filter((f) => /\.(ts|mjs|js|css)$/.test(f) && f !== "worker-configuration.d.ts");

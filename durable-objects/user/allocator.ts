@@ -14,7 +14,6 @@ import type { AllocateInput, AllocationResult, Claimed } from "../../src/contrac
 import type { KnownFunds } from "../../src/billing/balance";
 import { durationMsOf } from "../../src/domain/duration";
 import { effectiveIdleGraceMs, requestedIdleGraceMs } from "../../src/domain/idle";
-import { deviceHeadroom } from "../../src/domain/quota";
 
 import { fail, ok, type Failure, type Result } from "../../src/errors";
 import { newAllocationId } from "../../src/ids";
@@ -96,9 +95,9 @@ export class Allocator {
     const funds = await this.u.balance.checked(input.userId, (f) => {
       answer = this.replayOf(input, hash); // the same key may have been used meanwhile
       if (answer) return null;
-      refusal = this.u.allocationRefusal(input.userId, input.spec, durationMs, f);
+      const checked = this.u.allocationCheck(input.userId, input.spec, durationMs, f);
+      refusal = checked.refusal;
       if (refusal) return refusal;
-      const p = this.u.profile(input.userId);
       const allocationId = newAllocationId(input.userId);
       const now = Date.now();
       this.u.allocations.insertPending(
@@ -115,8 +114,7 @@ export class Allocator {
         },
         now,
       );
-      const max = deviceHeadroom(this.u.profiles.state(p).limits, this.u.allocations.usage(p.hours_used, allocationId));
-      answer = { allocationId, durationMs, max, known: { funds: f, reused: false } };
+      answer = { allocationId, durationMs, max: checked.max, known: { funds: f, reused: false } };
       return null;
     });
     if (!funds.ok) {
@@ -184,7 +182,7 @@ export class Allocator {
       input.userId,
       (f) => {
         row = this.u.allocations.row(allocationId);
-        return row?.status === "pending" ? this.u.allocationRefusal(input.userId, c, durationMs, f, allocationId) : null;
+        return row?.status === "pending" ? this.u.allocationCheck(input.userId, c, durationMs, f, allocationId).refusal : null;
       },
       { first: known, keepRefusal: true },
     );

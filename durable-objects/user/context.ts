@@ -32,8 +32,14 @@ export interface UserContext {
   readonly balance: Balance;
   /** The profile (created with the default plan on first use). */
   profile(userId: string): ProfileRow;
-  /** The quota and funds check of `spec` for `durationMs` (null: allowed). */
-  allocationRefusal(userId: string, spec: DeviceSpec, durationMs: number, f: Funds | null, excluding?: string): Failure | null;
+  /** The quota and funds check of `spec` for `durationMs` (`refusal` null: allowed), and the largest device the quota allows. */
+  allocationCheck(
+    userId: string,
+    spec: DeviceSpec,
+    durationMs: number,
+    f: Funds | null,
+    excluding?: string,
+  ): { refusal: Failure | null; max: DeviceSpec };
   /** `quota.exceeded` once per crossing. */
   noteQuotaStatus(p: ProfileRow): void;
   /** Appends to the user's feed. */

@@ -4,7 +4,8 @@
  * Usage is always derived from the pending and active rows, never kept as a counter that could
  * drift. Synchronous, over the object's SQL; it calls no other object.
  */
-import type { AllocationResult, Claimed, ReleaseResult } from "../contracts";
+import type { AllocationResult, Claimed, ExtendInfo, ReleaseResult } from "../contracts";
+import { fail, ok, type Failure, type Result } from "../errors";
 import { decodeCursor, encodeCursor } from "../cursor";
 import type { Allocation, AllocationStatus, DeviceSpec, EndReason, EndedAllocation, QuotaUsage, UsageRecord } from "../domain/types";
 import type { AllocationEventData } from "../feed/protocol";
@@ -76,6 +77,14 @@ export class AllocationStore {
 
   row(allocationId: string): AllocationRow | null {
     return this.sql.one<AllocationRow>("SELECT * FROM allocations WHERE allocation_id = ?", allocationId);
+  }
+
+  /** An active allocation, or why not (a pending or aborted one is "not found"). */
+  active(allocationId: string): Result<AllocationRow> {
+    const row = this.row(allocationId);
+    if (!row || row.status === "aborted" || row.status === "pending") return allocationNotFound(allocationId);
+    if (row.status !== "active") return fail(409, "ALLOCATION_ENDED", "The allocation has already ended.", { allocationId });
+    return ok(row);
   }
 
   byKey(idempotencyKey: string): AllocationRow | null {
@@ -309,6 +318,16 @@ export class AllocationStore {
 export function orphanedEnd(row: AllocationRow, userId: string, now: number): EndedAllocation {
   const { allocation_id: allocationId, device_id: deviceId, allocated_at: allocatedAt } = row;
   return { allocationId, deviceId: deviceId!, userId, allocatedAt: allocatedAt!, releasedAt: now, durationSeconds: 0, reason: "orphaned" };
+}
+
+export function allocationNotFound(allocationId: string): Failure {
+  return fail(404, "ALLOCATION_NOT_FOUND", "No such allocation.", { allocationId });
+}
+
+/** What the device is told of an extension by `minutes` (for its `device.extended` event). */
+export function extendInfo(r: AllocationRow, minutes: number): ExtendInfo {
+  const { extend_count: n, extended_minutes: done, duration_minutes: total } = r;
+  return { additionalMinutes: minutes, extendCount: n + 1, extendedMinutes: done + minutes, durationMinutes: total + minutes };
 }
 
 export function releaseResult(e: EndedAllocation): ReleaseResult {
