@@ -35,6 +35,9 @@ export class Sql {
    */
   migrate(migrations: readonly Migration[]): void {
     this.storage.transactionSync(() => {
+      // Storage made before migrations had names (a local dev state of that time) is not upgraded.
+      if (this.one("SELECT 1 AS x FROM sqlite_master WHERE name = '_schema'"))
+        throw new Error("This object's storage predates named migrations: delete the local state (.wrangler/state) and start again.");
       this.storage.sql.exec("CREATE TABLE IF NOT EXISTS _migrations (name TEXT PRIMARY KEY, applied_at INTEGER NOT NULL)");
       const applied = new Set(this.all<{ name: string }>("SELECT name FROM _migrations").map((r) => r.name));
       for (const m of migrations) {

@@ -35,6 +35,13 @@ describe("Sql.migrate", () => {
     expect(storage.db.prepare("SELECT name FROM sqlite_master WHERE name = 'c'").get()).toEqual({ name: "c" });
   });
 
+  it("storage made before migrations had names is refused with a clear error, not half-upgraded", () => {
+    const storage = memoryStorage();
+    storage.db.exec("CREATE TABLE _schema (id INTEGER PRIMARY KEY, version INTEGER NOT NULL); CREATE TABLE a (x INTEGER)");
+    expect(() => sqlOver(storage).migrate([{ name: "1-a", sql: "CREATE TABLE a (x INTEGER)" }])).toThrow(/delete the local state/);
+    expect(storage.db.prepare("SELECT name FROM sqlite_master WHERE name = '_migrations'").get()).toBeUndefined();
+  });
+
   it("a failing migration leaves the schema and the applied names as they were", () => {
     const storage = memoryStorage();
     sqlOver(storage).migrate([{ name: "1-a", sql: "CREATE TABLE a (x INTEGER)" }]);
