@@ -82,7 +82,19 @@ if (await portAnswers(host, port)) {
 say(`starting wrangler dev on ${base} ...`);
 const child = spawn(
   wranglerBin,
-  ["dev", "--local", "--ip", host, "--port", String(port), "--show-interactive-dev-session=false", "--test-scheduled", ...persistArgs],
+  [
+    "dev",
+    "--local",
+    "--ip",
+    host,
+    "--port",
+    String(port),
+    "--show-interactive-dev-session=false",
+    "--test-scheduled",
+    "--var",
+    "LOCAL_DEV:true",
+    ...persistArgs,
+  ],
   { cwd: root, stdio: ["ignore", "inherit", "inherit"], env: childEnv, shell: win },
 );
 let childExited = false;

@@ -4,7 +4,7 @@ import { bodyLimit } from "hono/body-limit";
 import { HTTPException } from "hono/http-exception";
 import type { Context, MiddlewareHandler } from "hono";
 import { authenticate, requireAdmin, requireAdminOrService, requireService, requireUser, type AppEnv } from "./auth";
-import { MAX_BODY_BYTES } from "./config";
+import { MAX_BODY_BYTES, secretProblems } from "./config";
 import { HttpError, errorBody, fail, internalFailure, type ErrorStatus } from "./errors";
 import { log } from "./log";
 import { adminRoutes } from "./routes/admin";
@@ -39,6 +39,19 @@ export function createApp() {
       ms: Date.now() - started,
       ...(p?.kind === "service" ? { caller: "service" } : {}),
     });
+  });
+  // API answers are never sniffed into another content type.
+  app.use("*", async (c, next) => {
+    await next();
+    c.header("X-Content-Type-Options", "nosniff");
+  });
+  // A Worker without sound secrets serves nothing (its tokens and feed tickets could be forged).
+  app.use("*", async (c, next) => {
+    const problems = secretProblems(c.env);
+    if (problems.length === 0) return next();
+    log("error", "refusing to serve: the secrets are not configured", { problems });
+    const message = "The service is not configured: its secrets are missing or unsafe. An operator must set them.";
+    return c.json(errorBody(fail(503, "SERVICE_MISCONFIGURED", message, { problems })), 503);
   });
   app.use(
     "*",

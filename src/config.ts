@@ -247,3 +247,28 @@ export function usageRetryDelay(env: { USAGE_RETRY_BASE_SECONDS?: string }, atte
     Math.round((Number.isFinite(base) ? base : BILLING.retryBaseSeconds) * 2 ** Math.max(0, attempts - 1)),
   );
 }
+
+/**
+ * The two secrets (`JWT_SECRET` signs bearer tokens and, derived, feed tickets; `SERVICE_TOKEN`
+ * is what other services send): each at least `minBytes` long, and never one of the committed
+ * examples of .dev.vars.example unless `LOCAL_DEV` is "true". `LOCAL_DEV` is set only in
+ * .dev.vars (which wrangler never deploys) and by `npm run dev`, so a deployed Worker with an
+ * example secret refuses to serve.
+ */
+export const SECRETS = {
+  minBytes: 32,
+  examples: ["local-dev-only-jwt-secret-do-not-use-in-production", "local-dev-only-service-token-do-not-use-in-production"],
+};
+
+/** What is wrong with the secrets, one line each (empty: fine). */
+export function secretProblems(env: { JWT_SECRET?: string; SERVICE_TOKEN?: string; LOCAL_DEV?: string }): string[] {
+  const problems: string[] = [];
+  for (const name of ["JWT_SECRET", "SERVICE_TOKEN"] as const) {
+    const value = env[name];
+    if (!value) problems.push(`${name} is not set.`);
+    else if (new TextEncoder().encode(value).length < SECRETS.minBytes) problems.push(`${name} is shorter than ${SECRETS.minBytes} bytes.`);
+    else if (SECRETS.examples.includes(value) && env.LOCAL_DEV !== "true")
+      problems.push(`${name} is the committed example value, which only local development (LOCAL_DEV=true) may use.`);
+  }
+  return problems;
+}

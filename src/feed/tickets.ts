@@ -7,7 +7,7 @@
  * nonces it has accepted until they expire, which makes each ticket single-use.
  */
 import { sign, verify } from "hono/jwt";
-import { FEED, IDS } from "../config";
+import { FEED, IDS, SECRETS, secretProblems } from "../config";
 import type { Env } from "../env";
 import type { FeedKind } from "./protocol";
 
@@ -21,7 +21,12 @@ export interface Ticket {
   expiresAt: number;
 }
 
-const ticketKey = (env: Pick<Env, "JWT_SECRET">) => `${env.JWT_SECRET}\u0000ws-ticket`;
+/** The ticket key; never one derived from a missing, short or example secret (the Worker refuses to serve then too). */
+function ticketKey(env: Pick<Env, "JWT_SECRET">): string {
+  const problems = secretProblems({ JWT_SECRET: env.JWT_SECRET, SERVICE_TOKEN: "x".repeat(SECRETS.minBytes), LOCAL_DEV: "true" });
+  if (problems.length) throw new Error(`feed tickets need a sound JWT_SECRET: ${problems.join(" ")}`);
+  return `${env.JWT_SECRET}\u0000ws-ticket`;
+}
 
 /** `name` is the device id of a device feed, the pool of a pool feed. */
 export function scopeOf(feed: FeedKind, name?: string): string {
