@@ -216,7 +216,8 @@ export class DeviceStore {
     const d = this.row.get()!;
     // Expiry bills up to expiresAt, never the alarm's lag.
     const releasedAt = Math.max(a.allocated_at, reason === "expired" ? Math.min(now, a.expires_at) : now);
-    const durationSeconds = Math.round((releasedAt - a.allocated_at) / 1000);
+    // Billed to the nearest second, and never less than one: no use is free (a release at once is one second).
+    const durationSeconds = Math.max(1, Math.round((releasedAt - a.allocated_at) / 1000));
     this.sql.exec(
       `UPDATE allocations SET state = 'ended', released_at = ?, duration_seconds = ?, reason = ?, confirm_at = NULL
        WHERE allocation_id = ?`,
