@@ -25,6 +25,9 @@ function die(msg) {
 if (typeof user !== "string" || !USER_ID.test(user)) die("--user <id> is required (letters, digits and . _ : @ - only, max 128)");
 if (role !== "user" && role !== "admin") die("--role must be user or admin");
 if (!Number.isInteger(ttl) || ttl <= 0) die("--ttl must be a positive whole number of seconds");
+// The Worker refuses tokens that live longer than TOKENS.maxLifetimeDays (src/config.ts, 30 days; TOKEN_MAX_DAYS overrides).
+if (ttl > 30 * 86_400 && process.env.TOKEN_MAX_DAYS === undefined)
+  die("--ttl is at most 30 days (2592000 s): the Worker refuses longer-lived tokens");
 
 ensureDevVars();
 console.log(signToken(jwtSecret(), user, role, ttl));

@@ -5,7 +5,7 @@
  */
 import { createMiddleware } from "hono/factory";
 import { sign, verify } from "hono/jwt";
-import { IDS } from "./config";
+import { IDS, tokenMaxLifetimeSeconds } from "./config";
 import type { Env } from "./env";
 import { HttpError, fail } from "./errors";
 
@@ -66,6 +66,8 @@ export async function principalOf(req: { header(name: string): string | undefine
   if (auth === undefined) return null;
   const m = /^Bearer\s+(\S+)$/i.exec(auth);
   if (!m) throw new HttpError(fail(401, "UNAUTHORIZED", "Authorization must be `Bearer <token>`."));
+  // One token, one spelling: padding or altered unused bits would make another string pass.
+  if (!canonicalJwt(m[1]!)) throw new HttpError(fail(401, "UNAUTHORIZED", "The bearer token is not in its canonical form."));
   let payload: Record<string, unknown> | null = recall(m[1]!, env.JWT_SECRET);
   if (!payload) {
     try {
@@ -77,6 +79,12 @@ export async function principalOf(req: { header(name: string): string | undefine
   }
   // A token that never expires cannot be taken back: refuse it.
   if (typeof payload.exp !== "number") throw new HttpError(fail(401, "UNAUTHORIZED", "The bearer token has no expiry (`exp`)."));
+  // Nor can one that lives for ever in practice: at most the configured lifetime, from its issue and from now.
+  const max = tokenMaxLifetimeSeconds(env);
+  const nowS = Date.now() / 1000;
+  const issued = typeof payload.iat === "number" ? payload.iat : nowS;
+  if (payload.exp - issued > max || payload.exp - nowS > max)
+    throw new HttpError(fail(401, "UNAUTHORIZED", `The bearer token lives longer than ${max / 86_400} days; ask for a new one.`));
   const sub = payload.sub;
   if (typeof sub !== "string" || !IDS.pattern.test(sub))
     throw new HttpError(fail(401, "UNAUTHORIZED", "The token's subject is not a valid user id."));
@@ -138,4 +146,24 @@ export async function issueToken(
 ): Promise<string> {
   const now = Math.floor(Date.now() / 1000);
   return sign({ sub: userId, role, iat: now, exp: now + ttlSeconds }, secret, "HS256");
+}
+
+/**
+ * A JWT in its one canonical spelling: three base64url parts without padding, each the exact
+ * encoding of its bytes (a changed unused bit in the last character decodes the same but is
+ * another string).
+ */
+function canonicalJwt(token: string): boolean {
+  const parts = token.split(".");
+  if (parts.length !== 3) return true; // not a JWT at all: the signature check refuses it
+  return parts.every((p) => /^[A-Za-z0-9_-]+$/.test(p) && reencoded(p) === p);
+}
+
+function reencoded(part: string): string | null {
+  try {
+    const bin = atob(part.replace(/-/g, "+").replace(/_/g, "/"));
+    return btoa(bin).replace(/\+/g, "-").replace(/\//g, "_").replace(/=+$/, "");
+  } catch {
+    return null;
+  }
 }

@@ -272,3 +272,11 @@ export function secretProblems(env: { JWT_SECRET?: string; SERVICE_TOKEN?: strin
   }
   return problems;
 }
+
+/** Bearer tokens: the longest lifetime accepted (`exp` no further than this after `iat`, nor after now); TOKEN_MAX_DAYS overrides. */
+export const TOKENS = { maxLifetimeDays: 30 };
+
+export function tokenMaxLifetimeSeconds(env: { TOKEN_MAX_DAYS?: string }): number {
+  const days = env.TOKEN_MAX_DAYS === undefined ? TOKENS.maxLifetimeDays : Number(env.TOKEN_MAX_DAYS);
+  return Math.round((Number.isFinite(days) && days > 0 ? days : TOKENS.maxLifetimeDays) * 86_400);
+}

@@ -5,7 +5,7 @@
  */
 import type { UsageRecord } from "./domain/types";
 
-type Vars = "DEFAULT_PLAN" | "DEFAULT_POOL" | "BILLING_ALLOW_ON_ERROR" | "ALLOW_SHORT_DURATIONS" | "LOCAL_DEV";
+type Vars = "DEFAULT_PLAN" | "DEFAULT_POOL" | "BILLING_ALLOW_ON_ERROR" | "ALLOW_SHORT_DURATIONS" | "LOCAL_DEV" | "TOKEN_MAX_DAYS";
 
 export interface Env extends Omit<Cloudflare.Env, "USAGE_QUEUE" | "USAGE_DLQ" | Vars> {
   USAGE_QUEUE: Queue<UsageRecord>;
@@ -18,6 +18,8 @@ export interface Env extends Omit<Cloudflare.Env, "USAGE_QUEUE" | "USAGE_DLQ" | 
   DEFAULT_PRICING_PLAN?: string;
   /** "true" only on a developer's machine (.dev.vars, npm run dev): the example secrets are allowed. */
   LOCAL_DEV?: string;
+  /** Longest bearer token lifetime accepted, in days (default TOKENS.maxLifetimeDays, 30). */
+  TOKEN_MAX_DAYS?: string;
   /** Seconds before the first retry of a failed usage write (doubles per attempt). */
   USAGE_RETRY_BASE_SECONDS?: string;
 }
