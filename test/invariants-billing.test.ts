@@ -93,7 +93,7 @@ describe.concurrent("invariant 3 — under failures", () => {
       const lost: string[] = [];
       // Racers: another service re-reports released allocations, and reconciliation heals, while the
       // queue is still retrying the same records under the chaos.
-      const external = { recorded: 0, duplicate: 0, failed: 0 };
+      const external = { recorded: 0, duplicate: 0, failed: 0, refused: 0 };
       const midRun = { checked: 0, healed: 0, stillMissing: 0 };
       try {
         for (let round = 0; round < ROUNDS; round++) {
@@ -162,12 +162,10 @@ describe.concurrent("invariant 3 — under failures", () => {
                   reason: e.reason,
                 },
               });
-              // 503 when the chaos hit it: the service would send it again; the queue has it anyway.
-              if (rep.status !== 200 && rep.status !== 503) throw new Error(`report ${rep.status} ${JSON.stringify(rep.body)}`);
-              for (const o of (rep.status === 200 ? rep.body : rep.body.error.details).results as {
-                status: "recorded" | "duplicate" | "failed";
-              }[])
-                external[o.status]++;
+              // The service's own allocations are booked from their device's record only: a report is refused, nothing written.
+              if (rep.status !== 409 || rep.body.error.code !== "OWN_ALLOCATION")
+                throw new Error(`report ${rep.status} ${JSON.stringify(rep.body)}`);
+              external.refused++;
             }
           });
           // The expiring ones end by alarm; every user object knows all its allocations ended.
@@ -304,7 +302,8 @@ describe.concurrent("invariant 3 — under failures", () => {
       expect(lostCount).toBe(0);
       expect(doubled).toBe(0);
 
-      expect(external.recorded + external.duplicate + external.failed).toBeGreaterThan(0);
+      expect(external.refused).toBeGreaterThan(0);
+      expect(external.recorded + external.duplicate + external.failed).toBe(0);
       expect(midRun.checked).toBeGreaterThan(0);
       const writeFailures = logsFor("usage write failed", ids).length;
       const randomFailures = logsFor(
@@ -537,7 +536,7 @@ describe.concurrent("invariant 3 — under failures", () => {
 
   it(
     "the same record reported by another service (single, batch, concurrent) is booked once; " +
-      "a duplicate of a queue-delivered allocation is acknowledged as duplicate",
+      "a report of an allocation this service made is refused, and its device's record is booked once",
     async ({ expect }) => {
       const user = uid("dupext");
       const post = (body: unknown) => call("POST", "/api/internal/metering/device-usage", { service: SERVICE_TOKEN, body });
@@ -634,22 +633,21 @@ describe.concurrent("invariant 3 — under failures", () => {
       expect(xr.status).toBe(200);
       await until(() => allBooked([x.allocationId]), 15_000, 50);
       const dup = await post(asRecord(x, xr.body));
-      expect(dup.status).toBe(200);
-      expect(dup.body).toMatchObject({
-        recorded: 0,
-        duplicates: 1,
-        results: [{ allocationId: x.allocationId, status: "duplicate" }],
-      });
+      expect(dup.status).toBe(409);
+      expect(dup.body.error).toMatchObject({ code: "OWN_ALLOCATION", details: { allocationId: x.allocationId } });
+      // A re-booking attempt with another duration (the attack: 0 s, before the user releases) is refused the same way.
+      expect((await post({ ...asRecord(x, xr.body), durationSeconds: 0 })).status).toBe(409);
       // And a race: the service reports while the device's message is still on its way.
       const y = await allocate(owner, pool, 30);
       await sleep(1100);
       const yr = await call("POST", "/scheduler/devices/release", { token, body: { deviceId: y.deviceId } });
       const race = await Promise.all([post(asRecord(y, yr.body)), post(asRecord(y, yr.body))]);
-      expect(race.map((r) => r.status)).toEqual([200, 200]);
+      expect(race.map((r) => r.status)).toEqual([409, 409]);
       await until(() => allBooked([y.allocationId]), 15_000, 50);
       await sleep(QUEUE_QUIET_MS); // the queue message has been consumed by now
       const bx = await expectExactlyOnce(expect, [x.allocationId, y.allocationId]);
       expect(bx.get(x.allocationId)!.source).toBe("device");
+      expect(bx.get(y.allocationId)!.source).toBe("device");
       for (const [al, rel] of [
         [x, xr.body],
         [y, yr.body],

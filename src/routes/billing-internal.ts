@@ -9,6 +9,7 @@ import { applyUsage } from "../billing/usage";
 import { BalanceView, UsageOutcomeView, UsageReportBody, UserParam } from "../schemas";
 import { balanceView, billing, service } from "./billing-shared";
 import { reply } from "./helpers";
+import { userOfAllocationId } from "../ids";
 
 export function billingInternalRoutes() {
   const app = newApp();
@@ -45,6 +46,13 @@ export function billingInternalRoutes() {
             }),
           );
         ids.add(r.allocationId);
+        // This service's own allocations are booked only from their device's record, never from a report.
+        if (userOfAllocationId(r.allocationId) !== null) {
+          const message =
+            "This allocation was made by this service; its usage is booked from its device's record, not from reports. " +
+            "Nothing in this batch was recorded.";
+          return reply(c, fail(409, "OWN_ALLOCATION", message, { allocationId: r.allocationId }));
+        }
       }
       const results = await billing(() => applyUsage(c.env, records, "external"));
       const count = (s: string) => results.filter((r) => r.status === s).length;
