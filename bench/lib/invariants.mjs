@@ -244,7 +244,8 @@ export function checkBilling({ userAllocations, usageRows, ledgerRows, accounts,
       const diff = Object.entries(expect)
         .filter(([k, v]) => u[k] !== v)
         .map(([k, v]) => ({ field: k, user: v, usage: u[k] }));
-      if (Math.round((u.released_at - u.allocated_at) / 1000) !== u.duration_seconds)
+      // Billed to the nearest second and never less than one (docs/billing.md).
+      if (Math.max(1, Math.round((u.released_at - u.allocated_at) / 1000)) !== u.duration_seconds)
         diff.push({
           field: "duration_seconds vs times",
           usage: u.duration_seconds,
