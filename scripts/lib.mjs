@@ -1,6 +1,6 @@
 // Helpers shared by scripts/dev.mjs and scripts/token.mjs. Plain Node (20+) ESM with no
 // dependencies, so the scripts never need the TypeScript sources or node_modules.
-import { createHmac } from "node:crypto";
+import { createHash, createHmac } from "node:crypto";
 import { copyFileSync, existsSync, readFileSync } from "node:fs";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
@@ -44,12 +44,13 @@ export function jwtSecret() {
 const b64url = (buf) => Buffer.from(buf).toString("base64url");
 
 /**
- * An HS256 JWT with the claims src/auth.ts issueToken signs: {sub, role, iat, exp}.
- * The Worker verifies it with hono/jwt and the same JWT_SECRET.
+ * An HS256 JWT as src/auth.ts issueToken signs it: claims {sub, role, iat, exp}, and the key's
+ * fingerprint as `kid` (the first 8 bytes of its SHA-256, in hex; see keyId there).
  */
 export function signToken(secret, userId, role = "user", ttlSeconds = 7 * 86_400) {
   const now = Math.floor(Date.now() / 1000);
-  const header = b64url(JSON.stringify({ alg: "HS256", typ: "JWT" }));
+  const kid = createHash("sha256").update(secret).digest("hex").slice(0, 16);
+  const header = b64url(JSON.stringify({ alg: "HS256", typ: "JWT", kid }));
   const payload = b64url(JSON.stringify({ sub: userId, role, iat: now, exp: now + ttlSeconds }));
   const sig = createHmac("sha256", secret).update(`${header}.${payload}`).digest("base64url");
   return `${header}.${payload}.${sig}`;

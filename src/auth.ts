@@ -4,7 +4,7 @@
  * acts on themself; naming another user needs the admin role.
  */
 import { createMiddleware } from "hono/factory";
-import { sign, verify } from "hono/jwt";
+import { verify } from "hono/jwt";
 import { IDS, tokenMaxLifetimeSeconds } from "./config";
 import type { Env } from "./env";
 import { HttpError, fail } from "./errors";
@@ -68,14 +68,15 @@ export async function principalOf(req: { header(name: string): string | undefine
   if (!m) throw new HttpError(fail(401, "UNAUTHORIZED", "Authorization must be `Bearer <token>`."));
   // One token, one spelling: padding or altered unused bits would make another string pass.
   if (!canonicalJwt(m[1]!)) throw new HttpError(fail(401, "UNAUTHORIZED", "The bearer token is not in its canonical form."));
-  let payload: Record<string, unknown> | null = recall(m[1]!, env.JWT_SECRET);
+  const secret = await verifyingKey(m[1]!, env);
+  let payload: Record<string, unknown> | null = recall(m[1]!, secret);
   if (!payload) {
     try {
-      payload = await verify(m[1]!, env.JWT_SECRET, "HS256");
+      payload = await verify(m[1]!, secret, "HS256");
     } catch {
       throw new HttpError(fail(401, "UNAUTHORIZED", "The bearer token is invalid or expired."));
     }
-    remember(m[1]!, env.JWT_SECRET, payload);
+    remember(m[1]!, secret, payload);
   }
   // A token that never expires cannot be taken back: refuse it.
   if (typeof payload.exp !== "number") throw new HttpError(fail(401, "UNAUTHORIZED", "The bearer token has no expiry (`exp`)."));
@@ -145,7 +146,45 @@ export async function issueToken(
   ttlSeconds = 7 * 86_400,
 ): Promise<string> {
   const now = Math.floor(Date.now() / 1000);
-  return sign({ sub: userId, role, iat: now, exp: now + ttlSeconds }, secret, "HS256");
+  return signHs256({ sub: userId, role, iat: now, exp: now + ttlSeconds }, secret);
+}
+
+/**
+ * Key rotation: tokens name their key in a `kid` header (a fingerprint of the secret, never the
+ * secret). A token whose `kid` is the fingerprint of `JWT_SECRET_PREVIOUS` is verified with that
+ * key (which never signs); every other token, with or without a `kid`, with `JWT_SECRET`.
+ */
+async function verifyingKey(token: string, env: Env): Promise<string> {
+  const previous = env.JWT_SECRET_PREVIOUS;
+  if (!previous) return env.JWT_SECRET;
+  let kid: unknown;
+  try {
+    kid = (JSON.parse(atob(token.split(".")[0]!.replace(/-/g, "+").replace(/_/g, "/"))) as { kid?: unknown }).kid;
+  } catch {
+    return env.JWT_SECRET;
+  }
+  return typeof kid === "string" && kid === (await keyId(previous)) ? previous : env.JWT_SECRET;
+}
+
+/** A key's fingerprint for the `kid` header: the first 8 bytes of its SHA-256, in hex. */
+export async function keyId(secret: string): Promise<string> {
+  const digest = new Uint8Array(await crypto.subtle.digest("SHA-256", encoder.encode(secret)));
+  return [...digest.slice(0, 8)].map((b) => b.toString(16).padStart(2, "0")).join("");
+}
+
+/** An HS256 JWT with the key's `kid` in its header. */
+async function signHs256(payload: Record<string, unknown>, secret: string): Promise<string> {
+  const part = (v: unknown) => b64url(encoder.encode(JSON.stringify(v)));
+  const data = `${part({ alg: "HS256", typ: "JWT", kid: await keyId(secret) })}.${part(payload)}`;
+  const key = await crypto.subtle.importKey("raw", encoder.encode(secret), { name: "HMAC", hash: "SHA-256" }, false, ["sign"]);
+  return `${data}.${b64url(new Uint8Array(await crypto.subtle.sign("HMAC", key, encoder.encode(data))))}`;
+}
+
+function b64url(bytes: Uint8Array): string {
+  return btoa(String.fromCharCode(...bytes))
+    .replace(/\+/g, "-")
+    .replace(/\//g, "_")
+    .replace(/=+$/, "");
 }
 
 /**

@@ -261,9 +261,20 @@ export const SECRETS = {
 };
 
 /** What is wrong with the secrets, one line each (empty: fine). */
-export function secretProblems(env: { JWT_SECRET?: string; SERVICE_TOKEN?: string; LOCAL_DEV?: string }): string[] {
+export function secretProblems(env: {
+  JWT_SECRET?: string;
+  SERVICE_TOKEN?: string;
+  JWT_SECRET_PREVIOUS?: string;
+  LOCAL_DEV?: string;
+}): string[] {
   const problems: string[] = [];
-  for (const name of ["JWT_SECRET", "SERVICE_TOKEN"] as const) {
+  // The previous key (rotation) is optional, but when set it must be as sound as the others.
+  const names = [
+    "JWT_SECRET",
+    "SERVICE_TOKEN",
+    ...(env.JWT_SECRET_PREVIOUS !== undefined ? ["JWT_SECRET_PREVIOUS" as const] : []),
+  ] as const;
+  for (const name of names) {
     const value = env[name];
     if (!value) problems.push(`${name} is not set.`);
     else if (new TextEncoder().encode(value).length < SECRETS.minBytes) problems.push(`${name} is shorter than ${SECRETS.minBytes} bytes.`);

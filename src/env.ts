@@ -18,6 +18,8 @@ export interface Env extends Omit<Cloudflare.Env, "USAGE_QUEUE" | "USAGE_DLQ" | 
   DEFAULT_PRICING_PLAN?: string;
   /** "true" only on a developer's machine (.dev.vars, npm run dev): the example secrets are allowed. */
   LOCAL_DEV?: string;
+  /** The key before the last rotation: still verifies the tokens it signed (their `kid`), never signs. */
+  JWT_SECRET_PREVIOUS?: string;
   /** Longest bearer token lifetime accepted, in days (default TOKENS.maxLifetimeDays, 30). */
   TOKEN_MAX_DAYS?: string;
   /** Seconds before the first retry of a failed usage write (doubles per attempt). */

@@ -82,3 +82,34 @@ describe("bearer tokens: a bounded lifetime", () => {
     expect(r.status).toBe(200);
   });
 });
+
+describe("bearer tokens: key rotation", () => {
+  const OLD = "the-key-before-rotation-0123456789abcdef";
+
+  it("issued tokens name their key (kid); after a rotation the previous key still verifies its own tokens, never others", async () => {
+    const { issueToken, keyId } = await import("../src/auth");
+    const user = uid("rot");
+    const oldToken = await issueToken(OLD, user);
+    const header = JSON.parse(atob(oldToken.split(".")[0]!.replace(/-/g, "+").replace(/_/g, "/")));
+    expect(header).toEqual({ alg: "HS256", typ: "JWT", kid: await keyId(OLD) });
+    // Not rotated: the old key means nothing.
+    expect((await get(oldToken)).status).toBe(401);
+    // Rotated: JWT_SECRET is new, the old one is JWT_SECRET_PREVIOUS.
+    const rotated = { JWT_SECRET_PREVIOUS: OLD };
+    expect((await get(oldToken, rotated)).status).toBe(200);
+    expect((await get(await tokenFor(uid("new")), rotated)).status).toBe(200);
+    // A token signed with the old key but naming no kid, or the new key's kid, is checked with the new key: refused.
+    const noKid = await sign({ sub: user, role: "user", iat: nowS(), exp: nowS() + 3600 }, OLD, "HS256");
+    expect((await get(noKid, rotated)).status).toBe(401);
+    const [, p, s] = oldToken.split(".") as [string, string, string];
+    const newKid = btoa(JSON.stringify({ alg: "HS256", typ: "JWT", kid: await keyId(env.JWT_SECRET) }))
+      .replace(/\+/g, "-")
+      .replace(/\//g, "_")
+      .replace(/=+$/, "");
+    expect((await get(`${newKid}.${p}.${s}`, rotated)).status).toBe(401);
+    // A previous key too short to be safe stops the service like any other bad secret.
+    const weak = await get(oldToken, { JWT_SECRET_PREVIOUS: "short" });
+    expect(weak.status).toBe(503);
+    expect(weak.body.error.code).toBe("SERVICE_MISCONFIGURED");
+  });
+});
