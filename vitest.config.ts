@@ -54,6 +54,8 @@ export default defineConfig(async () => {
           TEST_MIGRATIONS: migrations,
           JWT_SECRET: "test-jwt-secret-0123456789abcdef",
           SERVICE_TOKEN: "test-service-token-0123456789abcdef",
+          // The tests run as a deployed Worker would: a developer's .dev.vars (LOCAL_DEV="true") must not leak in.
+          LOCAL_DEV: "false",
           ALLOW_SHORT_DURATIONS: "true",
           USAGE_RETRY_BASE_SECONDS: "0",
           BILLING_ALLOW_ON_ERROR: billingAllowOnError,
