@@ -13,6 +13,7 @@
 import { ALLOCATION, DEFAULT_RENEW_DAYS, EXTEND_POLICIES, FEED, PAGING, PLAN_LIMITS, defaultPlan, type QuotaLimits } from "../src/config";
 import type {
   AllocateInput,
+  HandOverBegun,
   AllocationResult,
   Claimed,
   QueueJoinInput,
@@ -41,7 +42,6 @@ import { socketReporter } from "../src/objects/operators";
 import { Schedule, earliest } from "../src/objects/schedule";
 import { take } from "../src/rpc";
 import { Allocator } from "./user/allocator";
-import type { HandOverBegun } from "./user/context";
 import {
   ALLOCATIONS_SCHEMA,
   AllocationStore,
@@ -51,12 +51,12 @@ import {
   orphanedEnd,
   releaseResult,
   resultOf,
-  specOf,
   viewOf,
   type AllocationRow,
 } from "../src/stores/allocations";
 import { PROFILE_SCHEMA, ProfileStore, type ProfileRow } from "../src/stores/profile";
 import { iso } from "../src/domain/time";
+import { specOf } from "../src/domain/spec";
 
 const MIGRATIONS = [{ name: "1-user", sql: `${PROFILE_SCHEMA}\n${ALLOCATIONS_SCHEMA}\n${feedSchema("events")}` }];
 

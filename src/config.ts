@@ -260,6 +260,15 @@ export const SECRETS = {
   examples: ["local-dev-only-jwt-secret-do-not-use-in-production", "local-dev-only-service-token-do-not-use-in-production"],
 };
 
+/** What is wrong with one secret (null: fine); `localDev` allows the committed examples. */
+export function secretProblem(name: string, value: string | undefined, localDev: boolean): string | null {
+  if (!value) return `${name} is not set.`;
+  if (new TextEncoder().encode(value).length < SECRETS.minBytes) return `${name} is shorter than ${SECRETS.minBytes} bytes.`;
+  if (SECRETS.examples.includes(value) && !localDev)
+    return `${name} is the committed example value, which only local development (LOCAL_DEV=true) may use.`;
+  return null;
+}
+
 /** What is wrong with the secrets, one line each (empty: fine). */
 export function secretProblems(env: {
   JWT_SECRET?: string;
@@ -267,21 +276,13 @@ export function secretProblems(env: {
   JWT_SECRET_PREVIOUS?: string;
   LOCAL_DEV?: string;
 }): string[] {
-  const problems: string[] = [];
   // The previous key (rotation) is optional, but when set it must be as sound as the others.
   const names = [
     "JWT_SECRET",
     "SERVICE_TOKEN",
     ...(env.JWT_SECRET_PREVIOUS !== undefined ? ["JWT_SECRET_PREVIOUS" as const] : []),
   ] as const;
-  for (const name of names) {
-    const value = env[name];
-    if (!value) problems.push(`${name} is not set.`);
-    else if (new TextEncoder().encode(value).length < SECRETS.minBytes) problems.push(`${name} is shorter than ${SECRETS.minBytes} bytes.`);
-    else if (SECRETS.examples.includes(value) && env.LOCAL_DEV !== "true")
-      problems.push(`${name} is the committed example value, which only local development (LOCAL_DEV=true) may use.`);
-  }
-  return problems;
+  return names.map((name) => secretProblem(name, env[name], env.LOCAL_DEV === "true")).filter((p): p is string => p !== null);
 }
 
 /** Bearer tokens: the longest lifetime accepted (`exp` no further than this after `iat`, nor after now); TOKEN_MAX_DAYS overrides. */

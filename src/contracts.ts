@@ -200,3 +200,10 @@ export interface QuotaUpdate {
   suspended?: boolean;
   validUntil?: number;
 }
+
+/** Step 1 of a hand-over, as the pool gets it back: the pending allocation and the largest device its quota allows. */
+export interface HandOverBegun {
+  allocationId: string;
+  durationMs: number;
+  max: DeviceSpec;
+}

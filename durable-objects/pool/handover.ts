@@ -5,8 +5,9 @@
  * never waits on a call that calls back into it. The entry's or reservation's id is the
  * idempotency key, so a retry never allocates twice.
  */
-import type { AllocateInput, AllocationResult, Claimed, ClaimRequest } from "../../src/contracts";
-import type { DeviceSpec } from "../../src/domain/types";
+import type { AllocateInput, AllocationResult, Claimed, ClaimRequest, HandOverBegun } from "../../src/contracts";
+import { claimRequest } from "../../src/domain/claim";
+
 import { fail, type Failure, type Result } from "../../src/errors";
 import { take } from "../../src/rpc";
 import type { PoolContext } from "./context";
@@ -48,21 +49,12 @@ export class HandOver {
 
   private async steps(input: HandOverInput): Promise<Result<AllocationResult>> {
     const user = this.p.env.USER_QUOTA.getByName(input.userId);
-    type Begun = { begun: { allocationId: string; durationMs: number; max: DeviceSpec } };
-    const begun = (await take(user.beginHandOver(input))) as Result<AllocationResult> | Begun;
+    const begun = (await take(user.beginHandOver(input))) as Result<AllocationResult> | { begun: HandOverBegun };
     if (!("begun" in begun)) return begun;
     const b = begun.begun;
     let claimed: Result<Claimed>;
     try {
-      const req = {
-        allocationId: b.allocationId,
-        userId: input.userId,
-        pool: input.pool,
-        min: input.spec,
-        max: b.max,
-        durationMs: b.durationMs,
-      };
-      claimed = await this.p.claim({ ...req, via: input.via });
+      claimed = await this.p.claim(claimRequest(input, b));
     } catch (err) {
       // A device that did not answer may hold it: it asks the user's object later and frees itself.
       claimed = fail(503, "DEVICE_UNAVAILABLE", "The device did not answer.", { cause: String(err).slice(0, 200) });

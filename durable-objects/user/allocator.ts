@@ -20,7 +20,9 @@ import { newAllocationId } from "../../src/ids";
 import { log } from "../../src/log";
 import { take } from "../../src/rpc";
 import { eventData, requestHash, resultOf, type AllocationRow } from "../../src/stores/allocations";
-import type { HandOverBegun, UserContext } from "./context";
+import type { UserContext } from "./context";
+import type { HandOverBegun } from "../../src/contracts";
+import { claimRequest } from "../../src/domain/claim";
 import { iso } from "../../src/domain/time";
 
 /** An allocation past step 1: its pending row, the largest device its quota allows, the funds it was checked against. */
@@ -146,15 +148,7 @@ export class Allocator {
     // (inFlight), and after a crash the constructor re-arms for it. (An alarm write costs a commit.)
     let claimed: Result<Claimed>;
     try {
-      const req = {
-        allocationId: b.allocationId,
-        userId: input.userId,
-        pool: input.pool,
-        min: input.spec,
-        max: b.max,
-        durationMs: b.durationMs,
-      };
-      claimed = (await take(this.u.env.DEVICE_POOL.getByName(input.pool).claim({ ...req, via: input.via }))) as Result<Claimed>;
+      claimed = (await take(this.u.env.DEVICE_POOL.getByName(input.pool).claim(claimRequest(input, b)))) as Result<Claimed>;
     } catch (err) {
       // We cannot know whether a device holds it: abort, and a device holding it frees itself on `verify`.
       this.u.allocations.abortPending(b.allocationId);

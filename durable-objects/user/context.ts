@@ -15,13 +15,6 @@ import type { Sql } from "../../src/objects/sql";
 import type { AllocationStore } from "../../src/stores/allocations";
 import type { ProfileRow, ProfileStore } from "../../src/stores/profile";
 
-/** Step 1 of a hand-over, as the pool gets it back. */
-export interface HandOverBegun {
-  allocationId: string;
-  durationMs: number;
-  max: DeviceSpec;
-}
-
 export interface UserContext {
   readonly env: Env;
   readonly sql: Sql;

@@ -14,6 +14,7 @@ import type { Env } from "../env";
 import { fail, ok, type Failure, type Result } from "../errors";
 import { log } from "../log";
 import { fundsFor, type Funds } from "./ledger";
+import { specOf } from "../domain/spec";
 
 /** The user's funds for a check, and whether they are a balance read earlier and reused. */
 export interface KnownFunds {
@@ -24,12 +25,6 @@ export interface KnownFunds {
 
 type Ended = { cpu: number; mem: number; storage: number; duration_seconds: number };
 type Open = { cpu: number; mem: number; storage: number; duration_ms: number };
-
-const specOf = (r: { cpu: number; mem: number; storage: number }): DeviceSpec => ({
-  cpuCores: r.cpu,
-  memoryMB: r.mem,
-  storageMB: r.storage,
-});
 
 /** The funds refusal of a new cost on top of what open allocations may still cost (null: allowed, or unknown but allowed). */
 export function fundsRefusal(f: Funds | null, open: Open[], spec: DeviceSpec, durationMs: number): Failure | null {

@@ -7,7 +7,7 @@
  * nonces it has accepted until they expire, which makes each ticket single-use.
  */
 import { sign, verify } from "hono/jwt";
-import { FEED, IDS, SECRETS, secretProblems } from "../config";
+import { FEED, IDS, secretProblem } from "../config";
 import type { Env } from "../env";
 import type { FeedKind } from "./protocol";
 
@@ -23,8 +23,8 @@ export interface Ticket {
 
 /** The ticket key; never one derived from a missing, short or example secret (the Worker refuses to serve then too). */
 function ticketKey(env: Pick<Env, "JWT_SECRET">): string {
-  const problems = secretProblems({ JWT_SECRET: env.JWT_SECRET, SERVICE_TOKEN: "x".repeat(SECRETS.minBytes), LOCAL_DEV: "true" });
-  if (problems.length) throw new Error(`feed tickets need a sound JWT_SECRET: ${problems.join(" ")}`);
+  const problem = secretProblem("JWT_SECRET", env.JWT_SECRET, true);
+  if (problem) throw new Error(`feed tickets need a sound JWT_SECRET: ${problem}`);
   return `${env.JWT_SECRET}\u0000ws-ticket`;
 }
 

@@ -65,13 +65,6 @@ export interface PendingAllocation {
   idleMs: number | null;
 }
 
-/** The spec an allocation row holds. */
-export const specOf = (r: { cpu: number; mem: number; storage: number }): DeviceSpec => ({
-  cpuCores: r.cpu,
-  memoryMB: r.mem,
-  storageMB: r.storage,
-});
-
 export class AllocationStore {
   constructor(private readonly sql: Sql) {}
 

@@ -15,6 +15,7 @@ import { fail, type Failure } from "../errors";
 import type { PoolDeviceView } from "../feed/protocol";
 import type { CounterRow } from "../metrics";
 import { CachedRow, type Sql } from "../objects/sql";
+import { specOf } from "../domain/spec";
 
 export const INDEX_SCHEMA = `CREATE TABLE settings (
     id INTEGER PRIMARY KEY CHECK (id = 1), pool TEXT NOT NULL, strategy TEXT NOT NULL,
@@ -67,17 +68,12 @@ export const boundsArgs = (min: DeviceSpec, max: DeviceSpec) => [
   max.memoryMB,
   max.storageMB,
 ];
-export const specOfRow = (r: { cpu: number; mem: number; storage: number }): DeviceSpec => ({
-  cpuCores: r.cpu,
-  memoryMB: r.mem,
-  storageMB: r.storage,
-});
 
 /** An index row as the device state it was written from. */
 export const indexState = (r: IndexRow): DeviceState => ({
   deviceId: r.device_id,
   node: r.node,
-  ...specOfRow(r),
+  ...specOf(r),
   status: r.status,
   version: r.version,
   allocationId: r.allocation_id,
@@ -255,7 +251,7 @@ export class IndexStore {
       );
       const candidates = rows
         .filter((r) => !skip.has(r.device_id))
-        .sort((a, b) => compareFit({ deviceId: a.device_id, ...specOfRow(a) }, { deviceId: b.device_id, ...specOfRow(b) }));
+        .sort((a, b) => compareFit({ deviceId: a.device_id, ...specOf(a) }, { deviceId: b.device_id, ...specOf(b) }));
       if (candidates[0]) return candidates[0];
     }
     return null;
@@ -305,7 +301,7 @@ export class IndexStore {
   estimateDevices(now: number): EstimateDevice[] {
     return this.sql
       .all<IndexRow>("SELECT device_id, cpu, mem, storage, status, expires_at FROM devices WHERE status IN ('available','allocated')")
-      .map((d) => ({ ...specOfRow(d), freeAt: d.status === "available" ? now : (d.expires_at ?? now) }));
+      .map((d) => ({ ...specOf(d), freeAt: d.status === "available" ? now : (d.expires_at ?? now) }));
   }
 
   // ---- reads ----------------------------------------------------------------------------------
@@ -319,7 +315,7 @@ export class IndexStore {
       ...[opts.cursor ?? "", ...(opts.status ? [opts.status] : []), opts.limit + 1],
     );
     const items = rows.slice(0, opts.limit).map((r) => {
-      const d: PoolDevice = { deviceId: r.device_id, node: r.node, ...specOfRow(r), status: r.status };
+      const d: PoolDevice = { deviceId: r.device_id, node: r.node, ...specOf(r), status: r.status };
       return opts.withHolders ? { ...d, allocationId: r.allocation_id, userId: r.user_id, expiresAt: r.expires_at } : d;
     });
     return { items, nextCursor: rows.length > opts.limit ? items[items.length - 1]!.deviceId : null };

@@ -13,8 +13,9 @@ import type { Failure } from "../errors";
 import { newScopedId } from "../ids";
 import { earliest } from "../objects/schedule";
 import type { Sql } from "../objects/sql";
-import { boundsArgs, specOfRow, type IndexRow } from "./pool-index";
+import { boundsArgs, type IndexRow } from "./pool-index";
 import { iso } from "../domain/time";
+import { specOf } from "../domain/spec";
 
 export const QUEUE_SCHEMA = `CREATE TABLE queue (
     entry_id TEXT PRIMARY KEY, seq INTEGER NOT NULL UNIQUE, user_id TEXT NOT NULL, priority INTEGER NOT NULL,
@@ -179,7 +180,7 @@ export class QueueStore {
       const b = boundsOf(e);
       const skip = this.racedFor(e.entry_id, now);
       const fitting = (d: IndexRow) =>
-        fits(specOfRow(d), b.min, b.max) && !skip.has(d.device_id) && (windowAt.get(d.device_id) ?? Infinity) >= now + e.duration_ms;
+        fits(specOf(d), b.min, b.max) && !skip.has(d.device_id) && (windowAt.get(d.device_id) ?? Infinity) >= now + e.duration_ms;
       const i = free.findIndex(fitting);
       if (i < 0) continue;
       const [d] = free.splice(i, 1);

@@ -16,11 +16,11 @@ import {
   releaseResult,
   requestHash,
   resultOf,
-  specOf,
   viewOf,
   type PendingAllocation,
 } from "../../src/stores/allocations";
 import { PROFILE_SCHEMA, ProfileStore } from "../../src/stores/profile";
+import { specOf } from "../../src/domain/spec";
 import { memoryStorage } from "./storage";
 
 const T0 = Date.UTC(2030, 0, 10, 12);

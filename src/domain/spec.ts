@@ -1,0 +1,8 @@
+/** A device spec from the columns every table that holds one names the same (`cpu`, `mem`, `storage`). */
+import type { DeviceSpec } from "./types";
+
+export const specOf = (r: { cpu: number; mem: number; storage: number }): DeviceSpec => ({
+  cpuCores: r.cpu,
+  memoryMB: r.mem,
+  storageMB: r.storage,
+});
