@@ -11,6 +11,47 @@ export const pools = sqliteTable("pools", {
   createdAt: integer("created_at").notNull(),
 });
 
+/**
+ * Devices that exist, with their pool: the registry the Worker consults before it addresses a
+ * device or pool object, so an unknown name never creates one (see src/registry.ts).
+ */
+export const devices = sqliteTable(
+  "devices",
+  {
+    deviceId: text("device_id").primaryKey(),
+    pool: text("pool").notNull(),
+    createdAt: integer("created_at").notNull(),
+  },
+  (t) => [index("devices_pool").on(t.pool)],
+);
+
+/** Per-user token revocation: bearer tokens issued (`iat`) before `not_before` are refused. */
+export const tokenRevocations = sqliteTable("token_revocations", {
+  userId: text("user_id").primaryKey(),
+  notBefore: integer("not_before").notNull(),
+  actor: text("actor").notNull(),
+  updatedAt: integer("updated_at").notNull(),
+});
+
+/** Every state-changing action of an admin or a service, append-only (GET /admin/audit). */
+export const auditLog = sqliteTable(
+  "audit_log",
+  {
+    seq: integer("seq").primaryKey({ autoIncrement: true }),
+    at: integer("at").notNull(),
+    /** The admin's user id, or `service` for the service token. */
+    actor: text("actor").notNull(),
+    /** What was done, `<thing>.<verb>` (quota.update, account.adjust, device.remove...). */
+    action: text("action").notNull(),
+    /** What it was done to, `<kind>:<id>` (user:alice, device:dev-1, pool:default, plan:standard). */
+    target: text("target").notNull(),
+    /** What changed (JSON): the request's fields and, where known, the outcome. */
+    change: text("change").notNull(),
+    requestId: text("request_id"),
+  },
+  (t) => [index("audit_target_seq").on(t.target, t.seq)],
+);
+
 /** One row per ended allocation; `allocation_id` unique makes redelivery harmless. */
 export const usageRecords = sqliteTable(
   "usage_records",
@@ -81,6 +122,8 @@ export const ledger = sqliteTable(
     planId: text("plan_id"),
     reference: text("reference"),
     memo: text("memo"),
+    /** Who moved the money by hand (an adjustment's or top-up's admin or `service`); null for charges. */
+    actor: text("actor"),
     createdAt: integer("created_at").notNull(),
   },
   (t) => [
