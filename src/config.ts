@@ -209,6 +209,9 @@ export const FEED = {
   idleReleaseMaxMinutes: 1440,
 };
 
+/** Which pools and devices exist (src/registry.ts): how long an isolate trusts a name it found, and how many it keeps. */
+export const REGISTRY = { knownTtlMs: 60_000, cacheEntries: 10_000 };
+
 /** Largest request body accepted anywhere, in bytes. */
 export const MAX_BODY_BYTES = 64 * 1024;
 export const IDS = { maxLength: 128, pattern: /^[A-Za-z0-9][A-Za-z0-9._:@-]{0,127}$/ };

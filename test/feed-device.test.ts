@@ -9,10 +9,17 @@ import { describe, expect, it } from "vitest";
 import { admin, call, registerDevice, sleep, tokenFor, uid, until } from "./helpers";
 import { events, rawFeed, ticket, type RawFeed } from "./feed-helpers";
 import type { DeviceFeedState, Envelope, HelloData } from "../src/feed/protocol";
+import { mintTicket, scopeOf } from "../src/feed/tickets";
 
 async function deviceFeed(token: string, deviceId: string, since?: number): Promise<RawFeed> {
   const t = await ticket(token, { feed: "device", deviceId });
   return rawFeed(`/ws/devices/${deviceId}?ticket=${encodeURIComponent(t)}${since === undefined ? "" : `&since=${since}`}`);
+}
+
+/** A device feed opened with a ticket minted here, for a device the ticket route would refuse (404: unknown). */
+async function unknownDeviceFeed(deviceId: string): Promise<RawFeed> {
+  const t = await mintTicket(env, { userId: "root-admin", role: "admin" }, scopeOf("device", deviceId));
+  return rawFeed(`/ws/devices/${deviceId}?ticket=${encodeURIComponent(t.ticket)}`);
 }
 
 async function hello(f: RawFeed): Promise<HelloData & { state: DeviceFeedState }> {
@@ -109,7 +116,12 @@ describe("device feed", () => {
     expect(denied.frames[0]).toMatchObject({ type: "feed.error", seq: null, data: { code: "FORBIDDEN" } });
     expect(denied.frames.filter((e) => e.seq !== null)).toEqual([]);
 
-    const unknown = await deviceFeed(await admin(), uid("no-such-device"));
+    // An unknown device gets no ticket (404), and a ticket minted anyway opens nothing (4404).
+    const nobody = uid("no-such-device");
+    const refused = await call("POST", "/ws/ticket", { token: await admin(), body: { feed: "device", deviceId: nobody } });
+    expect(refused.status).toBe(404);
+    expect(refused.body.error.code).toBe("DEVICE_NOT_FOUND");
+    const unknown = await unknownDeviceFeed(nobody);
     expect((await unknown.closed).code).toBe(4404);
     expect(unknown.frames[0]).toMatchObject({ type: "feed.error", data: { code: "DEVICE_NOT_FOUND" } });
 
@@ -258,7 +270,9 @@ describe("device feed", () => {
     expect(logged(f).map((e) => e.type)).toEqual(["device.released", "device.status"]);
     expect(logged(w).map((e) => e.type)).toEqual(["device.released", "device.status"]);
     expect(logged(w)[1]!.data).toMatchObject({ status: "removed", previousStatus: "allocated" });
-    const after = await deviceFeed(adminToken, dev.deviceId);
+    const refused = await call("POST", "/ws/ticket", { token: adminToken, body: { feed: "device", deviceId: dev.deviceId } });
+    expect(refused.body.error?.code).toBe("DEVICE_NOT_FOUND");
+    const after = await unknownDeviceFeed(dev.deviceId);
     expect((await after.closed).code).toBe(4404);
   });
 });

@@ -22,7 +22,8 @@ import {
   UpdateDeviceBody,
   UsersQuery,
 } from "../schemas";
-import { device, pool, reply, userQuota } from "./helpers";
+import { device, inPool, onDevice, pool, reply, userQuota } from "./helpers";
+import { dropDevice, enterDevice, moveDevice } from "../registry";
 import { take } from "../rpc";
 
 const security = [{ bearer: [] }];
@@ -43,6 +44,8 @@ export function adminRoutes() {
     async (c) => {
       const b = c.req.valid("json");
       const deviceId = b.deviceId ?? `dev-${crypto.randomUUID().slice(0, 8)}`;
+      // Entered before its object is first addressed, so the registry always knows every device object.
+      await enterDevice(c.env, deviceId, b.pool);
       const r = await take(
         device(c.env, deviceId).register({
           deviceId,
@@ -53,7 +56,6 @@ export function adminRoutes() {
           storageMB: b.storageMB,
         }),
       );
-      if (r.ok) await drizzle(c.env.DB).insert(pools).values({ name: b.pool, createdAt: Date.now() }).onConflictDoNothing();
       return reply(c, r, 201);
     },
   );
@@ -68,7 +70,7 @@ export function adminRoutes() {
       request: { params: DeviceIdParam },
       ok: { status: 200, schema: DeviceView, description: "The device" },
     }),
-    async (c) => reply(c, await take(device(c.env, c.req.valid("param").id).get())),
+    async (c) => reply(c, await onDevice(c.env, c.req.valid("param").id, (d) => d.get())),
   );
 
   app.openapi(
@@ -83,8 +85,9 @@ export function adminRoutes() {
     }),
     async (c) => {
       const b = c.req.valid("json");
-      const r = await take(device(c.env, c.req.valid("param").id).update(b));
-      if (r.ok && b.pool) await drizzle(c.env.DB).insert(pools).values({ name: b.pool, createdAt: Date.now() }).onConflictDoNothing();
+      const id = c.req.valid("param").id;
+      const r = await onDevice(c.env, id, (d) => d.update(b));
+      if (r.ok && b.pool) await moveDevice(c.env, id, b.pool);
       return reply(c, r);
     },
   );
@@ -101,7 +104,7 @@ export function adminRoutes() {
         ok: { status: 200, schema: DeviceView, description: "The device" },
       }),
       async (c) => {
-        const r = await take(device(c.env, c.req.valid("param").id).setStatus(status === "online" ? "available" : status));
+        const r = await onDevice(c.env, c.req.valid("param").id, (d) => d.setStatus(status === "online" ? "available" : status));
         return reply(c, r);
       },
     );
@@ -118,7 +121,9 @@ export function adminRoutes() {
       ok: { status: 200, schema: Any, description: "Removed" },
     }),
     async (c) => {
-      const r = await take(device(c.env, c.req.valid("param").id).remove());
+      const id = c.req.valid("param").id;
+      const r = await onDevice(c.env, id, (d) => d.remove());
+      if (r.ok) await dropDevice(c.env, id);
       return reply(c, r);
     },
   );
@@ -134,7 +139,7 @@ export function adminRoutes() {
       ok: { status: 200, schema: ReleaseResult, description: "The ended allocation" },
     }),
     async (c) => {
-      const r = await take(device(c.env, c.req.valid("param").id).forceRelease());
+      const r = await onDevice(c.env, c.req.valid("param").id, (d) => d.forceRelease());
       if (!r.ok) return reply(c, r);
       const e = r.value;
       return reply(
@@ -158,7 +163,7 @@ export function adminRoutes() {
       request: { params: DeviceIdParam, query: HistoryQuery },
       ok: { status: 200, schema: Any, description: "A page" },
     }),
-    async (c) => reply(c, await take(device(c.env, c.req.valid("param").id).history(c.req.valid("query")))),
+    async (c) => reply(c, await onDevice(c.env, c.req.valid("param").id, (d) => d.history(c.req.valid("query")))),
   );
 
   app.openapi(
@@ -194,7 +199,7 @@ export function adminRoutes() {
     }),
     async (c) => {
       const name = c.req.valid("param").pool;
-      return reply(c, await take(pool(c.env, name).summary(name)));
+      return reply(c, await inPool(c.env, name, (p) => p.summary(name)));
     },
   );
 
@@ -210,7 +215,7 @@ export function adminRoutes() {
     }),
     async (c) => {
       const name = c.req.valid("param").pool;
-      return reply(c, await take(pool(c.env, name).list({ pool: name, ...c.req.valid("query"), withHolders: true })));
+      return reply(c, await inPool(c.env, name, (p) => p.list({ pool: name, ...c.req.valid("query"), withHolders: true })));
     },
   );
 
@@ -241,7 +246,7 @@ export function adminRoutes() {
           : b.idleReleaseMinutes == null
             ? b.idleReleaseMinutes
             : b.idleReleaseMinutes * 60;
-      return reply(c, await take(pool(c.env, name).setSettings(name, { strategy: b.strategy, idleReleaseSeconds })));
+      return reply(c, await inPool(c.env, name, (p) => p.setSettings(name, { strategy: b.strategy, idleReleaseSeconds })));
     },
   );
 

@@ -19,6 +19,7 @@ import { jsonBody, route } from "../openapi";
 import { FEED_SINCE, TicketBody, TicketResult } from "../schemas";
 import { device, pool, reply, userQuota } from "./helpers";
 import { adminFeed } from "../objects/operators";
+import { missingDevice, missingPool } from "../registry";
 
 const security = [{ bearer: [] }];
 
@@ -46,6 +47,10 @@ export function feedRoutes() {
       const feed = b.feed ?? "user";
       if ((feed === "admin" || feed === "pool") && p.role !== "admin")
         return reply(c, fail(403, "FORBIDDEN", `The ${feed} feed needs the admin role.`));
+      // A ticket names a device or pool that exists (so its feed can open).
+      const missing =
+        feed === "device" ? await missingDevice(c.env, b.deviceId!) : feed === "pool" ? await missingPool(c.env, b.pool!) : null;
+      if (missing) return reply(c, missing);
       const t = await mintTicket(c.env, p, scopeOf(feed, feed === "pool" ? b.pool : b.deviceId));
       const path =
         feed === "user"
@@ -130,6 +135,9 @@ async function open(c: Context<AppEnv>, feed: FeedKind, name?: string): Promise<
   // Checked again at the object; a role inside a signed ticket cannot be forged.
   if ((feed === "admin" || feed === "pool") && t.role !== "admin")
     return refuse(403, CLOSE.forbidden, "FORBIDDEN", `The ${feed} feed needs the admin role.`);
+  // Addressing an unknown device or pool would create its object: the registry is asked first.
+  const missing = feed === "device" ? await missingDevice(c.env, name!) : feed === "pool" ? await missingPool(c.env, name!) : null;
+  if (missing) return refuse(404, CLOSE.notFound, missing.code, missing.message);
   const f: FeedRequest = {
     userId: t.userId,
     role: t.role,

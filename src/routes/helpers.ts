@@ -5,10 +5,33 @@ import { shortDurationsAllowed } from "../config";
 import type { Env } from "../env";
 import type { DeviceSpec } from "../domain/types";
 import { errorBody, fail, type Failure, type Result } from "../errors";
+import { missingDevice, missingPool } from "../registry";
+import { take } from "../rpc";
 
 export const userQuota = (env: Env, userId: string) => env.USER_QUOTA.getByName(userId);
 export const device = (env: Env, deviceId: string) => env.DEVICE.getByName(deviceId);
 export const pool = (env: Env, name: string) => env.DEVICE_POOL.getByName(name);
+
+/**
+ * Calls the pool named `name` when the registry knows it: addressing an unknown name would
+ * create its object, so a name the caller gave is checked first (404 POOL_NOT_FOUND).
+ */
+export async function inPool<R>(
+  env: Env,
+  name: string,
+  call: (p: ReturnType<typeof pool>) => PromiseLike<R>,
+): Promise<Awaited<R> | Failure> {
+  return (await missingPool(env, name)) ?? (await take(call(pool(env, name))));
+}
+
+/** Calls the device `deviceId` when the registry knows it (404 DEVICE_NOT_FOUND), as `inPool`. */
+export async function onDevice<R>(
+  env: Env,
+  deviceId: string,
+  call: (d: ReturnType<typeof device>) => PromiseLike<R>,
+): Promise<Awaited<R> | Failure> {
+  return (await missingDevice(env, deviceId)) ?? (await take(call(device(env, deviceId))));
+}
 
 /** A `Result` from an object becomes `status` JSON or the one error shape. */
 export function reply<T>(c: Context<AppEnv>, r: Result<T>, status: 200 | 201 = 200) {

@@ -12,6 +12,8 @@ import { fail, type Result } from "../errors";
 import { newApp } from "../app-factory";
 import { jsonBody, route } from "../openapi";
 import { scopeOfId } from "../ids";
+import { missingPool } from "../registry";
+import { take } from "../rpc";
 import type { Viewer } from "../contracts";
 import {
   QueueEntryIdParam,
@@ -24,8 +26,7 @@ import {
   ReservationListQuery,
   ReservationView,
 } from "../schemas";
-import { pool, reply, requestSpec, testOnlyRefusal } from "./helpers";
-import { take } from "../rpc";
+import { inPool, pool, reply, requestSpec, testOnlyRefusal } from "./helpers";
 
 const security = [{ bearer: [] }];
 
@@ -58,7 +59,9 @@ async function byId<T>(
   fn: (p: ReturnType<typeof pool>, id: string) => Promise<Result<T>>,
 ) {
   const name = scopeOfId(kind, id);
-  return reply(c, name ? await take(fn(pool(c.env, name), id)) : NOT_FOUND[kind](id));
+  // An id naming a pool that does not exist is as unknown as a malformed one.
+  if (!name || (await missingPool(c.env, name))) return reply(c, NOT_FOUND[kind](id));
+  return reply(c, await take(fn(pool(c.env, name), id)));
 }
 
 export function queueRoutes() {
@@ -92,8 +95,8 @@ export function queueRoutes() {
       const name = b.pool ?? defaultPool(c.env);
       return reply(
         c,
-        await take(
-          pool(c.env, name).join({
+        await inPool(c.env, name, (p) =>
+          p.join({
             userId,
             pool: name,
             durationMinutes: minutesOf(b.durationMinutes, b.durationSeconds),
@@ -130,7 +133,7 @@ export function queueRoutes() {
       const name = q.pool ?? defaultPool(c.env);
       return reply(
         c,
-        await take(pool(c.env, name).listQueue(viewer(c), { userId: listedUser(c, q.userId), status: q.status, limit: q.limit })),
+        await inPool(c.env, name, (p) => p.listQueue(viewer(c), { userId: listedUser(c, q.userId), status: q.status, limit: q.limit })),
       );
     },
   );
@@ -189,8 +192,8 @@ export function queueRoutes() {
       const name = b.pool ?? defaultPool(c.env);
       return reply(
         c,
-        await take(
-          pool(c.env, name).book({
+        await inPool(c.env, name, (p) =>
+          p.book({
             userId,
             pool: name,
             startAt: b.startAt,
@@ -238,8 +241,8 @@ export function queueRoutes() {
       const name = b.pool ?? defaultPool(c.env);
       return reply(
         c,
-        await take(
-          pool(c.env, name).checkWindow({
+        await inPool(c.env, name, (p) =>
+          p.checkWindow({
             userId,
             pool: name,
             spec: requestSpec(b.spec),
@@ -266,8 +269,8 @@ export function queueRoutes() {
       const name = q.pool ?? defaultPool(c.env);
       return reply(
         c,
-        await take(
-          pool(c.env, name).listReservations(viewer(c), {
+        await inPool(c.env, name, (p) =>
+          p.listReservations(viewer(c), {
             userId: listedUser(c, q.userId),
             status: q.status,
             limit: q.limit,

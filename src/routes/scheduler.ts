@@ -21,7 +21,8 @@ import {
   ReleaseBody,
   ReleaseResult,
 } from "../schemas";
-import { pool, reply, requestSpec, testOnlyRefusal, userQuota } from "./helpers";
+import { inPool, reply, requestSpec, testOnlyRefusal, userQuota } from "./helpers";
+import { missingPool } from "../registry";
 import { take } from "../rpc";
 
 const security = [{ bearer: [] }];
@@ -130,7 +131,7 @@ export function schedulerRoutes() {
       requireUser(c);
       const q = c.req.valid("query");
       const name = q.pool ?? defaultPool(c.env);
-      const r = await take(pool(c.env, name).list({ pool: name, status: "available", cursor: q.cursor, limit: q.limit }));
+      const r = await inPool(c.env, name, (p) => p.list({ pool: name, status: "available", cursor: q.cursor, limit: q.limit }));
       if (!r.ok) return reply(c, r);
       return reply(c, ok({ pool: name, ...r.value }));
     },
@@ -213,7 +214,8 @@ export function planAllocate(c: Ctx, b: z.infer<typeof AllocateBody>) {
     idleReleaseMinutes: b.idleReleaseMinutes,
     idleReleaseSeconds: b.idleReleaseSeconds,
   };
-  return planned(userId, () => userQuota(c.env, userId).allocate(input));
+  // The pool is checked here, before the user's object would address it (an unknown name creates nothing).
+  return planned(userId, async () => (await missingPool(c.env, input.pool)) ?? userQuota(c.env, userId).allocate(input));
 }
 
 /** Release the device the acting user holds. */
