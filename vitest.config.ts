@@ -7,20 +7,46 @@ import { divertRuntimeNoise, serviceLog } from "./test/runner/quiet.ts";
 import { QUEUE_BATCH_TIMEOUT_S } from "./test/timing.ts";
 
 /**
- * Four projects:
+ * Five projects:
  * - `unit`: test/unit, in Node: the pure modules and the stores over node:sqlite (seconds);
  * - `workers`: every other test file, in a Workers runtime, with the production switch
  *   BILLING_ALLOW_ON_ERROR = "false" (an unreadable balance refuses allocations);
  * - `billing-fail-open`: only the files named `*.fail-open.test.ts`, with the switch "true"
  *   (a binding is fixed per runtime, so the two settings cannot share one project);
+ * - `limits`: only the files named `*.limits.test.ts`, with wrangler.toml's rate limits (the
+ *   others raise them out of reach: their tests make hundreds of calls as one caller);
  * - `browser`: test/browser, in Node: `npm run dev` (each file its own, on a free port) and
  *   Debian's Chromium driven by playwright-core. It starts early and runs beside the others.
  *   Skipped with a message when no Chromium is found, unless REQUIRE_BROWSER=1.
- * `vitest run` runs all four; `vitest run --project workers` runs one.
+ * `vitest run` runs all five; `vitest run --project workers` runs one.
  */
 const FAIL_OPEN_FILES = ["test/**/*.fail-open.test.ts"];
+const LIMITS_FILES = ["test/**/*.limits.test.ts"];
 const BROWSER_FILES = ["test/browser/**/*.test.ts"];
 const UNIT_FILES = ["test/unit/**/*.test.ts"];
+
+/**
+ * wrangler.toml's rate limits raised out of reach, for the projects whose tests drive hundreds of
+ * calls as one user or admin: the same bindings and code run, and never refuse. The `limits`
+ * project keeps wrangler.toml's own and tries them (test/*.limits.test.ts).
+ */
+function raisedRateLimits() {
+  const { ratelimits } = unstable_readConfig({ config: path.join(import.meta.dirname, "wrangler.toml") });
+  return Object.fromEntries(
+    (ratelimits ?? []).map((r: { name: string; namespace_id: string; simple: { period: 10 | 60 } }) => [
+      r.name,
+      { namespace_id: r.namespace_id, simple: { limit: 1_000_000_000, period: r.simple.period } },
+    ]),
+  );
+}
+
+function configuredLimits(): Record<string, number> {
+  const { ratelimits } = unstable_readConfig({ config: path.join(import.meta.dirname, "wrangler.toml") });
+  return Object.fromEntries((ratelimits ?? []).map((r: { name: string; simple: { limit: number } }) => [r.name, r.simple.limit]));
+}
+
+const raisedLimits = (r: Record<string, { simple: { limit: number } }>) =>
+  Object.fromEntries(Object.entries(r).map(([name, v]) => [name, v.simple.limit]));
 
 /** wrangler.toml's queue consumers with the test batch timeout (test/timing.ts), in Miniflare's shape. */
 function testQueueConsumers() {
@@ -45,11 +71,13 @@ export default defineConfig(async () => {
   divertRuntimeNoise();
   const migrations = await readD1Migrations(path.join(import.meta.dirname, "migrations"));
   const queueConsumers = testQueueConsumers();
-  const workers = (billingAllowOnError: "true" | "false") =>
+  const raised = raisedRateLimits();
+  const workers = (billingAllowOnError: "true" | "false", limits: "raised" | "real" = "raised") =>
     cloudflareTest({
       wrangler: { configPath: "./wrangler.toml" },
       miniflare: {
         queueConsumers,
+        ...(limits === "raised" ? { ratelimits: raised } : {}),
         bindings: {
           TEST_MIGRATIONS: migrations,
           JWT_SECRET: "test-jwt-secret-0123456789abcdef",
@@ -59,6 +87,8 @@ export default defineConfig(async () => {
           ALLOW_SHORT_DURATIONS: "true",
           USAGE_RETRY_BASE_SECONDS: "0",
           BILLING_ALLOW_ON_ERROR: billingAllowOnError,
+          // The limits in force, by binding (test/*.limits.test.ts floods each one).
+          TEST_RATE_LIMITS: JSON.stringify(limits === "raised" ? raisedLimits(raised) : configuredLimits()),
         },
       },
     });
@@ -95,8 +125,13 @@ export default defineConfig(async () => {
             ...shared,
             name: "workers",
             include: ["test/**/*.test.ts"],
-            exclude: [...configDefaults.exclude, ...FAIL_OPEN_FILES, ...BROWSER_FILES, ...UNIT_FILES],
+            exclude: [...configDefaults.exclude, ...FAIL_OPEN_FILES, ...LIMITS_FILES, ...BROWSER_FILES, ...UNIT_FILES],
           },
+        },
+        {
+          extends: false,
+          plugins: [workers("false", "real")],
+          test: { ...shared, name: "limits", include: LIMITS_FILES },
         },
         {
           extends: false,

@@ -3,9 +3,10 @@ import { newApp } from "./app-factory";
 import { bodyLimit } from "hono/body-limit";
 import { HTTPException } from "hono/http-exception";
 import type { Context, MiddlewareHandler } from "hono";
-import { authenticate, requireAdmin, requireAdminOrService, requireService, requireUser, type AppEnv } from "./auth";
+import { requireAdmin, requireAdminOrService, requireService, requireUser, type AppEnv } from "./auth";
 import { MAX_BODY_BYTES, secretProblems } from "./config";
 import { HttpError, errorBody, fail, internalFailure, type ErrorStatus } from "./errors";
+import { identify } from "./limits";
 import { log } from "./log";
 import { adminRoutes } from "./routes/admin";
 import { billingRoutes } from "./routes/billing";
@@ -60,7 +61,8 @@ export function createApp() {
       onError: (c) => c.json(errorBody(fail(413, "PAYLOAD_TOO_LARGE", `Request bodies are limited to ${MAX_BODY_BYTES} bytes.`)), 413),
     }),
   );
-  app.use("*", authenticate);
+  // Who calls, and fair use (src/limits.ts): counted by who calls, before any object is reached.
+  app.use("*", identify);
   // Who may call is checked here, before any body is validated, so a stranger or a
   // non-admin learns nothing from 400s. Handlers still check the acting user.
   const gate =

@@ -209,6 +209,25 @@ export const FEED = {
   idleReleaseMaxMinutes: 1440,
 };
 
+/**
+ * Rate limits (src/limits.ts): the Workers rate limiting bindings of wrangler.toml, which hold
+ * each one's limit and period; a limited caller is told to retry after the period. A unit test
+ * keeps these periods equal to wrangler.toml's.
+ */
+export const RATE_LIMITS = {
+  /** Every call of one signed-in user (key: the user id). */
+  user: { binding: "LIMIT_USER", periodSeconds: 10 },
+  /** One user's calls that reach a pool (device lists, queue, bookings) and feed tickets (key: the user id). */
+  shared: { binding: "LIMIT_SHARED", periodSeconds: 10 },
+  /** Every call of one admin or of the service token (key: the admin's id, or `service`). */
+  operator: { binding: "LIMIT_OPERATOR", periodSeconds: 10 },
+  /** App events sent to one user (key: that user's id). */
+  target: { binding: "LIMIT_TARGET", periodSeconds: 10 },
+  /** Calls without a valid token, feed upgrades among them (key: the client's address). */
+  address: { binding: "LIMIT_ADDRESS", periodSeconds: 10 },
+} as const;
+export type RateLimitName = keyof typeof RATE_LIMITS;
+
 /** Which pools and devices exist (src/registry.ts): how long an isolate trusts a name it found, and how many it keeps. */
 export const REGISTRY = { knownTtlMs: 60_000, cacheEntries: 10_000 };
 

@@ -7,7 +7,8 @@ import { z } from "@hono/zod-openapi";
 import type { Context } from "hono";
 import type { AppEnv } from "../auth";
 import { newApp, validationFailure } from "../app-factory";
-import { PAGING } from "../config";
+import { PAGING, RATE_LIMITS } from "../config";
+import { overLimit, rateLimited } from "../limits";
 import type { Env } from "../env";
 import { errorBody, fail } from "../errors";
 import { adminFeed } from "../objects/operators";
@@ -60,6 +61,12 @@ async function deliver(env: Env, events: AppEventInput[]): Promise<Outcome[]> {
       for (const i of indexes) {
         const e = events[i]!;
         const base = { eventId: e.eventId ?? null, type: e.type, userId };
+        // Each user's feed takes so many app events per period, whoever sends them.
+        const limited = await overLimit(env, "target", userId);
+        if (limited) {
+          out[i] = { ...base, error: { code: limited.code, message: limited.message } };
+          continue;
+        }
         // Without an eventId the sender gives up retry safety: every send is a new event.
         const key = `app:${e.eventId ?? `anon:${crypto.randomUUID()}`}`;
         try {
@@ -116,8 +123,14 @@ export function eventRoutes() {
         failed: count((o) => !!o.error),
         results,
       };
-      if (!batch && results[0]!.error)
-        return c.json(errorBody(fail(503, results[0]!.error.code, results[0]!.error.message, { eventId: results[0]!.eventId })), 503);
+      const refused = !batch ? results[0]!.error : undefined;
+      if (refused?.code === "RATE_LIMITED") {
+        c.header("Retry-After", String(RATE_LIMITS.target.periodSeconds));
+        return c.json(errorBody(rateLimited("target")), 429);
+      }
+      if (refused) return c.json(errorBody(fail(503, refused.code, refused.message, { eventId: results[0]!.eventId })), 503);
+      // A batch with items over a user's limit says when to send those again.
+      if (results.some((o) => o.error?.code === "RATE_LIMITED")) c.header("Retry-After", String(RATE_LIMITS.target.periodSeconds));
       return c.json(body, 202);
     },
     (result, c) => appEventsHook(result, c),
