@@ -10,7 +10,7 @@
 import type { Context } from "hono";
 import { createMiddleware } from "hono/factory";
 import { principalOf, type AppEnv } from "./auth";
-import { RATE_LIMITS, type RateLimitName } from "./config";
+import { RATE_LIMIT_MEMORY, RATE_LIMITS, type RateLimitName } from "./config";
 import type { Env } from "./env";
 import { errorBody, fail, type Failure } from "./errors";
 
@@ -37,10 +37,28 @@ export function rateLimited(name: RateLimitName): Failure {
   });
 }
 
+/**
+ * Callers this isolate saw refused, until when: their next calls are refused here without asking
+ * the binding again, so a flood costs the Worker a map lookup per call. A caller is refused for
+ * one full period from its first refusal (what Retry-After tells it), at most that much longer
+ * than the binding's own window would.
+ */
+const refusedUntil = new Map<string, number>();
+
 /** Counts one call against limit `name` for `key`; the refusal when it is over. */
 export async function overLimit(env: Env, name: RateLimitName, key: string): Promise<Failure | null> {
+  const k = `${name}\0${key}`;
+  const now = Date.now();
+  const until = refusedUntil.get(k);
+  if (until !== undefined) {
+    if (until > now) return rateLimited(name);
+    refusedUntil.delete(k);
+  }
   const { success } = await env[RATE_LIMITS[name].binding].limit({ key });
-  return success ? null : rateLimited(name);
+  if (success) return null;
+  if (refusedUntil.size >= RATE_LIMIT_MEMORY) refusedUntil.delete(refusedUntil.keys().next().value!);
+  refusedUntil.set(k, now + RATE_LIMITS[name].periodSeconds * 1000);
+  return rateLimited(name);
 }
 
 /** The limits a call counts against, in order: who makes it, then (users) the shared one. */
