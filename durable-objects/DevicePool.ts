@@ -91,6 +91,7 @@ export class DevicePool extends ServiceObject {
           await take(env.USER_QUOTA.getByName(m.userId).externalEvent(m.userId, m.key, m.type, m.data as never)),
           true
         ),
+        booking: async (m) => (await take(env.USER_QUOTA.getByName(m.userId).bookingSettled(m.userId, m.booking, m.booked)), true),
       },
     });
     // What the composed helpers see of this object.

@@ -10,7 +10,17 @@
  * reason `idle` once the user has had no feed socket open for that long. When the last
  * socket went is stored (`profile.sockets_gone_at`), so it survives hibernation and restarts.
  */
-import { ALLOCATION, DEFAULT_RENEW_DAYS, EXTEND_POLICIES, FEED, PAGING, PLAN_LIMITS, defaultPlan, type QuotaLimits } from "../src/config";
+import {
+  ALLOCATION,
+  DEFAULT_RENEW_DAYS,
+  EXTEND_POLICIES,
+  FEED,
+  PAGING,
+  PLAN_BOUNDS,
+  PLAN_LIMITS,
+  defaultPlan,
+  type QuotaLimits,
+} from "../src/config";
 import type {
   AllocateInput,
   HandOverBegun,
@@ -22,14 +32,11 @@ import type {
   ReserveInput,
   Verdict,
 } from "../src/contracts";
-import { Balance, fundsRefusal } from "../src/billing/balance";
+import { Balance } from "../src/billing/balance";
 import type { Funds } from "../src/billing/ledger";
-import { durationMsOf } from "../src/domain/duration";
 import { checkExtend } from "../src/domain/extend";
 import { idleSchedule } from "../src/domain/idle";
-import { entryPriority } from "../src/domain/queue";
 import { checkAllocation, checkExtraHours, deviceHeadroom, renewedUntil } from "../src/domain/quota";
-import { checkReservation } from "../src/domain/reservation";
 import type { Allocation, AllocationStatus, DeviceSpec, EndReason, EndedAllocation, Quota, UsageRecord } from "../src/domain/types";
 import type { Env } from "../src/env";
 import { fail, ok, type Failure, type Result } from "../src/errors";
@@ -55,10 +62,16 @@ import {
   type AllocationRow,
 } from "../src/stores/allocations";
 import { PROFILE_SCHEMA, ProfileStore, type ProfileRow } from "../src/stores/profile";
+import { BOOKINGS_SCHEMA, BookingStore, type Booking } from "../src/stores/bookings";
+import { PoolChecks } from "./user/pool-checks";
+import type { UserContext } from "./user/context";
 import { iso } from "../src/domain/time";
 import { specOf } from "../src/domain/spec";
 
-const MIGRATIONS = [{ name: "1-user", sql: `${PROFILE_SCHEMA}\n${ALLOCATIONS_SCHEMA}\n${feedSchema("events")}` }];
+const MIGRATIONS = [
+  { name: "1-user", sql: `${PROFILE_SCHEMA}\n${ALLOCATIONS_SCHEMA}\n${feedSchema("events")}` },
+  { name: "2-bookings", sql: BOOKINGS_SCHEMA },
+];
 
 export class UserQuota extends ServiceObject {
   /** The user's event log and feed sockets. */
@@ -68,6 +81,7 @@ export class UserQuota extends ServiceObject {
   private readonly allocations: AllocationStore;
   private readonly balance: Balance;
   private readonly allocator: Allocator;
+  private readonly checks: PoolChecks;
 
   constructor(ctx: DurableObjectState, env: Env) {
     super(ctx, env);
@@ -96,7 +110,7 @@ export class UserQuota extends ServiceObject {
       // What is still due after an alarm failed (e.g. the device did not answer): retried shortly, not in a tight loop.
       { retryMs: ALLOCATION.notifyRetryMs },
     );
-    this.allocator = new Allocator({
+    const parts: UserContext = {
       env,
       sql: this.sql,
       clock: this.clock,
@@ -108,7 +122,9 @@ export class UserQuota extends ServiceObject {
       allocationCheck: (...args) => this.allocationCheck(...args),
       noteQuotaStatus: (p) => this.noteQuotaStatus(p),
       emit: (userId, type, data) => this.emit(userId, type, data),
-    });
+    };
+    this.checks = new PoolChecks(parts, new BookingStore(this.sql));
+    this.allocator = new Allocator(parts);
     this.start(MIGRATIONS);
   }
 
@@ -137,13 +153,14 @@ export class UserQuota extends ServiceObject {
    * The quota and funds check of a new allocation (or hand-over) of `spec` for `durationMs`
    * (`refusal` null: allowed), and the largest device the quota allows beside what is held.
    */
-  private allocationCheck(userId: string, spec: DeviceSpec, durationMs: number, f: Funds | null, excluding?: string) {
+  private allocationCheck(userId: string, spec: DeviceSpec, durationMs: number, f: Funds | null, excluding?: string, reservation?: string) {
     const p = this.profile(userId);
     const usage = this.allocations.usage(p.hours_used, excluding);
     const st = this.profiles.state(p);
+    // Bookings are committed funds too (not the one this allocation starts).
     const refusal =
       checkAllocation(st, usage, spec, durationMs / 3_600_000, Date.now()) ??
-      fundsRefusal(f, this.allocations.open(excluding), spec, durationMs);
+      this.checks.fundsRefusal(f, spec, durationMs, { allocation: excluding, reservation });
     return { refusal, max: deviceHeadroom(st.limits, usage) };
   }
 
@@ -183,37 +200,24 @@ export class UserQuota extends ServiceObject {
 
   // ---- checks for the pool's queue and reservations -------------------------------------------
 
-  /**
-   * Before a queue entry (the pool is the front door): its priority from the plan (a refusal
-   * fails the call), the largest device the quota allows, and the quota and funds verdict now;
-   * the pool answers a repeated idempotency key before that verdict. All is checked again at hand-over.
-   */
-  async queueCheck(input: QueueJoinInput): Promise<Result<{ priority: number; max: DeviceSpec; refusal: Failure | null }>> {
-    const p = this.profile(input.userId);
-    const priority = entryPriority(p.plan, input.priority, input.byAdmin !== null);
-    if (typeof priority !== "number") return priority;
-    const durationMs = durationMsOf(input.durationMinutes, input.durationSeconds);
-    let max: DeviceSpec = input.spec;
-    const funds = await this.balance.checked(input.userId, (f) => {
-      const checked = this.allocationCheck(input.userId, input.spec, durationMs, f);
-      max = checked.max;
-      return checked.refusal;
-    });
-    return ok({ priority, max, refusal: funds.ok ? null : funds });
+  /** Before a queue entry (see ./user/pool-checks.ts). */
+  async queueCheck(input: QueueJoinInput): Promise<Result<{ priority: number; max: DeviceSpec; bound: number; refusal: Failure | null }>> {
+    return this.checks.queue(input);
   }
 
   /** Before a booking: the per-device limits, and the quota status and funds verdict now (everything again at the start). */
-  async bookingCheck(input: ReserveInput): Promise<Result<{ max: DeviceSpec; refusal: Failure | null }>> {
-    this.profile(input.userId);
-    const durationMs = durationMsOf(input.durationMinutes, input.durationSeconds);
-    const funds = await this.balance.checked(input.userId, (f) => {
-      const st = this.profiles.state(this.profile(input.userId));
-      return (
-        checkReservation(st, input.spec, durationMs / 3_600_000, input.startAt) ??
-        fundsRefusal(f, this.allocations.open(), input.spec, durationMs)
-      );
-    });
-    return ok({ max: await this.perDeviceMax(input.userId), refusal: funds.ok ? null : funds });
+  async bookingCheck(input: ReserveInput): Promise<Result<{ max: DeviceSpec; bound: number; refusal: Failure | null }>> {
+    return this.checks.booking(input, await this.perDeviceMax(input.userId));
+  }
+
+  /** A pool about to book a window: held if the limits for that window and the balance allow (see ./user/bookings.ts). */
+  async bookingHold(userId: string, b: Booking): Promise<Result<null>> {
+    return this.checks.hold(userId, b);
+  }
+
+  /** The pool booked the held window, or did not (through its outbox; idempotent). */
+  async bookingSettled(userId: string, b: Booking, booked: boolean): Promise<void> {
+    this.checks.settle(userId, b, booked);
   }
 
   /** The largest single device this user may hold. */
@@ -306,7 +310,7 @@ export class UserQuota extends ServiceObject {
       return (
         checkExtend(EXTEND_POLICIES[p.plan], done, additionalMinutes, now) ??
         checkExtraHours(this.profiles.state(p), this.allocations.usage(p.hours_used), additionalMinutes / 60, now) ??
-        fundsRefusal(f, this.allocations.open(), specOf(row), additionalMinutes * 60_000)
+        this.checks.fundsRefusal(f, specOf(row), additionalMinutes * 60_000)
       );
     });
     if (!funds.ok) return funds;
@@ -345,6 +349,7 @@ export class UserQuota extends ServiceObject {
     data: FeedEvents[K],
   ): Promise<{ seq: number; duplicate: boolean }> {
     this.profile(userId);
+    this.checks.noteEvent(type, data);
     return this.hub.appendOnce(key, userId, type, data);
   }
 

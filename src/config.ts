@@ -78,6 +78,18 @@ export const PLAN_LIMITS: Record<PlanTier, QuotaLimits> = {
   },
 };
 
+/**
+ * What one user may have open in one pool at a time, by plan: waiting queue entries, and
+ * reservations not yet started (pending or confirmed). Bookings also count against the plan's
+ * devices, totals and balance for their window (durable-objects/user/bookings.ts).
+ */
+export const PLAN_BOUNDS: Record<PlanTier, { waitingEntries: number; openReservations: number }> = {
+  free: { waitingEntries: 2, openReservations: 4 },
+  basic: { waitingEntries: 5, openReservations: 10 },
+  pro: { waitingEntries: 10, openReservations: 20 },
+  enterprise: { waitingEntries: 50, openReservations: 100 },
+};
+
 /** How long a new or renewed quota stays valid. */
 export const QUOTA_VALID_DAYS = 30;
 export const DEFAULT_RENEW_DAYS = 30;
@@ -112,8 +124,6 @@ export const QUEUE = {
   priorities: ["standard", "vip", "premium", "enterprise"] as const,
   defaultMaxWaitMinutes: 30,
   maxMaxWaitMinutes: 120,
-  /** Entries one user may have waiting in one pool. */
-  maxWaitingPerUser: 10,
   /** An entry being handed a device is driven again after this long if its hand-over did not finish. */
   offerRetryMs: 5_000,
   /** Hand-overs that fail for a passing reason (a user object or billing not answering) before the device goes back to the queue. */
@@ -130,8 +140,6 @@ export const RESERVATION = {
   maxReminderMinutes: 1440,
   /** How far ahead a window may start. */
   maxAheadDays: 30,
-  /** Open (pending or confirmed) reservations one user may have in one pool. */
-  maxOpenPerUser: 20,
   /** At the start, a reserved device still busy (its last holder ends at the alarm) is tried again for this long. */
   startGraceMs: 30_000,
   /** A start retried this often before another device is tried. */
@@ -227,6 +235,8 @@ export const RATE_LIMITS = {
   address: { binding: "LIMIT_ADDRESS", periodSeconds: 10 },
 } as const;
 export type RateLimitName = keyof typeof RATE_LIMITS;
+/** Refused callers an isolate remembers (each until its limit's period is over), so their next calls do not reach the binding. */
+export const RATE_LIMIT_MEMORY = 10_000;
 
 /** Which pools and devices exist (src/registry.ts): how long an isolate trusts a name it found, and how many it keeps. */
 export const REGISTRY = { knownTtlMs: 60_000, cacheEntries: 10_000 };

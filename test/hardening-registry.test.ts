@@ -13,8 +13,8 @@ import { rawFeed } from "./feed-helpers";
 import { admin, call, registerDevice, tokenFor, uid, until } from "./helpers";
 
 async function objects() {
-  const ids = async (ns: DurableObjectNamespace) => (await listDurableObjectIds(ns)).map((i) => i.toString()).sort();
-  return { device: await ids(env.DEVICE), pool: await ids(env.DEVICE_POOL) };
+  const ids = (list: DurableObjectId[]) => list.map((i) => i.toString()).sort();
+  return { device: ids(await listDurableObjectIds(env.DEVICE)), pool: ids(await listDurableObjectIds(env.DEVICE_POOL)) };
 }
 
 const soon = () => new Date(Date.now() + 3_600_000).toISOString();

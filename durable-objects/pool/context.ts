@@ -5,6 +5,7 @@
  */
 import type { Claimed, ClaimRequest } from "../../src/contracts";
 import type { Env } from "../../src/env";
+import type { Booking } from "../../src/stores/bookings";
 import type { Result } from "../../src/errors";
 import type { FeedEvents, FeedEventType } from "../../src/feed/protocol";
 import type { AlarmClock } from "../../src/objects/clock";
@@ -14,10 +15,11 @@ import type { IndexStore } from "../../src/stores/pool-index";
 import type { QueueStore } from "../../src/stores/pool-queue";
 import type { ReservationStore } from "../../src/stores/pool-reservations";
 
-/** What the pool's outbox carries: feed events for users, windows given back to devices. */
+/** What the pool's outbox carries: feed events for users, windows given back to devices, bookings settled for users. */
 export interface PoolMessages {
   user_event: { userId: string; key: string; type: FeedEventType; data: unknown };
   unreserve: { deviceId: string; reservationId: string };
+  booking: { userId: string; booking: Booking; booked: boolean };
 }
 
 export interface PoolContext {

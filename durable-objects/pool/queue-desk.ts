@@ -42,10 +42,11 @@ export class QueueDesk {
     const checked = (await take(this.p.env.USER_QUOTA.getByName(input.userId).queueCheck(input))) as Result<{
       priority: number;
       max: DeviceSpec;
+      bound: number;
       refusal: Failure | null;
     }>;
     if (!checked.ok) return checked;
-    const { priority, max, refusal } = checked.value;
+    const { priority, max, bound, refusal } = checked.value;
     const j: QueueJoin = {
       ...input,
       priority,
@@ -67,7 +68,7 @@ export class QueueDesk {
         `No device in pool "${j.pool}" that is in service matches the request within your quota, so waiting would never end.`,
         { pool: j.pool, spec: j.min },
       );
-    const before = (keyed && this.prior(input.userId, keyed.key, keyed.hash)) || this.limit(input.userId);
+    const before = (keyed && this.prior(input.userId, keyed.key, keyed.hash)) || this.limit(input.userId, bound);
     if (before) return before;
     const { entryId, waitUntil } = this.p.queue.insert(j, Date.now());
     await this.p.clock.arm(waitUntil);
@@ -84,9 +85,9 @@ export class QueueDesk {
     return ok(this.view(row));
   }
 
-  private limit(userId: string): Failure | null {
+  /** At most `max` waiting entries per user in this pool (their plan's PLAN_BOUNDS). */
+  private limit(userId: string, max: number): Failure | null {
     const open = this.p.queue.openFor(userId);
-    const max = QUEUE.maxWaitingPerUser;
     return open >= max
       ? fail(409, "QUEUE_LIMIT", `You already have ${open} entries waiting in pool "${this.p.pool()}" (at most ${max}).`, { limit: max })
       : null;

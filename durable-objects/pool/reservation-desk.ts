@@ -15,6 +15,8 @@ import { take } from "../../src/rpc";
 import { iso } from "../../src/domain/time";
 import { boundsOf } from "../../src/stores/pool-queue";
 import type { ReservationRow } from "../../src/stores/pool-reservations";
+import type { Booking } from "../../src/stores/bookings";
+import { specOf } from "../../src/domain/spec";
 import type { PoolContext } from "./context";
 import { isFinalRefusal, type HandOver } from "./handover";
 import { sees } from "./queue-desk";
@@ -35,6 +37,7 @@ export class ReservationDesk {
   async book(input: ReserveInput): Promise<Result<ReservationView>> {
     const checked = (await take(this.p.env.USER_QUOTA.getByName(input.userId).bookingCheck(input))) as Result<{
       max: DeviceSpec;
+      bound: number;
       refusal: Failure | null;
     }>;
     if (!checked.ok) return checked;
@@ -60,14 +63,22 @@ export class ReservationDesk {
     const missing = this.p.index.missing(b.pool);
     if (missing) return missing;
     this.p.index.settings(b.pool);
-    const before = (keyed && this.prior(input.userId, keyed.key, keyed.hash)) || this.limit(input.userId);
+    const before = (keyed && this.prior(input.userId, keyed.key, keyed.hash)) || this.limit(input.userId, checked.value.bound);
     if (before) return before;
     const reservationId = newScopedId("rsv", b.pool);
     this.handOver.busy.add(reservationId);
+    const held: { booking: Booking | null } = { booking: null };
+    let r: Result<ReservationView> | null = null;
     try {
-      return await this.bookOn(reservationId, b);
+      return (r = await this.bookOn(reservationId, b, held));
     } finally {
       this.handOver.busy.delete(reservationId);
+      // The user's hold settled through the outbox (a crash before this leaves it to time out there, as the pending row here).
+      if (held.booking) {
+        this.p.outbox.add({ kind: "booking", payload: { userId: b.userId, booking: held.booking, booked: r?.ok === true } });
+        await this.p.outbox.flush().catch(() => {});
+        await this.p.rearm();
+      }
     }
   }
 
@@ -79,9 +90,9 @@ export class ReservationDesk {
     return ok(this.view(row));
   }
 
-  private limit(userId: string): Failure | null {
+  /** At most `max` open reservations per user in this pool (their plan's PLAN_BOUNDS). */
+  private limit(userId: string, max: number): Failure | null {
     const open = this.p.reservations.openFor(userId);
-    const max = RESERVATION.maxOpenPerUser;
     return open >= max
       ? fail(409, "RESERVATION_LIMIT", `You already have ${open} open reservations in pool "${this.p.pool()}" (at most ${max}).`, {
           limit: max,
@@ -89,7 +100,12 @@ export class ReservationDesk {
       : null;
   }
 
-  private async bookOn(reservationId: string, b: ReservationBooking): Promise<Result<ReservationView>> {
+  /**
+   * The device is picked and the pending row written in one step; then the user's object holds
+   * the window with that device's spec against their plan and balance (with everything they hold
+   * or booked then; `held` says what, for the settlement), then the device records the window.
+   */
+  private async bookOn(reservationId: string, b: ReservationBooking, held: { booking: Booking | null }): Promise<Result<ReservationView>> {
     const tried = new Set<string>();
     for (let attempt = 0; attempt < ALLOCATION.claimAttempts; attempt++) {
       const device = this.p.index.freeForWindow(b, b.startAt, b.endAt, tried)[0];
@@ -97,6 +113,12 @@ export class ReservationDesk {
       tried.add(device.device_id);
       if (attempt === 0) this.p.reservations.insertPending(reservationId, b, device.device_id, Date.now());
       else this.p.reservations.moveTo(reservationId, device.device_id, Date.now());
+      held.booking = { reservationId, pool: b.pool, startAt: b.startAt, endAt: b.endAt, spec: specOf(device) };
+      const hold = (await take(this.p.env.USER_QUOTA.getByName(b.userId).bookingHold(b.userId, held.booking))) as Result<null>;
+      if (!hold.ok) {
+        this.p.reservations.dropPending(reservationId);
+        return hold;
+      }
       let r: Result<{ deviceId: string }>;
       try {
         const w = { reservationId, userId: b.userId, pool: b.pool, startAt: b.startAt, endAt: b.endAt };

@@ -97,7 +97,7 @@ export class Allocator {
     const funds = await this.u.balance.checked(input.userId, (f) => {
       answer = this.replayOf(input, hash); // the same key may have been used meanwhile
       if (answer) return null;
-      const checked = this.u.allocationCheck(input.userId, input.spec, durationMs, f);
+      const checked = this.u.allocationCheck(input.userId, input.spec, durationMs, f, undefined, startsBooking(input));
       refusal = checked.refusal;
       if (refusal) return refusal;
       const allocationId = newAllocationId(input.userId);
@@ -176,7 +176,9 @@ export class Allocator {
       input.userId,
       (f) => {
         row = this.u.allocations.row(allocationId);
-        return row?.status === "pending" ? this.u.allocationCheck(input.userId, c, durationMs, f, allocationId).refusal : null;
+        return row?.status === "pending"
+          ? this.u.allocationCheck(input.userId, c, durationMs, f, allocationId, startsBooking(input)).refusal
+          : null;
       },
       { first: known, keepRefusal: true },
     );
@@ -233,3 +235,6 @@ export class Allocator {
     }
   }
 }
+
+/** The booking an allocation starts (a reservation's hand-over), whose funds it takes over. */
+const startsBooking = (input: AllocateInput): string | undefined => (input.via?.kind === "reservation" ? input.via.id : undefined);

@@ -25,13 +25,17 @@ export interface UserContext {
   readonly balance: Balance;
   /** The profile (created with the default plan on first use). */
   profile(userId: string): ProfileRow;
-  /** The quota and funds check of `spec` for `durationMs` (`refusal` null: allowed), and the largest device the quota allows. */
+  /**
+   * The quota and funds check of `spec` for `durationMs` (`refusal` null: allowed), and the largest device the quota allows;
+   * `excluding` an allocation being decided, `reservation` the booking it starts.
+   */
   allocationCheck(
     userId: string,
     spec: DeviceSpec,
     durationMs: number,
     f: Funds | null,
     excluding?: string,
+    reservation?: string,
   ): { refusal: Failure | null; max: DeviceSpec };
   /** `quota.exceeded` once per crossing. */
   noteQuotaStatus(p: ProfileRow): void;

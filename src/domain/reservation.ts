@@ -7,7 +7,7 @@
  *    │            │             │
  *    └────────────┴──► cancelled, expired (the window passed unused), failed (could not be allocated at start)
  */
-import { RESERVATION } from "../config";
+import { RESERVATION, type QuotaLimits } from "../config";
 import { fail, type Failure } from "../errors";
 import { checkPerDevice, type QuotaState } from "./quota";
 import type { DeviceSpec } from "./types";
@@ -73,3 +73,60 @@ export function bookingHash(b: {
 }
 
 const iso = (t: number) => (Number.isFinite(t) ? new Date(t).toISOString() : String(t));
+
+/** Something the user holds or has booked over [startAt, endAt). */
+export interface Held {
+  startAt: number;
+  endAt: number;
+  spec: DeviceSpec;
+}
+
+/**
+ * The most the user would hold at once during [startAt, endAt) with what is `held` already:
+ * devices and each total, each at its own peak (every peak falls where something starts).
+ */
+export function peakOver(held: Held[], startAt: number, endAt: number): { devices: number } & DeviceSpec {
+  const inWindow = held.filter((h) => h.startAt < endAt && h.endAt > startAt);
+  const points = [startAt, ...inWindow.map((h) => h.startAt).filter((t) => t > startAt)];
+  const peak = { devices: 0, cpuCores: 0, memoryMB: 0, storageMB: 0 };
+  for (const t of points) {
+    const at = inWindow.filter((h) => h.startAt <= t && h.endAt > t);
+    peak.devices = Math.max(peak.devices, at.length);
+    for (const k of ["cpuCores", "memoryMB", "storageMB"] as const)
+      peak[k] = Math.max(
+        peak[k],
+        at.reduce((s, h) => s + h.spec[k], 0),
+      );
+  }
+  return peak;
+}
+
+/**
+ * May a window of `spec` be booked beside what the user holds or has booked then? The device
+ * count and the totals of the plan apply to the window as they apply to a running allocation.
+ */
+export function checkWindowLoad(limits: QuotaLimits, held: Held[], spec: DeviceSpec, startAt: number, endAt: number): Failure | null {
+  const peak = peakOver(held, startAt, endAt);
+  const window = { startAt: iso(startAt), endAt: iso(endAt) };
+  if (peak.devices + 1 > limits.maxDevices)
+    return fail(
+      409,
+      "QUOTA_DEVICES_EXCEEDED",
+      `In that window you already hold or have booked ${peak.devices} of your ${limits.maxDevices} devices.`,
+      { limit: limits.maxDevices, used: peak.devices, ...window },
+    );
+  const totals: [keyof DeviceSpec, number][] = [
+    ["cpuCores", limits.maxCpuCores],
+    ["memoryMB", limits.maxMemoryMB],
+    ["storageMB", limits.maxStorageMB],
+  ];
+  for (const [k, max] of totals)
+    if (peak[k] + spec[k] > max)
+      return fail(
+        409,
+        "QUOTA_TOTAL_EXCEEDED",
+        `Booking ${spec[k]} more ${k} would exceed your total of ${max} in that window (held or booked then: ${peak[k]}).`,
+        { field: k, limit: max, used: peak[k], requested: spec[k], ...window },
+      );
+  return null;
+}

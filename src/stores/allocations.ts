@@ -106,6 +106,19 @@ export class AllocationStore {
     );
   }
 
+  /** What the user holds from `now` on, each until it expires (a pending one: for its whole duration). */
+  holding(now: number): { startAt: number; endAt: number; spec: DeviceSpec }[] {
+    return this.sql
+      .all<{ cpu: number; mem: number; storage: number; expires_at: number | null; duration_ms: number }>(
+        "SELECT cpu, mem, storage, expires_at, duration_ms FROM allocations WHERE status IN ('pending','active')",
+      )
+      .map((r) => ({
+        startAt: now,
+        endAt: r.expires_at ?? now + r.duration_ms,
+        spec: { cpuCores: r.cpu, memoryMB: r.mem, storageMB: r.storage },
+      }));
+  }
+
   /** Billable allocations that ended at or after `since`. */
   endedSince(since: number): { cpu: number; mem: number; storage: number; duration_seconds: number }[] {
     return this.sql.all(
