@@ -24,6 +24,8 @@ import {
 } from "../schemas";
 import { device, pool, reply, userQuota } from "./helpers";
 import { take } from "../rpc";
+import { auditFrom } from "../audit";
+import type { EndedAllocation } from "../domain/types";
 
 const security = [{ bearer: [] }];
 const Any = z.object({}).passthrough();
@@ -53,7 +55,10 @@ export function adminRoutes() {
           storageMB: b.storageMB,
         }),
       );
-      if (r.ok) await drizzle(c.env.DB).insert(pools).values({ name: b.pool, createdAt: Date.now() }).onConflictDoNothing();
+      if (r.ok) {
+        await auditFrom(c, "device.register", `device:${deviceId}`, { ...b, deviceId, node: r.value.node });
+        await drizzle(c.env.DB).insert(pools).values({ name: b.pool, createdAt: Date.now() }).onConflictDoNothing();
+      }
       return reply(c, r, 201);
     },
   );
@@ -83,8 +88,10 @@ export function adminRoutes() {
     }),
     async (c) => {
       const b = c.req.valid("json");
-      const r = await take(device(c.env, c.req.valid("param").id).update(b));
+      const { id } = c.req.valid("param");
+      const r = await take(device(c.env, id).update(b));
       if (r.ok && b.pool) await drizzle(c.env.DB).insert(pools).values({ name: b.pool, createdAt: Date.now() }).onConflictDoNothing();
+      if (r.ok) await auditFrom(c, "device.update", `device:${id}`, { ...b });
       return reply(c, r);
     },
   );
@@ -101,7 +108,14 @@ export function adminRoutes() {
         ok: { status: 200, schema: DeviceView, description: "The device" },
       }),
       async (c) => {
-        const r = await take(device(c.env, c.req.valid("param").id).setStatus(status === "online" ? "available" : status));
+        const { id } = c.req.valid("param");
+        const r = await take(device(c.env, id).setStatus(status === "online" ? "available" : status));
+        if (r.ok)
+          await auditFrom(c, "device.set_status", `device:${id}`, {
+            status,
+            after: r.value.status,
+            ended: r.value.ended ? endedOf(r.value.ended) : null,
+          });
         return reply(c, r);
       },
     );
@@ -118,7 +132,9 @@ export function adminRoutes() {
       ok: { status: 200, schema: Any, description: "Removed" },
     }),
     async (c) => {
-      const r = await take(device(c.env, c.req.valid("param").id).remove());
+      const { id } = c.req.valid("param");
+      const r = await take(device(c.env, id).remove());
+      if (r.ok) await auditFrom(c, "device.remove", `device:${id}`, { ended: r.value.ended ? endedOf(r.value.ended) : null });
       return reply(c, r);
     },
   );
@@ -134,9 +150,11 @@ export function adminRoutes() {
       ok: { status: 200, schema: ReleaseResult, description: "The ended allocation" },
     }),
     async (c) => {
-      const r = await take(device(c.env, c.req.valid("param").id).forceRelease());
+      const { id } = c.req.valid("param");
+      const r = await take(device(c.env, id).forceRelease());
       if (!r.ok) return reply(c, r);
       const e = r.value;
+      await auditFrom(c, "device.force_release", `device:${id}`, { ended: endedOf(e) });
       return reply(
         c,
         ok({
@@ -241,7 +259,9 @@ export function adminRoutes() {
           : b.idleReleaseMinutes == null
             ? b.idleReleaseMinutes
             : b.idleReleaseMinutes * 60;
-      return reply(c, await take(pool(c.env, name).setSettings(name, { strategy: b.strategy, idleReleaseSeconds })));
+      const r = await take(pool(c.env, name).setSettings(name, { strategy: b.strategy, idleReleaseSeconds }));
+      if (r.ok) await auditFrom(c, "pool.update", `pool:${name}`, { ...b });
+      return reply(c, r);
     },
   );
 
@@ -281,3 +301,6 @@ export function adminRoutes() {
 
   return app;
 }
+
+/** The allocation an admin's action ended, as its audit row names it. */
+const endedOf = (e: EndedAllocation) => ({ allocationId: e.allocationId, userId: e.userId, durationSeconds: e.durationSeconds });
