@@ -8,6 +8,7 @@ import { MAX_BODY_BYTES, secretProblems } from "./config";
 import { HttpError, errorBody, fail, internalFailure, type ErrorStatus } from "./errors";
 import { log } from "./log";
 import { adminRoutes } from "./routes/admin";
+import { auditRoutes } from "./routes/audit";
 import { billingRoutes } from "./routes/billing";
 import { quotaRoutes } from "./routes/quotas";
 import { schedulerRoutes } from "./routes/scheduler";
@@ -91,6 +92,8 @@ export function createApp() {
   app.route("/", queueRoutes());
   app.route("/", quotaRoutes());
   app.route("/", adminRoutes());
+  // GET /admin/audit (gated by /admin/* above: admins only)
+  app.route("/", auditRoutes());
   app.route("/", billingRoutes());
   app.route("/", feedRoutes());
   app.route("/", eventRoutes());

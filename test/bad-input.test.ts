@@ -185,6 +185,8 @@ async function d1Snapshot() {
     failedUsage: "SELECT allocation_id, status, attempts, error, last_failed_at, resolved_at FROM failed_usage ORDER BY allocation_id",
     invoices: "SELECT invoice_id, user_id, period, closing_balance FROM invoices ORDER BY invoice_id",
     notifications: "SELECT COUNT(*) AS n FROM notifications",
+    // Bad input leaves no audit row.
+    audit: "SELECT COUNT(*) AS n, COALESCE(MAX(seq), 0) AS last FROM audit_log",
   };
   const results = await env.DB.batch(Object.values(queries).map((q) => env.DB.prepare(q)));
   return Object.fromEntries(Object.keys(queries).map((k, i) => [k, results[i]!.results]));
