@@ -3,7 +3,7 @@ import { z } from "@hono/zod-openapi";
 import { drizzle } from "drizzle-orm/d1";
 
 import { newApp } from "../app-factory";
-import { accounts, pools, pricingPlans } from "../db/schema";
+import { accounts, pools, pricingPlans, tokenRevocations } from "../db/schema";
 import { asc, eq, gt } from "drizzle-orm";
 import { PAGING } from "../config";
 import { shortDurationsAllowed } from "../config";
@@ -274,7 +274,7 @@ export function adminRoutes() {
       summary: "Users with a billing account: plan, balance and quota, by user id",
       description:
         "A user appears here once they have a billing account (their first allocation or balance read opens it). " +
-        "Page with `cursor` = the last userId.",
+        "Page with `cursor` = the last userId. `tokensNotBefore`: their tokens issued before it are refused (null: never revoked).",
       request: { query: UsersQuery },
       ok: { status: 200, schema: Any, description: "A page" },
     }),
@@ -287,14 +287,22 @@ export function adminRoutes() {
           planId: accounts.planId,
           balance: accounts.balance,
           currency: pricingPlans.currency,
+          tokensNotBefore: tokenRevocations.notBefore,
         })
         .from(accounts)
         .leftJoin(pricingPlans, eq(pricingPlans.planId, accounts.planId))
+        .leftJoin(tokenRevocations, eq(tokenRevocations.userId, accounts.userId))
         .where(q.cursor ? gt(accounts.userId, q.cursor) : undefined)
         .orderBy(asc(accounts.userId))
         .limit(limit + 1);
       const page = rows.slice(0, limit);
-      const items = await Promise.all(page.map(async (r) => ({ ...r, quota: await take(userQuota(c.env, r.userId).getQuota(r.userId)) })));
+      const items = await Promise.all(
+        page.map(async (r) => ({
+          ...r,
+          tokensNotBefore: r.tokensNotBefore === null ? null : new Date(r.tokensNotBefore).toISOString(),
+          quota: await take(userQuota(c.env, r.userId).getQuota(r.userId)),
+        })),
+      );
       return reply(c, ok({ items, nextCursor: rows.length > limit ? page[page.length - 1]!.userId : null }));
     },
   );

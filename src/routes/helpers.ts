@@ -33,7 +33,7 @@ export function testOnlyRefusal(env: Pick<Env, "ALLOW_SHORT_DURATIONS">, fields:
   return used ? fail(400, "SHORT_DURATION_DISABLED", `\`${used}\` is a test-only switch and is off here; use ${instead}.`) : null;
 }
 
-/** D1 outside billing (the audit log) did not answer: one 503, nothing changed. */
+/** D1 outside billing (the audit log, token revocations) did not answer: one 503, nothing changed. */
 export async function stored<T>(fn: () => Promise<T>): Promise<T> {
   try {
     return await fn();

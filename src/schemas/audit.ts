@@ -1,4 +1,4 @@
-/** The audit log (GET /admin/audit, src/routes/audit.ts). */
+/** The audit log (GET /admin/audit, src/routes/audit.ts) and token revocation (src/routes/tokens.ts). */
 import { z } from "@hono/zod-openapi";
 import { IDS } from "../config";
 import { Id, Limit } from "./common";
@@ -37,3 +37,21 @@ export const AuditItem = z
   .openapi("AuditItem");
 
 export const AuditPage = z.object({ items: z.array(AuditItem), nextCursor: z.string().nullable() }).openapi("AuditPage");
+
+export const RevokeTokensBody = z
+  .object({
+    before: z.iso
+      .datetime({ offset: true })
+      .optional()
+      .openapi({ description: "Tokens issued before this time are refused (default now; not in the future)" }),
+  })
+  .strict()
+  .openapi("RevokeTokens");
+
+export const RevokeTokensView = z
+  .object({
+    userId: z.string(),
+    notBefore: z.string().openapi({ description: "The time that stands (a revocation never moves it back)" }),
+    previous: z.string().nullable(),
+  })
+  .openapi("TokensRevoked");
