@@ -9,6 +9,8 @@ import { HttpError, errorBody, fail, internalFailure, type ErrorStatus } from ".
 import { identify } from "./limits";
 import { log } from "./log";
 import { adminRoutes } from "./routes/admin";
+import { auditRoutes } from "./routes/audit";
+import { tokenRoutes } from "./routes/tokens";
 import { billingRoutes } from "./routes/billing";
 import { quotaRoutes } from "./routes/quotas";
 import { schedulerRoutes } from "./routes/scheduler";
@@ -93,6 +95,9 @@ export function createApp() {
   app.route("/", queueRoutes());
   app.route("/", quotaRoutes());
   app.route("/", adminRoutes());
+  // GET /admin/audit and POST /admin/users/{userId}/tokens/revoke (gated by /admin/* above: admins only)
+  app.route("/", auditRoutes());
+  app.route("/", tokenRoutes());
   app.route("/", billingRoutes());
   app.route("/", feedRoutes());
   app.route("/", eventRoutes());

@@ -1,13 +1,15 @@
 /**
  * Who is calling. Users and admins carry a bearer JWT (HS256, `sub` = user id, `role`);
  * other services carry `X-Service-Token`, compared in constant time. A user only ever
- * acts on themself; naming another user needs the admin role.
+ * acts on themself; naming another user needs the admin role. A user's tokens issued before
+ * their revocation time are refused (src/revocations.ts).
  */
 import { createMiddleware } from "hono/factory";
 import { verify } from "hono/jwt";
 import { IDS, tokenMaxLifetimeSeconds } from "./config";
 import type { Env } from "./env";
 import { HttpError, fail } from "./errors";
+import { isRevoked, notBeforeOf } from "./revocations";
 
 export type Principal = { kind: "user"; userId: string; role: "user" | "admin" } | { kind: "service" };
 /** `allocationId`: the allocation a request acted on, once known (for its log line). */
@@ -89,6 +91,15 @@ export async function principalOf(req: { header(name: string): string | undefine
   const sub = payload.sub;
   if (typeof sub !== "string" || !IDS.pattern.test(sub))
     throw new HttpError(fail(401, "UNAUTHORIZED", "The token's subject is not a valid user id."));
+  // An admin took this user's tokens back (POST /admin/users/{userId}/tokens/revoke); D1 is read per isolate at most
+  // once per TOKENS.revocationCacheMs.
+  const notBefore = await notBeforeOf(env, sub);
+  if (isRevoked(payload.iat, notBefore))
+    throw new HttpError(
+      fail(401, "TOKEN_REVOKED", "This token was issued before its user's tokens were revoked; ask for a new one.", {
+        notBefore: new Date(notBefore!).toISOString(),
+      }),
+    );
   return { kind: "user", userId: sub, role: payload.role === "admin" ? "admin" : "user" };
 }
 

@@ -317,8 +317,13 @@ export function secretProblems(env: {
   return names.map((name) => secretProblem(name, env[name], env.LOCAL_DEV === "true")).filter((p): p is string => p !== null);
 }
 
-/** Bearer tokens: the longest lifetime accepted (`exp` no further than this after `iat`, nor after now); TOKEN_MAX_DAYS overrides. */
-export const TOKENS = { maxLifetimeDays: 30 };
+/**
+ * Bearer tokens: the longest lifetime accepted (`exp` no further than this after `iat`, nor after now; TOKEN_MAX_DAYS
+ * overrides), and how long an isolate reuses a user's token revocation ("not before") it read from D1 before reading it
+ * again (src/revocations.ts): the most a revocation made in another isolate takes to reach this one. At most
+ * `revocationCacheMax` users are remembered (oldest out first).
+ */
+export const TOKENS = { maxLifetimeDays: 30, revocationCacheMs: 30_000, revocationCacheMax: 10_000 };
 
 export function tokenMaxLifetimeSeconds(env: { TOKEN_MAX_DAYS?: string }): number {
   const days = env.TOKEN_MAX_DAYS === undefined ? TOKENS.maxLifetimeDays : Number(env.TOKEN_MAX_DAYS);

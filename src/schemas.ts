@@ -12,3 +12,4 @@ export * from "./schemas/feed";
 export * from "./schemas/events";
 export * from "./schemas/batch";
 export * from "./schemas/queue";
+export * from "./schemas/audit";

@@ -312,6 +312,16 @@ async function billingSnapshot(fx: Fixture) {
     ),
     failedByStatus: await rows("SELECT status, COUNT(*) AS n FROM failed_usage GROUP BY status ORDER BY status"),
     plans: await rows("SELECT * FROM pricing_plans ORDER BY plan_id"),
+    // A refused call leaves no audit row and revokes nothing.
+    audit: await rows(
+      "SELECT seq, actor, action, target, change FROM audit_log WHERE target IN (?, ?, ?, ?, ?, ?) ORDER BY seq",
+      ...users.map((u) => `user:${u}`),
+      `device:${fx.held}`,
+      `device:${fx.free}`,
+      `pool:${fx.pool}`,
+      `plan:${fx.planId}`,
+    ),
+    revocations: await rows("SELECT * FROM token_revocations WHERE user_id IN (?, ?) ORDER BY user_id", ...users),
   };
 }
 
@@ -1216,6 +1226,31 @@ const ROUTES: RouteCase[] = [
           .filter((e: { type: string }) => e.type === "app.installed")
           .map((e: { data: { deviceId: string } }) => e.data.deviceId),
       ).toEqual([fx.held]);
+    },
+  },
+  {
+    method: "GET",
+    path: (fx) => `/admin/audit?target=device:${fx.held}&limit=5`,
+    scope: "admin",
+    okStatus: 200,
+    verify: (fx, body) => {
+      // The fixture's admin registered the device.
+      expect(body.items.map((i: { action: string; actor: string }) => [i.action, i.actor])).toEqual([["device.register", "root-admin"]]);
+      expect(body.nextCursor).toBeNull();
+    },
+  },
+  {
+    method: "POST",
+    path: (fx) => `/admin/users/${fx.owner}/tokens/revoke`,
+    body: () => ({}),
+    scope: "admin",
+    okStatus: 200,
+    verify: async (fx, body) => {
+      expect(body).toMatchObject({ userId: fx.owner, previous: null });
+      const r = await call("GET", "/scheduler/allocations", { token: fx.ownerToken });
+      expect(r.status).toBe(401);
+      expect(r.body.error.code).toBe("TOKEN_REVOKED");
+      expect((await call("GET", "/scheduler/allocations", { token: fx.otherToken })).status).toBe(200);
     },
   },
   {

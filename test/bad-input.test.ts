@@ -185,6 +185,9 @@ async function d1Snapshot() {
     failedUsage: "SELECT allocation_id, status, attempts, error, last_failed_at, resolved_at FROM failed_usage ORDER BY allocation_id",
     invoices: "SELECT invoice_id, user_id, period, closing_balance FROM invoices ORDER BY invoice_id",
     notifications: "SELECT COUNT(*) AS n FROM notifications",
+    // Bad input leaves no audit row and revokes nobody's tokens.
+    audit: "SELECT COUNT(*) AS n, COALESCE(MAX(seq), 0) AS last FROM audit_log",
+    revocations: "SELECT * FROM token_revocations ORDER BY user_id",
   };
   const results = await env.DB.batch(Object.values(queries).map((q) => env.DB.prepare(q)));
   return Object.fromEntries(Object.keys(queries).map((k, i) => [k, results[i]!.results]));
@@ -444,6 +447,13 @@ const BODY_ROUTES: BodyRoute[] = [
     path: () => "/admin/billing/invoices/run",
     as: "admin",
     base: () => ({ period: "2002-02" }),
+  },
+  {
+    label: "revoke tokens",
+    method: "POST",
+    path: () => `/admin/users/${W.user}/tokens/revoke`,
+    as: "admin",
+    base: () => ({ before: "2002-01-01T00:00:00Z" }),
   },
   {
     label: "internal usage",
@@ -1542,6 +1552,43 @@ function buildCases(): [string, Case[]][] {
         code: "VALIDATION_FAILED",
         objects: true,
       },
+    ],
+  ]);
+
+  const revoke = { method: "POST", path: () => `/admin/users/${W.user}/tokens/revoke`, as: "admin" as As };
+  groups.push([
+    "revoke tokens: fields",
+    [
+      ...fieldCases(revoke, () => ({ before: "2002-01-01T00:00:00Z" }), "before", [
+        "yesterday",
+        "2002-01-01",
+        "2002-01-01T00:00:00",
+        "2002-13-01T00:00:00Z",
+        "",
+        0,
+        Date.now() - 60_000,
+        null,
+        true,
+        [],
+        {},
+      ]),
+      {
+        ...revoke,
+        name: "before in the future",
+        body: () => ({ before: new Date(Date.now() + 3_600_000).toISOString() }),
+        status: 400,
+        code: "VALIDATION_FAILED",
+        objects: true,
+      },
+      ...BAD_IDS.map(([name, id]) => ({
+        ...revoke,
+        name: `user id ${name}`,
+        path: () => `/admin/users/${encodeURIComponent(id)}/tokens/revoke`,
+        body: () => ({}),
+        status: name === "empty" ? 404 : 400,
+        code: name === "empty" ? "ROUTE_NOT_FOUND" : "VALIDATION_FAILED",
+        objects: true,
+      })),
     ],
   ]);
 

@@ -12,6 +12,7 @@ import { accounts, ledger, pricingPlans } from "../db/schema";
 import { dbOf, type Db } from "../db/client";
 import type { Rates } from "../domain/pricing";
 import { deliverNotifications } from "./notify";
+import { auditStatement, type AuditEntry } from "../audit";
 import { log } from "../log";
 import { take } from "../rpc";
 
@@ -39,6 +40,8 @@ export interface Entry {
   planId?: string | null;
   reference?: string | null;
   memo?: string | null;
+  /** Who moved the money by hand (an admin's id, or `service`); none for charges and starting credit. */
+  actor?: string | null;
   at: number;
 }
 
@@ -60,9 +63,9 @@ export function entryStatements(d1: D1Database, e: Entry): D1PreparedStatement[]
   return [
     stmt(
       d1,
-      sql`INSERT INTO ledger (entry_id, user_id, kind, amount, balance_after, allocation_id, plan_id, reference, memo, created_at)
+      sql`INSERT INTO ledger (entry_id, user_id, kind, amount, balance_after, allocation_id, plan_id, reference, memo, actor, created_at)
       SELECT ${e.entryId}, a.user_id, ${e.kind}, ${e.amount}, a.balance + ${e.amount}, ${e.allocationId ?? null}, ${e.planId ?? null},
-             ${e.reference ?? null}, ${e.memo ?? null}, ${e.at}
+             ${e.reference ?? null}, ${e.memo ?? null}, ${e.actor ?? null}, ${e.at}
       FROM accounts a WHERE a.user_id = ${e.userId}
       ON CONFLICT (entry_id) DO NOTHING`,
     ),
@@ -190,14 +193,16 @@ export interface Booked {
 }
 
 /**
- * Books a credit or adjustment once per `entryId`, optionally with a feed event. A reused id
- * with another user or amount is refused rather than silently ignored.
+ * Books a credit or adjustment once per `entryId`, optionally with a feed event and an audit row
+ * (in the same batch; `change.entryId` is added). A reused id with another user or amount is
+ * refused rather than silently ignored; a repeat books nothing and writes no second audit row.
  */
 export async function bookEntry(
   env: Env,
   e: Omit<Entry, "at" | "planId">,
-  event?: { type: string; data: Record<string, unknown> },
+  opts: { event?: { type: string; data: Record<string, unknown> }; audit?: AuditEntry } = {},
 ): Promise<Booked | { conflict: true; entryId: string }> {
+  const { event, audit } = opts;
   const db = dbOf(env);
   // A reused id is refused before anything is written: not even an account is opened for it.
   const [prior] = await db.select({ userId: ledger.userId, amount: ledger.amount }).from(ledger).where(eq(ledger.entryId, e.entryId));
@@ -206,6 +211,7 @@ export async function bookEntry(
   const now = Date.now();
   const statements = entryStatements(env.DB, { ...e, planId: funds.planId, at: now });
   if (event) statements.push(entryNotification(env.DB, e.entryId, event.type, event.data, now));
+  if (audit) statements.push(entryAudit(env.DB, e, { ...audit, at: now }));
   const results = await env.DB.batch(statements);
   await fundsChanged(env, e.userId);
   const [row] = await db.select().from(ledger).where(eq(ledger.entryId, e.entryId));
@@ -220,6 +226,22 @@ export async function bookEntry(
     currency: funds.currency,
     duplicate: (results[0]?.meta.changes ?? 0) === 0,
   };
+}
+
+/**
+ * The audit row of a booked entry: written only if the ledger row is this entry (its user and
+ * amount) and no row for this entry exists yet, so a retried request leaves one row, not two.
+ */
+function entryAudit(d1: D1Database, e: Pick<Entry, "entryId" | "userId" | "amount">, audit: AuditEntry): D1PreparedStatement {
+  return auditStatement(
+    d1,
+    { ...audit, change: { ...audit.change, entryId: e.entryId } },
+    {
+      sql: `EXISTS (SELECT 1 FROM ledger WHERE entry_id = ? AND user_id = ? AND amount = ?)
+        AND NOT EXISTS (SELECT 1 FROM audit_log WHERE target = ? AND action = ? AND json_extract(change, '$.entryId') = ?)`,
+      params: [e.entryId, e.userId, e.amount, audit.target, audit.action, e.entryId],
+    },
+  );
 }
 
 /**

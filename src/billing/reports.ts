@@ -8,6 +8,7 @@ import type { UsageRecord } from "../domain/types";
 import { dbOf } from "../db/client";
 import { decodeCursor, encodeCursor } from "../cursor";
 import { applyUsage, type UsageOutcome } from "./usage";
+import type { AuditBy } from "../audit";
 import { iso } from "../domain/time";
 
 export interface UsageReportOptions {
@@ -106,9 +107,10 @@ export async function listFailedUsage(env: Env, o: { status?: string; cursor?: s
 
 /**
  * Books dead letters again through the normal path (idempotent: one already booked meanwhile
- * counts as done). `all` takes the oldest open ones, up to the batch size.
+ * counts as done). `all` takes the oldest open ones, up to the batch size. `by`: who asked, for
+ * the audit rows of what this books (see applyUsage).
  */
-export async function replayFailedUsage(env: Env, sel: { allocationIds?: string[]; all?: boolean }) {
+export async function replayFailedUsage(env: Env, sel: { allocationIds?: string[]; all?: boolean }, by?: AuditBy) {
   const db = dbOf(env);
   const rows = sel.allocationIds
     ? await db.select().from(failedUsage).where(inArray(failedUsage.allocationId, sel.allocationIds))
@@ -141,7 +143,7 @@ export async function replayFailedUsage(env: Env, sel: { allocationIds?: string[
         error: parsed.error.issues.map((i) => `${i.path.join(".")}: ${i.message}`).join("; "),
       });
   }
-  const outcomes = await applyUsage(env, records, "replay");
+  const outcomes = await applyUsage(env, records, "replay", { audit: by });
   const now = Date.now();
   const done = outcomes.filter((o) => o.status !== "failed").map((o) => o.allocationId);
   if (done.length) await db.update(failedUsage).set({ status: "replayed", resolvedAt: now }).where(inArray(failedUsage.allocationId, done));

@@ -10,6 +10,7 @@ import { usageRecords } from "../db/schema";
 import { entryStatements, fundsOf, stmt } from "./ledger";
 import { dbOf, type Db } from "../db/client";
 import { deliverNotifications } from "./notify";
+import type { AuditBy } from "../audit";
 
 export type UsageSource = "device" | "external" | "reconcile" | "replay";
 
@@ -66,13 +67,14 @@ function statementsFor(
  * Books `records`. The whole set goes in one batch of four set-based statements when it can
  * (the records travel as one JSON parameter); if that batch fails, each record is tried alone
  * in its own batch, so one bad record never holds the others back. Throws only when the
- * accounts cannot be read at all (the caller retries everything).
+ * accounts cannot be read at all (the caller retries everything). With `audit` (an admin's
+ * replay, a service's report), each batch also writes its audit rows (see auditRows).
  */
 export async function applyUsage(
   env: Env,
   all: UsageRecord[],
   source: UsageSource,
-  opts: { notify?: boolean } = {},
+  opts: { notify?: boolean; audit?: AuditBy } = {},
 ): Promise<UsageOutcome[]> {
   if (all.length === 0) return [];
   const db = dbOf(env);
@@ -98,14 +100,21 @@ export async function applyUsage(
     return { r, amount: priceOf(f, r, r.durationSeconds), planId: f.planId };
   });
   const outcomes = new Map<string, UsageOutcome>();
+  const audited = (statements: D1PreparedStatement[], ids: string[]) =>
+    opts.audit ? [...statements, auditRows(env.DB, ids, opts.audit, source, now)] : statements;
   try {
-    const results = await env.DB.batch(setStatements(env.DB, prepared, source, now));
+    const results = await env.DB.batch(
+      audited(
+        setStatements(env.DB, prepared, source, now),
+        prepared.map((p) => p.r.allocationId),
+      ),
+    );
     const inserted = new Set(((results[0]?.results as { allocation_id: string }[] | undefined) ?? []).map((x) => x.allocation_id));
     for (const p of prepared) outcomes.set(p.r.allocationId, outcome(p, inserted.has(p.r.allocationId)));
   } catch {
     for (const p of prepared) {
       try {
-        const results = await env.DB.batch(statementsFor(db, env.DB, p.r, p.amount, p.planId, source, now));
+        const results = await env.DB.batch(audited(statementsFor(db, env.DB, p.r, p.amount, p.planId, source, now), [p.r.allocationId]));
         outcomes.set(p.r.allocationId, outcome(p, changesOf(results[0]) > 0));
       } catch (err) {
         outcomes.set(p.r.allocationId, {
@@ -211,6 +220,27 @@ function setStatements(
       )
       .bind(json, now),
   ];
+}
+
+/**
+ * The audit rows of a booking, one per user, in the batch that books it: the records of `ids`
+ * this batch wrote (their usage rows carry its time and source), how many, and what they were
+ * charged. A batch that wrote nothing for a user writes no row for them; when the set batch
+ * fails and each record is booked alone, each record gets its own row.
+ */
+function auditRows(d1: D1Database, ids: string[], by: AuditBy, source: UsageSource, now: number): D1PreparedStatement {
+  return d1
+    .prepare(
+      `INSERT INTO audit_log (at, actor, action, target, change, request_id)
+       SELECT ?2, ?3, ?4, 'user:' || u.user_id,
+              json_object('source', ?5, 'records', COUNT(*), 'allocationIds', json_group_array(u.allocation_id),
+                'charged', COALESCE(SUM(-l.amount), 0)),
+              ?6
+       FROM usage_records u LEFT JOIN ledger l ON l.entry_id = 'charge:' || u.allocation_id AND l.created_at = ?2
+       WHERE u.allocation_id IN (SELECT value FROM json_each(?1)) AND u.received_at = ?2 AND u.source = ?5
+       GROUP BY u.user_id`,
+    )
+    .bind(JSON.stringify(ids), now, by.actor, by.action, source, by.requestId ?? null);
 }
 
 /** Allocation ids that have both their usage row and their charge. */

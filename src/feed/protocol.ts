@@ -103,6 +103,8 @@ export interface PaymentSuccessEventData {
   amount: number;
   paymentId: string;
   newBalance: number;
+  /** Who credited it: an admin's user id, or `service`. */
+  actor?: string;
   [k: string]: unknown;
 }
 

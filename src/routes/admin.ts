@@ -3,7 +3,7 @@ import { z } from "@hono/zod-openapi";
 import { drizzle } from "drizzle-orm/d1";
 
 import { newApp } from "../app-factory";
-import { accounts, pools, pricingPlans } from "../db/schema";
+import { accounts, pools, pricingPlans, tokenRevocations } from "../db/schema";
 import { asc, eq, gt } from "drizzle-orm";
 import { PAGING } from "../config";
 import { shortDurationsAllowed } from "../config";
@@ -25,6 +25,8 @@ import {
 import { device, inPool, onDevice, pool, reply, userQuota } from "./helpers";
 import { dropDevice, enterDevice, moveDevice } from "../registry";
 import { take } from "../rpc";
+import { auditFrom } from "../audit";
+import type { EndedAllocation } from "../domain/types";
 
 const security = [{ bearer: [] }];
 const Any = z.object({}).passthrough();
@@ -56,6 +58,7 @@ export function adminRoutes() {
           storageMB: b.storageMB,
         }),
       );
+      if (r.ok) await auditFrom(c, "device.register", `device:${deviceId}`, { ...b, deviceId, node: r.value.node });
       return reply(c, r, 201);
     },
   );
@@ -85,9 +88,10 @@ export function adminRoutes() {
     }),
     async (c) => {
       const b = c.req.valid("json");
-      const id = c.req.valid("param").id;
+      const { id } = c.req.valid("param");
       const r = await onDevice(c.env, id, (d) => d.update(b));
       if (r.ok && b.pool) await moveDevice(c.env, id, b.pool);
+      if (r.ok) await auditFrom(c, "device.update", `device:${id}`, { ...b });
       return reply(c, r);
     },
   );
@@ -104,7 +108,14 @@ export function adminRoutes() {
         ok: { status: 200, schema: DeviceView, description: "The device" },
       }),
       async (c) => {
-        const r = await onDevice(c.env, c.req.valid("param").id, (d) => d.setStatus(status === "online" ? "available" : status));
+        const { id } = c.req.valid("param");
+        const r = await onDevice(c.env, id, (d) => d.setStatus(status === "online" ? "available" : status));
+        if (r.ok)
+          await auditFrom(c, "device.set_status", `device:${id}`, {
+            status,
+            after: r.value.status,
+            ended: r.value.ended ? endedOf(r.value.ended) : null,
+          });
         return reply(c, r);
       },
     );
@@ -121,9 +132,10 @@ export function adminRoutes() {
       ok: { status: 200, schema: Any, description: "Removed" },
     }),
     async (c) => {
-      const id = c.req.valid("param").id;
+      const { id } = c.req.valid("param");
       const r = await onDevice(c.env, id, (d) => d.remove());
       if (r.ok) await dropDevice(c.env, id);
+      if (r.ok) await auditFrom(c, "device.remove", `device:${id}`, { ended: r.value.ended ? endedOf(r.value.ended) : null });
       return reply(c, r);
     },
   );
@@ -139,9 +151,11 @@ export function adminRoutes() {
       ok: { status: 200, schema: ReleaseResult, description: "The ended allocation" },
     }),
     async (c) => {
-      const r = await onDevice(c.env, c.req.valid("param").id, (d) => d.forceRelease());
+      const { id } = c.req.valid("param");
+      const r = await onDevice(c.env, id, (d) => d.forceRelease());
       if (!r.ok) return reply(c, r);
       const e = r.value;
+      await auditFrom(c, "device.force_release", `device:${id}`, { ended: endedOf(e) });
       return reply(
         c,
         ok({
@@ -246,7 +260,9 @@ export function adminRoutes() {
           : b.idleReleaseMinutes == null
             ? b.idleReleaseMinutes
             : b.idleReleaseMinutes * 60;
-      return reply(c, await inPool(c.env, name, (p) => p.setSettings(name, { strategy: b.strategy, idleReleaseSeconds })));
+      const r = await inPool(c.env, name, (p) => p.setSettings(name, { strategy: b.strategy, idleReleaseSeconds }));
+      if (r.ok) await auditFrom(c, "pool.update", `pool:${name}`, { ...b });
+      return reply(c, r);
     },
   );
 
@@ -259,7 +275,7 @@ export function adminRoutes() {
       summary: "Users with a billing account: plan, balance and quota, by user id",
       description:
         "A user appears here once they have a billing account (their first allocation or balance read opens it). " +
-        "Page with `cursor` = the last userId.",
+        "Page with `cursor` = the last userId. `tokensNotBefore`: their tokens issued before it are refused (null: never revoked).",
       request: { query: UsersQuery },
       ok: { status: 200, schema: Any, description: "A page" },
     }),
@@ -272,17 +288,28 @@ export function adminRoutes() {
           planId: accounts.planId,
           balance: accounts.balance,
           currency: pricingPlans.currency,
+          tokensNotBefore: tokenRevocations.notBefore,
         })
         .from(accounts)
         .leftJoin(pricingPlans, eq(pricingPlans.planId, accounts.planId))
+        .leftJoin(tokenRevocations, eq(tokenRevocations.userId, accounts.userId))
         .where(q.cursor ? gt(accounts.userId, q.cursor) : undefined)
         .orderBy(asc(accounts.userId))
         .limit(limit + 1);
       const page = rows.slice(0, limit);
-      const items = await Promise.all(page.map(async (r) => ({ ...r, quota: await take(userQuota(c.env, r.userId).getQuota(r.userId)) })));
+      const items = await Promise.all(
+        page.map(async (r) => ({
+          ...r,
+          tokensNotBefore: r.tokensNotBefore === null ? null : new Date(r.tokensNotBefore).toISOString(),
+          quota: await take(userQuota(c.env, r.userId).getQuota(r.userId)),
+        })),
+      );
       return reply(c, ok({ items, nextCursor: rows.length > limit ? page[page.length - 1]!.userId : null }));
     },
   );
 
   return app;
 }
+
+/** The allocation an admin's action ended, as its audit row names it. */
+const endedOf = (e: EndedAllocation) => ({ allocationId: e.allocationId, userId: e.userId, durationSeconds: e.durationSeconds });

@@ -9,7 +9,8 @@ import { jsonBody, route } from "../openapi";
 import { BILLING } from "../config";
 import { accounts, pricingPlans } from "../db/schema";
 import { previousPeriod } from "../domain/pricing";
-import { bookEntry, fundsChanged, fundsFor, type Funds } from "../billing/ledger";
+import { bookEntry, fundsChanged, fundsFor, stmt, type Funds } from "../billing/ledger";
+import { auditBy, auditEntry, auditFrom, auditStatement } from "../audit";
 import { dbOf } from "../db/client";
 import { generateInvoices } from "../billing/invoices";
 import { reconcile } from "../billing/reconcile";
@@ -53,13 +54,23 @@ export function billingAdminRoutes() {
           }),
         );
       const now = Date.now();
-      const [plan] = await billing(() =>
-        dbOf(c.env)
-          .insert(pricingPlans)
-          .values({ planId, ...b, createdAt: now, updatedAt: now })
-          .onConflictDoUpdate({ target: pricingPlans.planId, set: { ...b, updatedAt: now } })
-          .returning(),
-      );
+      const db = dbOf(c.env);
+      const plan = await billing(async () => {
+        const [before] = await db.select().from(pricingPlans).where(eq(pricingPlans.planId, planId));
+        // The plan and its audit row commit together.
+        await c.env.DB.batch([
+          stmt(
+            c.env.DB,
+            db
+              .insert(pricingPlans)
+              .values({ planId, ...b, createdAt: now, updatedAt: now })
+              .onConflictDoUpdate({ target: pricingPlans.planId, set: { ...b, updatedAt: now } }),
+          ),
+          auditStatement(c.env.DB, auditEntry(c, "pricing_plan.set", `plan:${planId}`, { ...b, before: before ? ratesOf(before) : null })),
+        ]);
+        const [after] = await db.select().from(pricingPlans).where(eq(pricingPlans.planId, planId));
+        return after;
+      });
       return reply(c, ok(plan));
     },
   );
@@ -81,8 +92,11 @@ export function billingAdminRoutes() {
       const r = await billing(async (): Promise<Result<Funds>> => {
         const [plan] = await db.select().from(pricingPlans).where(eq(pricingPlans.planId, planId));
         if (!plan) return fail(404, "PLAN_NOT_FOUND", "No such pricing plan.", { planId });
-        await fundsFor(db, c.env, userId);
-        await db.update(accounts).set({ planId, updatedAt: Date.now() }).where(eq(accounts.userId, userId));
+        const before = await fundsFor(db, c.env, userId);
+        await c.env.DB.batch([
+          stmt(c.env.DB, db.update(accounts).set({ planId, updatedAt: Date.now() }).where(eq(accounts.userId, userId))),
+          auditStatement(c.env.DB, auditEntry(c, "account.set_plan", `user:${userId}`, { planId, before: before.planId })),
+        ]);
         await fundsChanged(c.env, userId);
         return ok(await fundsFor(db, c.env, userId));
       });
@@ -103,15 +117,21 @@ export function billingAdminRoutes() {
     async (c) => {
       const { userId } = c.req.valid("param");
       const b = c.req.valid("json");
+      const audit = auditEntry(c, "account.adjust", `user:${userId}`, { adjustmentId: b.adjustmentId, amount: b.amount, memo: b.memo });
       const r = await billing(() =>
-        bookEntry(c.env, {
-          entryId: `adjustment:${b.adjustmentId}`,
-          userId,
-          kind: "adjustment",
-          amount: b.amount,
-          reference: b.adjustmentId,
-          memo: b.memo,
-        }),
+        bookEntry(
+          c.env,
+          {
+            entryId: `adjustment:${b.adjustmentId}`,
+            userId,
+            kind: "adjustment",
+            amount: b.amount,
+            reference: b.adjustmentId,
+            memo: b.memo,
+            actor: audit.actor,
+          },
+          { audit },
+        ),
       );
       if ("conflict" in r)
         return reply(
@@ -157,7 +177,7 @@ export function billingAdminRoutes() {
       request: jsonBody(ReplayBody),
       ok: { status: 200, schema: Any, description: "Per record outcome" },
     }),
-    async (c) => reply(c, ok(await billing(() => replayFailedUsage(c.env, c.req.valid("json"))))),
+    async (c) => reply(c, ok(await billing(() => replayFailedUsage(c.env, c.req.valid("json"), auditBy(c, "usage.replay"))))),
   );
 
   app.openapi(
@@ -202,8 +222,17 @@ export function billingAdminRoutes() {
     }),
     async (c) => {
       const period = c.req.valid("json")?.period ?? previousPeriod(Date.now());
-      return reply(c, await billing(() => generateInvoices(c.env, period)));
+      const r = await billing(() => generateInvoices(c.env, period));
+      // Invoices are written user by user (each in its own batch): audited once the run is done.
+      if (r.ok) await auditFrom(c, "invoice.run", `period:${period}`, { ...r.value });
+      return reply(c, r);
     },
   );
   return app;
+}
+
+/** A pricing plan's settable fields (what PUT sets), for the audit row's `before`. */
+function ratesOf(p: typeof pricingPlans.$inferSelect) {
+  const { planId: _id, createdAt: _created, updatedAt: _updated, ...rates } = p;
+  return rates;
 }

@@ -6,6 +6,7 @@ import { jsonBody, route } from "../openapi";
 import { fundsFor } from "../billing/ledger";
 import { dbOf } from "../db/client";
 import { applyUsage } from "../billing/usage";
+import { auditBy } from "../audit";
 import { BalanceView, UsageOutcomeView, UsageReportBody, UserParam } from "../schemas";
 import { balanceView, billing, service } from "./billing-shared";
 import { reply } from "./helpers";
@@ -54,7 +55,7 @@ export function billingInternalRoutes() {
           return reply(c, fail(409, "OWN_ALLOCATION", message, { allocationId: r.allocationId }));
         }
       }
-      const results = await billing(() => applyUsage(c.env, records, "external"));
+      const results = await billing(() => applyUsage(c.env, records, "external", { audit: auditBy(c, "usage.report") }));
       const count = (s: string) => results.filter((r) => r.status === s).length;
       const body = { recorded: count("recorded"), duplicates: count("duplicate"), failed: count("failed"), results };
       if (body.failed)

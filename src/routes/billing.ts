@@ -7,6 +7,7 @@
 import { desc, eq, and, lt } from "drizzle-orm";
 import { fail, ok } from "../errors";
 import { readableUser, requireUser } from "../auth";
+import { auditEntry } from "../audit";
 import { newApp } from "../app-factory";
 import { jsonBody, route } from "../openapi";
 import { BILLING, PAGING } from "../config";
@@ -130,6 +131,11 @@ export function billingRoutes() {
     async (c) => {
       const { userId } = c.req.valid("param");
       const b = c.req.valid("json");
+      const audit = auditEntry(c, "account.top_up", `user:${userId}`, {
+        paymentId: b.paymentId,
+        amount: b.amount,
+        paymentMethod: b.paymentMethod ?? null,
+      });
       const r = await billing(() =>
         bookEntry(
           c.env,
@@ -140,15 +146,20 @@ export function billingRoutes() {
             amount: b.amount,
             reference: b.paymentId,
             memo: b.paymentMethod ?? null,
+            actor: audit.actor,
           },
           {
-            type: "billing.payment_success",
-            data: {
-              amount: b.amount,
-              paymentId: b.paymentId,
-              paymentMethod: b.paymentMethod ?? null,
-              currency: BILLING.currency,
+            event: {
+              type: "billing.payment_success",
+              data: {
+                amount: b.amount,
+                paymentId: b.paymentId,
+                paymentMethod: b.paymentMethod ?? null,
+                currency: BILLING.currency,
+                actor: audit.actor,
+              },
             },
+            audit,
           },
         ),
       );

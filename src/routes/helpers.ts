@@ -4,7 +4,7 @@ import type { AppEnv } from "../auth";
 import { shortDurationsAllowed } from "../config";
 import type { Env } from "../env";
 import type { DeviceSpec } from "../domain/types";
-import { errorBody, fail, type Failure, type Result } from "../errors";
+import { HttpError, errorBody, fail, type Failure, type Result } from "../errors";
 import { missingDevice, missingPool } from "../registry";
 import { take } from "../rpc";
 
@@ -54,4 +54,18 @@ export function testOnlyRefusal(env: Pick<Env, "ALLOW_SHORT_DURATIONS">, fields:
   if (shortDurationsAllowed(env)) return null;
   const used = Object.keys(fields).find((k) => fields[k] !== undefined);
   return used ? fail(400, "SHORT_DURATION_DISABLED", `\`${used}\` is a test-only switch and is off here; use ${instead}.`) : null;
+}
+
+/** D1 outside billing (the audit log, token revocations) did not answer: one 503, nothing changed. */
+export async function stored<T>(fn: () => Promise<T>): Promise<T> {
+  try {
+    return await fn();
+  } catch (err) {
+    if (err instanceof HttpError) throw err;
+    throw new HttpError(
+      fail(503, "STORAGE_UNAVAILABLE", "The data could not be read or written; nothing was changed. Try again shortly.", {
+        cause: String(err).slice(0, 200),
+      }),
+    );
+  }
 }

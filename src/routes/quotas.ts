@@ -1,6 +1,8 @@
 /** Quota routes (paths kept from the old system). */
 import { readableUser, requireAdmin } from "../auth";
 import { newApp } from "../app-factory";
+import { auditFrom } from "../audit";
+import type { Quota } from "../domain/types";
 import { ok } from "../errors";
 import { jsonBody, route } from "../openapi";
 import { QuotaUpdateBody, QuotaView, RenewBody, UserParam } from "../schemas";
@@ -42,17 +44,16 @@ export function quotaRoutes() {
       requireAdmin(c);
       const { userId } = c.req.valid("param");
       const b = c.req.valid("json");
-      return reply(
-        c,
-        await take(
-          userQuota(c.env, userId).updateQuota(userId, {
-            plan: b.plan,
-            limits: b.limits,
-            suspended: b.suspended,
-            validUntil: b.validUntil ? Date.parse(b.validUntil) : undefined,
-          }),
-        ),
+      const r = await take(
+        userQuota(c.env, userId).updateQuota(userId, {
+          plan: b.plan,
+          limits: b.limits,
+          suspended: b.suspended,
+          validUntil: b.validUntil ? Date.parse(b.validUntil) : undefined,
+        }),
       );
+      if (r.ok) await auditFrom(c, "quota.update", `user:${userId}`, { ...b, after: quotaSettings(r.value) });
+      return reply(c, r);
     },
   );
 
@@ -69,9 +70,21 @@ export function quotaRoutes() {
     async (c) => {
       requireAdmin(c);
       const { userId } = c.req.valid("param");
-      return reply(c, await take(userQuota(c.env, userId).renew(userId, c.req.valid("json").extensionDays)));
+      const { extensionDays } = c.req.valid("json");
+      const r = await take(userQuota(c.env, userId).renew(userId, extensionDays));
+      if (r.ok)
+        await auditFrom(c, "quota.renew", `user:${userId}`, { extensionDays, validUntil: new Date(r.value.validUntil).toISOString() });
+      return reply(c, r);
     },
   );
 
   return app;
 }
+
+/** What an admin sets on a quota, as it stands after a change (for its audit row). */
+const quotaSettings = (q: Quota) => ({
+  plan: q.plan,
+  limits: q.limits,
+  suspended: q.suspended,
+  validUntil: new Date(q.validUntil).toISOString(),
+});
