@@ -3,7 +3,8 @@
  * exactly one usage record and one charge in D1. The user objects are the independent
  * record of what ended, so this catches anything the queue path lost (a dead letter that
  * could not be stored, a message dropped after its retries) and heals it through the same
- * booking path. The balance is also checked against the sum of the ledger. Differences are
+ * booking path; a booked record that differs from the device's is rewritten to it, its charge
+ * corrected (src/billing/heal.ts). The balance is also checked against the sum of the ledger. Differences are
  * summed up on the operators' feed (best effort: the run's report is the full answer).
  */
 import { asc, eq, gt, inArray, sql } from "drizzle-orm";
@@ -13,6 +14,8 @@ import { accounts, ledger, usageRecords } from "../db/schema";
 import type { UsageRecord } from "../domain/types";
 import { dbOf } from "../db/client";
 import { applyUsage } from "./usage";
+import { healRecord, type Healed } from "./heal";
+import { log } from "../log";
 import { notifyOperators } from "./notify";
 import { take } from "../rpc";
 
@@ -32,10 +35,15 @@ export interface UserReconciliation {
   missingCharges: string[];
   mismatched: Mismatch[];
   healed: number;
+  /** Booked records rewritten to the device's, with the charge corrected by `correction` (minor units, + credited). */
+  corrected: Healed[];
   stillMissing: string[];
   /** Set when the stored balance is not the sum of the ledger (reported, never changed here). */
   balanceDrift: { balance: number; ledgerSum: number } | null;
 }
+
+/** Who heals, in the audit log: a missing record booked, or a differing one rewritten. */
+const HEALER = { actor: "reconcile", action: "usage.heal" };
 
 const COMPARED = ["deviceId", "durationSeconds", "cpuCores", "memoryMB", "storageMB", "allocatedAt", "releasedAt"] as const;
 
@@ -51,10 +59,12 @@ export async function reconcileUser(env: Env, userId: string, from: number, to: 
     missingCharges: [],
     mismatched: [],
     healed: 0,
+    corrected: [],
     stillMissing: [],
     balanceDrift: null,
   };
   const toHeal: UsageRecord[] = [];
+  const toCorrect: UsageRecord[] = [];
   let after: string | undefined;
   do {
     const page = await take(stub.endedAllocations(userId, from, to, after, 90));
@@ -75,18 +85,29 @@ export async function reconcileUser(env: Env, userId: string, from: number, to: 
         toHeal.push(r);
         continue;
       }
-      for (const f of COMPARED)
-        if (u[f] !== r[f]) report.mismatched.push({ allocationId: r.allocationId, field: f, expected: r[f], recorded: u[f] });
+      const differs = COMPARED.filter((f) => u[f] !== r[f]);
+      for (const f of differs) report.mismatched.push({ allocationId: r.allocationId, field: f, expected: r[f], recorded: u[f] });
+      // The device's record wins: the booked row is rewritten (and its charge corrected) to it.
+      if (differs.length) toCorrect.push(r);
       if (!charged.has(r.allocationId)) {
         report.missingCharges.push(r.allocationId);
-        // Charge what was recorded (the usage row is what the user sees in reports).
-        toHeal.push({ ...u, tenantId: u.tenantId ?? undefined, reason: u.reason as UsageRecord["reason"] });
+        // Charge what was recorded (the usage row is what the user sees in reports), corrected first if it differed.
+        toHeal.push(differs.length ? r : { ...u, tenantId: u.tenantId ?? undefined, reason: u.reason as UsageRecord["reason"] });
       }
     }
   } while (after);
+  if (heal)
+    for (const r of toCorrect) {
+      try {
+        const healed = await healRecord(env, r, HEALER);
+        if (healed) report.corrected.push(healed);
+      } catch (err) {
+        log("warn", "a differing usage record was not healed", { userId, allocationId: r.allocationId, error: String(err) });
+      }
+    }
   if (heal && toHeal.length) {
     for (let i = 0; i < toHeal.length; i += 100) {
-      const outcomes = await applyUsage(env, toHeal.slice(i, i + 100), "reconcile");
+      const outcomes = await applyUsage(env, toHeal.slice(i, i + 100), "reconcile", { audit: HEALER });
       for (const o of outcomes) if (o.status === "failed") report.stillMissing.push(o.allocationId);
     }
     report.healed = toHeal.length - report.stillMissing.length;
@@ -110,6 +131,8 @@ export interface ReconcileRun {
   missingCharges: number;
   mismatched: number;
   healed: number;
+  /** Booked records rewritten to their device's record. */
+  corrected: number;
   stillMissing: number;
   balanceDrift: number;
   /** Dead letters whose usage is now recorded (marked resolved). */
@@ -188,6 +211,7 @@ export async function reconcile(
     missingCharges: sum((r) => r.missingCharges.length),
     mismatched: sum((r) => r.mismatched.length),
     healed: sum((r) => r.healed),
+    corrected: sum((r) => r.corrected.length),
     stillMissing: sum((r) => r.stillMissing.length),
     balanceDrift: sum((r) => (r.balanceDrift ? 1 : 0)),
     resolvedDeadLetters: resolved.meta.changes ?? 0,
