@@ -89,7 +89,7 @@ export async function healRecord(env: Env, expected: UsageRecord, by: AuditBy, a
         amount: correction,
         reference: expected.allocationId,
         planId: charge.planId,
-        memo: `Reconciliation: the booked usage of ${expected.allocationId} differed from the device's record (${expected.durationSeconds} s)`,
+        memo: `Reconciliation: the booked usage differed from the device's record (${expected.durationSeconds} s)`,
         at,
       }),
     );
