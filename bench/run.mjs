@@ -30,8 +30,8 @@ import {
   workerdCpuMs,
 } from "./scenarios/allocate.mjs";
 
-const ALL = ["floor", "allocate", "shards", "expiry", "queue", "feed", "sockets", "ingestion"];
-const EXTERNAL = new Set(["expiry", "queue", "feed", "sockets", "ingestion"]);
+const ALL = ["floor", "allocate", "shards", "expiry", "queue", "feed", "sockets", "ingestion", "noisy"];
+const EXTERNAL = new Set(["expiry", "queue", "feed", "sockets", "ingestion", "noisy"]);
 // Measured on a runtime of their own: memory figures are only clean on a process that has not
 // just held thousands of other objects (freed memory is reused, so deltas would read low).
 const FRESH = new Set(["sockets"]);

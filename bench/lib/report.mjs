@@ -88,6 +88,12 @@ export function evaluateTargets(results) {
           ),
     },
     {
+      name: "another user's allocate p99 beside a paced flood (200 req/s) ≤ 2× alone, with the rate limits",
+      target: "<= 2",
+      value: results.noisy?.limitedP99Ratio ?? null,
+      pass: check(results.noisy?.limitedP99Ratio ?? null, (v) => v <= 2),
+    },
+    {
       name: "usage ingestion ≥ 2,000 records/s (queue → D1)",
       target: ">= 2000",
       value: ingestion,
