@@ -14,17 +14,11 @@ import type { Env } from "../env";
 import { entryStatements, fundsChanged, stmt } from "./ledger";
 import { auditStatement, type AuditBy } from "../audit";
 
-const compared = (
-  r: Pick<UsageRecord, "deviceId" | "durationSeconds" | "cpuCores" | "memoryMB" | "storageMB" | "allocatedAt" | "releasedAt">,
-) => ({
-  deviceId: r.deviceId,
-  durationSeconds: r.durationSeconds,
-  cpuCores: r.cpuCores,
-  memoryMB: r.memoryMB,
-  storageMB: r.storageMB,
-  allocatedAt: r.allocatedAt,
-  releasedAt: r.releasedAt,
-});
+/** The fields of a usage record that must equal the device's record. */
+export const COMPARED = ["deviceId", "durationSeconds", "cpuCores", "memoryMB", "storageMB", "allocatedAt", "releasedAt"] as const;
+
+const compared = (r: Pick<UsageRecord, (typeof COMPARED)[number]>) =>
+  Object.fromEntries(COMPARED.map((f) => [f, r[f]])) as Pick<UsageRecord, (typeof COMPARED)[number]>;
 
 export interface Healed {
   allocationId: string;
@@ -44,16 +38,7 @@ export async function healRecord(env: Env, expected: UsageRecord, by: AuditBy, a
     env.DB,
     db
       .update(usageRecords)
-      .set({
-        deviceId: expected.deviceId,
-        durationSeconds: expected.durationSeconds,
-        cpuCores: expected.cpuCores,
-        memoryMB: expected.memoryMB,
-        storageMB: expected.storageMB,
-        allocatedAt: expected.allocatedAt,
-        releasedAt: expected.releasedAt,
-        source: "reconcile",
-      })
+      .set({ ...compared(expected), source: "reconcile" })
       .where(eq(usageRecords.allocationId, expected.allocationId)),
   );
   // The audit row says what the record was and what it is now, in the same batch as the change.

@@ -14,7 +14,7 @@ import { accounts, ledger, usageRecords } from "../db/schema";
 import type { UsageRecord } from "../domain/types";
 import { dbOf } from "../db/client";
 import { applyUsage } from "./usage";
-import { healRecord, type Healed } from "./heal";
+import { COMPARED, healRecord, type Healed } from "./heal";
 import { log } from "../log";
 import { notifyOperators } from "./notify";
 import { take } from "../rpc";
@@ -44,8 +44,6 @@ export interface UserReconciliation {
 
 /** Who heals, in the audit log: a missing record booked, or a differing one rewritten. */
 const HEALER = { actor: "reconcile", action: "usage.heal" };
-
-const COMPARED = ["deviceId", "durationSeconds", "cpuCores", "memoryMB", "storageMB", "allocatedAt", "releasedAt"] as const;
 
 export async function reconcileUser(env: Env, userId: string, from: number, to: number, heal: boolean): Promise<UserReconciliation> {
   const db = dbOf(env);
