@@ -18,7 +18,8 @@ const errorResponses = Object.fromEntries(
   ].map(([s, d]) => [s, { description: d as string, content: { "application/json": { schema: ErrorSchema } } }]),
 );
 
-type Ok = { ok: { status: 200 | 201 | 202; schema: ZodType; description: string } };
+/** Every operation names its success answer and a stable operationId (what generated clients call it). */
+type Ok = { operationId: string; ok: { status: 200 | 201 | 202; schema: ZodType; description: string } };
 
 /** Keeps the request types of `o` (so `c.req.valid` is typed) and documents the responses. */
 export function route<R extends Omit<RouteConfig, "responses">>(o: R & Ok): R & { responses: RouteConfig["responses"] } {

@@ -36,6 +36,7 @@ export function adminRoutes() {
   app.openapi(
     route({
       method: "post",
+      operationId: "registerDevice",
       path: "/admin/devices",
       tags: ["fleet"],
       security,
@@ -66,6 +67,7 @@ export function adminRoutes() {
   app.openapi(
     route({
       method: "get",
+      operationId: "getDevice",
       path: "/admin/devices/{id}",
       tags: ["fleet"],
       security,
@@ -79,6 +81,7 @@ export function adminRoutes() {
   app.openapi(
     route({
       method: "patch",
+      operationId: "updateDevice",
       path: "/admin/devices/{id}",
       tags: ["fleet"],
       security,
@@ -100,6 +103,7 @@ export function adminRoutes() {
     app.openapi(
       route({
         method: "post",
+        operationId: `setDeviceStatus${status[0]!.toUpperCase()}${status.slice(1)}`,
         path: `/admin/devices/{id}/${status}`,
         tags: ["fleet"],
         security,
@@ -124,6 +128,7 @@ export function adminRoutes() {
   app.openapi(
     route({
       method: "delete",
+      operationId: "removeDevice",
       path: "/admin/devices/{id}",
       tags: ["fleet"],
       security,
@@ -143,6 +148,7 @@ export function adminRoutes() {
   app.openapi(
     route({
       method: "post",
+      operationId: "forceReleaseDevice",
       path: "/admin/devices/{id}/force-release",
       tags: ["fleet"],
       security,
@@ -170,6 +176,7 @@ export function adminRoutes() {
   app.openapi(
     route({
       method: "get",
+      operationId: "getDeviceHistory",
       path: "/admin/devices/{id}/history",
       tags: ["fleet"],
       security,
@@ -183,6 +190,7 @@ export function adminRoutes() {
   app.openapi(
     route({
       method: "get",
+      operationId: "listPools",
       path: "/admin/pools",
       tags: ["fleet"],
       security,
@@ -204,6 +212,7 @@ export function adminRoutes() {
   app.openapi(
     route({
       method: "get",
+      operationId: "getPool",
       path: "/admin/pools/{pool}",
       tags: ["fleet"],
       security,
@@ -220,6 +229,7 @@ export function adminRoutes() {
   app.openapi(
     route({
       method: "get",
+      operationId: "listPoolDevices",
       path: "/admin/pools/{pool}/devices",
       tags: ["fleet"],
       security,
@@ -236,6 +246,7 @@ export function adminRoutes() {
   app.openapi(
     route({
       method: "put",
+      operationId: "updatePool",
       path: "/admin/pools/{pool}",
       tags: ["fleet"],
       security,
@@ -269,6 +280,7 @@ export function adminRoutes() {
   app.openapi(
     route({
       method: "get",
+      operationId: "listUsers",
       path: "/admin/users",
       tags: ["quota"],
       security,

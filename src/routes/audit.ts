@@ -16,6 +16,7 @@ export function auditRoutes() {
   app.openapi(
     route({
       method: "get",
+      operationId: "listAudit",
       path: "/admin/audit",
       tags: ["audit"],
       security: [{ bearer: [] }],

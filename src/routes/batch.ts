@@ -162,6 +162,7 @@ export function batchRoutes() {
   app.openapi(
     route({
       method: "post",
+      operationId: "batchAllocate",
       path: "/scheduler/batch/allocate",
       tags: ["allocation", "batch"],
       security,
@@ -192,6 +193,7 @@ export function batchRoutes() {
   app.openapi(
     route({
       method: "post",
+      operationId: "batchRelease",
       path: "/scheduler/batch/release",
       tags: ["allocation", "batch"],
       security,
@@ -219,6 +221,7 @@ export function batchRoutes() {
   app.openapi(
     route({
       method: "post",
+      operationId: "batchExtend",
       path: "/scheduler/batch/extend",
       tags: ["allocation", "batch"],
       security,
@@ -246,6 +249,7 @@ export function batchRoutes() {
   app.openapi(
     route({
       method: "post",
+      operationId: "batchQuery",
       path: "/scheduler/batch/query",
       tags: ["allocation", "batch"],
       security,

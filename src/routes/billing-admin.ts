@@ -36,6 +36,7 @@ export function billingAdminRoutes() {
   app.openapi(
     route({
       method: "put",
+      operationId: "setPricingPlan",
       path: "/admin/billing/pricing-plans/{planId}",
       tags: ["billing admin"],
       security: bearer,
@@ -78,6 +79,7 @@ export function billingAdminRoutes() {
   app.openapi(
     route({
       method: "put",
+      operationId: "setAccountPlan",
       path: "/admin/billing/users/{userId}/plan",
       tags: ["billing admin"],
       security: bearer,
@@ -107,6 +109,7 @@ export function billingAdminRoutes() {
   app.openapi(
     route({
       method: "post",
+      operationId: "adjustBalance",
       path: "/admin/billing/users/{userId}/adjustments",
       tags: ["billing admin"],
       security: bearer,
@@ -157,6 +160,7 @@ export function billingAdminRoutes() {
   app.openapi(
     route({
       method: "get",
+      operationId: "listFailedUsage",
       path: "/admin/billing/failed-usage",
       tags: ["billing admin"],
       security: bearer,
@@ -170,6 +174,7 @@ export function billingAdminRoutes() {
   app.openapi(
     route({
       method: "post",
+      operationId: "replayFailedUsage",
       path: "/admin/billing/failed-usage/replay",
       tags: ["billing admin"],
       security: bearer,
@@ -183,6 +188,7 @@ export function billingAdminRoutes() {
   app.openapi(
     route({
       method: "post",
+      operationId: "reconcile",
       path: "/admin/billing/reconcile",
       tags: ["billing admin"],
       security: bearer,
@@ -213,6 +219,7 @@ export function billingAdminRoutes() {
   app.openapi(
     route({
       method: "post",
+      operationId: "runInvoices",
       path: "/admin/billing/invoices/run",
       tags: ["billing admin"],
       security: bearer,

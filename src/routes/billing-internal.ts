@@ -18,6 +18,7 @@ export function billingInternalRoutes() {
   app.openapi(
     route({
       method: "post",
+      operationId: "reportUsage",
       path: "/api/internal/metering/device-usage",
       tags: ["internal"],
       security: service,
@@ -76,6 +77,7 @@ export function billingInternalRoutes() {
   app.openapi(
     route({
       method: "get",
+      operationId: "getServiceBalance",
       path: "/api/internal/balance/user/{userId}",
       tags: ["internal"],
       security: service,

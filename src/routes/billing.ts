@@ -30,6 +30,7 @@ export function billingRoutes() {
   app.openapi(
     route({
       method: "get",
+      operationId: "getBalance",
       path: "/billing/users/{userId}/balance",
       tags: ["billing"],
       security: bearer,
@@ -46,6 +47,7 @@ export function billingRoutes() {
   app.openapi(
     route({
       method: "get",
+      operationId: "listLedger",
       path: "/billing/users/{userId}/ledger",
       tags: ["billing"],
       security: bearer,
@@ -73,6 +75,7 @@ export function billingRoutes() {
   app.openapi(
     route({
       method: "get",
+      operationId: "listInvoices",
       path: "/billing/users/{userId}/invoices",
       tags: ["billing"],
       security: bearer,
@@ -89,6 +92,7 @@ export function billingRoutes() {
   app.openapi(
     route({
       method: "get",
+      operationId: "getInvoice",
       path: "/billing/invoices/{invoiceId}",
       tags: ["billing"],
       security: bearer,
@@ -108,6 +112,7 @@ export function billingRoutes() {
   app.openapi(
     route({
       method: "get",
+      operationId: "listPricingPlans",
       path: "/billing/pricing-plans",
       tags: ["billing"],
       security: bearer,
@@ -121,6 +126,7 @@ export function billingRoutes() {
   app.openapi(
     route({
       method: "post",
+      operationId: "topUp",
       path: "/billing/users/{userId}/top-ups",
       tags: ["billing"],
       security: [...bearer, ...service],
@@ -189,6 +195,7 @@ export function billingRoutes() {
   app.openapi(
     route({
       method: "get",
+      operationId: "getUserUsage",
       path: "/metering/users/{userId}",
       tags: ["metering"],
       security: bearer,
@@ -206,6 +213,7 @@ export function billingRoutes() {
   app.openapi(
     route({
       method: "get",
+      operationId: "getDeviceUsage",
       path: "/metering/devices/{id}",
       tags: ["metering"],
       security: bearer,

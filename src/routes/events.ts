@@ -99,6 +99,7 @@ export function eventRoutes() {
   app.openapi(
     route({
       method: "post",
+      operationId: "reportAppEvents",
       path: "/api/internal/events",
       tags: ["internal"],
       security: [{ service: [] }],
@@ -139,6 +140,7 @@ export function eventRoutes() {
   app.openapi(
     route({
       method: "get",
+      operationId: "listAdminEvents",
       path: "/admin/events",
       tags: ["events"],
       security: [{ bearer: [] }],

@@ -16,7 +16,8 @@ import { FEED_HEADER, refuseSocket, type FeedRequest } from "../objects/feed";
 import { CLOSE, type FeedKind } from "../feed/protocol";
 import { mintTicket, readTicket, scopeOf } from "../feed/tickets";
 import { jsonBody, route } from "../openapi";
-import { FEED_SINCE, TicketBody, TicketResult } from "../schemas";
+import { ErrorSchema, FEED_SINCE, Id, TicketBody, TicketResult } from "../schemas";
+import { z } from "@hono/zod-openapi";
 import { device, pool, reply, userQuota } from "./helpers";
 import { adminFeed } from "../objects/operators";
 import { missingDevice, missingPool } from "../registry";
@@ -29,6 +30,7 @@ export function feedRoutes() {
   app.openapi(
     route({
       method: "post",
+      operationId: "createFeedTicket",
       path: "/ws/ticket",
       tags: ["feed"],
       security,
@@ -74,18 +76,21 @@ export function feedRoutes() {
   );
 
   // The upgrade paths are documented for readers (OpenAPI has no WebSocket operations; they carry `x-websocket`).
-  for (const [path, summary] of [
-    ["/ws", 'Your feed (ticket from POST /ws/ticket with feed "user")'],
-    ["/ws/admin", "The operators' feed (admin ticket)"],
-    ["/ws/devices/{deviceId}", "A device you hold (device ticket); admins may watch any device"],
+  for (const [path, summary, operationId, name] of [
+    ["/ws", 'Your feed (ticket from POST /ws/ticket with feed "user")', "openUserFeed", null],
+    ["/ws/admin", "The operators' feed (admin ticket)", "openAdminFeed", null],
+    ["/ws/devices/{deviceId}", "A device you hold (device ticket); admins may watch any device", "openDeviceFeed", "deviceId"],
     [
       "/ws/pools/{pool}",
       "A pool's devices, live (pool ticket, admins): the hello's state is the pool's devices, then `pool.device` on every change",
+      "openPoolFeed",
+      "pool",
     ],
   ] as const) {
     app.openAPIRegistry.registerPath({
       method: "get",
       path,
+      operationId,
       tags: ["feed"],
       summary,
       description:
@@ -93,7 +98,16 @@ export function feedRoutes() {
         "Refusals close the socket: 4400 bad query, 4401 ticket invalid/used/expired, 4403 not allowed, " +
         "4404 no such device or pool, 4429 too many sockets or messages. A plain GET gets 426.",
       "x-websocket": true,
-      responses: { 101: { description: "Switching protocols" }, 426: { description: "Not a WebSocket upgrade" } },
+      "x-close-codes": CLOSE,
+      security: [{ ticket: [] }],
+      request: {
+        params: name ? z.object({ [name]: Id }) : undefined,
+        query: z.object({ since: z.string().regex(FEED_SINCE).optional().openapi({ description: "The last seq you received" }) }),
+      },
+      responses: {
+        101: { description: "Switching protocols" },
+        426: { description: "Not a WebSocket upgrade", content: { "application/json": { schema: ErrorSchema } } },
+      },
     } as never);
   }
   app.get("/ws", (c) => open(c, "user"));

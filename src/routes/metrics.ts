@@ -24,6 +24,7 @@ export function metricsRoutes() {
   const app = newApp();
   const doc = route({
     method: "get",
+    operationId: "getMetrics",
     path: "/admin/metrics",
     tags: ["operations"],
     security: [{ bearer: [] }],

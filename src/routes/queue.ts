@@ -72,6 +72,7 @@ export function queueRoutes() {
   app.openapi(
     route({
       method: "post",
+      operationId: "joinQueue",
       path: "/scheduler/queue/join",
       tags: ["queue"],
       security,
@@ -117,6 +118,7 @@ export function queueRoutes() {
   app.openapi(
     route({
       method: "get",
+      operationId: "listQueueEntries",
       path: "/scheduler/queue",
       tags: ["queue"],
       security,
@@ -138,9 +140,10 @@ export function queueRoutes() {
     },
   );
 
-  const entryRoute = (method: "get" | "delete", path: string, summary: string, description: string) =>
+  const entryRoute = (method: "get" | "delete", operationId: string, path: string, summary: string, description: string) =>
     route({
       method,
+      operationId,
       path,
       tags: ["queue"],
       security,
@@ -150,20 +153,28 @@ export function queueRoutes() {
     });
 
   app.openapi(
-    entryRoute("get", "/scheduler/queue/{id}", "One queue entry, with position and estimated start while it waits", "The entry"),
+    entryRoute(
+      "get",
+      "getQueueEntry",
+      "/scheduler/queue/{id}",
+      "One queue entry, with position and estimated start while it waits",
+      "The entry",
+    ),
     (c) => byId(c, "que", c.req.valid("param").id, (p, id) => p.queueEntry(id, viewer(c))),
   );
   app.openapi(
     entryRoute(
       "get",
+      "getQueuePosition",
       "/scheduler/queue/{id}/position",
       "Position and estimated start (the same view as GET /scheduler/queue/{id})",
       "The entry",
     ),
     (c) => byId(c, "que", c.req.valid("param").id, (p, id) => p.queueEntry(id, viewer(c))),
   );
-  app.openapi(entryRoute("delete", "/scheduler/queue/{id}", "Leave the queue (an entry not yet served)", "The cancelled entry"), (c) =>
-    byId(c, "que", c.req.valid("param").id, (p, id) => p.cancelEntry(id, viewer(c))),
+  app.openapi(
+    entryRoute("delete", "leaveQueue", "/scheduler/queue/{id}", "Leave the queue (an entry not yet served)", "The cancelled entry"),
+    (c) => byId(c, "que", c.req.valid("param").id, (p, id) => p.cancelEntry(id, viewer(c))),
   );
 
   // ---- reservations ------------------------------------------------------------------------
@@ -171,6 +182,7 @@ export function queueRoutes() {
   app.openapi(
     route({
       method: "post",
+      operationId: "createReservation",
       path: "/scheduler/reservations",
       tags: ["reservations"],
       security,
@@ -213,6 +225,7 @@ export function queueRoutes() {
   app.openapi(
     route({
       method: "post",
+      operationId: "checkReservationWindow",
       path: "/scheduler/reservations/check",
       tags: ["reservations"],
       security,
@@ -257,6 +270,7 @@ export function queueRoutes() {
   app.openapi(
     route({
       method: "get",
+      operationId: "listReservations",
       path: "/scheduler/reservations",
       tags: ["reservations"],
       security,
@@ -283,6 +297,7 @@ export function queueRoutes() {
   const reservationRoute = (method: "get" | "delete", summary: string, description: string) =>
     route({
       method,
+      operationId: method === "get" ? "getReservation" : "cancelReservation",
       path: "/scheduler/reservations/{id}",
       tags: ["reservations"],
       security,

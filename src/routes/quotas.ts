@@ -17,6 +17,7 @@ export function quotaRoutes() {
   app.openapi(
     route({
       method: "get",
+      operationId: "getQuota",
       path: "/quotas/user/{userId}",
       tags: ["quota"],
       security,
@@ -33,6 +34,7 @@ export function quotaRoutes() {
   app.openapi(
     route({
       method: "put",
+      operationId: "updateQuota",
       path: "/quotas/user/{userId}",
       tags: ["quota"],
       security,
@@ -60,6 +62,7 @@ export function quotaRoutes() {
   app.openapi(
     route({
       method: "post",
+      operationId: "renewQuota",
       path: "/quotas/renew/{userId}",
       tags: ["quota"],
       security,

@@ -36,6 +36,7 @@ export function schedulerRoutes() {
   app.openapi(
     route({
       method: "post",
+      operationId: "allocate",
       path: "/scheduler/devices/allocate",
       tags: ["allocation"],
       security,
@@ -52,6 +53,7 @@ export function schedulerRoutes() {
   app.openapi(
     route({
       method: "post",
+      operationId: "release",
       path: "/scheduler/devices/release",
       tags: ["allocation"],
       security,
@@ -65,6 +67,7 @@ export function schedulerRoutes() {
   app.openapi(
     route({
       method: "put",
+      operationId: "extendAllocation",
       path: "/scheduler/allocations/{id}/extend",
       tags: ["allocation"],
       security,
@@ -78,6 +81,7 @@ export function schedulerRoutes() {
   app.openapi(
     route({
       method: "get",
+      operationId: "listAllocations",
       path: "/scheduler/allocations",
       tags: ["allocation"],
       security,
@@ -99,6 +103,7 @@ export function schedulerRoutes() {
   app.openapi(
     route({
       method: "get",
+      operationId: "getAllocation",
       path: "/scheduler/allocations/{id}",
       tags: ["allocation"],
       security,
@@ -112,6 +117,7 @@ export function schedulerRoutes() {
   app.openapi(
     route({
       method: "get",
+      operationId: "listAvailableDevices",
       path: "/scheduler/devices/available",
       tags: ["allocation"],
       security,
@@ -140,6 +146,7 @@ export function schedulerRoutes() {
   app.openapi(
     route({
       method: "get",
+      operationId: "listEvents",
       path: "/scheduler/events",
       tags: ["events"],
       security,

@@ -18,6 +18,7 @@ export function tokenRoutes() {
   app.openapi(
     route({
       method: "post",
+      operationId: "revokeTokens",
       path: "/admin/users/{userId}/tokens/revoke",
       tags: ["tokens"],
       security: [{ bearer: [] }],
