@@ -1,5 +1,6 @@
 #!/usr/bin/env node
-// Builds the web console (src/console/) into public/console/, which the Worker serves as
+// Builds the web console (src/console/) into public/console/ (and the API reference page,
+// src/docs/ with Swagger UI's files, into public/docs/), which the Worker serves as
 // static assets at /console/: main.ts bundled with esbuild (ESM, es2022, minified, linked
 // source map), index.html and the two stylesheets copied as they are, and _headers (the console's
 // security headers) to public/_headers, where Workers static assets read it. Plain Node ESM (Node 20+).
@@ -34,9 +35,21 @@ const options = {
   metafile: true,
 };
 
+// The API reference page (/docs/): our page and its start script, and Swagger UI's bundle and
+// stylesheet from the swagger-ui-dist package, copied as they are (nothing is loaded from
+// another host at run time).
+const docsOut = path.join(root, "public/docs");
+const DOCS_OWN = ["index.html", "reference.js", "reference.css"];
+const DOCS_PACKAGE = ["swagger-ui-bundle.js", "swagger-ui.css"];
+
 async function copyStatic() {
   await mkdir(out, { recursive: true });
-  await Promise.all(STATIC.map((f) => copyFile(path.join(src, f), path.join(out, f))));
+  await mkdir(docsOut, { recursive: true });
+  await Promise.all([
+    ...STATIC.map((f) => copyFile(path.join(src, f), path.join(out, f))),
+    ...DOCS_OWN.map((f) => copyFile(path.join(root, "src/docs", f), path.join(docsOut, f))),
+    ...DOCS_PACKAGE.map((f) => copyFile(path.join(root, "node_modules/swagger-ui-dist", f), path.join(docsOut, f))),
+  ]);
   await copyFile(path.join(src, "_headers"), path.join(out, "..", "_headers"));
 }
 

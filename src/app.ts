@@ -102,7 +102,7 @@ export function createApp() {
   app.use("/api/internal/*", gate(requireService));
   app.use("/ws/ticket", gate(requireUser));
 
-  app.get("/", (c) => c.json({ service: "edge-device-allocator", docs: "/openapi.json", console: "/console/" }));
+  app.get("/", (c) => c.json({ service: "edge-device-allocator", docs: "/openapi.json", reference: "/docs/", console: "/console/" }));
   app.route("/", schedulerRoutes());
   app.route("/", queueRoutes());
   app.route("/", quotaRoutes());

@@ -40,6 +40,38 @@ describe.skipIf(!executable)("web console in Chromium against npm run dev", () =
     return { page, seen };
   }
 
+  it("the API reference page (/docs/) renders every operation of /openapi.json, desktop and phone, this origin only", async () => {
+    const root = await fetch(`${dev.base}/`).then((r) => r.json());
+    expect(root.reference).toBe("/docs/");
+    for (const [name, viewport] of [
+      ["reference-desktop", { width: 1280, height: 900 }],
+      ["reference-phone", { width: 390, height: 844 }],
+    ] as const) {
+      const page = await browser.newPage({ viewport });
+      const seen = watchPage(page);
+      const res = await page.goto(`${dev.base}/docs/`);
+      expect(res?.status()).toBe(200);
+      expect(res?.headers()["content-security-policy"]).toContain("frame-ancestors 'none'");
+      await page.locator(".opblock").first().waitFor({ timeout: 20_000 });
+      // Every operation is listed (once per tag it has) with its operationId, what a generated client calls it.
+      const shown = new Set(await page.locator(".opblock-summary-operation-id").allTextContents());
+      const spec = await fetch(`${dev.base}/openapi.json`).then((r) => r.json());
+      const declared = Object.values(spec.paths as Record<string, Record<string, { operationId: string }>>).flatMap((item) =>
+        Object.values(item).map((op) => op.operationId),
+      );
+      expect([...shown].sort()).toEqual([...new Set(declared)].sort());
+      await shot(page, name);
+      expect(seen.problems).toEqual([]);
+      expect(seen.offsite).toEqual([]);
+      await page.close();
+    }
+    // The console links to it.
+    const page = await browser.newPage();
+    await page.goto(`${dev.base}/console/`);
+    expect(await page.locator('a[href="/docs/"]').count()).toBe(1);
+    await page.close();
+  });
+
   it("a user allocates, sees the countdown and device.allocated, releases, and sees the usage appear", async () => {
     const { page, seen } = await signedIn(dev.tokens.alice);
     await shot(page, "user-1-signed-in");
