@@ -9,6 +9,7 @@ import { env } from "cloudflare:workers";
 import { afterEach, describe, expect, it, vi } from "vitest";
 import type { UsageRecord } from "../src/domain/types";
 import { SERVICE_TOKEN, call, deliverBatch, registerDevice, tokenFor, uid } from "./helpers";
+import { usage as record } from "./invariant3";
 
 interface Item {
   seq: number;
@@ -41,18 +42,8 @@ async function onlyRow(target: string): Promise<Item> {
   return items[0]!;
 }
 
-const usage = (userId: string, allocationId = uid("ext")): UsageRecord => ({
-  allocationId,
-  deviceId: "dev-ext",
-  userId,
-  durationSeconds: 3600,
-  cpuCores: 2,
-  memoryMB: 4096,
-  storageMB: 32768,
-  allocatedAt: 1_000,
-  releasedAt: 3_601_000,
-  reason: "released",
-});
+/** An hour's usage record as another service reports it (test/invariant3.ts builds it). */
+const usage = (userId: string, allocationId = uid("ext")): UsageRecord => record(userId, { allocationId, deviceId: "dev-ext" });
 
 afterEach(() => vi.restoreAllMocks());
 
