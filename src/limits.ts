@@ -75,8 +75,13 @@ function limitsOf(c: Context<AppEnv>): Array<[RateLimitName, string]> {
     : [["user", p.userId]];
 }
 
-function refuse(c: Context<AppEnv>, name: RateLimitName, refused: Failure) {
+/** Tells a limited caller when to try again (the limit's period). */
+export function retryAfter(c: Context<AppEnv>, name: RateLimitName): void {
   c.header("Retry-After", String(RATE_LIMITS[name].periodSeconds));
+}
+
+function refuse(c: Context<AppEnv>, name: RateLimitName, refused: Failure) {
+  retryAfter(c, name);
   return c.json(errorBody(refused), 429);
 }
 

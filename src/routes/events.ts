@@ -7,8 +7,8 @@ import { z } from "@hono/zod-openapi";
 import type { Context } from "hono";
 import type { AppEnv } from "../auth";
 import { newApp, validationFailure } from "../app-factory";
-import { PAGING, RATE_LIMITS } from "../config";
-import { overLimit, rateLimited } from "../limits";
+import { PAGING } from "../config";
+import { overLimit, rateLimited, retryAfter } from "../limits";
 import type { Env } from "../env";
 import { errorBody, fail } from "../errors";
 import { adminFeed } from "../objects/operators";
@@ -126,12 +126,12 @@ export function eventRoutes() {
       };
       const refused = !batch ? results[0]!.error : undefined;
       if (refused?.code === "RATE_LIMITED") {
-        c.header("Retry-After", String(RATE_LIMITS.target.periodSeconds));
+        retryAfter(c, "target");
         return c.json(errorBody(rateLimited("target")), 429);
       }
       if (refused) return c.json(errorBody(fail(503, refused.code, refused.message, { eventId: results[0]!.eventId })), 503);
       // A batch with items over a user's limit says when to send those again.
-      if (results.some((o) => o.error?.code === "RATE_LIMITED")) c.header("Retry-After", String(RATE_LIMITS.target.periodSeconds));
+      if (results.some((o) => o.error?.code === "RATE_LIMITED")) retryAfter(c, "target");
       return c.json(body, 202);
     },
     (result, c) => appEventsHook(result, c),
