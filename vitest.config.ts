@@ -7,7 +7,7 @@ import { divertRuntimeNoise, serviceLog } from "./test/runner/quiet.ts";
 import { QUEUE_BATCH_TIMEOUT_S } from "./test/timing.ts";
 
 /**
- * Five projects:
+ * Six projects:
  * - `unit`: test/unit, in Node: the pure modules and the stores over node:sqlite (seconds);
  * - `workers`: every other test file, in a Workers runtime, with the production switch
  *   BILLING_ALLOW_ON_ERROR = "false" (an unreadable balance refuses allocations);
@@ -18,11 +18,14 @@ import { QUEUE_BATCH_TIMEOUT_S } from "./test/timing.ts";
  * - `browser`: test/browser, in Node: `npm run dev` (each file its own, on a free port) and
  *   Debian's Chromium driven by playwright-core. It starts early and runs beside the others.
  *   Skipped with a message when no Chromium is found, unless REQUIRE_BROWSER=1.
- * `vitest run` runs all five; `vitest run --project workers` runs one.
+ * - `client`: test/client, in Node: types generated from the OpenAPI document (openapi-typescript)
+ *   type-check an openapi-fetch client, which then runs against its own `npm run dev`. No Chromium.
+ * `vitest run` runs all six; `vitest run --project workers` runs one.
  */
 const FAIL_OPEN_FILES = ["test/**/*.fail-open.test.ts"];
 const LIMITS_FILES = ["test/**/*.limits.test.ts"];
 const BROWSER_FILES = ["test/browser/**/*.test.ts"];
+const CLIENT_FILES = ["test/client/**/*.test.ts"];
 const UNIT_FILES = ["test/unit/**/*.test.ts"];
 
 /**
@@ -75,6 +78,8 @@ export default defineConfig(async () => {
   const workers = (billingAllowOnError: "true" | "false", limits: "raised" | "real" = "raised") =>
     cloudflareTest({
       wrangler: { configPath: "./wrangler.toml" },
+      // The real entry, with every answer held against the OpenAPI document (test/support/answers.ts).
+      main: "./test/support/worker.ts",
       miniflare: {
         queueConsumers,
         ...(limits === "raised" ? { ratelimits: raised } : {}),
@@ -125,7 +130,7 @@ export default defineConfig(async () => {
             ...shared,
             name: "workers",
             include: ["test/**/*.test.ts"],
-            exclude: [...configDefaults.exclude, ...FAIL_OPEN_FILES, ...LIMITS_FILES, ...BROWSER_FILES, ...UNIT_FILES],
+            exclude: [...configDefaults.exclude, ...FAIL_OPEN_FILES, ...LIMITS_FILES, ...BROWSER_FILES, ...CLIENT_FILES, ...UNIT_FILES],
           },
         },
         {
@@ -148,6 +153,18 @@ export default defineConfig(async () => {
             environment: "node",
             testTimeout: 120_000,
             hookTimeout: 240_000,
+            maxWorkers: shared.maxWorkers,
+          },
+        },
+        {
+          extends: false,
+          test: {
+            // Like `browser`: most of its time is npm run dev starting, which its test awaits.
+            name: "client",
+            include: CLIENT_FILES,
+            environment: "node",
+            testTimeout: 240_000,
+            hookTimeout: 60_000,
             maxWorkers: shared.maxWorkers,
           },
         },

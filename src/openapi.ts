@@ -19,15 +19,21 @@ const errorResponses = Object.fromEntries(
 );
 
 /** Every operation names its success answer and a stable operationId (what generated clients call it). */
-type Ok = { operationId: string; ok: { status: 200 | 201 | 202; schema: ZodType; description: string } };
+type Ok = {
+  operationId: string;
+  /** `repeat`: a 201 route that answers 200 with the same shape when the request was done before (idempotency). */
+  ok: { status: 200 | 201 | 202; schema: ZodType; description: string; repeat?: string };
+};
 
 /** Keeps the request types of `o` (so `c.req.valid` is typed) and documents the responses. */
 export function route<R extends Omit<RouteConfig, "responses">>(o: R & Ok): R & { responses: RouteConfig["responses"] } {
   const { ok, ...rest } = o;
+  const answer = (description: string) => ({ description, content: { "application/json": { schema: ok.schema } } });
   return createRoute({
     ...rest,
     responses: {
-      [ok.status]: { description: ok.description, content: { "application/json": { schema: ok.schema } } },
+      [ok.status]: answer(ok.description),
+      ...(ok.repeat ? { 200: answer(ok.repeat) } : {}),
       ...errorResponses,
     },
   } as unknown as R & { responses: RouteConfig["responses"] });

@@ -1,6 +1,7 @@
 import { applyD1Migrations } from "cloudflare:test";
 import { env } from "cloudflare:workers";
-import { beforeEach } from "vitest";
+import { afterEach, beforeEach, expect } from "vitest";
+import { mismatches } from "./support/answers";
 
 await applyD1Migrations(env.DB, (env as unknown as { TEST_MIGRATIONS: Parameters<typeof applyD1Migrations>[1] }).TEST_MIGRATIONS);
 
@@ -21,4 +22,10 @@ beforeEach(({ onTestFailed }) => {
   onTestFailed(() => {
     if (held.length > 0) reprint(`[the service's warn and error lines during this test]\n${held.join("\n")}`);
   });
+});
+
+// Every answer a test received matched the OpenAPI document (test/support/answers.ts).
+afterEach(() => {
+  const seen = mismatches.splice(0);
+  expect(seen, "answers that do not match the OpenAPI document").toEqual([]);
 });

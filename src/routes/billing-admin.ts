@@ -115,7 +115,12 @@ export function billingAdminRoutes() {
       security: bearer,
       summary: "Correct a balance (signed amount; once per adjustmentId)",
       request: { params: UserParam, ...jsonBody(AdjustmentBody) },
-      ok: { status: 201, schema: Any, description: "The adjustment and the new balance" },
+      ok: {
+        status: 201,
+        schema: Any,
+        description: "The adjustment and the new balance",
+        repeat: "This adjustmentId was booked before: that adjustment, nothing new",
+      },
     }),
     async (c) => {
       const { userId } = c.req.valid("param");

@@ -132,7 +132,12 @@ export function billingRoutes() {
       security: [...bearer, ...service],
       summary: "Credit a payment (admin or service); the same paymentId is credited once",
       request: { params: UserParam, ...jsonBody(TopUpBody) },
-      ok: { status: 201, schema: Any, description: "The credit and the new balance" },
+      ok: {
+        status: 201,
+        schema: Any,
+        description: "The credit and the new balance",
+        repeat: "This paymentId was credited before: that credit, nothing new",
+      },
     }),
     async (c) => {
       const { userId } = c.req.valid("param");
