@@ -35,12 +35,12 @@ function prepare(node: unknown, defs: Record<string, Json>): unknown {
     out[k] = k === "$ref" && typeof v === "string" ? v.replace("#/components/schemas/", "#/$defs/") : prepare(v, defs);
   }
   if (Array.isArray(out.allOf)) {
-    const parts = (out.allOf as Json[]).map((p) => (p.$ref ? defs[String(p.$ref).replace("#/$defs/", "")] : p));
+    const parts = (out.allOf as Json[]).map((p) => (p.$ref ? defs[String(p.$ref).replace("#/$defs/", "")] : p)) as (Json | undefined)[];
     if (parts.every((p) => p && (p.type === "object" || p.properties))) {
       delete out.allOf;
       out.type = "object";
-      out.properties = Object.assign({}, ...parts.map((p) => p.properties ?? {}));
-      out.required = [...new Set(parts.flatMap((p) => (p.required as string[]) ?? []))];
+      out.properties = Object.assign({}, ...parts.map((p) => p?.properties ?? {}));
+      out.required = [...new Set(parts.flatMap((p) => (p?.required as string[]) ?? []))];
     }
   }
   if (out.properties && out.additionalProperties === undefined) out.additionalProperties = false;
