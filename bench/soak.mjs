@@ -517,7 +517,12 @@ const OPS = {
     const u = pick(USER_IDS);
     const startAt = Date.now() + int(2_000, 20_000);
     const seconds = int(3, 10);
-    const body = { pool: pick(POOLS).name, startAt, durationSeconds: seconds, reminderMinutes: pick([0, 1]) };
+    const body = {
+      pool: pick(POOLS).name,
+      startAt: new Date(startAt).toISOString(),
+      durationSeconds: seconds,
+      reminderMinutes: pick([0, 1]),
+    };
     if (chance(0.25)) body.spec = { cpuCores: pick([2, 4]) };
     const r = count("reserve", await call("POST", "/scheduler/reservations", { headers: as(u), body }));
     if (r.status === 201)

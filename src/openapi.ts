@@ -14,6 +14,7 @@ const errorResponses = Object.fromEntries(
     [413, "Body too large"],
     [415, "Body is not JSON"],
     [429, "Too soon"],
+    [500, "Unexpected; nothing was changed that the answer does not say (details.requestId for an operator)"],
     [503, "A dependency did not answer; nothing changed"],
   ].map(([s, d]) => [s, { description: d as string, content: { "application/json": { schema: ErrorSchema } } }]),
 );

@@ -32,6 +32,7 @@ import {
 } from "../src/schemas";
 import { SERVICE_TOKEN, call, deliverBatch, registerDevice, tokenFor, uid, until } from "./helpers";
 import { Unchanged } from "./unchanged";
+import { iso } from "../src/domain/time";
 
 // ---- callers -----------------------------------------------------------------------------------
 
@@ -255,7 +256,7 @@ async function withQueueEntry(fx: Fixture) {
 async function withReservation(fx: Fixture) {
   const r = await call("POST", "/scheduler/reservations", {
     token: fx.ownerToken,
-    body: { pool: fx.pool, startAt: Date.now() + 3_600_000, durationMinutes: 30 },
+    body: { pool: fx.pool, startAt: iso(Date.now() + 3_600_000), durationMinutes: 30 },
   });
   expect(r.status, JSON.stringify(r.body)).toBe(201);
   fx.reservationId = r.body.reservationId;
@@ -548,7 +549,7 @@ const ROUTES: RouteCase[] = [
   {
     method: "POST",
     path: () => "/scheduler/reservations",
-    body: (fx) => ({ userId: fx.owner, pool: fx.pool, startAt: Date.now() + 3_600_000, durationMinutes: 30 }),
+    body: (fx) => ({ userId: fx.owner, pool: fx.pool, startAt: iso(Date.now() + 3_600_000), durationMinutes: 30 }),
     scope: "owner",
     okStatus: 201,
     verify: async (fx, body) => {
@@ -561,7 +562,7 @@ const ROUTES: RouteCase[] = [
   {
     method: "POST",
     path: () => "/scheduler/reservations/check",
-    body: (fx) => ({ userId: fx.owner, pool: fx.pool, startAt: Date.now() + 3_600_000, durationMinutes: 30 }),
+    body: (fx) => ({ userId: fx.owner, pool: fx.pool, startAt: iso(Date.now() + 3_600_000), durationMinutes: 30 }),
     scope: "owner",
     okStatus: 200,
     prepare: withReservation,
@@ -604,7 +605,7 @@ const ROUTES: RouteCase[] = [
       expect(body).toMatchObject({ reservationId: fx.reservationId, status: "cancelled" });
       const check = await call("POST", "/scheduler/reservations/check", {
         token: fx.ownerToken,
-        body: { pool: fx.pool, startAt: Date.now() + 3_600_000, durationMinutes: 30 },
+        body: { pool: fx.pool, startAt: iso(Date.now() + 3_600_000), durationMinutes: 30 },
       });
       expect(check.body.freeDevices).toBe(2);
     },

@@ -32,6 +32,7 @@ import {
 } from "../src/schemas";
 import { SERVICE_TOKEN, call, deliverBatch, registerDevice, tokenFor, uid, until } from "./helpers";
 import { Unchanged } from "./unchanged";
+import { iso } from "../src/domain/time";
 
 // ---- shared state ------------------------------------------------------------------------------
 
@@ -481,14 +482,14 @@ const BODY_ROUTES: BodyRoute[] = [
     method: "POST",
     path: () => "/scheduler/reservations",
     as: "user",
-    base: () => ({ pool: W.pool, startAt: Date.now() + 3_600_000, durationMinutes: 30 }),
+    base: () => ({ pool: W.pool, startAt: iso(Date.now() + 3_600_000), durationMinutes: 30 }),
   },
   {
     label: "reservation check",
     method: "POST",
     path: () => "/scheduler/reservations/check",
     as: "user",
-    base: () => ({ pool: W.pool, startAt: Date.now() + 3_600_000, durationMinutes: 30 }),
+    base: () => ({ pool: W.pool, startAt: iso(Date.now() + 3_600_000), durationMinutes: 30 }),
   },
   {
     label: "app event",
@@ -1042,7 +1043,7 @@ function buildCases(): [string, Case[]][] {
     ],
   ]);
   const rs = { method: "POST", path: () => "/scheduler/reservations", as: "user" as As };
-  const rsBase = () => ({ pool: W.pool, startAt: Date.now() + 3_600_000, durationMinutes: 30 });
+  const rsBase = () => ({ pool: W.pool, startAt: iso(Date.now() + 3_600_000), durationMinutes: 30 });
   const rsc = { ...rs, path: () => "/scheduler/reservations/check" };
   const windowCases = (r: typeof rs, label: string): Case[] => [
     ...fieldCases(r, rsBase, "startAt", [
@@ -1066,14 +1067,14 @@ function buildCases(): [string, Case[]][] {
     {
       ...r,
       name: `${label}: a start in the past`,
-      body: () => ({ ...rsBase(), startAt: Date.now() - 60_000 }),
+      body: () => ({ ...rsBase(), startAt: iso(Date.now() - 60_000) }),
       status: 400,
       code: "RESERVATION_IN_PAST",
     },
     {
       ...r,
       name: `${label}: a start beyond 30 days`,
-      body: () => ({ ...rsBase(), startAt: Date.now() + 31 * 86_400_000 }),
+      body: () => ({ ...rsBase(), startAt: iso(Date.now() + 31 * 86_400_000) }),
       status: 400,
       code: "RESERVATION_TOO_FAR",
     },

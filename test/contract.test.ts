@@ -5,7 +5,7 @@
  */
 import { describe, expect, it } from "vitest";
 import { checkAnswer, checked, mismatches } from "./support/answers";
-import { call, tokenFor, uid } from "./helpers";
+import { call, registerDevice, tokenFor, uid } from "./helpers";
 
 const json = (body: unknown, status = 200) =>
   new Response(JSON.stringify(body), { status, headers: { "content-type": "application/json" } });
@@ -43,5 +43,23 @@ describe("answers are held against the OpenAPI document", () => {
   it("leaves alone what the document does not describe (unknown paths, the console)", async () => {
     expect(await checkAnswer("GET", "https://test.local/no/such/path", json({ anything: 1 }, 404))).toBeNull();
     expect(mismatches).toEqual([]);
+  });
+});
+
+describe("one time format in requests", () => {
+  it("a time given as epoch ms is refused, naming the field and the format; the same time as ISO 8601 is taken", async () => {
+    const pool = uid("pool");
+    await registerDevice(pool);
+    const token = await tokenFor(uid("u"));
+    const at = Date.now() + 3_600_000;
+    const ms = await call("POST", "/scheduler/reservations", { token, body: { pool, startAt: at, durationMinutes: 30 } });
+    expect(ms.status).toBe(400);
+    expect(ms.body.error.code).toBe("VALIDATION_FAILED");
+    expect(ms.body.error.details.issues).toEqual([{ path: "startAt", message: expect.stringMatching(/ISO 8601/) }]);
+    const isoAt = new Date(at).toISOString();
+    const ok = await call("POST", "/scheduler/reservations", { token, body: { pool, startAt: isoAt.replace("Z", "+00:00") } });
+    expect(ok.status).toBe(201);
+    expect(ok.body.startAt).toBe(isoAt);
+    expect(ok.body.durationMinutes).toBe(60); // left out: the documented default
   });
 });

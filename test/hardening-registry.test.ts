@@ -32,7 +32,10 @@ describe("unknown pools and devices create nothing", () => {
         await call("POST", "/scheduler/queue/join", { token: user, body: { pool: name, durationMinutes: 5 } }),
         await call("GET", `/scheduler/queue?pool=${name}`, { token: user }),
         await call("POST", "/scheduler/reservations", { token: user, body: { pool: name, startAt: soon(), durationMinutes: 30 } }),
-        await call("POST", "/scheduler/reservations/check", { token: user, body: { pool: name, startAt: soon(), durationMinutes: 30 } }),
+        await call("POST", "/scheduler/reservations/check", {
+          token: user,
+          body: { pool: name, startAt: soon(), durationMinutes: 30 },
+        }),
         await call("GET", `/scheduler/reservations?pool=${name}`, { token: user }),
       ];
       for (const r of probes) {

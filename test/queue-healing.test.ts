@@ -7,6 +7,7 @@ import { abortAllDurableObjects, runDurableObjectAlarm, runInDurableObject } fro
 import { env } from "cloudflare:workers";
 import { describe, expect, it } from "vitest";
 import { admin, call, registerDevice, tokenFor, uid, until } from "./helpers";
+import { iso } from "../src/domain/time";
 
 const join = (token: string, body: Record<string, unknown>) => call("POST", "/scheduler/queue/join", { token, body });
 const entry = async (token: string, id: string) => (await call("GET", `/scheduler/queue/${id}`, { token })).body;
@@ -26,7 +27,7 @@ describe("queue and reservations survive restarts", () => {
     const t3 = await tokenFor(uid("qh-3"));
     const rsv = await call("POST", "/scheduler/reservations", {
       token: t3,
-      body: { pool, spec: { cpuCores: 4 }, startAt: Date.now() + 2_500, durationSeconds: 60, reminderMinutes: 0 },
+      body: { pool, spec: { cpuCores: 4 }, startAt: iso(Date.now() + 2_500), durationSeconds: 60, reminderMinutes: 0 },
     });
     expect(rsv.body.deviceId).toBe(spare.deviceId);
     const t1 = await tokenFor(uid("qh-1"));
@@ -98,7 +99,7 @@ describe("queue and reservations survive restarts", () => {
     const token = await tokenFor(uid("qh-pending-u"));
     const r = await call("POST", "/scheduler/reservations", {
       token,
-      body: { pool, startAt: Date.now() + 600_000, durationMinutes: 30 },
+      body: { pool, startAt: iso(Date.now() + 600_000), durationMinutes: 30 },
     });
     expect(r.status).toBe(201);
     // As if the pool crashed after the device took the window but before the booking was confirmed, a minute ago.

@@ -5,6 +5,7 @@
  */
 import { describe, expect, it } from "vitest";
 import { admin, call, registerDevice, sleep, tokenFor, uid, until } from "./helpers";
+import { iso } from "../src/domain/time";
 
 const join = (token: string, body: Record<string, unknown>) => call("POST", "/scheduler/queue/join", { token, body });
 const entry = async (token: string, id: string) => (await call("GET", `/scheduler/queue/${id}`, { token })).body;
@@ -293,7 +294,7 @@ describe.concurrent("queue: checks at hand-over, expiry and cancellation", () =>
     const booker = await tokenFor(uid("q-window-b"));
     const r = await call("POST", "/scheduler/reservations", {
       token: booker,
-      body: { pool, startAt: Date.now() + 10 * 60_000, durationMinutes: 30 },
+      body: { pool, startAt: iso(Date.now() + 10 * 60_000), durationMinutes: 30 },
     });
     expect(r.body.deviceId).toBe(dev.deviceId);
     const token = await tokenFor(uid("q-window-u"));

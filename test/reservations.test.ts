@@ -5,6 +5,7 @@
  */
 import { describe, expect, it } from "vitest";
 import { admin, call, registerDevice, tokenFor, uid, until } from "./helpers";
+import { iso } from "../src/domain/time";
 
 const reserve = (token: string, body: Record<string, unknown>) => call("POST", "/scheduler/reservations", { token, body });
 const view = async (token: string, id: string) => (await call("GET", `/scheduler/reservations/${id}`, { token })).body;
@@ -30,11 +31,13 @@ describe.concurrent("reservations: booking", () => {
     expect(new Set(won.map((r) => r.body.deviceId))).toEqual(new Set(devices.map((d) => d.deviceId)));
     for (const r of won) expect(r.body.status).toBe("confirmed");
     // A window after all of them is free again on every device.
-    const later = await Promise.all(tokens.slice(0, 4).map((t) => reserve(t, { pool, startAt: start + 2 * HOUR, durationMinutes: 30 })));
+    const later = await Promise.all(
+      tokens.slice(0, 4).map((t) => reserve(t, { pool, startAt: iso(start + 2 * HOUR), durationMinutes: 30 })),
+    );
     expect(later.map((r) => r.status).sort()).toEqual([201, 201, 201, 409]);
     const check = await call("POST", "/scheduler/reservations/check", {
       token: tokens[5]!,
-      body: { pool, startAt: start + 40 * 60_000, durationMinutes: 10 },
+      body: { pool, startAt: iso(start + 40 * 60_000), durationMinutes: 10 },
     });
     expect(check.body).toMatchObject({ available: false, matchingDevices: 3, freeDevices: 0 });
   });
@@ -46,23 +49,23 @@ describe.concurrent("reservations: booking", () => {
     const start = Date.now() + HOUR;
     const before = await call("POST", "/scheduler/reservations/check", {
       token,
-      body: { pool, startAt: start, durationMinutes: 60 },
+      body: { pool, startAt: iso(start), durationMinutes: 60 },
     });
     expect(before.body).toMatchObject({ available: true, matchingDevices: 2, freeDevices: 2, overlapping: [] });
-    const r = await reserve(token, { pool, startAt: start, durationMinutes: 60, reminderMinutes: 5 });
+    const r = await reserve(token, { pool, startAt: iso(start), durationMinutes: 60, reminderMinutes: 5 });
     expect(r.status, JSON.stringify(r.body)).toBe(201);
     expect(r.body.remindAt).toBe(new Date(start - 5 * 60_000).toISOString());
     const after = await call("POST", "/scheduler/reservations/check", {
       token,
-      body: { pool, startAt: start + 30 * 60_000, durationMinutes: 60 },
+      body: { pool, startAt: iso(start + 30 * 60_000), durationMinutes: 60 },
     });
     expect(after.body).toMatchObject({ available: true, freeDevices: 1 });
     expect(after.body.overlapping.map((o: { reservationId: string }) => o.reservationId)).toEqual([r.body.reservationId]);
     for (const bad of [
-      { startAt: Date.now() - 60_000 },
+      { startAt: iso(Date.now() - 60_000) },
       { startAt: "tomorrow" },
-      { startAt: Date.now() + 40 * 86_400_000 },
-      { startAt: start, spec: { cpuCores: -1 } },
+      { startAt: iso(Date.now() + 40 * 86_400_000) },
+      { startAt: iso(start), spec: { cpuCores: -1 } },
     ]) {
       const res = await reserve(token, { pool, durationMinutes: 10, ...bad });
       expect(res.status, JSON.stringify(bad)).toBe(400);
@@ -76,7 +79,7 @@ describe.concurrent("reservations: booking", () => {
     const pool = uid("r-admin");
     await registerDevice(pool);
     const user = uid("r-admin-u");
-    const r = await reserve(await admin(), { pool, userId: user, startAt: Date.now() + HOUR, durationMinutes: 30 });
+    const r = await reserve(await admin(), { pool, userId: user, startAt: iso(Date.now() + HOUR), durationMinutes: 30 });
     expect(r.status).toBe(201);
     expect(r.body).toMatchObject({ userId: user, createdBy: "root-admin" });
     const owner = await tokenFor(user);
@@ -84,7 +87,7 @@ describe.concurrent("reservations: booking", () => {
     const stranger = await tokenFor(uid("r-admin-s"));
     expect((await call("GET", `/scheduler/reservations/${r.body.reservationId}`, { token: stranger })).status).toBe(404);
     expect((await call("DELETE", `/scheduler/reservations/${r.body.reservationId}`, { token: stranger })).status).toBe(404);
-    expect((await reserve(stranger, { pool, userId: user, startAt: Date.now() + HOUR })).status).toBe(403);
+    expect((await reserve(stranger, { pool, userId: user, startAt: iso(Date.now() + HOUR) })).status).toBe(403);
   });
 });
 
@@ -95,7 +98,7 @@ describe.concurrent("reservations: the device is held", () => {
     const token = await tokenFor(uid("r-held-u"));
     const other = await tokenFor(uid("r-held-o"));
     const start = Date.now() + 10 * 60_000;
-    const r = await reserve(token, { pool, startAt: start, durationMinutes: 30 });
+    const r = await reserve(token, { pool, startAt: iso(start), durationMinutes: 30 });
     expect(r.body.deviceId).toBe(dev.deviceId);
     const long = await allocate(other, { pool, durationMinutes: 60 });
     expect(long.status).toBe(409);
@@ -121,8 +124,8 @@ describe.concurrent("reservations: the device is held", () => {
     const t1 = await tokenFor(uid("r-cancel-1"));
     const t2 = await tokenFor(uid("r-cancel-2"));
     const start = Date.now() + 10 * 60_000;
-    const r1 = await reserve(t1, { pool, startAt: start, durationMinutes: 30 });
-    const blocked = await reserve(t2, { pool, startAt: start + 60_000, durationMinutes: 10 });
+    const r1 = await reserve(t1, { pool, startAt: iso(start), durationMinutes: 30 });
+    const blocked = await reserve(t2, { pool, startAt: iso(start + 60_000), durationMinutes: 10 });
     expect(blocked.status).toBe(409);
     expect(blocked.body.error.code).toBe("NO_CAPACITY");
     const c = await call("DELETE", `/scheduler/reservations/${r1.body.reservationId}`, { token: t1 });
@@ -138,7 +141,7 @@ describe.concurrent("reservations: the device is held", () => {
     });
     expect(long.body.deviceId).toBe(r1.body.deviceId);
     await call("POST", "/scheduler/devices/release", { token: t2, body: { deviceId: long.body.deviceId } });
-    const r2 = await reserve(t2, { pool, startAt: start + 60_000, durationMinutes: 10 });
+    const r2 = await reserve(t2, { pool, startAt: iso(start + 60_000), durationMinutes: 10 });
     expect(r2.status).toBe(201);
     const log = await until(async () => {
       const ev = await events(t1);
@@ -156,7 +159,7 @@ describe.concurrent("reservations: the start", () => {
     const user = uid("r-start-u");
     const token = await tokenFor(user);
     const startAt = Date.now() + 2_000;
-    const r = await reserve(token, { pool, startAt, durationSeconds: 2, reminderMinutes: 15 });
+    const r = await reserve(token, { pool, startAt: iso(startAt), durationSeconds: 2, reminderMinutes: 15 });
     expect(r.status, JSON.stringify(r.body)).toBe(201);
     const reserved = r.body.deviceId;
     expect([dev.deviceId, twin.deviceId]).toContain(reserved);
@@ -194,7 +197,7 @@ describe.concurrent("reservations: the start", () => {
     const dev = await registerDevice(pool);
     const user = uid("r-quota-u");
     const token = await tokenFor(user);
-    const r = await reserve(token, { pool, startAt: Date.now() + 1_500, durationSeconds: 30, reminderMinutes: 0 });
+    const r = await reserve(token, { pool, startAt: iso(Date.now() + 1_500), durationSeconds: 30, reminderMinutes: 0 });
     expect(r.status).toBe(201);
     await call("PUT", `/quotas/user/${user}`, { token: await admin(), body: { suspended: true } });
     const failed = await until(async () => {
@@ -223,8 +226,8 @@ describe.concurrent("reservations: the start", () => {
     const t1 = await tokenFor(uid("r-b2b-1"));
     const t2 = await tokenFor(uid("r-b2b-2"));
     const start = Date.now() + 1_500;
-    const r1 = await reserve(t1, { pool, startAt: start, durationSeconds: 2, reminderMinutes: 0 });
-    const r2 = await reserve(t2, { pool, startAt: start + 2_000, durationSeconds: 2, reminderMinutes: 0 });
+    const r1 = await reserve(t1, { pool, startAt: iso(start), durationSeconds: 2, reminderMinutes: 0 });
+    const r2 = await reserve(t2, { pool, startAt: iso(start + 2_000), durationSeconds: 2, reminderMinutes: 0 });
     expect([r1.body.deviceId, r2.body.deviceId]).toEqual([dev.deviceId, dev.deviceId]);
     const done = await until(async () => {
       const [a, b] = await Promise.all([view(t1, r1.body.reservationId), view(t2, r2.body.reservationId)]);
@@ -247,7 +250,7 @@ describe.concurrent("reservations and queue entries: idempotency keys", () => {
       const pool = uid("r-idem");
       await Promise.all([registerDevice(pool), registerDevice(pool)]);
       const token = await tokenFor(uid("r-idem-u"));
-      const body = { pool, startAt: Date.now() + 3_600_000, durationMinutes: 30, idempotencyKey: "book-1" };
+      const body = { pool, startAt: iso(Date.now() + 3_600_000), durationMinutes: 30, idempotencyKey: "book-1" };
       const [a, b] = await Promise.all([reserve(token, body), reserve(token, body)]);
       expect(a.status).toBe(201);
       expect(b.body.reservationId).toBe(a.body.reservationId);
@@ -283,7 +286,7 @@ describe.concurrent("reservations: the fleet changes", () => {
     const pool = uid("r-move");
     const dev = await registerDevice(pool);
     const token = await tokenFor(uid("r-move-u"));
-    const r = await reserve(token, { pool, startAt: Date.now() + 1_500, durationSeconds: 30, reminderMinutes: 0 });
+    const r = await reserve(token, { pool, startAt: iso(Date.now() + 1_500), durationSeconds: 30, reminderMinutes: 0 });
     expect(r.body.deviceId).toBe(dev.deviceId);
     const adm = await admin();
     const move = await call("PATCH", `/admin/devices/${dev.deviceId}`, {

@@ -10,7 +10,7 @@ import { newApp, validationFailure } from "../app-factory";
 import { PAGING } from "../config";
 import { overLimit, rateLimited, retryAfter } from "../limits";
 import type { Env } from "../env";
-import { errorBody, fail } from "../errors";
+import { errorBody, fail, type ErrorCode } from "../errors";
 import { adminFeed } from "../objects/operators";
 import type { AppEventType, FeedEvents } from "../feed/protocol";
 import { jsonBody, route } from "../openapi";
@@ -31,7 +31,7 @@ interface Outcome {
   userId: string;
   seq?: number;
   duplicate?: boolean;
-  error?: { code: string; message: string };
+  error?: { code: ErrorCode; message: string };
 }
 
 /**

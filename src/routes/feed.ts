@@ -11,7 +11,7 @@ import { requireUser, type AppEnv } from "../auth";
 import { newApp } from "../app-factory";
 import { IDS } from "../config";
 import type { Env } from "../env";
-import { errorBody, fail, ok } from "../errors";
+import { errorBody, fail, ok, type ErrorCode } from "../errors";
 import { FEED_HEADER, refuseSocket, type FeedRequest } from "../objects/feed";
 import { CLOSE, type FeedKind } from "../feed/protocol";
 import { mintTicket, readTicket, scopeOf } from "../feed/tickets";
@@ -121,7 +121,7 @@ export function feedRoutes() {
 /** `name`: the device of a device feed, the pool of a pool feed. */
 async function open(c: Context<AppEnv>, feed: FeedKind, name?: string): Promise<Response> {
   const upgrade = c.req.header("Upgrade")?.toLowerCase() === "websocket";
-  const refuse = (status: 400 | 401 | 403 | 404, close: number, code: string, message: string) =>
+  const refuse = (status: 400 | 401 | 403 | 404, close: number, code: ErrorCode, message: string) =>
     upgrade ? refuseSocket(close, code, message) : c.json(errorBody(fail(status, code, message)), status);
   if (!upgrade)
     return c.json(

@@ -2,13 +2,13 @@
 import { z } from "@hono/zod-openapi";
 import { ALLOCATION, PAGING } from "../config";
 import { Id, Limit, Spec } from "./common";
-import { IdleMinutes, IdleSeconds } from "./parts";
+import { IdleMinutes, IdleSeconds, withDefault } from "./parts";
 import { END_REASONS } from "../domain/types";
 
 export const AllocateBody = z
   .object({
     userId: Id.optional().openapi({ description: "Admins only: allocate on behalf of this user." }),
-    durationMinutes: z.number().int().min(ALLOCATION.minMinutes).max(ALLOCATION.maxMinutes).default(ALLOCATION.defaultMinutes),
+    durationMinutes: withDefault(z.number().int().min(ALLOCATION.minMinutes).max(ALLOCATION.maxMinutes), ALLOCATION.defaultMinutes),
     durationSeconds: z
       .number()
       .int()

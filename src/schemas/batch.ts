@@ -4,7 +4,8 @@
 import { z } from "@hono/zod-openapi";
 import { BATCH } from "../config";
 import { AllocationIdParam, ExtendBody } from "./allocations";
-import { Id } from "./common";
+import { ErrorItem, Id } from "./common";
+import { withDefault } from "./parts";
 
 /** An item of a batch extend: the single extend route's path id and body in one object. */
 export const BatchExtendItem = z
@@ -29,7 +30,7 @@ export const batchResult = <T extends z.ZodType>(value: T, name: string) =>
             ok: z.literal(false),
             status: z.number().int().openapi({ description: "The single route's error status; 424 for a skipped item" }),
             skipped: z.literal(true).optional().openapi({ description: "Not tried: an earlier item failed and continueOnError is false" }),
-            error: z.object({ code: z.string(), message: z.string(), details: z.unknown().optional() }),
+            error: ErrorItem,
           }),
         ]),
       ),
@@ -51,15 +52,12 @@ const requestsOf = (item: { $ref: string }) =>
         "Each is checked on its own: an invalid item gets its own VALIDATION_FAILED result.",
     });
 const ref = (name: string) => ({ $ref: `#/components/schemas/${name}` });
-const continueOnError = z
-  .boolean()
-  .default(false)
-  .openapi({
-    description:
-      "false (default): run the items in order and stop at the first failure (the rest are skipped). " +
-      "true: try every item; one user's items run in order, different users' concurrently.",
-  });
-
+const continueOnError = withDefault(
+  z.boolean(),
+  false,
+  "false: run the items in order and stop at the first failure (the rest are skipped). " +
+    "true: try every item; one user's items run in order, different users' concurrently.",
+);
 export const BatchAllocateBody = z
   .object({
     userId: Id.optional().openapi({ description: "Admins only: the user of every item that names none." }),

@@ -4,6 +4,7 @@
  */
 import { z } from "@hono/zod-openapi";
 import { IDS, PAGING } from "../config";
+import { ERROR_CODES } from "../errors";
 
 export const Id = z.string().min(1).max(IDS.maxLength).regex(IDS.pattern, "letters, digits and . _ : @ - only (max 128)");
 
@@ -25,6 +26,37 @@ export const Minor = z.number().int().openapi({ description: "Integer minor unit
 export const UserParam = z.object({ userId: Id });
 export const DeviceIdParam = z.object({ id: Id });
 
-export const ErrorSchema = z
-  .object({ error: z.object({ code: z.string(), message: z.string(), details: z.unknown().optional() }) })
-  .openapi("Error");
+/** What a client switches on: every code the service answers. */
+export const ErrorCode = z.enum(ERROR_CODES).openapi("ErrorCode");
+
+export const ErrorDetails = z
+  .object({
+    issues: z
+      .array(z.object({ path: z.string(), message: z.string() }))
+      .optional()
+      .openapi({
+        description:
+          "VALIDATION_FAILED: every failing field, with its path (dot-joined; inside a batch it starts with the item's index, " +
+          "e.g. `records.2.tenantId`) and what is wrong with it.",
+      }),
+    retryAfterSeconds: z.number().int().optional().openapi({ description: "RATE_LIMITED: when to try again (also in Retry-After)" }),
+    requestId: z.string().optional().openapi({ description: "INTERNAL: quote it to an operator; the log has the rest" }),
+    problems: z.array(z.string()).optional().openapi({ description: "SERVICE_MISCONFIGURED: what an operator must fix" }),
+  })
+  .catchall(z.unknown())
+  .openapi("ErrorDetails", {
+    description:
+      "Context for the code. The keys above are stable; any other key is free-form context of that code " +
+      "(for example the balance and the cost of INSUFFICIENT_BALANCE), shown to help a person, not a contract.",
+  });
+
+/**
+ * A registered schema or null. (`.nullable()` on a registered schema is documented as
+ * `allOf: [ref, {type: [object, null]}]`, which `null` does not satisfy.)
+ */
+export const orNull = <T extends z.ZodType>(schema: T) => z.union([schema, z.null()]);
+
+/** An error as items of batches and stored outcomes carry it. */
+export const ErrorItem = z.object({ code: ErrorCode, message: z.string(), details: ErrorDetails.optional() }).openapi("ErrorItem");
+
+export const ErrorSchema = z.object({ error: ErrorItem }).openapi("Error");

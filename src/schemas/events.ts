@@ -1,8 +1,10 @@
 /** App events from other services (POST /api/internal/events) and the operators' event list (src/routes/events.ts). */
 import { z } from "@hono/zod-openapi";
 import { APP_EVENTS } from "../config";
-import { Id, Limit } from "./common";
+import { ErrorItem, Id, Limit } from "./common";
 import { FEED_SINCE } from "./feed";
+import { withDefault } from "./parts";
+import { APP_EVENT_TYPES } from "../feed/protocol";
 
 /** Free text shown to users: bounded, no control characters (tab and newline allowed in `reason`). */
 const Text = (max: number, multiline = false) =>
@@ -13,11 +15,11 @@ const Text = (max: number, multiline = false) =>
     .regex(multiline ? /^[^\u0000-\u0008\u000b-\u001f\u007f]*$/ : /^[^\u0000-\u001f\u007f]*$/, "no control characters");
 
 /** ISO 8601 with a zone, stored as UTC ISO; absent means "now" (as the old system did). */
-const EventTime = z.iso
-  .datetime({ offset: true })
-  .transform((s) => new Date(s).toISOString())
-  .default(() => new Date().toISOString())
-  .openapi({ description: "ISO 8601 with Z or an offset; default: when received. Stored as UTC." });
+const EventTime = withDefault(
+  z.iso.datetime({ offset: true }).transform((s) => new Date(s).toISOString()),
+  () => new Date().toISOString(),
+  "ISO 8601 with Z or an offset; default: when received. Stored as UTC.",
+);
 
 const appFields = { userId: Id, appId: Text(APP_EVENTS.maxName), appName: Text(APP_EVENTS.maxName), deviceId: Id };
 const EventId = z
@@ -63,14 +65,11 @@ export const AppEventsBody = z
 
 const AppEventOutcome = z.object({
   eventId: z.string().nullable(),
-  type: z.string(),
+  type: z.enum(APP_EVENT_TYPES),
   userId: z.string(),
   seq: z.number().optional().openapi({ description: "The event's seq on the user's feed" }),
   duplicate: z.boolean().optional().openapi({ description: "True when this eventId was shown before (nothing new was sent)" }),
-  error: z
-    .object({ code: z.string(), message: z.string() })
-    .optional()
-    .openapi({ description: "Batches only: this item was not written; send it again" }),
+  error: ErrorItem.optional().openapi({ description: "Batches only: this item was not written; send it again" }),
 });
 export const AppEventsResult = z
   .object({ accepted: z.number(), duplicates: z.number(), failed: z.number(), results: z.array(AppEventOutcome) })

@@ -1,17 +1,16 @@
 /** The live feed (src/routes/feed.ts): tickets, and the `since` of a feed URL. */
 import { z } from "@hono/zod-openapi";
 import { Id } from "./common";
+import { withDefault } from "./parts";
 
 export const TicketBody = z
   .object({
-    feed: z
-      .enum(["user", "admin", "device", "pool"])
-      .default("user")
-      .openapi({
-        description:
-          "Which feed the ticket opens: your own (`user`), the operators' (`admin`, admins only), " +
-          "a device you hold (`device`) or a pool's devices (`pool`, admins only).",
-      }),
+    feed: withDefault(
+      z.enum(["user", "admin", "device", "pool"]),
+      "user",
+      "Which feed the ticket opens: your own (`user`), the operators' (`admin`, admins only), " +
+        "a device you hold (`device`) or a pool's devices (`pool`, admins only).",
+    ),
     deviceId: Id.optional().openapi({ description: 'With `feed: "device"`: the device to watch.' }),
     pool: Id.optional().openapi({ description: 'With `feed: "pool"`: the pool to watch.' }),
   })

@@ -1,13 +1,13 @@
 /** The waiting queue and reservations (src/routes/queue.ts). */
 import { z } from "@hono/zod-openapi";
 import { ALLOCATION, QUEUE, RESERVATION } from "../config";
-import { Id, Limit, Spec } from "./common";
-import { Instant } from "./parts";
+import { ErrorItem, Id, Limit, Spec, orNull } from "./common";
+import { Instant, withDefault } from "./parts";
 import { QUEUE_STATUSES } from "../domain/queue";
 import { RESERVATION_STATUSES } from "../domain/reservation";
 
 const Duration = {
-  durationMinutes: z.number().int().min(ALLOCATION.minMinutes).max(ALLOCATION.maxMinutes).default(ALLOCATION.defaultMinutes),
+  durationMinutes: withDefault(z.number().int().min(ALLOCATION.minMinutes).max(ALLOCATION.maxMinutes), ALLOCATION.defaultMinutes),
   durationSeconds: z
     .number()
     .int()
@@ -34,7 +34,7 @@ export const QueueJoinBody = z
           "0 standard, 1 vip, 2 premium, 3 enterprise. Defaults to your plan's (free 0, basic 1, pro 2, enterprise 3); " +
           "you may ask for lower, only an admin for higher.",
       }),
-    maxWaitMinutes: z.number().int().min(1).max(QUEUE.maxMaxWaitMinutes).default(QUEUE.defaultMaxWaitMinutes),
+    maxWaitMinutes: withDefault(z.number().int().min(1).max(QUEUE.maxMaxWaitMinutes), QUEUE.defaultMaxWaitMinutes),
     maxWaitSeconds: z
       .number()
       .int()
@@ -77,7 +77,7 @@ export const QueueEntryView = z
     estimatedWaitSeconds: z.number().nullable(),
     allocationId: z.string().nullable(),
     deviceId: z.string().nullable(),
-    error: z.object({ code: z.string(), message: z.string() }).nullable(),
+    error: orNull(ErrorItem),
     createdBy: z.string(),
   })
   .openapi("QueueEntry");
@@ -100,13 +100,11 @@ export const ReservationBody = z
     ...Duration,
     pool: Id.optional(),
     spec: Spec.optional(),
-    reminderMinutes: z
-      .number()
-      .int()
-      .min(0)
-      .max(RESERVATION.maxReminderMinutes)
-      .default(RESERVATION.defaultReminderMinutes)
-      .openapi({ description: "`reservation.reminder` on your feed this long before the start (0: none)." }),
+    reminderMinutes: withDefault(
+      z.number().int().min(0).max(RESERVATION.maxReminderMinutes),
+      RESERVATION.defaultReminderMinutes,
+      "`reservation.reminder` on your feed this long before the start (0: none).",
+    ),
     idempotencyKey: z.string().min(1).max(200).optional().openapi({
       description: "A repeat with the same key answers the first reservation (the same request only; else 409 IDEMPOTENCY_KEY_REUSED).",
     }),
@@ -138,7 +136,7 @@ export const ReservationView = z
     reminderMinutes: z.number(),
     remindAt: z.string().nullable(),
     allocationId: z.string().nullable(),
-    error: z.object({ code: z.string(), message: z.string() }).nullable(),
+    error: orNull(ErrorItem),
     createdBy: z.string(),
     createdAt: z.string(),
   })

@@ -9,7 +9,7 @@ import type { QueueEntryView, QueueJoin, QueueStatus } from "../contracts";
 import { durationMsOf } from "../domain/duration";
 import { estimateStart, joinHash, priorityName, type EstimateDevice } from "../domain/queue";
 import { fits } from "../domain/strategy";
-import type { Failure } from "../errors";
+import type { ErrorCode, Failure } from "../errors";
 import { newScopedId } from "../ids";
 import { earliest } from "../objects/schedule";
 import type { Sql } from "../objects/sql";
@@ -74,8 +74,8 @@ export const boundsOf = (r: Bounds) => ({
 
 export const errorText = (f: Failure) => JSON.stringify({ code: f.code, message: f.message });
 
-export function parseError(text: string | null): { code: string; message: string } | null {
-  return text ? (JSON.parse(text) as { code: string; message: string }) : null;
+export function parseError(text: string | null): { code: ErrorCode; message: string } | null {
+  return text ? (JSON.parse(text) as { code: ErrorCode; message: string }) : null;
 }
 
 export class QueueStore {

@@ -18,8 +18,8 @@ const T0 = Date.UTC(2030, 0, 1);
 const MIN = 60_000;
 const S = (cpuCores: number): DeviceSpec => ({ cpuCores, memoryMB: 1024, storageMB: 100 });
 const iso = (t: number) => new Date(t).toISOString();
-const TAKEN = fail(409, "DEVICE_TAKEN", "taken");
-const BUSY = fail(503, "USER_BUSY", "try later");
+const TAKEN = fail(409, "DEVICE_BUSY", "taken");
+const BUSY = fail(503, "USER_UNAVAILABLE", "try later");
 
 beforeEach(() => {
   vi.useFakeTimers({ toFake: ["Date"] });
@@ -152,7 +152,7 @@ describe("the offer round", () => {
     offer(queue, [device("d1", 2)]);
     queue.raceLost(queue.row(a)!, TAKEN, T0 + 1);
     expect(queue.row(a)).toMatchObject({ status: "waiting", device_id: null, retry_at: null });
-    expect(parseError(queue.row(a)!.error)).toEqual({ code: "DEVICE_TAKEN", message: "taken" });
+    expect(parseError(queue.row(a)!.error)).toEqual({ code: "DEVICE_BUSY", message: "taken" });
     expect(offer(queue, [device("d1", 2)], T0 + 2)).toEqual({});
     expect(offer(queue, [device("d1", 2), device("d2", 2)], T0 + 2)).toEqual({ [a]: "d2" });
     // Lost again: now it passes over both, while an entry behind it takes one.

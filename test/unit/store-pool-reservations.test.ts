@@ -208,9 +208,9 @@ describe("the start and the end", () => {
     });
     confirmed(r, "b", "d2", booking(30), T0 + 15 * MIN);
     r.retryStart("b", fail(409, "DEVICE_BUSY", "x"), T0);
-    r.end("b", "failed", fail(409, "NO_DEVICE", "none fits"), T0 + 2);
+    r.end("b", "failed", fail(409, "NO_DEVICE_AVAILABLE", "none fits"), T0 + 2);
     expect(r.row("b")).toMatchObject({ status: "failed", retry_at: null, remind_at: null, updated_at: T0 + 2 });
-    expect(parseError(r.row("b")!.error)).toEqual({ code: "NO_DEVICE", message: "none fits" });
+    expect(parseError(r.row("b")!.error)).toEqual({ code: "NO_DEVICE_AVAILABLE", message: "none fits" });
     r.end("b", "expired", null, T0 + 3);
     expect(r.row("b")).toMatchObject({ status: "expired", error: null });
   });
@@ -257,8 +257,12 @@ describe("views", () => {
       createdBy: "admin-1",
       createdAt: iso(T0),
     });
-    r.end("a", "failed", fail(409, "NO_DEVICE", "none"), T0);
-    expect(r.view(r.row("a")!, "p1")).toMatchObject({ status: "failed", remindAt: null, error: { code: "NO_DEVICE", message: "none" } });
+    r.end("a", "failed", fail(409, "NO_DEVICE_AVAILABLE", "none"), T0);
+    expect(r.view(r.row("a")!, "p1")).toMatchObject({
+      status: "failed",
+      remindAt: null,
+      error: { code: "NO_DEVICE_AVAILABLE", message: "none" },
+    });
     expect(r.eventData(r.row("a")!, "p1")).toEqual({
       reservationId: "a",
       pool: "p1",
