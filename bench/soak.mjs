@@ -122,12 +122,12 @@ const DEVICE_IDS = DEVICES.map((d) => d.deviceId);
 const ADMIN = "soak-admin";
 const USER_IDS = Array.from({ length: USERS }, (_, i) => `soak-u${String(i).padStart(3, "0")}`);
 const userIndex = new Map(USER_IDS.map((u, i) => [u, i]));
-/** Per user: plan, device limit, cpu limit; who has its quota toggled, who keeps a feed open, who uses idle release. */
+/** Per user: quota tier, device limit, cpu limit; who has its quota toggled, who keeps a feed open, who uses idle release. */
 const USER = new Map(
   USER_IDS.map((u, i) => [
     u,
     {
-      plan: i % 3 === 2 ? "pro" : "enterprise",
+      tier: i % 3 === 2 ? "pro" : "enterprise",
       maxDevices: 1 + (i % 3),
       maxCpuCores: i % 4 === 0 ? 6 : 64,
       pricey: i % 6 === 5,
@@ -920,7 +920,7 @@ async function runWatcher(until) {
       watcher.devicesSeen++;
       const a = r.body.allocation;
       if (!a) return;
-      const overdue = t0 - a.expiresAt;
+      const overdue = t0 - Date.parse(a.expiresAt);
       watcher.maxOverdueMs = Math.max(watcher.maxOverdueMs, overdue);
       if (overdue > DEVICE_EXPIRY_GRACE_MS)
         watcher.violations.push({
@@ -938,6 +938,14 @@ async function runWatcher(until) {
 
 // ---- reading the service's records -------------------------------------------------------------------------
 
+/** The API answers ISO times; the checks here compare epoch ms (null stays null). */
+const TIME_FIELDS = ["allocatedAt", "expiresAt", "releasedAt"];
+const msTimes = (o) => {
+  if (!o) return o;
+  const out = { ...o };
+  for (const k of TIME_FIELDS) if (typeof out[k] === "string") out[k] = Date.parse(out[k]);
+  return out;
+};
 async function userAllocations(u, status) {
   const items = [];
   let cursor = null;
@@ -948,7 +956,7 @@ async function userAllocations(u, status) {
         `${cursor ? `&cursor=${encodeURIComponent(cursor)}` : ""}`,
       { headers: admin() },
     );
-    items.push(...r.body.items);
+    items.push(...r.body.items.map(msTimes));
     cursor = r.body.nextCursor;
   } while (cursor);
   return items;
@@ -964,7 +972,7 @@ async function deviceHistory(id) {
     const r = await must("GET", `/admin/devices/${id}/history?limit=200${cursor !== null ? `&cursor=${cursor}` : ""}`, {
       headers: admin(),
     });
-    items.push(...r.body.items);
+    items.push(...r.body.items.map(msTimes));
     cursor = r.body.nextCursor;
   } while (cursor !== null);
   return items;
@@ -972,7 +980,7 @@ async function deviceHistory(id) {
 async function devicesNow() {
   const reads = await pool(DEVICE_IDS, 6, (id) => must("GET", `/admin/devices/${id}`, { headers: admin() }));
   return {
-    current: new Map(DEVICE_IDS.map((id, i) => [id, reads[i].body.allocation])),
+    current: new Map(DEVICE_IDS.map((id, i) => [id, msTimes(reads[i].body.allocation)])),
     status: new Map(DEVICE_IDS.map((id, i) => [id, reads[i].body.status])),
   };
 }
@@ -984,7 +992,7 @@ async function poolIndexNow() {
   const out = new Map();
   for (const p of POOLS) {
     const r = await must("GET", `/admin/pools/${p.name}/devices?limit=200`, { headers: admin() });
-    for (const d of r.body.items) out.set(d.deviceId, d);
+    for (const d of r.body.items) out.set(d.deviceId, msTimes(d));
   }
   return out;
 }
@@ -1038,7 +1046,7 @@ async function main() {
     const c = USER.get(u);
     await must("PUT", `/quotas/user/${u}`, {
       headers: admin(),
-      body: { plan: c.plan, limits: { maxDevices: c.maxDevices, maxCpuCores: c.maxCpuCores } },
+      body: { tier: c.tier, limits: { maxDevices: c.maxDevices, maxCpuCores: c.maxCpuCores } },
     });
     if (c.pricey) await must("PUT", `/admin/billing/users/${u}/plan`, { headers: admin(), body: { planId: "soak-pricey" } });
     else await must("GET", `/billing/users/${u}/balance`, { headers: as(u) });

@@ -66,6 +66,7 @@ import { BOOKINGS_SCHEMA, BookingStore, type Booking } from "../src/stores/booki
 import { PoolChecks } from "./user/pool-checks";
 import type { UserContext } from "./user/context";
 import { iso } from "../src/domain/time";
+import { quotaView } from "../src/views";
 import { specOf } from "../src/domain/spec";
 
 const MIGRATIONS = [
@@ -426,7 +427,7 @@ export class UserQuota extends ServiceObject {
       const suspended = update.suspended ?? p.suspended === 1;
       this.profiles.update({ plan, limits, suspended, validUntil: update.validUntil ?? p.valid_until }, Date.now());
       const next = this.profile(userId);
-      this.emit(userId, "quota.updated", { ...this.quota(next) });
+      this.emit(userId, "quota.updated", quotaView(this.quota(next)));
       this.noteQuotaStatus(next);
     });
     return ok(this.quota(this.profile(userId)));

@@ -246,11 +246,11 @@ async function seed() {
   }
   say(`demo fleet: ${created} device(s) registered, ${existed} already there (pools "default" and "eu-west-large")`);
 
-  const bob = await api("PUT", "/quotas/user/bob", admin, { plan: "pro" });
+  const bob = await api("PUT", "/quotas/user/bob", admin, { tier: "pro" });
   if (bob.status !== 200) throw new Error(`PUT /quotas/user/bob -> ${bob.status} ${JSON.stringify(bob.json)}`);
   const alice = await api("GET", "/quotas/user/alice", tokens.alice);
   if (alice.status !== 200) throw new Error(`GET /quotas/user/alice -> ${alice.status} ${JSON.stringify(alice.json)}`);
-  say(`demo users: alice (plan ${alice.json?.plan}), bob (plan ${bob.json?.plan}), ops-admin (role admin)`);
+  say(`demo users: alice (tier ${alice.json?.tier}), bob (tier ${bob.json?.tier}), ops-admin (role admin)`);
   // Accounts open with the default pricing plan's starting credit on first read; bob also
   // gets a welcome top-up (a fixed paymentId, so a second run credits nothing).
   const aliceMoney = await api("GET", "/billing/users/alice/balance", tokens.alice);

@@ -95,6 +95,8 @@ export interface Failure {
 export type Result<T> = { ok: true; value: T } | Failure;
 
 export const ok = <T>(value: T): Result<T> => ({ ok: true, value });
+/** A result's value changed by `f` (a refusal passes through). */
+export const mapOk = <T, U>(r: Result<T>, f: (value: T) => U): Result<U> => (r.ok ? ok(f(r.value)) : r);
 
 export function fail(status: ErrorStatus, code: ErrorCode, message: string, details?: unknown): Failure {
   return details === undefined ? { ok: false, status, code, message } : { ok: false, status, code, message, details };

@@ -754,13 +754,13 @@ const ROUTES: RouteCase[] = [
   {
     method: "PUT",
     path: (fx) => `/quotas/user/${fx.owner}`,
-    body: () => ({ plan: "pro" }),
+    body: () => ({ tier: "pro" }),
     scope: "admin",
     okStatus: 200,
     verify: async (fx, body) => {
       QuotaView.parse(body);
-      expect(body).toMatchObject({ userId: fx.owner, plan: "pro" });
-      expect((await call("GET", `/quotas/user/${fx.owner}`, admin(fx))).body.plan).toBe("pro");
+      expect(body).toMatchObject({ userId: fx.owner, tier: "pro" });
+      expect((await call("GET", `/quotas/user/${fx.owner}`, admin(fx))).body.tier).toBe("pro");
     },
   },
   {
@@ -1469,7 +1469,7 @@ describe("cross-user attempts", () => {
       ["PUT", `/quotas/user/${fx.owner}`],
       ["POST", `/quotas/renew/${fx.owner}`],
     ] as const) {
-      for (const body of [{ bogus: true }, { plan: "enterprise" }, { extensionDays: -1 }, {}]) {
+      for (const body of [{ bogus: true }, { tier: "enterprise" }, { extensionDays: -1 }, {}]) {
         const r = await call(method, path, { token: fx.ownerToken, body });
         expect(r.status, `${method} ${path} ${JSON.stringify(body)} → ${JSON.stringify(r.body)}`).toBe(403);
         expectErrorShape(r.body, "FORBIDDEN");

@@ -370,7 +370,7 @@ const BODY_ROUTES: BodyRoute[] = [
     method: "PUT",
     path: () => `/quotas/user/${W.user}`,
     as: "admin",
-    base: () => ({ plan: "pro" }),
+    base: () => ({ tier: "pro" }),
   },
   {
     label: "quota renew",
@@ -918,7 +918,7 @@ function buildCases(): [string, Case[]][] {
   // Path ids of every id route.
   const idRoutes: [string, string, (id: string) => string, As, (() => unknown) | undefined][] = [
     ["GET", "quota", (id) => `/quotas/user/${id}`, "admin", undefined],
-    ["PUT", "quota update", (id) => `/quotas/user/${id}`, "admin", () => ({ plan: "pro" })],
+    ["PUT", "quota update", (id) => `/quotas/user/${id}`, "admin", () => ({ tier: "pro" })],
     ["POST", "quota renew", (id) => `/quotas/renew/${id}`, "admin", () => ({ extensionDays: 1 })],
     ["GET", "device", (id) => `/admin/devices/${id}`, "admin", undefined],
     ["PATCH", "device update", (id) => `/admin/devices/${id}`, "admin", () => ({ node: "n-9" })],
@@ -1101,13 +1101,13 @@ function buildCases(): [string, Case[]][] {
     status,
     code,
   });
-  const quotaBase = () => ({ plan: "pro" });
+  const quotaBase = () => ({ tier: "pro" });
   const qu = { method: "PUT", path: () => `/quotas/user/${W.user}`, as: "admin" as As };
   groups.push([
     "quota update: fields",
     [
       { ...qu, name: "empty object", body: () => ({}), status: 400, code: "VALIDATION_FAILED", objects: true },
-      ...fieldCases(qu, quotaBase, "plan", ["platinum", "", "PRO", 1, null, []]),
+      ...fieldCases(qu, quotaBase, "tier", ["platinum", "", "PRO", 1, null, []]),
       ...fieldCases(qu, quotaBase, "limits", [
         "x",
         [],
@@ -2574,7 +2574,7 @@ describe("properties: arbitrary input never gets a 5xx", () => {
     await fc.assert(
       fc.asyncProperty(
         bodies({
-          plan: fc.constantFrom("free", "basic", "pro", "enterprise"),
+          tier: fc.constantFrom("free", "basic", "pro", "enterprise"),
           limits: fc.record(
             { maxDevices: fc.integer({ min: 0, max: 100 }), maxCpuCores: fc.integer({ min: 0, max: 1000 }) },
             { requiredKeys: [] },

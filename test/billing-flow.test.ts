@@ -181,7 +181,7 @@ describe("balance check on allocate and extend", () => {
       details: { balance: 49, committed: 25, available: 24, required: 25 },
     });
     // Extensions are checked the same way (enterprise: no cooldown, so only money limits them).
-    expect((await call("PUT", `/quotas/user/${user}`, { token: await admin(), body: { plan: "enterprise" } })).status).toBe(200);
+    expect((await call("PUT", `/quotas/user/${user}`, { token: await admin(), body: { tier: "enterprise" } })).status).toBe(200);
     const extend = () => call("PUT", `/scheduler/allocations/${a.body.allocationId}/extend`, { token, body: { additionalMinutes: 30 } });
     expect((await extend()).status).toBe(200); // 13 (12.276 rounded up) of 24 available; 90 minutes now committed: 37
     const refused = await extend();

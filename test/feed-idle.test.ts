@@ -61,8 +61,8 @@ describe.concurrent("idle release", () => {
     expect(before.idleReleaseSeconds).toBe(2);
     const v = await released(token, a.body.allocationId);
     expect(v.reason).toBe("idle");
-    expect(v.releasedAt - gone).toBeGreaterThanOrEqual(GRACE_MS - 50);
-    expect(v.releasedAt - gone).toBeLessThan(GRACE_MS + 1000);
+    expect(Date.parse(v.releasedAt) - gone).toBeGreaterThanOrEqual(GRACE_MS - 50);
+    expect(Date.parse(v.releasedAt) - gone).toBeLessThan(GRACE_MS + 1000);
 
     // Billed as usual: one usage record with the reason, one charge; quota and device freed.
     const usage = await until(async () =>
@@ -108,8 +108,8 @@ describe.concurrent("idle release", () => {
     const gone = await closeFeed(f2);
     const v = await released(token, a.body.allocationId);
     expect(v.reason).toBe("idle");
-    expect(v.releasedAt - gone).toBeGreaterThanOrEqual(GRACE_MS - 50);
-    expect(v.releasedAt - gone).toBeLessThan(GRACE_MS + 1000);
+    expect(Date.parse(v.releasedAt) - gone).toBeGreaterThanOrEqual(GRACE_MS - 50);
+    expect(Date.parse(v.releasedAt) - gone).toBeLessThan(GRACE_MS + 1000);
   });
 
   it("with no socket at all the grace runs from the allocation; without a grace nothing is released", async ({ expect }) => {
@@ -123,8 +123,8 @@ describe.concurrent("idle release", () => {
     expect(plain.body.idleReleaseSeconds).toBeUndefined();
     const v = await released(token, a.body.allocationId);
     expect(v.reason).toBe("idle");
-    expect(v.releasedAt - Date.parse(a.body.allocatedAt)).toBeGreaterThanOrEqual(GRACE_MS - 50);
-    expect(v.releasedAt - Date.parse(a.body.allocatedAt)).toBeLessThan(GRACE_MS + 1000);
+    expect(Date.parse(v.releasedAt) - Date.parse(a.body.allocatedAt)).toBeGreaterThanOrEqual(GRACE_MS - 50);
+    expect(Date.parse(v.releasedAt) - Date.parse(a.body.allocatedAt)).toBeLessThan(GRACE_MS + 1000);
     await sleep(1000);
     const p = await view(token, plain.body.allocationId);
     expect(p).toMatchObject({ status: "active", idleReleaseSeconds: null });
@@ -232,7 +232,7 @@ describe("idle release across a restart (runs alone: it aborts every object)", (
     // Nothing calls the user's object: its re-check alarm (one grace after the socket was last seen) wakes it.
     const v = await released(token, a.body.allocationId);
     expect(v.reason).toBe("idle");
-    expect(v.releasedAt - restartedAt).toBeGreaterThanOrEqual(GRACE_MS - 100);
-    expect(v.releasedAt - restartedAt).toBeLessThan(2 * GRACE_MS + 1000);
+    expect(Date.parse(v.releasedAt) - restartedAt).toBeGreaterThanOrEqual(GRACE_MS - 100);
+    expect(Date.parse(v.releasedAt) - restartedAt).toBeLessThan(2 * GRACE_MS + 1000);
   });
 });

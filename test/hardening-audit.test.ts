@@ -51,11 +51,11 @@ describe("quotas", () => {
   it("a quota update and a renewal each leave one row with the admin, the request and the outcome", async () => {
     const a = await newAdmin();
     const user = uid("q-user");
-    const put = await call("PUT", `/quotas/user/${user}`, { token: a.token, body: { plan: "pro", suspended: true } });
+    const put = await call("PUT", `/quotas/user/${user}`, { token: a.token, body: { tier: "pro", suspended: true } });
     expect(put.status).toBe(200);
     const row = await onlyRow(`user:${user}`);
     expect(row).toMatchObject({ actor: a.id, action: "quota.update", target: `user:${user}` });
-    expect(row.change).toMatchObject({ plan: "pro", suspended: true, after: { plan: "pro", suspended: true } });
+    expect(row.change).toMatchObject({ tier: "pro", suspended: true, after: { tier: "pro", suspended: true } });
     expect(row.change.after.limits.maxDevices).toBe(20);
     expect(row.requestId).toBe(put.res.headers.get("X-Request-Id"));
     expect(Date.parse(row.at)).toBeGreaterThan(Date.now() - 60_000);
@@ -69,7 +69,7 @@ describe("quotas", () => {
   it("a refused update leaves no row", async () => {
     const a = await newAdmin();
     const user = uid("q-bad");
-    expect((await call("PUT", `/quotas/user/${user}`, { token: a.token, body: { plan: "platinum" } })).status).toBe(400);
+    expect((await call("PUT", `/quotas/user/${user}`, { token: a.token, body: { tier: "platinum" } })).status).toBe(400);
     expect(await audit({ target: `user:${user}` })).toEqual([]);
   });
 });

@@ -248,8 +248,8 @@ export async function ended(userId: string): Promise<
     cpuCores: number;
     memoryMB: number;
     storageMB: number;
-    releasedAt: number;
-    expiresAt: number;
+    releasedAt: string;
+    expiresAt: string;
   }[]
 > {
   const items = [];

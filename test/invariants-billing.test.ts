@@ -740,7 +740,7 @@ describe.concurrent("invariant 3 — under failures", () => {
       }
       // Expiry bills exactly the allocated time (up to expiresAt, not the alarm's lag); the others what was held.
       expect(endedAll.get(exp.allocationId)!.durationSeconds).toBe(2);
-      expect(endedAll.get(exp.allocationId)!.releasedAt).toBe(Date.parse(exp.expiresAt));
+      expect(Date.parse(endedAll.get(exp.allocationId)!.releasedAt)).toBe(Date.parse(exp.expiresAt));
       expect(f.body.durationSeconds).toBe(endedAll.get(force.allocationId)!.durationSeconds);
       for (const al of [force, maint, rem, rel]) expect(endedAll.get(al.allocationId)!.durationSeconds).toBeGreaterThanOrEqual(2);
       expect(r.body.durationSeconds).toBe(endedAll.get(rel.allocationId)!.durationSeconds);

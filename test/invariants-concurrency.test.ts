@@ -82,7 +82,7 @@ describe("invariant 2: quota is never exceeded", () => {
     const user = uid("greedy");
     const set = await call("PUT", `/quotas/user/${user}`, {
       token: await admin(),
-      body: { plan: "pro", limits: { maxDevices: 7 } },
+      body: { tier: "pro", limits: { maxDevices: 7 } },
     });
     expect(set.status).toBe(200);
     const token = await tokenFor(user);

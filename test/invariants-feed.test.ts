@@ -294,7 +294,7 @@ describe.concurrent("invariant 6: no event of one user reaches another user's so
 
       const script = async (i: number) => {
         const u = users[i]!;
-        expect201(await call("PUT", `/quotas/user/${u}`, { token: adminToken, body: { plan: "enterprise" } }), "plan");
+        expect201(await call("PUT", `/quotas/user/${u}`, { token: adminToken, body: { tier: "enterprise" } }), "tier");
         stats.quotaUpdates++;
         await topUp(i, 1);
         const a = await allocate(i, { durationMinutes: 5 });

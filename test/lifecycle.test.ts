@@ -53,11 +53,11 @@ describe("a user appears by their token", () => {
     const token = await tokenFor(user);
     const q = await call("GET", `/quotas/user/${user}`, { token });
     expect(q.status).toBe(200);
-    expect(q.body.plan).toBe("free");
+    expect(q.body.tier).toBe("free");
     expect(q.body.status).toBe("active");
     expect(q.body.limits.maxDevices).toBe(2);
     expect(q.body.usage).toEqual({ devices: 0, cpuCores: 0, memoryMB: 0, storageMB: 0, deviceHours: 0 });
-    expect(q.body.validUntil).toBeGreaterThan(Date.now());
+    expect(Date.parse(q.body.validUntil)).toBeGreaterThan(Date.now());
   });
 });
 
@@ -185,10 +185,10 @@ describe("quota administration and events", () => {
     const token = await tokenFor(user);
     const up = await call("PUT", `/quotas/user/${user}`, {
       token: adminToken,
-      body: { plan: "basic", suspended: true },
+      body: { tier: "basic", suspended: true },
     });
     expect(up.status).toBe(200);
-    expect(up.body.plan).toBe("basic");
+    expect(up.body.tier).toBe("basic");
     expect(up.body.status).toBe("suspended");
     expect(up.body.limits.maxDevices).toBe(5);
     const refused = await allocate(token, { pool });
@@ -204,7 +204,7 @@ describe("quota administration and events", () => {
     const renew = await call("POST", `/quotas/renew/${user}`, { token: adminToken, body: {} });
     expect(renew.status).toBe(200);
     expect(renew.body.status).toBe("active");
-    expect(renew.body.validUntil).toBeGreaterThan(Date.now() + 29 * 86_400_000);
+    expect(Date.parse(renew.body.validUntil)).toBeGreaterThan(Date.now() + 29 * 86_400_000);
     expect((await allocate(token, { pool })).status).toBe(201);
     const ev = (await call("GET", "/scheduler/events", { token })).body;
     const types = ev.events.map((e: { type: string }) => e.type);
@@ -221,7 +221,7 @@ describe("quota administration and events", () => {
     await Promise.all(Array.from({ length: 5 }, () => registerDevice(pool)));
     const user = uid("pager");
     const adminToken = await admin();
-    await call("PUT", `/quotas/user/${user}`, { token: adminToken, body: { plan: "pro" } });
+    await call("PUT", `/quotas/user/${user}`, { token: adminToken, body: { tier: "pro" } });
     const token = await tokenFor(user);
     const made: string[] = [];
     for (let i = 0; i < 5; i++) made.push((await allocate(token, { pool, durationMinutes: 5 })).body.allocationId);

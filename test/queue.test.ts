@@ -23,8 +23,8 @@ async function busyPool(prefix: string, seconds = 60) {
   return { pool, deviceId: dev.deviceId, holder };
 }
 
-async function setPlan(userId: string, plan: string) {
-  const r = await call("PUT", `/quotas/user/${userId}`, { token: await admin(), body: { plan } });
+async function setPlan(userId: string, tier: string) {
+  const r = await call("PUT", `/quotas/user/${userId}`, { token: await admin(), body: { tier } });
   expect(r.status, JSON.stringify(r.body)).toBe(200);
 }
 
@@ -161,14 +161,16 @@ describe.concurrent("queue: hand-over order and exclusivity", () => {
     expect(new Set(allocations.map((a) => a.allocationId)).size).toBe(12);
     for (const a of allocations) expect(a.deviceId).toBe(deviceId);
     const order = allocations
-      .map((a, i) => ({ at: a.allocatedAt as number, entry: served[i]!.entryId as string }))
+      .map((a, i) => ({ at: Date.parse(a.allocatedAt as string), entry: served[i]!.entryId as string }))
       .sort((x, y) => x.at - y.at)
       .map((x) => x.entry);
     const expected = [...views].sort((a, b) => (a.position ?? 0) - (b.position ?? 0)).map((v) => v.entryId);
     expect(order).toEqual(expected);
     // Never two allocations on the device at once.
     const hist = await call("GET", `/admin/devices/${deviceId}/history?limit=50`, { token: await admin() });
-    const spans = (hist.body.items as { allocatedAt: number; releasedAt: number }[]).sort((a, b) => a.allocatedAt - b.allocatedAt);
+    const spans = (hist.body.items as { allocatedAt: string; releasedAt: string }[])
+      .map((s) => ({ allocatedAt: Date.parse(s.allocatedAt), releasedAt: Date.parse(s.releasedAt) }))
+      .sort((a, b) => a.allocatedAt - b.allocatedAt);
     for (let i = 1; i < spans.length; i++) expect(spans[i]!.allocatedAt).toBeGreaterThanOrEqual(spans[i - 1]!.releasedAt);
   });
 

@@ -115,7 +115,7 @@ describe.concurrent("reservations: the device is held", () => {
     // Nothing changed by the refused extend.
     const a = await call("GET", `/scheduler/allocations/${short.body.allocationId}`, { token: other });
     expect(a.body.extendCount).toBe(0);
-    expect(a.body.expiresAt).toBe(Date.parse(short.body.expiresAt));
+    expect(a.body.expiresAt).toBe(short.body.expiresAt);
   });
 
   it("cancelling frees the window for other bookings and for allocations", async ({ expect }) => {
@@ -178,9 +178,9 @@ describe.concurrent("reservations: the start", () => {
     const alloc = await call("GET", `/scheduler/allocations/${started.allocationId}`, { token });
     expect(alloc.body).toMatchObject({ status: "active", deviceId: reserved });
     // Allocated at the start (within the alarm's lag), until the window's end.
-    expect(alloc.body.allocatedAt).toBeGreaterThanOrEqual(startAt);
-    expect(alloc.body.allocatedAt).toBeLessThan(startAt + 1_500);
-    expect(alloc.body.expiresAt).toBeLessThanOrEqual(startAt + 2_000 + 1_000);
+    expect(Date.parse(alloc.body.allocatedAt)).toBeGreaterThanOrEqual(startAt);
+    expect(Date.parse(alloc.body.allocatedAt)).toBeLessThan(startAt + 1_500);
+    expect(Date.parse(alloc.body.expiresAt)).toBeLessThanOrEqual(startAt + 2_000 + 1_000);
     const done = await until(async () => {
       const v = await view(token, r.body.reservationId);
       return v.status === "completed" ? v : null;
@@ -237,8 +237,8 @@ describe.concurrent("reservations: the start", () => {
     const a2 = (await call("GET", `/scheduler/allocations/${done[1]!.allocationId}`, { token: t2 })).body;
     expect([a1.deviceId, a2.deviceId]).toEqual([dev.deviceId, dev.deviceId]);
     // The first never runs into the second's window.
-    expect(a1.expiresAt).toBeLessThanOrEqual(start + 2_000);
-    expect(a1.releasedAt).toBeLessThanOrEqual(a2.allocatedAt);
+    expect(Date.parse(a1.expiresAt)).toBeLessThanOrEqual(start + 2_000);
+    expect(Date.parse(a1.releasedAt)).toBeLessThanOrEqual(Date.parse(a2.allocatedAt));
   });
 });
 

@@ -12,10 +12,13 @@
  */
 import type { z } from "@hono/zod-openapi";
 import type {
+  AdminUserView,
   AllocateBody,
   AllocationResult,
   AllocationView,
   BalanceView,
+  PoolDeviceView,
+  PoolView,
   QueueEntryView,
   QueueJoinBody,
   QuotaView,
@@ -24,7 +27,6 @@ import type {
   TicketResult,
 } from "../schemas";
 import type { ExtendResult as ExtendResultSchema } from "../routes/scheduler";
-import type { PoolDevice, PoolSummary } from "../contracts";
 import type { listFailedUsage, replayFailedUsage, usageReport } from "../billing/reports";
 import type { ReconcileRun, UserReconciliation } from "../billing/reconcile";
 import type { FeedKind } from "../feed/protocol";
@@ -33,7 +35,7 @@ import type { FeedKind } from "../feed/protocol";
 
 export type Quota = z.infer<typeof QuotaView>;
 export type Balance = z.infer<typeof BalanceView>;
-/** An allocation as listed (times in epoch ms). */
+/** An allocation as listed (times as ISO strings, like every time the API answers). */
 export type Allocation = z.infer<typeof AllocationView>;
 /** What allocate answers (times as ISO strings). */
 export type AllocationResult = z.infer<typeof AllocationResult>;
@@ -49,7 +51,9 @@ export type UsageItem = UsageReport["items"][number];
 export type FailedUsagePage = Awaited<ReturnType<typeof listFailedUsage>>;
 export type FailedUsage = FailedUsagePage["items"][number];
 export type ReplayResult = Awaited<ReturnType<typeof replayFailedUsage>>;
-export type { PoolDevice, PoolSummary };
+/** A pool's device with its holder (`expiresAt` an ISO string or null). */
+export type PoolDevice = z.infer<typeof PoolDeviceView>;
+export type PoolSummary = z.infer<typeof PoolView>;
 
 /** POST /admin/billing/reconcile: the run with its times as ISO strings and at most 100 differences. */
 export interface ReconcileResult extends Omit<ReconcileRun, "from" | "to" | "differences"> {
@@ -66,13 +70,7 @@ export interface Page<T> {
 }
 
 /** GET /admin/users: a page of users with their account and quota. */
-export interface AdminUser {
-  userId: string;
-  planId: string;
-  balance: number;
-  currency: string;
-  quota: Quota;
-}
+export type AdminUser = z.infer<typeof AdminUserView>;
 
 export type TicketRequest = { feed?: FeedKind; deviceId?: string; pool?: string };
 
@@ -221,7 +219,7 @@ export class ApiClient {
   pools(): Promise<{ items: PoolSummary[] }> {
     return this.request("GET", "/admin/pools");
   }
-  /** A page of a pool's devices with their holders (`expiresAt` in epoch ms). */
+  /** A page of a pool's devices with their holders. */
   poolDevices(pool: string, q: { status?: string; cursor?: string; limit?: number } = {}): Promise<Page<PoolDevice>> {
     return this.request("GET", `/admin/pools/${enc(pool)}/devices`, { query: q });
   }

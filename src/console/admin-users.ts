@@ -25,7 +25,7 @@ export class UsersCard {
       "Users and quotas",
       { id: "users-card", cls: "wide" },
       scrollTable(
-        ["User", "Plan", "Status", "Devices", "CPU", "Memory", "Device-hours", "Valid until", "Balance", "Pricing"],
+        ["User", "Tier", "Status", "Devices", "CPU", "Memory", "Device-hours", "Valid until", "Balance", "Pricing"],
         h("tbody", { id: "users" }),
       ),
       more,
@@ -61,14 +61,14 @@ export class UsersCard {
       "tr",
       { "data-user-id": userId, "data-status": q.status },
       h("td", { class: "mono" }, userId),
-      h("td", null, q.plan),
+      h("td", null, q.tier),
       h("td", null, pill(q.status)),
       h("td", { class: "num" }, of(u.devices, l.maxDevices)),
       h("td", { class: "num" }, of(u.cpuCores, l.maxCpuCores)),
       h("td", { class: "num" }, of(u.memoryMB, l.maxMemoryMB, fmtMB)),
       h("td", { class: "num" }, of(u.deviceHours, l.maxDeviceHoursPerPeriod)),
       h("td", { class: "small" }, fmtDateTime(q.validUntil)),
-      h("td", { class: "num" }, account ? fmtMoney(account.balance, account.currency) : "—"),
+      h("td", { class: "num" }, account ? fmtMoney(account.balance, account.currency ?? undefined) : "—"),
       h("td", null, account?.planId ?? "—"),
     );
   }

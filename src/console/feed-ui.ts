@@ -43,7 +43,7 @@ export function summarize(e: Envelope): string {
     case "pool.device":
       return `${d.pool}/${dev} ${d.previousStatus ?? "new"} → ${d.status}${d.reason ? ` (${d.reason})` : ""}`;
     case "quota.updated":
-      return `plan ${d.plan}, ${d.status}`;
+      return `tier ${d.tier}, ${d.status}`;
     case "quota.exceeded":
       return "a limit was reached";
     case "quota.renewed":

@@ -55,8 +55,8 @@ export class QuotaCard {
         h(
           "dl",
           { class: "kv" },
-          h("dt", null, "Plan"),
-          h("dd", { id: "quota-plan" }, q.plan),
+          h("dt", null, "Tier"),
+          h("dd", { id: "quota-tier" }, q.tier),
           h("dt", null, "Valid until"),
           h("dd", null, fmtDateTime(q.validUntil)),
           h("dt", null, "Period from"),

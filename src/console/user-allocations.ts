@@ -205,8 +205,8 @@ const fromView = (a: Allocation): AllocRow => ({
   cpuCores: a.cpuCores,
   memoryMB: a.memoryMB,
   storageMB: a.storageMB,
-  allocatedAt: a.allocatedAt,
-  expiresAt: a.expiresAt,
+  allocatedAt: toMs(a.allocatedAt),
+  expiresAt: toMs(a.expiresAt),
 });
 
 const fromResult = (a: AllocationResult): AllocRow => ({

@@ -7,7 +7,8 @@ export interface DeviceSpec {
   storageMB: number;
 }
 
-export type DeviceStatus = "available" | "allocated" | "maintenance" | "offline" | "removed";
+export const DEVICE_STATUSES = ["available", "allocated", "maintenance", "offline", "removed"] as const;
+export type DeviceStatus = (typeof DEVICE_STATUSES)[number];
 
 export interface DeviceInfo extends DeviceSpec {
   deviceId: string;
@@ -18,7 +19,8 @@ export interface DeviceInfo extends DeviceSpec {
   updatedAt: number;
 }
 
-export type QuotaStatus = "active" | "exceeded" | "suspended" | "expired";
+export const QUOTA_STATUSES = ["active", "exceeded", "suspended", "expired"] as const;
+export type QuotaStatus = (typeof QUOTA_STATUSES)[number];
 
 export interface QuotaUsage {
   devices: number;
@@ -42,7 +44,10 @@ export interface Quota {
   updatedAt: number;
 }
 
-export type AllocationStatus = "pending" | "active" | "released" | "aborted";
+export const ALLOCATION_STATUSES = ["pending", "active", "released", "aborted"] as const;
+export type AllocationStatus = (typeof ALLOCATION_STATUSES)[number];
+/** The statuses the API shows and filters by (an aborted allocation never existed for the user). */
+export const LISTED_ALLOCATION_STATUSES = ["pending", "active", "released"] as const satisfies readonly AllocationStatus[];
 /** Why an allocation ended (the one word for each way it stops). */
 export const END_REASONS = ["released", "expired", "force_released", "maintenance", "offline", "removed", "orphaned", "idle"] as const;
 export type EndReason = (typeof END_REASONS)[number];

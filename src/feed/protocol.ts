@@ -7,7 +7,9 @@
  * `seq: null`, are never stored and never replayed.
  */
 import type { QuotaLimits } from "../config";
-import type { Quota, QuotaUsage } from "../domain/types";
+import type { z } from "@hono/zod-openapi";
+import type { QuotaUsage } from "../domain/types";
+import type { QuotaView } from "../schemas/quotas";
 
 // ---- event data, by type -----------------------------------------------------------------
 
@@ -78,12 +80,12 @@ export interface DeviceFeedState {
   } | null;
 }
 
-/** `quota.exceeded` says which limits and usage; `quota.updated` carries the whole quota. */
+/** `quota.exceeded` says which limits and usage; `quota.updated` carries the whole quota, as GET /quotas/user/{userId} answers it. */
 export interface QuotaEventData {
   limits: QuotaLimits;
   usage: QuotaUsage;
 }
-export type QuotaUpdatedEventData = Quota;
+export type QuotaUpdatedEventData = z.infer<typeof QuotaView>;
 
 export interface QuotaRenewedEventData {
   validUntil: string;
@@ -255,6 +257,40 @@ export interface FeedEvents {
   "reservation.failed": ReservationEventData;
 }
 export type FeedEventType = keyof FeedEvents;
+
+/** The same types as a list (the API documents them as an enum); the check below keeps the two equal. */
+export const FEED_EVENT_TYPES = [
+  "device.allocated",
+  "device.extended",
+  "device.expiring",
+  "device.released",
+  "device.status",
+  "pool.device",
+  "quota.updated",
+  "quota.exceeded",
+  "quota.renewed",
+  "billing.low_balance",
+  "billing.payment_success",
+  "billing.invoice_generated",
+  "billing.usage_failed",
+  "billing.reconcile_differences",
+  "app.installed",
+  "app.install_failed",
+  "app.updated",
+  "queue.fulfilled",
+  "queue.expired",
+  "queue.failed",
+  "reservation.reminder",
+  "reservation.started",
+  "reservation.completed",
+  "reservation.cancelled",
+  "reservation.expired",
+  "reservation.failed",
+] as const;
+const everyType: [(typeof FEED_EVENT_TYPES)[number], FeedEventType] extends [FeedEventType, (typeof FEED_EVENT_TYPES)[number]]
+  ? true
+  : never = true;
+void everyType;
 
 export const APP_EVENT_TYPES = ["app.installed", "app.install_failed", "app.updated"] as const;
 export type AppEventType = (typeof APP_EVENT_TYPES)[number];

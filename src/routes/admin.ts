@@ -1,5 +1,4 @@
 /** Operator routes: the device fleet, pools, force-release and the users list. Admin role only. */
-import { z } from "@hono/zod-openapi";
 import { drizzle } from "drizzle-orm/d1";
 
 import { newApp } from "../app-factory";
@@ -7,29 +6,38 @@ import { accounts, pools, pricingPlans, tokenRevocations } from "../db/schema";
 import { asc, eq, gt } from "drizzle-orm";
 import { PAGING } from "../config";
 import { shortDurationsAllowed } from "../config";
-import { fail, ok } from "../errors";
+import { fail, mapOk, ok } from "../errors";
 import { jsonBody, route } from "../openapi";
 
 import {
+  AdminUsersPage,
+  DeviceDetailView,
+  DeviceHistoryPage,
   DeviceIdParam,
+  DeviceStatusView,
   DeviceView,
   HistoryQuery,
+  PoolDevicesPage,
   PoolDevicesQuery,
+  PoolList,
   PoolParam,
+  PoolView,
   RegisterDeviceBody,
   ReleaseResult,
+  RemovedDeviceView,
   StrategyBody,
   UpdateDeviceBody,
   UsersQuery,
 } from "../schemas";
+import { deviceDetailView, deviceView, endedView, poolDeviceView, quotaView } from "../views";
 import { device, inPool, onDevice, pool, reply, userQuota } from "./helpers";
 import { dropDevice, enterDevice, moveDevice } from "../registry";
 import { take } from "../rpc";
 import { auditFrom } from "../audit";
 import type { EndedAllocation } from "../domain/types";
+import { isoOrNull } from "../domain/time";
 
 const security = [{ bearer: [] }];
-const Any = z.object({}).passthrough();
 
 export function adminRoutes() {
   const app = newApp();
@@ -60,7 +68,7 @@ export function adminRoutes() {
         }),
       );
       if (r.ok) await auditFrom(c, "device.register", `device:${deviceId}`, { ...b, deviceId, node: r.value.node });
-      return reply(c, r, 201);
+      return reply(c, mapOk(r, deviceView), 201);
     },
   );
 
@@ -73,9 +81,9 @@ export function adminRoutes() {
       security,
       summary: "A device and its current allocation",
       request: { params: DeviceIdParam },
-      ok: { status: 200, schema: DeviceView, description: "The device" },
+      ok: { status: 200, schema: DeviceDetailView, description: "The device and the allocation it holds" },
     }),
-    async (c) => reply(c, await onDevice(c.env, c.req.valid("param").id, (d) => d.get())),
+    async (c) => reply(c, mapOk(await onDevice(c.env, c.req.valid("param").id, (d) => d.get()), deviceDetailView)),
   );
 
   app.openapi(
@@ -95,7 +103,7 @@ export function adminRoutes() {
       const r = await onDevice(c.env, id, (d) => d.update(b));
       if (r.ok && b.pool) await moveDevice(c.env, id, b.pool);
       if (r.ok) await auditFrom(c, "device.update", `device:${id}`, { ...b });
-      return reply(c, r);
+      return reply(c, mapOk(r, deviceView));
     },
   );
 
@@ -109,7 +117,7 @@ export function adminRoutes() {
         security,
         summary: status === "online" ? "Back in service" : `Put in ${status} (no new allocations; an active one ends now and is billed)`,
         request: { params: DeviceIdParam },
-        ok: { status: 200, schema: DeviceView, description: "The device" },
+        ok: { status: 200, schema: DeviceStatusView, description: "The device, and the allocation the change ended" },
       }),
       async (c) => {
         const { id } = c.req.valid("param");
@@ -120,7 +128,10 @@ export function adminRoutes() {
             after: r.value.status,
             ended: r.value.ended ? endedOf(r.value.ended) : null,
           });
-        return reply(c, r);
+        return reply(
+          c,
+          mapOk(r, (d) => ({ ...deviceView(d), ended: d.ended ? endedView(d.ended) : null })),
+        );
       },
     );
   }
@@ -134,14 +145,17 @@ export function adminRoutes() {
       security,
       summary: "Remove a device (an active allocation ends and is billed)",
       request: { params: DeviceIdParam },
-      ok: { status: 200, schema: Any, description: "Removed" },
+      ok: { status: 200, schema: RemovedDeviceView, description: "Removed" },
     }),
     async (c) => {
       const { id } = c.req.valid("param");
       const r = await onDevice(c.env, id, (d) => d.remove());
       if (r.ok) await dropDevice(c.env, id);
       if (r.ok) await auditFrom(c, "device.remove", `device:${id}`, { ended: r.value.ended ? endedOf(r.value.ended) : null });
-      return reply(c, r);
+      return reply(
+        c,
+        mapOk(r, (x) => ({ deviceId: x.deviceId, ended: x.ended ? endedView(x.ended) : null })),
+      );
     },
   );
 
@@ -160,16 +174,8 @@ export function adminRoutes() {
       const { id } = c.req.valid("param");
       const r = await onDevice(c.env, id, (d) => d.forceRelease());
       if (!r.ok) return reply(c, r);
-      const e = r.value;
-      await auditFrom(c, "device.force_release", `device:${id}`, { ended: endedOf(e) });
-      return reply(
-        c,
-        ok({
-          ...e,
-          allocatedAt: new Date(e.allocatedAt).toISOString(),
-          releasedAt: new Date(e.releasedAt).toISOString(),
-        }),
-      );
+      await auditFrom(c, "device.force_release", `device:${id}`, { ended: endedOf(r.value) });
+      return reply(c, ok(endedView(r.value)));
     },
   );
 
@@ -182,9 +188,15 @@ export function adminRoutes() {
       security,
       summary: "Ended allocations of a device, newest first",
       request: { params: DeviceIdParam, query: HistoryQuery },
-      ok: { status: 200, schema: Any, description: "A page" },
+      ok: { status: 200, schema: DeviceHistoryPage, description: "A page" },
     }),
-    async (c) => reply(c, await onDevice(c.env, c.req.valid("param").id, (d) => d.history(c.req.valid("query")))),
+    async (c) => {
+      const r = await onDevice(c.env, c.req.valid("param").id, (d) => d.history(c.req.valid("query")));
+      return reply(
+        c,
+        mapOk(r, (p) => ({ items: p.items.map(endedView), nextCursor: p.nextCursor })),
+      );
+    },
   );
 
   app.openapi(
@@ -195,7 +207,7 @@ export function adminRoutes() {
       tags: ["fleet"],
       security,
       summary: "Pools and their counts",
-      ok: { status: 200, schema: Any, description: "Pools" },
+      ok: { status: 200, schema: PoolList, description: "Pools" },
     }),
     async (c) => {
       const names = await drizzle(c.env.DB).select().from(pools).orderBy(pools.name);
@@ -218,7 +230,7 @@ export function adminRoutes() {
       security,
       summary: "One pool's counts and strategy",
       request: { params: PoolParam },
-      ok: { status: 200, schema: Any, description: "Pool" },
+      ok: { status: 200, schema: PoolView, description: "Pool" },
     }),
     async (c) => {
       const name = c.req.valid("param").pool;
@@ -235,11 +247,15 @@ export function adminRoutes() {
       security,
       summary: "A pool's devices with holders",
       request: { params: PoolParam, query: PoolDevicesQuery },
-      ok: { status: 200, schema: Any, description: "A page" },
+      ok: { status: 200, schema: PoolDevicesPage, description: "A page" },
     }),
     async (c) => {
       const name = c.req.valid("param").pool;
-      return reply(c, await inPool(c.env, name, (p) => p.list({ pool: name, ...c.req.valid("query"), withHolders: true })));
+      const r = await inPool(c.env, name, (p) => p.list({ pool: name, ...c.req.valid("query"), withHolders: true }));
+      return reply(
+        c,
+        mapOk(r, (p) => ({ items: p.items.map(poolDeviceView), nextCursor: p.nextCursor })),
+      );
     },
   );
 
@@ -255,7 +271,7 @@ export function adminRoutes() {
         "Name at least one field. `idleReleaseMinutes` applies to allocations made from now on (`null` turns it off); " +
         "an allocation's own idleReleaseMinutes applies if shorter.",
       request: { params: PoolParam, ...jsonBody(StrategyBody) },
-      ok: { status: 200, schema: Any, description: "Pool" },
+      ok: { status: 200, schema: PoolView, description: "Pool" },
     }),
     async (c) => {
       const name = c.req.valid("param").pool;
@@ -289,7 +305,7 @@ export function adminRoutes() {
         "A user appears here once they have a billing account (their first allocation or balance read opens it). " +
         "Page with `cursor` = the last userId. `tokensNotBefore`: their tokens issued before it are refused (null: never revoked).",
       request: { query: UsersQuery },
-      ok: { status: 200, schema: Any, description: "A page" },
+      ok: { status: 200, schema: AdminUsersPage, description: "A page" },
     }),
     async (c) => {
       const q = c.req.valid("query");
@@ -312,8 +328,8 @@ export function adminRoutes() {
       const items = await Promise.all(
         page.map(async (r) => ({
           ...r,
-          tokensNotBefore: r.tokensNotBefore === null ? null : new Date(r.tokensNotBefore).toISOString(),
-          quota: await take(userQuota(c.env, r.userId).getQuota(r.userId)),
+          tokensNotBefore: isoOrNull(r.tokensNotBefore),
+          quota: quotaView(await take(userQuota(c.env, r.userId).getQuota(r.userId))),
         })),
       );
       return reply(c, ok({ items, nextCursor: rows.length > limit ? page[page.length - 1]!.userId : null }));

@@ -14,7 +14,7 @@ import { errorBody, fail, type ErrorCode } from "../errors";
 import { adminFeed } from "../objects/operators";
 import type { AppEventType, FeedEvents } from "../feed/protocol";
 import { jsonBody, route } from "../openapi";
-import { AdminEventsQuery, AppEvent, AppEventBatch, AppEventsBody, AppEventsResult } from "../schemas";
+import { AdminEventsPage, AdminEventsQuery, AppEvent, AppEventBatch, AppEventsBody, AppEventsResult } from "../schemas";
 import { userQuota } from "./helpers";
 import type { FeedHistory } from "../objects/feed";
 import { log } from "../log";
@@ -148,12 +148,7 @@ export function eventRoutes() {
       request: { query: AdminEventsQuery },
       ok: {
         status: 200,
-        schema: z.object({
-          events: z.array(z.object({}).passthrough()),
-          oldestSeq: z.number().nullable(),
-          lastSeq: z.number(),
-          nextSince: z.number().nullable(),
-        }),
+        schema: AdminEventsPage,
         description: "Events, oldest first; pass `nextSince` as `since` for the next page (null: you are at the end)",
       },
     }),

@@ -3,10 +3,11 @@ import { readableUser, requireAdmin } from "../auth";
 import { newApp } from "../app-factory";
 import { auditFrom } from "../audit";
 import type { Quota } from "../domain/types";
-import { ok } from "../errors";
+import { mapOk, ok } from "../errors";
 import { jsonBody, route } from "../openapi";
 import { QuotaUpdateBody, QuotaView, RenewBody, UserParam } from "../schemas";
 import { reply, userQuota } from "./helpers";
+import { quotaView } from "../views";
 import { take } from "../rpc";
 
 const security = [{ bearer: [] }];
@@ -27,7 +28,7 @@ export function quotaRoutes() {
     }),
     async (c) => {
       const userId = readableUser(c, c.req.valid("param").userId);
-      return reply(c, ok(await take(userQuota(c.env, userId).getQuota(userId))));
+      return reply(c, ok(quotaView(await take(userQuota(c.env, userId).getQuota(userId)))));
     },
   );
 
@@ -38,7 +39,7 @@ export function quotaRoutes() {
       path: "/quotas/user/{userId}",
       tags: ["quota"],
       security,
-      summary: "Set plan, limits, suspension or validity (admin)",
+      summary: "Set tier, limits, suspension or validity (admin)",
       request: { params: UserParam, ...jsonBody(QuotaUpdateBody) },
       ok: { status: 200, schema: QuotaView, description: "Updated quota" },
     }),
@@ -48,14 +49,14 @@ export function quotaRoutes() {
       const b = c.req.valid("json");
       const r = await take(
         userQuota(c.env, userId).updateQuota(userId, {
-          plan: b.plan,
+          plan: b.tier,
           limits: b.limits,
           suspended: b.suspended,
           validUntil: b.validUntil ? Date.parse(b.validUntil) : undefined,
         }),
       );
       if (r.ok) await auditFrom(c, "quota.update", `user:${userId}`, { ...b, after: quotaSettings(r.value) });
-      return reply(c, r);
+      return reply(c, mapOk(r, quotaView));
     },
   );
 
@@ -77,7 +78,7 @@ export function quotaRoutes() {
       const r = await take(userQuota(c.env, userId).renew(userId, extensionDays));
       if (r.ok)
         await auditFrom(c, "quota.renew", `user:${userId}`, { extensionDays, validUntil: new Date(r.value.validUntil).toISOString() });
-      return reply(c, r);
+      return reply(c, mapOk(r, quotaView));
     },
   );
 
@@ -86,7 +87,7 @@ export function quotaRoutes() {
 
 /** What an admin sets on a quota, as it stands after a change (for its audit row). */
 const quotaSettings = (q: Quota) => ({
-  plan: q.plan,
+  tier: q.plan,
   limits: q.limits,
   suspended: q.suspended,
   validUntil: new Date(q.validUntil).toISOString(),

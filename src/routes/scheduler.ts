@@ -4,7 +4,7 @@ import type { Context } from "hono";
 import { actingUser, readableUser, requireUser, type AppEnv } from "../auth";
 import { defaultPool } from "../config";
 import { minutesOf } from "../domain/duration";
-import { fail, ok, type Failure, type Result } from "../errors";
+import { fail, mapOk, ok, type Failure, type Result } from "../errors";
 import { newApp } from "../app-factory";
 import { jsonBody, route } from "../openapi";
 import type { AllocateInput } from "../contracts";
@@ -17,10 +17,13 @@ import {
   AvailableQuery,
   EventsQuery,
   ExtendBody,
+  FreeDevicesPage,
   ListAllocationsQuery,
   ReleaseBody,
   ReleaseResult,
+  UserEventsPage,
 } from "../schemas";
+import { allocationView, freeDeviceView } from "../views";
 import { inPool, reply, requestSpec, testOnlyRefusal, userQuota } from "./helpers";
 import { missingPool } from "../registry";
 import { take } from "../rpc";
@@ -89,14 +92,18 @@ export function schedulerRoutes() {
       request: { query: ListAllocationsQuery },
       ok: {
         status: 200,
-        schema: z.object({ items: z.array(AllocationView), nextCursor: z.string().nullable() }),
+        schema: z.object({ items: z.array(AllocationView), nextCursor: z.string().nullable() }).openapi("AllocationsPage"),
         description: "A page",
       },
     }),
     async (c) => {
       const q = c.req.valid("query");
       const userId = readableUser(c, q.userId);
-      return reply(c, await take(userQuota(c.env, userId).listAllocations(userId, { status: q.status, cursor: q.cursor, limit: q.limit })));
+      const r = await take(userQuota(c.env, userId).listAllocations(userId, { status: q.status, cursor: q.cursor, limit: q.limit }));
+      return reply(
+        c,
+        mapOk(r, (p) => ({ items: p.items.map(allocationView), nextCursor: p.nextCursor })),
+      );
     },
   );
 
@@ -123,15 +130,7 @@ export function schedulerRoutes() {
       security,
       summary: "Free devices of a pool",
       request: { query: AvailableQuery },
-      ok: {
-        status: 200,
-        schema: z.object({
-          pool: z.string(),
-          items: z.array(z.object({}).passthrough()),
-          nextCursor: z.string().nullable(),
-        }),
-        description: "Free devices",
-      },
+      ok: { status: 200, schema: FreeDevicesPage, description: "Free devices" },
     }),
     async (c) => {
       requireUser(c);
@@ -139,7 +138,7 @@ export function schedulerRoutes() {
       const name = q.pool ?? defaultPool(c.env);
       const r = await inPool(c.env, name, (p) => p.list({ pool: name, status: "available", cursor: q.cursor, limit: q.limit }));
       if (!r.ok) return reply(c, r);
-      return reply(c, ok({ pool: name, ...r.value }));
+      return reply(c, ok({ pool: name, items: r.value.items.map(freeDeviceView), nextCursor: r.value.nextCursor }));
     },
   );
 
@@ -152,15 +151,7 @@ export function schedulerRoutes() {
       security,
       summary: "Your event log after `since` (the feed's history)",
       request: { query: EventsQuery },
-      ok: {
-        status: 200,
-        schema: z.object({
-          events: z.array(z.object({}).passthrough()),
-          oldestSeq: z.number().nullable(),
-          lastSeq: z.number(),
-        }),
-        description: "Events",
-      },
+      ok: { status: 200, schema: UserEventsPage, description: "Events, oldest first" },
     }),
     async (c) => {
       const q = c.req.valid("query");
@@ -242,5 +233,5 @@ export function planExtend(c: Ctx, id: string, additionalMinutes: number) {
 export function planGetAllocation(c: Ctx, id: string) {
   const owner = ownerOf(c, id);
   if (!owner) return allocationNotFound(id);
-  return planned(owner, () => userQuota(c.env, owner).getAllocation(owner, id));
+  return planned(owner, async () => mapOk(await take(userQuota(c.env, owner).getAllocation(owner, id)), allocationView));
 }

@@ -1,8 +1,11 @@
 /** The operators' devices, pools and users (src/routes/admin.ts). */
 import { z } from "@hono/zod-openapi";
 import { STRATEGIES } from "../config";
-import { Id, Limit } from "./common";
+import { DEVICE_STATUSES } from "../domain/types";
+import { ReleaseResult } from "./allocations";
+import { Id, Limit, Time } from "./common";
 import { IdleMinutes, IdleSeconds } from "./parts";
+import { QuotaView } from "./quotas";
 
 export const PoolParam = z.object({ pool: Id });
 
@@ -30,25 +33,122 @@ export const UpdateDeviceBody = z
   .refine((b) => Object.keys(b).length > 0, "name at least one field to change")
   .openapi("UpdateDevice");
 
+const Int = z.number().int();
+/** A named schema or null (`.nullable()` on a named schema loses the null, or the object, in the document). */
+const orNull = <T extends z.ZodType>(schema: T, description: string) => z.union([schema, z.null()]).openapi({ description });
+const DeviceStatus = z.enum(DEVICE_STATUSES);
+
 export const DeviceView = z
   .object({
     deviceId: z.string(),
     pool: z.string(),
     node: z.string(),
-    cpuCores: z.number(),
-    memoryMB: z.number(),
-    storageMB: z.number(),
-    status: z.string(),
-    createdAt: z.number(),
-    updatedAt: z.number(),
+    cpuCores: Int,
+    memoryMB: Int,
+    storageMB: Int,
+    status: DeviceStatus,
+    createdAt: Time,
+    updatedAt: Time,
   })
-  .passthrough()
   .openapi("Device");
+
+export const DeviceAllocationView = z
+  .object({
+    allocationId: z.string(),
+    userId: z.string(),
+    confirmed: z.boolean().openapi({ description: "false while the user's side has not yet confirmed the claim" }),
+    allocatedAt: Time,
+    expiresAt: Time,
+  })
+  .openapi("DeviceAllocation");
+
+export const DeviceDetailView = DeviceView.extend({
+  allocation: orNull(DeviceAllocationView, "The allocation it holds now (null: none)"),
+}).openapi("DeviceDetail");
+
+export const DeviceStatusView = DeviceView.extend({
+  ended: orNull(ReleaseResult, "The allocation this change ended (null: none)"),
+}).openapi("DeviceStatusChange");
+
+export const RemovedDeviceView = z
+  .object({
+    deviceId: z.string(),
+    ended: orNull(ReleaseResult, "The allocation the removal ended (null: none)"),
+  })
+  .openapi("RemovedDevice");
+
+export const DeviceHistoryPage = z
+  .object({
+    items: z.array(ReleaseResult),
+    nextCursor: Int.nullable().openapi({ description: "Pass as `cursor` for the next (older) page; null on the last" }),
+  })
+  .openapi("DeviceHistoryPage");
+
+export const PoolView = z
+  .object({
+    pool: z.string(),
+    strategy: z.enum(STRATEGIES),
+    idleReleaseMinutes: z
+      .number()
+      .nullable()
+      .openapi({ description: "Idle release of the pool's allocations (null: off); fractional when set in seconds (tests)" }),
+    idleReleaseSeconds: Int.nullable(),
+    devices: Int,
+    available: Int,
+    allocated: Int,
+    maintenance: Int,
+    offline: Int,
+    nodes: Int,
+  })
+  .openapi("Pool");
+
+export const PoolList = z.object({ items: z.array(PoolView) }).openapi("PoolList");
+
+/** A device as its pool lists it (free devices, GET /scheduler/devices/available). */
+export const FreeDeviceView = z
+  .object({ deviceId: z.string(), node: z.string(), cpuCores: Int, memoryMB: Int, storageMB: Int, status: DeviceStatus })
+  .openapi("FreeDevice");
+
+export const FreeDevicesPage = z
+  .object({ pool: z.string(), items: z.array(FreeDeviceView), nextCursor: z.string().nullable() })
+  .openapi("FreeDevicesPage");
+
+/** A device as its pool lists it for operators: with who holds it. */
+export const PoolDeviceView = FreeDeviceView.extend({
+  allocationId: z.string().nullable(),
+  userId: z.string().nullable(),
+  expiresAt: Time.nullable().openapi({ description: "When the allocation it holds ends (null: none)" }),
+}).openapi("PoolDevice");
+
+export const PoolDevicesPage = z
+  .object({
+    items: z.array(PoolDeviceView),
+    nextCursor: z.string().nullable().openapi({ description: "Pass as `cursor` for the next page (the last deviceId); null on the last" }),
+  })
+  .openapi("PoolDevicesPage");
+
+export const AdminUserView = z
+  .object({
+    userId: z.string(),
+    planId: z.string().openapi({ description: "The pricing plan of the user's billing account" }),
+    balance: Int.openapi({ description: "The account's balance, integer minor units of `currency`" }),
+    currency: z.string().nullable().openapi({ description: "The pricing plan's currency (null: the plan is gone)" }),
+    tokensNotBefore: Time.nullable().openapi({ description: "Their tokens issued before it are refused (null: never revoked)" }),
+    quota: QuotaView,
+  })
+  .openapi("AdminUser");
+
+export const AdminUsersPage = z
+  .object({
+    items: z.array(AdminUserView),
+    nextCursor: z.string().nullable().openapi({ description: "Pass as `cursor` for the next page (the last userId); null on the last" }),
+  })
+  .openapi("AdminUsersPage");
 
 export const HistoryQuery = z.object({ cursor: z.coerce.number().int().min(0).optional(), limit: Limit }).strict();
 export const PoolDevicesQuery = z
   .object({
-    status: z.enum(["available", "allocated", "maintenance", "offline"]).optional(),
+    status: z.enum(DEVICE_STATUSES).exclude(["removed"]).optional(),
     cursor: Id.optional(),
     limit: Limit,
   })

@@ -1,9 +1,9 @@
 /** Allocations (src/routes/scheduler.ts): allocate, release, extend, the allocation and its list, free devices, events. */
 import { z } from "@hono/zod-openapi";
 import { ALLOCATION, PAGING } from "../config";
-import { Id, Limit, Spec } from "./common";
+import { Id, Limit, Spec, Time } from "./common";
 import { IdleMinutes, IdleSeconds, withDefault } from "./parts";
-import { END_REASONS } from "../domain/types";
+import { END_REASONS, LISTED_ALLOCATION_STATUSES } from "../domain/types";
 
 export const AllocateBody = z
   .object({
@@ -47,8 +47,8 @@ export const AllocationResult = z
     cpuCores: z.number(),
     memoryMB: z.number(),
     storageMB: z.number(),
-    allocatedAt: z.string(),
-    expiresAt: z.string(),
+    allocatedAt: Time,
+    expiresAt: Time,
     durationMinutes: z.number(),
     idleReleaseSeconds: z.number().optional().openapi({
       description:
@@ -63,12 +63,12 @@ export const ReleaseResult = z
     allocationId: z.string(),
     deviceId: z.string(),
     userId: z.string(),
-    allocatedAt: z.string(),
-    releasedAt: z.string(),
+    allocatedAt: Time,
+    releasedAt: Time,
     durationSeconds: z.number(),
     reason: z.enum(END_REASONS),
   })
-  .openapi("ReleaseResult");
+  .openapi("ReleaseResult", { description: "An allocation that ended: when it started and ended, how long it ran, why it ended" });
 
 export const ExtendBody = z
   .object({ additionalMinutes: z.number().int().min(1).max(ALLOCATION.maxMinutes) })
@@ -81,16 +81,16 @@ export const AllocationView = z
     userId: z.string(),
     deviceId: z.string().nullable(),
     pool: z.string(),
-    status: z.string(),
+    status: z.enum(LISTED_ALLOCATION_STATUSES),
     cpuCores: z.number(),
     memoryMB: z.number(),
     storageMB: z.number(),
-    allocatedAt: z.number().nullable(),
-    expiresAt: z.number().nullable(),
+    allocatedAt: Time.nullable().openapi({ description: "null while pending" }),
+    expiresAt: Time.nullable().openapi({ description: "null while pending" }),
     durationMinutes: z.number(),
-    releasedAt: z.number().nullable(),
+    releasedAt: Time.nullable().openapi({ description: "null until it ends" }),
     durationSeconds: z.number().nullable(),
-    reason: z.string().nullable(),
+    reason: z.enum(END_REASONS).nullable().openapi({ description: "Why it ended (null until it ends)" }),
     extendCount: z.number(),
     extendedMinutes: z.number(),
     idempotencyKey: z.string().nullable(),
@@ -104,7 +104,7 @@ export const AllocationView = z
 export const ListAllocationsQuery = z
   .object({
     userId: Id.optional(),
-    status: z.enum(["pending", "active", "released"]).optional(),
+    status: z.enum(LISTED_ALLOCATION_STATUSES).optional(),
     cursor: z
       .string()
       .max(300)

@@ -4,7 +4,7 @@ import { APP_EVENTS } from "../config";
 import { ErrorItem, Id, Limit } from "./common";
 import { FEED_SINCE } from "./feed";
 import { withDefault } from "./parts";
-import { APP_EVENT_TYPES } from "../feed/protocol";
+import { APP_EVENT_TYPES, FEED_EVENT_TYPES } from "../feed/protocol";
 
 /** Free text shown to users: bounded, no control characters (tab and newline allowed in `reason`). */
 const Text = (max: number, multiline = false) =>
@@ -81,3 +81,32 @@ export const AdminEventsQuery = z
     limit: Limit,
   })
   .strict();
+
+/** One logged event of a feed, as the event lists show it: the same envelope as the WebSocket frames. */
+export const FeedEventView = z
+  .object({
+    seq: z.number().int().openapi({ description: "The event's place in its feed (1, 2, 3…); pass the last one you have as `since`" }),
+    type: z.enum(FEED_EVENT_TYPES),
+    userId: z.string().openapi({ description: "The user the event is about" }),
+    data: z.record(z.string(), z.unknown()).openapi({
+      description:
+        "Free-form per `type`: each type's fields are listed in docs/feeds.md and typed in src/feed/protocol.ts (FeedEvents). " +
+        "The one object the document leaves open.",
+    }),
+    timestamp: z.number().int().openapi({
+      description: "When the event was logged, epoch milliseconds (the envelope is the WebSocket frame's, byte for byte)",
+    }),
+  })
+  .openapi("FeedEvent");
+
+export const UserEventsPage = z
+  .object({
+    events: z.array(FeedEventView).openapi({ description: "Oldest first" }),
+    oldestSeq: z.number().int().nullable().openapi({ description: "Oldest seq still kept (null: the log is empty)" }),
+    lastSeq: z.number().int().openapi({ description: "The newest seq of the feed (0: none yet)" }),
+  })
+  .openapi("UserEventsPage");
+
+export const AdminEventsPage = UserEventsPage.extend({
+  nextSince: z.number().int().nullable().openapi({ description: "Pass as `since` for the next page (null: you are at the end)" }),
+}).openapi("AdminEventsPage");

@@ -1,6 +1,8 @@
 /** Quotas (src/routes/quotas.ts): what an operator may change, a renewal, and the quota as read. */
 import { z } from "@hono/zod-openapi";
 import { PLAN_TIERS } from "../config";
+import { QUOTA_STATUSES } from "../domain/types";
+import { Time } from "./common";
 
 const Count = (max: number) => z.number().int().min(0).max(max);
 
@@ -20,7 +22,7 @@ const LimitsPatch = z
 
 export const QuotaUpdateBody = z
   .object({
-    plan: z.enum(PLAN_TIERS).optional(),
+    tier: z.enum(PLAN_TIERS).optional().openapi({ description: "The quota tier; without `limits`, a new tier brings its own limits." }),
     limits: LimitsPatch.optional(),
     suspended: z.boolean().optional(),
     validUntil: z.iso.datetime({ offset: true }).optional(),
@@ -34,16 +36,43 @@ export const RenewBody = z
   .strict()
   .openapi("QuotaRenew");
 
+const Int = z.number().int();
+
+export const QuotaLimitsView = z
+  .object({
+    maxDevices: Int,
+    maxCpuCores: Int,
+    maxMemoryMB: Int,
+    maxStorageMB: Int,
+    maxCpuCoresPerDevice: Int.openapi({ description: "Largest single device a user may hold" }),
+    maxMemoryMBPerDevice: Int,
+    maxStorageMBPerDevice: Int,
+    maxDeviceHoursPerPeriod: Int.openapi({ description: "Device-hours per quota period (calendar month, UTC)" }),
+  })
+  .openapi("QuotaLimits");
+
+export const QuotaUsageView = z
+  .object({
+    devices: Int,
+    cpuCores: Int,
+    memoryMB: Int,
+    storageMB: Int,
+    deviceHours: z
+      .number()
+      .openapi({ description: "Device-hours of the current period: finished use plus what active allocations booked" }),
+  })
+  .openapi("QuotaUsage");
+
 export const QuotaView = z
   .object({
     userId: z.string(),
-    plan: z.string(),
-    status: z.string(),
+    tier: z.enum(PLAN_TIERS).openapi({ description: "The quota tier (not the pricing plan, which is billing's `planId`)" }),
+    status: z.enum(QUOTA_STATUSES).openapi({ description: "`expired` once validUntil has passed; `suspended` when an admin set it" }),
     suspended: z.boolean(),
-    validUntil: z.number(),
-    limits: z.record(z.string(), z.number()),
-    periodStart: z.number(),
-    usage: z.record(z.string(), z.number()),
-    updatedAt: z.number(),
+    validUntil: Time,
+    limits: QuotaLimitsView,
+    periodStart: Time.openapi({ description: "Start of the current period (calendar month, UTC)" }),
+    usage: QuotaUsageView,
+    updatedAt: Time,
   })
   .openapi("Quota");

@@ -32,7 +32,8 @@ type Plans = Json<"/billing/pricing-plans", "get">;
 const text = (v: string) => v;
 const count = (v: number) => v;
 const flag = (v: boolean) => v;
-const epochMs = (v: number | null) => v;
+/** An ISO 8601 time that may be unset. */
+const timeOrNull = (v: string | null) => v;
 
 /**
  * Every field this client reads, in one place: a renamed field of the document is an edit here.
@@ -47,7 +48,7 @@ const read = {
     durationMinutes: count(a.durationMinutes),
   }),
   listed: (l: Listed) =>
-    l.items.map((a) => ({ allocationId: text(a.allocationId), status: text(a.status), expiresAt: epochMs(a.expiresAt) })),
+    l.items.map((a) => ({ allocationId: text(a.allocationId), status: text(a.status), expiresAt: timeOrNull(a.expiresAt) })),
   extended: (e: Extended) => ({
     expiresAt: text(e.expiresAt),
     extendCount: count(e.extendCount),
