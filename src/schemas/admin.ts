@@ -3,7 +3,7 @@ import { z } from "@hono/zod-openapi";
 import { STRATEGIES } from "../config";
 import { DEVICE_STATUSES } from "../domain/types";
 import { ReleaseResult } from "./allocations";
-import { Id, Limit, Time } from "./common";
+import { Id, Limit, Time, orNull } from "./common";
 import { IdleMinutes, IdleSeconds } from "./parts";
 import { QuotaView } from "./quotas";
 
@@ -34,8 +34,6 @@ export const UpdateDeviceBody = z
   .openapi("UpdateDevice");
 
 const Int = z.number().int();
-/** A named schema or null (`.nullable()` on a named schema loses the null, or the object, in the document). */
-const orNull = <T extends z.ZodType>(schema: T, description: string) => z.union([schema, z.null()]).openapi({ description });
 const DeviceStatus = z.enum(DEVICE_STATUSES);
 
 export const DeviceView = z

@@ -54,7 +54,8 @@ export const ErrorDetails = z
  * A registered schema or null. (`.nullable()` on a registered schema is documented as
  * `allOf: [ref, {type: [object, null]}]`, which `null` does not satisfy.)
  */
-export const orNull = <T extends z.ZodType>(schema: T) => z.union([schema, z.null()]);
+export const orNull = <T extends z.ZodType>(schema: T, description?: string) =>
+  description ? z.union([schema, z.null()]).openapi({ description }) : z.union([schema, z.null()]);
 
 /** An error as items of batches and stored outcomes carry it. */
 export const ErrorItem = z.object({ code: ErrorCode, message: z.string(), details: ErrorDetails.optional() }).openapi("ErrorItem");
