@@ -663,7 +663,7 @@ async function runFeed(userId, role) {
         feed.byType[m.type] = (feed.byType[m.type] ?? 0) + 1;
         // How late the user's object recorded an expiry (its event's time against expiresAt).
         if (role !== "admin" && m.type === "device.released" && m.data?.reason === "expired")
-          feed.expiryLagMs.push(m.timestamp - Date.parse(m.data.releasedAt));
+          feed.expiryLagMs.push(Date.parse(m.timestamp) - Date.parse(m.data.releasedAt));
         if (role !== "admin" && m.userId !== userId) {
           feed.foreign++;
           if (feed.samples.length < 10) feed.samples.push({ kind: "frame of another user", socketUser: userId, frame: text.slice(0, 300) });

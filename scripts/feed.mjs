@@ -43,7 +43,7 @@ const bundle = await build({
 });
 const { FeedClient } = await import(`data:text/javascript;base64,${Buffer.from(bundle.outputFiles[0].text).toString("base64")}`);
 
-const time = (ms) => new Date(ms).toISOString().slice(11, 19);
+const time = (at) => new Date(at).toISOString().slice(11, 19);
 const say = (msg) => process.stdout.write(`${msg}\n`);
 const client = new FeedClient({ baseUrl: base, token, feed, deviceId: args.device, since });
 client.onHello((h) => {

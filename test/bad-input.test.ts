@@ -2706,7 +2706,7 @@ describe("properties: arbitrary input never gets a 5xx", () => {
                       type: z.string(),
                       userId: z.literal(W.user),
                       data: z.unknown(),
-                      timestamp: z.number(),
+                      timestamp: z.iso.datetime(),
                     })
                     .strict(),
                 ),

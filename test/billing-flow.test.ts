@@ -10,7 +10,7 @@ interface Ev {
   seq: number;
   type: string;
   data: Record<string, any>;
-  timestamp: number;
+  timestamp: string;
 }
 const events = async (token: string): Promise<Ev[]> => (await call("GET", "/scheduler/events?limit=200", { token })).body.events;
 

@@ -12,7 +12,7 @@ interface Ev {
   seq: number;
   type: string;
   data: Record<string, any>;
-  timestamp: number;
+  timestamp: string;
 }
 
 async function events(token: string): Promise<Ev[]> {
@@ -49,7 +49,7 @@ describe.concurrent("invariant 4: expiry by alarm", () => {
     }
     const ev = await releasedEvent(token, a.body.allocationId);
     expect(ev.data.reason).toBe("expired");
-    expect(ev.timestamp - Date.parse(a.body.expiresAt), "lag ms").toBeLessThan(1000);
+    expect(Date.parse(ev.timestamp) - Date.parse(a.body.expiresAt), "lag ms").toBeLessThan(1000);
     expect((await call("GET", `/quotas/user/${user}`, { token })).body.usage.devices).toBe(0);
     const d = await call("GET", `/admin/devices/${dev.deviceId}`, { token: await admin() });
     expect(d.body).toMatchObject({ status: "available", allocation: null });
@@ -68,7 +68,7 @@ describe.concurrent("invariant 4: expiry by alarm", () => {
 
     const ev = await releasedEvent(token, a.body.allocationId);
     expect(ev.data.reason).toBe("expired");
-    const lag = ev.timestamp - expiresAt;
+    const lag = Date.parse(ev.timestamp) - expiresAt;
     expect(lag).toBeGreaterThanOrEqual(0);
     expect(lag).toBeLessThan(1000);
     expect(ev.data.durationSeconds).toBe(2); // billed up to expiresAt, not the alarm's lag
@@ -111,7 +111,7 @@ describe.concurrent("invariant 4: expiry by alarm", () => {
     // Warned before the release, about half-way through a short allocation.
     const released = all.find((e) => e.type === "device.released")!;
     expect(warnings[0]!.seq).toBeLessThan(released.seq);
-    expect(warnings[0]!.timestamp).toBeLessThan(Date.parse(a.body.expiresAt));
+    expect(Date.parse(warnings[0]!.timestamp)).toBeLessThan(Date.parse(a.body.expiresAt));
     // One envelope for every event.
     for (const e of all) expect(Object.keys(e).sort()).toEqual(["data", "seq", "timestamp", "type", "userId"]);
   });
@@ -163,7 +163,7 @@ describe("invariant 4: expiry across crashes (runs alone: these abort every obje
     }
     const ev = await releasedEvent(token, a.body.allocationId);
     expect(ev.data.reason).toBe("expired");
-    expect(ev.timestamp - Date.parse(a.body.expiresAt), "lag ms").toBeLessThan(1000);
+    expect(Date.parse(ev.timestamp) - Date.parse(a.body.expiresAt), "lag ms").toBeLessThan(1000);
     expect((await call("GET", `/quotas/user/${user}`, { token })).body.usage.devices).toBe(0);
     const d = await call("GET", `/admin/devices/${dev.deviceId}`, { token: await admin() });
     expect(d.body.status).toBe("available");
@@ -180,7 +180,7 @@ describe("invariant 4: expiry across crashes (runs alone: these abort every obje
     await abortAllDurableObjects();
     const ev = await releasedEvent(token, a.body.allocationId);
     expect(ev.data.reason).toBe("expired");
-    expect(ev.timestamp - Date.parse(a.body.expiresAt), "lag ms").toBeLessThan(1000);
+    expect(Date.parse(ev.timestamp) - Date.parse(a.body.expiresAt), "lag ms").toBeLessThan(1000);
     expect((await call("GET", `/quotas/user/${user}`, { token })).body.usage.devices).toBe(0);
   });
 });

@@ -191,7 +191,7 @@ export class Room extends DurableObject {
     const pair = new WebSocketPair();
     this.ctx.acceptWebSocket(pair[1], ["user"]);
     pair[1].serializeAttachment({ userId: "u", role: "user", feed: "user", connectedAt: Date.now() });
-    pair[1].send(JSON.stringify({ seq: null, type: "feed.hello", userId: "u", data: {}, timestamp: Date.now() }));
+    pair[1].send(JSON.stringify({ seq: null, type: "feed.hello", userId: "u", data: {}, timestamp: new Date().toISOString() }));
     return new Response(null, { status: 101, webSocket: pair[0] });
   }
 }

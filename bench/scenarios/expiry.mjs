@@ -31,7 +31,7 @@ export async function run(rt, { quick = false, log = () => {} } = {}) {
     if (r.userAt !== undefined) return;
     Object.assign(r, {
       userAt: at,
-      loggedAt: f.timestamp,
+      loggedAt: Date.parse(f.timestamp),
       releasedAt: Date.parse(f.data.releasedAt),
       reason: f.data.reason,
     });
@@ -39,7 +39,7 @@ export async function run(rt, { quick = false, log = () => {} } = {}) {
   };
   const noteDevice = (r) => (f, at) => {
     if (f.type === "device.released" && f.data.allocationId === r.allocationId && r.deviceAt === undefined)
-      Object.assign(r, { deviceAt: at, deviceLoggedAt: f.timestamp });
+      Object.assign(r, { deviceAt: at, deviceLoggedAt: Date.parse(f.timestamp) });
   };
 
   try {

@@ -302,7 +302,8 @@ export interface Envelope<T = unknown, K extends string = string> {
   type: K;
   userId: string;
   data: T;
-  timestamp: number;
+  /** When the event was logged: ISO 8601, UTC. */
+  timestamp: string;
 }
 
 /** A logged event: always has a seq. */

@@ -14,6 +14,7 @@
  *   admin, device or pool feed (invariant 6 is enforced here, per frame, not only by routing).
  */
 import { FEED } from "../config";
+import { iso } from "../domain/time";
 import type { Sql } from "./sql";
 import {
   CLOSE,
@@ -161,7 +162,7 @@ export class FeedHub {
     )!;
     if (row.seq % 100 === 0) this.sql.exec(`DELETE FROM ${t} WHERE seq <= ?`, row.seq - this.opts.limit);
     this.schedulePump();
-    return { seq: row.seq, type, userId, data, timestamp: ts };
+    return { seq: row.seq, type, userId, data, timestamp: iso(ts) };
   }
 
   /** Appends once per `key` (for senders that deliver at least once). Returns the event's seq. */
@@ -171,9 +172,10 @@ export class FeedHub {
     if (seen) return { seq: seen.seq, duplicate: true };
     return this.sql.tx(() => {
       const e = this.append(userId, type, data);
-      this.sql.exec(`INSERT INTO ${t}_keys (key, seq, ts) VALUES (?, ?, ?)`, key, e.seq, e.timestamp);
+      const ts = Date.parse(e.timestamp);
+      this.sql.exec(`INSERT INTO ${t}_keys (key, seq, ts) VALUES (?, ?, ?)`, key, e.seq, ts);
       // Keys only need to outlive redelivery; a month is far beyond any retry.
-      if (e.seq % 100 === 0) this.sql.exec(`DELETE FROM ${t}_keys WHERE ts < ?`, e.timestamp - 31 * 86_400_000);
+      if (e.seq % 100 === 0) this.sql.exec(`DELETE FROM ${t}_keys WHERE ts < ?`, ts - 31 * 86_400_000);
       return { seq: e.seq, duplicate: false };
     });
   }
@@ -203,7 +205,7 @@ export class FeedHub {
       type: r.type,
       userId: r.user_id,
       data: JSON.parse(r.data),
-      timestamp: r.ts,
+      timestamp: iso(r.ts),
     };
   }
 
@@ -394,7 +396,7 @@ function control<K extends "feed.hello" | "feed.error">(
   userId: string,
   data: K extends "feed.hello" ? HelloData : ErrorFrameData,
 ): Envelope {
-  return { seq: null, type, userId, data, timestamp: Date.now() };
+  return { seq: null, type, userId, data, timestamp: iso(Date.now()) };
 }
 
 /** A socket that is closed at once with `code` after one `feed.error` frame (browsers see both). */

@@ -1,7 +1,7 @@
 /** App events from other services (POST /api/internal/events) and the operators' event list (src/routes/events.ts). */
 import { z } from "@hono/zod-openapi";
 import { APP_EVENTS } from "../config";
-import { ErrorItem, Id, Limit } from "./common";
+import { ErrorItem, Id, Limit, Time } from "./common";
 import { FEED_SINCE } from "./feed";
 import { withDefault } from "./parts";
 import { APP_EVENT_TYPES, FEED_EVENT_TYPES } from "../feed/protocol";
@@ -93,8 +93,8 @@ export const FeedEventView = z
         "Free-form per `type`: each type's fields are listed in docs/feeds.md and typed in src/feed/protocol.ts (FeedEvents). " +
         "The one object the document leaves open.",
     }),
-    timestamp: z.number().int().openapi({
-      description: "When the event was logged, epoch milliseconds (the envelope is the WebSocket frame's, byte for byte)",
+    timestamp: Time.openapi({
+      description: "When the event was logged, ISO 8601 UTC (the envelope is the WebSocket frame's, byte for byte)",
     }),
   })
   .openapi("FeedEvent");
