@@ -3,6 +3,7 @@ import { z } from "@hono/zod-openapi";
 import { PLAN_TIERS } from "../config";
 import { QUOTA_STATUSES } from "../domain/types";
 import { Time } from "./common";
+import { withDefault } from "./parts";
 
 const Count = (max: number) => z.number().int().min(0).max(max);
 
@@ -32,7 +33,7 @@ export const QuotaUpdateBody = z
   .openapi("QuotaUpdate");
 
 export const RenewBody = z
-  .object({ extensionDays: z.number().int().min(1).max(3650).default(30) })
+  .object({ extensionDays: withDefault(z.number().int().min(1).max(3650), 30) })
   .strict()
   .openapi("QuotaRenew");
 
