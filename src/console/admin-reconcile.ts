@@ -100,7 +100,9 @@ export class ReconcileCard {
                     h(
                       "td",
                       { class: "small" },
-                      d.balanceDrift ? `${fmtMoney(d.balanceDrift.balance)} vs ledger ${fmtMoney(d.balanceDrift.ledgerSum)}` : "—",
+                      d.balanceDrift
+                        ? `${fmtMoney(d.balanceDrift.balanceMinor, d.balanceDrift.currency)} vs ledger ${fmtMoney(d.balanceDrift.ledgerSumMinor, d.balanceDrift.currency)}`
+                        : "—",
                     ),
                   ),
                 ),
