@@ -140,12 +140,12 @@ const USER = new Map(
 const PRICEY_PLAN = {
   name: "soak pricey",
   currency: "USD",
-  basePerSecond: 20_000_000,
-  cpuCorePerSecond: 500_000,
-  memoryGBPerSecond: 20_000,
-  storageGBPerSecond: 1_000,
-  startingCredit: 1000,
-  lowBalanceThreshold: 500,
+  baseMicrosPerSecond: 20_000_000,
+  cpuCoreMicrosPerSecond: 500_000,
+  memoryGBMicrosPerSecond: 20_000,
+  storageGBMicrosPerSecond: 1_000,
+  startingCreditMinor: 1000,
+  lowBalanceThresholdMinor: 500,
 };
 
 // ---- tokens and HTTP -------------------------------------------------------------------------------
@@ -439,7 +439,7 @@ const OPS = {
       repeat ? "top-up (same payment again)" : "top-up",
       await call("POST", `/billing/users/${t.userId}/top-ups`, {
         headers: admin(),
-        body: { amount: t.amount, paymentId, paymentMethod: "soak" },
+        body: { amountMinor: t.amount, paymentId, paymentMethod: "soak" },
       }),
     );
     if (r.status === 200 || r.status === 201) t.acked = true;
@@ -1048,7 +1048,7 @@ async function main() {
       headers: admin(),
       body: { tier: c.tier, limits: { maxDevices: c.maxDevices, maxCpuCores: c.maxCpuCores } },
     });
-    if (c.pricey) await must("PUT", `/admin/billing/users/${u}/plan`, { headers: admin(), body: { planId: "soak-pricey" } });
+    if (c.pricey) await must("PUT", `/admin/billing/users/${u}/plan`, { headers: admin(), body: { pricingPlanId: "soak-pricey" } });
     else await must("GET", `/billing/users/${u}/balance`, { headers: as(u) });
   });
   log(

@@ -257,13 +257,13 @@ async function seed() {
   if (aliceMoney.status !== 200)
     throw new Error(`GET /billing/users/alice/balance -> ${aliceMoney.status} ${JSON.stringify(aliceMoney.json)}`);
   const topUp = await api("POST", "/billing/users/bob/top-ups", admin, {
-    amount: 5000,
+    amountMinor: 5000,
     paymentId: "demo-bob-welcome",
     paymentMethod: "demo",
   });
   if (topUp.status !== 201 && topUp.status !== 200)
     throw new Error(`POST /billing/users/bob/top-ups -> ${topUp.status} ${JSON.stringify(topUp.json)}`);
-  say(`demo balances: alice ${aliceMoney.json?.formatted}, bob ${(topUp.json?.balance / 100).toFixed(2)} ${topUp.json?.currency}`);
+  say(`demo balances: alice ${aliceMoney.json?.formatted}, bob ${(topUp.json?.balanceMinor / 100).toFixed(2)} ${topUp.json?.currency}`);
 }
 
 function serviceToken() {
@@ -328,7 +328,7 @@ function printBanner() {
     `curl -s "$BASE/metering/users/alice" -H "Authorization: Bearer $ALICE"; echo`,
     "# top up alice by 20.00 USD (admin; the same paymentId is credited once)",
     `curl -s -X POST "$BASE/billing/users/alice/top-ups" -H "Authorization: Bearer $ADMIN" -H 'content-type: application/json' -d ` +
-      `'{"amount":2000,"paymentId":"demo-pay-1","paymentMethod":"card"}'; echo`,
+      `'{"amountMinor":2000,"paymentId":"demo-pay-1","paymentMethod":"card"}'; echo`,
     "# what another service sees (X-Service-Token from .dev.vars)",
     `SERVICE=${serviceToken()}`,
     "# an app event from the app service: lands on alice's feed (the same eventId shows once)",

@@ -165,7 +165,7 @@ async function fixture(): Promise<Fixture> {
   const free = held === a.deviceId ? b.deviceId : a.deviceId;
   // The other user has some state of their own too (an event log, a quota row, an account).
   expect((await call("GET", `/quotas/user/${other}`, { token: fx.otherToken })).status).toBe(200);
-  expect((await call("GET", `/billing/users/${other}/balance`, { token: fx.otherToken })).body.balance).toBe(STARTING_CREDIT);
+  expect((await call("GET", `/billing/users/${other}/balance`, { token: fx.otherToken })).body.balanceMinor).toBe(STARTING_CREDIT);
   // Allocating opened the owner's account (the balance is checked first).
   expect((await account(owner))?.balance).toBe(STARTING_CREDIT);
   // Wait until the pool's index has heard from both devices, so later snapshots are stable.
@@ -211,12 +211,12 @@ const usageRecord = (fx: Fixture) => ({
 const planBody = () => ({
   name: "Matrix plan",
   currency: "USD",
-  basePerSecond: 100,
-  cpuCorePerSecond: 10,
-  memoryGBPerSecond: 5,
-  storageGBPerSecond: 1,
-  startingCredit: 500,
-  lowBalanceThreshold: 50,
+  baseMicrosPerSecond: 100,
+  cpuCoreMicrosPerSecond: 10,
+  memoryGBMicrosPerSecond: 5,
+  storageGBMicrosPerSecond: 1,
+  startingCreditMinor: 500,
+  lowBalanceThresholdMinor: 50,
 });
 
 /** The owner's starting credit is booked in `period` (a month long past), so an invoice run for it has something to bill. */
@@ -940,9 +940,9 @@ const ROUTES: RouteCase[] = [
       BalanceView.strict().parse(body);
       expect(body).toMatchObject({
         userId: fx.owner,
-        balance: STARTING_CREDIT,
+        balanceMinor: STARTING_CREDIT,
         currency: "USD",
-        planId: "standard",
+        pricingPlanId: "standard",
         lowBalance: false,
         hasBalance: true,
       });
@@ -959,8 +959,9 @@ const ROUTES: RouteCase[] = [
         expect.objectContaining({
           userId: fx.owner,
           kind: "starting_credit",
-          amount: STARTING_CREDIT,
-          balanceAfter: STARTING_CREDIT,
+          amountMinor: STARTING_CREDIT,
+          balanceAfterMinor: STARTING_CREDIT,
+          currency: "USD",
         }),
       ]);
     },
@@ -988,11 +989,11 @@ const ROUTES: RouteCase[] = [
         userId: fx.owner,
         period: INVOICE_PERIOD,
         currency: "USD",
-        openingBalance: 0,
-        charges: 0,
-        credits: STARTING_CREDIT,
-        debits: 0,
-        closingBalance: STARTING_CREDIT,
+        openingBalanceMinor: 0,
+        chargesMinor: 0,
+        creditsMinor: STARTING_CREDIT,
+        debitsMinor: 0,
+        closingBalanceMinor: STARTING_CREDIT,
         usageCount: 0,
       });
     },
@@ -1003,24 +1004,24 @@ const ROUTES: RouteCase[] = [
     scope: "any-user",
     okStatus: 200,
     verify: (_fx, body) => {
-      expect(body.items.find((p: { planId: string }) => p.planId === "standard")).toMatchObject({
+      expect(body.items.find((p: { pricingPlanId: string }) => p.pricingPlanId === "standard")).toMatchObject({
         currency: "USD",
-        startingCredit: STARTING_CREDIT,
+        startingCreditMinor: STARTING_CREDIT,
       });
     },
   },
   {
     method: "POST",
     path: (fx) => `/billing/users/${fx.owner}/top-ups`,
-    body: (fx) => ({ amount: 250, paymentId: fx.paymentId, paymentMethod: "card" }),
+    body: (fx) => ({ amountMinor: 250, paymentId: fx.paymentId, paymentMethod: "card" }),
     scope: "admin-or-service",
     okStatus: 201,
     verify: async (fx, body) => {
       expect(body).toEqual({
         userId: fx.owner,
         paymentId: fx.paymentId,
-        amount: 250,
-        balance: STARTING_CREDIT + 250,
+        amountMinor: 250,
+        balanceMinor: STARTING_CREDIT + 250,
         currency: "USD",
         duplicate: false,
       });
@@ -1042,15 +1043,17 @@ const ROUTES: RouteCase[] = [
     verify: (fx, body) => {
       expect(body).toMatchObject({
         userId: fx.owner,
-        totals: { records: 1, durationSeconds: 3600, deviceHours: 1, charges: HOUR_PRICE },
+        totals: { records: 1, durationSeconds: 3600, deviceHours: 1, chargesMinor: HOUR_PRICE, currency: "USD" },
         nextCursor: null,
       });
       expect(body.items).toEqual([
         expect.objectContaining({
           allocationId: fx.usageId,
           deviceId: fx.held,
-          charge: HOUR_PRICE,
+          chargeMinor: HOUR_PRICE,
+          currency: "USD",
           source: "external",
+          allocatedAt: "2026-01-10T10:00:00.000Z",
         }),
       ]);
     },
@@ -1064,7 +1067,7 @@ const ROUTES: RouteCase[] = [
     verify: (fx, body) => {
       expect(body).toMatchObject({
         deviceId: fx.held,
-        totals: { records: 1, durationSeconds: 3600, charges: HOUR_PRICE },
+        totals: { records: 1, durationSeconds: 3600, chargesMinor: HOUR_PRICE },
       });
       expect(body.items).toEqual([expect.objectContaining({ allocationId: fx.usageId, userId: fx.owner })]);
     },
@@ -1076,14 +1079,14 @@ const ROUTES: RouteCase[] = [
     scope: "admin",
     okStatus: 200,
     verify: async (fx, body) => {
-      expect(body).toMatchObject({ planId: fx.planId, ...planBody() });
+      expect(body).toMatchObject({ pricingPlanId: fx.planId, ...planBody() });
       expect(await rows("SELECT name FROM pricing_plans WHERE plan_id = ?", fx.planId)).toEqual([{ name: planBody().name }]);
     },
   },
   {
     method: "PUT",
     path: (fx) => `/admin/billing/users/${fx.owner}/plan`,
-    body: (fx) => ({ planId: fx.planId }),
+    body: (fx) => ({ pricingPlanId: fx.planId }),
     scope: "admin",
     okStatus: 200,
     prepare: withPlan,
@@ -1091,9 +1094,9 @@ const ROUTES: RouteCase[] = [
       BalanceView.strict().parse(body);
       expect(body).toMatchObject({
         userId: fx.owner,
-        planId: fx.planId,
-        balance: STARTING_CREDIT,
-        lowBalanceThreshold: planBody().lowBalanceThreshold,
+        pricingPlanId: fx.planId,
+        balanceMinor: STARTING_CREDIT,
+        lowBalanceThresholdMinor: planBody().lowBalanceThresholdMinor,
       });
       expect((await account(fx.owner))?.plan_id).toBe(fx.planId);
     },
@@ -1101,15 +1104,15 @@ const ROUTES: RouteCase[] = [
   {
     method: "POST",
     path: (fx) => `/admin/billing/users/${fx.owner}/adjustments`,
-    body: (fx) => ({ amount: -100, adjustmentId: fx.adjustmentId, memo: "correction" }),
+    body: (fx) => ({ amountMinor: -100, adjustmentId: fx.adjustmentId, memo: "correction" }),
     scope: "admin",
     okStatus: 201,
     verify: async (fx, body) => {
       expect(body).toEqual({
         userId: fx.owner,
         adjustmentId: fx.adjustmentId,
-        amount: -100,
-        balance: STARTING_CREDIT - 100,
+        amountMinor: -100,
+        balanceMinor: STARTING_CREDIT - 100,
         currency: "USD",
         duplicate: false,
       });
@@ -1143,7 +1146,7 @@ const ROUTES: RouteCase[] = [
       expect(body).toMatchObject({
         replayed: 1,
         failed: 0,
-        results: [{ allocationId: fx.deadLetter, status: "recorded", amount: HOUR_PRICE }],
+        results: [{ allocationId: fx.deadLetter, status: "recorded", amountMinor: HOUR_PRICE, currency: "USD" }],
       });
       expect(await rows("SELECT status FROM failed_usage WHERE allocation_id = ?", fx.deadLetter)).toEqual([{ status: "replayed" }]);
       expect(await rows("SELECT source FROM usage_records WHERE allocation_id = ?", fx.deadLetter)).toEqual([{ source: "replay" }]);
@@ -1196,7 +1199,7 @@ const ROUTES: RouteCase[] = [
         recorded: 1,
         duplicates: 0,
         failed: 0,
-        results: [{ allocationId: fx.usageId, status: "recorded", amount: HOUR_PRICE }],
+        results: [{ allocationId: fx.usageId, status: "recorded", amountMinor: HOUR_PRICE, currency: "USD" }],
       });
       expect(await rows("SELECT user_id, device_id, source FROM usage_records WHERE allocation_id = ?", fx.usageId)).toEqual([
         { user_id: fx.owner, device_id: fx.held, source: "external" },
@@ -1271,7 +1274,7 @@ const ROUTES: RouteCase[] = [
     okStatus: 200,
     verify: (fx, body) => {
       BalanceView.strict().parse(body);
-      expect(body).toMatchObject({ userId: fx.owner, balance: STARTING_CREDIT, planId: "standard" });
+      expect(body).toMatchObject({ userId: fx.owner, balanceMinor: STARTING_CREDIT, pricingPlanId: "standard" });
     },
   },
 ];
@@ -1493,7 +1496,7 @@ describe("cross-user attempts", () => {
   it("role checks come before body validation on billing writes (a refused caller learns nothing from a 400)", async () => {
     const fx = await fixture();
     const before = await snapshot(fx);
-    const junk = [{ bogus: true }, {}, { amount: -1, paymentId: "" }, { allocationIds: [], all: true }, { period: "2026-13" }];
+    const junk = [{ bogus: true }, {}, { amountMinor: -1, paymentId: "" }, { allocationIds: [], all: true }, { period: "2026-13" }];
     const probes: [string, string, Record<string, string>, number][] = [
       ["POST", `/billing/users/${fx.owner}/top-ups`, bearer(fx.ownerToken), 403],
       ["POST", `/billing/users/${fx.other}/top-ups`, bearer(fx.ownerToken), 403],
@@ -1521,7 +1524,7 @@ describe("cross-user attempts", () => {
   it("the top-up gate cannot be dodged by spelling the path another way", async () => {
     const fx = await fixture();
     const before = await snapshot(fx);
-    const body = { amount: 100_000, paymentId: fx.paymentId };
+    const body = { amountMinor: 100_000, paymentId: fx.paymentId };
     for (const path of [
       `/billing/users/${fx.owner}/top-ups/`,
       `/billing/users/${fx.owner}/top%2Dups`,

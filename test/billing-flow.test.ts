@@ -36,9 +36,10 @@ describe("usage → charge", () => {
     const before = await call("GET", `/billing/users/${user}/balance`, { token });
     expect(before.status).toBe(200);
     expect(before.body).toMatchObject({
-      balance: 1000,
+      balanceMinor: 1000,
       currency: "USD",
-      planId: "standard",
+      pricingPlanId: "standard",
+      lowBalanceThresholdMinor: 200,
       hasBalance: true,
       lowBalance: false,
     });
@@ -53,9 +54,11 @@ describe("usage → charge", () => {
     expect(c.amount).toBe(-Math.ceil((6820 * c.duration_seconds) / 1_000_000));
     expect(c.amount).toBe(-1);
     const after = await call("GET", `/billing/users/${user}/balance`, { token });
-    expect(after.body.balance).toBe(1000 + c.amount);
+    expect(after.body.balanceMinor).toBe(1000 + c.amount);
     const ledger = await call("GET", `/billing/users/${user}/ledger`, { token });
     expect(ledger.body.items.map((e: any) => e.kind)).toEqual(["charge", "starting_credit"]);
+    expect(ledger.body.items[0]).toMatchObject({ amountMinor: c.amount, balanceAfterMinor: 1000 + c.amount, currency: "USD" });
+    expect(new Date(ledger.body.items[0].createdAt).toISOString()).toBe(ledger.body.items[0].createdAt);
   });
 
   it("an hour of a 2-core device costs 25 cents (24.552 rounded up) via the internal endpoint", async () => {
@@ -78,18 +81,25 @@ describe("usage → charge", () => {
       recorded: 1,
       duplicates: 0,
       failed: 0,
-      results: [{ allocationId: id, status: "recorded", amount: 25 }],
+      results: [{ allocationId: id, status: "recorded", amountMinor: 25, currency: "USD" }],
     });
     const again = await call("POST", "/api/internal/metering/device-usage", { service: SERVICE_TOKEN, body: [body] });
     expect(again.body).toMatchObject({ recorded: 0, duplicates: 1 });
     const bal = await call("GET", `/api/internal/balance/user/${user}`, { service: SERVICE_TOKEN });
-    expect(bal.body).toMatchObject({ userId: user, balance: 975, hasBalance: true });
+    expect(bal.body).toMatchObject({ userId: user, balanceMinor: 975, currency: "USD", hasBalance: true });
     const report = await call("GET", `/metering/users/${user}?from=2026-11-01T00:00:00Z&to=2026-12-01T00:00:00Z`, {
       token: await tokenFor(user),
     });
     expect(report.status, JSON.stringify(report.body)).toBe(200);
-    expect(report.body.totals).toEqual({ records: 1, durationSeconds: 3600, deviceHours: 1, charges: 25 });
-    expect(report.body.items[0]).toMatchObject({ allocationId: id, charge: 25, source: "external" });
+    expect(report.body.totals).toEqual({ records: 1, durationSeconds: 3600, deviceHours: 1, chargesMinor: 25, currency: "USD" });
+    expect(report.body.items[0]).toMatchObject({
+      allocationId: id,
+      chargeMinor: 25,
+      currency: "USD",
+      source: "external",
+      allocatedAt: "2026-11-01T10:00:00.000Z",
+      releasedAt: "2026-11-01T11:00:00.000Z",
+    });
   });
 
   it("top-up credits once per paymentId and says so on the feed; low balance fires once per crossing", async () => {
@@ -98,21 +108,21 @@ describe("usage → charge", () => {
     const adminToken = await admin();
     const t1 = await call("POST", `/billing/users/${user}/top-ups`, {
       token: adminToken,
-      body: { amount: 500, paymentId: uid("pay"), paymentMethod: "card" },
+      body: { amountMinor: 500, paymentId: uid("pay"), paymentMethod: "card" },
     });
     expect(t1.status, JSON.stringify(t1.body)).toBe(201);
-    expect(t1.body).toMatchObject({ amount: 500, balance: 1500, duplicate: false });
+    expect(t1.body).toMatchObject({ amountMinor: 500, balanceMinor: 1500, currency: "USD", duplicate: false });
     const pid = uid("pay");
     const s1 = await call("POST", `/billing/users/${user}/top-ups`, {
       service: SERVICE_TOKEN,
-      body: { amount: 100, paymentId: pid },
+      body: { amountMinor: 100, paymentId: pid },
     });
     const s2 = await call("POST", `/billing/users/${user}/top-ups`, {
       service: SERVICE_TOKEN,
-      body: { amount: 100, paymentId: pid },
+      body: { amountMinor: 100, paymentId: pid },
     });
     expect([s1.status, s2.status]).toEqual([201, 200]);
-    expect(s2.body).toMatchObject({ balance: 1600, duplicate: true });
+    expect(s2.body).toMatchObject({ balanceMinor: 1600, duplicate: true });
     const ev = await until(async () => {
       const e = (await events(token)).filter((x) => x.type === "billing.payment_success");
       return e.length === 2 && e;
@@ -130,8 +140,8 @@ describe("usage → charge", () => {
           cpuCores: 0,
           memoryMB: 0,
           storageMB: 0,
-          allocatedAt: 0,
-          releasedAt: seconds * 1000,
+          allocatedAt: new Date(0).toISOString(),
+          releasedAt: new Date(seconds * 1000).toISOString(),
         },
       });
     await charge(400 * 560); // 2500 µ¢/s × 224000 s = 560 cents → 1040
@@ -147,7 +157,7 @@ describe("usage → charge", () => {
     // Top up above, charge below again: a second crossing, a second event.
     await call("POST", `/billing/users/${user}/top-ups`, {
       token: adminToken,
-      body: { amount: 200, paymentId: uid("pay") },
+      body: { amountMinor: 200, paymentId: uid("pay") },
     });
     await charge(400 * 150); // 330 → 180
     const low2 = await until(async () => {
@@ -168,10 +178,10 @@ describe("balance check on allocate and extend", () => {
     // 60 minutes of this device may cost 25 cents. Leave exactly 25 + 24 = 49.
     const adj = await call("POST", `/admin/billing/users/${user}/adjustments`, {
       token: await admin(),
-      body: { amount: -951, adjustmentId: uid("adj"), memo: "test" },
+      body: { amountMinor: -951, adjustmentId: uid("adj"), memo: "test" },
     });
     expect(adj.status, JSON.stringify(adj.body)).toBe(201);
-    expect(adj.body.balance).toBe(49);
+    expect(adj.body.balanceMinor).toBe(49);
     const a = await call("POST", "/scheduler/devices/allocate", { token, body: { pool, durationMinutes: 60 } });
     expect(a.status, JSON.stringify(a.body)).toBe(201);
     const b = await call("POST", "/scheduler/devices/allocate", { token, body: { pool, durationMinutes: 60 } });
@@ -202,8 +212,8 @@ describe("reports and repeats", () => {
       cpuCores: 1,
       memoryMB: 1024,
       storageMB: 1024,
-      allocatedAt: 0,
-      releasedAt: 60_000,
+      allocatedAt: "1970-01-01T00:00:00Z",
+      releasedAt: "1970-01-01T00:01:00Z",
     });
     expect((await call("POST", "/api/internal/metering/device-usage", { service: SERVICE_TOKEN, body: rec(owner) })).body.recorded).toBe(1);
     const stranger = uid("stranger");

@@ -76,8 +76,9 @@ const ledgerSum = async (userId: string) =>
 /** Sums from the invoices a user can read: each opens where the one before closed, and together they are the ledger. */
 function chain(items: any[]) {
   const byPeriod = [...items].sort((a, b) => (a.period < b.period ? -1 : 1));
-  for (let i = 1; i < byPeriod.length; i++) expect(byPeriod[i].openingBalance, byPeriod[i].period).toBe(byPeriod[i - 1].closingBalance);
-  return byPeriod.reduce((s, inv) => s + inv.closingBalance - inv.openingBalance, 0);
+  for (let i = 1; i < byPeriod.length; i++)
+    expect(byPeriod[i].openingBalanceMinor, byPeriod[i].period).toBe(byPeriod[i - 1].closingBalanceMinor);
+  return byPeriod.reduce((s, inv) => s + inv.closingBalanceMinor - inv.openingBalanceMinor, 0);
 }
 
 describe("invoice totals", () => {
@@ -138,11 +139,14 @@ describe("invoice totals", () => {
     const items = await invoicesOf(user);
     expect(items.map((i) => i.period)).toEqual(["2026-10", "2026-09"]); // newest first
     expect(items[0]).toMatchObject({
-      openingBalance: 1405,
-      charges: 12,
-      credits: 200,
-      debits: 0,
-      closingBalance: 1593,
+      currency: "USD",
+      periodStart: "2026-10-01T00:00:00.000Z",
+      periodEnd: "2026-11-01T00:00:00.000Z",
+      openingBalanceMinor: 1405,
+      chargesMinor: 12,
+      creditsMinor: 200,
+      debitsMinor: 0,
+      closingBalanceMinor: 1593,
       usageCount: 1,
       usageSeconds: 1800,
     });
@@ -152,11 +156,11 @@ describe("invoice totals", () => {
     expect((await runInvoices("2026-08")).body.created).toBe(1);
     const all = await invoicesOf(user);
     expect(all.find((i) => i.period === "2026-08")).toMatchObject({
-      openingBalance: 0,
-      charges: 0,
-      credits: 1000,
-      debits: 0,
-      closingBalance: 1000,
+      openingBalanceMinor: 0,
+      chargesMinor: 0,
+      creditsMinor: 1000,
+      debitsMinor: 0,
+      closingBalanceMinor: 1000,
       usageCount: 0,
       usageSeconds: 0,
     });
@@ -191,7 +195,7 @@ describe("invoice totals", () => {
         releasedAt: "2026-10-31T23:00:00.000Z",
       };
       const booked = await call("POST", "/api/internal/metering/device-usage", { service: SERVICE_TOKEN, body });
-      expect(booked.body).toMatchObject({ recorded: 1, results: [{ status: "recorded", amount: 25 }] });
+      expect(booked.body).toMatchObject({ recorded: 1, results: [{ status: "recorded", amountMinor: 25, currency: "USD" }] });
 
       // October's invoice is written once and stays as it was, also when run again.
       expect((await runInvoices("2026-10")).body).toMatchObject({ created: 0 });
@@ -216,8 +220,8 @@ describe("invoice totals", () => {
       const items = await invoicesOf(user);
       expect(chain(items)).toBe(await ledgerSum(user));
       const balance = await call("GET", `/billing/users/${user}/balance`, { token: await tokenFor(user) });
-      expect(balance.body.balance).toBe(925);
-      expect(rows[1]!.closing_balance).toBe(balance.body.balance);
+      expect(balance.body.balanceMinor).toBe(925);
+      expect(rows[1]!.closing_balance).toBe(balance.body.balanceMinor);
     },
   );
 
@@ -414,9 +418,11 @@ describe("who may read an invoice", () => {
       invoiceId: id,
       userId: owner,
       period: "2026-02",
-      charges: 5,
-      closingBalance: 995,
+      chargesMinor: 5,
+      closingBalanceMinor: 995,
+      currency: "USD",
     });
+    expect(new Date(mine.body.createdAt).toISOString()).toBe(mine.body.createdAt);
     expect((await call("GET", `/billing/invoices/${id}`, { token: await admin() })).body).toEqual(mine.body);
 
     const theirs = await call("GET", `/billing/invoices/${id}`, { token: await tokenFor(stranger) });

@@ -17,15 +17,15 @@ async function pricey(user: string, centsPerSecond = 300): Promise<string> {
   const body = {
     name: "per second",
     currency: "USD",
-    basePerSecond: centsPerSecond * 1_000_000,
-    cpuCorePerSecond: 0,
-    memoryGBPerSecond: 0,
-    storageGBPerSecond: 0,
-    startingCredit: 1000,
-    lowBalanceThreshold: 0,
+    baseMicrosPerSecond: centsPerSecond * 1_000_000,
+    cpuCoreMicrosPerSecond: 0,
+    memoryGBMicrosPerSecond: 0,
+    storageGBMicrosPerSecond: 0,
+    startingCreditMinor: 1000,
+    lowBalanceThresholdMinor: 0,
   };
   expect((await call("PUT", `/admin/billing/pricing-plans/${planId}`, { token, body })).status).toBe(200);
-  const moved = await call("PUT", `/admin/billing/users/${user}/plan`, { token, body: { planId } });
+  const moved = await call("PUT", `/admin/billing/users/${user}/plan`, { token, body: { pricingPlanId: planId } });
   expect(moved.status, JSON.stringify(moved.body)).toBe(200);
   return planId;
 }
@@ -91,9 +91,9 @@ describe("a balance read moments ago is reused, never above the truth", () => {
     // 60 minutes of this device may cost 25; leave 25 + 24 = 49.
     const adj = await call("POST", `/admin/billing/users/${user}/adjustments`, {
       token: await admin(),
-      body: { amount: -951, adjustmentId: uid("adj"), memo: "test" },
+      body: { amountMinor: -951, adjustmentId: uid("adj"), memo: "test" },
     });
-    expect(adj.body.balance).toBe(49);
+    expect(adj.body.balanceMinor).toBe(49);
     const second = await call("POST", "/scheduler/devices/allocate", { token, body: { pool, durationMinutes: 60 } });
     expect(second.status, JSON.stringify(second.body)).toBe(402);
     expect(second.body.error.details).toMatchObject({ balance: 49, committed: 25, available: 24, required: 25 });
@@ -117,7 +117,7 @@ describe("a balance read moments ago is reused, never above the truth", () => {
     expect(refused.status).toBe(402);
     const top = await call("POST", `/billing/users/${user}/top-ups`, {
       token: await admin(),
-      body: { amount: 500, paymentId: uid("pay") },
+      body: { amountMinor: 500, paymentId: uid("pay") },
     });
     expect(top.status).toBe(201);
     // The refusal read D1; the top-up told the object; the next check sees the new balance.

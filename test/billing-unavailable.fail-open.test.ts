@@ -74,7 +74,7 @@ describe("BILLING_ALLOW_ON_ERROR=true: an unreadable balance lets allocations th
       { kind: "charge", amount: charge.amount },
     ]);
     const bal = await call("GET", `/billing/users/${user}/balance`, { token });
-    expect(bal.body.balance).toBe(1000 + charge.amount);
+    expect(bal.body.balanceMinor).toBe(1000 + charge.amount);
   });
 
   it("the consumer retries a record while D1 is down and books it once when D1 is back (redelivery changes nothing)", async () => {

@@ -27,7 +27,7 @@ describe("BILLING_ALLOW_ON_ERROR=false: an unreadable balance refuses and change
     const user = uid("closed");
     const token = await tokenFor(user);
     // The account exists before the outage (a first read opens it with its starting credit).
-    expect((await call("GET", `/billing/users/${user}/balance`, { token })).body.balance).toBe(1000);
+    expect((await call("GET", `/billing/users/${user}/balance`, { token })).body.balanceMinor).toBe(1000);
     const quotaBefore = await quota(user, token);
     const deviceBefore = await device(dev.deviceId);
 
@@ -69,7 +69,7 @@ describe("BILLING_ALLOW_ON_ERROR=false: an unreadable balance refuses and change
     const rows = await env.DB.prepare("SELECT COUNT(*) AS n FROM ledger WHERE user_id = ?").bind(user).first<{ n: number }>();
     expect(rows!.n).toBe(0);
     const bal = await call("GET", `/billing/users/${user}/balance`, { token });
-    expect(bal.body.balance).toBe(1000);
+    expect(bal.body.balanceMinor).toBe(1000);
   });
 
   it(

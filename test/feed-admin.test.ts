@@ -118,10 +118,10 @@ describe("operator events on the admin feed", () => {
     // 1000 starting credit, threshold 200: −900 crosses it.
     const adj = await call("POST", `/admin/billing/users/${user}/adjustments`, {
       token: await admin(),
-      body: { amount: -900, adjustmentId: uid("adj"), memo: "test: below the threshold" },
+      body: { amountMinor: -900, adjustmentId: uid("adj"), memo: "test: below the threshold" },
     });
     expect(adj.status, JSON.stringify(adj.body)).toBe(201);
-    expect(adj.body.balance).toBe(100);
+    expect(adj.body.balanceMinor).toBe(100);
     // An adjustment leaves its event to the cron's delivery step; run that step now.
     await deliverNotifications(env, [user]);
     const seen = await until(async () => {

@@ -8,7 +8,7 @@
 import { env } from "cloudflare:workers";
 import { afterEach, describe, expect, it, vi } from "vitest";
 import type { UsageRecord } from "../src/domain/types";
-import { SERVICE_TOKEN, call, deliverBatch, registerDevice, tokenFor, uid } from "./helpers";
+import { SERVICE_TOKEN, asReport, call, deliverBatch, registerDevice, tokenFor, uid } from "./helpers";
 import { usage as record } from "./invariant3";
 
 interface Item {
@@ -78,7 +78,7 @@ describe("money", () => {
   it("an adjustment: one row, its ledger row names the admin, a repeat adds neither", async () => {
     const a = await newAdmin();
     const user = uid("adj");
-    const body = { amount: -250, adjustmentId: uid("adj-id"), memo: "goodwill reversed" };
+    const body = { amountMinor: -250, adjustmentId: uid("adj-id"), memo: "goodwill reversed" };
     const first = await call("POST", `/admin/billing/users/${user}/adjustments`, { token: a.token, body });
     expect(first.status).toBe(201);
     expect((await call("POST", `/admin/billing/users/${user}/adjustments`, { token: a.token, body })).body.duplicate).toBe(true);
@@ -86,20 +86,20 @@ describe("money", () => {
     expect(row).toMatchObject({ actor: a.id, action: "account.adjust" });
     expect(row.change).toEqual({ ...body, entryId: `adjustment:${body.adjustmentId}` });
     const ledger = await call("GET", `/billing/users/${user}/ledger`, { token: await tokenFor(user) });
-    const entries = ledger.body.items as { kind: string; actor: string | null; amount: number }[];
-    expect(entries.find((e) => e.kind === "adjustment")).toMatchObject({ actor: a.id, amount: -250 });
+    const entries = ledger.body.items as { kind: string; actor: string | null; amountMinor: number }[];
+    expect(entries.find((e) => e.kind === "adjustment")).toMatchObject({ actor: a.id, amountMinor: -250 });
     expect(entries.find((e) => e.kind === "starting_credit")!.actor).toBeNull();
   });
 
   it("top-ups by an admin and by a service: actor on the row and on the ledger; a reused paymentId with another amount none", async () => {
     const a = await newAdmin();
     const user = uid("topup");
-    const byAdmin = { amount: 500, paymentId: uid("pay"), paymentMethod: "card" };
-    const byService = { amount: 700, paymentId: uid("pay") };
+    const byAdmin = { amountMinor: 500, paymentId: uid("pay"), paymentMethod: "card" };
+    const byService = { amountMinor: 700, paymentId: uid("pay") };
     expect((await call("POST", `/billing/users/${user}/top-ups`, { token: a.token, body: byAdmin })).status).toBe(201);
     expect((await call("POST", `/billing/users/${user}/top-ups`, { service: SERVICE_TOKEN, body: byService })).status).toBe(201);
     expect((await call("POST", `/billing/users/${user}/top-ups`, { service: SERVICE_TOKEN, body: byService })).status).toBe(200);
-    const reused = await call("POST", `/billing/users/${user}/top-ups`, { token: a.token, body: { ...byAdmin, amount: 1 } });
+    const reused = await call("POST", `/billing/users/${user}/top-ups`, { token: a.token, body: { ...byAdmin, amountMinor: 1 } });
     expect(reused.status).toBe(409);
     const rows = await audit({ target: `user:${user}` });
     expect(rows.map((r) => [r.actor, r.action, r.change])).toEqual([
@@ -121,49 +121,49 @@ describe("money", () => {
     const plan = {
       name: "Audited",
       currency: "USD",
-      basePerSecond: 10,
-      cpuCorePerSecond: 1,
-      memoryGBPerSecond: 1,
-      storageGBPerSecond: 1,
-      startingCredit: 0,
-      lowBalanceThreshold: 100,
+      baseMicrosPerSecond: 10,
+      cpuCoreMicrosPerSecond: 1,
+      memoryGBMicrosPerSecond: 1,
+      storageGBMicrosPerSecond: 1,
+      startingCreditMinor: 0,
+      lowBalanceThresholdMinor: 100,
     };
     expect((await call("PUT", `/admin/billing/pricing-plans/${planId}`, { token: a.token, body: plan })).status).toBe(200);
-    const put = await call("PUT", `/admin/billing/pricing-plans/${planId}`, { token: a.token, body: { ...plan, basePerSecond: 20 } });
-    expect(put.body).toMatchObject({ planId, basePerSecond: 20 });
+    const put = await call("PUT", `/admin/billing/pricing-plans/${planId}`, { token: a.token, body: { ...plan, baseMicrosPerSecond: 20 } });
+    expect(put.body).toMatchObject({ pricingPlanId: planId, baseMicrosPerSecond: 20 });
     const rows = await audit({ target: `plan:${planId}` });
     expect(rows.map((r) => [r.actor, r.action])).toEqual([
       [a.id, "pricing_plan.set"],
       [a.id, "pricing_plan.set"],
     ]);
     expect(rows[1]!.change).toEqual({ ...plan, before: null });
-    expect(rows[0]!.change).toEqual({ ...plan, basePerSecond: 20, before: plan });
+    expect(rows[0]!.change).toEqual({ ...plan, baseMicrosPerSecond: 20, before: plan });
     const user = uid("mover");
-    expect((await call("PUT", `/admin/billing/users/${user}/plan`, { token: a.token, body: { planId } })).status).toBe(200);
+    expect((await call("PUT", `/admin/billing/users/${user}/plan`, { token: a.token, body: { pricingPlanId: planId } })).status).toBe(200);
     expect(await onlyRow(`user:${user}`)).toMatchObject({
       actor: a.id,
       action: "account.set_plan",
-      change: { planId, before: "standard" },
+      change: { pricingPlanId: planId, before: "standard" },
     });
   });
 
   it("without the audit table an adjustment books nothing: the row and the change commit together", async () => {
     const a = await newAdmin();
     const user = uid("atomic");
-    expect((await call("GET", `/billing/users/${user}/balance`, { token: await tokenFor(user) })).body.balance).toBe(1000);
+    expect((await call("GET", `/billing/users/${user}/balance`, { token: await tokenFor(user) })).body.balanceMinor).toBe(1000);
     await env.DB.exec("ALTER TABLE audit_log RENAME TO audit_log_off");
     let r;
     try {
       r = await call("POST", `/admin/billing/users/${user}/adjustments`, {
         token: a.token,
-        body: { amount: 300, adjustmentId: uid("adj-atomic"), memo: "x" },
+        body: { amountMinor: 300, adjustmentId: uid("adj-atomic"), memo: "x" },
       });
     } finally {
       await env.DB.exec("ALTER TABLE audit_log_off RENAME TO audit_log");
     }
     expect(r.status).toBe(503);
     expect(r.body.error.code).toBe("BILLING_UNAVAILABLE");
-    expect((await call("GET", `/billing/users/${user}/balance`, { token: await tokenFor(user) })).body.balance).toBe(1000);
+    expect((await call("GET", `/billing/users/${user}/balance`, { token: await tokenFor(user) })).body.balanceMinor).toBe(1000);
   });
 });
 
@@ -171,9 +171,11 @@ describe("usage booked by a service or a replay", () => {
   it("a service's usage batch: one row per user with the records it booked; a resend adds none", async () => {
     const [u1, u2] = [uid("ext-a"), uid("ext-b")];
     const records = [usage(u1), usage(u1), usage(u2)];
-    const r = await call("POST", "/api/internal/metering/device-usage", { service: SERVICE_TOKEN, body: records });
+    const r = await call("POST", "/api/internal/metering/device-usage", { service: SERVICE_TOKEN, body: asReport(records) });
     expect(r.body.recorded).toBe(3);
-    expect((await call("POST", "/api/internal/metering/device-usage", { service: SERVICE_TOKEN, body: records })).body.duplicates).toBe(3);
+    expect(
+      (await call("POST", "/api/internal/metering/device-usage", { service: SERVICE_TOKEN, body: asReport(records) })).body.duplicates,
+    ).toBe(3);
     const one = await onlyRow(`user:${u1}`);
     expect(one).toMatchObject({ actor: "service", action: "usage.report", change: { source: "external", records: 2, charged: 50 } });
     expect([...one.change.allocationIds].sort()).toEqual([records[0]!.allocationId, records[1]!.allocationId].sort());
@@ -280,7 +282,7 @@ describe("reading the log", () => {
     const user = uid("paged");
     for (let i = 0; i < 5; i++) {
       const who = i % 2 === 0 ? a : b;
-      const body = { amount: i + 1, adjustmentId: uid("p"), memo: `n${i}` };
+      const body = { amountMinor: i + 1, adjustmentId: uid("p"), memo: `n${i}` };
       expect((await call("POST", `/admin/billing/users/${user}/adjustments`, { token: who.token, body })).status).toBe(201);
     }
     const seen: Item[] = [];

@@ -39,8 +39,8 @@ describe("no use is free", () => {
     }
     const balance = await call("GET", `/billing/users/${user}/balance`, { token });
     const sum = await env.DB.prepare("SELECT SUM(amount) AS s FROM ledger WHERE user_id = ?").bind(user).first<{ s: number }>();
-    expect(balance.body.balance).toBe(sum!.s);
-    expect(balance.body.balance).toBe(1000 + rows.reduce((t, r) => t + r.amount, 0));
+    expect(balance.body.balanceMinor).toBe(sum!.s);
+    expect(balance.body.balanceMinor).toBe(1000 + rows.reduce((t, r) => t + r.amount, 0));
   });
 });
 

@@ -57,7 +57,7 @@ describe("reconciliation heals differing records", () => {
     const healed = await reconcile(user);
     expect(healed.status).toBe(200);
     expect(healed.body.corrected).toBe(1);
-    expect(healed.body.differences[0].corrected).toEqual([{ allocationId: id, correction: charge }]);
+    expect(healed.body.differences[0].corrected).toEqual([{ allocationId: id, correctionMinor: charge, currency: "USD" }]);
     const row = await one<{ duration_seconds: number; source: string }>(
       "SELECT duration_seconds, source FROM usage_records WHERE allocation_id = ?",
       id,

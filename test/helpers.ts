@@ -97,3 +97,17 @@ export async function deliverBatch(queue: "device-usage" | "device-usage-dlq", b
   await worker.queue(batch, env as never);
   return getQueueResult(batch, ctx);
 }
+
+type Timed = { allocatedAt: number | string; releasedAt: number | string };
+const isoTime = (t: number | string) => (typeof t === "number" ? new Date(t).toISOString() : t);
+
+/**
+ * A usage record (times in epoch ms, as the queue carries it) as another service reports it over
+ * HTTP: times as ISO 8601, the one time format of requests. Takes one record, an array or `{records}`.
+ */
+export function asReport(body: object): unknown {
+  const one = <T extends Timed>(r: T) => ({ ...r, allocatedAt: isoTime(r.allocatedAt), releasedAt: isoTime(r.releasedAt) });
+  if (Array.isArray(body)) return body.map(one);
+  if ("records" in body) return { ...body, records: (body.records as Timed[]).map(one) };
+  return one(body as Timed);
+}

@@ -79,12 +79,12 @@ export function invariant3Setup(): void {
       body: {
         name: "Invariant 3 (dear)",
         currency: "USD",
-        basePerSecond: FAST.base,
-        cpuCorePerSecond: FAST.cpu,
-        memoryGBPerSecond: FAST.memGB,
-        storageGBPerSecond: FAST.storGB,
-        startingCredit: 1000,
-        lowBalanceThreshold: 200,
+        baseMicrosPerSecond: FAST.base,
+        cpuCoreMicrosPerSecond: FAST.cpu,
+        memoryGBMicrosPerSecond: FAST.memGB,
+        storageGBMicrosPerSecond: FAST.storGB,
+        startingCreditMinor: 1000,
+        lowBalanceThresholdMinor: 200,
       },
     });
     if (r.status !== 200) throw new Error(`pricing plan: ${r.status} ${JSON.stringify(r.body)}`);
@@ -229,11 +229,11 @@ export async function allocate(userId: string, pool: string, durationSeconds: nu
 export async function dearUser(prefix: string, topUp = 20_000): Promise<string> {
   const user = uid(prefix);
   const token = await admin();
-  const p = await call("PUT", `/admin/billing/users/${user}/plan`, { token, body: { planId: FAST_PLAN } });
+  const p = await call("PUT", `/admin/billing/users/${user}/plan`, { token, body: { pricingPlanId: FAST_PLAN } });
   if (p.status !== 200) throw new Error(`plan: ${p.status} ${JSON.stringify(p.body)}`);
   const t = await call("POST", `/billing/users/${user}/top-ups`, {
     token,
-    body: { amount: topUp, paymentId: uid("pay") },
+    body: { amountMinor: topUp, paymentId: uid("pay") },
   });
   if (t.status !== 201) throw new Error(`top-up: ${t.status} ${JSON.stringify(t.body)}`);
   return user;

@@ -113,7 +113,7 @@ describe("invariant 3 — dead-letter replay of everything (runs alone)", () => 
     );
     const rep = await call("POST", "/admin/billing/failed-usage/replay", { token: await admin(), body: { all: true } });
     expect(rep.status).toBe(200);
-    expect(rep.body.results).toContainEqual({ allocationId: r.allocationId, status: "recorded", amount: 25 });
+    expect(rep.body.results).toContainEqual({ allocationId: r.allocationId, status: "recorded", amountMinor: 25, currency: "USD" });
     await expectExactlyOnce(expect, [r.allocationId]);
     expect((await accountsOf([user])).get(user)).toMatchObject({ balance: 975, ledgerSum: 975, charges: 1 });
     // Nothing bookable is left; the malformed ones stay for an operator, and booking is not repeated.

@@ -16,7 +16,7 @@
 import { env } from "cloudflare:workers";
 import { describe, it } from "vitest";
 import type { UsageRecord } from "../src/domain/types";
-import { admin, call, registerDevice, SERVICE_TOKEN, sleep, tokenFor, uid, until } from "./helpers";
+import { admin, asReport, call, registerDevice, SERVICE_TOKEN, sleep, tokenFor, uid, until } from "./helpers";
 import { QUEUE_QUIET_MS } from "./timing";
 import {
   invariant3Setup,
@@ -63,7 +63,7 @@ describe.concurrent("invariant 3 — under failures", () => {
       await pmap(users, 10, async (u) => {
         const t = await call("POST", `/billing/users/${u}/top-ups`, {
           token: adminToken,
-          body: { amount: 20_000, paymentId: uid("pay") },
+          body: { amountMinor: 20_000, paymentId: uid("pay") },
         });
         if (t.status !== 201) throw new Error(`top-up ${t.status}`);
       });
@@ -539,10 +539,10 @@ describe.concurrent("invariant 3 — under failures", () => {
       "a report of an allocation this service made is refused, and its device's record is booked once",
     async ({ expect }) => {
       const user = uid("dupext");
-      const post = (body: unknown) => call("POST", "/api/internal/metering/device-usage", { service: SERVICE_TOKEN, body });
+      const post = (body: object) => call("POST", "/api/internal/metering/device-usage", { service: SERVICE_TOKEN, body: asReport(body) });
       // Someone else, with an older account, who must never be touched by this user's duplicates.
       const bystander = uid("dupext-other");
-      expect((await call("GET", `/api/internal/balance/user/${bystander}`, { service: SERVICE_TOKEN })).body.balance).toBe(1000);
+      expect((await call("GET", `/api/internal/balance/user/${bystander}`, { service: SERVICE_TOKEN })).body.balanceMinor).toBe(1000);
       const [a, b, c, d, e] = [
         usage(user),
         usage(user, { durationSeconds: 1800, releasedAt: 1_801_000, cpuCores: 4 }),
@@ -557,7 +557,7 @@ describe.concurrent("invariant 3 — under failures", () => {
         recorded: 1,
         duplicates: 0,
         failed: 0,
-        results: [{ allocationId: a.allocationId, status: "recorded", amount: p(a) }],
+        results: [{ allocationId: a.allocationId, status: "recorded", amountMinor: p(a), currency: "USD" }],
       });
       expect((await post(a)).body).toMatchObject({
         recorded: 0,
@@ -672,12 +672,12 @@ describe.concurrent("invariant 3 — under failures", () => {
     const paymentId = uid("pay");
     const t1 = await call("POST", `/billing/users/${first}/top-ups`, {
       token: adminToken,
-      body: { amount: 500, paymentId },
+      body: { amountMinor: 500, paymentId },
     });
     expect(t1.status).toBe(201);
     const t2 = await call("POST", `/billing/users/${other}/top-ups`, {
       token: adminToken,
-      body: { amount: 500, paymentId },
+      body: { amountMinor: 500, paymentId },
     });
     expect(t2.status).toBe(409);
     expect(t2.body.error.code).toBe("PAYMENT_ID_REUSED");
@@ -686,9 +686,9 @@ describe.concurrent("invariant 3 — under failures", () => {
     expect(acc.get(other)).toMatchObject({ balance: 1000, ledgerSum: 1000, entries: 1 });
     // Refused before anything is written: a user without an account does not get one from it.
     const nobody = uid("payer-new");
-    expect((await call("POST", `/billing/users/${nobody}/top-ups`, { token: adminToken, body: { amount: 500, paymentId } })).status).toBe(
-      409,
-    );
+    expect(
+      (await call("POST", `/billing/users/${nobody}/top-ups`, { token: adminToken, body: { amountMinor: 500, paymentId } })).status,
+    ).toBe(409);
     expect((await accountsOf([nobody])).size).toBe(0);
   });
 

@@ -228,7 +228,7 @@ describe.concurrent("invariant 6: no event of one user reaches another user's so
       const topUp = async (i: number, n: number) => {
         const r = await call("POST", `/billing/users/${users[i]}/top-ups`, {
           service: SERVICE_TOKEN,
-          body: { amount: 100 + i, paymentId: `pay-${users[i]}-${n}` },
+          body: { amountMinor: 100 + i, paymentId: `pay-${users[i]}-${n}` },
         });
         expect201(r, "top-up");
         stats.topUps++;
@@ -667,7 +667,7 @@ const makeEvents = async (user: string, n: number, tag = uid("e")) => {
             })
           : await call("POST", `/billing/users/${user}/top-ups`, {
               service: SERVICE_TOKEN,
-              body: { amount: 100 + k, paymentId: `pay-${user}-${tag}-${k}` },
+              body: { amountMinor: 100 + k, paymentId: `pay-${user}-${tag}-${k}` },
             });
     expect([200, 201]).toContain(r.status);
   }
@@ -981,7 +981,7 @@ describe.concurrent("ordering: replay and live join without a gap or a repeat", 
                 })
               : await call("POST", `/billing/users/${user}/top-ups`, {
                   service: SERVICE_TOKEN,
-                  body: { amount: 1 + k, paymentId: `pay-${user}-s-${k}` },
+                  body: { amountMinor: 1 + k, paymentId: `pay-${user}-s-${k}` },
                 });
         expect([200, 201]).toContain(r.status);
         progress(++made);

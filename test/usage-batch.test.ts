@@ -7,7 +7,7 @@
  */
 import { env } from "cloudflare:workers";
 import { describe, expect, it } from "vitest";
-import { SERVICE_TOKEN, admin, call, deliverBatch, uid } from "./helpers";
+import { SERVICE_TOKEN, admin, asReport, call, deliverBatch, uid } from "./helpers";
 
 const q = async <T>(sql: string, ...args: unknown[]): Promise<T[]> =>
   (
@@ -25,19 +25,19 @@ async function flatUser(): Promise<string> {
     body: {
       name: "flat",
       currency: "USD",
-      basePerSecond: 1_000_000,
-      cpuCorePerSecond: 0,
-      memoryGBPerSecond: 0,
-      storageGBPerSecond: 0,
-      startingCredit: 1000,
-      lowBalanceThreshold: 500,
+      baseMicrosPerSecond: 1_000_000,
+      cpuCoreMicrosPerSecond: 0,
+      memoryGBMicrosPerSecond: 0,
+      storageGBMicrosPerSecond: 0,
+      startingCreditMinor: 1000,
+      lowBalanceThresholdMinor: 500,
     },
   });
   expect(plan.status, JSON.stringify(plan.body)).toBe(200);
   const user = uid("set-user");
-  const moved = await call("PUT", `/admin/billing/users/${user}/plan`, { token, body: { planId } });
+  const moved = await call("PUT", `/admin/billing/users/${user}/plan`, { token, body: { pricingPlanId: planId } });
   expect(moved.status, JSON.stringify(moved.body)).toBe(200);
-  expect(moved.body.balance).toBe(1000);
+  expect(moved.body.balanceMinor).toBe(1000);
   return user;
 }
 
@@ -54,7 +54,8 @@ const rec = (userId: string, allocationId: string, durationSeconds: number) => (
   reason: "released" as const,
 });
 
-const report = (records: unknown[]) => call("POST", "/api/internal/metering/device-usage", { service: SERVICE_TOKEN, body: { records } });
+const report = (records: ReturnType<typeof rec>[]) =>
+  call("POST", "/api/internal/metering/device-usage", { service: SERVICE_TOKEN, body: asReport({ records }) });
 
 const charges = (userId: string) =>
   q<{ seq: number; entry_id: string; amount: number; balance_after: number }>(
@@ -79,7 +80,7 @@ describe("usage booked as a set", () => {
     const r = await report(ids.map((id, i) => rec(user, id, seconds[i]!)));
     expect(r.status, JSON.stringify(r.body)).toBe(200);
     expect(r.body).toMatchObject({ recorded: 5, duplicates: 0, failed: 0 });
-    expect(r.body.results.map((x: { amount: number }) => x.amount)).toEqual(seconds);
+    expect(r.body.results.map((x: { amountMinor: number }) => x.amountMinor)).toEqual(seconds);
 
     const rows = await charges(user);
     expect(rows.map((x) => x.entry_id)).toEqual(ids.map((id) => `charge:${id}`));

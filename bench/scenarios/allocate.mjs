@@ -96,7 +96,7 @@ export async function setupUsers(rt, { prefix, count, adminToken }) {
   });
   await pool(users, SETUP_CONCURRENCY, async (u) => {
     const t = await request(rt.main, "POST", `/billing/users/${u.userId}/top-ups`, {
-      body: { amount: TOP_UP, paymentId: `bench-${u.userId}` },
+      body: { amountMinor: TOP_UP, paymentId: `bench-${u.userId}` },
       headers: auth(adminToken),
       clients: SETUP_CONCURRENCY,
     });

@@ -253,7 +253,14 @@ async function viaEndpoint(rt, recs, concurrency) {
         const chunk = recs.slice(next, (next += BATCH));
         const r = await request(rt.main, "POST", "/api/internal/metering/device-usage", {
           headers: serviceHeaders,
-          body: { records: chunk },
+          // Times as ISO 8601, the one time format of requests (the queue carries epoch ms).
+          body: {
+            records: chunk.map((c) => ({
+              ...c,
+              allocatedAt: new Date(c.allocatedAt).toISOString(),
+              releasedAt: new Date(c.releasedAt).toISOString(),
+            })),
+          },
         });
         lat.push(r.ms);
         if (r.status !== 200 || r.body.recorded !== chunk.length) failed += chunk.length;

@@ -13,9 +13,10 @@ import type { UsageRecord } from "../domain/types";
 import type { Env } from "../env";
 import { entryStatements, fundsChanged, stmt } from "./ledger";
 import { auditStatement, type AuditBy } from "../audit";
+import { ComparedField } from "../schemas";
 
 /** The fields of a usage record that must equal the device's record. */
-export const COMPARED = ["deviceId", "durationSeconds", "cpuCores", "memoryMB", "storageMB", "allocatedAt", "releasedAt"] as const;
+export const COMPARED = ComparedField.options;
 
 const compared = (r: Pick<UsageRecord, (typeof COMPARED)[number]>) =>
   Object.fromEntries(COMPARED.map((f) => [f, r[f]])) as Pick<UsageRecord, (typeof COMPARED)[number]>;

@@ -4,12 +4,14 @@ import { BILLING, PAGING } from "../config";
 import type { Env } from "../env";
 import { failedUsage } from "../db/schema";
 import { UsageRecordMessage } from "../schemas";
-import type { UsageRecord } from "../domain/types";
+import type { EndReason, UsageRecord } from "../domain/types";
 import { dbOf } from "../db/client";
 import { decodeCursor, encodeCursor } from "../cursor";
-import { applyUsage, type UsageOutcome } from "./usage";
+import { applyUsage, usageOutcomeView, type UsageOutcome, type UsageSource } from "./usage";
 import type { AuditBy } from "../audit";
-import { iso } from "../domain/time";
+import { iso, isoOrNull } from "../domain/time";
+
+type FailedUsageStatus = "failed" | "replayed" | "resolved" | "invalid";
 
 export interface UsageReportOptions {
   /** [from, to) in epoch ms on `releasedAt`; the route fills in its defaults. */
@@ -60,7 +62,8 @@ export async function usageReport(env: Env, by: { userId: string } | { deviceId:
       records: totals?.records ?? 0,
       durationSeconds: seconds,
       deviceHours: Math.round((seconds / 3600) * 1000) / 1000,
-      charges: totals?.charges ?? 0,
+      chargesMinor: totals?.charges ?? 0,
+      currency: BILLING.currency,
     },
     items: page.map((r) => ({
       allocationId: r.allocation_id,
@@ -73,9 +76,10 @@ export async function usageReport(env: Env, by: { userId: string } | { deviceId:
       storageMB: r.storage_mb,
       allocatedAt: iso(r.allocated_at),
       releasedAt: iso(r.released_at),
-      reason: r.reason,
-      source: r.source,
-      charge: r.amount === null ? null : -r.amount,
+      reason: r.reason as EndReason,
+      source: r.source as UsageSource,
+      chargeMinor: r.amount === null ? null : -r.amount,
+      currency: BILLING.currency,
     })),
     nextCursor: rows.length > limit && last ? encodeCursor(last.released_at, last.allocation_id) : null,
   };
@@ -100,7 +104,17 @@ export async function listFailedUsage(env: Env, o: { status?: string; cursor?: s
   const page = rows.slice(0, limit);
   const last = page[page.length - 1];
   return {
-    items: page.map((r) => ({ ...r, record: safeJson(r.record) })),
+    items: page.map((r) => ({
+      allocationId: r.allocationId,
+      userId: r.userId,
+      record: safeJson(r.record),
+      error: r.error,
+      attempts: r.attempts,
+      status: r.status as FailedUsageStatus,
+      firstFailedAt: iso(r.firstFailedAt),
+      lastFailedAt: iso(r.lastFailedAt),
+      resolvedAt: isoOrNull(r.resolvedAt),
+    })),
     nextCursor: rows.length > limit && last ? encodeCursor(last.lastFailedAt, last.allocationId) : null,
   };
 }
@@ -158,7 +172,7 @@ export async function replayFailedUsage(env: Env, sel: { allocationIds?: string[
   return {
     replayed: outcomes.filter((o) => o.status !== "failed").length,
     failed: results.filter((o) => o.status === "failed" || o.status === "invalid").length,
-    results,
+    results: results.map(usageOutcomeView),
     remaining: remaining?.n ?? 0,
   };
 }

@@ -3,6 +3,7 @@
  * idempotent on `allocationId`. Used by the queue consumer, the internal endpoint, replay
  * of dead letters and reconciliation, so every path books usage the same way.
  */
+import { BILLING } from "../config";
 import { priceOf } from "../domain/pricing";
 import type { UsageRecord } from "../domain/types";
 import type { Env } from "../env";
@@ -18,6 +19,14 @@ export type UsageOutcome =
   | { allocationId: string; status: "recorded"; amount: number }
   | { allocationId: string; status: "duplicate" }
   | { allocationId: string; status: "failed"; error: string };
+
+/** An outcome as the API answers it: a recorded charge says its amount in minor units and its currency. */
+export function usageOutcomeView<S extends string>(
+  o: UsageOutcome | { allocationId: string; status: S; error?: string },
+): { allocationId: string; status: S | UsageOutcome["status"]; amountMinor?: number; currency?: string; error?: string } {
+  if ("amount" in o) return { allocationId: o.allocationId, status: o.status, amountMinor: o.amount, currency: BILLING.currency };
+  return { allocationId: o.allocationId, status: o.status, ...("error" in o && o.error !== undefined ? { error: o.error } : {}) };
+}
 
 function statementsFor(
   db: Db,

@@ -17,18 +17,20 @@ import type {
   AllocationResult,
   AllocationView,
   BalanceView,
+  FailedUsagePage as FailedUsagePageSchema,
   PoolDeviceView,
   PoolView,
   QueueEntryView,
   QueueJoinBody,
   QuotaView,
+  ReconcileResult as ReconcileResultSchema,
   ReleaseResult,
+  ReplayResult as ReplayResultSchema,
   ReservationView,
   TicketResult,
+  UserUsageReport,
 } from "../schemas";
 import type { ExtendResult as ExtendResultSchema } from "../routes/scheduler";
-import type { listFailedUsage, replayFailedUsage, usageReport } from "../billing/reports";
-import type { ReconcileRun, UserReconciliation } from "../billing/reconcile";
 import type { FeedKind } from "../feed/protocol";
 
 // ---- response and request types ------------------------------------------------------------
@@ -46,23 +48,18 @@ export type QueueEntry = z.infer<typeof QueueEntryView>;
 export type QueueJoinRequest = z.input<typeof QueueJoinBody>;
 export type Reservation = z.infer<typeof ReservationView>;
 export type Ticket = z.infer<typeof TicketResult>;
-export type UsageReport = Awaited<ReturnType<typeof usageReport>>;
+/** A user's usage report: times as ISO 8601 UTC, money as `…Minor` with its `currency`. */
+export type UsageReport = z.infer<typeof UserUsageReport>;
 export type UsageItem = UsageReport["items"][number];
-export type FailedUsagePage = Awaited<ReturnType<typeof listFailedUsage>>;
+export type FailedUsagePage = z.infer<typeof FailedUsagePageSchema>;
 export type FailedUsage = FailedUsagePage["items"][number];
-export type ReplayResult = Awaited<ReturnType<typeof replayFailedUsage>>;
+export type ReplayResult = z.infer<typeof ReplayResultSchema>;
 /** A pool's device with its holder (`expiresAt` an ISO string or null). */
 export type PoolDevice = z.infer<typeof PoolDeviceView>;
 export type PoolSummary = z.infer<typeof PoolView>;
 
 /** POST /admin/billing/reconcile: the run with its times as ISO strings and at most 100 differences. */
-export interface ReconcileResult extends Omit<ReconcileRun, "from" | "to" | "differences"> {
-  from: string | null;
-  to: string;
-  differences: (Omit<UserReconciliation, "from" | "to"> & { from: string; to: string })[];
-  differencesShown: number;
-  differencesTotal: number;
-}
+export type ReconcileResult = z.infer<typeof ReconcileResultSchema>;
 
 export interface Page<T> {
   items: T[];

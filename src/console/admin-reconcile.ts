@@ -97,11 +97,7 @@ export class ReconcileCard {
                     h("td", { class: "num" }, d.mismatched.length),
                     h("td", { class: "num" }, d.healed),
                     h("td", { class: "num" }, d.stillMissing.length),
-                    h(
-                      "td",
-                      { class: "small" },
-                      d.balanceDrift ? `${fmtMoney(d.balanceDrift.balance)} vs ledger ${fmtMoney(d.balanceDrift.ledgerSum)}` : "—",
-                    ),
+                    h("td", { class: "small" }, d.balanceDrift ? driftText(d.balanceDrift) : "—"),
                   ),
                 ),
             ),
@@ -132,4 +128,8 @@ export class ReconcileCard {
     while (list.children.length > 20) list.lastElementChild?.remove();
     if (list.nextElementSibling?.classList.contains("empty")) list.nextElementSibling.remove();
   }
+}
+
+function driftText(d: { balanceMinor: number; ledgerSumMinor: number; currency: string }): string {
+  return `${fmtMoney(d.balanceMinor, d.currency)} vs ledger ${fmtMoney(d.ledgerSumMinor, d.currency)}`;
 }

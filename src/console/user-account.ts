@@ -110,15 +110,15 @@ export class BalanceCard {
       showError(slot, null);
       fill(
         this.el.querySelector("#balance")!,
-        h("p", { class: `big ${b.balance <= 0 ? "neg" : ""}`, id: "balance-amount" }, fmtMoney(b.balance, b.currency)),
-        b.lowBalance ? h("p", null, pill("low_balance"), ` below ${fmtMoney(b.lowBalanceThreshold, b.currency)}`) : null,
+        h("p", { class: `big ${b.balanceMinor <= 0 ? "neg" : ""}`, id: "balance-amount" }, fmtMoney(b.balanceMinor, b.currency)),
+        b.lowBalance ? h("p", null, pill("low_balance"), ` below ${fmtMoney(b.lowBalanceThresholdMinor, b.currency)}`) : null,
         h(
           "dl",
           { class: "kv" },
           h("dt", null, "Pricing plan"),
-          h("dd", null, b.planId),
+          h("dd", null, b.pricingPlanId),
           h("dt", null, "Low at"),
-          h("dd", null, fmtMoney(b.lowBalanceThreshold, b.currency)),
+          h("dd", null, fmtMoney(b.lowBalanceThresholdMinor, b.currency)),
         ),
       );
     } catch (err) {

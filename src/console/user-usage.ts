@@ -39,7 +39,7 @@ export class UsagePanel {
       const r = await this.api.usage(this.userId, { limit: 20 });
       showError(slot, null);
       this.el.querySelector("#usage-totals")!.textContent =
-        `${r.totals.records} record(s) · ${r.totals.deviceHours} device-hours · ${fmtMoney(r.totals.charges, r.currency)}`;
+        `${r.totals.records} record(s) · ${r.totals.deviceHours} device-hours · ${fmtMoney(r.totals.chargesMinor, r.totals.currency)}`;
       syncRows(
         this.el.querySelector("#usage")!,
         r.items,
@@ -52,7 +52,7 @@ export class UsagePanel {
             h("td", { class: "mono" }, u.deviceId),
             h("td", { class: "small" }, fmtSpec(u)),
             h("td", null, fmtDuration(u.durationSeconds)),
-            h("td", { class: "num" }, fmtMoney(u.charge, r.currency)),
+            h("td", { class: "num" }, fmtMoney(u.chargeMinor, u.currency)),
             h("td", { class: "small" }, fmtTime(u.releasedAt)),
             h("td", null, u.reason),
           ),

@@ -16,18 +16,24 @@ import { generateInvoices } from "../billing/invoices";
 import { reconcile } from "../billing/reconcile";
 import { listFailedUsage, replayFailedUsage } from "../billing/reports";
 import {
-  AccountPlanBody,
   AdjustmentBody,
+  AdjustmentResult,
   BalanceView,
+  FailedUsagePage,
   FailedUsageQuery,
   InvoiceRunBody,
-  PlanIdParam,
+  InvoiceRunResult,
   PricingPlanBody,
+  PricingPlanIdParam,
+  PricingPlanView,
   ReconcileBody,
+  ReconcileResult,
   ReplayBody,
+  ReplayResult,
   UserParam,
+  UserPricingPlanBody,
 } from "../schemas";
-import { Any, balanceView, bearer, billing, checkedRange, isoOf, time } from "./billing-shared";
+import { balanceView, bearer, billing, checkedRange, pricingPlanView, reconcileView, time } from "./billing-shared";
 import { reply } from "./helpers";
 
 export function billingAdminRoutes() {
@@ -37,16 +43,27 @@ export function billingAdminRoutes() {
     route({
       method: "put",
       operationId: "setPricingPlan",
-      path: "/admin/billing/pricing-plans/{planId}",
+      path: "/admin/billing/pricing-plans/{pricingPlanId}",
       tags: ["billing admin"],
       security: bearer,
       summary: "Create or change a pricing plan (applies to charges booked from now on)",
-      request: { params: PlanIdParam, ...jsonBody(PricingPlanBody) },
-      ok: { status: 200, schema: Any, description: "The plan" },
+      request: { params: PricingPlanIdParam, ...jsonBody(PricingPlanBody) },
+      ok: { status: 200, schema: PricingPlanView, description: "The plan" },
     }),
     async (c) => {
-      const { planId } = c.req.valid("param");
-      const b = c.req.valid("json");
+      const { pricingPlanId: planId } = c.req.valid("param");
+      const body = c.req.valid("json");
+      // HTTP names → D1's.
+      const b = {
+        name: body.name,
+        currency: body.currency,
+        basePerSecond: body.baseMicrosPerSecond,
+        cpuCorePerSecond: body.cpuCoreMicrosPerSecond,
+        memoryGBPerSecond: body.memoryGBMicrosPerSecond,
+        storageGBPerSecond: body.storageGBMicrosPerSecond,
+        startingCredit: body.startingCreditMinor,
+        lowBalanceThreshold: body.lowBalanceThresholdMinor,
+      };
       if (b.currency !== BILLING.currency)
         return reply(
           c,
@@ -67,37 +84,40 @@ export function billingAdminRoutes() {
               .values({ planId, ...b, createdAt: now, updatedAt: now })
               .onConflictDoUpdate({ target: pricingPlans.planId, set: { ...b, updatedAt: now } }),
           ),
-          auditStatement(c.env.DB, auditEntry(c, "pricing_plan.set", `plan:${planId}`, { ...b, before: before ? ratesOf(before) : null })),
+          auditStatement(
+            c.env.DB,
+            auditEntry(c, "pricing_plan.set", `plan:${planId}`, { ...body, before: before ? settingsOf(before) : null }),
+          ),
         ]);
         const [after] = await db.select().from(pricingPlans).where(eq(pricingPlans.planId, planId));
-        return after;
+        return after!;
       });
-      return reply(c, ok(plan));
+      return reply(c, ok(pricingPlanView(plan)));
     },
   );
 
   app.openapi(
     route({
       method: "put",
-      operationId: "setAccountPlan",
+      operationId: "setUserPricingPlan",
       path: "/admin/billing/users/{userId}/plan",
       tags: ["billing admin"],
       security: bearer,
-      summary: "Move a user to another pricing plan",
-      request: { params: UserParam, ...jsonBody(AccountPlanBody) },
+      summary: "Set a user's pricing plan (their next charges are priced by it)",
+      request: { params: UserParam, ...jsonBody(UserPricingPlanBody) },
       ok: { status: 200, schema: BalanceView, description: "Balance" },
     }),
     async (c) => {
       const { userId } = c.req.valid("param");
-      const { planId } = c.req.valid("json");
+      const { pricingPlanId: planId } = c.req.valid("json");
       const db = dbOf(c.env);
       const r = await billing(async (): Promise<Result<Funds>> => {
         const [plan] = await db.select().from(pricingPlans).where(eq(pricingPlans.planId, planId));
-        if (!plan) return fail(404, "PLAN_NOT_FOUND", "No such pricing plan.", { planId });
+        if (!plan) return fail(404, "PLAN_NOT_FOUND", "No such pricing plan.", { pricingPlanId: planId });
         const before = await fundsFor(db, c.env, userId);
         await c.env.DB.batch([
           stmt(c.env.DB, db.update(accounts).set({ planId, updatedAt: Date.now() }).where(eq(accounts.userId, userId))),
-          auditStatement(c.env.DB, auditEntry(c, "account.set_plan", `user:${userId}`, { planId, before: before.planId })),
+          auditStatement(c.env.DB, auditEntry(c, "account.set_plan", `user:${userId}`, { pricingPlanId: planId, before: before.planId })),
         ]);
         await fundsChanged(c.env, userId);
         return ok(await fundsFor(db, c.env, userId));
@@ -113,11 +133,11 @@ export function billingAdminRoutes() {
       path: "/admin/billing/users/{userId}/adjustments",
       tags: ["billing admin"],
       security: bearer,
-      summary: "Correct a balance (signed amount; once per adjustmentId)",
+      summary: "Correct a balance (signed amountMinor; once per adjustmentId)",
       request: { params: UserParam, ...jsonBody(AdjustmentBody) },
       ok: {
         status: 201,
-        schema: Any,
+        schema: AdjustmentResult,
         description: "The adjustment and the new balance",
         repeat: "This adjustmentId was booked before: that adjustment, nothing new",
       },
@@ -125,7 +145,11 @@ export function billingAdminRoutes() {
     async (c) => {
       const { userId } = c.req.valid("param");
       const b = c.req.valid("json");
-      const audit = auditEntry(c, "account.adjust", `user:${userId}`, { adjustmentId: b.adjustmentId, amount: b.amount, memo: b.memo });
+      const audit = auditEntry(c, "account.adjust", `user:${userId}`, {
+        adjustmentId: b.adjustmentId,
+        amountMinor: b.amountMinor,
+        memo: b.memo,
+      });
       const r = await billing(() =>
         bookEntry(
           c.env,
@@ -133,7 +157,7 @@ export function billingAdminRoutes() {
             entryId: `adjustment:${b.adjustmentId}`,
             userId,
             kind: "adjustment",
-            amount: b.amount,
+            amount: b.amountMinor,
             reference: b.adjustmentId,
             memo: b.memo,
             actor: audit.actor,
@@ -152,8 +176,8 @@ export function billingAdminRoutes() {
         {
           userId,
           adjustmentId: b.adjustmentId,
-          amount: r.amount,
-          balance: r.balanceAfter,
+          amountMinor: r.amount,
+          balanceMinor: r.balanceAfter,
           currency: r.currency,
           duplicate: r.duplicate,
         },
@@ -171,7 +195,7 @@ export function billingAdminRoutes() {
       security: bearer,
       summary: "Usage records the dead-letter queue kept",
       request: { query: FailedUsageQuery },
-      ok: { status: 200, schema: Any, description: "A page" },
+      ok: { status: 200, schema: FailedUsagePage, description: "A page" },
     }),
     async (c) => reply(c, ok(await billing(() => listFailedUsage(c.env, c.req.valid("query"))))),
   );
@@ -185,7 +209,7 @@ export function billingAdminRoutes() {
       security: bearer,
       summary: "Book kept records again (idempotent)",
       request: jsonBody(ReplayBody),
-      ok: { status: 200, schema: Any, description: "Per record outcome" },
+      ok: { status: 200, schema: ReplayResult, description: "Per record outcome" },
     }),
     async (c) => reply(c, ok(await billing(() => replayFailedUsage(c.env, c.req.valid("json"), auditBy(c, "usage.replay"))))),
   );
@@ -199,7 +223,7 @@ export function billingAdminRoutes() {
       security: bearer,
       summary: "Compare ended allocations with usage and charges; report and (by default) heal",
       request: jsonBody(ReconcileBody, false),
-      ok: { status: 200, schema: Any, description: "Report" },
+      ok: { status: 200, schema: ReconcileResult, description: "Report" },
     }),
     async (c) => {
       const b = c.req.valid("json") ?? { heal: true };
@@ -207,17 +231,7 @@ export function billingAdminRoutes() {
       const to = time(b.to);
       checkedRange(from ?? 0, to ?? Date.now() - BILLING.reconcileGraceMs, b);
       const r = await billing(() => reconcile(c.env, { userId: b.userId, from, to, heal: b.heal }));
-      return reply(
-        c,
-        ok({
-          ...r,
-          from: isoOf(r.from),
-          to: isoOf(r.to),
-          differences: r.differences.slice(0, 100).map((d) => ({ ...d, from: isoOf(d.from), to: isoOf(d.to) })),
-          differencesShown: Math.min(100, r.differences.length),
-          differencesTotal: r.differences.length,
-        }),
-      );
+      return reply(c, ok(reconcileView(r)));
     },
   );
 
@@ -228,9 +242,9 @@ export function billingAdminRoutes() {
       path: "/admin/billing/invoices/run",
       tags: ["billing admin"],
       security: bearer,
-      summary: "Write the missing invoices of an ended month (the cron does last month by itself)",
+      summary: "Write the missing invoices of an ended month (default: last month, as the cron does)",
       request: jsonBody(InvoiceRunBody, false),
-      ok: { status: 200, schema: Any, description: "Counts" },
+      ok: { status: 200, schema: InvoiceRunResult, description: "Counts" },
     }),
     async (c) => {
       const period = c.req.valid("json")?.period ?? previousPeriod(Date.now());
@@ -243,8 +257,8 @@ export function billingAdminRoutes() {
   return app;
 }
 
-/** A pricing plan's settable fields (what PUT sets), for the audit row's `before`. */
-function ratesOf(p: typeof pricingPlans.$inferSelect) {
-  const { planId: _id, createdAt: _created, updatedAt: _updated, ...rates } = p;
-  return rates;
+/** A pricing plan's settable fields as PUT names them, for the audit row's `before`. */
+function settingsOf(p: typeof pricingPlans.$inferSelect) {
+  const { pricingPlanId: _id, createdAt: _created, updatedAt: _updated, ...settings } = pricingPlanView(p);
+  return settings;
 }

@@ -1,13 +1,14 @@
 /** The other services' billing routes (/api/internal/*, X-Service-Token: gated in app.ts): usage reports and balances. */
-import { z } from "@hono/zod-openapi";
-import { fail, ok } from "../errors";
-import { newApp } from "../app-factory";
+import type { Context } from "hono";
+import type { AppEnv } from "../auth";
+import { errorBody, fail, ok } from "../errors";
+import { newApp, validationFailure } from "../app-factory";
 import { jsonBody, route } from "../openapi";
 import { fundsFor } from "../billing/ledger";
 import { dbOf } from "../db/client";
-import { applyUsage } from "../billing/usage";
+import { applyUsage, usageOutcomeView } from "../billing/usage";
 import { auditBy } from "../audit";
-import { BalanceView, UsageOutcomeView, UsageReportBody, UserParam } from "../schemas";
+import { BalanceView, ReportUsageResult, UsageReport, UsageReportArray, UsageReportBatch, UsageReportBody, UserParam } from "../schemas";
 import { balanceView, billing, service } from "./billing-shared";
 import { reply } from "./helpers";
 import { userOfAllocationId } from "../ids";
@@ -24,20 +25,16 @@ export function billingInternalRoutes() {
       security: service,
       summary: "Report usage: one record, or up to 100 (idempotent on allocationId)",
       request: jsonBody(UsageReportBody),
-      ok: {
-        status: 200,
-        schema: z.object({
-          recorded: z.number(),
-          duplicates: z.number(),
-          failed: z.number(),
-          results: z.array(UsageOutcomeView),
-        }),
-        description: "Per record outcome",
-      },
+      ok: { status: 200, schema: ReportUsageResult, description: "Per record outcome" },
     }),
     async (c) => {
       const b = c.req.valid("json");
-      const records = Array.isArray(b) ? b : "records" in b ? b.records : [b];
+      // What the old system sends as `null` is absent.
+      const records = (Array.isArray(b) ? b : "records" in b ? b.records : [b]).map((r) => ({
+        ...r,
+        tenantId: r.tenantId ?? undefined,
+        reason: r.reason ?? ("released" as const),
+      }));
       const ids = new Set<string>();
       for (const r of records) {
         if (ids.has(r.allocationId))
@@ -58,7 +55,12 @@ export function billingInternalRoutes() {
       }
       const results = await billing(() => applyUsage(c.env, records, "external", { audit: auditBy(c, "usage.report") }));
       const count = (s: string) => results.filter((r) => r.status === s).length;
-      const body = { recorded: count("recorded"), duplicates: count("duplicate"), failed: count("failed"), results };
+      const body = {
+        recorded: count("recorded"),
+        duplicates: count("duplicate"),
+        failed: count("failed"),
+        results: results.map(usageOutcomeView),
+      };
       if (body.failed)
         return c.json(
           {
@@ -72,6 +74,7 @@ export function billingInternalRoutes() {
         );
       return c.json(body, 200);
     },
+    usageReportHook,
   );
 
   app.openapi(
@@ -89,4 +92,25 @@ export function billingInternalRoutes() {
   );
 
   return app;
+}
+
+/**
+ * A union's issues only say "Invalid input" at the top. The body's form is decided first (an
+ * array, an object with `records`, else one record), then it is checked as that form alone, so
+ * every failing field is named with its path, in every record of a batch (`records.2.tenantId`).
+ */
+function usageReportHook(result: { success: boolean }, c: Context<AppEnv>) {
+  if (result.success) return;
+  // On failure the validator passes the body as received in `data`.
+  const raw = (result as { data?: unknown }).data;
+  const form = Array.isArray(raw)
+    ? UsageReportArray
+    : typeof raw === "object" && raw !== null && "records" in raw
+      ? UsageReportBatch
+      : UsageReport;
+  const again = form.safeParse(raw);
+  const issues = again.success
+    ? [{ path: [], message: "Send one usage record, an array of them, or {records: [...]}" }]
+    : again.error.issues;
+  return c.json(errorBody(validationFailure(issues)), 400);
 }

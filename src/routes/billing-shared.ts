@@ -1,26 +1,126 @@
 /**
- * What the billing routes (src/routes/billing*.ts) share: their security entries, the balance
- * as they answer it, D1 failing as one 503, and report periods.
+ * What the billing routes (src/routes/billing*.ts) share: their security entries, the answers'
+ * views (times as ISO 8601 UTC, money as `…Minor` with its `currency`, pricing plans as
+ * `pricingPlanId`: D1 and the internals keep epoch ms and their own names), D1 failing as one
+ * 503, and report periods.
  */
 import { z } from "@hono/zod-openapi";
 import { HttpError, fail } from "../errors";
+import { BILLING } from "../config";
 import { formatMoney } from "../domain/pricing";
+import { iso, isoOrNull } from "../domain/time";
 import type { Funds } from "../billing/ledger";
+import type { Invoice } from "../billing/invoices";
+import type { ReconcileRun, UserReconciliation } from "../billing/reconcile";
+import type { ledger, pricingPlans } from "../db/schema";
+import type { BalanceView, InvoiceView, LedgerEntryView, PricingPlanView, ReconcileResult, UserReconciliationView } from "../schemas";
 
 export const bearer = [{ bearer: [] }];
 export const service = [{ service: [] }];
-export const Any = z.object({}).passthrough();
 
-export function balanceView(f: Funds) {
+export function balanceView(f: Funds): z.infer<typeof BalanceView> {
   return {
     userId: f.userId,
-    balance: f.balance,
+    balanceMinor: f.balance,
     currency: f.currency,
-    planId: f.planId,
-    lowBalanceThreshold: f.lowBalanceThreshold,
+    pricingPlanId: f.planId,
+    lowBalanceThresholdMinor: f.lowBalanceThreshold,
     lowBalance: f.balance < f.lowBalanceThreshold,
     hasBalance: f.balance > 0,
     formatted: formatMoney(f.balance, f.currency),
+  };
+}
+
+export function ledgerEntryView(r: typeof ledger.$inferSelect): z.infer<typeof LedgerEntryView> {
+  return {
+    seq: r.seq,
+    entryId: r.entryId,
+    userId: r.userId,
+    kind: r.kind as z.infer<typeof LedgerEntryView>["kind"],
+    amountMinor: r.amount,
+    balanceAfterMinor: r.balanceAfter,
+    // A deployment has one currency; every pricing plan states it (see setPricingPlan).
+    currency: BILLING.currency,
+    allocationId: r.allocationId,
+    pricingPlanId: r.planId,
+    reference: r.reference,
+    memo: r.memo,
+    actor: r.actor,
+    createdAt: iso(r.createdAt),
+  };
+}
+
+export function invoiceView(i: Invoice): z.infer<typeof InvoiceView> {
+  return {
+    invoiceId: i.invoiceId,
+    userId: i.userId,
+    period: i.period,
+    periodStart: iso(i.periodStart),
+    periodEnd: iso(i.periodEnd),
+    currency: i.currency,
+    openingBalanceMinor: i.openingBalance,
+    chargesMinor: i.charges,
+    creditsMinor: i.credits,
+    debitsMinor: i.debits,
+    closingBalanceMinor: i.closingBalance,
+    usageCount: i.usageCount,
+    usageSeconds: i.usageSeconds,
+    createdAt: iso(i.createdAt),
+  };
+}
+
+export function pricingPlanView(p: typeof pricingPlans.$inferSelect): z.infer<typeof PricingPlanView> {
+  return {
+    pricingPlanId: p.planId,
+    name: p.name,
+    currency: p.currency,
+    baseMicrosPerSecond: p.basePerSecond,
+    cpuCoreMicrosPerSecond: p.cpuCorePerSecond,
+    memoryGBMicrosPerSecond: p.memoryGBPerSecond,
+    storageGBMicrosPerSecond: p.storageGBPerSecond,
+    startingCreditMinor: p.startingCredit,
+    lowBalanceThresholdMinor: p.lowBalanceThreshold,
+    createdAt: iso(p.createdAt),
+    updatedAt: iso(p.updatedAt),
+  };
+}
+
+const timeFields = new Set(["allocatedAt", "releasedAt"]);
+
+function reconciliationView(d: UserReconciliation): z.infer<typeof UserReconciliationView> {
+  const value = (field: string, v: number | string) => (timeFields.has(field) && typeof v === "number" ? iso(v) : v);
+  return {
+    userId: d.userId,
+    from: iso(d.from),
+    to: iso(d.to),
+    checked: d.checked,
+    missingUsage: d.missingUsage,
+    missingCharges: d.missingCharges,
+    mismatched: d.mismatched.map((m) => ({
+      allocationId: m.allocationId,
+      field: m.field as z.infer<typeof UserReconciliationView>["mismatched"][number]["field"],
+      expected: value(m.field, m.expected),
+      recorded: value(m.field, m.recorded),
+    })),
+    healed: d.healed,
+    corrected: d.corrected.map((c) => ({ allocationId: c.allocationId, correctionMinor: c.correction, currency: BILLING.currency })),
+    stillMissing: d.stillMissing,
+    balanceDrift: d.balanceDrift
+      ? { balanceMinor: d.balanceDrift.balance, ledgerSumMinor: d.balanceDrift.ledgerSum, currency: BILLING.currency }
+      : null,
+  };
+}
+
+/** A reconciliation run as answered: times ISO, at most 100 differences in full. */
+export function reconcileView(r: ReconcileRun): z.infer<typeof ReconcileResult> {
+  const { differences, from, to, ...counts } = r;
+  return {
+    ...counts,
+    from: isoOrNull(from),
+    to: iso(to),
+    differences: differences.slice(0, 100).map(reconciliationView),
+    differencesShown: Math.min(100, differences.length),
+    differencesTotal: differences.length,
   };
 }
 
@@ -59,4 +159,3 @@ export function checkedRange(from: number, to: number, q: { from?: string; to?: 
 }
 
 export const NoQuery = z.object({}).strict();
-export const isoOf = (t: number | null) => (t === null ? null : new Date(t).toISOString());

@@ -16,10 +16,35 @@ import { bookEntry, fundsFor } from "../billing/ledger";
 import { dbOf } from "../db/client";
 import { invoiceById, invoicesOf } from "../billing/invoices";
 import { usageReport } from "../billing/reports";
-import { BalanceView, DeviceIdParam, InvoiceIdParam, PageQuery, PeriodQuery, TopUpBody, UserParam } from "../schemas";
+import {
+  BalanceView,
+  DeviceIdParam,
+  DeviceUsageReport,
+  InvoiceIdParam,
+  InvoiceList,
+  InvoiceView,
+  LedgerPage,
+  PageQuery,
+  PeriodQuery,
+  PricingPlanList,
+  TopUpBody,
+  TopUpResult,
+  UserParam,
+  UserUsageReport,
+} from "../schemas";
 import { billingAdminRoutes } from "./billing-admin";
 import { billingInternalRoutes } from "./billing-internal";
-import { Any, NoQuery, balanceView, bearer, billing, reportPeriod, service } from "./billing-shared";
+import {
+  NoQuery,
+  balanceView,
+  bearer,
+  billing,
+  invoiceView,
+  ledgerEntryView,
+  pricingPlanView,
+  reportPeriod,
+  service,
+} from "./billing-shared";
 import { reply } from "./helpers";
 
 export function billingRoutes() {
@@ -53,7 +78,7 @@ export function billingRoutes() {
       security: bearer,
       summary: "Ledger entries, newest first (paged by `seq`)",
       request: { params: UserParam, query: PageQuery },
-      ok: { status: 200, schema: Any, description: "A page" },
+      ok: { status: 200, schema: LedgerPage, description: "A page" },
     }),
     async (c) => {
       const userId = readableUser(c, c.req.valid("param").userId);
@@ -68,7 +93,10 @@ export function billingRoutes() {
           .limit(limit + 1),
       );
       const page = rows.slice(0, limit);
-      return reply(c, ok({ items: page, nextCursor: rows.length > limit ? String(page[page.length - 1]!.seq) : null }));
+      return reply(
+        c,
+        ok({ items: page.map(ledgerEntryView), nextCursor: rows.length > limit ? String(page[page.length - 1]!.seq) : null }),
+      );
     },
   );
 
@@ -81,11 +109,11 @@ export function billingRoutes() {
       security: bearer,
       summary: "Monthly invoices, newest first",
       request: { params: UserParam, query: NoQuery },
-      ok: { status: 200, schema: Any, description: "Invoices" },
+      ok: { status: 200, schema: InvoiceList, description: "Invoices" },
     }),
     async (c) => {
       const userId = readableUser(c, c.req.valid("param").userId);
-      return reply(c, ok({ items: await billing(() => invoicesOf(c.env, userId)) }));
+      return reply(c, ok({ items: (await billing(() => invoicesOf(c.env, userId))).map(invoiceView) }));
     },
   );
 
@@ -98,14 +126,14 @@ export function billingRoutes() {
       security: bearer,
       summary: "One invoice (its user or an admin)",
       request: { params: InvoiceIdParam },
-      ok: { status: 200, schema: Any, description: "Invoice" },
+      ok: { status: 200, schema: InvoiceView, description: "Invoice" },
     }),
     async (c) => {
       const p = requireUser(c);
       const inv = await billing(() => invoiceById(c.env, c.req.valid("param").invoiceId));
       // Someone else's invoice reads as missing: ids do not leak.
       if (!inv || (inv.userId !== p.userId && p.role !== "admin")) return reply(c, fail(404, "INVOICE_NOT_FOUND", "No such invoice."));
-      return reply(c, ok(inv));
+      return reply(c, ok(invoiceView(inv)));
     },
   );
 
@@ -116,11 +144,14 @@ export function billingRoutes() {
       path: "/billing/pricing-plans",
       tags: ["billing"],
       security: bearer,
-      summary: "Pricing plans (rates per second in micro-units of a cent)",
+      summary: "Pricing plans (rates in millionths of a minor unit per second)",
       request: { query: NoQuery },
-      ok: { status: 200, schema: Any, description: "Plans" },
+      ok: { status: 200, schema: PricingPlanList, description: "Plans" },
     }),
-    async (c) => reply(c, ok({ items: await billing(() => dbOf(c.env).select().from(pricingPlans).orderBy(pricingPlans.planId)) })),
+    async (c) => {
+      const plans = await billing(() => dbOf(c.env).select().from(pricingPlans).orderBy(pricingPlans.planId));
+      return reply(c, ok({ items: plans.map(pricingPlanView) }));
+    },
   );
 
   app.openapi(
@@ -134,7 +165,7 @@ export function billingRoutes() {
       request: { params: UserParam, ...jsonBody(TopUpBody) },
       ok: {
         status: 201,
-        schema: Any,
+        schema: TopUpResult,
         description: "The credit and the new balance",
         repeat: "This paymentId was credited before: that credit, nothing new",
       },
@@ -144,7 +175,7 @@ export function billingRoutes() {
       const b = c.req.valid("json");
       const audit = auditEntry(c, "account.top_up", `user:${userId}`, {
         paymentId: b.paymentId,
-        amount: b.amount,
+        amountMinor: b.amountMinor,
         paymentMethod: b.paymentMethod ?? null,
       });
       const r = await billing(() =>
@@ -154,7 +185,7 @@ export function billingRoutes() {
             entryId: `top_up:${b.paymentId}`,
             userId,
             kind: "top_up",
-            amount: b.amount,
+            amount: b.amountMinor,
             reference: b.paymentId,
             memo: b.paymentMethod ?? null,
             actor: audit.actor,
@@ -163,7 +194,7 @@ export function billingRoutes() {
             event: {
               type: "billing.payment_success",
               data: {
-                amount: b.amount,
+                amount: b.amountMinor,
                 paymentId: b.paymentId,
                 paymentMethod: b.paymentMethod ?? null,
                 currency: BILLING.currency,
@@ -185,8 +216,8 @@ export function billingRoutes() {
         {
           userId,
           paymentId: b.paymentId,
-          amount: r.amount,
-          balance: r.balanceAfter,
+          amountMinor: r.amount,
+          balanceMinor: r.balanceAfter,
           currency: r.currency,
           duplicate: r.duplicate,
         },
@@ -206,7 +237,7 @@ export function billingRoutes() {
       security: bearer,
       summary: "A user's usage: totals for a period (default: this month) and records, newest first",
       request: { params: UserParam, query: PeriodQuery },
-      ok: { status: 200, schema: Any, description: "Report" },
+      ok: { status: 200, schema: UserUsageReport, description: "Report" },
     }),
     async (c) => {
       const userId = readableUser(c, c.req.valid("param").userId);
@@ -224,7 +255,7 @@ export function billingRoutes() {
       security: bearer,
       summary: "A device's usage across users (admin)",
       request: { params: DeviceIdParam, query: PeriodQuery },
-      ok: { status: 200, schema: Any, description: "Report" },
+      ok: { status: 200, schema: DeviceUsageReport, description: "Report" },
     }),
     async (c) => {
       const q = c.req.valid("query");

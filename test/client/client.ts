@@ -56,35 +56,25 @@ const read = {
   }),
   released: (r: Released) => ({ allocationId: text(r.allocationId), reason: text(r.reason), durationSeconds: count(r.durationSeconds) }),
   balance: (b: Balance) => ({
-    balance: count(b.balance),
+    balanceMinor: count(b.balanceMinor),
     currency: text(b.currency),
-    planId: text(b.planId),
+    pricingPlanId: text(b.pricingPlanId),
     hasBalance: flag(b.hasBalance),
   }),
-  // The two answers below the document leaves open (`{ [key: string]: unknown }`): no field is
-  // typed, so they are read by name and checked at run time. `stillOpen` fails to compile once the
-  // document names their fields: then read them here as above.
-  usage: (u: Usage) => {
-    const items = list(u.items);
-    return {
-      currency: field(u, "currency", "string"),
-      items: items.map((i) => ({ allocationId: field(i, "allocationId", "string"), charge: field(i, "charge", "number") })),
-    };
-  },
-  plans: (p: Plans) => list(p.items).map((i) => ({ planId: field(i, "planId", "string"), currency: field(i, "currency", "string") })),
+  usage: (u: Usage) => ({
+    currency: text(u.currency),
+    items: u.items.map((i) => ({
+      allocationId: text(i.allocationId),
+      chargeMinor: count(i.chargeMinor ?? 0),
+      currency: text(i.currency),
+      releasedAt: text(i.releasedAt),
+    })),
+  }),
+  plans: (p: Plans) => p.items.map((i) => ({ pricingPlanId: text(i.pricingPlanId), currency: text(i.currency) })),
 };
+// Every answer this client reads is closed in the document (no `{ [key: string]: unknown }`).
 type Open<T> = string extends keyof T ? true : false;
-export const stillOpen: [usage: Open<Usage>, plans: Open<Plans>] = [true, true];
-
-function list(v: unknown): unknown[] {
-  if (!Array.isArray(v)) throw new Error(`expected an array, got ${JSON.stringify(v)}`);
-  return v;
-}
-function field<T extends "string" | "number">(o: unknown, key: string, type: T): T extends "string" ? string : number {
-  const v = typeof o === "object" && o !== null ? (o as Record<string, unknown>)[key] : undefined;
-  if (typeof v !== type) throw new Error(`expected ${type} ${key} in ${JSON.stringify(o)}`);
-  return v as T extends "string" ? string : number;
-}
+export const stillOpen: [usage: Open<Usage>, plans: Open<Plans>] = [false, false];
 
 /** An answer's data, or an error naming the status and the error body. */
 function must<T>(r: { data?: T; error?: unknown; response: Response }, what: string): T {

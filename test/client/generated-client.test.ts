@@ -65,9 +65,11 @@ describe("a client generated from the OpenAPI document alone", () => {
     const record = out.usage.items.find((u: { allocationId: string }) => u.allocationId === out.allocated.allocationId);
     expect(record, "the released allocation's usage record").toBeDefined();
     expect(out.before.currency).toBe(out.usage.currency);
-    expect(out.before.balance - out.after.balance).toBe(record.charge);
+    expect(out.before.balanceMinor - out.after.balanceMinor).toBe(record.chargeMinor);
+    expect(record.currency).toBe(out.before.currency);
+    expect(new Date(record.releasedAt).toISOString()).toBe(record.releasedAt);
     expect(out.after.hasBalance).toBe(true);
-    expect(out.plans.map((p: { planId: string }) => p.planId)).toContain(out.before.planId);
+    expect(out.plans.map((p: { pricingPlanId: string }) => p.pricingPlanId)).toContain(out.before.pricingPlanId);
     for (const p of out.plans) expect(p.currency).toBe(out.before.currency);
   });
 });
