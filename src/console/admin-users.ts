@@ -52,7 +52,7 @@ export class UsersCard {
     }
   }
 
-  private userRow(userId: string, q: Quota, account?: Pick<AdminUser, "balance" | "currency" | "planId">): HTMLElement {
+  private userRow(userId: string, q: Quota, account?: Pick<AdminUser, "balanceMinor" | "currency" | "pricingPlanId">): HTMLElement {
     const l = q.limits;
     const u = q.usage;
     const of = (used: number | undefined, max: number | undefined, fmt: (n: number) => string = String) =>
@@ -68,8 +68,8 @@ export class UsersCard {
       h("td", { class: "num" }, of(u.memoryMB, l.maxMemoryMB, fmtMB)),
       h("td", { class: "num" }, of(u.deviceHours, l.maxDeviceHoursPerPeriod)),
       h("td", { class: "small" }, fmtDateTime(q.validUntil)),
-      h("td", { class: "num" }, account ? fmtMoney(account.balance, account.currency ?? undefined) : "—"),
-      h("td", null, account?.planId ?? "—"),
+      h("td", { class: "num" }, account ? fmtMoney(account.balanceMinor, account.currency ?? undefined) : "—"),
+      h("td", null, account?.pricingPlanId ?? "—"),
     );
   }
 

@@ -300,7 +300,7 @@ export function adminRoutes() {
       path: "/admin/users",
       tags: ["quota"],
       security,
-      summary: "Users with a billing account: plan, balance and quota, by user id",
+      summary: "Users with a billing account: pricing plan, balance and quota, by user id",
       description:
         "A user appears here once they have a billing account (their first allocation or balance read opens it). " +
         "Page with `cursor` = the last userId. `tokensNotBefore`: their tokens issued before it are refused (null: never revoked).",
@@ -313,8 +313,8 @@ export function adminRoutes() {
       const rows = await drizzle(c.env.DB)
         .select({
           userId: accounts.userId,
-          planId: accounts.planId,
-          balance: accounts.balance,
+          pricingPlanId: accounts.planId,
+          balanceMinor: accounts.balance,
           currency: pricingPlans.currency,
           tokensNotBefore: tokenRevocations.notBefore,
         })

@@ -3,7 +3,7 @@ import { z } from "@hono/zod-openapi";
 import { STRATEGIES } from "../config";
 import { DEVICE_STATUSES } from "../domain/types";
 import { ReleaseResult } from "./allocations";
-import { Id, Limit, Time, orNull } from "./common";
+import { Id, Limit, Minor, Time, orNull } from "./common";
 import { IdleMinutes, IdleSeconds } from "./parts";
 import { QuotaView } from "./quotas";
 
@@ -128,8 +128,8 @@ export const PoolDevicesPage = z
 export const AdminUserView = z
   .object({
     userId: z.string(),
-    planId: z.string().openapi({ description: "The pricing plan of the user's billing account" }),
-    balance: Int.openapi({ description: "The account's balance, integer minor units of `currency`" }),
+    pricingPlanId: z.string().openapi({ description: "The pricing plan of the user's billing account" }),
+    balanceMinor: Minor.openapi({ description: "The account's balance, integer minor units of `currency`" }),
     currency: z.string().nullable().openapi({ description: "The pricing plan's currency (null: the plan is gone)" }),
     tokensNotBefore: Time.nullable().openapi({ description: "Their tokens issued before it are refused (null: never revoked)" }),
     quota: QuotaView,

@@ -3,6 +3,7 @@ import { z } from "@hono/zod-openapi";
 import { BILLING } from "../config";
 import { END_REASONS } from "../domain/types";
 import { Id, Limit, Minor, Time } from "./common";
+import { Instant, withDefault } from "./parts";
 
 /** Allocation ids are ours (`alc_…`) or another service's; ids are opaque but bounded. */
 export const AllocationId = z
@@ -37,24 +38,6 @@ export const UsageRecordMessage = z.object({
   reason: EndReason,
 });
 
-const ISO_EXAMPLE = "2026-01-31T09:30:00.000Z";
-/** A time in a request: ISO 8601 only (one time format); epoch milliseconds are refused with a message saying so. */
-export const IsoTime = z.iso
-  .datetime({
-    offset: true,
-    error: (iss) =>
-      typeof iss.input === "number"
-        ? `an ISO 8601 time such as ${ISO_EXAMPLE} (epoch milliseconds are not accepted: ${iss.input} is ${isoOfMs(iss.input)})`
-        : `an ISO 8601 time such as ${ISO_EXAMPLE}`,
-  })
-  .transform((s) => Date.parse(s))
-  .openapi({ description: "ISO 8601 with an offset (`Z` for UTC); epoch milliseconds are refused", example: ISO_EXAMPLE });
-
-function isoOfMs(n: number): string {
-  const d = new Date(n);
-  return Number.isNaN(d.getTime()) ? "not a time" : d.toISOString();
-}
-
 /**
  * A usage record reported by another service, as the old system's device service sends it:
  * times as ISO strings (its `Date`s serialized), optional fields absent or `null`.
@@ -63,8 +46,8 @@ export const UsageReport = z
   .object({
     ...usageFields,
     tenantId: Id.nullish().openapi({ description: "Absent or `null`: none" }),
-    allocatedAt: IsoTime,
-    releasedAt: IsoTime,
+    allocatedAt: Instant,
+    releasedAt: Instant,
     reason: EndReason.nullish().openapi({ description: "Absent or `null`: `released`" }),
   })
   .strict()
@@ -419,7 +402,7 @@ export const ReconcileBody = z
     userId: Id.optional(),
     from: z.iso.datetime({ offset: true }).optional(),
     to: z.iso.datetime({ offset: true }).optional(),
-    heal: z.boolean().default(true),
+    heal: withDefault(z.boolean(), true, "false: report the differences without healing them."),
   })
   .strict()
   .openapi("Reconcile");

@@ -5,11 +5,23 @@
 import { z } from "@hono/zod-openapi";
 import { ALLOCATION, FEED } from "../config";
 
-/** A time in a request: ISO 8601 with `Z` or an offset (the one time format), read as epoch ms. */
+const ISO_EXAMPLE = "2026-01-31T09:30:00.000Z";
+/** A time in a request: ISO 8601 only (one time format); epoch milliseconds are refused with a message saying so. */
 export const Instant = z.iso
-  .datetime({ offset: true, error: "an ISO 8601 time with Z or an offset, e.g. 2026-01-31T09:30:00Z" })
-  .transform((v) => Date.parse(v))
-  .openapi({ description: "ISO 8601 with `Z` or an offset" });
+  .datetime({
+    offset: true,
+    error: (iss) =>
+      typeof iss.input === "number"
+        ? `an ISO 8601 time such as ${ISO_EXAMPLE} (epoch milliseconds are not accepted: ${iss.input} is ${isoOfMs(iss.input)})`
+        : `an ISO 8601 time such as ${ISO_EXAMPLE}`,
+  })
+  .transform((s) => Date.parse(s))
+  .openapi({ description: "ISO 8601 with an offset (`Z` for UTC); epoch milliseconds are refused", example: ISO_EXAMPLE });
+
+function isoOfMs(n: number): string {
+  const d = new Date(n);
+  return Number.isNaN(d.getTime()) ? "not a time" : d.toISOString();
+}
 
 /**
  * A request field with a default: optional in the document, its default said in the
