@@ -31,7 +31,11 @@ export const AuditItem = z
     actor: z.string(),
     action: z.string(),
     target: z.string(),
-    change: z.record(z.string(), z.unknown()),
+    change: z.record(z.string(), z.unknown()).openapi({
+      description:
+        "Free-form per `action`: what the request changed (for money, the ledger entry and the amounts; for a quota, " +
+        "before and after). Rows keep the names of the day they were written. The document leaves it open on purpose.",
+    }),
     requestId: z.string().nullable(),
   })
   .openapi("AuditItem");
