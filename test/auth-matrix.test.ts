@@ -30,7 +30,7 @@ import {
   ReleaseResult,
   ReservationView,
 } from "../src/schemas";
-import { SERVICE_TOKEN, call, deliverBatch, registerDevice, tokenFor, uid, until } from "./helpers";
+import { SERVICE_TOKEN, call, deliverBatch, pricingPlanBody, registerDevice, tokenFor, uid, until } from "./helpers";
 import { Unchanged } from "./unchanged";
 import { iso } from "../src/domain/time";
 
@@ -208,16 +208,7 @@ const usageRecord = (fx: Fixture) => ({
   allocatedAt: "2026-01-10T10:00:00Z",
   releasedAt: "2026-01-10T11:00:00Z",
 });
-const planBody = () => ({
-  name: "Matrix plan",
-  currency: "USD",
-  baseMicrosPerSecond: 100,
-  cpuCoreMicrosPerSecond: 10,
-  memoryGBMicrosPerSecond: 5,
-  storageGBMicrosPerSecond: 1,
-  startingCreditMinor: 500,
-  lowBalanceThresholdMinor: 50,
-});
+const planBody = () => pricingPlanBody("Matrix plan");
 
 /** The owner's starting credit is booked in `period` (a month long past), so an invoice run for it has something to bill. */
 async function backdate(fx: Fixture, period: string) {

@@ -30,7 +30,7 @@ import {
   UsageReportBody,
   UserPricingPlanBody,
 } from "../src/schemas";
-import { SERVICE_TOKEN, call, deliverBatch, registerDevice, tokenFor, uid, until } from "./helpers";
+import { SERVICE_TOKEN, call, deliverBatch, pricingPlanBody, registerDevice, tokenFor, uid, until } from "./helpers";
 import { Unchanged } from "./unchanged";
 import { iso } from "../src/domain/time";
 
@@ -71,16 +71,7 @@ const usage = (o: Record<string, unknown> = {}): Record<string, unknown> => ({
   releasedAt: "2026-01-10T11:00:00Z",
   ...o,
 });
-const planBody = (): Record<string, unknown> => ({
-  name: "Bad input plan",
-  currency: "USD",
-  baseMicrosPerSecond: 100,
-  cpuCoreMicrosPerSecond: 10,
-  memoryGBMicrosPerSecond: 5,
-  storageGBMicrosPerSecond: 1,
-  startingCreditMinor: 500,
-  lowBalanceThresholdMinor: 50,
-});
+const planBody = () => pricingPlanBody("Bad input plan");
 
 const b64url = (s: string) => {
   const bytes = new TextEncoder().encode(s);

@@ -61,6 +61,18 @@ export async function registerDevice(
   return r.body as { deviceId: string; pool: string; node: string };
 }
 
+/** A pricing plan's body (PUT /admin/billing/pricing-plans/{pricingPlanId}) with small rates, in USD. */
+export const pricingPlanBody = (name: string): Record<string, unknown> => ({
+  name,
+  currency: "USD",
+  baseMicrosPerSecond: 100,
+  cpuCoreMicrosPerSecond: 10,
+  memoryGBMicrosPerSecond: 5,
+  storageGBMicrosPerSecond: 1,
+  startingCreditMinor: 500,
+  lowBalanceThresholdMinor: 50,
+});
+
 export const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 /** Polls `fn` until it returns a truthy value or the time is up. */
