@@ -42,6 +42,7 @@ import { socketReporter } from "../src/objects/operators";
 import { OUTBOX_SCHEMA, Outbox } from "../src/objects/outbox";
 import { Schedule, earliest } from "../src/objects/schedule";
 import { take } from "../src/rpc";
+import type { ClassCount } from "../src/domain/catalogue";
 import { INDEX_SCHEMA, IndexStore, deviceView, indexState, type Previous } from "../src/stores/pool-index";
 import { QUEUE_SCHEMA, QueueStore } from "../src/stores/pool-queue";
 import { RESERVATIONS_SCHEMA, ReservationStore } from "../src/stores/pool-reservations";
@@ -342,6 +343,13 @@ export class DevicePool extends ServiceObject {
 
   async summary(pool: string): Promise<Result<PoolSummary>> {
     return this.index.missing(pool) ?? ok(this.index.summary(this.index.settings(pool)));
+  }
+
+  /** What the pool offers: its strategy and device classes (GET /scheduler/pools). */
+  async catalogue(pool: string): Promise<Result<{ pool: string; strategy: Strategy; classes: ClassCount[] }>> {
+    const missing = this.index.missing(pool);
+    if (missing) return missing;
+    return ok({ pool, strategy: this.index.settings(pool).strategy, classes: this.index.classes() });
   }
 
   /** Strategy and idle release grace; an absent field is unchanged, `idleReleaseSeconds: null` turns it off. */

@@ -14,6 +14,7 @@ import { tokenRoutes } from "./routes/tokens";
 import { billingRoutes } from "./routes/billing";
 import { quotaRoutes } from "./routes/quotas";
 import { schedulerRoutes } from "./routes/scheduler";
+import { catalogueRoutes } from "./routes/catalogue";
 import { queueRoutes } from "./routes/queue";
 import { feedRoutes } from "./routes/feed";
 import { eventRoutes } from "./routes/events";
@@ -104,6 +105,7 @@ export function createApp() {
 
   app.get("/", (c) => c.json({ service: "edge-device-allocator", docs: "/openapi.json", reference: "/docs/", console: "/console/" }));
   app.route("/", schedulerRoutes());
+  app.route("/", catalogueRoutes());
   app.route("/", queueRoutes());
   app.route("/", quotaRoutes());
   app.route("/", adminRoutes());

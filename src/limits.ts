@@ -17,6 +17,7 @@ import { errorBody, fail, type Failure } from "./errors";
 /** The calls that reach a pool object (its lists, queue and bookings) or mint feed tickets. */
 const SHARED: ReadonlyArray<readonly [string, RegExp]> = [
   ["GET", /^\/scheduler\/devices\/available\/?$/],
+  ["GET", /^\/scheduler\/pools\/?$/],
   ["POST", /^\/scheduler\/queue\/join\/?$/],
   ["GET", /^\/scheduler\/queue(\/[^/]+)?\/?$/],
   ["DELETE", /^\/scheduler\/queue\/[^/]+\/?$/],

@@ -13,3 +13,4 @@ export * from "./schemas/events";
 export * from "./schemas/batch";
 export * from "./schemas/queue";
 export * from "./schemas/audit";
+export * from "./schemas/catalogue";

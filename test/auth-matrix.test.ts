@@ -476,6 +476,18 @@ const ROUTES: RouteCase[] = [
   },
   {
     method: "GET",
+    path: () => "/scheduler/pools",
+    scope: "any-user",
+    okStatus: 200,
+    verify: (fx, body) => {
+      const p = body.items.find((i: { pool: string }) => i.pool === fx.pool);
+      expect(p.classes.length).toBeGreaterThan(0);
+      // The catalogue counts devices; it names neither devices nor holders.
+      expect(JSON.stringify(p)).not.toContain(fx.owner);
+    },
+  },
+  {
+    method: "GET",
     path: (fx) => `/scheduler/events?userId=${fx.owner}`,
     scope: "owner",
     okStatus: 200,

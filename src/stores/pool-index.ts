@@ -10,6 +10,7 @@ import type { DeviceState, PoolDevice, PoolSummary } from "../contracts";
 import type { EstimateDevice } from "../domain/queue";
 import { compareFit, orderNodes, type NodeLoad } from "../domain/strategy";
 import type { DeviceSpec, DeviceStatus } from "../domain/types";
+import type { ClassCount } from "../domain/catalogue";
 import { iso } from "../domain/time";
 import { fail, type Failure } from "../errors";
 import type { PoolDeviceView } from "../feed/protocol";
@@ -295,6 +296,20 @@ export class IndexStore {
       `SELECT COUNT(*) AS n FROM devices WHERE ${FITS_SQL} ${inServiceOnly ? "AND status IN ('available','allocated')" : ""}`,
       ...boundsArgs(min, max),
     )!.n;
+  }
+
+  /**
+   * The pool's device classes (one per spec) in service: how many, how many free now, and when
+   * the first held one is due to free (the catalogue, GET /scheduler/pools).
+   */
+  classes(): ClassCount[] {
+    return this.sql
+      .all<{ cpu: number; mem: number; storage: number; devices: number; free: number; next: number | null }>(
+        `SELECT cpu, mem, storage, COUNT(*) AS devices, SUM(status = 'available') AS free,
+                MIN(CASE WHEN status = 'allocated' THEN expires_at END) AS next
+           FROM devices WHERE status IN ('available', 'allocated') GROUP BY cpu, mem, storage ORDER BY cpu, mem, storage`,
+      )
+      .map((r) => ({ cpuCores: r.cpu, memoryMB: r.mem, storageMB: r.storage, devices: r.devices, free: r.free, nextFreeAt: r.next }));
   }
 
   /** Devices in service, with when each is free (a queue entry's estimate). */

@@ -314,3 +314,19 @@ describe("reads and counters", () => {
     ]);
   });
 });
+
+describe("classes (the catalogue)", () => {
+  it("one row per spec in service, smallest first: devices, free, and the first held one's end", () => {
+    const { index } = setup();
+    index.apply(state("a1"));
+    index.apply(busy("a2", "n1", 2, T0 + 40 * MIN));
+    index.apply(busy("a3", "n2", 2, T0 + 10 * MIN));
+    index.apply(state("b1", { ...S(8) }));
+    index.apply(state("b2", { ...S(8), status: "maintenance" }));
+    index.apply(state("c1", { ...S(4), status: "offline" }));
+    expect(index.classes()).toEqual([
+      { ...S(2), devices: 3, free: 1, nextFreeAt: T0 + 10 * MIN },
+      { ...S(8), devices: 1, free: 1, nextFreeAt: null },
+    ]);
+  });
+});
