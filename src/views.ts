@@ -1,8 +1,16 @@
 /**
- * Object answers (epoch ms, as the objects and D1 keep them) become HTTP answers (ISO 8601 UTC,
- * src/schemas/): the one place the routes convert. Each function's return type is its schema's.
+ * Object and D1 answers (epoch ms and their own names, as the objects and D1 keep them) become
+ * HTTP answers (src/schemas/: times ISO 8601 UTC, money `…Minor` with its `currency`, pricing
+ * plans `pricingPlanId`): the one place the routes convert. Each function's return type is its
+ * schema's.
  */
 import type { z } from "@hono/zod-openapi";
+import type { Invoice } from "./billing/invoices";
+import type { Funds } from "./billing/ledger";
+import type { ReconcileRun, UserReconciliation } from "./billing/reconcile";
+import { BILLING } from "./config";
+import type { ledger, pricingPlans } from "./db/schema";
+import { formatMoney } from "./domain/pricing";
 import type { CurrentAllocation, PoolDevice } from "./contracts";
 import { iso, isoOrNull } from "./domain/time";
 import type { Allocation, DeviceInfo, EndedAllocation, Quota } from "./domain/types";
@@ -97,3 +105,111 @@ export const allocationView = (a: Allocation & { idleReleaseSeconds?: number | n
   idempotencyKey: a.idempotencyKey,
   idleReleaseSeconds: a.idleReleaseSeconds ?? null,
 });
+
+// ---- billing ------------------------------------------------------------------------------
+
+export function balanceView(f: Funds): Of<typeof Http.BalanceView> {
+  return {
+    userId: f.userId,
+    balanceMinor: f.balance,
+    currency: f.currency,
+    pricingPlanId: f.planId,
+    lowBalanceThresholdMinor: f.lowBalanceThreshold,
+    lowBalance: f.balance < f.lowBalanceThreshold,
+    hasBalance: f.balance > 0,
+    formatted: formatMoney(f.balance, f.currency),
+  };
+}
+
+export function ledgerEntryView(r: typeof ledger.$inferSelect): Of<typeof Http.LedgerEntryView> {
+  return {
+    seq: r.seq,
+    entryId: r.entryId,
+    userId: r.userId,
+    kind: r.kind as Of<typeof Http.LedgerEntryView>["kind"],
+    amountMinor: r.amount,
+    balanceAfterMinor: r.balanceAfter,
+    // A deployment has one currency; every pricing plan states it (see setPricingPlan).
+    currency: BILLING.currency,
+    allocationId: r.allocationId,
+    pricingPlanId: r.planId,
+    reference: r.reference,
+    memo: r.memo,
+    actor: r.actor,
+    createdAt: iso(r.createdAt),
+  };
+}
+
+export function invoiceView(i: Invoice): Of<typeof Http.InvoiceView> {
+  return {
+    invoiceId: i.invoiceId,
+    userId: i.userId,
+    period: i.period,
+    periodStart: iso(i.periodStart),
+    periodEnd: iso(i.periodEnd),
+    currency: i.currency,
+    openingBalanceMinor: i.openingBalance,
+    chargesMinor: i.charges,
+    creditsMinor: i.credits,
+    debitsMinor: i.debits,
+    closingBalanceMinor: i.closingBalance,
+    usageCount: i.usageCount,
+    usageSeconds: i.usageSeconds,
+    createdAt: iso(i.createdAt),
+  };
+}
+
+export function pricingPlanView(p: typeof pricingPlans.$inferSelect): Of<typeof Http.PricingPlanView> {
+  return {
+    pricingPlanId: p.planId,
+    name: p.name,
+    currency: p.currency,
+    baseMicrosPerSecond: p.basePerSecond,
+    cpuCoreMicrosPerSecond: p.cpuCorePerSecond,
+    memoryGBMicrosPerSecond: p.memoryGBPerSecond,
+    storageGBMicrosPerSecond: p.storageGBPerSecond,
+    startingCreditMinor: p.startingCredit,
+    lowBalanceThresholdMinor: p.lowBalanceThreshold,
+    createdAt: iso(p.createdAt),
+    updatedAt: iso(p.updatedAt),
+  };
+}
+
+const timeFields = new Set(["allocatedAt", "releasedAt"]);
+
+function reconciliationView(d: UserReconciliation): Of<typeof Http.UserReconciliationView> {
+  const value = (field: string, v: number | string) => (timeFields.has(field) && typeof v === "number" ? iso(v) : v);
+  return {
+    userId: d.userId,
+    from: iso(d.from),
+    to: iso(d.to),
+    checked: d.checked,
+    missingUsage: d.missingUsage,
+    missingCharges: d.missingCharges,
+    mismatched: d.mismatched.map((m) => ({
+      allocationId: m.allocationId,
+      field: m.field as Of<typeof Http.UserReconciliationView>["mismatched"][number]["field"],
+      expected: value(m.field, m.expected),
+      recorded: value(m.field, m.recorded),
+    })),
+    healed: d.healed,
+    corrected: d.corrected.map((c) => ({ allocationId: c.allocationId, correctionMinor: c.correction, currency: BILLING.currency })),
+    stillMissing: d.stillMissing,
+    balanceDrift: d.balanceDrift
+      ? { balanceMinor: d.balanceDrift.balance, ledgerSumMinor: d.balanceDrift.ledgerSum, currency: BILLING.currency }
+      : null,
+  };
+}
+
+/** A reconciliation run as answered: times ISO, at most 100 differences in full. */
+export function reconcileView(r: ReconcileRun): Of<typeof Http.ReconcileResult> {
+  const { differences, from, to, ...counts } = r;
+  return {
+    ...counts,
+    from: isoOrNull(from),
+    to: iso(to),
+    differences: differences.slice(0, 100).map(reconciliationView),
+    differencesShown: Math.min(100, differences.length),
+    differencesTotal: differences.length,
+  };
+}

@@ -33,7 +33,8 @@ import {
   UserParam,
   UserPricingPlanBody,
 } from "../schemas";
-import { balanceView, bearer, billing, checkedRange, pricingPlanView, reconcileView, time } from "./billing-shared";
+import { bearer, billing, checkedRange, time } from "./billing-shared";
+import { balanceView, pricingPlanView, reconcileView } from "../views";
 import { reply } from "./helpers";
 
 export function billingAdminRoutes() {

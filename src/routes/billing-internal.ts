@@ -9,7 +9,8 @@ import { dbOf } from "../db/client";
 import { applyUsage, usageOutcomeView } from "../billing/usage";
 import { auditBy } from "../audit";
 import { BalanceView, ReportUsageResult, UsageReport, UsageReportArray, UsageReportBatch, UsageReportBody, UserParam } from "../schemas";
-import { balanceView, billing, service } from "./billing-shared";
+import { billing, service } from "./billing-shared";
+import { balanceView } from "../views";
 import { reply } from "./helpers";
 import { userOfAllocationId } from "../ids";
 

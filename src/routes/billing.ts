@@ -34,17 +34,8 @@ import {
 } from "../schemas";
 import { billingAdminRoutes } from "./billing-admin";
 import { billingInternalRoutes } from "./billing-internal";
-import {
-  NoQuery,
-  balanceView,
-  bearer,
-  billing,
-  invoiceView,
-  ledgerEntryView,
-  pricingPlanView,
-  reportPeriod,
-  service,
-} from "./billing-shared";
+import { NoQuery, bearer, billing, reportPeriod, service } from "./billing-shared";
+import { balanceView, invoiceView, ledgerEntryView, pricingPlanView } from "../views";
 import { reply } from "./helpers";
 
 export function billingRoutes() {
