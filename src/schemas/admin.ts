@@ -3,7 +3,7 @@ import { z } from "@hono/zod-openapi";
 import { STRATEGIES } from "../config";
 import { DEVICE_STATUSES } from "../domain/types";
 import { ReleaseResult } from "./allocations";
-import { Id, Limit, Minor, Time, orNull } from "./common";
+import { Id, Int, Limit, Minor, Time, orNull } from "./common";
 import { IdleMinutes, IdleSeconds } from "./parts";
 import { QuotaView } from "./quotas";
 
@@ -33,7 +33,6 @@ export const UpdateDeviceBody = z
   .refine((b) => Object.keys(b).length > 0, "name at least one field to change")
   .openapi("UpdateDevice");
 
-const Int = z.number().int();
 const DeviceStatus = z.enum(DEVICE_STATUSES);
 
 export const DeviceView = z

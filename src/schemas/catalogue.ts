@@ -1,9 +1,7 @@
 /** The catalogue (GET /scheduler/pools, src/routes/catalogue.ts): what a signed-in user may rent. */
 import { z } from "@hono/zod-openapi";
 import { STRATEGIES } from "../config";
-import { ErrorCode, Minor, Time, orNull } from "./common";
-
-const Int = z.number().int();
+import { ErrorCode, Int, Minor, Time, orNull } from "./common";
 
 export const DeviceOffer = z
   .object({

@@ -18,6 +18,9 @@ export const Spec = z
 
 export const Limit = z.coerce.number().int().min(1).max(PAGING.maxLimit).optional();
 
+/** A whole number in an answer (counts, sizes, seconds). */
+export const Int = z.number().int();
+
 /** Every time in an answer: ISO 8601 in UTC (`2026-01-31T09:30:00.000Z`). */
 export const Time = z.iso.datetime().openapi({ description: "ISO 8601, UTC" });
 /** Every amount of money: integer minor units of the `currency` beside it; its field name ends in `Minor`. */

@@ -2,7 +2,7 @@
 import { z } from "@hono/zod-openapi";
 import { PLAN_TIERS } from "../config";
 import { QUOTA_STATUSES } from "../domain/types";
-import { Time } from "./common";
+import { Int, Time } from "./common";
 import { withDefault } from "./parts";
 
 const Count = (max: number) => z.number().int().min(0).max(max);
@@ -36,8 +36,6 @@ export const RenewBody = z
   .object({ extensionDays: withDefault(z.number().int().min(1).max(3650), 30) })
   .strict()
   .openapi("QuotaRenew");
-
-const Int = z.number().int();
 
 export const QuotaLimitsView = z
   .object({
