@@ -31,6 +31,7 @@ import type {
   WindowCheck,
 } from "../src/contracts";
 import type { ReservationStatus } from "../src/domain/reservation";
+import { roomRefusal } from "../src/domain/quota";
 import type { DeviceStatus } from "../src/domain/types";
 import type { Env } from "../src/env";
 import { fail, ok, type Result } from "../src/errors";
@@ -43,7 +44,7 @@ import { OUTBOX_SCHEMA, Outbox } from "../src/objects/outbox";
 import { Schedule, earliest } from "../src/objects/schedule";
 import { take } from "../src/rpc";
 import type { ClassCount } from "../src/domain/catalogue";
-import { INDEX_SCHEMA, IndexStore, deviceView, indexState, type Previous } from "../src/stores/pool-index";
+import { INDEX_SCHEMA, IndexStore, SIZE_ORDER_SCHEMA, deviceView, indexState, type Previous } from "../src/stores/pool-index";
 import { QUEUE_SCHEMA, QueueStore } from "../src/stores/pool-queue";
 import { RESERVATIONS_SCHEMA, ReservationStore } from "../src/stores/pool-reservations";
 import type { PoolContext, PoolMessages } from "./pool/context";
@@ -53,6 +54,7 @@ import { ReservationDesk } from "./pool/reservation-desk";
 
 const MIGRATIONS = [
   { name: "1-pool", sql: [INDEX_SCHEMA, QUEUE_SCHEMA, RESERVATIONS_SCHEMA, OUTBOX_SCHEMA, feedSchema("events")].join("\n") },
+  { name: "2-pool-size-order", sql: SIZE_ORDER_SCHEMA },
 ];
 
 export class DevicePool extends ServiceObject {
@@ -184,6 +186,8 @@ export class DevicePool extends ServiceObject {
       const r = await this.claimOn(pick.device_id, req, pick.node);
       if (r.ok) return r;
     }
+    const above = this.index.freeAboveMax(req, new Set([...this.queueDesk.inFlight, ...tried]), span);
+    if (above.smallest) return roomRefusal("free", req.pool, req.min, req.max, above.count, above.smallest);
     const soonest = this.index.soonestExpiry();
     return fail(409, "NO_DEVICE_AVAILABLE", `No free device in pool "${req.pool}" matches the request.`, {
       pool: req.pool,

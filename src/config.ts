@@ -245,7 +245,8 @@ export const REGISTRY = { knownTtlMs: 60_000, cacheEntries: 10_000 };
 export const MAX_BODY_BYTES = 64 * 1024;
 export const IDS = { maxLength: 128, pattern: /^[A-Za-z0-9][A-Za-z0-9._:@-]{0,127}$/ };
 
-export const STRATEGIES = ["least-loaded", "spread", "bin-pack"] as const;
+/** How a pool picks among free devices that fit (src/domain/strategy.ts says what each does). */
+export const STRATEGIES = ["least-loaded", "spread", "bin-pack", "load-first"] as const;
 export type Strategy = (typeof STRATEGIES)[number];
 export const DEFAULT_STRATEGY: Strategy = "least-loaded";
 

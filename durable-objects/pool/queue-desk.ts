@@ -6,6 +6,7 @@
 import { PAGING, QUEUE } from "../../src/config";
 import type { QueueEntryView, QueueJoin, QueueJoinInput, QueueStatus, Viewer } from "../../src/contracts";
 import { joinHash } from "../../src/domain/queue";
+import { roomRefusal } from "../../src/domain/quota";
 import type { DeviceSpec } from "../../src/domain/types";
 import { fail, ok, type Failure, type Result } from "../../src/errors";
 import type { QueueEventData } from "../../src/feed/protocol";
@@ -61,13 +62,17 @@ export class QueueDesk {
     const missing = this.p.index.missing(j.pool);
     if (missing) return missing;
     this.p.index.settings(j.pool);
-    if (this.p.index.matching(j.min, j.max, true) === 0)
+    if (this.p.index.matching(j.min, j.max, true) === 0) {
+      // Devices that match but are all above the quota's room per device: the quota is the reason.
+      const above = this.p.index.inServiceAbove(j.min);
+      if (above.smallest) return roomRefusal("in service", j.pool, j.min, j.max, above.count, above.smallest);
       return fail(
         409,
         "NO_MATCHING_DEVICE",
-        `No device in pool "${j.pool}" that is in service matches the request within your quota, so waiting would never end.`,
+        `No device in pool "${j.pool}" that is in service matches the request, so waiting would never end.`,
         { pool: j.pool, spec: j.min },
       );
+    }
     const before = (keyed && this.prior(input.userId, keyed.key, keyed.hash)) || this.limit(input.userId, bound);
     if (before) return before;
     const { entryId, waitUntil } = this.p.queue.insert(j, Date.now());

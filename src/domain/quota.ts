@@ -136,3 +136,30 @@ export function checkExtraHours(q: QuotaState, usage: QuotaUsage, hours: number,
 export function renewedUntil(validUntil: number, days: number, now: number): number {
   return Math.max(validUntil, now) + days * 86_400_000;
 }
+
+const described = (s: DeviceSpec) => `${s.cpuCores} cores, ${s.memoryMB} MB memory, ${s.storageMB} MB storage`;
+
+/**
+ * The quota, not the fleet, rules out the devices that meet the request's floor: each is larger
+ * than the room the user has per device (`room`, from `deviceHeadroom`). Saying "no device
+ * available" there would send them waiting for something the fleet already has. `among`: the
+ * devices counted, free ones (allocate) or those in service (joining the queue).
+ */
+export function roomRefusal(
+  among: "free" | "in service",
+  pool: string,
+  spec: DeviceSpec,
+  room: DeviceSpec,
+  count: number,
+  smallest: DeviceSpec,
+): Failure {
+  const devices = count === 1 ? `1 device ${among} matches` : `${count} devices ${among} match`;
+  const wait = among === "free" ? "or wait for a smaller one" : "since waiting would never give you one";
+  return fail(
+    409,
+    "NO_DEVICE_WITHIN_QUOTA",
+    `${devices} your request in pool "${pool}", but your quota leaves room for at most ${described(room)} per device, ` +
+      `and the smallest is ${described(smallest)}. Ask an operator for a larger quota or release a device, ${wait}.`,
+    { pool, spec, room, devices: count, smallest },
+  );
+}

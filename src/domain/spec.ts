@@ -6,3 +6,10 @@ export const specOf = (r: { cpu: number; mem: number; storage: number }): Device
   memoryMB: r.mem,
   storageMB: r.storage,
 });
+
+/** No upper bound on a spec (beyond any real device): "at least `min`". */
+export const UNBOUNDED: DeviceSpec = {
+  cpuCores: Number.MAX_SAFE_INTEGER,
+  memoryMB: Number.MAX_SAFE_INTEGER,
+  storageMB: Number.MAX_SAFE_INTEGER,
+};

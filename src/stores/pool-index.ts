@@ -8,7 +8,7 @@
 import { DEFAULT_STRATEGY, FEED, type Strategy } from "../config";
 import type { DeviceState, PoolDevice, PoolSummary } from "../contracts";
 import type { EstimateDevice } from "../domain/queue";
-import { compareFit, orderNodes, type NodeLoad } from "../domain/strategy";
+import { orderNodes, sizeFirst, type NodeLoad } from "../domain/strategy";
 import type { DeviceSpec, DeviceStatus } from "../domain/types";
 import type { ClassCount } from "../domain/catalogue";
 import { iso } from "../domain/time";
@@ -16,7 +16,7 @@ import { fail, type Failure } from "../errors";
 import type { PoolDeviceView } from "../feed/protocol";
 import type { CounterRow } from "../metrics";
 import { CachedRow, type Sql } from "../objects/sql";
-import { specOf } from "../domain/spec";
+import { UNBOUNDED, specOf } from "../domain/spec";
 
 export const INDEX_SCHEMA = `CREATE TABLE settings (
     id INTEGER PRIMARY KEY CHECK (id = 1), pool TEXT NOT NULL, strategy TEXT NOT NULL,
@@ -32,6 +32,9 @@ export const INDEX_SCHEMA = `CREATE TABLE settings (
   -- Devices that left (removed, or moved to another pool), with their version, so a late older state does not bring them back.
   CREATE TABLE gone (device_id TEXT PRIMARY KEY, version INTEGER NOT NULL);
   CREATE TABLE metrics (name TEXT NOT NULL, label TEXT NOT NULL DEFAULT '', value REAL NOT NULL, PRIMARY KEY (name, label));`;
+
+/** Migration 2: the pick looks for the smallest free class that fits, across nodes. */
+export const SIZE_ORDER_SCHEMA = "CREATE INDEX devices_status_spec ON devices(status, cpu, mem, storage);";
 
 export interface Settings {
   pool: string;
@@ -50,6 +53,15 @@ export interface IndexRow {
   allocation_id: string | null;
   user_id: string | null;
   expires_at: number | null;
+}
+
+/** A node's summary row. */
+interface NodeRow {
+  node: string;
+  busy: number;
+  total: number;
+  free: number;
+  last_picked_at: number;
 }
 
 /** A device's previous index entry, as a change to it sees it. */
@@ -212,8 +224,9 @@ export class IndexStore {
 
   /**
    * The best free device for a claim: not in `skip`, not offered to a queue entry, and with no
-   * reservation window (other than `ownReservation`) before the claim would end. `pickedAt` holds
-   * picks not yet stored (claims in flight), by node.
+   * reservation window (other than `ownReservation`) before the claim would end. The smallest
+   * fitting class first, then the strategy's node among those holding one (load-first: the
+   * node first, then its smallest). `pickedAt` holds picks not yet stored (claims in flight), by node.
    */
   pick(
     strategy: Strategy,
@@ -223,39 +236,75 @@ export class IndexStore {
     durationMs: number,
     ownReservation: string | null,
   ): Pick<IndexRow, "device_id" | "node"> | null {
-    const nodes = this.sql.all<{ node: string; busy: number; total: number; free: number; last_picked_at: number }>(
-      "SELECT node, busy, total, free, last_picked_at FROM nodes WHERE free > 0",
-    );
     const now = Date.now();
-    const loads = nodes.map((n): NodeLoad => ({
+    const free = this.claimable(bounds, skip, now + durationMs, now, ownReservation);
+    const loadOf = (n: { node: string; busy: number; total: number; free: number; last_picked_at: number }): NodeLoad => ({
       node: n.node,
       busy: n.busy,
       total: n.total,
       free: n.free,
       lastPickedAt: Math.max(n.last_picked_at, pickedAt.get(n.node) ?? 0),
-    }));
-    for (const n of orderNodes(strategy, loads)) {
-      // Indexed lookup per node, smallest fitting first; a few extra rows cover the skipped ones.
-      const rows = this.sql.all<Pick<IndexRow, "device_id" | "node" | "cpu" | "mem" | "storage">>(
-        `SELECT device_id, node, cpu, mem, storage FROM devices WHERE node = ? AND status = 'available'
-           AND ${FITS_SQL}
+    });
+    if (!sizeFirst(strategy)) {
+      const nodes = this.sql.all<NodeRow>("SELECT node, busy, total, free, last_picked_at FROM nodes WHERE free > 0");
+      for (const n of orderNodes(strategy, nodes.map(loadOf))) {
+        const row = this.sql.one<Pick<IndexRow, "device_id" | "node">>(
+          `SELECT device_id, node FROM devices WHERE node = ? AND ${free.sql} ORDER BY cpu, mem, storage, device_id LIMIT 1`,
+          n.node,
+          ...free.args,
+        );
+        if (row) return row;
+      }
+      return null;
+    }
+    const smallest = this.sql.one<Pick<IndexRow, "cpu" | "mem" | "storage">>(
+      `SELECT cpu, mem, storage FROM devices WHERE ${free.sql} ORDER BY cpu, mem, storage LIMIT 1`,
+      ...free.args,
+    );
+    if (!smallest) return null;
+    // One device of that class per node (the first by id), and the nodes' load for the strategy.
+    const byNode = this.sql.all<Pick<IndexRow, "device_id" | "node"> & Omit<NodeRow, "node">>(
+      `SELECT devices.node, MIN(device_id) AS device_id, n.busy, n.total, n.free, n.last_picked_at
+         FROM devices JOIN nodes n ON n.node = devices.node
+        WHERE cpu = ? AND mem = ? AND storage = ? AND ${free.sql} GROUP BY devices.node`,
+      smallest.cpu,
+      smallest.mem,
+      smallest.storage,
+      ...free.args,
+    );
+    const first = orderNodes(strategy, byNode.map(loadOf))[0];
+    return byNode.find((r) => r.node === first?.node) ?? byNode[0] ?? null;
+  }
+
+  /**
+   * Why nothing was picked, when the quota is the reason: the free devices that meet the
+   * request's floor but are all larger than `max` (the user's room per device), smallest first.
+   */
+  freeAboveMax(
+    bounds: { min: DeviceSpec; max: DeviceSpec },
+    skip: Set<string>,
+    durationMs: number,
+  ): { count: number; smallest: DeviceSpec | null } {
+    const now = Date.now();
+    const free = this.claimable({ min: bounds.min, max: UNBOUNDED }, skip, now + durationMs, now, null);
+    const count = this.sql.one<{ n: number }>(`SELECT COUNT(*) AS n FROM devices WHERE ${free.sql}`, ...free.args)!.n;
+    const smallest = this.sql.one<Pick<IndexRow, "cpu" | "mem" | "storage">>(
+      `SELECT cpu, mem, storage FROM devices WHERE ${free.sql} ORDER BY cpu, mem, storage LIMIT 1`,
+      ...free.args,
+    );
+    return { count, smallest: smallest ? specOf(smallest) : null };
+  }
+
+  /** The condition a claimable device row meets (free, fits, not offered, no window in the way, not skipped). */
+  private claimable(bounds: { min: DeviceSpec; max: DeviceSpec }, skip: Set<string>, until: number, now: number, own: string | null) {
+    return {
+      sql: `status = 'available' AND ${FITS_SQL}
            AND device_id NOT IN (SELECT device_id FROM queue WHERE status = 'offered' AND device_id IS NOT NULL)
            AND NOT EXISTS (SELECT 1 FROM reservations r WHERE r.device_id = devices.device_id AND r.status IN ('pending','confirmed')
                              AND r.start_at < ? AND r.end_at > ? AND r.reservation_id != ?)
-         ORDER BY cpu, mem, storage, device_id LIMIT ?`,
-        n.node,
-        ...boundsArgs(bounds.min, bounds.max),
-        now + durationMs,
-        now,
-        ownReservation ?? "",
-        skip.size + 1,
-      );
-      const candidates = rows
-        .filter((r) => !skip.has(r.device_id))
-        .sort((a, b) => compareFit({ deviceId: a.device_id, ...specOf(a) }, { deviceId: b.device_id, ...specOf(b) }));
-      if (candidates[0]) return candidates[0];
-    }
-    return null;
+           AND device_id NOT IN (SELECT value FROM json_each(?))`,
+      args: [...boundsArgs(bounds.min, bounds.max), until, now, own ?? "", JSON.stringify([...skip])],
+    };
   }
 
   /** When the first allocated device is due to free (for a refusal's hint). */
@@ -288,6 +337,18 @@ export class IndexStore {
         skip.size + 50,
       )
       .filter((d) => !skip.has(d.device_id));
+  }
+
+  /** Devices in service (available or allocated) that meet `min` with no upper bound: how many, and the smallest. */
+  inServiceAbove(min: DeviceSpec): { count: number; smallest: DeviceSpec | null } {
+    const where = `${FITS_SQL} AND status IN ('available','allocated')`;
+    const args = boundsArgs(min, UNBOUNDED);
+    const count = this.sql.one<{ n: number }>(`SELECT COUNT(*) AS n FROM devices WHERE ${where}`, ...args)!.n;
+    const smallest = this.sql.one<Pick<IndexRow, "cpu" | "mem" | "storage">>(
+      `SELECT cpu, mem, storage FROM devices WHERE ${where} ORDER BY cpu, mem, storage LIMIT 1`,
+      ...args,
+    );
+    return { count, smallest: smallest ? specOf(smallest) : null };
   }
 
   /** Devices of the pool that match the bounds (`inServiceOnly`: available or allocated). */

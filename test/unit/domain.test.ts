@@ -6,7 +6,7 @@
  */
 import fc from "fast-check";
 import { describe, expect, it } from "vitest";
-import { EXTEND_POLICIES, PLAN_LIMITS, PLAN_TIERS, type QuotaLimits } from "../../src/config";
+import { EXTEND_POLICIES, PLAN_LIMITS, PLAN_TIERS, type QuotaLimits, type Strategy } from "../../src/config";
 import type { Failure } from "../../src/errors";
 import { checkExtend, type ExtendState } from "../../src/domain/extend";
 import { expiryWarningAt } from "../../src/domain/expiry";
@@ -20,7 +20,7 @@ import {
   renewedUntil,
   type QuotaState,
 } from "../../src/domain/quota";
-import { compareFit, fits, orderNodes, type NodeLoad } from "../../src/domain/strategy";
+import { fits, orderNodes, sizeFirst, type NodeLoad } from "../../src/domain/strategy";
 import type { DeviceSpec, QuotaUsage } from "../../src/domain/types";
 
 const MIN = 60_000;
@@ -529,6 +529,10 @@ describe("scheduling strategies", () => {
   it("least-loaded: smallest busy share first, ties by name, nodes without a free device left out", () => {
     expect(names(orderNodes("least-loaded", nodes))).toEqual(["d", "b", "c", "a", "e"]);
   });
+  it("load-first orders nodes as least-loaded does, and is the one strategy that puts the node before size", () => {
+    expect(names(orderNodes("load-first", nodes))).toEqual(names(orderNodes("least-loaded", nodes)));
+    expect(["least-loaded", "spread", "bin-pack", "load-first"].map((s) => sizeFirst(s as Strategy))).toEqual([true, true, true, false]);
+  });
   it("spread: picked longest ago first, then least loaded, then by name", () => {
     expect(names(orderNodes("spread", nodes))).toEqual(["d", "a", "b", "c", "e"]);
   });
@@ -560,18 +564,6 @@ describe("scheduling strategies", () => {
     expect(fits(d, zero, { ...big, cpuCores: 3 })).toBe(false);
     expect(fits(d, zero, { ...big, memoryMB: 4_095 })).toBe(false);
     expect(fits(d, zero, { ...big, storageMB: 99 })).toBe(false);
-  });
-
-  it("compareFit: fewest cores, then memory, then storage, then deviceId", () => {
-    const list = [
-      { deviceId: "z", cpuCores: 2, memoryMB: 2, storageMB: 2 },
-      { deviceId: "b", cpuCores: 1, memoryMB: 9, storageMB: 9 },
-      { deviceId: "a", cpuCores: 2, memoryMB: 2, storageMB: 2 },
-      { deviceId: "c", cpuCores: 2, memoryMB: 1, storageMB: 9 },
-      { deviceId: "d", cpuCores: 2, memoryMB: 2, storageMB: 1 },
-    ];
-    expect([...list].sort(compareFit).map((x) => x.deviceId)).toEqual(["b", "c", "d", "a", "z"]);
-    expect(compareFit(list[0]!, { ...list[0]! })).toBe(0);
   });
 });
 

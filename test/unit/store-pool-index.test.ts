@@ -8,7 +8,7 @@ import { DEFAULT_STRATEGY, FEED, type Strategy } from "../../src/config";
 import type { DeviceState } from "../../src/contracts";
 import type { DeviceSpec } from "../../src/domain/types";
 import { Sql } from "../../src/objects/sql";
-import { INDEX_SCHEMA, IndexStore, deviceView, indexState } from "../../src/stores/pool-index";
+import { INDEX_SCHEMA, IndexStore, SIZE_ORDER_SCHEMA, deviceView, indexState } from "../../src/stores/pool-index";
 import { QUEUE_SCHEMA, QueueStore } from "../../src/stores/pool-queue";
 import { RESERVATIONS_SCHEMA, ReservationStore } from "../../src/stores/pool-reservations";
 import { memoryStorage } from "./storage";
@@ -26,7 +26,10 @@ afterEach(() => void vi.useRealTimers());
 
 function setup() {
   const sql = new Sql(memoryStorage() as unknown as DurableObjectStorage);
-  sql.migrate([{ name: "1", sql: [INDEX_SCHEMA, QUEUE_SCHEMA, RESERVATIONS_SCHEMA].join("\n") }]);
+  sql.migrate([
+    { name: "1", sql: [INDEX_SCHEMA, QUEUE_SCHEMA, RESERVATIONS_SCHEMA].join("\n") },
+    { name: "2", sql: SIZE_ORDER_SCHEMA },
+  ]);
   return { sql, index: new IndexStore(sql), queue: new QueueStore(sql), reservations: new ReservationStore(sql) };
 }
 
@@ -142,7 +145,17 @@ describe("pick", () => {
     return t;
   }
 
-  it("least-loaded takes the least busy node, then its smallest fitting device; bin-pack the busiest", () => {
+  it("load-first takes the least busy node, then its smallest fitting device", () => {
+    const { index } = fleet();
+    expect(pick(index, "load-first")).toBe("n2-f1-c2");
+    expect(pick(index, "load-first", { bounds: { min: S(3), max: ANY.max } })).toBe("n2-f0-c4");
+    expect(pick(index, "load-first", { bounds: { min: S(5), max: S(16) } })).toBe("n2-f2-c8");
+    expect(pick(index, "load-first", { bounds: { min: S(16), max: S(32) } })).toBeNull();
+    // Its node comes before size: with n2's 2-core device skipped it takes n2's 4-core one, not n3's 2-core.
+    expect(pick(index, "load-first", { skip: ["n2-f1-c2"] })).toBe("n2-f0-c4");
+  });
+
+  it("every other strategy takes the smallest fitting class first, then its node among those holding one", () => {
     const { index } = fleet();
     expect(pick(index, "least-loaded")).toBe("n2-f1-c2");
     expect(pick(index, "least-loaded", { bounds: { min: S(3), max: ANY.max } })).toBe("n2-f0-c4");
@@ -150,15 +163,35 @@ describe("pick", () => {
     expect(pick(index, "bin-pack")).toBe("n3-f0-c2");
     expect(pick(index, "bin-pack", { bounds: { min: S(3), max: S(4) } })).toBe("n1-f0-c4");
     expect(pick(index, "least-loaded", { bounds: { min: S(16), max: S(32) } })).toBeNull();
+    // The issue's case: a 2-core device is free on a busier node, so a 2-core request gets it, not a 4-core one.
+    expect(pick(index, "least-loaded", { skip: ["n2-f1-c2"] })).toBe("n3-f0-c2");
+    expect(pick(index, "least-loaded", { bounds: { min: S(2), max: ANY.max }, skip: ["n2-f1-c2"] })).toBe("n3-f0-c2");
   });
 
-  it("spread takes the node picked longest ago, counting picks still in flight", () => {
+  it("orders classes by cores, then memory, then storage, then the device id", () => {
+    const { index } = setup();
+    const add = (deviceId: string, cpu: number, mem: number, storage: number) =>
+      index.apply(state(deviceId, { node: `node-${deviceId}`, ...S(cpu, mem, storage) }));
+    add("z", 2, 2, 2);
+    add("b", 1, 9, 9);
+    add("a", 2, 2, 2);
+    add("c", 2, 1, 9);
+    add("d", 2, 2, 1);
+    const order: string[] = [];
+    for (let id = pick(index, "least-loaded"); id; id = pick(index, "least-loaded", { skip: order })) order.push(id);
+    expect(order).toEqual(["b", "c", "d", "a", "z"]);
+    expect(order.slice(0, 1)).toEqual([pick(index, "spread")]);
+  });
+
+  it("spread takes the node picked longest ago among those holding the smallest class, counting picks still in flight", () => {
     const { index } = fleet();
     index.picked("n1", T0 - 3);
     index.picked("n2", T0 - 2);
     index.picked("n2", T0 - 100); // never moves back
     expect(pick(index, "spread")).toBe("n3-f0-c2");
-    expect(pick(index, "spread", { pickedAt: [["n3", T0]] })).toBe("n1-f0-c4");
+    // n3 was just picked: n2 holds the other free 2-core device (n1's only free one is larger).
+    expect(pick(index, "spread", { pickedAt: [["n3", T0]] })).toBe("n2-f1-c2");
+    expect(pick(index, "spread", { pickedAt: [["n3", T0]], bounds: { min: S(3), max: ANY.max } })).toBe("n1-f0-c4");
     expect(
       pick(index, "spread", {
         pickedAt: [
@@ -171,27 +204,43 @@ describe("pick", () => {
 
   it("passes over skipped devices, devices offered to a queue entry and those reserved before the claim ends", () => {
     const { index, queue, reservations } = fleet();
-    expect(pick(index, "least-loaded", { skip: ["n2-f1-c2"] })).toBe("n2-f0-c4");
-    // An entry is offered n2's smallest device.
+    const four = { min: S(3), max: ANY.max };
+    expect(pick(index, "least-loaded", { skip: ["n2-f1-c2", "n3-f0-c2"] })).toBe("n2-f0-c4");
+    // An entry is offered n2's smallest device; n3's is then the only free 2-core one.
     queue.insert({ userId: "u", pool: "p", priority: 0, ...ANY, durationMinutes: 5, maxWaitMinutes: 10, createdBy: "u" }, T0);
     queue.offer([index.device("n2-f1-c2")!], new Map(), T0);
-    expect(pick(index, "least-loaded")).toBe("n2-f0-c4");
-    // n2's 4-core device is booked from 5 minutes on: a 10-minute claim may not take it, a 5-minute one may.
+    expect(pick(index, "least-loaded")).toBe("n3-f0-c2");
+    // n2's 4-core device is booked from 5 minutes on: a 10-minute claim for 3+ cores takes n1's, a 5-minute one n2's.
     const booking = { userId: "u", pool: "p", ...ANY, durationMinutes: 5, reminderMinutes: 0, createdBy: "u" };
     reservations.insertPending("r1", { ...booking, startAt: T0 + 5 * MIN, endAt: T0 + 10 * MIN }, "n2-f0-c4", T0);
-    expect(pick(index, "least-loaded")).toBe("n2-f2-c8");
-    expect(index.pick("least-loaded", ANY, new Set(), new Map(), 5 * MIN, null)!.device_id).toBe("n2-f0-c4");
+    expect(pick(index, "least-loaded", { bounds: four })).toBe("n1-f0-c4");
+    expect(pick(index, "least-loaded", { bounds: four, skip: ["n1-f0-c4"] })).toBe("n2-f2-c8");
+    expect(index.pick("least-loaded", four, new Set(["n1-f0-c4"]), new Map(), 5 * MIN, null)!.device_id).toBe("n2-f0-c4");
     // The reservation's own claim may take its device.
-    expect(index.pick("least-loaded", ANY, new Set(), new Map(), 10 * MIN, "r1")!.device_id).toBe("n2-f0-c4");
+    expect(index.pick("least-loaded", four, new Set(["n1-f0-c4"]), new Map(), 10 * MIN, "r1")!.device_id).toBe("n2-f0-c4");
     // A window that ended, or was cancelled, holds nothing.
     reservations.end("r1", "cancelled", null, T0);
-    expect(pick(index, "least-loaded", { skip: ["n2-f2-c8"] })).toBe("n2-f0-c4");
+    expect(pick(index, "least-loaded", { bounds: four, skip: ["n1-f0-c4"] })).toBe("n2-f0-c4");
   });
 
   it("skipping every free device of the best node moves on to the next node", () => {
     const { index } = fleet();
-    expect(pick(index, "least-loaded", { skip: ["n2-f0-c4", "n2-f1-c2", "n2-f2-c8"] })).toBe("n1-f0-c4");
+    expect(pick(index, "load-first", { skip: ["n2-f0-c4", "n2-f1-c2", "n2-f2-c8"] })).toBe("n1-f0-c4");
+    expect(pick(index, "least-loaded", { skip: ["n2-f0-c4", "n2-f1-c2", "n2-f2-c8"] })).toBe("n3-f0-c2");
     expect(pick(index, "least-loaded", { skip: ["n2-f0-c4", "n2-f1-c2", "n2-f2-c8", "n1-f0-c4", "n3-f0-c2"] })).toBeNull();
+  });
+
+  it("says when the quota's room, not the fleet, rules out the free devices that meet the floor", () => {
+    const { index } = fleet();
+    const small = { min: S(3), max: S(3) };
+    expect(pick(index, "least-loaded", { bounds: small })).toBeNull();
+    // Free and at least 3 cores: n1's and n2's 4-core devices and n2's 8-core one.
+    expect(index.freeAboveMax(small, new Set(), 10 * MIN)).toEqual({ count: 3, smallest: S(4) });
+    expect(index.freeAboveMax(small, new Set(["n1-f0-c4", "n2-f0-c4"]), 10 * MIN)).toEqual({ count: 1, smallest: S(8) });
+    expect(index.freeAboveMax({ min: S(16), max: S(16) }, new Set(), 10 * MIN)).toEqual({ count: 0, smallest: null });
+    // In service (held ones too, 2 cores each here): the queue's check.
+    expect(index.inServiceAbove(S(3))).toEqual({ count: 3, smallest: S(4) });
+    expect(index.inServiceAbove(S(2)).count).toBe(10);
   });
 });
 
