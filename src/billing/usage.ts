@@ -69,11 +69,34 @@ function statementsFor(
       memo: memoOf(r),
       at: now,
     }),
+    chargedEvents(d1, [r], now),
   ];
 }
 
 /**
- * Books `records`. The whole set goes in one batch of four set-based statements when it can
+ * `billing.charged` for each charge of `records` that this batch booked (its ledger row carries
+ * the batch's time), in the same batch, so a rolled-back booking sends nothing and a repeat,
+ * which books no charge, sends no second event (the key is the charge's too). Data keep the old
+ * notification service's names: `amount` (what was charged, positive) and `newBalance` (the
+ * running balance right after this charge), in minor units.
+ */
+function chargedEvents(d1: D1Database, records: UsageRecord[], now: number): D1PreparedStatement {
+  const json = JSON.stringify(records.map((r) => ({ a: r.allocationId, d: r.deviceId, u: r.userId, s: r.durationSeconds })));
+  return d1
+    .prepare(
+      `INSERT INTO notifications (key, user_id, type, data, created_at)
+       SELECT 'billing.charged:' || l.entry_id, l.user_id, 'billing.charged',
+              json_object('allocationId', l.allocation_id, 'deviceId', j.value->>'d', 'amount', -l.amount, 'newBalance', l.balance_after,
+                'currency', p.currency, 'durationSeconds', j.value->>'s'), ?2
+       FROM json_each(?1) j JOIN ledger l ON l.entry_id = 'charge:' || (j.value->>'a') JOIN pricing_plans p ON p.plan_id = l.plan_id
+       WHERE l.user_id = j.value->>'u' AND l.kind = 'charge' AND l.created_at = ?2
+       ON CONFLICT (key) DO NOTHING`,
+    )
+    .bind(json, now);
+}
+
+/**
+ * Books `records`. The whole set goes in one batch of five set-based statements when it can
  * (the records travel as one JSON parameter); if that batch fails, each record is tried alone
  * in its own batch, so one bad record never holds the others back. Throws only when the
  * accounts cannot be read at all (the caller retries everything). With `audit` (an admin's
@@ -156,9 +179,10 @@ const memoOf = (r: UsageRecord) => `${r.durationSeconds}s on ${r.deviceId} (${r.
 /**
  * The same booking as `statementsFor`, for many records at once: the usage rows, the charges
  * (each with the running balance of its account, in the records' order, skipping charges that
- * exist), each account's balance moved to its last new entry, and `billing.low_balance` for every
- * entry that crossed its plan's threshold downwards. Atomic as one D1 batch. The first
- * statement returns the usage rows it inserted (the rest were booked before).
+ * exist), each account's balance moved to its last new entry, `billing.low_balance` for every
+ * entry that crossed its plan's threshold downwards, and `billing.charged` for every new charge.
+ * Atomic as one D1 batch. The first statement returns the usage rows it inserted (the rest were
+ * booked before).
  */
 function setStatements(
   d1: D1Database,
@@ -228,6 +252,11 @@ function setStatements(
        ON CONFLICT (key) DO NOTHING`,
       )
       .bind(json, now),
+    chargedEvents(
+      d1,
+      rows.map((x) => x.r),
+      now,
+    ),
   ];
 }
 

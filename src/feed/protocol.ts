@@ -118,6 +118,20 @@ export interface InvoiceGeneratedEventData {
   [k: string]: unknown;
 }
 
+/**
+ * A usage record was booked and charged (user feed, once per record). Money in minor units under
+ * the old notification service's names: `amount` is what was charged (positive), `newBalance`
+ * the balance right after this charge.
+ */
+export interface ChargedEventData {
+  allocationId: string;
+  deviceId: string;
+  amount: number;
+  newBalance: number;
+  currency: string;
+  durationSeconds: number;
+}
+
 /** App events come from the app service (POST /api/internal/events), as in the old system. */
 export interface AppInstalledEventData {
   userId: string;
@@ -241,6 +255,7 @@ export interface FeedEvents {
   "billing.low_balance": LowBalanceEventData;
   "billing.payment_success": PaymentSuccessEventData;
   "billing.invoice_generated": InvoiceGeneratedEventData;
+  "billing.charged": ChargedEventData;
   "billing.usage_failed": UsageFailedEventData;
   "billing.reconcile_differences": ReconcileDifferencesEventData;
   "app.installed": AppInstalledEventData;
@@ -272,6 +287,7 @@ export const FEED_EVENT_TYPES = [
   "billing.low_balance",
   "billing.payment_success",
   "billing.invoice_generated",
+  "billing.charged",
   "billing.usage_failed",
   "billing.reconcile_differences",
   "app.installed",
