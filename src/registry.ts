@@ -77,3 +77,9 @@ export async function dropDevice(env: Env, deviceId: string): Promise<void> {
   await env.DB.prepare("DELETE FROM devices WHERE device_id = ?").bind(deviceId).run();
   known.delete(key("device", deviceId));
 }
+
+/** Every registered pool, by name (the lists over all pools ask each of them). */
+export async function poolNames(env: Env): Promise<string[]> {
+  const { results } = await env.DB.prepare("SELECT name FROM pools ORDER BY name").all<{ name: string }>();
+  return results.map((r) => r.name);
+}

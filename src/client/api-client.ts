@@ -186,7 +186,7 @@ export class ApiClient {
     return this.request("GET", `/metering/users/${enc(userId)}`, { query: q });
   }
 
-  // ---- waiting queue and reservations (one pool per call) ---------------------------------
+  // ---- waiting queue and reservations (lists: every pool unless `pool`) --------------------
 
   /** Wait for a device (served at once, status `fulfilled`, when one is free). */
   joinQueue(body: QueueJoinRequest): Promise<QueueEntry> {

@@ -6,27 +6,30 @@
 import { z } from "@hono/zod-openapi";
 import type { Context } from "hono";
 import { actingUser, readableUser, requireUser, type AppEnv } from "../auth";
-import { defaultPool } from "../config";
+import { defaultPool, PAGING } from "../config";
+import type { Env } from "../env";
 import { durationMsOf, minutesOf } from "../domain/duration";
-import { fail, type Result } from "../errors";
+import { byStart, mergeInOrder, newestJoinedFirst } from "../domain/listing";
+import { fail, ok, type Result } from "../errors";
 import { newApp } from "../app-factory";
 import { jsonBody, route } from "../openapi";
 import { scopeOfId } from "../ids";
-import { missingPool } from "../registry";
+import { missingPool, poolNames } from "../registry";
 import { take } from "../rpc";
-import type { Viewer } from "../contracts";
+import type { QueueEntryView as QueueItem, ReservationView as ReservationItem, Viewer } from "../contracts";
 import {
   QueueEntryIdParam,
   QueueEntryView,
   QueueJoinBody,
   QueueListQuery,
+  QueueWaiting,
   ReservationBody,
   ReservationCheckBody,
   ReservationIdParam,
   ReservationListQuery,
   ReservationView,
 } from "../schemas";
-import { inPool, pool, reply, requestSpec, testOnlyRefusal } from "./helpers";
+import { inPool, pool, reply, requestSpec, stored, testOnlyRefusal } from "./helpers";
 
 const security = [{ bearer: [] }];
 
@@ -62,6 +65,29 @@ async function byId<T>(
   // An id naming a pool that does not exist is as unknown as a malformed one.
   if (!name || (await missingPool(c.env, name))) return reply(c, NOT_FOUND[kind](id));
   return reply(c, await take(fn(pool(c.env, name), id)));
+}
+
+/**
+ * A list's part from each pool it covers: `asked` alone (404 when unknown), else every registered
+ * pool, by name. The first refusal answers for the whole list.
+ */
+async function fromPools<T>(
+  env: Env,
+  asked: string | undefined,
+  fn: (p: ReturnType<typeof pool>) => PromiseLike<Result<T>>,
+): Promise<Result<T[]>> {
+  if (asked !== undefined) {
+    const missing = await missingPool(env, asked);
+    if (missing) return missing;
+  }
+  const names = asked !== undefined ? [asked] : await stored(() => poolNames(env));
+  const parts = await Promise.all(names.map((name) => take(fn(pool(env, name)))));
+  const values: T[] = [];
+  for (const r of parts) {
+    if (!r.ok) return r;
+    values.push(r.value);
+  }
+  return ok(values);
 }
 
 export function queueRoutes() {
@@ -122,20 +148,33 @@ export function queueRoutes() {
       path: "/scheduler/queue",
       tags: ["queue"],
       security,
-      summary: "Your queue entries in a pool, newest first (admins: anyone's, or `userId`'s)",
+      summary: "Your queue entries in every pool (or `pool`), newest first (admins: anyone's, or `userId`'s)",
+      description:
+        "Without `pool` the list covers every pool: the pools' entries merged newest first, `limit` applied to the merged list. " +
+        "Each entry names its pool.",
       request: { query: QueueListQuery },
       ok: {
         status: 200,
-        schema: z.object({ items: z.array(QueueEntryView), waiting: z.number() }),
+        schema: z.object({ items: z.array(QueueEntryView), waiting: QueueWaiting }),
         description: "Entries",
       },
     }),
     async (c) => {
       const q = c.req.valid("query");
-      const name = q.pool ?? defaultPool(c.env);
+      const who = viewer(c);
+      const opts = { userId: listedUser(c, q.userId), status: q.status, limit: q.limit };
+      const r = await fromPools<{ items: QueueItem[]; waiting: number }>(c.env, q.pool, (p) => p.listQueue(who, opts));
+      if (!r.ok) return reply(c, r);
       return reply(
         c,
-        await inPool(c.env, name, (p) => p.listQueue(viewer(c), { userId: listedUser(c, q.userId), status: q.status, limit: q.limit })),
+        ok({
+          items: mergeInOrder(
+            r.value.map((l) => l.items),
+            newestJoinedFirst,
+            q.limit ?? PAGING.defaultLimit,
+          ),
+          waiting: r.value.reduce((n, l) => n + l.waiting, 0),
+        }),
       );
     },
   );
@@ -274,22 +313,28 @@ export function queueRoutes() {
       path: "/scheduler/reservations",
       tags: ["reservations"],
       security,
-      summary: "Your reservations in a pool by start time (admins: anyone's, or `userId`'s)",
+      summary: "Your reservations in every pool (or `pool`) by start time (admins: anyone's, or `userId`'s)",
+      description:
+        "Without `pool` the list covers every pool: the pools' reservations merged by start time, `limit` applied to the merged list. " +
+        "Each reservation names its pool.",
       request: { query: ReservationListQuery },
       ok: { status: 200, schema: z.object({ items: z.array(ReservationView) }), description: "Reservations" },
     }),
     async (c) => {
       const q = c.req.valid("query");
-      const name = q.pool ?? defaultPool(c.env);
+      const who = viewer(c);
+      const opts = { userId: listedUser(c, q.userId), status: q.status, limit: q.limit };
+      const r = await fromPools<{ items: ReservationItem[] }>(c.env, q.pool, (p) => p.listReservations(who, opts));
+      if (!r.ok) return reply(c, r);
       return reply(
         c,
-        await inPool(c.env, name, (p) =>
-          p.listReservations(viewer(c), {
-            userId: listedUser(c, q.userId),
-            status: q.status,
-            limit: q.limit,
-          }),
-        ),
+        ok({
+          items: mergeInOrder(
+            r.value.map((l) => l.items),
+            byStart,
+            q.limit ?? PAGING.defaultLimit,
+          ),
+        }),
       );
     },
   );

@@ -1,7 +1,7 @@
 /** The waiting queue and reservations (src/routes/queue.ts). */
 import { z } from "@hono/zod-openapi";
 import { ALLOCATION, QUEUE, RESERVATION } from "../config";
-import { ErrorItem, Id, Limit, Spec, orNull } from "./common";
+import { ErrorItem, Id, Int, Limit, Spec, orNull } from "./common";
 import { Instant, withDefault } from "./parts";
 import { QUEUE_STATUSES } from "../domain/queue";
 import { RESERVATION_STATUSES } from "../domain/reservation";
@@ -50,14 +50,23 @@ export const QueueJoinBody = z
   .openapi("QueueJoinRequest");
 
 export const QueueEntryIdParam = z.object({ id: z.string().min(1).max(400) });
+const ListedPool = Id.optional().openapi({ description: "Only this pool (404 POOL_NOT_FOUND when unknown). Absent: every pool." });
+
 export const QueueListQuery = z
   .object({
-    pool: Id.optional(),
+    pool: ListedPool,
     userId: Id.optional(),
     status: z.enum(["waiting", "offered", "fulfilled", "expired", "cancelled", "failed"]).optional(),
     limit: Limit,
   })
   .strict();
+
+/** The queue list's `waiting`: how busy the listed pools' queues are, not how many of the items wait. */
+export const QueueWaiting = Int.openapi({
+  description:
+    "Entries waiting or offered a device in the pools listed, everyone's (not only the items shown): " +
+    "the pool's count with `pool`, else the sum over every pool.",
+});
 
 export const QueueEntryView = z
   .object({
@@ -115,7 +124,7 @@ export const ReservationBody = z
 export const ReservationIdParam = z.object({ id: z.string().min(1).max(400) });
 export const ReservationListQuery = z
   .object({
-    pool: Id.optional(),
+    pool: ListedPool,
     userId: Id.optional(),
     status: z.enum(["pending", "confirmed", "executing", "completed", "cancelled", "expired", "failed"]).optional(),
     limit: Limit,
