@@ -1,6 +1,7 @@
 /** "Failed billing" (admins): the usage records the dead-letter queue kept, with replay. */
 import type { ApiClient, FailedUsage } from "../client/api-client";
-import { act, card, fmtTime, h, pill, refresher, scrollTable, shortId, showError, showOk, syncRows } from "./dom";
+import { act, card, h, pill, refresher, scrollTable, shortId, showError, showOk, syncRows } from "./dom";
+import { fmtTime } from "./format";
 
 export class FailedBillingCard {
   readonly el: HTMLElement;
@@ -39,6 +40,7 @@ export class FailedBillingCard {
         ["Allocation", "User", "Status", "Attempts", "Error", "Last failed", ""],
         h("tbody", { id: "failed-usage" }),
         "Nothing here.",
+        "stack",
       ),
       h("p", { class: "msg", id: "failed-load-msg" }),
       h("p", { class: "msg", id: "failed-msg" }),

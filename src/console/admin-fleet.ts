@@ -2,7 +2,8 @@
 import type { ApiClient, PoolDevice } from "../client/api-client";
 import { FeedClient } from "../client/feed-client";
 import type { PoolDeviceView, PoolFeedState } from "../feed/protocol";
-import { act, card, countdown, fill, fmtSpec, h, pill, refresher, scrollTable, shortId, showError, syncRows, toMs } from "./dom";
+import { act, card, countdown, fill, h, pill, refresher, scrollTable, shortId, showError, syncRows } from "./dom";
+import { fmtSpec, toMs } from "./format";
 import { bindFeedState } from "./feed-ui";
 
 interface DeviceRow extends Omit<PoolDeviceView, "expiresAt"> {
@@ -56,7 +57,7 @@ class PoolPanel {
       "section",
       { class: "pool", "data-pool": pool, "aria-label": `Pool ${pool}` },
       h("header", null, h("h3", null, pool), this.counts, this.state, refresh),
-      scrollTable(["Device", "Node", "Status", "Spec", "Holder", "Allocation", "Time left"], this.body, "No devices.", "fleet-table"),
+      scrollTable(["Device", "Node", "Status", "Spec", "Holder", "Allocation", "Time left"], this.body, "No devices.", "fleet-table stack"),
       this.msg,
     );
   }

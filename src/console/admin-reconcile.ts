@@ -4,7 +4,8 @@
  */
 import type { ApiClient, ReconcileResult } from "../client/api-client";
 import type { Envelope, ReconcileDifferencesEventData } from "../feed/protocol";
-import { act, card, fill, fmtDateTime, fmtMoney, fmtTime, h, table } from "./dom";
+import { act, card, fill, h, table } from "./dom";
+import { fmtDateTime, fmtMoney, fmtTime } from "./format";
 
 export class ReconcileCard {
   readonly el: HTMLElement;

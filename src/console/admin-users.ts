@@ -1,6 +1,7 @@
 /** "Users and quotas" (admins): the accounts page by page, and a look-up of one user's quota. */
 import type { AdminUser, ApiClient, Quota } from "../client/api-client";
-import { act, card, fmtDateTime, fmtMB, fmtMoney, h, pill, scrollTable, showError } from "./dom";
+import { act, card, h, pill, scrollTable, showError } from "./dom";
+import { fmtDateTime, fmtMB, fmtMoney } from "./format";
 
 export class UsersCard {
   readonly el: HTMLElement;
@@ -27,6 +28,8 @@ export class UsersCard {
       scrollTable(
         ["User", "Tier", "Status", "Devices", "CPU", "Memory", "Device-hours", "Valid until", "Balance", "Pricing"],
         h("tbody", { id: "users" }),
+        undefined,
+        "stack",
       ),
       more,
       lookup,

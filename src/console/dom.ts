@@ -1,5 +1,6 @@
-/** Small DOM and formatting helpers for the console (no framework). */
+/** Small DOM helpers for the console (no framework); how things are written is in format.ts. */
 import { ApiError } from "../client/api-client";
+import { countdownText, fmtDateTime } from "./format";
 
 export type Child = Node | string | number | null | undefined | false | Child[];
 type Attrs = Record<string, string | number | boolean | null | undefined | EventListener>;
@@ -84,6 +85,14 @@ export function showError(slot: Element | null | undefined, err: unknown | null)
   slot.classList.remove("ok");
 }
 
+/** A failure of the console's own (not an API answer), worded for the user. */
+export function showFailure(slot: Element | null | undefined, text: string): void {
+  if (!slot) return;
+  slot.textContent = text;
+  slot.classList.remove("ok");
+  slot.classList.add("error");
+}
+
 export function showOk(slot: Element | null | undefined, text: string): void {
   if (!slot) return;
   slot.textContent = text;
@@ -148,24 +157,7 @@ export function refresher(fn: () => Promise<void>, delayMs = 100): () => void {
   return trigger;
 }
 
-// ---- formatting ----------------------------------------------------------------------------
-
-/** Epoch ms from epoch ms or an ISO string (null when absent or unreadable). */
-export function toMs(v: number | string | null | undefined): number | null {
-  if (v === null || v === undefined || v === "") return null;
-  const t = typeof v === "number" ? v : Date.parse(v);
-  return Number.isFinite(t) ? t : null;
-}
-
-const pad = (n: number) => String(n).padStart(2, "0");
-
-/** Time left as `mm:ss` (`h:mm:ss` from an hour on); `00:00` once past. */
-export function countdownText(msLeft: number): string {
-  const s = Math.max(0, Math.ceil(msLeft / 1000));
-  const hours = Math.floor(s / 3600);
-  const m = Math.floor((s % 3600) / 60);
-  return hours ? `${hours}:${pad(m)}:${pad(s % 60)}` : `${pad(m)}:${pad(s % 60)}`;
-}
+// ---- countdowns, pills, ids, tables, cards -------------------------------------------------
 
 /** A `.countdown` span that the ticker keeps current (see `tick`). */
 export function countdown(expiresAt: number | null): HTMLElement {
@@ -192,48 +184,6 @@ export function tick(now = Date.now()): void {
   for (const el of Array.from(document.querySelectorAll<HTMLElement>(".countdown"))) updateCountdown(el, now);
 }
 
-export function fmtTime(t: number | string | null | undefined): string {
-  const ms = toMs(t);
-  if (ms === null) return "—";
-  const d = new Date(ms);
-  const time = `${pad(d.getHours())}:${pad(d.getMinutes())}:${pad(d.getSeconds())}`;
-  return new Date().toDateString() === d.toDateString() ? time : `${d.getFullYear()}-${pad(d.getMonth() + 1)}-${pad(d.getDate())} ${time}`;
-}
-
-export function fmtDateTime(t: number | string | null | undefined): string {
-  const ms = toMs(t);
-  if (ms === null) return "—";
-  const d = new Date(ms);
-  return `${d.getFullYear()}-${pad(d.getMonth() + 1)}-${pad(d.getDate())} ${pad(d.getHours())}:${pad(d.getMinutes())}`;
-}
-
-export function fmtDuration(seconds: number | null | undefined): string {
-  if (seconds === null || seconds === undefined) return "—";
-  const s = Math.round(seconds);
-  if (s < 60) return `${s} s`;
-  const m = Math.floor(s / 60);
-  if (m < 60) return `${m} min ${s % 60} s`;
-  return `${Math.floor(m / 60)} h ${m % 60} min`;
-}
-
-/** Minor units (cents) as money. */
-export function fmtMoney(minor: number | null | undefined, currency = "USD"): string {
-  if (minor === null || minor === undefined) return "—";
-  try {
-    return new Intl.NumberFormat(undefined, { style: "currency", currency }).format(minor / 100);
-  } catch {
-    return `${(minor / 100).toFixed(2)} ${currency}`;
-  }
-}
-
-export function fmtMB(mb: number | null | undefined): string {
-  if (mb === null || mb === undefined) return "—";
-  return mb >= 1024 ? `${+(mb / 1024).toFixed(1)} GB` : `${mb} MB`;
-}
-
-export const fmtSpec = (s: { cpuCores: number; memoryMB: number; storageMB: number }) =>
-  `${s.cpuCores} cpu · ${fmtMB(s.memoryMB)} · ${fmtMB(s.storageMB)}`;
-
 /** A coloured status pill; `data-status` carries the raw value. */
 export const pill = (status: string) => h("span", { class: `pill s-${status.replace(/[^a-z_]/gi, "")}`, "data-status": status }, status);
 
@@ -248,7 +198,23 @@ export const shortId = (id: string | null | undefined, n = 14) => {
   return h("span", { title: id, class: "mono" }, `${kind}…${id.slice(-Math.max(6, n - kind.length - 1))}`);
 };
 
+/** Gives each cell of `row` its column's name as `data-label` (a `.stack` table shows them when its rows are cards). */
+function labelCells(row: Element, labels: string[]): void {
+  Array.from(row.children).forEach((cell, i) => {
+    const label = labels[i];
+    if (label && !cell.hasAttribute("data-label")) cell.setAttribute("data-label", label);
+  });
+}
+
+/**
+ * `cls` "stack": on a narrow card each row becomes a card of label/value lines (console-views.css).
+ * Rows are labelled as they are added, however they are added (syncRows, append, fill).
+ */
 export function table(headers: string[], body: HTMLElement, cls = ""): HTMLTableElement {
+  for (const row of Array.from(body.children)) labelCells(row, headers);
+  new MutationObserver((records) => {
+    for (const r of records) for (const n of Array.from(r.addedNodes)) if (n instanceof Element) labelCells(n, headers);
+  }).observe(body, { childList: true });
   return h(
     "table",
     { class: cls },

@@ -1,7 +1,8 @@
 /** The live parts shared by both views: a feed's state badge and an event list. */
 import type { CloseInfo, FeedClient, FeedState } from "../client/feed-client";
 import type { Envelope } from "../feed/protocol";
-import { countdownText, fmtDuration, fmtMoney, fmtTime, h, toMs } from "./dom";
+import { h } from "./dom";
+import { countdownText, fmtDuration, fmtMoney, fmtTime, toMs } from "./format";
 
 /** Shows a feed's state in `el` (`data-state` = connecting | open | waiting | stopped), with why it is not open. */
 export function bindFeedState(el: HTMLElement, feed: FeedClient, label: string): void {
@@ -55,6 +56,11 @@ export function summarize(e: Envelope): string {
         `+${fmtMoney(d.amount, d.currency)} (${d.paymentId})` +
         `${typeof d.newBalance === "number" ? `, balance ${fmtMoney(d.newBalance, d.currency)}` : ""}`
       );
+    case "billing.charged":
+      return (
+        `${fmtMoney(d.amount, d.currency)} for ${fmtDuration(d.durationSeconds)} on ${dev}, ` +
+        `balance ${fmtMoney(d.newBalance, d.currency)}`
+      );
     case "billing.invoice_generated":
       return `${d.month}: ${fmtMoney(d.amount, d.currency)}`;
     case "billing.usage_failed":
@@ -88,11 +94,12 @@ export class EventList {
     el.setAttribute("aria-live", "polite");
   }
 
-  add(e: Envelope): void {
+  /** `past`: read from the feed's history when the page opened, not seen live. */
+  add(e: Envelope, past = false): void {
     const at = toMs(e.timestamp) ?? Date.now();
     const li = h(
       "li",
-      { "data-type": e.type, "data-seq": e.seq ?? "", class: `ev t-${e.type.split(".")[0]}` },
+      { "data-type": e.type, "data-seq": e.seq ?? "", class: `ev t-${e.type.split(".")[0]}${past ? " past" : ""}` },
       h("span", { class: "seq mono" }, e.seq === null ? "·" : `#${e.seq}`),
       h("span", { class: "type" }, e.type),
       h("span", { class: "sum" }, summarize(e)),

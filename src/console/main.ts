@@ -4,7 +4,8 @@
  */
 import { ApiClient, ApiError } from "../client/api-client";
 import { AdminView } from "./admin-view";
-import { $, errorText, fill, fmtDateTime, h, tick } from "./dom";
+import { $, errorText, fill, h, tick } from "./dom";
+import { fmtDateTime } from "./format";
 import { decodeToken, forgetToken, storeToken, storedToken, tokenFromFragment, type Identity } from "./session";
 import { UserView } from "./user-view";
 
@@ -110,6 +111,16 @@ function boot(): void {
     sessionStorage.removeItem(TAB_KEY);
     // A fresh page: every feed, timer and view goes with it.
     location.replace(location.pathname);
+  });
+  // A sign-in link opened in a tab already on the console changes only the fragment: no load.
+  window.addEventListener("hashchange", () => {
+    const token = tokenFromFragment();
+    if (!token) return;
+    if (document.body.dataset.signedIn !== "true") return void signIn(token);
+    // Signed in already (maybe as someone else): a fresh page for the new token, as sign-out
+    // does, so no feed, timer or view of the old session stays; the page checks the token.
+    storeToken(token);
+    location.reload();
   });
   const token = tokenFromFragment() ?? storedToken();
   if (token) void signIn(token);

@@ -1,6 +1,7 @@
 /** "My account": the quota card (plan, limits and what is used of them) and the balance card. */
 import type { ApiClient } from "../client/api-client";
-import { card, fill, fmtDateTime, fmtMB, fmtMoney, h, pill, refresher, showError, table } from "./dom";
+import { card, fill, h, pill, refresher, showError, table } from "./dom";
+import { fmtDateTime, fmtMB, fmtMoney } from "./format";
 
 export class QuotaCard {
   readonly el: HTMLElement;
@@ -101,6 +102,16 @@ export class BalanceCard {
       h("div", { id: "balance" }, h("p", { class: "muted" }, "Loading…")),
       h("p", { class: "msg", id: "balance-msg" }),
     );
+  }
+
+  /** `billing.charged` on the feed: its new balance at once, then the card read again (threshold, low). */
+  charged(newBalance: number, currency: string): void {
+    const el = this.el.querySelector("#balance-amount");
+    if (el) {
+      el.textContent = fmtMoney(newBalance, currency);
+      el.classList.toggle("neg", newBalance <= 0);
+    }
+    this.refresh();
   }
 
   private async load(): Promise<void> {

@@ -1,6 +1,9 @@
-/** "Allocate a device": the form that allocates now or joins the pool's waiting queue, with the pools this user used. */
+/** "Allocate a device": a pool and device class from the catalogue, allocated now or queued for when one frees. */
 import type { AllocationResult, ApiClient, QueueEntry } from "../client/api-client";
-import { act, fill, fmtTime, h, showOk } from "./dom";
+import type { CatalogueStore } from "./catalogue";
+import { act, h, showOk } from "./dom";
+import { fmtDateTime, fmtSpec } from "./format";
+import { OfferPicker } from "./offer-picker";
 
 export interface AllocateHooks {
   /** An allocation was made (the answer, before the message says so). */
@@ -11,41 +14,30 @@ export interface AllocateHooks {
 
 export class AllocateForm {
   readonly el: HTMLFormElement;
-  private readonly poolList: HTMLElement;
+  private readonly picker: OfferPicker;
 
   constructor(
     private readonly api: ApiClient,
+    store: CatalogueStore,
     private readonly hooks: AllocateHooks,
   ) {
-    this.poolList = h("datalist", { id: "known-pools" });
+    this.picker = new OfferPicker(store, "allocate");
+    const minutes = h("input", { name: "durationMinutes", type: "number", min: 1, max: 1440, value: 30, required: true });
     const form = h(
       "form",
       { id: "allocate-form", class: "form-grid", "aria-label": "Allocate a device" },
-      h(
-        "label",
-        null,
-        "Pool",
-        h("input", {
-          name: "pool",
-          value: "default",
-          required: true,
-          list: "known-pools",
-          autocomplete: "off",
-          spellcheck: "false",
-        }),
-      ),
-      h("label", null, "Minutes", h("input", { name: "durationMinutes", type: "number", min: 1, max: 1440, value: 30, required: true })),
-      h("label", null, "CPU cores", h("input", { name: "cpuCores", type: "number", min: 0, max: 1024, placeholder: "any" })),
-      h("label", null, "Memory MB", h("input", { name: "memoryMB", type: "number", min: 0, step: 1024, placeholder: "any" })),
+      this.picker.el,
+      h("label", null, "Minutes", minutes),
       h(
         "div",
         { class: "actions" },
         h("button", { type: "submit", id: "allocate-submit", class: "primary" }, "Allocate"),
-        h("button", { type: "button", id: "queue-join", title: "Wait for a fitting device if none is free" }, "Wait in queue"),
+        h("button", { type: "button", id: "queue-join", title: "Wait for a device of this class if none is free" }, "Wait in queue"),
       ),
       h("p", { class: "msg", role: "status", id: "allocate-msg" }),
-      this.poolList,
     );
+    minutes.addEventListener("input", () => this.picker.setMinutes(Number(minutes.value)));
+    this.picker.setMinutes(Number(minutes.value));
     form.addEventListener("submit", (ev) => {
       ev.preventDefault();
       void this.allocate(form, form.querySelector<HTMLButtonElement>("#allocate-submit"));
@@ -56,47 +48,27 @@ export class AllocateForm {
     this.el = form;
   }
 
-  /** The pools the pool field suggests. */
-  showPools(pools: Iterable<string>): void {
-    fill(
-      this.poolList,
-      [...pools].map((p) => h("option", { value: p })),
-    );
+  private request(form: HTMLFormElement) {
+    return {
+      pool: this.picker.pool || undefined,
+      durationMinutes: Number((form.elements.namedItem("durationMinutes") as HTMLInputElement).value),
+      spec: this.picker.spec(),
+    };
   }
 
   private async allocate(form: HTMLFormElement, button: HTMLButtonElement | null): Promise<void> {
     const slot = form.querySelector<HTMLElement>("#allocate-msg");
-    const r = await act(button, slot, () =>
-      this.api.allocate({
-        pool: fieldOf(form, "pool") || undefined,
-        durationMinutes: Number(fieldOf(form, "durationMinutes")),
-        spec: specOf(form),
-      }),
-    );
+    const r = await act(button, slot, () => this.api.allocate(this.request(form)));
     if (!r) return;
     this.hooks.allocated(r);
-    showOk(slot, `Allocated ${r.deviceId} (${r.pool}/${r.node}) until ${fmtTime(r.expiresAt)}.`);
+    showOk(slot, `Allocated ${r.deviceId} (${r.pool}/${r.node}, ${fmtSpec(r)}) until ${fmtDateTime(r.expiresAt)}.`);
   }
 
   private async joinQueue(form: HTMLFormElement, button: HTMLButtonElement): Promise<void> {
     const slot = form.querySelector<HTMLElement>("#allocate-msg");
-    const pool = fieldOf(form, "pool") || undefined;
-    const r = await act(button, slot, () =>
-      this.api.joinQueue({ pool, durationMinutes: Number(fieldOf(form, "durationMinutes")), spec: specOf(form) }),
-    );
+    const r = await act(button, slot, () => this.api.joinQueue(this.request(form)));
     if (!r) return;
     this.hooks.queued(r);
     showOk(slot, r.status === "fulfilled" ? `Served at once: ${r.deviceId}.` : `In the queue of ${r.pool}, position ${r.position ?? "—"}.`);
   }
-}
-
-const fieldOf = (form: HTMLFormElement, name: string) => (form.elements.namedItem(name) as HTMLInputElement | null)?.value.trim() ?? "";
-
-function specOf(form: HTMLFormElement): { cpuCores?: number; memoryMB?: number } | undefined {
-  const spec: { cpuCores?: number; memoryMB?: number } = {};
-  const cpu = fieldOf(form, "cpuCores");
-  const mem = fieldOf(form, "memoryMB");
-  if (cpu) spec.cpuCores = Number(cpu);
-  if (mem) spec.memoryMB = Number(mem);
-  return Object.keys(spec).length ? spec : undefined;
 }

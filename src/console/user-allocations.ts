@@ -5,7 +5,8 @@
  */
 import type { Allocation, AllocationResult, ApiClient } from "../client/api-client";
 import type { AllocationEventData, ExtendedEventData } from "../feed/protocol";
-import { act, card, countdown, fmtSpec, fmtTime, h, refresher, shortId, showError, syncRows, table, toMs } from "./dom";
+import { card, countdown, errorText, h, refresher, shortId, showError, syncRows, table } from "./dom";
+import { fmtDateTime, fmtSpec, toMs } from "./format";
 
 /** An allocation as this view keeps it: the event's fields, with times as epoch ms (lists give ms, events ISO). */
 type AllocRow = Omit<AllocationEventData, "allocatedAt" | "expiresAt" | "durationMinutes"> & {
@@ -14,10 +15,6 @@ type AllocRow = Omit<AllocationEventData, "allocatedAt" | "expiresAt" | "duratio
 };
 
 export interface AllocationsHooks {
-  /** An allocation here is in `pool`. */
-  usePool(pool: string): void;
-  /** The table was drawn again. */
-  rendered(): void;
   /** The user released an allocation here (its device is free; its usage is on its way). */
   released(allocationId: string): void;
 }
@@ -33,6 +30,12 @@ export class AllocationsPanel {
   private readonly touched = new Map<string, number>();
   /** Allocations whose expiry passed without a release event yet (looked up once). */
   private readonly overdueChecked = new Set<string>();
+  /** Each row's status line (its last extend or release: a confirmation or the API's error), kept across redraws. */
+  private readonly rowStatus = new Map<string, { ok: boolean; text: string }>();
+  /** Rows whose extend or release is on its way (their buttons are disabled). */
+  private readonly busy = new Set<string>();
+  /** The minutes typed into a row's extend field, kept across redraws. */
+  private readonly minutesTyped = new Map<string, string>();
 
   constructor(
     private readonly api: ApiClient,
@@ -46,7 +49,11 @@ export class AllocationsPanel {
         cls: "wide",
         extra: h("span", { class: "head-extra muted", id: "allocations-count" }),
       },
-      h("div", { class: "scroll" }, table(["Device", "Pool / node", "Spec", "Allocated", "Time left", "Extend", ""], allocBody, "allocs")),
+      h(
+        "div",
+        { class: "scroll" },
+        table(["Device", "Pool / node", "Spec", "Allocated", "Time left", "Extend", ""], allocBody, "allocs stack"),
+      ),
       h("p", { class: "empty muted", id: "allocations-empty" }, "No active allocations."),
       h("p", { class: "msg", id: "allocations-msg" }),
     );
@@ -106,7 +113,6 @@ export class AllocationsPanel {
         const known = this.allocs.get(a.allocationId);
         if (known?.node && !row.node) row.node = known.node;
         next.set(row.allocationId, row);
-        this.hooks.usePool(row.pool);
       }
       this.allocs.clear();
       for (const [k, v] of next) this.allocs.set(k, v);
@@ -122,13 +128,14 @@ export class AllocationsPanel {
     if (known?.node && !row.node) row.node = known.node;
     this.allocs.set(row.allocationId, row);
     this.touched.set(row.allocationId, performance.now());
-    this.hooks.usePool(row.pool);
     this.render();
   }
 
   private remove(allocationId: string): void {
     this.allocs.delete(allocationId);
     this.expiring.delete(allocationId);
+    this.rowStatus.delete(allocationId);
+    this.minutesTyped.delete(allocationId);
     this.render();
   }
 
@@ -143,42 +150,81 @@ export class AllocationsPanel {
     );
     this.el.querySelector<HTMLElement>("#allocations-empty")!.hidden = items.length > 0;
     this.el.querySelector("#allocations-count")!.textContent = items.length ? `${items.length} active` : "";
-    this.hooks.rendered();
+  }
+
+  /**
+   * A row's action: its old status goes, its buttons wait, and the outcome (`fn`'s confirmation,
+   * or the API's error) becomes the row's status line.
+   */
+  private async run(allocationId: string, fn: () => Promise<string | null>): Promise<void> {
+    if (this.busy.has(allocationId)) return;
+    this.busy.add(allocationId);
+    this.rowStatus.delete(allocationId);
+    this.paint(allocationId);
+    try {
+      const text = await fn();
+      if (text) this.rowStatus.set(allocationId, { ok: true, text });
+    } catch (err) {
+      this.rowStatus.set(allocationId, { ok: false, text: errorText(err) });
+    } finally {
+      this.busy.delete(allocationId);
+      this.paint(allocationId);
+    }
+  }
+
+  /** Shows a row's busy state and status line in place (a redraw would take the focus and the typed minutes). */
+  private paint(allocationId: string): void {
+    const tr = this.el.querySelector<HTMLElement>(`tr[data-allocation-id="${CSS.escape(allocationId)}"]`);
+    if (!tr) return;
+    const busy = this.busy.has(allocationId);
+    for (const b of Array.from(tr.querySelectorAll("button"))) {
+      b.disabled = busy;
+      if (busy) b.setAttribute("aria-busy", "true");
+      else b.removeAttribute("aria-busy");
+    }
+    const status = this.rowStatus.get(allocationId);
+    const msg = tr.querySelector(".row-msg");
+    if (!msg) return;
+    msg.textContent = status?.text ?? "";
+    msg.classList.toggle("ok", status?.ok === true);
+    msg.classList.toggle("error", status?.ok === false);
   }
 
   private row(a: AllocRow): HTMLElement {
-    const msg = h("span", { class: "msg row-msg", role: "status" });
+    const status = this.rowStatus.get(a.allocationId);
+    const busy = this.busy.has(a.allocationId);
+    const msg = h("span", { class: `msg row-msg${status ? (status.ok ? " ok" : " error") : ""}`, role: "status" }, status?.text ?? "");
     const minutes = h("input", {
       type: "number",
       name: "additionalMinutes",
       min: 1,
       max: 1440,
-      value: 15,
+      value: this.minutesTyped.get(a.allocationId) ?? 15,
       class: "mini",
       "aria-label": `Minutes to add to ${a.deviceId ?? a.allocationId}`,
     });
-    const extend = h("button", { type: "button", class: "extend" }, "Extend");
-    const release = h("button", { type: "button", class: "release danger" }, "Release");
-    extend.addEventListener(
-      "click",
-      () =>
-        void act(extend, msg, async () => {
-          const r = await this.api.extend(a.allocationId, Number(minutes.value));
-          this.expiring.delete(a.allocationId);
-          this.upsert(fromResult(r));
-        }),
-    );
-    release.addEventListener(
-      "click",
-      () =>
-        void act(release, msg, async () => {
-          if (!a.deviceId) throw new Error("this allocation has no device yet");
-          await this.api.release(a.deviceId);
-          this.ended.add(a.allocationId);
-          this.remove(a.allocationId);
-          this.hooks.released(a.allocationId);
-        }),
-    );
+    minutes.addEventListener("input", () => this.minutesTyped.set(a.allocationId, minutes.value));
+    const extend = h("button", { type: "button", class: "extend", disabled: busy }, "Extend");
+    const release = h("button", { type: "button", class: "release danger", disabled: busy }, "Release");
+    extend.addEventListener("click", () => {
+      const n = Number(minutes.value);
+      void this.run(a.allocationId, async () => {
+        const r = await this.api.extend(a.allocationId, n);
+        this.expiring.delete(a.allocationId);
+        this.upsert(fromResult(r));
+        return `Extended by ${n} min: until ${fmtDateTime(r.expiresAt)}.`;
+      });
+    });
+    release.addEventListener("click", () => {
+      void this.run(a.allocationId, async () => {
+        if (!a.deviceId) throw new Error("this allocation has no device yet");
+        await this.api.release(a.deviceId);
+        this.ended.add(a.allocationId);
+        this.remove(a.allocationId);
+        this.hooks.released(a.allocationId);
+        return null;
+      });
+    });
     return h(
       "tr",
       {
@@ -189,10 +235,10 @@ export class AllocationsPanel {
       h("td", null, h("strong", { class: "mono" }, a.deviceId ?? "—"), h("div", { class: "muted small" }, shortId(a.allocationId, 18))),
       h("td", null, a.pool, h("div", { class: "muted small" }, a.node ?? "")),
       h("td", { class: "small" }, fmtSpec(a)),
-      h("td", { class: "small" }, fmtTime(a.allocatedAt)),
+      h("td", { class: "small" }, fmtDateTime(a.allocatedAt)),
       h("td", null, countdown(a.expiresAt)),
-      h("td", { class: "nowrap" }, minutes, " ", extend),
-      h("td", { class: "nowrap" }, release, msg),
+      h("td", { class: "nowrap actions-cell" }, minutes, " ", extend),
+      h("td", { class: "actions-cell" }, release, msg),
     );
   }
 }

@@ -1,16 +1,18 @@
-/** "Queue and reservations": the user's waiting-queue entries and reservations in the pools this page knows, with cancel. */
+/**
+ * "Queue and reservations": the user's waiting-queue entries and reservations in every pool
+ * (the lists without `?pool=` cover all pools), each with its pool, and cancel.
+ */
 import type { ApiClient, QueueEntry, Reservation } from "../client/api-client";
-import { act, card, fmtDateTime, fmtTime, h, pill, refresher, scrollTable, shortId, showError, syncRows } from "./dom";
+import { act, card, h, pill, refresher, scrollTable, shortId, showError, syncRows } from "./dom";
+import { fmtDateTime, fmtWindow } from "./format";
 
 export class QueuePanel {
   readonly el: HTMLElement;
   readonly refresh = refresher(() => this.load());
 
-  /** `pools`: the pools to list (the API lists per pool, and a user cannot list pools). */
   constructor(
     private readonly api: ApiClient,
     private readonly userId: string,
-    private readonly pools: () => Iterable<string>,
   ) {
     const queueBody = h("tbody", { id: "queue-entries" });
     const rsvBody = h("tbody", { id: "reservations" });
@@ -18,31 +20,23 @@ export class QueuePanel {
       "Queue and reservations",
       { id: "queue-card", cls: "wide" },
       h("h3", null, "Waiting queue"),
-      scrollTable(["Entry", "Pool", "Status", "Position", "Estimated start", "Joined", ""], queueBody, "No queue entries."),
+      scrollTable(["Entry", "Pool", "Status", "Position", "Estimated start", "Joined", ""], queueBody, "No queue entries.", "stack"),
       h("h3", null, "Reservations"),
-      scrollTable(["Reservation", "Pool", "Device", "Status", "Window", ""], rsvBody, "No reservations."),
+      scrollTable(["Reservation", "Pool", "Device", "Status", "Window", ""], rsvBody, "No reservations.", "stack"),
       h("p", { class: "msg", id: "queue-msg" }),
     );
   }
 
   private async load(): Promise<void> {
     const slot = this.el.querySelector<HTMLElement>("#queue-msg");
-    // The lists are per pool: ask every pool this page has seen the user use.
-    const pools = [...this.pools()];
     try {
-      const [queues, reservations] = await Promise.all([
-        Promise.all(pools.map((pool) => this.api.queue({ pool, userId: this.userId, limit: 20 }).catch(notFoundAsEmpty))),
-        Promise.all(pools.map((pool) => this.api.reservations({ pool, userId: this.userId, limit: 20 }).catch(notFoundAsEmpty))),
+      const [queue, reservations] = await Promise.all([
+        this.api.queue({ userId: this.userId, limit: 20 }).catch(notFoundAsEmpty),
+        this.api.reservations({ userId: this.userId, limit: 20 }).catch(notFoundAsEmpty),
       ]);
       showError(slot, null);
-      const entries = queues
-        .flatMap((q) => q.items)
-        .sort((a, b) => b.joinedAt.localeCompare(a.joinedAt))
-        .slice(0, 20);
-      const rsvs = reservations
-        .flatMap((r) => r.items)
-        .sort((a, b) => b.startAt.localeCompare(a.startAt))
-        .slice(0, 20);
+      const entries = [...queue.items].sort((a, b) => b.joinedAt.localeCompare(a.joinedAt));
+      const rsvs = [...reservations.items].sort((a, b) => b.startAt.localeCompare(a.startAt));
       syncRows(
         this.el.querySelector("#queue-entries")!,
         entries,
@@ -72,7 +66,7 @@ export class QueuePanel {
           this.refresh();
         }),
     );
-    return h("td", { class: "nowrap" }, button, msg);
+    return h("td", { class: "nowrap actions-cell" }, button, msg);
   }
 
   private queueRow(q: QueueEntry): HTMLElement {
@@ -83,8 +77,8 @@ export class QueuePanel {
       h("td", null, q.pool),
       h("td", null, pill(q.status), q.error ? h("div", { class: "small error" }, `${q.error.code}: ${q.error.message}`) : null),
       h("td", { class: "num" }, q.position ?? "—"),
-      h("td", { class: "small" }, q.estimatedStartAt ? fmtTime(q.estimatedStartAt) : "—"),
-      h("td", { class: "small" }, fmtTime(q.joinedAt)),
+      h("td", { class: "small" }, q.estimatedStartAt ? fmtDateTime(q.estimatedStartAt) : "—"),
+      h("td", { class: "small" }, fmtDateTime(q.joinedAt)),
       this.cancelCell(q.status === "waiting" || q.status === "offered", "Leave", () => this.api.cancelQueueEntry(q.entryId)),
     );
   }
@@ -97,20 +91,13 @@ export class QueuePanel {
       h("td", null, r.pool),
       h("td", { class: "mono" }, r.deviceId ?? "—"),
       h("td", null, pill(r.status), r.error ? h("div", { class: "small error" }, `${r.error.code}: ${r.error.message}`) : null),
-      h("td", { class: "small" }, windowText(r.startAt, r.endAt)),
+      h("td", { class: "small" }, fmtWindow(r.startAt, r.endAt)),
       this.cancelCell(r.status === "pending" || r.status === "confirmed", "Cancel", () => this.api.cancelReservation(r.reservationId)),
     );
   }
 }
 
-/** `2026-12-03 09:00 – 10:00` (the end's date only when it is another day). */
-function windowText(start: string, end: string): string {
-  const a = fmtDateTime(start);
-  const b = fmtDateTime(end);
-  return `${a} – ${a.slice(0, 10) === b.slice(0, 10) ? b.slice(11) : b}`;
-}
-
-/** A pool that has no devices yet has no queue: nothing to show, not an error. */
+/** No default pool (no device registered yet) has no queue: nothing to show, not an error. */
 function notFoundAsEmpty(err: unknown): { items: never[]; waiting: number } {
   if ((err as { status?: number })?.status === 404) return { items: [], waiting: 0 };
   throw err;

@@ -1,76 +1,78 @@
 /**
- * "My account": quota, balance, active allocations with a live countdown, usage, queue
- * entries and reservations, and the user's live feed. Everything refreshes from the feed's
- * events; a reconnect that missed events reloads it all. Each card is its own file
- * (user-account, user-allocate, user-allocations, user-usage, user-queue); this one puts them
- * together, keeps the pools this user used, and hands the feed's events to them.
+ * "My account": quota, balance, the month's chart, the allocate and booking forms (pool and
+ * device class from the catalogue), active allocations with a live countdown, usage, queue
+ * entries and reservations, and the user's feed with its history. Everything refreshes from the
+ * feed's events; a reconnect that missed events reloads it all. Each card is its own file; this
+ * one puts them together and hands the feed's events to them.
  */
 import type { ApiClient } from "../client/api-client";
 import { FeedClient } from "../client/feed-client";
 import type { Envelope, ExtendedEventData, FeedEvent } from "../feed/protocol";
-import { card, h } from "./dom";
+import { CatalogueStore } from "./catalogue";
+import { card, errorText, h } from "./dom";
 import { EventList, bindFeedState } from "./feed-ui";
+import { events as eventHistory } from "./renter-api";
 import type { Identity } from "./session";
 import { BalanceCard, QuotaCard } from "./user-account";
 import { AllocateForm } from "./user-allocate";
 import { AllocationsPanel } from "./user-allocations";
+import { BookingForm } from "./user-booking";
+import { MonthChart } from "./user-chart";
 import { QueuePanel } from "./user-queue";
 import { UsagePanel } from "./user-usage";
+
+/** How many past events the list shows when the page opens (the feed keeps up to 1,000). */
+const HISTORY = 50;
 
 export class UserView {
   readonly el: HTMLElement;
   readonly feed: FeedClient;
-  /**
-   * Pools whose queue and reservations are listed (the API lists them per pool, and a user
-   * cannot list pools): the default, and every pool this user used in this browser.
-   */
-  private readonly pools: Set<string>;
+  private readonly catalogue: CatalogueStore;
   private readonly events: EventList;
   private readonly quota: QuotaCard;
   private readonly balance: BalanceCard;
-  private readonly allocateForm: AllocateForm;
+  private readonly chart: MonthChart;
   private readonly allocations: AllocationsPanel;
   private readonly usage: UsagePanel;
   private readonly queue: QueuePanel;
   private helloCount = 0;
 
   constructor(
-    api: ApiClient,
-    private readonly me: Identity,
+    private readonly api: ApiClient,
+    me: Identity,
     baseUrl: string,
     private readonly feedStateEl: HTMLElement,
   ) {
     this.feed = new FeedClient({ baseUrl, token: () => me.token, feed: "user" });
-    this.pools = new Set(["default", ...readPools(me.userId)]);
+    this.catalogue = new CatalogueStore(api);
     this.events = new EventList(h("ol", { id: "events", class: "events" }));
     this.quota = new QuotaCard(api, me.userId);
     this.balance = new BalanceCard(api, me.userId);
-    this.allocateForm = new AllocateForm(api, {
+    this.chart = new MonthChart();
+    const allocateForm = new AllocateForm(api, this.catalogue, {
       allocated: (r) => {
         this.allocations.allocated(r);
-        this.quota.refresh();
+        this.changedMine();
       },
-      queued: (r) => {
-        this.usePool(r.pool);
-        this.queue.refresh();
-      },
+      queued: () => this.queue.refresh(),
     });
+    const bookingForm = new BookingForm(api, this.catalogue, { booked: () => this.queue.refresh() });
     this.allocations = new AllocationsPanel(api, {
-      usePool: (pool) => this.usePool(pool),
-      rendered: () => this.allocateForm.showPools(this.pools),
       released: (allocationId) => {
-        this.quota.refresh();
+        this.changedMine();
         this.usage.awaitUsage(allocationId);
       },
     });
-    this.usage = new UsagePanel(api, me.userId, this.events, () => this.balance.refresh());
-    this.queue = new QueuePanel(api, me.userId, () => this.pools);
+    this.usage = new UsagePanel(api, me.userId, (m) => this.chart.show(m));
+    this.queue = new QueuePanel(api, me.userId);
     this.el = h(
       "div",
       { class: "grid", id: "view-user" },
       this.quota.el,
       this.balance.el,
-      card("Allocate a device", { id: "allocate-card" }, this.allocateForm.el),
+      this.chart.el,
+      card("Allocate a device", { id: "allocate-card" }, allocateForm.el),
+      card("Book a device", { id: "book-card" }, bookingForm.el),
       this.allocations.el,
       this.usage.el,
       this.queue.el,
@@ -83,16 +85,10 @@ export class UserView {
     );
   }
 
-  private usePool(pool: string): void {
-    if (this.pools.has(pool)) return;
-    this.pools.add(pool);
-    // A pool seen for the first time may hold entries and reservations of this user.
-    this.queue.refresh();
-    try {
-      localStorage.setItem(poolsKey(this.me.userId), JSON.stringify([...this.pools].slice(-20)));
-    } catch {
-      /* storage full or off: this page still knows */
-    }
+  /** Something of this user's changed what the quota allows and what is free. */
+  private changedMine(): void {
+    this.quota.refresh();
+    this.catalogue.refresh();
   }
 
   // ---- start ------------------------------------------------------------------------------
@@ -106,13 +102,33 @@ export class UserView {
       // A reconnect may have missed events: reload what they would have changed.
       if (this.helloCount > 1) this.refreshAll();
     });
-    this.feed.start().catch(() => {
-      /* shown by the state badge */
-    });
     this.refreshAll();
+    void this.showHistory().finally(() =>
+      this.feed.start().catch(() => {
+        /* shown by the state badge */
+      }),
+    );
+  }
+
+  /**
+   * The last events of the feed's log, shown when the page opens; the feed then resumes right
+   * after the last one, so nothing is shown twice and nothing in between is lost.
+   */
+  private async showHistory(): Promise<void> {
+    try {
+      const head = await eventHistory(this.api, { limit: 1 });
+      const since = Math.max(0, head.lastSeq - HISTORY, (head.oldestSeq ?? 1) - 1);
+      const page = head.lastSeq ? await eventHistory(this.api, { since, limit: HISTORY }) : { events: [] };
+      for (const e of page.events) this.events.add(e as Envelope, true);
+      // Also with no history yet: the feed then replays whatever came since these reads.
+      this.feed.lastSeq = page.events.at(-1)?.seq ?? head.lastSeq;
+    } catch (err) {
+      this.events.note(`The earlier events could not be read (${errorText(err)}); new ones show as they happen.`);
+    }
   }
 
   private refreshAll(): void {
+    this.catalogue.refresh();
     this.quota.refresh();
     this.balance.refresh();
     this.allocations.refresh();
@@ -132,7 +148,7 @@ export class UserView {
     switch (e.type) {
       case "device.allocated":
         this.allocations.onAllocated(e.data);
-        this.quota.refresh();
+        this.changedMine();
         break;
       case "device.extended":
         this.allocations.onExtended(e.data as ExtendedEventData);
@@ -143,28 +159,22 @@ export class UserView {
         break;
       case "device.released":
         this.allocations.onReleased(e.data.allocationId);
-        this.quota.refresh();
+        this.changedMine();
         this.usage.awaitUsage(e.data.allocationId);
         break;
+      case "billing.charged":
+        // The record is booked and charged: the balance, the usage list and the chart move now.
+        this.balance.charged(e.data.newBalance, e.data.currency);
+        this.usage.charged(e.data);
+        this.quota.refresh();
+        break;
       default:
-        if (e.type.startsWith("quota.")) this.quota.refresh();
-        else if (e.type.startsWith("billing.")) this.balance.refresh();
-        else if (e.type.startsWith("queue.") || e.type.startsWith("reservation.")) {
-          const pool = (e.data as { pool?: string }).pool;
-          if (pool) this.usePool(pool);
-          this.queue.refresh();
-        }
+        if (e.type.startsWith("quota.")) this.changedMine();
+        else if (e.type.startsWith("billing.")) {
+          this.balance.refresh();
+          // Money changed what the balance check allows.
+          this.catalogue.refresh();
+        } else if (e.type.startsWith("queue.") || e.type.startsWith("reservation.")) this.queue.refresh();
     }
-  }
-}
-
-const poolsKey = (userId: string) => `eda.console.pools.${userId}`;
-
-function readPools(userId: string): string[] {
-  try {
-    const v = JSON.parse(localStorage.getItem(poolsKey(userId)) ?? "[]") as unknown;
-    return Array.isArray(v) ? v.filter((p): p is string => typeof p === "string") : [];
-  } catch {
-    return [];
   }
 }
