@@ -4,7 +4,7 @@
  */
 import { expect } from "vitest";
 import type { Browser, Page } from "playwright-core";
-import { watchPage } from "./harness";
+import { shot, watchPage } from "./harness";
 
 /** India has no daylight saving, and a half-hour offset shows that the zone is written whole. */
 export const ZONE = "Asia/Kolkata";
@@ -85,4 +85,10 @@ export async function localStart(page: Page, days: number, hour: number): Promis
     },
     [days, hour],
   );
+}
+
+/** A whole-page screenshot from the top (a scrolled page draws its sticky header and table heads mid-page). */
+export async function shotFromTop(page: Page, name: string): Promise<void> {
+  await page.evaluate(() => window.scrollTo(0, 0));
+  await shot(page, name);
 }

@@ -5,18 +5,12 @@
  * pages run in Asia/Kolkata (UTC+5:30). Screenshots in test-results/browser/phone-*.png.
  */
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import type { Browser, Page } from "playwright-core";
-import { browserRequired, chromiumPath, launchBrowser, shot, startDev, type DevServer } from "./harness";
-import { PHONE, WHEN, consoleAs, expectInView, expectNoSidewaysScroll, expectZonedTimes, localStart } from "./renter-pages";
+import type { Browser } from "playwright-core";
+import { browserRequired, chromiumPath, launchBrowser, startDev, type DevServer } from "./harness";
+import { PHONE, WHEN, consoleAs, shotFromTop, expectInView, expectNoSidewaysScroll, expectZonedTimes, localStart } from "./renter-pages";
 
 const executable = chromiumPath();
 if (!executable && browserRequired) throw new Error("browser tests: no Chromium found; REQUIRE_BROWSER=1 makes this a failure");
-
-/** A whole-page screenshot from the top (a scrolled page would draw its sticky parts mid-page). */
-async function phoneShot(page: Page, name: string): Promise<void> {
-  await page.evaluate(() => window.scrollTo(0, 0));
-  await shot(page, name);
-}
 
 describe.skipIf(!executable)("the console at 390×844", () => {
   let dev: DevServer;
@@ -35,7 +29,7 @@ describe.skipIf(!executable)("the console at 390×844", () => {
   it("a renter allocates, extends, books, cancels and releases on a phone, every button in reach, nothing cut off", async () => {
     const { page, seen, close } = await consoleAs(browser, dev.base, dev.token("ivan"), PHONE);
     await expectNoSidewaysScroll(page, PHONE.width);
-    await phoneShot(page, "phone-1-signed-in");
+    await shotFromTop(page, "phone-1-signed-in");
 
     // Allocate from the form.
     await expectInView(page, "#allocate-submit", PHONE);
@@ -59,7 +53,7 @@ describe.skipIf(!executable)("the console at 390×844", () => {
     expect(await row.locator(".row-msg").textContent()).toMatch(WHEN);
     await expectInView(page, "#allocations .row-msg", PHONE);
     await expectNoSidewaysScroll(page, PHONE.width);
-    await phoneShot(page, "phone-2-extended");
+    await shotFromTop(page, "phone-2-extended");
 
     // Book a window tomorrow, after its check; the reservation is a card with its Cancel in reach.
     await page.fill("#book-form [name=startAt]", await localStart(page, 1, 15));
@@ -74,7 +68,7 @@ describe.skipIf(!executable)("the console at 390×844", () => {
     await expectZonedTimes(page, ["#reservations td[data-label=Window]"]);
     await expectInView(page, "#reservations button.cancel", PHONE);
     await expectNoSidewaysScroll(page, PHONE.width);
-    await phoneShot(page, "phone-3-booked");
+    await shotFromTop(page, "phone-3-booked");
     await rsv.locator("button.cancel").tap();
     await expect.poll(() => rsv.getAttribute("data-status"), { timeout: 10_000 }).toBe("cancelled");
 
@@ -89,7 +83,7 @@ describe.skipIf(!executable)("the console at 390×844", () => {
     expect(chart!.x).toBeGreaterThanOrEqual(0);
     expect(chart!.x + chart!.width).toBeLessThanOrEqual(PHONE.width);
     await expectNoSidewaysScroll(page, PHONE.width);
-    await phoneShot(page, "phone-4-released");
+    await shotFromTop(page, "phone-4-released");
 
     expect(seen.problems).toEqual([]);
     expect(seen.offsite).toEqual([]);
@@ -101,7 +95,7 @@ describe.skipIf(!executable)("the console at 390×844", () => {
     await page.locator("#tab-admin").tap();
     await page.locator("#fleet tr[data-device-id]").first().waitFor({ timeout: 15_000 });
     await expectNoSidewaysScroll(page, PHONE.width);
-    await phoneShot(page, "phone-5-operations");
+    await shotFromTop(page, "phone-5-operations");
     expect(seen.problems).toEqual([]);
     await close();
   });

@@ -7,8 +7,8 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { Browser } from "playwright-core";
-import { api, browserRequired, chromiumPath, launchBrowser, shot, startDev, type DevServer } from "./harness";
-import { DESKTOP, WHEN, blankPage, consoleAs, expectInView, expectZonedTimes, localStart } from "./renter-pages";
+import { api, browserRequired, chromiumPath, launchBrowser, startDev, type DevServer } from "./harness";
+import { DESKTOP, WHEN, blankPage, consoleAs, shotFromTop, expectInView, expectZonedTimes, localStart } from "./renter-pages";
 
 const executable = chromiumPath();
 if (!executable && browserRequired) throw new Error("browser tests: no Chromium found; REQUIRE_BROWSER=1 makes this a failure");
@@ -56,7 +56,7 @@ describe.skipIf(!executable)("the renter's console at 1280×800", () => {
     expect(await page.locator("#allocate-pools option").evaluateAll((os) => os.map((o) => (o as HTMLOptionElement).value))).toEqual(
       cat.items.map((p: { pool: string }) => p.pool),
     );
-    await shot(page, "renter-desktop-1-catalogue");
+    await shotFromTop(page, "renter-desktop-1-catalogue");
 
     // Allocate the 4-core class of the default pool: that class (or a larger one) is what comes.
     await page.fill("#allocate-form [name=pool]", "default");
@@ -77,7 +77,7 @@ describe.skipIf(!executable)("the renter's console at 1280×800", () => {
     await row.locator("button.extend").click();
     await expect.poll(() => rowMsg.getAttribute("class"), { timeout: 10_000 }).toContain("error");
     expect(await rowMsg.textContent()).toMatch(/^[A-Z_]+: \S/);
-    await shot(page, "renter-desktop-2-extend-error");
+    await shotFromTop(page, "renter-desktop-2-extend-error");
     // Then one that fits: a confirmation with the new end, and the old error is gone.
     await row.locator("input[name=additionalMinutes]").fill("15");
     await row.locator("button.extend").click();
@@ -93,7 +93,7 @@ describe.skipIf(!executable)("the renter's console at 1280×800", () => {
     await expectInView(page, "#allocations button.release", DESKTOP);
     await expectZonedTimes(page, ["#allocations td[data-label=Allocated]", "#events li time", "#quota dd:not(#quota-tier)"]);
     expect(await row.locator(".countdown").getAttribute("title")).toMatch(WHEN);
-    await shot(page, "renter-desktop-3-extended");
+    await shotFromTop(page, "renter-desktop-3-extended");
 
     expect(seen.problems).toEqual([]);
     expect(seen.offsite).toEqual([]);
@@ -137,7 +137,7 @@ describe.skipIf(!executable)("the renter's console at 1280×800", () => {
     expect(Number(await chart.locator(`rect.bar[data-day="${today}"]`).getAttribute("data-hours"))).toBeGreaterThan(0);
     expect(await chart.getAttribute("aria-label")).toContain("spent in");
     await expectZonedTimes(page, ["#usage td[data-label=Released]"]);
-    await shot(page, "renter-desktop-4-charged");
+    await shotFromTop(page, "renter-desktop-4-charged");
     expect(seen.problems).toEqual([]);
     await close();
 
@@ -158,7 +158,7 @@ describe.skipIf(!executable)("the renter's console at 1280×800", () => {
     expect(after[0]).toBeGreaterThan(before[0]!);
     expect(after.slice(after.length - before.length)).toEqual(before);
     await expectZonedTimes(again.page, ["#events li time"]);
-    await shot(again.page, "renter-desktop-5-history");
+    await shotFromTop(again.page, "renter-desktop-5-history");
     expect((await api(dev.base, token, "POST", "/scheduler/devices/release", { deviceId: live.body.deviceId })).status).toBe(200);
     expect(again.seen.problems).toEqual([]);
     expect(again.seen.offsite).toEqual([]);
@@ -193,7 +193,7 @@ describe.skipIf(!executable)("the renter's console at 1280×800", () => {
     // The same window again: the check names the user's own overlapping reservation.
     await page.click("#book-check-button");
     await page.locator(`#book-check .overlaps li[data-reservation-id="${rsvs[0].reservationId}"]`).waitFor({ timeout: 10_000 });
-    await shot(page, "renter-desktop-6-booked");
+    await shotFromTop(page, "renter-desktop-6-booked");
 
     // Cancel it from the list.
     await rsv.locator("button.cancel").click();
@@ -216,7 +216,7 @@ describe.skipIf(!executable)("the renter's console at 1280×800", () => {
     expect(await msg.textContent()).toMatch(/^QUOTA_PER_DEVICE_EXCEEDED: /);
     // The allocate form's status line is its own: untouched.
     expect(await page.locator("#allocate-msg").textContent()).toBe("");
-    await shot(page, "renter-desktop-7-booking-refused");
+    await shotFromTop(page, "renter-desktop-7-booking-refused");
 
     await page.fill("#book-form [name=pool]", "default");
     await page.click("#book-submit");
@@ -252,7 +252,7 @@ describe.skipIf(!executable)("the renter's console at 1280×800", () => {
       await tr.waitFor({ timeout: 10_000 });
       expect(await tr.locator("td[data-label=Pool]").textContent()).toBe("eu-west-large");
     }
-    await shot(page, "renter-desktop-8-not-bookable");
+    await shotFromTop(page, "renter-desktop-8-not-bookable");
     expect(seen.problems).toEqual([]);
     await close();
   });
@@ -274,7 +274,7 @@ describe.skipIf(!executable)("the renter's console at 1280×800", () => {
     // A bad link says why on the sign-in form.
     await p.page.evaluate(() => (location.hash = "#token=not-a-token"));
     await expect.poll(() => p.page.locator("#signin-error").textContent(), { timeout: 15_000 }).toMatch(/^[A-Z_]+: /);
-    await shot(p.page, "renter-desktop-9-bad-link");
+    await shotFromTop(p.page, "renter-desktop-9-bad-link");
     expect(p.seen.problems).toEqual([]);
     await p.close();
   });
