@@ -10,6 +10,7 @@ import { IDS, tokenMaxLifetimeSeconds } from "./config";
 import type { Env } from "./env";
 import { HttpError, fail } from "./errors";
 import { isRevoked, notBeforeOf } from "./revocations";
+import { b64url } from "./encoding";
 
 export type Principal = { kind: "user"; userId: string; role: "user" | "admin" } | { kind: "service" };
 /** `allocationId`: the allocation a request acted on, once known (for its log line). */
@@ -189,13 +190,6 @@ async function signHs256(payload: Record<string, unknown>, secret: string): Prom
   const data = `${part({ alg: "HS256", typ: "JWT", kid: await keyId(secret) })}.${part(payload)}`;
   const key = await crypto.subtle.importKey("raw", encoder.encode(secret), { name: "HMAC", hash: "SHA-256" }, false, ["sign"]);
   return `${data}.${b64url(new Uint8Array(await crypto.subtle.sign("HMAC", key, encoder.encode(data))))}`;
-}
-
-function b64url(bytes: Uint8Array): string {
-  return btoa(String.fromCharCode(...bytes))
-    .replace(/\+/g, "-")
-    .replace(/\//g, "_")
-    .replace(/=+$/, "");
 }
 
 /**

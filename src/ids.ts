@@ -4,6 +4,7 @@
  * alone. The object still checks who may see it.
  */
 import { IDS } from "./config";
+import { b64url } from "./encoding";
 
 export function newScopedId(prefix: string, scope: string): string {
   const rand = crypto.getRandomValues(new Uint8Array(12));
@@ -21,13 +22,6 @@ export function scopeOfId(prefix: string, id: string): string | null {
   } catch {
     return null;
   }
-}
-
-function b64url(bytes: Uint8Array): string {
-  return btoa(String.fromCharCode(...bytes))
-    .replace(/\+/g, "-")
-    .replace(/\//g, "_")
-    .replace(/=+$/, "");
 }
 
 /** Allocation ids carry their user, so any route finds the owning object from the id alone (the owner check still runs there). */
