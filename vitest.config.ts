@@ -22,6 +22,15 @@ import { QUEUE_BATCH_TIMEOUT_S } from "./test/timing.ts";
  *   type-check an openapi-fetch client, which then runs against its own `npm run dev`. No Chromium.
  * `vitest run` runs all six; `vitest run --project workers` runs one.
  */
+/** A P-256 key for the tests only (never the committed example of .dev.vars.example). */
+const TEST_ACCESS_KEY = {
+  kty: "EC",
+  crv: "P-256",
+  x: "naLF2tf5fTRMKZxssSi_p0NTat6r1XQF0WjMB0_HRY8",
+  y: "Pg7ipNw8-OfUq7gwNx7_4D4uXLGUzyhCWKicpDDlNfs",
+  d: "hrhp7g8eewcieXrePvIYKF-EhPueRxbBxYNdLWvsexk",
+};
+
 const FAIL_OPEN_FILES = ["test/**/*.fail-open.test.ts"];
 const LIMITS_FILES = ["test/**/*.limits.test.ts"];
 const BROWSER_FILES = ["test/browser/**/*.test.ts"];
@@ -87,6 +96,8 @@ export default defineConfig(async () => {
           TEST_MIGRATIONS: migrations,
           JWT_SECRET: "test-jwt-secret-0123456789abcdef",
           SERVICE_TOKEN: "test-service-token-0123456789abcdef",
+          // Signs device access grants (test/access.test.ts verifies them with /.well-known/jwks.json).
+          ACCESS_SIGNING_KEY: JSON.stringify(TEST_ACCESS_KEY),
           // The tests run as a deployed Worker would: a developer's .dev.vars (LOCAL_DEV="true") must not leak in.
           LOCAL_DEV: "false",
           ALLOW_SHORT_DURATIONS: "true",

@@ -26,33 +26,32 @@ import { FeedHub, feedSchema, refuseSocket, type FeedRequest } from "../src/obje
 import { CLOSE, type FeedEvents } from "../src/feed/protocol";
 
 import { ServiceObject } from "../src/objects/base";
-import { adminFeed, socketReporter } from "../src/objects/operators";
+import { socketReporter } from "../src/objects/operators";
 import { OUTBOX_SCHEMA, Outbox, type OutboxItem } from "../src/objects/outbox";
 import { Schedule } from "../src/objects/schedule";
 import { take } from "../src/rpc";
-import { DEVICE_SCHEMA, DeviceStore, type DeviceRow, type HoldRow, type Registration } from "../src/stores/device";
+import { DEVICE_SCHEMA, DeviceStore, type DeviceRow, type HoldRow, type Registration, type Window } from "../src/stores/device";
+import { ACCESS_SCHEMA, AccessStore, type AccessMap } from "../src/stores/device-access";
+import { signGrant } from "../src/access";
+import { deliveries, type Messages } from "./device/messages";
 import { iso } from "../src/domain/time";
 
-const MIGRATIONS = [{ name: "1-device", sql: `${DEVICE_SCHEMA}\n${OUTBOX_SCHEMA}\n${feedSchema("feed")}` }];
-
-/** What others must hear from a device, by kind (see deliver below). */
-interface Messages {
-  user_ended: EndedAllocation;
-  user_event: { userId: string; type: "device.expiring"; data: FeedEvents["device.expiring"] };
-  pool_state: { pool: string; state: DeviceState };
-  usage: { record: UsageRecord; confirmed: boolean };
-  admin_event: { key: string; userId: string; type: "device.status"; data: FeedEvents["device.status"] };
-}
+const MIGRATIONS = [
+  { name: "1-device", sql: `${DEVICE_SCHEMA}\n${OUTBOX_SCHEMA}\n${feedSchema("feed")}` },
+  { name: "2-device-access", sql: ACCESS_SCHEMA },
+];
 
 export class Device extends ServiceObject {
   protected readonly hub: FeedHub;
   private readonly store: DeviceStore;
+  private readonly access: AccessStore;
   private readonly outbox: Outbox<Messages>;
   protected override readonly schedule: Schedule;
 
   constructor(ctx: DurableObjectState, env: Env) {
     super(ctx, env);
     this.store = new DeviceStore(this.sql);
+    this.access = new AccessStore(this.sql);
     this.hub = new FeedHub(ctx, this.sql, {
       table: "feed",
       limit: FEED.deviceHistoryLimit,
@@ -61,7 +60,7 @@ export class Device extends ServiceObject {
     });
     this.outbox = new Outbox<Messages>(this.sql, {
       retryMs: ALLOCATION.notifyRetryMs,
-      deliver: this.deliveries(),
+      deliver: deliveries(env),
       logAs: () => ({ deviceId: this.store.device()?.device_id }),
     });
     // One task: the allocation the device holds, due at the earliest of its expiry, its claim's
@@ -89,7 +88,22 @@ export class Device extends ServiceObject {
     return ok(this.store.history(opts.cursor, Math.min(opts.limit ?? PAGING.defaultLimit, PAGING.maxLimit)));
   }
 
+  /** How to reach the device, for the current holder of `allocationId` while it runs (null: to anyone else, or after). */
+  async accessFor(allocationId: string, userId: string): Promise<Result<{ access: AccessMap; expiresAt: number } | null>> {
+    const a = this.current();
+    const holds = a?.allocation_id === allocationId && a.user_id === userId && a.expires_at > Date.now();
+    return ok(holds ? { access: this.access.map(), expiresAt: a.expires_at } : null);
+  }
+
   // ---- lifecycle (admin) -----------------------------------------------------------------
+
+  /** Operators (or the device-service) register how to reach the device: the map is replaced whole. */
+  async setAccess(access: AccessMap): Promise<Result<{ deviceId: string; endpoints: string[] }>> {
+    const d = this.store.registered();
+    if (!d) return notFound();
+    this.access.replace(access, Date.now());
+    return ok({ deviceId: d.device_id, endpoints: this.access.names() });
+  }
 
   async register(input: Registration): Promise<Result<DeviceInfo>> {
     const existing = this.store.registered();
@@ -114,7 +128,8 @@ export class Device extends ServiceObject {
           "DEVICE_RESERVED",
           `The device has ${w.n} reservation window(s) in pool ${d.pool}; cancel them before moving it.`,
           {
-            ...{ reservations: w.n, firstStartsAt: iso(w.first!) },
+            reservations: w.n,
+            firstStartsAt: iso(w.first!),
           },
         );
     }
@@ -192,7 +207,8 @@ export class Device extends ServiceObject {
     // In the same turn as the writes (one commit): the claim's earliest deadline.
     await this.clock.arm(Math.min(expiresAt, confirmAt, warnAt));
     const after: DeviceState = { deviceId: d.device_id, node: d.node, ...spec, status: "allocated", version: d.version + 1, ...holds };
-    return ok({ deviceId: d.device_id, pool: d.pool, node: d.node, ...spec, allocatedAt: now, expiresAt, state: after });
+    const access = this.access.map();
+    return ok({ deviceId: d.device_id, pool: d.pool, node: d.node, ...spec, allocatedAt: now, expiresAt, state: after, access });
   }
 
   /** The user's object has recorded the allocation. */
@@ -235,16 +251,12 @@ export class Device extends ServiceObject {
     const a = this.store.allocation(allocationId);
     if (!a || a.state === "ended") return fail(409, "ALLOCATION_ENDED", "The allocation has already ended.");
     const window = this.store.windowBefore(expiresAt, Date.now(), a.reservation_id);
-    if (window)
-      return fail(
-        409,
-        "DEVICE_RESERVED",
-        `The device is reserved from ${iso(window.start_at)}; the allocation can run until then at most.`,
-        {
-          reservedFrom: iso(window.start_at),
-          expiresAt: iso(a.expires_at),
-        },
-      );
+    const from = window && iso(window.start_at);
+    if (from)
+      return fail(409, "DEVICE_RESERVED", `The device is reserved from ${from}; the allocation can run until then at most.`, {
+        reservedFrom: from,
+        expiresAt: iso(a.expires_at),
+      });
     this.sql.tx(() => {
       this.store.extend(allocationId, expiresAt, Date.now());
       this.hub.append(a.user_id, "device.extended", { ...this.store.allocationData({ ...a, expires_at: expiresAt }), ...info });
@@ -272,13 +284,7 @@ export class Device extends ServiceObject {
    * The pool books [startAt, endAt) on this device for a reservation. Refused when the device
    * is out of service, allocated into the window, or has another window there. Idempotent.
    */
-  async reserve(w: {
-    reservationId: string;
-    userId: string;
-    pool: string;
-    startAt: number;
-    endAt: number;
-  }): Promise<Result<{ deviceId: string }>> {
+  async reserve(w: Window & { pool: string }): Promise<Result<{ deviceId: string }>> {
     const d = this.store.registered();
     if (!d) return fail(409, "DEVICE_UNAVAILABLE", "The device is not registered.", { state: null });
     // The asking pool's index drops it (a "removed" state for that pool; the device's own pool is told by its outbox).
@@ -347,28 +353,6 @@ export class Device extends ServiceObject {
     });
   }
 
-  /** One handler per outbox kind: true when delivered; false to try again later without counting a failure. */
-  private deliveries(): { [K in keyof Messages]: (payload: Messages[K]) => Promise<boolean> } {
-    const user = (id: string) => this.env.USER_QUOTA.getByName(id);
-    return {
-      user_ended: async (p) => (await take(user(p.userId).deviceEnded(p)), true),
-      user_event: async (p) => (await take(user(p.userId).deviceEvent(p.type, p.data)), true),
-      pool_state: async (p) => (await take(this.env.DEVICE_POOL.getByName(p.pool).deviceState(p.pool, p.state)), true),
-      // The key makes a redelivery show once on the admin feed.
-      admin_event: async (p) => (await take(adminFeed(this.env).publish(p.key, p.type, p.userId, p.data)), true),
-      usage: async (p) => {
-        if (!p.confirmed) {
-          // Ended before its user confirmed it: bill only if the user knows the allocation.
-          const answer = await take(user(p.record.userId).verify(p.record.allocationId, p.record.deviceId));
-          if (answer === "pending") return false;
-          if (answer === "unknown") return true; // never the user's: nothing to bill
-        }
-        await this.env.USAGE_QUEUE.send(p.record, { contentType: "json" });
-        return true;
-      },
-    };
-  }
-
   // ---- internals -------------------------------------------------------------------------
 
   /** Ends an allocation inside a transaction and queues everything others must hear. */
@@ -429,8 +413,8 @@ export class Device extends ServiceObject {
 
   // ---- the device feed ------------------------------------------------------------------------
 
-  /** Who may watch: admins and the device's current holder. */
-  protected openFeed(f: FeedRequest): Response {
+  /** Who may watch: admins and the device's current holder, whose hello also says how to reach the device. */
+  protected async openFeed(f: FeedRequest): Promise<Response> {
     if (f.feed !== "device") return refuseSocket(CLOSE.forbidden, "FORBIDDEN", "This ticket is not for a device feed.");
     const d = this.store.registered();
     if (!d || (f.deviceId !== undefined && f.deviceId !== d.device_id))
@@ -438,7 +422,11 @@ export class Device extends ServiceObject {
     const a = this.current();
     if (f.role !== "admin" && a?.user_id !== f.userId)
       return refuseSocket(CLOSE.forbidden, "FORBIDDEN", "Only the device's current holder (or an admin) may watch it.");
-    return this.hub.admit(f, this.store.snapshot(d, a));
+    const grant = a?.user_id === f.userId ? await signGrant(this.env, { ...holdOf(a, d), userId: f.userId }) : null;
+    // Signing awaited: the allocation may have ended meanwhile; decide again.
+    if (a && this.current()?.allocation_id !== a.allocation_id) return this.openFeed(f);
+    const holder = a?.user_id === f.userId ? { access: this.access.map(), accessGrant: grant?.token ?? null } : {};
+    return this.hub.admit(f, { ...this.store.snapshot(d, a), ...holder });
   }
 
   // ---- outbox and alarm ---------------------------------------------------------------------
@@ -492,6 +480,8 @@ function holdDue(a: HoldRow | null): number | null {
   if (!a) return null;
   return Math.min(a.expires_at, a.confirm_at ?? Infinity, !a.warned && a.warn_at !== null ? a.warn_at : Infinity);
 }
+
+const holdOf = (a: HoldRow, d: DeviceRow) => ({ deviceId: d.device_id, allocationId: a.allocation_id, expiresAt: a.expires_at });
 
 function notFound() {
   return fail(404, "DEVICE_NOT_FOUND", "No such device.");

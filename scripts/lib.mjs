@@ -1,7 +1,7 @@
 // Helpers shared by scripts/dev.mjs and scripts/token.mjs. Plain Node (20+) ESM with no
 // dependencies, so the scripts never need the TypeScript sources or node_modules.
 import { createHash, createHmac } from "node:crypto";
-import { copyFileSync, existsSync, readFileSync } from "node:fs";
+import { appendFileSync, copyFileSync, existsSync, readFileSync } from "node:fs";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 
@@ -9,19 +9,40 @@ export const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "
 export const devVarsPath = path.join(root, ".dev.vars");
 const examplePath = path.join(root, ".dev.vars.example");
 
-/** Creates .dev.vars from .dev.vars.example when it is missing. Returns true if it did. */
+/**
+ * Creates .dev.vars from .dev.vars.example when it is missing, and adds to an existing one the
+ * example's variables it lacks (a newer checkout may need one more). Returns true if it wrote.
+ */
 export function ensureDevVars(log = (m) => process.stderr.write(m + "\n")) {
-  if (existsSync(devVarsPath)) return false;
-  if (!existsSync(examplePath)) throw new Error(".dev.vars is missing and so is .dev.vars.example");
-  copyFileSync(examplePath, devVarsPath);
-  log("Created .dev.vars from .dev.vars.example (local-only secrets).");
+  if (!existsSync(examplePath)) {
+    if (existsSync(devVarsPath)) return false;
+    throw new Error(".dev.vars is missing and so is .dev.vars.example");
+  }
+  if (!existsSync(devVarsPath)) {
+    copyFileSync(examplePath, devVarsPath);
+    log("Created .dev.vars from .dev.vars.example (local-only secrets).");
+    return true;
+  }
+  const have = readVars(devVarsPath);
+  const lines = readFileSync(examplePath, "utf8")
+    .split(/\r?\n/)
+    .filter((l) => {
+      const name = /^(?:export\s+)?([A-Za-z_][A-Za-z0-9_]*)\s*=/.exec(l.trim())?.[1];
+      return name !== undefined && !(name in have);
+    });
+  if (!lines.length) return false;
+  appendFileSync(devVarsPath, `\n# Added from .dev.vars.example\n${lines.join("\n")}\n`);
+  log(`Added to .dev.vars from .dev.vars.example: ${lines.map((l) => l.split("=")[0].trim()).join(", ")}.`);
   return true;
 }
 
+/** Parses .dev.vars (see readVars). */
+export const readDevVars = () => readVars(devVarsPath);
+
 /** Parses a dotenv-style file (KEY=value, KEY="value", # comments) as wrangler reads .dev.vars. */
-export function readDevVars() {
+function readVars(file) {
   const vars = {};
-  for (const raw of readFileSync(devVarsPath, "utf8").split(/\r?\n/)) {
+  for (const raw of readFileSync(file, "utf8").split(/\r?\n/)) {
     const line = raw.trim();
     if (!line || line.startsWith("#")) continue;
     const m = /^(?:export\s+)?([A-Za-z_][A-Za-z0-9_]*)\s*=\s*(.*)$/.exec(line);

@@ -9,6 +9,7 @@ import { HttpError, errorBody, fail, internalFailure, type ErrorStatus } from ".
 import { identify } from "./limits";
 import { log } from "./log";
 import { adminRoutes } from "./routes/admin";
+import { accessRoutes } from "./routes/access";
 import { auditRoutes } from "./routes/audit";
 import { tokenRoutes } from "./routes/tokens";
 import { billingRoutes } from "./routes/billing";
@@ -109,6 +110,9 @@ export function createApp() {
   app.route("/", queueRoutes());
   app.route("/", quotaRoutes());
   app.route("/", adminRoutes());
+  // Device access: PUT /admin/… and /api/internal/devices/{id}/access (gated above), the holder's
+  // renewal, and GET /.well-known/jwks.json (public)
+  app.route("/", accessRoutes());
   // GET /admin/audit and POST /admin/users/{userId}/tokens/revoke (gated by /admin/* above: admins only)
   app.route("/", auditRoutes());
   app.route("/", tokenRoutes());

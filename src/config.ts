@@ -307,6 +307,8 @@ export function secretProblems(env: {
   JWT_SECRET?: string;
   SERVICE_TOKEN?: string;
   JWT_SECRET_PREVIOUS?: string;
+  ACCESS_SIGNING_KEY?: string;
+  ACCESS_SIGNING_KEY_PREVIOUS?: string;
   LOCAL_DEV?: string;
 }): string[] {
   // The previous key (rotation) is optional, but when set it must be as sound as the others.
@@ -315,7 +317,49 @@ export function secretProblems(env: {
     "SERVICE_TOKEN",
     ...(env.JWT_SECRET_PREVIOUS !== undefined ? ["JWT_SECRET_PREVIOUS" as const] : []),
   ] as const;
-  return names.map((name) => secretProblem(name, env[name], env.LOCAL_DEV === "true")).filter((p): p is string => p !== null);
+  const localDev = env.LOCAL_DEV === "true";
+  // Access grants are optional (off without a key); a key that is set must be a sound one.
+  const keys = (["ACCESS_SIGNING_KEY", "ACCESS_SIGNING_KEY_PREVIOUS"] as const).map((name) =>
+    env[name] === undefined ? null : signingKeyProblem(name, env[name]!, localDev),
+  );
+  return [...names.map((name) => secretProblem(name, env[name], localDev)), ...keys].filter((p): p is string => p !== null);
+}
+
+/**
+ * Device access grants (src/access.ts): a grant lives at most `grantMaxSeconds` (and never past
+ * the allocation's end); a device's access map has at most `maxEndpoints` named endpoints, each
+ * name and value within the lengths below. `exampleKeyX` is the public `x` of the committed
+ * example key in .dev.vars.example, which only local development may sign with.
+ */
+export const ACCESS = {
+  grantMaxSeconds: 3600,
+  issuer: "edge-device-allocator",
+  maxEndpoints: 8,
+  nameMaxLength: 32,
+  valueMaxLength: 512,
+  exampleKeyX: "usjofn9AoAUObTV0Hb36Cla6J3txIAZzSSkICMJJ_tw",
+};
+
+/** What is wrong with a signing key's value (null: a P-256 private key as a JWK, and not the example outside local dev). */
+export function signingKeyProblem(name: string, value: string, localDev: boolean): string | null {
+  let jwk: { kty?: unknown; crv?: unknown; x?: unknown; y?: unknown; d?: unknown };
+  try {
+    jwk = JSON.parse(value) as typeof jwk;
+  } catch {
+    return `${name} is not JSON (it must be a P-256 private key as a JWK).`;
+  }
+  if (
+    jwk === null ||
+    jwk.kty !== "EC" ||
+    jwk.crv !== "P-256" ||
+    typeof jwk.x !== "string" ||
+    typeof jwk.y !== "string" ||
+    typeof jwk.d !== "string"
+  )
+    return `${name} must be a P-256 private key as a JWK ({"kty":"EC","crv":"P-256","x":…,"y":…,"d":…}).`;
+  if (jwk.x === ACCESS.exampleKeyX && !localDev)
+    return `${name} is the committed example key, which only local development (LOCAL_DEV=true) may use.`;
+  return null;
 }
 
 /**

@@ -8,11 +8,13 @@ import type { DeviceSpec, DeviceStatus, EndReason } from "./domain/types";
 import type { ReservationStatus } from "./domain/reservation";
 import type { z } from "@hono/zod-openapi";
 import type * as Http from "./schemas";
+import type { AccessMap } from "./stores/device-access";
 export type { QueueStatus } from "./domain/queue";
 
 // ---- answers that are also HTTP answers: their zod schemas are the one definition ----------------
 
-export type AllocationResult = z.infer<typeof Http.AllocationResult>;
+/** An allocation's answer; a direct allocation's fresh answer also carries how to reach the device (the route signs its grant). */
+export type AllocationResult = z.infer<typeof Http.AllocationResult> & { access?: AccessMap };
 export type ReleaseResult = z.infer<typeof Http.ReleaseResult>;
 export type QueueEntryView = z.infer<typeof Http.QueueEntryView>;
 export type ReservationView = z.infer<typeof Http.ReservationView>;
@@ -53,6 +55,8 @@ export interface Claimed extends DeviceSpec {
   allocatedAt: number;
   expiresAt: number;
   state: DeviceState;
+  /** How to reach the device (its registered endpoints), for the new holder's answer only: never stored by the user's object. */
+  access: AccessMap;
   /** The pool's idle release grace (set by the pool, not the device). */
   idleReleaseSeconds?: number | null;
 }

@@ -5,7 +5,14 @@
  */
 import type { UsageRecord } from "./domain/types";
 
-type Vars = "DEFAULT_PLAN" | "DEFAULT_POOL" | "BILLING_ALLOW_ON_ERROR" | "ALLOW_SHORT_DURATIONS" | "LOCAL_DEV" | "TOKEN_MAX_DAYS";
+type Vars =
+  | "DEFAULT_PLAN"
+  | "DEFAULT_POOL"
+  | "BILLING_ALLOW_ON_ERROR"
+  | "ALLOW_SHORT_DURATIONS"
+  | "LOCAL_DEV"
+  | "TOKEN_MAX_DAYS"
+  | "ACCESS_SIGNING_KEY";
 
 export interface Env extends Omit<Cloudflare.Env, "USAGE_QUEUE" | "USAGE_DLQ" | Vars> {
   USAGE_QUEUE: Queue<UsageRecord>;
@@ -20,6 +27,10 @@ export interface Env extends Omit<Cloudflare.Env, "USAGE_QUEUE" | "USAGE_DLQ" | 
   LOCAL_DEV?: string;
   /** The key before the last rotation: still verifies the tokens it signed (their `kid`), never signs. */
   JWT_SECRET_PREVIOUS?: string;
+  /** P-256 private key (JWK) that signs device access grants; unset: grants are off (src/access.ts). */
+  ACCESS_SIGNING_KEY?: string;
+  /** The access key before the last rotation: its public part stays in /.well-known/jwks.json, it never signs. */
+  ACCESS_SIGNING_KEY_PREVIOUS?: string;
   /** Longest bearer token lifetime accepted, in days (default TOKENS.maxLifetimeDays, 30). */
   TOKEN_MAX_DAYS?: string;
   /** Seconds before the first retry of a failed usage write (doubles per attempt). */

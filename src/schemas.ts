@@ -14,3 +14,4 @@ export * from "./schemas/batch";
 export * from "./schemas/queue";
 export * from "./schemas/audit";
 export * from "./schemas/catalogue";
+export * from "./schemas/access";

@@ -373,7 +373,11 @@ type Scope =
   /** Money in: an admin or another service (top-ups). */
   | "admin-or-service"
   /** Other services only (X-Service-Token): /api/internal. */
-  | "service";
+  | "service"
+  /** Like owner-by-id, but only the holder: an admin acting on the owner's allocation is refused (403). */
+  | "holder-by-id"
+  /** No credential needed (a bad one is still 401): the device nodes' key set. */
+  | "public";
 
 interface RouteCase {
   method: string;
@@ -474,6 +478,43 @@ const ROUTES: RouteCase[] = [
       expect(body.items[0].userId).toBeUndefined();
     },
   },
+  {
+    method: "POST",
+    path: (fx) => `/scheduler/allocations/${fx.allocationId}/access`,
+    scope: "holder-by-id",
+    notFoundCode: "ALLOCATION_NOT_FOUND",
+    okStatus: 200,
+    verify: (fx, body) => {
+      expect(body).toMatchObject({ allocationId: fx.allocationId, deviceId: fx.held, access: {} });
+      expect(body.accessGrant).toMatch(/^ey[\w-]+\.[\w-]+\.[\w-]+$/);
+    },
+  },
+  {
+    method: "GET",
+    path: () => "/.well-known/jwks.json",
+    scope: "public",
+    okStatus: 200,
+    verify: (_fx, body) => {
+      expect(body.keys).toEqual([expect.objectContaining({ kty: "EC", crv: "P-256", alg: "ES256", use: "sig" })]);
+    },
+  },
+  ...(
+    [
+      ["/admin/devices", "admin"],
+      ["/api/internal/devices", "service"],
+    ] as const
+  ).map(([prefix, scope]): RouteCase => ({
+    method: "PUT",
+    path: (fx) => `${prefix}/${fx.held}/access`,
+    body: () => ({ access: { adb: "10.0.0.9:5555" } }),
+    scope,
+    okStatus: 200,
+    verify: async (fx, body) => {
+      expect(body).toEqual({ deviceId: fx.held, endpoints: ["adb"] });
+      const a = await call("GET", `/scheduler/allocations/${fx.allocationId}`, { token: fx.ownerToken });
+      expect(a.body.access).toEqual({ adb: "10.0.0.9:5555" });
+    },
+  })),
   {
     method: "GET",
     path: () => "/scheduler/pools",
@@ -1286,14 +1327,15 @@ const ROUTES: RouteCase[] = [
 function expected(route: RouteCase, kind: CallerKind): { status: number; code?: string; unchanged?: true } {
   switch (kind) {
     case "none":
+      return route.scope === "public" ? { status: route.okStatus } : { status: 401, code: "UNAUTHORIZED" };
     case "bad":
       return { status: 401, code: "UNAUTHORIZED" };
     case "service":
-      return route.scope === "service" || route.scope === "admin-or-service"
+      return route.scope === "service" || route.scope === "admin-or-service" || route.scope === "public"
         ? { status: route.okStatus }
         : { status: 403, code: "FORBIDDEN" };
     case "admin":
-      return route.scope === "service" ? { status: 403, code: "FORBIDDEN" } : { status: route.okStatus };
+      return route.scope === "service" || route.scope === "holder-by-id" ? { status: 403, code: "FORBIDDEN" } : { status: route.okStatus };
     case "owner":
       return route.scope === "admin" || route.scope === "admin-or-service" || route.scope === "service"
         ? { status: 403, code: "FORBIDDEN" }
@@ -1301,7 +1343,8 @@ function expected(route: RouteCase, kind: CallerKind): { status: number; code?: 
     case "other":
       if (route.scope === "any-user") return { status: route.okStatus };
       if (route.scope === "owner-batch") return { status: route.okStatus, unchanged: true };
-      if (route.scope === "owner-by-id") return { status: 404, code: route.notFoundCode };
+      if (route.scope === "owner-by-id" || route.scope === "holder-by-id") return { status: 404, code: route.notFoundCode };
+      if (route.scope === "public") return { status: route.okStatus };
       return { status: 403, code: "FORBIDDEN" };
   }
 }

@@ -10,13 +10,15 @@ import { createExecutionContext, waitOnExecutionContext } from "cloudflare:test"
 import { sign } from "hono/jwt";
 import { describe, expect, it } from "vitest";
 import { createApp } from "../src/app";
-import { SECRETS, secretProblems } from "../src/config";
+import { ACCESS, SECRETS, secretProblems } from "../src/config";
 import { readTicket } from "../src/feed/tickets";
-import { SERVICE_TOKEN, call, tokenFor, uid } from "./helpers";
+import { SERVICE_TOKEN, call, registerDevice, tokenFor, uid } from "./helpers";
 
 const app = createApp();
 const JWT_EXAMPLE = SECRETS.examples[0]!;
 const SERVICE_EXAMPLE = SECRETS.examples[1]!;
+const { d: _private, ...publicOnly } = JSON.parse(env.ACCESS_SIGNING_KEY!) as Record<string, string>;
+const EXAMPLE_ACCESS_KEY = JSON.stringify({ kty: "EC", crv: "P-256", x: ACCESS.exampleKeyX, y: "y", d: "d" });
 
 async function callWith(overrides: Record<string, string | undefined>, method: string, path: string, init: RequestInit = {}) {
   const ctx = createExecutionContext();
@@ -36,6 +38,15 @@ const BAD: [string, Record<string, string | undefined>, RegExp][] = [
   ["SERVICE_TOKEN the committed example", { SERVICE_TOKEN: SERVICE_EXAMPLE }, /SERVICE_TOKEN is the committed example/],
   // Bytes, not characters: 16 two-byte characters are 32 bytes (allowed), 15 are 30 (refused).
   ["JWT_SECRET 15 two-byte characters", { JWT_SECRET: "é".repeat(15) }, /JWT_SECRET is shorter than 32 bytes/],
+  // The access grant key is optional, but one that is set must be a P-256 private JWK, and not the example.
+  ["ACCESS_SIGNING_KEY not JSON", { ACCESS_SIGNING_KEY: "secret" }, /ACCESS_SIGNING_KEY is not JSON/],
+  ["ACCESS_SIGNING_KEY a public key", { ACCESS_SIGNING_KEY: JSON.stringify(publicOnly) }, /ACCESS_SIGNING_KEY must be a P-256 private key/],
+  ["ACCESS_SIGNING_KEY_PREVIOUS not a JWK", { ACCESS_SIGNING_KEY_PREVIOUS: "null" }, /ACCESS_SIGNING_KEY_PREVIOUS must be a P-256/],
+  [
+    "ACCESS_SIGNING_KEY the committed example",
+    { ACCESS_SIGNING_KEY: EXAMPLE_ACCESS_KEY },
+    /ACCESS_SIGNING_KEY is the committed example key/,
+  ],
 ];
 
 describe("the service refuses to serve without sound secrets", () => {
@@ -73,6 +84,23 @@ describe("the service refuses to serve without sound secrets", () => {
     expect(secretProblems({ ...local, LOCAL_DEV: "1" })).toHaveLength(2);
     expect(secretProblems({ ...local, LOCAL_DEV: undefined })).toHaveLength(2);
     expect(secretProblems({ JWT_SECRET: "é".repeat(16), SERVICE_TOKEN: "z".repeat(32) })).toEqual([]);
+    expect(secretProblems({ ...local, ACCESS_SIGNING_KEY: EXAMPLE_ACCESS_KEY })).toEqual([]);
+  });
+
+  it("without an access signing key the service serves with grants off: access but a null grant, an empty key set", async () => {
+    const off = { ACCESS_SIGNING_KEY: undefined };
+    expect(secretProblems({ ...env, ...off })).toEqual([]);
+    const keys = await callWith(off, "GET", "/.well-known/jwks.json");
+    expect(keys.status).toBe(200);
+    expect(keys.body).toEqual({ keys: [] });
+    const pool = uid("sec-pool");
+    await registerDevice(pool);
+    const a = await callWith(off, "POST", "/scheduler/devices/allocate", {
+      headers: { authorization: `Bearer ${await tokenFor(uid("sec"))}`, "content-type": "application/json" },
+      body: JSON.stringify({ pool }),
+    });
+    expect(a.status).toBe(201);
+    expect(a.body).toMatchObject({ access: {}, accessGrant: null, accessGrantExpiresAt: null });
   });
 
   it("a feed ticket forged with the key an empty secret would give opens nothing", async () => {

@@ -123,3 +123,15 @@ export function asReport(body: object): unknown {
   if ("records" in body) return { ...body, records: (body.records as Timed[]).map(one) };
   return one(body as Timed);
 }
+
+/** An answer without its access grant: every answer signs a fresh one, a repeated key's included. */
+export function withoutGrant(body: Record<string, unknown>): Record<string, unknown> {
+  const { accessGrant: _g, accessGrantExpiresAt: _e, ...rest } = body;
+  return rest;
+}
+
+/** One allocation without the holder's fields (GET /scheduler/allocations/{id} adds them; lists and batch reads do not). */
+export function withoutHolder(body: Record<string, unknown>): Record<string, unknown> {
+  const { access: _a, ...rest } = withoutGrant(body);
+  return rest;
+}

@@ -224,7 +224,8 @@ export class Allocator {
     } catch {
       // The device asks `verify` at its confirm deadline and learns the same.
     }
-    return ok(resultOf(input.userId, done));
+    // The holder's own answer says how to reach the device (a hand-over's answer goes to the pool, so not there).
+    return ok({ ...resultOf(input.userId, done), ...(input.via ? {} : { access: c.access }) });
   }
 
   private async giveBack(deviceId: string, allocationId: string): Promise<void> {

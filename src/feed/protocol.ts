@@ -78,6 +78,10 @@ export interface DeviceFeedState {
     expiresAt: string;
     secondsLeft: number;
   } | null;
+  /** The holder's hello only: how to reach the device (its registered endpoints). */
+  access?: Record<string, string>;
+  /** The holder's hello only: a fresh access grant (null when the service has no signing key); renew it over HTTP. */
+  accessGrant?: string | null;
 }
 
 /** `quota.exceeded` says which limits and usage; `quota.updated` carries the whole quota, as GET /quotas/user/{userId} answers it. */

@@ -71,7 +71,7 @@ export abstract class ServiceObject extends DurableObject<Env> {
     return f instanceof Response ? f : this.openFeed(f);
   }
 
-  protected abstract openFeed(f: FeedRequest): Response;
+  protected abstract openFeed(f: FeedRequest): Response | Promise<Response>;
 
   override async webSocketMessage(ws: WebSocket, message: string | ArrayBuffer): Promise<void> {
     this.hub.onMessage(ws, message);

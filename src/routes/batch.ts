@@ -22,7 +22,7 @@ import { BATCH } from "../config";
 import {
   AllocateBody,
   AllocationIdParam,
-  AllocationResult,
+  AllocatedResult,
   AllocationView,
   BatchAllocateBody,
   BatchExtendBody,
@@ -174,7 +174,7 @@ export function batchRoutes() {
       request: jsonBody(BatchAllocateBody),
       ok: {
         status: 200,
-        schema: batchResult(AllocationResult, "BatchAllocateResult"),
+        schema: batchResult(AllocatedResult, "BatchAllocateResult"),
         description: "Per item: the allocation (status 201) or its error",
       },
     }),

@@ -10,6 +10,8 @@ import { jsonBody, route } from "../openapi";
 import type { AllocateInput } from "../contracts";
 import { userOfAllocationId } from "../ids";
 import {
+  AllocatedResult,
+  AllocationDetail,
   AllocateBody,
   AllocationIdParam,
   AllocationResult,
@@ -24,7 +26,9 @@ import {
   UserEventsPage,
 } from "../schemas";
 import { allocationView, freeDeviceView } from "../views";
-import { inPool, reply, requestSpec, testOnlyRefusal, userQuota } from "./helpers";
+import { device, inPool, reply, requestSpec, testOnlyRefusal, userQuota } from "./helpers";
+import { holderFields } from "../access";
+import type { Env } from "../env";
 import { missingPool } from "../registry";
 import { take } from "../rpc";
 
@@ -48,7 +52,7 @@ export function schedulerRoutes() {
         "With `idleReleaseMinutes` (or a pool setting) the allocation is released, reason `idle`, once you have had no " +
         "user feed socket open for that long; it is billed like any release.",
       request: jsonBody(AllocateBody),
-      ok: { status: 201, schema: AllocationResult, description: "The allocation" },
+      ok: { status: 201, schema: AllocatedResult, description: "The allocation, with how to reach the device" },
     }),
     async (c) => reply(c, await run(planAllocate(c, c.req.valid("json"))), 201),
   );
@@ -116,9 +120,13 @@ export function schedulerRoutes() {
       security,
       summary: "One allocation",
       request: { params: AllocationIdParam },
-      ok: { status: 200, schema: AllocationView, description: "The allocation" },
+      ok: {
+        status: 200,
+        schema: AllocationDetail,
+        description: "The allocation (with how to reach the device, for its holder while it runs)",
+      },
     }),
-    async (c) => reply(c, await run(planGetAllocation(c, c.req.valid("param").id))),
+    async (c) => reply(c, await run(planGetAllocationDetail(c, c.req.valid("param").id))),
   );
 
   app.openapi(
@@ -213,8 +221,28 @@ export function planAllocate(c: Ctx, b: z.infer<typeof AllocateBody>) {
     idleReleaseSeconds: b.idleReleaseSeconds,
   };
   // The pool is checked here, before the user's object would address it (an unknown name creates nothing).
-  return planned(userId, async () => (await missingPool(c.env, input.pool)) ?? userQuota(c.env, userId).allocate(input));
+  return planned(userId, async () => {
+    const r = (await missingPool(c.env, input.pool)) ?? (await take(userQuota(c.env, userId).allocate(input)));
+    if (!r.ok) return r;
+    const { access, ...result } = r.value;
+    // A repeated key's answer comes from the stored row, which never holds the access: the device says.
+    const known = access ?? (await accessOf(c.env, result.deviceId, result.allocationId, userId));
+    return ok({ ...result, ...(await holderFields(c.env, claimsOf(result, userId), known)) });
+  });
 }
+
+/** The device's access for the holder of `allocationId` while it runs (null otherwise). */
+async function accessOf(env: Env, deviceId: string, allocationId: string, userId: string): Promise<Record<string, string> | null> {
+  const r = await take(device(env, deviceId).accessFor(allocationId, userId));
+  return r.ok ? (r.value?.access ?? null) : null;
+}
+
+const claimsOf = (a: { deviceId: string; allocationId: string; expiresAt: string }, userId: string) => ({
+  userId,
+  deviceId: a.deviceId,
+  allocationId: a.allocationId,
+  expiresAt: Date.parse(a.expiresAt),
+});
 
 /** Release the device the acting user holds. */
 export function planRelease(c: Ctx, b: z.infer<typeof ReleaseBody>) {
@@ -234,4 +262,23 @@ export function planGetAllocation(c: Ctx, id: string) {
   const owner = ownerOf(c, id);
   if (!owner) return allocationNotFound(id);
   return planned(owner, async () => mapOk(await take(userQuota(c.env, owner).getAllocation(owner, id)), allocationView));
+}
+
+/** One allocation with the holder's fields: filled for its holder while it runs, null for an admin reading another's. */
+function planGetAllocationDetail(c: Ctx, id: string) {
+  const p = planGetAllocation(c, id);
+  if (!p.ok) return p;
+  const holder = p.userId === requireUser(c).userId;
+  return planned(p.userId, async () => {
+    const r = await p.run();
+    if (!r.ok) return r;
+    const a = r.value;
+    const live = holder && a.status === "active" && a.deviceId ? await accessOf(c.env, a.deviceId, a.allocationId, p.userId) : null;
+    const fields = await holderFields(
+      c.env,
+      claimsOf({ ...a, deviceId: a.deviceId ?? "", expiresAt: a.expiresAt ?? new Date(0).toISOString() }, p.userId),
+      live,
+    );
+    return ok({ ...a, ...fields });
+  });
 }

@@ -60,6 +60,9 @@ export interface DeviceRow {
   updated_at: number;
 }
 
+/** A reservation window booked on the device. */
+export type Window = { reservationId: string; userId: string; startAt: number; endAt: number };
+
 export type Registration = { deviceId: string; pool: string; node: string } & DeviceSpec;
 
 export class DeviceStore {
@@ -361,7 +364,7 @@ export class DeviceStore {
   }
 
   /** Books a window (windows that ended are dropped on the way). */
-  reserve(w: { reservationId: string; userId: string; startAt: number; endAt: number }, now: number): void {
+  reserve(w: Window, now: number): void {
     this.sql.tx(() => {
       this.sql.exec("DELETE FROM windows WHERE end_at < ?", now);
       this.sql.exec(

@@ -65,6 +65,7 @@ const claimed = (deviceId: string, at = T0, over: Partial<Claimed> = {}): Claime
   allocatedAt: at,
   expiresAt: at + 90 * MIN,
   state: {} as Claimed["state"],
+  access: {},
   ...over,
 });
 
