@@ -14,8 +14,15 @@ import type { z } from "@hono/zod-openapi";
 import type {
   AdminUserView,
   AllocateBody,
-  AllocationResult,
+  AllocatedResult,
+  AllocationDetail as AllocationDetailSchema,
   AllocationView,
+  Catalogue as CatalogueSchema,
+  DeviceAccess as DeviceAccessSchema,
+  ReservationBody,
+  ReservationCheck as ReservationCheckSchema,
+  ReservationCheckBody,
+  UserEventsPage,
   BalanceView,
   FailedUsagePage as FailedUsagePageSchema,
   PoolDeviceView,
@@ -39,8 +46,21 @@ export type Quota = z.infer<typeof QuotaView>;
 export type Balance = z.infer<typeof BalanceView>;
 /** An allocation as listed (times as ISO strings, like every time the API answers). */
 export type Allocation = z.infer<typeof AllocationView>;
-/** What allocate answers (times as ISO strings). */
-export type AllocationResult = z.infer<typeof AllocationResult>;
+/** What allocate answers (times as ISO strings), with how to reach the device (`access`, `accessGrant`). */
+export type AllocationResult = z.infer<typeof AllocatedResult>;
+/** One allocation as its holder reads it (access fields filled while it runs). */
+export type AllocationDetail = z.infer<typeof AllocationDetailSchema>;
+/** The holder's renewal: the device's endpoints and a fresh access grant. */
+export type DeviceAccess = z.infer<typeof DeviceAccessSchema>;
+/** GET /scheduler/pools: every pool's device classes, free counts, prices and the quota's verdict. */
+export type Catalogue = z.infer<typeof CatalogueSchema>;
+export type PoolOffer = Catalogue["items"][number];
+export type DeviceOffer = PoolOffer["classes"][number];
+/** The user's feed log after `since`, oldest first, with its bounds. */
+export type EventsPage = z.infer<typeof UserEventsPage>;
+export type BookingRequest = z.input<typeof ReservationBody>;
+export type WindowCheckRequest = z.input<typeof ReservationCheckBody>;
+export type WindowCheck = z.infer<typeof ReservationCheckSchema>;
 export type ExtendResult = z.infer<typeof ExtendResultSchema>;
 export type ReleaseResult = z.infer<typeof ReleaseResult>;
 export type AllocateRequest = z.input<typeof AllocateBody>;
@@ -166,6 +186,22 @@ export class ApiClient {
   extend(allocationId: string, additionalMinutes: number): Promise<ExtendResult> {
     return this.request("PUT", `/scheduler/allocations/${enc(allocationId)}/extend`, { body: { additionalMinutes } });
   }
+  /** One allocation; its holder gets the device's access while it runs. */
+  allocation(allocationId: string): Promise<AllocationDetail> {
+    return this.request("GET", `/scheduler/allocations/${enc(allocationId)}`);
+  }
+  /** A fresh access grant (and the endpoints) for the holder of a running allocation. */
+  renewAccess(allocationId: string): Promise<DeviceAccess> {
+    return this.request("POST", `/scheduler/allocations/${enc(allocationId)}/access`);
+  }
+  /** What there is to rent: every pool's device classes, free now, price per hour, the quota's verdict. */
+  catalogue(): Promise<Catalogue> {
+    return this.request("GET", "/scheduler/pools");
+  }
+  /** The user's feed log after `since` (what the feed replays), oldest first. */
+  events(q: { since?: number; limit?: number } = {}): Promise<EventsPage> {
+    return this.request("GET", "/scheduler/events", { query: q });
+  }
   /** A user's allocations, newest first (`userId`: admins only, for another user). */
   allocations(
     q: { userId?: string; status?: "pending" | "active" | "released"; cursor?: string; limit?: number } = {},
@@ -200,6 +236,13 @@ export class ApiClient {
   }
   reservations(q: { pool?: string; userId?: string; status?: string; limit?: number } = {}): Promise<{ items: Reservation[] }> {
     return this.request("GET", "/scheduler/reservations", { query: q });
+  }
+  /** Would the window be bookable (free matching devices), and your own reservations overlapping it. */
+  checkReservation(body: WindowCheckRequest): Promise<WindowCheck> {
+    return this.request("POST", "/scheduler/reservations/check", { body });
+  }
+  reserve(body: BookingRequest): Promise<Reservation> {
+    return this.request("POST", "/scheduler/reservations", { body });
   }
   cancelReservation(reservationId: string): Promise<Reservation> {
     return this.request("DELETE", `/scheduler/reservations/${enc(reservationId)}`);

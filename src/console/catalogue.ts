@@ -5,7 +5,7 @@
  */
 import type { ApiClient } from "../client/api-client";
 import { refresher } from "./dom";
-import { catalogue, type Catalogue, type PoolOffer } from "./renter-api";
+import type { Catalogue, PoolOffer } from "../client/api-client";
 
 export class CatalogueStore {
   current: Catalogue | null = null;
@@ -27,7 +27,7 @@ export class CatalogueStore {
 
   private async load(): Promise<void> {
     try {
-      this.current = await catalogue(this.api);
+      this.current = await this.api.catalogue();
       this.error = null;
     } catch (err) {
       this.error = err;

@@ -8,7 +8,7 @@
 import type { CatalogueStore } from "./catalogue";
 import { errorText, fill, h } from "./dom";
 import { fmtDateTime, fmtMoney, fmtSpec } from "./format";
-import type { DeviceOffer, PoolOffer } from "./renter-api";
+import type { DeviceOffer, PoolOffer } from "../client/api-client";
 
 export type Spec = { cpuCores: number; memoryMB: number; storageMB: number };
 

@@ -3,7 +3,7 @@
  * Kept from the list, the API's answers and the feed's events; a list fetched before an answer
  * or an event does not undo it.
  */
-import type { Allocation, AllocationResult, ApiClient } from "../client/api-client";
+import type { Allocation, AllocationResult, ApiClient, ExtendResult } from "../client/api-client";
 import type { AllocationEventData, ExtendedEventData } from "../feed/protocol";
 import { card, countdown, errorText, h, refresher, shortId, showError, syncRows, table } from "./dom";
 import { fmtDateTime, fmtSpec, toMs } from "./format";
@@ -255,7 +255,7 @@ const fromView = (a: Allocation): AllocRow => ({
   expiresAt: toMs(a.expiresAt),
 });
 
-const fromResult = (a: AllocationResult): AllocRow => ({
+const fromResult = (a: AllocationResult | ExtendResult): AllocRow => ({
   allocationId: a.allocationId,
   deviceId: a.deviceId,
   pool: a.pool,

@@ -9,7 +9,7 @@ import type { CatalogueStore } from "./catalogue";
 import { act, fill, h, shortId, showFailure, showOk } from "./dom";
 import { fmtWindow, fmtZone } from "./format";
 import { OfferPicker } from "./offer-picker";
-import { book, checkWindow, type WindowCheck, type WindowCheckRequest } from "./renter-api";
+import type { WindowCheck, WindowCheckRequest } from "../client/api-client";
 
 export interface BookingHooks {
   /** A reservation was made. */
@@ -106,7 +106,7 @@ export class BookingForm {
   private async check(button: HTMLButtonElement): Promise<void> {
     const w = this.window();
     if (!w) return;
-    const c = await act(button, this.msg, () => checkWindow(this.api, w));
+    const c = await act(button, this.msg, () => this.api.checkReservation(w));
     if (c) this.showCheck(c);
   }
 
@@ -115,13 +115,13 @@ export class BookingForm {
     if (!w) return;
     let refused = false;
     const r = await act(button, this.msg, async () => {
-      const c = await checkWindow(this.api, w);
+      const c = await this.api.checkReservation(w);
       this.showCheck(c);
       if (!c.available) {
         refused = true;
         return undefined;
       }
-      return book(this.api, w);
+      return this.api.reserve(w);
     });
     if (refused) {
       // A class the quota rules out has no device within the user's limits: the quota's words say why.

@@ -11,7 +11,6 @@ import type { Envelope, ExtendedEventData, FeedEvent } from "../feed/protocol";
 import { CatalogueStore } from "./catalogue";
 import { card, errorText, h } from "./dom";
 import { EventList, bindFeedState } from "./feed-ui";
-import { events as eventHistory } from "./renter-api";
 import type { Identity } from "./session";
 import { BalanceCard, QuotaCard } from "./user-account";
 import { AllocateForm } from "./user-allocate";
@@ -116,9 +115,9 @@ export class UserView {
    */
   private async showHistory(): Promise<void> {
     try {
-      const head = await eventHistory(this.api, { limit: 1 });
+      const head = await this.api.events({ limit: 1 });
       const since = Math.max(0, head.lastSeq - HISTORY, (head.oldestSeq ?? 1) - 1);
-      const page = head.lastSeq ? await eventHistory(this.api, { since, limit: HISTORY }) : { events: [] };
+      const page = head.lastSeq ? await this.api.events({ since, limit: HISTORY }) : { events: [] };
       for (const e of page.events) this.events.add(e as Envelope, true);
       // Also with no history yet: the feed then replays whatever came since these reads.
       this.feed.lastSeq = page.events.at(-1)?.seq ?? head.lastSeq;

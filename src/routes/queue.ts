@@ -24,6 +24,7 @@ import {
   QueueListQuery,
   QueueWaiting,
   ReservationBody,
+  ReservationCheck,
   ReservationCheckBody,
   ReservationIdParam,
   ReservationListQuery,
@@ -273,15 +274,7 @@ export function queueRoutes() {
       ok: {
         status: 200,
         description: "The check",
-        schema: z.object({
-          pool: z.string(),
-          startAt: z.string(),
-          endAt: z.string(),
-          available: z.boolean(),
-          matchingDevices: z.number(),
-          freeDevices: z.number(),
-          overlapping: z.array(ReservationView),
-        }),
+        schema: ReservationCheck,
       },
     }),
     async (c) => {

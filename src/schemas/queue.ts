@@ -150,3 +150,16 @@ export const ReservationView = z
     createdAt: z.string(),
   })
   .openapi("Reservation");
+
+/** POST /scheduler/reservations/check: would the window be bookable, and the caller's own reservations overlapping it. */
+export const ReservationCheck = z
+  .object({
+    pool: z.string(),
+    startAt: z.string(),
+    endAt: z.string(),
+    available: z.boolean().openapi({ description: "A booking now would get a device." }),
+    matchingDevices: Int,
+    freeDevices: Int,
+    overlapping: z.array(ReservationView),
+  })
+  .openapi("ReservationCheck");
