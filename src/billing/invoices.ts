@@ -12,6 +12,7 @@ import { fail, ok, type Result } from "../errors";
 import { stmt } from "./ledger";
 import { dbOf } from "../db/client";
 import { deliverNotifications } from "./notify";
+import type { InvoiceGeneratedEventData } from "../feed/protocol";
 
 export type Invoice = typeof invoices.$inferSelect;
 
@@ -92,7 +93,7 @@ export async function generateInvoices(
       closingBalance: row.closingBalance,
       usageCount: row.usageCount,
       usageSeconds: row.usageSeconds,
-    };
+    } satisfies InvoiceGeneratedEventData;
     const [inserted] = await env.DB.batch([
       stmt(env.DB, db.insert(invoices).values(row).onConflictDoNothing()),
       stmt(

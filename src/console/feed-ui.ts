@@ -62,7 +62,7 @@ export function summarize(e: Envelope): string {
         `balance ${fmtMoney(d.newBalance, d.currency)}`
       );
     case "billing.invoice_generated":
-      return `${d.month}: ${fmtMoney(d.amount, d.currency)}`;
+      return `${d.period}: charges ${fmtMoney(d.charges, d.currency)}, closing balance ${fmtMoney(d.closingBalance, d.currency)}`;
     case "billing.usage_failed":
       return `${d.allocationId} of ${d.userId}: ${d.status}${d.error ? ` — ${d.error}` : ""}`;
     case "billing.reconcile_differences":

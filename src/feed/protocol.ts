@@ -114,12 +114,19 @@ export interface PaymentSuccessEventData {
   [k: string]: unknown;
 }
 
+/** A month's invoice, as src/billing/invoices.ts writes it (money in minor units of `currency`). */
 export interface InvoiceGeneratedEventData {
-  userId?: string;
   invoiceId: string;
-  amount: number;
-  month: string;
-  [k: string]: unknown;
+  /** The month, `YYYY-MM` (UTC). */
+  period: string;
+  currency: string;
+  charges: number;
+  credits: number;
+  debits: number;
+  openingBalance: number;
+  closingBalance: number;
+  usageCount: number;
+  usageSeconds: number;
 }
 
 /**
