@@ -245,6 +245,13 @@ async function seed() {
     else throw new Error(`POST /admin/devices ${d.deviceId} -> ${r.status} ${JSON.stringify(r.json)}`);
   }
   say(`demo fleet: ${created} device(s) registered, ${existed} already there (pools "default" and "eu-west-large")`);
+  // How to reach each demo device (made-up endpoints: there is no real phone behind them); its
+  // holder sees them in the allocate answer, with a signed access grant.
+  for (const d of demoDevices()) {
+    const access = { adb: `${d.node}.demo.invalid:5555`, streamUrl: `wss://${d.node}.demo.invalid/stream/${d.deviceId}` };
+    const r = await api("PUT", `/admin/devices/${d.deviceId}/access`, admin, { access });
+    if (r.status !== 200) throw new Error(`PUT /admin/devices/${d.deviceId}/access -> ${r.status} ${JSON.stringify(r.json)}`);
+  }
 
   const bob = await api("PUT", "/quotas/user/bob", admin, { tier: "pro" });
   if (bob.status !== 200) throw new Error(`PUT /quotas/user/bob -> ${bob.status} ${JSON.stringify(bob.json)}`);

@@ -215,6 +215,16 @@ export class AllocationsPanel {
         return `Extended by ${n} min: until ${fmtDateTime(r.expiresAt)}.`;
       });
     });
+    const connect = h("button", { type: "button", class: "connect", disabled: busy }, "Connect");
+    connect.addEventListener("click", () => {
+      // A fresh grant each time (it lasts an hour at most): the endpoints and the grant's end.
+      void this.run(a.allocationId, async () => {
+        const r = await this.api.renewAccess(a.allocationId);
+        const endpoints = Object.entries(r.access).map(([name, value]) => `${name} ${value}`);
+        const grant = r.accessGrantExpiresAt ? `access grant until ${fmtDateTime(r.accessGrantExpiresAt)}` : "no access grant";
+        return `${endpoints.length ? endpoints.join(" · ") : "No endpoints registered"} — ${grant}.`;
+      });
+    });
     release.addEventListener("click", () => {
       void this.run(a.allocationId, async () => {
         if (!a.deviceId) throw new Error("this allocation has no device yet");
@@ -238,7 +248,7 @@ export class AllocationsPanel {
       h("td", { class: "small" }, fmtDateTime(a.allocatedAt)),
       h("td", null, countdown(a.expiresAt)),
       h("td", { class: "nowrap actions-cell" }, minutes, " ", extend),
-      h("td", { class: "actions-cell" }, release, msg),
+      h("td", { class: "actions-cell" }, connect, " ", release, msg),
     );
   }
 }

@@ -44,6 +44,7 @@ describe.skipIf(!executable)("the console at 390×844", () => {
     await expectZonedTimes(page, ["#allocations td[data-label=Allocated]"]);
     await expectInView(page, "#allocations button.extend", PHONE);
     await expectInView(page, "#allocations button.release", PHONE);
+    await expectInView(page, "#allocations button.connect", PHONE);
     await expectNoSidewaysScroll(page, PHONE.width);
 
     // Extend: the confirmation shows in the row, on screen.

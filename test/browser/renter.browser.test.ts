@@ -95,6 +95,16 @@ describe.skipIf(!executable)("the renter's console at 1280×800", () => {
     expect(await row.locator(".countdown").getAttribute("title")).toMatch(WHEN);
     await shotFromTop(page, "renter-desktop-3-extended");
 
+    // Connect: the device's endpoints (the demo fleet registers made-up ones) and a fresh grant's end.
+    await row.locator("button.connect").click();
+    await expect
+      .poll(() => row.locator(".row-msg").textContent(), { timeout: 10_000 })
+      .toMatch(/^adb \S+\.demo\.invalid:5555 · streamUrl wss:/);
+    expect(await row.locator(".row-msg").textContent()).toMatch(/access grant until .+\.$/);
+    expect(await row.locator(".row-msg").textContent()).toMatch(WHEN);
+    await expectInView(page, "#allocations button.connect", DESKTOP);
+    await shotFromTop(page, "renter-desktop-3b-connect");
+
     expect(seen.problems).toEqual([]);
     expect(seen.offsite).toEqual([]);
     await close();
