@@ -3,9 +3,9 @@
  * what a user and an operator see, live from the feeds, with no reload. Screenshots of each
  * step are saved in test-results/browser/.
  */
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import type { Browser, Page } from "playwright-core";
-import { api, browserRequired, chromiumPath, launchBrowser, shot, startDev, watchPage, type DevServer } from "./harness";
+import { api, browserRequired, chromiumPath, devAndBrowser, shot, watchPage, type DevServer } from "./harness";
 
 const executable = chromiumPath();
 if (!executable) {
@@ -17,16 +17,7 @@ if (!executable) {
 describe.skipIf(!executable)("web console in Chromium against npm run dev", () => {
   let dev: DevServer;
   let browser: Browser;
-
-  beforeAll(async () => {
-    dev = await startDev();
-    browser = await launchBrowser(executable!);
-  }, 240_000);
-
-  afterAll(async () => {
-    await browser?.close();
-    await dev?.stop();
-  }, 60_000);
+  devAndBrowser(executable!, (d, b) => void ((dev = d), (browser = b)));
 
   async function signedIn(token: string): Promise<{ page: Page; seen: ReturnType<typeof watchPage> }> {
     const page = await browser.newPage({ viewport: { width: 1280, height: 900 } });

@@ -12,6 +12,7 @@ import net from "node:net";
 import os from "node:os";
 import path from "node:path";
 import { chromium, type Browser, type Page } from "playwright-core";
+import { afterAll, beforeAll } from "vitest";
 // Plain ESM helpers shared with scripts/dev.mjs (the same demo-token signing).
 import { jwtSecret, root, signToken } from "../../scripts/lib.mjs";
 
@@ -61,8 +62,41 @@ export interface DevServer {
   stop(): Promise<void>;
 }
 
-/** `npm run dev -- --port <free> --persist-to <fresh dir>`, resolved once its banner is printed. */
+/**
+ * A file's service and browser: `npm run dev` and Chromium start before its tests (then `ready`
+ * runs with both) and stop after them.
+ */
+export function devAndBrowser(executable: string, ready: (dev: DevServer, browser: Browser) => void | Promise<void>): void {
+  let dev: DevServer | undefined;
+  let browser: Browser | undefined;
+  beforeAll(async () => {
+    dev = await startDev();
+    browser = await launchBrowser(executable);
+    await ready(dev, browser);
+  }, 240_000);
+  afterAll(async () => {
+    await browser?.close();
+    await dev?.stop();
+  }, 60_000);
+}
+
+/**
+ * `npm run dev -- --port <free> --persist-to <fresh dir>`, resolved once its banner is printed.
+ * A port found free can be taken before wrangler binds it (several files start a server at
+ * once, and workerd binds sockets of its own): "Address already in use" is tried again, on a
+ * new port, a few times.
+ */
 export async function startDev(timeoutMs = 180_000): Promise<DevServer> {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await startDevOnce(timeoutMs);
+    } catch (err) {
+      if (attempt >= 3 || !String(err).includes("Address already in use")) throw err;
+    }
+  }
+}
+
+async function startDevOnce(timeoutMs: number): Promise<DevServer> {
   const port = await freePort();
   const state = mkdtempSync(path.join(os.tmpdir(), "eda-browser-"));
   // npm as the test runner was started (npm_execpath), else the one on PATH.

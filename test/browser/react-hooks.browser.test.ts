@@ -9,9 +9,9 @@
 import path from "node:path";
 import * as esbuild from "esbuild";
 import type { Browser, Page } from "playwright-core";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import { readDevVars, root } from "../../scripts/lib.mjs";
-import { api, browserRequired, chromiumPath, launchBrowser, shot, startDev, watchPage, type DevServer } from "./harness";
+import { api, browserRequired, chromiumPath, devAndBrowser, shot, watchPage, type DevServer } from "./harness";
 import type { HookCall, HooksPageConfig } from "./react-hooks-page";
 
 const executable = chromiumPath();
@@ -54,9 +54,10 @@ describe.skipIf(!executable)("React hooks in Chromium against npm run dev", () =
   let js: string;
   const serviceToken = () => (readDevVars() as Record<string, string>).SERVICE_TOKEN!;
 
-  beforeAll(async () => {
-    const [server, bundle] = await Promise.all([startDev(), bundlePage()]);
-    dev = server;
+  devAndBrowser(executable!, async (d, b) => {
+    dev = d;
+    browser = b;
+    const bundle = await bundlePage();
     js = bundle.js;
     // The hooks take in the feed client and the protocol, and no server code (the Worker's side never imports them either).
     const ours = bundle.inputs.filter((f) => !f.startsWith("node_modules/"));
@@ -76,13 +77,7 @@ describe.skipIf(!executable)("React hooks in Chromium against npm run dev", () =
         "test/browser/react-hooks-page.ts",
       ].sort(),
     );
-    browser = await launchBrowser(executable!);
-  }, 240_000);
-
-  afterAll(async () => {
-    await browser?.close();
-    await dev?.stop();
-  }, 60_000);
+  });
 
   /** The page with `config`, its tickets and sockets counted, once every panel has its feed's hello. */
   async function openPage(config: HooksPageConfig, ready = true) {

@@ -4,9 +4,9 @@
  * renter takes (allocate, extend, release, book, cancel) reachable and working there. The
  * pages run in Asia/Kolkata (UTC+5:30). Screenshots in test-results/browser/phone-*.png.
  */
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import type { Browser } from "playwright-core";
-import { browserRequired, chromiumPath, launchBrowser, startDev, type DevServer } from "./harness";
+import { browserRequired, chromiumPath, devAndBrowser, type DevServer } from "./harness";
 import { PHONE, WHEN, consoleAs, shotFromTop, expectInView, expectNoSidewaysScroll, expectZonedTimes, localStart } from "./renter-pages";
 
 const executable = chromiumPath();
@@ -15,16 +15,7 @@ if (!executable && browserRequired) throw new Error("browser tests: no Chromium 
 describe.skipIf(!executable)("the console at 390×844", () => {
   let dev: DevServer;
   let browser: Browser;
-
-  beforeAll(async () => {
-    dev = await startDev();
-    browser = await launchBrowser(executable!);
-  }, 240_000);
-
-  afterAll(async () => {
-    await browser?.close();
-    await dev?.stop();
-  }, 60_000);
+  devAndBrowser(executable!, (d, b) => void ((dev = d), (browser = b)));
 
   it("a renter allocates, extends, books, cancels and releases on a phone, every button in reach, nothing cut off", async () => {
     const { page, seen, close } = await consoleAs(browser, dev.base, dev.token("ivan"), PHONE);

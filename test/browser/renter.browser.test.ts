@@ -5,9 +5,9 @@
  * sign-in link opened in a tab already on the console. Every time shown carries its zone (the
  * pages run in Asia/Kolkata, UTC+5:30). Screenshots in test-results/browser/renter-*.png.
  */
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import type { Browser } from "playwright-core";
-import { api, browserRequired, chromiumPath, launchBrowser, startDev, type DevServer } from "./harness";
+import { api, browserRequired, chromiumPath, devAndBrowser, type DevServer } from "./harness";
 import { DESKTOP, WHEN, blankPage, consoleAs, shotFromTop, expectInView, expectZonedTimes, localStart } from "./renter-pages";
 
 const executable = chromiumPath();
@@ -18,16 +18,7 @@ const specKey = (c: { cpuCores: number; memoryMB: number; storageMB: number }) =
 describe.skipIf(!executable)("the renter's console at 1280×800", () => {
   let dev: DevServer;
   let browser: Browser;
-
-  beforeAll(async () => {
-    dev = await startDev();
-    browser = await launchBrowser(executable!);
-  }, 240_000);
-
-  afterAll(async () => {
-    await browser?.close();
-    await dev?.stop();
-  }, 60_000);
+  devAndBrowser(executable!, (d, b) => void ((dev = d), (browser = b)));
 
   it("offers the catalogue's classes (price, free, refusal); allocates one; extend shows its error, then its confirmation", async () => {
     const token = dev.token("carol");
