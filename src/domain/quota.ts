@@ -154,12 +154,15 @@ export function roomRefusal(
   smallest: DeviceSpec,
 ): Failure {
   const devices = count === 1 ? `1 device ${among} matches` : `${count} devices ${among} match`;
-  const wait = among === "free" ? "or wait for a smaller one" : "since waiting would never give you one";
+  const next =
+    among === "free"
+      ? "Ask an operator for a larger quota, release a device, or wait for a smaller one."
+      : "Ask an operator for a larger quota: waiting would never give you one.";
   return fail(
     409,
     "NO_DEVICE_WITHIN_QUOTA",
     `${devices} your request in pool "${pool}", but your quota leaves room for at most ${described(room)} per device, ` +
-      `and the smallest is ${described(smallest)}. Ask an operator for a larger quota or release a device, ${wait}.`,
+      `and the smallest is ${described(smallest)}. ${next}`,
     { pool, spec, room, devices: count, smallest },
   );
 }
