@@ -34,17 +34,22 @@ import { DEVICE_SCHEMA, DeviceStore, type DeviceRow, type HoldRow, type Registra
 import { ACCESS_SCHEMA, AccessStore, type AccessMap } from "../src/stores/device-access";
 import { signGrant } from "../src/access";
 import { deliveries, type Messages } from "./device/messages";
+import { StatusDesk, type DeviceContext, type StatusChange } from "./device/status-desk";
+import { STATUS_NOTE_SCHEMA, StatusNoteStore, statusView, type StatusView } from "../src/stores/device-status-note";
 import { iso } from "../src/domain/time";
 
 const MIGRATIONS = [
   { name: "1-device", sql: `${DEVICE_SCHEMA}\n${OUTBOX_SCHEMA}\n${feedSchema("feed")}` },
   { name: "2-device-access", sql: ACCESS_SCHEMA },
+  { name: "3-device-status-note", sql: STATUS_NOTE_SCHEMA },
 ];
 
 export class Device extends ServiceObject {
   protected readonly hub: FeedHub;
   private readonly store: DeviceStore;
+  private readonly notes: StatusNoteStore;
   private readonly access: AccessStore;
+  private readonly status: StatusDesk;
   private readonly outbox: Outbox<Messages>;
   protected override readonly schedule: Schedule;
 
@@ -52,6 +57,7 @@ export class Device extends ServiceObject {
     super(ctx, env);
     this.store = new DeviceStore(this.sql);
     this.access = new AccessStore(this.sql);
+    this.notes = new StatusNoteStore(this.sql);
     this.hub = new FeedHub(ctx, this.sql, {
       table: "feed",
       limit: FEED.deviceHistoryLimit,
@@ -68,7 +74,22 @@ export class Device extends ServiceObject {
     this.schedule = new Schedule(this.clock, [{ due: () => holdDue(this.store.current()), run: (now) => this.holdDueNow(now) }], {
       outbox: this.outbox,
     });
+    this.status = new StatusDesk(this.context());
     this.start(MIGRATIONS);
+  }
+
+  /** What the status desk sees of this object. */
+  private context(): DeviceContext {
+    return {
+      sql: this.sql,
+      store: this.store,
+      notes: this.notes,
+      hub: this.hub,
+      current: () => this.current(),
+      endTx: (a, reason, now) => this.endTx(a, reason, now),
+      enqueue: (...items) => this.enqueue(...items),
+      publishState: (d) => this.publishState(d),
+    };
   }
 
   // ---- reads ---------------------------------------------------------------------------
@@ -78,9 +99,9 @@ export class Device extends ServiceObject {
     return this.store.current();
   }
 
-  async get(): Promise<Result<DeviceInfo & { allocation: CurrentAllocation | null }>> {
+  async get(): Promise<Result<DeviceInfo & StatusView & { allocation: CurrentAllocation | null }>> {
     const d = this.store.registered();
-    return d ? ok({ ...this.store.info(d), allocation: this.store.currentView() }) : notFound();
+    return d ? ok({ ...this.store.info(d), ...statusView(this.notes.get()), allocation: this.store.currentView() }) : notFound();
   }
 
   async history(opts: { cursor?: number; limit?: number }): Promise<Result<{ items: EndedAllocation[]; nextCursor: number | null }>> {
@@ -142,22 +163,9 @@ export class Device extends ServiceObject {
     return ok(this.store.info(next));
   }
 
-  /** maintenance / offline end an active allocation cleanly; available brings it back. */
-  async setStatus(status: "available" | "maintenance" | "offline"): Promise<Result<DeviceInfo & { ended: EndedAllocation | null }>> {
-    const d = this.store.registered();
-    if (!d) return notFound();
-    let ended: EndedAllocation | null = null;
-    this.sql.tx(() => {
-      const a = this.current();
-      if (a && status !== "available") ended = this.endTx(a, status, Date.now());
-      const newStatus: DeviceStatus = status === "available" ? (this.current() ? "allocated" : "available") : status;
-      this.store.setStatus(newStatus, Date.now());
-      // A repeat (maintenance twice) is no change and says nothing.
-      if (newStatus !== d.status) this.statusChanged(d.status, ended);
-    });
-    const next = this.store.device()!;
-    await this.publishState(next);
-    return ok({ ...this.store.info(next), ended });
+  /** maintenance / offline end an active allocation now, or with `drain` at its end; available brings it back. */
+  async setStatus(status: "available" | "maintenance" | "offline", change: StatusChange = {}) {
+    return this.status.set(status, change);
   }
 
   async remove(): Promise<Result<{ deviceId: string; ended: EndedAllocation | null }>> {
@@ -166,9 +174,10 @@ export class Device extends ServiceObject {
     let ended: EndedAllocation | null = null;
     this.sql.tx(() => {
       const a = this.current();
+      this.notes.changed(null, Date.now()); // a drain under way is over: the device goes
       if (a) ended = this.endTx(a, "removed", Date.now());
       this.store.setStatus("removed", Date.now());
-      this.statusChanged(d.status, ended);
+      this.status.changed(d.status, ended);
     });
     // Everyone, the holder included, hears the device is gone for good (after the events above).
     this.hub.closeWhere(() => true, CLOSE.deviceRemoved, "device removed");
@@ -250,6 +259,8 @@ export class Device extends ServiceObject {
   async extend(allocationId: string, expiresAt: number, info: ExtendInfo): Promise<Result<{ expiresAt: number }>> {
     const a = this.store.allocation(allocationId);
     if (!a || a.state === "ended") return fail(409, "ALLOCATION_ENDED", "The allocation has already ended.");
+    const draining = this.status.extendRefusal(expiresAt);
+    if (draining) return draining;
     const window = this.store.windowBefore(expiresAt, Date.now(), a.reservation_id);
     const from = window && iso(window.start_at);
     if (from)
@@ -295,6 +306,8 @@ export class Device extends ServiceObject {
     if (this.store.hasWindow(w.reservationId)) return ok({ deviceId: d.device_id });
     if (d.status === "maintenance" || d.status === "offline")
       return fail(409, "DEVICE_UNAVAILABLE", "The device is not in service.", { state: this.store.state(d) });
+    const drained = this.status.reserveRefusal(d);
+    if (drained) return drained;
     const a = this.current();
     if (a && a.expires_at > w.startAt)
       return fail(409, "DEVICE_BUSY", "The device is allocated into the window.", { state: this.store.state(d) });
@@ -358,7 +371,8 @@ export class Device extends ServiceObject {
   /** Ends an allocation inside a transaction and queues everything others must hear. */
   private endTx(a: HoldRow, reason: EndReason, now: number): EndedAllocation {
     const d = this.store.device()!;
-    const { ended, state } = this.store.end(a, reason, now);
+    const after = this.status.afterEnd();
+    const { ended, state } = this.store.end(a, reason, now, after ?? undefined);
     const record: UsageRecord = { ...ended, cpuCores: a.cpu, memoryMB: a.mem, storageMB: a.storage };
     this.enqueue(
       { kind: "user_ended", payload: ended },
@@ -374,6 +388,7 @@ export class Device extends ServiceObject {
       durationSeconds: ended.durationSeconds,
       reason,
     });
+    if (after) this.status.drained(ended, now);
     // Once the transaction is over: the holder's sockets get the release, then are closed.
     queueMicrotask(() => this.closeHolder(a.allocation_id, a.user_id));
     return ended;
@@ -383,25 +398,6 @@ export class Device extends ServiceObject {
   private activate(a: HoldRow): void {
     this.store.activate(a.allocation_id);
     this.hub.append(a.user_id, "device.allocated", this.store.allocationData(a));
-  }
-
-  /** Inside the status change's transaction: the device feed and (via the outbox) the admin feed. */
-  private statusChanged(previous: DeviceStatus, ended: EndedAllocation | null): void {
-    const d = this.store.device()!;
-    const holder = ended?.userId ?? "";
-    const data: FeedEvents["device.status"] = {
-      deviceId: d.device_id,
-      pool: d.pool,
-      node: d.node,
-      status: d.status,
-      previousStatus: previous,
-      endedAllocationId: ended?.allocationId ?? null,
-    };
-    this.hub.append(holder, "device.status", data);
-    this.enqueue({
-      kind: "admin_event",
-      payload: { key: `device.status:${d.device_id}:${d.version}`, userId: holder, type: "device.status", data },
-    });
   }
 
   /** The holder of an ended allocation stops watching (admins keep their sockets). */

@@ -68,6 +68,7 @@ import type { UserContext } from "./user/context";
 import { iso } from "../src/domain/time";
 import { quotaView } from "../src/views";
 import { specOf } from "../src/domain/spec";
+import type { DeviceUserEvent } from "./device/messages";
 
 const MIGRATIONS = [
   { name: "1-user", sql: `${PROFILE_SCHEMA}\n${ALLOCATIONS_SCHEMA}\n${feedSchema("events")}` },
@@ -260,11 +261,12 @@ export class UserQuota extends ServiceObject {
   }
 
   /** From a device: an event about an allocation of this user (e.g. `device.expiring`). */
-  async deviceEvent(type: "device.expiring", data: FeedEvents["device.expiring"]): Promise<void> {
-    const row = this.allocations.row(data.allocationId);
-    // A warning for an allocation already over says nothing useful.
+  async deviceEvent(e: DeviceUserEvent): Promise<void> {
+    const row = this.allocations.row(e.data.allocationId);
+    // A warning (or a drain) for an allocation already over says nothing useful.
     if (row && row.status !== "active") return;
-    this.emit(this.profiles.owner(), type, data);
+    if (e.type === "device.expiring") this.emit(this.profiles.owner(), e.type, e.data);
+    else this.emit(this.profiles.owner(), e.type, e.data);
   }
 
   private markEnded(e: EndedAllocation): void {

@@ -15,6 +15,7 @@ import type { CurrentAllocation, PoolDevice } from "./contracts";
 import { iso, isoOrNull } from "./domain/time";
 import type { Allocation, DeviceInfo, EndedAllocation, Quota } from "./domain/types";
 import type * as Http from "./schemas";
+import type { StatusView } from "./stores/device-status-note";
 
 type Of<T extends z.ZodType> = z.infer<T>;
 /** The quota as the API answers it (also the data of `quota.updated`). */
@@ -40,10 +41,22 @@ const deviceAllocationView = (a: CurrentAllocation): Of<typeof Http.DeviceAlloca
   expiresAt: iso(a.expiresAt),
 });
 
-export const deviceDetailView = (d: DeviceInfo & { allocation: CurrentAllocation | null }): Of<typeof Http.DeviceDetailView> => ({
+export const deviceDetailView = (
+  d: DeviceInfo & StatusView & { allocation: CurrentAllocation | null },
+): Of<typeof Http.DeviceDetailView> => ({
   ...deviceView(d),
   allocation: d.allocation ? deviceAllocationView(d.allocation) : null,
+  ...statusOf(d),
 });
+
+/** A device after a status change: what the change ended, and its status note. */
+export const deviceStatusView = (d: DeviceInfo & StatusView & { ended: EndedAllocation | null }): Of<typeof Http.DeviceStatusView> => ({
+  ...deviceView(d),
+  ended: d.ended ? endedView(d.ended) : null,
+  ...statusOf(d),
+});
+
+const statusOf = (d: StatusView): StatusView => ({ statusReason: d.statusReason, statusSince: d.statusSince, drain: d.drain });
 
 /** An ended allocation (release, force-release, a device's history, what a status change or removal ended). */
 export const endedView = (e: EndedAllocation): Of<typeof Http.ReleaseResult> => ({

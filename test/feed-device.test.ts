@@ -236,6 +236,7 @@ describe("device feed", () => {
       status: "maintenance",
       previousStatus: "allocated",
       endedAllocationId: a.body.allocationId,
+      reason: null, // none given (issue 20: a reason is carried when given)
     });
 
     // Back online: one more, about nobody's allocation.

@@ -229,10 +229,11 @@ describe("the fleet", () => {
     expect(rows.map((r) => [r.action, r.change])).toEqual([
       ["device.register", { deviceId: id, pool, node: "node-1", cpuCores: 2, memoryMB: 4096, storageMB: 32768 }],
       ["device.update", { node: "node-9" }],
-      ["device.set_status", { status: "maintenance", after: "maintenance", ended: null }],
-      ["device.set_status", { status: "online", after: "available", ended: null }],
+      // Issue 20: a status change also records its reason and a drain (none here).
+      ["device.set_status", { status: "maintenance", after: "maintenance", reason: null, drain: null, ended: null }],
+      ["device.set_status", { status: "online", after: "available", reason: null, drain: null, ended: null }],
       ["device.force_release", { ended: { allocationId: alloc.body.allocationId, userId: user, durationSeconds: expect.any(Number) } }],
-      ["device.set_status", { status: "offline", after: "offline", ended: null }],
+      ["device.set_status", { status: "offline", after: "offline", reason: null, drain: null, ended: null }],
       ["device.remove", { ended: null }],
     ]);
     expect(await onlyRow(`pool:${pool}`)).toMatchObject({

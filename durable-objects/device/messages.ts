@@ -12,18 +12,24 @@ import { take } from "../../src/rpc";
 
 export interface Messages {
   user_ended: EndedAllocation;
-  user_event: { userId: string; type: "device.expiring"; data: FeedEvents["device.expiring"] };
+  user_event: { userId: string } & DeviceUserEvent;
   pool_state: { pool: string; state: DeviceState };
   usage: { record: UsageRecord; confirmed: boolean };
-  admin_event: { key: string; userId: string; type: "device.status"; data: FeedEvents["device.status"] };
+  admin_event: { key: string; userId: string } & (
+    { type: "device.status"; data: FeedEvents["device.status"] } | { type: "device.draining"; data: FeedEvents["device.draining"] }
+  );
 }
+
+/** What a device tells its holder's user feed: the expiry warning, and a drain of the device they hold. */
+export type DeviceUserEvent =
+  { type: "device.expiring"; data: FeedEvents["device.expiring"] } | { type: "device.draining"; data: FeedEvents["device.draining"] };
 
 /** One handler per outbox kind: true when delivered; false to try again later without counting a failure. */
 export function deliveries(env: Env): { [K in keyof Messages]: (payload: Messages[K]) => Promise<boolean> } {
   const user = (id: string) => env.USER_QUOTA.getByName(id);
   return {
     user_ended: async (p) => (await take(user(p.userId).deviceEnded(p)), true),
-    user_event: async (p) => (await take(user(p.userId).deviceEvent(p.type, p.data)), true),
+    user_event: async (p) => (await take(user(p.userId).deviceEvent(p)), true),
     pool_state: async (p) => (await take(env.DEVICE_POOL.getByName(p.pool).deviceState(p.pool, p.state)), true),
     // The key makes a redelivery show once on the admin feed.
     admin_event: async (p) => (await take(adminFeed(env).publish(p.key, p.type, p.userId, p.data)), true),

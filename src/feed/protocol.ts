@@ -57,6 +57,20 @@ export interface DeviceStatusEventData {
   previousStatus: string | null;
   /** The allocation this change ended, if any. */
   endedAllocationId: string | null;
+  /** The operator's reason for the change (null: none given). */
+  reason: string | null;
+}
+
+/** An operator drains the device: it goes to `status` once the running allocation ends, which may run until `deadline` at most. */
+export interface DrainingEventData {
+  deviceId: string;
+  pool: string;
+  node: string;
+  status: "maintenance" | "offline";
+  reason: string | null;
+  allocationId: string;
+  /** No extension past this (the allocation's end when the drain began, unless the operator gave a later one). */
+  deadline: string;
 }
 
 /**
@@ -259,6 +273,7 @@ export interface FeedEvents {
   "device.expiring": ExpiringEventData;
   "device.released": ReleasedEventData;
   "device.status": DeviceStatusEventData;
+  "device.draining": DrainingEventData;
   "pool.device": PoolDeviceEventData;
   "quota.updated": QuotaUpdatedEventData;
   "quota.exceeded": QuotaEventData;
@@ -291,6 +306,7 @@ export const FEED_EVENT_TYPES = [
   "device.expiring",
   "device.released",
   "device.status",
+  "device.draining",
   "pool.device",
   "quota.updated",
   "quota.exceeded",

@@ -25,11 +25,12 @@ import {
   RegisterDeviceBody,
   ReleaseResult,
   RemovedDeviceView,
+  StatusChangeBody,
   StrategyBody,
   UpdateDeviceBody,
   UsersQuery,
 } from "../schemas";
-import { deviceDetailView, deviceView, endedView, poolDeviceView, quotaView } from "../views";
+import { deviceDetailView, deviceStatusView, deviceView, endedView, poolDeviceView, quotaView } from "../views";
 import { device, inPool, onDevice, pool, reply, userQuota } from "./helpers";
 import { dropDevice, enterDevice, moveDevice } from "../registry";
 import { take } from "../rpc";
@@ -115,23 +116,35 @@ export function adminRoutes() {
         path: `/admin/devices/{id}/${status}`,
         tags: ["fleet"],
         security,
-        summary: status === "online" ? "Back in service" : `Put in ${status} (no new allocations; an active one ends now and is billed)`,
-        request: { params: DeviceIdParam },
-        ok: { status: 200, schema: DeviceStatusView, description: "The device, and the allocation the change ended" },
+        summary:
+          status === "online"
+            ? "Back in service (a drain under way is cancelled)"
+            : `Put in ${status}: no new allocations; an active one ends now and is billed, or with \`drain\` reaches its end first`,
+        request: { params: DeviceIdParam, ...jsonBody(StatusChangeBody, false) },
+        ok: { status: 200, schema: DeviceStatusView, description: "The device, the allocation the change ended, and a drain under way" },
       }),
       async (c) => {
         const { id } = c.req.valid("param");
-        const r = await onDevice(c.env, id, (d) => d.setStatus(status === "online" ? "available" : status));
+        const b = c.req.valid("json") ?? {};
+        const misplaced =
+          status === "online" && b.drain
+            ? { path: "drain", message: "for maintenance and offline only" }
+            : b.deadline !== undefined && !b.drain
+              ? { path: "deadline", message: "needs drain: true" }
+              : null;
+        if (misplaced) return reply(c, fail(400, "VALIDATION_FAILED", `${misplaced.path}: ${misplaced.message}`, { issues: [misplaced] }));
+        const r = await onDevice(c.env, id, (d) =>
+          d.setStatus(status === "online" ? "available" : status, { drain: b.drain, reason: b.reason, deadline: b.deadline }),
+        );
         if (r.ok)
           await auditFrom(c, "device.set_status", `device:${id}`, {
             status,
             after: r.value.status,
+            reason: b.reason ?? null,
+            drain: r.value.drain,
             ended: r.value.ended ? endedOf(r.value.ended) : null,
           });
-        return reply(
-          c,
-          mapOk(r, (d) => ({ ...deviceView(d), ended: d.ended ? endedView(d.ended) : null })),
-        );
+        return reply(c, mapOk(r, deviceStatusView));
       },
     );
   }

@@ -4,7 +4,7 @@ import { STRATEGIES } from "../config";
 import { DEVICE_STATUSES } from "../domain/types";
 import { ReleaseResult } from "./allocations";
 import { Id, Int, Limit, Minor, Time, orNull } from "./common";
-import { IdleMinutes, IdleSeconds } from "./parts";
+import { IdleMinutes, IdleSeconds, Instant } from "./parts";
 import { QuotaView } from "./quotas";
 
 export const PoolParam = z.object({ pool: Id });
@@ -59,13 +59,49 @@ export const DeviceAllocationView = z
   })
   .openapi("DeviceAllocation");
 
+/** Why the status last changed, and a drain under way (GET one device, a status change's answer). */
+const statusNote = {
+  statusReason: orNull(z.string(), "The operator's reason for the last status change (null: none given)."),
+  statusSince: orNull(Time, "When the status last changed, or the drain began (null: never changed)."),
+  drain: orNull(
+    z
+      .object({
+        status: z.enum(["maintenance", "offline"]),
+        deadline: Time.openapi({ description: "The allocation may run (and be extended) until then at most." }),
+      })
+      .openapi("Drain"),
+    "A maintenance or offline waiting for the running allocation's end (null: none).",
+  ),
+};
+
 export const DeviceDetailView = DeviceView.extend({
   allocation: orNull(DeviceAllocationView, "The allocation it holds now (null: none)"),
+  ...statusNote,
 }).openapi("DeviceDetail");
 
 export const DeviceStatusView = DeviceView.extend({
   ended: orNull(ReleaseResult, "The allocation this change ended (null: none)"),
+  ...statusNote,
 }).openapi("DeviceStatusChange");
+
+/** POST /admin/devices/{id}/maintenance | offline | online. */
+export const StatusChangeBody = z
+  .object({
+    reason: z.string().min(1).max(500).optional().openapi({ description: "Kept, shown, sent on the admin feed and audited." }),
+    drain: z
+      .boolean()
+      .optional()
+      .openapi({
+        description:
+          "maintenance/offline only: let the running allocation reach its end first (no new claims; no extension past " +
+          "`deadline`), then change. Without an allocation the change is immediate.",
+      }),
+    deadline: Instant.optional().openapi({
+      description: "With `drain`: the latest end an extension may reach (default: the allocation's end now; an earlier one is that end).",
+    }),
+  })
+  .strict()
+  .openapi("DeviceStatusRequest");
 
 export const RemovedDeviceView = z
   .object({

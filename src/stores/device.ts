@@ -215,7 +215,8 @@ export class DeviceStore {
    * Ends an allocation: its row, its reservation window, and the device free again (unless out
    * of service). Returns what ended and the device's state after it, without reading it back.
    */
-  end(a: HoldRow, reason: EndReason, now: number): { ended: EndedAllocation; state: DeviceState } {
+  /** Ends the allocation; the device is then available, or `after` (a drain's status). */
+  end(a: HoldRow, reason: EndReason, now: number, after?: DeviceStatus): { ended: EndedAllocation; state: DeviceState } {
     const d = this.row.get()!;
     // Expiry bills up to expiresAt, never the alarm's lag.
     const releasedAt = Math.max(a.allocated_at, reason === "expired" ? Math.min(now, a.expires_at) : now);
@@ -231,7 +232,7 @@ export class DeviceStore {
     );
     // A reservation's allocation ended: its window holds the device no longer (others may take it).
     if (a.reservation_id) this.sql.exec("DELETE FROM windows WHERE reservation_id = ?", a.reservation_id);
-    const status: DeviceStatus = d.status === "allocated" ? "available" : d.status;
+    const status: DeviceStatus = after ?? (d.status === "allocated" ? "available" : d.status);
     this.row.write("UPDATE device SET status = ?, version = version + 1, updated_at = ? WHERE id = 1", status, now);
     const ended: EndedAllocation = {
       allocationId: a.allocation_id,

@@ -80,6 +80,7 @@ describe("deviceAfter", () => {
         status: "maintenance",
         previousStatus: "allocated",
         endedAllocationId,
+        reason: null,
       });
     expect(deviceAfter(held, status("a1"), NOW)).toEqual({ ...free, status: "maintenance" });
     expect(deviceAfter(free, status(null), NOW)).toEqual({ ...free, status: "maintenance" });
