@@ -19,6 +19,7 @@ import type {
   AllocationView,
   Catalogue as CatalogueSchema,
   DeviceAccess as DeviceAccessSchema,
+  DeviceStatusView,
   ReservationBody,
   ReservationCheck as ReservationCheckSchema,
   ReservationCheckBody,
@@ -77,6 +78,8 @@ export type ReplayResult = z.infer<typeof ReplayResultSchema>;
 /** A pool's device with its holder (`expiresAt` an ISO string or null). */
 export type PoolDevice = z.infer<typeof PoolDeviceView>;
 export type PoolSummary = z.infer<typeof PoolView>;
+/** A device after a status change: what it ended, its reason and a drain under way. */
+export type DeviceStatusChange = z.infer<typeof DeviceStatusView>;
 
 /** POST /admin/billing/reconcile: the run with its times as ISO strings and at most 100 differences. */
 export type ReconcileResult = z.infer<typeof ReconcileResultSchema>;
@@ -255,6 +258,17 @@ export class ApiClient {
   }
 
   // ---- operators --------------------------------------------------------------------------
+  /**
+   * maintenance / offline / online (`POST /admin/devices/{id}/{status}`): with `drain` the running
+   * allocation reaches its end first (no extension past `deadline`); `reason` is kept and audited.
+   */
+  setDeviceStatus(
+    deviceId: string,
+    status: "maintenance" | "offline" | "online",
+    change: { reason?: string; drain?: boolean; deadline?: string } = {},
+  ): Promise<DeviceStatusChange> {
+    return this.request("POST", `/admin/devices/${enc(deviceId)}/${status}`, { body: change });
+  }
 
   pools(): Promise<{ items: PoolSummary[] }> {
     return this.request("GET", "/admin/pools");
