@@ -9,7 +9,14 @@ import type { DeviceFeedState } from "../feed/protocol";
 import { watchDevice } from "./device-state";
 import { useFeedEvents, type EventCallback, type FeedEventsResult } from "./use-feed-events";
 
-export const DEVICE_EVENT_TYPES = ["device.allocated", "device.extended", "device.expiring", "device.released", "device.status"] as const;
+export const DEVICE_EVENT_TYPES = [
+  "device.allocated",
+  "device.extended",
+  "device.expiring",
+  "device.released",
+  "device.status",
+  "device.draining",
+] as const;
 export type DeviceEventType = (typeof DEVICE_EVENT_TYPES)[number];
 
 export interface RealtimeDeviceOptions {
@@ -24,6 +31,8 @@ export interface RealtimeDeviceOptions {
   onDeviceExpiring?: EventCallback<"device.expiring">;
   onDeviceReleased?: EventCallback<"device.released">;
   onDeviceStatusChanged?: EventCallback<"device.status">;
+  /** An operator drains the device: it goes to maintenance or offline at the allocation's end (no counterpart in the old hook). */
+  onDeviceDraining?: EventCallback<"device.draining">;
   /** Every device event that passed the filters (e.g. to invalidate cached device lists). */
   onEvent?: (event: FeedEventsResult<DeviceEventType>["events"][number]) => void;
   /** How many of the latest events to keep (default 50). */
@@ -50,6 +59,7 @@ export function useRealtimeDevice(options: RealtimeDeviceOptions = {}): Realtime
       "device.expiring": options.onDeviceExpiring,
       "device.released": options.onDeviceReleased,
       "device.status": options.onDeviceStatusChanged,
+      "device.draining": options.onDeviceDraining,
     },
     onEvent: options.onEvent,
   });

@@ -176,6 +176,7 @@ function DevicePanel({ id, options }: { id: string; options: Pick<RealtimeDevice
     onDeviceExpiring: logged(id, "onDeviceExpiring", log),
     onDeviceReleased: logged(id, "onDeviceReleased", log),
     onDeviceStatusChanged: logged(id, "onDeviceStatusChanged", log),
+    onDeviceDraining: logged(id, "onDeviceDraining", log),
   });
   const values = {
     "device-status": result.device?.status,

@@ -336,6 +336,25 @@ describe.skipIf(!executable)("React hooks in Chromium against npm run dev", () =
     // Many users' balances are no one balance.
     expect(await attr(page, "billing-all", "balance")).toBe("");
 
+    // A drain of the device erin holds next: onDeviceDraining on the operators' feed (every device,
+    // and narrowed to it when it is x); at the release the status change carries the reason.
+    const again = await api(dev.base, erin, "POST", "/scheduler/devices/allocate", { pool: "default" });
+    expect(again.status, JSON.stringify(again.body)).toBe(201);
+    const z = again.body.deviceId as string;
+    const drain = await api(dev.base, dev.tokens.admin, "POST", `/admin/devices/${z}/maintenance`, { drain: true, reason: "swap" });
+    expect(drain.status, JSON.stringify(drain.body)).toBe(200);
+    const [drained] = await called(page, "device-all", "onDeviceDraining");
+    expect(drained!.data).toMatchObject({ deviceId: z, status: "maintenance", reason: "swap", allocationId: again.body.allocationId });
+    expect((await api(dev.base, erin, "POST", "/scheduler/devices/release", { deviceId: z })).status).toBe(200);
+    await expect
+      .poll(async () =>
+        (await callsOf(page, "device-all", "onDeviceStatusChanged")).some((c) => c.data.deviceId === z && c.data.reason === "swap"),
+      )
+      .toBe(true);
+    const last = (await callsOf(page, "device-all", "onDeviceStatusChanged")).filter((c) => c.data.deviceId === z).pop();
+    expect(last!.data).toMatchObject({ status: "maintenance", previousStatus: "allocated", reason: "swap" });
+    if (z !== x) expect(await callsOf(page, "device-admin", "onDeviceDraining")).toEqual([]);
+
     await shot(page, "react-hooks-admin");
     expect(seen.problems).toEqual([]);
     expect(seen.offsite).toEqual([]);
