@@ -2,7 +2,7 @@
 import type { CloseInfo, FeedClient, FeedState } from "../client/feed-client";
 import type { Envelope } from "../feed/protocol";
 import { h } from "./dom";
-import { countdownText, fmtDuration, fmtMoney, fmtTime, toMs } from "./format";
+import { countdownText, fmtDateTime, fmtDuration, fmtMoney, fmtTime, toMs } from "./format";
 
 /** Shows a feed's state in `el` (`data-state` = connecting | open | waiting | stopped), with why it is not open. */
 export function bindFeedState(el: HTMLElement, feed: FeedClient, label: string): void {
@@ -40,7 +40,9 @@ export function summarize(e: Envelope): string {
     case "device.released":
       return `${dev} after ${fmtDuration(d.durationSeconds)} (${d.reason})`;
     case "device.status":
-      return `${dev} ${d.previousStatus ?? "?"} → ${d.status}`;
+      return `${dev} ${d.previousStatus ?? "?"} → ${d.status}${d.reason ? ` (${d.reason})` : ""}`;
+    case "device.draining":
+      return `${dev} goes to ${d.status} when allocation ${d.allocationId} ends (until ${fmtDateTime(d.deadline)} at most)${d.reason ? `: ${d.reason}` : ""}`;
     case "pool.device":
       return `${d.pool}/${dev} ${d.previousStatus ?? "new"} → ${d.status}${d.reason ? ` (${d.reason})` : ""}`;
     case "quota.updated":

@@ -96,6 +96,17 @@ describe.skipIf(!executable)("the renter's console at 1280×800", () => {
     await expectInView(page, "#allocations button.connect", DESKTOP);
     await shotFromTop(page, "renter-desktop-3b-connect");
 
+    // An operator drains the device: the renter's event list says so (test/drain.test.ts: the extend it refuses).
+    const deviceId = await row.getAttribute("data-device-id");
+    const drained = await api(dev.base, dev.tokens.admin, "POST", `/admin/devices/${deviceId}/maintenance`, {
+      drain: true,
+      reason: "battery swap",
+    });
+    expect(drained.status, JSON.stringify(drained.body)).toBe(200);
+    const note = page.locator('#events li[data-type="device.draining"]').first();
+    await note.waitFor({ timeout: 10_000 });
+    expect(await note.textContent()).toMatch(/goes to maintenance when allocation \S+ ends \(until .+ at most\): battery swap/);
+
     expect(seen.problems).toEqual([]);
     expect(seen.offsite).toEqual([]);
     await close();
