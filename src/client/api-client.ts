@@ -12,6 +12,9 @@
  */
 import type { z } from "@hono/zod-openapi";
 import type {
+  AdminEventsPage,
+  AdjustmentBody,
+  AdjustmentResult as AdjustmentResultSchema,
   AdminUserView,
   AllocateBody,
   AllocatedResult,
@@ -19,7 +22,18 @@ import type {
   AllocationView,
   Catalogue as CatalogueSchema,
   DeviceAccess as DeviceAccessSchema,
+  DeviceDetailView,
   DeviceStatusView,
+  DeviceView,
+  LedgerPage as LedgerPageSchema,
+  PricingPlanBody,
+  PricingPlanView,
+  QuotaUpdateBody,
+  RegisterDeviceBody,
+  RemovedDeviceView,
+  StrategyBody,
+  TopUpBody,
+  TopUpResult as TopUpResultSchema,
   ReservationBody,
   ReservationCheck as ReservationCheckSchema,
   ReservationCheckBody,
@@ -80,6 +94,25 @@ export type PoolDevice = z.infer<typeof PoolDeviceView>;
 export type PoolSummary = z.infer<typeof PoolView>;
 /** A device after a status change: what it ended, its reason and a drain under way. */
 export type DeviceStatusChange = z.infer<typeof DeviceStatusView>;
+
+/** A device as registered (POST /admin/devices). */
+export type Device = z.infer<typeof DeviceView>;
+/** GET /admin/devices/{id}: the device, the allocation it holds, why its status last changed and a drain under way. */
+export type DeviceDetail = z.infer<typeof DeviceDetailView>;
+export type RegisterDeviceRequest = z.input<typeof RegisterDeviceBody>;
+export type RemovedDevice = z.infer<typeof RemovedDeviceView>;
+export type PoolSettings = z.input<typeof StrategyBody>;
+export type QuotaUpdate = z.input<typeof QuotaUpdateBody>;
+export type LedgerPage = z.infer<typeof LedgerPageSchema>;
+export type LedgerEntry = LedgerPage["items"][number];
+export type TopUpRequest = z.input<typeof TopUpBody>;
+export type TopUpResult = z.infer<typeof TopUpResultSchema>;
+export type AdjustmentRequest = z.input<typeof AdjustmentBody>;
+export type AdjustmentResult = z.infer<typeof AdjustmentResultSchema>;
+export type PricingPlan = z.infer<typeof PricingPlanView>;
+export type PricingPlanSettings = z.input<typeof PricingPlanBody>;
+/** The operators' feed log after `since`, oldest first (`nextSince`: more to read). */
+export type AdminEvents = z.infer<typeof AdminEventsPage>;
 
 /** POST /admin/billing/reconcile: the run with its times as ISO strings and at most 100 differences. */
 export type ReconcileResult = z.infer<typeof ReconcileResultSchema>;
@@ -220,6 +253,29 @@ export class ApiClient {
   balance(userId: string): Promise<Balance> {
     return this.request("GET", `/billing/users/${enc(userId)}/balance`);
   }
+  /** Admins: a user's tier, limits, suspension or validity. */
+  updateQuota(userId: string, body: QuotaUpdate): Promise<Quota> {
+    return this.request("PUT", `/quotas/user/${enc(userId)}`, { body });
+  }
+  /** Ledger entries, newest first (`cursor`: the `nextCursor` of the page before). */
+  ledger(userId: string, q: { cursor?: string; limit?: number } = {}): Promise<LedgerPage> {
+    return this.request("GET", `/billing/users/${enc(userId)}/ledger`, { query: q });
+  }
+  /** Admins and services: credit a payment (once per `paymentId`). */
+  topUp(userId: string, body: TopUpRequest): Promise<TopUpResult> {
+    return this.request("POST", `/billing/users/${enc(userId)}/top-ups`, { body });
+  }
+  /** Admins: a signed correction of the balance (once per `adjustmentId`). */
+  adjustBalance(userId: string, body: AdjustmentRequest): Promise<AdjustmentResult> {
+    return this.request("POST", `/admin/billing/users/${enc(userId)}/adjustments`, { body });
+  }
+  pricingPlans(): Promise<{ items: PricingPlan[] }> {
+    return this.request("GET", "/billing/pricing-plans");
+  }
+  /** Admins: create a pricing plan or replace all of its fields. */
+  setPricingPlan(pricingPlanId: string, body: PricingPlanSettings): Promise<PricingPlan> {
+    return this.request("PUT", `/admin/billing/pricing-plans/${enc(pricingPlanId)}`, { body });
+  }
   /** Usage records, newest first, for a period (default: this month). */
   usage(userId: string, q: { from?: string; to?: string; cursor?: string; limit?: number } = {}): Promise<UsageReport> {
     return this.request("GET", `/metering/users/${enc(userId)}`, { query: q });
@@ -268,6 +324,34 @@ export class ApiClient {
     change: { reason?: string; drain?: boolean; deadline?: string } = {},
   ): Promise<DeviceStatusChange> {
     return this.request("POST", `/admin/devices/${enc(deviceId)}/${status}`, { body: change });
+  }
+
+  /** One device: its allocation, the reason of its last status change and a drain under way. */
+  device(deviceId: string): Promise<DeviceDetail> {
+    return this.request("GET", `/admin/devices/${enc(deviceId)}`);
+  }
+  registerDevice(body: RegisterDeviceRequest): Promise<Device> {
+    return this.request("POST", "/admin/devices", { body });
+  }
+  /** Takes the device out of the fleet (an allocation it holds ends now and is billed). */
+  removeDevice(deviceId: string): Promise<RemovedDevice> {
+    return this.request("DELETE", `/admin/devices/${enc(deviceId)}`);
+  }
+  /** Ends the device's allocation now (billed as it stands). */
+  forceRelease(deviceId: string): Promise<ReleaseResult> {
+    return this.request("POST", `/admin/devices/${enc(deviceId)}/force-release`);
+  }
+  /** A pool's strategy and idle release (`idleReleaseMinutes: null` turns it off). */
+  updatePool(pool: string, body: PoolSettings): Promise<PoolSummary> {
+    return this.request("PUT", `/admin/pools/${enc(pool)}`, { body });
+  }
+  /** The operators' feed log after `since` (what the admin feed replays), oldest first. */
+  adminEvents(q: { since?: number; limit?: number } = {}): Promise<AdminEvents> {
+    return this.request("GET", "/admin/events", { query: q });
+  }
+  /** A user's feed log after `since` (admins: any user's). */
+  userEvents(userId: string, q: { since?: number; limit?: number } = {}): Promise<EventsPage> {
+    return this.request("GET", "/scheduler/events", { query: { ...q, userId } });
   }
 
   pools(): Promise<{ items: PoolSummary[] }> {
