@@ -19,7 +19,7 @@ import { ALLOCATION, FEED, PAGING } from "../src/config";
 import type { Claimed, ClaimRequest, CurrentAllocation, DeviceState, ExtendInfo, Verdict } from "../src/contracts";
 import { expiryWarningAt } from "../src/domain/expiry";
 import { fits } from "../src/domain/strategy";
-import type { DeviceInfo, DeviceSpec, DeviceStatus, EndReason, EndedAllocation, UsageRecord } from "../src/domain/types";
+import type { DeviceInfo, DevicePatch, DeviceStatus, EndReason, EndedAllocation, UsageRecord } from "../src/domain/types";
 import type { Env } from "../src/env";
 import { fail, ok, type Result } from "../src/errors";
 import { FeedHub, feedSchema, refuseSocket, type FeedRequest } from "../src/objects/feed";
@@ -32,6 +32,7 @@ import { Schedule } from "../src/objects/schedule";
 import { take } from "../src/rpc";
 import { DEVICE_SCHEMA, DeviceStore, type DeviceRow, type HoldRow, type Registration, type Window } from "../src/stores/device";
 import { ACCESS_SCHEMA, AccessStore, type AccessMap } from "../src/stores/device-access";
+import { DEVICE_META_SCHEMA } from "../src/stores/device-meta";
 import { signGrant } from "../src/access";
 import { deliveries, type Messages } from "./device/messages";
 import { StatusDesk, type DeviceContext, type StatusChange } from "./device/status-desk";
@@ -42,6 +43,7 @@ const MIGRATIONS = [
   { name: "1-device", sql: `${DEVICE_SCHEMA}\n${OUTBOX_SCHEMA}\n${feedSchema("feed")}` },
   { name: "2-device-access", sql: ACCESS_SCHEMA },
   { name: "3-device-status-note", sql: STATUS_NOTE_SCHEMA },
+  { name: "4-device-meta", sql: DEVICE_META_SCHEMA },
 ];
 
 export class Device extends ServiceObject {
@@ -135,7 +137,7 @@ export class Device extends ServiceObject {
     return ok(this.store.info(d));
   }
 
-  async update(patch: Partial<DeviceSpec> & { node?: string; pool?: string }): Promise<Result<DeviceInfo>> {
+  async update(patch: DevicePatch): Promise<Result<DeviceInfo>> {
     const d = this.store.registered();
     if (!d) return notFound();
     const moves = patch.pool !== undefined || patch.cpuCores !== undefined || patch.memoryMB !== undefined || patch.storageMB !== undefined;

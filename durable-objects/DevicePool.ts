@@ -20,6 +20,8 @@ import type {
   Claimed,
   ClaimRequest,
   DeviceState,
+  FleetEntry,
+  FleetFilter,
   PoolDevice,
   PoolSummary,
   QueueEntryView,
@@ -46,6 +48,7 @@ import { take } from "../src/rpc";
 import type { ClassCount } from "../src/domain/catalogue";
 import { INDEX_SCHEMA, IndexStore, SIZE_ORDER_SCHEMA, deviceView, indexState, type Previous } from "../src/stores/pool-index";
 import { QUEUE_SCHEMA, QueueStore } from "../src/stores/pool-queue";
+import { FLEET_SCHEMA, FleetStore } from "../src/stores/pool-fleet";
 import { RESERVATIONS_SCHEMA, ReservationStore } from "../src/stores/pool-reservations";
 import type { PoolContext, PoolMessages } from "./pool/context";
 import { HandOver } from "./pool/handover";
@@ -55,12 +58,14 @@ import { ReservationDesk } from "./pool/reservation-desk";
 const MIGRATIONS = [
   { name: "1-pool", sql: [INDEX_SCHEMA, QUEUE_SCHEMA, RESERVATIONS_SCHEMA, OUTBOX_SCHEMA, feedSchema("events")].join("\n") },
   { name: "2-pool-size-order", sql: SIZE_ORDER_SCHEMA },
+  { name: "3-pool-fleet", sql: FLEET_SCHEMA },
 ];
 
 export class DevicePool extends ServiceObject {
   protected readonly hub: FeedHub;
   protected override readonly schedule: Schedule;
   private readonly index: IndexStore;
+  private readonly fleetStore: FleetStore;
   private readonly queue: QueueStore;
   private readonly reservations: ReservationStore;
   private readonly outbox: Outbox<PoolMessages>;
@@ -77,6 +82,7 @@ export class DevicePool extends ServiceObject {
   constructor(ctx: DurableObjectState, env: Env) {
     super(ctx, env);
     this.index = new IndexStore(this.sql);
+    this.fleetStore = new FleetStore(this.sql);
     this.queue = new QueueStore(this.sql);
     this.reservations = new ReservationStore(this.sql);
     this.hub = new FeedHub(ctx, this.sql, {
@@ -343,6 +349,11 @@ export class DevicePool extends ServiceObject {
     const missing = this.index.missing(opts.pool);
     if (missing) return missing;
     return ok(this.index.list({ ...opts, limit: Math.min(opts.limit ?? PAGING.defaultLimit, PAGING.maxLimit) }));
+  }
+
+  /** The pool's part of the fleet list (GET /admin/devices), from the index alone (no device is asked); none without devices. */
+  async fleet(filter: FleetFilter): Promise<{ items: FleetEntry[]; more: boolean }> {
+    return this.fleetStore.page(this.index.pool(), filter);
   }
 
   async summary(pool: string): Promise<Result<PoolSummary>> {

@@ -4,7 +4,7 @@ import { bodyLimit } from "hono/body-limit";
 import { HTTPException } from "hono/http-exception";
 import type { Context, MiddlewareHandler } from "hono";
 import { requireAdmin, requireAdminOrService, requireService, requireUser, type AppEnv } from "./auth";
-import { MAX_BODY_BYTES, secretProblems } from "./config";
+import { FLEET, MAX_BODY_BYTES, secretProblems } from "./config";
 import { HttpError, errorBody, fail, internalFailure, type ErrorStatus } from "./errors";
 import { identify } from "./limits";
 import { log } from "./log";
@@ -21,6 +21,7 @@ import { feedRoutes } from "./routes/feed";
 import { eventRoutes } from "./routes/events";
 import { batchRoutes } from "./routes/batch";
 import { metricsRoutes } from "./routes/metrics";
+import { fleetRoutes } from "./routes/fleet";
 
 /** The OpenAPI document's own fields (the paths come from the routes); test/unit/openapi.test.ts lints the result. */
 export const DOCUMENT = {
@@ -70,13 +71,15 @@ export function createApp() {
     const message = "The service is not configured: its secrets are missing or unsafe. An operator must set them.";
     return c.json(errorBody(fail(503, "SERVICE_MISCONFIGURED", message, { problems })), 503);
   });
-  app.use(
-    "*",
+  const limitTo = (maxSize: number) =>
     bodyLimit({
-      maxSize: MAX_BODY_BYTES,
-      onError: (c) => c.json(errorBody(fail(413, "PAYLOAD_TOO_LARGE", `Request bodies are limited to ${MAX_BODY_BYTES} bytes.`)), 413),
-    }),
-  );
+      maxSize,
+      onError: (c) => c.json(errorBody(fail(413, "PAYLOAD_TOO_LARGE", `Request bodies are limited to ${maxSize} bytes.`)), 413),
+    });
+  // A bulk import of the fleet may be larger than any other body.
+  const bodies = limitTo(MAX_BODY_BYTES);
+  const bulkBodies = limitTo(FLEET.bulkMaxBodyBytes);
+  app.use("*", (c, next) => (c.req.method === "POST" && /^\/admin\/devices\/bulk\/?$/.test(c.req.path) ? bulkBodies : bodies)(c, next));
   // Who calls, and fair use (src/limits.ts): counted by who calls, before any object is reached.
   app.use("*", identify);
   // Who may call is checked here, before any body is validated, so a stranger or a
@@ -110,6 +113,8 @@ export function createApp() {
   app.route("/", queueRoutes());
   app.route("/", quotaRoutes());
   app.route("/", adminRoutes());
+  // GET /admin/devices (the fleet) and POST /admin/devices/bulk (gated by /admin/* above: admins only)
+  app.route("/", fleetRoutes());
   // Device access: PUT /admin/… and /api/internal/devices/{id}/access (gated above), the holder's
   // renewal, and GET /.well-known/jwks.json (public)
   app.route("/", accessRoutes());

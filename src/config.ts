@@ -151,6 +151,23 @@ export const RESERVATION = {
 /** Batch operations: items per request, and how many run at once (items of one user run in order). */
 export const BATCH = { maxItems: 50, concurrency: 8 };
 
+/**
+ * What a device says of itself beside its spec (src/schemas/device-meta.ts): name, model and OS
+ * version are text of at most these lengths (no control characters, no space at either end);
+ * labels a map of at most `maxLabels`, keys a letter or digit then letters, digits, `. _ / -`,
+ * values letters, digits and `. _ - : / @ +`.
+ */
+export const DEVICE_META = { nameMax: 100, modelMax: 100, osVersionMax: 50, maxLabels: 20, labelKeyMax: 63, labelValueMax: 128 };
+
+/**
+ * The fleet routes (src/routes/fleet.ts): GET /admin/devices asks this many pools at once;
+ * POST /admin/devices/bulk takes this many items, runs this many at once, and a body this large.
+ */
+export const FLEET = { poolConcurrency: 16, bulkMaxItems: 500, bulkConcurrency: 16, bulkMaxBodyBytes: 512 * 1024, maxLabelFilters: 20 };
+
+/** The node of a device registered without one. */
+export const DEFAULT_NODE = "node-1";
+
 export const BILLING = {
   /** The one currency of a deployment (pricing plans state theirs; all must match it). */
   currency: "USD",

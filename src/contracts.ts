@@ -4,7 +4,7 @@
  * also HTTP answers are derived from their zod schemas (src/schemas/), the one definition.
  */
 import type { PlanTier, QuotaLimits, Strategy } from "./config";
-import type { DeviceSpec, DeviceStatus, EndReason } from "./domain/types";
+import type { DeviceMeta, DeviceSpec, DeviceStatus, EndReason } from "./domain/types";
 import type { ReservationStatus } from "./domain/reservation";
 import type { z } from "@hono/zod-openapi";
 import type * as Http from "./schemas";
@@ -33,6 +33,8 @@ export interface DeviceState extends DeviceSpec {
   allocationId: string | null;
   userId: string | null;
   expiresAt: number | null;
+  /** The device's name, model, OS version and labels (absent, as in a claim's answer: the index keeps what it has). */
+  meta?: DeviceMeta;
   /** Set by the change that ended an allocation: why, and (expiry) how late the alarm was. For the pool's feed and metrics. */
   ended?: { allocationId: string; reason: EndReason; lagMs: number | null };
 }
@@ -86,6 +88,32 @@ export interface PoolDevice extends DeviceSpec {
   allocationId?: string | null;
   userId?: string | null;
   expiresAt?: number | null;
+  /** In the operators' lists (with holders). */
+  meta?: DeviceMeta;
+}
+
+/** A device as a pool lists it for the fleet (GET /admin/devices): from its index, with its version (to merge pools). */
+export interface FleetEntry extends DeviceSpec, DeviceMeta {
+  deviceId: string;
+  pool: string;
+  node: string;
+  status: DeviceStatus;
+  version: number;
+  allocationId: string | null;
+  userId: string | null;
+  expiresAt: number | null;
+}
+
+/** What the fleet list asks each pool: its filters, and the device id to continue after. */
+export interface FleetFilter {
+  status?: DeviceStatus;
+  node?: string;
+  holder?: string;
+  labels?: { key: string; value: string }[];
+  /** Text to find in the id, name or model (ASCII letters in any case). */
+  q?: string;
+  after?: string;
+  limit: number;
 }
 
 /** Who asks: a user sees only their own entries and reservations (others' are "not found"). */

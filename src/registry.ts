@@ -83,3 +83,28 @@ export async function poolNames(env: Env): Promise<string[]> {
   const { results } = await env.DB.prepare("SELECT name FROM pools ORDER BY name").all<{ name: string }>();
   return results.map((r) => r.name);
 }
+
+/** Which of `deviceIds` are registered (one D1 query, whatever their number). */
+export async function registeredDevices(env: Env, deviceIds: readonly string[]): Promise<Set<string>> {
+  const { results } = await env.DB.prepare("SELECT device_id FROM devices WHERE device_id IN (SELECT value FROM json_each(?))")
+    .bind(JSON.stringify(deviceIds))
+    .all<{ device_id: string }>();
+  return new Set(results.map((r) => r.device_id));
+}
+
+/** `enterDevice` for many devices in one D1 batch of two statements (a bulk import). */
+export async function enterDevices(env: Env, devices: readonly { deviceId: string; pool: string }[]): Promise<void> {
+  if (devices.length === 0) return;
+  const now = Date.now();
+  const list = JSON.stringify(devices.map((d) => ({ d: d.deviceId, p: d.pool })));
+  await env.DB.batch([
+    env.DB.prepare(
+      `INSERT INTO pools (name, created_at) SELECT DISTINCT json_extract(value, '$.p'), ? FROM json_each(?)
+       WHERE true ON CONFLICT DO NOTHING`,
+    ).bind(now, list),
+    env.DB.prepare(
+      `INSERT INTO devices (device_id, pool, created_at) SELECT json_extract(value, '$.d'), json_extract(value, '$.p'), ? FROM json_each(?)
+       WHERE true ON CONFLICT DO NOTHING`,
+    ).bind(now, list),
+  ]);
+}

@@ -15,3 +15,4 @@ export * from "./schemas/queue";
 export * from "./schemas/audit";
 export * from "./schemas/catalogue";
 export * from "./schemas/access";
+export * from "./schemas/fleet";

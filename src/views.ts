@@ -11,9 +11,9 @@ import type { ReconcileRun, UserReconciliation } from "./billing/reconcile";
 import { BILLING } from "./config";
 import type { ledger, pricingPlans } from "./db/schema";
 import { formatMoney } from "./domain/pricing";
-import type { CurrentAllocation, PoolDevice } from "./contracts";
+import type { CurrentAllocation, FleetEntry, PoolDevice } from "./contracts";
 import { iso, isoOrNull } from "./domain/time";
-import type { Allocation, DeviceInfo, EndedAllocation, Quota } from "./domain/types";
+import type { Allocation, DeviceInfo, DeviceMeta, EndedAllocation, Quota } from "./domain/types";
 import type * as Http from "./schemas";
 import type { StatusView } from "./stores/device-status-note";
 
@@ -29,8 +29,17 @@ export const deviceView = (d: DeviceInfo): Of<typeof Http.DeviceView> => ({
   memoryMB: d.memoryMB,
   storageMB: d.storageMB,
   status: d.status,
+  ...metaView(d),
   createdAt: iso(d.createdAt),
   updatedAt: iso(d.updatedAt),
+});
+
+/** A device's name, model, OS version and labels (none known: nulls and `{}`). */
+const metaView = (m: Partial<DeviceMeta> | undefined): DeviceMeta => ({
+  name: m?.name ?? null,
+  model: m?.model ?? null,
+  osVersion: m?.osVersion ?? null,
+  labels: { ...m?.labels },
 });
 
 const deviceAllocationView = (a: CurrentAllocation): Of<typeof Http.DeviceAllocationView> => ({
@@ -82,6 +91,22 @@ export const poolDeviceView = (d: PoolDevice): Of<typeof Http.PoolDeviceView> =>
   ...freeDeviceView(d),
   allocationId: d.allocationId ?? null,
   userId: d.userId ?? null,
+  expiresAt: isoOrNull(d.expiresAt),
+  ...metaView(d.meta),
+});
+
+/** A device of the fleet list (GET /admin/devices), as its pool's index has it. */
+export const fleetDeviceView = (d: FleetEntry): Of<typeof Http.FleetDeviceView> => ({
+  deviceId: d.deviceId,
+  pool: d.pool,
+  node: d.node,
+  cpuCores: d.cpuCores,
+  memoryMB: d.memoryMB,
+  storageMB: d.storageMB,
+  status: d.status,
+  ...metaView(d),
+  allocationId: d.allocationId,
+  userId: d.userId,
   expiresAt: isoOrNull(d.expiresAt),
 });
 

@@ -834,6 +834,27 @@ const ROUTES: RouteCase[] = [
   },
   {
     method: "GET",
+    path: (fx) => `/admin/devices?pool=${fx.pool}`,
+    scope: "admin",
+    okStatus: 200,
+    verify: (fx, body) => {
+      expect(body.items.map((d: { deviceId: string }) => d.deviceId).sort()).toEqual([fx.held, fx.free].sort());
+      expect(body.items.find((d: { deviceId: string }) => d.deviceId === fx.held)).toMatchObject({ pool: fx.pool, userId: fx.owner });
+    },
+  },
+  {
+    method: "POST",
+    path: () => "/admin/devices/bulk",
+    body: (fx) => ({ devices: [{ deviceId: `${fx.pool}-bulk`, pool: fx.pool, cpuCores: 1, memoryMB: 1024, storageMB: 1024 }] }),
+    scope: "admin",
+    okStatus: 200,
+    verify: async (fx, body) => {
+      expect(body).toMatchObject({ created: 1, failed: 0, results: [{ deviceId: `${fx.pool}-bulk`, ok: true, outcome: "created" }] });
+      expect((await call("GET", `/admin/devices/${fx.pool}-bulk`, admin(fx))).status).toBe(200);
+    },
+  },
+  {
+    method: "GET",
     path: (fx) => `/admin/devices/${fx.held}`,
     scope: "admin",
     okStatus: 200,

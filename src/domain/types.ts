@@ -10,7 +10,19 @@ export interface DeviceSpec {
 export const DEVICE_STATUSES = ["available", "allocated", "maintenance", "offline", "removed"] as const;
 export type DeviceStatus = (typeof DEVICE_STATUSES)[number];
 
-export interface DeviceInfo extends DeviceSpec {
+/** What a device says of itself beside its spec (limits: DEVICE_META in src/config.ts). null: not given. */
+export interface DeviceMeta {
+  name: string | null;
+  model: string | null;
+  osVersion: string | null;
+  /** Key-value labels (`{}`: none), keys in order. */
+  labels: Record<string, string>;
+}
+
+/** A change to a device (PATCH /admin/devices/{id}, a bulk item): an absent field is unchanged, a null clears it. */
+export type DevicePatch = Partial<DeviceSpec> & Partial<DeviceMeta> & { node?: string; pool?: string };
+
+export interface DeviceInfo extends DeviceSpec, DeviceMeta {
   deviceId: string;
   pool: string;
   node: string;

@@ -5,7 +5,7 @@ import { newApp } from "../app-factory";
 import { accounts, pools, pricingPlans, tokenRevocations } from "../db/schema";
 import { asc, eq, gt } from "drizzle-orm";
 import { PAGING } from "../config";
-import { shortDurationsAllowed } from "../config";
+import { DEFAULT_NODE, shortDurationsAllowed } from "../config";
 import { fail, mapOk, ok } from "../errors";
 import { jsonBody, route } from "../openapi";
 
@@ -58,16 +58,7 @@ export function adminRoutes() {
       const deviceId = b.deviceId ?? `dev-${crypto.randomUUID().slice(0, 8)}`;
       // Entered before its object is first addressed, so the registry always knows every device object.
       await enterDevice(c.env, deviceId, b.pool);
-      const r = await take(
-        device(c.env, deviceId).register({
-          deviceId,
-          pool: b.pool,
-          node: b.node ?? "node-1",
-          cpuCores: b.cpuCores,
-          memoryMB: b.memoryMB,
-          storageMB: b.storageMB,
-        }),
-      );
+      const r = await take(device(c.env, deviceId).register({ ...b, deviceId, node: b.node ?? DEFAULT_NODE }));
       if (r.ok) await auditFrom(c, "device.register", `device:${deviceId}`, { ...b, deviceId, node: r.value.node });
       return reply(c, mapOk(r, deviceView), 201);
     },
@@ -94,7 +85,7 @@ export function adminRoutes() {
       path: "/admin/devices/{id}",
       tags: ["fleet"],
       security,
-      summary: "Update pool, node or spec (not while allocated)",
+      summary: "Update pool, node or spec (not while allocated), or name, model, osVersion and labels (any time)",
       request: { params: DeviceIdParam, ...jsonBody(UpdateDeviceBody) },
       ok: { status: 200, schema: DeviceView, description: "The device" },
     }),

@@ -6,6 +6,7 @@ import { ReleaseResult } from "./allocations";
 import { Id, Int, Limit, Minor, Time, orNull } from "./common";
 import { IdleMinutes, IdleSeconds, Instant } from "./parts";
 import { QuotaView } from "./quotas";
+import { metaFields, metaPatchFields, metaViewFields } from "./device-meta";
 
 export const PoolParam = z.object({ pool: Id });
 
@@ -17,6 +18,7 @@ export const RegisterDeviceBody = z
     cpuCores: z.number().int().min(1).max(1024),
     memoryMB: z.number().int().min(1).max(16_777_216),
     storageMB: z.number().int().min(1).max(1_073_741_824),
+    ...metaFields,
   })
   .strict()
   .openapi("RegisterDevice");
@@ -28,6 +30,7 @@ export const UpdateDeviceBody = z
     cpuCores: z.number().int().min(1).max(1024).optional(),
     memoryMB: z.number().int().min(1).max(16_777_216).optional(),
     storageMB: z.number().int().min(1).max(1_073_741_824).optional(),
+    ...metaPatchFields,
   })
   .strict()
   .refine((b) => Object.keys(b).length > 0, "name at least one field to change")
@@ -44,6 +47,7 @@ export const DeviceView = z
     memoryMB: Int,
     storageMB: Int,
     status: DeviceStatus,
+    ...metaViewFields,
     createdAt: Time,
     updatedAt: Time,
   })
@@ -151,6 +155,7 @@ export const PoolDeviceView = FreeDeviceView.extend({
   allocationId: z.string().nullable(),
   userId: z.string().nullable(),
   expiresAt: Time.nullable().openapi({ description: "When the allocation it holds ends (null: none)" }),
+  ...metaViewFields,
 }).openapi("PoolDevice");
 
 export const PoolDevicesPage = z

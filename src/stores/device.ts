@@ -6,9 +6,10 @@
 import type { CurrentAllocation, DeviceState } from "../contracts";
 import type { AllocationEventData, DeviceFeedState } from "../feed/protocol";
 import { expiryWarningAt } from "../domain/expiry";
-import type { DeviceInfo, DeviceSpec, DeviceStatus, EndReason, EndedAllocation } from "../domain/types";
+import type { DeviceInfo, DeviceMeta, DevicePatch, DeviceSpec, DeviceStatus, EndReason, EndedAllocation } from "../domain/types";
 import { CachedRow, type Sql } from "../objects/sql";
 import { iso } from "../domain/time";
+import { NO_META, metaColumns, metaOf, patchMeta, type MetaColumns } from "./device-meta";
 
 export const DEVICE_SCHEMA = `CREATE TABLE device (
     id INTEGER PRIMARY KEY CHECK (id = 1), device_id TEXT NOT NULL, pool TEXT NOT NULL, node TEXT NOT NULL,
@@ -47,7 +48,8 @@ export interface HoldRow {
   reservation_id: string | null;
 }
 
-export interface DeviceRow {
+/** The device's row (the metadata columns come with migration 4). */
+export interface DeviceRow extends MetaColumns {
   device_id: string;
   pool: string;
   node: string;
@@ -63,7 +65,7 @@ export interface DeviceRow {
 /** A reservation window booked on the device. */
 export type Window = { reservationId: string; userId: string; startAt: number; endAt: number };
 
-export type Registration = { deviceId: string; pool: string; node: string } & DeviceSpec;
+export type Registration = { deviceId: string; pool: string; node: string } & DeviceSpec & Partial<DeviceMeta>;
 
 export class DeviceStore {
   private readonly row: CachedRow<DeviceRow>;
@@ -86,12 +88,15 @@ export class DeviceStore {
 
   /** Registers (or registers again) the device, available and without windows. */
   register(r: Registration, now: number): void {
+    const m = metaColumns(patchMeta(NO_META, r));
     this.row.write(
-      `INSERT INTO device (id, device_id, pool, node, cpu, mem, storage, status, version, created_at, updated_at)
-       VALUES (1, ?, ?, ?, ?, ?, ?, 'available', 1, ?, ?)
+      `INSERT INTO device (id, device_id, pool, node, cpu, mem, storage, status, version, created_at, updated_at,
+         name, model, os_version, labels)
+       VALUES (1, ?, ?, ?, ?, ?, ?, 'available', 1, ?, ?, ?, ?, ?, ?)
        ON CONFLICT(id) DO UPDATE SET device_id = excluded.device_id, pool = excluded.pool, node = excluded.node,
          cpu = excluded.cpu, mem = excluded.mem, storage = excluded.storage, status = 'available',
-         version = device.version + 1, created_at = excluded.created_at, updated_at = excluded.updated_at`,
+         version = device.version + 1, created_at = excluded.created_at, updated_at = excluded.updated_at,
+         name = excluded.name, model = excluded.model, os_version = excluded.os_version, labels = excluded.labels`,
       r.deviceId,
       r.pool,
       r.node,
@@ -100,20 +105,30 @@ export class DeviceStore {
       r.storageMB,
       now,
       now,
+      m.name,
+      m.model,
+      m.os_version,
+      m.labels,
     );
     // A device registered again starts with no windows (its old pool's reservations move elsewhere at their start).
     this.sql.exec("DELETE FROM windows");
   }
 
-  /** Pool, node and spec (an absent field is unchanged). */
-  update(d: DeviceRow, patch: Partial<DeviceSpec> & { node?: string; pool?: string }, now: number): void {
+  /** Pool, node, spec and metadata (an absent field is unchanged; a null clears name, model or osVersion). */
+  update(d: DeviceRow, patch: DevicePatch, now: number): void {
+    const m = metaColumns(patchMeta(metaOf(d), patch));
     this.row.write(
-      "UPDATE device SET pool = ?, node = ?, cpu = ?, mem = ?, storage = ?, version = version + 1, updated_at = ? WHERE id = 1",
+      `UPDATE device SET pool = ?, node = ?, cpu = ?, mem = ?, storage = ?, name = ?, model = ?, os_version = ?, labels = ?,
+         version = version + 1, updated_at = ? WHERE id = 1`,
       patch.pool ?? d.pool,
       patch.node ?? d.node,
       patch.cpuCores ?? d.cpu,
       patch.memoryMB ?? d.mem,
       patch.storageMB ?? d.storage,
+      m.name,
+      m.model,
+      m.os_version,
+      m.labels,
       now,
     );
   }
@@ -131,12 +146,13 @@ export class DeviceStore {
       memoryMB: d.mem,
       storageMB: d.storage,
       status: d.status,
+      ...metaOf(d),
       createdAt: d.created_at,
       updatedAt: d.updated_at,
     };
   }
 
-  /** What the pool index keeps of the device (with what it holds now). */
+  /** What the pool index keeps of the device (with what it holds now, and its metadata). */
   state(d: DeviceRow): DeviceState {
     const a = this.current();
     return {
@@ -150,6 +166,7 @@ export class DeviceStore {
       allocationId: a?.allocation_id ?? null,
       userId: a?.user_id ?? null,
       expiresAt: a?.expires_at ?? null,
+      meta: metaOf(d),
     };
   }
 
@@ -255,6 +272,7 @@ export class DeviceStore {
       allocationId: null,
       userId: null,
       expiresAt: null,
+      meta: metaOf(d),
       ended: { allocationId: a.allocation_id, reason, lagMs: reason === "expired" ? Math.max(0, now - a.expires_at) : null },
     };
     return { ended, state };

@@ -17,6 +17,8 @@ import type { PoolDeviceView } from "../feed/protocol";
 import type { CounterRow } from "../metrics";
 import { CachedRow, type Sql } from "../objects/sql";
 import { UNBOUNDED, specOf } from "../domain/spec";
+import { naturalKey } from "../domain/fleet";
+import { metaColumns, metaOf, type MetaColumns } from "./device-meta";
 
 export const INDEX_SCHEMA = `CREATE TABLE settings (
     id INTEGER PRIMARY KEY CHECK (id = 1), pool TEXT NOT NULL, strategy TEXT NOT NULL,
@@ -42,7 +44,8 @@ export interface Settings {
   idleReleaseSeconds: number | null;
 }
 
-export interface IndexRow {
+/** A device's index row (the metadata columns and `sort_key` come with migration 3, src/stores/pool-fleet.ts). */
+export interface IndexRow extends Partial<MetaColumns> {
   device_id: string;
   node: string;
   cpu: number;
@@ -53,6 +56,7 @@ export interface IndexRow {
   allocation_id: string | null;
   user_id: string | null;
   expires_at: number | null;
+  sort_key?: string | null;
 }
 
 /** A node's summary row. */
@@ -92,6 +96,7 @@ export const indexState = (r: IndexRow): DeviceState => ({
   allocationId: r.allocation_id,
   userId: r.user_id,
   expiresAt: r.expires_at,
+  ...(r.labels == null ? {} : { meta: metaOf(r) }),
 });
 
 export const deviceView = (s: DeviceState): PoolDeviceView => ({
@@ -166,12 +171,19 @@ export class IndexStore {
       if (!prev) return undefined;
     } else {
       if (gone) this.sql.exec("DELETE FROM gone WHERE device_id = ?", s.deviceId);
+      // A state without metadata (a claim's answer) keeps what the row has: its labels come as NULL.
+      const m = s.meta ? metaColumns(s.meta) : { name: null, model: null, os_version: null, labels: null };
       this.sql.exec(
-        `INSERT INTO devices (device_id, node, cpu, mem, storage, status, version, allocation_id, user_id, expires_at)
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+        `INSERT INTO devices (device_id, node, cpu, mem, storage, status, version, allocation_id, user_id, expires_at,
+           name, model, os_version, labels, sort_key)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
          ON CONFLICT(device_id) DO UPDATE SET node = excluded.node, cpu = excluded.cpu, mem = excluded.mem, storage = excluded.storage,
            status = excluded.status, version = excluded.version, allocation_id = excluded.allocation_id,
-           user_id = excluded.user_id, expires_at = excluded.expires_at`,
+           user_id = excluded.user_id, expires_at = excluded.expires_at, sort_key = excluded.sort_key,
+           name = IIF(excluded.labels IS NULL, devices.name, excluded.name),
+           model = IIF(excluded.labels IS NULL, devices.model, excluded.model),
+           os_version = IIF(excluded.labels IS NULL, devices.os_version, excluded.os_version),
+           labels = coalesce(excluded.labels, devices.labels)`,
         s.deviceId,
         s.node,
         s.cpuCores,
@@ -182,6 +194,11 @@ export class IndexStore {
         s.allocationId,
         s.userId,
         s.expiresAt,
+        m.name,
+        m.model,
+        m.os_version,
+        m.labels,
+        naturalKey(s.deviceId),
       );
     }
     if (prev && prev.node !== s.node) this.refreshNode(prev.node);
@@ -392,7 +409,7 @@ export class IndexStore {
     );
     const items = rows.slice(0, opts.limit).map((r) => {
       const d: PoolDevice = { deviceId: r.device_id, node: r.node, ...specOf(r), status: r.status };
-      return opts.withHolders ? { ...d, allocationId: r.allocation_id, userId: r.user_id, expiresAt: r.expires_at } : d;
+      return opts.withHolders ? { ...d, allocationId: r.allocation_id, userId: r.user_id, expiresAt: r.expires_at, meta: metaOf(r) } : d;
     });
     return { items, nextCursor: rows.length > opts.limit ? items[items.length - 1]!.deviceId : null };
   }

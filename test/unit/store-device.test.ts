@@ -7,6 +7,7 @@ import { ALLOCATION } from "../../src/config";
 import { Sql } from "../../src/objects/sql";
 import type { EndReason } from "../../src/domain/types";
 import { DEVICE_SCHEMA, DeviceStore, type Registration } from "../../src/stores/device";
+import { DEVICE_META_SCHEMA } from "../../src/stores/device-meta";
 import { memoryStorage } from "./storage";
 
 const T0 = Date.UTC(2030, 0, 1);
@@ -22,7 +23,10 @@ afterEach(() => void vi.useRealTimers());
 function setup(register = true) {
   const storage = memoryStorage();
   const sql = new Sql(storage as unknown as DurableObjectStorage);
-  sql.migrate([{ name: "1", sql: DEVICE_SCHEMA }]);
+  sql.migrate([
+    { name: "1", sql: DEVICE_SCHEMA },
+    { name: "4", sql: DEVICE_META_SCHEMA },
+  ]);
   const store = new DeviceStore(sql);
   if (register) store.register(REG, T0);
   return { sql, store };
@@ -73,6 +77,10 @@ describe("the device row", () => {
       memoryMB: 4096,
       storageMB: 1024,
       status: "available",
+      name: null,
+      model: null,
+      osVersion: null,
+      labels: {},
       createdAt: T0,
       updatedAt: T0 + 5,
     });
@@ -87,6 +95,7 @@ describe("the device row", () => {
       allocationId: null,
       userId: null,
       expiresAt: null,
+      meta: { name: null, model: null, osVersion: null, labels: {} },
     });
   });
 

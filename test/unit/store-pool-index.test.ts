@@ -10,6 +10,7 @@ import type { DeviceSpec } from "../../src/domain/types";
 import { Sql } from "../../src/objects/sql";
 import { INDEX_SCHEMA, IndexStore, SIZE_ORDER_SCHEMA, deviceView, indexState } from "../../src/stores/pool-index";
 import { QUEUE_SCHEMA, QueueStore } from "../../src/stores/pool-queue";
+import { FLEET_SCHEMA } from "../../src/stores/pool-fleet";
 import { RESERVATIONS_SCHEMA, ReservationStore } from "../../src/stores/pool-reservations";
 import { memoryStorage } from "./storage";
 
@@ -29,6 +30,7 @@ function setup() {
   sql.migrate([
     { name: "1", sql: [INDEX_SCHEMA, QUEUE_SCHEMA, RESERVATIONS_SCHEMA].join("\n") },
     { name: "2", sql: SIZE_ORDER_SCHEMA },
+    { name: "3", sql: FLEET_SCHEMA },
   ]);
   return { sql, index: new IndexStore(sql), queue: new QueueStore(sql), reservations: new ReservationStore(sql) };
 }
@@ -301,7 +303,16 @@ describe("reads and counters", () => {
     const p2 = index.list({ limit: 2, cursor: p1.nextCursor! });
     expect([p2.items.map((d) => d.deviceId), p2.nextCursor]).toEqual([["d3", "d4"], null]);
     expect(index.list({ limit: 10, status: "allocated", withHolders: true }).items).toEqual([
-      { deviceId: "d2", node: "n1", ...S(2), status: "allocated", allocationId: "a-d2", userId: "u", expiresAt: T0 + 30 * MIN },
+      {
+        deviceId: "d2",
+        node: "n1",
+        ...S(2),
+        status: "allocated",
+        allocationId: "a-d2",
+        userId: "u",
+        expiresAt: T0 + 30 * MIN,
+        meta: { name: null, model: null, osVersion: null, labels: {} },
+      },
     ]);
   });
 

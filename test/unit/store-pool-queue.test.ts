@@ -10,6 +10,7 @@ import type { DeviceSpec } from "../../src/domain/types";
 import { fail } from "../../src/errors";
 import { Sql } from "../../src/objects/sql";
 import { INDEX_SCHEMA, IndexStore, type IndexRow } from "../../src/stores/pool-index";
+import { FLEET_SCHEMA } from "../../src/stores/pool-fleet";
 import { QUEUE_SCHEMA, QueueStore, boundsOf, parseError } from "../../src/stores/pool-queue";
 import { RESERVATIONS_SCHEMA } from "../../src/stores/pool-reservations";
 import { memoryStorage } from "./storage";
@@ -29,7 +30,10 @@ afterEach(() => void vi.useRealTimers());
 
 function setup() {
   const sql = new Sql(memoryStorage() as unknown as DurableObjectStorage);
-  sql.migrate([{ name: "1", sql: [INDEX_SCHEMA, QUEUE_SCHEMA, RESERVATIONS_SCHEMA].join("\n") }]);
+  sql.migrate([
+    { name: "1", sql: [INDEX_SCHEMA, QUEUE_SCHEMA, RESERVATIONS_SCHEMA].join("\n") },
+    { name: "3", sql: FLEET_SCHEMA },
+  ]);
   return { sql, queue: new QueueStore(sql), index: new IndexStore(sql) };
 }
 
