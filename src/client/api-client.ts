@@ -54,6 +54,7 @@ import type {
 } from "../schemas";
 import type { ExtendResult as ExtendResultSchema } from "../routes/scheduler";
 import type { FeedKind } from "../feed/protocol";
+import type { BulkDevicesBody, BulkResult as BulkResultSchema, FleetDeviceView, FleetQuery as FleetQuerySchema } from "../schemas";
 
 // ---- response and request types ------------------------------------------------------------
 
@@ -127,6 +128,18 @@ export type AdminUser = z.infer<typeof AdminUserView>;
 
 export type TicketRequest = { feed?: FeedKind; deviceId?: string; pool?: string };
 
+/** GET /admin/devices: a device of the fleet as its pool's index has it (name, model, osVersion, labels, holder). */
+export type FleetDevice = z.infer<typeof FleetDeviceView>;
+/** The fleet list's filters: `label` is `key:value`, one or several (all must match); `cursor` the last page's `nextCursor`. */
+export type FleetQuery = Omit<z.input<typeof FleetQuerySchema>, "label" | "limit"> & { label?: string | string[]; limit?: number };
+/** An item of POST /admin/devices/bulk: what the device should be (a registration whose deviceId is required). */
+export type BulkDevice = z.input<typeof BulkDevicesBody>["devices"][number];
+/** The bulk answer: one result per item (`created`, `updated` with the fields it `changed`, `unchanged`, or an error). */
+export type BulkResult = z.infer<typeof BulkResultSchema>;
+/** The same, by its name in the OpenAPI document. */
+export type BulkDevicesResult = BulkResult;
+export type BulkItemResult = BulkResult["results"][number];
+
 /** The API's one error shape, thrown for every non-2xx answer. */
 export class ApiError extends Error {
   constructor(
@@ -161,7 +174,8 @@ export interface ApiClientOptions {
   fetch?: (input: string, init?: RequestInit) => Promise<Response>;
 }
 
-type Query = Record<string, string | number | boolean | null | undefined>;
+/** Query parameters; an array repeats its key (`label=a:1&label=b:2`). */
+type Query = Record<string, string | number | boolean | null | undefined | readonly string[]>;
 
 const enc = encodeURIComponent;
 
@@ -180,6 +194,7 @@ export class ApiClient {
     if (opts.body !== undefined) headers["Content-Type"] = "application/json";
     const qs = opts.query
       ? Object.entries(opts.query)
+          .flatMap(([k, v]) => (Array.isArray(v) ? v.map((x) => [k, x] as const) : [[k, v] as const]))
           .filter(([, v]) => v !== undefined && v !== null && v !== "")
           .map(([k, v]) => `${enc(k)}=${enc(String(v))}`)
           .join("&")
@@ -360,6 +375,20 @@ export class ApiClient {
   /** A page of a pool's devices with their holders. */
   poolDevices(pool: string, q: { status?: string; cursor?: string; limit?: number } = {}): Promise<Page<PoolDevice>> {
     return this.request("GET", `/admin/pools/${enc(pool)}/devices`, { query: q });
+  }
+  /**
+   * One page of the whole fleet (every pool, or `pool`), in natural order of the device ids, from the pools' indexes
+   * (one call per pool on the server). Pass `nextCursor` back as `cursor` for the next page.
+   */
+  fleet(q: FleetQuery = {}): Promise<Page<FleetDevice>> {
+    return this.request("GET", "/admin/devices", { query: q });
+  }
+  /**
+   * Registers or updates up to 500 devices, idempotent by deviceId: a result per item. One invalid item refuses the
+   * whole request (ApiError 400 VALIDATION_FAILED with every failing path, `devices.3.labels`), and nothing is done.
+   */
+  bulkDevices(devices: BulkDevice[]): Promise<BulkResult> {
+    return this.request("POST", "/admin/devices/bulk", { body: { devices } });
   }
   adminUsers(q: { cursor?: string; limit?: number } = {}): Promise<Page<AdminUser>> {
     return this.request("GET", "/admin/users", { query: q });
