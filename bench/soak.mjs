@@ -1044,7 +1044,8 @@ async function main() {
   await must("PUT", "/admin/billing/pricing-plans/soak-pricey", { headers: admin(), body: PRICEY_PLAN });
   await pool(USER_IDS, 6, async (u) => {
     const c = USER.get(u);
-    await must("PUT", `/quotas/user/${u}`, {
+    // The setup brings the users into being: an admin's write naming an unknown user is 404 without ?create=true.
+    await must("PUT", `/quotas/user/${u}?create=true`, {
       headers: admin(),
       body: { tier: c.tier, limits: { maxDevices: c.maxDevices, maxCpuCores: c.maxCpuCores } },
     });

@@ -1399,7 +1399,7 @@ function buildCases(): [string, Case[]][] {
       {
         ...top,
         name: "paymentId of the user's payment, credited to a user with no account yet",
-        path: () => `/billing/users/${uid("bi-newpayer")}/top-ups`,
+        path: () => `/billing/users/${uid("bi-newpayer")}/top-ups?create=true`,
         body: () => ({ amountMinor: 300, paymentId: W.paymentId }),
         status: 409,
         code: "PAYMENT_ID_REUSED",
@@ -1464,7 +1464,7 @@ function buildCases(): [string, Case[]][] {
       {
         ...adj,
         name: "adjustmentId of the user's adjustment, booked on a user with no account yet",
-        path: () => `/admin/billing/users/${uid("bi-newadj")}/adjustments`,
+        path: () => `/admin/billing/users/${uid("bi-newadj")}/adjustments?create=true`,
         body: () => ({ amountMinor: -50, adjustmentId: W.adjustmentId, memo: "bi" }),
         status: 409,
         code: "ADJUSTMENT_ID_REUSED",
@@ -1525,7 +1525,7 @@ function buildCases(): [string, Case[]][] {
       {
         ...acctPlan,
         name: "a plan that does not exist, for a user with no account",
-        path: () => `/admin/billing/users/${uid("bi-noacct")}/plan`,
+        path: () => `/admin/billing/users/${uid("bi-noacct")}/plan?create=true`,
         body: () => ({ pricingPlanId: "bi-no-such-plan" }),
         status: 404,
         code: "PLAN_NOT_FOUND",
@@ -2673,7 +2673,7 @@ describe("properties: arbitrary input never gets a 5xx", () => {
         async (body) => {
           const who = uid("bi-pq");
           const before = await call("GET", `/quotas/user/${who}`, { token: W.adminToken });
-          const r = await call("PUT", `/quotas/user/${who}`, { token: W.adminToken, body });
+          const r = await call("PUT", `/quotas/user/${who}?create=true`, { token: W.adminToken, body });
           expectNo5xx(r, `quota update ${JSON.stringify(body)}`);
           const after = await call("GET", `/quotas/user/${who}`, { token: W.adminToken });
           if (r.status >= 400) expect(after.body).toEqual(before.body);
@@ -2696,7 +2696,7 @@ describe("properties: arbitrary input never gets a 5xx", () => {
         bodies({ strategy: fc.constantFrom("least-loaded", "spread", "bin-pack") }),
         async (renew, strategy) => {
           const who = uid("bi-prn");
-          const r1 = await call("POST", `/quotas/renew/${who}`, { token: W.adminToken, body: renew });
+          const r1 = await call("POST", `/quotas/renew/${who}?create=true`, { token: W.adminToken, body: renew });
           expectNo5xx(r1, `renew ${JSON.stringify(renew)}`);
           if (r1.status < 400) QuotaView.parse(r1.body);
           const r2 = await call("PUT", `/admin/pools/${P2}`, { token: W.adminToken, body: strategy });

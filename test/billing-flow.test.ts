@@ -106,18 +106,18 @@ describe("usage → charge", () => {
     const user = uid("topup");
     const token = await tokenFor(user);
     const adminToken = await admin();
-    const t1 = await call("POST", `/billing/users/${user}/top-ups`, {
+    const t1 = await call("POST", `/billing/users/${user}/top-ups?create=true`, {
       token: adminToken,
       body: { amountMinor: 500, paymentId: uid("pay"), paymentMethod: "card" },
     });
     expect(t1.status, JSON.stringify(t1.body)).toBe(201);
     expect(t1.body).toMatchObject({ amountMinor: 500, balanceMinor: 1500, currency: "USD", duplicate: false });
     const pid = uid("pay");
-    const s1 = await call("POST", `/billing/users/${user}/top-ups`, {
+    const s1 = await call("POST", `/billing/users/${user}/top-ups?create=true`, {
       service: SERVICE_TOKEN,
       body: { amountMinor: 100, paymentId: pid },
     });
-    const s2 = await call("POST", `/billing/users/${user}/top-ups`, {
+    const s2 = await call("POST", `/billing/users/${user}/top-ups?create=true`, {
       service: SERVICE_TOKEN,
       body: { amountMinor: 100, paymentId: pid },
     });
@@ -155,7 +155,7 @@ describe("usage → charge", () => {
     expect(low).toHaveLength(1);
     expect(low[0]!.data).toMatchObject({ balance: 180, threshold: 200 });
     // Top up above, charge below again: a second crossing, a second event.
-    await call("POST", `/billing/users/${user}/top-ups`, {
+    await call("POST", `/billing/users/${user}/top-ups?create=true`, {
       token: adminToken,
       body: { amountMinor: 200, paymentId: uid("pay") },
     });
@@ -176,7 +176,7 @@ describe("balance check on allocate and extend", () => {
     const user = uid("poor");
     const token = await tokenFor(user);
     // 60 minutes of this device may cost 25 cents. Leave exactly 25 + 24 = 49.
-    const adj = await call("POST", `/admin/billing/users/${user}/adjustments`, {
+    const adj = await call("POST", `/admin/billing/users/${user}/adjustments?create=true`, {
       token: await admin(),
       body: { amountMinor: -951, adjustmentId: uid("adj"), memo: "test" },
     });
@@ -191,7 +191,9 @@ describe("balance check on allocate and extend", () => {
       details: { balance: 49, committed: 25, available: 24, required: 25 },
     });
     // Extensions are checked the same way (enterprise: no cooldown, so only money limits them).
-    expect((await call("PUT", `/quotas/user/${user}`, { token: await admin(), body: { tier: "enterprise" } })).status).toBe(200);
+    expect((await call("PUT", `/quotas/user/${user}?create=true`, { token: await admin(), body: { tier: "enterprise" } })).status).toBe(
+      200,
+    );
     const extend = () => call("PUT", `/scheduler/allocations/${a.body.allocationId}/extend`, { token, body: { additionalMinutes: 30 } });
     expect((await extend()).status).toBe(200); // 13 (12.276 rounded up) of 24 available; 90 minutes now committed: 37
     const refused = await extend();

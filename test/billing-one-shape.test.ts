@@ -115,7 +115,7 @@ describe("money in minor units", () => {
     const user = uid("cents");
     const token = await admin();
     const send = (amountMinor: unknown) =>
-      call("POST", `/billing/users/${user}/top-ups`, { token, body: { amountMinor, paymentId: uid("pay") } });
+      call("POST", `/billing/users/${user}/top-ups?create=true`, { token, body: { amountMinor, paymentId: uid("pay") } });
     const text = await send("50.00");
     expect(text.status).toBe(400);
     expect(text.body.error.details.issues).toEqual([

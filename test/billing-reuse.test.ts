@@ -25,7 +25,7 @@ async function pricey(user: string, centsPerSecond = 300): Promise<string> {
     lowBalanceThresholdMinor: 0,
   };
   expect((await call("PUT", `/admin/billing/pricing-plans/${planId}`, { token, body })).status).toBe(200);
-  const moved = await call("PUT", `/admin/billing/users/${user}/plan`, { token, body: { pricingPlanId: planId } });
+  const moved = await call("PUT", `/admin/billing/users/${user}/plan?create=true`, { token, body: { pricingPlanId: planId } });
   expect(moved.status, JSON.stringify(moved.body)).toBe(200);
   return planId;
 }
@@ -89,7 +89,7 @@ describe("a balance read moments ago is reused, never above the truth", () => {
     const first = await call("POST", "/scheduler/devices/allocate", { token, body: { pool, durationMinutes: 60 } });
     expect(first.status, JSON.stringify(first.body)).toBe(201);
     // 60 minutes of this device may cost 25; leave 25 + 24 = 49.
-    const adj = await call("POST", `/admin/billing/users/${user}/adjustments`, {
+    const adj = await call("POST", `/admin/billing/users/${user}/adjustments?create=true`, {
       token: await admin(),
       body: { amountMinor: -951, adjustmentId: uid("adj"), memo: "test" },
     });
@@ -115,7 +115,7 @@ describe("a balance read moments ago is reused, never above the truth", () => {
     await pricey(user);
     const refused = await allocate(token, pool, 4); // 1200 > 1000
     expect(refused.status).toBe(402);
-    const top = await call("POST", `/billing/users/${user}/top-ups`, {
+    const top = await call("POST", `/billing/users/${user}/top-ups?create=true`, {
       token: await admin(),
       body: { amountMinor: 500, paymentId: uid("pay") },
     });

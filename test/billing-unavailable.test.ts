@@ -81,7 +81,9 @@ describe("BILLING_ALLOW_ON_ERROR=false: an unreadable balance refuses and change
       const user = uid("closed-ext");
       const token = await tokenFor(user);
       // Enterprise: no extend cooldown, so only billing decides here.
-      expect((await call("PUT", `/quotas/user/${user}`, { token: await admin(), body: { tier: "enterprise" } })).status).toBe(200);
+      expect((await call("PUT", `/quotas/user/${user}?create=true`, { token: await admin(), body: { tier: "enterprise" } })).status).toBe(
+        200,
+      );
       const a = await call("POST", "/scheduler/devices/allocate", { token, body: { pool, durationMinutes: 30 } });
       expect(a.status, JSON.stringify(a.body)).toBe(201);
       const id = a.body.allocationId as string;

@@ -69,7 +69,7 @@ describe("the catalogue", () => {
     const pool = uid("cat");
     await registerDevice(pool, { cpuCores: 2 });
     const user = uid("u");
-    expect((await call("PUT", `/quotas/user/${user}`, { token: await admin(), body: { suspended: true } })).status).toBe(200);
+    expect((await call("PUT", `/quotas/user/${user}?create=true`, { token: await admin(), body: { suspended: true } })).status).toBe(200);
     const { pool: p } = await offers(await tokenFor(user), pool);
     expect(p.classes).toEqual([expect.objectContaining({ allowed: false, refusal: expect.objectContaining({ code: "QUOTA_SUSPENDED" }) })]);
   });

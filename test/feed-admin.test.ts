@@ -116,7 +116,7 @@ describe("operator events on the admin feed", () => {
     const ops = await adminSocket();
     const mine = await userSocket(token);
     // 1000 starting credit, threshold 200: −900 crosses it.
-    const adj = await call("POST", `/admin/billing/users/${user}/adjustments`, {
+    const adj = await call("POST", `/admin/billing/users/${user}/adjustments?create=true`, {
       token: await admin(),
       body: { amountMinor: -900, adjustmentId: uid("adj"), memo: "test: below the threshold" },
     });

@@ -69,14 +69,14 @@ describe("user feed", () => {
     const client = feedClient(token, { since: 0 });
     client.onEvent((e) => seen.push(e));
     await client.start();
-    await call("PUT", `/quotas/user/${user}`, {
+    await call("PUT", `/quotas/user/${user}?create=true`, {
       token: await tokenFor("root", "admin"),
       body: { limits: { maxDevices: 3 } },
     });
     await until(async () => seen.length === 1);
     client.drop();
     for (let i = 0; i < 5; i++)
-      await call("POST", `/quotas/renew/${user}`, {
+      await call("POST", `/quotas/renew/${user}?create=true`, {
         token: await tokenFor("root", "admin"),
         body: { extensionDays: i + 1 },
       });

@@ -8,7 +8,7 @@
 import { env } from "cloudflare:workers";
 import { afterEach, describe, expect, it, vi } from "vitest";
 import type { UsageRecord } from "../src/domain/types";
-import { SERVICE_TOKEN, asReport, call, deliverBatch, registerDevice, tokenFor, uid } from "./helpers";
+import { SERVICE_TOKEN, asReport, call, deliverBatch, registerDevice, seenUser, tokenFor, uid } from "./helpers";
 import { usage as record } from "./invariant3";
 
 interface Item {
@@ -51,7 +51,7 @@ describe("quotas", () => {
   it("a quota update and a renewal each leave one row with the admin, the request and the outcome", async () => {
     const a = await newAdmin();
     const user = uid("q-user");
-    const put = await call("PUT", `/quotas/user/${user}`, { token: a.token, body: { tier: "pro", suspended: true } });
+    const put = await call("PUT", `/quotas/user/${user}?create=true`, { token: a.token, body: { tier: "pro", suspended: true } });
     expect(put.status).toBe(200);
     const row = await onlyRow(`user:${user}`);
     expect(row).toMatchObject({ actor: a.id, action: "quota.update", target: `user:${user}` });
@@ -77,7 +77,7 @@ describe("quotas", () => {
 describe("money", () => {
   it("an adjustment: one row, its ledger row names the admin, a repeat adds neither", async () => {
     const a = await newAdmin();
-    const user = uid("adj");
+    const user = await seenUser(uid("adj"));
     const body = { amountMinor: -250, adjustmentId: uid("adj-id"), memo: "goodwill reversed" };
     const first = await call("POST", `/admin/billing/users/${user}/adjustments`, { token: a.token, body });
     expect(first.status).toBe(201);
@@ -93,7 +93,7 @@ describe("money", () => {
 
   it("top-ups by an admin and by a service: actor on the row and on the ledger; a reused paymentId with another amount none", async () => {
     const a = await newAdmin();
-    const user = uid("topup");
+    const user = await seenUser(uid("topup"));
     const byAdmin = { amountMinor: 500, paymentId: uid("pay"), paymentMethod: "card" };
     const byService = { amountMinor: 700, paymentId: uid("pay") };
     expect((await call("POST", `/billing/users/${user}/top-ups`, { token: a.token, body: byAdmin })).status).toBe(201);
@@ -139,7 +139,9 @@ describe("money", () => {
     expect(rows[1]!.change).toEqual({ ...plan, before: null });
     expect(rows[0]!.change).toEqual({ ...plan, baseMicrosPerSecond: 20, before: plan });
     const user = uid("mover");
-    expect((await call("PUT", `/admin/billing/users/${user}/plan`, { token: a.token, body: { pricingPlanId: planId } })).status).toBe(200);
+    expect(
+      (await call("PUT", `/admin/billing/users/${user}/plan?create=true`, { token: a.token, body: { pricingPlanId: planId } })).status,
+    ).toBe(200);
     expect(await onlyRow(`user:${user}`)).toMatchObject({
       actor: a.id,
       action: "account.set_plan",
@@ -280,7 +282,7 @@ describe("reading the log", () => {
   it("newest first, paged by the last seq, filtered by target, actor and action", async () => {
     const a = await newAdmin();
     const b = await newAdmin();
-    const user = uid("paged");
+    const user = await seenUser(uid("paged"));
     for (let i = 0; i < 5; i++) {
       const who = i % 2 === 0 ? a : b;
       const body = { amountMinor: i + 1, adjustmentId: uid("p"), memo: `n${i}` };

@@ -58,7 +58,10 @@ describe("reservations count against the plan for their window", () => {
     const pool = await fleet(4, { cpuCores: 4 });
     const user = uid("hr-totals");
     const token = await tokenFor(user);
-    const set = await call("PUT", `/quotas/user/${user}`, { token: await admin(), body: { limits: { maxDevices: 10, maxCpuCores: 8 } } });
+    const set = await call("PUT", `/quotas/user/${user}?create=true`, {
+      token: await admin(),
+      body: { limits: { maxDevices: 10, maxCpuCores: 8 } },
+    });
     expect(set.status).toBe(200);
     const start = Date.now() + 2 * HOUR;
     const book = () => reserve(token, { pool, startAt: at(start), durationMinutes: 30, spec: { cpuCores: 4 } });

@@ -61,6 +61,16 @@ export async function registerDevice(
   return r.body as { deviceId: string; pool: string; node: string };
 }
 
+/**
+ * A user who has used the service: their own balance read opened their billing account, so an
+ * admin's writes may name them (an unknown user is 404 USER_NOT_FOUND unless `?create=true`).
+ */
+export async function seenUser(userId: string): Promise<string> {
+  const r = await call("GET", `/billing/users/${userId}/balance`, { token: await tokenFor(userId) });
+  if (r.status !== 200) throw new Error(`balance read failed: ${r.status} ${JSON.stringify(r.body)}`);
+  return userId;
+}
+
 /** A pricing plan's body (PUT /admin/billing/pricing-plans/{pricingPlanId}) with small rates, in USD. */
 export const pricingPlanBody = (name: string): Record<string, unknown> => ({
   name,

@@ -229,9 +229,9 @@ export async function allocate(userId: string, pool: string, durationSeconds: nu
 export async function dearUser(prefix: string, topUp = 20_000): Promise<string> {
   const user = uid(prefix);
   const token = await admin();
-  const p = await call("PUT", `/admin/billing/users/${user}/plan`, { token, body: { pricingPlanId: FAST_PLAN } });
+  const p = await call("PUT", `/admin/billing/users/${user}/plan?create=true`, { token, body: { pricingPlanId: FAST_PLAN } });
   if (p.status !== 200) throw new Error(`plan: ${p.status} ${JSON.stringify(p.body)}`);
-  const t = await call("POST", `/billing/users/${user}/top-ups`, {
+  const t = await call("POST", `/billing/users/${user}/top-ups?create=true`, {
     token,
     body: { amountMinor: topUp, paymentId: uid("pay") },
   });

@@ -61,7 +61,7 @@ describe.concurrent("invariant 3 — under failures", () => {
       const users: string[] = [];
       for (let i = 0; i < POOLS * (PER_POOL / 2); i++) users.push(i % 2 === 0 ? await dearUser("hl") : uid("hl"));
       await pmap(users, 10, async (u) => {
-        const t = await call("POST", `/billing/users/${u}/top-ups`, {
+        const t = await call("POST", `/billing/users/${u}/top-ups?create=true`, {
           token: adminToken,
           body: { amountMinor: 20_000, paymentId: uid("pay") },
         });
@@ -670,12 +670,12 @@ describe.concurrent("invariant 3 — under failures", () => {
     // The other account is older, so its last ledger row comes before the reused one.
     expect((await call("GET", `/api/internal/balance/user/${other}`, { service: SERVICE_TOKEN })).status).toBe(200);
     const paymentId = uid("pay");
-    const t1 = await call("POST", `/billing/users/${first}/top-ups`, {
+    const t1 = await call("POST", `/billing/users/${first}/top-ups?create=true`, {
       token: adminToken,
       body: { amountMinor: 500, paymentId },
     });
     expect(t1.status).toBe(201);
-    const t2 = await call("POST", `/billing/users/${other}/top-ups`, {
+    const t2 = await call("POST", `/billing/users/${other}/top-ups?create=true`, {
       token: adminToken,
       body: { amountMinor: 500, paymentId },
     });
@@ -687,7 +687,8 @@ describe.concurrent("invariant 3 — under failures", () => {
     // Refused before anything is written: a user without an account does not get one from it.
     const nobody = uid("payer-new");
     expect(
-      (await call("POST", `/billing/users/${nobody}/top-ups`, { token: adminToken, body: { amountMinor: 500, paymentId } })).status,
+      (await call("POST", `/billing/users/${nobody}/top-ups?create=true`, { token: adminToken, body: { amountMinor: 500, paymentId } }))
+        .status,
     ).toBe(409);
     expect((await accountsOf([nobody])).size).toBe(0);
   });

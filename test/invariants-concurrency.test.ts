@@ -80,7 +80,7 @@ describe("invariant 2: quota is never exceeded", () => {
     const pool = uid("quota");
     await Promise.all(Array.from({ length: 12 }, (_, i) => registerDevice(pool, { node: `n${i % 3}` })));
     const user = uid("greedy");
-    const set = await call("PUT", `/quotas/user/${user}`, {
+    const set = await call("PUT", `/quotas/user/${user}?create=true`, {
       token: await admin(),
       body: { tier: "pro", limits: { maxDevices: 7 } },
     });
@@ -112,7 +112,7 @@ describe("invariant 2: quota is never exceeded", () => {
       Array.from({ length: 10 }, (_, i) => registerDevice(pool, { node: `n${i % 2}`, cpuCores: 4, memoryMB: 4096, storageMB: 1000 })),
     );
     const user = uid("cpu");
-    await call("PUT", `/quotas/user/${user}`, {
+    await call("PUT", `/quotas/user/${user}?create=true`, {
       token: await admin(),
       body: {
         limits: {
@@ -135,7 +135,7 @@ describe("invariant 2: quota is never exceeded", () => {
     expect(q.usage.cpuCores).toBe(8);
 
     const hoursUser = uid("hours");
-    await call("PUT", `/quotas/user/${hoursUser}`, {
+    await call("PUT", `/quotas/user/${hoursUser}?create=true`, {
       token: await admin(),
       body: { limits: { maxDevices: 100, maxCpuCores: 1000, maxDeviceHoursPerPeriod: 3 } },
     });

@@ -226,7 +226,7 @@ describe.concurrent("invariant 6: no event of one user reaches another user's so
         stats.released++;
       };
       const topUp = async (i: number, n: number) => {
-        const r = await call("POST", `/billing/users/${users[i]}/top-ups`, {
+        const r = await call("POST", `/billing/users/${users[i]}/top-ups?create=true`, {
           service: SERVICE_TOKEN,
           body: { amountMinor: 100 + i, paymentId: `pay-${users[i]}-${n}` },
         });
@@ -294,7 +294,7 @@ describe.concurrent("invariant 6: no event of one user reaches another user's so
 
       const script = async (i: number) => {
         const u = users[i]!;
-        expect201(await call("PUT", `/quotas/user/${u}`, { token: adminToken, body: { tier: "enterprise" } }), "tier");
+        expect201(await call("PUT", `/quotas/user/${u}?create=true`, { token: adminToken, body: { tier: "enterprise" } }), "tier");
         stats.quotaUpdates++;
         await topUp(i, 1);
         const a = await allocate(i, { durationMinutes: 5 });
@@ -310,7 +310,10 @@ describe.concurrent("invariant 6: no event of one user reaches another user's so
           "extend",
         );
         stats.extended++;
-        expect201(await call("POST", `/quotas/renew/${u}`, { token: adminToken, body: { extensionDays: 1 + (i % 3) } }), "renew");
+        expect201(
+          await call("POST", `/quotas/renew/${u}?create=true`, { token: adminToken, body: { extensionDays: 1 + (i % 3) } }),
+          "renew",
+        );
         stats.renewals++;
         await release(i, a.deviceId);
         // The device feed closes for its former holder, who can no longer open it.
@@ -339,7 +342,10 @@ describe.concurrent("invariant 6: no event of one user reaches another user's so
         const b = await allocate(i, short ? { durationSeconds: 2 } : { durationMinutes: 5 });
         if (!short) devSocks.push({ i, allocationId: b.allocationId, sock: await deviceFeed(tokens[i]!, b.deviceId, 0) });
         await sendAppEvents(i, 2);
-        expect201(await call("PUT", `/quotas/user/${u}`, { token: adminToken, body: { limits: { maxDevices: 4 + (i % 3) } } }), "limits");
+        expect201(
+          await call("PUT", `/quotas/user/${u}?create=true`, { token: adminToken, body: { limits: { maxDevices: 4 + (i % 3) } } }),
+          "limits",
+        );
         stats.quotaUpdates++;
         await topUp(i, 2);
         if (short) {
@@ -498,7 +504,9 @@ describe.concurrent("invariant 6: no event of one user reaches another user's so
       // The victim has events worth stealing, and a live socket of their own.
       const vSock = await rawFeed(await wsPath(vToken, 0));
       for (let k = 0; k < 3; k++)
-        expect((await call("POST", `/quotas/renew/${victim}`, { token: adminToken, body: { extensionDays: 1 } })).status).toBe(200);
+        expect((await call("POST", `/quotas/renew/${victim}?create=true`, { token: adminToken, body: { extensionDays: 1 } })).status).toBe(
+          200,
+        );
       await until(async () => lastOf(vSock.frames) === 3);
 
       const attempts: Array<{ what: string; path: string; code: number; errorCode?: string }> = [];
@@ -627,7 +635,7 @@ describe.concurrent("invariant 6: no event of one user reaches another user's so
       const n = await rawFeed(await wsPath(await tokenFor(other), 0));
       await until(async () => n.frames.length > 0);
       expect(n.frames[0]).toMatchObject({ type: "feed.hello", userId: other });
-      expect((await call("POST", `/quotas/renew/${user}`, { token: adminToken, body: { extensionDays: 2 } })).status).toBe(200);
+      expect((await call("POST", `/quotas/renew/${user}?create=true`, { token: adminToken, body: { extensionDays: 2 } })).status).toBe(200);
       await until(async () => socks.every((s) => lastOf(s.frames) === 1));
       for (const s of socks) {
         expect(s.closeInfo).toBeNull();
@@ -659,13 +667,13 @@ const makeEvents = async (user: string, n: number, tag = uid("e")) => {
   for (let k = 0; k < n; k++) {
     const r =
       k % 3 === 0
-        ? await call("POST", `/quotas/renew/${user}`, { token: adminToken, body: { extensionDays: 1 + k } })
+        ? await call("POST", `/quotas/renew/${user}?create=true`, { token: adminToken, body: { extensionDays: 1 + k } })
         : k % 3 === 1
-          ? await call("PUT", `/quotas/user/${user}`, {
+          ? await call("PUT", `/quotas/user/${user}?create=true`, {
               token: adminToken,
               body: { limits: { maxDevices: 2 + (k % 5) } },
             })
-          : await call("POST", `/billing/users/${user}/top-ups`, {
+          : await call("POST", `/billing/users/${user}/top-ups?create=true`, {
               service: SERVICE_TOKEN,
               body: { amountMinor: 100 + k, paymentId: `pay-${user}-${tag}-${k}` },
             });
@@ -777,7 +785,7 @@ describe.concurrent("resume: a client that comes back with its last seq gets exa
     let made = 0;
     const producer = (async () => {
       for (let k = 0; k < N; k++) {
-        const r = await call("POST", `/quotas/renew/${user}`, { token: adminToken, body: { extensionDays: 1 } });
+        const r = await call("POST", `/quotas/renew/${user}?create=true`, { token: adminToken, body: { extensionDays: 1 } });
         expect(r.status).toBe(200);
         made++;
         await sleep(3);
@@ -845,7 +853,7 @@ describe.concurrent("resume: a client that comes back with its last seq gets exa
       for (let k = 0; k < N; k += 50) {
         const rs = await Promise.all(
           range(k, Math.min(N, k + 50) - 1).map(() =>
-            call("POST", `/quotas/renew/${user}`, { token: adminToken, body: { extensionDays: 1 } }),
+            call("POST", `/quotas/renew/${user}?create=true`, { token: adminToken, body: { extensionDays: 1 } }),
           ),
         );
         for (const r of rs) expect(r.status).toBe(200);
@@ -877,7 +885,7 @@ describe.concurrent("resume: a client that comes back with its last seq gets exa
       });
       await until(async () => socks.every((s) => lastOf(s.frames) === hi) && t.seen.length === hi - lo + 1, 20_000);
       // Then live.
-      expect((await call("POST", `/quotas/renew/${user}`, { token: adminToken, body: { extensionDays: 3 } })).status).toBe(200);
+      expect((await call("POST", `/quotas/renew/${user}?create=true`, { token: adminToken, body: { extensionDays: 3 } })).status).toBe(200);
       const live = (await logOf(token)).events.at(-1)!;
       expect(live.seq).toBe(hi + 1);
       bySeq.set(live.seq!, live);
@@ -973,13 +981,13 @@ describe.concurrent("ordering: replay and live join without a gap or a repeat", 
       for (let k = 0; k < PER_LANE; k++) {
         const r =
           lane === 0
-            ? await call("POST", `/quotas/renew/${user}`, { token: adminToken, body: { extensionDays: 1 } })
+            ? await call("POST", `/quotas/renew/${user}?create=true`, { token: adminToken, body: { extensionDays: 1 } })
             : lane === 1
-              ? await call("PUT", `/quotas/user/${user}`, {
+              ? await call("PUT", `/quotas/user/${user}?create=true`, {
                   token: adminToken,
                   body: { limits: { maxDevices: 2 + (k % 7) } },
                 })
-              : await call("POST", `/billing/users/${user}/top-ups`, {
+              : await call("POST", `/billing/users/${user}/top-ups?create=true`, {
                   service: SERVICE_TOKEN,
                   body: { amountMinor: 1 + k, paymentId: `pay-${user}-s-${k}` },
                 });
@@ -1108,7 +1116,7 @@ describe("resume across a restart of every object (runs alone: it aborts every o
       const producer = (async () => {
         for (let k = 0; !stop && k < 60; k++) {
           try {
-            const r = await call("POST", `/quotas/renew/${user}`, { token: adminToken, body: { extensionDays: 1 } });
+            const r = await call("POST", `/quotas/renew/${user}?create=true`, { token: adminToken, body: { extensionDays: 1 } });
             statuses.push(r.status);
           } catch {
             statuses.push(-1);

@@ -184,7 +184,7 @@ describe("quota administration and events", () => {
     await registerDevice(pool);
     const user = uid("managed");
     const token = await tokenFor(user);
-    const up = await call("PUT", `/quotas/user/${user}`, {
+    const up = await call("PUT", `/quotas/user/${user}?create=true`, {
       token: adminToken,
       body: { tier: "basic", suspended: true },
     });
@@ -195,14 +195,14 @@ describe("quota administration and events", () => {
     const refused = await allocate(token, { pool });
     expect(refused.status).toBe(403);
     expect(refused.body.error.code).toBe("QUOTA_SUSPENDED");
-    await call("PUT", `/quotas/user/${user}`, {
+    await call("PUT", `/quotas/user/${user}?create=true`, {
       token: adminToken,
       body: { suspended: false, validUntil: new Date(Date.now() - 1000).toISOString() },
     });
     const expired = await allocate(token, { pool });
     expect(expired.body.error.code).toBe("QUOTA_EXPIRED");
     expect((await call("GET", `/quotas/user/${user}`, { token })).body.status).toBe("expired");
-    const renew = await call("POST", `/quotas/renew/${user}`, { token: adminToken, body: {} });
+    const renew = await call("POST", `/quotas/renew/${user}?create=true`, { token: adminToken, body: {} });
     expect(renew.status).toBe(200);
     expect(renew.body.status).toBe("active");
     expect(Date.parse(renew.body.validUntil)).toBeGreaterThan(Date.now() + 29 * 86_400_000);
@@ -222,7 +222,7 @@ describe("quota administration and events", () => {
     await Promise.all(Array.from({ length: 5 }, () => registerDevice(pool)));
     const user = uid("pager");
     const adminToken = await admin();
-    await call("PUT", `/quotas/user/${user}`, { token: adminToken, body: { tier: "pro" } });
+    await call("PUT", `/quotas/user/${user}?create=true`, { token: adminToken, body: { tier: "pro" } });
     const token = await tokenFor(user);
     const made: string[] = [];
     for (let i = 0; i < 5; i++) made.push((await allocate(token, { pool, durationMinutes: 5 })).body.allocationId);

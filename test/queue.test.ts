@@ -24,7 +24,7 @@ async function busyPool(prefix: string, seconds = 60) {
 }
 
 async function setPlan(userId: string, tier: string) {
-  const r = await call("PUT", `/quotas/user/${userId}`, { token: await admin(), body: { tier } });
+  const r = await call("PUT", `/quotas/user/${userId}?create=true`, { token: await admin(), body: { tier } });
   expect(r.status, JSON.stringify(r.body)).toBe(200);
 }
 
@@ -225,7 +225,7 @@ describe.concurrent("queue: checks at hand-over, expiry and cancellation", () =>
     const e1 = await join(t1, { pool, durationMinutes: 5 });
     const e2 = await join(t2, { pool, durationMinutes: 5 });
     expect([e1.body.position, e2.body.position]).toEqual([1, 2]);
-    const susp = await call("PUT", `/quotas/user/${first}`, { token: await admin(), body: { suspended: true } });
+    const susp = await call("PUT", `/quotas/user/${first}?create=true`, { token: await admin(), body: { suspended: true } });
     expect(susp.status).toBe(200);
     const second = await until(async () => {
       const v = await entry(t2, e2.body.entryId);

@@ -199,7 +199,7 @@ describe.concurrent("reservations: the start", () => {
     const token = await tokenFor(user);
     const r = await reserve(token, { pool, startAt: iso(Date.now() + 1_500), durationSeconds: 30, reminderMinutes: 0 });
     expect(r.status).toBe(201);
-    await call("PUT", `/quotas/user/${user}`, { token: await admin(), body: { suspended: true } });
+    await call("PUT", `/quotas/user/${user}?create=true`, { token: await admin(), body: { suspended: true } });
     const failed = await until(async () => {
       const v = await view(token, r.body.reservationId);
       return v.status === "failed" ? v : null;

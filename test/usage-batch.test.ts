@@ -35,7 +35,7 @@ async function flatUser(): Promise<string> {
   });
   expect(plan.status, JSON.stringify(plan.body)).toBe(200);
   const user = uid("set-user");
-  const moved = await call("PUT", `/admin/billing/users/${user}/plan`, { token, body: { pricingPlanId: planId } });
+  const moved = await call("PUT", `/admin/billing/users/${user}/plan?create=true`, { token, body: { pricingPlanId: planId } });
   expect(moved.status, JSON.stringify(moved.body)).toBe(200);
   expect(moved.body.balanceMinor).toBe(1000);
   return user;

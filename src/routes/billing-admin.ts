@@ -19,6 +19,7 @@ import {
   AdjustmentBody,
   AdjustmentResult,
   BalanceView,
+  CreateQuery,
   FailedUsagePage,
   FailedUsageQuery,
   InvoiceRunBody,
@@ -36,6 +37,7 @@ import {
 import { bearer, billing, checkedRange, time } from "./billing-shared";
 import { balanceView, pricingPlanView, reconcileView } from "../views";
 import { reply } from "./helpers";
+import { addressedUser, created } from "./addressed-user";
 
 export function billingAdminRoutes() {
   const app = newApp();
@@ -104,8 +106,8 @@ export function billingAdminRoutes() {
       path: "/admin/billing/users/{userId}/plan",
       tags: ["billing admin"],
       security: bearer,
-      summary: "Set a user's pricing plan (their next charges are priced by it)",
-      request: { params: UserParam, ...jsonBody(UserPricingPlanBody) },
+      summary: "Set a user's pricing plan (their next charges are priced by it; an unknown user is 404 unless ?create=true)",
+      request: { params: UserParam, query: CreateQuery, ...jsonBody(UserPricingPlanBody) },
       ok: { status: 200, schema: BalanceView, description: "Balance" },
     }),
     async (c) => {
@@ -115,10 +117,14 @@ export function billingAdminRoutes() {
       const r = await billing(async (): Promise<Result<Funds>> => {
         const [plan] = await db.select().from(pricingPlans).where(eq(pricingPlans.planId, planId));
         if (!plan) return fail(404, "PLAN_NOT_FOUND", "No such pricing plan.", { pricingPlanId: planId });
+        const user = await addressedUser(c.env, userId, c.req.valid("query").create);
+        if (!user.ok) return user;
+        // Opens the account of a user being created (on the default plan, with its starting credit).
         const before = await fundsFor(db, c.env, userId);
+        const change = { pricingPlanId: planId, before: before.planId, ...created(user.value) };
         await c.env.DB.batch([
           stmt(c.env.DB, db.update(accounts).set({ planId, updatedAt: Date.now() }).where(eq(accounts.userId, userId))),
-          auditStatement(c.env.DB, auditEntry(c, "account.set_plan", `user:${userId}`, { pricingPlanId: planId, before: before.planId })),
+          auditStatement(c.env.DB, auditEntry(c, "account.set_plan", `user:${userId}`, change)),
         ]);
         await fundsChanged(c.env, userId);
         return ok(await fundsFor(db, c.env, userId));
@@ -134,8 +140,8 @@ export function billingAdminRoutes() {
       path: "/admin/billing/users/{userId}/adjustments",
       tags: ["billing admin"],
       security: bearer,
-      summary: "Correct a balance (signed amountMinor; once per adjustmentId)",
-      request: { params: UserParam, ...jsonBody(AdjustmentBody) },
+      summary: "Correct a balance (signed amountMinor; once per adjustmentId; an unknown user is 404 unless ?create=true)",
+      request: { params: UserParam, query: CreateQuery, ...jsonBody(AdjustmentBody) },
       ok: {
         status: 201,
         schema: AdjustmentResult,
@@ -146,10 +152,13 @@ export function billingAdminRoutes() {
     async (c) => {
       const { userId } = c.req.valid("param");
       const b = c.req.valid("json");
+      const user = await addressedUser(c.env, userId, c.req.valid("query").create);
+      if (!user.ok) return reply(c, user);
       const audit = auditEntry(c, "account.adjust", `user:${userId}`, {
         adjustmentId: b.adjustmentId,
         amountMinor: b.amountMinor,
         memo: b.memo,
+        ...created(user.value),
       });
       const r = await billing(() =>
         bookEntry(

@@ -18,6 +18,7 @@ import { invoiceById, invoicesOf } from "../billing/invoices";
 import { usageReport } from "../billing/reports";
 import {
   BalanceView,
+  CreateQuery,
   DeviceIdParam,
   DeviceUsageReport,
   InvoiceIdParam,
@@ -37,6 +38,7 @@ import { billingInternalRoutes } from "./billing-internal";
 import { NoQuery, bearer, billing, reportPeriod, service } from "./billing-shared";
 import { balanceView, invoiceView, ledgerEntryView, pricingPlanView } from "../views";
 import { reply } from "./helpers";
+import { addressedUser, created } from "./addressed-user";
 
 export function billingRoutes() {
   const app = newApp();
@@ -152,8 +154,10 @@ export function billingRoutes() {
       path: "/billing/users/{userId}/top-ups",
       tags: ["billing"],
       security: [...bearer, ...service],
-      summary: "Credit a payment (admin or service); the same paymentId is credited once",
-      request: { params: UserParam, ...jsonBody(TopUpBody) },
+      summary:
+        "Credit a payment (admin or service); the same paymentId is credited once. An admin's top-up for an unknown user is 404 " +
+        "unless ?create=true; the service's opens the account (a payment may come before first use)",
+      request: { params: UserParam, query: CreateQuery, ...jsonBody(TopUpBody) },
       ok: {
         status: 201,
         schema: TopUpResult,
@@ -164,10 +168,15 @@ export function billingRoutes() {
     async (c) => {
       const { userId } = c.req.valid("param");
       const b = c.req.valid("json");
+      // The payment service knows its payer (it took the payment); an admin types the id by hand.
+      const user =
+        c.get("principal")?.kind === "service" ? ok({ created: false }) : await addressedUser(c.env, userId, c.req.valid("query").create);
+      if (!user.ok) return reply(c, user);
       const audit = auditEntry(c, "account.top_up", `user:${userId}`, {
         paymentId: b.paymentId,
         amountMinor: b.amountMinor,
         paymentMethod: b.paymentMethod ?? null,
+        ...created(user.value),
       });
       const r = await billing(() =>
         bookEntry(

@@ -5,8 +5,13 @@ import { auditFrom } from "../audit";
 import type { Quota } from "../domain/types";
 import { mapOk, ok } from "../errors";
 import { jsonBody, route } from "../openapi";
-import { QuotaUpdateBody, QuotaView, RenewBody, UserParam } from "../schemas";
+import { CreateQuery, QuotaUpdateBody, QuotaView, RenewBody, UserParam } from "../schemas";
 import { reply, userQuota } from "./helpers";
+import { addressedUser, created } from "./addressed-user";
+import { billing } from "./billing-shared";
+import { openAccounts } from "../billing/ledger";
+import { dbOf } from "../db/client";
+import type { Env } from "../env";
 import { quotaView } from "../views";
 import { take } from "../rpc";
 
@@ -39,14 +44,16 @@ export function quotaRoutes() {
       path: "/quotas/user/{userId}",
       tags: ["quota"],
       security,
-      summary: "Set tier, limits, suspension or validity (admin)",
-      request: { params: UserParam, ...jsonBody(QuotaUpdateBody) },
+      summary: "Set tier, limits, suspension or validity (admin; an unknown user is 404 unless ?create=true)",
+      request: { params: UserParam, query: CreateQuery, ...jsonBody(QuotaUpdateBody) },
       ok: { status: 200, schema: QuotaView, description: "Updated quota" },
     }),
     async (c) => {
       requireAdmin(c);
       const { userId } = c.req.valid("param");
       const b = c.req.valid("json");
+      const user = await existing(c.env, userId, c.req.valid("query").create);
+      if (!user.ok) return reply(c, user);
       const r = await take(
         userQuota(c.env, userId).updateQuota(userId, {
           plan: b.tier,
@@ -55,7 +62,7 @@ export function quotaRoutes() {
           validUntil: b.validUntil ? Date.parse(b.validUntil) : undefined,
         }),
       );
-      if (r.ok) await auditFrom(c, "quota.update", `user:${userId}`, { ...b, after: quotaSettings(r.value) });
+      if (r.ok) await auditFrom(c, "quota.update", `user:${userId}`, { ...b, ...created(user.value), after: quotaSettings(r.value) });
       return reply(c, mapOk(r, quotaView));
     },
   );
@@ -67,22 +74,38 @@ export function quotaRoutes() {
       path: "/quotas/renew/{userId}",
       tags: ["quota"],
       security,
-      summary: "Extend validity by N days (admin; default 30)",
-      request: { params: UserParam, ...jsonBody(RenewBody) },
+      summary: "Extend validity by N days (admin; default 30; an unknown user is 404 unless ?create=true)",
+      request: { params: UserParam, query: CreateQuery, ...jsonBody(RenewBody) },
       ok: { status: 200, schema: QuotaView, description: "Renewed quota" },
     }),
     async (c) => {
       requireAdmin(c);
       const { userId } = c.req.valid("param");
       const { extensionDays } = c.req.valid("json");
+      const user = await existing(c.env, userId, c.req.valid("query").create);
+      if (!user.ok) return reply(c, user);
       const r = await take(userQuota(c.env, userId).renew(userId, extensionDays));
       if (r.ok)
-        await auditFrom(c, "quota.renew", `user:${userId}`, { extensionDays, validUntil: new Date(r.value.validUntil).toISOString() });
+        await auditFrom(c, "quota.renew", `user:${userId}`, {
+          extensionDays,
+          ...created(user.value),
+          validUntil: new Date(r.value.validUntil).toISOString(),
+        });
       return reply(c, mapOk(r, quotaView));
     },
   );
 
   return app;
+}
+
+/**
+ * The user a quota write names, before their object is addressed: unknown is 404 unless `create`,
+ * which opens their account first (the quota's object opens none), so they are a user like any other.
+ */
+async function existing(env: Env, userId: string, create: boolean) {
+  const user = await addressedUser(env, userId, create);
+  if (user.ok && user.value.created) await billing(() => openAccounts(dbOf(env), env, [userId]));
+  return user;
 }
 
 /** What an admin sets on a quota, as it stands after a change (for its audit row). */

@@ -27,6 +27,23 @@ export const Time = z.iso.datetime().openapi({ description: "ISO 8601, UTC" });
 export const Minor = z.number().int().openapi({ description: "Integer minor units of `currency` (cents for USD)" });
 
 export const UserParam = z.object({ userId: Id });
+/**
+ * The query of an admin's write naming a user: an unknown user is `404 USER_NOT_FOUND` unless
+ * `create=true` (src/routes/addressed-user.ts).
+ */
+export const CreateQuery = z
+  .object({
+    create: z
+      .enum(["true", "false"])
+      .optional()
+      .transform((v) => v === "true")
+      .openapi({
+        description:
+          "`true`: a user who does not exist yet is created (their billing account opened). " +
+          "Otherwise an unknown user is 404 USER_NOT_FOUND. Default: false.",
+      }),
+  })
+  .strict();
 export const DeviceIdParam = z.object({ id: Id });
 
 /** What a client switches on: every code the service answers. */
