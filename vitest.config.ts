@@ -20,6 +20,7 @@ import { QUEUE_BATCH_TIMEOUT_S } from "./test/timing.ts";
  *   Skipped with a message when no Chromium is found, unless REQUIRE_BROWSER=1.
  * - `client`: test/client, in Node: types generated from the OpenAPI document (openapi-typescript)
  *   type-check an openapi-fetch client, which then runs against its own `npm run dev`. No Chromium.
+ *   test/cli joins it: `npm run ctl` run as a process against its own `npm run dev`.
  * `vitest run` runs all six; `vitest run --project workers` runs one.
  */
 /** A P-256 key for the tests only (never the committed example of .dev.vars.example). */
@@ -34,7 +35,7 @@ const TEST_ACCESS_KEY = {
 const FAIL_OPEN_FILES = ["test/**/*.fail-open.test.ts"];
 const LIMITS_FILES = ["test/**/*.limits.test.ts"];
 const BROWSER_FILES = ["test/browser/**/*.test.ts"];
-const CLIENT_FILES = ["test/client/**/*.test.ts"];
+const CLIENT_FILES = ["test/client/**/*.test.ts", "test/cli/**/*.test.ts"];
 const UNIT_FILES = ["test/unit/**/*.test.ts"];
 
 /**
