@@ -1,4 +1,4 @@
-/** "Users and quotas" (admins): the accounts page by page, and a look-up of one user's quota. */
+/** "Users and quotas" (admins): the accounts page by page (each links to its user page), and a look-up of one user's quota. */
 import type { AdminUser, ApiClient, Quota } from "../client/api-client";
 import { act, card, h, pill, scrollTable, showError } from "./dom";
 import { fmtDateTime, fmtMB, fmtMoney } from "./format";
@@ -63,7 +63,8 @@ export class UsersCard {
     return h(
       "tr",
       { "data-user-id": userId, "data-status": q.status },
-      h("td", { class: "mono" }, userId),
+      // Their page: quota editor, allocations, ledger, top-up and adjustment, usage, events.
+      h("td", { class: "mono" }, h("a", { href: `#user=${encodeURIComponent(userId)}`, class: "user-link" }, userId)),
       h("td", null, q.tier),
       h("td", null, pill(q.status)),
       h("td", { class: "num" }, of(u.devices, l.maxDevices)),

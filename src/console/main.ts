@@ -3,7 +3,7 @@
  * "Operations" (admins). Plain DOM, no framework; served by the Worker at /console/.
  */
 import { ApiClient, ApiError } from "../client/api-client";
-import { AdminView } from "./admin-view";
+import { AdminView, userInAddress } from "./admin-view";
 import { $, errorText, fill, h, tick } from "./dom";
 import { fmtDateTime } from "./format";
 import { decodeToken, forgetToken, storeToken, storedToken, tokenFromFragment, type Identity } from "./session";
@@ -91,7 +91,12 @@ function open(api: ApiClient, who: Identity): void {
   user.start();
   // For browser tests and the curious: the live feeds (e.g. `edaConsole.userFeed.drop()` to see a resume).
   (globalThis as { edaConsole?: unknown }).edaConsole = { userFeed: user.feed, adminFeed: admin?.feed ?? null };
-  select(sessionStorage.getItem(TAB_KEY) === "admin" ? "admin" : "user");
+  // A user's page (`#user=<id>`, from a link or typed) is in Operations.
+  const wantsUserPage = () => Boolean(admin && userInAddress());
+  window.addEventListener("hashchange", () => {
+    if (wantsUserPage()) select("admin");
+  });
+  select(sessionStorage.getItem(TAB_KEY) === "admin" || wantsUserPage() ? "admin" : "user");
 
   setInterval(() => {
     const now = Date.now();
