@@ -1149,6 +1149,20 @@ const ROUTES: RouteCase[] = [
     },
   },
   {
+    method: "PATCH",
+    path: (fx) => `/admin/billing/pricing-plans/${fx.planId}`,
+    body: () => ({ cpuCoreMicrosPerSecond: 77 }),
+    scope: "admin",
+    okStatus: 200,
+    prepare: withPlan,
+    verify: async (fx, body) => {
+      expect(body).toMatchObject({ pricingPlanId: fx.planId, ...planBody(), cpuCoreMicrosPerSecond: 77 });
+      expect(await rows("SELECT cpu_core_per_second FROM pricing_plans WHERE plan_id = ?", fx.planId)).toEqual([
+        { cpu_core_per_second: 77 },
+      ]);
+    },
+  },
+  {
     method: "PUT",
     path: (fx) => `/admin/billing/users/${fx.owner}/plan`,
     body: (fx) => ({ pricingPlanId: fx.planId }),
@@ -1569,6 +1583,7 @@ describe("cross-user attempts", () => {
       ["POST", `/billing/users/${fx.other}/top-ups`, bearer(fx.ownerToken), 403],
       ["POST", `/billing/users/${fx.owner}/top-ups`, {}, 401],
       ["PUT", `/admin/billing/pricing-plans/${fx.planId}`, bearer(fx.ownerToken), 403],
+      ["PATCH", `/admin/billing/pricing-plans/${fx.planId}`, bearer(fx.ownerToken), 403],
       ["PUT", `/admin/billing/users/${fx.owner}/plan`, bearer(fx.ownerToken), 403],
       ["POST", `/admin/billing/users/${fx.owner}/adjustments`, bearer(fx.ownerToken), 403],
       ["POST", "/admin/billing/failed-usage/replay", { "X-Service-Token": SERVICE_TOKEN }, 403],

@@ -3,7 +3,8 @@
  * plans, a user's plan, adjustments, dead letters, reconciliation and invoice runs.
  */
 import { eq } from "drizzle-orm";
-import { fail, ok, type Result } from "../errors";
+import type { z } from "@hono/zod-openapi";
+import { fail, ok, type Failure, type Result } from "../errors";
 import { newApp } from "../app-factory";
 import { jsonBody, route } from "../openapi";
 import { BILLING } from "../config";
@@ -26,6 +27,7 @@ import {
   InvoiceRunResult,
   PricingPlanBody,
   PricingPlanIdParam,
+  PricingPlanPatch,
   PricingPlanView,
   ReconcileBody,
   ReconcileResult,
@@ -56,24 +58,9 @@ export function billingAdminRoutes() {
     async (c) => {
       const { pricingPlanId: planId } = c.req.valid("param");
       const body = c.req.valid("json");
-      // HTTP names → D1's.
-      const b = {
-        name: body.name,
-        currency: body.currency,
-        basePerSecond: body.baseMicrosPerSecond,
-        cpuCorePerSecond: body.cpuCoreMicrosPerSecond,
-        memoryGBPerSecond: body.memoryGBMicrosPerSecond,
-        storageGBPerSecond: body.storageGBMicrosPerSecond,
-        startingCredit: body.startingCreditMinor,
-        lowBalanceThreshold: body.lowBalanceThresholdMinor,
-      };
-      if (b.currency !== BILLING.currency)
-        return reply(
-          c,
-          fail(400, "CURRENCY_NOT_SUPPORTED", `This deployment bills in ${BILLING.currency}.`, {
-            currency: b.currency,
-          }),
-        );
+      const b = planColumns(body);
+      const refused = currencyRefusal(body.currency);
+      if (refused) return reply(c, refused);
       const now = Date.now();
       const db = dbOf(c.env);
       const plan = await billing(async () => {
@@ -96,6 +83,44 @@ export function billingAdminRoutes() {
         return after!;
       });
       return reply(c, ok(pricingPlanView(plan)));
+    },
+  );
+
+  app.openapi(
+    route({
+      method: "patch",
+      operationId: "updatePricingPlan",
+      path: "/admin/billing/pricing-plans/{pricingPlanId}",
+      tags: ["billing admin"],
+      security: bearer,
+      summary: "Change some of a pricing plan's settings (the rest stay; applies to charges booked from now on)",
+      request: { params: PricingPlanIdParam, ...jsonBody(PricingPlanPatch) },
+      ok: { status: 200, schema: PricingPlanView, description: "The plan as it now is" },
+    }),
+    async (c) => {
+      const { pricingPlanId: planId } = c.req.valid("param");
+      const body = c.req.valid("json");
+      const refused = currencyRefusal(body.currency);
+      if (refused) return reply(c, refused);
+      const db = dbOf(c.env);
+      const r = await billing(async (): Promise<Result<typeof pricingPlans.$inferSelect>> => {
+        const [before] = await db.select().from(pricingPlans).where(eq(pricingPlans.planId, planId));
+        if (!before) return fail(404, "PLAN_NOT_FOUND", "No such pricing plan.", { pricingPlanId: planId });
+        // Only the fields sent change, column by column, so two patches of different fields both stand.
+        await c.env.DB.batch([
+          stmt(
+            c.env.DB,
+            db
+              .update(pricingPlans)
+              .set({ ...planColumns(body), updatedAt: Date.now() })
+              .where(eq(pricingPlans.planId, planId)),
+          ),
+          auditStatement(c.env.DB, auditEntry(c, "pricing_plan.set", `plan:${planId}`, { ...body, before: settingsOf(before) })),
+        ]);
+        const [after] = await db.select().from(pricingPlans).where(eq(pricingPlans.planId, planId));
+        return ok(after!);
+      });
+      return reply(c, r.ok ? ok(pricingPlanView(r.value)) : r);
     },
   );
 
@@ -265,6 +290,30 @@ export function billingAdminRoutes() {
     },
   );
   return app;
+}
+
+type PlanSettings = z.output<typeof PricingPlanBody>;
+type PlanColumns = Omit<typeof pricingPlans.$inferInsert, "planId" | "createdAt" | "updatedAt">;
+
+/** A plan's settings, HTTP names → D1's; the fields not given are left out (a PATCH changes only those). */
+function planColumns<T extends Partial<PlanSettings>>(s: T): T extends PlanSettings ? PlanColumns : Partial<PlanColumns> {
+  const columns: Partial<PlanColumns> = {
+    name: s.name,
+    currency: s.currency,
+    basePerSecond: s.baseMicrosPerSecond,
+    cpuCorePerSecond: s.cpuCoreMicrosPerSecond,
+    memoryGBPerSecond: s.memoryGBMicrosPerSecond,
+    storageGBPerSecond: s.storageGBMicrosPerSecond,
+    startingCredit: s.startingCreditMinor,
+    lowBalanceThreshold: s.lowBalanceThresholdMinor,
+  };
+  return Object.fromEntries(Object.entries(columns).filter(([, v]) => v !== undefined)) as never;
+}
+
+/** Every pricing plan states the deployment's one currency. */
+function currencyRefusal(currency: string | undefined): Failure | null {
+  if (currency === undefined || currency === BILLING.currency) return null;
+  return fail(400, "CURRENCY_NOT_SUPPORTED", `This deployment bills in ${BILLING.currency}.`, { currency });
 }
 
 /** A pricing plan's settable fields as PUT names them, for the audit row's `before`. */

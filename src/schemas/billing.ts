@@ -165,6 +165,17 @@ export const PricingPlanBody = z
   .strict()
   .openapi("PricingPlanSettings", { description: "Rates in millionths of a minor unit per second (1 cent = 1,000,000)" });
 
+export const PricingPlanPatch = z
+  .object(pricingFields)
+  .partial()
+  .strict()
+  .refine((b) => Object.keys(b).length > 0, "name at least one field to change")
+  .openapi("PricingPlanPatch", {
+    description:
+      "Any of a pricing plan's settings, each checked as in PricingPlanSettings; the others stay as they are. " +
+      "Rates in millionths of a minor unit per second (1 cent = 1,000,000)",
+  });
+
 export const PricingPlanView = z
   .object({ pricingPlanId: z.string(), ...pricingFields, createdAt: Time, updatedAt: Time })
   .openapi("PricingPlan", { description: "Rates in millionths of a minor unit per second (1 cent = 1,000,000)" });
