@@ -179,6 +179,8 @@ export const BILLING = {
   reconcileGraceMs: 10 * 60_000,
   /** Each reconciliation pass also re-reads this much before its last watermark. */
   reconcileOverlapMs: 60 * 60_000,
+  /** An operator's reconciliation without `from` checks this long before its `to` (every account, no watermark). */
+  reconcileLookbackMs: 31 * 86_400_000,
   /** Work per cron run, so one run stays well inside its time limit. */
   reconcileAccountsPerRun: 100,
   invoiceAccountsPerRun: 200,

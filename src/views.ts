@@ -8,6 +8,7 @@ import type { z } from "@hono/zod-openapi";
 import type { Invoice } from "./billing/invoices";
 import type { Funds } from "./billing/ledger";
 import type { ReconcileRun, UserReconciliation } from "./billing/reconcile";
+import type { ReconcileWindow } from "./domain/reconcile-window";
 import { BILLING } from "./config";
 import type { ledger, pricingPlans } from "./db/schema";
 import { formatMoney } from "./domain/pricing";
@@ -239,13 +240,14 @@ function reconciliationView(d: UserReconciliation): Of<typeof Http.UserReconcili
   };
 }
 
-/** A reconciliation run as answered: times ISO, at most 100 differences in full. */
-export function reconcileView(r: ReconcileRun): Of<typeof Http.ReconcileResult> {
-  const { differences, from, to, ...counts } = r;
+/** A reconciliation run over `window` as answered: times ISO, at most 100 differences in full. */
+export function reconcileView(r: ReconcileRun, window: ReconcileWindow): Of<typeof Http.ReconcileResult> {
+  const { differences, from: _from, to: _to, ...counts } = r;
   return {
     ...counts,
-    from: isoOrNull(from),
-    to: iso(to),
+    from: iso(window.from),
+    to: iso(window.to),
+    defaulted: window.defaulted,
     differences: differences.slice(0, 100).map(reconciliationView),
     differencesShown: Math.min(100, differences.length),
     differencesTotal: differences.length,

@@ -7,6 +7,7 @@
 import { abortAllDurableObjects } from "cloudflare:test";
 import { env } from "cloudflare:workers";
 import { describe, it } from "vitest";
+import { reconcile } from "../src/billing/reconcile";
 import { admin, call, registerDevice, SERVICE_TOKEN, sleep, tokenFor, uid, until } from "./helpers";
 import { QUEUE_QUIET_MS } from "./timing";
 import {
@@ -202,14 +203,20 @@ describe("invariant 3 — reconciliation over all accounts (runs alone)", () => 
         differences: [],
       });
       expect(again.body.checked).toBeGreaterThanOrEqual(1);
-      // A `to` in the future is checked, but moves no watermark past `now − grace` (a new account
-      // starts at its opening time): the cron must still look at what ends from now on.
+      // An operator's `to` in the future is checked over every account (`from` filled in) and moves
+      // no watermark: the cron must still look at what ends from now on. (Before issue 20 a window
+      // without `from` ran the cron's pass: the 100 accounts checked longest ago.)
       const future = await call("POST", "/admin/billing/reconcile", {
         token: await admin(),
         body: { to: new Date(Date.now() + 86_400_000).toISOString() },
       });
       expect(future.status).toBe(200);
-      expect(future.body.users).toBe(100);
+      expect(future.body).toMatchObject({ users: total + 1, defaulted: ["from"] });
+      expect(await one<{ n: number }>("SELECT COUNT(*) AS n FROM accounts WHERE reconciled_through > ?", Date.now())).toEqual({ n: 0 });
+      // The cron's pass given a later `to` checks it, but moves no watermark past `now − grace` (a
+      // new account starts at its opening time).
+      const cronPass = await reconcile(env as never, { to: Date.now() + 86_400_000 });
+      expect(cronPass.users).toBe(100);
       expect(await one<{ n: number }>("SELECT COUNT(*) AS n FROM accounts WHERE reconciled_through > ?", Date.now())).toEqual({ n: 0 });
     },
   );

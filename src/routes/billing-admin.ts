@@ -10,6 +10,7 @@ import { jsonBody, route } from "../openapi";
 import { BILLING } from "../config";
 import { accounts, pricingPlans } from "../db/schema";
 import { previousPeriod } from "../domain/pricing";
+import { reconcileWindow } from "../domain/reconcile-window";
 import { bookEntry, fundsChanged, fundsFor, stmt, type Funds } from "../billing/ledger";
 import { auditBy, auditEntry, auditFrom, auditStatement } from "../audit";
 import { dbOf } from "../db/client";
@@ -256,17 +257,22 @@ export function billingAdminRoutes() {
       path: "/admin/billing/reconcile",
       tags: ["billing admin"],
       security: bearer,
-      summary: "Compare ended allocations with usage and charges; report and (by default) heal",
+      summary:
+        "Compare ended allocations with usage and charges over a window (default: the 31 days up to 10 minutes ago); " +
+        "report and (by default) heal",
       request: jsonBody(ReconcileBody, false),
       ok: { status: 200, schema: ReconcileResult, description: "Report" },
     }),
     async (c) => {
       const b = c.req.valid("json") ?? { heal: true };
-      const from = time(b.from);
-      const to = time(b.to);
-      checkedRange(from ?? 0, to ?? Date.now() - BILLING.reconcileGraceMs, b);
+      // Every account (or the one named) over the window; the cron's watermarks are not moved.
+      const window = reconcileWindow({ from: time(b.from), to: time(b.to) }, Date.now(), {
+        graceMs: BILLING.reconcileGraceMs,
+        lookbackMs: BILLING.reconcileLookbackMs,
+      });
+      const { from, to } = checkedRange(window.from, window.to, b);
       const r = await billing(() => reconcile(c.env, { userId: b.userId, from, to, heal: b.heal }));
-      return reply(c, ok(reconcileView(r)));
+      return reply(c, ok(reconcileView(r, window)));
     },
   );
 

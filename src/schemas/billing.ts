@@ -357,8 +357,13 @@ export const UserReconciliationView = z
 
 export const ReconcileResult = z
   .object({
-    from: Time.nullable(),
-    to: Time,
+    from: Time.openapi({ description: "The window checked: allocations that ended at or after `from`…" }),
+    to: Time.openapi({ description: "…and before `to`" }),
+    defaulted: z.array(z.enum(["from", "to"])).openapi({
+      description:
+        "The ends of the window the service filled in (empty: both were given): `to` is now less the grace " +
+        "(10 minutes: what ended since may still be on its way through the queue), `from` 31 days before `to`.",
+    }),
     users: z.number().int(),
     checked: z.number().int(),
     missingUsage: z.number().int(),
@@ -410,9 +415,11 @@ export const ReplayBody = z
   .openapi("Replay");
 export const ReconcileBody = z
   .object({
-    userId: Id.optional(),
-    from: z.iso.datetime({ offset: true }).optional(),
-    to: z.iso.datetime({ offset: true }).optional(),
+    userId: Id.optional().openapi({ description: "Only this user; absent: every account." }),
+    from: z.iso.datetime({ offset: true }).optional().openapi({ description: "Default: 31 days before `to`." }),
+    to: z.iso.datetime({ offset: true }).optional().openapi({
+      description: "Default: now less the grace (10 minutes; what ended since may still be on its way through the queue).",
+    }),
     heal: withDefault(z.boolean(), true, "false: report the differences without healing them."),
   })
   .strict()
