@@ -27,6 +27,7 @@ import type {
   DeviceView,
   LedgerPage as LedgerPageSchema,
   PricingPlanBody,
+  PricingPlanPatch as PricingPlanPatchSchema,
   PricingPlanView,
   QuotaUpdateBody,
   RegisterDeviceBody,
@@ -112,10 +113,17 @@ export type AdjustmentRequest = z.input<typeof AdjustmentBody>;
 export type AdjustmentResult = z.infer<typeof AdjustmentResultSchema>;
 export type PricingPlan = z.infer<typeof PricingPlanView>;
 export type PricingPlanSettings = z.input<typeof PricingPlanBody>;
+/** Some of a pricing plan's fields (PATCH; at least one); the others stay. */
+export type PricingPlanPatch = z.input<typeof PricingPlanPatchSchema>;
+/** An admin's write naming a user: `create: true` lets it bring an unknown user into being (else 404 USER_NOT_FOUND). */
+export type UserWriteOptions = { create?: boolean };
 /** The operators' feed log after `since`, oldest first (`nextSince`: more to read). */
 export type AdminEvents = z.infer<typeof AdminEventsPage>;
 
-/** POST /admin/billing/reconcile: the run with its times as ISO strings and at most 100 differences. */
+/**
+ * POST /admin/billing/reconcile: the run with its times as ISO strings and at most 100 differences;
+ * `from` and `to` the window checked, `defaulted` the ends the service filled in.
+ */
 export type ReconcileResult = z.infer<typeof ReconcileResultSchema>;
 
 export interface Page<T> {
@@ -268,21 +276,30 @@ export class ApiClient {
   balance(userId: string): Promise<Balance> {
     return this.request("GET", `/billing/users/${enc(userId)}/balance`);
   }
-  /** Admins: a user's tier, limits, suspension or validity. */
-  updateQuota(userId: string, body: QuotaUpdate): Promise<Quota> {
-    return this.request("PUT", `/quotas/user/${enc(userId)}`, { body });
+  /** Admins: a user's tier, limits, suspension or validity (an unknown user: 404 USER_NOT_FOUND unless `create`). */
+  updateQuota(userId: string, body: QuotaUpdate, opts: UserWriteOptions = {}): Promise<Quota> {
+    return this.request("PUT", `/quotas/user/${enc(userId)}`, { query: createQuery(opts), body });
+  }
+  /** Admins: extend a user's validity by `extensionDays` (default 30). */
+  renewQuota(userId: string, extensionDays?: number, opts: UserWriteOptions = {}): Promise<Quota> {
+    const body = extensionDays === undefined ? {} : { extensionDays };
+    return this.request("POST", `/quotas/renew/${enc(userId)}`, { query: createQuery(opts), body });
   }
   /** Ledger entries, newest first (`cursor`: the `nextCursor` of the page before). */
   ledger(userId: string, q: { cursor?: string; limit?: number } = {}): Promise<LedgerPage> {
     return this.request("GET", `/billing/users/${enc(userId)}/ledger`, { query: q });
   }
-  /** Admins and services: credit a payment (once per `paymentId`). */
-  topUp(userId: string, body: TopUpRequest): Promise<TopUpResult> {
-    return this.request("POST", `/billing/users/${enc(userId)}/top-ups`, { body });
+  /** Admins and services: credit a payment (once per `paymentId`; an admin's for an unknown user needs `create`). */
+  topUp(userId: string, body: TopUpRequest, opts: UserWriteOptions = {}): Promise<TopUpResult> {
+    return this.request("POST", `/billing/users/${enc(userId)}/top-ups`, { query: createQuery(opts), body });
   }
   /** Admins: a signed correction of the balance (once per `adjustmentId`). */
-  adjustBalance(userId: string, body: AdjustmentRequest): Promise<AdjustmentResult> {
-    return this.request("POST", `/admin/billing/users/${enc(userId)}/adjustments`, { body });
+  adjustBalance(userId: string, body: AdjustmentRequest, opts: UserWriteOptions = {}): Promise<AdjustmentResult> {
+    return this.request("POST", `/admin/billing/users/${enc(userId)}/adjustments`, { query: createQuery(opts), body });
+  }
+  /** Admins: the pricing plan a user's next charges are priced by. */
+  setUserPricingPlan(userId: string, pricingPlanId: string, opts: UserWriteOptions = {}): Promise<Balance> {
+    return this.request("PUT", `/admin/billing/users/${enc(userId)}/plan`, { query: createQuery(opts), body: { pricingPlanId } });
   }
   pricingPlans(): Promise<{ items: PricingPlan[] }> {
     return this.request("GET", "/billing/pricing-plans");
@@ -290,6 +307,10 @@ export class ApiClient {
   /** Admins: create a pricing plan or replace all of its fields. */
   setPricingPlan(pricingPlanId: string, body: PricingPlanSettings): Promise<PricingPlan> {
     return this.request("PUT", `/admin/billing/pricing-plans/${enc(pricingPlanId)}`, { body });
+  }
+  /** Admins: change some fields of an existing plan (404 PLAN_NOT_FOUND for an unknown one). */
+  updatePricingPlan(pricingPlanId: string, body: PricingPlanPatch): Promise<PricingPlan> {
+    return this.request("PATCH", `/admin/billing/pricing-plans/${enc(pricingPlanId)}`, { body });
   }
   /** Usage records, newest first, for a period (default: this month). */
   usage(userId: string, q: { from?: string; to?: string; cursor?: string; limit?: number } = {}): Promise<UsageReport> {
@@ -401,7 +422,10 @@ export class ApiClient {
   replayFailedUsage(body: { allocationIds: string[] } | { all: true }): Promise<ReplayResult> {
     return this.request("POST", "/admin/billing/failed-usage/replay", { body });
   }
+  /** Without `from`/`to`: every account over the 31 days up to 10 minutes ago (the answer names its window). */
   reconcile(body: { userId?: string; from?: string; to?: string; heal?: boolean } = {}): Promise<ReconcileResult> {
     return this.request("POST", "/admin/billing/reconcile", { body });
   }
 }
+
+const createQuery = (o: UserWriteOptions): Query | undefined => (o.create ? { create: "true" } : undefined);
