@@ -2,7 +2,8 @@
  * "Pricing plans" (admins): every plan with its rates as money per hour, and an editor for one
  * plan (or a new one). Rates are kept as the API has them (millionths of a minor unit per second,
  * exact whole numbers), with their price per hour beside each; credits are typed in the currency.
- * Saving sends the whole plan (`PUT /admin/billing/pricing-plans/{id}`).
+ * Saving a plan sends only the fields that changed (`PATCH /admin/billing/pricing-plans/{id}`), so
+ * two operators changing different rates do not undo each other; a new plan is sent whole (`PUT`).
  */
 import type { ApiClient, PricingPlan, PricingPlanSettings } from "../client/api-client";
 import { act, card, fill, h, scrollTable, showFailure, showOk, syncRows } from "./dom";
@@ -29,6 +30,9 @@ export function fmtRate(microsPerSecond: number, currency: string): string {
     return `${major.toFixed(4)} ${currency} / h`;
   }
 }
+
+/** A field's name for people (the changed fields in the status line); `name` and `currency` are their own. */
+const label = (k: string) => [...RATES, ...CREDITS].find(([f]) => f === k)?.[1].toLowerCase() ?? k;
 
 export class PricingCard {
   readonly el: HTMLElement;
@@ -159,15 +163,17 @@ export class PricingCard {
     };
     const bad = RATES.find(([k]) => !Number.isInteger(body[k]) || body[k] < 0);
     if (bad) return showFailure(this.msg, `${bad[1]}: a whole number of millionths of a minor unit per second.`);
+    const was = this.editing;
+    const changed = was ? (Object.keys(body) as (keyof PricingPlanSettings)[]).filter((k) => body[k] !== was[k]) : [];
+    if (was && !changed.length) return showFailure(this.msg, "Nothing changed.");
+    const patch = Object.fromEntries(changed.map((k) => [k, body[k]])) as Partial<PricingPlanSettings>;
     const saved = await act(this.editor.querySelector<HTMLButtonElement>("#pricing-save"), this.msg, () =>
-      this.api.setPricingPlan(id, body),
+      was ? this.api.updatePricingPlan(id, patch) : this.api.setPricingPlan(id, body),
     );
     if (!saved) return;
     this.editor.hidden = true;
     await this.load();
-    showOk(
-      this.msg,
-      `Saved ${saved.pricingPlanId}: ${RATES.map(([k, l]) => `${l.toLowerCase()} ${fmtRate(saved[k], saved.currency)}`).join(", ")}.`,
-    );
+    const rates = RATES.map(([k, l]) => `${l.toLowerCase()} ${fmtRate(saved[k], saved.currency)}`).join(", ");
+    showOk(this.msg, `Saved ${saved.pricingPlanId}: ${rates}${was ? ` (changed: ${changed.map(label).join(", ")})` : " (new plan)"}.`);
   }
 }

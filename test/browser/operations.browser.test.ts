@@ -302,10 +302,17 @@ describe.skipIf(!executable)("Operations at 1280×800", () => {
     const form = page.locator("#pricing-form");
     await form.locator("[name=baseMicrosPerSecond]").fill("30000");
     expect(await form.locator('.hint[data-for="baseMicrosPerSecond"]').textContent()).toBe("= $1.08 / h");
+    // Only what changed is sent (PATCH), so another operator's change to another rate stands.
+    const sent: { method: string; body: unknown }[] = [];
+    page.on("request", (r) => {
+      if (new URL(r.url()).pathname.startsWith("/admin/billing/pricing-plans/")) sent.push({ method: r.method(), body: r.postDataJSON() });
+    });
     await page.click("#pricing-save");
     await expect
       .poll(() => page.locator("#pricing-msg").textContent(), { timeout: 10_000 })
       .toMatch(/^Saved standard: per device \$1\.08 \/ h, /);
+    expect(await page.locator("#pricing-msg").textContent()).toMatch(/ \(changed: per device\)\.$/);
+    expect(sent).toEqual([{ method: "PATCH", body: { baseMicrosPerSecond: 30000 } }]);
     const after = (await api(dev.base, dev.tokens.admin, "GET", "/billing/pricing-plans")).body.items.find(
       (p: { pricingPlanId: string }) => p.pricingPlanId === "standard",
     );
@@ -327,6 +334,8 @@ describe.skipIf(!executable)("Operations at 1280×800", () => {
     await form.locator("[name=lowBalanceThresholdMinor]").fill("5");
     await page.click("#pricing-save");
     await page.locator('#pricing-plans tr[data-plan-id="gold"]').waitFor({ timeout: 10_000 });
+    expect(await page.locator("#pricing-msg").textContent()).toMatch(/^Saved gold: .+ \(new plan\)\.$/);
+    expect(sent.at(-1)!.method).toBe("PUT");
     const gold = (await api(dev.base, dev.tokens.admin, "GET", "/billing/pricing-plans")).body.items.find(
       (p: { pricingPlanId: string }) => p.pricingPlanId === "gold",
     );
