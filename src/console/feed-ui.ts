@@ -42,7 +42,10 @@ export function summarize(e: Envelope): string {
     case "device.status":
       return `${dev} ${d.previousStatus ?? "?"} → ${d.status}${d.reason ? ` (${d.reason})` : ""}`;
     case "device.draining":
-      return `${dev} goes to ${d.status} when allocation ${d.allocationId} ends (until ${fmtDateTime(d.deadline)} at most)${d.reason ? `: ${d.reason}` : ""}`;
+      return (
+        `${dev} goes to ${d.status} when allocation ${d.allocationId} ends ` +
+        `(until ${fmtDateTime(d.deadline)} at most)${d.reason ? `: ${d.reason}` : ""}`
+      );
     case "pool.device":
       return `${d.pool}/${dev} ${d.previousStatus ?? "new"} → ${d.status}${d.reason ? ` (${d.reason})` : ""}`;
     case "quota.updated":

@@ -9,7 +9,8 @@
  * fails here, as does a rule or panel naming a metric, label or label value the service never serves.
  *
  * promtool (Debian's `prometheus` package) checks the rules, runs docs/operations/alerts.test.yml,
- * parses the dashboard's queries (as recording rules) and checks the exposition's format. Without it those tests are skipped with a SKIPPED line;
+ * parses the dashboard's queries (as recording rules) and checks the exposition's format. Without it
+ * those tests are skipped with a SKIPPED line;
  * REQUIRE_PROMTOOL=1 (CI, .ci/run) makes a missing promtool a failure.
  */
 import { spawnSync } from "node:child_process";
