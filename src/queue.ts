@@ -16,28 +16,10 @@ import { applyUsage } from "./billing/usage";
 import { notifyOperators } from "./billing/notify";
 import { UsageRecordMessage } from "./schemas";
 import { log } from "./log";
+import { addCounters } from "./counters";
 
 export const USAGE_QUEUE = "device-usage";
 export const USAGE_DLQ = "device-usage-dlq";
-
-/** Counters in D1 for the metrics endpoint: one statement after a batch, never failing the batch. */
-async function countReports(
-  env: Env,
-  counts: Record<"usage_reports_sent" | "usage_reports_failed" | "usage_reports_dead_lettered", number>,
-): Promise<void> {
-  const rows = Object.entries(counts).filter(([, n]) => n > 0);
-  if (!rows.length) return;
-  try {
-    await env.DB.prepare(
-      `INSERT INTO metric_counters (name, value) VALUES ${rows.map(() => "(?, ?)").join(", ")}
-       ON CONFLICT(name) DO UPDATE SET value = value + excluded.value`,
-    )
-      .bind(...rows.flat())
-      .run();
-  } catch (err) {
-    log("warn", "usage report counters not written", { ...counts, error: String(err) });
-  }
-}
 
 export async function handleUsageBatch(batch: MessageBatch<unknown>, env: Env): Promise<void> {
   if (batch.queue === USAGE_DLQ) return handleDeadLetters(batch, env);
@@ -69,7 +51,7 @@ export async function handleUsageBatch(batch: MessageBatch<unknown>, env: Env): 
     // Accounts could not be read (D1 down?): every record waits and tries again.
     log("error", "usage batch failed", { queue: batch.queue, size: valid.length, error: String(err) });
     for (const msg of valid) msg.retry({ delaySeconds: usageRetryDelay(env, msg.attempts) });
-    await countReports(env, {
+    await addCounters(env, {
       usage_reports_sent: 0,
       usage_reports_failed: valid.length,
       usage_reports_dead_lettered: invalid,
@@ -94,7 +76,7 @@ export async function handleUsageBatch(batch: MessageBatch<unknown>, env: Env): 
     }
   });
   // A malformed record is kept for an operator at once (retrying cannot fix it): dead-lettered.
-  await countReports(env, {
+  await addCounters(env, {
     usage_reports_sent: valid.length - failed,
     usage_reports_failed: failed,
     usage_reports_dead_lettered: invalid,
@@ -115,7 +97,7 @@ async function handleDeadLetters(batch: MessageBatch<unknown>, env: Env): Promis
     )
       kept++;
   }
-  await countReports(env, { usage_reports_sent: 0, usage_reports_failed: 0, usage_reports_dead_lettered: kept });
+  await addCounters(env, { usage_reports_sent: 0, usage_reports_failed: 0, usage_reports_dead_lettered: kept });
 }
 
 /** Stores a message in `failed_usage` (idempotent per allocation), then acks (true); retries if D1 refuses (false). */

@@ -46,9 +46,17 @@ describe("reconciliation heals differing records", () => {
     ]);
     const before = (await one<{ balance: number }>("SELECT balance FROM accounts WHERE user_id = ?", user))!.balance;
 
-    // A dry run reports it and changes nothing.
+    // A dry run reports it and changes nothing but the metrics' counter of differences found.
+    const counted = async () => {
+      const text = (await call("GET", "/admin/metrics", { token: await admin() })).body as string;
+      return Number(/^eda_reconcile_differences_total (\d+)$/m.exec(text)?.[1] ?? NaN);
+    };
+    const differencesBefore = await counted();
     const dry = await reconcile(user, false);
     expect(dry.body.mismatched).toBeGreaterThanOrEqual(1);
+    expect(await counted()).toBe(
+      differencesBefore + dry.body.missingUsage + dry.body.missingCharges + dry.body.mismatched + dry.body.balanceDrift,
+    );
     expect(dry.body.corrected).toBe(0);
     expect(
       (await one<{ duration_seconds: number }>("SELECT duration_seconds FROM usage_records WHERE allocation_id = ?", id))!.duration_seconds,

@@ -18,6 +18,7 @@ import { COMPARED, healRecord, type Healed } from "./heal";
 import { log } from "../log";
 import { notifyOperators } from "./notify";
 import { take } from "../rpc";
+import { addCounters } from "../counters";
 
 export interface Mismatch {
   allocationId: string;
@@ -217,6 +218,12 @@ export async function reconcile(
     remaining,
   };
   if (run.differences.length) await tellOperators(env, run);
+  // Differences found per run (before healing), for the operators' alert on /admin/metrics.
+  await addCounters(env, {
+    reconcile_runs: 1,
+    reconcile_differences: run.missingUsage + run.missingCharges + run.mismatched + run.balanceDrift,
+    reconcile_healed: run.healed,
+  });
   return run;
 }
 

@@ -146,6 +146,24 @@ export function metricsRoutes() {
         samples: counters ? [{ value: usage("usage_reports_dead_lettered") }] : [],
       },
       {
+        name: "eda_reconcile_runs_total",
+        type: "counter",
+        help: "Reconciliation runs (the cron's and operators').",
+        samples: counters ? [{ value: usage("reconcile_runs") }] : [],
+      },
+      {
+        name: "eda_reconcile_differences_total",
+        type: "counter",
+        help: "Differences reconciliation found between the devices' usage and the ledger (missing usage or charges, mismatches, balance drift), healed or not.",
+        samples: counters ? [{ value: usage("reconcile_differences") }] : [],
+      },
+      {
+        name: "eda_reconcile_healed_total",
+        type: "counter",
+        help: "Usage records reconciliation booked (healed).",
+        samples: counters ? [{ value: usage("reconcile_healed") }] : [],
+      },
+      {
         name: "eda_usage_failed_records",
         type: "gauge",
         help: "Records in failed_usage, by status (failed and invalid wait for an operator).",
