@@ -154,7 +154,9 @@ export function metricsRoutes() {
       {
         name: "eda_reconcile_differences_total",
         type: "counter",
-        help: "Differences reconciliation found between the devices' usage and the ledger (missing usage or charges, mismatches, balance drift), healed or not.",
+        help:
+          "Differences reconciliation found between the devices' usage and the ledger " +
+          "(missing usage or charges, mismatches, balance drift), healed or not.",
         samples: counters ? [{ value: usage("reconcile_differences") }] : [],
       },
       {
