@@ -149,8 +149,9 @@ const importDevices: Command = {
   args: "<file.csv|file.json> [--dry-run]",
   summary: "register or update devices from a CSV or JSON file (POST /admin/devices/bulk)",
   details: [
-    "CSV: a header row, then a device a row; columns deviceId,pool,cpuCores,memoryMB,storageMB (required) and",
-    'node,name,model,osVersion,labels (labels as k=v;k=v). JSON: an array of devices or {"devices": [...]}.',
+    "The console's import file. CSV: a header row (any case, any order), then a device a row; columns deviceId (id),",
+    "pool, cpuCores (cpu), memoryMB (memory), storageMB (storage) required; node, name, model, osVersion (os),",
+    'labels (k=v;k=v) and label:<key> columns optional. JSON: an array of devices or {"devices": [...]}.',
     "Idempotent by deviceId: a device already there is updated to what differs (empty cells: left as they are).",
     `Sent ${FLEET.bulkMaxItems} a request; an invalid item refuses its request whole. Exit 1 if any item failed.`,
     "--dry-run: check the file and show what would be sent, sending nothing.",
@@ -165,7 +166,7 @@ const importDevices: Command = {
     } catch (err) {
       throw new UsageError(`cannot read ${name}: ${(err as Error).message}`, p.command);
     }
-    const file = parseDevicesFile(name!, text);
+    const file = parseDevicesFile(text);
     if (p.flags.has("dry-run")) {
       show(
         ctx,

@@ -128,9 +128,9 @@ describe("npm run ctl against npm run dev", () => {
     const again = await json(["import", "more.json"]);
     expect(again).toMatchObject({ created: 1, updated: 1, unchanged: 1, failed: 0 });
     expect(again.results.map((r: { deviceId: string; outcome: string; source: string }) => [r.source, r.deviceId, r.outcome])).toEqual([
-      ["item 0", "ctl-2", "updated"],
-      ["item 1", "ctl-10", "unchanged"],
-      ["item 2", "ctl-3", "created"],
+      ["item 1", "ctl-2", "updated"],
+      ["item 2", "ctl-10", "unchanged"],
+      ["item 3", "ctl-3", "created"],
     ]);
 
     const listed = await json(["devices", "--pool", "ctl-pool"]);
@@ -142,7 +142,7 @@ describe("npm run ctl against npm run dev", () => {
     writeFileSync(path.join(files, "bad.csv"), "deviceId,pool,cpuCores,memoryMB,storageMB\nctl-4,ctl-pool,two,4096,32768\n");
     const bad = await ctl(["import", "bad.csv"]);
     expect(bad.code).toBe(1);
-    expect(bad.err).toContain('line 2: cpuCores must be a whole number (got "two")');
+    expect(bad.err).toContain("line 2 (ctl-4): cpuCores: a whole number ≥ 1");
     expect((await json(["devices", "--pool", "ctl-pool"])).items).toHaveLength(3);
   });
 

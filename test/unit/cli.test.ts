@@ -8,7 +8,7 @@ import { describe, expect, it } from "vitest";
 import { UsageError, parseArgv } from "../../src/cli/args";
 import { quotaUpdate } from "../../src/cli/commands-users";
 import { main, type CliIO } from "../../src/cli/ctl";
-import { FileError, chunkDevices, parseDevicesFile, parseLabels } from "../../src/cli/devices-file";
+import { FileError, chunkDevices, parseDevicesFile } from "../../src/cli/devices-file";
 import { money, naturalCompare, table } from "../../src/cli/table";
 
 const problems = (f: () => unknown): string[] => {
@@ -46,13 +46,13 @@ describe("ctl: arguments", () => {
   });
 });
 
-describe("ctl import: device files", () => {
+describe("ctl import: device files (the console's import form)", () => {
   it("reads CSV with a header in any order, quotes, empty cells left out, labels k=v;k=v, CRLF and a BOM", () => {
     const csv =
       "\uFEFFpool,deviceId,cpuCores,memoryMB,storageMB,name,labels,node\r\n" +
       'p1,d-1,2,4096,32768,"Pixel 8, #1",region=eu; tier=gold,n1\r\n' +
       '\r\np1,d-2,4,8192,65536,"say ""hi""",,\r\n';
-    const f = parseDevicesFile("fleet.csv", csv);
+    const f = parseDevicesFile(csv);
     expect(f.devices).toEqual([
       {
         pool: "p1",
@@ -67,52 +67,46 @@ describe("ctl import: device files", () => {
       { pool: "p1", deviceId: "d-2", cpuCores: 4, memoryMB: 8192, storageMB: 65536, name: 'say "hi"' },
     ]);
     expect(f.sources).toEqual(["line 2", "line 4"]);
+    // The console's short names and label columns.
+    expect(parseDevicesFile("id,Pool,cpu,memory,storage,os,label:region\nd-1,p,2,4096,32768,Android 14,eu\n").devices).toEqual([
+      { deviceId: "d-1", pool: "p", cpuCores: 2, memoryMB: 4096, storageMB: 32768, osVersion: "Android 14", labels: { region: "eu" } },
+    ]);
   });
 
-  it("names every problem of a CSV by its line, and sends nothing", () => {
-    expect(problems(() => parseDevicesFile("a.csv", "deviceId,pool,cpuCores\n"))).toEqual([
-      "line 1: missing column(s) memoryMB, storageMB",
+  it("names every problem of a CSV by its line (and the device), and sends nothing", () => {
+    expect(problems(() => parseDevicesFile("deviceId,pool,cpuCores,memoryMB,storageMB,colour\nd,p,1,1,1,red\n"))).toEqual([
+      "line 1: unknown column(s): colour",
     ]);
-    expect(problems(() => parseDevicesFile("a.csv", "deviceId,pool,cpuCores,memoryMB,storageMB,colour\nd,p,1,1,1,red\n"))[0]).toMatch(
-      /^line 1: unknown column\(s\) colour/,
-    );
     const rows = [
       "deviceId,pool,cpuCores,memoryMB,storageMB,labels",
       "d-1,p,2,4096,1x,",
       "d-2,p,2,4096,1",
-      "d-1,p,2,4096,1,a=1",
       ",p,2,4096,1,oops",
+      "d-2,p,2,4096,1,a=1",
     ].join("\n");
-    expect(problems(() => parseDevicesFile("a.csv", rows))).toEqual([
-      'line 2: storageMB must be a whole number (got "1x")',
-      "line 3: 5 field(s), the header has 6",
-      "line 4: deviceId d-1 is also on line 2",
-      'line 5: labels must be key=value pairs separated by ";" (got "oops")',
-      "line 5: deviceId is empty",
+    expect(problems(() => parseDevicesFile(rows))).toEqual([
+      "line 2 (d-1): storageMB: a whole number ≥ 1",
+      'line 4: labels: "oops" is not key=value',
+      "line 4: deviceId is required",
+      "line 5 (d-2): deviceId also on line 3",
     ]);
-    expect(problems(() => parseDevicesFile("a.csv", 'deviceId,pool,cpuCores,memoryMB,storageMB\n"d,p,1,1,1\n'))).toEqual([
-      "line 2: a quoted field is not closed",
-    ]);
-    expect(problems(() => parseDevicesFile("a.csv", "deviceId,pool,cpuCores,memoryMB,storageMB\n"))[0]).toMatch(/only a header/);
+    expect(problems(() => parseDevicesFile("deviceId,pool,cpuCores,memoryMB,storageMB\n"))).toEqual(["no devices in the file"]);
+    expect(problems(() => parseDevicesFile(""))[0]).toMatch(/^line 1: no header row/);
   });
 
-  it("reads JSON as an array or {devices}, items as written (the server checks them)", () => {
+  it("reads JSON as an array or {devices}, numbers written as text taken as numbers, other fields passed on", () => {
     const items = [{ deviceId: "d-1", pool: "p", cpuCores: 2, memoryMB: 1, storageMB: 1, labels: { a: "b" } }];
-    expect(parseDevicesFile("x.json", JSON.stringify(items)).devices).toEqual(items);
-    const f = parseDevicesFile("x.json", JSON.stringify({ devices: items }));
-    expect(f.devices).toEqual(items);
-    expect(f.sources).toEqual(["item 0"]);
-    // A name that is neither .csv nor .json: by its first character.
-    expect(parseDevicesFile("devices.txt", ` ${JSON.stringify(items)}`).devices).toEqual(items);
-    expect(problems(() => parseDevicesFile("x.json", "{nope"))[0]).toMatch(/^not valid JSON/);
-    expect(problems(() => parseDevicesFile("x.json", '{"items": []}'))[0]).toMatch(/expected an array/);
-    expect(problems(() => parseDevicesFile("x.json", '[{"deviceId": "a"}, 3]'))).toEqual(["item 1: not an object"]);
-    expect(problems(() => parseDevicesFile("x.json", "[]"))).toEqual(["no devices in the file"]);
+    expect(parseDevicesFile(JSON.stringify(items)).devices).toEqual(items);
+    const f = parseDevicesFile(JSON.stringify({ devices: [{ ...items[0], cpuCores: "2", colour: "red" }] }));
+    expect(f.devices).toEqual([{ ...items[0], colour: "red" }]);
+    expect(f.sources).toEqual(["item 1"]);
+    expect(problems(() => parseDevicesFile("{nope"))[0]).toMatch(/^JSON: not JSON/);
+    expect(problems(() => parseDevicesFile('{"items": []}'))[0]).toMatch(/expected an array/);
+    expect(problems(() => parseDevicesFile(`[${JSON.stringify(items[0])}, 3]`))).toEqual(["item 2: not an object"]);
+    expect(problems(() => parseDevicesFile("[]"))).toEqual(["no devices in the file"]);
   });
 
-  it("labels, and requests of at most N items and about B bytes", () => {
-    expect(parseLabels(" a = 1 ;b=2;;")).toEqual({ a: "1", b: "2" });
-    expect(parseLabels("a=1;a=2")).toMatch(/twice/);
+  it("requests of at most N items and about B bytes", () => {
     // Each item is {"deviceId":"d-N"} (18 bytes) and a comma.
     const items = Array.from({ length: 7 }, (_, i) => ({ deviceId: `d-${i}` }));
     expect(chunkDevices(items, 3, 1e6).map((c) => [c.offset, c.items.length])).toEqual([
@@ -314,8 +308,8 @@ describe("ctl: main", () => {
 
   it("import: a file that cannot be read is exit 2; a bad file exit 1 with nothing sent", async () => {
     expect((await run(["import", "missing.csv"], {})).code).toBe(2);
-    const bad = await run(["import", "a.csv"], {}, { readFile: () => "deviceId,pool\n" });
-    expect([bad.code, bad.asked.length, bad.err]).toEqual([1, 0, expect.stringMatching(/nothing was sent:\n {2}line 1: missing column/)]);
+    const bad = await run(["import", "a.csv"], {}, { readFile: () => "deviceId,pool,colour\nd,p,red\n" });
+    expect([bad.code, bad.asked.length, bad.err]).toEqual([1, 0, expect.stringMatching(/nothing was sent:\n {2}line 1: unknown column/)]);
   });
 
   it("import: per-item results and a summary; exit 1 when an item failed; a 400 named by the file's lines", async () => {
