@@ -1,5 +1,5 @@
 /** `npm run ctl` commands on users and money: quota (show, set), top-up, reconcile. */
-import type { ApiError, Quota, QuotaUpdate, ReconcileResult, TopUpRequest, TopUpResult } from "../client/api-client";
+import type { ApiError, Quota, QuotaUpdate, ReconcileResult, TopUpRequest } from "../client/api-client";
 import { PLAN_TIERS } from "../config";
 import { UsageError, isoTime, positionals, wholeNumber } from "./args";
 import { show, type Command, type Ctx } from "./context";
@@ -94,9 +94,7 @@ const quota: Command = {
     }
     const body = quotaUpdate(sets, p.command);
     // An unknown user is 404 USER_NOT_FOUND unless the request says ?create=true.
-    const q: Quota = p.flags.has("create")
-      ? await ctx.api.request("PUT", `/quotas/user/${encodeURIComponent(userId!)}`, { query: { create: true }, body })
-      : await ctx.api.updateQuota(userId!, body);
+    const q = await ctx.api.updateQuota(userId!, body, { create: p.flags.has("create") });
     show(ctx, q, () => `updated\n${quotaText(q)}`);
     return 0;
   },
@@ -134,9 +132,7 @@ const topUp: Command = {
     }
     const method = p.values.get("method");
     const body: TopUpRequest = { amountMinor, paymentId, ...(method === undefined ? {} : { paymentMethod: method }) };
-    const r: TopUpResult = p.flags.has("create")
-      ? await ctx.api.request("POST", `/billing/users/${encodeURIComponent(userId!)}/top-ups`, { query: { create: true }, body })
-      : await ctx.api.topUp(userId!, body);
+    const r = await ctx.api.topUp(userId!, body, { create: p.flags.has("create") });
     show(ctx, r, () =>
       r.duplicate
         ? `payment ${r.paymentId} was credited before: nothing moved; ${r.userId}'s balance is ${money(r.balanceMinor, r.currency)}`
@@ -148,8 +144,8 @@ const topUp: Command = {
 };
 
 function reconcileText(r: ReconcileResult, healed: boolean): string {
-  // `defaulted` (which ends the service chose) is read loosely: a server before issue 20 lacks it, and its `from` may be null.
-  const defaulted = (r as { defaulted?: string[] }).defaulted ?? [];
+  // Read loosely: a server before issue 20 has no `defaulted`, and its `from` may be null.
+  const defaulted: string[] = r.defaulted ?? [];
   const chosen = defaulted.length ? ` (${defaulted.join(" and ")} chosen by the service)` : "";
   const window = r.from ? `${when(r.from)} to ${when(r.to)}${chosen}` : `each account from its watermark to ${when(r.to)}`;
   const head = keyValues([
