@@ -56,21 +56,5 @@ export function labelText(labels: Record<string, string> | null | undefined): st
   return entries.length ? entries.map(([k, v]) => `${k}=${v}`).join(",") : "-";
 }
 
-/** Natural order: digit runs compare as numbers (`dev-2` before `dev-10`), then as text. */
-export function naturalCompare(a: string, b: string): number {
-  const pa = a.match(/\d+|\D+/g) ?? [];
-  const pb = b.match(/\d+|\D+/g) ?? [];
-  for (let i = 0; i < Math.min(pa.length, pb.length); i++) {
-    const x = pa[i]!;
-    const y = pb[i]!;
-    if (x === y) continue;
-    const nx = /^\d/.test(x);
-    const ny = /^\d/.test(y);
-    if (nx && ny) {
-      const d = Number(x) - Number(y);
-      if (d !== 0) return d;
-    }
-    return x < y ? -1 : 1;
-  }
-  return pa.length - pb.length || (a < b ? -1 : a > b ? 1 : 0);
-}
+/** The one natural order (the API's fleet order). */
+export { naturalOrder as naturalCompare } from "../domain/fleet";

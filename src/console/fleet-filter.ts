@@ -3,6 +3,7 @@
  * pools sort naturally, so `us-std-2` comes before `us-std-10` (text order put it after).
  */
 import { h } from "./dom";
+import { naturalOrder } from "../domain/fleet";
 
 /** What the fleet card needs to know of a device to find it. */
 export interface Findable {
@@ -16,29 +17,8 @@ export interface Findable {
   labels: Record<string, string>;
 }
 
-/** Natural order: runs of digits compare by value, the rest as text (case-insensitive, then exact). */
-export function naturalCompare(a: string, b: string): number {
-  const pa = a.match(/\d+|\D+/g) ?? [];
-  const pb = b.match(/\d+|\D+/g) ?? [];
-  for (let i = 0; i < Math.min(pa.length, pb.length); i++) {
-    const x = pa[i]!;
-    const y = pb[i]!;
-    if (x === y) continue;
-    const digits = /^\d/.test(x) && /^\d/.test(y);
-    if (digits) {
-      // Compared as digit strings (no Number overflow): shorter without leading zeros is smaller.
-      const nx = x.replace(/^0+(?=\d)/, "");
-      const ny = y.replace(/^0+(?=\d)/, "");
-      if (nx.length !== ny.length) return nx.length - ny.length;
-      if (nx !== ny) return nx < ny ? -1 : 1;
-      continue;
-    }
-    const c = x.toLowerCase().localeCompare(y.toLowerCase(), "en");
-    if (c) return c;
-  }
-  if (pa.length !== pb.length) return pa.length - pb.length;
-  return a < b ? -1 : a > b ? 1 : 0;
-}
+/** The one natural order (the API's fleet order), for pools, devices and users alike. */
+export const naturalCompare = naturalOrder;
 
 export const labelPairs = (labels: Record<string, string>) => Object.entries(labels).map(([k, v]) => `${k}:${v}`);
 

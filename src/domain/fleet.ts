@@ -18,13 +18,16 @@ export function naturalKey(id: string): string {
   });
 }
 
-/** The fleet order: natural key, then the id. */
-export function byNaturalId(a: { deviceId: string }, b: { deviceId: string }): number {
-  const ka = naturalKey(a.deviceId);
-  const kb = naturalKey(b.deviceId);
+/** Natural order of two names (`dev-2` before `dev-10`): natural key, then the name itself. */
+export function naturalOrder(a: string, b: string): number {
+  const ka = naturalKey(a);
+  const kb = naturalKey(b);
   if (ka !== kb) return ka < kb ? -1 : 1;
-  return a.deviceId < b.deviceId ? -1 : a.deviceId > b.deviceId ? 1 : 0;
+  return a < b ? -1 : a > b ? 1 : 0;
 }
+
+/** The fleet order (the API's, the console's and the CLI's): natural order of the device ids. */
+export const byNaturalId = (a: { deviceId: string }, b: { deviceId: string }): number => naturalOrder(a.deviceId, b.deviceId);
 
 // ---- the cursor ---------------------------------------------------------------------------------
 
