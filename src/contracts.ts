@@ -93,15 +93,8 @@ export interface PoolDevice extends DeviceSpec {
 }
 
 /** A device as a pool lists it for the fleet (GET /admin/devices): from its index, with its version (to merge pools). */
-export interface FleetEntry extends DeviceSpec, DeviceMeta {
-  deviceId: string;
+export interface FleetEntry extends Omit<DeviceState, "meta" | "ended">, DeviceMeta {
   pool: string;
-  node: string;
-  status: DeviceStatus;
-  version: number;
-  allocationId: string | null;
-  userId: string | null;
-  expiresAt: number | null;
 }
 
 /** What the fleet list asks each pool: its filters, and the device id to continue after. */

@@ -7,9 +7,9 @@
  */
 import type { FleetEntry, FleetFilter } from "../contracts";
 import { naturalKey } from "../domain/fleet";
-import type { DeviceStatus } from "../domain/types";
 import type { Sql } from "../objects/sql";
 import { metaOf, type MetaColumns } from "./device-meta";
+import type { IndexRow } from "./pool-index";
 
 /**
  * Pool migration 3: the devices' metadata (labels NULL: not heard yet; a row before this
@@ -23,18 +23,8 @@ export const FLEET_SCHEMA = `ALTER TABLE devices ADD COLUMN name TEXT;
   ALTER TABLE devices ADD COLUMN sort_key TEXT;
   CREATE INDEX devices_sort ON devices(sort_key, device_id);`;
 
-interface FleetRow extends MetaColumns {
-  device_id: string;
-  node: string;
-  cpu: number;
-  mem: number;
-  storage: number;
-  status: DeviceStatus;
-  version: number;
-  allocation_id: string | null;
-  user_id: string | null;
-  expires_at: number | null;
-}
+/** An index row with its metadata columns (this migration's). */
+type FleetRow = IndexRow & MetaColumns;
 
 export class FleetStore {
   constructor(private readonly sql: Sql) {}
