@@ -400,19 +400,21 @@ export class UserQuota extends ServiceObject {
 
   // ---- the feed ----------------------------------------------------------------------------------
 
-  /** Only the user's own tickets open their feed. */
+  /** The user's own tickets open their feed, and an admin's ticket naming them (watching, not present). */
   protected openFeed(f: FeedRequest): Response {
-    const owner = this.profile(f.userId).user_id;
-    if (f.feed !== "user" || owner !== f.userId) return refuseSocket(CLOSE.forbidden, "FORBIDDEN", "This ticket is not for this feed.");
+    const owner = this.profile(f.watching ?? f.userId).user_id;
+    const allowed = f.watching === undefined || f.watching === f.userId ? owner === f.userId : f.role === "admin" && owner === f.watching;
+    if (f.feed !== "user" || !allowed) return refuseSocket(CLOSE.forbidden, "FORBIDDEN", "This ticket is not for this feed.");
     const res = this.hub.admit(f);
-    // The user is back: no idle clock runs while a socket is open (the alarm finds nothing due).
-    if (this.hub.open("user").length > 0) this.profiles.socketsGone(null);
+    // The user is back: no idle clock runs while a socket of theirs is open (the alarm finds nothing due).
+    if (this.hub.openBy(owner).length > 0) this.profiles.socketsGone(null);
     return res;
   }
 
-  /** The last socket went: the idle clock of idle-release allocations starts now. */
+  /** The user's last socket went: the idle clock of idle-release allocations starts now (an admin's socket is no presence). */
   protected override async socketClosed(ws: WebSocket): Promise<void> {
-    if (this.hub.open("user", ws).length > 0) return;
+    const owner = this.profiles.owner();
+    if (this.hub.watcherOf(ws)?.userId !== owner || this.hub.openBy(owner, ws).length > 0) return;
     this.profiles.socketsGone(Date.now());
     await this.schedule.rearm();
   }
@@ -478,7 +480,7 @@ export class UserQuota extends ServiceObject {
   private idleDeadlines(now: number): { row: AllocationRow; at: number; recheck?: true }[] {
     const rows = this.allocations.idleReleasable();
     if (rows.length === 0) return [];
-    const openSockets = this.hub.open("user").length;
+    const openSockets = this.hub.openBy(this.profiles.owner()).length;
     let goneAt = this.profiles.goneAt();
     if (openSockets === 0 && goneAt === null) {
       // No socket and no record of when it went (a restart dropped them): the clock starts now.

@@ -110,4 +110,13 @@ describe("the per-frame filter (second line of invariant 6, behind per-user obje
     expect(visible("bob", w("root", "admin", "user"))).toBe(false);
     expect(visible("root", w("root", "admin", "user"))).toBe(true);
   });
+  it("an admin watching a user's feed sees that user's events only; `watching` on a user's socket gives nothing", () => {
+    const watching = (role: "user" | "admin", who: string): Watcher => ({ ...w("root", role, "user"), watching: who });
+    expect(visible("bob", watching("admin", "bob"))).toBe(true);
+    expect(visible("carol", watching("admin", "bob"))).toBe(false);
+    expect(visible("root", watching("admin", "bob"))).toBe(false);
+    // A forged attachment on a user's socket is still only that user's own view.
+    expect(visible("bob", watching("user", "bob"))).toBe(false);
+    expect(visible("root", watching("user", "bob"))).toBe(true);
+  });
 });

@@ -40,6 +40,8 @@ export interface FeedClientOptions {
   deviceId?: string;
   /** With `feed: "pool"`: the pool to watch. */
   pool?: string;
+  /** With `feed: "user"`: whose feed to watch (admins only; default your own). */
+  userId?: string;
   /** Resume after this seq (e.g. stored from a previous session). Default: live from now. */
   since?: number;
   /** Fetch used for tickets (default: global fetch). */
@@ -213,7 +215,13 @@ export class FeedClient {
       method: "POST",
       headers: { Authorization: `Bearer ${token}`, "Content-Type": "application/json" },
       body: JSON.stringify(
-        feed === "device" ? { feed, deviceId: this.opts.deviceId } : feed === "pool" ? { feed, pool: this.opts.pool } : { feed },
+        feed === "device"
+          ? { feed, deviceId: this.opts.deviceId }
+          : feed === "pool"
+            ? { feed, pool: this.opts.pool }
+            : feed === "user" && this.opts.userId
+              ? { feed, userId: this.opts.userId }
+              : { feed },
       ),
     });
     const body = (await res.json().catch(() => null)) as {

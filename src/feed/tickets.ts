@@ -14,7 +14,7 @@ import type { FeedKind } from "./protocol";
 export interface Ticket {
   userId: string;
   role: "user" | "admin";
-  /** `user`, `admin`, `device:<deviceId>` or `pool:<pool>`: the one feed this ticket opens. */
+  /** `user`, `user:<userId>` (an admin watching them), `admin`, `device:<deviceId>` or `pool:<pool>`: the one feed it opens. */
   scope: string;
   nonce: string;
   /** Unix ms. */
@@ -28,9 +28,9 @@ function ticketKey(env: Pick<Env, "JWT_SECRET">): string {
   return `${env.JWT_SECRET}\u0000ws-ticket`;
 }
 
-/** `name` is the device id of a device feed, the pool of a pool feed. */
+/** `name` is the device id of a device feed, the pool of a pool feed, the watched user of an admin's user feed. */
 export function scopeOf(feed: FeedKind, name?: string): string {
-  return feed === "device" || feed === "pool" ? `${feed}:${name}` : feed;
+  return name !== undefined && feed !== "admin" ? `${feed}:${name}` : feed;
 }
 
 export async function mintTicket(

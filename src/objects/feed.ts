@@ -10,8 +10,9 @@
  *   open socket what is pending, then replays (since, last] to the new one, then it is live.
  * - Sockets are accepted with `ctx.acceptWebSocket` (hibernation); who is watching lives in
  *   the socket's attachment, so it survives hibernation. `ping` is answered by the runtime.
- * - A socket sees an event only if it is the event's user, or an admin on a device or the
- *   admin, device or pool feed (invariant 6 is enforced here, per frame, not only by routing).
+ * - A socket sees an event only if it is the event's user, an admin watching that user's feed,
+ *   or an admin on the admin, device or pool feed (invariant 6 is enforced here, per frame, not
+ *   only by routing).
  */
 import { FEED } from "../config";
 import { iso } from "../domain/time";
@@ -40,6 +41,8 @@ export interface Watcher {
   userId: string;
   role: "user" | "admin";
   feed: FeedKind;
+  /** On a user feed opened by an admin for someone else: the user whose feed it is. */
+  watching?: string;
   connectedAt: number;
 }
 
@@ -53,6 +56,8 @@ export interface FeedRequest {
   since?: number;
   deviceId?: string;
   pool?: string;
+  /** An admin's ticket for another user's feed: that user. */
+  watching?: string;
 }
 export const FEED_HEADER = "X-Feed-Watcher";
 
@@ -231,12 +236,18 @@ export class FeedHub {
         "TICKET_USED",
         "This ticket was already used or has expired; get a new one from POST /ws/ticket.",
       );
-    return this.accept({ userId: f.userId, role: f.role, feed: f.feed, connectedAt: Date.now() }, f.since, state);
+    const watching = f.watching !== undefined && f.watching !== f.userId ? { watching: f.watching } : {};
+    return this.accept({ userId: f.userId, role: f.role, feed: f.feed, ...watching, connectedAt: Date.now() }, f.since, state);
   }
 
   /** Open sockets (optionally one feed kind), without `except` (a socket that is closing). */
   open(feed?: FeedKind, except?: WebSocket): WebSocket[] {
     return this.ctx.getWebSockets(feed).filter((ws) => ws !== except && ws.readyState === WebSocket.OPEN);
+  }
+
+  /** Open sockets that `userId` opened themselves (not an admin watching them), without `except`. */
+  openBy(userId: string, except?: WebSocket): WebSocket[] {
+    return this.ctx.getWebSockets(`u:${userId}`).filter((ws) => ws !== except && ws.readyState === WebSocket.OPEN);
   }
 
   watcherOf(ws: WebSocket): Watcher | null {
@@ -281,9 +292,9 @@ export class FeedHub {
       missed,
       ...(state === undefined ? {} : { state }),
     };
-    server.send(JSON.stringify(control("feed.hello", w.userId, hello)));
+    server.send(JSON.stringify(control("feed.hello", subjectOf(w), hello)));
     if (from < hi) {
-      const rows = this.rowsAfter(from, this.opts.limit + 100, seesAll(w) ? undefined : w.userId);
+      const rows = this.rowsAfter(from, this.opts.limit + 100, seesAll(w) ? undefined : subjectOf(w));
       for (const r of rows) if (r.seq <= hi) server.send(JSON.stringify(this.envelope(r)));
     }
     this.reportSockets();
@@ -378,9 +389,14 @@ function seesAll(w: Watcher): boolean {
   return w.role === "admin" && w.feed !== "user";
 }
 
+/** Whose events a socket that does not see all gets: its own, or the watched user's (admins only). */
+function subjectOf(w: Watcher): string {
+  return w.watching !== undefined && w.role === "admin" ? w.watching : w.userId;
+}
+
 /** The per-frame rule of invariant 6 (exported for its unit test). */
 export function visible(eventUserId: string, w: Watcher): boolean {
-  return seesAll(w) || eventUserId === w.userId;
+  return seesAll(w) || eventUserId === subjectOf(w);
 }
 
 function send(ws: WebSocket, frame: string): void {

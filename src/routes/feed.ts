@@ -11,7 +11,7 @@ import { requireUser, type AppEnv } from "../auth";
 import { newApp } from "../app-factory";
 import { IDS } from "../config";
 import type { Env } from "../env";
-import { errorBody, fail, ok, type ErrorCode } from "../errors";
+import { errorBody, fail, ok, type ErrorCode, type Failure } from "../errors";
 import { FEED_HEADER, refuseSocket, type FeedRequest } from "../objects/feed";
 import { CLOSE, type FeedKind } from "../feed/protocol";
 import { mintTicket, readTicket, scopeOf } from "../feed/tickets";
@@ -21,6 +21,7 @@ import { z } from "@hono/zod-openapi";
 import { device, pool, reply, userQuota } from "./helpers";
 import { adminFeed } from "../objects/operators";
 import { missingDevice, missingPool } from "../registry";
+import { userExists } from "./addressed-user";
 
 const security = [{ bearer: [] }];
 
@@ -45,30 +46,26 @@ export function feedRoutes() {
     async (c) => {
       const p = requireUser(c);
       // No body means the caller's own feed.
-      const b = (c.req.valid("json") ?? {}) as { feed?: FeedKind; deviceId?: string; pool?: string };
+      const b = (c.req.valid("json") ?? {}) as { feed?: FeedKind; deviceId?: string; pool?: string; userId?: string };
       const feed = b.feed ?? "user";
-      if ((feed === "admin" || feed === "pool") && p.role !== "admin")
-        return reply(c, fail(403, "FORBIDDEN", `The ${feed} feed needs the admin role.`));
-      // A ticket names a device or pool that exists (so its feed can open).
-      const missing =
-        feed === "device" ? await missingDevice(c.env, b.deviceId!) : feed === "pool" ? await missingPool(c.env, b.pool!) : null;
+      // The one thing a ticket names besides its feed (your own id names your own feed).
+      const name = feed === "pool" ? b.pool : feed === "device" ? b.deviceId : b.userId === p.userId ? undefined : b.userId;
+      if (needsAdmin(feed, name) && p.role !== "admin")
+        return reply(
+          c,
+          fail(403, "FORBIDDEN", feed === "user" ? "Another user's feed needs the admin role." : `The ${feed} feed needs the admin role.`),
+        );
+      // A ticket names a device, pool or user that exists (so its feed can open).
+      const missing = await missingTarget(c.env, feed, name);
       if (missing) return reply(c, missing);
-      const t = await mintTicket(c.env, p, scopeOf(feed, feed === "pool" ? b.pool : b.deviceId));
-      const path =
-        feed === "user"
-          ? "/ws"
-          : feed === "admin"
-            ? "/ws/admin"
-            : feed === "pool"
-              ? `/ws/pools/${encodeURIComponent(b.pool!)}`
-              : `/ws/devices/${encodeURIComponent(b.deviceId!)}`;
+      const t = await mintTicket(c.env, p, scopeOf(feed, name));
       return reply(
         c,
         ok({
           ticket: t.ticket,
           expiresAt: new Date(t.expiresAt).toISOString(),
           feed,
-          url: `${path}?ticket=${encodeURIComponent(t.ticket)}`,
+          url: `${feedPath(feed, name)}?ticket=${encodeURIComponent(t.ticket)}`,
         }),
         201,
       );
@@ -78,6 +75,12 @@ export function feedRoutes() {
   // The upgrade paths are documented for readers (OpenAPI has no WebSocket operations; they carry `x-websocket`).
   for (const [path, summary, operationId, name] of [
     ["/ws", 'Your feed (ticket from POST /ws/ticket with feed "user")', "openUserFeed", null],
+    [
+      "/ws/users/{userId}",
+      'A user\'s feed, watched by an admin (ticket with feed "user" and their userId): their events as they see them',
+      "watchUserFeed",
+      "userId",
+    ],
     ["/ws/admin", "The operators' feed (admin ticket)", "openAdminFeed", null],
     ["/ws/devices/{deviceId}", "A device you hold (device ticket); admins may watch any device", "openDeviceFeed", "deviceId"],
     [
@@ -96,7 +99,7 @@ export function feedRoutes() {
       description:
         "WebSocket upgrade. Query: `ticket` (required, single use), `since` (last seq you received; replays what you missed). " +
         "Refusals close the socket: 4400 bad query, 4401 ticket invalid/used/expired, 4403 not allowed, " +
-        "4404 no such device or pool, 4429 too many sockets or messages. A plain GET gets 426.",
+        "4404 no such device, pool or user, 4429 too many sockets or messages. A plain GET gets 426.",
       "x-websocket": true,
       "x-close-codes": CLOSE,
       security: [{ ticket: [] }],
@@ -111,6 +114,7 @@ export function feedRoutes() {
     } as never);
   }
   app.get("/ws", (c) => open(c, "user"));
+  app.get("/ws/users/:userId", (c) => open(c, "user", c.req.param("userId")));
   app.get("/ws/admin", (c) => open(c, "admin"));
   app.get("/ws/devices/:deviceId", (c) => open(c, "device", c.req.param("deviceId")));
   app.get("/ws/pools/:pool", (c) => open(c, "pool", c.req.param("pool")));
@@ -118,7 +122,7 @@ export function feedRoutes() {
   return app;
 }
 
-/** `name`: the device of a device feed, the pool of a pool feed. */
+/** `name`: the device of a device feed, the pool of a pool feed, the watched user of an admin's user feed. */
 async function open(c: Context<AppEnv>, feed: FeedKind, name?: string): Promise<Response> {
   const upgrade = c.req.header("Upgrade")?.toLowerCase() === "websocket";
   const refuse = (status: 400 | 401 | 403 | 404, close: number, code: ErrorCode, message: string) =>
@@ -137,7 +141,9 @@ async function open(c: Context<AppEnv>, feed: FeedKind, name?: string): Promise<
   if (name !== undefined && !IDS.pattern.test(name))
     return feed === "pool"
       ? refuse(404, CLOSE.notFound, "POOL_NOT_FOUND", "No such pool.")
-      : refuse(404, CLOSE.notFound, "DEVICE_NOT_FOUND", "No such device.");
+      : feed === "user"
+        ? refuse(404, CLOSE.notFound, "USER_NOT_FOUND", "No such user.")
+        : refuse(404, CLOSE.notFound, "DEVICE_NOT_FOUND", "No such device.");
   const t = await readTicket(c.env, q.ticket, scopeOf(feed, name));
   if (!t)
     return refuse(
@@ -147,10 +153,11 @@ async function open(c: Context<AppEnv>, feed: FeedKind, name?: string): Promise<
       "The ticket is missing, expired or for another feed; get a new one from POST /ws/ticket.",
     );
   // Checked again at the object; a role inside a signed ticket cannot be forged.
-  if ((feed === "admin" || feed === "pool") && t.role !== "admin")
+  if (needsAdmin(feed, name) && t.role !== "admin")
     return refuse(403, CLOSE.forbidden, "FORBIDDEN", `The ${feed} feed needs the admin role.`);
-  // Addressing an unknown device or pool would create its object: the registry is asked first.
-  const missing = feed === "device" ? await missingDevice(c.env, name!) : feed === "pool" ? await missingPool(c.env, name!) : null;
+  // Addressing an unknown device or pool would create its object: the registry is asked first
+  // (a user a ticket names was checked when it was minted, a minute ago at most).
+  const missing = feed === "user" ? null : await missingTarget(c.env, feed, name);
   if (missing) return refuse(404, CLOSE.notFound, missing.code, missing.message);
   const f: FeedRequest = {
     userId: t.userId,
@@ -159,15 +166,34 @@ async function open(c: Context<AppEnv>, feed: FeedKind, name?: string): Promise<
     nonce: t.nonce,
     ticketExpiresAt: t.expiresAt,
     since: q.since === undefined ? undefined : Number(q.since),
-    ...(feed === "pool" ? { pool: name } : { deviceId: name }),
+    ...(feed === "pool" ? { pool: name } : feed === "user" ? { watching: name } : { deviceId: name }),
   };
   return feedObject(c.env, f).fetch("https://feed.internal/ws", {
     headers: { Upgrade: "websocket", [FEED_HEADER]: JSON.stringify(f) },
   });
 }
 
+/** The admin's feed, the pool feed and another user's feed are for admins. */
+function needsAdmin(feed: FeedKind, name: string | undefined): boolean {
+  return feed === "admin" || feed === "pool" || (feed === "user" && name !== undefined);
+}
+
+async function missingTarget(env: Env, feed: FeedKind, name: string | undefined): Promise<Failure | null> {
+  if (feed === "device") return missingDevice(env, name!);
+  if (feed === "pool") return missingPool(env, name!);
+  if (feed === "user" && name !== undefined && !(await userExists(env, name)))
+    return fail(404, "USER_NOT_FOUND", `No user "${name}": nobody with this id has used the service.`, { userId: name });
+  return null;
+}
+
+function feedPath(feed: FeedKind, name: string | undefined): string {
+  if (feed === "admin") return "/ws/admin";
+  if (feed === "user") return name === undefined ? "/ws" : `/ws/users/${encodeURIComponent(name)}`;
+  return `/ws/${feed === "pool" ? "pools" : "devices"}/${encodeURIComponent(name!)}`;
+}
+
 function feedObject(env: Env, f: FeedRequest) {
-  if (f.feed === "user") return userQuota(env, f.userId);
+  if (f.feed === "user") return userQuota(env, f.watching ?? f.userId);
   if (f.feed === "device") return device(env, f.deviceId!);
   if (f.feed === "pool") return pool(env, f.pool!);
   return adminFeed(env);

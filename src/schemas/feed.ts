@@ -8,9 +8,12 @@ export const TicketBody = z
     feed: withDefault(
       z.enum(["user", "admin", "device", "pool"]),
       "user",
-      "Which feed the ticket opens: your own (`user`), the operators' (`admin`, admins only), " +
-        "a device you hold (`device`) or a pool's devices (`pool`, admins only).",
+      "Which feed the ticket opens: your own (`user`; with `userId`, that user's, admins only), " +
+        "the operators' (`admin`, admins only), a device you hold (`device`) or a pool's devices (`pool`, admins only).",
     ),
+    userId: Id.optional().openapi({
+      description: 'With `feed: "user"`: whose feed to watch (admins only; your own id is the same as none).',
+    }),
     deviceId: Id.optional().openapi({ description: 'With `feed: "device"`: the device to watch.' }),
     pool: Id.optional().openapi({ description: 'With `feed: "pool"`: the pool to watch.' }),
   })
@@ -20,6 +23,7 @@ export const TicketBody = z
       ctx.addIssue({ code: "custom", path: ["deviceId"], message: "a device ticket names its deviceId" });
     if (b.feed !== "device" && b.deviceId)
       ctx.addIssue({ code: "custom", path: ["deviceId"], message: 'deviceId goes with feed "device" only' });
+    if (b.feed !== "user" && b.userId) ctx.addIssue({ code: "custom", path: ["userId"], message: 'userId goes with feed "user" only' });
     if (b.feed === "pool" && !b.pool) ctx.addIssue({ code: "custom", path: ["pool"], message: "a pool ticket names its pool" });
     if (b.feed !== "pool" && b.pool) ctx.addIssue({ code: "custom", path: ["pool"], message: 'pool goes with feed "pool" only' });
   })
