@@ -1,5 +1,5 @@
 #!/usr/bin/env node
-// `npm run feed -- [--user alice] [--admin] [--device <id>] [--since <seq>] [--port 8787 | --base <url>]`
+// `npm run feed -- [--user alice] [--admin] [--watch <userId>] [--device <id>] [--since <seq>] [--port 8787 | --base <url>]`
 //
 // Watches a live feed of `npm run dev` from the terminal with the project's typed client
 // (src/client/feed-client.ts, bundled on the fly by esbuild, which wrangler ships): it gets a
@@ -9,7 +9,8 @@
 import path from "node:path";
 import { ensureDevVars, jwtSecret, parseArgs, root, signToken, USER_ID } from "./lib.mjs";
 
-const usage = "usage: npm run feed -- [--user <id>] [--admin] [--device <deviceId>] [--since <seq>] [--port <n> | --base <url>]";
+const usage =
+  "usage: npm run feed -- [--user <id>] [--admin] [--watch <userId>] [--device <deviceId>] [--since <seq>] [--port <n> | --base <url>]";
 const args = parseArgs(process.argv.slice(2), { booleans: ["admin", "help"] });
 if (args.help) {
   console.log(usage);
@@ -21,7 +22,10 @@ const die = (msg) => {
 };
 if (typeof WebSocket === "undefined")
   die(`this Node (${process.version}) has no global WebSocket; run it as \`npm run feed\` (pinned Node 22).`);
-const user = args.user ?? args._[0] ?? (args.admin ? "ops-admin" : "alice");
+if (args.watch !== undefined && (typeof args.watch !== "string" || !USER_ID.test(args.watch))) die("--watch must be a user id");
+// --watch: an admin watching that user's own feed (as they see it).
+const admin = args.admin || args.watch !== undefined;
+const user = args.user ?? args._[0] ?? (admin ? "ops-admin" : "alice");
 if (typeof user !== "string" || !USER_ID.test(user)) die("--user must be a user id");
 const since = args.since === undefined ? undefined : Number(args.since);
 if (since !== undefined && (!Number.isInteger(since) || since < 0)) die("--since must be a whole number >= 0");
@@ -30,7 +34,7 @@ const base = typeof args.base === "string" ? args.base.replace(/\/$/, "") : `htt
 const feed = args.admin ? "admin" : args.device ? "device" : "user";
 
 ensureDevVars();
-const token = () => signToken(jwtSecret(), user, args.admin ? "admin" : "user", 3600);
+const token = () => signToken(jwtSecret(), user, admin ? "admin" : "user", 3600);
 
 const { build } = await import("esbuild");
 const bundle = await build({
@@ -45,14 +49,15 @@ const { FeedClient } = await import(`data:text/javascript;base64,${Buffer.from(b
 
 const time = (at) => new Date(at).toISOString().slice(11, 19);
 const say = (msg) => process.stdout.write(`${msg}\n`);
-const client = new FeedClient({ baseUrl: base, token, feed, deviceId: args.device, since });
+const client = new FeedClient({ baseUrl: base, token, feed, deviceId: args.device, userId: args.watch, since });
 client.onHello((h) => {
   const lost = h.missed ? `; ${h.missed.count} older event(s) are no longer kept (seq ${h.missed.from}-${h.missed.to})` : "";
   const replay =
     h.replayThrough > h.since
       ? `replaying seq ${h.since + 1}..${h.replayThrough}, then live`
       : "nothing missed, live from seq " + (h.replayThrough + 1);
-  say(`-- connected to the ${h.feed} feed as ${user}: ${replay}${lost}`);
+  const whose = args.watch ? ` of ${args.watch}` : "";
+  say(`-- connected to the ${h.feed} feed${whose} as ${user}: ${replay}${lost}`);
   if (h.state) say(`-- device now: ${JSON.stringify(h.state)}`);
 });
 client.onEvent((e) =>
@@ -64,8 +69,8 @@ client.onState(({ state, close }) => {
     say(`-- disconnected (${close.code}${close.reason ? ` ${close.reason}` : ""}); reconnecting from seq ${client.lastSeq ?? "now"}...`);
   if (state === "stopped" && close)
     say(
-      `-- closed for good (${close.code} ${close.reason}); ` +
-        `${client.lastError ? `${client.lastError.code}: ${client.lastError.message}` : ""}`,
+      `-- closed for good (${close.code}): ` +
+        `${client.lastError ? `${client.lastError.code}: ${client.lastError.message}` : close.reason || "no reason given"}`,
     );
 });
 process.on("SIGINT", () => {
@@ -76,6 +81,8 @@ process.on("SIGINT", () => {
 try {
   await client.start();
 } catch (err) {
-  console.error(`feed: ${err.message}. Is \`npm run dev\` running at ${base}?`);
+  // The server said no (its reason is printed above), or there was no server to ask.
+  if (client.lastError) console.error(`feed: refused: ${client.lastError.code}`);
+  else console.error(`feed: ${err.message}. Is \`npm run dev\` running at ${base}?`);
   process.exit(1);
 }

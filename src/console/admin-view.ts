@@ -56,7 +56,7 @@ export class AdminView {
     this.pricing = new PricingCard(api);
     this.failed = new FailedBillingCard(api);
     this.reconcile = new ReconcileCard(api, () => this.failed.refresh());
-    this.userPage = new UserPage(api, this.store);
+    this.userPage = new UserPage(api, this.store, (userId) => new FeedClient({ baseUrl, token, feed: "user", userId }));
     this.overview = h(
       "div",
       { class: "grid", id: "view-admin" },
@@ -133,7 +133,6 @@ export class AdminView {
   private onEvent(e: FeedEvent): void {
     this.events.add(e as Envelope);
     this.store.onAdminEvent(e as Envelope);
-    this.userPage.onAdminEvent(e as Envelope);
     if (e.type === "billing.usage_failed") this.failed.refresh();
     if (e.type === "billing.reconcile_differences") this.reconcile.onDifferences(e as Envelope<ReconcileDifferencesEventData>);
   }

@@ -1,7 +1,8 @@
 /** The live parts shared by both views: a feed's state badge and an event list. */
+import type { EventsPage } from "../client/api-client";
 import type { CloseInfo, FeedClient, FeedState } from "../client/feed-client";
 import type { Envelope } from "../feed/protocol";
-import { h } from "./dom";
+import { errorText, h } from "./dom";
 import { countdownText, fmtDateTime, fmtDuration, fmtMoney, fmtTime, toMs } from "./format";
 
 /** Shows a feed's state in `el` (`data-state` = connecting | open | waiting | stopped), with why it is not open. */
@@ -24,6 +25,30 @@ export function bindFeedState(el: HTMLElement, feed: FeedClient, label: string):
     if (feed.state !== "open") return;
     el.title = `${e.code}: ${e.message}`;
   });
+}
+
+/** How many past events a list shows when its page opens (a user's feed keeps up to 1,000). */
+const HISTORY = 50;
+
+/**
+ * The last events of a feed's log into `list` (marked as past), read before the feed starts; the
+ * feed then resumes right after the last one, so nothing is shown twice and nothing in between is lost.
+ */
+export async function showHistory(
+  read: (q: { since?: number; limit?: number }) => Promise<EventsPage>,
+  list: EventList,
+  feed: FeedClient,
+): Promise<void> {
+  try {
+    const head = await read({ limit: 1 });
+    const since = Math.max(0, head.lastSeq - HISTORY, (head.oldestSeq ?? 1) - 1);
+    const page = head.lastSeq ? await read({ since, limit: HISTORY }) : { events: [] };
+    for (const e of page.events) list.add(e as Envelope, true);
+    // Also with no history yet: the feed then replays whatever came since these reads.
+    feed.lastSeq = page.events.at(-1)?.seq ?? head.lastSeq;
+  } catch (err) {
+    list.note(`The earlier events could not be read (${errorText(err)}); new ones show as they happen.`);
+  }
 }
 
 /** One line about an event's data, for the event lists. */

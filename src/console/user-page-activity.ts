@@ -1,18 +1,11 @@
 /**
  * One user's activity on their page (admins): the allocations they hold now (each with
- * force-release, confirmed first), this month's usage, and their feed's events. An admin ticket
- * opens only the admin's own user feed, so the events are the user's feed log read over HTTP
- * (`GET /scheduler/events?userId=`): its last events when the page opens, then what came after
- * whenever the fleet's feeds or this page see something of theirs change (see UserPage).
+ * force-release, confirmed first) and this month's usage. Their feed is user-page-feed.ts.
  */
 import type { Allocation, ApiClient, UsageReport } from "../client/api-client";
-import type { Envelope } from "../feed/protocol";
 import { confirmStep } from "./confirm-step";
-import { act, card, countdown, errorText, h, refresher, scrollTable, shortId, showError, showOk, syncRows } from "./dom";
-import { EventList } from "./feed-ui";
+import { act, card, countdown, h, refresher, scrollTable, shortId, showError, showOk, syncRows } from "./dom";
 import { fmtDateTime, fmtDuration, fmtMoney, fmtSpec, toMs } from "./format";
-
-const HISTORY = 50;
 
 export class UserAllocationsCard {
   readonly el: HTMLElement;
@@ -152,83 +145,6 @@ export class UserUsageCard {
       );
     } catch (err) {
       showError(this.msg, err);
-    }
-  }
-}
-
-/** The user's feed log: its last events, then each newer one once, read when something of theirs changed. */
-export class UserEventsCard {
-  readonly el: HTMLElement;
-  readonly refresh = refresher(() => this.readNewer(), 300);
-  private list: EventList;
-  private readonly msg: HTMLElement;
-  private userId = "";
-  private lastSeq = 0;
-  /** Allocations whose `billing.charged` was read. */
-  private readonly charged = new Set<string>();
-  private reading: Promise<void> = Promise.resolve();
-
-  constructor(private readonly api: ApiClient) {
-    this.list = new EventList(h("ol", { id: "user-events", class: "events" }));
-    this.msg = h("p", { class: "msg", id: "user-events-msg" });
-    const reload = h("button", { type: "button", class: "small-btn", id: "user-events-reload" }, "Read newer");
-    reload.addEventListener("click", () => void act(reload, this.msg, () => this.readNewer()));
-    this.el = card(
-      "Their feed",
-      { id: "user-events-card", cls: "wide", extra: reload },
-      h("p", { class: "muted small" }, "The user's own feed log, read when their allocations, quota or money change."),
-      this.list.el,
-      this.msg,
-    );
-  }
-
-  async open(userId: string): Promise<void> {
-    this.userId = userId;
-    const fresh = new EventList(h("ol", { id: "user-events", class: "events" }));
-    this.list.el.replaceWith(fresh.el);
-    this.list = fresh;
-    this.lastSeq = 0;
-    this.charged.clear();
-    try {
-      const head = await this.api.userEvents(userId, { limit: 1 });
-      const since = Math.max(0, head.lastSeq - HISTORY, (head.oldestSeq ?? 1) - 1);
-      const page = head.lastSeq ? await this.api.userEvents(userId, { since, limit: HISTORY }) : { events: [] };
-      if (userId !== this.userId) return;
-      for (const e of page.events) this.take(e as Envelope, true);
-      this.lastSeq = page.events.at(-1)?.seq ?? head.lastSeq;
-      if (!page.events.length) this.list.note("No events in their feed yet.");
-    } catch (err) {
-      this.list.note(`Their feed could not be read (${errorText(err)}).`);
-    }
-  }
-
-  /** Whether the allocation's charge is among the events read. */
-  isCharged(allocationId: string): boolean {
-    return this.charged.has(allocationId);
-  }
-
-  private take(e: Envelope, past = false): void {
-    this.list.add(e, past);
-    const allocationId = (e.data as { allocationId?: string } | null)?.allocationId;
-    if (e.type === "billing.charged" && allocationId) this.charged.add(allocationId);
-  }
-
-  /** Reads the events after the last one read (also called by the page while it waits for a charge); one read at a time. */
-  readNewer(): Promise<void> {
-    const run = this.reading.then(() => this.readOnce());
-    this.reading = run.catch(() => undefined);
-    return run;
-  }
-
-  private async readOnce(): Promise<void> {
-    const id = this.userId;
-    if (!id) return;
-    for (let i = 0; i < 10; i++) {
-      const page = await this.api.userEvents(id, { since: this.lastSeq, limit: 100 });
-      if (id !== this.userId) return;
-      for (const e of page.events) this.take(e as Envelope);
-      this.lastSeq = page.events.at(-1)?.seq ?? this.lastSeq;
-      if (page.events.length < 100) break;
     }
   }
 }

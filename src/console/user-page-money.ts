@@ -37,11 +37,7 @@ export class UserMoneyCard {
   private currency = "USD";
   private cursor: string | null = null;
 
-  constructor(
-    private readonly api: ApiClient,
-    /** Money moved here (the page reads what depends on it, e.g. the feed's history). */
-    private readonly moved: () => void,
-  ) {
+  constructor(private readonly api: ApiClient) {
     this.balanceEl = h("p", { class: "big", id: "user-balance" }, "—");
     this.ledgerBody = h("tbody", { id: "user-ledger" });
     this.more = h("button", { type: "button", class: "small-btn", id: "ledger-more", hidden: true }, "More");
@@ -203,6 +199,5 @@ export class UserMoneyCard {
 
   private async afterMove(): Promise<void> {
     await act(null, this.loadMsg, () => this.refresh());
-    this.moved();
   }
 }

@@ -4,25 +4,24 @@
  * usage and their feed's events; a list of users to pick from. Only users with an account are
  * shown (`GET /admin/users`): reading a balance would open an account for a mistyped id.
  *
- * Kept current without a reload: the pools' feeds say when one of the user's devices is allocated
- * or released (allocations, quota and their events are read then), the operators' feed says when
- * their balance is low, and this page's own actions read what they changed. A charge is booked
- * after a release through the usage queue, so after a release their events are read a few more
- * times, until its `billing.charged` is there (then balance, ledger and usage are read once).
+ * Kept current without a reload by the user's own feed, watched live (user-page-feed.ts): each
+ * event of theirs reads what it changed (an allocation or release: their allocations and quota; a
+ * charge: balance, ledger and usage; any other money event: balance and ledger; a quota event:
+ * the quota), and a reconnect reads everything once. This page's own actions read what they changed.
  */
 import type { AdminUser, ApiClient } from "../client/api-client";
+import type { FeedClient } from "../client/feed-client";
 import type { Envelope } from "../feed/protocol";
 import { act, h, showFailure, showOk } from "./dom";
 import type { FleetStore } from "./fleet-store";
 import { naturalCompare } from "./fleet-filter";
 import { fmtDateTime, fmtMoney } from "./format";
-import { UserAllocationsCard, UserEventsCard, UserUsageCard } from "./user-page-activity";
+import { UserAllocationsCard, UserUsageCard } from "./user-page-activity";
+import { UserFeedCard } from "./user-page-feed";
 import { UserMoneyCard } from "./user-page-money";
 import { UserQuotaCard } from "./user-page-quota";
 
 const MAX_USER_PAGES = 20;
-/** After a release, the user's events are read again after these delays until its charge is there. */
-const CHARGE_CHECKS_MS = [2_000, 4_000, 8_000, 15_000, 30_000];
 
 export class UserPage {
   readonly el: HTMLElement;
@@ -35,15 +34,15 @@ export class UserPage {
   private readonly money: UserMoneyCard;
   private readonly allocations: UserAllocationsCard;
   private readonly usage: UserUsageCard;
-  private readonly events: UserEventsCard;
+  private readonly feed: UserFeedCard;
   private userId: string | null = null;
   private users: AdminUser[] = [];
-  /** Releases whose charge is not in the user's events yet → the checks still to run. */
-  private readonly awaiting = new Map<string, ReturnType<typeof setTimeout>>();
 
   constructor(
     private readonly api: ApiClient,
     store: FleetStore,
+    /** A feed client for a user's feed (an admin's ticket naming them), not started. */
+    watch: (userId: string) => FeedClient,
   ) {
     this.title = h("h2", { id: "user-page-title" });
     this.account = h("p", { class: "muted", id: "user-account" });
@@ -53,23 +52,15 @@ export class UserPage {
       if (this.pick.value) location.hash = `user=${encodeURIComponent(this.pick.value)}`;
     });
     this.quota = new UserQuotaCard(api, () => this.changed());
-    this.money = new UserMoneyCard(api, () => this.events.refresh());
+    this.money = new UserMoneyCard(api);
     this.allocations = new UserAllocationsCard(
       api,
       () => this.changed(),
       (id) => store.devices.get(id)?.node,
     );
     this.usage = new UserUsageCard(api);
-    this.events = new UserEventsCard(api);
-    this.body = h(
-      "div",
-      { class: "grid user-page-grid" },
-      this.quota.el,
-      this.allocations.el,
-      this.money.el,
-      this.usage.el,
-      this.events.el,
-    );
+    this.feed = new UserFeedCard(api, watch, { event: (e) => this.onEvent(e), resumed: () => this.readAll() });
+    this.body = h("div", { class: "grid user-page-grid" }, this.quota.el, this.allocations.el, this.money.el, this.usage.el, this.feed.el);
     this.el = h(
       "section",
       { id: "user-page", class: "user-page", "aria-labelledby": "user-page-title", hidden: true },
@@ -84,13 +75,6 @@ export class UserPage {
       ),
       this.body,
     );
-    // Something of this user's changed on a pool: what they hold, their quota's usage, their events.
-    store.onDevice((d, before) => {
-      const mine = (x: { userId: string | null } | undefined) => Boolean(this.userId && x?.userId === this.userId);
-      if (!mine(d) && !mine(before)) return;
-      if (before?.allocationId && before.allocationId !== d.allocationId && mine(before)) this.awaitCharge(before.allocationId);
-      this.changed();
-    });
   }
 
   get shownUser(): string | null {
@@ -100,8 +84,7 @@ export class UserPage {
   /** Shows a user's page (called when the address says `#user=<id>`). */
   async open(userId: string): Promise<void> {
     this.userId = userId;
-    for (const t of this.awaiting.values()) clearTimeout(t);
-    this.awaiting.clear();
+    this.feed.close();
     this.el.hidden = false;
     this.title.textContent = `User ${userId}`;
     this.account.textContent = "";
@@ -118,7 +101,7 @@ export class UserPage {
     this.body.hidden = false;
     this.allocations.open(userId);
     this.usage.open(userId);
-    void this.events.open(userId);
+    void this.feed.open(userId);
     void this.money.open(userId);
     void this.readQuota();
   }
@@ -126,25 +109,31 @@ export class UserPage {
   close(): void {
     this.userId = null;
     this.el.hidden = true;
-    for (const t of this.awaiting.values()) clearTimeout(t);
-    this.awaiting.clear();
+    this.feed.close();
   }
 
-  /** The operators' feed: a low balance of this user's. */
-  onAdminEvent(e: Envelope): void {
-    const d = e.data as { userId?: string };
-    if (!this.userId || d?.userId !== this.userId) return;
-    if (e.type.startsWith("billing.")) {
+  /** An event on their feed: read what it changed. */
+  private onEvent(e: Envelope): void {
+    const kind = e.type.split(".")[0];
+    if (kind === "device" || kind === "queue" || kind === "reservation") this.changed();
+    else if (kind === "quota") void this.readQuota();
+    else if (kind === "billing") {
       void this.money.refresh().catch(() => undefined);
-      this.events.refresh();
+      if (e.type === "billing.charged") this.usage.refresh();
     }
   }
 
-  /** Their allocations, quota and events after a change of theirs. */
+  /** Their allocations and quota after a change of theirs (the feed shows the events themselves). */
   private changed(): void {
     this.allocations.refresh();
-    this.events.refresh();
     void this.readQuota();
+  }
+
+  /** After the feed came back from a drop: everything once. */
+  private readAll(): void {
+    this.changed();
+    this.usage.refresh();
+    void this.money.refresh().catch(() => undefined);
   }
 
   private async readQuota(): Promise<void> {
@@ -156,35 +145,6 @@ export class UserPage {
     } catch {
       /* the quota card keeps what it showed; the next change reads it again */
     }
-  }
-
-  /** Reads their events again until the release's `billing.charged` is there, then the money and usage once. */
-  private awaitCharge(allocationId: string, attempt = 0): void {
-    const delay = CHARGE_CHECKS_MS[attempt];
-    if (delay === undefined) return void this.awaiting.delete(allocationId);
-    const id = this.userId;
-    this.awaiting.set(
-      allocationId,
-      setTimeout(async () => {
-        if (id !== this.userId) return;
-        const charged = await this.chargedSince(allocationId);
-        if (id !== this.userId) return;
-        if (!charged) return this.awaitCharge(allocationId, attempt + 1);
-        this.awaiting.delete(allocationId);
-        void this.money.refresh().catch(() => undefined);
-        this.usage.refresh();
-      }, delay),
-    );
-  }
-
-  private async chargedSince(allocationId: string): Promise<boolean> {
-    if (this.events.isCharged(allocationId)) return true;
-    try {
-      await this.events.readNewer();
-    } catch {
-      return false;
-    }
-    return this.events.isCharged(allocationId);
   }
 
   /** The user's account from the user list (read whole, a few pages at most), and the list for the picker. */

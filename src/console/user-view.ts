@@ -9,8 +9,8 @@ import type { ApiClient } from "../client/api-client";
 import { FeedClient } from "../client/feed-client";
 import type { Envelope, ExtendedEventData, FeedEvent } from "../feed/protocol";
 import { CatalogueStore } from "./catalogue";
-import { card, errorText, h } from "./dom";
-import { EventList, bindFeedState } from "./feed-ui";
+import { card, h } from "./dom";
+import { EventList, bindFeedState, showHistory } from "./feed-ui";
 import type { Identity } from "./session";
 import { BalanceCard, QuotaCard } from "./user-account";
 import { AllocateForm } from "./user-allocate";
@@ -19,9 +19,6 @@ import { BookingForm } from "./user-booking";
 import { MonthChart } from "./user-chart";
 import { QueuePanel } from "./user-queue";
 import { UsagePanel } from "./user-usage";
-
-/** How many past events the list shows when the page opens (the feed keeps up to 1,000). */
-const HISTORY = 50;
 
 export class UserView {
   readonly el: HTMLElement;
@@ -102,28 +99,11 @@ export class UserView {
       if (this.helloCount > 1) this.refreshAll();
     });
     this.refreshAll();
-    void this.showHistory().finally(() =>
+    void showHistory((q) => this.api.events(q), this.events, this.feed).finally(() =>
       this.feed.start().catch(() => {
         /* shown by the state badge */
       }),
     );
-  }
-
-  /**
-   * The last events of the feed's log, shown when the page opens; the feed then resumes right
-   * after the last one, so nothing is shown twice and nothing in between is lost.
-   */
-  private async showHistory(): Promise<void> {
-    try {
-      const head = await this.api.events({ limit: 1 });
-      const since = Math.max(0, head.lastSeq - HISTORY, (head.oldestSeq ?? 1) - 1);
-      const page = head.lastSeq ? await this.api.events({ since, limit: HISTORY }) : { events: [] };
-      for (const e of page.events) this.events.add(e as Envelope, true);
-      // Also with no history yet: the feed then replays whatever came since these reads.
-      this.feed.lastSeq = page.events.at(-1)?.seq ?? head.lastSeq;
-    } catch (err) {
-      this.events.note(`The earlier events could not be read (${errorText(err)}); new ones show as they happen.`);
-    }
   }
 
   private refreshAll(): void {

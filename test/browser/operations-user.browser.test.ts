@@ -132,7 +132,9 @@ describe.skipIf(!executable)("Operations at 1280×800: register, import, a user'
     expect(quota).toMatchObject({ tier: "pro", limits: { maxDevices: 3, maxCpuCores: 80 } });
     expect(await page.locator('#user-quota dd[data-limit="maxDevices"]').textContent()).toBe("0 / 3");
 
-    // Their allocation shows without a reload (from the pool feed); so do their events and the quota's usage.
+    // Their own feed is open on the page, live (an admin's ticket naming them).
+    await page.locator('#user-feed-state[data-state="open"]').waitFor({ timeout: 10_000 });
+    // Their allocation shows without a reload (from their feed); so do their events and the quota's usage.
     const held = await allocateFor(dev, "bob", "default", 20);
     const row = page.locator(`#user-allocations tr[data-allocation-id="${held.allocationId}"]`);
     await row.waitFor({ timeout: 10_000 });
@@ -155,7 +157,7 @@ describe.skipIf(!executable)("Operations at 1280×800: register, import, a user'
       reason: "force_released",
     });
     await row.waitFor({ state: "detached", timeout: 10_000 });
-    // Its charge comes through the usage queue: the page reads it once it is in their events.
+    // Its charge comes through the usage queue: its billing.charged on their feed has the page read balance, ledger and usage.
     await page.locator(`#user-usage tr[data-allocation-id="${held.allocationId}"]`).waitFor({ timeout: 40_000 });
     await page.locator('#user-events li[data-type="billing.charged"]').first().waitFor({ timeout: 10_000 });
     await page.locator('#user-ledger tr[data-kind="charge"]').first().waitFor({ timeout: 10_000 });
