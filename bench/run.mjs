@@ -7,6 +7,7 @@
 //              at the concurrencies of the allocate runs (10, 50, 200 clients)
 //   allocate   allocate + release at 10, 50, 200 clients (each client its own user)
 //   shards     the same at 50 clients with the devices split over 1, 4, 16 pools
+//   cost       what one allocate + release costs, counted: round trips, commits, rows, requests, price
 //   expiry, feed, sockets, ingestion   bench/scenarios/<name>.mjs, when present
 // and writes bench/results.json plus a readable table (figures beside the floor, ratios,
 // targets). Every load generator targets 127.0.0.1 only and stops by itself; the runtime
@@ -30,8 +31,8 @@ import {
   workerdCpuMs,
 } from "./scenarios/allocate.mjs";
 
-const ALL = ["floor", "allocate", "shards", "expiry", "queue", "feed", "sockets", "ingestion", "noisy"];
-const EXTERNAL = new Set(["expiry", "queue", "feed", "sockets", "ingestion", "noisy"]);
+const ALL = ["floor", "allocate", "shards", "cost", "expiry", "queue", "feed", "sockets", "ingestion", "noisy"];
+const EXTERNAL = new Set(["cost", "expiry", "queue", "feed", "sockets", "ingestion", "noisy"]);
 // Measured on a runtime of their own: memory figures are only clean on a process that has not
 // just held thousands of other objects (freed memory is reused, so deltas would read low).
 const FRESH = new Set(["sockets"]);
@@ -206,6 +207,9 @@ async function main() {
       allocateP99ToWriteFloorP99: null,
     },
     shards: null,
+    criticalPath: null,
+    costPerCycle: null,
+    cost: null,
     expiryLagMs: null,
     queueHandoverMs: null,
     reservationStartLagMs: null,

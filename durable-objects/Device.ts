@@ -64,11 +64,11 @@ export class Device extends ServiceObject {
       table: "feed",
       limit: FEED.deviceHistoryLimit,
       maxSockets: FEED.maxSocketsPerDevice,
-      onSockets: socketReporter(env, ctx, "device"),
+      onSockets: socketReporter(this.env, ctx, "device"),
     });
     this.outbox = new Outbox<Messages>(this.sql, {
       retryMs: ALLOCATION.notifyRetryMs,
-      deliver: deliveries(env),
+      deliver: deliveries(this.env),
       logAs: () => ({ deviceId: this.store.device()?.device_id }),
     });
     // One task: the allocation the device holds, due at the earliest of its expiry, its claim's

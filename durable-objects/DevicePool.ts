@@ -89,7 +89,7 @@ export class DevicePool extends ServiceObject {
       table: "events",
       limit: FEED.poolHistoryLimit,
       maxSockets: FEED.maxSocketsPerPool,
-      onSockets: socketReporter(env, ctx, "pool"),
+      onSockets: socketReporter(this.env, ctx, "pool"),
     });
     // Receivers are idempotent by key.
     this.outbox = new Outbox<PoolMessages>(this.sql, {
@@ -105,7 +105,7 @@ export class DevicePool extends ServiceObject {
     });
     // What the composed helpers see of this object.
     const parts: PoolContext = {
-      env,
+      env: this.env,
       state: ctx,
       sql: this.sql,
       clock: this.clock,

@@ -89,12 +89,12 @@ export class UserQuota extends ServiceObject {
     super(ctx, env);
     this.profiles = new ProfileStore(this.sql);
     this.allocations = new AllocationStore(this.sql);
-    this.balance = new Balance(env, (since) => this.allocations.endedSince(since));
+    this.balance = new Balance(this.env, (since) => this.allocations.endedSince(since));
     this.hub = new FeedHub(ctx, this.sql, {
       table: "events",
       limit: FEED.historyLimit,
       maxSockets: FEED.maxSocketsPerUser,
-      onSockets: socketReporter(env, ctx, "user"),
+      onSockets: socketReporter(this.env, ctx, "user"),
     });
     const a = this.allocations;
     this.schedule = new Schedule(
@@ -113,7 +113,7 @@ export class UserQuota extends ServiceObject {
       { retryMs: ALLOCATION.notifyRetryMs },
     );
     const parts: UserContext = {
-      env,
+      env: this.env,
       sql: this.sql,
       clock: this.clock,
       schedule: this.schedule,

@@ -33,6 +33,8 @@ export interface Env extends Omit<Cloudflare.Env, "USAGE_QUEUE" | "USAGE_DLQ" | 
   ACCESS_SIGNING_KEY_PREVIOUS?: string;
   /** Longest bearer token lifetime accepted, in days (default TOKENS.maxLifetimeDays, 30). */
   TOKEN_MAX_DAYS?: string;
+  /** "on" only in the benchmarks: every request's cost is counted (src/meter.ts). */
+  METER?: string;
   /** Seconds before the first retry of a failed usage write (doubles per attempt). */
   USAGE_RETRY_BASE_SECONDS?: string;
 }

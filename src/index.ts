@@ -3,6 +3,7 @@ import { createApp } from "./app";
 import type { Env } from "./env";
 import { handleUsageBatch } from "./queue";
 import { runBillingCron } from "./billing/cron";
+import { metered, meterFrom, meteredFetch } from "./meter";
 
 export { UserQuota } from "../durable-objects/UserQuota";
 export { Device } from "../durable-objects/Device";
@@ -11,14 +12,18 @@ export { AdminFeed } from "../durable-objects/AdminFeed";
 
 const app = createApp();
 
+// With METER on (the benchmarks only) every entry counts what it costs (src/meter.ts).
 export default {
-  fetch: app.fetch,
+  fetch(request: Request, env: Env, ctx: ExecutionContext): Response | Promise<Response> {
+    if (!meterFrom(env)) return app.fetch(request, env, ctx);
+    return meteredFetch(request, async () => app.fetch(request, metered(env), ctx));
+  },
   async queue(batch: MessageBatch<unknown>, env: Env): Promise<void> {
     // Usage is booked; dead letters are kept in `failed_usage` for replay.
-    await handleUsageBatch(batch, env);
+    await handleUsageBatch(batch, metered(env));
   },
   async scheduled(controller: ScheduledController, env: Env): Promise<void> {
     // Expiry needs no cron (alarms); billing housekeeping does.
-    await runBillingCron(env, controller.scheduledTime);
+    await runBillingCron(metered(env), controller.scheduledTime);
   },
 } satisfies ExportedHandler<Env, unknown>;

@@ -95,7 +95,7 @@ export async function setupUsers(rt, { prefix, count, adminToken }) {
     return { userId, token: signToken(JWT_SECRET, userId, "user", 86_400) };
   });
   await pool(users, SETUP_CONCURRENCY, async (u) => {
-    const t = await request(rt.main, "POST", `/billing/users/${u.userId}/top-ups`, {
+    const t = await request(rt.main, "POST", `/billing/users/${u.userId}/top-ups?create=true`, {
       body: { amountMinor: TOP_UP, paymentId: `bench-${u.userId}` },
       headers: auth(adminToken),
       clients: SETUP_CONCURRENCY,

@@ -1,12 +1,12 @@
 // Runs one scenario alone against a fresh runtime:
-//   node_modules/.bin/node bench/scenarios/try.mjs <expiry|feed|sockets|ingestion> [--quick] [--json]
+//   node_modules/.bin/node bench/scenarios/try.mjs <cost|expiry|feed|sockets|ingestion> [--quick] [--json]
 // Prints the scenario's log lines and its partial result. The runtime is disposed in any case.
 import { startRuntime } from "../lib/runtime.mjs";
 
 const args = process.argv.slice(2);
 const name = args.find((a) => !a.startsWith("--"));
 const quick = args.includes("--quick");
-const known = ["expiry", "feed", "sockets", "ingestion"];
+const known = ["cost", "expiry", "feed", "sockets", "ingestion"];
 if (!known.includes(name)) {
   console.error(`usage: node_modules/.bin/node bench/scenarios/try.mjs <${known.join("|")}> [--quick]`);
   process.exit(2);

@@ -4,6 +4,7 @@
  * commit into two; so the time is read once per instance (`load()`, in the constructor) and the
  * alarm is only ever moved earlier. An alarm that fires early finds nothing due and re-arms.
  */
+import { countCommit } from "../meter";
 export class AlarmClock {
   /** undefined: not read yet; null: no alarm. */
   private known: number | null | undefined = undefined;
@@ -31,6 +32,7 @@ export class AlarmClock {
     if (this.known === undefined) this.known = await this.storage.getAlarm();
     if (this.known !== null && this.known <= at) return;
     this.known = at;
+    countCommit(this.storage);
     await this.storage.setAlarm(at);
   }
 }

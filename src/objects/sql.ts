@@ -2,6 +2,8 @@
  * Small typed helpers over Durable Object SQLite (raw SQL is the simplest hot path): queries,
  * transactions with rollback hooks, named migrations, and a row cached by the object that owns it.
  */
+import { countSql } from "../meter";
+
 type Row = Record<string, SqlStorageValue>;
 
 /** One step of an object's schema: a name it is known by for ever, and its SQL. */
@@ -16,11 +18,14 @@ export class Sql {
   constructor(private readonly storage: DurableObjectStorage) {}
 
   exec(query: string, ...args: unknown[]): void {
-    this.storage.sql.exec(query, ...(args as SqlStorageValue[]));
+    countSql(this.storage, this.storage.sql.exec(query, ...(args as SqlStorageValue[])), query);
   }
 
   all<T = Row>(query: string, ...args: unknown[]): T[] {
-    return this.storage.sql.exec(query, ...(args as SqlStorageValue[])).toArray() as unknown as T[];
+    const cursor = this.storage.sql.exec(query, ...(args as SqlStorageValue[]));
+    const rows = cursor.toArray() as unknown as T[];
+    countSql(this.storage, cursor, query);
+    return rows;
   }
 
   one<T = Row>(query: string, ...args: unknown[]): T | null {
