@@ -100,7 +100,7 @@ export async function run(_shared, { quick, log }) {
     const slow = await cycles(rt, { n: Math.max(4, Math.round(n / 2)), u, pool, hop: HOP_MS });
     const trips = (k) => Math.round((median(slow.lat[k]) - median(base.lat[k])) / HOP_MS);
     const criticalPath = {
-      method: `serial cycles on a quiet service; round trips: extra latency with each object call's answer delayed ${HOP_MS} ms, ÷ ${HOP_MS}`,
+      method: `serial cycles on a quiet service; round trips: the latency added by delaying each object answer ${HOP_MS} ms, ÷ ${HOP_MS}`,
       allocate: { roundTrips: trips("allocate"), commits: base.allocate.commits, p50Ms: median(base.lat.allocate) },
       release: { roundTrips: trips("release"), commits: base.release.commits, p50Ms: median(base.lat.release) },
       counted: { allocate: base.allocate, release: base.release },
