@@ -36,6 +36,7 @@ import { DEVICE_META_SCHEMA } from "../src/stores/device-meta";
 import { signGrant } from "../src/access";
 import { deliveries, type Messages } from "./device/messages";
 import { StatusDesk, type DeviceContext, type StatusChange } from "./device/status-desk";
+import { reserveWindow } from "./device/windows";
 import { STATUS_NOTE_SCHEMA, StatusNoteStore, statusView, type StatusView } from "../src/stores/device-status-note";
 import { iso } from "../src/domain/time";
 
@@ -200,7 +201,8 @@ export class Device extends ServiceObject {
     if (d.status !== "available" || this.current())
       return fail(409, "DEVICE_BUSY", "The device is already allocated or not in service.", { state: state() });
     if (!fits(spec, req.min, req.max)) return fail(409, "DEVICE_UNFIT", "The device does not match the request.", { state: state() });
-    const now = Date.now();
+    // The caller's start (a direct allocation's user object and device share it), unless the clocks disagree.
+    const now = req.at !== undefined && Math.abs(req.at - Date.now()) < ALLOCATION.clockMarginMs ? req.at : Date.now();
     // A reservation's allocation ends with its window, never later (the next window may start right then).
     const expiresAt = req.via?.until !== undefined ? Math.min(now + req.durationMs, req.via.until) : now + req.durationMs;
     if (expiresAt <= now) return fail(409, "RESERVATION_WINDOW_OVER", "The reservation's window has ended.", { state: state() });
@@ -218,6 +220,8 @@ export class Device extends ServiceObject {
     // In the same turn as the writes (one commit): the claim's earliest deadline.
     await this.clock.arm(Math.min(expiresAt, confirmAt, warnAt));
     const after: DeviceState = { deviceId: d.device_id, node: d.node, ...spec, status: "allocated", version: d.version + 1, ...holds };
+    // A pool's own claim learns this from the answer; a direct allocation's pool hears it after the answer.
+    if (!req.via) this.ctx.waitUntil(this.tellPool(d.pool, after));
     const access = this.access.map();
     return ok({ deviceId: d.device_id, pool: d.pool, node: d.node, ...spec, allocatedAt: now, expiresAt, state: after, access });
   }
@@ -240,13 +244,18 @@ export class Device extends ServiceObject {
     return ok({ aborted: true });
   }
 
-  /** Ends the allocation (idempotent: a repeat returns the first result). */
-  async end(allocationId: string, reason: EndReason): Promise<Result<EndedAllocation>> {
+  /**
+   * Ends the allocation (idempotent: a repeat returns the first result). Asked by its user's
+   * object (`byUser`), the answer is what the user records, so it goes unsent, and the pool and
+   * the usage queue hear after the answer; otherwise everyone has heard when it answers.
+   */
+  async end(allocationId: string, reason: EndReason, byUser = false): Promise<Result<EndedAllocation>> {
     const a = this.store.allocation(allocationId);
     if (!a) return fail(404, "ALLOCATION_NOT_FOUND", "No such allocation on this device.");
     if (a.state === "ended") return ok(this.store.ended(a));
-    const ended = this.sql.tx(() => this.endTx(a, reason, Date.now()));
-    await this.settle();
+    const ended = this.sql.tx(() => this.endTx(a, reason, Date.now(), byUser));
+    if (byUser) this.ctx.waitUntil(this.settle());
+    else await this.settle();
     return ok(ended);
   }
 
@@ -293,31 +302,9 @@ export class Device extends ServiceObject {
 
   // ---- reservation windows ---------------------------------------------------------------
 
-  /**
-   * The pool books [startAt, endAt) on this device for a reservation. Refused when the device
-   * is out of service, allocated into the window, or has another window there. Idempotent.
-   */
+  /** The pool books a window on this device for a reservation (see ./device/windows.ts). */
   async reserve(w: Window & { pool: string }): Promise<Result<{ deviceId: string }>> {
-    const d = this.store.registered();
-    if (!d) return fail(409, "DEVICE_UNAVAILABLE", "The device is not registered.", { state: null });
-    // The asking pool's index drops it (a "removed" state for that pool; the device's own pool is told by its outbox).
-    if (d.pool !== w.pool)
-      return fail(409, "DEVICE_UNAVAILABLE", "The device has moved to another pool.", {
-        state: { ...this.store.state(d), status: "removed" },
-      });
-    if (this.store.hasWindow(w.reservationId)) return ok({ deviceId: d.device_id });
-    if (d.status === "maintenance" || d.status === "offline")
-      return fail(409, "DEVICE_UNAVAILABLE", "The device is not in service.", { state: this.store.state(d) });
-    const drained = this.status.reserveRefusal(d);
-    if (drained) return drained;
-    const a = this.current();
-    if (a && a.expires_at > w.startAt)
-      return fail(409, "DEVICE_BUSY", "The device is allocated into the window.", { state: this.store.state(d) });
-    const now = Date.now();
-    if (this.store.clash(w.startAt, w.endAt, now))
-      return fail(409, "DEVICE_RESERVED", "The device has another reservation in the window.", { state: this.store.state(d) });
-    this.store.reserve(w, now);
-    return ok({ deviceId: d.device_id });
+    return reserveWindow(this.store, this.status, this.current(), w);
   }
 
   /** The reservation was cancelled or ended: its window no longer holds the device. Idempotent. */
@@ -371,13 +358,13 @@ export class Device extends ServiceObject {
   // ---- internals -------------------------------------------------------------------------
 
   /** Ends an allocation inside a transaction and queues everything others must hear. */
-  private endTx(a: HoldRow, reason: EndReason, now: number): EndedAllocation {
+  private endTx(a: HoldRow, reason: EndReason, now: number, byUser = false): EndedAllocation {
     const d = this.store.device()!;
     const after = this.status.afterEnd();
     const { ended, state } = this.store.end(a, reason, now, after ?? undefined);
     const record: UsageRecord = { ...ended, cpuCores: a.cpu, memoryMB: a.mem, storageMB: a.storage };
     this.enqueue(
-      { kind: "user_ended", payload: ended },
+      ...(byUser ? [] : [{ kind: "user_ended", payload: ended } as const]),
       ...(reason !== "orphaned" ? [{ kind: "usage", payload: { record, confirmed: a.state === "active" } } as const] : []),
       { kind: "pool_state", payload: { pool: d.pool, state } },
     );
@@ -446,6 +433,16 @@ export class Device extends ServiceObject {
       if (ended && !item.payload.state.ended) item.payload.state.ended = ended;
     }
     this.outbox.add(...items);
+  }
+
+  /** A claim's state to its pool, after the claim answered; the outbox carries it if the call fails. */
+  private async tellPool(pool: string, state: DeviceState): Promise<void> {
+    try {
+      await take(this.env.DEVICE_POOL.getByName(pool).deviceState(pool, state));
+    } catch {
+      this.enqueue({ kind: "pool_state", payload: { pool, state } });
+      await this.settle();
+    }
   }
 
   /** Tells the pool now (so a registered device is allocatable at once); the outbox retries failures. */

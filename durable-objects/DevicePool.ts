@@ -20,6 +20,8 @@ import type {
   Claimed,
   ClaimRequest,
   DeviceState,
+  PickRequest,
+  Picked,
   FleetEntry,
   FleetFilter,
   PoolDevice,
@@ -34,6 +36,8 @@ import type {
 } from "../src/contracts";
 import type { ReservationStatus } from "../src/domain/reservation";
 import { roomRefusal } from "../src/domain/quota";
+import { UNBOUNDED } from "../src/domain/spec";
+import type { DeviceSpec } from "../src/domain/types";
 import type { DeviceStatus } from "../src/domain/types";
 import type { Env } from "../src/env";
 import { fail, ok, type Result } from "../src/errors";
@@ -78,6 +82,8 @@ export class DevicePool extends ServiceObject {
    * write before the call would cost a commit of its own.
    */
   private readonly picked = new Map<string, number>();
+  /** Devices a pick handed out → until when no other pick gets them (or until their state arrives). */
+  private readonly leased = new Map<string, number>();
 
   constructor(ctx: DurableObjectState, env: Env) {
     super(ctx, env);
@@ -95,12 +101,12 @@ export class DevicePool extends ServiceObject {
     this.outbox = new Outbox<PoolMessages>(this.sql, {
       retryMs: ALLOCATION.notifyRetryMs,
       deliver: {
-        unreserve: async (m) => (await take(env.DEVICE.getByName(m.deviceId).unreserve(m.reservationId)), true),
+        unreserve: async (m) => (await take(this.env.DEVICE.getByName(m.deviceId).unreserve(m.reservationId)), true),
         user_event: async (m) => (
-          await take(env.USER_QUOTA.getByName(m.userId).externalEvent(m.userId, m.key, m.type, m.data as never)),
+          await take(this.env.USER_QUOTA.getByName(m.userId).externalEvent(m.userId, m.key, m.type, m.data as never)),
           true
         ),
-        booking: async (m) => (await take(env.USER_QUOTA.getByName(m.userId).bookingSettled(m.userId, m.booking, m.booked)), true),
+        booking: async (m) => (await take(this.env.USER_QUOTA.getByName(m.userId).bookingSettled(m.userId, m.booking, m.booked)), true),
       },
     });
     // What the composed helpers see of this object.
@@ -185,20 +191,55 @@ export class DevicePool extends ServiceObject {
     // A reservation's allocation ends with its window (the device caps it there too).
     const span = req.via?.until !== undefined ? Math.max(0, Math.min(req.durationMs, req.via.until - Date.now())) : req.durationMs;
     for (let attempt = 0; attempt < ALLOCATION.claimAttempts; attempt++) {
-      const skip = new Set([...this.queueDesk.inFlight, ...tried]);
+      const skip = new Set([...this.queueDesk.inFlight, ...this.leased.keys(), ...tried]);
       const pick = this.index.pick(strategy, req, skip, this.picked, span, own);
       if (!pick) break;
       tried.add(pick.device_id);
       const r = await this.claimOn(pick.device_id, req, pick.node);
       if (r.ok) return r;
     }
-    const above = this.index.freeAboveMax(req, new Set([...this.queueDesk.inFlight, ...tried]), span);
+    return this.nothingFree(req, new Set([...this.queueDesk.inFlight, ...tried]), span);
+  }
+
+  /** Why no device was picked: the quota's room (when free devices all exceed it), else none free. */
+  private nothingFree(req: { pool: string; min: DeviceSpec; max: DeviceSpec }, skip: Set<string>, span: number): Result<never> {
+    const above = req.max === UNBOUNDED ? { smallest: null, count: 0 } : this.index.freeAboveMax(req, skip, span);
     if (above.smallest) return roomRefusal("free", req.pool, req.min, req.max, above.count, above.smallest);
     const soonest = this.index.soonestExpiry();
     return fail(409, "NO_DEVICE_AVAILABLE", `No free device in pool "${req.pool}" matches the request.`, {
       pool: req.pool,
       spec: req.min,
       nextExpiryAt: soonest ? new Date(soonest).toISOString() : null,
+    });
+  }
+
+  /**
+   * A direct allocation's first step (src/allocate.ts): the device to claim, read from the index
+   * with no write. It is kept from other picks for `pickLeaseMs` or until its claim's state
+   * arrives from the device; states that refused claims reported come with the next pick.
+   */
+  async pick(req: PickRequest): Promise<Result<Picked>> {
+    const missing = this.index.missing(req.pool);
+    if (missing) return missing;
+    for (const state of req.learned ?? []) this.apply(state);
+    const { strategy, idleReleaseSeconds } = this.index.settings(req.pool);
+    const now = Date.now();
+    for (const [id, until] of this.leased) if (until <= now) this.leased.delete(id);
+    const skip = new Set([...this.queueDesk.inFlight, ...this.leased.keys(), ...(req.exclude ?? [])]);
+    const bounds = { pool: req.pool, min: req.min, max: req.max ?? UNBOUNDED };
+    const pick = this.index.pick(strategy, bounds, skip, this.picked, req.durationMs, null);
+    const row = pick && this.index.device(pick.device_id);
+    // Why not: devices only leased to other picks still count as free there.
+    if (!row) return this.nothingFree(bounds, new Set([...this.queueDesk.inFlight, ...(req.exclude ?? [])]), req.durationMs);
+    this.leased.set(row.device_id, now + ALLOCATION.pickLeaseMs);
+    this.picked.set(row.node, now);
+    return ok({
+      deviceId: row.device_id,
+      node: row.node,
+      cpuCores: row.cpu,
+      memoryMB: row.mem,
+      storageMB: row.storage,
+      idleReleaseSeconds,
     });
   }
 
@@ -219,7 +260,6 @@ export class DevicePool extends ServiceObject {
       return r;
     }
     this.apply(r.value.state);
-    this.index.picked(r.value.node, pickedAt);
     return r;
   }
 
@@ -238,9 +278,12 @@ export class DevicePool extends ServiceObject {
   }
 
   private apply(s: DeviceState): void {
+    this.leased.delete(s.deviceId);
     const changed = this.sql.tx(() => {
       const prev = this.index.apply(s);
       if (prev === undefined) return false;
+      // A claim's state: its node's pick time is stored with it (the spread strategy's order), in the same write.
+      if (s.status === "allocated" && prev?.status !== "allocated") this.index.picked(s.node, this.picked.get(s.node) ?? Date.now());
       this.reservationDesk.allocationEnded(s);
       this.observe(prev, s);
       return true;

@@ -26,6 +26,7 @@ import type {
   HandOverBegun,
   AllocationResult,
   Claimed,
+  Picked,
   QueueJoinInput,
   QuotaUpdate,
   ReleaseResult,
@@ -49,6 +50,7 @@ import { socketReporter } from "../src/objects/operators";
 import { Schedule, earliest } from "../src/objects/schedule";
 import { take } from "../src/rpc";
 import { Allocator } from "./user/allocator";
+import { Extender } from "./user/extender";
 import {
   ALLOCATIONS_SCHEMA,
   AllocationStore,
@@ -83,6 +85,7 @@ export class UserQuota extends ServiceObject {
   private readonly allocations: AllocationStore;
   private readonly balance: Balance;
   private readonly allocator: Allocator;
+  private readonly extender: Extender;
   private readonly checks: PoolChecks;
 
   constructor(ctx: DurableObjectState, env: Env) {
@@ -105,8 +108,12 @@ export class UserQuota extends ServiceObject {
           due: () => a.firstDeadline(),
           run: (now) => a.stalePending(now).forEach((id) => this.allocator.inFlight.has(id) || a.abortPending(id)),
         },
-        // Active past its expiry: checked with the device (whose notice may have been lost).
-        { due: () => a.firstOverdue(ALLOCATION.overdueGraceMs), run: (now) => this.checkOverdue(now) },
+        // Active past its expiry, or recorded beside a claim that may have failed: checked with the device.
+        {
+          due: () => a.firstOverdue(ALLOCATION.overdueGraceMs),
+          run: (now) => this.checkWithDevices(a.overdue(now - ALLOCATION.overdueGraceMs)),
+        },
+        { due: () => a.firstRecordCheck(), run: (now) => this.checkWithDevices(a.recordChecksDue(now)) },
         { due: (now) => earliest(...this.idleDeadlines(now).map((x) => x.at)), run: () => this.releaseIdle() },
       ],
       // What is still due after an alarm failed (e.g. the device did not answer): retried shortly, not in a tight loop.
@@ -127,6 +134,7 @@ export class UserQuota extends ServiceObject {
     };
     this.checks = new PoolChecks(parts, new BookingStore(this.sql));
     this.allocator = new Allocator(parts);
+    this.extender = new Extender(parts, this.checks);
     this.start(MIGRATIONS);
   }
 
@@ -170,6 +178,21 @@ export class UserQuota extends ServiceObject {
 
   async allocate(input: AllocateInput): Promise<Result<AllocationResult>> {
     return this.allocator.allocate(input);
+  }
+
+  /** A direct allocation, recorded beside its device's claim (see Allocator.record, src/allocate.ts). */
+  async record(input: AllocateInput, allocationId: string, device: Picked, at: number): Promise<Result<AllocationResult>> {
+    return this.allocator.record(input, allocationId, device, at);
+  }
+
+  /** Before a direct allocation's answer that nothing is free: the quota's own refusal comes first. */
+  async allocationRefusal(input: AllocateInput): Promise<Failure | null> {
+    return this.allocator.refusal(input);
+  }
+
+  /** Its device's claim failed: the recorded allocation never was. Idempotent. */
+  async abortRecord(allocationId: string): Promise<boolean> {
+    return this.allocator.abortRecord(allocationId);
   }
 
   /** A pool handing over a device (a queue entry, a reservation's start), step 1 (see Allocator.beginHandOver). */
@@ -242,7 +265,7 @@ export class UserQuota extends ServiceObject {
   private async endOnDevice(row: AllocationRow, reason: EndReason): Promise<Result<EndedAllocation>> {
     let r: Result<EndedAllocation>;
     try {
-      r = (await take(this.env.DEVICE.getByName(row.device_id!).end(row.allocation_id, reason))) as Result<EndedAllocation>;
+      r = (await take(this.env.DEVICE.getByName(row.device_id!).end(row.allocation_id, reason, true))) as Result<EndedAllocation>;
     } catch (err) {
       return fail(503, "DEVICE_UNAVAILABLE", "The device did not answer; the allocation is unchanged. Try again.", { cause: String(err) });
     }
@@ -265,8 +288,7 @@ export class UserQuota extends ServiceObject {
     const row = this.allocations.row(e.data.allocationId);
     // A warning (or a drain) for an allocation already over says nothing useful.
     if (row && row.status !== "active") return;
-    if (e.type === "device.expiring") this.emit(this.profiles.owner(), e.type, e.data);
-    else this.emit(this.profiles.owner(), e.type, e.data);
+    this.emit(this.profiles.owner(), e.type, e.data as never);
   }
 
   private markEnded(e: EndedAllocation): void {
@@ -298,45 +320,7 @@ export class UserQuota extends ServiceObject {
     allocationId: string,
     additionalMinutes: number,
   ): Promise<Result<AllocationResult & { extendCount: number; extendedMinutes: number }>> {
-    this.profile(userId);
-    const found = this.allocations.active(allocationId);
-    if (!found.ok) return found;
-    let row!: AllocationRow;
-    let now!: number;
-    const funds = await this.balance.checked(userId, (f) => {
-      const p = this.profile(userId);
-      const current = this.allocations.active(allocationId);
-      if (!current.ok) return current;
-      row = current.value;
-      now = Date.now();
-      const done = { extendCount: row.extend_count, extendedMinutes: row.extended_minutes, lastExtendedAt: row.last_extended_at };
-      return (
-        checkExtend(EXTEND_POLICIES[p.plan], done, additionalMinutes, now) ??
-        checkExtraHours(this.profiles.state(p), this.allocations.usage(p.hours_used), additionalMinutes / 60, now) ??
-        this.checks.fundsRefusal(f, specOf(row), additionalMinutes * 60_000)
-      );
-    });
-    if (!funds.ok) return funds;
-    const expiresAt = row.expires_at! + additionalMinutes * 60_000;
-    // Book first (quota held), then move the device's alarm; undo the booking if the device refuses.
-    this.allocations.extend(allocationId, expiresAt, additionalMinutes, now);
-    let r: Result<{ expiresAt: number }>;
-    const info = extendInfo(row, additionalMinutes);
-    try {
-      r = (await take(this.env.DEVICE.getByName(row.device_id!).extend(allocationId, expiresAt, info))) as Result<{ expiresAt: number }>;
-    } catch (err) {
-      r = fail(503, "DEVICE_UNAVAILABLE", "The device did not answer; the allocation is unchanged. Try again.", { cause: String(err) });
-    }
-    if (!r.ok) {
-      this.allocations.restore(row);
-      return r;
-    }
-    await this.schedule.rearm();
-    const next = this.allocations.row(allocationId)!;
-    const counts = { extendCount: next.extend_count, extendedMinutes: next.extended_minutes };
-    this.emit(userId, "device.extended", { ...eventData(next), additionalMinutes, ...counts });
-    this.noteQuotaStatus(this.profile(userId));
-    return ok({ ...resultOf(userId, next), ...counts });
+    return this.extender.extend(userId, allocationId, additionalMinutes);
   }
 
   // ---- events from other parts of the service ---------------------------------------------
@@ -449,15 +433,21 @@ export class UserQuota extends ServiceObject {
 
   // ---- schedule handlers -------------------------------------------------------------------------
 
-  /** Active allocations past their expiry (and the grace): the device says whether they ended. */
-  private async checkOverdue(now: number): Promise<void> {
-    for (const row of this.allocations.overdue(now - ALLOCATION.overdueGraceMs)) {
+  /** Active allocations the device is asked about (past their expiry, or a record's check): ended, or held until when. */
+  private async checkWithDevices(rows: AllocationRow[]): Promise<void> {
+    const now = Date.now();
+    for (const row of rows) {
       try {
         type Checked = { state: "active"; expiresAt: number } | { state: "ended"; ended: EndedAllocation };
         const r = (await take(this.env.DEVICE.getByName(row.device_id!).check(row.allocation_id))) as Result<Checked>;
         if (r.ok && r.value.state === "ended") this.markEnded(r.value.ended);
-        else if (r.ok && r.value.state === "active") this.allocations.setExpires(row.allocation_id, r.value.expiresAt);
-        else if (!r.ok && r.code === "ALLOCATION_NOT_FOUND") this.markEnded(orphanedEnd(row, this.profiles.owner(), now));
+        else if (r.ok && r.value.state === "active") {
+          const expiresAt = r.value.expiresAt;
+          this.sql.tx(() => {
+            this.allocations.setExpires(row.allocation_id, expiresAt);
+            this.allocations.recordChecked(row.allocation_id);
+          });
+        } else if (!r.ok && r.code === "ALLOCATION_NOT_FOUND") this.markEnded(orphanedEnd(row, this.profiles.owner(), now));
       } catch {
         // Device unreachable: the next alarm tries again.
       }

@@ -112,6 +112,13 @@ export const ALLOCATION = {
   expiryWarningMs: 5 * 60_000,
   /** How many candidates the pool asks per allocation before giving up as busy. */
   claimAttempts: 4,
+  /** A device a pick handed out is kept from other picks this long, or until its claim's state reaches the pool. */
+  pickLeaseMs: 5_000,
+  /**
+   * A direct allocation recorded by the user's object is checked with its device this long after
+   * it began, unless it ended first (a claim that failed while its caller died leaves no quota held).
+   */
+  recordCheckMs: 40_000,
   /** How far two objects' clocks may be apart where one compares the other's times with its own. */
   clockMarginMs: 1_000,
   /** Test-only short durations (ALLOW_SHORT_DURATIONS), in seconds. */

@@ -48,6 +48,28 @@ export interface ClaimRequest {
   durationMs: number;
   /** Where the request came from when not a direct allocation: its queue entry or reservation. */
   via?: { kind: "queue" | "reservation"; id: string; deviceId: string | null; until?: number };
+  /** A direct allocation's start (unix ms), which its user's object records too. */
+  at?: number;
+}
+
+/** A direct allocation's first step (src/allocate.ts): which device of the pool to claim. */
+export interface PickRequest {
+  pool: string;
+  min: DeviceSpec;
+  /** The largest device the user's quota allows, when known (a second pick after a room refusal). */
+  max?: DeviceSpec;
+  durationMs: number;
+  /** Devices already tried for this allocation. */
+  exclude?: string[];
+  /** States that refused claims reported (the pool's index learns them). */
+  learned?: DeviceState[];
+}
+
+/** The device a pick chose, and the pool's idle release grace. */
+export interface Picked extends DeviceSpec {
+  deviceId: string;
+  node: string;
+  idleReleaseSeconds: number | null;
 }
 
 export interface Claimed extends DeviceSpec {

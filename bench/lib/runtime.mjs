@@ -35,25 +35,21 @@ export function buildWorker() {
 // The floor Worker. Besides the three basic shapes it has the protocol floor: the messages
 // and commits of our allocate and release with no logic at all (one SQLite write per step), so
 // the runtime's own cost of the protocol's shape is measured beside ours:
-//   /alloc    W → user (write) → pool → device (write) → pool (write) → user (write) → device (write)
-//   /release  W → user → device (write) → pool (write) → device (write) → user (write)
+//   /alloc    W → pool (read), then W → user (write) and W → device (write) side by side
+//   /release  W → user → device (write), then the user (write)
 // (the user's object, the pool and the device are objects of one class, by name.)
 const FLOOR_SCRIPT = `
 import { DurableObject } from "cloudflare:workers";
 export class Floor extends DurableObject {
   constructor(ctx, env) {
     super(ctx, env);
-    ctx.storage.sql.exec("CREATE TABLE IF NOT EXISTS w (id INTEGER PRIMARY KEY AUTOINCREMENT, at INTEGER NOT NULL)");
+    ctx.storage.sql.exec("CREATE TABLE IF NOT EXISTS w (id INTEGER PRIMARY KEY, at INTEGER NOT NULL)");
   }
   noop() { return 1; }
+  read() { return this.ctx.storage.sql.exec("SELECT COUNT(*) AS n FROM w").one().n; }
   write() { this.ctx.storage.sql.exec("INSERT INTO w (at) VALUES (?)", Date.now()); return 1; }
   at(name) { return this.env.FLOOR.getByName(name); }
-  async userAllocate(pool, device) {
-    this.write(); await this.at("p:" + pool).poolClaim(device); this.write(); await this.at("d:" + device).write(); return 1;
-  }
-  async poolClaim(device) { await this.at("d:" + device).write(); this.write(); return 1; }
-  async userRelease(pool, device) { await this.at("d:" + device).deviceEnd(pool); this.write(); return 1; }
-  async deviceEnd(pool) { this.write(); await this.at("p:" + pool).write(); this.write(); return 1; }
+  async userRelease(device) { await this.at("d:" + device).write(); this.write(); return 1; }
 }
 export default {
   async fetch(req, env) {
@@ -61,10 +57,12 @@ export default {
     if (u.pathname === "/bare") return new Response("ok");
     const q = u.searchParams;
     if (u.pathname === "/alloc") {
-      await env.FLOOR.getByName("u:" + q.get("u")).userAllocate(q.get("p"), q.get("d")); return new Response("ok");
+      await env.FLOOR.getByName("p:" + q.get("p")).read();
+      await Promise.all([env.FLOOR.getByName("u:" + q.get("u")).write(), env.FLOOR.getByName("d:" + q.get("d")).write()]);
+      return new Response("ok");
     }
     if (u.pathname === "/release") {
-      await env.FLOOR.getByName("u:" + q.get("u")).userRelease(q.get("p"), q.get("d")); return new Response("ok");
+      await env.FLOOR.getByName("u:" + q.get("u")).userRelease(q.get("d")); return new Response("ok");
     }
     const stub = env.FLOOR.getByName(q.get("o") ?? "one");
     if (u.pathname === "/noop") { await stub.noop(); return new Response("ok"); }

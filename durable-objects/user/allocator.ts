@@ -1,6 +1,10 @@
 /**
- * The allocation protocol of a user's object, composed into UserQuota (each step heals if the
- * next never happens):
+ * The allocation protocol of a user's object, composed into UserQuota.
+ *
+ * A direct allocation (src/allocate.ts) is recorded here in one step, `record`, beside the
+ * device's claim: the pick's device checked against quota and funds and written `active`.
+ *
+ * A pool's hand-over runs the older shape (each step heals if the next never happens):
  *   1. write `pending` (quota held) with a deadline          → the alarm aborts it at the deadline
  *   2. the pool picks, the device claims it as `held`         → the device asks `verify` later, frees if unknown
  *   3. re-read the row; `active` + event                      → aborted meanwhile: give the device back
@@ -10,7 +14,7 @@
  * steps 3-4 here (`finishHandOver`), so it never waits on a call that calls back into it.
  */
 import { ALLOCATION } from "../../src/config";
-import type { AllocateInput, AllocationResult, Claimed } from "../../src/contracts";
+import type { AllocateInput, AllocationResult, Claimed, Picked } from "../../src/contracts";
 import type { KnownFunds } from "../../src/billing/balance";
 import { durationMsOf } from "../../src/domain/duration";
 import { effectiveIdleGraceMs, requestedIdleGraceMs } from "../../src/domain/idle";
@@ -23,6 +27,7 @@ import { eventData, requestHash, resultOf, type AllocationRow } from "../../src/
 import type { UserContext } from "./context";
 import type { HandOverBegun } from "../../src/contracts";
 import { claimRequest } from "../../src/domain/claim";
+import { fits } from "../../src/domain/strategy";
 import { iso } from "../../src/domain/time";
 
 /** An allocation past step 1: its pending row, the largest device its quota allows, the funds it was checked against. */
@@ -48,6 +53,100 @@ export class Allocator {
     } finally {
       this.inFlight.delete(begun.allocationId);
     }
+  }
+
+  /**
+   * A direct allocation's second step, beside the device's claim (src/allocate.ts): a repeated
+   * key's answer, a refusal, or the allocation written `active` on the picked device, its quota
+   * and funds checked on the device's real spec with no await between the check and the write.
+   * A device larger than the quota's room per device is `NO_DEVICE_WITHIN_QUOTA` with that room,
+   * for the caller to pick again within it.
+   */
+  async record(input: AllocateInput, allocationId: string, device: Picked, at: number): Promise<Result<AllocationResult>> {
+    this.u.profile(input.userId);
+    const idleMs = requestedIdleGraceMs(input.idleReleaseMinutes, input.idleReleaseSeconds);
+    const hash = requestHash(input, idleMs);
+    const replay = this.replayOf(input, hash);
+    if (replay) return replay;
+    const durationMs = durationMsOf(input.durationMinutes, input.durationSeconds);
+    let answer: Result<AllocationResult> | Promise<Result<AllocationResult>> | null = null;
+    let refusal: Failure | null = null;
+    const funds = await this.u.balance.checked(input.userId, (f) => {
+      answer = this.replayOf(input, hash); // the same key may have been used meanwhile
+      if (answer) return null;
+      const checked = this.u.allocationCheck(input.userId, device, durationMs, f);
+      // Larger than the room per device: the caller picks again within it (then the quota's own verdict, if any).
+      refusal = fits(device, input.spec, checked.max)
+        ? checked.refusal
+        : fail(409, "NO_DEVICE_WITHIN_QUOTA", "The picked device is larger than the quota's room per device.", { room: checked.max });
+      if (refusal) return refusal;
+      const idle = effectiveIdleGraceMs(idleMs, device.idleReleaseSeconds == null ? null : device.idleReleaseSeconds * 1000);
+      const row = {
+        allocationId,
+        pool: input.pool,
+        durationMinutes: input.durationMinutes,
+        durationMs,
+        idempotencyKey: input.idempotencyKey ?? null,
+        hash,
+        deadline: at + ALLOCATION.recordCheckMs,
+        idleMs: idle,
+        device,
+        allocatedAt: at,
+        expiresAt: at + durationMs,
+      };
+      this.u.sql.tx(() => {
+        this.u.allocations.insertActive(row, Date.now());
+        const done = this.u.allocations.row(allocationId)!;
+        this.u.emit(input.userId, "device.allocated", eventData(done));
+        this.u.noteQuotaStatus(this.u.profile(input.userId));
+        answer = ok(resultOf(input.userId, done));
+      });
+      return null;
+    });
+    if (!funds.ok) {
+      const refused = refusal as Failure | null;
+      if (funds === refused && refused.code !== "NO_DEVICE_WITHIN_QUOTA") this.u.noteQuotaStatus(this.u.profile(input.userId));
+      return funds;
+    }
+    const a = answer as Result<AllocationResult> | Promise<Result<AllocationResult>> | null;
+    if (!a) return fail(503, "ALLOCATION_ABORTED", "The allocation could not be recorded; nothing was allocated. Try again.");
+    const r = await a;
+    if (r.ok && r.value.allocationId === allocationId) {
+      log("info", "allocation active", { userId: input.userId, allocationId, deviceId: device.deviceId, pool: input.pool });
+      // Its record check comes before its expiry; an idle grace needs the full computation.
+      if (idleMs === null && device.idleReleaseSeconds == null) await this.u.clock.arm(at + ALLOCATION.recordCheckMs);
+      else await this.u.schedule.rearm();
+    }
+    return r;
+  }
+
+  /** Why this user may not allocate `input` now, whatever the pool has free (null: they may). */
+  async refusal(input: AllocateInput): Promise<Failure | null> {
+    this.u.profile(input.userId);
+    const durationMs = durationMsOf(input.durationMinutes, input.durationSeconds);
+    const r = await this.u.balance.checked(input.userId, (f) => this.u.allocationCheck(input.userId, input.spec, durationMs, f).refusal);
+    return r.ok ? null : r;
+  }
+
+  /** The device's claim failed (or its answer was lost): the recorded allocation never was. */
+  abortRecord(allocationId: string): boolean {
+    const row = this.u.allocations.row(allocationId);
+    if (!row || row.status !== "active") return false;
+    return this.u.sql.tx(() => {
+      if (!this.u.allocations.abortRecorded(allocationId)) return false;
+      // Its `device.allocated` went out: the user's feed says it is over, as an orphan (never billed).
+      this.u.emit(this.u.profiles.owner(), "device.released", {
+        allocationId,
+        deviceId: row.device_id!,
+        pool: row.pool,
+        allocatedAt: iso(row.allocated_at!),
+        releasedAt: iso(Date.now()),
+        durationSeconds: 0,
+        reason: "orphaned",
+      });
+      this.u.noteQuotaStatus(this.u.profile(this.u.profiles.owner()));
+      return true;
+    });
   }
 
   /**

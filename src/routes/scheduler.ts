@@ -1,4 +1,5 @@
 /** User-facing allocation routes (paths kept from the old system). */
+import { allocate } from "../allocate";
 import { z } from "@hono/zod-openapi";
 import type { Context } from "hono";
 import { actingUser, readableUser, requireUser, type AppEnv } from "../auth";
@@ -222,7 +223,7 @@ export function planAllocate(c: Ctx, b: z.infer<typeof AllocateBody>) {
   };
   // The pool is checked here, before the user's object would address it (an unknown name creates nothing).
   return planned(userId, async () => {
-    const r = (await missingPool(c.env, input.pool)) ?? (await take(userQuota(c.env, userId).allocate(input)));
+    const r = (await missingPool(c.env, input.pool)) ?? (await allocate(c.env, input, (work) => c.executionCtx.waitUntil(work)));
     if (!r.ok) return r;
     const { access, ...result } = r.value;
     // A repeated key's answer comes from the stored row, which never holds the access: the device says.

@@ -4,7 +4,7 @@
  * Usage is always derived from the pending and active rows, never kept as a counter that could
  * drift. Synchronous, over the object's SQL; it calls no other object.
  */
-import type { AllocationResult, Claimed, ExtendInfo, ReleaseResult } from "../contracts";
+import type { AllocationResult, Claimed, ExtendInfo, Picked, ReleaseResult } from "../contracts";
 import { fail, ok, type Failure, type Result } from "../errors";
 import { decodeCursor, encodeCursor } from "../cursor";
 import type { Allocation, AllocationStatus, DeviceSpec, EndReason, EndedAllocation, QuotaUsage, UsageRecord } from "../domain/types";
@@ -46,7 +46,7 @@ export interface AllocationRow {
   last_extended_at: number | null;
   idem_key: string | null;
   idem_hash: string | null;
-  /** A pending row not recorded by then is aborted. */
+  /** A pending row not recorded by then is aborted; an active one recorded beside its claim is checked with its device then. */
   deadline: number | null;
   created_at: number;
   /** Idle release grace (null: off). */
@@ -150,6 +150,63 @@ export class AllocationStore {
   }
 
   /** A claim that failed: the pending row goes (its key may be used again). */
+  /**
+   * A direct allocation recorded beside its device's claim (src/allocate.ts): active at once on
+   * the picked device, checked with the device at `deadline` unless it has ended by then.
+   */
+  insertActive(p: Omit<PendingAllocation, "spec"> & { device: Picked; allocatedAt: number; expiresAt: number }, now: number): void {
+    const d = p.device;
+    this.sql.exec(
+      `INSERT INTO allocations (allocation_id, device_id, pool, node, status, cpu, mem, storage, allocated_at, expires_at,
+        duration_minutes, duration_ms, booked_hours, idem_key, idem_hash, deadline, created_at, idle_ms)
+       VALUES (?, ?, ?, ?, 'active', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+      p.allocationId,
+      d.deviceId,
+      p.pool,
+      d.node,
+      d.cpuCores,
+      d.memoryMB,
+      d.storageMB,
+      p.allocatedAt,
+      p.expiresAt,
+      p.durationMinutes,
+      p.durationMs,
+      p.durationMs / 3_600_000,
+      p.idempotencyKey,
+      p.hash,
+      p.deadline,
+      now,
+      p.idleMs,
+    );
+  }
+
+  /** The device's claim failed: the recorded allocation never was (no usage; its id reads as not found). */
+  abortRecorded(allocationId: string): boolean {
+    return (
+      this.sql.all(
+        `UPDATE allocations SET status = 'aborted', deadline = NULL, idem_key = NULL
+        WHERE allocation_id = ? AND status = 'active' RETURNING allocation_id`,
+        allocationId,
+      ).length > 0
+    );
+  }
+
+  /** When the first recorded allocation's check with its device is due. */
+  firstRecordCheck(): number | null {
+    return this.sql.one<{ t: number | null }>(
+      "SELECT MIN(deadline) AS t FROM allocations WHERE status = 'active' AND deadline IS NOT NULL",
+    )!.t;
+  }
+
+  recordChecksDue(now: number): AllocationRow[] {
+    return this.sql.all<AllocationRow>("SELECT * FROM allocations WHERE status = 'active' AND deadline <= ? LIMIT 50", now);
+  }
+
+  /** The device holds it: no more checks until its expiry. */
+  recordChecked(allocationId: string): void {
+    this.sql.exec("UPDATE allocations SET deadline = NULL WHERE allocation_id = ? AND status = 'active'", allocationId);
+  }
+
   dropPending(allocationId: string): void {
     this.sql.exec("DELETE FROM allocations WHERE allocation_id = ? AND status = 'pending'", allocationId);
   }
