@@ -7,7 +7,7 @@
  */
 import { FEED } from "../src/config";
 import type { Env } from "../src/env";
-import { FeedHub, feedSchema, refuseSocket, type FeedHistory, type FeedRequest } from "../src/objects/feed";
+import { FeedHub, feedLeanLog, feedSchema, refuseSocket, type FeedHistory, type FeedRequest } from "../src/objects/feed";
 import { CLOSE, type FeedEvents, type FeedEventType, type FeedKind } from "../src/feed/protocol";
 import { ServiceObject } from "../src/objects/base";
 
@@ -19,6 +19,7 @@ const MIGRATIONS = [
       CREATE TABLE sockets (object TEXT PRIMARY KEY, feed TEXT NOT NULL, open INTEGER NOT NULL, seq INTEGER NOT NULL,
         reported_at INTEGER NOT NULL);`,
   },
+  { name: "2-lean-feed-log", sql: feedLeanLog("events") },
 ];
 
 export class AdminFeed extends ServiceObject {

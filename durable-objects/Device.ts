@@ -22,7 +22,7 @@ import { fits } from "../src/domain/strategy";
 import type { DeviceInfo, DevicePatch, DeviceStatus, EndReason, EndedAllocation, UsageRecord } from "../src/domain/types";
 import type { Env } from "../src/env";
 import { fail, ok, type Result } from "../src/errors";
-import { FeedHub, feedSchema, refuseSocket, type FeedRequest } from "../src/objects/feed";
+import { FeedHub, feedLeanLog, feedSchema, refuseSocket, type FeedRequest } from "../src/objects/feed";
 import { CLOSE, type FeedEvents } from "../src/feed/protocol";
 
 import { ServiceObject } from "../src/objects/base";
@@ -30,7 +30,15 @@ import { socketReporter } from "../src/objects/operators";
 import { OUTBOX_SCHEMA, Outbox, type OutboxItem } from "../src/objects/outbox";
 import { Schedule } from "../src/objects/schedule";
 import { take } from "../src/rpc";
-import { DEVICE_SCHEMA, DeviceStore, type DeviceRow, type HoldRow, type Registration, type Window } from "../src/stores/device";
+import {
+  DEVICE_ALLOCATIONS_LEAN,
+  DEVICE_SCHEMA,
+  DeviceStore,
+  type DeviceRow,
+  type HoldRow,
+  type Registration,
+  type Window,
+} from "../src/stores/device";
 import { ACCESS_SCHEMA, AccessStore, type AccessMap } from "../src/stores/device-access";
 import { DEVICE_META_SCHEMA } from "../src/stores/device-meta";
 import { signGrant } from "../src/access";
@@ -45,6 +53,8 @@ const MIGRATIONS = [
   { name: "2-device-access", sql: ACCESS_SCHEMA },
   { name: "3-device-status-note", sql: STATUS_NOTE_SCHEMA },
   { name: "4-device-meta", sql: DEVICE_META_SCHEMA },
+  { name: "5-lean-feed-log", sql: feedLeanLog("feed") },
+  { name: "6-lean-allocations", sql: DEVICE_ALLOCATIONS_LEAN },
 ];
 
 export class Device extends ServiceObject {

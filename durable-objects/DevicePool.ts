@@ -41,7 +41,7 @@ import type { DeviceSpec } from "../src/domain/types";
 import type { DeviceStatus } from "../src/domain/types";
 import type { Env } from "../src/env";
 import { fail, ok, type Result } from "../src/errors";
-import { FeedHub, feedSchema, refuseSocket, type FeedRequest } from "../src/objects/feed";
+import { FeedHub, feedLeanLog, feedSchema, refuseSocket, type FeedRequest } from "../src/objects/feed";
 import { CLOSE, type PoolFeedState } from "../src/feed/protocol";
 import { countChange, type CounterRow } from "../src/metrics";
 import { ServiceObject } from "../src/objects/base";
@@ -50,7 +50,15 @@ import { OUTBOX_SCHEMA, Outbox } from "../src/objects/outbox";
 import { Schedule, earliest } from "../src/objects/schedule";
 import { take } from "../src/rpc";
 import type { ClassCount } from "../src/domain/catalogue";
-import { INDEX_SCHEMA, IndexStore, SIZE_ORDER_SCHEMA, deviceView, indexState, type Previous } from "../src/stores/pool-index";
+import {
+  INDEX_SCHEMA,
+  IndexStore,
+  NODE_INDEX_LEAN,
+  SIZE_ORDER_SCHEMA,
+  deviceView,
+  indexState,
+  type Previous,
+} from "../src/stores/pool-index";
 import { QUEUE_SCHEMA, QueueStore } from "../src/stores/pool-queue";
 import { FLEET_SCHEMA, FleetStore } from "../src/stores/pool-fleet";
 import { RESERVATIONS_SCHEMA, ReservationStore } from "../src/stores/pool-reservations";
@@ -63,6 +71,8 @@ const MIGRATIONS = [
   { name: "1-pool", sql: [INDEX_SCHEMA, QUEUE_SCHEMA, RESERVATIONS_SCHEMA, OUTBOX_SCHEMA, feedSchema("events")].join("\n") },
   { name: "2-pool-size-order", sql: SIZE_ORDER_SCHEMA },
   { name: "3-pool-fleet", sql: FLEET_SCHEMA },
+  { name: "4-lean-feed-log", sql: feedLeanLog("events") },
+  { name: "5-lean-node-index", sql: NODE_INDEX_LEAN },
 ];
 
 export class DevicePool extends ServiceObject {
@@ -280,10 +290,10 @@ export class DevicePool extends ServiceObject {
   private apply(s: DeviceState): void {
     this.leased.delete(s.deviceId);
     const changed = this.sql.tx(() => {
-      const prev = this.index.apply(s);
-      if (prev === undefined) return false;
       // A claim's state: its node's pick time is stored with it (the spread strategy's order), in the same write.
-      if (s.status === "allocated" && prev?.status !== "allocated") this.index.picked(s.node, this.picked.get(s.node) ?? Date.now());
+      const pickedAt = s.status === "allocated" ? (this.picked.get(s.node) ?? Date.now()) : undefined;
+      const prev = this.index.apply(s, pickedAt);
+      if (prev === undefined) return false;
       this.reservationDesk.allocationEnded(s);
       this.observe(prev, s);
       return true;

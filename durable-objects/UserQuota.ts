@@ -41,7 +41,7 @@ import { checkAllocation, checkExtraHours, deviceHeadroom, renewedUntil } from "
 import type { Allocation, AllocationStatus, DeviceSpec, EndReason, EndedAllocation, Quota, UsageRecord } from "../src/domain/types";
 import type { Env } from "../src/env";
 import { fail, ok, type Failure, type Result } from "../src/errors";
-import { FeedHub, feedSchema, refuseSocket, type FeedHistory, type FeedRequest } from "../src/objects/feed";
+import { FeedHub, feedLeanLog, feedSchema, refuseSocket, type FeedHistory, type FeedRequest } from "../src/objects/feed";
 import { CLOSE, type FeedEvents, type FeedEventType } from "../src/feed/protocol";
 
 import { log } from "../src/log";
@@ -52,6 +52,7 @@ import { take } from "../src/rpc";
 import { Allocator } from "./user/allocator";
 import { Extender } from "./user/extender";
 import {
+  ALLOCATIONS_LEAN,
   ALLOCATIONS_SCHEMA,
   AllocationStore,
   allocationNotFound,
@@ -75,6 +76,8 @@ import type { DeviceUserEvent } from "./device/messages";
 const MIGRATIONS = [
   { name: "1-user", sql: `${PROFILE_SCHEMA}\n${ALLOCATIONS_SCHEMA}\n${feedSchema("events")}` },
   { name: "2-bookings", sql: BOOKINGS_SCHEMA },
+  { name: "3-lean-feed-log", sql: feedLeanLog("events") },
+  { name: "4-lean-allocations", sql: ALLOCATIONS_LEAN },
 ];
 
 export class UserQuota extends ServiceObject {

@@ -84,6 +84,27 @@ export function feedSchema(table: string): string {
    CREATE TABLE ${table}_sockets (id INTEGER PRIMARY KEY CHECK (id = 1), reported INTEGER NOT NULL, seq INTEGER NOT NULL);`;
 }
 
+/**
+ * A later step of every feed's schema: the log without its `user_id` index and without
+ * AUTOINCREMENT, each of which wrote a row of its own per event (rows written are billed), and
+ * the event keys keyed by the key alone (WITHOUT ROWID, no index by time: the monthly prune
+ * reads them all, once per 100 keyed events). The
+ * seq stays monotonic without AUTOINCREMENT because the log is only ever pruned from its oldest
+ * end and never emptied (an event is appended before any prune), so the highest seq is never
+ * deleted. Replays read by seq and filter by user, over a log of at most `limit` events.
+ */
+export function feedLeanLog(table: string): string {
+  return `CREATE TABLE ${table}_lean (seq INTEGER PRIMARY KEY, type TEXT NOT NULL, user_id TEXT NOT NULL DEFAULT '',
+      data TEXT NOT NULL, ts INTEGER NOT NULL);
+    INSERT INTO ${table}_lean (seq, type, user_id, data, ts) SELECT seq, type, user_id, data, ts FROM ${table};
+    DROP TABLE ${table};
+    ALTER TABLE ${table}_lean RENAME TO ${table};
+    CREATE TABLE ${table}_keys_lean (key TEXT PRIMARY KEY, seq INTEGER NOT NULL, ts INTEGER NOT NULL) WITHOUT ROWID;
+    INSERT INTO ${table}_keys_lean (key, seq, ts) SELECT key, seq, ts FROM ${table}_keys;
+    DROP TABLE ${table}_keys;
+    ALTER TABLE ${table}_keys_lean RENAME TO ${table}_keys;`;
+}
+
 interface LogRow {
   seq: number;
   type: string;

@@ -24,6 +24,29 @@ export const ALLOCATIONS_SCHEMA = `CREATE TABLE allocations (
   CREATE INDEX allocations_created ON allocations(created_at);
   CREATE INDEX allocations_released ON allocations(status, released_at);`;
 
+/**
+ * Migration 4: the same table keyed by its id alone (WITHOUT ROWID: the key's own index was a
+ * second row written per insert), the idempotency key unique only where there is one (NULL
+ * keys had index entries too), and one index with the status instead of three: (status,
+ * released_at) serves the usage sums and the ended ones; the device lookup and a page by status
+ * read the few live rows through it or walk the newest first. Rows written are billed.
+ */
+export const ALLOCATIONS_LEAN = `CREATE TABLE allocations_lean (
+    allocation_id TEXT PRIMARY KEY, device_id TEXT, pool TEXT NOT NULL, node TEXT, status TEXT NOT NULL,
+    cpu INTEGER NOT NULL, mem INTEGER NOT NULL, storage INTEGER NOT NULL,
+    allocated_at INTEGER, expires_at INTEGER, duration_minutes INTEGER NOT NULL, duration_ms INTEGER NOT NULL,
+    booked_hours REAL NOT NULL, released_at INTEGER, duration_seconds INTEGER, reason TEXT,
+    extend_count INTEGER NOT NULL DEFAULT 0, extended_minutes INTEGER NOT NULL DEFAULT 0, last_extended_at INTEGER,
+    idem_key TEXT, idem_hash TEXT, deadline INTEGER, created_at INTEGER NOT NULL, idle_ms INTEGER) WITHOUT ROWID;
+  INSERT INTO allocations_lean SELECT allocation_id, device_id, pool, node, status, cpu, mem, storage, allocated_at, expires_at,
+    duration_minutes, duration_ms, booked_hours, released_at, duration_seconds, reason, extend_count, extended_minutes,
+    last_extended_at, idem_key, idem_hash, deadline, created_at, idle_ms FROM allocations;
+  DROP TABLE allocations;
+  ALTER TABLE allocations_lean RENAME TO allocations;
+  CREATE UNIQUE INDEX allocations_idem ON allocations(idem_key) WHERE idem_key IS NOT NULL;
+  CREATE INDEX allocations_created ON allocations(created_at);
+  CREATE INDEX allocations_released ON allocations(status, released_at);`;
+
 export interface AllocationRow {
   allocation_id: string;
   device_id: string | null;

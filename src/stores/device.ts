@@ -27,6 +27,20 @@ export const DEVICE_SCHEMA = `CREATE TABLE device (
   CREATE TABLE windows (reservation_id TEXT PRIMARY KEY, user_id TEXT NOT NULL, start_at INTEGER NOT NULL, end_at INTEGER NOT NULL);
   CREATE INDEX windows_start ON windows(start_at, end_at);`;
 
+/** Migration 6: the allocations keyed by their id alone (WITHOUT ROWID: the key's index was a row written per claim). */
+export const DEVICE_ALLOCATIONS_LEAN = `CREATE TABLE allocations_lean (
+    allocation_id TEXT PRIMARY KEY, user_id TEXT NOT NULL, state TEXT NOT NULL,
+    cpu INTEGER NOT NULL, mem INTEGER NOT NULL, storage INTEGER NOT NULL,
+    allocated_at INTEGER NOT NULL, expires_at INTEGER NOT NULL, confirm_at INTEGER,
+    warn_at INTEGER, warned INTEGER NOT NULL DEFAULT 0,
+    released_at INTEGER, duration_seconds INTEGER, reason TEXT, reservation_id TEXT) WITHOUT ROWID;
+  INSERT INTO allocations_lean SELECT allocation_id, user_id, state, cpu, mem, storage, allocated_at, expires_at, confirm_at,
+    warn_at, warned, released_at, duration_seconds, reason, reservation_id FROM allocations;
+  DROP TABLE allocations;
+  ALTER TABLE allocations_lean RENAME TO allocations;
+  CREATE INDEX allocations_state ON allocations(state);
+  CREATE INDEX allocations_alloc_at ON allocations(allocated_at);`;
+
 /** held: claimed, its user's object has not confirmed it yet; active: confirmed; ended. */
 export type HoldState = "held" | "active" | "ended";
 

@@ -35,6 +35,15 @@ export const INDEX_SCHEMA = `CREATE TABLE settings (
   CREATE TABLE gone (device_id TEXT PRIMARY KEY, version INTEGER NOT NULL);
   CREATE TABLE metrics (name TEXT NOT NULL, label TEXT NOT NULL DEFAULT '', value REAL NOT NULL, PRIMARY KEY (name, label));`;
 
+/**
+ * Migration 5: the index by node holds only the node, and there is none by expiry. With the
+ * status in them, every allocation and release rewrote both (rows written are billed); a node's
+ * devices are few (its smallest free device and its counts are read from its rows), and the
+ * soonest expiry is read only for a refusal's hint or the catalogue.
+ */
+export const NODE_INDEX_LEAN =
+  "DROP INDEX devices_node_status; DROP INDEX devices_status_expires; CREATE INDEX devices_node ON devices(node);";
+
 /** Migration 2: the pick looks for the smallest free class that fits, across nodes. */
 export const SIZE_ORDER_SCHEMA = "CREATE INDEX devices_status_spec ON devices(status, cpu, mem, storage);";
 
@@ -157,9 +166,12 @@ export class IndexStore {
    * Applies a device's state unless an equal or newer version is known (`undefined`: ignored).
    * Returns the entry it replaced (null: a new device). Call inside a transaction.
    */
-  apply(s: DeviceState): Previous | null | undefined {
-    const prev = this.sql.one<{ version: number; node: string; status: DeviceStatus; allocation_id: string | null }>(
-      "SELECT version, node, status, allocation_id FROM devices WHERE device_id = ?",
+  apply(s: DeviceState, pickedAt?: number): Previous | null | undefined {
+    const prev = this.sql.one<
+      { version: number; node: string; status: DeviceStatus; allocation_id: string | null } & Pick<IndexRow, "cpu" | "mem" | "storage"> &
+        MetaColumns
+    >(
+      "SELECT version, node, status, allocation_id, cpu, mem, storage, name, model, os_version, labels FROM devices WHERE device_id = ?",
       s.deviceId,
     );
     if (prev && prev.version >= s.version) return undefined;
@@ -169,6 +181,17 @@ export class IndexStore {
       this.sql.exec("DELETE FROM devices WHERE device_id = ?", s.deviceId);
       this.sql.exec("INSERT OR REPLACE INTO gone (device_id, version) VALUES (?, ?)", s.deviceId, s.version);
       if (!prev) return undefined;
+    } else if (prev && sameShape(prev, s)) {
+      // An allocation's change (the usual one): only what it moves, so only the indexes on status are rewritten (rows written are billed).
+      this.sql.exec(
+        "UPDATE devices SET status = ?, version = ?, allocation_id = ?, user_id = ?, expires_at = ? WHERE device_id = ?",
+        s.status,
+        s.version,
+        s.allocationId,
+        s.userId,
+        s.expiresAt,
+        s.deviceId,
+      );
     } else {
       if (gone) this.sql.exec("DELETE FROM gone WHERE device_id = ?", s.deviceId);
       // A state without metadata (a claim's answer) keeps what the row has: its labels come as NULL.
@@ -203,7 +226,8 @@ export class IndexStore {
     }
     if (prev && prev.node !== s.node) this.refreshNode(prev.node);
     // Node counts only move with a device's status or node (a spec change or re-registration keeps them).
-    if (!prev || prev.node !== s.node || prev.status !== s.status || s.status === "removed") this.refreshNode(s.node);
+    if (!prev || prev.node !== s.node || prev.status !== s.status || s.status === "removed") this.refreshNode(s.node, pickedAt);
+    else if (pickedAt !== undefined) this.picked(s.node, pickedAt);
     return prev ? { status: prev.status, allocationId: prev.allocation_id } : null;
   }
 
@@ -215,7 +239,8 @@ export class IndexStore {
     return prev;
   }
 
-  private refreshNode(node: string): void {
+  /** The node's counts again, and (a claim's state) when it was last picked, in one write. */
+  private refreshNode(node: string, pickedAt = 0): void {
     const c = this.sql.one<{ total: number; busy: number; free: number }>(
       `SELECT COUNT(*) AS total, SUM(status = 'allocated') AS busy, SUM(status = 'available') AS free FROM devices WHERE node = ?`,
       node,
@@ -223,12 +248,14 @@ export class IndexStore {
     if (!c.total) this.sql.exec("DELETE FROM nodes WHERE node = ?", node);
     else
       this.sql.exec(
-        `INSERT INTO nodes (node, busy, total, free) VALUES (?, ?, ?, ?)
-         ON CONFLICT(node) DO UPDATE SET busy = excluded.busy, total = excluded.total, free = excluded.free`,
+        `INSERT INTO nodes (node, busy, total, free, last_picked_at) VALUES (?, ?, ?, ?, ?)
+         ON CONFLICT(node) DO UPDATE SET busy = excluded.busy, total = excluded.total, free = excluded.free,
+           last_picked_at = MAX(nodes.last_picked_at, excluded.last_picked_at)`,
         node,
         c.busy ?? 0,
         c.total,
         c.free ?? 0,
+        pickedAt,
       );
   }
 
@@ -463,4 +490,12 @@ export class IndexStore {
       this.sql.all<{ status: string; n: number }>("SELECT status, COUNT(*) AS n FROM devices GROUP BY status").map((r) => [r.status, r.n]),
     );
   }
+}
+
+/** A state that changes only what an allocation moves (status, version, holder, expiry): node, spec and metadata as the row has them. */
+function sameShape(row: Pick<IndexRow, "node" | "cpu" | "mem" | "storage"> & MetaColumns, s: DeviceState): boolean {
+  if (row.node !== s.node || row.cpu !== s.cpuCores || row.mem !== s.memoryMB || row.storage !== s.storageMB) return false;
+  if (!s.meta) return true;
+  const m = metaColumns(s.meta);
+  return row.name === m.name && row.model === m.model && row.os_version === m.os_version && row.labels === m.labels;
 }
