@@ -227,7 +227,8 @@ export class IndexStore {
     if (prev && prev.node !== s.node) this.refreshNode(prev.node);
     // Node counts only move with a device's status or node (a spec change or re-registration keeps them).
     if (!prev || prev.node !== s.node || prev.status !== s.status || s.status === "removed") this.refreshNode(s.node, pickedAt);
-    else if (pickedAt !== undefined) this.picked(s.node, pickedAt);
+    else if (pickedAt !== undefined)
+      this.sql.exec("UPDATE nodes SET last_picked_at = MAX(last_picked_at, ?) WHERE node = ?", pickedAt, s.node);
     return prev ? { status: prev.status, allocationId: prev.allocation_id } : null;
   }
 
@@ -257,11 +258,6 @@ export class IndexStore {
         c.free ?? 0,
         pickedAt,
       );
-  }
-
-  /** A claim on a device of `node` that was picked at `at` succeeded (the spread strategy's order). */
-  picked(node: string, at: number): void {
-    this.sql.exec("UPDATE nodes SET last_picked_at = MAX(last_picked_at, ?) WHERE node = ?", at, node);
   }
 
   // ---- the pick ------------------------------------------------------------------------------
