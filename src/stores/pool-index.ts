@@ -182,7 +182,7 @@ export class IndexStore {
       this.sql.exec("INSERT OR REPLACE INTO gone (device_id, version) VALUES (?, ?)", s.deviceId, s.version);
       if (!prev) return undefined;
     } else if (prev && sameShape(prev, s)) {
-      // An allocation's change (the usual one): only what it moves, so only the indexes on status are rewritten (rows written are billed).
+      // An allocation's change: only what it moves, so only the indexes on status are rewritten (rows written are billed).
       this.sql.exec(
         "UPDATE devices SET status = ?, version = ?, allocation_id = ?, user_id = ?, expires_at = ? WHERE device_id = ?",
         s.status,
@@ -227,8 +227,7 @@ export class IndexStore {
     if (prev && prev.node !== s.node) this.refreshNode(prev.node);
     // Node counts only move with a device's status or node (a spec change or re-registration keeps them).
     if (!prev || prev.node !== s.node || prev.status !== s.status || s.status === "removed") this.refreshNode(s.node, pickedAt);
-    else if (pickedAt !== undefined)
-      this.sql.exec("UPDATE nodes SET last_picked_at = MAX(last_picked_at, ?) WHERE node = ?", pickedAt, s.node);
+    else if (pickedAt !== undefined) this.picked(s.node, pickedAt);
     return prev ? { status: prev.status, allocationId: prev.allocation_id } : null;
   }
 
@@ -258,6 +257,11 @@ export class IndexStore {
         c.free ?? 0,
         pickedAt,
       );
+  }
+
+  /** A claim on a device of `node` that was picked at `at` succeeded (the spread strategy's order). */
+  picked(node: string, at: number): void {
+    this.sql.exec("UPDATE nodes SET last_picked_at = MAX(last_picked_at, ?) WHERE node = ?", at, node);
   }
 
   // ---- the pick ------------------------------------------------------------------------------
@@ -491,7 +495,6 @@ export class IndexStore {
 /** A state that changes only what an allocation moves (status, version, holder, expiry): node, spec and metadata as the row has them. */
 function sameShape(row: Pick<IndexRow, "node" | "cpu" | "mem" | "storage"> & MetaColumns, s: DeviceState): boolean {
   if (row.node !== s.node || row.cpu !== s.cpuCores || row.mem !== s.memoryMB || row.storage !== s.storageMB) return false;
-  if (!s.meta) return true;
-  const m = metaColumns(s.meta);
-  return row.name === m.name && row.model === m.model && row.os_version === m.os_version && row.labels === m.labels;
+  const m = s.meta && metaColumns(s.meta);
+  return !m || (row.name === m.name && row.model === m.model && row.os_version === m.os_version && row.labels === m.labels);
 }
