@@ -26,6 +26,8 @@ export interface Counts {
   d1RowsRead: number;
   d1RowsWritten: number;
   queueMessages: number;
+  /** Commits by object class (which object's turn wrote). */
+  commitsBy: Record<string, number>;
 }
 
 const zero = (): Counts => ({
@@ -38,6 +40,7 @@ const zero = (): Counts => ({
   d1RowsRead: 0,
   d1RowsWritten: 0,
   queueMessages: 0,
+  commitsBy: {},
 });
 
 /** One answered HTTP request: what was counted between its arrival and its answer. */
@@ -53,10 +56,16 @@ let on = false;
 let hopDelayMs = 0;
 let counts = zero();
 let windows: Window[] = [];
-/** Rows written by statement (its first words), to see where a cycle's writes go. */
+/** Rows written by statement (its first words; D1's marked), to see where a cycle's writes go. */
 let writers: Record<string, number> = {};
 const MAX_WINDOWS = 2000;
 const dirty = new WeakSet<object>();
+const classOf = new WeakMap<object, string>();
+
+/** Names an object's storage by its class, for the commits by class. */
+export function meterStorage(storage: object, className: string): void {
+  if (on) classOf.set(storage, className);
+}
 
 /** Turns metering on for this isolate when `env.METER` is "on" (once seen, it stays on). */
 export function meterFrom(env: { METER?: string }): boolean {
@@ -72,6 +81,8 @@ export function countCommit(storage: object): void {
   if (!on || dirty.has(storage)) return;
   dirty.add(storage);
   counts.commits++;
+  const c = classOf.get(storage) ?? "other";
+  counts.commitsBy[c] = (counts.commitsBy[c] ?? 0) + 1;
   // The turn's writes commit together; a write after the next macrotask is another commit.
   setTimeout(() => dirty.delete(storage), 0);
 }
@@ -87,9 +98,13 @@ export function countSql(storage: object, cursor: { rowsRead: number; rowsWritte
   }
 }
 
-const snapshot = (): Counts => ({ ...counts });
-const minus = (a: Counts, b: Counts): Counts =>
-  Object.fromEntries(Object.keys(a).map((k) => [k, a[k as keyof Counts] - b[k as keyof Counts]])) as unknown as Counts;
+const snapshot = (): Counts => ({ ...counts, commitsBy: { ...counts.commitsBy } });
+function minus(a: Counts, b: Counts): Counts {
+  const out = { ...a, commitsBy: {} as Record<string, number> };
+  for (const k of Object.keys(a) as (keyof Counts)[]) if (k !== "commitsBy") (out[k] as number) = (a[k] as number) - (b[k] as number);
+  for (const [k, v] of Object.entries(a.commitsBy)) if (v - (b.commitsBy[k] ?? 0)) out.commitsBy[k] = v - (b.commitsBy[k] ?? 0);
+  return out;
+}
 
 /** The Worker's HTTP entry, counted: the request's window is kept for `GET /__meter`. */
 export async function meteredFetch(request: Request, run: () => Promise<Response>): Promise<Response> {
@@ -169,27 +184,33 @@ function namespace(ns: DurableObjectNamespace): DurableObjectNamespace {
 
 function database(db: D1Database): D1Database {
   const real = new WeakMap<object, D1PreparedStatement>();
-  const note = (meta: { rows_read?: number; rows_written?: number } | undefined) => {
+  const queries = new WeakMap<object, string>();
+  const note = (meta: { rows_read?: number; rows_written?: number } | undefined, query = "") => {
     counts.d1Queries++;
     counts.d1RowsRead += meta?.rows_read ?? 0;
     counts.d1RowsWritten += meta?.rows_written ?? 0;
+    if (meta?.rows_written) {
+      const key = `D1: ${query.replace(/\s+/g, " ").trim().slice(0, 66)}`;
+      writers[key] = (writers[key] ?? 0) + meta.rows_written;
+    }
   };
-  const statement = (s: D1PreparedStatement): D1PreparedStatement => {
+  const statement = (s: D1PreparedStatement, query: string): D1PreparedStatement => {
+    const note1 = (meta: { rows_read?: number; rows_written?: number } | undefined) => note(meta, query);
     const w = {
-      bind: (...args: unknown[]) => statement(s.bind(...args)),
+      bind: (...args: unknown[]) => statement(s.bind(...args), query),
       all: async () => {
         const r = await s.all();
-        note(r.meta);
+        note1(r.meta);
         return r;
       },
       run: async () => {
         const r = await s.run();
-        note(r.meta);
+        note1(r.meta);
         return r;
       },
       first: async (column?: string) => {
         const r = await s.all<Record<string, unknown>>();
-        note(r.meta);
+        note1(r.meta);
         const row = r.results[0] ?? null;
         return column === undefined ? row : row === null ? null : (row[column] ?? null);
       },
@@ -201,15 +222,16 @@ function database(db: D1Database): D1Database {
       },
     };
     real.set(w, s);
+    queries.set(w, query);
     return w as unknown as D1PreparedStatement;
   };
   return new Proxy(db, {
     get(target, key) {
-      if (key === "prepare") return (query: string) => statement(target.prepare(query));
+      if (key === "prepare") return (query: string) => statement(target.prepare(query), query);
       if (key === "batch")
         return async (list: D1PreparedStatement[]) => {
           const results = await target.batch(list.map((x) => real.get(x) ?? x));
-          for (const r of results) note(r.meta);
+          results.forEach((r, i) => note(r.meta, queries.get(list[i]!) ?? ""));
           return results;
         };
       const value = Reflect.get(target, key);

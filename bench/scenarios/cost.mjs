@@ -21,6 +21,7 @@ const median = (xs) => {
   return s.length ? s[Math.floor(s.length / 2)] : null;
 };
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+const onPath = (w) => Math.round(((w.commitsBy?.UserQuota ?? 0) + (w.commitsBy?.Device ?? 0)) * 100) / 100;
 
 async function meter(rt, body) {
   const r = await request(rt.main, body ? "POST" : "GET", "/__meter", body ? { body } : {});
@@ -43,8 +44,10 @@ async function quiet(rt, quietMs = 400, limitMs = 15_000) {
   }
 }
 
-const add = (a, b) => Object.fromEntries(Object.keys(b).map((k) => [k, (a[k] ?? 0) + b[k]]));
-const per = (c, n) => Object.fromEntries(Object.entries(c).map(([k, v]) => [k, Math.round((v / n) * 100) / 100]));
+const add = (a, b) =>
+  Object.fromEntries(Object.keys(b).map((k) => [k, typeof b[k] === "object" ? add(a[k] ?? {}, b[k]) : (a[k] ?? 0) + b[k]]));
+const per = (c, n) =>
+  Object.fromEntries(Object.entries(c).map(([k, v]) => [k, typeof v === "object" ? per(v, n) : Math.round((v / n) * 100) / 100]));
 
 /** `n` serial cycles of user `u` on `pool`; with `hop` the object calls' answers are delayed. */
 async function cycles(rt, { n, u, pool, hop }) {
@@ -76,7 +79,11 @@ async function cycles(rt, { n, u, pool, hop }) {
       lat[k].push(w.ms);
       win[k] = win[k] ? add(win[k], w.counts) : w.counts;
     }
-    const delta = Object.fromEntries(Object.entries(m.counts).map(([k, v]) => [k, v - (start[k] ?? 0)]));
+    const delta = Object.fromEntries(
+      Object.entries(m.counts)
+        .filter(([k]) => k !== "commitsBy")
+        .map(([k, v]) => [k, v - (start[k] ?? 0)]),
+    );
     total = total ? add(total, delta) : delta;
   }
   const writers = Object.fromEntries(
@@ -101,8 +108,19 @@ export async function run(_shared, { quick, log }) {
     const trips = (k) => Math.round((median(slow.lat[k]) - median(base.lat[k])) / HOP_MS);
     const criticalPath = {
       method: `serial cycles on a quiet service; round trips: the latency added by delaying each object answer ${HOP_MS} ms, ÷ ${HOP_MS}`,
-      allocate: { roundTrips: trips("allocate"), commits: base.allocate.commits, p50Ms: median(base.lat.allocate) },
-      release: { roundTrips: trips("release"), commits: base.release.commits, p50Ms: median(base.lat.release) },
+      // Commits before the answer, and those of the objects the request's own calls reach (the user's and the device's).
+      allocate: {
+        roundTrips: trips("allocate"),
+        commits: base.allocate.commits,
+        commitsOnPath: onPath(base.allocate),
+        p50Ms: median(base.lat.allocate),
+      },
+      release: {
+        roundTrips: trips("release"),
+        commits: base.release.commits,
+        commitsOnPath: onPath(base.release),
+        p50Ms: median(base.lat.release),
+      },
       counted: { allocate: base.allocate, release: base.release },
     };
     // An object request's active time (duration is billed for it): the cycle's latency over its round trips.

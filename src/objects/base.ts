@@ -17,7 +17,7 @@ import { feedRequestOf, type FeedHub, type FeedRequest } from "./feed";
 import { AlarmClock } from "./clock";
 import type { Schedule } from "./schedule";
 import { Sql, type Migration } from "./sql";
-import { countAlarm, metered } from "../meter";
+import { countAlarm, metered, meterStorage } from "../meter";
 
 export abstract class ServiceObject extends DurableObject<Env> {
   protected readonly sql: Sql;
@@ -31,6 +31,7 @@ export abstract class ServiceObject extends DurableObject<Env> {
   constructor(ctx: DurableObjectState, env: Env) {
     // Counted for the benchmarks when METER is on (src/meter.ts); the same env otherwise.
     super(ctx, metered(env));
+    meterStorage(ctx.storage, new.target.name);
     this.sql = new Sql(ctx.storage);
     this.clock = new AlarmClock(ctx.storage);
   }
