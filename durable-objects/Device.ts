@@ -230,8 +230,8 @@ export class Device extends ServiceObject {
     // In the same turn as the writes (one commit): the claim's earliest deadline.
     await this.clock.arm(Math.min(expiresAt, confirmAt, warnAt));
     const after: DeviceState = { deviceId: d.device_id, node: d.node, ...spec, status: "allocated", version: d.version + 1, ...holds };
-    // A pool's own claim learns this from the answer; a direct allocation's pool hears it after the answer.
-    if (!req.via) this.ctx.waitUntil(this.tellPool(d.pool, after));
+    // A pool's own claim learns this from the answer; a direct allocation's (it names its start) pool hears it after the answer.
+    if (req.at !== undefined) this.ctx.waitUntil(this.tellPool(d.pool, after));
     const access = this.access.map();
     return ok({ deviceId: d.device_id, pool: d.pool, node: d.node, ...spec, allocatedAt: now, expiresAt, state: after, access });
   }

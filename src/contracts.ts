@@ -48,7 +48,7 @@ export interface ClaimRequest {
   durationMs: number;
   /** Where the request came from when not a direct allocation: its queue entry or reservation. */
   via?: { kind: "queue" | "reservation"; id: string; deviceId: string | null; until?: number };
-  /** A direct allocation's start (unix ms), which its user's object records too. */
+  /** A direct allocation's start (unix ms), which its user's object records too; the device then tells its pool itself. */
   at?: number;
 }
 

@@ -113,8 +113,9 @@ export class Allocator {
     const r = await a;
     if (r.ok && r.value.allocationId === allocationId) {
       log("info", "allocation active", { userId: input.userId, allocationId, deviceId: device.deviceId, pool: input.pool });
-      // Its record check comes before its expiry; an idle grace needs the full computation.
-      if (idleMs === null && device.idleReleaseSeconds == null) await this.u.clock.arm(at + ALLOCATION.recordCheckMs);
+      // Its record check, or its overdue check if that comes first; an idle grace needs the full computation.
+      const check = Math.min(at + ALLOCATION.recordCheckMs, at + durationMs + ALLOCATION.overdueGraceMs);
+      if (idleMs === null && device.idleReleaseSeconds == null) await this.u.clock.arm(check);
       else await this.u.schedule.rearm();
     }
     return r;
