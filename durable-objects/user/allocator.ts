@@ -56,38 +56,34 @@ export class Allocator {
   }
 
   /**
-   * A direct allocation's second step, beside the device's claim (src/allocate.ts): a repeated
-   * key's answer, a refusal, or the allocation written `active` on the picked device, its quota
-   * and funds checked on the device's real spec with no await between the check and the write.
-   * A device larger than the quota's room per device is `NO_DEVICE_WITHIN_QUOTA` with that room,
-   * for the caller to pick again within it.
+   * A direct allocation's second step, beside the device's claim (src/allocate.ts): a refusal, or
+   * the allocation written `active` on the picked device, its quota and funds checked on the
+   * device's real spec with no await between the check and the write. A device larger than the
+   * quota's room per device is `NO_DEVICE_WITHIN_QUOTA` with that room, for the caller to pick
+   * again within it. (A keyed allocation never comes here: `allocate` serves it, so a repeat can
+   * wait for the first.)
    */
   async record(input: AllocateInput, allocationId: string, device: Picked, at: number): Promise<Result<AllocationResult>> {
     this.u.profile(input.userId);
     const idleMs = requestedIdleGraceMs(input.idleReleaseMinutes, input.idleReleaseSeconds);
-    const hash = requestHash(input, idleMs);
-    const replay = this.replayOf(input, hash);
-    if (replay) return replay;
     const durationMs = durationMsOf(input.durationMinutes, input.durationSeconds);
-    let answer: Result<AllocationResult> | Promise<Result<AllocationResult>> | null = null;
-    let refusal: Failure | null = null;
+    let done: AllocationRow | null = null;
+    let quotaRefused = false;
+    // The balance is known before the synchronous check-and-write; the check runs after each read.
     const funds = await this.u.balance.checked(input.userId, (f) => {
-      answer = this.replayOf(input, hash); // the same key may have been used meanwhile
-      if (answer) return null;
       const checked = this.u.allocationCheck(input.userId, device, durationMs, f);
-      // Larger than the room per device: the caller picks again within it (then the quota's own verdict, if any).
-      refusal = fits(device, input.spec, checked.max)
-        ? checked.refusal
-        : fail(409, "NO_DEVICE_WITHIN_QUOTA", "The picked device is larger than the quota's room per device.", { room: checked.max });
-      if (refusal) return refusal;
+      if (!fits(device, input.spec, checked.max))
+        return fail(409, "NO_DEVICE_WITHIN_QUOTA", "The picked device is larger than the quota's room per device.", { room: checked.max });
+      quotaRefused = checked.refusal !== null;
+      if (checked.refusal) return checked.refusal;
       const idle = effectiveIdleGraceMs(idleMs, device.idleReleaseSeconds == null ? null : device.idleReleaseSeconds * 1000);
       const row = {
         allocationId,
         pool: input.pool,
         durationMinutes: input.durationMinutes,
         durationMs,
-        idempotencyKey: input.idempotencyKey ?? null,
-        hash,
+        idempotencyKey: null,
+        hash: requestHash(input, idleMs),
         deadline: at + ALLOCATION.recordCheckMs,
         idleMs: idle,
         device,
@@ -96,29 +92,24 @@ export class Allocator {
       };
       this.u.sql.tx(() => {
         this.u.allocations.insertActive(row, Date.now());
-        const done = this.u.allocations.row(allocationId)!;
+        done = this.u.allocations.row(allocationId)!;
         this.u.emit(input.userId, "device.allocated", eventData(done));
         this.u.noteQuotaStatus(this.u.profile(input.userId));
-        answer = ok(resultOf(input.userId, done));
       });
       return null;
     });
     if (!funds.ok) {
-      const refused = refusal as Failure | null;
-      if (funds === refused && refused.code !== "NO_DEVICE_WITHIN_QUOTA") this.u.noteQuotaStatus(this.u.profile(input.userId));
+      if (quotaRefused) this.u.noteQuotaStatus(this.u.profile(input.userId));
       return funds;
     }
-    const a = answer as Result<AllocationResult> | Promise<Result<AllocationResult>> | null;
-    if (!a) return fail(503, "ALLOCATION_ABORTED", "The allocation could not be recorded; nothing was allocated. Try again.");
-    const r = await a;
-    if (r.ok && r.value.allocationId === allocationId) {
-      log("info", "allocation active", { userId: input.userId, allocationId, deviceId: device.deviceId, pool: input.pool });
-      // Its record check, or its overdue check if that comes first; an idle grace needs the full computation.
-      const check = Math.min(at + ALLOCATION.recordCheckMs, at + durationMs + ALLOCATION.overdueGraceMs);
-      if (idleMs === null && device.idleReleaseSeconds == null) await this.u.clock.arm(check);
-      else await this.u.schedule.rearm();
-    }
-    return r;
+    const row = done as AllocationRow | null;
+    if (!row) return fail(503, "ALLOCATION_ABORTED", "The allocation could not be recorded; nothing was allocated. Try again.");
+    log("info", "allocation active", { userId: input.userId, allocationId, deviceId: device.deviceId, pool: input.pool });
+    // Its record check, or its overdue check if that comes first; an idle grace needs the full computation.
+    const check = Math.min(at + ALLOCATION.recordCheckMs, at + durationMs + ALLOCATION.overdueGraceMs);
+    if (idleMs === null && device.idleReleaseSeconds == null) await this.u.clock.arm(check);
+    else await this.u.schedule.rearm();
+    return ok(resultOf(input.userId, row));
   }
 
   /** Why this user may not allocate `input` now, whatever the pool has free (null: they may). */
