@@ -64,15 +64,14 @@ export async function allocate(env: Env, input: AllocateInput, defer: Defer): Pr
     const [rec, claim] = await Promise.allSettled([take(user.record(input, allocationId, d, at)), take(dev.claim(req))]);
     const recorded = rec.status === "fulfilled" ? (rec.value as Result<AllocationResult>) : null;
     const claimed = claim.status === "fulfilled" ? (claim.value as Result<Claimed>) : null;
-    const mine = recorded?.ok === true && recorded.value.allocationId === allocationId;
-    if (mine && claimed?.ok) {
+    if (recorded?.ok && claimed?.ok) {
       defer(quietly(dev.confirm(allocationId)));
       return ok({ ...recorded.value, access: claimed.value.access });
     }
     // One side failed: the side that stands (or whose answer was lost) is undone.
     // Both before the answer or the next pick: a refusal leaves the device free and the quota as it was.
     if (claimed === null || claimed.ok) await quietly(dev.abort(allocationId));
-    if (mine || recorded === null) await quietly(user.abortRecord(allocationId));
+    if (recorded === null || recorded.ok) await quietly(user.abortRecord(allocationId));
     if (recorded === null) return fail(503, "USER_UNAVAILABLE", "Your quota could not be checked; nothing was allocated. Try again.");
     if (!recorded.ok) {
       const room = (recorded.details as { room?: DeviceSpec } | undefined)?.room;
@@ -84,10 +83,10 @@ export async function allocate(env: Env, input: AllocateInput, defer: Defer): Pr
       }
       return recorded;
     }
-    if (!mine) return recorded; // a repeated idempotency key: the first request's answer
-    if (claimed === null)
+    // Here the record stood (now undone) and the claim did not.
+    if (claimed === null || claimed.ok)
       return fail(503, "DEVICE_UNAVAILABLE", "The device did not answer; nothing was allocated. Try again.", { deviceId: d.deviceId });
-    if (claimed.ok || !STALE.has(claimed.code)) return claimed.ok ? recorded : claimed;
+    if (!STALE.has(claimed.code)) return claimed;
     const state = (claimed.details as { state?: DeviceState | null } | undefined)?.state;
     if (state) learned.push(state);
   }
